@@ -1,0 +1,10 @@
+# CUDA backend sources, or the stub that keeps the library linkable without CUDA.
+if(BNB4_CUDA AND NOT EXISTS ${CMAKE_CURRENT_LIST_DIR}/cuda_backend.cu)
+  message(STATUS "bnb4: no CUDA backend sources yet; building the stub")
+  set(BNB4_CUDA OFF)
+endif()
+if(BNB4_CUDA)
+  message(FATAL_ERROR "unreachable until the CUDA backend lands")
+else()
+  list(APPEND BNB4_CUDA_SOURCES ${CMAKE_CURRENT_LIST_DIR}/cuda_stub.c)
+endif()
