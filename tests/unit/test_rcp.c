@@ -1,6 +1,10 @@
-/* Exhaustive proof of the rcp.approx.ftz.f32 emulation against the measured table.
+/* Exhaustive proof of the rcp.approx.ftz.f32 emulation (src/format/bnb4_rcp.c) against the table
+ * measured on an H100: (a) bnb4_rcp_approx_diff equals the table for all 2^23 mantissas; (b)
+ * bnb4_rcp_approx_f32 equals the IEEE quotient 1.0f/x nudged by the table, scaled and flushed, for
+ * every mantissa at exponents from 2^-126 to 2^127, both signs, plus zeros, subnormals, infinities
+ * and NaNs; (c) prints the size of the compiled-in data. Exit status 0 only if all checks pass.
  *
- * Build and run:
+ * Build and run (from the repository root; the table path is argv[1]):
  *   gcc -std=c11 -O2 -Isrc/format tests/unit/test_rcp.c src/format/bnb4_rcp*.c -lz -lm -o test_rcp
  *   ./test_rcp tests/data/rcp_approx_diff.i8.gz
  */
