@@ -86,27 +86,35 @@ float bnb4_ref_nested_offset(const float *absmax, size_t nblocks) {
     return (float)(sum / (double)nblocks);
 }
 
-static float sub_ftz(float a, float b) { return bnb4_ftz(bnb4_ftz(a) - bnb4_ftz(b)); }
+static float add_ftz(float a, float b) { return bnb4_ftz(bnb4_ftz(a) + bnb4_ftz(b)); }
 
-/* dQuantize<0> of bitsandbytes' kernels.cu: a 7-step binary search over the sorted 256-entry map,
- * then the nearer of the two bracketing entries (ties to the upper one). Restated step by step,
- * quirks included, because it, not "nearest entry", defines the bytes. */
+/* dQuantize<0> of bitsandbytes' kernels.cu: a 7-step binary search over the sorted 256-entry map
+ * that remembers the last entries seen below and above x, then a midpoint test between the final
+ * pivot and the bracketing entry on x's side. Restated step by step, because it, not "the nearest
+ * entry", defines the bytes (the two differ when the midpoint rounds, and at the map's ends). */
 static uint8_t quantize_8bit(const float *code, float x) {
-    int pivot = 127, upper = 255, lower = 0;
+    int pivot = 127, upper_pivot = 255, lower_pivot = 0;
+    float lower = -1.0f, upper = 1.0f;
     float val = code[pivot];
     for (int step = 64; step > 0; step >>= 1) {
         if (x > val) {
-            lower = pivot;
+            lower_pivot = pivot;
+            lower = val;
             pivot += step;
         } else {
-            upper = pivot;
+            upper_pivot = pivot;
+            upper = val;
             pivot -= step;
         }
         val = code[pivot];
     }
-    if (upper == 255)
-        upper = 254;
-    return (uint8_t)(fabsf(sub_ftz(x, code[lower])) < fabsf(sub_ftz(x, code[upper])) ? lower : upper);
+    if (upper_pivot == 255)
+        upper = code[upper_pivot];
+    if (lower_pivot == 0)
+        lower = code[lower_pivot];
+    if (x > val)
+        return (uint8_t)(x > bnb4_mul_ftz(add_ftz(upper, val), 0.5f) ? upper_pivot : pivot);
+    return (uint8_t)(x < bnb4_mul_ftz(add_ftz(lower, val), 0.5f) ? lower_pivot : pivot);
 }
 
 void bnb4_ref_quantize_nested_blocks(const float *absmax, size_t nblocks, float offset,
