@@ -12,7 +12,9 @@
  * exactly (tests/unit/test_rcp.c proves it against tests/data/rcp_approx_diff.i8.gz), so it is both
  * exact and ~2000x smaller than a 2-bit table, needs no initialisation and is thread-safe (pure
  * function of constant data). The result of 1.m only depends on the mantissa; the exponent is
- * negated around it, with flush-to-zero of results that would be subnormal.
+ * negated around it, with flush-to-zero of results that would be subnormal. bnb4_rcp_approx_f32 was
+ * also compared with rcp.approx.ftz.f32 on an H100 (sm_90, CUDA 13.0) for all 2^32 input bit
+ * patterns, negative inputs, zeros, subnormals, infinities and NaNs included: no difference.
  */
 #ifndef BNB4_RCP_H
 #define BNB4_RCP_H
