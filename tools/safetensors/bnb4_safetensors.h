@@ -62,8 +62,48 @@ const char *bnb4_st_metadata_key(const bnb4_st_file *f, size_t i);
 const char *bnb4_st_metadata_value(const bnb4_st_file *f, size_t i);
 /* Element size in bytes of a safetensors dtype tag, 0 when unknown (or sub-byte, unsupported). */
 size_t bnb4_st_dtype_size(const char *dtype);
+/* Rank of a dtype in the Rust crate's Dtype order (BOOL=0 ... U64), -1 when unknown. */
+int bnb4_st_dtype_rank(const char *dtype);
 /* Total size of the file / buffer in bytes. */
 uint64_t bnb4_st_file_size(const bnb4_st_file *f);
+/* Tells the kernel a tensor's pages are no longer needed (mmap'd files only; a no-op otherwise), so
+ * streaming through a large model keeps the resident set near one tensor. The data stays readable
+ * (it is paged in again on access). */
+void bnb4_st_release(const bnb4_st_file *f, const bnb4_st_tensor *t);
+
+/* ---- writer ---------------------------------------------------------------------------------------
+ * Writes a safetensors file atomically: the bytes go to a temporary file in the target's directory,
+ * which commit flushes (fsync), renames over `path` and makes durable (fsync of the directory); abort,
+ * or any error, removes it. Usage:
+ *
+ *   bnb4_st_writer_create(path) -> add_metadata / add / add_late ... -> layout
+ *   -> pwrite (any order, any thread) and set_late -> commit   (or abort at any point)
+ *
+ * Layout: tensors declared with `add` are ordered as the Python/Rust safetensors writer orders them
+ * (dtype rank descending, then name), so alignment is the same as in files it writes; `add_late`
+ * tensors (small U8 blobs whose bytes are known only at the end, like quant_state) follow them, by
+ * name. The header is reserved at layout time for the largest late sizes and padded with spaces. */
+typedef struct bnb4_st_writer bnb4_st_writer;
+int bnb4_st_writer_create(const char *path, bnb4_st_writer **out, char *err, size_t errlen);
+const char *bnb4_st_writer_temp_path(const bnb4_st_writer *w);
+int bnb4_st_writer_add_metadata(bnb4_st_writer *w, const char *key, const char *value, char *err, size_t errlen);
+/* Declares a tensor; *id receives its handle for pwrite. */
+int bnb4_st_writer_add(bnb4_st_writer *w, const char *name, const char *dtype, size_t ndim, const uint64_t *shape,
+                       size_t *id, char *err, size_t errlen);
+/* Declares a U8 tensor of at most max_nbytes bytes, given later with set_late (shape [n]). */
+int bnb4_st_writer_add_late(bnb4_st_writer *w, const char *name, size_t max_nbytes, size_t *id, char *err,
+                            size_t errlen);
+int bnb4_st_writer_layout(bnb4_st_writer *w, char *err, size_t errlen);
+/* Bytes of tensor id, and the total of the data section once laid out (late tensors at their maximum). */
+uint64_t bnb4_st_writer_nbytes(const bnb4_st_writer *w, size_t id);
+/* Writes n bytes at byte offset `off` of tensor id. Thread-safe after layout. */
+int bnb4_st_writer_pwrite(bnb4_st_writer *w, size_t id, uint64_t off, const void *data, size_t n, char *err,
+                          size_t errlen);
+int bnb4_st_writer_set_late(bnb4_st_writer *w, size_t id, const void *data, size_t n, char *err, size_t errlen);
+/* Finishes the file; checks that every byte of every tensor was written. Frees w in every case (on
+ * failure the temporary file is removed). */
+int bnb4_st_writer_commit(bnb4_st_writer *w, char *err, size_t errlen);
+void bnb4_st_writer_abort(bnb4_st_writer *w); /* NULL ok */
 
 #ifdef __cplusplus
 }

@@ -6,6 +6,7 @@
  * offset order (the order they are laid out, which is the streaming order for conversion) plus a
  * name-sorted index for lookups. Files are memory-mapped read-only; nothing is copied.
  */
+#define _DEFAULT_SOURCE /* madvise */
 #define _POSIX_C_SOURCE 200809L
 #include "bnb4_safetensors.h"
 
@@ -35,14 +36,23 @@ struct bnb4_st_file {
     char **meta_values;
 };
 
+/* Known dtypes, in the order of the Rust crate's Dtype enum (increasing alignment): the writer sorts
+ * tensors by descending rank, as safetensors' serialize does. */
 static const struct {
     const char *tag;
     size_t size;
 } st_dtypes[] = {
     {"BOOL", 1}, {"U8", 1},  {"I8", 1},  {"F8_E5M2", 1}, {"F8_E4M3", 1}, {"F8_E8M0", 1},
     {"I16", 2},  {"U16", 2}, {"F16", 2}, {"BF16", 2},    {"I32", 4},     {"U32", 4},
-    {"F32", 4},  {"I64", 8}, {"U64", 8}, {"F64", 8},     {"C64", 8},
+    {"F32", 4},  {"C64", 8}, {"F64", 8}, {"I64", 8},     {"U64", 8},
 };
+
+int bnb4_st_dtype_rank(const char *dtype) {
+    if (!dtype) return -1;
+    for (size_t i = 0; i < sizeof st_dtypes / sizeof st_dtypes[0]; i++)
+        if (strcmp(dtype, st_dtypes[i].tag) == 0) return (int)i;
+    return -1;
+}
 
 size_t bnb4_st_dtype_size(const char *dtype) {
     if (!dtype) return 0;
@@ -482,3 +492,15 @@ const char *bnb4_st_metadata_value(const bnb4_st_file *f, size_t i) {
     return (f && i < f->meta_count) ? f->meta_values[i] : NULL;
 }
 uint64_t bnb4_st_file_size(const bnb4_st_file *f) { return f ? f->size : 0; }
+
+void bnb4_st_release(const bnb4_st_file *f, const bnb4_st_tensor *t) {
+    if (!f || !t || !f->map || t->nbytes == 0) return;
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0) return;
+    /* only whole pages inside the tensor: neighbours may still be in use */
+    uintptr_t lo = ((uintptr_t)t->data + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+    uintptr_t hi = ((uintptr_t)t->data + t->nbytes) & ~((uintptr_t)page - 1);
+    /* madvise, not posix_madvise: glibc makes POSIX_MADV_DONTNEED a no-op. Dropping pages of a
+     * read-only private file mapping is harmless: they are read from the file again if touched. */
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
