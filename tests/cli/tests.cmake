@@ -27,3 +27,13 @@ if(TARGET bnb4_safetensors)
   target_link_libraries(test_safetensors_write PRIVATE bnb4_safetensors GTest::gtest GTest::gtest_main)
   gtest_discover_tests(test_safetensors_write DISCOVERY_TIMEOUT 60)
 endif()
+
+# The bnb4 command end to end (runs the built binary).
+if(TARGET bnb4_cli)
+  add_executable(test_cli ${CMAKE_CURRENT_LIST_DIR}/test_cli.cc)
+  target_link_libraries(test_cli PRIVATE bnb4_static bnb4_safetensors GTest::gtest GTest::gtest_main)
+  target_compile_definitions(test_cli PRIVATE BNB4_CONFORMANCE_DIR="${BNB4_CONFORMANCE_DIR}"
+                                              BNB4_CLI_EXE="$<TARGET_FILE:bnb4_cli>")
+  add_dependencies(test_cli bnb4_cli)
+  gtest_discover_tests(test_cli DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 300)
+endif()

@@ -306,9 +306,31 @@ json_t *cli_read_json(const char *path, char *err, size_t errlen) {
     return doc;
 }
 
+/* Does every real in the document read back exactly when printed with %.{p}g? */
+static int reals_roundtrip(const json_t *v, int p) {
+    if (json_is_real(v)) {
+        char buf[40];
+        snprintf(buf, sizeof buf, "%.*g", p, json_real_value(v));
+        return strtod(buf, NULL) == json_real_value(v);
+    }
+    if (json_is_object(v)) {
+        const char *k;
+        json_t *x;
+        json_object_foreach((json_t *)v, k, x) if (!reals_roundtrip(x, p)) return 0;
+    } else if (json_is_array(v)) {
+        size_t i;
+        json_t *x;
+        json_array_foreach(v, i, x) if (!reals_roundtrip(x, p)) return 0;
+    }
+    return 1;
+}
+
 int cli_write_json(const char *path, json_t *doc, int sort_keys, char *err, size_t errlen) {
-    /* JSON_INDENT(2) prints ", " nowhere and ": " after keys: the layout of json.dumps(indent=2). */
-    char *text = json_dumps(doc, JSON_INDENT(2) | (sort_keys ? JSON_SORT_KEYS : 0) | JSON_REAL_PRECISION(17));
+    /* JSON_INDENT(2) gives json.dumps(indent=2)'s layout. jansson prints every real with one precision;
+     * the smallest that round-trips all of them keeps 1e-05 from becoming 1.0000000000000001e-5. */
+    int prec = 1;
+    while (prec < 17 && !reals_roundtrip(doc, prec)) prec++;
+    char *text = json_dumps(doc, JSON_INDENT(2) | (sort_keys ? JSON_SORT_KEYS : 0) | JSON_REAL_PRECISION(prec));
     if (!text) {
         cli_errf(err, errlen, "%s: out of memory formatting JSON", path);
         return -1;
