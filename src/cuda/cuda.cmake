@@ -1,10 +1,29 @@
-# CUDA backend sources, or the stub that keeps the library linkable without CUDA.
-if(BNB4_CUDA AND NOT EXISTS ${CMAKE_CURRENT_LIST_DIR}/cuda_backend.cu)
-  message(STATUS "bnb4: no CUDA backend sources yet; building the stub")
-  set(BNB4_CUDA OFF)
-endif()
+# CUDA backend: kernels for sm_80 and sm_90 built with nvcc, linked with cudart and cuBLAS (shared),
+# or the stub that keeps the library linkable without CUDA (BNB4_CUDA=OFF, or no nvcc).
+#
+# No -use_fast_math / -ftz: the kernels write the fast-math instructions bitsandbytes' bytes depend on
+# (rcp.approx.ftz, mul.ftz) as inline PTX, and everything else stays IEEE.
 if(BNB4_CUDA)
-  message(FATAL_ERROR "unreachable until the CUDA backend lands")
+  if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+    set(CMAKE_CUDA_ARCHITECTURES 80 90)
+  endif()
+  set(CMAKE_CUDA_STANDARD 17)
+  set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+  if(NOT DEFINED CMAKE_CUDA_RUNTIME_LIBRARY)
+    set(CMAKE_CUDA_RUNTIME_LIBRARY Shared)
+  endif()
+  enable_language(CUDA)
+  find_package(CUDAToolkit REQUIRED)
+  list(APPEND BNB4_CUDA_SOURCES
+       ${CMAKE_CURRENT_LIST_DIR}/cuda_backend.cu
+       ${CMAKE_CURRENT_LIST_DIR}/cuda_quantize.cu
+       ${CMAKE_CURRENT_LIST_DIR}/cuda_dequantize.cu
+       ${CMAKE_CURRENT_LIST_DIR}/cuda_gemm.cu)
+  # nvcc's host stubs use C++ runtime helpers (static-init guards): C programs linking libbnb4.a need it
+  list(APPEND BNB4_PRIVATE_LIBS CUDA::cudart CUDA::cublas stdc++)
+  set(BNB4_PC_EXTRA_LIBS "-L${CUDAToolkit_LIBRARY_DIR} -lcublas -lcudart -lstdc++")
+  set(CMAKE_CUDA_FLAGS "${CMAKE_CUDA_FLAGS} -Xptxas=-warn-spills --expt-relaxed-constexpr")
+  message(STATUS "bnb4: CUDA backend for architectures ${CMAKE_CUDA_ARCHITECTURES} (nvcc ${CMAKE_CUDA_COMPILER_VERSION})")
 else()
   list(APPEND BNB4_CUDA_SOURCES ${CMAKE_CURRENT_LIST_DIR}/cuda_stub.c)
 endif()

@@ -1,0 +1,372 @@
+/*
+ * bench_cuda.cu - the CUDA backend's benchmark, with its ceilings measured in the same run.
+ *
+ * Ceilings: device-to-device copy bandwidth (bytes read + written, cudaMemcpyAsync of 1 GiB) and dense
+ * cuBLAS f16/bf16 GEMM (cublasGemmEx, f32 accumulation) at the same shapes and m. Ours: bnb4_linear on
+ * NF4 bs64 weights, plain and nested absmax, for N x K in {4096x4096, 14336x4096, 4096x14336,
+ * 28672x8192} and m in {1, 2, 4, 8, 16, 32, 64, 128, 512, 2048}; bnb4_dequantize and bnb4_quantize.
+ * Weights (ours and cuBLAS's) rotate among enough copies that no launch finds them in L2. Each number is
+ * the median over several timed batches; a batch is a CUDA graph of back-to-back calls (so host launch
+ * cost stays out), timed with events.
+ *
+ * Usage: bench_cuda [--quick] [--csv FILE]. Prints every row, then a summary table with the issue's
+ * targets as ratios. bnb4_bench_cuda_main() is the entry point (the `bnb4 bench` CLI can call it).
+ */
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <cublas_v2.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "bnb4.h"
+
+extern "C" int bnb4_bench_cuda_main(int argc, char **argv);
+
+namespace {
+
+#define CK(expr)                                                                                              \
+    do {                                                                                                      \
+        cudaError_t e_ = (expr);                                                                              \
+        if (e_ != cudaSuccess) {                                                                              \
+            std::fprintf(stderr, "bench_cuda: %s failed: %s (line %d)\n", #expr, cudaGetErrorString(e_), __LINE__); \
+            std::exit(2);                                                                                     \
+        }                                                                                                     \
+    } while (0)
+#define BK(expr)                                                                                              \
+    do {                                                                                                      \
+        bnb4_status s_ = (expr);                                                                              \
+        if (s_ != BNB4_OK) {                                                                                  \
+            std::fprintf(stderr, "bench_cuda: %s failed: %s\n", #expr, bnb4_last_error());                  \
+            std::exit(2);                                                                                     \
+        }                                                                                                     \
+    } while (0)
+
+__global__ void fill_randn_f16(__half *p, size_t n, uint64_t seed, float scale) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        uint64_t h = (i + 1) * 0x9E3779B97F4A7C15ull ^ seed;
+        h ^= h >> 31, h *= 0xBF58476D1CE4E5B9ull, h ^= h >> 29, h *= 0x94D049BB133111EBull, h ^= h >> 32;
+        const float u1 = ((h & 0xffffffu) + 1) * (1.0f / 16777217.0f), u2 = ((h >> 24) & 0xffffffu) * (1.0f / 16777216.0f);
+        p[i] = __float2half(scale * sqrtf(-2.0f * logf(u1)) * cospif(2.0f * u2));
+    }
+}
+__global__ void f16_to_bf16(const __half *a, __nv_bfloat16 *b, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        b[i] = __float2bfloat16(__half2float(a[i]));
+}
+
+struct Timer {
+    cudaStream_t s;
+    int reps;
+    /* Median ms per call of f(i) over `reps` batches of `iters` calls, each batch a graph replay. */
+    double run(int iters, const std::function<void(int)> &f) {
+        for (int i = 0; i < 3; i++) /* warm-up: module load, handles, pools, counters */
+            f(i);
+        CK(cudaStreamSynchronize(s));
+        cudaGraph_t graph = nullptr;
+        cudaGraphExec_t exec = nullptr;
+        bool graphed = cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
+        if (graphed) {
+            for (int i = 0; i < iters; i++)
+                f(i);
+            graphed = cudaStreamEndCapture(s, &graph) == cudaSuccess &&
+                      cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+        }
+        cudaGetLastError();
+        cudaEvent_t e0, e1;
+        CK(cudaEventCreate(&e0));
+        CK(cudaEventCreate(&e1));
+        std::vector<float> t;
+        for (int r = 0; r < reps; r++) {
+            CK(cudaEventRecord(e0, s));
+            if (graphed)
+                CK(cudaGraphLaunch(exec, s));
+            else
+                for (int i = 0; i < iters; i++)
+                    f(i);
+            CK(cudaEventRecord(e1, s));
+            CK(cudaEventSynchronize(e1));
+            float ms = 0;
+            CK(cudaEventElapsedTime(&ms, e0, e1));
+            t.push_back(ms / iters);
+        }
+        if (exec)
+            cudaGraphExecDestroy(exec);
+        if (graph)
+            cudaGraphDestroy(graph);
+        cudaEventDestroy(e0);
+        cudaEventDestroy(e1);
+        std::sort(t.begin(), t.end());
+        return t[t.size() / 2];
+    }
+};
+
+struct Shape {
+    size_t N, K;
+};
+
+struct Row {
+    std::string what;
+    double ms, value, ceiling, ratio;
+};
+std::vector<Row> g_rows;
+FILE *g_csv = nullptr;
+
+void report(const std::string &what, double ms, double value, const char *unit, double ceiling) {
+    const double ratio = ceiling > 0 ? value / ceiling : 0;
+    std::printf("%-58s %10.2f us %10.1f %-7s ratio %.3f\n", what.c_str(), ms * 1e3, value, unit, ratio);
+    if (g_csv)
+        std::fprintf(g_csv, "%s,%.6f,%.3f,%s,%.3f,%.4f\n", what.c_str(), ms * 1e3, value, unit, ceiling, ratio);
+    g_rows.push_back({what, ms, value, ceiling, ratio});
+}
+
+} // namespace
+
+extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
+    bool quick = false;
+    const char *csv = nullptr;
+    for (int i = 1; i < argc; i++) {
+        if (!std::strcmp(argv[i], "--quick"))
+            quick = true;
+        else if (!std::strcmp(argv[i], "--csv") && i + 1 < argc)
+            csv = argv[++i];
+        else {
+            std::fprintf(stderr, "usage: %s [--quick] [--csv FILE]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (bnb4_cuda_device_count() == 0) {
+        std::printf("bench_cuda: no CUDA device, nothing to measure\n");
+        return 0;
+    }
+    if (csv && !(g_csv = std::fopen(csv, "w"))) {
+        std::fprintf(stderr, "bench_cuda: cannot write %s\n", csv);
+        return 2;
+    }
+    if (g_csv)
+        std::fprintf(g_csv, "what,us,value,unit,ceiling,ratio\n");
+    cudaDeviceProp prop;
+    CK(cudaGetDeviceProperties(&prop, 0));
+    char date[64];
+    const time_t now = time(nullptr);
+    strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", gmtime(&now));
+    std::printf("bench_cuda: %s, %d SMs, %.0f MB L2, bnb4 %s, %s\n", prop.name, prop.multiProcessorCount,
+                prop.l2CacheSize / 1e6, bnb4_version_string(), date);
+
+    cudaStream_t stream;
+    CK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    bnb4_ctx_params p;
+    bnb4_ctx_params_default(&p);
+    p.device = BNB4_DEVICE_CUDA;
+    p.stream = stream;
+    bnb4_ctx *ctx = nullptr;
+    BK(bnb4_ctx_create(&p, &ctx));
+    cublasHandle_t blas;
+    if (cublasCreate(&blas) != CUBLAS_STATUS_SUCCESS) {
+        std::fprintf(stderr, "bench_cuda: cublasCreate failed\n");
+        return 2;
+    }
+    cublasSetStream(blas, stream);
+    Timer timer{stream, quick ? 3 : 7};
+    const size_t rotate_bytes = 3 * (size_t)prop.l2CacheSize; /* copies span 3x L2: none is resident */
+
+    /* ---- copy bandwidth -------------------------------------------------------------------------- */
+    const size_t copy_bytes = (size_t)1 << 30;
+    void *ca, *cb;
+    CK(cudaMalloc(&ca, copy_bytes));
+    CK(cudaMalloc(&cb, copy_bytes));
+    CK(cudaMemset(ca, 1, copy_bytes));
+    const double copy_ms = timer.run(10, [&](int) { cudaMemcpyAsync(cb, ca, copy_bytes, cudaMemcpyDeviceToDevice, stream); });
+    const double copy_bw = 2.0 * copy_bytes / (copy_ms * 1e-3) / 1e9;
+    report("ceiling: device-to-device copy 1 GiB (read+write)", copy_ms, copy_bw, "GB/s", 0);
+    CK(cudaFree(ca));
+    CK(cudaFree(cb));
+
+    std::vector<Shape> shapes = {{4096, 4096}, {14336, 4096}, {4096, 14336}, {28672, 8192}};
+    std::vector<size_t> ms = {1, 2, 4, 8, 16, 32, 64, 128, 512, 2048};
+    if (quick) {
+        shapes = {{4096, 4096}, {14336, 4096}};
+        ms = {1, 8, 64, 512};
+    }
+    const size_t bs = 64;
+    const size_t max_m = *std::max_element(ms.begin(), ms.end());
+
+    for (const Shape &sh : shapes) {
+        const size_t N = sh.N, K = sh.K, n = N * K, nb = n / bs;
+        const size_t dense_bytes = n * 2, q_bytes = n / 2 + nb * 4, qn_bytes = n / 2 + nb + (nb / 256 + 1) * 4;
+        const int copies_dense = (int)std::max<size_t>(2, (rotate_bytes + dense_bytes - 1) / dense_bytes);
+        const int copies_q = (int)std::max<size_t>(2, (rotate_bytes + q_bytes - 1) / q_bytes);
+        std::vector<void *> w16(copies_dense), wbf(copies_dense);
+        std::vector<uint8_t *> packed(copies_q), codes(copies_q);
+        std::vector<float *> absmax(copies_q), nabs(copies_q);
+        std::vector<float> offset(copies_q);
+        float *dcode;
+        CK(cudaMalloc(&dcode, 1024));
+        CK(cudaMemcpy(dcode, bnb4_nested_code(), 1024, cudaMemcpyHostToDevice));
+        for (int c = 0; c < copies_dense; c++) {
+            CK(cudaMalloc(&w16[c], dense_bytes));
+            CK(cudaMalloc(&wbf[c], dense_bytes));
+            fill_randn_f16<<<1024, 256, 0, stream>>>((__half *)w16[c], n, 1234 + c, 0.05f);
+            f16_to_bf16<<<1024, 256, 0, stream>>>((const __half *)w16[c], (__nv_bfloat16 *)wbf[c], n);
+            CK(cudaGetLastError());
+        }
+        for (int c = 0; c < copies_q; c++) {
+            CK(cudaMalloc(&packed[c], n / 2));
+            CK(cudaMalloc(&absmax[c], nb * 4));
+            CK(cudaMalloc(&codes[c], nb));
+            CK(cudaMalloc(&nabs[c], (nb / 256 + 1) * 4));
+            BK(bnb4_quantize(ctx, w16[c % copies_dense], BNB4_F16, n, bs, BNB4_NF4, packed[c], absmax[c]));
+            BK(bnb4_nested_offset(ctx, absmax[c], nb, &offset[c]));
+            BK(bnb4_quantize_nested(ctx, absmax[c], nb, offset[c], 256, codes[c], nabs[c]));
+        }
+        void *x, *y;
+        CK(cudaMalloc(&x, max_m * K * 2));
+        CK(cudaMalloc(&y, max_m * N * 2));
+        fill_randn_f16<<<1024, 256, 0, stream>>>((__half *)x, max_m * K, 99, 1.0f);
+        CK(cudaStreamSynchronize(stream));
+        char name[160];
+
+        for (bnb4_dtype dt : {BNB4_F16, BNB4_BF16}) {
+            const char *dn = dt == BNB4_F16 ? "f16" : "bf16";
+            void *xd = x;
+            void *xb = nullptr;
+            if (dt == BNB4_BF16) { /* same values, bf16 */
+                CK(cudaMalloc(&xb, max_m * K * 2));
+                f16_to_bf16<<<1024, 256, 0, stream>>>((const __half *)x, (__nv_bfloat16 *)xb, max_m * K);
+                xd = xb;
+            }
+            const cudaDataType_t t = dt == BNB4_F16 ? CUDA_R_16F : CUDA_R_16BF;
+            std::vector<void *> &wd = dt == BNB4_F16 ? w16 : wbf;
+            double m1_ms[2] = {0, 0};
+            for (size_t m : ms) {
+                const double flops = 2.0 * m * N * K;
+                const float alpha = 1.0f, beta = 0.0f;
+                const int iters = m >= 512 ? 10 : 50;
+                const double blas_ms = timer.run(iters, [&](int i) {
+                    cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)m, (int)K, &alpha, wd[i % copies_dense], t,
+                                 (int)K, xd, t, (int)K, &beta, y, t, (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+                });
+                const double blas_tf = flops / (blas_ms * 1e-3) / 1e12;
+                std::snprintf(name, sizeof name, "cublas %s %zux%zu m=%zu", dn, N, K, m);
+                report(name, blas_ms, blas_tf, "TFLOP/s", 0);
+                for (int nested = 0; nested < 2; nested++) {
+                    const double ours_ms = timer.run(iters, [&](int i) {
+                        const int c = i % copies_q;
+                        const bnb4_qtensor q =
+                            nested ? bnb4_qtensor_nested(N, K, bs, BNB4_NF4, packed[c], codes[c], nabs[c], dcode, offset[c], 256)
+                                   : bnb4_qtensor_plain(N, K, bs, BNB4_NF4, packed[c], absmax[c]);
+                        bnb4_linear(ctx, &q, dt, m, xd, nullptr, y);
+                    });
+                    const char *nn = nested ? "nested" : "plain";
+                    if (m == 1)
+                        m1_ms[nested] = ours_ms;
+                    const double wbytes = nested ? qn_bytes : q_bytes;
+                    if (m <= 16) {
+                        std::snprintf(name, sizeof name, "bnb4 %s %s %zux%zu m=%zu weight-BW/copy", dn, nn, N, K, m);
+                        report(name, ours_ms, wbytes / (ours_ms * 1e-3) / 1e9, "GB/s", copy_bw);
+                    }
+                    if (m >= 2 && m <= 16) {
+                        std::snprintf(name, sizeof name, "bnb4 %s %s %zux%zu m=%zu time/m1time", dn, nn, N, K, m);
+                        report(name, ours_ms, ours_ms / m1_ms[nested], "x", 1.0);
+                    }
+                    std::snprintf(name, sizeof name, "bnb4 %s %s %zux%zu m=%zu vs-cublas", dn, nn, N, K, m);
+                    report(name, ours_ms, flops / (ours_ms * 1e-3) / 1e12, "TFLOP/s", blas_tf);
+                }
+            }
+            if (xb)
+                CK(cudaFree(xb));
+        }
+
+        /* dequantize (f16 out) and quantize (f16 in): bytes read + written over copy bandwidth */
+        void *dq;
+        CK(cudaMalloc(&dq, dense_bytes));
+        {
+            const double t_dq = timer.run(20, [&](int i) {
+                const int c = i % copies_q;
+                const bnb4_qtensor q = bnb4_qtensor_plain(N, K, bs, BNB4_NF4, packed[c], absmax[c]);
+                bnb4_dequantize(ctx, &q, BNB4_F16, dq);
+            });
+            std::snprintf(name, sizeof name, "bnb4 dequantize f16 %zux%zu", N, K);
+            report(name, t_dq, (q_bytes + dense_bytes) / (t_dq * 1e-3) / 1e9, "GB/s", copy_bw);
+            const double t_dqn = timer.run(20, [&](int i) {
+                const int c = i % copies_q;
+                const bnb4_qtensor q =
+                    bnb4_qtensor_nested(N, K, bs, BNB4_NF4, packed[c], codes[c], nabs[c], dcode, offset[c], 256);
+                bnb4_dequantize(ctx, &q, BNB4_F16, dq);
+            });
+            std::snprintf(name, sizeof name, "bnb4 dequantize nested f16 %zux%zu", N, K);
+            report(name, t_dqn, (qn_bytes + dense_bytes) / (t_dqn * 1e-3) / 1e9, "GB/s", copy_bw);
+            const double t_q = timer.run(20, [&](int i) {
+                const int c = i % copies_q;
+                bnb4_quantize(ctx, w16[i % copies_dense], BNB4_F16, n, bs, BNB4_NF4, packed[c], absmax[c]);
+            });
+            std::snprintf(name, sizeof name, "bnb4 quantize f16 %zux%zu", N, K);
+            report(name, t_q, (q_bytes + dense_bytes) / (t_q * 1e-3) / 1e9, "GB/s", copy_bw);
+        }
+        CK(cudaFree(dq));
+        for (void *pp : w16)
+            CK(cudaFree(pp));
+        for (void *pp : wbf)
+            CK(cudaFree(pp));
+        for (int c = 0; c < copies_q; c++) {
+            CK(cudaFree(packed[c]));
+            CK(cudaFree(absmax[c]));
+            CK(cudaFree(codes[c]));
+            CK(cudaFree(nabs[c]));
+        }
+        CK(cudaFree(dcode));
+        CK(cudaFree(x));
+        CK(cudaFree(y));
+    }
+
+    /* ---- summary: the issue's targets as ratios ---------------------------------------------------- */
+    auto worst = [&](const std::string &needle1, const std::string &needle2, bool lowest) {
+        double v = lowest ? 1e30 : -1e30;
+        int found = 0;
+        for (const Row &r : g_rows)
+            if (r.what.find(needle1) != std::string::npos && r.what.find(needle2) != std::string::npos) {
+                v = lowest ? std::min(v, r.ratio) : std::max(v, r.ratio);
+                found++;
+            }
+        return found ? v : NAN;
+    };
+    std::printf("\n==== bnb4 CUDA summary: %s, %s, copy %.0f GB/s ====\n", prop.name, date, copy_bw);
+    std::printf("%-44s %-14s %s\n", "target (worst over f16/bf16, plain/nested)", "measured", "goal");
+    auto line = [&](const std::string &what, double v, const char *goal, bool ok) {
+        std::printf("%-44s %-14.3f %s %s\n", what.c_str(), v, goal, std::isnan(v) ? "(n/a)" : ok ? "MET" : "MISSED");
+    };
+    for (const Shape &sh : shapes) {
+        char s[64];
+        std::snprintf(s, sizeof s, " %zux%zu ", sh.N, sh.K);
+        const bool small = sh.N == 4096 && sh.K == 4096;
+        const double gemv = worst(std::string(s) + "m=1 ", "weight-BW", true);
+        line(std::string("gemv m=1 BW/copy") + s, gemv, small ? ">= 0.70" : ">= 0.85", gemv >= (small ? 0.7 : 0.85));
+        const double m16 = worst(s, "time/m1time", false);
+        line(std::string("m=2..16 time/m1") + s, m16, "<= 1.20", m16 <= 1.2);
+        for (const char *mm : {"m=32 ", "m=64 "}) {
+            const double r = worst(std::string(s) + mm, "vs-cublas", true);
+            line(std::string("speedup vs cuBLAS ") + mm + s, r, small ? "(none)" : ">= 2.0", small || r >= 2.0);
+        }
+        const double r512 = worst(std::string(s) + "m=512 ", "vs-cublas", true);
+        line(std::string("TFLOP/s vs cuBLAS m=512") + s, r512, ">= 0.80", r512 >= 0.8);
+        const double r2048 = worst(std::string(s) + "m=2048 ", "vs-cublas", true);
+        line(std::string("TFLOP/s vs cuBLAS m=2048") + s, r2048, ">= 0.90", r2048 >= 0.9);
+        const double dq = worst(std::string("dequantize") , s, true);
+        line(std::string("dequantize BW/copy") + s, dq, ">= 0.85", dq >= 0.85);
+        const double qq = worst("bnb4 quantize f16", s, true);
+        line(std::string("quantize BW/copy") + s, qq, ">= 0.70", qq >= 0.7);
+    }
+    if (g_csv)
+        std::fclose(g_csv);
+    cublasDestroy(blas);
+    bnb4_ctx_destroy(ctx);
+    cudaStreamDestroy(stream);
+    return 0;
+}

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# cuda_check.sh - build, test and benchmark the CUDA backend in one run on a GPU machine, then print a
+# short table.
+#
+#   scripts/cuda_check.sh [--prebuilt DIR] [--quick] [--no-sanitizer] [--no-bench]
+#
+# Steps: (1) build build-cuda (sm_80 + sm_90) unless --prebuilt DIR holds bnb4_cuda_tests and bench_cuda
+# built elsewhere with the same nvcc; (2) the CUDA tests, conformance included (BNB4_CONFORMANCE_DIR,
+# default .device/shared/conformance, then ../shared/conformance); (3) the same tests in quick mode under
+# compute-sanitizer memcheck and racecheck; (4) bench_cuda, which measures its own ceilings (copy
+# bandwidth, cuBLAS) in the same run. Logs go to $OUT (default build-cuda/check): log, bench.csv.
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+
+PREBUILT="" QUICK=0 SANITIZE=1 BENCH=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --prebuilt) PREBUILT="$2"; shift 2 ;;
+    --quick) QUICK=1; shift ;;
+    --no-sanitizer) SANITIZE=0; shift ;;
+    --no-bench) BENCH=0; shift ;;
+    *) echo "usage: $0 [--prebuilt DIR] [--quick] [--no-sanitizer] [--no-bench]" >&2; exit 2 ;;
+  esac
+done
+
+OUT="${OUT:-build-cuda/check}"
+mkdir -p "$OUT"
+LOG="$OUT/log"
+: > "$LOG"
+exec > >(tee -a "$LOG") 2>&1
+
+declare -A RESULT
+step() { echo; echo "==== $* ($(date -u +%H:%M:%S))"; }
+
+step "machine"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv 2>/dev/null || echo "nvidia-smi not available"
+command -v nvcc >/dev/null && nvcc --version | tail -2
+
+# cuBLAS / cudart for prebuilt binaries: the toolkit's, or the pip wheels' next to PyTorch.
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
+         $(python3 -c 'import nvidia.cublas, os; print(os.path.dirname(nvidia.cublas.__file__) + "/lib")' 2>/dev/null) \
+         $(python3 -c 'import nvidia.cuda_runtime, os; print(os.path.dirname(nvidia.cuda_runtime.__file__) + "/lib")' 2>/dev/null); do
+  [ -d "$d" ] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+done
+
+if [ -n "$PREBUILT" ]; then
+  TESTS="$PREBUILT/bnb4_cuda_tests" BENCHBIN="$PREBUILT/bench_cuda"
+  step "using prebuilt binaries from $PREBUILT"
+  RESULT[build]="prebuilt"
+else
+  step "build"
+  TESTS=build-cuda/tests/bnb4_cuda_tests BENCHBIN=build-cuda/bench/bench_cuda
+  if cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DBNB4_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="80;90" >/dev/null &&
+     cmake --build build-cuda -j"$(nproc)" --target bnb4_cuda_tests bench_cuda; then
+    RESULT[build]="ok"
+  else
+    RESULT[build]="FAILED"
+  fi
+fi
+ldd "$TESTS" 2>/dev/null | grep -E "cublas|cudart|not found" || true
+
+if [ -z "${BNB4_CONFORMANCE_DIR:-}" ]; then
+  for d in .device/shared/conformance ../shared/conformance; do
+    [ -f "$d/quantize.safetensors" ] && export BNB4_CONFORMANCE_DIR="$d" && break
+  done
+fi
+echo "conformance files: ${BNB4_CONFORMANCE_DIR:-none (conformance tests will skip)}"
+
+if [ -x "$TESTS" ]; then
+  step "CUDA tests (vs CPU reference and conformance)"
+  if [ "$QUICK" = 1 ]; then export BNB4_CUDA_TEST_QUICK=1; fi
+  if "$TESTS" --gtest_color=no; then RESULT[tests]="ok"; else RESULT[tests]="FAILED"; fi
+  unset BNB4_CUDA_TEST_QUICK
+  if [ "$SANITIZE" = 1 ]; then
+    for tool in memcheck racecheck; do
+      step "compute-sanitizer $tool (quick sweep)"
+      if BNB4_CUDA_TEST_QUICK=1 compute-sanitizer --tool "$tool" --error-exitcode 99 \
+           "$TESTS" --gtest_color=no --gtest_brief=1; then
+        RESULT[$tool]="ok"
+      else
+        RESULT[$tool]="FAILED"
+      fi
+    done
+  fi
+else
+  RESULT[tests]="not built"
+fi
+
+if [ "$BENCH" = 1 ] && [ -x "$BENCHBIN" ]; then
+  step "benchmark"
+  BARGS=(--csv "$OUT/bench.csv")
+  [ "$QUICK" = 1 ] && BARGS+=(--quick)
+  if "$BENCHBIN" "${BARGS[@]}" > "$OUT/bench.txt"; then RESULT[bench]="ok"; else RESULT[bench]="FAILED"; fi
+  sed '/^==== bnb4 CUDA summary/,$d' "$OUT/bench.txt"
+fi
+
+step "summary"
+for k in build tests memcheck racecheck bench; do
+  printf '%-10s %s\n' "$k" "${RESULT[$k]:-skipped}"
+done
+[ -f "$OUT/bench.txt" ] && sed -n '/^==== bnb4 CUDA summary/,$p' "$OUT/bench.txt"
+for k in build tests memcheck racecheck bench; do
+  case "${RESULT[$k]:-skipped}" in FAILED|"not built") exit 1 ;; esac
+done
+exit 0

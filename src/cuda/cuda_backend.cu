@@ -1,0 +1,250 @@
+/*
+ * cuda_backend.cu - the CUDA backend's seam functions (bnb4_cuda_* of bnb4_backend.h): context
+ * set-up, stream-ordered temporaries, error reporting, and routing each op to its kernels
+ * (cuda_quantize.cu, cuda_dequantize.cu, cuda_gemm.cu).
+ *
+ * Every op is enqueued on the context's stream and returns without waiting, except
+ * bnb4_nested_offset, whose result is a host float. Launch and runtime errors become
+ * BNB4_ERR_DEVICE with the CUDA error string in bnb4_last_error().
+ */
+#include <stdlib.h>
+
+#include <cublas_v2.h>
+
+#include "cuda_common.cuh"
+
+bnb4_status bnb4_cuda_check(cudaError_t err, const char *what) {
+    if (err == cudaSuccess)
+        return BNB4_OK;
+    if (err == cudaErrorMemoryAllocation)
+        return bnb4_fail(BNB4_ERR_OUT_OF_MEMORY, "%s: CUDA out of memory (%s)", what, cudaGetErrorString(err));
+    return bnb4_fail(BNB4_ERR_DEVICE, "%s: CUDA error %d (%s)", what, (int)err, cudaGetErrorString(err));
+}
+
+int bnb4_cuda_devices(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError(); /* clear the sticky-free "no device" error */
+        return 0;
+    }
+    return n;
+}
+
+/* Run the rest of an op on the context's device; restores nothing (the CUDA runtime's current device is
+ * per thread, and callers that mix devices set it themselves, as with any CUDA library). */
+static bnb4_status use_device(bnb4_cuda_state *s, const char *what) {
+    return bnb4_cuda_check(cudaSetDevice(s->device), what);
+}
+
+bnb4_status bnb4_cuda_ctx_init(bnb4_ctx *ctx) {
+    static const char fn[] = "bnb4_ctx_create";
+    int count = 0;
+    const cudaError_t err = cudaGetDeviceCount(&count);
+    if (err != cudaSuccess || count == 0) {
+        cudaGetLastError();
+        return bnb4_fail(BNB4_ERR_DEVICE, "%s: no usable CUDA device (%s)", fn,
+                         err != cudaSuccess ? cudaGetErrorString(err) : "cudaGetDeviceCount returned 0");
+    }
+    const int dev = ctx->params.device_index;
+    if (dev >= count)
+        return bnb4_fail(BNB4_ERR_DEVICE, "%s: device_index %d but only %d CUDA device(s)", fn, dev, count);
+    bnb4_cuda_state *s = (bnb4_cuda_state *)calloc(1, sizeof *s);
+    if (!s)
+        return bnb4_fail(BNB4_ERR_OUT_OF_MEMORY, "%s: out of memory", fn);
+    s->device = dev;
+    s->stream = (cudaStream_t)ctx->params.stream;
+    bnb4_status st = use_device(s, fn);
+    cudaDeviceProp prop;
+    if (st == BNB4_OK)
+        st = bnb4_cuda_check(cudaGetDeviceProperties(&prop, dev), fn);
+    if (st == BNB4_OK) {
+        s->sm_count = prop.multiProcessorCount;
+        s->cc_major = prop.major;
+        s->cc_minor = prop.minor;
+        s->l2_bytes = (size_t)prop.l2CacheSize;
+        if (prop.major < 8)
+            st = bnb4_fail(BNB4_ERR_UNSUPPORTED, "%s: %s is compute capability %d.%d; bnb4 needs 8.0 or newer", fn,
+                           prop.name, prop.major, prop.minor);
+    }
+    if (st == BNB4_OK) {
+        cudaMemPoolProps props = {};
+        props.allocType = cudaMemAllocationTypePinned;
+        props.handleTypes = cudaMemHandleTypeNone;
+        props.location.type = cudaMemLocationTypeDevice;
+        props.location.id = dev;
+        st = bnb4_cuda_check(cudaMemPoolCreate(&s->pool, &props), fn);
+        if (st == BNB4_OK) {
+            uint64_t keep = UINT64_MAX; /* keep freed temporaries cached: the next call reuses them */
+            st = bnb4_cuda_check(cudaMemPoolSetAttribute(s->pool, cudaMemPoolAttrReleaseThreshold, &keep), fn);
+        }
+    }
+    if (st != BNB4_OK) {
+        if (s->pool)
+            cudaMemPoolDestroy(s->pool);
+        free(s);
+        return st;
+    }
+    ctx->cuda = s;
+    return BNB4_OK;
+}
+
+void bnb4_cuda_ctx_free(bnb4_ctx *ctx) {
+    bnb4_cuda_state *s = ctx->cuda;
+    if (!s)
+        return;
+    cudaSetDevice(s->device);
+    cudaStreamSynchronize(s->stream); /* temporaries of ops still in flight return to the pool first */
+    if (s->cublas)
+        cublasDestroy((cublasHandle_t)s->cublas);
+    if (s->counters)
+        cudaFree(s->counters);
+    if (s->partials)
+        cudaFree(s->partials);
+    cudaMemPoolDestroy(s->pool);
+    free(s);
+    ctx->cuda = NULL;
+}
+
+bnb4_status bnb4_cuda_alloc(bnb4_cuda_state *s, size_t bytes, void **out, const char *what) {
+    *out = NULL;
+    return bnb4_cuda_check(cudaMallocFromPoolAsync(out, bytes ? bytes : 1, s->pool, s->stream), what);
+}
+
+void bnb4_cuda_free(bnb4_cuda_state *s, void *p) {
+    if (p)
+        cudaFreeAsync(p, s->stream);
+}
+
+bnb4_status bnb4_cuda_splitk(bnb4_cuda_state *s, size_t count, size_t bytes, unsigned **counters, float **partials) {
+    static const char what[] = "split-K workspace";
+    if (count > s->counter_capacity || bytes > s->partials_bytes) {
+        bnb4_status st = bnb4_cuda_check(cudaStreamSynchronize(s->stream), what);
+        if (st != BNB4_OK)
+            return st;
+    }
+    if (count > s->counter_capacity) {
+        size_t cap = s->counter_capacity ? s->counter_capacity : 4096;
+        while (cap < count)
+            cap *= 2;
+        if (s->counters)
+            cudaFree(s->counters);
+        s->counters = NULL;
+        s->counter_capacity = 0;
+        unsigned *c = NULL;
+        bnb4_status st = bnb4_cuda_check(cudaMalloc((void **)&c, cap * sizeof *c), what);
+        if (st == BNB4_OK)
+            st = bnb4_cuda_check(cudaMemsetAsync(c, 0, cap * sizeof *c, s->stream), what);
+        if (st != BNB4_OK) {
+            if (c)
+                cudaFree(c);
+            return st;
+        }
+        s->counters = c;
+        s->counter_capacity = cap;
+    }
+    if (bytes > s->partials_bytes) {
+        const size_t want = bytes + bytes / 2; /* some headroom against regrowth */
+        if (s->partials)
+            cudaFree(s->partials);
+        s->partials = NULL;
+        s->partials_bytes = 0;
+        bnb4_status st = bnb4_cuda_check(cudaMalloc((void **)&s->partials, want), what);
+        if (st != BNB4_OK)
+            return st;
+        s->partials_bytes = want;
+    }
+    *counters = s->counters;
+    *partials = s->partials;
+    return BNB4_OK;
+}
+
+/* ---- ops ------------------------------------------------------------------------------------------- */
+
+bnb4_status bnb4_cuda_quantize(bnb4_ctx *ctx, const void *src, bnb4_dtype dt, size_t n, size_t blocksize,
+                               bnb4_quant_type qt, uint8_t *packed, float *absmax) {
+    bnb4_status st = use_device(ctx->cuda, "bnb4_quantize");
+    return st != BNB4_OK ? st : bnb4_cuda_launch_quantize(ctx->cuda, src, dt, n, blocksize, qt, packed, absmax);
+}
+
+/* The mean with a float64 sum, rounded once to float32 (as the CPU backend computes it; the order of the
+ * float64 additions differs, which can move the float32 result by at most one ulp in rare ties). */
+bnb4_status bnb4_cuda_nested_offset(bnb4_ctx *ctx, const float *absmax, size_t nblocks, float *offset) {
+    static const char fn[] = "bnb4_nested_offset";
+    bnb4_cuda_state *s = ctx->cuda;
+    bnb4_status st = use_device(s, fn);
+    if (st != BNB4_OK)
+        return st;
+    double *sum_dev = NULL;
+    if ((st = bnb4_cuda_alloc(s, sizeof(double), (void **)&sum_dev, fn)) != BNB4_OK)
+        return st;
+    double sum = 0.0;
+    st = bnb4_cuda_launch_nested_sum(s, absmax, nblocks, sum_dev);
+    if (st == BNB4_OK)
+        st = bnb4_cuda_check(cudaMemcpyAsync(&sum, sum_dev, sizeof sum, cudaMemcpyDeviceToHost, s->stream), fn);
+    bnb4_cuda_free(s, sum_dev);
+    if (st == BNB4_OK)
+        st = bnb4_cuda_check(cudaStreamSynchronize(s->stream), fn);
+    if (st == BNB4_OK)
+        *offset = (float)(sum / (double)nblocks);
+    return st;
+}
+
+bnb4_status bnb4_cuda_quantize_nested(bnb4_ctx *ctx, const float *absmax, size_t nblocks, float offset,
+                                      size_t nested_blocksize, uint8_t *codes, float *nested_absmax) {
+    bnb4_status st = use_device(ctx->cuda, "bnb4_quantize_nested");
+    return st != BNB4_OK ? st
+                         : bnb4_cuda_launch_quantize_nested(ctx->cuda, absmax, nblocks, offset, nested_blocksize,
+                                                            codes, nested_absmax);
+}
+
+bnb4_status bnb4_cuda_dequantize_nested(bnb4_ctx *ctx, const bnb4_qtensor *q, float *absmax) {
+    bnb4_status st = use_device(ctx->cuda, "bnb4_dequantize_nested");
+    return st != BNB4_OK ? st : bnb4_cuda_launch_dequantize_nested(ctx->cuda, q, absmax);
+}
+
+bnb4_status bnb4_cuda_dequantize(bnb4_ctx *ctx, const bnb4_qtensor *q, bnb4_dtype dt, void *dst) {
+    bnb4_status st = use_device(ctx->cuda, "bnb4_dequantize");
+    return st != BNB4_OK ? st : bnb4_cuda_launch_dequantize(ctx->cuda, q, dt, dst);
+}
+
+bnb4_status bnb4_cuda_gemm(bnb4_ctx *ctx, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
+                           const void *bias, void *y) {
+    bnb4_cuda_state *s = ctx->cuda;
+    bnb4_status st = use_device(s, "bnb4_gemm");
+    if (st != BNB4_OK)
+        return st;
+    switch (bnb4_cuda_pick_gemm(w, dt, m, x)) {
+    case BNB4_CUDA_GEMM_MMA:
+        return bnb4_cuda_gemm_mma(s, w, dt, m, x, bias, y);
+    case BNB4_CUDA_GEMM_SIMT:
+        return bnb4_cuda_gemm_simt(s, w, dt, m, x, bias, y);
+    default:
+        return bnb4_cuda_gemm_dequant_blas(s, w, dt, m, x, bias, y);
+    }
+}
+
+const char *bnb4_cuda_kernel_name(bnb4_ctx *ctx, bnb4_op op, bnb4_dtype dt, size_t m) {
+    (void)ctx;
+    switch (op) {
+    case BNB4_OP_QUANTIZE:
+        return dt == BNB4_F32 ? "quantize_4bit_f32__cuda" : dt == BNB4_F16 ? "quantize_4bit_f16__cuda"
+                                                                          : "quantize_4bit_bf16__cuda";
+    case BNB4_OP_QUANTIZE_NESTED:
+        return "quantize_nested_8bit__cuda";
+    case BNB4_OP_DEQUANTIZE:
+        return dt == BNB4_F32 ? "dequantize_4bit_f32__cuda" : dt == BNB4_F16 ? "dequantize_4bit_f16__cuda"
+                                                                            : "dequantize_4bit_bf16__cuda";
+    case BNB4_OP_GEMV:
+        m = 1;
+        /* fall through */
+    case BNB4_OP_GEMM:
+        break;
+    }
+    /* The names of the fast paths, for an aligned tensor with K % 32 == 0 (odd shapes take the SIMT
+     * kernel or dequantize + cuBLAS). */
+    if (dt == BNB4_F32)
+        return m <= BNB4_CUDA_SIMT_MAX_M ? "gemm_4bit_f32__simt" : "dequantize_4bit_f32+cublas_sgemm";
+    if (m <= BNB4_CUDA_MMA_MAX_M)
+        return dt == BNB4_F16 ? "gemm_4bit_f16__mma_m16n8k16" : "gemm_4bit_bf16__mma_m16n8k16";
+    return dt == BNB4_F16 ? "dequantize_4bit_f16+cublas_gemm" : "dequantize_4bit_bf16+cublas_gemm";
+}

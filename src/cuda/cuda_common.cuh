@@ -1,0 +1,148 @@
+/*
+ * cuda_common.cuh - what every CUDA kernel file of the backend shares: the exact-arithmetic PTX
+ * helpers that make the GPU produce bitsandbytes' bytes, dtype traits, the 4-bit encoders, and the
+ * per-context state.
+ *
+ * Exactness does not depend on compile flags: bitsandbytes builds with --use_fast_math, so its
+ * `x * (1.0f / absmax)` is rcp.approx.ftz.f32 followed by mul.ftz.f32. We write those instructions as
+ * inline PTX (the compiler can neither contract them into FMAs nor swap the reciprocal for a
+ * correctly rounded one), and build without -ftz so every other operation stays IEEE.
+ */
+#ifndef BNB4_CUDA_COMMON_CUH
+#define BNB4_CUDA_COMMON_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "bnb4_backend.h"
+#include "bnb4_format.h"
+
+/* ---- per-context state (owned by cuda_backend.cu) ------------------------------------------------ */
+struct bnb4_cuda_state {
+    int device;
+    cudaStream_t stream;
+    int sm_count;
+    int cc_major, cc_minor;
+    size_t l2_bytes;
+    cudaMemPool_t pool;       /* stream-ordered pool for temporaries, cached between calls */
+    unsigned *counters;       /* zeroed split-K semaphores, each kernel leaves them zero again */
+    size_t counter_capacity;
+    float *partials;          /* split-K partial sums, grown on demand (no allocation per call) */
+    size_t partials_bytes;
+    void *cublas;             /* cublasHandle_t, created on first use */
+};
+
+/* ---- exact arithmetic ------------------------------------------------------------------------------ */
+/* The GPU's approximate reciprocal, exactly what --use_fast_math makes of 1.0f / x. */
+__device__ __forceinline__ float bnb4_dev_rcp_approx(float x) {
+    float r;
+    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+    return r;
+}
+/* a * b with subnormal inputs and result flushed to (signed) zero. */
+__device__ __forceinline__ float bnb4_dev_mul_ftz(float a, float b) {
+    float r;
+    asm("mul.rn.ftz.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+    return r;
+}
+__device__ __forceinline__ float bnb4_dev_sub_ftz(float a, float b) {
+    float r;
+    asm("sub.rn.ftz.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+    return r;
+}
+/* |x| with a subnormal x flushed to +0 first. */
+__device__ __forceinline__ float bnb4_dev_abs_ftz(float a) {
+    float r;
+    asm("abs.ftz.f32 %0, %1;" : "=f"(r) : "f"(a));
+    return r;
+}
+
+/* ---- dtypes ---------------------------------------------------------------------------------------- */
+template <typename T> struct bnb4_dt;
+template <> struct bnb4_dt<float> {
+    static __device__ __forceinline__ float to_f32(float v) { return v; }
+    static __device__ __forceinline__ float from_f32(float v) { return v; }
+};
+template <> struct bnb4_dt<__half> {
+    static __device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
+    static __device__ __forceinline__ __half from_f32(float v) { return __float2half_rn(v); }
+    static __device__ __forceinline__ uint16_t bits(__half v) { return __half_as_ushort(v); }
+    static __device__ __forceinline__ __half from_bits(uint16_t v) { return __ushort_as_half(v); }
+};
+template <> struct bnb4_dt<__nv_bfloat16> {
+    static __device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+    static __device__ __forceinline__ __nv_bfloat16 from_f32(float v) { return __float2bfloat16_rn(v); }
+    static __device__ __forceinline__ uint16_t bits(__nv_bfloat16 v) { return __bfloat16_as_ushort(v); }
+    static __device__ __forceinline__ __nv_bfloat16 from_bits(uint16_t v) { return __ushort_as_bfloat16(v); }
+};
+
+/* ---- 4-bit encoders --------------------------------------------------------------------------------
+ * Binary searches over bnb4_format.h's ascending thresholds: code = #{k : xn > t[k]}, the same count
+ * bnb4_nf4_encode / bnb4_fp4_encode take (NaN fails every comparison and gets code 0), in 4 and 3
+ * comparisons instead of 15 and 7. `t` points to the thresholds in shared memory. */
+#define BNB4_NF4_THRESHOLDS                                                                                    \
+    BNB4_NF4_T0, BNB4_NF4_T1, BNB4_NF4_T2, BNB4_NF4_T3, BNB4_NF4_T4, BNB4_NF4_T5, BNB4_NF4_T6, BNB4_NF4_T7,    \
+        BNB4_NF4_T8, BNB4_NF4_T9, BNB4_NF4_T10, BNB4_NF4_T11, BNB4_NF4_T12, BNB4_NF4_T13, BNB4_NF4_T14
+#define BNB4_FP4_THRESHOLDS BNB4_FP4_U0, BNB4_FP4_U1, BNB4_FP4_U2, BNB4_FP4_U3, BNB4_FP4_U4, BNB4_FP4_U5, BNB4_FP4_U6
+
+__device__ __forceinline__ unsigned bnb4_dev_nf4_encode(float xn, const float *t) {
+    unsigned c = xn > BNB4_NF4_T7 ? 8u : 0u;
+    c += xn > (c ? BNB4_NF4_T11 : BNB4_NF4_T3) ? 4u : 0u;
+    c += xn > t[c + 1] ? 2u : 0u;
+    c += xn > t[c] ? 1u : 0u;
+    return c;
+}
+__device__ __forceinline__ unsigned bnb4_dev_fp4_encode(float xn, const float *u) {
+    const unsigned sign = xn < 0.0f ? 8u : 0u;
+    const float a = xn < 0.0f ? -xn : xn;
+    unsigned r = a > BNB4_FP4_U3 ? 4u : 0u;
+    r += a > u[r + 1] ? 2u : 0u;
+    r += a > u[r] ? 1u : 0u;
+    const unsigned magnitude = r < 2u ? r : ((((9u - r) >> 1) << 1) | (r & 1u)); /* as bnb4_fp4_encode */
+    return sign | magnitude;
+}
+
+/* ---- small utilities ------------------------------------------------------------------------------- */
+static inline size_t bnb4_div_up(size_t a, size_t b) { return a / b + (a % b != 0); }
+static inline int bnb4_aligned(const void *p, size_t a) { return ((uintptr_t)p % a) == 0; }
+
+/* Check the launch just enqueued; report the CUDA error as BNB4_ERR_DEVICE. */
+bnb4_status bnb4_cuda_check(cudaError_t err, const char *what);
+#define BNB4_CUDA_LAUNCH_CHECK(what) bnb4_cuda_check(cudaGetLastError(), what)
+
+/* Stream-ordered temporaries from the context's pool. */
+bnb4_status bnb4_cuda_alloc(bnb4_cuda_state *s, size_t bytes, void **out, const char *what);
+void bnb4_cuda_free(bnb4_cuda_state *s, void *p);
+/* At least `count` zeroed split-K counters and `bytes` of partial-sum space, owned by the context. They
+ * grow by synchronizing the stream first (kernels still queued may use the old ones), so the steady state
+ * of a model's layers allocates nothing and can be captured in a CUDA graph. */
+bnb4_status bnb4_cuda_splitk(bnb4_cuda_state *s, size_t count, size_t bytes, unsigned **counters, float **partials);
+
+/* Kernel launchers implemented in the kernel files (arguments already validated). */
+bnb4_status bnb4_cuda_launch_quantize(bnb4_cuda_state *s, const void *src, bnb4_dtype dt, size_t n,
+                                      size_t blocksize, bnb4_quant_type qt, uint8_t *packed, float *absmax);
+bnb4_status bnb4_cuda_launch_quantize_nested(bnb4_cuda_state *s, const float *absmax, size_t nblocks, float offset,
+                                             size_t nested_blocksize, uint8_t *codes, float *nested_absmax);
+bnb4_status bnb4_cuda_launch_nested_sum(bnb4_cuda_state *s, const float *absmax, size_t nblocks, double *sum_dev);
+bnb4_status bnb4_cuda_launch_dequantize_nested(bnb4_cuda_state *s, const bnb4_qtensor *q, float *absmax);
+bnb4_status bnb4_cuda_launch_dequantize(bnb4_cuda_state *s, const bnb4_qtensor *q, bnb4_dtype dt, void *dst);
+
+/* The matmul kernels (cuda_gemm.cu) and where each takes over (by m). */
+#define BNB4_CUDA_MMA_MAX_M 64
+#define BNB4_CUDA_SIMT_MAX_M 16
+typedef enum bnb4_cuda_gemm_path {
+    BNB4_CUDA_GEMM_MMA = 0,     /* fused tensor-core kernel, f16/bf16, K % 32 == 0, aligned */
+    BNB4_CUDA_GEMM_SIMT,        /* fused CUDA-core kernel, any dtype and shape, small m */
+    BNB4_CUDA_GEMM_DEQUANT_BLAS /* dequantize into a temporary, then cuBLAS */
+} bnb4_cuda_gemm_path;
+bnb4_cuda_gemm_path bnb4_cuda_pick_gemm(const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x);
+bnb4_status bnb4_cuda_gemm_mma(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
+                               const void *bias, void *y);
+bnb4_status bnb4_cuda_gemm_simt(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
+                                const void *bias, void *y);
+bnb4_status bnb4_cuda_gemm_dequant_blas(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m,
+                                        const void *x, const void *bias, void *y);
+
+#endif /* BNB4_CUDA_COMMON_CUH */

@@ -1,0 +1,645 @@
+// test_cuda.cc - the CUDA backend against the CPU reference (src/ref) on the same inputs, and against
+// bitsandbytes' recorded outputs (../shared/conformance).
+//
+// quantize, nested quantize and dequantize must be bit-identical to the reference (NaN payloads aside:
+// both sides produce a NaN, with the platform's own bits); matmuls must be within the float64-reference
+// tolerances of the core tests, on every kernel path (tensor-core, SIMT, dequantize + cuBLAS), odd
+// shapes and misaligned pointers included. Without a GPU every test skips with a message saying so
+// (the build without CUDA checks that a CUDA context is refused with BNB4_ERR_UNSUPPORTED).
+// BNB4_CUDA_TEST_QUICK=1 shrinks the sweeps (used under compute-sanitizer, which is slow).
+#include <gtest/gtest.h>
+
+#include <cfloat>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "bnb4.h"
+#include "bnb4_format.h"
+#include "bnb4_half.h"
+#include "bnb4_ref.h"
+#include "safetensors_lite.h"
+#include "test_util.h"
+
+#ifdef BNB4_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
+
+using namespace bnb4test;
+
+namespace {
+
+const bnb4_dtype kDtypes[] = {BNB4_F32, BNB4_F16, BNB4_BF16};
+const bnb4_quant_type kQuantTypes[] = {BNB4_NF4, BNB4_FP4};
+const size_t kBlocksizes[] = {32, 64, 128, 256, 512, 1024, 2048, 4096};
+
+bool quick() {
+    const char *e = std::getenv("BNB4_CUDA_TEST_QUICK");
+    return e && *e && *e != '0';
+}
+size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
+
+#ifndef BNB4_WITH_CUDA
+
+TEST(Cuda, BuiltWithoutCudaRefusesContexts) {
+    std::printf("[bnb4] built without the CUDA backend: CUDA contexts must be refused\n");
+    bnb4_ctx_params p;
+    bnb4_ctx_params_default(&p);
+    p.device = BNB4_DEVICE_CUDA;
+    bnb4_ctx *ctx = nullptr;
+    EXPECT_EQ(BNB4_ERR_UNSUPPORTED, bnb4_ctx_create(&p, &ctx));
+    EXPECT_EQ(nullptr, ctx);
+    EXPECT_NE(std::string(""), bnb4_last_error());
+    EXPECT_EQ(0, bnb4_cuda_device_count());
+}
+
+#else
+
+// ---- device memory helpers ---------------------------------------------------------------------------
+#define CUDA_OK(expr) ASSERT_EQ(cudaSuccess, (expr)) << #expr
+struct DevBuf {
+    void *p = nullptr;
+    size_t bytes = 0;
+    explicit DevBuf(size_t n) : bytes(n) {
+        if (cudaMalloc(&p, n ? n : 1) != cudaSuccess)
+            p = nullptr;
+        else
+            cudaMemset(p, 0xFF, n ? n : 1); // poison: 0xFF.. is a NaN in every float format
+    }
+    DevBuf(const void *host, size_t n) : DevBuf(n) {
+        if (p)
+            cudaMemcpy(p, host, n, cudaMemcpyHostToDevice);
+    }
+    ~DevBuf() { cudaFree(p); }
+    DevBuf(const DevBuf &) = delete;
+    DevBuf &operator=(const DevBuf &) = delete;
+    template <typename T> T *as(size_t byte_offset = 0) { return (T *)((uint8_t *)p + byte_offset); }
+    std::vector<uint8_t> get(size_t offset = 0, size_t n = SIZE_MAX) const {
+        if (n == SIZE_MAX)
+            n = bytes - offset;
+        std::vector<uint8_t> h(n);
+        cudaMemcpy(h.data(), (const uint8_t *)p + offset, n, cudaMemcpyDeviceToHost);
+        return h;
+    }
+};
+
+template <typename T> std::vector<T> as_vec(const std::vector<uint8_t> &b) {
+    std::vector<T> v(b.size() / sizeof(T));
+    std::memcpy(v.data(), b.data(), v.size() * sizeof(T));
+    return v;
+}
+
+class CudaTest : public ::testing::Test {
+  protected:
+    bnb4_ctx *ctx = nullptr;
+    cudaStream_t stream = nullptr;
+    void SetUp() override {
+        if (bnb4_cuda_device_count() == 0)
+            GTEST_SKIP() << "no CUDA device on this machine: CUDA backend tests skipped";
+        ASSERT_EQ(cudaSuccess, cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+        bnb4_ctx_params p;
+        bnb4_ctx_params_default(&p);
+        p.device = BNB4_DEVICE_CUDA;
+        p.stream = stream; // a non-default stream: results are only valid after syncing it
+        ASSERT_EQ(BNB4_OK, bnb4_ctx_create(&p, &ctx)) << bnb4_last_error();
+    }
+    void TearDown() override {
+        bnb4_ctx_destroy(ctx);
+        if (stream)
+            cudaStreamDestroy(stream);
+    }
+    void sync() { ASSERT_EQ(cudaSuccess, cudaStreamSynchronize(stream)); }
+};
+
+// Compare two float-format byte arrays: bit-identical, except that any NaN matches any NaN.
+::testing::AssertionResult same_values(const std::vector<uint8_t> &want, const std::vector<uint8_t> &got, bnb4_dtype dt,
+                                       const std::string &what) {
+    if (want.size() != got.size())
+        return ::testing::AssertionFailure() << what << ": sizes differ";
+    const size_t es = bnb4_dtype_size(dt), n = want.size() / es;
+    size_t bad = 0, first = SIZE_MAX;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t a = 0, b = 0;
+        std::memcpy(&a, want.data() + i * es, es);
+        std::memcpy(&b, got.data() + i * es, es);
+        if (a == b)
+            continue;
+        const bool nan_a = es == 4 ? (a & 0x7fffffffu) > 0x7f800000u
+                                   : dt == BNB4_F16 ? (a & 0x7fffu) > 0x7c00u : (a & 0x7fffu) > 0x7f80u;
+        const bool nan_b = es == 4 ? (b & 0x7fffffffu) > 0x7f800000u
+                                   : dt == BNB4_F16 ? (b & 0x7fffu) > 0x7c00u : (b & 0x7fffu) > 0x7f80u;
+        if (nan_a && nan_b)
+            continue;
+        if (!bad++)
+            first = i;
+    }
+    if (!bad)
+        return ::testing::AssertionSuccess();
+    uint32_t a = 0, b = 0;
+    std::memcpy(&a, want.data() + first * es, es);
+    std::memcpy(&b, got.data() + first * es, es);
+    return ::testing::AssertionFailure() << what << ": " << bad << " of " << n << " values differ, first at " << first
+                                         << " (want 0x" << std::hex << a << ", got 0x" << b << ")";
+}
+
+::testing::AssertionResult same_bytes(const std::vector<uint8_t> &want, const std::vector<uint8_t> &got,
+                                      const std::string &what) {
+    if (want.size() != got.size())
+        return ::testing::AssertionFailure() << what << ": sizes differ";
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < want.size(); i++)
+        if (want[i] != got[i] && !bad++)
+            first = i;
+    if (!bad)
+        return ::testing::AssertionSuccess();
+    return ::testing::AssertionFailure() << what << ": " << bad << " of " << want.size() << " bytes differ, first at "
+                                         << first << " (want " << (int)want[first] << ", got " << (int)got[first] << ")";
+}
+
+// Hard inputs for the quantizer: block by block, one of several patterns, on top of randn * 10^u.
+Array hard_input(bnb4_dtype dt, size_t n, size_t bs, std::mt19937_64 &g, bnb4_quant_type qt) {
+    Array a = make_array(dt, n);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    std::uniform_real_distribution<float> ud(-2.0f, 2.0f);
+    std::uniform_int_distribution<int> pick(0, 11);
+    const float nf4_t[15] = {BNB4_NF4_T0, BNB4_NF4_T1, BNB4_NF4_T2,  BNB4_NF4_T3,  BNB4_NF4_T4,
+                             BNB4_NF4_T5, BNB4_NF4_T6, BNB4_NF4_T7,  BNB4_NF4_T8,  BNB4_NF4_T9,
+                             BNB4_NF4_T10, BNB4_NF4_T11, BNB4_NF4_T12, BNB4_NF4_T13, BNB4_NF4_T14};
+    const float fp4_u[7] = {BNB4_FP4_U0, BNB4_FP4_U1, BNB4_FP4_U2, BNB4_FP4_U3, BNB4_FP4_U4, BNB4_FP4_U5, BNB4_FP4_U6};
+    const float big = dt == BNB4_F16 ? 60000.0f : 3.0e38f;
+    for (size_t b0 = 0; b0 < n; b0 += bs) {
+        const size_t b1 = std::min(n, b0 + bs);
+        const float scale = std::pow(10.0f, ud(g));
+        const int kind = pick(g);
+        for (size_t i = b0; i < b1; i++) {
+            float v = nd(g) * scale;
+            switch (kind) {
+            case 0: v = 0.0f; break;                                  // zero block
+            case 1: v = (i % 3 == 0) ? NAN : v; break;                // NaNs inside
+            case 2: v = (i == b0 + (b1 - b0) / 2) ? INFINITY : v; break;
+            case 3: v = (i == b0) ? -INFINITY : v; break;
+            case 4: v = bnb4_bits_f32((uint32_t)(g() & 0x807fffffu)); break; // f32 subnormals (0 in f16)
+            case 5: v = (i == b0) ? big : nd(g) * big / 8; break;     // near the dtype's max
+            case 6: v = NAN; break;                                   // all NaN
+            case 7: {                                                 // threshold neighbours at absmax 1 or 3
+                const float A = (b0 / bs) % 2 ? 3.0f : 1.0f;
+                if (i == b0) {
+                    v = A;
+                } else {
+                    const float t = qt == BNB4_NF4 ? nf4_t[i % 15] : fp4_u[i % 7] * ((i & 8) ? -1.0f : 1.0f);
+                    const float tv = t * A;
+                    const int ulps = (int)(i % 3) - 1;
+                    v = bnb4_bits_f32(bnb4_f32_bits(tv) + ulps);
+                }
+                break;
+            }
+            case 8: v = nd(g) * 1e-30f; break;                        // tiny (f16: zero)
+            default: break;
+            }
+            a.set(i, v);
+        }
+    }
+    return a;
+}
+
+// ---- context -------------------------------------------------------------------------------------------
+TEST(CudaContext, DeviceIndexOutOfRangeIsADeviceError) {
+    bnb4_ctx_params p;
+    bnb4_ctx_params_default(&p);
+    p.device = BNB4_DEVICE_CUDA;
+    p.device_index = bnb4_cuda_device_count(); // one past the last, or 0 when there is none
+    bnb4_ctx *ctx = nullptr;
+    EXPECT_EQ(BNB4_ERR_DEVICE, bnb4_ctx_create(&p, &ctx));
+    EXPECT_EQ(nullptr, ctx);
+    EXPECT_NE(std::string(""), bnb4_last_error());
+    if (bnb4_cuda_device_count() == 0)
+        std::printf("[bnb4] no CUDA device: checked that a CUDA context is refused with BNB4_ERR_DEVICE (%s)\n",
+                    bnb4_last_error());
+}
+
+TEST_F(CudaTest, KernelNamesSayCuda) {
+    EXPECT_NE(nullptr, std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMV, BNB4_F16, 1), "mma"));
+    EXPECT_NE(nullptr, std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F16, 2048), "cublas"));
+    EXPECT_NE(nullptr, std::strstr(bnb4_kernel_name(ctx, BNB4_OP_QUANTIZE, BNB4_BF16, 0), "cuda"));
+}
+
+// ---- quantize --------------------------------------------------------------------------------------------
+TEST_F(CudaTest, QuantizeIsBitIdenticalToReference) {
+    auto g = rng(101);
+    for (bnb4_quant_type qt : kQuantTypes)
+        for (size_t bs : kBlocksizes)
+            for (bnb4_dtype dt : kDtypes) {
+                std::vector<size_t> sizes = {1, 7, bs - 1, bs + 1, 3 * bs + 17, 4097};
+                if (!quick())
+                    sizes.push_back(bs * 37 + 2 * (g() % bs)); // larger, even
+                for (size_t n : sizes)
+                    for (int misalign = 0; misalign < 2; misalign++) {
+                        const Array x = hard_input(dt, n, bs, g, qt);
+                        const size_t nb = ceil_div(n, bs), pb = (n + 1) / 2, es = bnb4_dtype_size(dt);
+                        std::vector<uint8_t> want_p(pb);
+                        std::vector<float> want_a(nb);
+                        bnb4_ref_quantize_blocks(x.data(), dt, n, bs, qt, 0, nb, want_p.data(), want_a.data());
+                        // misaligned: source at +1 element, packed at +1 byte (the scalar paths)
+                        DevBuf src(n * es + 16), packed(pb + 16), absmax(nb * 4);
+                        const size_t so = misalign ? es : 0, po = misalign ? 1 : 0;
+                        CUDA_OK(cudaMemcpy(src.as<uint8_t>(so), x.data(), n * es, cudaMemcpyHostToDevice));
+                        ASSERT_EQ(BNB4_OK, bnb4_quantize(ctx, src.as<void>(so), dt, n, bs, qt, packed.as<uint8_t>(po),
+                                                         absmax.as<float>()))
+                            << bnb4_last_error();
+                        sync();
+                        const std::string what = std::string(bnb4_quant_type_name(qt)) + " bs" + std::to_string(bs) +
+                                                 " " + bnb4_dtype_name(dt) + " n" + std::to_string(n) +
+                                                 (misalign ? " misaligned" : "");
+                        const std::vector<uint8_t> gp = packed.get();
+                        ASSERT_TRUE(same_bytes(want_p, std::vector<uint8_t>(gp.begin() + po, gp.begin() + po + pb),
+                                               what + " packed"));
+                        ASSERT_EQ(0xFF, gp[po + pb]) << what << ": wrote past the packed output";
+                        ASSERT_TRUE(same_bytes(std::vector<uint8_t>((uint8_t *)want_a.data(),
+                                                                    (uint8_t *)want_a.data() + nb * 4),
+                                               absmax.get(), what + " absmax"));
+                    }
+            }
+}
+
+// ---- nested absmax ------------------------------------------------------------------------------------------
+TEST_F(CudaTest, NestedQuantizeIsBitIdenticalToReference) {
+    auto g = rng(102);
+    std::uniform_real_distribution<float> ud(0.01f, 4.0f);
+    const size_t counts[] = {1, 255, 256, 257, 1000, 5003};
+    const size_t nbss[] = {256, 1, 7, 1000};
+    for (size_t nb : counts) {
+        std::vector<float> absmax(nb);
+        for (float &v : absmax)
+            v = ud(g);
+        if (nb > 10) {
+            absmax[3] = 0.0f;         // zero block
+            absmax[5] = -FLT_MAX;     // an all-NaN block's absmax
+            absmax[7] = 1e-40f;       // subnormal
+        }
+        DevBuf dabs(absmax.data(), nb * 4);
+        float off_gpu = 0.0f;
+        ASSERT_EQ(BNB4_OK, bnb4_nested_offset(ctx, dabs.as<float>(), nb, &off_gpu)) << bnb4_last_error();
+        const float off_ref = bnb4_ref_nested_offset(absmax.data(), nb);
+        EXPECT_LE(std::abs((int64_t)bnb4_f32_bits(off_gpu) - (int64_t)bnb4_f32_bits(off_ref)), 1)
+            << "offset " << off_gpu << " vs " << off_ref;
+        for (size_t nbs : nbss) {
+            const size_t ng = ceil_div(nb, nbs);
+            std::vector<uint8_t> want_c(nb);
+            std::vector<float> want_n(ng);
+            bnb4_ref_quantize_nested_blocks(absmax.data(), nb, off_ref, nbs, 0, ng, want_c.data(), want_n.data());
+            DevBuf codes(nb + 8), nabs(ng * 4);
+            ASSERT_EQ(BNB4_OK, bnb4_quantize_nested(ctx, dabs.as<float>(), nb, off_ref, nbs, codes.as<uint8_t>(),
+                                                    nabs.as<float>()))
+                << bnb4_last_error();
+            sync();
+            const std::string what = "nb " + std::to_string(nb) + " nbs " + std::to_string(nbs);
+            ASSERT_TRUE(same_bytes(want_c, codes.get(0, nb), what + " codes"));
+            ASSERT_EQ(0xFF, codes.get(nb, 1)[0]) << what << ": wrote past the codes";
+            ASSERT_TRUE(same_values(std::vector<uint8_t>((uint8_t *)want_n.data(), (uint8_t *)want_n.data() + ng * 4),
+                                    nabs.get(), BNB4_F32, what + " nested absmax"));
+
+            // decode: dequantize_nested on a tensor whose absmax count is nb
+            const size_t bs = 64, n = nb * bs - (nb > 1 ? 3 : 0);
+            DevBuf packed(n); // contents irrelevant for the absmax decode
+            DevBuf dcode(bnb4_nested_code(), 256 * 4);
+            bnb4_qtensor q = bnb4_qtensor_nested(1, n, bs, BNB4_NF4, packed.as<uint8_t>(), codes.as<uint8_t>(),
+                                                 nabs.as<float>(), dcode.as<float>(), off_ref, nbs);
+            DevBuf out(nb * 4);
+            ASSERT_EQ(BNB4_OK, bnb4_dequantize_nested(ctx, &q, out.as<float>())) << bnb4_last_error();
+            sync();
+            bnb4_qtensor qh = bnb4_qtensor_nested(1, n, bs, BNB4_NF4, nullptr, want_c.data(), want_n.data(),
+                                                  bnb4_nested_code(), off_ref, nbs);
+            std::vector<float> want_d(nb);
+            for (size_t b = 0; b < nb; b++)
+                want_d[b] = bnb4_ref_block_scale(&qh, b);
+            ASSERT_TRUE(same_values(std::vector<uint8_t>((uint8_t *)want_d.data(), (uint8_t *)want_d.data() + nb * 4),
+                                    out.get(), BNB4_F32, what + " decoded absmax"));
+        }
+    }
+}
+
+// ---- dequantize ------------------------------------------------------------------------------------------------
+TEST_F(CudaTest, DequantizeIsBitIdenticalToReference) {
+    auto g = rng(103);
+    for (bnb4_quant_type qt : kQuantTypes)
+        for (size_t bs : kBlocksizes)
+            for (int nested = 0; nested < 2; nested++) {
+                const size_t n = quick() ? 3 * bs + 5 : 9 * bs + 2 * (g() % bs) + 1;
+                const Array src = hard_input(BNB4_F32, n, bs, g, qt);
+                const size_t nb = ceil_div(n, bs), pb = (n + 1) / 2;
+                std::vector<uint8_t> packed(pb);
+                std::vector<float> absmax(nb);
+                bnb4_ref_quantize_blocks(src.data(), BNB4_F32, n, bs, qt, 0, nb, packed.data(), absmax.data());
+                for (float &a : absmax) // keep scales finite so the nested path sees ordinary data too
+                    if (!std::isfinite(a) || a < 0)
+                        a = 1.0f;
+                std::vector<uint8_t> codes(nb);
+                std::vector<float> nabs(ceil_div(nb, 256));
+                const float offset = nested ? bnb4_ref_nested_offset(absmax.data(), nb) : 0.0f;
+                if (nested)
+                    bnb4_ref_quantize_nested_blocks(absmax.data(), nb, offset, 256, 0, nabs.size(), codes.data(),
+                                                    nabs.data());
+                DevBuf dp(packed.data(), pb), da(absmax.data(), nb * 4), dc(codes.data(), nb),
+                    dn(nabs.data(), nabs.size() * 4), dcode(bnb4_nested_code(), 1024);
+                bnb4_qtensor qd = bnb4_qtensor_plain(1, n, bs, qt, dp.as<uint8_t>(), da.as<float>());
+                bnb4_qtensor qh = bnb4_qtensor_plain(1, n, bs, qt, packed.data(), absmax.data());
+                if (nested) {
+                    qd = bnb4_qtensor_nested(1, n, bs, qt, dp.as<uint8_t>(), dc.as<uint8_t>(), dn.as<float>(),
+                                             dcode.as<float>(), offset, 256);
+                    qh = bnb4_qtensor_nested(1, n, bs, qt, packed.data(), codes.data(), nabs.data(), bnb4_nested_code(),
+                                             offset, 256);
+                }
+                for (bnb4_dtype dt : kDtypes)
+                    for (int misalign = 0; misalign < 2; misalign++) {
+                        const size_t es = bnb4_dtype_size(dt), off = misalign ? es : 0;
+                        std::vector<uint8_t> want(n * es);
+                        bnb4_ref_dequantize_range(&qh, dt, 0, n, want.data());
+                        DevBuf out(n * es + 32);
+                        ASSERT_EQ(BNB4_OK, bnb4_dequantize(ctx, &qd, dt, out.as<void>(off))) << bnb4_last_error();
+                        sync();
+                        const std::string what = std::string(bnb4_quant_type_name(qt)) + " bs" + std::to_string(bs) +
+                                                 " " + bnb4_dtype_name(dt) + (nested ? " nested" : "") +
+                                                 (misalign ? " misaligned" : "") + " n" + std::to_string(n);
+                        ASSERT_TRUE(same_values(want, out.get(off, n * es), dt, what));
+                        const std::vector<uint8_t> tail = out.get(off + n * es, es);
+                        ASSERT_EQ(std::vector<uint8_t>(es, 0xFF), tail) << what << ": wrote past the output";
+                    }
+            }
+}
+
+// ---- matmul -------------------------------------------------------------------------------------------------
+struct HostWeight {
+    size_t N, K, bs;
+    bnb4_quant_type qt;
+    std::vector<uint8_t> packed, codes;
+    std::vector<float> absmax, nabs;
+    float offset = 0.0f;
+};
+
+HostWeight make_weight(size_t N, size_t K, size_t bs, bnb4_quant_type qt, std::mt19937_64 &g) {
+    HostWeight w{N, K, bs, qt, {}, {}, {}, {}, 0.0f};
+    const size_t n = N * K, nb = ceil_div(n, bs);
+    const Array src = randn(BNB4_F32, n, g, 0.05f);
+    w.packed.resize((n + 1) / 2);
+    w.absmax.resize(nb);
+    bnb4_ref_quantize_blocks(src.data(), BNB4_F32, n, bs, qt, 0, nb, w.packed.data(), w.absmax.data());
+    w.codes.resize(nb);
+    w.nabs.resize(ceil_div(nb, 256));
+    w.offset = bnb4_ref_nested_offset(w.absmax.data(), nb);
+    bnb4_ref_quantize_nested_blocks(w.absmax.data(), nb, w.offset, 256, 0, w.nabs.size(), w.codes.data(),
+                                    w.nabs.data());
+    return w;
+}
+
+// float64 reference on the float32-dequantized weight (as the core tests compute it).
+std::vector<double> reference_matmul(const bnb4_qtensor &wq, const Array &x, size_t m, const Array *bias) {
+    const size_t N = wq.rows, K = wq.cols;
+    std::vector<float> wf(N * K);
+    bnb4_ref_dequantize_range(&wq, BNB4_F32, 0, N * K, wf.data());
+    std::vector<double> y(m * N);
+    for (size_t r = 0; r < m; r++)
+        for (size_t j = 0; j < N; j++) {
+            double acc = bias ? bias->get(j) : 0.0;
+            const float *wr = wf.data() + j * K;
+            for (size_t k = 0; k < K; k++)
+                acc += (double)x.get(r * K + k) * wr[k];
+            y[r * N + j] = acc;
+        }
+    return y;
+}
+
+double tolerance(bnb4_dtype dt) { return dt == BNB4_F32 ? 1e-5 : dt == BNB4_F16 ? 1e-3 : 8e-3; }
+
+TEST_F(CudaTest, MatmulAgreesWithFloat64OnEveryPath) {
+    auto g = rng(104);
+    struct Shape { size_t N, K, bs; };
+    // K % 32 == 0 shapes take the tensor-core kernel (m <= 64); the others the SIMT kernel or cuBLAS.
+    std::vector<Shape> shapes = {{64, 256, 64}, {100, 96, 32}, {33, 72, 64}, {17, 31, 32}, {300, 1056, 128},
+                                 {129, 4096, 64}, {8, 64, 4096}, {5, 1000, 256}};
+    std::vector<size_t> ms = {1, 2, 3, 8, 13, 16, 17, 32, 33, 64, 65, 130};
+    if (quick()) {
+        shapes = {{64, 256, 64}, {33, 72, 64}, {300, 1056, 128}};
+        ms = {1, 3, 16, 33, 64, 65};
+    }
+    size_t combo = 0;
+    for (const Shape &s : shapes) {
+        for (bnb4_quant_type qt : kQuantTypes) {
+            const HostWeight w = make_weight(s.N, s.K, s.bs, qt, g);
+            DevBuf dp(w.packed.data(), w.packed.size()), da(w.absmax.data(), w.absmax.size() * 4),
+                dc(w.codes.data(), w.codes.size()), dn(w.nabs.data(), w.nabs.size() * 4),
+                dcode(bnb4_nested_code(), 1024);
+            for (int nested = 0; nested < 2; nested++) {
+                bnb4_qtensor wd = bnb4_qtensor_plain(s.N, s.K, s.bs, qt, dp.as<uint8_t>(), da.as<float>());
+                bnb4_qtensor wh = bnb4_qtensor_plain(s.N, s.K, s.bs, qt, w.packed.data(), w.absmax.data());
+                if (nested) {
+                    wd = bnb4_qtensor_nested(s.N, s.K, s.bs, qt, dp.as<uint8_t>(), dc.as<uint8_t>(), dn.as<float>(),
+                                             dcode.as<float>(), w.offset, 256);
+                    wh = bnb4_qtensor_nested(s.N, s.K, s.bs, qt, w.packed.data(), w.codes.data(), w.nabs.data(),
+                                             bnb4_nested_code(), w.offset, 256);
+                }
+                for (size_t m : ms)
+                    for (bnb4_dtype dt : kDtypes) {
+                        const bool with_bias = (combo++ % 2) == 0;
+                        const size_t es = bnb4_dtype_size(dt);
+                        const Array x = randn(dt, m * s.K, g);
+                        const Array bias = randn(dt, s.N, g);
+                        const std::vector<double> want = reference_matmul(wh, x, m, with_bias ? &bias : nullptr);
+                        DevBuf dx(x.data(), m * s.K * es), db(bias.data(), s.N * es), dy(m * s.N * es + 16);
+                        const std::string what = "N " + std::to_string(s.N) + " K " + std::to_string(s.K) + " bs " +
+                                                 std::to_string(s.bs) + " m " + std::to_string(m) + " " +
+                                                 bnb4_dtype_name(dt) + " " + bnb4_quant_type_name(qt) +
+                                                 (nested ? " nested" : "") + (with_bias ? " bias" : "");
+                        ASSERT_EQ(BNB4_OK, bnb4_linear(ctx, &wd, dt, m, dx.as<void>(), with_bias ? db.as<void>() : nullptr,
+                                                       dy.as<void>()))
+                            << what << ": " << bnb4_last_error();
+                        sync();
+                        const std::vector<uint8_t> yb = dy.get();
+                        Array got = make_array(dt, m * s.N);
+                        std::memcpy(got.data(), yb.data(), m * s.N * es);
+                        std::vector<double> gotd(m * s.N);
+                        size_t nonfinite = 0;
+                        for (size_t i = 0; i < gotd.size(); i++) {
+                            gotd[i] = got.get(i);
+                            nonfinite += !std::isfinite(gotd[i]); // the output was poisoned with NaN
+                        }
+                        ASSERT_EQ(0u, nonfinite) << what << ": unwritten or non-finite outputs";
+                        EXPECT_LE(rel_err(gotd, want), tolerance(dt)) << what;
+                        ASSERT_EQ(std::vector<uint8_t>(16, 0xFF),
+                                  std::vector<uint8_t>(yb.end() - 16, yb.end()))
+                            << what << ": wrote past the output";
+                        // gemm, linear and (m = 1) gemv are the same computation, bit for bit
+                        DevBuf dy2(m * s.N * es);
+                        ASSERT_EQ(BNB4_OK, m == 1 ? bnb4_gemv(ctx, &wd, dt, dx.as<void>(),
+                                                              with_bias ? db.as<void>() : nullptr, dy2.as<void>())
+                                                  : bnb4_gemm(ctx, &wd, dt, m, dx.as<void>(),
+                                                              with_bias ? db.as<void>() : nullptr, dy2.as<void>()));
+                        sync();
+                        ASSERT_TRUE(same_bytes(dy.get(0, m * s.N * es), dy2.get(), what + " repeat (determinism)"));
+                    }
+            }
+        }
+    }
+}
+
+TEST_F(CudaTest, MatmulMisalignedActivationsTakeTheGeneralPath) {
+    auto g = rng(105);
+    const size_t N = 96, K = 256, bs = 64, m = 5;
+    const HostWeight w = make_weight(N, K, bs, BNB4_NF4, g);
+    DevBuf dp(w.packed.data(), w.packed.size()), da(w.absmax.data(), w.absmax.size() * 4);
+    const bnb4_qtensor wd = bnb4_qtensor_plain(N, K, bs, BNB4_NF4, dp.as<uint8_t>(), da.as<float>());
+    const bnb4_qtensor wh = bnb4_qtensor_plain(N, K, bs, BNB4_NF4, w.packed.data(), w.absmax.data());
+    for (bnb4_dtype dt : kDtypes) {
+        const size_t es = bnb4_dtype_size(dt);
+        const Array x = randn(dt, m * K, g);
+        DevBuf dx(m * K * es + 16), dy(m * N * es);
+        CUDA_OK(cudaMemcpy(dx.as<uint8_t>(es), x.data(), m * K * es, cudaMemcpyHostToDevice));
+        ASSERT_EQ(BNB4_OK, bnb4_gemm(ctx, &wd, dt, m, dx.as<void>(es), nullptr, dy.as<void>())) << bnb4_last_error();
+        sync();
+        Array got = make_array(dt, m * N);
+        const std::vector<uint8_t> yb = dy.get();
+        std::memcpy(got.data(), yb.data(), yb.size());
+        std::vector<double> gotd(m * N);
+        for (size_t i = 0; i < gotd.size(); i++)
+            gotd[i] = got.get(i);
+        EXPECT_LE(rel_err(gotd, reference_matmul(wh, x, m, nullptr)), tolerance(dt)) << bnb4_dtype_name(dt);
+    }
+}
+
+// ---- conformance: bitsandbytes' recorded outputs ---------------------------------------------------------------
+std::string conformance_file(const char *name) {
+    const char *env = std::getenv("BNB4_CONFORMANCE_DIR");
+    return std::string(env && *env ? env : BNB4_CONFORMANCE_DIR) + "/" + name;
+}
+
+bool load_or_skip(stlite::File &f, const char *name) {
+    const std::string path = conformance_file(name);
+    std::string err;
+    if (!f.open(path, &err)) {
+        std::printf("[bnb4] conformance file %s not available (%s): skipping\n", path.c_str(), err.c_str());
+        return false;
+    }
+    return true;
+}
+
+bnb4_dtype dtype_of(const std::string &tag) {
+    return tag == "F16" ? BNB4_F16 : tag == "BF16" ? BNB4_BF16 : BNB4_F32;
+}
+
+TEST_F(CudaTest, ConformanceQuantize) {
+    stlite::File f;
+    if (!load_or_skip(f, "quantize.safetensors"))
+        GTEST_SKIP() << "conformance files absent (set BNB4_CONFORMANCE_DIR)";
+    size_t cases = 0;
+    for (const std::string &c : f.cases()) {
+        const stlite::Tensor *in = f.find(c + ".input"), *pk = f.find(c + ".packed"), *am = f.find(c + ".absmax"),
+                             *dq = f.find(c + ".dequant");
+        if (!in || !pk || !am || !dq)
+            continue;
+        const bnb4_quant_type qt = c.rfind("nf4", 0) == 0 ? BNB4_NF4 : BNB4_FP4;
+        const size_t bs = std::stoul(c.substr(c.find("_bs") + 3));
+        const bnb4_dtype dt = dtype_of(in->dtype);
+        const size_t n = in->numel(), nb = am->numel();
+        DevBuf src(in->data, in->bytes), packed(pk->bytes), absmax(am->bytes), out(dq->bytes);
+        ASSERT_EQ(BNB4_OK, bnb4_quantize(ctx, src.as<void>(), dt, n, bs, qt, packed.as<uint8_t>(), absmax.as<float>()));
+        const bnb4_qtensor q = bnb4_qtensor_plain(1, n, bs, qt, packed.as<uint8_t>(), absmax.as<float>());
+        ASSERT_EQ(BNB4_OK, bnb4_dequantize(ctx, &q, dt, out.as<void>()));
+        sync();
+        ASSERT_TRUE(same_bytes(pk->vec(), packed.get(), c + " packed"));
+        ASSERT_TRUE(same_bytes(am->vec(), absmax.get(), c + " absmax"));
+        ASSERT_TRUE(same_values(dq->vec(), out.get(), dt, c + " dequant"));
+        (void)nb;
+        cases++;
+    }
+    std::printf("[bnb4] %zu quantize conformance cases bit-identical on CUDA\n", cases);
+    EXPECT_GT(cases, 300u);
+}
+
+TEST_F(CudaTest, ConformanceDoubleQuant) {
+    stlite::File f;
+    if (!load_or_skip(f, "double_quant.safetensors"))
+        GTEST_SKIP() << "conformance files absent (set BNB4_CONFORMANCE_DIR)";
+    size_t cases = 0;
+    for (const std::string &c : f.cases()) {
+        const stlite::Tensor *in = f.find(c + ".input"), *pk = f.find(c + ".packed"), *codes = f.find(c + ".absmax"),
+                             *off = f.find(c + ".offset"), *nabs = f.find(c + ".nested_absmax"),
+                             *raw = f.find(c + ".absmax_raw"), *dq = f.find(c + ".dequant"),
+                             *adq = f.find(c + ".absmax_dq"), *ncode = f.find(c + ".nested_code");
+        if (!in || !pk || !codes || !off || !nabs || !raw || !dq || !adq || !ncode)
+            continue;
+        const bnb4_quant_type qt = c.rfind("nf4", 0) == 0 ? BNB4_NF4 : BNB4_FP4;
+        const size_t bs = std::stoul(c.substr(c.find("_bs") + 3));
+        const size_t nbs = std::stoul(c.substr(c.find("_nbs") + 4));
+        const bnb4_dtype dt = dtype_of(in->dtype);
+        const size_t n = in->numel(), nb = raw->numel();
+        float offset;
+        std::memcpy(&offset, off->data, 4);
+        DevBuf src(in->data, in->bytes), packed(pk->bytes), absmax(raw->bytes), dcodes(nb), dnabs(nabs->bytes),
+            dcode(ncode->data, ncode->bytes), dadq(adq->bytes), out(dq->bytes);
+        ASSERT_EQ(BNB4_OK, bnb4_quantize(ctx, src.as<void>(), dt, n, bs, qt, packed.as<uint8_t>(), absmax.as<float>()));
+        float off_gpu = 0;
+        ASSERT_EQ(BNB4_OK, bnb4_nested_offset(ctx, absmax.as<float>(), nb, &off_gpu));
+        EXPECT_LE(std::abs((int64_t)bnb4_f32_bits(off_gpu) - (int64_t)bnb4_f32_bits(offset)), 1) << c << " offset";
+        ASSERT_EQ(BNB4_OK, bnb4_quantize_nested(ctx, absmax.as<float>(), nb, offset, nbs, dcodes.as<uint8_t>(),
+                                                dnabs.as<float>()));
+        const bnb4_qtensor q = bnb4_qtensor_nested(1, n, bs, qt, packed.as<uint8_t>(), dcodes.as<uint8_t>(),
+                                                   dnabs.as<float>(), dcode.as<float>(), offset, nbs);
+        ASSERT_EQ(BNB4_OK, bnb4_dequantize_nested(ctx, &q, dadq.as<float>()));
+        ASSERT_EQ(BNB4_OK, bnb4_dequantize(ctx, &q, dt, out.as<void>()));
+        sync();
+        ASSERT_TRUE(same_bytes(pk->vec(), packed.get(), c + " packed"));
+        ASSERT_TRUE(same_bytes(raw->vec(), absmax.get(), c + " absmax_raw"));
+        ASSERT_TRUE(same_bytes(codes->vec(), dcodes.get(), c + " absmax codes"));
+        ASSERT_TRUE(same_bytes(nabs->vec(), dnabs.get(), c + " nested_absmax"));
+        ASSERT_TRUE(same_bytes(adq->vec(), dadq.get(), c + " absmax_dq"));
+        ASSERT_TRUE(same_values(dq->vec(), out.get(), dt, c + " dequant"));
+        cases++;
+    }
+    std::printf("[bnb4] %zu double-quant conformance cases bit-identical on CUDA\n", cases);
+    EXPECT_GT(cases, 0u);
+}
+
+TEST_F(CudaTest, ConformanceGemv) {
+    stlite::File f;
+    if (!load_or_skip(f, "gemv.safetensors"))
+        GTEST_SKIP() << "conformance files absent (set BNB4_CONFORMANCE_DIR)";
+    size_t cases = 0;
+    for (const std::string &c : f.cases()) {
+        const stlite::Tensor *x = f.find(c + ".x"), *yref = f.find(c + ".y_ref");
+        if (!x || !yref)
+            continue;
+        // case {qt}_bs{bs}_{dt}_M{M}_N{N}_K{K} uses weight w_{qt}_bs{bs}_N{N}_K{K}
+        const size_t pm = c.find("_M"), pn = c.find("_N"), pk = c.find("_K");
+        const std::string qtbs = c.substr(0, c.find('_', c.find("_bs") + 1));
+        const std::string wname = "w_" + qtbs + c.substr(pn);
+        const stlite::Tensor *wp = f.find(wname + ".w_packed"), *wa = f.find(wname + ".absmax");
+        ASSERT_TRUE(wp && wa) << "weight " << wname << " missing";
+        const size_t M = std::stoul(c.substr(pm + 2)), N = std::stoul(c.substr(pn + 2)), K = std::stoul(c.substr(pk + 2));
+        const size_t bs = std::stoul(c.substr(c.find("_bs") + 3));
+        const bnb4_quant_type qt = c.rfind("nf4", 0) == 0 ? BNB4_NF4 : BNB4_FP4;
+        const bnb4_dtype dt = dtype_of(x->dtype);
+        const size_t es = bnb4_dtype_size(dt);
+        DevBuf dp(wp->data, wp->bytes), da(wa->data, wa->bytes), dx(x->data, x->bytes), dy(M * N * es);
+        const bnb4_qtensor w = bnb4_qtensor_plain(N, K, bs, qt, dp.as<uint8_t>(), da.as<float>());
+        ASSERT_EQ(BNB4_OK, bnb4_linear(ctx, &w, dt, M, dx.as<void>(), nullptr, dy.as<void>())) << c;
+        sync();
+        Array got = make_array(dt, M * N);
+        const std::vector<uint8_t> yb = dy.get();
+        std::memcpy(got.data(), yb.data(), yb.size());
+        std::vector<double> gotd(M * N), want(M * N);
+        std::memcpy(want.data(), yref->data, M * N * 8);
+        for (size_t i = 0; i < gotd.size(); i++)
+            gotd[i] = got.get(i);
+        EXPECT_LE(rel_err(gotd, want), tolerance(dt)) << c;
+        cases++;
+    }
+    std::printf("[bnb4] %zu gemv/gemm conformance cases within tolerance on CUDA\n", cases);
+    EXPECT_GT(cases, 0u);
+}
+
+#endif // BNB4_WITH_CUDA
+
+}  // namespace
