@@ -264,7 +264,9 @@ std::vector<double> reference_matmul(const bnb4_qtensor &w, const Array &x, size
     return y;
 }
 
-double tolerance(bnb4_dtype dt) { return dt == BNB4_F32 ? 1e-5 : dt == BNB4_F16 ? 1e-3 : 8e-3; }
+// float32: the SIMD kernels accumulate in float32 (the contract allows it), and an output whose terms
+// cancel (N = 1, K = 32 here) can lose a few hundred ulp relative to itself.
+double tolerance(bnb4_dtype dt) { return dt == BNB4_F32 ? 1e-4 : dt == BNB4_F16 ? 1e-3 : 8e-3; }
 
 }  // namespace
 

@@ -1,0 +1,325 @@
+/*
+ * kernels_avx2.c - AVX2 + FMA + F16C kernels (x86-64 CPUs without AVX-512). Compiled with only this
+ * level's flags (cpu.cmake); called only after dispatch saw the features.
+ *
+ * Same algorithms as kernels_avx512.c in 8 lanes. The 16-entry codebook takes two registers: vpermps
+ * looks up the low 3 bits in both halves and bit 3 (moved to the sign bit) picks one by blendvps.
+ * Quantize counts threshold crossings (15 compares for NF4, 7 + a rank table for FP4). The direct
+ * gemv reads 32 bytes = 64 codes at a time: lane l of nibble plane k is element 8l + (k^1).
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "bnb4_format.h"
+#include "bnb4_half.h"
+#include "bnb4_rcp.h"
+#include "bnb4_ref.h"
+#include "cpu_internal.h"
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+ALWAYS_INLINE __m256 load8_f32(const void *src, bnb4_dtype dt, size_t i) {
+    if (dt == BNB4_F32)
+        return _mm256_loadu_ps((const float *)src + i);
+    const __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)src + i));
+    if (dt == BNB4_F16)
+        return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+ALWAYS_INLINE __m256 abs8(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
+
+/* bnb4_f32_to_bf16 in 8 lanes, result in the low 16 bytes. */
+ALWAYS_INLINE __m128i f32_to_bf16_rne(__m256 v) {
+    const __m256i x = _mm256_castps_si256(v);
+    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(1));
+    const __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(x, _mm256_set1_epi32(0x7fff)), lsb), 16);
+    const __m256i q = _mm256_or_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(0x40));
+    const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    const __m256i b = _mm256_blendv_epi8(r, q, nan);
+    return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(b, b), 0x08));
+}
+
+ALWAYS_INLINE void store8(void *dst, bnb4_dtype dt, size_t i, __m256 v) {
+    if (dt == BNB4_F32)
+        _mm256_storeu_ps((float *)dst + i, v);
+    else if (dt == BNB4_F16)
+        _mm_storeu_si128((__m128i *)((uint16_t *)dst + i), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    else
+        _mm_storeu_si128((__m128i *)((uint16_t *)dst + i), f32_to_bf16_rne(v));
+}
+
+/* cb[idx & 15] for 8 lanes; only the low 4 bits of idx matter. */
+ALWAYS_INLINE __m256 lookup16(__m256i idx, __m256 cb_lo, __m256 cb_hi) {
+    const __m256 lo = _mm256_permutevar8x32_ps(cb_lo, idx), hi = _mm256_permutevar8x32_ps(cb_hi, idx);
+    return _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+}
+
+/* ---- quantize ------------------------------------------------------------------------------------------ */
+
+static const float nf4_t[15] = {BNB4_NF4_T0, BNB4_NF4_T1, BNB4_NF4_T2,  BNB4_NF4_T3,  BNB4_NF4_T4,
+                                BNB4_NF4_T5, BNB4_NF4_T6, BNB4_NF4_T7,  BNB4_NF4_T8,  BNB4_NF4_T9,
+                                BNB4_NF4_T10, BNB4_NF4_T11, BNB4_NF4_T12, BNB4_NF4_T13, BNB4_NF4_T14};
+static const float fp4_u[7] = {BNB4_FP4_U0, BNB4_FP4_U1, BNB4_FP4_U2, BNB4_FP4_U3, BNB4_FP4_U4, BNB4_FP4_U5, BNB4_FP4_U6};
+static const int32_t fp4_rank_to_code[8] = {BNB4_FP4_RANK_TO_CODE};
+
+ALWAYS_INLINE __m256 mul_ftz(__m256 x, __m256 inv) {
+    const __m256 fmin = _mm256_set1_ps(0x1p-126f);
+    /* keep lanes where !(|v| < FLT_MIN): NaN is kept, subnormals become +0 (the sign of a zero never
+     * changes a code: 0 > every negative threshold and fails "xn < 0") */
+    x = _mm256_and_ps(x, _mm256_cmp_ps(abs8(x), fmin, _CMP_NLT_UQ));
+    const __m256 p = _mm256_mul_ps(x, inv);
+    return _mm256_and_ps(p, _mm256_cmp_ps(abs8(p), fmin, _CMP_NLT_UQ));
+}
+
+ALWAYS_INLINE __m256i codes8(__m256 xn, int nf4, __m256i rank_to_code) {
+    __m256i c = _mm256_setzero_si256();
+    if (nf4) {
+        for (int k = 0; k < 15; k++) /* a true compare is all ones = -1 */
+            c = _mm256_sub_epi32(c, _mm256_castps_si256(_mm256_cmp_ps(xn, _mm256_set1_ps(nf4_t[k]), _CMP_GT_OQ)));
+        return c;
+    }
+    const __m256 a = abs8(xn);
+    for (int k = 0; k < 7; k++)
+        c = _mm256_sub_epi32(c, _mm256_castps_si256(_mm256_cmp_ps(a, _mm256_set1_ps(fp4_u[k]), _CMP_GT_OQ)));
+    const __m256i code = _mm256_permutevar8x32_epi32(rank_to_code, c);
+    const __m256i neg = _mm256_castps_si256(_mm256_cmp_ps(xn, _mm256_setzero_ps(), _CMP_LT_OQ));
+    return _mm256_or_si256(code, _mm256_and_si256(neg, _mm256_set1_epi32(8)));
+}
+
+/* 16 codes (two vectors of dwords) -> 8 packed bytes. */
+ALWAYS_INLINE __m128i pack16(__m256i c0, __m256i c1) {
+    const __m256i sel = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+    const __m256i t0 = _mm256_or_si256(_mm256_slli_epi64(c0, 4), _mm256_srli_epi64(c0, 32));
+    const __m256i t1 = _mm256_or_si256(_mm256_slli_epi64(c1, 4), _mm256_srli_epi64(c1, 32));
+    const __m128i u0 = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(t0, sel));
+    const __m128i u1 = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(t1, sel));
+    const __m128i w = _mm_packus_epi32(_mm_and_si128(u0, _mm_set1_epi32(0xff)), _mm_and_si128(u1, _mm_set1_epi32(0xff)));
+    return _mm_packus_epi16(w, w);
+}
+
+static void quantize_blocks_avx2(const void *src, bnb4_dtype dt, size_t bs, bnb4_quant_type qt, size_t b0, size_t b1,
+                                 uint8_t *packed, float *absmax) {
+    const int nf4 = qt == BNB4_NF4;
+    const __m256i rank_to_code = _mm256_loadu_si256((const __m256i *)fp4_rank_to_code);
+    for (size_t b = b0; b < b1; b++) {
+        const size_t e0 = b * bs;
+        __m256 m = _mm256_set1_ps(-0x1.fffffep+127f);
+        for (size_t i = 0; i < bs; i += 8)
+            m = _mm256_max_ps(abs8(load8_f32(src, dt, e0 + i)), m); /* NaN operand -> keeps m */
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+        const float amax = bnb4_ftz(_mm_cvtss_f32(h));
+        absmax[b] = amax;
+        const __m256 inv = _mm256_set1_ps(bnb4_ftz(bnb4_rcp_approx_f32(amax)));
+        uint8_t *out = packed + e0 / 2;
+        for (size_t i = 0; i < bs; i += 16) {
+            const __m256i c0 = codes8(mul_ftz(load8_f32(src, dt, e0 + i), inv), nf4, rank_to_code);
+            const __m256i c1 = codes8(mul_ftz(load8_f32(src, dt, e0 + i + 8), inv), nf4, rank_to_code);
+            _mm_storel_epi64((__m128i *)(out + i / 2), pack16(c0, c1));
+        }
+    }
+}
+
+/* ---- dequantize --------------------------------------------------------------------------------------- */
+
+static void dequantize_blocks_avx2(const uint8_t *packed, const float *scales, const float *codebook, size_t bs,
+                                   size_t nblocks, bnb4_dtype dt, void *dst) {
+    const __m256 cb_lo = _mm256_loadu_ps(codebook), cb_hi = _mm256_loadu_ps(codebook + 8);
+    for (size_t b = 0; b < nblocks; b++) {
+        const float s = scales[b];
+        const uint8_t *p = packed + b * bs / 2;
+        const size_t e0 = b * bs;
+        if (!(fabsf(s) >= 0x1p-118f)) { /* products may be subnormal (or s is NaN): exact scalar path */
+            for (size_t i = 0; i < bs; i++)
+                bnb4_ref_store(dst, dt, e0 + i, bnb4_mul_ftz(codebook[bnb4_nibble_at(p, i)], s));
+            continue;
+        }
+        const __m256 vs = _mm256_set1_ps(s);
+        for (size_t i = 0; i < bs; i += 16) {
+            const __m128i by = _mm_loadl_epi64((const __m128i *)(p + i / 2)); /* 8 bytes, 16 codes */
+            const __m128i e = _mm_unpacklo_epi8(_mm_srli_epi16(by, 4), by);  /* element order */
+            const __m256i i0 = _mm256_cvtepu8_epi32(e), i1 = _mm256_cvtepu8_epi32(_mm_srli_si128(e, 8));
+            store8(dst, dt, e0 + i, _mm256_mul_ps(lookup16(i0, cb_lo, cb_hi), vs));
+            store8(dst, dt, e0 + i + 8, _mm256_mul_ps(lookup16(i1, cb_lo, cb_hi), vs));
+        }
+    }
+}
+
+/* ---- gemm: direct kernel (m <= 4) ---------------------------------------------------------------------- */
+
+enum { DIRECT_MAX_M = 4, DIRECT_COLS = 16 };
+
+/* X[i][c*64 + 8k + l] = x[i][c*64 + 8l + (k^1)], float32. */
+static size_t direct_prep_bytes(const bnb4_gemm_args *a) { return a->m * a->w->cols * sizeof(float); }
+
+static void direct_prep(bnb4_gemm_args *a) {
+    const size_t K = a->w->cols;
+    float *xp = (float *)a->xp;
+    for (size_t i = 0; i < a->m; i++)
+        for (size_t c = 0; c < K; c += 64)
+            for (size_t k = 0; k < 8; k++)
+                for (size_t l = 0; l < 8; l++)
+                    xp[i * K + c + 8 * k + l] = bnb4_ref_load(a->x, a->dt, i * K + c + 8 * l + (k ^ 1));
+}
+
+static size_t direct_scratch_bytes(const bnb4_gemm_args *a) {
+    return a->w->absmax ? 0 : DIRECT_COLS * (a->w->cols / a->w->blocksize) * sizeof(float);
+}
+
+ALWAYS_INLINE __m256i nibble_plane(__m256i d, int k) {
+    switch (k) {
+    case 0: return d;
+    case 1: return _mm256_srli_epi32(d, 4);
+    case 2: return _mm256_srli_epi32(d, 8);
+    case 3: return _mm256_srli_epi32(d, 12);
+    case 4: return _mm256_srli_epi32(d, 16);
+    case 5: return _mm256_srli_epi32(d, 20);
+    case 6: return _mm256_srli_epi32(d, 24);
+    default: return _mm256_srli_epi32(d, 28);
+    }
+}
+
+ALWAYS_INLINE void direct_dot(const float *xp, size_t K, size_t bs, const int MR, const int RB,
+                              const uint8_t *const *wrow, const float *const *srow, __m256 cb_lo, __m256 cb_hi,
+                              float (*out)[4]) {
+    __m256 acc[DIRECT_MAX_M][4];
+    for (int i = 0; i < MR; i++)
+        for (int r = 0; r < RB; r++)
+            acc[i][r] = _mm256_setzero_ps();
+    const __m256i lane_block = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1); /* bs == 32 only */
+    for (size_t c = 0; c < K; c += 64) {
+        __m256i d[4];
+        __m256 p[DIRECT_MAX_M][4];
+        for (int r = 0; r < RB; r++)
+            d[r] = _mm256_loadu_si256((const __m256i *)(wrow[r] + c / 2));
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++) {
+            __m256 w[4];
+            for (int r = 0; r < RB; r++)
+                w[r] = lookup16(nibble_plane(d[r], k), cb_lo, cb_hi);
+            for (int i = 0; i < MR; i++) {
+                const __m256 xv = _mm256_loadu_ps(xp + (size_t)i * K + c + 8 * (size_t)k);
+                for (int r = 0; r < RB; r++)
+                    p[i][r] = k == 0 ? _mm256_mul_ps(xv, w[r]) : _mm256_fmadd_ps(xv, w[r], p[i][r]);
+            }
+        }
+        for (int r = 0; r < RB; r++) {
+            const __m256 sv = bs >= 64 ? _mm256_broadcast_ss(srow[r] + c / bs)
+                                       : _mm256_permutevar8x32_ps(
+                                             _mm256_castps128_ps256(_mm_castsi128_ps(
+                                                 _mm_loadl_epi64((const __m128i *)(srow[r] + c / bs)))),
+                                             lane_block);
+            for (int i = 0; i < MR; i++)
+                acc[i][r] = _mm256_fmadd_ps(p[i][r], sv, acc[i][r]);
+        }
+    }
+    for (int i = 0; i < MR; i++)
+        for (int r = 0; r < RB; r++) {
+            __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc[i][r]), _mm256_extractf128_ps(acc[i][r], 1));
+            h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+            h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+            out[i][r] = _mm_cvtss_f32(h);
+        }
+}
+
+static void direct_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
+    const bnb4_qtensor *w = a->w;
+    const size_t K = w->cols, N = w->rows, bs = w->blocksize, bpr = K / bs, m = a->m;
+    const __m256 cb_lo = _mm256_loadu_ps(a->codebook), cb_hi = _mm256_loadu_ps(a->codebook + 8);
+    const float *xp = (const float *)a->xp;
+    float *scales = (float *)scratch;
+    if (!w->absmax)
+        bnb4_cpu_block_scales(w, j0 * bpr, j1 * bpr, scales);
+    const int MR = (int)m, RB = m == 1 ? 4 : m == 2 ? 2 : 1;
+    for (size_t j = j0; j < j1; j += (size_t)RB) {
+        const int rb = j1 - j < (size_t)RB ? (int)(j1 - j) : RB;
+        const uint8_t *wrow[4];
+        const float *srow[4];
+        float out[DIRECT_MAX_M][4];
+        for (int r = 0; r < 4; r++) {
+            const size_t jr = j + (size_t)(r < rb ? r : rb - 1);
+            wrow[r] = w->packed + jr * K / 2;
+            srow[r] = w->absmax ? w->absmax + jr * bpr : scales + (jr - j0) * bpr;
+        }
+        switch (MR) {
+        case 1: direct_dot(xp, K, bs, 1, 4, wrow, srow, cb_lo, cb_hi, out); break;
+        case 2: direct_dot(xp, K, bs, 2, 2, wrow, srow, cb_lo, cb_hi, out); break;
+        case 3: direct_dot(xp, K, bs, 3, 1, wrow, srow, cb_lo, cb_hi, out); break;
+        default: direct_dot(xp, K, bs, 4, 1, wrow, srow, cb_lo, cb_hi, out); break;
+        }
+        for (int i = 0; i < MR; i++)
+            for (int r = 0; r < rb; r++) {
+                float v = out[i][r];
+                if (a->bias)
+                    v += bnb4_ref_load(a->bias, a->dt, j + (size_t)r);
+                bnb4_ref_store(a->y, a->dt, (size_t)i * N + j + (size_t)r, v);
+            }
+    }
+}
+
+/* ---- gemm: tile micro-kernel ------------------------------------------------------------------------------ */
+
+static void pack_row_f32(const float *src, size_t kc, size_t kcp, void *dst) {
+    memcpy(dst, src, kc * sizeof(float));
+    memset((float *)dst + kc, 0, (kcp - kc) * sizeof(float));
+}
+
+static void micro_f32_4x4(const void *const x[4], const void *wt, size_t kcp, float out[4][4]) {
+    const float *w = (const float *)wt;
+    __m256 acc[4][4];
+    for (int i = 0; i < 4; i++)
+        for (int r = 0; r < 4; r++)
+            acc[i][r] = _mm256_setzero_ps();
+    for (size_t k = 0; k < kcp; k += 8) {
+        __m256 wv[4];
+        for (int r = 0; r < 4; r++)
+            wv[r] = _mm256_loadu_ps(w + (size_t)r * kcp + k);
+        for (int i = 0; i < 4; i++) {
+            const __m256 xv = _mm256_loadu_ps((const float *)x[i] + k);
+            for (int r = 0; r < 4; r++)
+                acc[i][r] = _mm256_fmadd_ps(xv, wv[r], acc[i][r]);
+        }
+    }
+    for (int i = 0; i < 4; i++)
+        for (int r = 0; r < 4; r++) {
+            __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc[i][r]), _mm256_extractf128_ps(acc[i][r], 1));
+            h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+            h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+            out[i][r] = _mm_cvtss_f32(h);
+        }
+}
+
+static const bnb4_tile_ops tile_f32 = {8, 4, pack_row_f32, micro_f32_4x4};
+
+static size_t tile_prep_bytes(const bnb4_gemm_args *a) { return bnb4_tile_prep_bytes(&tile_f32, a); }
+static void tile_prep(bnb4_gemm_args *a) { bnb4_tile_prep(&tile_f32, a); }
+static size_t tile_scratch(const bnb4_gemm_args *a) { return bnb4_tile_scratch_bytes(&tile_f32, a); }
+static void tile_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *s) {
+    bnb4_tile_run(&tile_f32, &bnb4_kernels_avx2, a, j0, j1, s);
+}
+
+static const bnb4_gemm_kernel gemv_direct = {"gemv_f32acc_4x64__avx2", DIRECT_COLS, direct_prep_bytes, direct_prep,
+                                             direct_scratch_bytes, direct_run};
+static const bnb4_gemm_kernel gemm_direct = {"gemm_f32acc_4x1x64__avx2", DIRECT_COLS, direct_prep_bytes, direct_prep,
+                                             direct_scratch_bytes, direct_run};
+static const bnb4_gemm_kernel gemm_tile = {"gemm_f32_4x4_tile__avx2", BNB4_TILE_COLS, tile_prep_bytes, tile_prep,
+                                           tile_scratch, tile_run};
+
+static const bnb4_gemm_kernel *gemm_select_avx2(bnb4_dtype dt, size_t m, int k_block_aligned) {
+    (void)dt;
+    if (m <= DIRECT_MAX_M && k_block_aligned)
+        return m == 1 ? &gemv_direct : &gemm_direct;
+    return &gemm_tile;
+}
+
+const bnb4_cpu_kernels bnb4_kernels_avx2 = {
+    BNB4_ISA_AVX2,
+    {"quantize_f32__avx2", "quantize_f16__avx2", "quantize_bf16__avx2"},
+    {"dequantize_f32__avx2", "dequantize_f16__avx2", "dequantize_bf16__avx2"},
+    quantize_blocks_avx2,
+    dequantize_blocks_avx2,
+    gemm_select_avx2,
+};

@@ -1,0 +1,389 @@
+/*
+ * kernels_avx512.c - AVX-512 (F/BW/VL) kernels, plus AVX512-BF16 dot products where the CPU has them.
+ * Compiled with only this level's flags (cpu.cmake); called only after dispatch saw the features.
+ *
+ * Decoding: the 16-entry codebook lives in one zmm and vpermps looks codes up, using only the low 4
+ * bits of each 32-bit index, so nibbles need shifting but never masking.
+ *
+ *  - quantize_*__avx512: absmax by vmaxps (ignores NaN like fmaxf), the GPU reciprocal once per block
+ *    (bnb4_rcp_approx_f32), FTZ by compare-and-zero, then the code by a 4-step binary search over the
+ *    kernel's float32 thresholds (equal to counting them, bnb4_format.h), nibble pairs packed with
+ *    64-bit shifts + vpmovqb. Byte-exact with the reference.
+ *  - dequantize_*__avx512: f32(code * scale) with RNE conversions; a block whose scale could make a
+ *    product subnormal (|scale| < 2^-118, NaN) goes to the scalar FTZ path, so the fast path needs no
+ *    per-element flush. Bit-exact.
+ *  - gemv/gemm "direct" (m <= 8, K a multiple of 128 and of the blocksize): streams the packed weight
+ *    once. A 64-byte load holds 128 codes; lane l of nibble plane k (shift 4k) is element 8l + (k^1),
+ *    so X is pre-permuted to that order and each plane costs one shift + one vpermps + one FMA per X row.
+ *    The block scales are applied once per 128-element chunk as a per-lane vector.
+ *  - gemm "tile" (m > 8 or any other shape): the shared driver (cpu_gemm_tile.c) with a 4x4 float32
+ *    FMA micro-kernel, or for bfloat16 activations a 4x4 vdpbf16ps micro-kernel on weights rounded to
+ *    bfloat16 (what bitsandbytes computes with for bfloat16: dequantize to bfloat16, then matmul).
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "bnb4_format.h"
+#include "bnb4_half.h"
+#include "bnb4_rcp.h"
+#include "bnb4_ref.h"
+#include "cpu_internal.h"
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* ---- conversions ----------------------------------------------------------------------------------------- */
+
+ALWAYS_INLINE __m512 load16_f32(const void *src, bnb4_dtype dt, size_t i) {
+    if (dt == BNB4_F32)
+        return _mm512_loadu_ps((const float *)src + i);
+    const __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)src + i));
+    if (dt == BNB4_F16)
+        return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* float32 -> bfloat16 round-to-nearest-even, NaN -> quiet NaN: bnb4_f32_to_bf16 in 16 lanes. */
+ALWAYS_INLINE __m256i f32_to_bf16_rne(__m512 v) {
+    const __m512i x = _mm512_castps_si512(v);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(x, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(x, _mm512_set1_epi32(0x7fff)), lsb), 16);
+    const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    r = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(x, 16), _mm512_set1_epi32(0x40));
+    return _mm512_cvtepi32_epi16(r);
+}
+
+ALWAYS_INLINE void store16(void *dst, bnb4_dtype dt, size_t i, __m512 v) {
+    if (dt == BNB4_F32)
+        _mm512_storeu_ps((float *)dst + i, v);
+    else if (dt == BNB4_F16)
+        _mm256_storeu_si256((__m256i *)((uint16_t *)dst + i), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    else
+        _mm256_storeu_si256((__m256i *)((uint16_t *)dst + i), f32_to_bf16_rne(v));
+}
+
+/* ---- quantize ----------------------------------------------------------------------------------------------- */
+
+static const float nf4_thresholds[16] = {BNB4_NF4_T0,  BNB4_NF4_T1,  BNB4_NF4_T2,  BNB4_NF4_T3,
+                                         BNB4_NF4_T4,  BNB4_NF4_T5,  BNB4_NF4_T6,  BNB4_NF4_T7,
+                                         BNB4_NF4_T8,  BNB4_NF4_T9,  BNB4_NF4_T10, BNB4_NF4_T11,
+                                         BNB4_NF4_T12, BNB4_NF4_T13, BNB4_NF4_T14, INFINITY};
+static const float fp4_thresholds[16] = {BNB4_FP4_U0, BNB4_FP4_U1, BNB4_FP4_U2, BNB4_FP4_U3, BNB4_FP4_U4,
+                                         BNB4_FP4_U5, BNB4_FP4_U6, INFINITY,    INFINITY,    INFINITY,
+                                         INFINITY,    INFINITY,    INFINITY,    INFINITY,    INFINITY,
+                                         INFINITY};
+static const int32_t fp4_rank_to_code[16] = {BNB4_FP4_RANK_TO_CODE, 0, 0, 0, 0, 0, 0, 0, 0};
+
+/* #{k : xn > t[k]} for ascending t[0..14] as a binary search (NaN fails every compare: 0). */
+ALWAYS_INLINE __m512i nf4_codes(__m512 xn, __m512 t) {
+    const __m512i one = _mm512_set1_epi32(1);
+    __m512i c = _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask(xn, _mm512_permutexvar_ps(_mm512_set1_epi32(7), t), _CMP_GT_OQ),
+                                       _mm512_set1_epi32(8));
+    __mmask16 k = _mm512_cmp_ps_mask(xn, _mm512_permutexvar_ps(_mm512_add_epi32(c, _mm512_set1_epi32(3)), t), _CMP_GT_OQ);
+    c = _mm512_mask_add_epi32(c, k, c, _mm512_set1_epi32(4));
+    k = _mm512_cmp_ps_mask(xn, _mm512_permutexvar_ps(_mm512_add_epi32(c, one), t), _CMP_GT_OQ);
+    c = _mm512_mask_add_epi32(c, k, c, _mm512_set1_epi32(2));
+    k = _mm512_cmp_ps_mask(xn, _mm512_permutexvar_ps(c, t), _CMP_GT_OQ);
+    return _mm512_mask_add_epi32(c, k, c, one);
+}
+
+/* bnb4_fp4_encode: sign from xn < 0, rank of |xn| among u[0..6], rank -> bit pattern by table. */
+ALWAYS_INLINE __m512i fp4_codes(__m512 xn, __m512 u, __m512i rank_to_code) {
+    const __mmask16 neg = _mm512_cmp_ps_mask(xn, _mm512_setzero_ps(), _CMP_LT_OQ);
+    const __m512 a = _mm512_abs_ps(xn);
+    __m512i r = _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask(a, _mm512_permutexvar_ps(_mm512_set1_epi32(3), u), _CMP_GT_OQ),
+                                       _mm512_set1_epi32(4));
+    __mmask16 k = _mm512_cmp_ps_mask(a, _mm512_permutexvar_ps(_mm512_add_epi32(r, _mm512_set1_epi32(1)), u), _CMP_GT_OQ);
+    r = _mm512_mask_add_epi32(r, k, r, _mm512_set1_epi32(2));
+    k = _mm512_cmp_ps_mask(a, _mm512_permutexvar_ps(r, u), _CMP_GT_OQ);
+    r = _mm512_mask_add_epi32(r, k, r, _mm512_set1_epi32(1));
+    const __m512i code = _mm512_permutexvar_epi32(r, rank_to_code);
+    return _mm512_mask_or_epi32(code, neg, code, _mm512_set1_epi32(8));
+}
+
+/* x * inv as mul.ftz.f32: subnormal x counts as 0 (so 0 * inf = NaN stays), subnormal products flush. */
+ALWAYS_INLINE __m512 mul_ftz(__m512 x, __m512 inv) {
+    const __m512 fmin = _mm512_set1_ps(0x1p-126f);
+    x = _mm512_maskz_mov_ps(~_mm512_cmp_ps_mask(_mm512_abs_ps(x), fmin, _CMP_LT_OQ), x);
+    const __m512 p = _mm512_mul_ps(x, inv);
+    return _mm512_maskz_mov_ps(~_mm512_cmp_ps_mask(_mm512_abs_ps(p), fmin, _CMP_LT_OQ), p);
+}
+
+/* 16 codes (dwords, elements 2i in the low dword of each qword) -> 8 packed bytes. */
+ALWAYS_INLINE __m128i pack_codes(__m512i c) {
+    return _mm512_cvtepi64_epi8(_mm512_or_si512(_mm512_slli_epi64(c, 4), _mm512_srli_epi64(c, 32)));
+}
+
+static void quantize_blocks_avx512(const void *src, bnb4_dtype dt, size_t bs, bnb4_quant_type qt, size_t b0,
+                                   size_t b1, uint8_t *packed, float *absmax) {
+    const int nf4 = qt == BNB4_NF4;
+    const __m512 t = _mm512_loadu_ps(nf4 ? nf4_thresholds : fp4_thresholds);
+    const __m512i rank_to_code = _mm512_loadu_si512(fp4_rank_to_code);
+    for (size_t b = b0; b < b1; b++) {
+        const size_t e0 = b * bs;
+        __m512 m = _mm512_set1_ps(-0x1.fffffep+127f); /* the kernel's running max starts at -FLT_MAX */
+        for (size_t i = 0; i < bs; i += 16)
+            m = _mm512_max_ps(_mm512_abs_ps(load16_f32(src, dt, e0 + i)), m); /* NaN operand -> keeps m */
+        /* max of ftz(|x|) == ftz(max |x|): flushing is monotone */
+        const float amax = bnb4_ftz(_mm512_reduce_max_ps(m));
+        absmax[b] = amax;
+        const __m512 inv = _mm512_set1_ps(bnb4_ftz(bnb4_rcp_approx_f32(amax)));
+        uint8_t *out = packed + e0 / 2;
+        for (size_t i = 0; i < bs; i += 16) {
+            const __m512 xn = mul_ftz(load16_f32(src, dt, e0 + i), inv);
+            const __m512i c = nf4 ? nf4_codes(xn, t) : fp4_codes(xn, t, rank_to_code);
+            _mm_storel_epi64((__m128i *)(out + i / 2), pack_codes(c));
+        }
+    }
+}
+
+/* ---- dequantize --------------------------------------------------------------------------------------------- */
+
+/* 32 codes from 16 bytes in element order: w0 = elements 0..15, w1 = 16..31. */
+ALWAYS_INLINE void decode32(const uint8_t *p, __m512 cb, __m512 *w0, __m512 *w1) {
+    const __m128i b = _mm_loadu_si128((const __m128i *)p);
+    const __m128i hi = _mm_srli_epi16(b, 4); /* low 4 bits of each byte = its high nibble */
+    *w0 = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(hi, b)), cb);
+    *w1 = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_unpackhi_epi8(hi, b)), cb);
+}
+
+static void dequantize_blocks_avx512(const uint8_t *packed, const float *scales, const float *codebook, size_t bs,
+                                     size_t nblocks, bnb4_dtype dt, void *dst) {
+    const __m512 cb = _mm512_loadu_ps(codebook);
+    for (size_t b = 0; b < nblocks; b++) {
+        const float s = scales[b];
+        const uint8_t *p = packed + b * bs / 2;
+        const size_t e0 = b * bs;
+        if (!(fabsf(s) >= 0x1p-118f)) { /* products may be subnormal (or s is NaN): exact scalar path */
+            for (size_t i = 0; i < bs; i++)
+                bnb4_ref_store(dst, dt, e0 + i, bnb4_mul_ftz(codebook[bnb4_nibble_at(p, i)], s));
+            continue;
+        }
+        const __m512 vs = _mm512_set1_ps(s);
+        for (size_t i = 0; i < bs; i += 32) {
+            __m512 w0, w1;
+            decode32(p + i / 2, cb, &w0, &w1);
+            store16(dst, dt, e0 + i, _mm512_mul_ps(w0, vs));
+            store16(dst, dt, e0 + i + 16, _mm512_mul_ps(w1, vs));
+        }
+    }
+}
+
+/* ---- gemm: direct kernel (m <= 8) ----------------------------------------------------------------------------- */
+
+enum { DIRECT_MAX_M = 8, DIRECT_COLS = 16 };
+
+/* X[i][c*128 + 16k + l] = x[i][c*128 + 8l + (k^1)], as float32. */
+static size_t direct_prep_bytes(const bnb4_gemm_args *a) { return a->m * a->w->cols * sizeof(float); }
+
+static void direct_prep(bnb4_gemm_args *a) {
+    const size_t K = a->w->cols;
+    float *xp = (float *)a->xp;
+    for (size_t i = 0; i < a->m; i++)
+        for (size_t c = 0; c < K; c += 128)
+            for (size_t k = 0; k < 8; k++)
+                for (size_t l = 0; l < 16; l++)
+                    xp[i * K + c + 16 * k + l] = bnb4_ref_load(a->x, a->dt, i * K + c + 8 * l + (k ^ 1));
+}
+
+/* Scales of DIRECT_COLS weight rows (nested tensors are decoded here once per call). */
+static size_t direct_scratch_bytes(const bnb4_gemm_args *a) {
+    return a->w->absmax ? 0 : DIRECT_COLS * (a->w->cols / a->w->blocksize) * sizeof(float);
+}
+
+/* d >> 4k for a constant k (after unrolling), written so that unoptimized builds compile too. */
+ALWAYS_INLINE __m512i nibble_plane(__m512i d, int k) {
+    switch (k) {
+    case 0: return d;
+    case 1: return _mm512_srli_epi32(d, 4);
+    case 2: return _mm512_srli_epi32(d, 8);
+    case 3: return _mm512_srli_epi32(d, 12);
+    case 4: return _mm512_srli_epi32(d, 16);
+    case 5: return _mm512_srli_epi32(d, 20);
+    case 6: return _mm512_srli_epi32(d, 24);
+    default: return _mm512_srli_epi32(d, 28);
+    }
+}
+
+/* out[i][r] = sum_k X[i][k] W[r][k] for MR rows of X and RB weight rows. */
+ALWAYS_INLINE void direct_dot(const float *xp, size_t K, size_t bs, const int MR, const int RB,
+                              const uint8_t *const *wrow, const float *const *srow, __m512 cb, float (*out)[4]) {
+    const __m512i lane_block = bs >= 128 ? _mm512_setzero_si512()
+                               : bs == 64 ? _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
+                                          : _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    const __mmask16 scale_mask = bs >= 128 ? 1 : bs == 64 ? 3 : 15;
+    __m512 acc[DIRECT_MAX_M][4];
+    for (int i = 0; i < MR; i++)
+        for (int r = 0; r < RB; r++)
+            acc[i][r] = _mm512_setzero_ps();
+    for (size_t c = 0; c < K; c += 128) {
+        __m512i d[4];
+        __m512 p[DIRECT_MAX_M][4];
+        for (int r = 0; r < RB; r++)
+            d[r] = _mm512_loadu_si512(wrow[r] + c / 2);
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++) {
+            __m512 w[4];
+            for (int r = 0; r < RB; r++)
+                w[r] = _mm512_permutexvar_ps(nibble_plane(d[r], k), cb);
+            for (int i = 0; i < MR; i++) {
+                const __m512 xv = _mm512_loadu_ps(xp + (size_t)i * K + c + 16 * (size_t)k);
+                for (int r = 0; r < RB; r++)
+                    p[i][r] = k == 0 ? _mm512_mul_ps(xv, w[r]) : _mm512_fmadd_ps(xv, w[r], p[i][r]);
+            }
+        }
+        for (int r = 0; r < RB; r++) {
+            const __m512 sv = _mm512_permutexvar_ps(lane_block, _mm512_maskz_loadu_ps(scale_mask, srow[r] + c / bs));
+            for (int i = 0; i < MR; i++)
+                acc[i][r] = _mm512_fmadd_ps(p[i][r], sv, acc[i][r]);
+        }
+    }
+    for (int i = 0; i < MR; i++)
+        for (int r = 0; r < RB; r++)
+            out[i][r] = _mm512_reduce_add_ps(acc[i][r]);
+}
+
+static void direct_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
+    const bnb4_qtensor *w = a->w;
+    const size_t K = w->cols, N = w->rows, bs = w->blocksize, bpr = K / bs, m = a->m;
+    const __m512 cb = _mm512_loadu_ps(a->codebook);
+    const float *xp = (const float *)a->xp;
+    float *scales = (float *)scratch;
+    if (!w->absmax)
+        bnb4_cpu_block_scales(w, j0 * bpr, j1 * bpr, scales);
+    const int MR = m == 1 ? 1 : m == 2 ? 2 : (int)m; /* m <= 8 here */
+    const int RB = m == 1 ? 4 : m == 2 ? 2 : 1;
+    for (size_t j = j0; j < j1; j += (size_t)RB) {
+        const int rb = j1 - j < (size_t)RB ? (int)(j1 - j) : RB;
+        const uint8_t *wrow[4];
+        const float *srow[4];
+        float out[DIRECT_MAX_M][4];
+        for (int r = 0; r < 4; r++) { /* rows past j1 repeat the last valid one (results discarded) */
+            const size_t jr = j + (size_t)(r < rb ? r : rb - 1);
+            wrow[r] = w->packed + jr * K / 2;
+            srow[r] = w->absmax ? w->absmax + jr * bpr : scales + (jr - j0) * bpr;
+        }
+        if (MR == 1 && RB == 4)
+            direct_dot(xp, K, bs, 1, 4, wrow, srow, cb, out);
+        else if (MR == 2)
+            direct_dot(xp, K, bs, 2, 2, wrow, srow, cb, out);
+        else
+            switch (MR) {
+            case 3: direct_dot(xp, K, bs, 3, 1, wrow, srow, cb, out); break;
+            case 4: direct_dot(xp, K, bs, 4, 1, wrow, srow, cb, out); break;
+            case 5: direct_dot(xp, K, bs, 5, 1, wrow, srow, cb, out); break;
+            case 6: direct_dot(xp, K, bs, 6, 1, wrow, srow, cb, out); break;
+            case 7: direct_dot(xp, K, bs, 7, 1, wrow, srow, cb, out); break;
+            default: direct_dot(xp, K, bs, 8, 1, wrow, srow, cb, out); break;
+            }
+        for (int i = 0; i < MR; i++)
+            for (int r = 0; r < rb; r++) {
+                float v = out[i][r];
+                if (a->bias)
+                    v += bnb4_ref_load(a->bias, a->dt, j + (size_t)r);
+                bnb4_ref_store(a->y, a->dt, (size_t)i * N + j + (size_t)r, v);
+            }
+    }
+}
+
+/* ---- gemm: tile micro-kernels ------------------------------------------------------------------------------------ */
+
+static void pack_row_f32(const float *src, size_t kc, size_t kcp, void *dst) {
+    memcpy(dst, src, kc * sizeof(float));
+    memset((float *)dst + kc, 0, (kcp - kc) * sizeof(float));
+}
+
+static void micro_f32_4x4(const void *const x[4], const void *wt, size_t kcp, float out[4][4]) {
+    const float *w = (const float *)wt;
+    __m512 acc[4][4];
+    for (int i = 0; i < 4; i++)
+        for (int r = 0; r < 4; r++)
+            acc[i][r] = _mm512_setzero_ps();
+    for (size_t k = 0; k < kcp; k += 16) {
+        __m512 wv[4];
+        for (int r = 0; r < 4; r++)
+            wv[r] = _mm512_loadu_ps(w + (size_t)r * kcp + k);
+        for (int i = 0; i < 4; i++) {
+            const __m512 xv = _mm512_loadu_ps((const float *)x[i] + k);
+            for (int r = 0; r < 4; r++)
+                acc[i][r] = _mm512_fmadd_ps(xv, wv[r], acc[i][r]);
+        }
+    }
+    for (int i = 0; i < 4; i++)
+        for (int r = 0; r < 4; r++)
+            out[i][r] = _mm512_reduce_add_ps(acc[i][r]);
+}
+
+static void pack_row_bf16(const float *src, size_t kc, size_t kcp, void *dst) {
+    uint16_t *d = (uint16_t *)dst;
+    size_t k = 0;
+    for (; k + 16 <= kc; k += 16)
+        _mm256_storeu_si256((__m256i *)(d + k), f32_to_bf16_rne(_mm512_loadu_ps(src + k)));
+    for (; k < kc; k++)
+        d[k] = bnb4_f32_to_bf16(src[k]);
+    memset(d + kc, 0, (kcp - kc) * sizeof(uint16_t));
+}
+
+static void micro_bf16_4x4(const void *const x[4], const void *wt, size_t kcp, float out[4][4]) {
+    const uint16_t *w = (const uint16_t *)wt;
+    __m512 acc[4][4];
+    for (int i = 0; i < 4; i++)
+        for (int r = 0; r < 4; r++)
+            acc[i][r] = _mm512_setzero_ps();
+    for (size_t k = 0; k < kcp; k += 32) {
+        __m512bh wv[4];
+        for (int r = 0; r < 4; r++)
+            wv[r] = (__m512bh)_mm512_loadu_si512(w + (size_t)r * kcp + k);
+        for (int i = 0; i < 4; i++) {
+            const __m512bh xv = (__m512bh)_mm512_loadu_si512((const uint16_t *)x[i] + k);
+            for (int r = 0; r < 4; r++)
+                acc[i][r] = _mm512_dpbf16_ps(acc[i][r], xv, wv[r]);
+        }
+    }
+    for (int i = 0; i < 4; i++)
+        for (int r = 0; r < 4; r++)
+            out[i][r] = _mm512_reduce_add_ps(acc[i][r]);
+}
+
+static const bnb4_tile_ops tile_f32 = {16, 4, pack_row_f32, micro_f32_4x4};
+static const bnb4_tile_ops tile_bf16 = {32, 2, pack_row_bf16, micro_bf16_4x4};
+
+static size_t tile_f32_prep_bytes(const bnb4_gemm_args *a) { return bnb4_tile_prep_bytes(&tile_f32, a); }
+static void tile_f32_prep(bnb4_gemm_args *a) { bnb4_tile_prep(&tile_f32, a); }
+static size_t tile_f32_scratch(const bnb4_gemm_args *a) { return bnb4_tile_scratch_bytes(&tile_f32, a); }
+static void tile_f32_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *s) {
+    bnb4_tile_run(&tile_f32, &bnb4_kernels_avx512, a, j0, j1, s);
+}
+static size_t tile_bf16_prep_bytes(const bnb4_gemm_args *a) { return bnb4_tile_prep_bytes(&tile_bf16, a); }
+static void tile_bf16_prep(bnb4_gemm_args *a) { bnb4_tile_prep(&tile_bf16, a); }
+static size_t tile_bf16_scratch(const bnb4_gemm_args *a) { return bnb4_tile_scratch_bytes(&tile_bf16, a); }
+static void tile_bf16_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *s) {
+    bnb4_tile_run(&tile_bf16, &bnb4_kernels_avx512, a, j0, j1, s);
+}
+
+static const bnb4_gemm_kernel gemv_direct = {"gemv_f32acc_4x128__avx512", DIRECT_COLS, direct_prep_bytes, direct_prep,
+                                             direct_scratch_bytes, direct_run};
+static const bnb4_gemm_kernel gemm_direct = {"gemm_f32acc_8x1x128__avx512", DIRECT_COLS, direct_prep_bytes,
+                                             direct_prep, direct_scratch_bytes, direct_run};
+static const bnb4_gemm_kernel gemm_tile_f32 = {"gemm_f32_4x4_tile__avx512", BNB4_TILE_COLS, tile_f32_prep_bytes,
+                                               tile_f32_prep, tile_f32_scratch, tile_f32_run};
+static const bnb4_gemm_kernel gemm_tile_bf16 = {"gemm_bf16dot_4x4_tile__avx512bf16", BNB4_TILE_COLS,
+                                                tile_bf16_prep_bytes, tile_bf16_prep, tile_bf16_scratch,
+                                                tile_bf16_run};
+
+static const bnb4_gemm_kernel *gemm_select_avx512(bnb4_dtype dt, size_t m, int k_block_aligned) {
+    if (dt == BNB4_BF16 && m > DIRECT_MAX_M && bnb4_cpu_info_get()->has_avx512bf16)
+        return &gemm_tile_bf16;
+    if (m <= DIRECT_MAX_M && k_block_aligned)
+        return m == 1 ? &gemv_direct : &gemm_direct;
+    return &gemm_tile_f32;
+}
+
+const bnb4_cpu_kernels bnb4_kernels_avx512 = {
+    BNB4_ISA_AVX512,
+    {"quantize_f32__avx512", "quantize_f16__avx512", "quantize_bf16__avx512"},
+    {"dequantize_f32__avx512", "dequantize_f16__avx512", "dequantize_bf16__avx512"},
+    quantize_blocks_avx512,
+    dequantize_blocks_avx512,
+    gemm_select_avx512,
+};

@@ -1,0 +1,384 @@
+// test_kernels.cc - every CPU kernel of the dispatched ISA level (BNB4_ISA, see tests.cmake) against the
+// scalar reference, on fresh random data (seed printed; replay with BNB4_TEST_SEED).
+//
+// The sweep hits every tile edge of the kernels: m in 1..17, 33, 64, 127; K at, below and above 16,
+// 32, 64, 128 (the direct gemv's chunk), the block sizes and the tile driver's K chunk (2048); odd and
+// prime N and K; every dtype, quant type, blocksize, plain and nested absmax. Outputs sit in guarded
+// buffers. Quantize must match byte for byte, dequantize bit for bit; gemm within an error bound that
+// grows with K (float32 accumulation vs the reference's float64), and every op must give the same bits
+// for 1, 2 and 3 threads.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "bnb4.h"
+#include "bnb4_format.h"
+#include "bnb4_half.h"
+#include "bnb4_ref.h"
+#include "cpu_internal.h"
+#include "test_util.h"
+
+using namespace bnb4test;
+
+namespace {
+
+const bnb4_dtype kDtypes[] = {BNB4_F32, BNB4_F16, BNB4_BF16};
+const bnb4_quant_type kQuantTypes[] = {BNB4_NF4, BNB4_FP4};
+const size_t kBlocksizes[] = {32, 64, 128, 256, 512, 1024, 2048, 4096};
+
+struct Ctx {
+    bnb4_ctx *ctx = nullptr;
+    explicit Ctx(int threads) {
+        bnb4_ctx_params p;
+        bnb4_ctx_params_default(&p);
+        p.num_threads = threads;
+        EXPECT_EQ(BNB4_OK, bnb4_ctx_create(&p, &ctx));
+    }
+    ~Ctx() { bnb4_ctx_destroy(ctx); }
+};
+
+// Random data with the values that decide bytes mixed in: zeros of both signs, subnormals, NaN, inf,
+// huge and tiny magnitudes, and whole blocks of zeros (absmax 0 -> rcp = inf -> 0 * inf = NaN codes).
+Array special_data(bnb4_dtype dt, size_t n, size_t blocksize, std::mt19937_64 &g) {
+    Array a = randn(dt, n, g);
+    std::uniform_int_distribution<int> pick(0, 99);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    const float specials[] = {0.0f, -0.0f, 1e-40f, -3e-39f, NAN, INFINITY, -INFINITY, 1e30f, -1e-30f, 65504.0f};
+    for (size_t i = 0; i < n; i++) {
+        const int r = pick(g);
+        if (r < 3)
+            a.set(i, specials[pick(g) % 10]);
+        else if (r < 5)
+            a.set(i, u(g) * 1e-38f);
+    }
+    const size_t nb = n / blocksize;
+    if (nb > 2) { // a zero block, a subnormal-only block, a block of tiny normals
+        const size_t b = std::uniform_int_distribution<size_t>(0, nb - 1)(g);
+        for (size_t i = 0; i < blocksize; i++)
+            a.set(b * blocksize + i, 0.0f);
+        const size_t c = (b + 1) % nb;
+        for (size_t i = 0; i < blocksize; i++)
+            a.set(c * blocksize + i, u(g) * 1e-39f);
+        const size_t d = (b + 2) % nb;
+        for (size_t i = 0; i < blocksize; i++)
+            a.set(d * blocksize + i, u(g) * 1e-36f);
+    }
+    return a;
+}
+
+std::vector<size_t> quantize_sizes(size_t bs) {
+    return {1, 2, 15, 16, 17, 31, 32, 33, bs - 1, bs, bs + 1, 2 * bs, 3 * bs + 2, 5 * bs + 17, 1009, 65536 + 3 * bs + 1};
+}
+
+// A quantized tensor with its backing storage; nested when requested (bitsandbytes' nested blocks of 256).
+struct QTensor {
+    size_t rows, cols, bs;
+    bnb4_quant_type qt;
+    std::vector<uint8_t> packed, codes;
+    std::vector<float> absmax, nested_absmax;
+    float offset = 0.0f;
+    bool nested;
+    bnb4_qtensor view() const {
+        if (!nested)
+            return bnb4_qtensor_plain(rows, cols, bs, qt, packed.data(), absmax.data());
+        return bnb4_qtensor_nested(rows, cols, bs, qt, packed.data(), codes.data(), nested_absmax.data(),
+                                   bnb4_nested_code(), offset, 256);
+    }
+};
+
+QTensor make_qtensor(size_t rows, size_t cols, size_t bs, bnb4_quant_type qt, bool nested, std::mt19937_64 &g,
+                     bool wild_scales = false) {
+    QTensor q{rows, cols, bs, qt, {}, {}, {}, {}, 0.0f, nested};
+    const size_t n = rows * cols, nb = (n + bs - 1) / bs;
+    q.packed.resize((n + 1) / 2);
+    for (auto &b : q.packed)
+        b = (uint8_t)g();
+    q.absmax.resize(nb);
+    std::uniform_real_distribution<float> u(0.01f, 2.0f);
+    for (auto &s : q.absmax)
+        s = u(g);
+    if (wild_scales && nb > 0) { // the dequantize kernels' scalar-FTZ path and special scales
+        const float wild[] = {1e-38f, 5e-39f, 0x1p-118f, 0x1.fffffep-119f, 0.0f, -1.5f, INFINITY, NAN, 1e38f};
+        for (size_t i = 0; i < nb; i += 3)
+            q.absmax[i] = wild[(i / 3) % 9];
+    }
+    if (nested) {
+        EXPECT_EQ(BNB4_OK, bnb4_nested_offset(nullptr, q.absmax.data(), nb, &q.offset));
+        q.codes.resize(nb);
+        q.nested_absmax.resize((nb + 255) / 256);
+        EXPECT_EQ(BNB4_OK, bnb4_quantize_nested(nullptr, q.absmax.data(), nb, q.offset, 256, q.codes.data(),
+                                                q.nested_absmax.data()));
+        q.absmax.clear();
+    }
+    return q;
+}
+
+std::string isa_suffix() {
+    const bnb4_cpu_info *info = bnb4_cpu_info_get();
+    return std::string("__") + bnb4_isa_name(info->level == BNB4_ISA_AMX ? BNB4_ISA_AVX512 : info->level);
+}
+
+} // namespace
+
+// The level asked for in BNB4_ISA is the one that runs (or the best one, when capped), and every
+// op names a kernel of that level.
+TEST(Kernels, DispatchHonoursBnb4Isa) {
+    const bnb4_cpu_info *info = bnb4_cpu_info_get();
+    std::printf("[bnb4] features: %s; best %s, running %s%s%s\n", bnb4_cpu_features(), bnb4_isa_name(info->best),
+                bnb4_isa_name(info->level), info->isa_note[0] ? "; " : "", info->isa_note);
+    const char *env = std::getenv("BNB4_ISA");
+    if (env && *env) {
+        const int forced = bnb4_isa_parse(env);
+        ASSERT_GE(forced, 0) << "BNB4_ISA=" << env << " is not a level name";
+        if ((bnb4_isa)forced > info->best)
+            GTEST_SKIP() << "BNB4_ISA=" << env << " is above this CPU's best level (" << bnb4_isa_name(info->best)
+                         << "); the suite ran capped";
+        EXPECT_EQ((bnb4_isa)forced, info->level);
+    }
+    for (bnb4_dtype dt : kDtypes) {
+        const std::string q = bnb4_kernel_name(nullptr, BNB4_OP_QUANTIZE, dt, 1);
+        const std::string d = bnb4_kernel_name(nullptr, BNB4_OP_DEQUANTIZE, dt, 1);
+        const std::string v = bnb4_kernel_name(nullptr, BNB4_OP_GEMV, dt, 1);
+        const std::string m = bnb4_kernel_name(nullptr, BNB4_OP_GEMM, dt, 64);
+        std::printf("[bnb4] %s: quantize %s, dequantize %s, gemv %s, gemm(m=64) %s\n", bnb4_dtype_name(dt), q.c_str(),
+                    d.c_str(), v.c_str(), m.c_str());
+        const std::string sfx = isa_suffix();
+        EXPECT_NE(std::string::npos, q.find(sfx)) << q;
+        EXPECT_NE(std::string::npos, d.find(sfx)) << d;
+        if (info->level != BNB4_ISA_SCALAR) {
+            EXPECT_NE(std::string::npos, v.find("__")) << v;
+            EXPECT_NE(std::string::npos, m.find("__")) << m;
+        }
+    }
+    EXPECT_STRNE("", bnb4_cpu_features());
+}
+
+TEST(Kernels, ParseIsaNames) {
+    EXPECT_EQ((int)BNB4_ISA_SCALAR, bnb4_isa_parse("scalar"));
+    EXPECT_EQ((int)BNB4_ISA_AVX2, bnb4_isa_parse("avx2"));
+    EXPECT_EQ((int)BNB4_ISA_AVX512, bnb4_isa_parse("avx512"));
+    EXPECT_EQ((int)BNB4_ISA_AMX, bnb4_isa_parse("amx"));
+    EXPECT_EQ((int)BNB4_ISA_NEON, bnb4_isa_parse("neon"));
+    EXPECT_EQ(-1, bnb4_isa_parse("avx1024"));
+}
+
+// The pool runs every unit exactly once for any thread count, and runs inline when nested.
+TEST(Kernels, ThreadPoolRunsEachUnitOnce) {
+    for (int threads : {1, 2, 3, 8}) {
+        for (size_t units : {(size_t)0, (size_t)1, (size_t)2, (size_t)7, (size_t)1000}) {
+            std::vector<int> hits(units, 0);
+            bnb4_parallel_for(threads, units, [](void *arg, size_t u, int) { ((int *)arg)[u]++; }, hits.data());
+            for (size_t u = 0; u < units; u++)
+                ASSERT_EQ(1, hits[u]) << "threads " << threads << " units " << units << " unit " << u;
+        }
+    }
+}
+
+TEST(Kernels, QuantizeByteExact) {
+    auto g = rng(301);
+    Ctx one(1), two(2), three(3);
+    for (bnb4_dtype dt : kDtypes)
+        for (bnb4_quant_type qt : kQuantTypes)
+            for (size_t bs : kBlocksizes)
+                for (size_t n : quantize_sizes(bs)) {
+                    SCOPED_TRACE(std::string(dtype_name(dt)) + " " + bnb4_quant_type_name(qt) + " bs " +
+                                 std::to_string(bs) + " n " + std::to_string(n));
+                    const Array x = special_data(dt, n, bs, g);
+                    const size_t nb = (n + bs - 1) / bs, pb = (n + 1) / 2;
+                    std::vector<uint8_t> ref_packed(pb);
+                    std::vector<float> ref_absmax(nb);
+                    bnb4_ref_quantize_blocks(x.data(), dt, n, bs, qt, 0, nb, ref_packed.data(), ref_absmax.data());
+                    for (Ctx *c : {&one, &two, &three}) {
+                        Guarded packed(pb), absmax(nb * sizeof(float));
+                        ASSERT_EQ(BNB4_OK, bnb4_quantize(c->ctx, x.data(), dt, n, bs, qt, packed.data(),
+                                                         (float *)absmax.data()));
+                        ASSERT_TRUE(packed.fence_intact());
+                        ASSERT_TRUE(absmax.fence_intact());
+                        ASSERT_EQ(0, std::memcmp(ref_packed.data(), packed.data(), pb));
+                        ASSERT_EQ(0, std::memcmp(ref_absmax.data(), absmax.data(), nb * sizeof(float)));
+                    }
+                }
+}
+
+// Values exactly on, just below and just above every threshold (times a power-of-two absmax, so
+// the normalised value is the threshold itself): ties must go to the lower code, as on the GPU.
+TEST(Kernels, QuantizeThresholdTies) {
+    const float nf4[] = {BNB4_NF4_T0, BNB4_NF4_T1, BNB4_NF4_T2,  BNB4_NF4_T3,  BNB4_NF4_T4,
+                         BNB4_NF4_T5, BNB4_NF4_T6, BNB4_NF4_T7,  BNB4_NF4_T8,  BNB4_NF4_T9,
+                         BNB4_NF4_T10, BNB4_NF4_T11, BNB4_NF4_T12, BNB4_NF4_T13, BNB4_NF4_T14};
+    const float fp4[] = {BNB4_FP4_U0, BNB4_FP4_U1, BNB4_FP4_U2, BNB4_FP4_U3, BNB4_FP4_U4, BNB4_FP4_U5, BNB4_FP4_U6};
+    for (bnb4_quant_type qt : kQuantTypes) {
+        std::vector<float> x;
+        const float *t = qt == BNB4_NF4 ? nf4 : fp4;
+        const size_t nt = qt == BNB4_NF4 ? 15 : 7;
+        for (size_t k = 0; k < nt; k++)
+            for (float sgn : {1.0f, -1.0f})
+                for (float v : {t[k], std::nextafter(t[k], -2.0f), std::nextafter(t[k], 2.0f)})
+                    x.push_back(sgn * v * 4.0f);
+        while (x.size() % 64 != 63)
+            x.push_back(0.5f);
+        x.push_back(4.0f); // absmax of the last block: the scale is exactly 4
+        for (size_t i = 0; i < x.size(); i += 64)
+            x[i] = 4.0f;
+        const size_t n = x.size(), nb = n / 64;
+        std::vector<uint8_t> ref(n / 2), got(n / 2);
+        std::vector<float> ra(nb), ga(nb);
+        bnb4_ref_quantize_blocks(x.data(), BNB4_F32, n, 64, qt, 0, nb, ref.data(), ra.data());
+        ASSERT_EQ(BNB4_OK, bnb4_quantize(nullptr, x.data(), BNB4_F32, n, 64, qt, got.data(), ga.data()));
+        EXPECT_EQ(ref, got) << bnb4_quant_type_name(qt);
+        EXPECT_EQ(0, std::memcmp(ra.data(), ga.data(), nb * sizeof(float)));
+    }
+}
+
+TEST(Kernels, DequantizeBitExact) {
+    auto g = rng(302);
+    Ctx one(1), two(2), three(3);
+    const size_t shapes[][2] = {{1, 1}, {1, 33}, {3, 31}, {7, 64}, {5, 129}, {17, 1000}, {2, 4096}, {33, 4099}, {96, 700}};
+    for (bnb4_dtype dt : kDtypes)
+        for (bnb4_quant_type qt : kQuantTypes)
+            for (size_t bs : kBlocksizes)
+                for (bool nested : {false, true})
+                    for (const auto &sh : shapes) {
+                        SCOPED_TRACE(std::string(dtype_name(dt)) + " " + bnb4_quant_type_name(qt) + " bs " +
+                                     std::to_string(bs) + (nested ? " nested " : " plain ") + std::to_string(sh[0]) +
+                                     "x" + std::to_string(sh[1]));
+                        const QTensor q = make_qtensor(sh[0], sh[1], bs, qt, nested, g, /*wild_scales=*/!nested);
+                        const bnb4_qtensor v = q.view();
+                        const size_t n = sh[0] * sh[1], bytes = n * bnb4_dtype_size(dt);
+                        std::vector<uint8_t> ref(bytes);
+                        bnb4_ref_dequantize_range(&v, dt, 0, n, ref.data());
+                        for (Ctx *c : {&one, &two, &three}) {
+                            Guarded out(bytes);
+                            ASSERT_EQ(BNB4_OK, bnb4_dequantize(c->ctx, &v, dt, out.data()));
+                            ASSERT_TRUE(out.fence_intact());
+                            ASSERT_EQ(0, std::memcmp(ref.data(), out.data(), bytes));
+                        }
+                        if (nested) {
+                            const size_t nb = (n + bs - 1) / bs;
+                            Guarded am(nb * sizeof(float));
+                            ASSERT_EQ(BNB4_OK, bnb4_dequantize_nested(nullptr, &v, (float *)am.data()));
+                            ASSERT_TRUE(am.fence_intact());
+                            for (size_t b = 0; b < nb; b++) {
+                                const float s = bnb4_ref_block_scale(&v, b);
+                                ASSERT_EQ(0, std::memcmp(&s, am.data() + b * sizeof(float), sizeof s)) << "block " << b;
+                            }
+                        }
+                    }
+}
+
+namespace {
+
+// |y - ref| <= bound: float32 accumulation error grows with K; bfloat16-dot kernels also round each
+// weight to bfloat16 (relative 2^-9); the result is rounded once to dt.
+void check_gemm(const bnb4_qtensor &w, bnb4_dtype dt, size_t m, const Array &x, const Array *bias, const Guarded &y,
+                const std::vector<uint8_t> &yref, bool bf16_weights) {
+    const size_t N = w.rows, K = w.cols;
+    const double eps_dt = dt == BNB4_F32 ? 0x1p-24 : dt == BNB4_F16 ? 0x1p-11 : 0x1p-8;
+    const double eps_acc = (double)(K + 16) * 0x1p-23 + (bf16_weights ? 0x1p-8 : 0.0);
+    Array got = make_array(dt, m * N), want = make_array(dt, m * N);
+    std::memcpy(got.data(), y.buf.data(), m * N * bnb4_dtype_size(dt));
+    std::memcpy(want.data(), yref.data(), m * N * bnb4_dtype_size(dt));
+    const float *cb = bnb4_codebook(w.quant_type);
+    for (size_t j = 0; j < N; j++) {
+        // sum_k |x w| for the bound, from the reference's own decoded weights
+        std::vector<double> wabs(K);
+        for (size_t k = 0; k < K; k++) {
+            const size_t flat = j * K + k;
+            wabs[k] = std::fabs((double)bnb4_mul_ftz(cb[bnb4_nibble_at(w.packed, flat)], bnb4_ref_block_scale(&w, flat / w.blocksize)));
+        }
+        for (size_t r = 0; r < m; r++) {
+            double mag = bias ? std::fabs((double)bias->get(j)) : 0.0;
+            for (size_t k = 0; k < K; k++)
+                mag += std::fabs((double)x.get(r * K + k)) * wabs[k];
+            const double a = got.get(r * N + j), b = want.get(r * N + j);
+            const double bound = eps_acc * mag + eps_dt * std::fabs(b) * 2 + 1e-30;
+            if (!(std::fabs(a - b) <= bound))
+                FAIL() << "y[" << r << "][" << j << "] = " << a << ", reference " << b << ", bound " << bound
+                       << " (m " << m << " N " << N << " K " << K << ")";
+        }
+    }
+}
+
+void run_gemm_case(std::mt19937_64 &g, bnb4_dtype dt, bnb4_quant_type qt, size_t bs, bool nested, size_t m, size_t N,
+                   size_t K, bool with_bias, Ctx *ctxs[3]) {
+    SCOPED_TRACE(std::string(dtype_name(dt)) + " " + bnb4_quant_type_name(qt) + " bs " + std::to_string(bs) +
+                 (nested ? " nested" : " plain") + " m " + std::to_string(m) + " N " + std::to_string(N) + " K " +
+                 std::to_string(K));
+    const QTensor q = make_qtensor(N, K, bs, qt, nested, g);
+    const bnb4_qtensor w = q.view();
+    const Array x = randn(dt, m * K, g);
+    const Array bias = randn(dt, N, g);
+    const size_t ybytes = m * N * bnb4_dtype_size(dt);
+    std::vector<uint8_t> yref(ybytes);
+    bnb4_ref_gemm_cols(&w, dt, m, x.data(), with_bias ? bias.data() : nullptr, yref.data(), 0, N);
+    const std::string kname = bnb4_kernel_name(nullptr, m == 1 ? BNB4_OP_GEMV : BNB4_OP_GEMM, dt, m);
+    const bool bf16_weights = kname.find("bf16dot") != std::string::npos;
+    std::vector<uint8_t> first;
+    for (int c = 0; c < 3; c++) {
+        Guarded y(ybytes);
+        if (m == 1 && c == 0)
+            ASSERT_EQ(BNB4_OK, bnb4_gemv(ctxs[c]->ctx, &w, dt, x.data(), with_bias ? bias.data() : nullptr, y.data()));
+        else
+            ASSERT_EQ(BNB4_OK, (c == 2 ? bnb4_linear : bnb4_gemm)(ctxs[c]->ctx, &w, dt, m, x.data(),
+                                                                  with_bias ? bias.data() : nullptr, y.data()));
+        ASSERT_TRUE(y.fence_intact());
+        if (c == 0) {
+            check_gemm(w, dt, m, x, with_bias ? &bias : nullptr, y, yref, bf16_weights);
+            first.assign(y.buf.begin(), y.buf.begin() + (long)ybytes);
+        } else {
+            ASSERT_EQ(0, std::memcmp(first.data(), y.data(), ybytes)) << "thread count changed the bits";
+        }
+    }
+}
+
+} // namespace
+
+// K values straddling the kernels' edges: 16/32 lanes, 64/128-code chunks, blocksizes, the 2048 chunk.
+TEST(Kernels, GemmSweep) {
+    auto g = rng(303);
+    Ctx one(1), two(2), three(3);
+    Ctx *ctxs[3] = {&one, &two, &three};
+    const size_t ms[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 33, 64, 127};
+    const size_t Ks[] = {1, 7, 31, 32, 33, 63, 64, 65, 127, 128, 129, 256, 383, 384, 512, 1031, 2048, 2176, 4096, 4099};
+    const size_t Ns[] = {1, 3, 4, 5, 15, 16, 17, 33};
+    size_t case_index = 0;
+    for (size_t m : ms)
+        for (bnb4_dtype dt : kDtypes) {
+            // a different (N, K, quant type, blocksize, nested) per case, cycling through every value
+            for (int rep = 0; rep < 6; rep++, case_index++) {
+                const size_t K = Ks[(case_index * 7) % (sizeof Ks / sizeof Ks[0])];
+                const size_t N = Ns[(case_index * 3) % (sizeof Ns / sizeof Ns[0])];
+                const size_t bs = kBlocksizes[case_index % 8];
+                const bnb4_quant_type qt = kQuantTypes[(case_index / 8) % 2];
+                const bool nested = (case_index / 3) % 2;
+                if (m * N * K > 4000000)
+                    continue;
+                run_gemm_case(g, dt, qt, bs, nested, m, N, K, case_index % 4 != 0, ctxs);
+                if (HasFatalFailure())
+                    return;
+            }
+        }
+}
+
+// The direct (streaming) kernels' shapes: K a multiple of 128 and of the blocksize, every blocksize,
+// plain and nested, m up to the direct limit and past it.
+TEST(Kernels, GemvAlignedShapes) {
+    auto g = rng(304);
+    Ctx one(1), two(2), three(3);
+    Ctx *ctxs[3] = {&one, &two, &three};
+    for (bnb4_dtype dt : kDtypes)
+        for (size_t bs : kBlocksizes)
+            for (bool nested : {false, true})
+                for (size_t m : {(size_t)1, (size_t)2, (size_t)3, (size_t)8, (size_t)9}) {
+                    const size_t K = bs <= 128 ? 384 : bs;
+                    const size_t N = 1 + (size_t)(g() % 40);
+                    run_gemm_case(g, dt, (g() & 1) ? BNB4_NF4 : BNB4_FP4, bs, nested, m, N, K, (g() & 1) != 0, ctxs);
+                    if (HasFatalFailure())
+                        return;
+                }
+}
