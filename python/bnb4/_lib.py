@@ -72,6 +72,43 @@ def _candidates():
     return paths, False
 
 
+def _cuda_library_dirs():
+    """Where the CUDA runtime and cuBLAS a CUDA build of libbnb4 links against may live, when the
+    loader's path lacks them: the toolkit, and the nvidia-* wheels torch installs."""
+    dirs = []
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(var):
+            dirs.append(os.path.join(os.environ[var], "lib64"))
+    dirs.append("/usr/local/cuda/lib64")
+    for entry in sys.path:
+        nvidia = os.path.join(entry or ".", "nvidia")
+        if os.path.isdir(nvidia):
+            for sub in sorted(os.listdir(nvidia)):
+                dirs.append(os.path.join(nvidia, sub, "lib"))
+    return [d for d in dirs if os.path.isdir(d)]
+
+
+def _preload_cuda_libraries(message):
+    """Load the CUDA libraries named in a loader error globally, so libbnb4 finds them by soname."""
+    loaded = False
+    for soname in ("libcudart.so", "libcublasLt.so", "libcublas.so"):
+        if soname not in message and not (soname == "libcublasLt.so" and "libcublas.so" in message):
+            continue
+        for folder in _cuda_library_dirs():
+            candidates = sorted(f for f in os.listdir(folder) if f.startswith(soname + "."))
+            for name in candidates:
+                try:
+                    ctypes.CDLL(os.path.join(folder, name), mode=ctypes.RTLD_GLOBAL)
+                    loaded = True
+                    break
+                except OSError:
+                    continue
+            else:
+                continue
+            break
+    return loaded
+
+
 def _load():
     paths, from_env = _candidates()
     errors = []
@@ -81,6 +118,11 @@ def _load():
         try:
             return ctypes.CDLL(path), path
         except OSError as e:  # keep looking, but report every reason if nothing loads
+            if _preload_cuda_libraries(str(e)):  # a CUDA build whose runtime is not on the loader path
+                try:
+                    return ctypes.CDLL(path), path
+                except OSError as e2:
+                    e = e2
             errors.append(f"{path}: {e}")
     where = "BNB4_LIBRARY=" + paths[0] if from_env else "next to the package, in ../../build, or on the library path"
     detail = ("; ".join(errors)) if errors else "not found"

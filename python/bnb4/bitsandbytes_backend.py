@@ -269,7 +269,7 @@ def _impl(lib, name, fn, key):
         fn = torch._disable_dynamo(fn)
     try:
         with warnings.catch_warnings():  # the dispatcher warns that we override bitsandbytes' kernel: intended
-            warnings.filterwarnings("ignore", message=".*Overriding a previously registered kernel.*")
+            warnings.filterwarnings("ignore", message=r"(?s).*Overriding a previously registered kernel")
             lib.impl(name, fn, key, allow_override=True)
     except TypeError:  # torch without allow_override: drop the Python-side duplicate guard for this key
         import torch.library as tl
