@@ -37,3 +37,11 @@ if(TARGET bnb4_cli)
   add_dependencies(test_cli bnb4_cli)
   gtest_discover_tests(test_cli DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 300)
 endif()
+
+# Fuzz smoke runs (libFuzzer + ASan/UBSan, built with clang by the script; skipped with a message when
+# clang or libFuzzer is missing). Longer runs: docs/cli.md.
+foreach(target safetensors quant_state)
+  add_test(NAME fuzz_smoke_${target}
+           COMMAND sh ${CMAKE_SOURCE_DIR}/tests/fuzz/run_fuzz.sh ${target} 10 ${CMAKE_CURRENT_BINARY_DIR}/fuzz-${target})
+  set_tests_properties(fuzz_smoke_${target} PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 180 LABELS fuzz)
+endforeach()

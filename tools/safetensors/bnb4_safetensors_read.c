@@ -173,7 +173,7 @@ static int st_build(const uint8_t *buf, uint64_t size, const char *label, bnb4_s
     }
 
     /* First pass: count tensors and shape entries, check metadata. */
-    size_t ntensors = 0, nshape = 0;
+    size_t ntensors = 0, nshape = 0, mcount = 0;
     const char *key;
     json_t *val;
     json_object_foreach(root, key, val) {
@@ -189,7 +189,7 @@ static int st_build(const uint8_t *buf, uint64_t size, const char *label, bnb4_s
                     st_err(err, errlen, label, "bad header: __metadata__ value for \"%s\" is not a string", mk);
                     goto done;
                 }
-                f->meta_count++;
+                mcount++;
             }
             continue;
         }
@@ -211,16 +211,14 @@ static int st_build(const uint8_t *buf, uint64_t size, const char *label, bnb4_s
     f->by_name = calloc(ntensors ? ntensors : 1, sizeof *f->by_name);
     f->shapes = calloc(nshape ? nshape : 1, sizeof *f->shapes);
     items = calloc(ntensors ? ntensors : 1, sizeof *items);
-    f->meta_keys = calloc(f->meta_count ? f->meta_count : 1, sizeof *f->meta_keys);
-    f->meta_values = calloc(f->meta_count ? f->meta_count : 1, sizeof *f->meta_values);
+    f->meta_keys = calloc(mcount ? mcount : 1, sizeof *f->meta_keys);
+    f->meta_values = calloc(mcount ? mcount : 1, sizeof *f->meta_values);
     if (!f->tensors || !f->by_name || !f->shapes || !items || !f->meta_keys || !f->meta_values) {
         f->count = 0;
-        f->meta_count = 0;
         st_err(err, errlen, label, "out of memory indexing %zu tensors", ntensors);
         goto done;
     }
-    size_t mcount = f->meta_count;
-    f->meta_count = 0; /* counts what is owned, so close() frees only filled slots */
+    /* f->meta_count counts what is owned, so close() frees only filled slots */
     size_t ti = 0, si = 0;
     json_object_foreach(root, key, val) {
         if (strcmp(key, "__metadata__") == 0) {
