@@ -47,11 +47,6 @@ __device__ __forceinline__ float bnb4_dev_mul_ftz(float a, float b) {
     asm("mul.rn.ftz.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
     return r;
 }
-__device__ __forceinline__ float bnb4_dev_sub_ftz(float a, float b) {
-    float r;
-    asm("sub.rn.ftz.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
-    return r;
-}
 /* |x| with a subnormal x flushed to +0 first. */
 __device__ __forceinline__ float bnb4_dev_abs_ftz(float a) {
     float r;

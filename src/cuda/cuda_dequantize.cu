@@ -64,28 +64,42 @@ __global__ void __launch_bounds__(kThreads, 4) /* (without the 4, nvcc 13 caps i
                            int vec_ok, T *__restrict__ dst) {
     constexpr int E = Pack16<T>::E;
     __shared__ float code[16];
+    __shared__ float ncode[256]; /* nested: the 8-bit map, so decoding a scale is one dependent load less */
     if (threadIdx.x < 16)
         code[threadIdx.x] = qt == BNB4_NF4 ? c_nf4_code[threadIdx.x] : c_fp4_code[threadIdx.x];
-    __syncthreads();
+    if (!sc.absmax)
+        for (int i = threadIdx.x; i < 256; i += kThreads)
+            ncode[i] = __ldg(sc.nested_code + i);
     const size_t tile = (size_t)blockIdx.x * (kThreads * kUnroll);
     uint32_t bits[kUnroll];
     float scale[kUnroll];
+    unsigned q[kUnroll];
 #pragma unroll
-    for (int u = 0; u < kUnroll; u++) {
+    for (int u = 0; u < kUnroll; u++) { /* every load of the tile first, then the math */
         const size_t first = (tile + (size_t)u * kThreads + threadIdx.x) * E;
         bits[u] = 0;
         scale[u] = 0.0f;
+        q[u] = 0;
         if (vec_ok && first + E <= n) {
             bits[u] = E == 8 ? __ldg(reinterpret_cast<const uint32_t *>(packed + first / 2))
                              : __ldg(reinterpret_cast<const uint16_t *>(packed + first / 2));
-            scale[u] = block_scale(sc, first / blocksize);
+            const size_t b = first / blocksize;
+            if (sc.absmax) {
+                scale[u] = __ldg(sc.absmax + b);
+            } else {
+                q[u] = __ldg(sc.codes + b);
+                scale[u] = __ldg(sc.nested_absmax + b / sc.nested_blocksize);
+            }
         }
     }
+    __syncthreads();
 #pragma unroll
     for (int u = 0; u < kUnroll; u++) {
         const size_t first = (tile + (size_t)u * kThreads + threadIdx.x) * E;
         if (first >= n)
             continue;
+        if (!sc.absmax) /* as block_scale(), with the map from shared memory */
+            scale[u] = __fadd_rn(bnb4_dev_mul_ftz(ncode[q[u]], scale[u]), sc.offset);
         if (vec_ok && first + E <= n) {
             float v[E];
 #pragma unroll

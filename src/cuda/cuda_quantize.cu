@@ -93,11 +93,12 @@ __global__ void __launch_bounds__(BS / 8 > kQuantThreads ? BS / 8 : kQuantThread
             warp_max[threadIdx.x / 32] = amax;
     }
     __syncthreads(); /* thresholds (and warp maxima) visible */
-    if (G > 32) {
-        amax = warp_max[0];
+    if (G > 32) { /* the warps of this thread's group only (a CTA may hold several groups) */
+        const int w0 = (threadIdx.x / G) * (G / 32);
+        amax = warp_max[w0];
 #pragma unroll
-        for (int i = 1; i < CTA / 32; i++)
-            amax = fmaxf(amax, warp_max[i]);
+        for (int i = 1; i < G / 32; i++)
+            amax = fmaxf(amax, warp_max[w0 + i]);
     }
     if (!live || begin >= n + (n & 1)) /* nothing of this thread's 8 elements is stored */
         return;
@@ -156,25 +157,38 @@ bnb4_status launch_quantize_t(bnb4_cuda_state *s, const T *src, size_t n, size_t
 }
 
 /* ---- nested (8-bit) quantize of absmax - offset ----------------------------------------------------
- * dQuantize<0> of bitsandbytes: a 7-step binary search over the 256-entry signed dynamic map, then the
- * nearer of the bracketing entries (ties to the upper one), restated from bnb4_ref.c. */
+ * dQuantize<0> of bitsandbytes, restated from bnb4_ref.c: a 7-step binary search over the 256-entry
+ * signed dynamic map that remembers the last entries seen below and above x, then a midpoint test
+ * (add.ftz, mul.ftz by 0.5) between the final pivot and the bracketing entry on x's side. */
+__device__ __forceinline__ float add_ftz(float a, float b) {
+    float r;
+    asm("add.rn.ftz.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+    return r;
+}
+
 __device__ __forceinline__ uint8_t quantize_8bit(const float *code, float x) {
-    int pivot = 127, upper = 255, lower = 0;
+    int pivot = 127, upper_pivot = 255, lower_pivot = 0;
+    float lower = -1.0f, upper = 1.0f;
     float val = code[pivot];
     for (int step = 64; step > 0; step >>= 1) {
         if (x > val) {
-            lower = pivot;
+            lower_pivot = pivot;
+            lower = val;
             pivot += step;
         } else {
-            upper = pivot;
+            upper_pivot = pivot;
+            upper = val;
             pivot -= step;
         }
         val = code[pivot];
     }
-    if (upper == 255)
-        upper = 254;
-    return (uint8_t)(fabsf(bnb4_dev_sub_ftz(x, code[lower])) < fabsf(bnb4_dev_sub_ftz(x, code[upper])) ? lower
-                                                                                                       : upper);
+    if (upper_pivot == 255)
+        upper = code[upper_pivot];
+    if (lower_pivot == 0)
+        lower = code[lower_pivot];
+    if (x > val)
+        return (uint8_t)(x > bnb4_dev_mul_ftz(add_ftz(upper, val), 0.5f) ? upper_pivot : pivot);
+    return (uint8_t)(x < bnb4_dev_mul_ftz(add_ftz(lower, val), 0.5f) ? lower_pivot : pivot);
 }
 
 constexpr int kNestedThreads = 256;
