@@ -10,9 +10,10 @@
  *   P.weight.nested_quant_map                  F32 [256]            (double quantization only)
  *   P.weight.quant_state.bitsandbytes__nf4|fp4 U8  [len]  json.dumps of the state, see bnb4_quant_state.h
  *
- * Streaming: shards are converted one at a time, tensor by tensor in file order; a tensor's input
- * pages are released after use, and its outputs go straight to their final offsets in the output
- * file, so the resident set stays near the largest tensor (input pages + packed output + absmax).
+ * Streaming: shards are converted one at a time, tensor by tensor in file order, each tensor in
+ * block-aligned chunks on all threads. A chunk's input pages are released once it is quantized and
+ * its codes go straight to their final offset in the output file, so the resident set is about one
+ * chunk per thread plus one tensor's absmax (1/16 of an f16 tensor), whatever the model size.
  */
 #define _DEFAULT_SOURCE
 #include "bnb4_cli.h"
@@ -228,29 +229,62 @@ static int selected(const q_opts *o, const bnb4_st_tensor *t) {
 typedef struct q_job {
     const q_opts *o;
     bnb4_ctx **ctxs;
-    uint8_t **scratch;      /* per worker, for unaligned sources */
+    uint8_t **scratch;      /* per worker: an aligned copy of an unaligned source chunk */
+    uint8_t **packed_buf;   /* per worker: the chunk's packed codes */
+    const bnb4_st_file *file;
     const uint8_t *src;
     bnb4_dtype dtype;
     size_t esize, n, chunk;
-    uint8_t *packed;
-    float *absmax;
+    float *absmax;          /* the whole tensor's scales (kept for double quantization) */
+    uint8_t *codes;         /* double quantization: 8-bit absmax codes */
+    float *nested_absmax;
+    float offset;
+    bnb4_st_writer *w;
+    size_t id_packed, id_absmax;
+    int write_absmax;       /* plain absmax goes to the file chunk by chunk */
     char *err;
 } q_job;
 
+/* One chunk of a tensor: quantize it and write its codes (and plain scales) at their final offsets,
+ * so the page-cache copies run on all workers too and no tensor-sized output buffer is needed. */
 static int quantize_chunk(void *arg, size_t i, int worker) {
     q_job *j = arg;
     size_t start = i * j->chunk;
     size_t len = j->n - start < j->chunk ? j->n - start : j->chunk;
+    size_t bs = j->o->blocksize;
     const void *src = j->src + start * j->esize;
     if (((uintptr_t)src) % j->esize) { /* safetensors does not promise alignment */
         memcpy(j->scratch[worker], src, len * j->esize);
         src = j->scratch[worker];
     }
-    /* start is a multiple of blocksize (even), so the chunk's codes and scales land at fixed places */
-    bnb4_status st = bnb4_quantize(j->ctxs[worker], src, j->dtype, len, j->o->blocksize, j->o->qt,
-                                   j->packed + start / 2, j->absmax + start / j->o->blocksize);
+    /* start is a multiple of blocksize (even): the chunk's codes and scales land at fixed places */
+    float *absmax = j->absmax + start / bs;
+    bnb4_status st = bnb4_quantize(j->ctxs[worker], src, j->dtype, len, bs, j->o->qt, j->packed_buf[worker], absmax);
     if (st != BNB4_OK) {
         snprintf(j->err, CLI_ERRLEN, "quantize failed: %s", bnb4_last_error());
+        return CLI_EXIT_FAILURE;
+    }
+    bnb4_st_release_range(j->file, j->src + start * j->esize, len * j->esize);
+    if (bnb4_st_writer_pwrite(j->w, j->id_packed, start / 2, j->packed_buf[worker], len / 2 + (len & 1), j->err,
+                              CLI_ERRLEN) != 0)
+        return CLI_EXIT_FAILURE;
+    size_t nb = (len + bs - 1) / bs;
+    if (j->write_absmax &&
+        bnb4_st_writer_pwrite(j->w, j->id_absmax, (start / bs) * sizeof(float), absmax, nb * sizeof(float), j->err,
+                              CLI_ERRLEN) != 0)
+        return CLI_EXIT_FAILURE;
+    return 0;
+}
+
+/* Double quantization of absmax in groups of whole 256-scale blocks (independent given the offset). */
+#define NESTED_GROUP ((size_t)256 * 256)
+static int quantize_nested_chunk(void *arg, size_t i, int worker) {
+    q_job *j = arg;
+    size_t nb = (j->n + j->o->blocksize - 1) / j->o->blocksize;
+    size_t g0 = i * NESTED_GROUP, cnt = nb - g0 < NESTED_GROUP ? nb - g0 : NESTED_GROUP;
+    if (bnb4_quantize_nested(j->ctxs[worker], j->absmax + g0, cnt, j->offset, 256, j->codes + g0,
+                             j->nested_absmax + g0 / 256) != BNB4_OK) {
+        snprintf(j->err, CLI_ERRLEN, "nested quantization failed: %s", bnb4_last_error());
         return CLI_EXIT_FAILURE;
     }
     return 0;
@@ -267,6 +301,7 @@ typedef struct q_run {
     bnb4_ctx **ctxs;
     bnb4_ctx *cuda;
     uint8_t **scratch;
+    uint8_t **packed_buf;
     size_t chunk;
     cli_progress *prog;
     uint64_t quantized, copied, out_bytes;
@@ -303,36 +338,66 @@ static int quantize_tensor(q_run *r, bnb4_st_writer *w, const bnb4_st_file *f, c
         return CLI_EXIT_BAD_INPUT;
     }
     size_t nnb = (nb + 255) / 256;
-    uint8_t *packed = malloc(packed_n);
     float *absmax = malloc(nb * sizeof(float));
     uint8_t *codes = o->double_quant ? malloc(nb) : NULL;
     float *nabs = o->double_quant ? malloc(nnb * sizeof(float)) : NULL;
+    uint8_t *packed = NULL; /* whole-tensor codes: the CUDA path only */
     int rc = 0;
     float offset = 0.0f;
-    if (!packed || !absmax || (o->double_quant && (!codes || !nabs))) {
-        snprintf(err, CLI_ERRLEN, "tensor \"%s\": out of memory for its %zu-byte output", t->name, packed_n);
+    if (!absmax || (o->double_quant && (!codes || !nabs))) {
+        snprintf(err, CLI_ERRLEN, "tensor \"%s\": out of memory for its %zu scales", t->name, nb);
         rc = CLI_EXIT_FAILURE;
         goto done;
     }
     if (r->cuda) {
 #ifdef BNB4_WITH_CUDA
+        packed = malloc(packed_n);
+        if (!packed) {
+            snprintf(err, CLI_ERRLEN, "tensor \"%s\": out of memory for its %zu-byte output", t->name, packed_n);
+            rc = CLI_EXIT_FAILURE;
+            goto done;
+        }
         if (cli_cuda_quantize(r->cuda, t->data, dt, n, o->blocksize, o->qt, o->double_quant, packed, absmax, codes,
                               nabs, &offset, err, CLI_ERRLEN) != 0) {
             rc = CLI_EXIT_FAILURE;
             goto done;
         }
+        rc = write_tensor(w, e->id, packed, packed_n, err);
+        if (!rc && !o->double_quant) rc = write_tensor(w, e->id_absmax, absmax, nb * sizeof(float), err);
+        if (rc) goto done;
 #endif
     } else {
-        q_job j = {o, r->ctxs, r->scratch, t->data, dt, t->elem_size, n, r->chunk, packed, absmax, err};
+        q_job j;
+        memset(&j, 0, sizeof j);
+        j.o = o;
+        j.ctxs = r->ctxs;
+        j.scratch = r->scratch;
+        j.packed_buf = r->packed_buf;
+        j.file = f;
+        j.src = t->data;
+        j.dtype = dt;
+        j.esize = t->elem_size;
+        j.n = n;
+        j.chunk = r->chunk;
+        j.absmax = absmax;
+        j.codes = codes;
+        j.nested_absmax = nabs;
+        j.w = w;
+        j.id_packed = e->id;
+        j.id_absmax = e->id_absmax;
+        j.write_absmax = !o->double_quant;
+        j.err = err;
         rc = cli_parallel(o->threads, (n + r->chunk - 1) / r->chunk, quantize_chunk, &j);
         if (rc != 0) goto done;
         if (o->double_quant) {
-            if (bnb4_nested_offset(r->ctxs[0], absmax, nb, &offset) != BNB4_OK ||
-                bnb4_quantize_nested(r->ctxs[0], absmax, nb, offset, 256, codes, nabs) != BNB4_OK) {
-                snprintf(err, CLI_ERRLEN, "tensor \"%s\": nested quantization failed: %s", t->name, bnb4_last_error());
+            if (bnb4_nested_offset(r->ctxs[0], absmax, nb, &offset) != BNB4_OK) {
+                snprintf(err, CLI_ERRLEN, "tensor \"%s\": nested offset failed: %s", t->name, bnb4_last_error());
                 rc = CLI_EXIT_FAILURE;
                 goto done;
             }
+            j.offset = offset;
+            rc = cli_parallel(o->threads, (nb + NESTED_GROUP - 1) / NESTED_GROUP, quantize_nested_chunk, &j);
+            if (rc != 0) goto done;
         }
     }
     bnb4_st_release(f, t);
@@ -340,14 +405,12 @@ static int quantize_tensor(q_run *r, bnb4_st_writer *w, const bnb4_st_file *f, c
         rc = CLI_EXIT_INTERRUPTED;
         goto done;
     }
-    rc = write_tensor(w, e->id, packed, packed_n, err);
-    if (!rc) rc = o->double_quant ? write_tensor(w, e->id_absmax, codes, nb, err)
-                                  : write_tensor(w, e->id_absmax, absmax, nb * sizeof(float), err);
-    if (!rc) rc = write_tensor(w, e->id_qmap, bnb4_quant_map(o->qt), 16 * sizeof(float), err);
-    if (!rc && o->double_quant) {
-        rc = write_tensor(w, e->id_nabs, nabs, nnb * sizeof(float), err);
+    if (o->double_quant) {
+        rc = write_tensor(w, e->id_absmax, codes, nb, err);
+        if (!rc) rc = write_tensor(w, e->id_nabs, nabs, nnb * sizeof(float), err);
         if (!rc) rc = write_tensor(w, e->id_nqmap, bnb4_nested_code(), 256 * sizeof(float), err);
     }
+    if (!rc) rc = write_tensor(w, e->id_qmap, bnb4_quant_map(o->qt), 16 * sizeof(float), err);
     if (!rc) {
         bnb4_quant_state qs;
         memset(&qs, 0, sizeof qs);
@@ -535,7 +598,7 @@ int cli_cmd_quantize(int argc, char **argv) {
     cli_model m;
     char *tmpdir = NULL;
     bnb4_ctx **ctxs = NULL;
-    uint8_t **scratch = NULL;
+    uint8_t **scratch = NULL, **packed_buf = NULL;
     bnb4_ctx *cuda = NULL;
     json_t *weight_map = NULL, *skip = NULL;
     int model_open = 0;
@@ -619,7 +682,8 @@ int cli_cmd_quantize(int argc, char **argv) {
     /* Workers: one single-threaded context each (the chunks are the parallelism). */
     ctxs = calloc((size_t)o.threads, sizeof *ctxs);
     scratch = calloc((size_t)o.threads, sizeof *scratch);
-    if (!ctxs || !scratch) goto oom;
+    packed_buf = calloc((size_t)o.threads, sizeof *packed_buf);
+    if (!ctxs || !scratch || !packed_buf) goto oom;
     for (int t = 0; t < o.threads; t++) {
         bnb4_ctx_params p;
         bnb4_ctx_params_default(&p);
@@ -631,7 +695,8 @@ int cli_cmd_quantize(int argc, char **argv) {
             goto fail;
         }
         scratch[t] = malloc(chunk * 4);
-        if (!scratch[t]) goto oom;
+        packed_buf[t] = malloc(chunk / 2);
+        if (!scratch[t] || !packed_buf[t]) goto oom;
     }
     if (o.device == BNB4_DEVICE_CUDA) {
 #ifdef BNB4_WITH_CUDA
@@ -655,7 +720,7 @@ int cli_cmd_quantize(int argc, char **argv) {
     if (!weight_map) goto oom;
     cli_progress prog;
     cli_progress_init(&prog, o.quiet, "quantize", m.total_tensors, m.total_bytes);
-    q_run run = {&o, ctxs, cuda, scratch, chunk, &prog, 0, 0, 0};
+    q_run run = {&o, ctxs, cuda, scratch, packed_buf, chunk, &prog, 0, 0, 0};
     if (m.is_dir) {
         tmpdir = cli_make_temp_dir(out, err, sizeof err);
         if (!tmpdir) {
@@ -775,8 +840,11 @@ cleanup:
         for (int t = 0; t < o.threads; t++) bnb4_ctx_destroy(ctxs[t]);
     if (scratch)
         for (int t = 0; t < o.threads; t++) free(scratch[t]);
+    if (packed_buf)
+        for (int t = 0; t < o.threads; t++) free(packed_buf[t]);
     free(ctxs);
     free(scratch);
+    free(packed_buf);
     bnb4_ctx_destroy(cuda);
     if (model_open) cli_model_close(&m);
     free(o.include);

@@ -70,6 +70,8 @@ uint64_t bnb4_st_file_size(const bnb4_st_file *f);
  * streaming through a large model keeps the resident set near one tensor. The data stays readable
  * (it is paged in again on access). */
 void bnb4_st_release(const bnb4_st_file *f, const bnb4_st_tensor *t);
+/* The same for any byte range of the file's data (whole pages inside [p, p + n) only). */
+void bnb4_st_release_range(const bnb4_st_file *f, const void *p, size_t n);
 
 /* ---- writer ---------------------------------------------------------------------------------------
  * Writes a safetensors file atomically: the bytes go to a temporary file in the target's directory,

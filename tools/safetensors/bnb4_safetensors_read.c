@@ -491,14 +491,20 @@ const char *bnb4_st_metadata_value(const bnb4_st_file *f, size_t i) {
 }
 uint64_t bnb4_st_file_size(const bnb4_st_file *f) { return f ? f->size : 0; }
 
-void bnb4_st_release(const bnb4_st_file *f, const bnb4_st_tensor *t) {
-    if (!f || !t || !f->map || t->nbytes == 0) return;
+void bnb4_st_release_range(const bnb4_st_file *f, const void *p, size_t n) {
+    if (!f || !f->map || !p || n == 0) return;
+    const uint8_t *lo_b = p, *base = f->map;
+    if (lo_b < base || n > f->map_size || (size_t)(lo_b - base) > f->map_size - n) return; /* not ours */
     long page = sysconf(_SC_PAGESIZE);
     if (page <= 0) return;
-    /* only whole pages inside the tensor: neighbours may still be in use */
-    uintptr_t lo = ((uintptr_t)t->data + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
-    uintptr_t hi = ((uintptr_t)t->data + t->nbytes) & ~((uintptr_t)page - 1);
+    /* only whole pages inside the range: neighbours may still be in use */
+    uintptr_t lo = ((uintptr_t)p + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+    uintptr_t hi = ((uintptr_t)p + n) & ~((uintptr_t)page - 1);
     /* madvise, not posix_madvise: glibc makes POSIX_MADV_DONTNEED a no-op. Dropping pages of a
      * read-only private file mapping is harmless: they are read from the file again if touched. */
     if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
+void bnb4_st_release(const bnb4_st_file *f, const bnb4_st_tensor *t) {
+    if (t) bnb4_st_release_range(f, t->data, t->nbytes);
 }
