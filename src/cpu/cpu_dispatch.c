@@ -37,6 +37,7 @@ static const bnb4_cpu_kernels kernels_scalar = {
     quantize_blocks_ref,
     dequantize_blocks_ref,
     NULL,
+    NULL,
 };
 
 const bnb4_cpu_kernels *bnb4_cpu_kernels_for(bnb4_isa isa) {
@@ -57,16 +58,30 @@ const bnb4_cpu_kernels *bnb4_cpu_kernels_for(bnb4_isa isa) {
     }
 }
 
+/* Nested scales without a division per block (nested blocks are walked with a counter). */
+static void nested_scales_generic(const bnb4_qtensor *q, size_t b0, size_t b1, float *out) {
+    const uint8_t *codes = q->nested.codes;
+    const float *code = q->nested.code, *nabs = q->nested.absmax, offset = q->nested.offset;
+    const size_t nbs = q->nested.blocksize;
+    size_t j = b0 / nbs, left = nbs - b0 % nbs; /* blocks left in nested block j */
+    float s = nabs[j];
+    for (size_t b = b0; b < b1; b++) { /* bnb4_ref_block_scale, inlined */
+        out[b - b0] = bnb4_mul_ftz(code[codes[b]], s) + offset;
+        if (--left == 0) {
+            left = nbs;
+            if (b + 1 < b1)
+                s = nabs[++j];
+        }
+    }
+}
+
 void bnb4_cpu_block_scales(const bnb4_qtensor *q, size_t b0, size_t b1, float *out) {
     if (q->absmax) {
         memcpy(out, q->absmax + b0, (b1 - b0) * sizeof(float));
         return;
     }
-    const uint8_t *codes = q->nested.codes;
-    const float *code = q->nested.code, *nabs = q->nested.absmax, offset = q->nested.offset;
-    const size_t nbs = q->nested.blocksize;
-    for (size_t b = b0; b < b1; b++) /* bnb4_ref_block_scale, inlined */
-        out[b - b0] = bnb4_mul_ftz(code[codes[b]], nabs[b / nbs]) + offset;
+    const bnb4_cpu_kernels *k = bnb4_cpu_kernels_for(bnb4_cpu_info_get()->level);
+    (k->nested_scales ? k->nested_scales : nested_scales_generic)(q, b0, b1, out);
 }
 
 void bnb4_cpu_decode_f32(const bnb4_cpu_kernels *k, const bnb4_qtensor *q, size_t begin, size_t end, float *out) {

@@ -214,32 +214,42 @@ ALWAYS_INLINE void direct_dot(const float *xp, size_t K, size_t bs, const int MR
                               const uint8_t *const *wrow, const float *const *srow, uint8x16x4_t table,
                               float (*out)[4]) {
     float32x4_t acc[DIRECT_MAX_M][4];
+    #pragma GCC unroll 8
     for (int i = 0; i < MR; i++)
+        #pragma GCC unroll 8
         for (int r = 0; r < RB; r++)
             acc[i][r] = vdupq_n_f32(0.0f);
     for (size_t c = 0; c < K; c += 32) {
         uint32x4_t d[4];
         float32x4_t p[DIRECT_MAX_M][4];
+        #pragma GCC unroll 8
         for (int r = 0; r < RB; r++)
             d[r] = vreinterpretq_u32_u8(vld1q_u8(wrow[r] + c / 2));
 #pragma GCC unroll 8
         for (int k = 0; k < 8; k++) {
             float32x4_t w[4];
+            #pragma GCC unroll 8
             for (int r = 0; r < RB; r++)
                 w[r] = lookup_lanes(table, nibble_plane(d[r], k));
+            #pragma GCC unroll 8
             for (int i = 0; i < MR; i++) {
                 const float32x4_t xv = vld1q_f32(xp + (size_t)i * K + c + 4 * (size_t)k);
+                #pragma GCC unroll 8
                 for (int r = 0; r < RB; r++)
                     p[i][r] = k == 0 ? vmulq_f32(xv, w[r]) : vfmaq_f32(p[i][r], xv, w[r]);
             }
         }
+        #pragma GCC unroll 8
         for (int r = 0; r < RB; r++) { /* a 32-code chunk never straddles a block (bs >= 32) */
             const float32x4_t sv = vdupq_n_f32(srow[r][c / bs]);
+            #pragma GCC unroll 8
             for (int i = 0; i < MR; i++)
                 acc[i][r] = vfmaq_f32(acc[i][r], p[i][r], sv);
         }
     }
+    #pragma GCC unroll 8
     for (int i = 0; i < MR; i++)
+        #pragma GCC unroll 8
         for (int r = 0; r < RB; r++)
             out[i][r] = vaddvq_f32(acc[i][r]);
 }
@@ -258,6 +268,7 @@ static void direct_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scra
         const uint8_t *wrow[4];
         const float *srow[4];
         float out[DIRECT_MAX_M][4];
+        #pragma GCC unroll 8
         for (int r = 0; r < 4; r++) {
             const size_t jr = j + (size_t)(r < rb ? r : rb - 1);
             wrow[r] = w->packed + jr * K / 2;
@@ -269,6 +280,7 @@ static void direct_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scra
         case 3: direct_dot(xp, K, bs, 3, 1, wrow, srow, table, out); break;
         default: direct_dot(xp, K, bs, 4, 1, wrow, srow, table, out); break;
         }
+        #pragma GCC unroll 8
         for (int i = 0; i < MR; i++)
             for (int r = 0; r < rb; r++) {
                 float v = out[i][r];
@@ -289,20 +301,27 @@ static void pack_row_f32(const float *src, size_t kc, size_t kcp, void *dst) {
 static void micro_f32_4x4(const void *const x[4], const void *wt, size_t kcp, float out[4][4]) {
     const float *w = (const float *)wt;
     float32x4_t acc[4][4];
+    #pragma GCC unroll 8
     for (int i = 0; i < 4; i++)
+        #pragma GCC unroll 8
         for (int r = 0; r < 4; r++)
             acc[i][r] = vdupq_n_f32(0.0f);
     for (size_t k = 0; k < kcp; k += 4) {
         float32x4_t wv[4];
+        #pragma GCC unroll 8
         for (int r = 0; r < 4; r++)
             wv[r] = vld1q_f32(w + (size_t)r * kcp + k);
+        #pragma GCC unroll 8
         for (int i = 0; i < 4; i++) {
             const float32x4_t xv = vld1q_f32((const float *)x[i] + k);
+            #pragma GCC unroll 8
             for (int r = 0; r < 4; r++)
                 acc[i][r] = vfmaq_f32(acc[i][r], xv, wv[r]);
         }
     }
+    #pragma GCC unroll 8
     for (int i = 0; i < 4; i++)
+        #pragma GCC unroll 8
         for (int r = 0; r < 4; r++)
             out[i][r] = vaddvq_f32(acc[i][r]);
 }
@@ -337,4 +356,5 @@ const bnb4_cpu_kernels bnb4_kernels_neon = {
     quantize_blocks_neon,
     dequantize_blocks_neon,
     gemm_select_neon,
+    NULL,
 };

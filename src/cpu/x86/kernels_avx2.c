@@ -186,37 +186,47 @@ ALWAYS_INLINE void direct_dot(const float *xp, size_t K, size_t bs, const int MR
                               const uint8_t *const *wrow, const float *const *srow, __m256 cb_lo, __m256 cb_hi,
                               float (*out)[4]) {
     __m256 acc[DIRECT_MAX_M][4];
+    #pragma GCC unroll 8
     for (int i = 0; i < MR; i++)
+        #pragma GCC unroll 8
         for (int r = 0; r < RB; r++)
             acc[i][r] = _mm256_setzero_ps();
     const __m256i lane_block = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1); /* bs == 32 only */
     for (size_t c = 0; c < K; c += 64) {
         __m256i d[4];
         __m256 p[DIRECT_MAX_M][4];
+        #pragma GCC unroll 8
         for (int r = 0; r < RB; r++)
             d[r] = _mm256_loadu_si256((const __m256i *)(wrow[r] + c / 2));
 #pragma GCC unroll 8
         for (int k = 0; k < 8; k++) {
             __m256 w[4];
+            #pragma GCC unroll 8
             for (int r = 0; r < RB; r++)
                 w[r] = lookup16(nibble_plane(d[r], k), cb_lo, cb_hi);
+            #pragma GCC unroll 8
             for (int i = 0; i < MR; i++) {
                 const __m256 xv = _mm256_loadu_ps(xp + (size_t)i * K + c + 8 * (size_t)k);
+                #pragma GCC unroll 8
                 for (int r = 0; r < RB; r++)
                     p[i][r] = k == 0 ? _mm256_mul_ps(xv, w[r]) : _mm256_fmadd_ps(xv, w[r], p[i][r]);
             }
         }
+        #pragma GCC unroll 8
         for (int r = 0; r < RB; r++) {
             const __m256 sv = bs >= 64 ? _mm256_broadcast_ss(srow[r] + c / bs)
                                        : _mm256_permutevar8x32_ps(
                                              _mm256_castps128_ps256(_mm_castsi128_ps(
                                                  _mm_loadl_epi64((const __m128i *)(srow[r] + c / bs)))),
                                              lane_block);
+            #pragma GCC unroll 8
             for (int i = 0; i < MR; i++)
                 acc[i][r] = _mm256_fmadd_ps(p[i][r], sv, acc[i][r]);
         }
     }
+    #pragma GCC unroll 8
     for (int i = 0; i < MR; i++)
+        #pragma GCC unroll 8
         for (int r = 0; r < RB; r++) {
             __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc[i][r]), _mm256_extractf128_ps(acc[i][r], 1));
             h = _mm_add_ps(h, _mm_movehl_ps(h, h));
@@ -239,6 +249,7 @@ static void direct_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scra
         const uint8_t *wrow[4];
         const float *srow[4];
         float out[DIRECT_MAX_M][4];
+        #pragma GCC unroll 8
         for (int r = 0; r < 4; r++) {
             const size_t jr = j + (size_t)(r < rb ? r : rb - 1);
             wrow[r] = w->packed + jr * K / 2;
@@ -250,6 +261,7 @@ static void direct_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scra
         case 3: direct_dot(xp, K, bs, 3, 1, wrow, srow, cb_lo, cb_hi, out); break;
         default: direct_dot(xp, K, bs, 4, 1, wrow, srow, cb_lo, cb_hi, out); break;
         }
+        #pragma GCC unroll 8
         for (int i = 0; i < MR; i++)
             for (int r = 0; r < rb; r++) {
                 float v = out[i][r];
@@ -270,20 +282,27 @@ static void pack_row_f32(const float *src, size_t kc, size_t kcp, void *dst) {
 static void micro_f32_4x4(const void *const x[4], const void *wt, size_t kcp, float out[4][4]) {
     const float *w = (const float *)wt;
     __m256 acc[4][4];
+    #pragma GCC unroll 8
     for (int i = 0; i < 4; i++)
+        #pragma GCC unroll 8
         for (int r = 0; r < 4; r++)
             acc[i][r] = _mm256_setzero_ps();
     for (size_t k = 0; k < kcp; k += 8) {
         __m256 wv[4];
+        #pragma GCC unroll 8
         for (int r = 0; r < 4; r++)
             wv[r] = _mm256_loadu_ps(w + (size_t)r * kcp + k);
+        #pragma GCC unroll 8
         for (int i = 0; i < 4; i++) {
             const __m256 xv = _mm256_loadu_ps((const float *)x[i] + k);
+            #pragma GCC unroll 8
             for (int r = 0; r < 4; r++)
                 acc[i][r] = _mm256_fmadd_ps(xv, wv[r], acc[i][r]);
         }
     }
+    #pragma GCC unroll 8
     for (int i = 0; i < 4; i++)
+        #pragma GCC unroll 8
         for (int r = 0; r < 4; r++) {
             __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc[i][r]), _mm256_extractf128_ps(acc[i][r], 1));
             h = _mm_add_ps(h, _mm_movehl_ps(h, h));
@@ -322,4 +341,5 @@ const bnb4_cpu_kernels bnb4_kernels_avx2 = {
     quantize_blocks_avx2,
     dequantize_blocks_avx2,
     gemm_select_avx2,
+    NULL,
 };
