@@ -132,6 +132,9 @@ def main():
     if args.seed is None:
         args.seed = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
     dtype = getattr(torch, args.dtype)
+    import transformers
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
     import bitsandbytes as bnb
     import bnb4
     import bnb4.bitsandbytes_backend as backend

@@ -33,7 +33,6 @@ import weakref
 from . import _lib
 from ._api import FP4, NF4, blocks, make_qtensor
 from ._api import quant_map as _quant_map_table
-from ._arrays import _TorchKind
 
 _OPS = ("quantize_4bit", "dequantize_4bit", "dequantize_4bit.out", "gemv_4bit", "gemv_4bit.out", "gemm_4bit")
 _DISPATCH_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
@@ -48,9 +47,14 @@ def _torch():
     return torch
 
 
+_DTYPE_CODES = {}
+
+
 def _dtype_code(t, what):
-    torch = _torch()
-    code = {torch.float32: _lib.DT_F32, torch.float16: _lib.DT_F16, torch.bfloat16: _lib.DT_BF16}.get(t)
+    if not _DTYPE_CODES:
+        torch = _torch()
+        _DTYPE_CODES.update({torch.float32: _lib.DT_F32, torch.float16: _lib.DT_F16, torch.bfloat16: _lib.DT_BF16})
+    code = _DTYPE_CODES.get(t)
     if code is None:
         raise ValueError(f"bnb4: {what} dtype {t} is not float32, float16 or bfloat16")
     return code
@@ -64,31 +68,32 @@ def _quant_type(quant_type):
 
 
 def _packed_bytes(B, n):
-    """The first ceil(n/2) packed bytes of B (any storage dtype), contiguous uint8. bitsandbytes'
-    storage can be a byte short for non-uint8 quant_storage (its CUDA kernel writes past it); the
-    missing byte is read as 0 here instead of out of bounds."""
-    torch = _torch()
-    flat = B.detach().contiguous().reshape(-1)
-    if flat.dtype != torch.uint8:
-        flat = flat.view(torch.uint8)
+    """A contiguous tensor whose memory starts with the ceil(n/2) packed bytes of B (any storage
+    dtype); B itself when it already is one (the usual case: no copy, only its pointer is used).
+    bitsandbytes' storage can be a byte short for non-uint8 quant_storage (its CUDA kernel writes past
+    it); the missing byte is read as 0 here instead of out of bounds."""
     need = (n + 1) // 2
-    if flat.numel() < need:
-        flat = torch.cat([flat, torch.zeros(need - flat.numel(), dtype=torch.uint8, device=flat.device)])
-    return flat
+    if not B.is_contiguous():
+        B = B.contiguous()
+    have = B.numel() * B.element_size()
+    if have >= need:
+        return B
+    torch = _torch()
+    flat = B.reshape(-1).view(torch.uint8)
+    return torch.cat([flat, torch.zeros(need - have, dtype=torch.uint8, device=flat.device)])
 
 
 def _absmax_f32(absmax, nblocks, what="absmax"):
-    torch = _torch()
-    if absmax.dtype != torch.float32:
+    if absmax.dtype != _torch().float32:
         hint = ""
-        if absmax.dtype == torch.bfloat16:
+        if absmax.dtype == _torch().bfloat16:
             hint = (" (this is bitsandbytes' AVX512-BF16 CPU weight layout: the Linear4bit ran an inference "
                     "forward on bitsandbytes' kernels before bnb4 was registered; register bnb4 before the "
                     "first forward, or set module.support_avx512bf16_for_cpu = False)")
         raise ValueError(f"bnb4: {what} must be float32, got {absmax.dtype}{hint}")
     if absmax.numel() < nblocks:
         raise ValueError(f"bnb4: {what} holds {absmax.numel()} values, {nblocks} blocks are needed")
-    return absmax.detach().contiguous()
+    return absmax if absmax.is_contiguous() else absmax.contiguous()
 
 
 # Host copies of small device tensors, keyed by the tensor object itself (weak reference + version
@@ -134,8 +139,61 @@ def _code_quant_type(code):
     return _cached_host(code, classify)
 
 
-def _run(t):
-    return _TorchKind(t.device).run(t)
+_GPU_COUNT = []
+
+
+class _Guard:
+    """Makes t's device current for the call when several GPUs exist (bitsandbytes does the same);
+    a no-op otherwise, and on CPU."""
+    __slots__ = ("index", "previous")
+
+    def __init__(self, index):
+        self.index = index
+        self.previous = None
+
+    def __enter__(self):
+        if self.index is not None:
+            torch = _torch()
+            self.previous = torch.cuda.current_device()
+            if self.previous != self.index:
+                torch.cuda.set_device(self.index)
+
+    def __exit__(self, *exc):
+        if self.previous is not None and self.previous != self.index:
+            _torch().cuda.set_device(self.previous)
+
+
+_NO_GUARD = _Guard(None)
+
+
+def _context(t):
+    """(bnb4 context, device guard) for tensor t: the NULL CPU context, or the CUDA context of t's
+    device and torch's current stream there."""
+    device = t.device
+    if device.type != "cuda":
+        return None, _NO_GUARD
+    torch = _torch()
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)  # what bitsandbytes itself uses
+    stream = raw_stream(index) if raw_stream else torch.cuda.current_stream(index).cuda_stream
+    if not _GPU_COUNT:
+        _GPU_COUNT.append(torch.cuda.device_count())
+    return _lib.cuda_context(index, stream), (_Guard(index) if _GPU_COUNT[0] > 1 else _NO_GUARD)
+
+
+# The bnb4_qtensor views of recent calls: a view holds only sizes, pointers and the offset, so one
+# whose key (all of them) matches is the same view. Saves rebuilding a ctypes struct per call.
+_views = {}
+
+
+def _view(key):
+    q = _views.get(key)
+    if q is None:
+        if len(_views) > 4096:
+            _views.clear()
+        n_out, k, blocksize, qt, packed_ptr, absmax_ptr, nested = key
+        q = _views[key] = ctypes.byref(make_qtensor(n_out, k, blocksize, qt, packed_ptr, absmax_ptr, nested))
+    return q
 
 
 # ---- the kernels --------------------------------------------------------------------------------------
@@ -144,7 +202,7 @@ def _quantize_4bit(A, blocksize, quant_type, quant_storage):
     torch = _torch()
     dt = _dtype_code(A.dtype, "A")
     qt = _quant_type(quant_type)
-    A = A.detach().contiguous()
+    A = A.contiguous()
     n = A.numel()
     itemsize = quant_storage.itemsize
     elems = (n + 1) // (2 * itemsize)
@@ -152,7 +210,8 @@ def _quantize_4bit(A, blocksize, quant_type, quant_storage):
     buf = torch.empty(-(-max(nbytes, 1) // itemsize) * itemsize, dtype=torch.uint8, device=A.device)
     absmax = torch.empty(blocks(n, blocksize), dtype=torch.float32, device=A.device)
     if n:
-        with _run(A) as ctx:
+        ctx, guard = _context(A)
+        with guard:
             _lib.check(_lib.lib.bnb4_quantize(ctx, A.data_ptr(), dt, n, blocksize, qt, buf.data_ptr(),
                                               absmax.data_ptr()))
     packed = buf[: elems * itemsize]
@@ -169,7 +228,8 @@ def _dequantize_into(A, absmax, blocksize, quant_type, n, out):
     packed = _packed_bytes(A, n)
     am = _absmax_f32(absmax, blocks(n, blocksize))
     q = make_qtensor(1, n, blocksize, qt, packed.data_ptr(), am.data_ptr())
-    with _run(packed) as ctx:
+    ctx, guard = _context(packed)
+    with guard:
         _lib.check(_lib.lib.bnb4_dequantize(ctx, ctypes.byref(q), dt, out.data_ptr()))
 
 
@@ -200,7 +260,8 @@ def _matmul(A, B, shapeB, absmax, blocksize, qt, bias=None, absmax_8bit=None, ab
     if A.shape[-1] != k:
         raise ValueError(f"bnb4: A's inner dimension {A.shape[-1]} does not match the weight's K = {k}")
     dt = _dtype_code(A.dtype, "A")
-    A = A.detach().contiguous()
+    if not A.is_contiguous():
+        A = A.contiguous()
     out = torch.empty((*A.shape[:-1], n_out), dtype=A.dtype, device=A.device)
     m = A.numel() // k if k else 0
     if m == 0 or n_out == 0:
@@ -212,7 +273,8 @@ def _matmul(A, B, shapeB, absmax, blocksize, qt, bias=None, absmax_8bit=None, ab
     if bias is not None:
         if bias.numel() != n_out:
             raise ValueError(f"bnb4: bias has {bias.numel()} values, N = {n_out}")
-        bias = bias.detach().to(A.dtype).contiguous()
+        if bias.dtype != A.dtype or not bias.is_contiguous():
+            bias = bias.to(A.dtype).contiguous()
         bias_ptr = bias.data_ptr()
     if absmax_8bit is not None:
         if absmax_code is None or absmax_offset is None:
@@ -220,17 +282,17 @@ def _matmul(A, B, shapeB, absmax, blocksize, qt, bias=None, absmax_8bit=None, ab
         if absmax_8bit.dtype != torch.uint8 or absmax_8bit.numel() != nb:
             raise ValueError(f"bnb4: absmax_8bit must be uint8 with {nb} codes, got {absmax_8bit.dtype} "
                              f"with {absmax_8bit.numel()}")
-        codes = absmax_8bit.detach().contiguous()
+        codes = absmax_8bit if absmax_8bit.is_contiguous() else absmax_8bit.contiguous()
         code = _absmax_f32(absmax_code, 256, "absmax_code")
         nested_absmax = _absmax_f32(absmax, blocks(nb, 256), "absmax")
-        q = make_qtensor(n_out, k, blocksize, qt, packed.data_ptr(), None,
-                         (codes.data_ptr(), nested_absmax.data_ptr(), code.data_ptr(), _offset_value(absmax_offset),
-                          256))
+        q = _view((n_out, k, blocksize, qt, packed.data_ptr(), None,
+                   (codes.data_ptr(), nested_absmax.data_ptr(), code.data_ptr(), _offset_value(absmax_offset), 256)))
     else:
         am = _absmax_f32(absmax, nb)
-        q = make_qtensor(n_out, k, blocksize, qt, packed.data_ptr(), am.data_ptr())
-    with _run(A) as ctx:
-        _lib.check(_lib.lib.bnb4_linear(ctx, ctypes.byref(q), dt, m, A.data_ptr(), bias_ptr, out.data_ptr()))
+        q = _view((n_out, k, blocksize, qt, packed.data_ptr(), am.data_ptr(), None))
+    ctx, guard = _context(A)
+    with guard:
+        _lib.check(_lib.lib.bnb4_linear(ctx, q, dt, m, A.data_ptr(), bias_ptr, out.data_ptr()))
     return out
 
 
