@@ -182,7 +182,8 @@ static void copy_member(void *a, int index, int count) {
 static double stream_bw(int threads, int copy, float *buf, float *dst, size_t n, int runs) {
     stream_arg s = {buf, dst, n, {0}};
     double t[64];
-    team_run(threads, copy ? copy_member : read_member, &s);
+    if (runs > 1) /* warm-up */
+        team_run(threads, copy ? copy_member : read_member, &s);
     for (int r = 0; r < runs; r++)
         t[r] = team_run(threads, copy ? copy_member : read_member, &s);
     const size_t part = n / (size_t)threads / 64 * 64;
@@ -190,7 +191,7 @@ static double stream_bw(int threads, int copy, float *buf, float *dst, size_t n,
 }
 
 /* FMA peak: 12 independent chains of register FMAs, flops = 2 * lanes * chains * iterations. */
-enum { FMA_ITERS = 20000000 };
+enum { FMA_ITERS = 4000000 };
 typedef struct {
     volatile float sink[256];
     double flops_per_thread;
@@ -261,28 +262,63 @@ static double fma_peak(int threads, int runs) {
     fma_arg f;
     memset(&f, 0, sizeof f);
     double t[64];
-    team_run(threads, fma_member, &f);
+    if (runs > 1)
+        team_run(threads, fma_member, &f);
     for (int r = 0; r < runs; r++)
         t[r] = team_run(threads, fma_member, &f);
     return f.flops_per_thread * threads / median(t, runs);
+}
+
+/* One ceiling measurement of `kind` on `threads` threads, short enough to pair with every timed call:
+ * 256 MiB read, 2 x 128 MiB copy (both far beyond the last-level cache), 4M FMA iterations. */
+typedef enum { CEIL_READ, CEIL_COPY, CEIL_FMA } ceil_kind;
+static const char *ceil_name(ceil_kind k) { return k == CEIL_READ ? "read" : k == CEIL_COPY ? "copy" : "fma"; }
+
+static float *ceil_buf; /* 1 GiB, allocated by the main function */
+static size_t ceil_floats;
+static size_t ceil_rotation;
+
+static double ceiling_once(ceil_kind kind, int threads) {
+    if (kind == CEIL_FMA)
+        return fma_peak(threads, 1);
+    /* walk through the big buffer so consecutive measurements never find their data in cache */
+    const size_t slice = (size_t)64 << 20; /* floats: 256 MiB */
+    float *base = ceil_buf + (ceil_rotation++ % 2) * slice * 2;
+    if (kind == CEIL_READ)
+        return stream_bw(threads, 0, base, NULL, slice, 1);
+    return stream_bw(threads, 1, base, base + slice, slice / 2, 1);
 }
 
 /* ---- measuring library calls ------------------------------------------------------------------------------- */
 
 typedef int (*bench_call)(void *arg, int copy);
 
-/* median seconds of `runs` calls, the copy index advancing every call (weights rotate through DRAM) */
-static double time_calls(bench_call fn, void *arg, int copies, int runs) {
-    double t[64];
+typedef struct {
+    double seconds; /* median time of one call */
+    double ratio;   /* median over runs of (work / time) / (ceiling measured just before that call) */
+    double ceiling; /* median ceiling over the runs */
+} timing;
+
+/* `runs` timed calls after one warm-up, the copy index advancing every call (weights rotate through
+ * DRAM), each preceded by a fresh measurement of the ceiling, so a machine whose load changes during the
+ * run still gives meaningful ratios. work = bytes or flops per call, matching the ceiling's unit. */
+static timing time_paired(bench_call fn, void *arg, int copies, int runs, double work, ceil_kind kind, int threads) {
+    double t[64], r[64], c[64];
+    timing out = {NAN, NAN, NAN};
     if (fn(arg, 0) != 0)
-        return NAN;
-    for (int r = 0; r < runs; r++) {
+        return out;
+    for (int i = 0; i < runs; i++) {
+        c[i] = ceiling_once(kind, threads);
         const double t0 = now_s();
-        if (fn(arg, (r + 1) % copies) != 0)
-            return NAN;
-        t[r] = now_s() - t0;
+        if (fn(arg, (i + 1) % copies) != 0)
+            return out;
+        t[i] = now_s() - t0;
+        r[i] = work / t[i] / c[i];
     }
-    return median(t, runs);
+    out.seconds = median(t, runs);
+    out.ratio = median(r, runs);
+    out.ceiling = median(c, runs);
+    return out;
 }
 
 typedef struct {
@@ -342,7 +378,7 @@ typedef struct {
     char op[16], dtype[12], absmax[8], kernel[48];
     size_t n, k, m;
     int threads;
-    double seconds, gbps, gflops, ratio, ratio_sgemm;
+    double seconds, gbps, gflops, ratio, ratio_sgemm, ceiling_value;
     const char *ceiling;
 } result;
 
@@ -352,8 +388,7 @@ static int nresults;
 static FILE *table_out;
 
 static void add_result(const char *op, const char *kernel, bnb4_dtype dt, int nested, size_t n, size_t k, size_t m,
-                       int threads, double seconds, double bytes, double flops, double ceiling, const char *ceiling_name,
-                       double sgemm_flops) {
+                       int threads, timing tm, double bytes, double flops, ceil_kind kind, double sgemm_flops) {
     if (nresults >= (int)(sizeof results / sizeof results[0]))
         return;
     result *r = &results[nresults++];
@@ -362,16 +397,20 @@ static void add_result(const char *op, const char *kernel, bnb4_dtype dt, int ne
     snprintf(r->dtype, sizeof r->dtype, "%s", bnb4_dtype_name(dt));
     snprintf(r->absmax, sizeof r->absmax, "%s", nested ? "nested" : "plain");
     snprintf(r->kernel, sizeof r->kernel, "%s", kernel);
-    r->n = n, r->k = k, r->m = m, r->threads = threads, r->seconds = seconds;
-    r->gbps = bytes > 0 ? bytes / seconds / 1e9 : 0;
-    r->gflops = flops > 0 ? flops / seconds / 1e9 : 0;
-    r->ceiling = ceiling_name;
-    r->ratio = (strcmp(ceiling_name, "fma") == 0 ? flops / seconds : bytes / seconds) / ceiling;
-    r->ratio_sgemm = sgemm_flops > 0 ? (flops / seconds) / sgemm_flops : 0;
-    fprintf(table_out, "%-10s %-8s %-6s %5zux%-5zu m=%-4zu t=%d %9.3f ms %8.2f GB/s %8.1f GFLOP/s %6.3f x %-5s",
-            r->op, r->dtype, r->absmax, n, k, m, threads, seconds * 1e3, r->gbps, r->gflops, r->ratio, ceiling_name);
+    r->n = n, r->k = k, r->m = m, r->threads = threads, r->seconds = tm.seconds;
+    r->gbps = bytes > 0 ? bytes / tm.seconds / 1e9 : 0;
+    r->gflops = flops > 0 ? flops / tm.seconds / 1e9 : 0;
+    r->ceiling = ceil_name(kind);
+    r->ceiling_value = tm.ceiling;
+    r->ratio = tm.ratio;
+    r->ratio_sgemm = sgemm_flops > 0 ? (flops / tm.seconds) / sgemm_flops : 0;
+    fprintf(table_out, "%-8s %-8s %-6s %5zux%-5zu %4zu %2d %9.3f %8.2f %8.1f %6.3f x %-4s (%7.2f)", r->op, r->dtype,
+            r->absmax, n, k, m, threads, tm.seconds * 1e3, r->gbps, r->gflops, r->ratio, r->ceiling,
+            kind == CEIL_FMA ? tm.ceiling / 1e9 : tm.ceiling / 1e9);
     if (r->ratio_sgemm > 0)
-        fprintf(table_out, " %6.3f x sgemm", r->ratio_sgemm);
+        fprintf(table_out, " %6.3f", r->ratio_sgemm);
+    else
+        fprintf(table_out, " %6s", "");
     fprintf(table_out, "  %s\n", kernel);
     fflush(table_out);
 }
@@ -497,11 +536,21 @@ int bnb4_bench_cpu_main(int argc, char **argv) {
     int thread_counts[2] = {1, o.threads};
     const int nthread_counts = o.threads > 1 ? 2 : 1;
 
-    /* ceilings */
+    /* ceilings: once here for the record, then again before every timed call (time_paired) */
     const size_t stream_floats = (size_t)256 << 20; /* 1 GiB read buffer; copy uses 2 x 512 MiB */
     float *big = (float *)xalloc(stream_floats * sizeof(float));
     for (size_t i = 0; i < stream_floats; i += 1024)
         big[i] = 1.0f;
+    ceil_buf = big, ceil_floats = stream_floats;
+    double load[3] = {0, 0, 0};
+    FILE *lf = fopen("/proc/loadavg", "r");
+    if (lf) {
+        if (fscanf(lf, "%lf %lf %lf", &load[0], &load[1], &load[2]) != 3)
+            load[0] = load[1] = load[2] = 0;
+        fclose(lf);
+    }
+    fprintf(table_out, "load average at start: %.2f %.2f %.2f (other processes skew every number; ratios are paired)\n",
+            load[0], load[1], load[2]);
     double read_bw[2], copy_bw[2], fma[2], sgemm_cache[2][8];
     memset(sgemm_cache, 0, sizeof sgemm_cache);
     for (int t = 0; t < nthread_counts; t++) {
@@ -511,12 +560,11 @@ int bnb4_bench_cpu_main(int argc, char **argv) {
         fprintf(table_out, "ceiling t=%d: DRAM read %.2f GB/s, DRAM copy (r+w) %.2f GB/s, f32 FMA peak %.1f GFLOP/s\n",
                 thread_counts[t], read_bw[t] / 1e9, copy_bw[t] / 1e9, fma[t] / 1e9);
     }
-    free(big);
     fprintf(table_out, "cpu features: %s; kernels: gemv %s, gemm %s / %s (bf16)\n", bnb4_cpu_features(),
             bnb4_kernel_name(NULL, BNB4_OP_GEMV, BNB4_F32, 1), bnb4_kernel_name(NULL, BNB4_OP_GEMM, BNB4_F32, 32),
             bnb4_kernel_name(NULL, BNB4_OP_GEMM, BNB4_BF16, 32));
-    fprintf(table_out, "%-10s %-8s %-6s %11s %6s %3s %12s %13s %16s %7s\n", "op", "dtype", "absmax", "NxK", "m",
-            "t", "median", "weight GB/s", "GFLOP/s", "ratio");
+    fprintf(table_out, "%-8s %-8s %-6s %11s %4s %2s %9s %8s %8s %14s %9s %6s  %s\n", "op", "dtype", "absmax", "NxK",
+            "m", "t", "ms", "GB/s", "GFLOP/s", "ratio", "(ceiling)", "/sgemm", "kernel");
 
     /* shape sweep */
     for (int si = 0; si < o.nshapes; si++) {
@@ -582,11 +630,10 @@ int bnb4_bench_cpu_main(int argc, char **argv) {
             for (int mi = 0; mi < o.nms; mi++) {
                 a.m = o.ms[mi], a.dt = BNB4_F32;
                 fill_activation(a.x, BNB4_F32, a.m * K);
-                const double s = time_calls(call_sgemm, &a, (int)copies, o.runs);
                 const double flops = 2.0 * (double)a.m * (double)N * (double)K;
-                sgemm_cache[t][mi] = flops / s;
-                add_result("sgemm", "openblas", BNB4_F32, 0, N, K, a.m, T, s, 4.0 * (double)n, flops, fma[t], "fma",
-                           0);
+                const timing tm = time_paired(call_sgemm, &a, (int)copies, o.runs, flops, CEIL_FMA, T);
+                sgemm_cache[t][mi] = flops / tm.seconds;
+                add_result("sgemm", "openblas", BNB4_F32, 0, N, K, a.m, T, tm, 4.0 * (double)n, flops, CEIL_FMA, 0);
             }
 #endif
             for (int dti = 0; dti < 2; dti++) {
@@ -597,26 +644,27 @@ int bnb4_bench_cpu_main(int argc, char **argv) {
                     const char *kname = bnb4_kernel_name(a.ctx, a.m == 1 ? BNB4_OP_GEMV : BNB4_OP_GEMM, a.dt, a.m);
                     for (int nested = 0; nested < (a.m == 1 ? 2 : 1); nested++) {
                         a.nested = nested;
-                        const double s = time_calls(call_gemm, &a, (int)copies, o.runs);
                         const double flops = 2.0 * (double)a.m * (double)N * (double)K;
                         const double wb = nested ? wbytes_nested : wbytes_plain;
-                        if (a.m == 1)
-                            add_result("gemv", kname, a.dt, nested, N, K, 1, T, s, wb, flops, read_bw[t], "read", 0);
-                        else
-                            add_result("gemm", kname, a.dt, nested, N, K, a.m, T, s, wb, flops, fma[t], "fma",
-                                       a.dt == BNB4_F32 ? sgemm_cache[t][mi] : 0);
+                        const ceil_kind kind = a.m == 1 ? CEIL_READ : CEIL_FMA;
+                        const timing tm =
+                            time_paired(call_gemm, &a, (int)copies, o.runs, a.m == 1 ? wb : flops, kind, T);
+                        add_result(a.m == 1 ? "gemv" : "gemm", kname, a.dt, nested, N, K, a.m, T, tm, wb, flops, kind,
+                                   a.dt == BNB4_F32 && a.m > 1 ? sgemm_cache[t][mi] : 0);
                     }
                 }
                 /* dequantize: packed + absmax read, n elements written */
                 a.nested = 0;
-                const double s = time_calls(call_dequantize, &a, (int)copies, o.runs);
-                add_result("dequant", bnb4_kernel_name(a.ctx, BNB4_OP_DEQUANTIZE, a.dt, 1), a.dt, 0, N, K, 0, T, s,
-                           wbytes_plain + (double)n * (double)bnb4_dtype_size(a.dt), 0, copy_bw[t], "copy", 0);
+                const double db = wbytes_plain + (double)n * (double)bnb4_dtype_size(a.dt);
+                const timing tm = time_paired(call_dequantize, &a, (int)copies, o.runs, db, CEIL_COPY, T);
+                add_result("dequant", bnb4_kernel_name(a.ctx, BNB4_OP_DEQUANTIZE, a.dt, 1), a.dt, 0, N, K, 0, T, tm,
+                           db, 0, CEIL_COPY, 0);
             }
             /* quantize: float32 source read, packed + absmax written */
-            const double s = time_calls(call_quantize, &a, (int)copies, o.runs);
-            add_result("quantize", bnb4_kernel_name(a.ctx, BNB4_OP_QUANTIZE, BNB4_F32, 1), BNB4_F32, 0, N, K, 0, T, s,
-                       wbytes_plain + 4.0 * (double)n, 0, copy_bw[t], "copy", 0);
+            const double qb = wbytes_plain + 4.0 * (double)n;
+            const timing tm = time_paired(call_quantize, &a, (int)copies, o.runs, qb, CEIL_COPY, T);
+            add_result("quantize", bnb4_kernel_name(a.ctx, BNB4_OP_QUANTIZE, BNB4_F32, 1), BNB4_F32, 0, N, K, 0, T, tm,
+                       qb, 0, CEIL_COPY, 0);
             bnb4_ctx_destroy(a.ctx);
             a.ctx = NULL;
         }
@@ -629,8 +677,11 @@ int bnb4_bench_cpu_main(int argc, char **argv) {
         free(a.x), free(a.y), free(a.dense), free(src);
     }
 
+    free(big);
+    ceil_buf = NULL;
     if (o.json) {
-        printf("{\n  \"machine\": {\"cpu_features\": \"%s\", \"threads\": %d},\n", bnb4_cpu_features(), o.threads);
+        printf("{\n  \"machine\": {\"cpu_features\": \"%s\", \"threads\": %d, \"loadavg_start\": %.2f},\n",
+               bnb4_cpu_features(), o.threads, load[0]);
         printf("  \"ceilings\": [");
         for (int t = 0; t < nthread_counts; t++)
             printf("%s\n    {\"threads\": %d, \"read_gbps\": %.3f, \"copy_gbps\": %.3f, \"fma_gflops\": %.2f}",
@@ -640,9 +691,9 @@ int bnb4_bench_cpu_main(int argc, char **argv) {
             const result *r = &results[i];
             printf("%s\n    {\"op\": \"%s\", \"kernel\": \"%s\", \"dtype\": \"%s\", \"absmax\": \"%s\", \"n\": %zu, "
                    "\"k\": %zu, \"m\": %zu, \"threads\": %d, \"median_ms\": %.4f, \"gbps\": %.3f, \"gflops\": %.2f, "
-                   "\"ratio\": %.4f, \"ceiling\": \"%s\", \"ratio_sgemm\": %.4f}",
+                   "\"ratio\": %.4f, \"ceiling\": \"%s\", \"ceiling_value\": %.4g, \"ratio_sgemm\": %.4f}",
                    i ? "," : "", r->op, r->kernel, r->dtype, r->absmax, r->n, r->k, r->m, r->threads,
-                   r->seconds * 1e3, r->gbps, r->gflops, r->ratio, r->ceiling, r->ratio_sgemm);
+                   r->seconds * 1e3, r->gbps, r->gflops, r->ratio, r->ceiling, r->ceiling_value, r->ratio_sgemm);
         }
         printf("\n  ]\n}\n");
     }

@@ -67,6 +67,13 @@ Array special_data(bnb4_dtype dt, size_t n, size_t blocksize, std::mt19937_64 &g
         const size_t d = (b + 2) % nb;
         for (size_t i = 0; i < blocksize; i++)
             a.set(d * blocksize + i, u(g) * 1e-36f);
+        // absmax just above 2^-110 (the kernels' no-flush fast path) with subnormals of both signs among
+        // the values: their huge normalised products must still encode as flushed zeros
+        if (nb > 3) {
+            const size_t e = (b + 3) % nb;
+            for (size_t i = 0; i < blocksize; i++)
+                a.set(e * blocksize + i, i % 3 ? u(g) * 1e-32f : u(g) * 1e-39f);
+        }
     }
     return a;
 }

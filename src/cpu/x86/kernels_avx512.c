@@ -79,7 +79,7 @@ typedef struct {
     __m512 t;                 /* thresholds, padded with +inf */
     __m512i rank_to_code;     /* FP4 rank -> bit pattern */
     __m512i one, two, three, four, seven, eight;
-    __m512 fmin;              /* FLT_MIN: below it a value is subnormal (flushed) */
+    __m512 fmin, nfmin;       /* +-FLT_MIN: below it in magnitude a value is subnormal (flushed) */
 } code_consts;
 
 /* #{k : xn > t[k]} for ascending t[0..14] as a binary search (NaN fails every compare: 0); measured
@@ -93,9 +93,8 @@ ALWAYS_INLINE __m512i nf4_codes(__m512 xn, const code_consts *k) {
     return _mm512_mask_add_epi32(c, _mm512_cmp_ps_mask(xn, _mm512_permutexvar_ps(c, k->t), _CMP_GT_OQ), c, k->one);
 }
 
-/* bnb4_fp4_encode: sign from xn < 0, rank of |xn| among u[0..6], rank -> bit pattern by table. */
-ALWAYS_INLINE __m512i fp4_codes(__m512 xn, const code_consts *k) {
-    const __mmask16 neg = _mm512_cmp_ps_mask(xn, _mm512_setzero_ps(), _CMP_LT_OQ);
+/* bnb4_fp4_encode for a given sign mask: rank of |xn| among u[0..6], rank -> bit pattern by table. */
+ALWAYS_INLINE __m512i fp4_codes_signed(__m512 xn, __mmask16 neg, const code_consts *k) {
     const __m512 a = _mm512_abs_ps(xn);
     __m512i r = _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask(a, _mm512_permutexvar_ps(k->three, k->t), _CMP_GT_OQ), k->four);
     r = _mm512_mask_add_epi32(r, _mm512_cmp_ps_mask(a, _mm512_permutexvar_ps(_mm512_add_epi32(r, k->one), k->t), _CMP_GT_OQ),
@@ -103,6 +102,11 @@ ALWAYS_INLINE __m512i fp4_codes(__m512 xn, const code_consts *k) {
     r = _mm512_mask_add_epi32(r, _mm512_cmp_ps_mask(a, _mm512_permutexvar_ps(r, k->t), _CMP_GT_OQ), r, k->one);
     const __m512i code = _mm512_permutexvar_epi32(r, k->rank_to_code);
     return _mm512_mask_or_epi32(code, neg, code, k->eight);
+}
+
+/* bnb4_fp4_encode: the sign is xn < 0 (so -0.0 and NaN are positive). */
+ALWAYS_INLINE __m512i fp4_codes(__m512 xn, const code_consts *k) {
+    return fp4_codes_signed(xn, _mm512_cmp_ps_mask(xn, _mm512_setzero_ps(), _CMP_LT_OQ), k);
 }
 
 /* x * inv as mul.ftz.f32: subnormal x counts as 0 (so 0 * inf = NaN stays), subnormal products flush. */
@@ -127,7 +131,7 @@ ALWAYS_INLINE void quantize_blocks_impl(const void *src, bnb4_dtype dt, size_t b
     k.rank_to_code = _mm512_loadu_si512(fp4_rank_to_code);
     k.one = _mm512_set1_epi32(1), k.two = _mm512_set1_epi32(2), k.three = _mm512_set1_epi32(3);
     k.four = _mm512_set1_epi32(4), k.seven = _mm512_set1_epi32(7), k.eight = _mm512_set1_epi32(8);
-    k.fmin = _mm512_set1_ps(0x1p-126f);
+    k.fmin = _mm512_set1_ps(0x1p-126f), k.nfmin = _mm512_set1_ps(-0x1p-126f);
     const __m512 lowest = _mm512_set1_ps(-0x1.fffffep+127f); /* the kernel's running max starts at -FLT_MAX */
     for (size_t b = b0; b < b1; b++) {
         const size_t e0 = b * bs;
@@ -141,7 +145,27 @@ ALWAYS_INLINE void quantize_blocks_impl(const void *src, bnb4_dtype dt, size_t b
         absmax[b] = amax;
         const __m512 inv = _mm512_set1_ps(bnb4_ftz(bnb4_rcp_approx_f32(amax)));
         uint8_t *out = packed + e0 / 2;
-        for (size_t i = 0; i < bs; i += 32) {
+        if (amax >= 0x1p-110f) {
+            /* Common case: inv <= 2^110, so a flushed input would only have given |xn| < 2^-16, which encodes
+             * like 0 (NF4: code 7; FP4: rank 0) as does a subnormal product; only FP4's sign needs both the
+             * input and the product to be normal negatives. No flushing needed. */
+            for (size_t i = 0; i < bs; i += 32) {
+                const __m512 x0 = load16_f32(src, dt, e0 + i), x1 = load16_f32(src, dt, e0 + i + 16);
+                const __m512 n0 = _mm512_mul_ps(x0, inv), n1 = _mm512_mul_ps(x1, inv);
+                __m512i c0, c1;
+                if (nf4) {
+                    c0 = nf4_codes(n0, &k), c1 = nf4_codes(n1, &k);
+                } else {
+                    c0 = fp4_codes_signed(n0, _mm512_cmp_ps_mask(x0, k.nfmin, _CMP_LT_OQ) &
+                                                  _mm512_cmp_ps_mask(n0, k.nfmin, _CMP_LT_OQ), &k);
+                    c1 = fp4_codes_signed(n1, _mm512_cmp_ps_mask(x1, k.nfmin, _CMP_LT_OQ) &
+                                                  _mm512_cmp_ps_mask(n1, k.nfmin, _CMP_LT_OQ), &k);
+                }
+                _mm_storeu_si128((__m128i *)(out + i / 2), pack_codes(c0, c1));
+            }
+            continue;
+        }
+        for (size_t i = 0; i < bs; i += 32) { /* tiny or zero absmax: flush exactly as mul.ftz does */
             const __m512 x0 = mul_ftz(load16_f32(src, dt, e0 + i), inv, k.fmin);
             const __m512 x1 = mul_ftz(load16_f32(src, dt, e0 + i + 16), inv, k.fmin);
             const __m512i c0 = nf4 ? nf4_codes(x0, &k) : fp4_codes(x0, &k);
