@@ -96,3 +96,24 @@ def test_linear_4bit_auto_select(kind, rng):
     assert tuple(y.shape) == (n_out,)
     y = bnb4.linear_4bit(kind.arr(rng.standard_normal((4, k)), "float16"), packed_w, absmax_w, output_features=n_out)
     assert tuple(y.shape) == (4, n_out)
+
+
+def test_api_is_the_seeds():
+    """Names, argument order and defaults of the seed's bitsandbytes_mps module."""
+    import inspect
+    assert (bnb4.FP4, bnb4.NF4) == (1, 2)
+    expected = {
+        "quantize_4bit": [("input", None), ("blocksize", 64), ("quant_type", 2)],
+        "dequantize_4bit": [("packed", None), ("absmax", None), ("blocksize", 64), ("quant_type", 2),
+                            ("numel", -1), ("output_dtype", "float16")],
+        "gemv_4bit": [("x", None), ("w", None), ("absmax", None), ("output_features", None), ("blocksize", 64),
+                      ("quant_type", 2)],
+        "gemm_4bit": [("x", None), ("w", None), ("absmax", None), ("output_features", None), ("blocksize", 64),
+                      ("quant_type", 2)],
+        "linear_4bit": [("x", None), ("w", None), ("absmax", None), ("output_features", None), ("blocksize", 64),
+                        ("quant_type", 2), ("bias", None)],
+    }
+    for name, params in expected.items():
+        sig = inspect.signature(getattr(bnb4, name))
+        got = [(p.name, None if p.default is inspect.Parameter.empty else p.default) for p in sig.parameters.values()]
+        assert got == params, name
