@@ -23,6 +23,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+# Per-step time limits in seconds (a device lease is short; a step that runs out counts as FAILED).
+T_TESTS="${T_TESTS:-300}" T_SANITIZER="${T_SANITIZER:-150}" T_BENCH="${T_BENCH:-300}"
 OUT="${OUT:-build-cuda/check}"
 mkdir -p "$OUT"
 LOG="$OUT/log"
@@ -69,19 +71,8 @@ echo "conformance files: ${BNB4_CONFORMANCE_DIR:-none (conformance tests will sk
 if [ -x "$TESTS" ]; then
   step "CUDA tests (vs CPU reference and conformance)"
   if [ "$QUICK" = 1 ]; then export BNB4_CUDA_TEST_QUICK=1; fi
-  if "$TESTS" --gtest_color=no; then RESULT[tests]="ok"; else RESULT[tests]="FAILED"; fi
+  if timeout "$T_TESTS" "$TESTS" --gtest_color=no; then RESULT[tests]="ok"; else RESULT[tests]="FAILED"; fi
   unset BNB4_CUDA_TEST_QUICK
-  if [ "$SANITIZE" = 1 ]; then
-    for tool in memcheck racecheck; do
-      step "compute-sanitizer $tool (quick sweep)"
-      if BNB4_CUDA_TEST_QUICK=1 compute-sanitizer --tool "$tool" --error-exitcode 99 \
-           "$TESTS" --gtest_color=no --gtest_brief=1; then
-        RESULT[$tool]="ok"
-      else
-        RESULT[$tool]="FAILED"
-      fi
-    done
-  fi
 else
   RESULT[tests]="not built"
 fi
@@ -90,8 +81,22 @@ if [ "$BENCH" = 1 ] && [ -x "$BENCHBIN" ]; then
   step "benchmark"
   BARGS=(--csv "$OUT/bench.csv")
   [ "$QUICK" = 1 ] && BARGS+=(--quick)
-  if "$BENCHBIN" "${BARGS[@]}" > "$OUT/bench.txt"; then RESULT[bench]="ok"; else RESULT[bench]="FAILED"; fi
+  if timeout "$T_BENCH" "$BENCHBIN" "${BARGS[@]}" > "$OUT/bench.txt"; then RESULT[bench]="ok"; else RESULT[bench]="FAILED"; fi
   sed '/^==== bnb4 CUDA summary/,$d' "$OUT/bench.txt"
+fi
+
+if [ -x "$TESTS" ]; then
+  if [ "$SANITIZE" = 1 ]; then
+    for tool in memcheck racecheck; do
+      step "compute-sanitizer $tool (quick sweep)"
+      if BNB4_CUDA_TEST_QUICK=1 timeout "$T_SANITIZER" compute-sanitizer --tool "$tool" --error-exitcode 99 \
+           "$TESTS" --gtest_color=no --gtest_brief=1; then
+        RESULT[$tool]="ok"
+      else
+        RESULT[$tool]="FAILED"
+      fi
+    done
+  fi
 fi
 
 step "summary"

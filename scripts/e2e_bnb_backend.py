@@ -114,7 +114,6 @@ def time_decode_step(model, prompt, args):
         cache = DynamicCache()
         out = model(prompt, past_key_values=cache, use_cache=True)
         token = out.logits[:, -1:].argmax(-1)
-        length = prompt.shape[1]
         times = []
         for i in range(args.reps + 5):
             sync(args.device)

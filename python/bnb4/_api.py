@@ -20,7 +20,7 @@ ceil(n/blocksize) floats, whatever their shapes ([N, K/2] and [N, K/bs] in the s
 import ctypes
 
 from . import _lib
-from ._arrays import DTYPE_NAMES, kind_of, resolve_dtype, same_kind
+from ._arrays import kind_of, resolve_dtype, same_kind
 
 FP4 = _lib.FP4
 NF4 = _lib.NF4
@@ -223,10 +223,6 @@ def kernel_name(op, dtype="float32", m=1, device="cpu"):
         index = int(device.split(":")[1]) if ":" in device else 0
         ctx = _lib.cuda_context(index, 0)
     return _lib.lib.bnb4_kernel_name(ctx, ops[op], resolve_dtype(dtype), positive_int(m, "m")).decode()
-
-
-def describe_dtype(code):
-    return DTYPE_NAMES[code]
 
 
 __all__ = ["FP4", "NF4", "quantize_4bit", "dequantize_4bit", "gemv_4bit", "gemm_4bit", "linear_4bit",

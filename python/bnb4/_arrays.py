@@ -131,14 +131,8 @@ class _NumpyKind:
     def f32_from(self, values):
         return np.asarray(values, dtype=np.float32)
 
-    def u8_from(self, data):
-        return np.frombuffer(bytes(data), dtype=np.uint8).copy()
-
     def to_host_bytes(self, x):
         return np.ascontiguousarray(x).reshape(-1).view(np.uint8).tobytes()
-
-    def to_host_f32(self, x):
-        return np.asarray(x, dtype=np.float32).reshape(-1)
 
     def concat_bytes(self, a, b):
         return np.concatenate([a, b])
@@ -225,15 +219,8 @@ class _TorchKind:
         torch = self._t()
         return torch.tensor(list(values), dtype=torch.float32, device=self.device)
 
-    def u8_from(self, data):
-        torch = self._t()
-        return torch.tensor(list(bytes(data)), dtype=torch.uint8, device=self.device)
-
     def to_host_bytes(self, x):
         return self.as_bytes(x).cpu().numpy().tobytes()
-
-    def to_host_f32(self, x):
-        return x.detach().float().cpu().numpy().reshape(-1)
 
     def concat_bytes(self, a, b):
         return self._t().cat([a, b])
