@@ -330,7 +330,7 @@ static int copy_tensor(q_run *r, bnb4_st_writer *w, const bnb4_st_file *f, const
 static int quantize_tensor(q_run *r, bnb4_st_writer *w, const bnb4_st_file *f, const q_entry *e, char *err) {
     const q_opts *o = r->o;
     const bnb4_st_tensor *t = e->t;
-    bnb4_dtype dt;
+    bnb4_dtype dt = BNB4_F32;
     dtype_of(t->dtype, &dt);
     size_t n = (size_t)t->numel, packed_n, nb;
     if (bnb4_packed_bytes(n, &packed_n) != BNB4_OK || bnb4_absmax_count(n, o->blocksize, &nb) != BNB4_OK) {
@@ -649,7 +649,7 @@ int cli_cmd_quantize(int argc, char **argv) {
         for (size_t i = 0; i < bnb4_st_count(m.shards[s]); i++) {
             const bnb4_st_tensor *t = bnb4_st_at(m.shards[s], i);
             if (selected(&o, t)) {
-                bnb4_dtype d;
+                bnb4_dtype d = BNB4_F32;
                 dtype_of(t->dtype, &d);
                 if (seen_dtype >= 0 && seen_dtype != (int)d) mixed = 1;
                 seen_dtype = (int)d;
