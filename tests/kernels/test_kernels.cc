@@ -16,6 +16,9 @@
 #include <string>
 #include <vector>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "bnb4.h"
 #include "bnb4_format.h"
 #include "bnb4_half.h"
@@ -184,6 +187,29 @@ TEST(Kernels, ThreadPoolRunsEachUnitOnce) {
                 ASSERT_EQ(1, hits[u]) << "threads " << threads << " units " << units << " unit " << u;
         }
     }
+}
+
+// A fork()ed child (Python multiprocessing) has none of the parent's workers; its ops must still run
+// on several threads without waiting for workers that do not exist (alarm turns a hang into a failure).
+TEST(Kernels, ThreadPoolWorksAfterFork) {
+    std::vector<int> hits(64, 0);
+    bnb4_parallel_for(2, hits.size(), [](void *arg, size_t u, int) { ((int *)arg)[u]++; }, hits.data());
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        alarm(20);
+        std::vector<int> h(1000, 0);
+        for (int rep = 0; rep < 3; rep++)
+            bnb4_parallel_for(2, h.size(), [](void *arg, size_t u, int) { ((int *)arg)[u]++; }, h.data());
+        for (int v : h)
+            if (v != 3)
+                _exit(1);
+        _exit(0);
+    }
+    int status = 0;
+    ASSERT_EQ(pid, waitpid(pid, &status, 0));
+    EXPECT_TRUE(WIFEXITED(status)) << "child killed by signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    EXPECT_EQ(0, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 }
 
 TEST(Kernels, QuantizeByteExact) {

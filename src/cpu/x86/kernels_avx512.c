@@ -272,7 +272,7 @@ static void nested_scales_avx512(const bnb4_qtensor *q, size_t b0, size_t b1, fl
 
 /* ---- gemm: direct kernel (m <= 8) ----------------------------------------------------------------------------- */
 
-enum { DIRECT_MAX_M = 8, DIRECT_COLS = 16 };
+enum { DIRECT_MAX_M = 8, DIRECT_COLS = 16, PF_GROUPS = 8 };
 
 /* Row stride of prepared X, in elements: K plus one cache line more per row, so that rows 16 KiB apart
  * (K = 4096) do not all map to the same L1 sets. */
@@ -312,7 +312,8 @@ ALWAYS_INLINE __m512i nibble_plane(__m512i d, int k) {
 
 /* out[i][r] = sum_k X[i][k] W[r][k] for MR rows of X and RB weight rows. */
 ALWAYS_INLINE void direct_dot(const float *xp, size_t K, size_t bs, const int MR, const int RB,
-                              const uint8_t *const *wrow, const float *const *srow, __m512 cb, float (*out)[4]) {
+                              const uint8_t *const *wrow, const uint8_t *pf, const float *const *srow, __m512 cb,
+                              float (*out)[4]) {
     const __m512i lane_block = bs >= 128 ? _mm512_setzero_si512()
                                : bs == 64 ? _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
                                           : _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
@@ -328,8 +329,11 @@ ALWAYS_INLINE void direct_dot(const float *xp, size_t K, size_t bs, const int MR
         __m512i d[4];
         __m512 p[DIRECT_MAX_M][4];
         #pragma GCC unroll 8
-        for (int r = 0; r < RB; r++)
+        for (int r = 0; r < RB; r++) {
             d[r] = _mm512_loadu_si512(wrow[r] + c / 2);
+            /* the next row group, one line per row per chunk: exactly its size over this loop */
+            _mm_prefetch((const char *)pf + (c / 128 * (size_t)RB + (size_t)r) * 64, _MM_HINT_T0);
+        }
 #pragma GCC unroll 8
         for (int k = 0; k < 8; k++) {
             __m512 w[4];
@@ -363,8 +367,8 @@ ALWAYS_INLINE void direct_dot(const float *xp, size_t K, size_t bs, const int MR
  * per weight vector, shared by the X rows), so the accumulators need no per-chunk partial sums and 16 fit
  * in registers; every X vector loaded (from L2 when m*K is large) feeds 4 FMAs. */
 ALWAYS_INLINE void direct_dot_scaled(const float *xp, size_t xs, size_t K, size_t bs, const int MR,
-                                     const uint8_t *const *wrow, const float *const *srow, __m512 cb,
-                                     float (*out)[4]) {
+                                     const uint8_t *const *wrow, const uint8_t *pf, const float *const *srow,
+                                     __m512 cb, float (*out)[4]) {
     const __m512i lane_block = bs >= 128 ? _mm512_setzero_si512()
                                : bs == 64 ? _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
                                           : _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
@@ -381,6 +385,7 @@ ALWAYS_INLINE void direct_dot_scaled(const float *xp, size_t xs, size_t K, size_
 #pragma GCC unroll 4
         for (int r = 0; r < 4; r++) {
             d[r] = _mm512_loadu_si512(wrow[r] + c / 2);
+            _mm_prefetch((const char *)pf + (c / 128 * 4 + (size_t)r) * 64, _MM_HINT_T0);
             sv[r] = _mm512_permutexvar_ps(lane_block, _mm512_maskz_loadu_ps(scale_mask, srow[r] + c / bs));
         }
 #pragma GCC unroll 8
@@ -426,18 +431,19 @@ static void direct_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scra
             wrow[r] = w->packed + jr * K / 2;
             srow[r] = w->absmax ? w->absmax + jr * bpr : scales + (jr - j0) * bpr;
         }
+        const uint8_t *pf = w->packed + (j + PF_GROUPS * (size_t)RB) * K / 2; /* a later group (prefetch only) */
         if (m == 1) {
-            direct_dot(xp, K, bs, 1, 4, wrow, srow, cb, out);
+            direct_dot(xp, K, bs, 1, 4, wrow, pf, srow, cb, out);
         } else if (m == 2) {
-            direct_dot(xp, K, bs, 2, 2, wrow, srow, cb, out);
+            direct_dot(xp, K, bs, 2, 2, wrow, pf, srow, cb, out);
         } else {
             for (size_t i0 = 0; i0 < m; i0 += 4) {
                 const float *x0 = xp + i0 * xs;
                 switch (m - i0 < 4 ? m - i0 : 4) {
-                case 1: direct_dot_scaled(x0, xs, K, bs, 1, wrow, srow, cb, out + i0); break;
-                case 2: direct_dot_scaled(x0, xs, K, bs, 2, wrow, srow, cb, out + i0); break;
-                case 3: direct_dot_scaled(x0, xs, K, bs, 3, wrow, srow, cb, out + i0); break;
-                default: direct_dot_scaled(x0, xs, K, bs, 4, wrow, srow, cb, out + i0); break;
+                case 1: direct_dot_scaled(x0, xs, K, bs, 1, wrow, pf, srow, cb, out + i0); break;
+                case 2: direct_dot_scaled(x0, xs, K, bs, 2, wrow, pf, srow, cb, out + i0); break;
+                case 3: direct_dot_scaled(x0, xs, K, bs, 3, wrow, pf, srow, cb, out + i0); break;
+                default: direct_dot_scaled(x0, xs, K, bs, 4, wrow, pf, srow, cb, out + i0); break;
                 }
             }
         }
@@ -483,8 +489,8 @@ ALWAYS_INLINE __m512i nibble_plane16(__m512i d, int k) {
 }
 
 ALWAYS_INLINE void direct_dot_bf16(const uint16_t *xp, size_t K, size_t bs, const int MR, const int RB,
-                                   const uint8_t *const *wrow, const float *const *srow, __m512i cbw,
-                                   float (*out)[4]) {
+                                   const uint8_t *const *wrow, const uint8_t *pf, const float *const *srow,
+                                   __m512i cbw, float (*out)[4]) {
     const __m512i lane_block = bs >= 128 ? _mm512_setzero_si512()
                                : bs == 64 ? _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
                                           : _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
@@ -500,8 +506,11 @@ ALWAYS_INLINE void direct_dot_bf16(const uint16_t *xp, size_t K, size_t bs, cons
         __m512i d[4];
         __m512 p[DIRECT_MAX_M][4];
         #pragma GCC unroll 8
-        for (int r = 0; r < RB; r++)
+        for (int r = 0; r < RB; r++) {
             d[r] = _mm512_loadu_si512(wrow[r] + c / 2);
+            /* the next row group, one line per row per chunk: exactly its size over this loop */
+            _mm_prefetch((const char *)pf + (c / 128 * (size_t)RB + (size_t)r) * 64, _MM_HINT_T0);
+        }
 #pragma GCC unroll 4
         for (int k = 0; k < 4; k++) {
             __m512bh w[4];
@@ -554,15 +563,16 @@ static void direct_bf16_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void 
             wrow[r] = w->packed + jr * K / 2;
             srow[r] = w->absmax ? w->absmax + jr * bpr : scales + (jr - j0) * bpr;
         }
+        const uint8_t *pf = w->packed + (j + PF_GROUPS * (size_t)RB) * K / 2; /* a later group (prefetch only) */
         switch (MR) {
-        case 1: direct_dot_bf16(xp, K, bs, 1, 4, wrow, srow, cbw, out); break;
-        case 2: direct_dot_bf16(xp, K, bs, 2, 2, wrow, srow, cbw, out); break;
-        case 3: direct_dot_bf16(xp, K, bs, 3, 1, wrow, srow, cbw, out); break;
-        case 4: direct_dot_bf16(xp, K, bs, 4, 1, wrow, srow, cbw, out); break;
-        case 5: direct_dot_bf16(xp, K, bs, 5, 1, wrow, srow, cbw, out); break;
-        case 6: direct_dot_bf16(xp, K, bs, 6, 1, wrow, srow, cbw, out); break;
-        case 7: direct_dot_bf16(xp, K, bs, 7, 1, wrow, srow, cbw, out); break;
-        default: direct_dot_bf16(xp, K, bs, 8, 1, wrow, srow, cbw, out); break;
+        case 1: direct_dot_bf16(xp, K, bs, 1, 4, wrow, pf, srow, cbw, out); break;
+        case 2: direct_dot_bf16(xp, K, bs, 2, 2, wrow, pf, srow, cbw, out); break;
+        case 3: direct_dot_bf16(xp, K, bs, 3, 1, wrow, pf, srow, cbw, out); break;
+        case 4: direct_dot_bf16(xp, K, bs, 4, 1, wrow, pf, srow, cbw, out); break;
+        case 5: direct_dot_bf16(xp, K, bs, 5, 1, wrow, pf, srow, cbw, out); break;
+        case 6: direct_dot_bf16(xp, K, bs, 6, 1, wrow, pf, srow, cbw, out); break;
+        case 7: direct_dot_bf16(xp, K, bs, 7, 1, wrow, pf, srow, cbw, out); break;
+        default: direct_dot_bf16(xp, K, bs, 8, 1, wrow, pf, srow, cbw, out); break;
         }
         #pragma GCC unroll 8
         for (int i = 0; i < MR; i++)
