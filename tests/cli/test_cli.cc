@@ -514,6 +514,9 @@ TEST(Cli, BadInputsGiveClearMessagesAndLeaveNothing) {
     expect_failure({"quantize", "--threads", "-3", good, tmp / "o.safetensors"}, 2, "--threads");
     expect_failure({"frobnicate"}, 2, "unknown command");
     expect_failure({"dequantize", "--dtype", "f8", good, tmp / "o.safetensors"}, 2, "--dtype");
+    write_st(tmp / "clash.safetensors", {random_tensor(rng, "x.weight", "F16", {8, 64}),
+                                         random_tensor(rng, "x.weight.absmax", "F32", {8})});
+    expect_failure({"quantize", tmp / "clash.safetensors", tmp / "o.safetensors"}, 3, "\"x.weight.absmax\"");
     // already quantized input; malformed quant_state in inspect/dequantize
     ASSERT_EQ(run({"quantize", "-q", good, tmp / "q.safetensors"}).code, 0);
     expect_failure({"quantize", tmp / "q.safetensors", tmp / "o.safetensors"}, 3, "already quantized");

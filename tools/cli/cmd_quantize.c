@@ -455,7 +455,7 @@ static char *suffixed(const char *a, const char *b) {
 }
 
 static int convert_shard(q_run *r, const bnb4_st_file *f, const char *out_path, json_t *weight_map,
-                         const char *shard_name, uint64_t *shard_bytes, char *err) {
+                         const char *shard_name, char *err) {
     const q_opts *o = r->o;
     size_t count = bnb4_st_count(f);
     q_entry *plan = calloc(count ? count : 1, sizeof *plan);
@@ -548,7 +548,6 @@ static int convert_shard(q_run *r, const bnb4_st_file *f, const char *out_path, 
         goto done;
     }
     w = NULL;
-    (void)shard_bytes;
     rc = 0;
 done:
     bnb4_st_writer_abort(w);
@@ -649,6 +648,20 @@ int cli_cmd_quantize(int argc, char **argv) {
         for (size_t i = 0; i < bnb4_st_count(m.shards[s]); i++) {
             const bnb4_st_tensor *t = bnb4_st_at(m.shards[s], i);
             if (selected(&o, t)) {
+                /* the names this weight's companions will take must be free */
+                static const char *const sfx[] = {".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map"};
+                for (size_t k = 0; k < sizeof sfx / sizeof *sfx; k++) {
+                    char *c = suffixed(t->name, sfx[k]);
+                    if (!c) goto oom;
+                    int clash = cli_model_find(&m, c, NULL) != NULL;
+                    if (clash) snprintf(err, sizeof err, "%s: has a tensor \"%s\", the name bitsandbytes gives a part of "
+                                        "the quantized \"%s\"", in, c, t->name);
+                    free(c);
+                    if (clash) {
+                        rc = CLI_EXIT_BAD_INPUT;
+                        goto fail;
+                    }
+                }
                 bnb4_dtype d = BNB4_F32;
                 dtype_of(t->dtype, &d);
                 if (seen_dtype >= 0 && seen_dtype != (int)d) mixed = 1;
@@ -731,7 +744,7 @@ int cli_cmd_quantize(int argc, char **argv) {
     for (size_t s = 0; s < m.nshards; s++) {
         char *path = m.is_dir ? cli_join(tmpdir, m.shard_names[s]) : cli_strdup(out);
         if (!path) goto oom;
-        rc = convert_shard(&run, m.shards[s], path, weight_map, m.shard_names[s], NULL, err);
+        rc = convert_shard(&run, m.shards[s], path, weight_map, m.shard_names[s], err);
         free(path);
         if (rc != 0) goto fail;
     }
