@@ -614,6 +614,30 @@ TEST(Cli, InterruptLeavesNoOutput) {
     EXPECT_TRUE(interrupted) << "the conversion always finished before SIGINT arrived";
 }
 
+// Streaming: the resident set stays near one tensor, not the model (issue: under about twice the
+// largest tensor plus a small constant). 16 float32 tensors of 8 MiB = 128 MiB of model.
+TEST(Cli, PeakMemoryBoundedByLargestTensor) {
+#if defined(__SANITIZE_ADDRESS__)
+    GTEST_SKIP() << "RSS is not meaningful under AddressSanitizer";
+#else
+    std::mt19937_64 rng(5);
+    TempDir tmp;
+    std::vector<InTensor> ts;
+    for (int i = 0; i < 16; i++) ts.push_back(random_tensor(rng, "l" + std::to_string(i) + ".weight", "F32", {2048, 1024}));
+    write_st(tmp / "m.safetensors", ts);
+    ts.clear();
+    Result r = run({"quantize", "-j", "2", tmp / "m.safetensors", tmp / "o.safetensors"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    size_t at = r.err.find("peak RSS ");
+    ASSERT_NE(at, std::string::npos) << r.err;
+    double v = std::atof(r.err.c_str() + at + 9);
+    std::string unit = r.err.substr(r.err.find(' ', at + 9) + 1, 3);
+    double mib = unit == "GiB" ? v * 1024 : unit == "MiB" ? v : unit == "KiB" ? v / 1024 : v / (1 << 20);
+    std::printf("peak RSS %.1f MiB for a 128 MiB model of 8 MiB tensors\n", mib);
+    EXPECT_LT(mib, 2 * 8 + 24) << r.err;
+#endif
+}
+
 TEST(Cli, HelpAndInfo) {
     Result h = run({"--help"});
     EXPECT_EQ(h.code, 0);
