@@ -324,7 +324,7 @@ ALWAYS_INLINE __m512i nibble_plane(__m512i d, int k) {
 
 /* out[i][r] = sum_k X[i][k] W[r][k] for MR rows of X and RB weight rows. */
 ALWAYS_INLINE void direct_dot(const float *xp, size_t K, size_t bs, const int MR, const int RB,
-                              const uint8_t *const *wrow, const uint8_t *pf, const float *const *srow, __m512 cb,
+                              const uint8_t *const *wrow, uintptr_t pf, const float *const *srow, __m512 cb,
                               float (*out)[4]) {
     const __m512i lane_block = bs >= 128 ? _mm512_setzero_si512()
                                : bs == 64 ? _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
@@ -344,7 +344,7 @@ ALWAYS_INLINE void direct_dot(const float *xp, size_t K, size_t bs, const int MR
         for (int r = 0; r < RB; r++) {
             d[r] = _mm512_loadu_si512(wrow[r] + c / 2);
             /* the next row group, one line per row per chunk: exactly its size over this loop */
-            _mm_prefetch((const char *)pf + (c / 128 * (size_t)RB + (size_t)r) * 64, _MM_HINT_T0);
+            _mm_prefetch((const char *)(pf + (c / 128 * (size_t)RB + (size_t)r) * 64), _MM_HINT_T0);
         }
 #pragma GCC unroll 8
         for (int k = 0; k < 8; k++) {
@@ -379,7 +379,7 @@ ALWAYS_INLINE void direct_dot(const float *xp, size_t K, size_t bs, const int MR
  * per weight vector, shared by the X rows), so the accumulators need no per-chunk partial sums and 16 fit
  * in registers; every X vector loaded (from L2 when m*K is large) feeds 4 FMAs. */
 ALWAYS_INLINE void direct_dot_scaled(const float *xp, size_t xs, size_t K, size_t bs, const int MR,
-                                     const uint8_t *const *wrow, const uint8_t *pf, const float *const *srow,
+                                     const uint8_t *const *wrow, uintptr_t pf, const float *const *srow,
                                      __m512 cb, float (*out)[4]) {
     const __m512i lane_block = bs >= 128 ? _mm512_setzero_si512()
                                : bs == 64 ? _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
@@ -397,7 +397,7 @@ ALWAYS_INLINE void direct_dot_scaled(const float *xp, size_t xs, size_t K, size_
 #pragma GCC unroll 4
         for (int r = 0; r < 4; r++) {
             d[r] = _mm512_loadu_si512(wrow[r] + c / 2);
-            _mm_prefetch((const char *)pf + (c / 128 * 4 + (size_t)r) * 64, _MM_HINT_T0);
+            _mm_prefetch((const char *)(pf + (c / 128 * 4 + (size_t)r) * 64), _MM_HINT_T0);
             sv[r] = _mm512_permutexvar_ps(lane_block, _mm512_maskz_loadu_ps(scale_mask, srow[r] + c / bs));
         }
 #pragma GCC unroll 8
@@ -443,7 +443,9 @@ static void direct_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scra
             wrow[r] = w->packed + jr * K / 2;
             srow[r] = w->absmax ? w->absmax + jr * bpr : scales + (jr - j0) * bpr;
         }
-        const uint8_t *pf = w->packed + (j + PF_GROUPS * (size_t)RB) * K / 2; /* a later group (prefetch only) */
+        /* a later row group, prefetched while this one is computed: only an address (integer arithmetic,
+         * a prefetch past the tensor's end is harmless and never faults) */
+        const uintptr_t pf = (uintptr_t)w->packed + (j + PF_GROUPS * (size_t)RB) * K / 2;
         if (m == 1) {
             direct_dot(xp, K, bs, 1, 4, wrow, pf, srow, cb, out);
         } else if (m == 2) {
@@ -501,7 +503,7 @@ ALWAYS_INLINE __m512i nibble_plane16(__m512i d, int k) {
 }
 
 ALWAYS_INLINE void direct_dot_bf16(const uint16_t *xp, size_t K, size_t bs, const int MR, const int RB,
-                                   const uint8_t *const *wrow, const uint8_t *pf, const float *const *srow,
+                                   const uint8_t *const *wrow, uintptr_t pf, const float *const *srow,
                                    __m512i cbw, float (*out)[4]) {
     const __m512i lane_block = bs >= 128 ? _mm512_setzero_si512()
                                : bs == 64 ? _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
@@ -521,7 +523,7 @@ ALWAYS_INLINE void direct_dot_bf16(const uint16_t *xp, size_t K, size_t bs, cons
         for (int r = 0; r < RB; r++) {
             d[r] = _mm512_loadu_si512(wrow[r] + c / 2);
             /* the next row group, one line per row per chunk: exactly its size over this loop */
-            _mm_prefetch((const char *)pf + (c / 128 * (size_t)RB + (size_t)r) * 64, _MM_HINT_T0);
+            _mm_prefetch((const char *)(pf + (c / 128 * (size_t)RB + (size_t)r) * 64), _MM_HINT_T0);
         }
 #pragma GCC unroll 4
         for (int k = 0; k < 4; k++) {
@@ -575,7 +577,9 @@ static void direct_bf16_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void 
             wrow[r] = w->packed + jr * K / 2;
             srow[r] = w->absmax ? w->absmax + jr * bpr : scales + (jr - j0) * bpr;
         }
-        const uint8_t *pf = w->packed + (j + PF_GROUPS * (size_t)RB) * K / 2; /* a later group (prefetch only) */
+        /* a later row group, prefetched while this one is computed: only an address (integer arithmetic,
+         * a prefetch past the tensor's end is harmless and never faults) */
+        const uintptr_t pf = (uintptr_t)w->packed + (j + PF_GROUPS * (size_t)RB) * K / 2;
         switch (MR) {
         case 1: direct_dot_bf16(xp, K, bs, 1, 4, wrow, pf, srow, cbw, out); break;
         case 2: direct_dot_bf16(xp, K, bs, 2, 2, wrow, pf, srow, cbw, out); break;
