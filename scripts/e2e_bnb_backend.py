@@ -11,7 +11,7 @@ Then the first model generates 20 tokens greedily with bitsandbytes' kernels and
 the tokens must be the same and the logits within tolerance. One decode step (one token, KV cache of
 the prompt) is timed both ways: median of --reps steps after warm-up, synchronized.
 
-Exit status 0 when every check passes. Needs torch, transformers, bitsandbytes and bnb4 (in-tree:
+Exit status 0 when every check passes. Needs torch, transformers, accelerate, bitsandbytes and bnb4 (in-tree:
 BNB4_LIBRARY=build/libbnb4.so PYTHONPATH=python). Usage:
   python3 scripts/e2e_bnb_backend.py [--device cuda] [--json out.json]
 """
