@@ -253,6 +253,80 @@ TEST(Cli, ConformanceCheckpointByteExact) {
     }
 }
 
+double f16_to_double(uint16_t h) {
+    int e = (h >> 10) & 31, m = h & 1023;
+    double v = e == 0 ? std::ldexp((double)m, -24) : e == 31 ? INFINITY : std::ldexp(1024.0 + m, e - 25);
+    return (h & 0x8000) ? -v : v;
+}
+
+std::vector<double> as_doubles(const bnb4_st_tensor *t) {
+    std::vector<double> v(t->numel);
+    for (uint64_t i = 0; i < t->numel; i++) {
+        if (!std::strcmp(t->dtype, "F16")) {
+            uint16_t h;
+            std::memcpy(&h, t->data + 2 * i, 2);
+            v[i] = f16_to_double(h);
+        } else if (!std::strcmp(t->dtype, "F32")) {
+            float f;
+            std::memcpy(&f, t->data + 4 * i, 4);
+            v[i] = f;
+        } else {
+            std::memcpy(&v[i], t->data + 8 * i, 8);
+        }
+    }
+    return v;
+}
+
+// y[r][o] = sum_k x[r][k] w[o][k] (+ b[o]) in float64
+std::vector<double> linear64(const std::vector<double> &x, const std::vector<double> &w, const std::vector<double> *b,
+                             size_t rows, size_t in, size_t out) {
+    std::vector<double> y(rows * out);
+    for (size_t r = 0; r < rows; r++)
+        for (size_t o = 0; o < out; o++) {
+            double s = b ? (*b)[o] : 0.0;
+            for (size_t k = 0; k < in; k++) s += x[r * in + k] * w[o * in + k];
+            y[r * out + o] = s;
+        }
+    return y;
+}
+
+// bitsandbytes' own checkpoint, dequantized by bnb4 to float32, reproduces the recorded float64 chain
+// through bnb's float32-dequantized weights (conformance checkpoint_expected: ref_f64) to rounding of
+// the summation order: every decoded weight is exact.
+TEST(Cli, DequantizedBitsandbytesCheckpointReproducesFloat64Chain) {
+    std::string dir = BNB4_CONFORMANCE_DIR;
+    std::string ck = dir + "/checkpoint.safetensors", ex = dir + "/checkpoint_expected.safetensors";
+    if (access(ck.c_str(), R_OK) != 0 || access(ex.c_str(), R_OK) != 0)
+        GTEST_SKIP() << "conformance data not found at " << dir << " (set BNB4_CONFORMANCE_DIR)";
+    TempDir tmp;
+    Result r = run({"dequantize", "-q", "--dtype", "f32", ck, tmp / "dq.safetensors"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    Model w, e;
+    w.open_file(tmp / "dq.safetensors", "w");
+    e.open_file(ex, "e");
+    for (const char *name : {"0.weight", "1.weight", "2.weight"}) {
+        ASSERT_NE(w.get(name), nullptr) << name;
+        EXPECT_STREQ(w.get(name)->dtype, "F32");
+    }
+    std::vector<double> w0 = as_doubles(w.get("0.weight")), w1 = as_doubles(w.get("1.weight")),
+                        w2 = as_doubles(w.get("2.weight")), b0 = as_doubles(w.get("0.bias")),
+                        b2 = as_doubles(w.get("2.bias"));
+    for (const char *x : {"x_b1", "x_b4", "x_b2x3"}) {
+        const bnb4_st_tensor *in = e.get(std::string(x) + ".input"), *ref = e.get(std::string(x) + ".ref_f64");
+        ASSERT_TRUE(in && ref) << x;
+        size_t rows = in->numel / 256;
+        std::vector<double> h = linear64(as_doubles(in), w0, &b0, rows, 256, 512);
+        h = linear64(h, w1, nullptr, rows, 512, 384);
+        h = linear64(h, w2, &b2, rows, 384, 128);
+        std::vector<double> want = as_doubles(ref);
+        ASSERT_EQ(h.size(), want.size());
+        double worst = 0;
+        for (size_t i = 0; i < h.size(); i++) worst = std::max(worst, std::fabs(h[i] - want[i]));
+        EXPECT_LT(worst, 1e-12) << x;
+        std::printf("%s: max |float64 chain - ref_f64| = %.3g\n", x, worst);
+    }
+}
+
 // ---- round trips on random sharded models ----------------------------------------------------------
 
 TEST(Cli, QuantizeInspectDequantizeRandomShardedModel) {

@@ -223,7 +223,7 @@ int cli_cmd_dequantize(int argc, char **argv) {
     }
     cli_progress prog;
     cli_progress_init(&prog, quiet, "dequantize", m.total_tensors, m.total_bytes);
-    uint64_t ndq = 0;
+    uint64_t ndq = 0, ncopied = 0;
     for (size_t s = 0; s < m.nshards; s++) {
         const bnb4_st_file *f = m.shards[s];
         char *path = m.is_dir ? cli_join(tmpdir, m.shard_names[s]) : cli_strdup(out);
@@ -270,6 +270,7 @@ int cli_cmd_dequantize(int argc, char **argv) {
             if (!q) {
                 if (bnb4_st_writer_pwrite(w, ids[i], 0, t->data, t->nbytes, err, sizeof err)) rc = CLI_EXIT_FAILURE;
                 bnb4_st_release(f, t);
+                ncopied++;
                 cli_progress_add(&prog, 1, t->nbytes);
                 continue;
             }
@@ -393,7 +394,7 @@ int cli_cmd_dequantize(int argc, char **argv) {
         char rss[32];
         cli_human_bytes((double)cli_peak_rss_bytes(), rss);
         cli_progress_finish(&prog, "dequantized %llu weights, copied %llu tensors in %.2f s (peak RSS %s) -> %s",
-                            (unsigned long long)ndq, (unsigned long long)(m.total_tensors - ndq), el, rss, out);
+                            (unsigned long long)ndq, (unsigned long long)ncopied, el, rss, out);
     }
     rc = CLI_EXIT_OK;
     goto cleanup;
