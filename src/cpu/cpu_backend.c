@@ -71,11 +71,32 @@ bnb4_status bnb4_cpu_nested_offset(bnb4_ctx *ctx, const float *absmax, size_t nb
     return BNB4_OK;
 }
 
+typedef struct {
+    const bnb4_cpu_kernels *k;
+    const float *absmax;
+    size_t nblocks, nested_blocksize, nested_blocks, per_unit;
+    float offset;
+    uint8_t *codes;
+    float *nested_absmax;
+} nested_job;
+
+static void quantize_nested_unit(void *arg, size_t unit, int thread_index) {
+    const nested_job *j = (const nested_job *)arg;
+    (void)thread_index;
+    const size_t j0 = unit * j->per_unit;
+    const size_t j1 = j0 + j->per_unit < j->nested_blocks ? j0 + j->per_unit : j->nested_blocks;
+    void (*fn)(const float *, size_t, float, size_t, size_t, size_t, uint8_t *, float *) =
+        j->k->quantize_nested_blocks ? j->k->quantize_nested_blocks : bnb4_ref_quantize_nested_blocks;
+    fn(j->absmax, j->nblocks, j->offset, j->nested_blocksize, j0, j1, j->codes, j->nested_absmax);
+}
+
 bnb4_status bnb4_cpu_quantize_nested(bnb4_ctx *ctx, const float *absmax, size_t nblocks, float offset,
                                      size_t nested_blocksize, uint8_t *codes, float *nested_absmax) {
-    (void)ctx;
-    bnb4_ref_quantize_nested_blocks(absmax, nblocks, offset, nested_blocksize, 0, blocks_of(nblocks, nested_blocksize),
-                                    codes, nested_absmax);
+    /* nested blocks are independent: split by them, about 16K absmax values per unit */
+    nested_job j = {kernels(), absmax, nblocks, nested_blocksize, blocks_of(nblocks, nested_blocksize), 0,
+                    offset, codes, nested_absmax};
+    j.per_unit = nested_blocksize >= 16384 ? 1 : 16384 / nested_blocksize;
+    bnb4_parallel_for(ctx_threads(ctx), blocks_of(j.nested_blocks, j.per_unit), quantize_nested_unit, &j);
     return BNB4_OK;
 }
 
@@ -201,7 +222,9 @@ const char *bnb4_cpu_kernel_name(bnb4_ctx *ctx, bnb4_op op, bnb4_dtype dt, size_
     case BNB4_OP_QUANTIZE:
         return k->quantize_name[dt];
     case BNB4_OP_QUANTIZE_NESTED:
-        return "ref";
+        return k->quantize_nested_blocks == bnb4_ref_quantize_nested_blocks || !k->quantize_nested_blocks
+                   ? "ref"
+                   : k->isa == BNB4_ISA_AVX512 ? "quantize_nested_8bit__avx512" : "quantize_nested_8bit";
     case BNB4_OP_DEQUANTIZE:
         return k->dequantize_name[dt];
     case BNB4_OP_GEMV:

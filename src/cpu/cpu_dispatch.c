@@ -38,6 +38,7 @@ static const bnb4_cpu_kernels kernels_scalar = {
     dequantize_blocks_ref,
     NULL,
     NULL,
+    bnb4_ref_quantize_nested_blocks,
 };
 
 const bnb4_cpu_kernels *bnb4_cpu_kernels_for(bnb4_isa isa) {

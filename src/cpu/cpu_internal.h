@@ -99,6 +99,10 @@ typedef struct bnb4_cpu_kernels {
     const bnb4_gemm_kernel *(*gemm_select)(bnb4_dtype dt, size_t m, int k_block_aligned);
     /* Decoded scales of nested blocks [b0, b1) (bnb4_ref_block_scale, bit-exact); NULL = generic. */
     void (*nested_scales)(const bnb4_qtensor *q, size_t b0, size_t b1, float *out);
+    /* 8-bit quantization of nested blocks [j0, j1), byte-exact with bnb4_ref_quantize_nested_blocks
+     * (same arguments); NULL = reference. */
+    void (*quantize_nested_blocks)(const float *absmax, size_t nblocks, float offset, size_t nested_blocksize,
+                                   size_t j0, size_t j1, uint8_t *codes, float *nested_absmax);
 } bnb4_cpu_kernels;
 
 const bnb4_cpu_kernels *bnb4_cpu_kernels_for(bnb4_isa isa);

@@ -268,6 +268,65 @@ TEST(Kernels, QuantizeThresholdTies) {
     }
 }
 
+// Nested (8-bit) quantization of absmax: every nested blocksize shape (1, below/at/above the 16 lanes,
+// bitsandbytes' 256, odd), absmax with NaN, inf, ties and values equal to the offset.
+TEST(Kernels, QuantizeNestedByteExact) {
+    auto g = rng(305);
+    Ctx one(1), two(2), three(3);
+    std::uniform_real_distribution<float> u(0.0f, 3.0f);
+    for (size_t nbs : {(size_t)1, (size_t)7, (size_t)16, (size_t)17, (size_t)256, (size_t)300})
+        for (size_t nblocks : {(size_t)1, (size_t)5, (size_t)16, (size_t)255, (size_t)256, (size_t)257, (size_t)4099}) {
+            SCOPED_TRACE("nested blocksize " + std::to_string(nbs) + " nblocks " + std::to_string(nblocks));
+            std::vector<float> absmax(nblocks);
+            for (auto &a : absmax)
+                a = u(g);
+            float offset = 0.0f;
+            ASSERT_EQ(BNB4_OK, bnb4_nested_offset(nullptr, absmax.data(), nblocks, &offset));
+            for (size_t i = 0; i < nblocks; i += 11) // specials, including exactly the offset (difference 0)
+                absmax[i] = (const float[]){NAN, INFINITY, 0.0f, 1e-39f, offset, -1.0f}[(i / 11) % 6];
+            const size_t nn = (nblocks + nbs - 1) / nbs;
+            std::vector<uint8_t> ref_codes(nblocks);
+            std::vector<float> ref_nabs(nn);
+            bnb4_ref_quantize_nested_blocks(absmax.data(), nblocks, offset, nbs, 0, nn, ref_codes.data(), ref_nabs.data());
+            for (Ctx *c : {&one, &two, &three}) {
+                Guarded codes(nblocks), nabs(nn * sizeof(float));
+                ASSERT_EQ(BNB4_OK, bnb4_quantize_nested(c->ctx, absmax.data(), nblocks, offset, nbs, codes.data(),
+                                                        (float *)nabs.data()));
+                ASSERT_TRUE(codes.fence_intact() && nabs.fence_intact());
+                ASSERT_EQ(0, std::memcmp(ref_codes.data(), codes.data(), nblocks));
+                ASSERT_EQ(0, std::memcmp(ref_nabs.data(), nabs.data(), nn * sizeof(float)));
+            }
+        }
+}
+
+// Every midpoint between neighbouring entries of the signed map, and its float neighbours and the entries
+// themselves: with absmax 1 (rcp exactly 1) and offset 0 the normalised value is the value itself, so
+// the ties of the kernel's midpoint test are hit exactly.
+TEST(Kernels, QuantizeNestedMidpointTies) {
+    const float *map = bnb4_nested_code();
+    std::vector<float> v = {1.0f};
+    for (int k = 0; k < 255; k++) {
+        const float mid = bnb4_mul_ftz(bnb4_ftz(map[k] + map[k + 1]), 0.5f);
+        for (float f : {mid, std::nextafter(mid, -2.0f), std::nextafter(mid, 2.0f), map[k]})
+            v.push_back(f);
+    }
+    v.push_back(map[255]);
+    v.push_back(-1.0f);
+    const size_t n = v.size();
+    for (size_t nbs : {n, (size_t)256}) {
+        const size_t nn = (n + nbs - 1) / nbs;
+        if (nbs == 256) // pin every nested block's absmax at 1
+            for (size_t j = 0; j < nn; j++)
+                v[j * 256] = 1.0f;
+        std::vector<uint8_t> ref(n), got(n);
+        std::vector<float> ra(nn), ga(nn);
+        bnb4_ref_quantize_nested_blocks(v.data(), n, 0.0f, nbs, 0, nn, ref.data(), ra.data());
+        ASSERT_EQ(BNB4_OK, bnb4_quantize_nested(nullptr, v.data(), n, 0.0f, nbs, got.data(), ga.data()));
+        EXPECT_EQ(ref, got) << "nested blocksize " << nbs;
+        EXPECT_EQ(0, std::memcmp(ra.data(), ga.data(), nn * sizeof(float)));
+    }
+}
+
 TEST(Kernels, DequantizeBitExact) {
     auto g = rng(302);
     Ctx one(1), two(2), three(3);

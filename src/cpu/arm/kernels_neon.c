@@ -357,4 +357,5 @@ const bnb4_cpu_kernels bnb4_kernels_neon = {
     dequantize_blocks_neon,
     gemm_select_neon,
     NULL,
+    NULL,
 };

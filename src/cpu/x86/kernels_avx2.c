@@ -342,4 +342,5 @@ const bnb4_cpu_kernels bnb4_kernels_avx2 = {
     dequantize_blocks_avx2,
     gemm_select_avx2,
     NULL,
+    NULL,
 };

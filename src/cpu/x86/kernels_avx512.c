@@ -244,28 +244,33 @@ ALWAYS_INLINE __m512 ftz_signed(__m512 v, __m512 fmin) {
     return _mm512_mask_mov_ps(v, sub, _mm512_and_ps(v, _mm512_set1_ps(-0.0f)));
 }
 
+/* table[idx] for a 256-entry float table held in 16 registers, idx in 0..255: vpermt2ps looks up 32
+ * entries by the low 5 bits, then bits 5, 6 and 7 pick among the 8 results (cheaper than a gather on
+ * Zen 4). */
+ALWAYS_INLINE __m512 lookup256(const __m512 table[16], __m512i idx) {
+    __m512 r[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++)
+        r[i] = _mm512_permutex2var_ps(table[2 * i], idx, table[2 * i + 1]);
+    const __mmask16 m5 = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(32));
+    const __mmask16 m6 = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(64));
+    const __mmask16 m7 = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(128));
+    const __m512 s0 = _mm512_mask_blend_ps(m6, _mm512_mask_blend_ps(m5, r[0], r[1]), _mm512_mask_blend_ps(m5, r[2], r[3]));
+    const __m512 s1 = _mm512_mask_blend_ps(m6, _mm512_mask_blend_ps(m5, r[4], r[5]), _mm512_mask_blend_ps(m5, r[6], r[7]));
+    return _mm512_mask_blend_ps(m7, s0, s1);
+}
+
 static void nested_scales_avx512(const bnb4_qtensor *q, size_t b0, size_t b1, float *out) {
     const uint8_t *codes = q->nested.codes;
     const float *code = q->nested.code, *nabs = q->nested.absmax;
     const size_t nbs = q->nested.blocksize;
     const __m512 fmin = _mm512_set1_ps(0x1p-126f), offset = _mm512_set1_ps(q->nested.offset);
-    /* the 256-entry map in 16 registers: vpermt2ps looks up 32 entries by the low 5 bits of the code,
-     * then bits 5, 6 and 7 pick among the 8 results (cheaper than a gather on Zen 4) */
-    __m512 table[16];
+    __m512 table[16]; /* the 256-entry map */
     for (int i = 0; i < 16; i++)
         table[i] = _mm512_loadu_ps(code + 16 * i);
     size_t b = b0;
     for (; b + 16 <= b1; b += 16) {
-        const __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + b)));
-        __m512 r[8];
-        for (int i = 0; i < 8; i++)
-            r[i] = _mm512_permutex2var_ps(table[2 * i], idx, table[2 * i + 1]);
-        const __mmask16 m5 = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(32));
-        const __mmask16 m6 = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(64));
-        const __mmask16 m7 = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(128));
-        const __m512 s0 = _mm512_mask_blend_ps(m6, _mm512_mask_blend_ps(m5, r[0], r[1]), _mm512_mask_blend_ps(m5, r[2], r[3]));
-        const __m512 s1 = _mm512_mask_blend_ps(m6, _mm512_mask_blend_ps(m5, r[4], r[5]), _mm512_mask_blend_ps(m5, r[6], r[7]));
-        const __m512 cv = _mm512_mask_blend_ps(m7, s0, s1);
+        const __m512 cv = lookup256(table, _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + b))));
         __m512 nv;
         if (b / nbs == (b + 15) / nbs) {
             nv = _mm512_set1_ps(nabs[b / nbs]);
@@ -280,6 +285,69 @@ static void nested_scales_avx512(const bnb4_qtensor *q, size_t b0, size_t b1, fl
     }
     for (; b < b1; b++)
         out[b - b0] = bnb4_ref_block_scale(q, b);
+}
+
+/* ---- nested quantize ------------------------------------------------------------------------------------------ */
+
+/* bnb4_ref_quantize_nested_blocks in 16 lanes: the same 7-step search over the 256-entry signed map
+ * (dQuantize<0>: the pivot walks down on "not greater", so NaN walks down too) remembering the last
+ * entries seen below and above, each step's entry fetched by lookup256, then the same FTZ midpoint test
+ * between the final pivot and the bracketing entry on x's side. Tails of a nested block are masked
+ * lanes. */
+static void quantize_nested_blocks_avx512(const float *absmax, size_t nblocks, float offset, size_t nbs,
+                                          size_t j0, size_t j1, uint8_t *codes, float *nested_absmax) {
+    static const float map[256] = {BNB4_NESTED_CODE_VALUES};
+    __m512 table[16];
+    for (int i = 0; i < 16; i++)
+        table[i] = _mm512_loadu_ps(map + 16 * i);
+    const __m512 fmin = _mm512_set1_ps(0x1p-126f), voff = _mm512_set1_ps(offset);
+    for (size_t j = j0; j < j1; j++) {
+        const size_t begin = j * nbs, end = nblocks - begin < nbs ? nblocks : begin + nbs;
+        /* absmax - offset in IEEE float32 (torch), loaded with FTZ; fmaxf ignores NaN (vmaxps keeps m) */
+        __m512 m = _mm512_set1_ps(end - begin < nbs ? 0.0f : -0x1.fffffep+127f);
+        for (size_t i = begin; i < end; i += 16) {
+            const __mmask16 live = end - i >= 16 ? 0xffff : (__mmask16)((1u << (end - i)) - 1u);
+            const __m512 d = ftz_signed(_mm512_sub_ps(_mm512_maskz_loadu_ps(live, absmax + i), voff), fmin);
+            m = _mm512_mask_max_ps(m, live, _mm512_abs_ps(d), m);
+        }
+        const float amax = _mm512_reduce_max_ps(m);
+        nested_absmax[j] = amax;
+        const __m512 inv = _mm512_set1_ps(bnb4_rcp_approx_f32(amax));
+        for (size_t i = begin; i < end; i += 16) {
+            const __mmask16 live = end - i >= 16 ? 0xffff : (__mmask16)((1u << (end - i)) - 1u);
+            const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(live, absmax + i), voff);
+            const __m512 x = ftz_signed(_mm512_mul_ps(ftz_signed(d, fmin), ftz_signed(inv, fmin)), fmin);
+            __m512i pivot = _mm512_set1_epi32(127), upper_pivot = _mm512_set1_epi32(255);
+            __m512i lower_pivot = _mm512_setzero_si512();
+            __m512 lower = _mm512_set1_ps(-1.0f), upper = _mm512_set1_ps(1.0f), val = _mm512_set1_ps(map[127]);
+            for (int step = 64; step > 0; step >>= 1) {
+                const __mmask16 gt = _mm512_cmp_ps_mask(x, val, _CMP_GT_OQ);
+                lower_pivot = _mm512_mask_mov_epi32(lower_pivot, gt, pivot);
+                lower = _mm512_mask_mov_ps(lower, gt, val);
+                upper_pivot = _mm512_mask_mov_epi32(pivot, gt, upper_pivot);
+                upper = _mm512_mask_mov_ps(val, gt, upper);
+                pivot = _mm512_mask_add_epi32(_mm512_sub_epi32(pivot, _mm512_set1_epi32(step)), gt, pivot,
+                                              _mm512_set1_epi32(step));
+                val = lookup256(table, pivot);
+            }
+            upper = _mm512_mask_mov_ps(upper, _mm512_cmpeq_epi32_mask(upper_pivot, _mm512_set1_epi32(255)),
+                                       _mm512_set1_ps(map[255]));
+            lower = _mm512_mask_mov_ps(lower, _mm512_cmpeq_epi32_mask(lower_pivot, _mm512_setzero_si512()),
+                                       _mm512_set1_ps(map[0]));
+            /* midpoints as the kernel rounds them: mul.ftz(add.ftz(a, val), 0.5) */
+            const __m512 half = _mm512_set1_ps(0.5f);
+            const __m512 mid_up = ftz_signed(
+                _mm512_mul_ps(ftz_signed(_mm512_add_ps(ftz_signed(upper, fmin), ftz_signed(val, fmin)), fmin), half), fmin);
+            const __m512 mid_lo = ftz_signed(
+                _mm512_mul_ps(ftz_signed(_mm512_add_ps(ftz_signed(lower, fmin), ftz_signed(val, fmin)), fmin), half), fmin);
+            const __mmask16 above = _mm512_cmp_ps_mask(x, val, _CMP_GT_OQ);
+            const __mmask16 take_up = above & _mm512_cmp_ps_mask(x, mid_up, _CMP_GT_OQ);
+            const __mmask16 take_lo = (__mmask16)~above & _mm512_cmp_ps_mask(x, mid_lo, _CMP_LT_OQ);
+            __m512i q = _mm512_mask_mov_epi32(pivot, take_up, upper_pivot);
+            q = _mm512_mask_mov_epi32(q, take_lo, lower_pivot);
+            _mm_mask_storeu_epi8(codes + i, live, _mm512_cvtepi32_epi8(q));
+        }
+    }
 }
 
 /* ---- gemm: direct kernel (m <= 8) ----------------------------------------------------------------------------- */
@@ -726,4 +794,5 @@ const bnb4_cpu_kernels bnb4_kernels_avx512 = {
     dequantize_blocks_avx512,
     gemm_select_avx512,
     nested_scales_avx512,
+    quantize_nested_blocks_avx512,
 };
