@@ -125,7 +125,7 @@ bnb4_status bnb4_cuda_launch_dequantize_nested(bnb4_cuda_state *s, const bnb4_qt
 bnb4_status bnb4_cuda_launch_dequantize(bnb4_cuda_state *s, const bnb4_qtensor *q, bnb4_dtype dt, void *dst);
 
 /* The matmul kernels (cuda_gemm.cu) and where each takes over (by m). */
-#define BNB4_CUDA_MMA_MAX_M 64
+#define BNB4_CUDA_MMA_MAX_M 32
 #define BNB4_CUDA_SIMT_MAX_M 16
 typedef enum bnb4_cuda_gemm_path {
     BNB4_CUDA_GEMM_MMA = 0,     /* fused tensor-core kernel, f16/bf16, K % 32 == 0, aligned */

@@ -1,7 +1,7 @@
 /*
  * cuda_gemm.cu - Y[m, N] = X[m, K] W^T + bias with W in bitsandbytes' 4-bit format; three paths:
  *
- *  gemm_4bit_<dt>__mma_m16n8k16 (f16/bf16, K % 32 == 0, 16-byte aligned, m <= 64): the fused
+ *  gemm_4bit_<dt>__mma_m16n8k16 (f16/bf16, K % 32 == 0, 16-byte aligned, m <= 32): the fused
  *    tensor-core kernel. Weights are the A operand (16 weight rows per mma), activations the B operand
  *    (8 of the m rows per mma), so m = 1 wastes no weight bandwidth. Each thread loads 16 contiguous
  *    packed bytes (32 k) of two weight rows; the mma's k order is permuted so that these bytes ARE the
@@ -85,48 +85,34 @@ template <typename T> __device__ __forceinline__ float load_f32(const void *p, s
     return bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(p)[i]);
 }
 
-/* Asynchronous global -> shared copies (LDGSTS): the weight stream is kept STAGES steps deep in
- * flight without holding it in registers. src_size 0 writes zeros (masked chunks). */
-__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
-__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool valid) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
-                 "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async4(void *dst, const void *src, bool valid) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
-                 "r"(valid ? 4 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-
 /* Kernel shape per m range: NT n8-tiles of activations (m <= 8*NT), RT 16-row weight tiles per warp,
- * WARPS per CTA (all on the same K range, different rows), STAGES steps of weights in flight. */
+ * 8 warps per CTA, each on its own slice of the CTA's K range. */
 template <int NT> struct MmaShape {
-    static constexpr int RT = NT == 4 ? 2 : 1; /* NT = 8 with RT = 2 would not fit in registers */
-    static constexpr int WARPS = NT <= 2 ? 8 : 4;
-    static constexpr int STAGES = NT <= 2 ? 4 : 3;
+    static constexpr int RT = NT <= 2 ? 1 : 2;
+    static constexpr int WARPS = 8;
+};
+/* Register cap (CTAs that must fit on an SM): as many resident warps as fit without spilling. */
+template <int NT, bool NESTED> constexpr int mma_min_ctas() { return NT == 1 ? (NESTED ? 2 : 3) : NT == 2 && !NESTED ? 2 : 1; }
+
+/* One step = 128 k of 16*RT weight rows per warp: the thread's 16 packed bytes of rows g and g+8 of
+ * each 16-row tile, and their scales (raw: nested codes are decoded when used). */
+template <int RT, bool NESTED> struct WeightStep {
+    uint4 w[RT][2];
+    float s[RT][2];    /* plain: absmax; nested: nested_absmax */
+    unsigned q[RT][2]; /* nested: 8-bit code */
 };
 
-template <int NT, bool NESTED> constexpr size_t mma_ring_bytes() {
-    using S = MmaShape<NT>;
-    return (size_t)S::STAGES * S::RT * 2 * S::WARPS * 32 * (16 + 4 + (NESTED ? 4 : 0));
-}
-
 template <typename T, int NT, bool NESTED>
-__global__ void __launch_bounds__(MmaShape<NT>::WARPS * 32) gemm_4bit_mma_kernel(GemmArgs a) {
+__global__ void __launch_bounds__(MmaShape<NT>::WARPS * 32, mma_min_ctas<NT, NESTED>()) gemm_4bit_mma_kernel(GemmArgs a) {
     using Ops = MmaOps<T>;
-    constexpr int RT = MmaShape<NT>::RT, WARPS = MmaShape<NT>::WARPS, STAGES = MmaShape<NT>::STAGES;
+    constexpr int RT = MmaShape<NT>::RT, WARPS = MmaShape<NT>::WARPS;
     constexpr int THREADS = WARPS * 32;
     constexpr int RB = WARPS * 16 * RT;
-    __shared__ uint32_t table[256 * 32];
+    constexpr bool XPRE = NT <= 2; /* small m: activations prefetched one step ahead, in registers */
+    constexpr int XU = XPRE ? 4 : 1;
+    __shared__ __align__(16) uint32_t table[256 * 32];
     __shared__ float ncode[NESTED ? 256 : 1];
     __shared__ int is_last;
-    /* The ring: slot-major, then (rt, h), then thread, so every access is conflict-free and private. */
-    extern __shared__ __align__(16) uint8_t ring[];
-    uint4 *ring_w = reinterpret_cast<uint4 *>(ring);
-    float *ring_s = reinterpret_cast<float *>(ring_w + STAGES * RT * 2 * THREADS);
-    uint32_t *ring_q = reinterpret_cast<uint32_t *>(ring_s + STAGES * RT * 2 * THREADS);
-    auto at = [&](int slot, int rt, int h) { return ((slot * RT + rt) * 2 + h) * THREADS + threadIdx.x; };
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, c = lane & 3;
@@ -144,42 +130,53 @@ __global__ void __launch_bounds__(MmaShape<NT>::WARPS * 32) gemm_4bit_mma_kernel
     }
     const T *x = reinterpret_cast<const T *>(a.x);
 
-    /* Enqueue step s's weights and scales into ring slot `slot` (one commit group per step). */
-    auto issue = [&](size_t s, int slot) {
+    auto load_w = [&](size_t s, WeightStep<RT, NESTED> &ws) {
         const size_t kc = s * 128 + 32 * c;
-        const bool kv = kc < K;
+        const bool kv = s < s_end && kc < K;
 #pragma unroll
         for (int rt = 0; rt < RT; rt++)
 #pragma unroll
             for (int h = 0; h < 2; h++) {
                 const size_t flat = row[rt][h] * K + kc;
                 const size_t b = flat >> a.bs_log2;
-                const int i = at(slot, rt, h);
-                cp_async16(ring_w + i, kv ? (const void *)(a.packed + flat / 2) : (const void *)a.packed, kv);
+                ws.w[rt][h] = kv ? ldg16(a.packed + flat / 2) : make_uint4(0, 0, 0, 0);
                 if (NESTED) {
-                    cp_async4(ring_s + i, kv ? a.nested_absmax + b / a.nested_blocksize : a.nested_absmax, kv);
-                    if (!kv || (b | 3) < a.nblocks) /* the aligned word holding code b */
-                        cp_async4(ring_q + i, kv ? (const void *)(a.codes + (b & ~(size_t)3)) : (const void *)a.codes, kv);
-                    else /* the last codes: a word load could run past the array */
-                        ring_q[i] = (uint32_t)__ldg(a.codes + b) << (8 * (b & 3));
+                    ws.q[rt][h] = kv ? __ldg(a.codes + b) : 0u;
+                    ws.s[rt][h] = kv ? __ldg(a.nested_absmax + b / a.nested_blocksize) : 0.0f;
                 } else {
-                    cp_async4(ring_s + i, kv ? a.absmax + b : a.absmax, kv);
+                    ws.s[rt][h] = kv ? __ldg(a.absmax + b) : 0.0f;
                 }
             }
     };
-
-    int slot_in = 0, slot_out = 0;
+    auto load_x = [&](size_t s, int u, uint4 (&xu)[NT]) {
+        const size_t kc = s * 128 + 32 * c;
 #pragma unroll
-    for (int i = 0; i < STAGES - 1; i++) { /* in flight while the table is built */
-        if (s_begin + i < s_end)
-            issue(s_begin + i, slot_in);
-        cp_async_commit();
-        slot_in = slot_in + 1 == STAGES ? 0 : slot_in + 1;
-    }
-    for (int i = threadIdx.x; i < 256 * 32; i += THREADS) {
-        const int e = i >> 5; /* uniform across a warp: constant-cache broadcast */
+        for (int nt = 0; nt < NT; nt++) {
+            const size_t m = (size_t)nt * 8 + g;
+            xu[nt] = s < s_end && kc < K && m < M ? ldg16(x + m * K + kc + 8 * u) : make_uint4(0, 0, 0, 0);
+        }
+    };
+
+    /* Weights run two steps ahead (three register buffers), activations one step ahead (two). */
+    WeightStep<RT, NESTED> wb0, wb1, wb2;
+    uint4 xb0[XU][NT], xb1[XU][NT];
+    load_w(s_begin, wb0);
+    load_w(s_begin + 1, wb1);
+    if (XPRE)
+#pragma unroll
+        for (int u = 0; u < XU; u++)
+            load_x(s_begin, u, xb0[u]);
+
+    { /* the table, while those loads are in flight: 256 entries, one per thread, each stored to its 32
+         per-lane copies with 16-byte stores */
         const float *cb = a.quant_type == BNB4_NF4 ? c_nf4_code : c_fp4_code;
-        table[i] = Ops::pack(cb[e >> 4], cb[e & 15]);
+        for (int e = threadIdx.x; e < 256; e += THREADS) {
+            const uint32_t v = Ops::pack(cb[e >> 4], cb[e & 15]);
+            uint4 *dst = reinterpret_cast<uint4 *>(table + e * 32);
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+                dst[j] = make_uint4(v, v, v, v);
+        }
     }
     if (NESTED)
         for (int i = threadIdx.x; i < 256; i += THREADS)
@@ -196,75 +193,69 @@ __global__ void __launch_bounds__(MmaShape<NT>::WARPS * 32) gemm_4bit_mma_kernel
                 acc[rt][nt][i] = 0.0f;
 
     const uint32_t *tab = table + lane;
-    for (size_t s = s_begin; s < s_end; s++) {
-        if (s + STAGES - 1 < s_end)
-            issue(s + STAGES - 1, slot_in);
-        cp_async_commit();
-        slot_in = slot_in + 1 == STAGES ? 0 : slot_in + 1;
-
-        const size_t kc = s * 128 + 32 * c;
-        const bool kv = kc < K;
-        auto load_x = [&](int u, uint4 (&xu)[NT]) {
+    size_t s = s_begin;
+    /* One step on `cur` (and, for small m, activations `xc`), refilling `fut` with step s + 2 and `xn`
+     * with s + 1 first. Buffers are named, not indexed, so they stay in registers. */
+    auto step = [&](WeightStep<RT, NESTED> &cur, WeightStep<RT, NESTED> &fut, uint4 (&xc)[XU][NT],
+                    uint4 (&xn)[XU][NT]) {
+        load_w(s + 2, fut);
+        if (XPRE)
 #pragma unroll
-            for (int nt = 0; nt < NT; nt++) {
-                const size_t m = (size_t)nt * 8 + g;
-                xu[nt] = kv && m < M ? ldg16(x + m * K + kc + 8 * u) : make_uint4(0, 0, 0, 0);
-            }
-        };
-        uint4 xall[NT <= 2 ? 4 : 1][NT];
-        if (NT <= 2) /* small m: the whole step's activations up front, their latency overlaps the wait */
-#pragma unroll
-            for (int u = 0; u < (NT <= 2 ? 4 : 1); u++)
-                load_x(u, xall[u]);
-
-        cp_async_wait<STAGES - 1>(); /* step s has landed */
-        uint4 w[RT][2];
+            for (int u = 0; u < XU; u++)
+                load_x(s + 1, u, xn[u]);
         uint32_t scale2[RT][2];
 #pragma unroll
         for (int rt = 0; rt < RT; rt++)
 #pragma unroll
             for (int h = 0; h < 2; h++) {
-                const int i = at(slot_out, rt, h);
-                w[rt][h] = ring_w[i];
-                float sc = ring_s[i];
-                if (NESTED) {
-                    const size_t flat = row[rt][h] * K + kc;
-                    const unsigned q = (ring_q[i] >> (8 * ((flat >> a.bs_log2) & 3))) & 0xffu;
-                    sc = __fadd_rn(bnb4_dev_mul_ftz(ncode[q], sc), a.offset);
-                }
+                float sc = cur.s[rt][h];
+                if (NESTED)
+                    sc = __fadd_rn(bnb4_dev_mul_ftz(ncode[cur.q[rt][h]], sc), a.offset);
                 scale2[rt][h] = Ops::pack(sc, sc);
             }
-        slot_out = slot_out + 1 == STAGES ? 0 : slot_out + 1;
-
 #pragma unroll
         for (int u = 0; u < 4; u++) {
             uint4 xu[NT];
-            if (NT <= 2) {
+            if (XPRE) {
 #pragma unroll
                 for (int nt = 0; nt < NT; nt++)
-                    xu[nt] = xall[NT <= 2 ? u : 0][nt];
+                    xu[nt] = xc[XPRE ? u : 0][nt];
             } else {
-                load_x(u, xu);
+                load_x(s, u, xu);
             }
 #pragma unroll
             for (int h = 0; h < 2; h++) { /* k-step t = 2u + h uses bytes 2t, 2t+1 = bytes 2h, 2h+1 of word u */
 #pragma unroll
                 for (int rt = 0; rt < RT; rt++) {
-                    const uint32_t w0 = u == 0 ? w[rt][0].x : u == 1 ? w[rt][0].y : u == 2 ? w[rt][0].z : w[rt][0].w;
-                    const uint32_t w1 = u == 0 ? w[rt][1].x : u == 1 ? w[rt][1].y : u == 2 ? w[rt][1].z : w[rt][1].w;
+                    const uint32_t w0 = u == 0 ? cur.w[rt][0].x : u == 1 ? cur.w[rt][0].y : u == 2 ? cur.w[rt][0].z : cur.w[rt][0].w;
+                    const uint32_t w1 = u == 0 ? cur.w[rt][1].x : u == 1 ? cur.w[rt][1].y : u == 2 ? cur.w[rt][1].z : cur.w[rt][1].w;
                     uint32_t af[4];
-                    af[0] = Ops::mul2(tab[((w0 >> (16 * h)) & 0xffu) * 32], scale2[rt][0]);
-                    af[1] = Ops::mul2(tab[((w1 >> (16 * h)) & 0xffu) * 32], scale2[rt][1]);
-                    af[2] = Ops::mul2(tab[((w0 >> (16 * h + 8)) & 0xffu) * 32], scale2[rt][0]);
-                    af[3] = Ops::mul2(tab[((w1 >> (16 * h + 8)) & 0xffu) * 32], scale2[rt][1]);
+                    af[0] = Ops::mul2(tab[__byte_perm(w0, 0, 0x4440 + 2 * h) * 32], scale2[rt][0]);
+                    af[1] = Ops::mul2(tab[__byte_perm(w1, 0, 0x4440 + 2 * h) * 32], scale2[rt][1]);
+                    af[2] = Ops::mul2(tab[__byte_perm(w0, 0, 0x4441 + 2 * h) * 32], scale2[rt][0]);
+                    af[3] = Ops::mul2(tab[__byte_perm(w1, 0, 0x4441 + 2 * h) * 32], scale2[rt][1]);
 #pragma unroll
                     for (int nt = 0; nt < NT; nt++)
                         Ops::mma(acc[rt][nt], af, h ? xu[nt].z : xu[nt].x, h ? xu[nt].w : xu[nt].y);
                 }
             }
         }
+        s++;
+    };
+    /* Unrolled by 6, the period of 3 weight buffers and 2 activation buffers. */
+    while (s < s_end) {
+        step(wb0, wb2, xb0, xb1);
+        if (s >= s_end) break;
+        step(wb1, wb0, xb1, xb0);
+        if (s >= s_end) break;
+        step(wb2, wb1, xb0, xb1);
+        if (s >= s_end) break;
+        step(wb0, wb2, xb1, xb0);
+        if (s >= s_end) break;
+        step(wb1, wb0, xb0, xb1);
+        if (s >= s_end) break;
+        step(wb2, wb1, xb1, xb0);
     }
-    cp_async_wait<0>();
 
     /* Accumulator (rt, nt, i): weight row tile_row + g (+8 for i >= 2), m = nt*8 + 2c + (i & 1). */
     T *y = reinterpret_cast<T *>(a.y);
@@ -444,17 +435,10 @@ template <typename T, int NT, bool NESTED>
 bnb4_status launch_mma(bnb4_cuda_state *s, GemmArgs a) {
     using S = MmaShape<NT>;
     constexpr int THREADS = S::WARPS * 32;
-    constexpr size_t ring = mma_ring_bytes<NT, NESTED>();
     int &ctas_per_sm = g_ctas_per_sm<T, NT, NESTED>[s->device & 63];
-    if (!ctas_per_sm) { /* once per device: raise the dynamic shared-memory limit, read the occupancy */
-        bnb4_status st = bnb4_cuda_check(
-            cudaFuncSetAttribute(gemm_4bit_mma_kernel<T, NT, NESTED>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 (int)ring),
-            "bnb4_gemm (mma)");
-        if (st != BNB4_OK)
-            return st;
+    if (!ctas_per_sm) {
         int v = 0;
-        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&v, gemm_4bit_mma_kernel<T, NT, NESTED>, THREADS, ring) !=
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&v, gemm_4bit_mma_kernel<T, NT, NESTED>, THREADS, 0) !=
                 cudaSuccess ||
             v < 1)
             v = 1;
@@ -463,9 +447,9 @@ bnb4_status launch_mma(bnb4_cuda_state *s, GemmArgs a) {
     constexpr size_t RB = S::WARPS * 16 * S::RT;
     const size_t row_blocks = bnb4_div_up(a.N, RB);
     const size_t steps = bnb4_div_up(a.K, 128);
-    const size_t target = (size_t)s->sm_count * ctas_per_sm;
+    const size_t target = (size_t)s->sm_count * ctas_per_sm; /* one full wave */
     size_t splits = row_blocks >= target ? 1 : bnb4_div_up(target, row_blocks);
-    const size_t max_splits = steps >= 2 * S::STAGES ? steps / S::STAGES : 1; /* keep the pipeline busy */
+    const size_t max_splits = steps >= 6 ? steps / 3 : 1; /* at least three steps per CTA: the pipeline */
     if (splits > max_splits)
         splits = max_splits;
     const size_t per = bnb4_div_up(steps, splits);
@@ -479,7 +463,7 @@ bnb4_status launch_mma(bnb4_cuda_state *s, GemmArgs a) {
         if (st != BNB4_OK)
             return st;
     }
-    gemm_4bit_mma_kernel<T, NT, NESTED><<<dim3((unsigned)row_blocks, (unsigned)splits), THREADS, ring, s->stream>>>(a);
+    gemm_4bit_mma_kernel<T, NT, NESTED><<<dim3((unsigned)row_blocks, (unsigned)splits), THREADS, 0, s->stream>>>(a);
     return BNB4_CUDA_LAUNCH_CHECK("bnb4_gemm (mma)");
 }
 
@@ -488,9 +472,7 @@ template <typename T, bool NESTED> bnb4_status launch_mma_m(bnb4_cuda_state *s, 
         return launch_mma<T, 1, NESTED>(s, a);
     if (a.M <= 16)
         return launch_mma<T, 2, NESTED>(s, a);
-    if (a.M <= 32)
-        return launch_mma<T, 4, NESTED>(s, a);
-    return launch_mma<T, 8, NESTED>(s, a);
+    return launch_mma<T, 4, NESTED>(s, a);
 }
 
 template <typename T> bnb4_status launch_simt(bnb4_cuda_state *s, const GemmArgs &a, int vec_ok) {

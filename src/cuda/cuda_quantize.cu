@@ -48,8 +48,11 @@ template <int QT> __device__ __forceinline__ unsigned encode4(float xn, const fl
     return QT == BNB4_NF4 ? bnb4_dev_nf4_encode(xn, t) : bnb4_dev_fp4_encode(xn, t);
 }
 
-/* Group size G = BS/8 threads. G <= 32: shuffles within the aligned lane group; G > 32: the whole CTA
- * (G threads) is one group and reduces through shared memory. */
+/* Group size G = BS/8 threads. G <= 32: shuffles within the aligned lane group; G > 32: the group's
+ * warps reduce through shared memory. Each group handles kQuantUnroll blocks, loaded before any is
+ * reduced, so every thread keeps several 16-byte loads in flight. */
+constexpr int kQuantUnroll = 4;
+
 template <typename T, int BS, int QT>
 __global__ void __launch_bounds__(BS / 8 > kQuantThreads ? BS / 8 : kQuantThreads)
     quantize_4bit_kernel(const T *__restrict__ src, size_t n, int vec_ok, uint8_t *__restrict__ packed,
@@ -57,68 +60,71 @@ __global__ void __launch_bounds__(BS / 8 > kQuantThreads ? BS / 8 : kQuantThread
     constexpr int G = BS / 8;
     constexpr int CTA = G > kQuantThreads ? G : kQuantThreads;
     constexpr int GROUPS = CTA / G;
+    constexpr int U = kQuantUnroll;
     __shared__ float thr[16];
-    __shared__ float warp_max[CTA / 32];
+    __shared__ float warp_max[U][CTA / 32];
     if (threadIdx.x < 16)
         thr[threadIdx.x] = QT == BNB4_NF4 ? c_nf4_thresholds[threadIdx.x] : c_fp4_thresholds[threadIdx.x];
-    const size_t block = (size_t)blockIdx.x * GROUPS + threadIdx.x / G;
     const int tig = threadIdx.x % G;
-    const bool live = block < nblocks;
-    const size_t begin = block * BS + (size_t)tig * 8;
-
-    float v[8];
-    float amax = -FLT_MAX;
-    if (live && vec_ok && begin + 8 <= n) {
-        Load8<T>::run(src + begin, v);
+    size_t block[U], begin[U];
+    bool live[U];
+    float v[U][8];
+    float amax[U];
 #pragma unroll
-        for (int i = 0; i < 8; i++)
-            amax = fmaxf(amax, bnb4_dev_abs_ftz(v[i]));
-    } else {
+    for (int u = 0; u < U; u++) {
+        block[u] = ((size_t)blockIdx.x * U + u) * GROUPS + threadIdx.x / G;
+        live[u] = block[u] < nblocks;
+        begin[u] = block[u] * BS + (size_t)tig * 8;
+        amax[u] = -FLT_MAX;
+        if (live[u] && vec_ok && begin[u] + 8 <= n) {
+            Load8<T>::run(src + begin[u], v[u]);
+        } else {
 #pragma unroll
-        for (int i = 0; i < 8; i++) {
-            /* elements past n are the kernel's padding zeros: they take part in the reduction */
-            v[i] = live && begin + i < n ? bnb4_dt<T>::to_f32(src[begin + i]) : 0.0f;
-            amax = fmaxf(amax, bnb4_dev_abs_ftz(v[i]));
+            for (int i = 0; i < 8; i++) /* elements past n are the kernel's padding zeros: they take part */
+                v[u][i] = live[u] && begin[u] + i < n ? bnb4_dt<T>::to_f32(src[begin[u] + i]) : 0.0f;
         }
     }
-    if (G <= 32) {
 #pragma unroll
-        for (int off = G / 2; off > 0; off /= 2)
-            amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
-    } else {
+    for (int u = 0; u < U; u++) {
 #pragma unroll
-        for (int off = 16; off > 0; off /= 2)
-            amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
-        if (threadIdx.x % 32 == 0)
-            warp_max[threadIdx.x / 32] = amax;
+        for (int i = 0; i < 8; i++)
+            amax[u] = fmaxf(amax[u], bnb4_dev_abs_ftz(v[u][i]));
+#pragma unroll
+        for (int off = (G < 32 ? G : 32) / 2; off > 0; off /= 2)
+            amax[u] = fmaxf(amax[u], __shfl_xor_sync(0xffffffffu, amax[u], off));
+        if (G > 32 && threadIdx.x % 32 == 0)
+            warp_max[u][threadIdx.x / 32] = amax[u];
     }
     __syncthreads(); /* thresholds (and warp maxima) visible */
-    if (G > 32) { /* the warps of this thread's group only (a CTA may hold several groups) */
-        const int w0 = (threadIdx.x / G) * (G / 32);
-        amax = warp_max[w0];
 #pragma unroll
-        for (int i = 1; i < G / 32; i++)
-            amax = fmaxf(amax, warp_max[w0 + i]);
-    }
-    if (!live || begin >= n + (n & 1)) /* nothing of this thread's 8 elements is stored */
-        return;
-    if (tig == 0)
-        absmax[block] = amax;
-    const float inv = bnb4_dev_rcp_approx(amax);
-    uint32_t word = 0;
+    for (int u = 0; u < U; u++) {
+        if (G > 32) { /* the warps of this thread's group only (a CTA may hold several groups) */
+            const int w0 = (threadIdx.x / G) * (G / 32);
+            amax[u] = warp_max[u][w0];
 #pragma unroll
-    for (int i = 0; i < 8; i += 2) {
-        const unsigned hi = encode4<QT>(bnb4_dev_mul_ftz(v[i], inv), thr);
-        const unsigned lo = encode4<QT>(bnb4_dev_mul_ftz(v[i + 1], inv), thr);
-        word |= ((hi << 4) | lo) << (4 * i);
-    }
-    uint8_t *out = packed + begin / 2;
-    if (vec_ok && begin + 8 <= n) {
-        *reinterpret_cast<uint32_t *>(out) = word;
-    } else {
-        const size_t bytes = (n + 1) / 2 - begin / 2; /* bytes of this chunk that exist */
-        for (size_t i = 0; i < 4 && i < bytes; i++)
-            out[i] = (uint8_t)(word >> (8 * i));
+            for (int i = 1; i < G / 32; i++)
+                amax[u] = fmaxf(amax[u], warp_max[u][w0 + i]);
+        }
+        if (!live[u] || begin[u] >= n + (n & 1)) /* nothing of this thread's 8 elements is stored */
+            continue;
+        if (tig == 0)
+            absmax[block[u]] = amax[u];
+        const float inv = bnb4_dev_rcp_approx(amax[u]);
+        uint32_t word = 0;
+#pragma unroll
+        for (int i = 0; i < 8; i += 2) {
+            const unsigned hi = encode4<QT>(bnb4_dev_mul_ftz(v[u][i], inv), thr);
+            const unsigned lo = encode4<QT>(bnb4_dev_mul_ftz(v[u][i + 1], inv), thr);
+            word |= ((hi << 4) | lo) << (4 * i);
+        }
+        uint8_t *out = packed + begin[u] / 2;
+        if (vec_ok && begin[u] + 8 <= n) {
+            *reinterpret_cast<uint32_t *>(out) = word;
+        } else {
+            const size_t bytes = (n + 1) / 2 - begin[u] / 2; /* bytes of this chunk that exist */
+            for (size_t i = 0; i < 4 && i < bytes; i++)
+                out[i] = (uint8_t)(word >> (8 * i));
+        }
     }
 }
 
@@ -129,7 +135,8 @@ bnb4_status launch_quantize_bs(bnb4_cuda_state *s, const T *src, size_t n, size_
 #define BNB4_QUANT_CASE(BS)                                                                                     \
     case BS: {                                                                                                  \
         constexpr int G = BS / 8, CTA = G > kQuantThreads ? G : kQuantThreads, GROUPS = CTA / G;                \
-        quantize_4bit_kernel<T, BS, QT><<<(unsigned)bnb4_div_up(nblocks, GROUPS), CTA, 0, s->stream>>>(          \
+        quantize_4bit_kernel<T, BS, QT><<<(unsigned)bnb4_div_up(nblocks, GROUPS * kQuantUnroll), CTA, 0,          \
+                                          s->stream>>>(                                                         \
             src, n, vec_ok, packed, absmax, nblocks);                                                           \
         break;                                                                                                  \
     }
