@@ -10,7 +10,8 @@
  * Kernels: gemv (m = 1) in weight bytes per second vs read; gemm (m = 8, 32, 128) in GFLOP/s vs fma and
  * sgemm; dequantize and quantize in bytes read + written per second vs copy. The packed weights rotate
  * over copies totalling >= --rotate-mib (default 1024 MiB), so every call reads them from DRAM.
- * Every number is the median of --runs timed calls after one warm-up call.
+ * Every number is the median of --runs timed calls (more, up to 31, for calls under ~10 ms) after one
+ * warm-up call, each call paired with a fresh measurement of its ceiling just before it.
  *
  * Callable as bnb4_bench_cpu_main() (the `bnb4 bench` command) or through bench_cpu_main.c.
  */
@@ -305,8 +306,13 @@ typedef struct {
 static timing time_paired(bench_call fn, void *arg, int copies, int runs, double work, ceil_kind kind, int threads) {
     double t[64], r[64], c[64];
     timing out = {NAN, NAN, NAN};
+    const double w0 = now_s();
     if (fn(arg, 0) != 0)
         return out;
+    /* short calls are noisier: give them more runs (up to 31, about 0.25 s of calls) */
+    const double first = now_s() - w0;
+    while (runs < 31 && first * (runs + 2) < 0.25)
+        runs += 2;
     for (int i = 0; i < runs; i++) {
         c[i] = ceiling_once(kind, threads);
         const double t0 = now_s();
