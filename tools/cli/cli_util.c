@@ -211,7 +211,10 @@ char *cli_make_temp_dir(const char *out, char *err, size_t errlen) {
         free(tmpl);
         return NULL;
     }
-    chmod(tmpl, 0755 & ~0u); /* mkdtemp makes 0700; a model directory is normally shared-readable */
+    /* mkdtemp makes 0700; the finished directory should get what mkdir would give (umask applies) */
+    mode_t mask = umask(0);
+    umask(mask);
+    chmod(tmpl, 0777 & ~mask);
     return tmpl;
 }
 
