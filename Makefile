@@ -1,14 +1,20 @@
 # Newcomer's entry points (wrapping CMake):
-#   make run     build everything and run the main job on the bundled default
-#   make test    install what the build needs, build, and run every test
-# More: make build | make test-fast | make test-sanitize | make install PREFIX=... | make clean
+#   make run     build the library and the bnb4 command, quantize the bundled example model
+#                (models/example-llama) to a bitsandbytes NF4 checkpoint and inspect it
+#   make test    install what the build needs, build everything (CUDA too when nvcc is found),
+#                and run every test, then again under ASan + UBSan
+# More: make build | make example | make test-fast | make test-sanitize | make install PREFIX=... | make clean
 BUILD ?= build
 BUILD_ASAN ?= build-asan
+# The main job needs only the CPU library and the tool: a build of its own keeps it under a minute on
+# a fresh machine (compiling the CUDA kernels alone takes minutes on two cores).
+BUILD_RUN ?= build-run
+RUN_OUT ?= $(BUILD_RUN)/example-llama-nf4
 PREFIX ?= /usr/local
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build run test test-fast test-sanitize install clean
+.PHONY: all deps build run example test test-fast test-sanitize install clean
 
 all: build
 
@@ -21,7 +27,14 @@ $(BUILD)/CMakeCache.txt:
 build: deps $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
 
-run: build
+run: deps
+	cmake -S . -B $(BUILD_RUN) -DCMAKE_BUILD_TYPE=Release -DBNB4_CUDA=OFF -DBNB4_BUILD_TESTS=OFF $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(BUILD_RUN) -j $(JOBS) --target bnb4_cli
+	./$(BUILD_RUN)/bnb4 quantize --force models/example-llama $(RUN_OUT)
+	./$(BUILD_RUN)/bnb4 inspect $(RUN_OUT)
+
+# The five-minute C example on a realistic 4096 x 4096 float16 layer.
+example: build
 	./$(BUILD)/bnb4_example
 
 test-fast: build
@@ -39,4 +52,4 @@ install: build
 	cmake --install $(BUILD) --prefix $(PREFIX)
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN)
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_RUN)
