@@ -16,6 +16,8 @@
  *  dequantize + cuBLAS: large m (and shapes the fused kernels do not take): dequantize into a
  *    temporary in the activation dtype, then cublasGemmEx with float32 accumulation.
  */
+#include <stdlib.h>
+
 #include <cublas_v2.h>
 
 #include "cuda_common.cuh"
@@ -92,23 +94,29 @@ template <int NT> struct MmaShape {
     static constexpr int WARPS = 8;
 };
 /* Register cap (CTAs that must fit on an SM): as many resident warps as fit without spilling. */
-template <int NT, bool NESTED> constexpr int mma_min_ctas() { return NT == 1 ? (NESTED ? 2 : 3) : NT == 2 && !NESTED ? 2 : 1; }
+template <int NT, bool NESTED, int CH> constexpr int mma_min_ctas() {
+    return CH == 1 ? (NT == 1 ? (NESTED ? 2 : 3) : NT == 2 && !NESTED ? 2 : 1) : NT == 1 && !NESTED ? 2 : 1;
+}
 
 /* One step = 128 k of 16*RT weight rows per warp: the thread's 16 packed bytes of rows g and g+8 of
  * each 16-row tile, and their scales (raw: nested codes are decoded when used). */
-template <int RT, bool NESTED> struct WeightStep {
-    uint4 w[RT][2];
-    float s[RT][2];    /* plain: absmax; nested: nested_absmax */
-    unsigned q[RT][2]; /* nested: 8-bit code */
+template <int RT, bool NESTED, int CH> struct WeightStep {
+    uint4 w[CH][RT][2];
+    float s[CH][RT][2];    /* plain: absmax; nested: nested_absmax */
+    unsigned q[CH][RT][2]; /* nested: 8-bit code */
 };
 
-template <typename T, int NT, bool NESTED>
-__global__ void __launch_bounds__(MmaShape<NT>::WARPS * 32, mma_min_ctas<NT, NESTED>()) gemm_4bit_mma_kernel(GemmArgs a) {
+/* CH = 16-byte chunks per row and step: with CH = 2 a step is 256 k and the four threads of a row
+ * fetch a whole 128-byte line at once (bytes 16c and 64 + 16c), instead of two 64-byte halves a step
+ * apart. */
+template <typename T, int NT, bool NESTED, int CH>
+__global__ void __launch_bounds__(MmaShape<NT>::WARPS * 32, mma_min_ctas<NT, NESTED, CH>()) gemm_4bit_mma_kernel(GemmArgs a) {
     using Ops = MmaOps<T>;
     constexpr int RT = MmaShape<NT>::RT, WARPS = MmaShape<NT>::WARPS;
     constexpr int THREADS = WARPS * 32;
     constexpr int RB = WARPS * 16 * RT;
-    constexpr bool XPRE = NT <= 2; /* small m: activations prefetched one step ahead, in registers */
+    constexpr bool XPRE = NT <= 2 && CH == 1; /* small m: activations prefetched a step ahead, in registers */
+    constexpr int SK = 128 * CH;              /* k per step */
     constexpr int XU = XPRE ? 4 : 1;
     __shared__ __align__(16) uint32_t table[256 * 32];
     __shared__ float ncode[NESTED ? 256 : 1];
@@ -117,7 +125,7 @@ __global__ void __launch_bounds__(MmaShape<NT>::WARPS * 32, mma_min_ctas<NT, NES
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, c = lane & 3;
     const size_t N = a.N, K = a.K, M = a.M;
-    const size_t total_steps = (K + 127) / 128;
+    const size_t total_steps = (K + SK - 1) / SK;
     const size_t s_begin = (size_t)blockIdx.y * a.steps_per_split;
     const size_t s_end = min(total_steps, s_begin + a.steps_per_split);
 
@@ -130,26 +138,29 @@ __global__ void __launch_bounds__(MmaShape<NT>::WARPS * 32, mma_min_ctas<NT, NES
     }
     const T *x = reinterpret_cast<const T *>(a.x);
 
-    auto load_w = [&](size_t s, WeightStep<RT, NESTED> &ws) {
-        const size_t kc = s * 128 + 32 * c;
-        const bool kv = s < s_end && kc < K;
+    auto load_w = [&](size_t s, WeightStep<RT, NESTED, CH> &ws) {
 #pragma unroll
-        for (int rt = 0; rt < RT; rt++)
+        for (int j = 0; j < CH; j++) {
+            const size_t kc = s * SK + 128 * j + 32 * c;
+            const bool kv = s < s_end && kc < K;
 #pragma unroll
-            for (int h = 0; h < 2; h++) {
-                const size_t flat = row[rt][h] * K + kc;
-                const size_t b = flat >> a.bs_log2;
-                ws.w[rt][h] = kv ? ldg16(a.packed + flat / 2) : make_uint4(0, 0, 0, 0);
-                if (NESTED) {
-                    ws.q[rt][h] = kv ? __ldg(a.codes + b) : 0u;
-                    ws.s[rt][h] = kv ? __ldg(a.nested_absmax + b / a.nested_blocksize) : 0.0f;
-                } else {
-                    ws.s[rt][h] = kv ? __ldg(a.absmax + b) : 0.0f;
+            for (int rt = 0; rt < RT; rt++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    const size_t flat = row[rt][h] * K + kc;
+                    const size_t b = flat >> a.bs_log2;
+                    ws.w[j][rt][h] = kv ? ldg16(a.packed + flat / 2) : make_uint4(0, 0, 0, 0);
+                    if (NESTED) {
+                        ws.q[j][rt][h] = kv ? __ldg(a.codes + b) : 0u;
+                        ws.s[j][rt][h] = kv ? __ldg(a.nested_absmax + b / a.nested_blocksize) : 0.0f;
+                    } else {
+                        ws.s[j][rt][h] = kv ? __ldg(a.absmax + b) : 0.0f;
+                    }
                 }
-            }
+        }
     };
-    auto load_x = [&](size_t s, int u, uint4 (&xu)[NT]) {
-        const size_t kc = s * 128 + 32 * c;
+    auto load_x = [&](size_t s, int j, int u, uint4 (&xu)[NT]) {
+        const size_t kc = s * SK + 128 * j + 32 * c;
 #pragma unroll
         for (int nt = 0; nt < NT; nt++) {
             const size_t m = (size_t)nt * 8 + g;
@@ -158,14 +169,14 @@ __global__ void __launch_bounds__(MmaShape<NT>::WARPS * 32, mma_min_ctas<NT, NES
     };
 
     /* Weights run two steps ahead (three register buffers), activations one step ahead (two). */
-    WeightStep<RT, NESTED> wb0, wb1, wb2;
+    WeightStep<RT, NESTED, CH> wb0, wb1, wb2;
     uint4 xb0[XU][NT], xb1[XU][NT];
     load_w(s_begin, wb0);
     load_w(s_begin + 1, wb1);
     if (XPRE)
 #pragma unroll
         for (int u = 0; u < XU; u++)
-            load_x(s_begin, u, xb0[u]);
+            load_x(s_begin, 0, u, xb0[u]);
 
     { /* the table, while those loads are in flight: 256 entries, one per thread, each stored to its 32
          per-lane copies with 16-byte stores */
@@ -196,21 +207,23 @@ __global__ void __launch_bounds__(MmaShape<NT>::WARPS * 32, mma_min_ctas<NT, NES
     size_t s = s_begin;
     /* One step on `cur` (and, for small m, activations `xc`), refilling `fut` with step s + 2 and `xn`
      * with s + 1 first. Buffers are named, not indexed, so they stay in registers. */
-    auto step = [&](WeightStep<RT, NESTED> &cur, WeightStep<RT, NESTED> &fut, uint4 (&xc)[XU][NT],
+    auto step = [&](WeightStep<RT, NESTED, CH> &cur, WeightStep<RT, NESTED, CH> &fut, uint4 (&xc)[XU][NT],
                     uint4 (&xn)[XU][NT]) {
         load_w(s + 2, fut);
         if (XPRE)
 #pragma unroll
             for (int u = 0; u < XU; u++)
-                load_x(s + 1, u, xn[u]);
+                load_x(s + 1, 0, u, xn[u]);
+#pragma unroll
+        for (int j = 0; j < CH; j++) {
         uint32_t scale2[RT][2];
 #pragma unroll
         for (int rt = 0; rt < RT; rt++)
 #pragma unroll
             for (int h = 0; h < 2; h++) {
-                float sc = cur.s[rt][h];
+                float sc = cur.s[j][rt][h];
                 if (NESTED)
-                    sc = __fadd_rn(bnb4_dev_mul_ftz(ncode[cur.q[rt][h]], sc), a.offset);
+                    sc = __fadd_rn(bnb4_dev_mul_ftz(ncode[cur.q[j][rt][h]], sc), a.offset);
                 scale2[rt][h] = Ops::pack(sc, sc);
             }
 #pragma unroll
@@ -221,14 +234,15 @@ __global__ void __launch_bounds__(MmaShape<NT>::WARPS * 32, mma_min_ctas<NT, NES
                 for (int nt = 0; nt < NT; nt++)
                     xu[nt] = xc[XPRE ? u : 0][nt];
             } else {
-                load_x(s, u, xu);
+                load_x(s, j, u, xu);
             }
 #pragma unroll
             for (int h = 0; h < 2; h++) { /* k-step t = 2u + h uses bytes 2t, 2t+1 = bytes 2h, 2h+1 of word u */
 #pragma unroll
                 for (int rt = 0; rt < RT; rt++) {
-                    const uint32_t w0 = u == 0 ? cur.w[rt][0].x : u == 1 ? cur.w[rt][0].y : u == 2 ? cur.w[rt][0].z : cur.w[rt][0].w;
-                    const uint32_t w1 = u == 0 ? cur.w[rt][1].x : u == 1 ? cur.w[rt][1].y : u == 2 ? cur.w[rt][1].z : cur.w[rt][1].w;
+                    const uint4 &q0 = cur.w[j][rt][0], &q1 = cur.w[j][rt][1];
+                    const uint32_t w0 = u == 0 ? q0.x : u == 1 ? q0.y : u == 2 ? q0.z : q0.w;
+                    const uint32_t w1 = u == 0 ? q1.x : u == 1 ? q1.y : u == 2 ? q1.z : q1.w;
                     uint32_t af[4];
                     af[0] = Ops::mul2(tab[__byte_perm(w0, 0, 0x4440 + 2 * h) * 32], scale2[rt][0]);
                     af[1] = Ops::mul2(tab[__byte_perm(w1, 0, 0x4440 + 2 * h) * 32], scale2[rt][1]);
@@ -239,6 +253,7 @@ __global__ void __launch_bounds__(MmaShape<NT>::WARPS * 32, mma_min_ctas<NT, NES
                         Ops::mma(acc[rt][nt], af, h ? xu[nt].z : xu[nt].x, h ? xu[nt].w : xu[nt].y);
                 }
             }
+        }
         }
         s++;
     };
@@ -429,16 +444,16 @@ GemmArgs args_of(const bnb4_qtensor *w, size_t m, const void *x, const void *bia
 
 /* Resident CTAs per SM of each instantiation, per device; a namespace-scope variable, not a
  * function-local static, so the library needs no C++ runtime guards when linked into C programs. */
-template <typename T, int NT, bool NESTED> int g_ctas_per_sm[64];
+template <typename T, int NT, bool NESTED, int CH> int g_ctas_per_sm[64];
 
-template <typename T, int NT, bool NESTED>
+template <typename T, int NT, bool NESTED, int CH>
 bnb4_status launch_mma(bnb4_cuda_state *s, GemmArgs a) {
     using S = MmaShape<NT>;
     constexpr int THREADS = S::WARPS * 32;
-    int &ctas_per_sm = g_ctas_per_sm<T, NT, NESTED>[s->device & 63];
+    int &ctas_per_sm = g_ctas_per_sm<T, NT, NESTED, CH>[s->device & 63];
     if (!ctas_per_sm) {
         int v = 0;
-        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&v, gemm_4bit_mma_kernel<T, NT, NESTED>, THREADS, 0) !=
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&v, gemm_4bit_mma_kernel<T, NT, NESTED, CH>, THREADS, 0) !=
                 cudaSuccess ||
             v < 1)
             v = 1;
@@ -446,7 +461,7 @@ bnb4_status launch_mma(bnb4_cuda_state *s, GemmArgs a) {
     }
     constexpr size_t RB = S::WARPS * 16 * S::RT;
     const size_t row_blocks = bnb4_div_up(a.N, RB);
-    const size_t steps = bnb4_div_up(a.K, 128);
+    const size_t steps = bnb4_div_up(a.K, 128 * CH);
     const size_t target = (size_t)s->sm_count * ctas_per_sm; /* one full wave */
     size_t splits = row_blocks >= target ? 1 : bnb4_div_up(target, row_blocks);
     const size_t max_splits = steps >= 6 ? steps / 3 : 1; /* at least three steps per CTA: the pipeline */
@@ -463,16 +478,29 @@ bnb4_status launch_mma(bnb4_cuda_state *s, GemmArgs a) {
         if (st != BNB4_OK)
             return st;
     }
-    gemm_4bit_mma_kernel<T, NT, NESTED><<<dim3((unsigned)row_blocks, (unsigned)splits), THREADS, 0, s->stream>>>(a);
+    gemm_4bit_mma_kernel<T, NT, NESTED, CH><<<dim3((unsigned)row_blocks, (unsigned)splits), THREADS, 0, s->stream>>>(a);
     return BNB4_CUDA_LAUNCH_CHECK("bnb4_gemm (mma)");
 }
 
+/* Chunks per row and step for m <= 16: 2 for plain absmax, 1 for nested (its extra registers cost
+ * more occupancy than the wider step gains; measured on H100, docs/performance.md).
+ * BNB4_CUDA_MMA_CHUNKS=1|2 overrides both (for measuring). */
+int g_mma_chunks = -1;
+int mma_chunks(bool nested) {
+    if (g_mma_chunks < 0) {
+        const char *e = getenv("BNB4_CUDA_MMA_CHUNKS");
+        g_mma_chunks = e && (e[0] == '1' || e[0] == '2') ? e[0] - '0' : 0;
+    }
+    return g_mma_chunks ? g_mma_chunks : nested ? 1 : 2;
+}
+
 template <typename T, bool NESTED> bnb4_status launch_mma_m(bnb4_cuda_state *s, const GemmArgs &a) {
+    const bool wide = mma_chunks(NESTED) == 2;
     if (a.M <= 8)
-        return launch_mma<T, 1, NESTED>(s, a);
+        return wide ? launch_mma<T, 1, NESTED, 2>(s, a) : launch_mma<T, 1, NESTED, 1>(s, a);
     if (a.M <= 16)
-        return launch_mma<T, 2, NESTED>(s, a);
-    return launch_mma<T, 4, NESTED>(s, a);
+        return wide ? launch_mma<T, 2, NESTED, 2>(s, a) : launch_mma<T, 2, NESTED, 1>(s, a);
+    return launch_mma<T, 4, NESTED, 1>(s, a);
 }
 
 template <typename T> bnb4_status launch_simt(bnb4_cuda_state *s, const GemmArgs &a, int vec_ok) {
