@@ -37,11 +37,6 @@ const bnb4_dtype kDtypes[] = {BNB4_F32, BNB4_F16, BNB4_BF16};
 const bnb4_quant_type kQuantTypes[] = {BNB4_NF4, BNB4_FP4};
 const size_t kBlocksizes[] = {32, 64, 128, 256, 512, 1024, 2048, 4096};
 
-bool quick() {
-    const char *e = std::getenv("BNB4_CUDA_TEST_QUICK");
-    return e && *e && *e != '0';
-}
-size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
 
 #ifndef BNB4_WITH_CUDA
 
@@ -58,6 +53,12 @@ TEST(Cuda, BuiltWithoutCudaRefusesContexts) {
 }
 
 #else
+
+bool quick() {
+    const char *e = std::getenv("BNB4_CUDA_TEST_QUICK");
+    return e && *e && *e != '0';
+}
+size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
 
 // ---- device memory helpers ---------------------------------------------------------------------------
 #define CUDA_OK(expr) ASSERT_EQ(cudaSuccess, (expr)) << #expr
