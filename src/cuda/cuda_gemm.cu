@@ -448,6 +448,20 @@ GemmArgs args_of(const bnb4_qtensor *w, size_t m, const void *x, const void *bia
  * function-local static, so the library needs no C++ runtime guards when linked into C programs. */
 template <typename T, int NT, bool NESTED, int CH> int g_ctas_per_sm[64];
 
+/* Split-K sizing: 0 = waves of resident CTAs to aim for (0.5), 1 = least steps per CTA (3); from a
+ * sweep on H100 (docs/performance.md): fewer, longer CTAs beat a full wave of short ones.
+ * BNB4_CUDA_MMA_WAVES / BNB4_CUDA_MMA_MIN_STEPS override them (for measuring). */
+double g_mma_tuning[2] = {0.0, 0.0};
+double mma_tuning(int which) {
+    if (g_mma_tuning[0] == 0.0) {
+        const char *w = getenv("BNB4_CUDA_MMA_WAVES"), *m = getenv("BNB4_CUDA_MMA_MIN_STEPS");
+        const double wv = w ? atof(w) : 0.0, mv = m ? atof(m) : 0.0;
+        g_mma_tuning[1] = mv >= 1.0 && mv <= 64.0 ? mv : 3.0;
+        g_mma_tuning[0] = wv > 0.0 && wv <= 64.0 ? wv : 0.5;
+    }
+    return g_mma_tuning[which];
+}
+
 template <typename T, int NT, bool NESTED, int CH>
 bnb4_status launch_mma(bnb4_cuda_state *s, GemmArgs a) {
     using S = MmaShape<NT>;
@@ -464,9 +478,10 @@ bnb4_status launch_mma(bnb4_cuda_state *s, GemmArgs a) {
     constexpr size_t RB = S::WARPS * 16 * S::RT;
     const size_t row_blocks = bnb4_div_up(a.N, RB);
     const size_t steps = bnb4_div_up(a.K, 128 * CH);
-    const size_t target = (size_t)s->sm_count * ctas_per_sm; /* one full wave */
+    const size_t target = (size_t)((double)s->sm_count * ctas_per_sm * mma_tuning(0)); /* CTAs wanted */
     size_t splits = row_blocks >= target ? 1 : bnb4_div_up(target, row_blocks);
-    const size_t max_splits = steps >= 6 ? steps / 3 : 1; /* at least three steps per CTA: the pipeline */
+    const size_t min_steps = (size_t)mma_tuning(1); /* steps per CTA, to fill the pipeline */
+    const size_t max_splits = steps >= 2 * min_steps ? steps / min_steps : 1;
     if (splits > max_splits)
         splits = max_splits;
     const size_t per = bnb4_div_up(steps, splits);
