@@ -145,14 +145,14 @@ typedef struct {
     const bnb4_gemm_kernel *kern;
     const bnb4_gemm_args *args;
     char *scratch;
-    size_t scratch_bytes, units;
+    size_t scratch_bytes, col_grain, units;
 } gemm_job;
 
 static void gemm_unit(void *arg, size_t unit, int thread_index) {
     const gemm_job *j = (const gemm_job *)arg;
     const size_t N = j->args->w->rows;
-    const size_t j0 = unit * j->kern->col_grain;
-    const size_t j1 = j0 + j->kern->col_grain < N ? j0 + j->kern->col_grain : N;
+    const size_t j0 = unit * j->col_grain;
+    const size_t j1 = j0 + j->col_grain < N ? j0 + j->col_grain : N;
     j->kern->run(j->args, j0, j1, j->scratch + (size_t)thread_index * j->scratch_bytes);
 }
 
@@ -208,7 +208,12 @@ bnb4_status bnb4_cpu_gemm(bnb4_ctx *ctx, const bnb4_qtensor *w, bnb4_dtype dt, s
     args.xp = xp;
     if (kern->prep)
         kern->prep(&args);
-    gemm_job j = {kern, &args, scratch, per_thread, blocks_of(w->rows, kern->col_grain)};
+    size_t grain = kern->col_grain;
+    if (kern->any_range) { /* about 4 ranges per thread: balance without breaking the weight streams */
+        const size_t want = blocks_of(w->rows, (size_t)max_threads * 4);
+        grain = blocks_of(want, kern->col_grain) * kern->col_grain;
+    }
+    gemm_job j = {kern, &args, scratch, per_thread, grain, blocks_of(w->rows, grain)};
     bnb4_parallel_for(threads, j.units, gemm_unit, &j);
     free(xp);
     free(scratch);

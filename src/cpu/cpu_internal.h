@@ -87,6 +87,9 @@ typedef struct bnb4_gemm_kernel {
     void (*prep)(bnb4_gemm_args *a);                    /* fills a->xp (single-threaded, O(m*K)) */
     size_t (*scratch_bytes)(const bnb4_gemm_args *a);   /* per-thread scratch; 0 = none */
     void (*run)(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch);
+    /* 1: run accepts any column range (multiples of col_grain), so the backend may hand out larger
+     * contiguous ranges: long sequential weight streams prefetch better than interleaved short ones */
+    int any_range;
 } bnb4_gemm_kernel;
 
 /* One ISA level's kernels. NULL entries fall back to the reference. */

@@ -254,7 +254,7 @@ ALWAYS_INLINE void direct_dot(const float *xp, size_t K, size_t bs, const int MR
             out[i][r] = vaddvq_f32(acc[i][r]);
 }
 
-static void direct_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
+static void direct_run_block(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
     const bnb4_qtensor *w = a->w;
     const size_t K = w->cols, N = w->rows, bs = w->blocksize, bpr = K / bs, m = a->m;
     const uint8x16x4_t table = vld1q_u8_x4((const uint8_t *)a->codebook);
@@ -289,6 +289,12 @@ static void direct_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scra
                 bnb4_ref_store(a->y, a->dt, (size_t)i * N + j + (size_t)r, v);
             }
     }
+}
+
+/* Any column range: DIRECT_COLS columns at a time (the nested scales scratch holds that many rows). */
+static void direct_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
+    for (size_t j = j0; j < j1; j += DIRECT_COLS)
+        direct_run_block(a, j, j1 - j < DIRECT_COLS ? j1 : j + DIRECT_COLS, scratch);
 }
 
 /* ---- gemm: tile micro-kernel ---------------------------------------------------------------------------- */
@@ -336,11 +342,11 @@ static void tile_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *s) {
 }
 
 static const bnb4_gemm_kernel gemv_direct = {"gemv_f32acc_4x32__neon", DIRECT_COLS, direct_prep_bytes, direct_prep,
-                                             direct_scratch_bytes, direct_run};
+                                             direct_scratch_bytes, direct_run, 1};
 static const bnb4_gemm_kernel gemm_direct = {"gemm_f32acc_4x1x32__neon", DIRECT_COLS, direct_prep_bytes, direct_prep,
-                                             direct_scratch_bytes, direct_run};
+                                             direct_scratch_bytes, direct_run, 1};
 static const bnb4_gemm_kernel gemm_tile = {"gemm_f32_4x4_tile__neon", BNB4_TILE_COLS, tile_prep_bytes, tile_prep,
-                                           tile_scratch, tile_run};
+                                           tile_scratch, tile_run, 0};
 
 static const bnb4_gemm_kernel *gemm_select_neon(bnb4_dtype dt, size_t m, int k_block_aligned) {
     (void)dt;

@@ -235,7 +235,7 @@ ALWAYS_INLINE void direct_dot(const float *xp, size_t K, size_t bs, const int MR
         }
 }
 
-static void direct_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
+static void direct_run_block(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
     const bnb4_qtensor *w = a->w;
     const size_t K = w->cols, N = w->rows, bs = w->blocksize, bpr = K / bs, m = a->m;
     const __m256 cb_lo = _mm256_loadu_ps(a->codebook), cb_hi = _mm256_loadu_ps(a->codebook + 8);
@@ -270,6 +270,12 @@ static void direct_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scra
                 bnb4_ref_store(a->y, a->dt, (size_t)i * N + j + (size_t)r, v);
             }
     }
+}
+
+/* Any column range: DIRECT_COLS columns at a time (the nested scales scratch holds that many rows). */
+static void direct_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
+    for (size_t j = j0; j < j1; j += DIRECT_COLS)
+        direct_run_block(a, j, j1 - j < DIRECT_COLS ? j1 : j + DIRECT_COLS, scratch);
 }
 
 /* ---- gemm: tile micro-kernel ------------------------------------------------------------------------------ */
@@ -321,11 +327,11 @@ static void tile_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *s) {
 }
 
 static const bnb4_gemm_kernel gemv_direct = {"gemv_f32acc_4x64__avx2", DIRECT_COLS, direct_prep_bytes, direct_prep,
-                                             direct_scratch_bytes, direct_run};
+                                             direct_scratch_bytes, direct_run, 1};
 static const bnb4_gemm_kernel gemm_direct = {"gemm_f32acc_4x1x64__avx2", DIRECT_COLS, direct_prep_bytes, direct_prep,
-                                             direct_scratch_bytes, direct_run};
+                                             direct_scratch_bytes, direct_run, 1};
 static const bnb4_gemm_kernel gemm_tile = {"gemm_f32_4x4_tile__avx2", BNB4_TILE_COLS, tile_prep_bytes, tile_prep,
-                                           tile_scratch, tile_run};
+                                           tile_scratch, tile_run, 0};
 
 static const bnb4_gemm_kernel *gemm_select_avx2(bnb4_dtype dt, size_t m, int k_block_aligned) {
     (void)dt;

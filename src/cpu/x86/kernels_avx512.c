@@ -497,7 +497,7 @@ ALWAYS_INLINE void direct_dot_scaled(const float *xp, size_t xs, size_t K, size_
             out[i][r] = _mm512_reduce_add_ps(acc[i][r]);
 }
 
-static void direct_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
+static void direct_run_block(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
     const bnb4_qtensor *w = a->w;
     const size_t K = w->cols, N = w->rows, bs = w->blocksize, bpr = K / bs, m = a->m;
     const __m512 cb = _mm512_loadu_ps(a->codebook);
@@ -546,6 +546,12 @@ static void direct_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scra
                 bnb4_ref_store(a->y, a->dt, i * N + j + (size_t)r, v);
             }
     }
+}
+
+/* Any column range: DIRECT_COLS columns at a time (the nested scales scratch holds that many rows). */
+static void direct_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
+    for (size_t j = j0; j < j1; j += DIRECT_COLS)
+        direct_run_block(a, j, j1 - j < DIRECT_COLS ? j1 : j + DIRECT_COLS, scratch);
 }
 
 /* ---- gemv/gemm: direct kernel on bfloat16 dot products (bfloat16 activations, m <= 8) ------------------------
@@ -631,7 +637,7 @@ ALWAYS_INLINE void direct_dot_bf16(const uint16_t *xp, size_t K, size_t bs, cons
             out[i][r] = _mm512_reduce_add_ps(acc[i][r]);
 }
 
-static void direct_bf16_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
+static void direct_bf16_run_block(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
     const bnb4_qtensor *w = a->w;
     const size_t K = w->cols, N = w->rows, bs = w->blocksize, bpr = K / bs, m = a->m;
     uint16_t table[32];
@@ -678,6 +684,12 @@ static void direct_bf16_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void 
                 bnb4_ref_store(a->y, a->dt, (size_t)i * N + j + (size_t)r, v);
             }
     }
+}
+
+/* Any column range: DIRECT_COLS columns at a time (the nested scales scratch holds that many rows). */
+static void direct_bf16_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
+    for (size_t j = j0; j < j1; j += DIRECT_COLS)
+        direct_bf16_run_block(a, j, j1 - j < DIRECT_COLS ? j1 : j + DIRECT_COLS, scratch);
 }
 
 /* ---- gemm: tile micro-kernels ------------------------------------------------------------------------------------ */
@@ -770,21 +782,21 @@ static void tile_bf16_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *s
 }
 
 static const bnb4_gemm_kernel gemv_direct = {"gemv_f32acc_4x128__avx512", DIRECT_COLS, direct_prep_bytes, direct_prep,
-                                             direct_scratch_bytes, direct_run};
+                                             direct_scratch_bytes, direct_run, 1};
 static const bnb4_gemm_kernel gemm_direct = {"gemm_f32acc_8x1x128__avx512", DIRECT_COLS, direct_prep_bytes,
-                                             direct_prep, direct_scratch_bytes, direct_run};
+                                             direct_prep, direct_scratch_bytes, direct_run, 1};
 static const bnb4_gemm_kernel gemm_tile_f32 = {"gemm_f32_4x4_tile__avx512", BNB4_TILE_COLS, tile_f32_prep_bytes,
-                                               tile_f32_prep, tile_f32_scratch, tile_f32_run};
+                                               tile_f32_prep, tile_f32_scratch, tile_f32_run, 0};
 static const bnb4_gemm_kernel gemm_tile_bf16 = {"gemm_bf16dot_4x4_tile__avx512bf16", BNB4_TILE_COLS,
                                                 tile_bf16_prep_bytes, tile_bf16_prep, tile_bf16_scratch,
-                                                tile_bf16_run};
+                                                tile_bf16_run, 0};
 
 static const bnb4_gemm_kernel gemv_direct_bf16 = {"gemv_bf16dot_4x128__avx512bf16", DIRECT_COLS,
                                                   direct_bf16_prep_bytes, direct_bf16_prep, direct_scratch_bytes,
-                                                  direct_bf16_run};
+                                                  direct_bf16_run, 1};
 static const bnb4_gemm_kernel gemm_direct_bf16 = {"gemm_bf16dot_8x1x128__avx512bf16", DIRECT_COLS,
                                                   direct_bf16_prep_bytes, direct_bf16_prep, direct_scratch_bytes,
-                                                  direct_bf16_run};
+                                                  direct_bf16_run, 1};
 
 static const bnb4_gemm_kernel *gemm_select_avx512(bnb4_dtype dt, size_t m, int k_block_aligned) {
     const int bf16dot = dt == BNB4_BF16 && bnb4_cpu_info_get()->has_avx512bf16;
