@@ -85,7 +85,8 @@ endif()
 
 foreach(level neon scalar)
   message("== aarch64 under qemu, BNB4_ISA=${level}")
-  execute_process(COMMAND ${CMAKE_COMMAND} -E env BNB4_ISA=${level} ${QEMU} -L /usr/aarch64-linux-gnu ${exe}
+  execute_process(COMMAND ${CMAKE_COMMAND} -E env BNB4_ISA=${level} BNB4_TEST_UNDER_QEMU=1
+                          ${QEMU} -L /usr/aarch64-linux-gnu ${exe}
                   RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
   string(REPLACE ";" "," out "${out}")
   string(REGEX MATCHALL "\\[bnb4\\][^\n]*|\\[  (PASSED|FAILED|SKIPPED) [^\n]*|[^\n]*Failure[^\n]*" summary "${out}")

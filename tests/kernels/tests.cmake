@@ -28,8 +28,8 @@ endforeach()
 # NEON: cross-compile the library and the kernel tests for aarch64 and run them under qemu-aarch64.
 # (Once per `make test`: the sanitizer build skips it, the cross build does not use its flags.)
 if(NOT BNB4_SANITIZE)
-add_test(NAME kernels_neon_qemu
-  COMMAND ${CMAKE_COMMAND} -DSOURCE_DIR=${CMAKE_SOURCE_DIR} -DWORK_DIR=${CMAKE_CURRENT_BINARY_DIR}/neon_qemu
-          -P ${CMAKE_CURRENT_LIST_DIR}/neon_qemu.cmake)
-set_tests_properties(kernels_neon_qemu PROPERTIES SKIP_REGULAR_EXPRESSION "NEON-SKIP:" TIMEOUT 1200)
+  add_test(NAME kernels_neon_qemu
+    COMMAND ${CMAKE_COMMAND} -DSOURCE_DIR=${CMAKE_SOURCE_DIR} -DWORK_DIR=${CMAKE_CURRENT_BINARY_DIR}/neon_qemu
+            -P ${CMAKE_CURRENT_LIST_DIR}/neon_qemu.cmake)
+  set_tests_properties(kernels_neon_qemu PROPERTIES SKIP_REGULAR_EXPRESSION "NEON-SKIP:" TIMEOUT 1200)
 endif()
