@@ -1,5 +1,6 @@
-# CUDA backend: kernels for sm_80 and sm_90 built with nvcc, linked with cudart and cuBLAS (shared),
-# or the stub that keeps the library linkable without CUDA (BNB4_CUDA=OFF, or no nvcc).
+# CUDA backend: kernels for sm_80 and sm_90 built with nvcc, linked with cudart (shared); cuBLAS is
+# loaded at run time with dlopen (linking it costs every process ~200 MB RSS), so only its headers are
+# needed here. Or the stub that keeps the library linkable without CUDA (BNB4_CUDA=OFF, or no nvcc).
 #
 # No -use_fast_math / -ftz: the kernels write the fast-math instructions bitsandbytes' bytes depend on
 # (rcp.approx.ftz, mul.ftz) as inline PTX, and everything else stays IEEE.
@@ -20,8 +21,8 @@ if(BNB4_CUDA)
        ${CMAKE_CURRENT_LIST_DIR}/cuda_dequantize.cu
        ${CMAKE_CURRENT_LIST_DIR}/cuda_gemm.cu)
   # nvcc's host stubs use C++ runtime helpers (static-init guards): C programs linking libbnb4.a need it
-  list(APPEND BNB4_PRIVATE_LIBS CUDA::cudart CUDA::cublas stdc++)
-  set(BNB4_PC_EXTRA_LIBS "-L${CUDAToolkit_LIBRARY_DIR} -lcublas -lcudart -lstdc++")
+  list(APPEND BNB4_PRIVATE_LIBS CUDA::cudart ${CMAKE_DL_LIBS} stdc++)
+  set(BNB4_PC_EXTRA_LIBS "-L${CUDAToolkit_LIBRARY_DIR} -lcudart -ldl -lstdc++")
   set(CMAKE_CUDA_FLAGS "${CMAKE_CUDA_FLAGS} -Xptxas=-warn-spills --expt-relaxed-constexpr")
   message(STATUS "bnb4: CUDA backend for architectures ${CMAKE_CUDA_ARCHITECTURES} (nvcc ${CMAKE_CUDA_COMPILER_VERSION})")
 else()

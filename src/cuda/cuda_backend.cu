@@ -9,8 +9,6 @@
  */
 #include <stdlib.h>
 
-#include <cublas_v2.h>
-
 #include "cuda_common.cuh"
 
 bnb4_status bnb4_cuda_check(cudaError_t err, const char *what) {
@@ -94,8 +92,7 @@ void bnb4_cuda_ctx_free(bnb4_ctx *ctx) {
         return;
     cudaSetDevice(s->device);
     cudaStreamSynchronize(s->stream); /* temporaries of ops still in flight return to the pool first */
-    if (s->cublas)
-        cublasDestroy((cublasHandle_t)s->cublas);
+    bnb4_cuda_blas_destroy(s->cublas);
     if (s->counters)
         cudaFree(s->counters);
     if (s->partials)

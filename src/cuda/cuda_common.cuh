@@ -31,7 +31,7 @@ struct bnb4_cuda_state {
     size_t counter_capacity;
     float *partials;          /* split-K partial sums, grown on demand (no allocation per call) */
     size_t partials_bytes;
-    void *cublas;             /* cublasHandle_t, created on first use */
+    void *cublas;             /* cublasHandle_t, created on first use (cuBLAS is dlopen'ed) */
 };
 
 /* ---- exact arithmetic ------------------------------------------------------------------------------ */
@@ -137,6 +137,8 @@ bnb4_status bnb4_cuda_gemm_mma(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_d
                                const void *bias, void *y);
 bnb4_status bnb4_cuda_gemm_simt(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
                                 const void *bias, void *y);
+/* Destroy a cuBLAS handle created by the dequantize + cuBLAS path (cuBLAS is loaded at run time). */
+void bnb4_cuda_blas_destroy(void *handle);
 bnb4_status bnb4_cuda_gemm_dequant_blas(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m,
                                         const void *x, const void *bias, void *y);
 

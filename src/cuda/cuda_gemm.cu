@@ -16,8 +16,12 @@
  *    0.3-0.7 of copy bandwidth at m = 1, faster than dense cuBLAS up to m = 16-32.
  *  gemm_4bit_<dt>__simt: any dtype and shape, small m; one warp per weight row, float32 arithmetic.
  *  dequantize + cuBLAS: large m (and shapes the fused kernels do not take): dequantize into a
- *    temporary in the activation dtype, then cublasGemmEx with float32 accumulation.
+ *    temporary in the activation dtype, then cublasGemmEx with float32 accumulation. cuBLAS is loaded
+ *    with dlopen on first use, not linked: linking it costs every process ~200 MB of resident memory
+ *    (CPU-only users of the library included). Without it, large m falls back to the SIMT kernel.
  */
+#include <dlfcn.h>
+#include <pthread.h>
 #include <stdlib.h>
 
 #include <cublas_v2.h>
@@ -568,20 +572,69 @@ bnb4_status bnb4_cuda_gemm_simt(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_
     }
 }
 
+/* ---- cuBLAS, loaded on first use ------------------------------------------------------------------ */
+namespace {
+struct BlasApi {
+    bool ok;
+    decltype(&cublasCreate_v2) create;
+    decltype(&cublasDestroy_v2) destroy;
+    decltype(&cublasSetStream_v2) set_stream;
+    cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void *,
+                              const void *, cudaDataType, int, const void *, cudaDataType, int, const void *, void *,
+                              cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t);
+};
+BlasApi g_blas;
+pthread_once_t g_blas_once = PTHREAD_ONCE_INIT;
+#define BNB4_STR2(x) #x
+#define BNB4_STR(x) BNB4_STR2(x)
+void load_blas() {
+    const char *names[] = {"libcublas.so." BNB4_STR(CUBLAS_VER_MAJOR), "libcublas.so"};
+    void *lib = NULL;
+    for (const char *name : names)
+        if ((lib = dlopen(name, RTLD_NOW | RTLD_LOCAL)) != NULL)
+            break;
+    if (!lib)
+        return;
+    g_blas.create = (decltype(g_blas.create))dlsym(lib, "cublasCreate_v2");
+    g_blas.destroy = (decltype(g_blas.destroy))dlsym(lib, "cublasDestroy_v2");
+    g_blas.set_stream = (decltype(g_blas.set_stream))dlsym(lib, "cublasSetStream_v2");
+    g_blas.gemm_ex = (decltype(g_blas.gemm_ex))dlsym(lib, "cublasGemmEx");
+    g_blas.ok = g_blas.create && g_blas.destroy && g_blas.set_stream && g_blas.gemm_ex;
+}
+bool blas_available() {
+    pthread_once(&g_blas_once, load_blas);
+    return g_blas.ok;
+}
+} // namespace
+
+void bnb4_cuda_blas_destroy(void *handle) {
+    if (handle && blas_available())
+        g_blas.destroy((cublasHandle_t)handle);
+}
+
 bnb4_status bnb4_cuda_gemm_dequant_blas(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m,
                                         const void *x, const void *bias, void *y) {
     static const char fn[] = "bnb4_gemm (dequantize + cuBLAS)";
     const size_t N = w->rows, K = w->cols, es = bnb4_dtype_size(dt);
-    if (N > INT32_MAX || K > INT32_MAX || m > INT32_MAX)
-        return bnb4_fail(BNB4_ERR_UNSUPPORTED, "%s: dimensions above 2^31 - 1 are not supported by cuBLAS", fn);
+    if (!blas_available() || N > INT32_MAX || K > INT32_MAX || m > INT32_MAX) {
+        /* No cuBLAS here (or sizes it cannot take): the SIMT kernel, BNB4_CUDA_SIMT_MAX_M rows at a time. */
+        for (size_t r0 = 0; r0 < m; r0 += BNB4_CUDA_SIMT_MAX_M) {
+            const size_t rows = m - r0 < BNB4_CUDA_SIMT_MAX_M ? m - r0 : BNB4_CUDA_SIMT_MAX_M;
+            const bnb4_status st = bnb4_cuda_gemm_simt(s, w, dt, rows, (const uint8_t *)x + r0 * K * es, bias,
+                                                       (uint8_t *)y + r0 * N * es);
+            if (st != BNB4_OK)
+                return st;
+        }
+        return BNB4_OK;
+    }
     if (!s->cublas) {
         cublasHandle_t h;
-        if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS)
+        if (g_blas.create(&h) != CUBLAS_STATUS_SUCCESS)
             return bnb4_fail(BNB4_ERR_DEVICE, "%s: cublasCreate failed", fn);
         s->cublas = h;
     }
     cublasHandle_t h = (cublasHandle_t)s->cublas;
-    if (cublasSetStream(h, s->stream) != CUBLAS_STATUS_SUCCESS)
+    if (g_blas.set_stream(h, s->stream) != CUBLAS_STATUS_SUCCESS)
         return bnb4_fail(BNB4_ERR_DEVICE, "%s: cublasSetStream failed", fn);
     void *wd = NULL;
     bnb4_status st = bnb4_cuda_alloc(s, N * K * es, &wd, fn);
@@ -606,7 +659,7 @@ bnb4_status bnb4_cuda_gemm_dequant_blas(bnb4_cuda_state *s, const bnb4_qtensor *
         const float alpha = 1.0f;
         /* Row-major Y[m,N] = X[m,K] W[N,K]^T is column-major Y^T[N,m] = W^T' X^T with W read as K x N. */
         const cublasStatus_t cs =
-            cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)m, (int)K, &alpha, wd, t, (int)K, x, t, (int)K,
+            g_blas.gemm_ex(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)m, (int)K, &alpha, wd, t, (int)K, x, t, (int)K,
                          &beta, y, t, (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
         if (cs != CUBLAS_STATUS_SUCCESS)
             st = bnb4_fail(BNB4_ERR_DEVICE, "%s: cublasGemmEx failed (status %d)", fn, (int)cs);
