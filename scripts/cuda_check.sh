@@ -9,6 +9,13 @@
 # default .device/shared/conformance, then ../shared/conformance); (3) the same tests in quick mode under
 # compute-sanitizer memcheck and racecheck; (4) bench_cuda, which measures its own ceilings (copy
 # bandwidth, cuBLAS) in the same run. Logs go to $OUT (default build-cuda/check): log, bench.csv.
+#
+# With the device tool (the GPU machine has nvcc 13.0 and CMake but no GoogleTest), build here and carry
+# the binaries and the conformance files in the ignored .device/ folder:
+#   cmake -S . -B build-cuda -DBNB4_CUDA=ON && cmake --build build-cuda -j2 --target bnb4_cuda_tests bench_cuda
+#   mkdir -p .device/bin .device/shared && cp build-cuda/tests/bnb4_cuda_tests build-cuda/bench/bench_cuda .device/bin/
+#   cp -r ../shared/conformance .device/shared/
+#   run: OUT=$OUT scripts/cuda_check.sh --prebuilt .device/bin      (carry: [".device"])
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 
