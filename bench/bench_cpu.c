@@ -3,7 +3,8 @@
  * reports each kernel as a ratio to the ceiling that bounds it.
  *
  * Ceilings (same run, same thread counts as the kernels):
- *   read     DRAM read bandwidth: a vector sum over a buffer far beyond the last-level cache
+ *   read     DRAM read bandwidth: a vector sum (with software prefetch) over a buffer far beyond the
+ *            last-level cache
  *   copy     DRAM copy bandwidth (bytes read + written), memcpy per thread
  *   fma      float32 FMA peak: independent FMA chains in registers (AVX-512 / AVX2 / NEON)
  *   sgemm    OpenBLAS sgemm on the dense float32 weight (the dense reference), when linked
@@ -132,6 +133,9 @@ typedef struct {
 __attribute__((target("avx512f"))) static float sum_avx512(const float *p, size_t n) {
     __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
     for (size_t i = 0; i + 64 <= n; i += 64) {
+        /* software prefetch 4 KiB ahead: without it one core reads ~30% below what DRAM gives it */
+        for (int l = 0; l < 4; l++)
+            _mm_prefetch((const char *)(p + i) + 4096 + 64 * l, _MM_HINT_T1);
         s0 = _mm512_add_ps(s0, _mm512_load_ps(p + i));
         s1 = _mm512_add_ps(s1, _mm512_load_ps(p + i + 16));
         s2 = _mm512_add_ps(s2, _mm512_load_ps(p + i + 32));
@@ -142,6 +146,8 @@ __attribute__((target("avx512f"))) static float sum_avx512(const float *p, size_
 __attribute__((target("avx2"))) static float sum_avx2(const float *p, size_t n) {
     __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
     for (size_t i = 0; i + 32 <= n; i += 32) {
+        _mm_prefetch((const char *)(p + i) + 4096, _MM_HINT_T1);
+        _mm_prefetch((const char *)(p + i) + 4096 + 64, _MM_HINT_T1);
         s0 = _mm256_add_ps(s0, _mm256_load_ps(p + i));
         s1 = _mm256_add_ps(s1, _mm256_load_ps(p + i + 8));
         s2 = _mm256_add_ps(s2, _mm256_load_ps(p + i + 16));
