@@ -302,7 +302,7 @@ typedef int (*bench_call)(void *arg, int copy);
 
 typedef struct {
     double seconds; /* median time of one call */
-    double ratio;   /* median over runs of (work / time) / (ceiling measured just before that call) */
+    double ratio;   /* (work / median time) / median ceiling, the ceiling measured just before each call */
     double ceiling; /* median ceiling over the runs */
 } timing;
 
@@ -310,7 +310,7 @@ typedef struct {
  * DRAM), each preceded by a fresh measurement of the ceiling, so a machine whose load changes during the
  * run still gives meaningful ratios. work = bytes or flops per call, matching the ceiling's unit. */
 static timing time_paired(bench_call fn, void *arg, int copies, int runs, double work, ceil_kind kind, int threads) {
-    double t[64], r[64], c[64];
+    double t[64], c[64];
     timing out = {NAN, NAN, NAN};
     const double w0 = now_s();
     if (fn(arg, 0) != 0)
@@ -325,11 +325,12 @@ static timing time_paired(bench_call fn, void *arg, int copies, int runs, double
         if (fn(arg, (i + 1) % copies) != 0)
             return out;
         t[i] = now_s() - t0;
-        r[i] = work / t[i] / c[i];
     }
     out.seconds = median(t, runs);
-    out.ratio = median(r, runs);
     out.ceiling = median(c, runs);
+    /* the ratio of the medians (both sampled alternately over the same period); per-run ratios vary
+     * more, as one short ceiling sample is noisy */
+    out.ratio = work / out.seconds / out.ceiling;
     return out;
 }
 
