@@ -1,21 +1,27 @@
 /*
  * kernels_avx512.c - AVX-512 (F/BW/VL) kernels, plus AVX512-BF16 dot products where the CPU has them.
- * Compiled with only this level's flags (cpu.cmake); called only after dispatch saw the features.
+ * Compiled with only this level's flags (cpu.cmake); called only after dispatch saw the features
+ * (the bfloat16 ones only when cpu_features.c found AVX512-BF16).
  *
  * Decoding: the 16-entry codebook lives in one zmm and vpermps looks codes up, using only the low 4
  * bits of each 32-bit index, so nibbles need shifting but never masking.
  *
  *  - quantize_*__avx512: absmax by vmaxps (ignores NaN like fmaxf), the GPU reciprocal once per block
- *    (bnb4_rcp_approx_f32), FTZ by compare-and-zero, then the code by a 4-step binary search over the
- *    kernel's float32 thresholds (equal to counting them, bnb4_format.h), nibble pairs packed with
- *    64-bit shifts + vpmovqb. Byte-exact with the reference.
+ *    (bnb4_rcp_approx_f32), then the code by a 4-step binary search over the kernel's float32
+ *    thresholds (equal to counting them, bnb4_format.h); FTZ needs no per-element work when absmax is
+ *    normal (argued at the fast path), else compare-and-zero. Nibble pairs packed by 64-bit shifts,
+ *    vpermt2d and vpmovdb. Byte-exact with the reference.
+ *  - quantize_nested_8bit__avx512: the reference's 7-step search of the 256-entry signed map in 16
+ *    lanes, map entries looked up from 16 registers (lookup256). Byte-exact.
  *  - dequantize_*__avx512: f32(code * scale) with RNE conversions; a block whose scale could make a
  *    product subnormal (|scale| < 2^-118, NaN) goes to the scalar FTZ path, so the fast path needs no
  *    per-element flush. Bit-exact.
  *  - gemv/gemm "direct" (m <= 8, K a multiple of 128 and of the blocksize): streams the packed weight
- *    once. A 64-byte load holds 128 codes; lane l of nibble plane k (shift 4k) is element 8l + (k^1),
- *    so X is pre-permuted to that order and each plane costs one shift + one vpermps + one FMA per X row.
- *    The block scales are applied once per 128-element chunk as a per-lane vector.
+ *    once, 4 rows at a time, prefetching a few row groups ahead into L2. A 64-byte load holds 128 codes;
+ *    lane l of nibble plane k (shift 4k) is element 8l + (k^1), so X is pre-permuted to that order and
+ *    each plane costs one shift + one vpermps + one FMA per X row. The block scales are applied once
+ *    per 128-element chunk as a per-lane vector. bfloat16 activations: the same walk in 16-bit lanes
+ *    with vpermw + vdpbf16ps (half the vector work; see direct_dot_bf16).
  *  - gemm "tile" (m > 8 or any other shape): the shared driver (cpu_gemm_tile.c) with a 4x4 float32
  *    FMA micro-kernel, or for bfloat16 activations a 4x4 vdpbf16ps micro-kernel on weights rounded to
  *    bfloat16 (what bitsandbytes computes with for bfloat16: dequantize to bfloat16, then matmul).
