@@ -85,29 +85,31 @@ void bnb4_cpu_block_scales(const bnb4_qtensor *q, size_t b0, size_t b1, float *o
     (k->nested_scales ? k->nested_scales : nested_scales_generic)(q, b0, b1, out);
 }
 
-void bnb4_cpu_decode_f32(const bnb4_cpu_kernels *k, const bnb4_qtensor *q, size_t begin, size_t end, float *out) {
+void bnb4_cpu_decode(const bnb4_cpu_kernels *k, const bnb4_qtensor *q, size_t begin, size_t end, bnb4_dtype dt,
+                     void *out) {
     enum { CHUNK_BLOCKS = 64 };
     float scales[CHUNK_BLOCKS];
     const float *cb = bnb4_codebook(q->quant_type);
-    const size_t bs = q->blocksize;
+    const size_t bs = q->blocksize, esize = bnb4_dtype_size(dt);
     size_t i = begin;
     /* head: up to the first block boundary, one element at a time */
     const size_t head_end = begin % bs ? (begin / bs + 1) * bs : begin;
     for (; i < end && i < head_end; i++)
-        out[i - begin] = bnb4_mul_ftz(cb[bnb4_nibble_at(q->packed, i)], bnb4_ref_block_scale(q, i / bs));
+        bnb4_ref_store(out, dt, i - begin,
+                       bnb4_mul_ftz(cb[bnb4_nibble_at(q->packed, i)], bnb4_ref_block_scale(q, i / bs)));
     /* whole blocks with the fast kernel */
     while (end - i >= bs) {
         size_t nb = (end - i) / bs;
         if (nb > CHUNK_BLOCKS)
             nb = CHUNK_BLOCKS;
         bnb4_cpu_block_scales(q, i / bs, i / bs + nb, scales);
-        k->dequantize_blocks(q->packed + i / 2, scales, cb, bs, nb, BNB4_F32, out + (i - begin));
+        k->dequantize_blocks(q->packed + i / 2, scales, cb, bs, nb, dt, (char *)out + (i - begin) * esize);
         i += nb * bs;
     }
     /* tail */
     if (i < end) {
         const float s = bnb4_ref_block_scale(q, i / bs);
         for (; i < end; i++)
-            out[i - begin] = bnb4_mul_ftz(cb[bnb4_nibble_at(q->packed, i)], s);
+            bnb4_ref_store(out, dt, i - begin, bnb4_mul_ftz(cb[bnb4_nibble_at(q->packed, i)], s));
     }
 }

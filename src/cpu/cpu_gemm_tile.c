@@ -2,7 +2,7 @@
  * cpu_gemm_tile.c - the ISA-neutral driver of the tiled gemm (see bnb4_tile_ops in cpu_internal.h).
  *
  * Per work unit (BNB4_TILE_COLS output columns) and per K chunk: decode BNB4_TILE_NR weight rows with
- * the level's exact dequantize kernel, pack them (float32 copy or bfloat16), then run the 4 x 4
+ * the level's exact dequantize kernel straight to the tile's element type, then run the 4 x 4
  * micro-kernel over every group of 4 rows of X. The X panel of one chunk (m x KC) stays in L2, the
  * packed weight tile in L1. Rows of X past m are served by repeating a valid row and discarded.
  */
@@ -44,12 +44,11 @@ void bnb4_tile_prep(const bnb4_tile_ops *t, bnb4_gemm_args *a) {
     }
 }
 
-/* Scratch layout: C partials (m x TILE_COLS f32) | decode buffer (KC f32) | packed tile (NR x KC). */
+/* Scratch layout: C partials (m x TILE_COLS f32) | weight tile (NR x KC elements). */
 size_t bnb4_tile_scratch_bytes(const bnb4_tile_ops *t, const bnb4_gemm_args *a) {
     if (a->m > SIZE_MAX / 8 / BNB4_TILE_COLS)
         return SIZE_MAX;
-    return a->m * BNB4_TILE_COLS * sizeof(float) + BNB4_TILE_KC * sizeof(float) +
-           BNB4_TILE_NR * BNB4_TILE_KC * t->elem_bytes + 64;
+    return a->m * BNB4_TILE_COLS * sizeof(float) + BNB4_TILE_NR * BNB4_TILE_KC * t->elem_bytes + 64;
 }
 
 void bnb4_tile_run(const bnb4_tile_ops *t, const bnb4_cpu_kernels *k, const bnb4_gemm_args *a, size_t j0, size_t j1,
@@ -57,8 +56,7 @@ void bnb4_tile_run(const bnb4_tile_ops *t, const bnb4_cpu_kernels *k, const bnb4
     const size_t K = a->w->cols, N = a->w->rows, m = a->m, kp = round_up(K, t->kalign);
     const size_t ncols = j1 - j0;
     float *c = (float *)scratch;
-    float *dec = c + m * BNB4_TILE_COLS;
-    char *tile = (char *)(dec + BNB4_TILE_KC);
+    char *tile = (char *)(c + m * BNB4_TILE_COLS);
     memset(c, 0, m * ncols * sizeof(float));
     for (size_t kc0 = 0; kc0 < K; kc0 += BNB4_TILE_KC) {
         const size_t kc = K - kc0 < BNB4_TILE_KC ? K - kc0 : BNB4_TILE_KC;
@@ -69,8 +67,8 @@ void bnb4_tile_run(const bnb4_tile_ops *t, const bnb4_cpu_kernels *k, const bnb4
                 void *dst = tile + r * kcp * t->elem_bytes;
                 if (r < nr) {
                     const size_t flat = (jg + r) * K + kc0;
-                    bnb4_cpu_decode_f32(k, a->w, flat, flat + kc, dec);
-                    t->pack_row(dec, kc, kcp, dst);
+                    bnb4_cpu_decode(k, a->w, flat, flat + kc, t->elem_dtype, dst);
+                    memset((char *)dst + kc * t->elem_bytes, 0, (kcp - kc) * t->elem_bytes);
                 } else {
                     memset(dst, 0, kcp * t->elem_bytes);
                 }

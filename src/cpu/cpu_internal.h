@@ -120,22 +120,23 @@ extern const bnb4_cpu_kernels bnb4_kernels_neon;
 /* Scales of blocks [b0, b1) of q into out (plain: copies absmax; nested: decodes as the reference). */
 void bnb4_cpu_block_scales(const bnb4_qtensor *q, size_t b0, size_t b1, float *out);
 
-/* Decode flat elements [begin, end) of q to float32 (ftz(code * scale), exactly as dequantize) using
- * the fast block kernel of `k` where blocks are whole, the reference elsewhere. */
-void bnb4_cpu_decode_f32(const bnb4_cpu_kernels *k, const bnb4_qtensor *q, size_t begin, size_t end, float *out);
+/* Decode flat elements [begin, end) of q to dt (exactly as bnb4_dequantize) into out[0 .. end-begin),
+ * using the fast block kernel of `k` where blocks are whole, the reference elsewhere. */
+void bnb4_cpu_decode(const bnb4_cpu_kernels *k, const bnb4_qtensor *q, size_t begin, size_t end, bnb4_dtype dt,
+                     void *out);
 
 /* ---- the tiled gemm driver (cpu_gemm_tile.c), shared by every ISA --------------------------------------
  * Y = X W^T in K chunks of BNB4_TILE_KC: each group of BNB4_TILE_NR weight rows (output columns) is
- * decoded exactly once (scale applied, bit-exact f32, then packed to the kernel's element type) and
+ * decoded exactly once (scale applied, rounded to the kernel's element type as dequantize does) and
  * reused by every row of X; partial sums per chunk are added in chunk order, so each output's
  * arithmetic depends only on K, never on the thread split. Works for every shape. */
 enum { BNB4_TILE_MR = 4, BNB4_TILE_NR = 4, BNB4_TILE_KC = 2048, BNB4_TILE_COLS = 16 };
 
 typedef struct bnb4_tile_ops {
     size_t kalign;     /* the micro-kernel's k step; rows are zero-padded to a multiple of it */
-    size_t elem_bytes; /* 4 (float32) or 2 (bfloat16) for both X and the packed weight tile */
-    /* float32 -> tile element type, kc values then zeros up to kcp */
-    void (*pack_row)(const float *src, size_t kc, size_t kcp, void *dst);
+    size_t elem_bytes;     /* 4 (float32) or 2 (bfloat16) for both X and the weight tile */
+    bnb4_dtype elem_dtype; /* BNB4_F32 or BNB4_BF16: weights are decoded straight to it, exactly as
+                            * bnb4_dequantize writes them */
     /* out[i][r] = dot(x[i][0..kcp), w[r][0..kcp)) for i, r < 4 (w rows are kcp apart) */
     void (*micro)(const void *const x[BNB4_TILE_MR], const void *w, size_t kcp, float out[BNB4_TILE_MR][BNB4_TILE_NR]);
 } bnb4_tile_ops;

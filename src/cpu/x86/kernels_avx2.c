@@ -280,11 +280,6 @@ static void direct_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scra
 
 /* ---- gemm: tile micro-kernel ------------------------------------------------------------------------------ */
 
-static void pack_row_f32(const float *src, size_t kc, size_t kcp, void *dst) {
-    memcpy(dst, src, kc * sizeof(float));
-    memset((float *)dst + kc, 0, (kcp - kc) * sizeof(float));
-}
-
 static void micro_f32_4x4(const void *const x[4], const void *wt, size_t kcp, float out[4][4]) {
     const float *w = (const float *)wt;
     __m256 acc[4][4];
@@ -317,7 +312,7 @@ static void micro_f32_4x4(const void *const x[4], const void *wt, size_t kcp, fl
         }
 }
 
-static const bnb4_tile_ops tile_f32 = {8, 4, pack_row_f32, micro_f32_4x4};
+static const bnb4_tile_ops tile_f32 = {8, 4, BNB4_F32, micro_f32_4x4};
 
 static size_t tile_prep_bytes(const bnb4_gemm_args *a) { return bnb4_tile_prep_bytes(&tile_f32, a); }
 static void tile_prep(bnb4_gemm_args *a) { bnb4_tile_prep(&tile_f32, a); }

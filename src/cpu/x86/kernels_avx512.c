@@ -700,11 +700,6 @@ static void direct_bf16_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void 
 
 /* ---- gemm: tile micro-kernels ------------------------------------------------------------------------------------ */
 
-static void pack_row_f32(const float *src, size_t kc, size_t kcp, void *dst) {
-    memcpy(dst, src, kc * sizeof(float));
-    memset((float *)dst + kc, 0, (kcp - kc) * sizeof(float));
-}
-
 static void micro_f32_4x4(const void *const x[4], const void *wt, size_t kcp, float out[4][4]) {
     const float *w = (const float *)wt;
     __m512 acc[4][4];
@@ -731,16 +726,6 @@ static void micro_f32_4x4(const void *const x[4], const void *wt, size_t kcp, fl
         #pragma GCC unroll 8
         for (int r = 0; r < 4; r++)
             out[i][r] = _mm512_reduce_add_ps(acc[i][r]);
-}
-
-static void pack_row_bf16(const float *src, size_t kc, size_t kcp, void *dst) {
-    uint16_t *d = (uint16_t *)dst;
-    size_t k = 0;
-    for (; k + 16 <= kc; k += 16)
-        _mm256_storeu_si256((__m256i *)(d + k), f32_to_bf16_rne(_mm512_loadu_ps(src + k)));
-    for (; k < kc; k++)
-        d[k] = bnb4_f32_to_bf16(src[k]);
-    memset(d + kc, 0, (kcp - kc) * sizeof(uint16_t));
 }
 
 static void micro_bf16_4x4(const void *const x[4], const void *wt, size_t kcp, float out[4][4]) {
@@ -771,8 +756,8 @@ static void micro_bf16_4x4(const void *const x[4], const void *wt, size_t kcp, f
             out[i][r] = _mm512_reduce_add_ps(acc[i][r]);
 }
 
-static const bnb4_tile_ops tile_f32 = {16, 4, pack_row_f32, micro_f32_4x4};
-static const bnb4_tile_ops tile_bf16 = {32, 2, pack_row_bf16, micro_bf16_4x4};
+static const bnb4_tile_ops tile_f32 = {16, 4, BNB4_F32, micro_f32_4x4};
+static const bnb4_tile_ops tile_bf16 = {32, 2, BNB4_BF16, micro_bf16_4x4};
 
 static size_t tile_f32_prep_bytes(const bnb4_gemm_args *a) { return bnb4_tile_prep_bytes(&tile_f32, a); }
 static void tile_f32_prep(bnb4_gemm_args *a) { bnb4_tile_prep(&tile_f32, a); }
