@@ -14,6 +14,10 @@
 
 static size_t round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
+/* K chunk: 4 KiB of each X row, so the X panel of m = 128 rows (512 KiB) stays in a 1 MiB L2 next to
+ * the weight tile. The chunking depends only on K and the element type: never on the thread split. */
+static size_t tile_kc(const bnb4_tile_ops *t) { return BNB4_TILE_KC_BYTES / t->elem_bytes; }
+
 size_t bnb4_tile_prep_bytes(const bnb4_tile_ops *t, const bnb4_gemm_args *a) {
     const size_t K = a->w->cols;
     if (K > SIZE_MAX / 2 - t->kalign)
@@ -46,9 +50,10 @@ void bnb4_tile_prep(const bnb4_tile_ops *t, bnb4_gemm_args *a) {
 
 /* Scratch layout: C partials (m x TILE_COLS f32) | weight tile (NR x KC elements). */
 size_t bnb4_tile_scratch_bytes(const bnb4_tile_ops *t, const bnb4_gemm_args *a) {
+    (void)t; /* the tile is NR rows of BNB4_TILE_KC_BYTES whatever the element type */
     if (a->m > SIZE_MAX / 8 / BNB4_TILE_COLS)
         return SIZE_MAX;
-    return a->m * BNB4_TILE_COLS * sizeof(float) + BNB4_TILE_NR * BNB4_TILE_KC * t->elem_bytes + 64;
+    return a->m * BNB4_TILE_COLS * sizeof(float) + BNB4_TILE_NR * BNB4_TILE_KC_BYTES + 64;
 }
 
 void bnb4_tile_run(const bnb4_tile_ops *t, const bnb4_cpu_kernels *k, const bnb4_gemm_args *a, size_t j0, size_t j1,
@@ -58,8 +63,9 @@ void bnb4_tile_run(const bnb4_tile_ops *t, const bnb4_cpu_kernels *k, const bnb4
     float *c = (float *)scratch;
     char *tile = (char *)(c + m * BNB4_TILE_COLS);
     memset(c, 0, m * ncols * sizeof(float));
-    for (size_t kc0 = 0; kc0 < K; kc0 += BNB4_TILE_KC) {
-        const size_t kc = K - kc0 < BNB4_TILE_KC ? K - kc0 : BNB4_TILE_KC;
+    const size_t KC = tile_kc(t);
+    for (size_t kc0 = 0; kc0 < K; kc0 += KC) {
+        const size_t kc = K - kc0 < KC ? K - kc0 : KC;
         const size_t kcp = round_up(kc, t->kalign);
         for (size_t jg = j0; jg < j1; jg += BNB4_TILE_NR) {
             const size_t nr = j1 - jg < BNB4_TILE_NR ? j1 - jg : BNB4_TILE_NR;

@@ -126,11 +126,11 @@ void bnb4_cpu_decode(const bnb4_cpu_kernels *k, const bnb4_qtensor *q, size_t be
                      void *out);
 
 /* ---- the tiled gemm driver (cpu_gemm_tile.c), shared by every ISA --------------------------------------
- * Y = X W^T in K chunks of BNB4_TILE_KC: each group of BNB4_TILE_NR weight rows (output columns) is
+ * Y = X W^T in K chunks of BNB4_TILE_KC_BYTES per row: each group of BNB4_TILE_NR weight rows (output columns) is
  * decoded exactly once (scale applied, rounded to the kernel's element type as dequantize does) and
  * reused by every row of X; partial sums per chunk are added in chunk order, so each output's
  * arithmetic depends only on K, never on the thread split. Works for every shape. */
-enum { BNB4_TILE_MR = 4, BNB4_TILE_NR = 4, BNB4_TILE_KC = 2048, BNB4_TILE_COLS = 16 };
+enum { BNB4_TILE_MR = 4, BNB4_TILE_NR = 4, BNB4_TILE_KC_BYTES = 4096, BNB4_TILE_COLS = 16 };
 
 typedef struct bnb4_tile_ops {
     size_t kalign;     /* the micro-kernel's k step; rows are zero-padded to a multiple of it */
