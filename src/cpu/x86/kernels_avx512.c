@@ -139,17 +139,26 @@ ALWAYS_INLINE void quantize_blocks_impl(const void *src, bnb4_dtype dt, size_t b
     k.four = _mm512_set1_epi32(4), k.seven = _mm512_set1_epi32(7), k.eight = _mm512_set1_epi32(8);
     k.fmin = _mm512_set1_ps(0x1p-126f), k.nfmin = _mm512_set1_ps(-0x1p-126f);
     const __m512 lowest = _mm512_set1_ps(-0x1.fffffep+127f); /* the kernel's running max starts at -FLT_MAX */
+    enum { GROUP = 8 }; /* absmax and reciprocals of 8 blocks first: the scalar rcp emulations overlap */
+    float invs[GROUP];
     for (size_t b = b0; b < b1; b++) {
         const size_t e0 = b * bs;
-        __m512 m0 = lowest, m1 = lowest;
-        for (size_t i = 0; i < bs; i += 32) { /* NaN operand -> vmaxps keeps m */
-            m0 = _mm512_max_ps(_mm512_abs_ps(load16_f32(src, dt, e0 + i)), m0);
-            m1 = _mm512_max_ps(_mm512_abs_ps(load16_f32(src, dt, e0 + i + 16)), m1);
+        if ((b - b0) % GROUP == 0) {
+            const size_t g1 = b1 - b < GROUP ? b1 : b + GROUP;
+            for (size_t g = b; g < g1; g++) {
+                __m512 m0 = lowest, m1 = lowest;
+                for (size_t i = 0; i < bs; i += 32) { /* NaN operand -> vmaxps keeps m */
+                    m0 = _mm512_max_ps(_mm512_abs_ps(load16_f32(src, dt, g * bs + i)), m0);
+                    m1 = _mm512_max_ps(_mm512_abs_ps(load16_f32(src, dt, g * bs + i + 16)), m1);
+                }
+                /* max of ftz(|x|) == ftz(max |x|): flushing is monotone */
+                absmax[g] = bnb4_ftz(_mm512_reduce_max_ps(_mm512_max_ps(m0, m1)));
+            }
+            for (size_t g = b; g < g1; g++)
+                invs[g - b] = bnb4_ftz(bnb4_rcp_approx_f32(absmax[g]));
         }
-        /* max of ftz(|x|) == ftz(max |x|): flushing is monotone */
-        const float amax = bnb4_ftz(_mm512_reduce_max_ps(_mm512_max_ps(m0, m1)));
-        absmax[b] = amax;
-        const __m512 inv = _mm512_set1_ps(bnb4_ftz(bnb4_rcp_approx_f32(amax)));
+        const float amax = absmax[b];
+        const __m512 inv = _mm512_set1_ps(invs[(b - b0) % GROUP]);
         uint8_t *out = packed + e0 / 2;
         if (amax >= 0x1p-110f) {
             /* Common case: inv <= 2^110, so a flushed input would only have given |xn| < 2^-16, which encodes
