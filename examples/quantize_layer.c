@@ -32,21 +32,21 @@ static double uniform(void) { /* xorshift64*, good enough for test data */
 }
 static double normal(void) { return sqrt(-2.0 * log(1.0 - uniform())) * cos(6.283185307179586 * uniform()); }
 
-static uint16_t to_f16(float f) { /* via the library: dequantize-free conversion is not public, so round here */
+/* float16 <-> float32 for the example's data (bnb4 takes float16 as raw uint16_t bits). Round to
+ * nearest even; float16 subnormals handled by scaling (lrintf rounds to even). */
+static uint16_t to_f16(float f) {
     uint32_t x;
     memcpy(&x, &f, 4);
     const uint32_t sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
-    if (ax < 0x38800000u) /* the weights here are never float16-subnormal-small enough to matter */
-        return (uint16_t)sign;
-    const uint32_t r = ax - 0x38000000u;
+    if (ax < 0x38800000u) /* below 2^-14: a multiple of 2^-24 */
+        return (uint16_t)(sign | (uint32_t)lrintf(fabsf(f) * 0x1p24f));
+    const uint32_t r = ax - 0x38000000u; /* the example's values never overflow float16 */
     return (uint16_t)(sign | ((r + 0xfffu + ((r >> 13) & 1u)) >> 13));
 }
 static float from_f16(uint16_t h) {
-    const uint32_t e = (h >> 10) & 31u, m = h & 1023u, s = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t x = e ? s | ((e + 112u) << 23) | (m << 13) : s;
-    float f;
-    memcpy(&f, &x, 4);
-    return f;
+    const uint32_t e = (h >> 10) & 31u, m = h & 1023u;
+    const float mag = e ? ldexpf((float)(m | 1024u), (int)e - 25) : ldexpf((float)m, -24);
+    return (h & 0x8000u) ? -mag : mag;
 }
 
 static double now(void) {
