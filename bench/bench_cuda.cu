@@ -9,8 +9,9 @@
  * the median over several timed batches; a batch is a CUDA graph of back-to-back calls (so host launch
  * cost stays out), timed with events.
  *
- * Usage: bench_cuda [--quick] [--csv FILE]. Prints every row, then a summary table with the issue's
- * targets as ratios. bnb4_bench_cuda_main() is the entry point (the `bnb4 bench` CLI can call it).
+ * Usage: bench_cuda [--quick | --small-m] [--csv FILE]. --small-m measures only m = 1, 2, 3, 4, 8, 16 on
+ * every shape (no conversion rows), for tuning the small-m kernels. Prints every row, then a summary
+ * table with the issue's targets as ratios. bnb4_bench_cuda_main() is the entry point (the `bnb4 bench` CLI can call it).
  */
 #include <algorithm>
 #include <cmath>
@@ -166,15 +167,17 @@ void report(const std::string &what, double ms, double value, const char *unit, 
 } // namespace
 
 extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
-    bool quick = false;
+    bool quick = false, small_m = false;
     const char *csv = nullptr;
     for (int i = 1; i < argc; i++) {
         if (!std::strcmp(argv[i], "--quick"))
             quick = true;
+        else if (!std::strcmp(argv[i], "--small-m"))
+            small_m = true;
         else if (!std::strcmp(argv[i], "--csv") && i + 1 < argc)
             csv = argv[++i];
         else {
-            std::fprintf(stderr, "usage: %s [--quick] [--csv FILE]\n", argv[0]);
+            std::fprintf(stderr, "usage: %s [--quick | --small-m] [--csv FILE]\n", argv[0]);
             return 2;
         }
     }
@@ -237,6 +240,8 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
     if (quick) {
         shapes = {{4096, 4096}, {14336, 4096}};
         ms = {1, 8, 64, 512};
+    } else if (small_m) {
+        ms = {1, 2, 3, 4, 8, 16};
     }
     const size_t bs = 64;
     const size_t max_m = *std::max_element(ms.begin(), ms.end());
@@ -289,6 +294,8 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
             std::vector<void *> &wd = dt == BNB4_F16 ? w16 : wbf;
             double m1_ms[2] = {0, 0};
             for (size_t m : ms) {
+                if (sh.N == shapes[0].N && sh.K == shapes[0].K)
+                    std::printf("kernel for %s m=%zu: %s\n", dn, m, bnb4_kernel_name(ctx, BNB4_OP_GEMM, dt, m));
                 const double flops = 2.0 * m * N * K;
                 const float alpha = 1.0f, beta = 0.0f;
                 const int iters = m >= 512 ? 10 : 50;
@@ -330,7 +337,7 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
         /* dequantize (f16 out) and quantize (f16 in): bytes read + written over copy bandwidth */
         void *dq;
         CK(cudaMalloc(&dq, dense_bytes));
-        {
+        if (!small_m) {
             const double t_dq = timer.run(20, [&](int i) {
                 const int c = i % copies_q;
                 const bnb4_qtensor q = bnb4_qtensor_plain(N, K, bs, BNB4_NF4, packed[c], absmax[c]);

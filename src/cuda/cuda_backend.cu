@@ -211,6 +211,8 @@ bnb4_status bnb4_cuda_gemm(bnb4_ctx *ctx, const bnb4_qtensor *w, bnb4_dtype dt, 
     if (st != BNB4_OK)
         return st;
     switch (bnb4_cuda_pick_gemm(w, dt, m, x)) {
+    case BNB4_CUDA_GEMM_GEMV:
+        return bnb4_cuda_gemv(s, w, dt, m, x, bias, y);
     case BNB4_CUDA_GEMM_MMA:
         return bnb4_cuda_gemm_mma(s, w, dt, m, x, bias, y);
     case BNB4_CUDA_GEMM_SIMT:
@@ -237,8 +239,10 @@ const char *bnb4_cuda_kernel_name(bnb4_ctx *ctx, bnb4_op op, bnb4_dtype dt, size
     case BNB4_OP_GEMM:
         break;
     }
-    /* The names of the fast paths, for an aligned tensor with K % 32 == 0 (odd shapes take the SIMT
-     * kernel or dequantize + cuBLAS). */
+    /* The names of the fast paths, for an aligned tensor with K % blocksize == 0 (odd shapes take the
+     * tensor-core or SIMT kernel, or dequantize + cuBLAS). */
+    if (m <= bnb4_cuda_gemv_max_m())
+        return dt == BNB4_F32 ? "gemv_4bit_f32__cuda" : dt == BNB4_F16 ? "gemv_4bit_f16__cuda" : "gemv_4bit_bf16__cuda";
     if (dt == BNB4_F32)
         return m <= BNB4_CUDA_SIMT_MAX_M ? "gemm_4bit_f32__simt" : "dequantize_4bit_f32+cublas_sgemm";
     if (m <= BNB4_CUDA_MMA_MAX_M)

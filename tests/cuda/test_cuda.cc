@@ -223,7 +223,11 @@ TEST(CudaContext, DeviceIndexOutOfRangeIsADeviceError) {
 }
 
 TEST_F(CudaTest, KernelNamesSayCuda) {
-    EXPECT_NE(nullptr, std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMV, BNB4_F16, 1), "mma"));
+    // m = 1 streams on CUDA cores unless BNB4_CUDA_GEMV_MAX_M=0 turns that kernel off; m = 32 is tensor-core
+    const char *gemv_max = std::getenv("BNB4_CUDA_GEMV_MAX_M");
+    EXPECT_NE(nullptr, std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMV, BNB4_F16, 1),
+                                   gemv_max && std::strcmp(gemv_max, "0") == 0 ? "mma" : "gemv"));
+    EXPECT_NE(nullptr, std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_BF16, 32), "mma"));
     EXPECT_NE(nullptr, std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F16, 2048), "cublas"));
     EXPECT_NE(nullptr, std::strstr(bnb4_kernel_name(ctx, BNB4_OP_QUANTIZE, BNB4_BF16, 0), "cuda"));
 }
@@ -418,13 +422,16 @@ double tolerance(bnb4_dtype dt) { return dt == BNB4_F32 ? 1e-5 : dt == BNB4_F16 
 TEST_F(CudaTest, MatmulAgreesWithFloat64OnEveryPath) {
     auto g = rng(104);
     struct Shape { size_t N, K, bs; };
-    // K % 32 == 0 shapes take the tensor-core kernel (m <= 64); the others the SIMT kernel or cuBLAS.
-    std::vector<Shape> shapes = {{64, 256, 64}, {100, 96, 32}, {33, 72, 64}, {17, 31, 32}, {300, 1056, 128},
-                                 {129, 4096, 64}, {8, 64, 4096}, {5, 1000, 256}};
-    std::vector<size_t> ms = {1, 2, 3, 8, 13, 16, 17, 32, 33, 64, 65, 130};
+    // K % blocksize == 0 shapes take the CUDA-core gemv kernel for small m (odd N, a partial last 1024-k
+    // step, every m tier); K % 32 == 0 ones the tensor-core kernel (m <= 32); the others the SIMT kernel
+    // or cuBLAS.
+    std::vector<Shape> shapes = {{64, 256, 64},   {100, 96, 32}, {33, 72, 64},  {17, 31, 32},
+                                 {300, 1056, 128}, {129, 4096, 64}, {8, 64, 4096}, {5, 1000, 256},
+                                 {37, 3072, 256},  {9, 2080, 32},  {6, 8192, 4096}};
+    std::vector<size_t> ms = {1, 2, 3, 4, 8, 13, 16, 17, 32, 33, 64, 65, 130};
     if (quick()) {
-        shapes = {{64, 256, 64}, {33, 72, 64}, {300, 1056, 128}};
-        ms = {1, 3, 16, 33, 64, 65};
+        shapes = {{64, 256, 64}, {33, 72, 64}, {300, 1056, 128}, {37, 3072, 256}};
+        ms = {1, 2, 3, 16, 33, 64, 65};
     }
     size_t combo = 0;
     for (const Shape &s : shapes) {

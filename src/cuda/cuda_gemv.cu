@@ -1,0 +1,417 @@
+/*
+ * cuda_gemv.cu - Y[m, N] = X[m, K] W^T + bias for small m (batch-1 decode and a few rows more) on CUDA
+ * cores: gemv_4bit_<dt>__cuda_m<MT>. At m = 1..4 the matmul is a pure stream of the packed weights
+ * (0.5 byte per weight against 2*m flops), so the kernel is built to keep DRAM busy:
+ *
+ *  - each warp owns 2 weight rows; its 32 lanes cover 1024 contiguous k per step (16 bytes each, so a
+ *    warp-step reads 4 whole 128-byte lines of each row), streamed with ld.global.nc.L1::no_allocate;
+ *  - a warp walks its rows as one flat sequence of (row pair, step) items, 2 items per batch, with the
+ *    next batch's loads issued before the current batch is computed (two named register buffers), so
+ *    every warp keeps 64-128 bytes per lane in flight, also across row-pair boundaries. The grid is
+ *    persistent (as many CTAs as fit), so the per-CTA decode table is built once per CTA;
+ *  - decoding: one PRMT and one shared-memory lookup per packed byte give both codebook values (a
+ *    256-entry table of code pairs, replicated per lane so lookups never bank-conflict, 64 KB: float2
+ *    pairs, exact, or half2 pairs, half the shared-memory traffic but two conversions, codes rounded
+ *    to f16 as the tensor-core kernel rounds whole weights); codes are multiplied with the activations and summed in float32 per 32-element chunk,
+ *    and the chunk's sum is multiplied by its block scale once (a chunk never straddles a block: K %
+ *    blocksize == 0, blocksize >= 32). Nested absmax is decoded in the kernel, with the 8-bit map in
+ *    shared memory, exactly as bnb4_dequantize_nested rounds it;
+ *  - activations (small, shared by all rows) are read through L1 with 16-byte loads and reused for
+ *    both rows of the warp and, for m > 1, each decoded code serves all MT (1, 2, 4) activation rows;
+ *  - epilogue: warp-shuffle sums in a fixed order (deterministic), bias in float32, one rounding.
+ *
+ * The router (cuda_gemm.cu) takes this kernel for m <= bnb4_cuda_gemv_max_m() when K % blocksize ==
+ * 0, the packed weights and the activations are 16-byte aligned and the block count fits 32 bits.
+ */
+#include <stdlib.h>
+
+#include "cuda_common.cuh"
+
+namespace {
+
+__constant__ float c_gemv_nf4[16] = {BNB4_NF4_CODEBOOK_VALUES};
+__constant__ float c_gemv_fp4[16] = {BNB4_FP4_CODEBOOK_VALUES};
+
+constexpr int kWarps = 8;       /* warps per CTA */
+constexpr int kRows = 2;        /* weight rows per warp (the activations loaded are used for both) */
+constexpr int kBatch = 2;       /* items (row pair, 1024-k step) per batch; two batches in flight */
+constexpr int kStepK = 1024;    /* k per warp-step: 32 lanes x 32 elements (16 packed bytes) */
+constexpr int kTableBytes = 256 * 256; /* code-pair table: entry (byte, lane) at byte * 256 + lane part */
+
+enum GemvTable { TABLE_F32 = 0, TABLE_H2 = 1 };
+
+struct GemvArgs {
+    const uint8_t *packed;
+    const float *absmax;        /* plain, or NULL when nested */
+    const uint8_t *codes;       /* nested */
+    const float *nested_absmax;
+    const float *nested_code;
+    float offset;
+    unsigned nested_blocksize;
+    int nbs_log2;               /* log2(nested_blocksize) when a power of two (always in bitsandbytes), else -1 */
+    int bs_log2;
+    int quant_type;
+    unsigned N, K, M, steps, groups;
+    const void *x, *bias;
+    void *y;
+};
+
+__device__ __forceinline__ uint4 ld_stream16(const void *p) {
+    uint4 v;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+}
+
+/* 8 activations (one packed weight word's worth) of one row, as float32. */
+template <typename T> struct XLoad;
+template <> struct XLoad<float> {
+    static __device__ __forceinline__ void get(const float *p, float v[8]) {
+        const float4 a = __ldg(reinterpret_cast<const float4 *>(p)), b = __ldg(reinterpret_cast<const float4 *>(p) + 1);
+        v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+    }
+};
+template <> struct XLoad<__half> {
+    static __device__ __forceinline__ void get(const __half *p, float v[8]) {
+        const uint4 a = __ldg(reinterpret_cast<const uint4 *>(p));
+        const uint32_t w[4] = {a.x, a.y, a.z, a.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const float2 f = __half22float2(*reinterpret_cast<const __half2 *>(&w[i]));
+            v[2 * i] = f.x, v[2 * i + 1] = f.y;
+        }
+    }
+};
+template <> struct XLoad<__nv_bfloat16> {
+    static __device__ __forceinline__ void get(const __nv_bfloat16 *p, float v[8]) {
+        const uint4 a = __ldg(reinterpret_cast<const uint4 *>(p));
+        const uint32_t w[4] = {a.x, a.y, a.z, a.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++) { /* bf16 -> f32 is exact: the bits move up */
+            v[2 * i] = __uint_as_float(w[i] << 16);
+            v[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+        }
+    }
+};
+
+/* One item's raw loads for the warp's two rows: 16 packed bytes and the chunk's scale (plain: absmax;
+ * nested: the 8-bit code and its nested absmax, decoded when used). */
+struct Item {
+    uint4 w[kRows];
+    float s[kRows];
+    unsigned q[kRows];
+};
+
+/* Where the next item to load is: its row pair and step, the pair's first packed byte and first block
+ * index (advanced incrementally: the flat 64-bit index math would cost ~20 instructions per load). */
+struct LoadCursor {
+    unsigned g, s;
+    const uint8_t *row;
+    unsigned blk;
+};
+
+template <bool NESTED>
+__device__ __forceinline__ void load_item(const GemvArgs &a, Item &it, const LoadCursor &c, unsigned lane32) {
+    const unsigned k0 = c.s * kStepK + lane32;
+    const bool in = c.g < a.groups && k0 < a.K;
+#pragma unroll
+    for (int rr = 0; rr < kRows; rr++) {
+        it.w[rr] = make_uint4(0, 0, 0, 0);
+        it.s[rr] = 0.0f;
+        it.q[rr] = 0;
+        if (in && (rr == 0 || c.g * kRows + rr < a.N)) {
+            it.w[rr] = ld_stream16(c.row + (size_t)rr * (a.K / 2) + k0 / 2);
+            const unsigned b = c.blk + rr * (a.K >> a.bs_log2) + (k0 >> a.bs_log2);
+            if (NESTED) {
+                it.q[rr] = __ldg(a.codes + b);
+                it.s[rr] = __ldg(a.nested_absmax + (a.nbs_log2 >= 0 ? b >> a.nbs_log2 : b / a.nested_blocksize));
+            } else {
+                it.s[rr] = __ldg(a.absmax + b);
+            }
+        }
+    }
+}
+
+/* Codebook pair of packed byte `i` of word `w` (high nibble = the even element). Entry (byte, lane) of
+ * the table sits at byte * 256 + lane part, so one PRMT forms its offset: byte i of w as the offset's
+ * byte 1, the lane part (< 256) as byte 0. */
+template <int TABLE>
+__device__ __forceinline__ float2 code_pair(const unsigned char *tab, uint32_t w, int i, uint32_t lane_off) {
+    const uint32_t off = __byte_perm(w, lane_off, 0x5504u | ((uint32_t)i << 4));
+    const unsigned char *p = tab + off;
+    if (TABLE == TABLE_F32)
+        return *reinterpret_cast<const float2 *>(p);
+    return __half22float2(*reinterpret_cast<const __half2 *>(p));
+}
+
+/* Register cap: CTAs that must fit on an SM (more activation rows need more registers). */
+template <int MT> constexpr int gemv_min_ctas() { return MT == 1 ? 3 : 2; }
+
+template <typename T, int MT, bool NESTED, int TABLE>
+__global__ void __launch_bounds__(kWarps * 32, gemv_min_ctas<MT>()) gemv_4bit_kernel(GemvArgs a) {
+    /* 256 bytes x 256 B: float2 pairs, one per lane (8 B each), or half2 pairs (4 B each, the first
+     * 128 B used), so 32 lanes never bank-conflict; dynamic shared memory (64 KB), then the nested map. */
+    extern __shared__ __align__(16) unsigned char tab[];
+    float *nested_map = reinterpret_cast<float *>(tab + kTableBytes);
+    {
+        const float *code = a.quant_type == BNB4_NF4 ? c_gemv_nf4 : c_gemv_fp4;
+        for (int v = threadIdx.x; v < kTableBytes / 16; v += blockDim.x) { /* 16 stores per byte value */
+            const int b = v >> 4;
+            uint4 e;
+            if (TABLE == TABLE_F32) {
+                const float hi = code[b >> 4], lo = code[b & 15];
+                e = make_uint4(__float_as_uint(hi), __float_as_uint(lo), __float_as_uint(hi), __float_as_uint(lo));
+            } else {
+                const __half2 h = __floats2half2_rn(code[b >> 4], code[b & 15]);
+                const uint32_t u = *reinterpret_cast<const uint32_t *>(&h);
+                e = make_uint4(u, u, u, u);
+            }
+            reinterpret_cast<uint4 *>(tab)[v] = e;
+        }
+        if (NESTED)
+            for (int v = threadIdx.x; v < 256; v += blockDim.x)
+                nested_map[v] = a.nested_code[v];
+    }
+    __syncthreads();
+
+    const int lane = threadIdx.x & 31;
+    const uint32_t lane_off = TABLE == TABLE_F32 ? (uint32_t)lane * 8u : (uint32_t)lane * 4u;
+    /* warp w takes row pairs w, w + warps, ...; w counts CTAs fastest, so when the pairs do not divide
+     * evenly, the warps with one pair more are spread over every CTA (and SM), not packed into the
+     * first CTAs */
+    const unsigned warp_id = (threadIdx.x >> 5) * gridDim.x + blockIdx.x, warps = gridDim.x * kWarps;
+    if (warp_id >= a.groups)
+        return;
+    const T *x = reinterpret_cast<const T *>(a.x);
+    const unsigned K = a.K, steps = a.steps;
+    /* items of this warp: groups warp_id, warp_id + warps, ...; each `steps` long */
+    const unsigned my_groups = (a.groups - warp_id + warps - 1) / warps;
+    const unsigned items = my_groups * steps;
+
+    float acc[kRows][MT];
+#pragma unroll
+    for (int rr = 0; rr < kRows; rr++)
+#pragma unroll
+        for (int r = 0; r < MT; r++)
+            acc[rr][r] = 0.0f;
+
+    /* load cursor and compute cursor: (group, step) */
+    const unsigned lane32 = (unsigned)lane * 32u;
+    LoadCursor lc = {warp_id, 0, a.packed + (size_t)warp_id * K, (unsigned)(((size_t)warp_id * kRows * K) >> a.bs_log2)};
+    const size_t row_stride = (size_t)warps * K; /* packed bytes from one of the warp's row pairs to the next */
+    const unsigned blk_stride = (unsigned)(row_stride * 2 >> a.bs_log2);
+    unsigned cg = warp_id, cs = 0;
+    auto advance = [&](unsigned &g, unsigned &s) {
+        if (++s == steps) {
+            s = 0;
+            g += warps;
+        }
+    };
+    auto load_batch = [&](Item (&b)[kBatch]) {
+#pragma unroll
+        for (int u = 0; u < kBatch; u++) {
+            load_item<NESTED>(a, b[u], lc, lane32); /* past the warp's last group: g >= groups, no load */
+            if (++lc.s == steps) {
+                lc.s = 0;
+                lc.g += warps;
+                lc.row += row_stride;
+                lc.blk += blk_stride;
+            }
+        }
+    };
+    auto compute_batch = [&](const Item (&b)[kBatch], unsigned &done) {
+#pragma unroll
+        for (int u = 0; u < kBatch; u++) {
+            if (done >= items)
+                return;
+            const unsigned k0 = cs * kStepK + (unsigned)lane * 32u;
+            if (k0 < K) {
+                float part[kRows][MT][2];
+#pragma unroll
+                for (int rr = 0; rr < kRows; rr++)
+#pragma unroll
+                    for (int r = 0; r < MT; r++)
+                        part[rr][r][0] = part[rr][r][1] = 0.0f;
+                /* MT >= 4: one word at a time (unrolled, the compiler hoists every word's activations) */
+#pragma unroll(MT >= 4 ? 1 : 4)
+                for (int qw = 0; qw < 4; qw++) {
+                    float xv[MT][8];
+#pragma unroll
+                    for (int r = 0; r < MT; r++) {
+                        if (r < (int)a.M)
+                            XLoad<T>::get(x + (size_t)r * K + k0 + qw * 8, xv[r]);
+                        else
+#pragma unroll
+                            for (int e = 0; e < 8; e++)
+                                xv[r][e] = 0.0f;
+                    }
+#pragma unroll
+                    for (int rr = 0; rr < kRows; rr++) {
+                        const uint32_t w = qw == 0 ? b[u].w[rr].x : qw == 1 ? b[u].w[rr].y : qw == 2 ? b[u].w[rr].z
+                                                                                                   : b[u].w[rr].w;
+#pragma unroll
+                        for (int i = 0; i < 4; i++) {
+                            const float2 c = code_pair<TABLE>(tab, w, i, lane_off);
+#pragma unroll
+                            for (int r = 0; r < MT; r++) {
+                                part[rr][r][0] = fmaf(c.x, xv[r][2 * i], part[rr][r][0]);
+                                part[rr][r][1] = fmaf(c.y, xv[r][2 * i + 1], part[rr][r][1]);
+                            }
+                        }
+                    }
+                }
+#pragma unroll
+                for (int rr = 0; rr < kRows; rr++) {
+                    const float sc = NESTED ? __fadd_rn(bnb4_dev_mul_ftz(nested_map[b[u].q[rr]], b[u].s[rr]), a.offset)
+                                            : b[u].s[rr];
+#pragma unroll
+                    for (int r = 0; r < MT; r++)
+                        acc[rr][r] = fmaf(part[rr][r][0] + part[rr][r][1], sc, acc[rr][r]);
+                }
+            }
+            if (cs == steps - 1) { /* the row pair is complete: reduce across lanes and store */
+#pragma unroll
+                for (int rr = 0; rr < kRows; rr++) {
+                    const unsigned j = cg * kRows + rr;
+#pragma unroll
+                    for (int r = 0; r < MT; r++) {
+                        float v = acc[rr][r];
+#pragma unroll
+                        for (int off = 16; off > 0; off /= 2)
+                            v += __shfl_xor_sync(0xffffffffu, v, off);
+                        acc[rr][r] = 0.0f;
+                        if (lane == 0 && r < (int)a.M && j < a.N) {
+                            if (a.bias)
+                                v += bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[j]);
+                            reinterpret_cast<T *>(a.y)[(size_t)r * a.N + j] = bnb4_dt<T>::from_f32(v);
+                        }
+                    }
+                }
+            }
+            advance(cg, cs);
+            done++;
+        }
+    };
+
+    Item A[kBatch], B[kBatch];
+    unsigned done = 0;
+    load_batch(A);
+    while (done < items) {
+        load_batch(B);
+        compute_batch(A, done);
+        if (done >= items)
+            break;
+        load_batch(A);
+        compute_batch(B, done);
+    }
+}
+
+int log2_of(size_t v) {
+    int l = 0;
+    while (((size_t)1 << l) < v)
+        l++;
+    return l;
+}
+
+template <typename T, int MT, bool NESTED, int TABLE> int g_gemv_ctas[64];
+int g_gemv_max_m = -1, g_gemv_table = -1, g_gemv_ctas_cap = 0; /* see read_settings() */
+
+template <typename T, int MT, bool NESTED, int TABLE> bnb4_status launch(bnb4_cuda_state *s, const GemvArgs &a) {
+    constexpr int smem = kTableBytes + (NESTED ? 256 * 4 : 0);
+    int &per_sm = g_gemv_ctas<T, MT, NESTED, TABLE>[s->device & 63];
+    if (!per_sm) {
+        bnb4_status st = bnb4_cuda_check(
+            cudaFuncSetAttribute(gemv_4bit_kernel<T, MT, NESTED, TABLE>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
+            "bnb4_gemm (gemv): shared memory");
+        if (st != BNB4_OK)
+            return st;
+        int v = 0;
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&v, gemv_4bit_kernel<T, MT, NESTED, TABLE>, kWarps * 32,
+                                                          smem) != cudaSuccess ||
+            v < 1)
+            v = 1;
+        per_sm = v;
+    }
+    const int cap = g_gemv_ctas_cap && g_gemv_ctas_cap < per_sm ? g_gemv_ctas_cap : per_sm;
+    const size_t want = bnb4_div_up(a.groups, kWarps), fit = (size_t)s->sm_count * (size_t)cap;
+    const unsigned ctas = (unsigned)(want < fit ? want : fit);
+    gemv_4bit_kernel<T, MT, NESTED, TABLE><<<ctas, kWarps * 32, smem, s->stream>>>(a);
+    return BNB4_CUDA_LAUNCH_CHECK("bnb4_gemm (gemv)");
+}
+
+template <typename T, int TABLE> bnb4_status launch_m(bnb4_cuda_state *s, const GemvArgs &a, bool nested) {
+    if (a.M <= 1)
+        return nested ? launch<T, 1, true, TABLE>(s, a) : launch<T, 1, false, TABLE>(s, a);
+    if (a.M <= 2)
+        return nested ? launch<T, 2, true, TABLE>(s, a) : launch<T, 2, false, TABLE>(s, a);
+    return nested ? launch<T, 4, true, TABLE>(s, a) : launch<T, 4, false, TABLE>(s, a);
+}
+
+/* Settings read once from the environment (for measuring): BNB4_CUDA_GEMV_MAX_M (0..4; 0 turns the
+ * kernel off), BNB4_CUDA_GEMV_TABLE=f32|h2 (the code-pair table for f16/bf16 activations) and
+ * BNB4_CUDA_GEMV_CTAS=1..8 (at most that many resident CTAs per SM in the persistent grid). */
+void read_settings() {
+    if (g_gemv_max_m >= 0)
+        return;
+    const char *m = getenv("BNB4_CUDA_GEMV_MAX_M"), *t = getenv("BNB4_CUDA_GEMV_TABLE");
+    const int mv = m && m[0] >= '0' && m[0] <= '4' && m[1] == '\0' ? m[0] - '0' : BNB4_CUDA_GEMV_MAX_M;
+    g_gemv_table = t && t[0] == 'f' ? TABLE_F32 : t && t[0] == 'h' ? TABLE_H2 : BNB4_CUDA_GEMV_TABLE_DEFAULT;
+    const char *c = getenv("BNB4_CUDA_GEMV_CTAS");
+    g_gemv_ctas_cap = c && c[0] >= '1' && c[0] <= '8' && c[1] == '\0' ? c[0] - '0' : 0;
+    g_gemv_max_m = mv;
+}
+
+} // namespace
+
+size_t bnb4_cuda_gemv_max_m(void) {
+    read_settings();
+    return (size_t)g_gemv_max_m;
+}
+
+int bnb4_cuda_gemv_fits(const bnb4_qtensor *w, size_t m, const void *x) {
+    if (m == 0 || m > bnb4_cuda_gemv_max_m())
+        return 0;
+    const size_t n = w->rows * w->cols; /* validated: no overflow */
+    /* 32-bit block indices, rows, k and per-warp item counts (n / 2048 items of 1024 k x 2 rows) */
+    return n <= ((size_t)1 << 42) && w->cols % w->blocksize == 0 && w->blocksize >= 32 && bnb4_aligned(w->packed, 16) && bnb4_aligned(x, 16) &&
+           w->cols <= 0x7fffffffu && w->rows <= 0x7fffffffu && n / w->blocksize <= 0xffffffffu &&
+           (w->absmax != NULL || w->nested.blocksize <= 0xffffffffu);
+}
+
+bnb4_status bnb4_cuda_gemv(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
+                           const void *bias, void *y) {
+    read_settings();
+    GemvArgs a = {};
+    a.packed = w->packed;
+    a.absmax = w->absmax;
+    a.codes = w->nested.codes;
+    a.nested_absmax = w->nested.absmax;
+    a.nested_code = w->nested.code;
+    a.offset = w->nested.offset;
+    a.nested_blocksize = (unsigned)w->nested.blocksize;
+    a.nbs_log2 = -1;
+    if (w->nested.blocksize && (w->nested.blocksize & (w->nested.blocksize - 1)) == 0)
+        a.nbs_log2 = log2_of(w->nested.blocksize);
+    a.bs_log2 = log2_of(w->blocksize);
+    a.quant_type = (int)w->quant_type;
+    a.N = (unsigned)w->rows;
+    a.K = (unsigned)w->cols;
+    a.M = (unsigned)m;
+    a.steps = (unsigned)bnb4_div_up(w->cols, kStepK);
+    a.groups = (unsigned)bnb4_div_up(w->rows, kRows);
+    a.x = x;
+    a.bias = bias;
+    a.y = y;
+    const bool nested = w->absmax == NULL;
+    switch (dt) {
+    case BNB4_F16:
+        return g_gemv_table == TABLE_F32 ? launch_m<__half, TABLE_F32>(s, a, nested)
+                                         : launch_m<__half, TABLE_H2>(s, a, nested);
+    case BNB4_BF16:
+        return g_gemv_table == TABLE_F32 ? launch_m<__nv_bfloat16, TABLE_F32>(s, a, nested)
+                                         : launch_m<__nv_bfloat16, TABLE_H2>(s, a, nested);
+    default: /* float32 activations: exact float32 codes */
+        return launch_m<float, TABLE_F32>(s, a, nested);
+    }
+}
