@@ -86,16 +86,24 @@ static void quantize_blocks_neon(const void *src, bnb4_dtype dt, size_t bs, bnb4
     const int nf4 = qt == BNB4_NF4;
     const uint8x16_t rank_to_code = vld1q_u8(fp4_rank_to_code);
     const float32x4_t lowest = vdupq_n_f32(-0x1.fffffep+127f);
+    enum { GROUP = 8 }; /* absmax and reciprocals of 8 blocks first: the scalar rcp emulations overlap */
+    float invs[GROUP];
     for (size_t b = b0; b < b1; b++) {
         const size_t e0 = b * bs;
-        float32x4_t m = lowest;
-        for (size_t i = 0; i < bs; i += 4) {
-            const float32x4_t a = vabsq_f32(load4_f32(src, dt, e0 + i));
-            m = vmaxq_f32(m, vbslq_f32(vceqq_f32(a, a), a, lowest)); /* NaN lanes count as -FLT_MAX */
+        if ((b - b0) % GROUP == 0) {
+            const size_t g1 = b1 - b < GROUP ? b1 : b + GROUP;
+            for (size_t g = b; g < g1; g++) {
+                float32x4_t m = lowest;
+                for (size_t i = 0; i < bs; i += 4) {
+                    const float32x4_t a = vabsq_f32(load4_f32(src, dt, g * bs + i));
+                    m = vmaxq_f32(m, vbslq_f32(vceqq_f32(a, a), a, lowest)); /* NaN lanes count as -FLT_MAX */
+                }
+                absmax[g] = bnb4_ftz(vmaxvq_f32(m));
+            }
+            for (size_t g = b; g < g1; g++)
+                invs[g - b] = bnb4_ftz(bnb4_rcp_approx_f32(absmax[g]));
         }
-        const float amax = bnb4_ftz(vmaxvq_f32(m));
-        absmax[b] = amax;
-        const float32x4_t inv = vdupq_n_f32(bnb4_ftz(bnb4_rcp_approx_f32(amax)));
+        const float32x4_t inv = vdupq_n_f32(invs[(b - b0) % GROUP]);
         uint8_t *out = packed + e0 / 2;
         for (size_t i = 0; i < bs; i += 16) {
             uint32x4_t c[4];

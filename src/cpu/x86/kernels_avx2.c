@@ -103,17 +103,25 @@ static void quantize_blocks_avx2(const void *src, bnb4_dtype dt, size_t bs, bnb4
                                  uint8_t *packed, float *absmax) {
     const int nf4 = qt == BNB4_NF4;
     const __m256i rank_to_code = _mm256_loadu_si256((const __m256i *)fp4_rank_to_code);
+    enum { GROUP = 8 }; /* absmax and reciprocals of 8 blocks first: the scalar rcp emulations overlap */
+    float invs[GROUP];
     for (size_t b = b0; b < b1; b++) {
         const size_t e0 = b * bs;
-        __m256 m = _mm256_set1_ps(-0x1.fffffep+127f);
-        for (size_t i = 0; i < bs; i += 8)
-            m = _mm256_max_ps(abs8(load8_f32(src, dt, e0 + i)), m); /* NaN operand -> keeps m */
-        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-        h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
-        const float amax = bnb4_ftz(_mm_cvtss_f32(h));
-        absmax[b] = amax;
-        const __m256 inv = _mm256_set1_ps(bnb4_ftz(bnb4_rcp_approx_f32(amax)));
+        if ((b - b0) % GROUP == 0) {
+            const size_t g1 = b1 - b < GROUP ? b1 : b + GROUP;
+            for (size_t g = b; g < g1; g++) {
+                __m256 m = _mm256_set1_ps(-0x1.fffffep+127f);
+                for (size_t i = 0; i < bs; i += 8)
+                    m = _mm256_max_ps(abs8(load8_f32(src, dt, g * bs + i)), m); /* NaN operand -> keeps m */
+                __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+                h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+                h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+                absmax[g] = bnb4_ftz(_mm_cvtss_f32(h));
+            }
+            for (size_t g = b; g < g1; g++)
+                invs[g - b] = bnb4_ftz(bnb4_rcp_approx_f32(absmax[g]));
+        }
+        const __m256 inv = _mm256_set1_ps(invs[(b - b0) % GROUP]);
         uint8_t *out = packed + e0 / 2;
         for (size_t i = 0; i < bs; i += 16) {
             const __m256i c0 = codes8(mul_ftz(load8_f32(src, dt, e0 + i), inv), nf4, rank_to_code);
