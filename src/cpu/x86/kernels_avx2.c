@@ -158,7 +158,7 @@ static void dequantize_blocks_avx2(const uint8_t *packed, const float *scales, c
 
 /* ---- gemm: direct kernel (m <= 4) ---------------------------------------------------------------------- */
 
-enum { DIRECT_MAX_M = 4, DIRECT_COLS = 16 };
+enum { DIRECT_MAX_M = 4, DIRECT_COLS = 16, PF_GROUPS = 4 };
 
 /* X[i][c*64 + 8k + l] = x[i][c*64 + 8l + (k^1)], float32. */
 static size_t direct_prep_bytes(const bnb4_gemm_args *a) { return a->m * a->w->cols * sizeof(float); }
@@ -191,7 +191,8 @@ ALWAYS_INLINE __m256i nibble_plane(__m256i d, int k) {
 }
 
 ALWAYS_INLINE void direct_dot(const float *xp, size_t K, size_t bs, const int MR, const int RB,
-                              const uint8_t *const *wrow, const float *const *srow, __m256 cb_lo, __m256 cb_hi,
+                              const uint8_t *const *wrow, uintptr_t pf, const float *const *srow, __m256 cb_lo,
+                              __m256 cb_hi,
                               float (*out)[4]) {
     __m256 acc[DIRECT_MAX_M][4];
     #pragma GCC unroll 8
@@ -204,8 +205,11 @@ ALWAYS_INLINE void direct_dot(const float *xp, size_t K, size_t bs, const int MR
         __m256i d[4];
         __m256 p[DIRECT_MAX_M][4];
         #pragma GCC unroll 8
-        for (int r = 0; r < RB; r++)
+        for (int r = 0; r < RB; r++) {
             d[r] = _mm256_loadu_si256((const __m256i *)(wrow[r] + c / 2));
+            /* a later row group into L2, half a line per row per chunk (see kernels_avx512.c) */
+            _mm_prefetch((const char *)(pf + (c / 64 * (size_t)RB + (size_t)r) * 32), _MM_HINT_T1);
+        }
 #pragma GCC unroll 8
         for (int k = 0; k < 8; k++) {
             __m256 w[4];
@@ -263,11 +267,12 @@ static void direct_run_block(const bnb4_gemm_args *a, size_t j0, size_t j1, void
             wrow[r] = w->packed + jr * K / 2;
             srow[r] = w->absmax ? w->absmax + jr * bpr : scales + (jr - j0) * bpr;
         }
+        const uintptr_t pf = (uintptr_t)w->packed + (j + PF_GROUPS * (size_t)RB) * K / 2; /* an address only */
         switch (MR) {
-        case 1: direct_dot(xp, K, bs, 1, 4, wrow, srow, cb_lo, cb_hi, out); break;
-        case 2: direct_dot(xp, K, bs, 2, 2, wrow, srow, cb_lo, cb_hi, out); break;
-        case 3: direct_dot(xp, K, bs, 3, 1, wrow, srow, cb_lo, cb_hi, out); break;
-        default: direct_dot(xp, K, bs, 4, 1, wrow, srow, cb_lo, cb_hi, out); break;
+        case 1: direct_dot(xp, K, bs, 1, 4, wrow, pf, srow, cb_lo, cb_hi, out); break;
+        case 2: direct_dot(xp, K, bs, 2, 2, wrow, pf, srow, cb_lo, cb_hi, out); break;
+        case 3: direct_dot(xp, K, bs, 3, 1, wrow, pf, srow, cb_lo, cb_hi, out); break;
+        default: direct_dot(xp, K, bs, 4, 1, wrow, pf, srow, cb_lo, cb_hi, out); break;
         }
         #pragma GCC unroll 8
         for (int i = 0; i < MR; i++)
