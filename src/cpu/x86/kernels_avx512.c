@@ -280,10 +280,28 @@ static void nested_scales_avx512(const bnb4_qtensor *q, size_t b0, size_t b1, fl
     const float *code = q->nested.code, *nabs = q->nested.absmax;
     const size_t nbs = q->nested.blocksize;
     const __m512 fmin = _mm512_set1_ps(0x1p-126f), offset = _mm512_set1_ps(q->nested.offset);
+    size_t b = b0;
+    if (nbs >= 64) {
+        /* Within one nested block every scale is one of 256 values, f32(ftz(code[c] * nabs_j) + offset):
+         * build those once per nested block, then each block's scale is a single lookup. */
+        while (b < b1) {
+            const size_t j = b / nbs, jend = (j + 1) * nbs < b1 ? (j + 1) * nbs : b1;
+            const __m512 nv = ftz_signed(_mm512_set1_ps(nabs[j]), fmin);
+            __m512 table[16];
+            for (int i = 0; i < 16; i++)
+                table[i] = _mm512_add_ps(
+                    ftz_signed(_mm512_mul_ps(ftz_signed(_mm512_loadu_ps(code + 16 * i), fmin), nv), fmin), offset);
+            for (; b + 16 <= jend; b += 16)
+                _mm512_storeu_ps(out + (b - b0),
+                                 lookup256(table, _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + b)))));
+            for (; b < jend; b++)
+                out[b - b0] = bnb4_ref_block_scale(q, b);
+        }
+        return;
+    }
     __m512 table[16]; /* the 256-entry map */
     for (int i = 0; i < 16; i++)
         table[i] = _mm512_loadu_ps(code + 16 * i);
-    size_t b = b0;
     for (; b + 16 <= b1; b += 16) {
         const __m512 cv = lookup256(table, _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + b))));
         __m512 nv;
