@@ -384,3 +384,31 @@ bad:
     q->name = NULL;
     return CLI_EXIT_BAD_INPUT;
 }
+
+int cli_write_shard_index(const char *dir, const cli_model *m, json_t *weight_map, char *err, size_t errlen) {
+    uint64_t total = 0;
+    for (size_t s = 0; s < m->nshards; s++) {
+        char *p = cli_join(dir, m->shard_names[s]);
+        bnb4_st_file *f = NULL;
+        const int bad = !p || bnb4_st_open(p, &f, err, errlen) != 0;
+        free(p);
+        if (bad)
+            return -1;
+        for (size_t i = 0; i < bnb4_st_count(f); i++)
+            total += bnb4_st_at(f, i)->nbytes;
+        bnb4_st_close(f);
+    }
+    json_t *idx = json_object(), *meta = json_object();
+    char *p = cli_join(dir, m->index_name);
+    const int bad = !idx || !meta || !p || json_object_set_new(meta, "total_size", json_integer((json_int_t)total)) ||
+                    json_object_set_new(idx, "metadata", meta) || json_object_set(idx, "weight_map", weight_map);
+    if (bad) {
+        snprintf(err, errlen, "out of memory writing the index");
+        if (!idx)
+            json_decref(meta);
+    }
+    const int rc = bad ? -1 : cli_write_json(p, idx, 1, err, errlen);
+    free(p);
+    json_decref(idx);
+    return rc;
+}

@@ -350,33 +350,9 @@ int cli_cmd_dequantize(int argc, char **argv) {
             free(p);
             json_decref(cfg);
         }
-        if (m.indexed) {
-            uint64_t total = 0;
-            for (size_t s = 0; s < m.nshards; s++) {
-                char *p = cli_join(tmpdir, m.shard_names[s]);
-                bnb4_st_file *f = NULL;
-                if (!p || bnb4_st_open(p, &f, err, sizeof err) != 0) {
-                    free(p);
-                    rc = CLI_EXIT_FAILURE;
-                    goto fail;
-                }
-                for (size_t i = 0; i < bnb4_st_count(f); i++) total += bnb4_st_at(f, i)->nbytes;
-                bnb4_st_close(f);
-                free(p);
-            }
-            json_t *idx = json_object(), *meta = json_object();
-            char *p = cli_join(tmpdir, m.index_name);
-            int bad = !idx || !meta || !p || json_object_set_new(meta, "total_size", json_integer((json_int_t)total)) ||
-                      json_object_set_new(idx, "metadata", meta) || json_object_set(idx, "weight_map", weight_map);
-            if (bad || cli_write_json(p, idx, 1, err, sizeof err) != 0) {
-                if (bad) snprintf(err, sizeof err, "out of memory writing the index");
-                free(p);
-                json_decref(idx);
-                rc = CLI_EXIT_FAILURE;
-                goto fail;
-            }
-            free(p);
-            json_decref(idx);
+        if (m.indexed && cli_write_shard_index(tmpdir, &m, weight_map, err, sizeof err) != 0) {
+            rc = CLI_EXIT_FAILURE;
+            goto fail;
         }
         if (cli_interrupted()) {
             rc = CLI_EXIT_INTERRUPTED;
