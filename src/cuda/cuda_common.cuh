@@ -127,10 +127,16 @@ bnb4_status bnb4_cuda_launch_dequantize(bnb4_cuda_state *s, const bnb4_qtensor *
 /* The matmul kernels (cuda_gemm.cu) and where each takes over (by m). */
 #define BNB4_CUDA_MMA_MAX_M 32
 #define BNB4_CUDA_SIMT_MAX_M 16
-/* The bandwidth-bound CUDA-core kernel (cuda_gemv.cu) for m <= this (BNB4_CUDA_GEMV_MAX_M overrides it),
- * and its code-pair table for f16/bf16 activations (0 = float2, exact; 1 = half2). */
-#define BNB4_CUDA_GEMV_MAX_M 4
-#define BNB4_CUDA_GEMV_TABLE_DEFAULT 0
+/* The weight-streaming CUDA-core kernel (cuda_gemv.cu) for m <= BNB4_CUDA_GEMV_MAX_M (the environment
+ * variable of that name overrides it, 0..4), with its half2 code-pair table for f16/bf16 activations
+ * (0 = float2 pairs, exact; 1 = half2 pairs). For f16/bf16, plain-absmax tensors of more than
+ * BNB4_CUDA_GEMV_PLAIN_MAX_N rows stay on the tensor-core kernel. All three from one H200 run
+ * (docs/performance.md): m = 2..4 on this kernel took 1.3-2.7x the tensor-core kernel's time, and
+ * at m = 1 plain 14336x4096 and 28672x8192 it was 5-14 % slower, while it won on every nested shape
+ * and on the plain 4096-row ones. */
+#define BNB4_CUDA_GEMV_MAX_M 1
+#define BNB4_CUDA_GEMV_TABLE_DEFAULT 1
+#define BNB4_CUDA_GEMV_PLAIN_MAX_N 8192
 typedef enum bnb4_cuda_gemm_path {
     BNB4_CUDA_GEMM_GEMV,        /* small m, K % blocksize == 0, aligned: CUDA-core weight streaming */
     BNB4_CUDA_GEMM_MMA,     /* fused tensor-core kernel, f16/bf16, K % 32 == 0, aligned */
@@ -138,7 +144,7 @@ typedef enum bnb4_cuda_gemm_path {
     BNB4_CUDA_GEMM_DEQUANT_BLAS /* dequantize into a temporary, then cuBLAS */
 } bnb4_cuda_gemm_path;
 size_t bnb4_cuda_gemv_max_m(void);
-int bnb4_cuda_gemv_fits(const bnb4_qtensor *w, size_t m, const void *x);
+int bnb4_cuda_gemv_fits(const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x);
 bnb4_status bnb4_cuda_gemv(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
                            const void *bias, void *y);
 bnb4_cuda_gemm_path bnb4_cuda_pick_gemm(const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x);

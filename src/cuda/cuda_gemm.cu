@@ -1,6 +1,6 @@
 /*
  * cuda_gemm.cu - Y[m, N] = X[m, K] W^T + bias with W in bitsandbytes' 4-bit format; the router and
- * three of the four paths (the first, for m <= 4 with K % blocksize == 0, is cuda_gemv.cu's weight-
+ * three of the four paths (the first, for m = 1 with K % blocksize == 0, is cuda_gemv.cu's weight-
  * streaming CUDA-core kernel):
  *
  *  gemm_4bit_<dt>__mma_m16n8k16 (f16/bf16, K % 32 == 0, 16-byte aligned, m <= 32): the fused
@@ -540,8 +540,8 @@ template <typename T> bnb4_status launch_simt(bnb4_cuda_state *s, const GemmArgs
 } // namespace
 
 bnb4_cuda_gemm_path bnb4_cuda_pick_gemm(const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x) {
-    /* small m: stream the weights on CUDA cores (any dtype); the tensor-core kernel takes over above */
-    if (bnb4_cuda_gemv_fits(w, m, x))
+    /* m = 1: stream the weights on CUDA cores (any dtype; see BNB4_CUDA_GEMV_MAX_M for when) */
+    if (bnb4_cuda_gemv_fits(w, dt, m, x))
         return BNB4_CUDA_GEMM_GEMV;
     const int fast_layout = w->cols % 32 == 0 && bnb4_aligned(w->packed, 16) && bnb4_aligned(x, 16);
     if (dt != BNB4_F32 && fast_layout && m <= BNB4_CUDA_MMA_MAX_M)

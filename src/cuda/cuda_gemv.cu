@@ -1,6 +1,6 @@
 /*
  * cuda_gemv.cu - Y[m, N] = X[m, K] W^T + bias for small m (batch-1 decode and a few rows more) on CUDA
- * cores: gemv_4bit_<dt>__cuda_m<MT>. At m = 1..4 the matmul is a pure stream of the packed weights
+ * cores: gemv_4bit_<dt>__cuda. At m = 1..4 the matmul is a pure stream of the packed weights
  * (0.5 byte per weight against 2*m flops), so the kernel is built to keep DRAM busy:
  *
  *  - each warp owns 2 weight rows; its 32 lanes cover 1024 contiguous k per step (16 bytes each, so a
@@ -12,16 +12,21 @@
  *  - decoding: one PRMT and one shared-memory lookup per packed byte give both codebook values (a
  *    256-entry table of code pairs, replicated per lane so lookups never bank-conflict, 64 KB: float2
  *    pairs, exact, or half2 pairs, half the shared-memory traffic but two conversions, codes rounded
- *    to f16 as the tensor-core kernel rounds whole weights); codes are multiplied with the activations and summed in float32 per 32-element chunk,
- *    and the chunk's sum is multiplied by its block scale once (a chunk never straddles a block: K %
+ *    to f16 as the tensor-core kernel rounds whole weights; float32 activations always take the
+ *    exact table); codes are multiplied with the activations and summed in float32 per 32-element
+ *    chunk, and the chunk's sum is multiplied by its block scale once (a chunk never straddles a block: K %
  *    blocksize == 0, blocksize >= 32). Nested absmax is decoded in the kernel, with the 8-bit map in
  *    shared memory, exactly as bnb4_dequantize_nested rounds it;
  *  - activations (small, shared by all rows) are read through L1 with 16-byte loads and reused for
  *    both rows of the warp and, for m > 1, each decoded code serves all MT (1, 2, 4) activation rows;
  *  - epilogue: warp-shuffle sums in a fixed order (deterministic), bias in float32, one rounding.
  *
- * The router (cuda_gemm.cu) takes this kernel for m <= bnb4_cuda_gemv_max_m() when K % blocksize ==
- * 0, the packed weights and the activations are 16-byte aligned and the block count fits 32 bits.
+ * The router (cuda_gemm.cu) takes this kernel for m <= bnb4_cuda_gemv_max_m() (1 by default) when K %
+ * blocksize == 0, the packed weights and the activations are 16-byte aligned and the block count fits
+ * 32 bits; for f16/bf16 not for plain-absmax tensors of more than BNB4_CUDA_GEMV_PLAIN_MAX_N rows. The
+ * kernel takes m up to 4 (tiers 1, 2, 4; BNB4_CUDA_GEMV_MAX_M=4 turns them on): correct (the test
+ * suite passed with them on), but slower than the tensor-core kernel there on H200; not profiled, the
+ * likely cause is the activations, read per item through L1 and so on every item's critical path.
  */
 #include <stdlib.h>
 
@@ -369,9 +374,11 @@ size_t bnb4_cuda_gemv_max_m(void) {
     return (size_t)g_gemv_max_m;
 }
 
-int bnb4_cuda_gemv_fits(const bnb4_qtensor *w, size_t m, const void *x) {
+int bnb4_cuda_gemv_fits(const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x) {
     if (m == 0 || m > bnb4_cuda_gemv_max_m())
         return 0;
+    if (dt != BNB4_F32 && w->absmax != NULL && w->rows > BNB4_CUDA_GEMV_PLAIN_MAX_N)
+        return 0; /* measured: the tensor-core kernel is faster there (cuda_common.cuh) */
     const size_t n = w->rows * w->cols; /* validated: no overflow */
     /* 32-bit block indices, rows, k and per-warp item counts (n / 2048 items of 1024 k x 2 rows) */
     return n <= ((size_t)1 << 42) && w->cols % w->blocksize == 0 && w->blocksize >= 32 && bnb4_aligned(w->packed, 16) && bnb4_aligned(x, 16) &&
