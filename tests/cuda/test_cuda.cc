@@ -65,15 +65,22 @@ size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
 struct DevBuf {
     void *p = nullptr;
     size_t bytes = 0;
+    // The poison and the uploads go through the legacy default stream, which a context's non-blocking
+    // stream does not wait for (and a pageable cudaMemcpy may return before its DMA lands): both end with
+    // a device sync, or a kernel could read the poison instead of the data (seen on an H200: a quantize
+    // test read NaN poison in the tail of its source).
     explicit DevBuf(size_t n) : bytes(n) {
         if (cudaMalloc(&p, n ? n : 1) != cudaSuccess)
             p = nullptr;
         else
             cudaMemset(p, 0xFF, n ? n : 1); // poison: 0xFF.. is a NaN in every float format
+        cudaDeviceSynchronize();
     }
-    DevBuf(const void *host, size_t n) : DevBuf(n) {
+    DevBuf(const void *host, size_t n) : DevBuf(n) { put(0, host, n); }
+    void put(size_t offset, const void *host, size_t n) {
         if (p)
-            cudaMemcpy(p, host, n, cudaMemcpyHostToDevice);
+            cudaMemcpy((uint8_t *)p + offset, host, n, cudaMemcpyHostToDevice);
+        cudaDeviceSynchronize();
     }
     ~DevBuf() { cudaFree(p); }
     DevBuf(const DevBuf &) = delete;
@@ -251,7 +258,7 @@ TEST_F(CudaTest, QuantizeIsBitIdenticalToReference) {
                         // misaligned: source at +1 element, packed at +1 byte (the scalar paths)
                         DevBuf src(n * es + 16), packed(pb + 16), absmax(nb * 4);
                         const size_t so = misalign ? es : 0, po = misalign ? 1 : 0;
-                        CUDA_OK(cudaMemcpy(src.as<uint8_t>(so), x.data(), n * es, cudaMemcpyHostToDevice));
+                        src.put(so, x.data(), n * es);
                         ASSERT_EQ(BNB4_OK, bnb4_quantize(ctx, src.as<void>(so), dt, n, bs, qt, packed.as<uint8_t>(po),
                                                          absmax.as<float>()))
                             << bnb4_last_error();
@@ -505,7 +512,7 @@ TEST_F(CudaTest, MatmulMisalignedActivationsTakeTheGeneralPath) {
         const size_t es = bnb4_dtype_size(dt);
         const Array x = randn(dt, m * K, g);
         DevBuf dx(m * K * es + 16), dy(m * N * es);
-        CUDA_OK(cudaMemcpy(dx.as<uint8_t>(es), x.data(), m * K * es, cudaMemcpyHostToDevice));
+        dx.put(es, x.data(), m * K * es);
         ASSERT_EQ(BNB4_OK, bnb4_gemm(ctx, &wd, dt, m, dx.as<void>(es), nullptr, dy.as<void>())) << bnb4_last_error();
         sync();
         Array got = make_array(dt, m * N);
