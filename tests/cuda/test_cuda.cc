@@ -67,8 +67,8 @@ struct DevBuf {
     size_t bytes = 0;
     // The poison and the uploads go through the legacy default stream, which a context's non-blocking
     // stream does not wait for (and a pageable cudaMemcpy may return before its DMA lands): both end with
-    // a device sync, or a kernel could read the poison instead of the data (seen on an H200: a quantize
-    // test read NaN poison in the tail of its source).
+    // a device sync, or a kernel could read the poison instead of the data (an H200 run's quantize
+    // failure fits that: zeros, the codes of NaN input, from one point of the source on).
     explicit DevBuf(size_t n) : bytes(n) {
         if (cudaMalloc(&p, n ? n : 1) != cudaSuccess)
             p = nullptr;
