@@ -2,7 +2,11 @@
 # cuda_check.sh - build, test and benchmark the CUDA backend in one run on a GPU machine, then print a
 # short table.
 #
-#   scripts/cuda_check.sh [--prebuilt DIR] [--quick] [--no-sanitizer] [--no-bench]
+#   scripts/cuda_check.sh [--prebuilt DIR] [--quick | --small-m] [--no-sanitizer] [--no-bench]
+#
+# --small-m benchmarks only m = 1, 2, 3, 4, 8, 16 on every shape (bench_cuda --small-m; seconds), for
+# tuning the small-m kernels; BNB4_CUDA_GEMV_MAX_M / BNB4_CUDA_GEMV_TABLE / BNB4_CUDA_GEMV_CTAS in the
+# environment select the gemv kernel's settings (src/cuda/cuda_gemv.cu).
 #
 # Steps: (1) build build-cuda (sm_80 + sm_90) unless --prebuilt DIR holds bnb4_cuda_tests and bench_cuda
 # built elsewhere with the same nvcc; (2) the CUDA tests, conformance included (BNB4_CONFORMANCE_DIR,
@@ -19,14 +23,15 @@
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 
-PREBUILT="" QUICK=0 SANITIZE=1 BENCH=1
+PREBUILT="" QUICK=0 SMALL_M=0 SANITIZE=1 BENCH=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --prebuilt) PREBUILT="$2"; shift 2 ;;
     --quick) QUICK=1; shift ;;
+    --small-m) SMALL_M=1; shift ;;
     --no-sanitizer) SANITIZE=0; shift ;;
     --no-bench) BENCH=0; shift ;;
-    *) echo "usage: $0 [--prebuilt DIR] [--quick] [--no-sanitizer] [--no-bench]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--prebuilt DIR] [--quick | --small-m] [--no-sanitizer] [--no-bench]" >&2; exit 2 ;;
   esac
 done
 
@@ -88,6 +93,7 @@ if [ "$BENCH" = 1 ] && [ -x "$BENCHBIN" ]; then
   step "benchmark"
   BARGS=(--csv "$OUT/bench.csv")
   [ "$QUICK" = 1 ] && BARGS+=(--quick)
+  [ "$SMALL_M" = 1 ] && BARGS+=(--small-m)
   if timeout "$T_BENCH" "$BENCHBIN" "${BARGS[@]}" > "$OUT/bench.txt"; then RESULT[bench]="ok"; else RESULT[bench]="FAILED"; fi
   sed '/^==== bnb4 CUDA summary/,$d' "$OUT/bench.txt"
 fi
