@@ -334,8 +334,9 @@ TEST(Matmul, AgreesWithFloat64AcrossShapes) {
                             ASSERT_LE(std::fabs(gotd[i] - ref.y[i]), element_bound(dt, s.K, ref.y[i], ref.magnitude[i]))
                                 << where << " element " << i;
                         }
-                        if (s.N * s.m >= 8)  // a handful of outputs can all cancel; many cannot
+                        if (s.N * s.m >= 8) {  // a handful of outputs can all cancel; many cannot
                             EXPECT_LE(rel_err(gotd, ref.y), tolerance(dt)) << where;
+                        }
                         EXPECT_EQ(0, std::memcmp(y_gemm.data(), y_linear.data(), out_bytes)) << "linear != gemm";
                         if (s.m == 1) {
                             Guarded y_gemv(out_bytes);
