@@ -5,8 +5,8 @@
 #   scripts/cuda_check.sh [--prebuilt DIR] [--quick | --small-m] [--no-sanitizer] [--no-bench]
 #
 # --small-m benchmarks only m = 1, 2, 3, 4, 8, 16 on every shape (bench_cuda --small-m; seconds), for
-# tuning the small-m kernels; BNB4_CUDA_GEMV_MAX_M / BNB4_CUDA_GEMV_TABLE / BNB4_CUDA_GEMV_CTAS in the
-# environment select the gemv kernel's settings (src/cuda/cuda_gemv.cu).
+# tuning the small-m kernels; BNB4_CUDA_GEMV_MAX_M / BNB4_CUDA_GEMV_KERNEL / BNB4_CUDA_GEMV_TABLE /
+# BNB4_CUDA_GEMV_CTAS in the environment select the gemv kernels' settings (src/cuda/cuda_gemv.cu).
 #
 # Steps: (1) build build-cuda (sm_80 + sm_90) unless --prebuilt DIR holds bnb4_cuda_tests and bench_cuda
 # built elsewhere with the same nvcc; (2) the CUDA tests, conformance included (BNB4_CONFORMANCE_DIR,

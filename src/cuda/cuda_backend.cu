@@ -240,8 +240,9 @@ const char *bnb4_cuda_kernel_name(bnb4_ctx *ctx, bnb4_op op, bnb4_dtype dt, size
         break;
     }
     /* The names of the fast paths, for an aligned tensor with K % blocksize == 0 (odd shapes take the
-     * tensor-core or SIMT kernel, or dequantize + cuBLAS; f16/bf16 plain-absmax tensors of more than
-     * BNB4_CUDA_GEMV_PLAIN_MAX_N rows take the tensor-core kernel at m = 1 too). */
+     * tensor-core or SIMT kernel, or dequantize + cuBLAS; with BNB4_CUDA_GEMV_KERNEL=table, f16/bf16
+     * plain-absmax tensors of more than BNB4_CUDA_GEMV_PLAIN_MAX_N rows take the tensor-core kernel at
+     * m = 1 too). gemv_4bit_<dt>__cuda names both CUDA-core kernels of cuda_gemv.cu. */
     if (m <= bnb4_cuda_gemv_max_m())
         return dt == BNB4_F32 ? "gemv_4bit_f32__cuda" : dt == BNB4_F16 ? "gemv_4bit_f16__cuda" : "gemv_4bit_bf16__cuda";
     if (dt == BNB4_F32)

@@ -129,14 +129,19 @@ bnb4_status bnb4_cuda_launch_dequantize(bnb4_cuda_state *s, const bnb4_qtensor *
 #define BNB4_CUDA_SIMT_MAX_M 16
 /* The weight-streaming CUDA-core kernel (cuda_gemv.cu) for m <= BNB4_CUDA_GEMV_MAX_M (the environment
  * variable of that name overrides it, 0..4), with its half2 code-pair table for f16/bf16 activations
- * (0 = float2 pairs, exact; 1 = half2 pairs). For f16/bf16, plain-absmax tensors of more than
- * BNB4_CUDA_GEMV_PLAIN_MAX_N rows stay on the tensor-core kernel. All three from one H200 run
+ * (0 = float2 pairs, exact; 1 = half2 pairs). With the table kernel, f16/bf16 plain-absmax tensors of
+ * more than BNB4_CUDA_GEMV_PLAIN_MAX_N rows stay on the tensor-core kernel. All three from one H200 run
  * (docs/performance.md): m = 2..4 on this kernel took 1.3-2.7x the tensor-core kernel's time, and
  * at m = 1 plain 14336x4096 and 28672x8192 it was 5-14 % slower, while it won on every nested shape
  * and on the plain 4096-row ones. */
 #define BNB4_CUDA_GEMV_MAX_M 1
 #define BNB4_CUDA_GEMV_TABLE_DEFAULT 1
 #define BNB4_CUDA_GEMV_PLAIN_MAX_N 8192
+/* m = 1 with f16/bf16 activations: 1 = the stream kernel (cuda_gemv.cu; every row count: on the H100 run
+ * of docs/performance.md (v9) it beat the table kernel on every shape and the tensor-core kernel on the
+ * plain ones over 8192 rows), 0 = the table kernel with the row limit above;
+ * BNB4_CUDA_GEMV_KERNEL=stream|stream2|stream4|table overrides it. */
+#define BNB4_CUDA_GEMV_STREAM_DEFAULT 1
 typedef enum bnb4_cuda_gemm_path {
     BNB4_CUDA_GEMM_GEMV,        /* small m, K % blocksize == 0, aligned: CUDA-core weight streaming */
     BNB4_CUDA_GEMM_MMA,     /* fused tensor-core kernel, f16/bf16, K % 32 == 0, aligned */

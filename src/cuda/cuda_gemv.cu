@@ -21,14 +21,23 @@
  *    both rows of the warp and, for m > 1, each decoded code serves all MT (1, 2, 4) activation rows;
  *  - epilogue: warp-shuffle sums in a fixed order (deterministic), bias in float32, one rounding.
  *
- * The router (cuda_gemm.cu) takes this kernel for m <= bnb4_cuda_gemv_max_m() (1 by default) when K %
+ * That is the table kernel (gemv_4bit_kernel). A second one, the stream kernel (gemv_4bit_stream_kernel,
+ * further down), runs m = 1 with f16/bf16 activations by default: same decode and rounding (half2 code
+ * pairs, f32 sums per 32-element chunk, one scale per chunk, in-kernel nested absmax), but no pipeline
+ * state across row pairs: per row pair it issues the loads of U warp-steps (weights, block scales and
+ * activations) before any of their math, so no load sits on the math's critical path, and its CTAs are
+ * smaller in registers. H100, docs/performance.md (v9): 1.04-1.21x the speed of the 05:45 routing at m = 1.
+ *
+ * The router (cuda_gemm.cu) takes these kernels for m <= bnb4_cuda_gemv_max_m() (1 by default) when K %
  * blocksize == 0, the packed weights and the activations are 16-byte aligned and the block count fits
- * 32 bits; for f16/bf16 not for plain-absmax tensors of more than BNB4_CUDA_GEMV_PLAIN_MAX_N rows. The
- * kernel takes m up to 4 (tiers 1, 2, 4; BNB4_CUDA_GEMV_MAX_M=4 turns them on): correct (the test
- * suite passed with them on), but slower than the tensor-core kernel there on H200; not profiled, the
- * likely cause is the activations, read per item through L1 and so on every item's critical path.
+ * 32 bits; with the table kernel (BNB4_CUDA_GEMV_KERNEL=table) for f16/bf16 not for plain-absmax tensors
+ * of more than BNB4_CUDA_GEMV_PLAIN_MAX_N rows (the tensor-core kernel beats it there). The table kernel
+ * takes m up to 4 (tiers 1, 2, 4; BNB4_CUDA_GEMV_MAX_M=4 turns them on): correct (the test suite passed
+ * with them on), but slower than the tensor-core kernel there on H200; not profiled, the likely cause is
+ * the activations, read per item through L1 and so on every item's critical path.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "cuda_common.cuh"
 
@@ -312,6 +321,137 @@ __global__ void __launch_bounds__(kWarps * 32, gemv_min_ctas<MT>()) gemv_4bit_ke
     }
 }
 
+/* ---- gemv_4bit_stream: m = 1, f16/bf16 activations (the default there) ---------------------------------
+ * The table kernel above loads each item's activations inside its compute phase and carries two batches
+ * of pipeline state per warp. This one has no load on the math's critical path: per row pair, the loads
+ * of kStreamU warp-steps (16 packed bytes per row and lane, the block scales, the lane's 32 activations)
+ * are ALL issued before any of their math, and occupancy (2-3 CTAs of 8 warps per SM) hides the rest.
+ * Decode as in the table kernel: a per-lane half2 code-pair table (entry (byte, lane) at byte * 256 +
+ * lane * 4, conflict-free; 64 KB of address space, so one PRMT per byte forms the offset). */
+constexpr int kStreamTableBytes = 256 * 256; /* rows of 256 B, the first 128 used: one PRMT forms an offset */
+
+template <typename T> struct XPair; /* element pair i (0..3) of a 16-byte activation load, as float32 */
+template <> struct XPair<__half> {
+    static __device__ __forceinline__ float2 get(const uint4 &v, int i) {
+        const uint32_t u = i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+        return __half22float2(*reinterpret_cast<const __half2 *>(&u));
+    }
+};
+template <> struct XPair<__nv_bfloat16> {
+    static __device__ __forceinline__ float2 get(const uint4 &v, int i) {
+        const uint32_t u = i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+        return make_float2(__uint_as_float(u << 16), __uint_as_float(u & 0xffff0000u)); /* exact */
+    }
+};
+
+/* U: warp-steps of 1024 k whose loads are issued together (2: 77-79 registers, 3 CTAs per SM, which the
+ * 65 KB of shared memory also allows; 4: 2 CTAs per SM, twice the bytes per warp in flight). */
+template <int U> constexpr int stream_min_ctas() { return U <= 2 ? 3 : 2; }
+
+template <typename T, bool NESTED, int kStreamU>
+__global__ void __launch_bounds__(kWarps * 32, stream_min_ctas<kStreamU>()) gemv_4bit_stream_kernel(GemvArgs a) {
+    extern __shared__ __align__(16) unsigned char stab[];
+    float *nested_map = reinterpret_cast<float *>(stab + kStreamTableBytes);
+    {
+        const float *code = a.quant_type == BNB4_NF4 ? c_gemv_nf4 : c_gemv_fp4;
+        for (int v = threadIdx.x; v < kStreamTableBytes / 16; v += blockDim.x) { /* 16 x 16 B per byte value */
+            const int b = v >> 4;
+            const __half2 h = __floats2half2_rn(code[b >> 4], code[b & 15]);
+            const uint32_t u = *reinterpret_cast<const uint32_t *>(&h);
+            reinterpret_cast<uint4 *>(stab)[v] = make_uint4(u, u, u, u);
+        }
+        if (NESTED)
+            for (int v = threadIdx.x; v < 256; v += blockDim.x)
+                nested_map[v] = a.nested_code[v];
+    }
+    __syncthreads();
+
+    const unsigned lane = threadIdx.x & 31, lane4 = lane * 4u;
+    /* warp ids count CTAs fastest, so the warps with one row pair more are spread over every SM */
+    const unsigned warp_id = (threadIdx.x >> 5) * gridDim.x + blockIdx.x, warps = gridDim.x * kWarps;
+    const unsigned K = a.K, kb = K >> a.bs_log2; /* blocks per row (K % blocksize == 0) */
+    const T *x = reinterpret_cast<const T *>(a.x);
+
+    for (unsigned g = warp_id; g < a.groups; g += warps) {
+        const unsigned row0 = g * kRows;
+        const bool row1 = row0 + 1 < a.N;
+        const uint8_t *wrow = a.packed + (size_t)row0 * (K / 2);
+        const unsigned blk0 = (unsigned)(((size_t)row0 * K) >> a.bs_log2);
+        float acc[kRows] = {0.0f, 0.0f};
+        for (unsigned s0 = 0; s0 < a.steps; s0 += kStreamU) {
+            uint4 wv[kStreamU][kRows], xv[kStreamU][4];
+            float sc[kStreamU][kRows];
+            unsigned q[kStreamU][kRows];
+            /* every load of the kStreamU steps first */
+#pragma unroll
+            for (int u = 0; u < kStreamU; u++) {
+                const unsigned k0 = (s0 + u) * kStepK + lane * 32u;
+                const bool in = k0 < K;
+#pragma unroll
+                for (int rr = 0; rr < kRows; rr++) {
+                    wv[u][rr] = make_uint4(0, 0, 0, 0);
+                    sc[u][rr] = 0.0f;
+                    q[u][rr] = 0;
+                    if (in && (rr == 0 || row1)) {
+                        wv[u][rr] = ld_stream16(wrow + (size_t)rr * (K / 2) + k0 / 2);
+                        const unsigned b = blk0 + rr * kb + (k0 >> a.bs_log2);
+                        if (NESTED) {
+                            q[u][rr] = __ldg(a.codes + b);
+                            sc[u][rr] = __ldg(a.nested_absmax + (a.nbs_log2 >= 0 ? b >> a.nbs_log2 : b / a.nested_blocksize));
+                        } else {
+                            sc[u][rr] = __ldg(a.absmax + b);
+                        }
+                    }
+                }
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+                    xv[u][j] = in ? __ldg(reinterpret_cast<const uint4 *>(x + k0) + j) : make_uint4(0, 0, 0, 0);
+            }
+            /* then the math: per packed byte one table lookup gives both codes (high nibble = even k) */
+#pragma unroll
+            for (int u = 0; u < kStreamU; u++) {
+                float part[kRows][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
+#pragma unroll
+                for (int qw = 0; qw < 4; qw++) {
+#pragma unroll
+                    for (int i = 0; i < 4; i++) {
+                        const float2 xf = XPair<T>::get(xv[u][qw], i);
+#pragma unroll
+                        for (int rr = 0; rr < kRows; rr++) {
+                            const uint4 &wq = wv[u][rr];
+                            const uint32_t w = qw == 0 ? wq.x : qw == 1 ? wq.y : qw == 2 ? wq.z : wq.w;
+                            const uint32_t off = __byte_perm(w, lane4, 0x5504u | ((uint32_t)i << 4));
+                            const float2 c = __half22float2(*reinterpret_cast<const __half2 *>(stab + off));
+                            part[rr][0] = fmaf(c.x, xf.x, part[rr][0]);
+                            part[rr][1] = fmaf(c.y, xf.y, part[rr][1]);
+                        }
+                    }
+                }
+#pragma unroll
+                for (int rr = 0; rr < kRows; rr++) {
+                    const float s = NESTED ? __fadd_rn(bnb4_dev_mul_ftz(nested_map[q[u][rr]], sc[u][rr]), a.offset)
+                                           : sc[u][rr];
+                    acc[rr] = fmaf(part[rr][0] + part[rr][1], s, acc[rr]); /* 0 past K: the loads were zero */
+                }
+            }
+        }
+        /* warp-shuffle sums in a fixed order (deterministic), bias in float32, one rounding */
+#pragma unroll
+        for (int rr = 0; rr < kRows; rr++) {
+            float v = acc[rr];
+#pragma unroll
+            for (int off = 16; off > 0; off /= 2)
+                v += __shfl_xor_sync(0xffffffffu, v, off);
+            const unsigned j = row0 + rr;
+            if (lane == 0 && j < a.N) {
+                if (a.bias)
+                    v += bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[j]);
+                reinterpret_cast<T *>(a.y)[j] = bnb4_dt<T>::from_f32(v);
+            }
+        }
+    }
+}
+
 int log2_of(size_t v) {
     int l = 0;
     while (((size_t)1 << l) < v)
@@ -320,7 +460,9 @@ int log2_of(size_t v) {
 }
 
 template <typename T, int MT, bool NESTED, int TABLE> int g_gemv_ctas[64];
-int g_gemv_max_m = -1, g_gemv_table = -1, g_gemv_ctas_cap = 0; /* see read_settings() */
+/* g_gemv_stream: 0 = the table kernel at m = 1; 1 = the stream kernel, U = 4 for plain and 2 for nested
+ * absmax (the better of the two on the H100 run in docs/performance.md); 2, 4 = the stream kernel with that U */
+int g_gemv_max_m = -1, g_gemv_table = -1, g_gemv_ctas_cap = 0, g_gemv_stream = 1; /* see read_settings() */
 
 template <typename T, int MT, bool NESTED, int TABLE> bnb4_status launch(bnb4_cuda_state *s, const GemvArgs &a) {
     constexpr int smem = kTableBytes + (NESTED ? 256 * 4 : 0);
@@ -345,6 +487,37 @@ template <typename T, int MT, bool NESTED, int TABLE> bnb4_status launch(bnb4_cu
     return BNB4_CUDA_LAUNCH_CHECK("bnb4_gemm (gemv)");
 }
 
+template <typename T, bool NESTED, int U> int g_stream_ctas[64];
+
+template <typename T, bool NESTED, int U> bnb4_status launch_stream_u(bnb4_cuda_state *s, const GemvArgs &a) {
+    constexpr int smem = kStreamTableBytes + (NESTED ? 256 * 4 : 0);
+    int &per_sm = g_stream_ctas<T, NESTED, U>[s->device & 63];
+    if (!per_sm) {
+        bnb4_status st = bnb4_cuda_check(
+            cudaFuncSetAttribute(gemv_4bit_stream_kernel<T, NESTED, U>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
+            "bnb4_gemm (gemv): shared memory");
+        if (st != BNB4_OK)
+            return st;
+        int v = 0;
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&v, gemv_4bit_stream_kernel<T, NESTED, U>, kWarps * 32, smem) !=
+                cudaSuccess ||
+            v < 1)
+            v = 1;
+        per_sm = v;
+    }
+    /* one resident wave at most (the table is built once per CTA; warps loop over row pairs) */
+    const int cap = g_gemv_ctas_cap && g_gemv_ctas_cap < per_sm ? g_gemv_ctas_cap : per_sm;
+    const size_t want = bnb4_div_up(a.groups, kWarps), fit = (size_t)s->sm_count * (size_t)cap;
+    const unsigned ctas = (unsigned)(want < fit ? want : fit);
+    gemv_4bit_stream_kernel<T, NESTED, U><<<ctas, kWarps * 32, smem, s->stream>>>(a);
+    return BNB4_CUDA_LAUNCH_CHECK("bnb4_gemm (gemv)");
+}
+
+template <typename T, bool NESTED> bnb4_status launch_stream(bnb4_cuda_state *s, const GemvArgs &a) {
+    const int u = g_gemv_stream == 1 ? (NESTED ? 2 : 4) : g_gemv_stream;
+    return u == 4 ? launch_stream_u<T, NESTED, 4>(s, a) : launch_stream_u<T, NESTED, 2>(s, a);
+}
+
 template <typename T, int TABLE> bnb4_status launch_m(bnb4_cuda_state *s, const GemvArgs &a, bool nested) {
     if (a.M <= 1)
         return nested ? launch<T, 1, true, TABLE>(s, a) : launch<T, 1, false, TABLE>(s, a);
@@ -354,8 +527,10 @@ template <typename T, int TABLE> bnb4_status launch_m(bnb4_cuda_state *s, const 
 }
 
 /* Settings read once from the environment (for measuring): BNB4_CUDA_GEMV_MAX_M (0..4; 0 turns the
- * kernel off), BNB4_CUDA_GEMV_TABLE=f32|h2 (the code-pair table for f16/bf16 activations) and
- * BNB4_CUDA_GEMV_CTAS=1..8 (at most that many resident CTAs per SM in the persistent grid). */
+ * kernels off), BNB4_CUDA_GEMV_KERNEL=stream|stream2|stream4|table (m = 1 with f16/bf16: the stream
+ * kernel with U = 4 for plain and 2 for nested absmax, or with that U, or the table kernel),
+ * BNB4_CUDA_GEMV_TABLE=f32|h2 (the table kernel's code-pair table for f16/bf16 activations) and
+ * BNB4_CUDA_GEMV_CTAS=1..8 (at most that many resident CTAs per SM in either kernel's grid). */
 void read_settings() {
     if (g_gemv_max_m >= 0)
         return;
@@ -364,6 +539,12 @@ void read_settings() {
     g_gemv_table = t && t[0] == 'f' ? TABLE_F32 : t && t[0] == 'h' ? TABLE_H2 : BNB4_CUDA_GEMV_TABLE_DEFAULT;
     const char *c = getenv("BNB4_CUDA_GEMV_CTAS");
     g_gemv_ctas_cap = c && c[0] >= '1' && c[0] <= '8' && c[1] == '\0' ? c[0] - '0' : 0;
+    const char *k = getenv("BNB4_CUDA_GEMV_KERNEL");
+    g_gemv_stream = k && !strcmp(k, "table")     ? 0
+                    : k && !strcmp(k, "stream")  ? 1
+                    : k && !strcmp(k, "stream2") ? 2
+                    : k && !strcmp(k, "stream4") ? 4
+                                                 : BNB4_CUDA_GEMV_STREAM_DEFAULT;
     g_gemv_max_m = mv;
 }
 
@@ -377,8 +558,9 @@ size_t bnb4_cuda_gemv_max_m(void) {
 int bnb4_cuda_gemv_fits(const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x) {
     if (m == 0 || m > bnb4_cuda_gemv_max_m())
         return 0;
-    if (dt != BNB4_F32 && w->absmax != NULL && w->rows > BNB4_CUDA_GEMV_PLAIN_MAX_N)
-        return 0; /* measured: the tensor-core kernel is faster there (cuda_common.cuh) */
+    /* measured: the tensor-core kernel beats the table kernel there (cuda_common.cuh) */
+    if (dt != BNB4_F32 && w->absmax != NULL && w->rows > BNB4_CUDA_GEMV_PLAIN_MAX_N && !(g_gemv_stream && m == 1))
+        return 0;
     const size_t n = w->rows * w->cols; /* validated: no overflow */
     /* 32-bit block indices, rows, k and per-warp item counts (n / 2048 items of 1024 k x 2 rows) */
     return n <= ((size_t)1 << 42) && w->cols % w->blocksize == 0 && w->blocksize >= 32 && bnb4_aligned(w->packed, 16) && bnb4_aligned(x, 16) &&
@@ -411,6 +593,11 @@ bnb4_status bnb4_cuda_gemv(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype
     a.bias = bias;
     a.y = y;
     const bool nested = w->absmax == NULL;
+    if (g_gemv_stream && m == 1 && dt != BNB4_F32) { /* float32 activations need the exact float2 table */
+        if (dt == BNB4_F16)
+            return nested ? launch_stream<__half, true>(s, a) : launch_stream<__half, false>(s, a);
+        return nested ? launch_stream<__nv_bfloat16, true>(s, a) : launch_stream<__nv_bfloat16, false>(s, a);
+    }
     switch (dt) {
     case BNB4_F16:
         return g_gemv_table == TABLE_F32 ? launch_m<__half, TABLE_F32>(s, a, nested)
