@@ -32,6 +32,17 @@ const char *bnb4_cpu_feature_string(void) { return bnb4_cpu_info_get()->features
 
 static size_t blocks_of(size_t n, size_t blocksize) { return n / blocksize + (n % blocksize != 0); }
 
+void bnb4_cpu_store_rows_x4(const bnb4_gemm_args *a, size_t j, size_t m, int cols, const float (*out)[4]) {
+    const size_t N = a->w->rows;
+    for (size_t i = 0; i < m; i++)
+        for (int r = 0; r < cols; r++) {
+            float v = out[i][r];
+            if (a->bias)
+                v += bnb4_ref_load(a->bias, a->dt, j + (size_t)r);
+            bnb4_ref_store(a->y, a->dt, i * N + j + (size_t)r, v);
+        }
+}
+
 /* ---- quantize ---------------------------------------------------------------------------------------- */
 
 typedef struct {

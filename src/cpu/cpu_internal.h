@@ -80,6 +80,10 @@ typedef struct bnb4_gemm_args {
     void *xp; /* activations prepared by the kernel's prep (layout is the kernel's business) */
 } bnb4_gemm_args;
 
+/* The direct kernels' epilogue: rows [0, m) x columns [j, j + cols) of Y from float32 sums laid out
+ * out[row][col] (4 columns a row), the bias added in float32, then one rounding to the dtype. */
+void bnb4_cpu_store_rows_x4(const bnb4_gemm_args *a, size_t j, size_t m, int cols, const float (*out)[4]);
+
 typedef struct bnb4_gemm_kernel {
     const char *name;
     size_t col_grain;                                   /* output columns per work unit */

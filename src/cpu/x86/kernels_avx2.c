@@ -249,7 +249,7 @@ ALWAYS_INLINE void direct_dot(const float *xp, size_t K, size_t bs, const int MR
 
 static void direct_run_block(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
     const bnb4_qtensor *w = a->w;
-    const size_t K = w->cols, N = w->rows, bs = w->blocksize, bpr = K / bs, m = a->m;
+    const size_t K = w->cols, bs = w->blocksize, bpr = K / bs, m = a->m;
     const __m256 cb_lo = _mm256_loadu_ps(a->codebook), cb_hi = _mm256_loadu_ps(a->codebook + 8);
     const float *xp = (const float *)a->xp;
     float *scales = (float *)scratch;
@@ -274,14 +274,7 @@ static void direct_run_block(const bnb4_gemm_args *a, size_t j0, size_t j1, void
         case 3: direct_dot(xp, K, bs, 3, 1, wrow, pf, srow, cb_lo, cb_hi, out); break;
         default: direct_dot(xp, K, bs, 4, 1, wrow, pf, srow, cb_lo, cb_hi, out); break;
         }
-        #pragma GCC unroll 8
-        for (int i = 0; i < MR; i++)
-            for (int r = 0; r < rb; r++) {
-                float v = out[i][r];
-                if (a->bias)
-                    v += bnb4_ref_load(a->bias, a->dt, j + (size_t)r);
-                bnb4_ref_store(a->y, a->dt, (size_t)i * N + j + (size_t)r, v);
-            }
+        bnb4_cpu_store_rows_x4(a, j, (size_t)MR, rb, (const float (*)[4])out);
     }
 }
 

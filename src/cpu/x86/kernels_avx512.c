@@ -532,7 +532,7 @@ ALWAYS_INLINE void direct_dot_scaled(const float *xp, size_t xs, size_t K, size_
 
 static void direct_run_block(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
     const bnb4_qtensor *w = a->w;
-    const size_t K = w->cols, N = w->rows, bs = w->blocksize, bpr = K / bs, m = a->m;
+    const size_t K = w->cols, bs = w->blocksize, bpr = K / bs, m = a->m;
     const __m512 cb = _mm512_loadu_ps(a->codebook);
     const float *xp = (const float *)a->xp;
     float *scales = (float *)scratch;
@@ -571,13 +571,7 @@ static void direct_run_block(const bnb4_gemm_args *a, size_t j0, size_t j1, void
                 }
             }
         }
-        for (size_t i = 0; i < m; i++)
-            for (int r = 0; r < rb; r++) {
-                float v = out[i][r];
-                if (a->bias)
-                    v += bnb4_ref_load(a->bias, a->dt, j + (size_t)r);
-                bnb4_ref_store(a->y, a->dt, i * N + j + (size_t)r, v);
-            }
+        bnb4_cpu_store_rows_x4(a, j, m, rb, (const float (*)[4])out);
     }
 }
 
@@ -672,7 +666,7 @@ ALWAYS_INLINE void direct_dot_bf16(const uint16_t *xp, size_t K, size_t bs, cons
 
 static void direct_bf16_run_block(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
     const bnb4_qtensor *w = a->w;
-    const size_t K = w->cols, N = w->rows, bs = w->blocksize, bpr = K / bs, m = a->m;
+    const size_t K = w->cols, bs = w->blocksize, bpr = K / bs, m = a->m;
     uint16_t table[32];
     for (int i = 0; i < 32; i++)
         table[i] = bnb4_f32_to_bf16(a->codebook[i & 15]);
@@ -708,14 +702,7 @@ static void direct_bf16_run_block(const bnb4_gemm_args *a, size_t j0, size_t j1,
         case 7: direct_dot_bf16(xp, K, bs, 7, 1, wrow, pf, srow, cbw, out); break;
         default: direct_dot_bf16(xp, K, bs, 8, 1, wrow, pf, srow, cbw, out); break;
         }
-        #pragma GCC unroll 8
-        for (int i = 0; i < MR; i++)
-            for (int r = 0; r < rb; r++) {
-                float v = out[i][r];
-                if (a->bias)
-                    v += bnb4_ref_load(a->bias, a->dt, j + (size_t)r);
-                bnb4_ref_store(a->y, a->dt, (size_t)i * N + j + (size_t)r, v);
-            }
+        bnb4_cpu_store_rows_x4(a, j, (size_t)MR, rb, (const float (*)[4])out);
     }
 }
 
