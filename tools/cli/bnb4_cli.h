@@ -87,6 +87,8 @@ void cli_model_close(cli_model *m);
 const bnb4_st_tensor *cli_model_find(const cli_model *m, const char *name, size_t *shard);
 /* Extra files of a model directory to copy unchanged (not shards, not the index, not config.json). */
 int cli_model_list_extra_files(const cli_model *m, char ***names, size_t *count, char *err, size_t errlen);
+/* Copies those extra files (tokenizer, generation config, ...) unchanged into dir. 0 on success. */
+int cli_model_copy_extra_files(const cli_model *m, const char *dir, char *err, size_t errlen);
 /* Writes the output's model.safetensors.index.json into dir: the shards (named as m's, already written
  * in dir) and weight_map (tensor -> shard file), with metadata.total_size = the bytes of all tensors,
  * as transformers' save_pretrained counts it. 0 on success, else a message in err. */

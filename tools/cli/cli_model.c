@@ -412,3 +412,26 @@ int cli_write_shard_index(const char *dir, const cli_model *m, json_t *weight_ma
     json_decref(idx);
     return rc;
 }
+
+int cli_model_copy_extra_files(const cli_model *m, const char *dir, char *err, size_t errlen) {
+    char **extra = NULL;
+    size_t nextra = 0;
+    if (cli_model_list_extra_files(m, &extra, &nextra, err, errlen) != 0)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < nextra && rc == 0; i++) {
+        char *src = cli_join(m->path, extra[i]), *dst = cli_join(dir, extra[i]);
+        if (!src || !dst) {
+            snprintf(err, errlen, "out of memory copying %s", extra[i]);
+            rc = -1;
+        } else if (cli_copy_file(src, dst, err, errlen) != 0) {
+            rc = -1;
+        }
+        free(src);
+        free(dst);
+    }
+    for (size_t i = 0; i < nextra; i++)
+        free(extra[i]);
+    free(extra);
+    return rc;
+}

@@ -749,21 +749,10 @@ int cli_cmd_quantize(int argc, char **argv) {
         if (rc != 0) goto fail;
     }
     if (m.is_dir) {
-        char **extra = NULL;
-        size_t nextra = 0;
-        if (cli_model_list_extra_files(&m, &extra, &nextra, err, sizeof err) != 0) {
+        if (cli_model_copy_extra_files(&m, tmpdir, err, sizeof err) != 0) {
             rc = CLI_EXIT_FAILURE;
             goto fail;
         }
-        for (size_t i = 0; i < nextra && rc == 0; i++) {
-            char *src = cli_join(in, extra[i]), *dst = cli_join(tmpdir, extra[i]);
-            if (!src || !dst || cli_copy_file(src, dst, err, sizeof err) != 0) rc = CLI_EXIT_FAILURE;
-            free(src);
-            free(dst);
-        }
-        for (size_t i = 0; i < nextra; i++) free(extra[i]);
-        free(extra);
-        if (rc != 0) goto fail;
         if (m.config) {
             json_t *cfg = json_deep_copy(m.config);
             json_t *qc = quantization_config(&o, compute, skip);
