@@ -44,6 +44,11 @@ int cli_interrupted(void);
 char *cli_strdup(const char *s);
 char *cli_join(const char *dir, const char *name); /* dir + "/" + name, malloc'd */
 int cli_natural_cmp(const char *a, const char *b); /* "layers.2" < "layers.10" */
+/* The activation dtypes by their safetensors tag ("F32", "F16", "BF16") and torch name ("float32", ...,
+ * which is bnb4_dtype_name()). The parsers return 0, or -1 for any other dtype. */
+int cli_dtype_from_st(const char *tag, bnb4_dtype *d);
+int cli_dtype_from_torch(const char *name, bnb4_dtype *d);
+const char *cli_dtype_st(bnb4_dtype d);
 void cli_human_bytes(double bytes, char buf[32]);
 int cli_parse_threads(const char *s, int *out);
 int cli_default_threads(void);

@@ -126,6 +126,29 @@ void cli_human_bytes(double bytes, char buf[32]) {
         snprintf(buf, 32, "%.*f %s", bytes < 10 ? 2 : 1, bytes, units[u]);
 }
 
+static const bnb4_dtype k_dtypes[] = {BNB4_F32, BNB4_F16, BNB4_BF16};
+static const char *const k_st_tags[] = {"F32", "F16", "BF16"};
+
+int cli_dtype_from_st(const char *tag, bnb4_dtype *d) {
+    for (size_t i = 0; i < sizeof k_dtypes / sizeof k_dtypes[0]; i++)
+        if (!strcmp(tag, k_st_tags[i])) {
+            *d = k_dtypes[i];
+            return 0;
+        }
+    return -1;
+}
+
+int cli_dtype_from_torch(const char *name, bnb4_dtype *d) {
+    for (size_t i = 0; i < sizeof k_dtypes / sizeof k_dtypes[0]; i++)
+        if (!strcmp(name, bnb4_dtype_name(k_dtypes[i]))) {
+            *d = k_dtypes[i];
+            return 0;
+        }
+    return -1;
+}
+
+const char *cli_dtype_st(bnb4_dtype d) { return d == BNB4_F32 ? "F32" : d == BNB4_F16 ? "F16" : "BF16"; }
+
 int cli_default_threads(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)(n > 1024 ? 1024 : n) : 1;

@@ -55,15 +55,6 @@ static int dequantize_chunk(void *arg, size_t i, int worker) {
     return 0;
 }
 
-static int dtype_from_torch(const char *s, bnb4_dtype *d) {
-    if (!strcmp(s, "float32")) *d = BNB4_F32;
-    else if (!strcmp(s, "float16")) *d = BNB4_F16;
-    else if (!strcmp(s, "bfloat16")) *d = BNB4_BF16;
-    else return -1;
-    return 0;
-}
-
-static const char *st_tag(bnb4_dtype d) { return d == BNB4_F32 ? "F32" : d == BNB4_F16 ? "F16" : "BF16"; }
 
 static int cmp_qweight(const void *a, const void *b) {
     return strcmp(((const cli_qweight *)a)->name, ((const cli_qweight *)b)->name);
@@ -248,8 +239,8 @@ int cli_cmd_dequantize(int argc, char **argv) {
             if (!q && owner_of(qw, nq, t->name)) continue; /* a companion: folded into its weight */
             if (q) {
                 bnb4_dtype d = out_dtype;
-                if (!have_dtype) dtype_from_torch(q->qs.dtype, &d);
-                rc = bnb4_st_writer_add(w, t->name, st_tag(d), q->qs.ndim, q->qs.shape, &ids[i], err, sizeof err);
+                if (!have_dtype) cli_dtype_from_torch(q->qs.dtype, &d);
+                rc = bnb4_st_writer_add(w, t->name, cli_dtype_st(d), q->qs.ndim, q->qs.shape, &ids[i], err, sizeof err);
             } else {
                 rc = bnb4_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, &ids[i], err, sizeof err);
             }
@@ -298,7 +289,7 @@ int cli_cmd_dequantize(int argc, char **argv) {
             }
             if (rc == 0) {
                 bnb4_dtype d = out_dtype;
-                if (!have_dtype) dtype_from_torch(q->qs.dtype, &d);
+                if (!have_dtype) cli_dtype_from_torch(q->qs.dtype, &d);
                 dq_job j = {q, absmax, d, bnb4_dtype_size(d), n, chunk, ctxs, scratch, w, ids[i], err};
                 rc = cli_parallel(threads, (n + chunk - 1) / chunk, dequantize_chunk, &j);
             }

@@ -35,8 +35,11 @@ static int cmp_row(const void *a, const void *b) {
     return cli_natural_cmp(((const row *)a)->name, ((const row *)b)->name);
 }
 
+/* The safetensors tag of a quant_state's torch dtype name (float32 for anything else). */
 static const char *st_dtype_of_torch(const char *t) {
-    return !strcmp(t, "float16") ? "F16" : !strcmp(t, "bfloat16") ? "BF16" : "F32";
+    bnb4_dtype d = BNB4_F32;
+    cli_dtype_from_torch(t, &d);
+    return cli_dtype_st(d);
 }
 
 int cli_cmd_inspect(int argc, char **argv) {

@@ -189,18 +189,6 @@ static int parse_quantize_args(int argc, char **argv, q_opts *o, const char **in
     return 0;
 }
 
-static int dtype_of(const char *st, bnb4_dtype *d) {
-    if (!strcmp(st, "F32")) *d = BNB4_F32;
-    else if (!strcmp(st, "F16")) *d = BNB4_F16;
-    else if (!strcmp(st, "BF16")) *d = BNB4_BF16;
-    else return -1;
-    return 0;
-}
-
-static const char *torch_dtype_name(bnb4_dtype d) {
-    return d == BNB4_F32 ? "float32" : d == BNB4_F16 ? "float16" : "bfloat16";
-}
-
 static int name_matches(const char *const *globs, size_t n, const char *name) {
     for (size_t i = 0; i < n; i++)
         if (fnmatch(globs[i], name, 0) == 0) return 1;
@@ -211,7 +199,7 @@ static int name_matches(const char *const *globs, size_t n, const char *name) {
 static int is_candidate(const bnb4_st_tensor *t) {
     bnb4_dtype d;
     size_t l = strlen(t->name);
-    return l > 7 && !strcmp(t->name + l - 7, ".weight") && t->ndim == 2 && t->numel > 0 && dtype_of(t->dtype, &d) == 0;
+    return l > 7 && !strcmp(t->name + l - 7, ".weight") && t->ndim == 2 && t->numel > 0 && cli_dtype_from_st(t->dtype, &d) == 0;
 }
 
 static int selected(const q_opts *o, const bnb4_st_tensor *t) {
@@ -331,7 +319,7 @@ static int quantize_tensor(q_run *r, bnb4_st_writer *w, const bnb4_st_file *f, c
     const q_opts *o = r->o;
     const bnb4_st_tensor *t = e->t;
     bnb4_dtype dt = BNB4_F32;
-    dtype_of(t->dtype, &dt);
+    cli_dtype_from_st(t->dtype, &dt);
     size_t n = (size_t)t->numel, packed_n, nb;
     if (bnb4_packed_bytes(n, &packed_n) != BNB4_OK || bnb4_absmax_count(n, o->blocksize, &nb) != BNB4_OK) {
         snprintf(err, CLI_ERRLEN, "tensor \"%s\": too large", t->name);
@@ -416,7 +404,7 @@ static int quantize_tensor(q_run *r, bnb4_st_writer *w, const bnb4_st_file *f, c
         memset(&qs, 0, sizeof qs);
         qs.quant_type = o->qt;
         qs.blocksize = o->blocksize;
-        snprintf(qs.dtype, sizeof qs.dtype, "%s", torch_dtype_name(dt));
+        snprintf(qs.dtype, sizeof qs.dtype, "%s", bnb4_dtype_name(dt));
         qs.ndim = t->ndim;
         for (size_t d = 0; d < t->ndim; d++) qs.shape[d] = t->shape[d];
         qs.nested = o->double_quant;
@@ -663,7 +651,7 @@ int cli_cmd_quantize(int argc, char **argv) {
                     }
                 }
                 bnb4_dtype d = BNB4_F32;
-                dtype_of(t->dtype, &d);
+                cli_dtype_from_st(t->dtype, &d);
                 if (seen_dtype >= 0 && seen_dtype != (int)d) mixed = 1;
                 seen_dtype = (int)d;
                 nsel++;
@@ -679,7 +667,7 @@ int cli_cmd_quantize(int argc, char **argv) {
     if (nsel == 0) cli_warn("%s: no tensor selected for quantization; copying everything", in);
     const char *compute = o.compute_dtype;
     if (!compute) compute = (!mixed && (seen_dtype == BNB4_F16 || seen_dtype == BNB4_BF16))
-                                ? torch_dtype_name((bnb4_dtype)seen_dtype) : "float32";
+                                ? bnb4_dtype_name((bnb4_dtype)seen_dtype) : "float32";
     if (o.custom_selection) {
         /* transformers needs the list only when it differs from its own choice; lm_head always */
         int has_head = 0;
