@@ -301,33 +301,30 @@ static bnb4_status check_matmul(const char *fn, const bnb4_qtensor *w, bnb4_dtyp
     return BNB4_OK;
 }
 
-bnb4_status bnb4_gemv(bnb4_ctx *ctx, const bnb4_qtensor *w, bnb4_dtype dtype, const void *x, const void *bias,
-                      void *y) {
-    const bnb4_status st = check_matmul("bnb4_gemv", w, dtype, 1, x, y);
+/* gemv, gemm and linear: the same validation, then the backend's gemm, which picks its kernel by m
+ * (gemv-style for small m, tiled for large). linear exists for the seed's API and may diverge. */
+static bnb4_status matmul(const char *fn, bnb4_ctx *ctx, const bnb4_qtensor *w, bnb4_dtype dtype, size_t m,
+                          const void *x, const void *bias, void *y) {
+    const bnb4_status st = check_matmul(fn, w, dtype, m, x, y);
     if (st != BNB4_OK)
         return st;
     ctx = resolve(ctx);
-    return on_cuda(ctx) ? bnb4_cuda_gemm(ctx, w, dtype, 1, x, bias, y) : bnb4_cpu_gemm(ctx, w, dtype, 1, x, bias, y);
+    return on_cuda(ctx) ? bnb4_cuda_gemm(ctx, w, dtype, m, x, bias, y) : bnb4_cpu_gemm(ctx, w, dtype, m, x, bias, y);
+}
+
+bnb4_status bnb4_gemv(bnb4_ctx *ctx, const bnb4_qtensor *w, bnb4_dtype dtype, const void *x, const void *bias,
+                      void *y) {
+    return matmul("bnb4_gemv", ctx, w, dtype, 1, x, bias, y);
 }
 
 bnb4_status bnb4_gemm(bnb4_ctx *ctx, const bnb4_qtensor *w, bnb4_dtype dtype, size_t m, const void *x,
                       const void *bias, void *y) {
-    const bnb4_status st = check_matmul("bnb4_gemm", w, dtype, m, x, y);
-    if (st != BNB4_OK)
-        return st;
-    ctx = resolve(ctx);
-    return on_cuda(ctx) ? bnb4_cuda_gemm(ctx, w, dtype, m, x, bias, y) : bnb4_cpu_gemm(ctx, w, dtype, m, x, bias, y);
+    return matmul("bnb4_gemm", ctx, w, dtype, m, x, bias, y);
 }
 
-/* Every backend's gemm already picks its kernel by m (gemv-style for small m, tiled for large), so
- * linear and gemm share one implementation; linear exists for the seed's API and may diverge. */
 bnb4_status bnb4_linear(bnb4_ctx *ctx, const bnb4_qtensor *w, bnb4_dtype dtype, size_t m, const void *x,
                         const void *bias, void *y) {
-    const bnb4_status st = check_matmul("bnb4_linear", w, dtype, m, x, y);
-    if (st != BNB4_OK)
-        return st;
-    ctx = resolve(ctx);
-    return on_cuda(ctx) ? bnb4_cuda_gemm(ctx, w, dtype, m, x, bias, y) : bnb4_cpu_gemm(ctx, w, dtype, m, x, bias, y);
+    return matmul("bnb4_linear", ctx, w, dtype, m, x, bias, y);
 }
 
 const char *bnb4_kernel_name(bnb4_ctx *ctx, bnb4_op op, bnb4_dtype dtype, size_t m) {
