@@ -93,17 +93,20 @@ struct QTensor {
     std::vector<float> absmax, nested_absmax;
     float offset = 0.0f;
     bool nested;
+    size_t nested_bs = 256;
+    const float *nested_code = bnb4_nested_code();
     bnb4_qtensor view() const {
         if (!nested)
             return bnb4_qtensor_plain(rows, cols, bs, qt, packed.data(), absmax.data());
         return bnb4_qtensor_nested(rows, cols, bs, qt, packed.data(), codes.data(), nested_absmax.data(),
-                                   bnb4_nested_code(), offset, 256);
+                                   nested_code, offset, nested_bs);
     }
 };
 
 QTensor make_qtensor(size_t rows, size_t cols, size_t bs, bnb4_quant_type qt, bool nested, std::mt19937_64 &g,
-                     bool wild_scales = false) {
+                     bool wild_scales = false, size_t nested_bs = 256) {
     QTensor q{rows, cols, bs, qt, {}, {}, {}, {}, 0.0f, nested};
+    q.nested_bs = nested_bs;
     const size_t n = rows * cols, nb = (n + bs - 1) / bs;
     q.packed.resize((n + 1) / 2);
     for (auto &b : q.packed)
@@ -120,8 +123,8 @@ QTensor make_qtensor(size_t rows, size_t cols, size_t bs, bnb4_quant_type qt, bo
     if (nested) {
         EXPECT_EQ(BNB4_OK, bnb4_nested_offset(nullptr, q.absmax.data(), nb, &q.offset));
         q.codes.resize(nb);
-        q.nested_absmax.resize((nb + 255) / 256);
-        EXPECT_EQ(BNB4_OK, bnb4_quantize_nested(nullptr, q.absmax.data(), nb, q.offset, 256, q.codes.data(),
+        q.nested_absmax.resize((nb + nested_bs - 1) / nested_bs);
+        EXPECT_EQ(BNB4_OK, bnb4_quantize_nested(nullptr, q.absmax.data(), nb, q.offset, nested_bs, q.codes.data(),
                                                 q.nested_absmax.data()));
         q.absmax.clear();
     }
@@ -398,13 +401,8 @@ void check_gemm(const bnb4_qtensor &w, bnb4_dtype dt, size_t m, const Array &x, 
     }
 }
 
-void run_gemm_case(std::mt19937_64 &g, bnb4_dtype dt, bnb4_quant_type qt, size_t bs, bool nested, size_t m, size_t N,
-                   size_t K, bool with_bias, Ctx *ctxs[3]) {
-    SCOPED_TRACE(std::string(dtype_name(dt)) + " " + bnb4_quant_type_name(qt) + " bs " + std::to_string(bs) +
-                 (nested ? " nested" : " plain") + " m " + std::to_string(m) + " N " + std::to_string(N) + " K " +
-                 std::to_string(K));
-    const QTensor q = make_qtensor(N, K, bs, qt, nested, g);
-    const bnb4_qtensor w = q.view();
+void run_gemm_view(std::mt19937_64 &g, bnb4_dtype dt, const bnb4_qtensor &w, size_t m, bool with_bias, Ctx *ctxs[3]) {
+    const size_t N = w.rows, K = w.cols;
     const Array x = randn(dt, m * K, g);
     const Array bias = randn(dt, N, g);
     const size_t ybytes = m * N * bnb4_dtype_size(dt);
@@ -428,6 +426,15 @@ void run_gemm_case(std::mt19937_64 &g, bnb4_dtype dt, bnb4_quant_type qt, size_t
             ASSERT_EQ(0, std::memcmp(first.data(), y.data(), ybytes)) << "thread count changed the bits";
         }
     }
+}
+
+void run_gemm_case(std::mt19937_64 &g, bnb4_dtype dt, bnb4_quant_type qt, size_t bs, bool nested, size_t m, size_t N,
+                   size_t K, bool with_bias, Ctx *ctxs[3]) {
+    SCOPED_TRACE(std::string(dtype_name(dt)) + " " + bnb4_quant_type_name(qt) + " bs " + std::to_string(bs) +
+                 (nested ? " nested" : " plain") + " m " + std::to_string(m) + " N " + std::to_string(N) + " K " +
+                 std::to_string(K));
+    const QTensor q = make_qtensor(N, K, bs, qt, nested, g);
+    run_gemm_view(g, dt, q.view(), m, with_bias, ctxs);
 }
 
 } // namespace
@@ -472,6 +479,39 @@ TEST(Kernels, GemvAlignedShapes) {
                     const size_t K = bs <= 128 ? 384 : bs;
                     const size_t N = 1 + (size_t)(g() % 40);
                     run_gemm_case(g, dt, (g() & 1) ? BNB4_NF4 : BNB4_FP4, bs, nested, m, N, K, (g() & 1) != 0, ctxs);
+                    if (HasFatalFailure())
+                        return;
+                }
+}
+
+// Nested scales as the direct kernels decode them: every nested blocksize path (per-nested-block tables
+// for nested blocks of >= 128 blocks, a decoded scratch below), nested blocks straddling rows and work
+// units, nested absmax values whose products flush to zero (tiny, zero, just above and below the
+// tables' no-flush test) and a code map with subnormal and zero entries.
+TEST(Kernels, GemvNestedScales) {
+    auto g = rng(305);
+    Ctx one(1), two(2), three(3);
+    Ctx *ctxs[3] = {&one, &two, &three};
+    std::vector<float> odd_code(bnb4_nested_code(), bnb4_nested_code() + 256);
+    odd_code[3] = 1e-39f, odd_code[200] = -3e-40f, odd_code[17] = 0.0f, odd_code[130] = 0x1p-120f;
+    const float wild[] = {1e-38f, 0.0f, 0x1p-100f, 0x1p-104f, 0x1p-106f, -2.5f, 1e-30f};
+    size_t case_index = 0;
+    for (bnb4_dtype dt : kDtypes)
+        for (size_t bs : {(size_t)32, (size_t)64, (size_t)128, (size_t)512})
+            for (size_t nbs : {(size_t)1, (size_t)7, (size_t)64, (size_t)128, (size_t)256, (size_t)300})
+                for (size_t m : {(size_t)1, (size_t)2, (size_t)5}) {
+                    case_index++;
+                    const size_t K = bs <= 128 ? 384 : bs, N = 1 + (size_t)(g() % 45);
+                    const bnb4_quant_type qt = (g() & 1) ? BNB4_NF4 : BNB4_FP4;
+                    SCOPED_TRACE(std::string(dtype_name(dt)) + " bs " + std::to_string(bs) + " nested bs " +
+                                 std::to_string(nbs) + " m " + std::to_string(m) + " N " + std::to_string(N));
+                    QTensor q = make_qtensor(N, K, bs, qt, true, g, false, nbs);
+                    if (case_index % 2) {
+                        for (size_t i = 0; i < q.nested_absmax.size(); i += 2)
+                            q.nested_absmax[i] = wild[(i / 2 + case_index) % 7];
+                        q.nested_code = odd_code.data();
+                    }
+                    run_gemm_view(g, dt, q.view(), m, (g() & 1) != 0, ctxs);
                     if (HasFatalFailure())
                         return;
                 }

@@ -411,9 +411,90 @@ static void direct_prep(bnb4_gemm_args *a) {
                     xp[i * xstride(K, 4) + c + 16 * k + l] = bnb4_ref_load(a->x, a->dt, i * K + c + 8 * l + (k ^ 1));
 }
 
-/* Scales of DIRECT_COLS weight rows (nested tensors are decoded here once per call). */
+/* Block scales of the direct kernels, per weight row of a row group. Plain tensors: the float32 absmax
+ * rows. Nested tensors with nested blocks of >= 128 blocks (bitsandbytes uses 256): decoded inside the
+ * dot loop, where the scalar lookups overlap the vector work instead of taking a pass of their own: a
+ * work unit builds one table of the 256 possible scales per nested block it touches,
+ * f32(ftz(code[c] * nested_absmax) + offset) exactly as bnb4_ref_block_scale, and per block a table
+ * index (its table's offset + its 8-bit code), so a chunk's scales are 1-4 scalar loads. Other nested
+ * blocksizes: all scales of the unit decoded into a float32 scratch first. */
+typedef struct {
+    const float *s[4];     /* float32 scales of row r (plain absmax, or the decoded scratch) */
+    const uint32_t *ix[4]; /* table indices of row r's blocks (table path) */
+    const float *tab;      /* the tables (table path) */
+} scale_rows;
+
+static int nested_tabs_used(const bnb4_qtensor *w) { return !w->absmax && w->nested.blocksize >= 128; }
+
+/* Tables a unit of DIRECT_COLS rows can touch: its blocks span at most this many nested blocks. */
+static size_t nested_tab_count(const bnb4_qtensor *w) {
+    return DIRECT_COLS * (w->cols / w->blocksize) / w->nested.blocksize + 2;
+}
+
 static size_t direct_scratch_bytes(const bnb4_gemm_args *a) {
-    return a->w->absmax ? 0 : DIRECT_COLS * (a->w->cols / a->w->blocksize) * sizeof(float);
+    const bnb4_qtensor *w = a->w;
+    const size_t blocks = DIRECT_COLS * (w->cols / w->blocksize);
+    if (w->absmax)
+        return 0;
+    if (nested_tabs_used(w))
+        return nested_tab_count(w) * 256 * sizeof(float) + blocks * sizeof(uint32_t);
+    return blocks * sizeof(float);
+}
+
+/* Tables of the nested blocks that blocks [b0, b1) lie in (the first one at tab), and each block's index. */
+static void nested_tabs_build(const bnb4_qtensor *q, size_t b0, size_t b1, float *tab, uint32_t *ix) {
+    const size_t nbs = q->nested.blocksize, t0 = b0 / nbs, t1 = (b1 - 1) / nbs;
+    const __m512 fmin = _mm512_set1_ps(0x1p-126f), offset = _mm512_set1_ps(q->nested.offset);
+    /* ftz(code) once, and its smallest nonzero magnitude: a nested absmax whose products with it stay
+     * normal needs no flushing of the products (the common case: one multiply and one add per entry) */
+    float fc[256] __attribute__((aligned(64)));
+    __m512 vmin = _mm512_set1_ps(INFINITY);
+    for (int i = 0; i < 16; i++) {
+        const __m512 c = ftz_signed(_mm512_loadu_ps(q->nested.code + 16 * i), fmin);
+        _mm512_store_ps(fc + 16 * i, c);
+        const __m512 a = _mm512_abs_ps(c);
+        vmin = _mm512_mask_min_ps(vmin, _mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GT_OQ), a, vmin);
+    }
+    const double cmin = _mm512_reduce_min_ps(vmin);
+    for (size_t t = t0; t <= t1; t++) {
+        const float n = bnb4_ftz(q->nested.absmax[t]), an = fabsf(n);
+        const __m512 nv = _mm512_set1_ps(n);
+        float *tt = tab + (t - t0) * 256;
+        if (an == 0.0f || an != an || cmin * an >= 0x1p-126) { /* exact products are 0, NaN or >= FLT_MIN */
+            for (int i = 0; i < 16; i++)
+                _mm512_storeu_ps(tt + 16 * i, _mm512_add_ps(_mm512_mul_ps(_mm512_load_ps(fc + 16 * i), nv), offset));
+        } else {
+            for (int i = 0; i < 16; i++)
+                _mm512_storeu_ps(tt + 16 * i, _mm512_add_ps(ftz_signed(_mm512_mul_ps(_mm512_load_ps(fc + 16 * i), nv), fmin), offset));
+        }
+        const size_t e0 = t * nbs < b0 ? b0 : t * nbs, e1 = (t + 1) * nbs < b1 ? (t + 1) * nbs : b1;
+        const uint32_t base = (uint32_t)((t - t0) * 256);
+        size_t b = e0;
+        for (; b + 16 <= e1; b += 16)
+            _mm512_storeu_si512(ix + (b - b0), _mm512_add_epi32(_mm512_set1_epi32((int)base),
+                                                                _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q->nested.codes + b)))));
+        for (; b < e1; b++)
+            ix[b - b0] = base + q->nested.codes[b];
+    }
+}
+
+/* Lane l's scale for the 128-element chunk at c of row r (lane l holds elements 8l..8l+7). */
+ALWAYS_INLINE __m512 scale_vec(const scale_rows *sr, int r, size_t c, size_t bs, const int tabs) {
+    const __m512i lane_block = bs >= 128 ? _mm512_setzero_si512()
+                               : bs == 64 ? _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
+                                          : _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    if (!tabs) {
+        const __mmask16 scale_mask = bs >= 128 ? 1 : bs == 64 ? 3 : 15;
+        return _mm512_permutexvar_ps(lane_block, _mm512_maskz_loadu_ps(scale_mask, sr->s[r] + c / bs));
+    }
+    const uint32_t *ix = sr->ix[r] + c / bs;
+    const float *t = sr->tab;
+    if (bs >= 128)
+        return _mm512_set1_ps(t[ix[0]]);
+    if (bs == 64)
+        return _mm512_permutexvar_ps(lane_block,
+                                     _mm512_castps128_ps512(_mm_unpacklo_ps(_mm_load_ss(t + ix[0]), _mm_load_ss(t + ix[1]))));
+    return _mm512_permutexvar_ps(lane_block, _mm512_castps128_ps512(_mm_setr_ps(t[ix[0]], t[ix[1]], t[ix[2]], t[ix[3]])));
 }
 
 /* d >> 4k for a constant k (after unrolling), written so that unoptimized builds compile too. */
@@ -432,12 +513,8 @@ ALWAYS_INLINE __m512i nibble_plane(__m512i d, int k) {
 
 /* out[i][r] = sum_k X[i][k] W[r][k] for MR rows of X and RB weight rows. */
 ALWAYS_INLINE void direct_dot(const float *xp, size_t K, size_t bs, const int MR, const int RB,
-                              const uint8_t *const *wrow, uintptr_t pf, const float *const *srow, __m512 cb,
+                              const uint8_t *const *wrow, uintptr_t pf, const scale_rows *sr, const int tabs, __m512 cb,
                               float (*out)[4]) {
-    const __m512i lane_block = bs >= 128 ? _mm512_setzero_si512()
-                               : bs == 64 ? _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
-                                          : _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
-    const __mmask16 scale_mask = bs >= 128 ? 1 : bs == 64 ? 3 : 15;
     const size_t xs = xstride(K, 4);
     __m512 acc[DIRECT_MAX_M][4];
     #pragma GCC unroll 8
@@ -470,7 +547,7 @@ ALWAYS_INLINE void direct_dot(const float *xp, size_t K, size_t bs, const int MR
         }
         #pragma GCC unroll 8
         for (int r = 0; r < RB; r++) {
-            const __m512 sv = _mm512_permutexvar_ps(lane_block, _mm512_maskz_loadu_ps(scale_mask, srow[r] + c / bs));
+            const __m512 sv = scale_vec(sr, r, c, bs, tabs);
             #pragma GCC unroll 8
             for (int i = 0; i < MR; i++)
                 acc[i][r] = _mm512_fmadd_ps(p[i][r], sv, acc[i][r]);
@@ -487,12 +564,8 @@ ALWAYS_INLINE void direct_dot(const float *xp, size_t K, size_t bs, const int MR
  * per weight vector, shared by the X rows), so the accumulators need no per-chunk partial sums and 16 fit
  * in registers; every X vector loaded (from L2 when m*K is large) feeds 4 FMAs. */
 ALWAYS_INLINE void direct_dot_scaled(const float *xp, size_t xs, size_t K, size_t bs, const int MR,
-                                     const uint8_t *const *wrow, uintptr_t pf, const float *const *srow,
+                                     const uint8_t *const *wrow, uintptr_t pf, const scale_rows *sr, const int tabs,
                                      __m512 cb, float (*out)[4]) {
-    const __m512i lane_block = bs >= 128 ? _mm512_setzero_si512()
-                               : bs == 64 ? _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
-                                          : _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
-    const __mmask16 scale_mask = bs >= 128 ? 1 : bs == 64 ? 3 : 15;
     __m512 acc[4][4];
 #pragma GCC unroll 4
     for (int i = 0; i < MR; i++)
@@ -506,7 +579,7 @@ ALWAYS_INLINE void direct_dot_scaled(const float *xp, size_t xs, size_t K, size_
         for (int r = 0; r < 4; r++) {
             d[r] = _mm512_loadu_si512(wrow[r] + c / 2);
             _mm_prefetch((const char *)(pf + (c / 128 * 4 + (size_t)r) * 64), _MM_HINT_T1);
-            sv[r] = _mm512_permutexvar_ps(lane_block, _mm512_maskz_loadu_ps(scale_mask, srow[r] + c / bs));
+            sv[r] = scale_vec(sr, r, c, bs, tabs);
         }
 #pragma GCC unroll 8
         for (int k = 0; k < 8; k++) {
@@ -530,49 +603,79 @@ ALWAYS_INLINE void direct_dot_scaled(const float *xp, size_t xs, size_t K, size_
             out[i][r] = _mm512_reduce_add_ps(acc[i][r]);
 }
 
-static void direct_run_block(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
+/* The unit's scales: tables + indices (tabs), the decoded float32 scales (other nested), or none (plain). */
+static void direct_unit_scales(const bnb4_qtensor *w, size_t j0, size_t j1, void *scratch, const int tabs,
+                               scale_rows *sr, const float **scales, const uint32_t **ix) {
+    const size_t bpr = w->cols / w->blocksize;
+    *scales = (const float *)scratch, *ix = NULL;
+    sr->tab = (const float *)scratch;
+    if (tabs) {
+        uint32_t *idx = (uint32_t *)((float *)scratch + nested_tab_count(w) * 256);
+        nested_tabs_build(w, j0 * bpr, j1 * bpr, (float *)scratch, idx);
+        *ix = idx;
+    } else if (!w->absmax) {
+        bnb4_cpu_block_scales(w, j0 * bpr, j1 * bpr, (float *)scratch);
+    }
+}
+
+/* Row r of the group at j (rows past j1 repeat the last valid one: results discarded). */
+ALWAYS_INLINE void direct_group_rows(const bnb4_qtensor *w, size_t j, int rb, size_t j0, const float *scales,
+                                     const uint32_t *ix, const uint8_t *wrow[4], scale_rows *sr) {
+    const size_t K = w->cols, bpr = K / w->blocksize;
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++) {
+        const size_t jr = j + (size_t)(r < rb ? r : rb - 1);
+        wrow[r] = w->packed + jr * K / 2;
+        sr->s[r] = w->absmax ? w->absmax + jr * bpr : scales + (jr - j0) * bpr;
+        sr->ix[r] = ix ? ix + (jr - j0) * bpr : NULL;
+    }
+}
+
+ALWAYS_INLINE void direct_run_block_impl(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch, const int tabs) {
     const bnb4_qtensor *w = a->w;
     const size_t K = w->cols, bs = w->blocksize, bpr = K / bs, m = a->m;
     const __m512 cb = _mm512_loadu_ps(a->codebook);
     const float *xp = (const float *)a->xp;
-    float *scales = (float *)scratch;
-    if (!w->absmax)
-        bnb4_cpu_block_scales(w, j0 * bpr, j1 * bpr, scales);
+    scale_rows sr;
+    const float *scales;
+    const uint32_t *ix;
+    direct_unit_scales(w, j0, j1, scratch, tabs, &sr, &scales, &ix);
     const size_t xs = xstride(K, 4);
     const int RB = m == 1 ? 4 : m == 2 ? 2 : 4;
     for (size_t j = j0; j < j1; j += (size_t)RB) {
         const int rb = j1 - j < (size_t)RB ? (int)(j1 - j) : RB;
         const uint8_t *wrow[4];
-        const float *srow[4];
         float out[DIRECT_MAX_M][4];
-#pragma GCC unroll 4
-        for (int r = 0; r < 4; r++) { /* rows past j1 repeat the last valid one (results discarded) */
-            const size_t jr = j + (size_t)(r < rb ? r : rb - 1);
-            wrow[r] = w->packed + jr * K / 2;
-            srow[r] = w->absmax ? w->absmax + jr * bpr : scales + (jr - j0) * bpr;
-        }
+        direct_group_rows(w, j, rb, j0, scales, ix, wrow, &sr);
         /* a later row group, prefetched while this one is computed: only an address (integer arithmetic,
          * a prefetch past the tensor's end is harmless and never faults) */
         const uintptr_t pf = (uintptr_t)w->packed + (j + PF_GROUPS * (size_t)RB) * K / 2;
         if (w->absmax) /* and its float32 scales: RB * K / 16 bytes, 1/8 of its codes */
             prefetch_bytes((uintptr_t)(w->absmax + (j + PF_GROUPS * (size_t)RB) * bpr), (size_t)RB * bpr * 4);
         if (m == 1) {
-            direct_dot(xp, K, bs, 1, 4, wrow, pf, srow, cb, out);
+            direct_dot(xp, K, bs, 1, 4, wrow, pf, &sr, tabs, cb, out);
         } else if (m == 2) {
-            direct_dot(xp, K, bs, 2, 2, wrow, pf, srow, cb, out);
+            direct_dot(xp, K, bs, 2, 2, wrow, pf, &sr, tabs, cb, out);
         } else {
             for (size_t i0 = 0; i0 < m; i0 += 4) {
                 const float *x0 = xp + i0 * xs;
                 switch (m - i0 < 4 ? m - i0 : 4) {
-                case 1: direct_dot_scaled(x0, xs, K, bs, 1, wrow, pf, srow, cb, out + i0); break;
-                case 2: direct_dot_scaled(x0, xs, K, bs, 2, wrow, pf, srow, cb, out + i0); break;
-                case 3: direct_dot_scaled(x0, xs, K, bs, 3, wrow, pf, srow, cb, out + i0); break;
-                default: direct_dot_scaled(x0, xs, K, bs, 4, wrow, pf, srow, cb, out + i0); break;
+                case 1: direct_dot_scaled(x0, xs, K, bs, 1, wrow, pf, &sr, tabs, cb, out + i0); break;
+                case 2: direct_dot_scaled(x0, xs, K, bs, 2, wrow, pf, &sr, tabs, cb, out + i0); break;
+                case 3: direct_dot_scaled(x0, xs, K, bs, 3, wrow, pf, &sr, tabs, cb, out + i0); break;
+                default: direct_dot_scaled(x0, xs, K, bs, 4, wrow, pf, &sr, tabs, cb, out + i0); break;
                 }
             }
         }
         bnb4_cpu_store_rows_x4(a, j, m, rb, (const float (*)[4])out);
     }
+}
+
+static void direct_run_block(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
+    if (nested_tabs_used(a->w))
+        direct_run_block_impl(a, j0, j1, scratch, 1);
+    else
+        direct_run_block_impl(a, j0, j1, scratch, 0);
 }
 
 /* Any column range: DIRECT_COLS columns at a time (the nested scales scratch holds that many rows). */
@@ -613,12 +716,8 @@ ALWAYS_INLINE __m512i nibble_plane16(__m512i d, int k) {
 }
 
 ALWAYS_INLINE void direct_dot_bf16(const uint16_t *xp, size_t K, size_t bs, const int MR, const int RB,
-                                   const uint8_t *const *wrow, uintptr_t pf, const float *const *srow,
+                                   const uint8_t *const *wrow, uintptr_t pf, const scale_rows *sr, const int tabs,
                                    __m512i cbw, float (*out)[4]) {
-    const __m512i lane_block = bs >= 128 ? _mm512_setzero_si512()
-                               : bs == 64 ? _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
-                                          : _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
-    const __mmask16 scale_mask = bs >= 128 ? 1 : bs == 64 ? 3 : 15;
     const size_t xs = xstride(K, 2);
     __m512 acc[DIRECT_MAX_M][4];
     #pragma GCC unroll 8
@@ -651,7 +750,7 @@ ALWAYS_INLINE void direct_dot_bf16(const uint16_t *xp, size_t K, size_t bs, cons
         }
         #pragma GCC unroll 8
         for (int r = 0; r < RB; r++) {
-            const __m512 sv = _mm512_permutexvar_ps(lane_block, _mm512_maskz_loadu_ps(scale_mask, srow[r] + c / bs));
+            const __m512 sv = scale_vec(sr, r, c, bs, tabs);
             #pragma GCC unroll 8
             for (int i = 0; i < MR; i++)
                 acc[i][r] = _mm512_fmadd_ps(p[i][r], sv, acc[i][r]);
@@ -664,7 +763,8 @@ ALWAYS_INLINE void direct_dot_bf16(const uint16_t *xp, size_t K, size_t bs, cons
             out[i][r] = _mm512_reduce_add_ps(acc[i][r]);
 }
 
-static void direct_bf16_run_block(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
+ALWAYS_INLINE void direct_bf16_run_block_impl(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch,
+                                              const int tabs) {
     const bnb4_qtensor *w = a->w;
     const size_t K = w->cols, bs = w->blocksize, bpr = K / bs, m = a->m;
     uint16_t table[32];
@@ -672,38 +772,40 @@ static void direct_bf16_run_block(const bnb4_gemm_args *a, size_t j0, size_t j1,
         table[i] = bnb4_f32_to_bf16(a->codebook[i & 15]);
     const __m512i cbw = _mm512_loadu_si512(table);
     const uint16_t *xp = (const uint16_t *)a->xp;
-    float *scales = (float *)scratch;
-    if (!w->absmax)
-        bnb4_cpu_block_scales(w, j0 * bpr, j1 * bpr, scales);
+    scale_rows sr;
+    const float *scales;
+    const uint32_t *ix;
+    direct_unit_scales(w, j0, j1, scratch, tabs, &sr, &scales, &ix);
     const int MR = (int)m, RB = m == 1 ? 4 : m == 2 ? 2 : 1;
     for (size_t j = j0; j < j1; j += (size_t)RB) {
         const int rb = j1 - j < (size_t)RB ? (int)(j1 - j) : RB;
         const uint8_t *wrow[4];
-        const float *srow[4];
         float out[DIRECT_MAX_M][4];
-        #pragma GCC unroll 8
-        for (int r = 0; r < 4; r++) {
-            const size_t jr = j + (size_t)(r < rb ? r : rb - 1);
-            wrow[r] = w->packed + jr * K / 2;
-            srow[r] = w->absmax ? w->absmax + jr * bpr : scales + (jr - j0) * bpr;
-        }
+        direct_group_rows(w, j, rb, j0, scales, ix, wrow, &sr);
         /* a later row group, prefetched while this one is computed: only an address (integer arithmetic,
          * a prefetch past the tensor's end is harmless and never faults) */
         const uintptr_t pf = (uintptr_t)w->packed + (j + PF_GROUPS * (size_t)RB) * K / 2;
         if (w->absmax) /* and its float32 scales: RB * K / 16 bytes, 1/8 of its codes */
             prefetch_bytes((uintptr_t)(w->absmax + (j + PF_GROUPS * (size_t)RB) * bpr), (size_t)RB * bpr * 4);
         switch (MR) {
-        case 1: direct_dot_bf16(xp, K, bs, 1, 4, wrow, pf, srow, cbw, out); break;
-        case 2: direct_dot_bf16(xp, K, bs, 2, 2, wrow, pf, srow, cbw, out); break;
-        case 3: direct_dot_bf16(xp, K, bs, 3, 1, wrow, pf, srow, cbw, out); break;
-        case 4: direct_dot_bf16(xp, K, bs, 4, 1, wrow, pf, srow, cbw, out); break;
-        case 5: direct_dot_bf16(xp, K, bs, 5, 1, wrow, pf, srow, cbw, out); break;
-        case 6: direct_dot_bf16(xp, K, bs, 6, 1, wrow, pf, srow, cbw, out); break;
-        case 7: direct_dot_bf16(xp, K, bs, 7, 1, wrow, pf, srow, cbw, out); break;
-        default: direct_dot_bf16(xp, K, bs, 8, 1, wrow, pf, srow, cbw, out); break;
+        case 1: direct_dot_bf16(xp, K, bs, 1, 4, wrow, pf, &sr, tabs, cbw, out); break;
+        case 2: direct_dot_bf16(xp, K, bs, 2, 2, wrow, pf, &sr, tabs, cbw, out); break;
+        case 3: direct_dot_bf16(xp, K, bs, 3, 1, wrow, pf, &sr, tabs, cbw, out); break;
+        case 4: direct_dot_bf16(xp, K, bs, 4, 1, wrow, pf, &sr, tabs, cbw, out); break;
+        case 5: direct_dot_bf16(xp, K, bs, 5, 1, wrow, pf, &sr, tabs, cbw, out); break;
+        case 6: direct_dot_bf16(xp, K, bs, 6, 1, wrow, pf, &sr, tabs, cbw, out); break;
+        case 7: direct_dot_bf16(xp, K, bs, 7, 1, wrow, pf, &sr, tabs, cbw, out); break;
+        default: direct_dot_bf16(xp, K, bs, 8, 1, wrow, pf, &sr, tabs, cbw, out); break;
         }
         bnb4_cpu_store_rows_x4(a, j, (size_t)MR, rb, (const float (*)[4])out);
     }
+}
+
+static void direct_bf16_run_block(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
+    if (nested_tabs_used(a->w))
+        direct_bf16_run_block_impl(a, j0, j1, scratch, 1);
+    else
+        direct_bf16_run_block_impl(a, j0, j1, scratch, 0);
 }
 
 /* Any column range: DIRECT_COLS columns at a time (the nested scales scratch holds that many rows). */
