@@ -9,8 +9,8 @@
  * the median over several timed batches; a batch is a CUDA graph of back-to-back calls (so host launch
  * cost stays out), timed with events.
  *
- * Usage: bench_cuda [--quick | --small-m] [--csv FILE]. --small-m measures only m = 1, 2, 3, 4, 8, 16 on
- * every shape (no conversion rows), for tuning the small-m kernels. Prints every row, then a summary
+ * Usage: bench_cuda [--quick | --small-m | --m M1,M2,...] [--csv FILE]. --small-m measures only m = 1, 2,
+ * 3, 4, 8, 16 on every shape (no conversion rows), for tuning the small-m kernels; --m takes any list. Prints every row, then a summary
  * table with the issue's targets as ratios. bnb4_bench_cuda_main() is the entry point (the `bnb4 bench` CLI can call it).
  */
 #include <algorithm>
@@ -168,7 +168,7 @@ void report(const std::string &what, double ms, double value, const char *unit, 
 
 extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
     bool quick = false, small_m = false;
-    const char *csv = nullptr;
+    const char *csv = nullptr, *m_list = nullptr;
     for (int i = 1; i < argc; i++) {
         if (!std::strcmp(argv[i], "--quick"))
             quick = true;
@@ -176,8 +176,10 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
             small_m = true;
         else if (!std::strcmp(argv[i], "--csv") && i + 1 < argc)
             csv = argv[++i];
+        else if (!std::strcmp(argv[i], "--m") && i + 1 < argc)
+            m_list = argv[++i];
         else {
-            std::fprintf(stderr, "usage: %s [--quick | --small-m] [--csv FILE]\n", argv[0]);
+            std::fprintf(stderr, "usage: %s [--quick | --small-m | --m M1,M2,...] [--csv FILE]\n", argv[0]);
             return 2;
         }
     }
@@ -242,6 +244,20 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
         ms = {1, 8, 64, 512};
     } else if (small_m) {
         ms = {1, 2, 3, 4, 8, 16};
+    }
+    if (m_list) { /* only these m, no conversion rows */
+        ms.clear();
+        for (const char *p = m_list; *p;) {
+            char *end;
+            const unsigned long v = std::strtoul(p, &end, 10);
+            if (end == p || v == 0 || v > 65536) {
+                std::fprintf(stderr, "bench_cuda: bad --m list '%s'\n", m_list);
+                return 2;
+            }
+            ms.push_back(v);
+            p = *end == ',' ? end + 1 : end;
+        }
+        small_m = true;
     }
     const size_t bs = 64;
     const size_t max_m = *std::max_element(ms.begin(), ms.end());
@@ -324,7 +340,7 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
                     }
                     if (m >= 2 && m <= 16) {
                         std::snprintf(name, sizeof name, "bnb4 %s %s %zux%zu m=%zu time/m1time", dn, nn, N, K, m);
-                        report(name, ours_ms, ours_ms / m1_ms[nested], "x", 1.0);
+                        report(name, ours_ms, m1_ms[nested] > 0 ? ours_ms / m1_ms[nested] : NAN, "x", 1.0);
                     }
                     std::snprintf(name, sizeof name, "bnb4 %s %s %zux%zu m=%zu vs-cublas", dn, nn, N, K, m);
                     report(name, ours_ms, flops / (ours_ms * 1e-3) / 1e12, "TFLOP/s", blas_tf);

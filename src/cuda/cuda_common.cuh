@@ -142,8 +142,14 @@ bnb4_status bnb4_cuda_launch_dequantize(bnb4_cuda_state *s, const bnb4_qtensor *
  * plain ones over 8192 rows), 0 = the table kernel with the row limit above;
  * BNB4_CUDA_GEMV_KERNEL=stream|stream2|stream4|table overrides it. */
 #define BNB4_CUDA_GEMV_STREAM_DEFAULT 1
+/* m = 1..BNB4_CUDA_PIPE_MAX_M with f16/bf16 activations (after the gemv kernel's m): the pipelined
+ * stream-K tensor-core kernel (cuda_gemm_pipe.cu); BNB4_CUDA_PIPE_MAX_M in the environment overrides it
+ * (0 turns it off, at most BNB4_CUDA_PIPE_LIMIT_M). */
+#define BNB4_CUDA_PIPE_MAX_M 64
+#define BNB4_CUDA_PIPE_LIMIT_M 64
 typedef enum bnb4_cuda_gemm_path {
     BNB4_CUDA_GEMM_GEMV,        /* small m, K % blocksize == 0, aligned: CUDA-core weight streaming */
+    BNB4_CUDA_GEMM_PIPE,        /* m <= 64, f16/bf16, K % 32 == 0, aligned: pipelined tensor-core kernel */
     BNB4_CUDA_GEMM_MMA,     /* fused tensor-core kernel, f16/bf16, K % 32 == 0, aligned */
     BNB4_CUDA_GEMM_SIMT,        /* fused CUDA-core kernel, any dtype and shape, small m */
     BNB4_CUDA_GEMM_DEQUANT_BLAS /* dequantize into a temporary, then cuBLAS */
@@ -152,6 +158,10 @@ size_t bnb4_cuda_gemv_max_m(void);
 int bnb4_cuda_gemv_fits(const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x);
 bnb4_status bnb4_cuda_gemv(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
                            const void *bias, void *y);
+size_t bnb4_cuda_pipe_max_m(void);
+int bnb4_cuda_pipe_fits(const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x);
+bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
+                                const void *bias, void *y);
 bnb4_cuda_gemm_path bnb4_cuda_pick_gemm(const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x);
 bnb4_status bnb4_cuda_gemm_mma(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
                                const void *bias, void *y);

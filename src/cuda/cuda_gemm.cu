@@ -543,6 +543,8 @@ bnb4_cuda_gemm_path bnb4_cuda_pick_gemm(const bnb4_qtensor *w, bnb4_dtype dt, si
     /* m = 1: stream the weights on CUDA cores (any dtype; see BNB4_CUDA_GEMV_MAX_M for when) */
     if (bnb4_cuda_gemv_fits(w, dt, m, x))
         return BNB4_CUDA_GEMM_GEMV;
+    if (bnb4_cuda_pipe_fits(w, dt, m, x))
+        return BNB4_CUDA_GEMM_PIPE;
     const int fast_layout = w->cols % 32 == 0 && bnb4_aligned(w->packed, 16) && bnb4_aligned(x, 16);
     if (dt != BNB4_F32 && fast_layout && m <= BNB4_CUDA_MMA_MAX_M)
         return BNB4_CUDA_GEMM_MMA;

@@ -501,6 +501,82 @@ TEST_F(CudaTest, MatmulAgreesWithFloat64OnEveryPath) {
     }
 }
 
+// The pipelined tensor-core kernel splits all tiles' 256-k iterations evenly over its grid (stream-K).
+// On the real grid (one CTA per SM) small shapes rarely share a tile between CTAs, so the grid is forced
+// small (BNB4_CUDA_PIPE_CTAS, read per call): 1 CTA doing everything, CTAs running from one tile into the
+// next, tiles summed from 2..9 CTAs' partials, odd N / partial last step / blocksizes past the step.
+TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
+    auto g = rng(106);
+    struct Shape { size_t N, K, bs; };
+    std::vector<Shape> shapes = {{300, 1056, 64}, {1000, 2080, 32}, {130, 4096, 256}, {257, 512, 4096}, {64, 8192, 128}};
+    std::vector<size_t> ms = {1, 2, 9, 17, 40, 64};
+    const char *grids[] = {"1", "2", "5", "13", "0"}; // "0": the default (one CTA per SM)
+    if (quick()) {
+        shapes = {{300, 1056, 64}, {257, 512, 4096}};
+        ms = {1, 9, 40};
+    }
+    const bool pipe_m1 = std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMV, BNB4_F16, 1), "pipe") != nullptr;
+    for (const Shape &s : shapes)
+        for (int nested = 0; nested < 2; nested++) {
+            const bnb4_quant_type qt = nested ? BNB4_FP4 : BNB4_NF4;
+            const HostWeight w = make_weight(s.N, s.K, s.bs, qt, g);
+            DevBuf dp(w.packed.data(), w.packed.size()), da(w.absmax.data(), w.absmax.size() * 4),
+                dc(w.codes.data(), w.codes.size()), dn(w.nabs.data(), w.nabs.size() * 4), dcode(bnb4_nested_code(), 1024);
+            bnb4_qtensor wd = bnb4_qtensor_plain(s.N, s.K, s.bs, qt, dp.as<uint8_t>(), da.as<float>());
+            bnb4_qtensor wh = bnb4_qtensor_plain(s.N, s.K, s.bs, qt, w.packed.data(), w.absmax.data());
+            if (nested) {
+                wd = bnb4_qtensor_nested(s.N, s.K, s.bs, qt, dp.as<uint8_t>(), dc.as<uint8_t>(), dn.as<float>(),
+                                         dcode.as<float>(), w.offset, 256);
+                wh = bnb4_qtensor_nested(s.N, s.K, s.bs, qt, w.packed.data(), w.codes.data(), w.nabs.data(),
+                                         bnb4_nested_code(), w.offset, 256);
+            }
+            for (size_t m : ms) {
+                if (m == 1 && !pipe_m1)
+                    continue; // m = 1 is the gemv kernel's unless BNB4_CUDA_GEMV_MAX_M=0
+                for (bnb4_dtype dt : {BNB4_F16, BNB4_BF16}) {
+                    ASSERT_NE(nullptr, std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMM, dt, m), "pipe"));
+                    const size_t es = bnb4_dtype_size(dt);
+                    const Array x = randn(dt, m * s.K, g), bias = randn(dt, s.N, g);
+                    const std::vector<double> want = reference_matmul(wh, x, m, &bias);
+                    DevBuf dx(x.data(), m * s.K * es), db(bias.data(), s.N * es);
+                    for (const char *grid : grids) {
+                        setenv("BNB4_CUDA_PIPE_CTAS", grid, 1);
+                        const std::string what = "N " + std::to_string(s.N) + " K " + std::to_string(s.K) + " bs " +
+                                                 std::to_string(s.bs) + " m " + std::to_string(m) + " " +
+                                                 bnb4_dtype_name(dt) + (nested ? " nested fp4" : " nf4") + " grid " + grid;
+                        std::vector<uint8_t> first;
+                        for (int rep = 0; rep < 2; rep++) {
+                            DevBuf dy(m * s.N * es + 16);
+                            ASSERT_EQ(BNB4_OK, bnb4_gemm(ctx, &wd, dt, m, dx.as<void>(), db.as<void>(), dy.as<void>()))
+                                << what << ": " << bnb4_last_error();
+                            sync();
+                            const std::vector<uint8_t> yb = dy.get();
+                            ASSERT_EQ(std::vector<uint8_t>(16, 0xFF), std::vector<uint8_t>(yb.end() - 16, yb.end()))
+                                << what << ": wrote past the output";
+                            const std::vector<uint8_t> yv(yb.begin(), yb.end() - 16);
+                            if (rep == 1) {
+                                ASSERT_TRUE(same_bytes(first, yv, what + " repeat (determinism)"));
+                                break;
+                            }
+                            first = yv;
+                            Array got = make_array(dt, m * s.N);
+                            std::memcpy(got.data(), yv.data(), yv.size());
+                            std::vector<double> gotd(m * s.N);
+                            size_t nonfinite = 0;
+                            for (size_t i = 0; i < gotd.size(); i++) {
+                                gotd[i] = got.get(i);
+                                nonfinite += !std::isfinite(gotd[i]);
+                            }
+                            ASSERT_EQ(0u, nonfinite) << what << ": unwritten or non-finite outputs";
+                            EXPECT_LE(rel_err(gotd, want), tolerance(dt)) << what;
+                        }
+                    }
+                    unsetenv("BNB4_CUDA_PIPE_CTAS");
+                }
+            }
+        }
+}
+
 TEST_F(CudaTest, MatmulMisalignedActivationsTakeTheGeneralPath) {
     auto g = rng(105);
     const size_t N = 96, K = 256, bs = 64, m = 5;

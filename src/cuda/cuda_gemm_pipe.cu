@@ -1,0 +1,559 @@
+/*
+ * cuda_gemm_pipe.cu - Y[m, N] = X[m, K] W^T + bias for m = 1..64 with f16/bf16 activations:
+ * gemm_4bit_<dt>__pipe_mma_m16n8k16, a weight-streaming tensor-core kernel built so the weights stream
+ * from DRAM continuously whatever m is (the small-m regime is a stream of 0.5 byte per weight; the math
+ * per byte grows with m but stays under the tensor cores' rate up to m = 64).
+ *
+ *  - Work: the weight matrix is cut into tiles of 128 rows x K; a tile is a run of K/256 iterations of
+ *    256 k. All tiles' iterations form one sequence that is split evenly over a persistent grid of one CTA
+ *    per SM ("stream-K"): every SM gets the same number of iterations, whatever N, K and the SM count,
+ *    and a CTA runs on from one tile into the next without draining its pipeline.
+ *  - Loads: a ring of shared-memory stages filled with cp.async (16-byte copies, bypassing L1), all but one
+ *    in flight: per stage the 128 rows x 128 packed bytes (16 KB), the m activation rows x 256 k, and per
+ *    row the block scales (plain absmax) or the 8-bit codes (nested) it needs. So every SM keeps 48-80 KB
+ *    of weights in flight with no registers held, and an iteration's math never waits on DRAM. Each
+ *    thread's copies are fixed (row, chunk, scale slot): their addresses are set up once per tile.
+ *  - Math: 16 warps; warp w owns 16 rows (w mod 8) of the tile and one 128-k half (w / 8) of every step
+ *    (the halves' sums are added through shared memory when a tile ends); mma.sync m16n8k16, weights as
+ *    A (16 rows), activations as B (8 of the m rows per n-tile). The mma's k order is permuted so that a
+ *    thread's 16-byte chunk of a weight row IS its A fragments (byte 2t and 2t+1 feed k-step t, as in
+ *    cuda_gemm.cu's mma kernel); activations are read with the same permutation. A byte decodes to its
+ *    (code[hi], code[lo]) pair with one PRMT (which forms the address) and one shared-memory load from a
+ *    64 KB table (256 B per byte value, one half2 per lane: no bank conflicts), then one packed multiply
+ *    by the block scale; nested scales are decoded in the kernel from the staged codes. Shared-memory
+ *    rows are XOR-swizzled so the 16-byte reads of a quarter-warp hit 8 distinct bank groups. The kernel
+ *    is issue-bound: its instruction count per byte decides its speed (docs/performance.md, v10).
+ *  - Partial tiles: a tile covered by one CTA is stored directly (bias in f32, one rounding). A tile shared
+ *    by several CTAs: each writes its f32 partial sums to a slot of the context's split-K workspace; the
+ *    last to arrive (a per-tile counter) adds the slots in contributor order, so the result does not
+ *    depend on timing (deterministic), adds the bias, rounds once and resets the counter.
+ *
+ * Requirements (bnb4_cuda_pipe_fits): f16/bf16, K % 32 == 0, blocksize >= 32, 16-byte-aligned packed
+ * weights and activations, 4-byte-aligned nested codes.
+ */
+#include <stdlib.h>
+
+#include "cuda_common.cuh"
+
+namespace {
+
+__constant__ float c_pipe_nf4[16] = {BNB4_NF4_CODEBOOK_VALUES};
+__constant__ float c_pipe_fp4[16] = {BNB4_FP4_CODEBOOK_VALUES};
+
+constexpr int kWarps = 16;                      /* 8 row groups of 16 rows x 2 halves of the step's k */
+constexpr int kThreads = kWarps * 32;
+constexpr int kTileRows = 128;                  /* weight rows per tile */
+constexpr int kStepK = 256;                     /* k per iteration (a 128-byte line of each weight row) */
+constexpr int kRowBytes = kStepK / 2;
+constexpr int kScaleSlots = 8;                  /* block scales per row and stage (blocksize 32: 8) */
+constexpr int kWBytes = kTileRows * kRowBytes;  /* 16 KB */
+constexpr int kScaleBytes = kTileRows * kScaleSlots * 4;
+constexpr int kTableBytes = 256 * 256;          /* half2 code pairs, one copy per lane, 256 B per byte value */
+constexpr int kNcodeBytes = 256 * 4;
+
+template <int NT> struct PipeShape {
+    static constexpr int MT = NT * 8;                       /* activation rows per stage (m padded) */
+    static constexpr int XBytes = MT * kStepK * 2;
+    static constexpr int StageBytes = kWBytes + XBytes + kScaleBytes;
+    /* as many as fit beside the table in the 227 KB an SM gives one CTA (128 B kept for static data) */
+    static constexpr int Stages = (227 * 1024 - 128 - kTableBytes - kNcodeBytes) / StageBytes;
+    static constexpr int SmemBytes = kTableBytes + kNcodeBytes + Stages * StageBytes;
+    static_assert(Stages >= 3, "a pipeline needs 3 stages");
+};
+
+struct PipeArgs {
+    const uint8_t *packed;
+    const float *absmax;        /* plain, or NULL when nested */
+    const uint8_t *codes;       /* nested */
+    const float *nested_absmax;
+    const float *nested_code;
+    float offset;
+    unsigned nested_blocksize;
+    int nbs_log2;               /* log2(nested_blocksize) when a power of two (always in bitsandbytes), else -1 */
+    int bs_log2;
+    int quant_type;
+    int scale_slots;            /* plain: block scales a row's 256-k step can touch */
+    size_t N, K, M, nblocks;
+    const void *x, *bias;
+    void *y;
+    float *ws;                  /* [tiles][max_contrib][MT][128] partial sums */
+    unsigned *counters;         /* one per tile */
+    unsigned k_steps, iters, per_cta, max_contrib;
+};
+
+template <typename T> struct PipeOps;
+template <> struct PipeOps<__half> {
+    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+        const __half2 h = __floats2half2_rn(lo, hi);
+        return *reinterpret_cast<const uint32_t *>(&h);
+    }
+    static __device__ __forceinline__ uint32_t mul2(uint32_t a, uint32_t b) {
+        const __half2 r = __hmul2(*reinterpret_cast<const __half2 *>(&a), *reinterpret_cast<const __half2 *>(&b));
+        return *reinterpret_cast<const uint32_t *>(&r);
+    }
+    static __device__ __forceinline__ void mma(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+                     "{%8,%9}, {%0,%1,%2,%3};"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+};
+template <> struct PipeOps<__nv_bfloat16> {
+    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+        const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+        return *reinterpret_cast<const uint32_t *>(&h);
+    }
+    static __device__ __forceinline__ uint32_t mul2(uint32_t a, uint32_t b) {
+        const __nv_bfloat162 r =
+            __hmul2(*reinterpret_cast<const __nv_bfloat162 *>(&a), *reinterpret_cast<const __nv_bfloat162 *>(&b));
+        return *reinterpret_cast<const uint32_t *>(&r);
+    }
+    static __device__ __forceinline__ void mma(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+                     "{%8,%9}, {%0,%1,%2,%3};"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+};
+
+/* ---- cp.async (sm_80+) ---------------------------------------------------------------------------------
+ * src_bytes < the copy size zero-fills the rest (0: a pure zero fill, nothing is read). */
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, uint32_t src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async4(uint32_t dst, const void *src, uint32_t src_bytes) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+__device__ __forceinline__ uint4 lds128(const unsigned char *p) { return *reinterpret_cast<const uint4 *>(p); }
+
+/* Swizzles (16-byte units). Weight row r, chunk j (0..7): a quarter-warp reads chunk 4j'+c of rows g
+ * and g+1 (g even), so odd rows move by 4 chunks. Activation row m, chunk j (0..31): a quarter-warp reads
+ * chunk 16j'+4c+u (c = 0..3) of rows g and g+1; chunk bits 2 (c's low bit) and 1 (c's high bit, from
+ * bit 3) and the row's parity (bit 0) make the 8 reads land in 8 distinct 16-byte bank groups. */
+__device__ __forceinline__ uint32_t w_slot(uint32_t r, uint32_t j) { return j ^ ((r & 1u) << 2); }
+__device__ __forceinline__ uint32_t x_slot(uint32_t m, uint32_t j) { return j ^ ((j >> 2) & 2u) ^ (m & 1u); }
+
+template <typename T, int NT, bool NESTED>
+__global__ void __launch_bounds__(kThreads, 1) gemm_4bit_pipe_kernel(PipeArgs a) {
+    using Ops = PipeOps<T>;
+    using S = PipeShape<NT>;
+    constexpr int MT = S::MT, STAGES = S::Stages;
+    extern __shared__ __align__(128) unsigned char smem[];
+    unsigned char *table = smem;
+    float *ncode = reinterpret_cast<float *>(smem + kTableBytes);
+    unsigned char *stages = smem + kTableBytes + kNcodeBytes;
+    const uint32_t stages_addr = (uint32_t)__cvta_generic_to_shared(stages);
+    __shared__ int s_last;
+
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int g = lane >> 2, c = lane & 3;
+    const int j = warp >> 3; /* which 128-k half of every step this warp takes */
+    const size_t N = a.N, K = a.K, M = a.M;
+    const unsigned it_begin = blockIdx.x * a.per_cta;
+    const unsigned it_end = min(a.iters, it_begin + a.per_cta);
+    const T *x = reinterpret_cast<const T *>(a.x);
+
+    /* Activation rows past m are never copied: zero them once in every stage. */
+    for (int i = tid; i < STAGES * (MT - (int)min(M, (size_t)MT)) * (kStepK * 2 / 16); i += kThreads) {
+        const int per_stage = (MT - (int)min(M, (size_t)MT)) * (kStepK * 2 / 16);
+        const int st = i / per_stage, rest = i % per_stage;
+        unsigned char *xs = stages + st * S::StageBytes + kWBytes;
+        reinterpret_cast<uint4 *>(xs + M * kStepK * 2)[rest] = make_uint4(0, 0, 0, 0);
+    }
+
+    /* ---- loads: each thread's copies are fixed (row / chunk / scale slot), so their addresses are set up
+     * once per tile and advanced per step ---- */
+    constexpr int WC = kTileRows * 8 / kThreads;          /* weight chunks per thread and stage */
+    constexpr int XC = (MT * 32 + kThreads - 1) / kThreads; /* activation chunks */
+    constexpr int SC = kTileRows * kScaleSlots / kThreads;  /* plain: scale slots */
+    const uint8_t *w_src[WC];
+    bool w_row[WC];
+    size_t s_first[SC];  /* plain: the row's first block; nested: same, for the code words */
+    unsigned s_off[SC];  /* (row * K) mod blocksize */
+    bool s_row[SC];
+    unsigned i_tile = it_begin / a.k_steps, i_step = it_begin - i_tile * a.k_steps, i_left = it_end - it_begin;
+    auto issue_tile = [&]() { /* the issuing side moved to tile i_tile */
+        const size_t n0 = (size_t)i_tile * kTileRows;
+#pragma unroll
+        for (int i = 0; i < WC; i++) {
+            const int ch = tid + kThreads * i, r = ch >> 3, j = ch & 7;
+            w_row[i] = n0 + r < N;
+            w_src[i] = a.packed + (w_row[i] ? (n0 + r) * (K / 2) : 0) + 16 * j;
+        }
+#pragma unroll
+        for (int i = 0; i < SC; i++) {
+            const int e = tid + kThreads * i, r = NESTED ? e >> 2 : e >> 3;
+            const size_t flat = (n0 + r) * K;
+            s_row[i] = n0 + r < N && (NESTED ? e < kTileRows * 4 : (e & 7) < a.scale_slots);
+            s_first[i] = flat >> a.bs_log2;
+            s_off[i] = (unsigned)(flat & (((size_t)1 << a.bs_log2) - 1));
+        }
+    };
+    issue_tile();
+    /* Fill stage slot `slot` with the next iteration (nothing once this CTA's range is issued). */
+    auto issue = [&](int slot) {
+        if (i_left == 0)
+            return;
+        i_left--;
+        const unsigned k0 = i_step * kStepK;
+        const uint32_t ws_ = stages_addr + slot * S::StageBytes;
+        const uint32_t xs_ = ws_ + kWBytes, ss_ = xs_ + S::XBytes;
+#pragma unroll
+        for (int i = 0; i < WC; i++) { /* weights: 128 rows x 8 chunks */
+            const int ch = tid + kThreads * i, r = ch >> 3, j = ch & 7;
+            if (w_row[i] && k0 + 32 * j < K)
+                cp_async16(ws_ + r * kRowBytes + (w_slot(r, j) << 4), w_src[i] + k0 / 2, 16);
+        }
+#pragma unroll
+        for (int i = 0; i < XC; i++) { /* activations: m rows x 32 chunks (k past K: zeros) */
+            const int ch = tid + kThreads * i, mm = ch >> 5, j = ch & 31;
+            const size_t k = k0 + 8 * j;
+            if (ch < MT * 32 && (size_t)mm < M)
+                cp_async16(xs_ + mm * (kStepK * 2) + (x_slot(mm, j) << 4), k < K ? x + mm * K + k : x, k < K ? 16 : 0);
+        }
+#pragma unroll
+        for (int i = 0; i < SC; i++) {
+            if (!s_row[i])
+                continue;
+            const size_t first = s_first[i] + ((s_off[i] + k0) >> a.bs_log2); /* the step's first block */
+            if (NESTED) { /* 4 aligned words of 8-bit codes per row cover the step's blocks */
+                const int e = tid + kThreads * i, r = e >> 2, wi = e & 3;
+                const size_t word = (first >> 2) + wi;
+                const size_t have = a.nblocks > 4 * word ? a.nblocks - 4 * word : 0;
+                if (have >= 4) {
+                    cp_async4(ss_ + r * 16 + wi * 4, a.codes + 4 * word, 4);
+                } else if (have) { /* the array's last, partial word: byte loads (a 4-byte copy would read past it) */
+                    uint32_t v = 0;
+                    for (size_t q = 0; q < have; q++)
+                        v |= (uint32_t)a.codes[4 * word + q] << (8 * q);
+                    *reinterpret_cast<uint32_t *>(stages + slot * S::StageBytes + kWBytes + S::XBytes + r * 16 + wi * 4) = v;
+                }
+            } else {
+                const int e = tid + kThreads * i, r = e >> 3, sl = e & 7;
+                if (first + sl < a.nblocks)
+                    cp_async4(ss_ + (r * kScaleSlots + sl) * 4, a.absmax + first + sl, 4);
+            }
+        }
+        if (++i_step == a.k_steps) {
+            i_step = 0;
+            i_tile++;
+            if (i_left)
+                issue_tile();
+        }
+    };
+
+    /* Prologue: the first STAGES - 1 iterations' loads, then the code-pair table while they fly. */
+#pragma unroll
+    for (int i = 0; i < STAGES - 1; i++) {
+        issue(i);
+        cp_async_commit();
+    }
+    { /* entry (byte v, lane l) at v * 256 + 4 l: one PRMT of the packed word and the lane's 4 l forms it */
+        const float *cb = a.quant_type == BNB4_NF4 ? c_pipe_nf4 : c_pipe_fp4;
+        for (int e = tid; e < 256 * 8; e += kThreads) {
+            const int v = e >> 3;
+            const uint32_t p = Ops::pack(cb[v >> 4], cb[v & 15]);
+            reinterpret_cast<uint4 *>(table + v * 256)[e & 7] = make_uint4(p, p, p, p);
+        }
+        if (NESTED)
+            for (int i = tid; i < 256; i += kThreads)
+                ncode[i] = a.nested_code[i];
+    }
+
+    float acc[NT][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            acc[nt][i] = 0.0f;
+
+    const uint32_t lane4 = (uint32_t)lane * 4;
+    const int rA = (warp & 7) * 16 + g; /* this thread's tile rows: rA and rA + 8 (same parity) */
+    /* compute side: its tile and step, and per row the first block and (row * K) mod blocksize */
+    unsigned t = it_begin / a.k_steps, step = it_begin - t * a.k_steps;
+    size_t nA = 0, nB = 0, firstA = 0, firstB = 0;
+    unsigned offA = 0, offB = 0;
+    auto compute_tile = [&]() {
+        nA = (size_t)t * kTileRows + rA;
+        nB = nA + 8;
+        firstA = (nA * K) >> a.bs_log2;
+        firstB = (nB * K) >> a.bs_log2;
+        offA = (unsigned)((nA * K) & (((size_t)1 << a.bs_log2) - 1));
+        offB = (unsigned)((nB * K) & (((size_t)1 << a.bs_log2) - 1));
+    };
+    compute_tile();
+    int slot = 0;
+    for (unsigned it = it_begin; it < it_end; it++) {
+        if (step == 0 && it != it_begin)
+            compute_tile();
+        cp_async_wait<STAGES - 2>(); /* this thread's copies for `it` have landed ... */
+        __syncthreads();             /* ... everyone's, and everyone is done with the slot refilled next */
+        issue(slot == 0 ? STAGES - 1 : slot - 1);
+        cp_async_commit();
+
+        const unsigned k0 = step * kStepK;
+        const unsigned char *ws_ = stages + slot * S::StageBytes;
+        const unsigned char *xs_ = ws_ + kWBytes;
+        const unsigned char *ss = xs_ + S::XBytes;
+        {
+            const uint32_t kk = 128 * j + 32 * c; /* this thread's 32 k within the step */
+            const bool kin = k0 + kk < K;
+            const uint4 qA = lds128(ws_ + rA * kRowBytes + (w_slot(rA, 4 * j + c) << 4));
+            const uint4 qB = lds128(ws_ + (rA + 8) * kRowBytes + (w_slot(rA, 4 * j + c) << 4));
+            uint32_t sA2, sB2;
+            {
+                float sc[2];
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    const unsigned off = h ? offB : offA;
+                    const unsigned b_step = (off + k0) >> a.bs_log2, b_chunk = (off + k0 + kk) >> a.bs_log2;
+                    const int r = rA + 8 * h;
+                    float v = 0.0f;
+                    if ((h ? nB : nA) < N && kin) {
+                        if (NESTED) {
+                            const size_t first = (h ? firstB : firstA) + b_step, b = (h ? firstB : firstA) + b_chunk;
+                            const unsigned q = ss[r * 16 + (unsigned)(first & 3u) + (b_chunk - b_step)];
+                            v = __fadd_rn(bnb4_dev_mul_ftz(ncode[q], __ldg(a.nested_absmax + (a.nbs_log2 >= 0
+                                                                                                  ? b >> a.nbs_log2
+                                                                                                  : b / a.nested_blocksize))),
+                                          a.offset);
+                        } else {
+                            v = reinterpret_cast<const float *>(ss)[r * kScaleSlots + (b_chunk - b_step)];
+                        }
+                    }
+                    sc[h] = v;
+                }
+                sA2 = Ops::pack(sc[0], sc[0]);
+                sB2 = Ops::pack(sc[1], sc[1]);
+            }
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                uint4 xr[NT];
+                const uint32_t xj = 16 * j + 4 * c + u;
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++)
+                    xr[nt] = lds128(xs_ + (nt * 8 + g) * (kStepK * 2) + (x_slot(g, xj) << 4));
+                const uint32_t wA = u == 0 ? qA.x : u == 1 ? qA.y : u == 2 ? qA.z : qA.w;
+                const uint32_t wB = u == 0 ? qB.x : u == 1 ? qB.y : u == 2 ? qB.z : qB.w;
+#pragma unroll
+                for (int h = 0; h < 2; h++) { /* k-step 2u + h: bytes 2h, 2h + 1 of word u */
+                    uint32_t af[4];
+                    const uint32_t sel0 = 0x5504u | ((2u * h) << 4), sel1 = 0x5504u | ((2u * h + 1) << 4);
+                    af[0] = Ops::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wA, lane4, sel0)), sA2);
+                    af[1] = Ops::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wB, lane4, sel0)), sB2);
+                    af[2] = Ops::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wA, lane4, sel1)), sA2);
+                    af[3] = Ops::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wB, lane4, sel1)), sB2);
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++)
+                        Ops::mma(acc[nt], af, h ? xr[nt].z : xr[nt].x, h ? xr[nt].w : xr[nt].y);
+                }
+            }
+        }
+        const int used = slot;
+        slot = slot == STAGES - 1 ? 0 : slot + 1;
+        const unsigned cur_t = t;
+        const bool last_step = step + 1 == a.k_steps;
+        if (++step == a.k_steps) { /* the next iteration starts a tile (compute_tile at the loop's top) */
+            step = 0;
+            t++;
+        }
+
+        /* ---- end of a tile (or of this CTA's range inside it): store or hand over the sums ---- */
+        if (it + 1 != it_end && !last_step)
+            continue;
+        { /* the second k half's sums join the first's, through the stage just used (refilled only after the
+             next iteration's barrier) */
+            /* NT <= 4: within the weight rows (stale weights decode to finite codes, and the rows and k they
+             * stand for have scale 0); NT = 8 (m > 32) also covers activation rows 0..31, all below m, so
+             * all rewritten by the next copy */
+            static_assert(NT * 4 * 256 * 4 <= kWBytes || (NT == 8 && NT * 4 * 256 * 4 <= kWBytes + 32 * kStepK * 2),
+                          "reduction scratch must only cover rows the next fill rewrites");
+            float *red = reinterpret_cast<float *>(stages + used * S::StageBytes);
+            const int q = (warp & 7) * 32 + lane;
+            __syncthreads(); /* every warp is done reading the stage */
+            if (j == 1)
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                    for (int i = 0; i < 4; i++)
+                        red[(nt * 4 + i) * 256 + q] = acc[nt][i];
+            __syncthreads();
+            if (j == 0)
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                    for (int i = 0; i < 4; i++)
+                        acc[nt][i] += red[(nt * 4 + i) * 256 + q];
+        }
+        T *y = reinterpret_cast<T *>(a.y);
+        const unsigned c_lo = (cur_t * a.k_steps) / a.per_cta, c_hi = ((cur_t + 1) * a.k_steps - 1) / a.per_cta;
+        if (c_lo == c_hi) { /* the whole tile was ours */
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const size_t n = (i >> 1) ? nB : nA, m = (size_t)nt * 8 + 2 * c + (i & 1);
+                    if (j == 0 && n < N && m < M) {
+                        float v = acc[nt][i];
+                        if (a.bias)
+                            v += bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n]);
+                        y[m * N + n] = bnb4_dt<T>::from_f32(v);
+                    }
+                    acc[nt][i] = 0.0f;
+                }
+            continue;
+        }
+        const size_t slot_base = ((size_t)cur_t * a.max_contrib + (blockIdx.x - c_lo)) * MT * kTileRows;
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const int r = rA + 8 * (i >> 1), m = nt * 8 + 2 * c + (i & 1);
+                if (j == 0)
+                    a.ws[slot_base + (size_t)m * kTileRows + r] = acc[nt][i];
+                acc[nt][i] = 0.0f;
+            }
+        __threadfence(); /* partial sums visible device-wide before the counter says so */
+        __syncthreads();
+        if (tid == 0)
+            s_last = atomicAdd(a.counters + cur_t, 1u) == c_hi - c_lo;
+        __syncthreads();
+        if (!s_last)
+            continue;
+        __threadfence();
+        const size_t first = (size_t)cur_t * a.max_contrib * MT * kTileRows;
+        for (int e = tid; e < (int)min(M, (size_t)MT) * kTileRows; e += kThreads) {
+            const int m = e / kTileRows, r = e % kTileRows;
+            const size_t n = (size_t)cur_t * kTileRows + r;
+            if (n >= N)
+                continue;
+            float v = 0.0f;
+            for (unsigned ci = 0; ci <= c_hi - c_lo; ci++) /* fixed order: deterministic */
+                v += __ldcg(a.ws + first + ((size_t)ci * MT + m) * kTileRows + r);
+            if (a.bias)
+                v += bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n]);
+            y[(size_t)m * N + n] = bnb4_dt<T>::from_f32(v);
+        }
+        if (tid == 0)
+            a.counters[cur_t] = 0; /* ready for the next launch on this stream */
+    }
+    cp_async_wait<0>(); /* no copy may still target shared memory when the CTA exits */
+}
+
+int log2_of(size_t v) {
+    int l = 0;
+    while (((size_t)1 << l) < v)
+        l++;
+    return l;
+}
+
+/* Per device: whether the kernel's dynamic shared memory limit was raised. */
+template <typename T, int NT, bool NESTED> int g_smem_set[64];
+
+/* Grid size: one CTA per SM; BNB4_CUDA_PIPE_CTAS=n overrides it (read per call: tests use it to force
+ * tiles shared by many CTAs and CTAs spanning tiles on small shapes). */
+unsigned pipe_ctas(const bnb4_cuda_state *s) {
+    const char *e = getenv("BNB4_CUDA_PIPE_CTAS");
+    const long v = e ? atol(e) : 0;
+    return v > 0 && v <= 65535 ? (unsigned)v : (unsigned)(s->sm_count > 0 ? s->sm_count : 1);
+}
+
+template <typename T, int NT, bool NESTED> bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a) {
+    using S = PipeShape<NT>;
+    int &set = g_smem_set<T, NT, NESTED>[s->device & 63];
+    if (!set) {
+        const bnb4_status st = bnb4_cuda_check(
+            cudaFuncSetAttribute(gemm_4bit_pipe_kernel<T, NT, NESTED>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 S::SmemBytes),
+            "bnb4_gemm (pipe): shared memory");
+        if (st != BNB4_OK)
+            return st;
+        set = 1;
+    }
+    const size_t tiles = bnb4_div_up(a.N, kTileRows), k_steps = bnb4_div_up(a.K, kStepK);
+    const size_t iters = tiles * k_steps;
+    size_t ctas = pipe_ctas(s);
+    if (ctas > iters)
+        ctas = iters;
+    const size_t per = bnb4_div_up(iters, ctas);
+    ctas = bnb4_div_up(iters, per);
+    a.k_steps = (unsigned)k_steps;
+    a.iters = (unsigned)iters;
+    a.per_cta = (unsigned)per;
+    a.max_contrib = (unsigned)(bnb4_div_up(k_steps, per) + 1);
+    if (per % k_steps != 0) { /* some tile is shared by CTAs: workspace and counters */
+        const bnb4_status st = bnb4_cuda_splitk(s, tiles, tiles * a.max_contrib * S::MT * kTileRows * sizeof(float),
+                                                &a.counters, &a.ws);
+        if (st != BNB4_OK)
+            return st;
+    }
+    gemm_4bit_pipe_kernel<T, NT, NESTED><<<(unsigned)ctas, kThreads, S::SmemBytes, s->stream>>>(a);
+    return BNB4_CUDA_LAUNCH_CHECK("bnb4_gemm (pipe)");
+}
+
+template <typename T, bool NESTED> bnb4_status launch_pipe_m(bnb4_cuda_state *s, const PipeArgs &a) {
+    if (a.M <= 8)
+        return launch_pipe<T, 1, NESTED>(s, a);
+    if (a.M <= 16)
+        return launch_pipe<T, 2, NESTED>(s, a);
+    if (a.M <= 32)
+        return launch_pipe<T, 4, NESTED>(s, a);
+    return launch_pipe<T, 8, NESTED>(s, a);
+}
+
+} // namespace
+
+/* Read once (a benign race: every thread computes the same value). */
+static long g_pipe_max_m = -1;
+size_t bnb4_cuda_pipe_max_m(void) {
+    if (g_pipe_max_m < 0) {
+        const char *e = getenv("BNB4_CUDA_PIPE_MAX_M");
+        const long v = e && *e ? atol(e) : -1;
+        g_pipe_max_m = v >= 0 && v <= BNB4_CUDA_PIPE_LIMIT_M ? v : BNB4_CUDA_PIPE_MAX_M;
+    }
+    return (size_t)g_pipe_max_m;
+}
+
+int bnb4_cuda_pipe_fits(const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x) {
+    if (dt == BNB4_F32 || m == 0 || m > bnb4_cuda_pipe_max_m())
+        return 0;
+    if (w->cols % 32 != 0 || w->blocksize < 32 || !bnb4_aligned(w->packed, 16) || !bnb4_aligned(x, 16))
+        return 0;
+    if (!w->absmax && !bnb4_aligned(w->nested.codes, 4))
+        return 0;
+    /* the iteration count is 32-bit in the kernel */
+    const size_t tiles = bnb4_div_up(w->rows, kTileRows), k_steps = bnb4_div_up(w->cols, kStepK);
+    return tiles <= UINT32_MAX / k_steps;
+}
+
+bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
+                                const void *bias, void *y) {
+    PipeArgs a = {};
+    a.packed = w->packed;
+    a.absmax = w->absmax;
+    a.codes = w->nested.codes;
+    a.nested_absmax = w->nested.absmax;
+    a.nested_code = w->nested.code;
+    a.offset = w->nested.offset;
+    a.nested_blocksize = (unsigned)w->nested.blocksize;
+    a.nbs_log2 = w->nested.blocksize && (w->nested.blocksize & (w->nested.blocksize - 1)) == 0
+                     ? log2_of(w->nested.blocksize) : -1;
+    a.bs_log2 = log2_of(w->blocksize);
+    a.quant_type = (int)w->quant_type;
+    a.scale_slots = w->blocksize <= (size_t)kStepK ? (int)(kStepK / w->blocksize) + (w->cols % w->blocksize != 0) : 2;
+    a.N = w->rows;
+    a.K = w->cols;
+    a.M = m;
+    a.nblocks = bnb4_div_up(w->rows * w->cols, w->blocksize);
+    a.x = x;
+    a.bias = bias;
+    a.y = y;
+    const bool nested = w->absmax == NULL;
+    if (dt == BNB4_F16)
+        return nested ? launch_pipe_m<__half, true>(s, a) : launch_pipe_m<__half, false>(s, a);
+    return nested ? launch_pipe_m<__nv_bfloat16, true>(s, a) : launch_pipe_m<__nv_bfloat16, false>(s, a);
+}
