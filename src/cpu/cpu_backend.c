@@ -183,7 +183,10 @@ static void ref_gemm_unit(void *arg, size_t unit, int thread_index) {
 
 static const bnb4_gemm_kernel *select_gemm(const bnb4_cpu_kernels *k, const bnb4_qtensor *w, bnb4_dtype dt,
                                            size_t m) {
-    return k->gemm_select ? k->gemm_select(dt, m, w->cols % 128 == 0 && w->cols % w->blocksize == 0) : NULL;
+    /* aligned: K a multiple of 128 and of the blocksize, and below 2^26 (the panel gemm keeps 32 rows'
+     * block scales in scratch and indexes them with 32-bit gathers) */
+    const int aligned = w->cols % 128 == 0 && w->cols % w->blocksize == 0 && w->cols < ((size_t)1 << 26);
+    return k->gemm_select ? k->gemm_select(dt, m, aligned) : NULL;
 }
 
 /* Round a byte count up to a cache line; 0 on overflow. */

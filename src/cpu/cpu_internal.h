@@ -102,7 +102,8 @@ typedef struct bnb4_cpu_kernels {
     const char *quantize_name[3], *dequantize_name[3]; /* per dtype */
     bnb4_quantize_blocks_fn quantize_blocks;
     bnb4_dequantize_blocks_fn dequantize_blocks;
-    /* The gemm kernel for (dtype, m, K % blocksize == 0); NULL = reference. */
+    /* The gemm kernel for (dtype, m, k_block_aligned: K % 128 == 0, K % blocksize == 0 and K < 2^26);
+     * NULL = reference. */
     const bnb4_gemm_kernel *(*gemm_select)(bnb4_dtype dt, size_t m, int k_block_aligned);
     /* Decoded scales of nested blocks [b0, b1) (bnb4_ref_block_scale, bit-exact); NULL = generic. */
     void (*nested_scales)(const bnb4_qtensor *q, size_t b0, size_t b1, float *out);

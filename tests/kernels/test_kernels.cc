@@ -516,3 +516,65 @@ TEST(Kernels, GemvNestedScales) {
                         return;
                 }
 }
+
+// The float32 panel gemm (m > 8, K a multiple of 128 and of the blocksize): m across and between its
+// 8-row groups, N across its 32-column panels, K over one and several 128-element chunks, every
+// blocksize that divides K, plain (with scales whose products flush: the decode's FTZ path) and nested.
+TEST(Kernels, GemmPanelShapes) {
+    auto g = rng(306);
+    Ctx one(1), two(2), three(3);
+    Ctx *ctxs[3] = {&one, &two, &three};
+    const size_t ms[] = {9, 15, 16, 17, 33, 64, 127};
+    const size_t Ns[] = {1, 31, 32, 33, 65};
+    const size_t Ks[] = {128, 256, 384, 1024, 2048};
+    size_t case_index = 0;
+    for (bnb4_dtype dt : kDtypes)
+        for (size_t bs : kBlocksizes)
+            for (bool nested : {false, true})
+                for (int rep = 0; rep < 3; rep++, case_index++) {
+                    const size_t m = ms[(case_index * 3) % 7], N = Ns[(case_index * 2) % 5];
+                    size_t K = Ks[case_index % 5];
+                    if (K % bs)
+                        K = bs;
+                    if (m * N * K > 1500000)
+                        K = bs > 128 ? bs : 128;
+                    const bnb4_quant_type qt = case_index % 2 ? BNB4_NF4 : BNB4_FP4;
+                    SCOPED_TRACE(std::string(dtype_name(dt)) + " bs " + std::to_string(bs) + (nested ? " nested" : " plain") +
+                                 " m " + std::to_string(m) + " N " + std::to_string(N) + " K " + std::to_string(K));
+                    QTensor q = make_qtensor(N, K, bs, qt, nested, g);
+                    if (!nested && rep == 1) { // finite scales around the flush threshold, zero, negative
+                        const float tiny[] = {1e-38f, 5e-39f, 0x1p-118f, 0x1.fffffep-119f, 0.0f, -1.5f};
+                        for (size_t i = 0; i < q.absmax.size(); i += 3)
+                            q.absmax[i] = tiny[(i / 3) % 6];
+                    }
+                    run_gemm_view(g, dt, q.view(), m, (g() & 1) != 0, ctxs);
+                    if (HasFatalFailure())
+                        return;
+                }
+}
+
+// The panel gemm decodes weights exactly as dequantize writes them, flushing included: with one-hot rows
+// of X every output is a single weight (all other products are zeros), compared with ==.
+TEST(Kernels, GemmPanelDecodesLikeDequantize) {
+    auto g = rng(307);
+    for (size_t bs : kBlocksizes) {
+        const size_t K = bs < 256 ? 256 : bs, N = 37, m = 12;
+        SCOPED_TRACE("bs " + std::to_string(bs));
+        QTensor q = make_qtensor(N, K, bs, (g() & 1) ? BNB4_NF4 : BNB4_FP4, false, g);
+        const float tiny[] = {1e-38f, 5e-39f, 0x1p-118f, 0x1.fffffep-119f, 0.0f, -1.5f, 3e-36f};
+        for (size_t i = 0; i < q.absmax.size(); i += 2)
+            q.absmax[i] = tiny[(i / 2) % 7];
+        const bnb4_qtensor w = q.view();
+        std::vector<float> dense(N * K), x(m * K, 0.0f), y(m * N);
+        ASSERT_EQ(BNB4_OK, bnb4_dequantize(nullptr, &w, BNB4_F32, dense.data()));
+        std::vector<size_t> col(m);
+        for (size_t i = 0; i < m; i++) {
+            col[i] = (size_t)(g() % K);
+            x[i * K + col[i]] = 1.0f;
+        }
+        ASSERT_EQ(BNB4_OK, bnb4_gemm(nullptr, &w, BNB4_F32, m, x.data(), nullptr, y.data()));
+        for (size_t i = 0; i < m; i++)
+            for (size_t j = 0; j < N; j++)
+                ASSERT_EQ(dense[j * K + col[i]], y[i * N + j]) << "row " << i << " column " << j << " k " << col[i];
+    }
+}
