@@ -120,6 +120,10 @@ extern const bnb4_cpu_kernels bnb4_kernels_avx2;
 extern const bnb4_cpu_kernels bnb4_kernels_avx512;
 extern const bnb4_cpu_kernels bnb4_kernels_neon;
 
+/* bnb4_rcp_approx_f32 of x[0..n) into out, 16 lanes at a time (x86 builds; the CPU must have AVX-512):
+ * the quantize kernel's vector reciprocal, exposed for its exactness test. */
+void bnb4_avx512_rcp_approx(const float *x, size_t n, float *out);
+
 /* ---- helpers shared by kernels -------------------------------------------------------------------- */
 
 /* Scales of blocks [b0, b1) of q into out (plain: copies absmax; nested: decodes as the reference). */

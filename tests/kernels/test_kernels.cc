@@ -22,6 +22,7 @@
 #include "bnb4.h"
 #include "bnb4_format.h"
 #include "bnb4_half.h"
+#include "bnb4_rcp.h"
 #include "bnb4_ref.h"
 #include "cpu_internal.h"
 #include "test_util.h"
@@ -578,3 +579,32 @@ TEST(Kernels, GemmPanelDecodesLikeDequantize) {
                 ASSERT_EQ(dense[j * K + col[i]], y[i * N + j]) << "row " << i << " column " << j << " k " << col[i];
     }
 }
+
+#if defined(__x86_64__)
+// The AVX-512 quantize kernel's 16-lane rcp.approx against the scalar emulation (itself proven
+// exhaustively by rcp_exhaustive), bit for bit: every mantissa at one exponent (the coefficient lookups
+// and the squarer), and sampled mantissas at every exponent and sign (scaling, flushing, zero,
+// subnormal, infinity and NaN inputs).
+TEST(Kernels, RcpApproxVectorMatchesScalar) {
+    if (bnb4_cpu_info_get()->best < BNB4_ISA_AVX512)
+        GTEST_SKIP() << "no AVX-512 on this CPU";
+    std::vector<uint32_t> in;
+    for (uint32_t m = 0; m < (1u << 23); m++)
+        in.push_back((127u << 23) | m);
+    auto g = rng(308);
+    const uint32_t edge_mantissas[] = {0u, 1u, 0x7fffffu, 0x400000u};
+    for (uint32_t e = 0; e < 256; e++)
+        for (int i = 0; i < 512; i++) {
+            const uint32_t m = i < 4 ? edge_mantissas[i] : (uint32_t)(g() & 0x7fffffu);
+            in.push_back((e << 23) | m);
+            in.push_back(0x80000000u | (e << 23) | m);
+        }
+    std::vector<float> x(in.size()), got(in.size());
+    std::memcpy(x.data(), in.data(), in.size() * sizeof(float));
+    bnb4_avx512_rcp_approx(x.data(), x.size(), got.data());
+    for (size_t i = 0; i < x.size(); i++) {
+        const float want = bnb4_rcp_approx_f32(x[i]);
+        ASSERT_EQ(0, std::memcmp(&want, &got[i], sizeof want)) << "x bits " << std::hex << in[i];
+    }
+}
+#endif

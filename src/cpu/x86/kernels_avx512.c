@@ -7,7 +7,7 @@
  * bits of each 32-bit index, so nibbles need shifting but never masking.
  *
  *  - quantize_*__avx512: absmax by vmaxps (ignores NaN like fmaxf), the GPU reciprocal once per block
- *    (bnb4_rcp_approx_f32), then the code by a 4-step binary search over the kernel's float32
+ *    (bnb4_rcp_approx_f32, for 16 blocks at a time in 16 lanes), then the code by a 4-step binary search over the kernel's float32
  *    thresholds (equal to counting them, bnb4_format.h); FTZ needs no per-element work when absmax is
  *    normal (argued at the fast path), else compare-and-zero. Nibble pairs packed by 64-bit shifts,
  *    vpermt2d and vpmovdb. Byte-exact with the reference.
@@ -83,6 +83,94 @@ static const float fp4_thresholds[16] = {BNB4_FP4_U0, BNB4_FP4_U1, BNB4_FP4_U2, 
                                          INFINITY};
 static const int32_t fp4_rank_to_code[16] = {BNB4_FP4_RANK_TO_CODE, 0, 0, 0, 0, 0, 0, 0, 0};
 
+/* ---- rcp.approx in 16 lanes --------------------------------------------------------------------------------
+ * bnb4_rcp_approx_f32 (src/format/bnb4_rcp.c, the GPU reciprocal) step for step: the per-segment
+ * coefficients looked up from registers (lookup128), the hardware's truncated squarer as its 15 partial
+ * product rows, the sum in 64-bit lanes, then the same exponent, flush and special-value handling.
+ * Bit-exact with the scalar function for every input (tests/kernels: all mantissas, the exponents
+ * around the flush boundaries, specials). */
+extern const uint32_t bnb4_rcp_c0[128];
+extern const uint16_t bnb4_rcp_c1[128];
+extern const uint16_t bnb4_rcp_c2[128];
+
+typedef struct {
+    __m512i c0[8], c12[8]; /* c0 and (c1 | c2 << 16) per segment, 16 segments a register */
+} rcp_tables;
+
+static void rcp_tables_load(rcp_tables *t) {
+    uint32_t c12[128];
+    for (int i = 0; i < 128; i++)
+        c12[i] = (uint32_t)bnb4_rcp_c1[i] | (uint32_t)bnb4_rcp_c2[i] << 16;
+    for (int i = 0; i < 8; i++) {
+        t->c0[i] = _mm512_loadu_si512(bnb4_rcp_c0 + 16 * i);
+        t->c12[i] = _mm512_loadu_si512(c12 + 16 * i);
+    }
+}
+
+/* table[idx] for idx in 0..127: vpermt2d by the low 5 bits, bits 5 and 6 pick among the 4 results. */
+ALWAYS_INLINE __m512i lookup128(const __m512i table[8], __m512i idx) {
+    const __m512i r0 = _mm512_permutex2var_epi32(table[0], idx, table[1]);
+    const __m512i r1 = _mm512_permutex2var_epi32(table[2], idx, table[3]);
+    const __m512i r2 = _mm512_permutex2var_epi32(table[4], idx, table[5]);
+    const __m512i r3 = _mm512_permutex2var_epi32(table[6], idx, table[7]);
+    const __mmask16 b5 = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(32));
+    const __mmask16 b6 = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(64));
+    return _mm512_mask_blend_epi32(b6, _mm512_mask_blend_epi32(b5, r0, r1), _mm512_mask_blend_epi32(b5, r2, r3));
+}
+
+/* (c0 << 13) + 2023 + c2 * sq - c1 * off, >> 15, for the 8 lanes of one half (64-bit arithmetic). */
+ALWAYS_INLINE __m512i rcp_sum_half(__m256i c0, __m256i c12, __m256i sq, __m256i off) {
+    const __m512i c0q = _mm512_cvtepu32_epi64(c0), c12q = _mm512_cvtepu32_epi64(c12);
+    const __m512i c1q = _mm512_and_si512(c12q, _mm512_set1_epi64(0xffff)), c2q = _mm512_srli_epi64(c12q, 16);
+    __m512i sum = _mm512_add_epi64(_mm512_slli_epi64(c0q, 13), _mm512_set1_epi64(2023));
+    sum = _mm512_add_epi64(sum, _mm512_mul_epu32(c2q, _mm512_cvtepu32_epi64(sq)));
+    sum = _mm512_sub_epi64(sum, _mm512_mul_epu32(c1q, _mm512_cvtepu32_epi64(off)));
+    return _mm512_srli_epi64(sum, 15);
+}
+
+ALWAYS_INLINE __m512 rcp_approx16(const rcp_tables *t, __m512 x) {
+    const __m512i u = _mm512_castps_si512(x);
+    const __m512i sign = _mm512_and_si512(u, _mm512_set1_epi32((int)0x80000000u));
+    const __m512i e = _mm512_and_si512(_mm512_srli_epi32(u, 23), _mm512_set1_epi32(0xff));
+    const __m512i m = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffff));
+    const __m512i seg = _mm512_srli_epi32(m, 16), off = _mm512_and_si512(m, _mm512_set1_epi32(0xffff));
+    /* truncated_square_high(off) */
+    __m512i sq = _mm512_setzero_si512();
+#pragma GCC unroll 16
+    for (int a = 1; a < 16; a++)
+        sq = _mm512_mask_add_epi32(sq, _mm512_test_epi32_mask(off, _mm512_set1_epi32(1 << a)), sq,
+                                   _mm512_srl_epi32(off, _mm_cvtsi32_si128(16 - a)));
+    sq = _mm512_sub_epi32(sq, _mm512_and_si512(_mm512_srli_epi32(off, 8), _mm512_set1_epi32(1)));
+    sq = _mm512_srli_epi32(sq, 1);
+    const __m512i c0 = lookup128(t->c0, seg), c12 = lookup128(t->c12, seg);
+    const __m512i lo = rcp_sum_half(_mm512_castsi512_si256(c0), _mm512_castsi512_si256(c12), _mm512_castsi512_si256(sq),
+                                    _mm512_castsi512_si256(off));
+    const __m512i hi = rcp_sum_half(_mm512_extracti64x4_epi64(c0, 1), _mm512_extracti64x4_epi64(c12, 1),
+                                    _mm512_extracti64x4_epi64(sq, 1), _mm512_extracti64x4_epi64(off, 1));
+    const __m512i sig = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(lo)), _mm512_cvtepi64_epi32(hi), 1);
+    /* t = rcp_hw(1.m) in (0.5, 1]: exponent field 126, or 127 for exactly 1.0 */
+    const __m512i tv = _mm512_mask_mov_epi32(
+        _mm512_or_si512(_mm512_set1_epi32(126 << 23), _mm512_and_si512(sig, _mm512_set1_epi32(0x7fffff))),
+        _mm512_cmpeq_epi32_mask(sig, _mm512_set1_epi32(1 << 24)), _mm512_set1_epi32(0x3f800000));
+    const __m512i exp_out = _mm512_sub_epi32(_mm512_srli_epi32(tv, 23), _mm512_sub_epi32(e, _mm512_set1_epi32(127)));
+    __m512i r = _mm512_or_si512(sign, _mm512_or_si512(_mm512_slli_epi32(exp_out, 23), _mm512_and_si512(tv, _mm512_set1_epi32(0x7fffff))));
+    r = _mm512_mask_mov_epi32(r, _mm512_cmple_epi32_mask(exp_out, _mm512_setzero_si512()), sign); /* flushed */
+    r = _mm512_mask_mov_epi32(r, _mm512_cmpeq_epi32_mask(e, _mm512_setzero_si512()),              /* 0, subnormal */
+                              _mm512_or_si512(sign, _mm512_set1_epi32(0x7f800000)));
+    const __mmask16 special = _mm512_cmpeq_epi32_mask(e, _mm512_set1_epi32(255));                 /* inf, NaN */
+    r = _mm512_mask_mov_epi32(r, special, _mm512_mask_mov_epi32(sign, _mm512_test_epi32_mask(m, m), _mm512_set1_epi32(0x7fffffff)));
+    return _mm512_castsi512_ps(r);
+}
+
+void bnb4_avx512_rcp_approx(const float *x, size_t n, float *out) {
+    rcp_tables t;
+    rcp_tables_load(&t);
+    for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 live = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1u);
+        _mm512_mask_storeu_ps(out + i, live, rcp_approx16(&t, _mm512_maskz_loadu_ps(live, x + i)));
+    }
+}
+
 /* Constants of the code search, loaded once per call (kept in registers across the block loop). */
 typedef struct {
     __m512 t;                 /* thresholds, padded with +inf */
@@ -142,8 +230,12 @@ ALWAYS_INLINE void quantize_blocks_impl(const void *src, bnb4_dtype dt, size_t b
     k.four = _mm512_set1_epi32(4), k.seven = _mm512_set1_epi32(7), k.eight = _mm512_set1_epi32(8);
     k.fmin = _mm512_set1_ps(0x1p-126f), k.nfmin = _mm512_set1_ps(-0x1p-126f);
     const __m512 lowest = _mm512_set1_ps(-0x1.fffffep+127f); /* the kernel's running max starts at -FLT_MAX */
-    enum { GROUP = 8 }; /* absmax and reciprocals of 8 blocks first: the scalar rcp emulations overlap */
+    /* absmax of 16 blocks first, then their reciprocals in one 16-lane rcp.approx (rcp_approx16 returns
+     * no subnormals: the ftz of the reference's ftz(rcp(absmax)) has nothing to do) */
+    enum { GROUP = 16 };
     float invs[GROUP];
+    rcp_tables rt;
+    rcp_tables_load(&rt);
     for (size_t b = b0; b < b1; b++) {
         const size_t e0 = b * bs;
         if ((b - b0) % GROUP == 0) {
@@ -157,8 +249,8 @@ ALWAYS_INLINE void quantize_blocks_impl(const void *src, bnb4_dtype dt, size_t b
                 /* max of ftz(|x|) == ftz(max |x|): flushing is monotone */
                 absmax[g] = bnb4_ftz(_mm512_reduce_max_ps(_mm512_max_ps(m0, m1)));
             }
-            for (size_t g = b; g < g1; g++)
-                invs[g - b] = bnb4_ftz(bnb4_rcp_approx_f32(absmax[g]));
+            const __mmask16 live = (__mmask16)((1u << (g1 - b)) - 1u);
+            _mm512_storeu_ps(invs, rcp_approx16(&rt, _mm512_maskz_loadu_ps(live, absmax + b)));
         }
         const float amax = absmax[b];
         const __m512 inv = _mm512_set1_ps(invs[(b - b0) % GROUP]);
