@@ -10,7 +10,8 @@
  * cost stays out), timed with events.
  *
  * Usage: bench_cuda [--quick | --small-m | --m M1,M2,...] [--csv FILE]. --small-m measures only m = 1, 2,
- * 3, 4, 8, 16 on every shape (no conversion rows), for tuning the small-m kernels; --m takes any list. Prints every row, then a summary
+ * 3, 4, 8, 16 on every shape (no conversion rows), for tuning the small-m kernels; --m takes any list;
+ * --shape NxK measures one shape only (for profilers). Prints every row, then a summary
  * table with the issue's targets as ratios. bnb4_bench_cuda_main() is the entry point (the `bnb4 bench` CLI can call it).
  */
 #include <algorithm>
@@ -168,7 +169,7 @@ void report(const std::string &what, double ms, double value, const char *unit, 
 
 extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
     bool quick = false, small_m = false;
-    const char *csv = nullptr, *m_list = nullptr;
+    const char *csv = nullptr, *m_list = nullptr, *shape_arg = nullptr;
     for (int i = 1; i < argc; i++) {
         if (!std::strcmp(argv[i], "--quick"))
             quick = true;
@@ -178,8 +179,10 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
             csv = argv[++i];
         else if (!std::strcmp(argv[i], "--m") && i + 1 < argc)
             m_list = argv[++i];
+        else if (!std::strcmp(argv[i], "--shape") && i + 1 < argc)
+            shape_arg = argv[++i];
         else {
-            std::fprintf(stderr, "usage: %s [--quick | --small-m | --m M1,M2,...] [--csv FILE]\n", argv[0]);
+            std::fprintf(stderr, "usage: %s [--quick | --small-m | --m M1,M2,...] [--shape NxK] [--csv FILE]\n", argv[0]);
             return 2;
         }
     }
@@ -244,6 +247,14 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
         ms = {1, 8, 64, 512};
     } else if (small_m) {
         ms = {1, 2, 3, 4, 8, 16};
+    }
+    if (shape_arg) { /* one shape only (for profilers) */
+        unsigned long sn = 0, sk = 0;
+        if (std::sscanf(shape_arg, "%lux%lu", &sn, &sk) != 2 || sn == 0 || sk == 0 || sk % 256 != 0) {
+            std::fprintf(stderr, "bench_cuda: bad --shape '%s' (NxK, K a multiple of 256)\n", shape_arg);
+            return 2;
+        }
+        shapes = {{(size_t)sn, (size_t)sk}};
     }
     if (m_list) { /* only these m, no conversion rows */
         ms.clear();

@@ -84,6 +84,14 @@ if [ -x "$TESTS" ]; then
   step "CUDA tests (vs CPU reference and conformance)"
   if [ "$QUICK" = 1 ]; then export BNB4_CUDA_TEST_QUICK=1; fi
   if timeout "$T_TESTS" "$TESTS" --gtest_color=no; then RESULT[tests]="ok"; else RESULT[tests]="FAILED"; fi
+  # m = 1 is the gemv kernel's by default: once more with it off, so the pipelined tensor-core kernel
+  # (cuda_gemm_pipe.cu) is checked at m = 1 too
+  step "CUDA matmul tests with m = 1 on the tensor-core kernels (BNB4_CUDA_GEMV_MAX_M=0)"
+  if BNB4_CUDA_GEMV_MAX_M=0 timeout "$T_TESTS" "$TESTS" --gtest_color=no --gtest_brief=1 --gtest_filter='*Matmul*:*Pipe*'; then
+    RESULT[tests_m1]="ok"
+  else
+    RESULT[tests_m1]="FAILED"
+  fi
   unset BNB4_CUDA_TEST_QUICK
 else
   RESULT[tests]="not built"
@@ -113,11 +121,11 @@ if [ -x "$TESTS" ]; then
 fi
 
 step "summary"
-for k in build tests memcheck racecheck bench; do
+for k in build tests tests_m1 memcheck racecheck bench; do
   printf '%-10s %s\n' "$k" "${RESULT[$k]:-skipped}"
 done
 [ -f "$OUT/bench.txt" ] && sed -n '/^==== bnb4 CUDA summary/,$p' "$OUT/bench.txt"
-for k in build tests memcheck racecheck bench; do
+for k in build tests tests_m1 memcheck racecheck bench; do
   case "${RESULT[$k]:-skipped}" in FAILED|"not built") exit 1 ;; esac
 done
 exit 0

@@ -73,6 +73,9 @@ struct PipeArgs {
     int bs_log2;
     int quant_type;
     int scale_slots;            /* plain: block scales a row's 256-k step can touch */
+    int scale_vec;              /* plain, blocksize 32 or 64, K % (4 blocksize) == 0, aligned absmax: a row's
+                                   scales of a step are 1 or 2 aligned 16-byte words */
+    int scale_fixed;            /* K % blocksize == 0 and blocksize <= 256: a chunk's scale slot is fixed */
     size_t N, K, M, nblocks;
     const void *x, *bias;
     void *y;
@@ -165,32 +168,65 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_4bit_pipe_kernel(PipeArgs a)
         reinterpret_cast<uint4 *>(xs + M * kStepK * 2)[rest] = make_uint4(0, 0, 0, 0);
     }
 
-    /* ---- loads: each thread's copies are fixed (row / chunk / scale slot), so their addresses are set up
-     * once per tile and advanced per step ---- */
-    constexpr int WC = kTileRows * 8 / kThreads;          /* weight chunks per thread and stage */
+    /* ---- loads: each thread's copies are fixed (row / chunk / scale slot): their shared-memory offsets
+     * are constants, their global addresses are set up once per tile and advanced per step, and every
+     * copy is issued without a branch (a copy that must not read gets a source size of 0) ---- */
+    constexpr int WC = kTileRows * 8 / kThreads;            /* weight chunks per thread and stage */
     constexpr int XC = (MT * 32 + kThreads - 1) / kThreads; /* activation chunks */
-    constexpr int SC = kTileRows * kScaleSlots / kThreads;  /* plain: scale slots */
+    constexpr int SC = kTileRows * kScaleSlots / kThreads;  /* plain: 4-byte scale slots; nested: code words */
+    const unsigned Ku = (unsigned)K;                        /* < 2^31 (bnb4_cuda_pipe_fits) */
+    const unsigned bs = 1u << a.bs_log2;
+    uint32_t w_dst[WC], x_dst[XC], s_dst[SC];
     const uint8_t *w_src[WC];
-    bool w_row[WC];
-    size_t s_first[SC];  /* plain: the row's first block; nested: same, for the code words */
-    unsigned s_off[SC];  /* (row * K) mod blocksize */
-    bool s_row[SC];
+    const T *x_src[XC];
+    unsigned w_k[WC], x_k[XC];  /* k of the copy within a step; K (never < K) when the copy is off */
+    const float *v_src = a.absmax; /* scale_vec: row tid / 2's scales, word tid % 2 */
+    unsigned v_k = Ku;
+    size_t s_first[SC];          /* non-vector scales: the row's first block, (row * K) mod blocksize */
+    unsigned s_off[SC];
+    bool s_on[SC];
+#pragma unroll
+    for (int i = 0; i < WC; i++) {
+        const int ch = tid + kThreads * i, r = ch >> 3, j = ch & 7;
+        w_dst[i] = r * kRowBytes + (w_slot(r, j) << 4);
+    }
+#pragma unroll
+    for (int i = 0; i < XC; i++) {
+        const int ch = tid + kThreads * i, mm = ch >> 5, j = ch & 31;
+        x_dst[i] = kWBytes + mm * (kStepK * 2) + (x_slot(mm, j) << 4);
+        const bool on = ch < MT * 32 && (size_t)mm < M;
+        x_src[i] = on ? x + mm * K + 8 * j : x;
+        x_k[i] = on ? 8u * j : Ku;
+    }
+#pragma unroll
+    for (int i = 0; i < SC; i++) {
+        const int e = tid + kThreads * i;
+        s_dst[i] = kWBytes + S::XBytes + (NESTED ? (e >> 2) * 16 + (e & 3) * 4 : e * 4);
+    }
     unsigned i_tile = it_begin / a.k_steps, i_step = it_begin - i_tile * a.k_steps, i_left = it_end - it_begin;
     auto issue_tile = [&]() { /* the issuing side moved to tile i_tile */
         const size_t n0 = (size_t)i_tile * kTileRows;
 #pragma unroll
         for (int i = 0; i < WC; i++) {
             const int ch = tid + kThreads * i, r = ch >> 3, j = ch & 7;
-            w_row[i] = n0 + r < N;
-            w_src[i] = a.packed + (w_row[i] ? (n0 + r) * (K / 2) : 0) + 16 * j;
+            const bool on = n0 + r < N;
+            w_src[i] = on ? a.packed + (n0 + r) * (K / 2) + 16 * j : a.packed;
+            w_k[i] = on ? 32u * j : Ku;
         }
+        if (!NESTED && a.scale_vec) {
+            const size_t n = n0 + (tid >> 1);
+            const bool on = tid < 2 * kTileRows && n < N && (tid & 1) < a.scale_slots / 4;
+            v_src = on ? a.absmax + ((n * K) >> a.bs_log2) + 4 * (tid & 1) : a.absmax;
+            v_k = on ? (tid & 1) * 4 * bs : Ku; /* a step past K's end has no second word */
+        } else {
 #pragma unroll
-        for (int i = 0; i < SC; i++) {
-            const int e = tid + kThreads * i, r = NESTED ? e >> 2 : e >> 3;
-            const size_t flat = (n0 + r) * K;
-            s_row[i] = n0 + r < N && (NESTED ? e < kTileRows * 4 : (e & 7) < a.scale_slots);
-            s_first[i] = flat >> a.bs_log2;
-            s_off[i] = (unsigned)(flat & (((size_t)1 << a.bs_log2) - 1));
+            for (int i = 0; i < SC; i++) {
+                const int e = tid + kThreads * i, r = NESTED ? e >> 2 : e >> 3;
+                const size_t flat = (n0 + r) * K;
+                s_on[i] = n0 + r < N && (NESTED ? e < kTileRows * 4 : (e & 7) < a.scale_slots);
+                s_first[i] = flat >> a.bs_log2;
+                s_off[i] = (unsigned)(flat & (bs - 1));
+            }
         }
     };
     issue_tile();
@@ -200,42 +236,41 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_4bit_pipe_kernel(PipeArgs a)
             return;
         i_left--;
         const unsigned k0 = i_step * kStepK;
-        const uint32_t ws_ = stages_addr + slot * S::StageBytes;
-        const uint32_t xs_ = ws_ + kWBytes, ss_ = xs_ + S::XBytes;
+        const uint32_t base = stages_addr + slot * S::StageBytes;
 #pragma unroll
-        for (int i = 0; i < WC; i++) { /* weights: 128 rows x 8 chunks */
-            const int ch = tid + kThreads * i, r = ch >> 3, j = ch & 7;
-            if (w_row[i] && k0 + 32 * j < K)
-                cp_async16(ws_ + r * kRowBytes + (w_slot(r, j) << 4), w_src[i] + k0 / 2, 16);
-        }
+        for (int i = 0; i < WC; i++) /* weights: 128 rows x 8 chunks */
+            cp_async16(base + w_dst[i], w_src[i] + k0 / 2, k0 + w_k[i] < Ku ? 16 : 0);
 #pragma unroll
-        for (int i = 0; i < XC; i++) { /* activations: m rows x 32 chunks (k past K: zeros) */
-            const int ch = tid + kThreads * i, mm = ch >> 5, j = ch & 31;
-            const size_t k = k0 + 8 * j;
-            if (ch < MT * 32 && (size_t)mm < M)
-                cp_async16(xs_ + mm * (kStepK * 2) + (x_slot(mm, j) << 4), k < K ? x + mm * K + k : x, k < K ? 16 : 0);
-        }
+        for (int i = 0; i < XC; i++) /* activations: m rows x 32 chunks (k past K: zeros) */
+            if (MT * 32 >= kThreads * (i + 1) || tid + kThreads * i < MT * 32) {
+                const bool on = k0 + x_k[i] < Ku;
+                cp_async16(base + x_dst[i], on ? x_src[i] + k0 : x, on ? 16 : 0);
+            }
+        if (!NESTED && a.scale_vec) { /* row tid / 2, 16-byte word tid % 2 of its scales */
+            if (tid < 2 * kTileRows) {
+                const bool on = k0 + v_k < Ku;
+                cp_async16(base + kWBytes + S::XBytes + (tid >> 1) * (kScaleSlots * 4) + (tid & 1) * 16,
+                           on ? v_src + (k0 >> a.bs_log2) : a.absmax, on ? 16 : 0);
+            }
+        } else {
 #pragma unroll
-        for (int i = 0; i < SC; i++) {
-            if (!s_row[i])
-                continue;
-            const size_t first = s_first[i] + ((s_off[i] + k0) >> a.bs_log2); /* the step's first block */
-            if (NESTED) { /* 4 aligned words of 8-bit codes per row cover the step's blocks */
-                const int e = tid + kThreads * i, r = e >> 2, wi = e & 3;
-                const size_t word = (first >> 2) + wi;
-                const size_t have = a.nblocks > 4 * word ? a.nblocks - 4 * word : 0;
-                if (have >= 4) {
-                    cp_async4(ss_ + r * 16 + wi * 4, a.codes + 4 * word, 4);
-                } else if (have) { /* the array's last, partial word: byte loads (a 4-byte copy would read past it) */
-                    uint32_t v = 0;
-                    for (size_t q = 0; q < have; q++)
-                        v |= (uint32_t)a.codes[4 * word + q] << (8 * q);
-                    *reinterpret_cast<uint32_t *>(stages + slot * S::StageBytes + kWBytes + S::XBytes + r * 16 + wi * 4) = v;
+            for (int i = 0; i < (NESTED ? kTileRows * 4 / kThreads : SC); i++) {
+                const size_t first = s_first[i] + ((s_off[i] + k0) >> a.bs_log2); /* the step's first block */
+                if (NESTED) { /* 4 aligned words of 8-bit codes per row cover the step's blocks */
+                    const size_t word = (first >> 2) + (tid & 3);
+                    const size_t have = s_on[i] && a.nblocks > 4 * word ? a.nblocks - 4 * word : 0;
+                    if (have >= 4 || have == 0) {
+                        cp_async4(base + s_dst[i], have ? a.codes + 4 * word : a.codes, have ? 4 : 0);
+                    } else { /* the array's last, partial word: byte loads (a 4-byte copy would read past it) */
+                        uint32_t v = 0;
+                        for (size_t q = 0; q < have; q++)
+                            v |= (uint32_t)a.codes[4 * word + q] << (8 * q);
+                        *reinterpret_cast<uint32_t *>(stages + slot * S::StageBytes + s_dst[i]) = v;
+                    }
+                } else {
+                    const bool on = s_on[i] && first + (tid & 7) < a.nblocks;
+                    cp_async4(base + s_dst[i], on ? a.absmax + first + (tid & 7) : a.absmax, on ? 4 : 0);
                 }
-            } else {
-                const int e = tid + kThreads * i, r = e >> 3, sl = e & 7;
-                if (first + sl < a.nblocks)
-                    cp_async4(ss_ + (r * kScaleSlots + sl) * 4, a.absmax + first + sl, 4);
             }
         }
         if (++i_step == a.k_steps) {
@@ -272,6 +307,13 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_4bit_pipe_kernel(PipeArgs a)
             acc[nt][i] = 0.0f;
 
     const uint32_t lane4 = (uint32_t)lane * 4;
+    /* shared-memory offsets of this thread's reads (fixed: its rows, chunk and activation row) */
+    const uint32_t w_off = (warp & 7) * 16 * kRowBytes + g * kRowBytes + (w_slot(g, 4 * j + c) << 4);
+    uint32_t x_off[4];
+#pragma unroll
+    for (int u = 0; u < 4; u++)
+        x_off[u] = g * (kStepK * 2) + (x_slot(g, 16 * j + 4 * c + u) << 4);
+    const unsigned fixed_slot = (128u * j + 32u * c) >> a.bs_log2;
     const int rA = (warp & 7) * 16 + g; /* this thread's tile rows: rA and rA + 8 (same parity) */
     /* compute side: its tile and step, and per row the first block and (row * K) mod blocksize */
     unsigned t = it_begin / a.k_steps, step = it_begin - t * a.k_steps;
@@ -290,42 +332,42 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_4bit_pipe_kernel(PipeArgs a)
     for (unsigned it = it_begin; it < it_end; it++) {
         if (step == 0 && it != it_begin)
             compute_tile();
+        const unsigned k0 = step * kStepK;
+        const uint32_t kk = 128 * j + 32 * c; /* this thread's 32 k within the step */
+        const bool kin = k0 + kk < K;
         cp_async_wait<STAGES - 2>(); /* this thread's copies for `it` have landed ... */
         __syncthreads();             /* ... everyone's, and everyone is done with the slot refilled next */
         issue(slot == 0 ? STAGES - 1 : slot - 1);
         cp_async_commit();
 
-        const unsigned k0 = step * kStepK;
         const unsigned char *ws_ = stages + slot * S::StageBytes;
         const unsigned char *xs_ = ws_ + kWBytes;
         const unsigned char *ss = xs_ + S::XBytes;
         {
-            const uint32_t kk = 128 * j + 32 * c; /* this thread's 32 k within the step */
-            const bool kin = k0 + kk < K;
-            const uint4 qA = lds128(ws_ + rA * kRowBytes + (w_slot(rA, 4 * j + c) << 4));
-            const uint4 qB = lds128(ws_ + (rA + 8) * kRowBytes + (w_slot(rA, 4 * j + c) << 4));
+            const uint4 qA = lds128(ws_ + w_off);
+            const uint4 qB = lds128(ws_ + w_off + 8 * kRowBytes);
             uint32_t sA2, sB2;
             {
                 float sc[2];
 #pragma unroll
-                for (int h = 0; h < 2; h++) {
+                for (int h = 0; h < 2; h++) { /* branch-free: rows past N and k past K get scale 0 */
+                    const bool on = (h ? nB : nA) < N && kin;
+                    const int r = rA + 8 * h;
                     const unsigned off = h ? offB : offA;
                     const unsigned b_step = (off + k0) >> a.bs_log2, b_chunk = (off + k0 + kk) >> a.bs_log2;
-                    const int r = rA + 8 * h;
-                    float v = 0.0f;
-                    if ((h ? nB : nA) < N && kin) {
-                        if (NESTED) {
-                            const size_t first = (h ? firstB : firstA) + b_step, b = (h ? firstB : firstA) + b_chunk;
-                            const unsigned q = ss[r * 16 + (unsigned)(first & 3u) + (b_chunk - b_step)];
-                            v = __fadd_rn(bnb4_dev_mul_ftz(ncode[q], __ldg(a.nested_absmax + (a.nbs_log2 >= 0
-                                                                                                  ? b >> a.nbs_log2
-                                                                                                  : b / a.nested_blocksize))),
-                                          a.offset);
-                        } else {
-                            v = reinterpret_cast<const float *>(ss)[r * kScaleSlots + (b_chunk - b_step)];
-                        }
+                    float v;
+                    if (NESTED) {
+                        const size_t first = (h ? firstB : firstA) + b_step;
+                        const size_t b = on ? (h ? firstB : firstA) + b_chunk : 0;
+                        const unsigned q = ss[r * 16 + (unsigned)(first & 3u) + (b_chunk - b_step)];
+                        const float nab =
+                            __ldg(a.nested_absmax + (a.nbs_log2 >= 0 ? b >> a.nbs_log2 : b / a.nested_blocksize));
+                        v = __fadd_rn(bnb4_dev_mul_ftz(ncode[q], nab), a.offset);
+                    } else {
+                        v = reinterpret_cast<const float *>(ss)[r * kScaleSlots +
+                                                                (a.scale_fixed ? fixed_slot : b_chunk - b_step)];
                     }
-                    sc[h] = v;
+                    sc[h] = on ? v : 0.0f;
                 }
                 sA2 = Ops::pack(sc[0], sc[0]);
                 sB2 = Ops::pack(sc[1], sc[1]);
@@ -333,10 +375,9 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_4bit_pipe_kernel(PipeArgs a)
 #pragma unroll
             for (int u = 0; u < 4; u++) {
                 uint4 xr[NT];
-                const uint32_t xj = 16 * j + 4 * c + u;
 #pragma unroll
                 for (int nt = 0; nt < NT; nt++)
-                    xr[nt] = lds128(xs_ + (nt * 8 + g) * (kStepK * 2) + (x_slot(g, xj) << 4));
+                    xr[nt] = lds128(xs_ + nt * 8 * (kStepK * 2) + x_off[u]);
                 const uint32_t wA = u == 0 ? qA.x : u == 1 ? qA.y : u == 2 ? qA.z : qA.w;
                 const uint32_t wB = u == 0 ? qB.x : u == 1 ? qB.y : u == 2 ? qB.z : qB.w;
 #pragma unroll
@@ -545,6 +586,8 @@ bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_
     a.bs_log2 = log2_of(w->blocksize);
     a.quant_type = (int)w->quant_type;
     a.scale_slots = w->blocksize <= (size_t)kStepK ? (int)(kStepK / w->blocksize) + (w->cols % w->blocksize != 0) : 2;
+    a.scale_vec = w->absmax && w->blocksize <= 64 && w->cols % (4 * w->blocksize) == 0 && bnb4_aligned(w->absmax, 16);
+    a.scale_fixed = w->cols % w->blocksize == 0 && w->blocksize <= (size_t)kStepK;
     a.N = w->rows;
     a.K = w->cols;
     a.M = m;
