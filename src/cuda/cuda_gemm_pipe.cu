@@ -131,6 +131,13 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N> __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
+/* Keep v in a register from here on: the compiler cannot recompute an asm result, so per-thread
+ * constants set up before the main loop are not rematerialized inside it (which costs more
+ * instructions per step than the registers they take). */
+__device__ __forceinline__ uint32_t pin(uint32_t v) {
+    asm volatile("" : "+r"(v));
+    return v;
+}
 __device__ __forceinline__ uint4 lds128(const unsigned char *p) { return *reinterpret_cast<const uint4 *>(p); }
 
 /* Swizzles (16-byte units). Weight row r, chunk j (0..7): a quarter-warp reads chunk 4j'+c of rows g
@@ -188,12 +195,12 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_4bit_pipe_kernel(PipeArgs a)
 #pragma unroll
     for (int i = 0; i < WC; i++) {
         const int ch = tid + kThreads * i, r = ch >> 3, j = ch & 7;
-        w_dst[i] = r * kRowBytes + (w_slot(r, j) << 4);
+        w_dst[i] = pin(r * kRowBytes + (w_slot(r, j) << 4));
     }
 #pragma unroll
     for (int i = 0; i < XC; i++) {
         const int ch = tid + kThreads * i, mm = ch >> 5, j = ch & 31;
-        x_dst[i] = kWBytes + mm * (kStepK * 2) + (x_slot(mm, j) << 4);
+        x_dst[i] = pin(kWBytes + mm * (kStepK * 2) + (x_slot(mm, j) << 4));
         const bool on = ch < MT * 32 && (size_t)mm < M;
         x_src[i] = on ? x + mm * K + 8 * j : x;
         x_k[i] = on ? 8u * j : Ku;
@@ -201,7 +208,7 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_4bit_pipe_kernel(PipeArgs a)
 #pragma unroll
     for (int i = 0; i < SC; i++) {
         const int e = tid + kThreads * i;
-        s_dst[i] = kWBytes + S::XBytes + (NESTED ? (e >> 2) * 16 + (e & 3) * 4 : e * 4);
+        s_dst[i] = pin(kWBytes + S::XBytes + (NESTED ? (e >> 2) * 16 + (e & 3) * 4 : e * 4));
     }
     unsigned i_tile = it_begin / a.k_steps, i_step = it_begin - i_tile * a.k_steps, i_left = it_end - it_begin;
     auto issue_tile = [&]() { /* the issuing side moved to tile i_tile */
@@ -308,20 +315,27 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_4bit_pipe_kernel(PipeArgs a)
 
     const uint32_t lane4 = (uint32_t)lane * 4;
     /* shared-memory offsets of this thread's reads (fixed: its rows, chunk and activation row) */
-    const uint32_t w_off = (warp & 7) * 16 * kRowBytes + g * kRowBytes + (w_slot(g, 4 * j + c) << 4);
+    const uint32_t w_off = pin((warp & 7) * 16 * kRowBytes + g * kRowBytes + (w_slot(g, 4 * j + c) << 4));
     uint32_t x_off[4];
 #pragma unroll
     for (int u = 0; u < 4; u++)
-        x_off[u] = g * (kStepK * 2) + (x_slot(g, 16 * j + 4 * c + u) << 4);
-    const unsigned fixed_slot = (128u * j + 32u * c) >> a.bs_log2;
+        x_off[u] = pin(g * (kStepK * 2) + (x_slot(g, 16 * j + 4 * c + u) << 4));
     const int rA = (warp & 7) * 16 + g; /* this thread's tile rows: rA and rA + 8 (same parity) */
+    const unsigned fixed_slot = (128u * j + 32u * c) >> a.bs_log2;
+    uint32_t fixed_off[2]; /* scale_fixed: where rows rA and rA + 8 find their chunk's scale */
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+        fixed_off[h] = pin(((rA + 8 * h) * kScaleSlots + fixed_slot) * 4);
     /* compute side: its tile and step, and per row the first block and (row * K) mod blocksize */
     unsigned t = it_begin / a.k_steps, step = it_begin - t * a.k_steps;
     size_t nA = 0, nB = 0, firstA = 0, firstB = 0;
     unsigned offA = 0, offB = 0;
+    bool onA = false, onB = false; /* rows inside the matrix */
     auto compute_tile = [&]() {
         nA = (size_t)t * kTileRows + rA;
         nB = nA + 8;
+        onA = nA < N;
+        onB = nB < N;
         firstA = (nA * K) >> a.bs_log2;
         firstB = (nB * K) >> a.bs_log2;
         offA = (unsigned)((nA * K) & (((size_t)1 << a.bs_log2) - 1));
@@ -351,7 +365,7 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_4bit_pipe_kernel(PipeArgs a)
                 float sc[2];
 #pragma unroll
                 for (int h = 0; h < 2; h++) { /* branch-free: rows past N and k past K get scale 0 */
-                    const bool on = (h ? nB : nA) < N && kin;
+                    const bool on = (h ? onB : onA) && kin;
                     const int r = rA + 8 * h;
                     const unsigned off = h ? offB : offA;
                     const unsigned b_step = (off + k0) >> a.bs_log2, b_chunk = (off + k0 + kk) >> a.bs_log2;
@@ -364,8 +378,8 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_4bit_pipe_kernel(PipeArgs a)
                             __ldg(a.nested_absmax + (a.nbs_log2 >= 0 ? b >> a.nbs_log2 : b / a.nested_blocksize));
                         v = __fadd_rn(bnb4_dev_mul_ftz(ncode[q], nab), a.offset);
                     } else {
-                        v = reinterpret_cast<const float *>(ss)[r * kScaleSlots +
-                                                                (a.scale_fixed ? fixed_slot : b_chunk - b_step)];
+                        v = a.scale_fixed ? *reinterpret_cast<const float *>(ss + fixed_off[h])
+                                          : reinterpret_cast<const float *>(ss)[r * kScaleSlots + b_chunk - b_step];
                     }
                     sc[h] = on ? v : 0.0f;
                 }
