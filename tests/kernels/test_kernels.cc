@@ -518,8 +518,8 @@ TEST(Kernels, GemvNestedScales) {
                 }
 }
 
-// The float32 panel gemm (m > 8, K a multiple of 128 and of the blocksize): m across and between its
-// 8-row groups, N across its 32-column panels, K over one and several 128-element chunks, every
+// The float32 panel gemms (m > 8, K a multiple of 128 and of the blocksize; column lanes in 8-row groups,
+// or row lanes in 16/32-row groups): m across and between the groups, N across the 32-column panels, K over one and several 128-element chunks, every
 // blocksize that divides K, plain (with scales whose products flush: the decode's FTZ path) and nested.
 TEST(Kernels, GemmPanelShapes) {
     auto g = rng(306);
@@ -554,30 +554,31 @@ TEST(Kernels, GemmPanelShapes) {
                 }
 }
 
-// The panel gemm decodes weights exactly as dequantize writes them, flushing included: with one-hot rows
+// The panel gemms decode weights exactly as dequantize writes them, flushing included: with one-hot rows
 // of X every output is a single weight (all other products are zeros), compared with ==.
 TEST(Kernels, GemmPanelDecodesLikeDequantize) {
     auto g = rng(307);
-    for (size_t bs : kBlocksizes) {
-        const size_t K = bs < 256 ? 256 : bs, N = 37, m = 12;
-        SCOPED_TRACE("bs " + std::to_string(bs));
-        QTensor q = make_qtensor(N, K, bs, (g() & 1) ? BNB4_NF4 : BNB4_FP4, false, g);
-        const float tiny[] = {1e-38f, 5e-39f, 0x1p-118f, 0x1.fffffep-119f, 0.0f, -1.5f, 3e-36f};
-        for (size_t i = 0; i < q.absmax.size(); i += 2)
-            q.absmax[i] = tiny[(i / 2) % 7];
-        const bnb4_qtensor w = q.view();
-        std::vector<float> dense(N * K), x(m * K, 0.0f), y(m * N);
-        ASSERT_EQ(BNB4_OK, bnb4_dequantize(nullptr, &w, BNB4_F32, dense.data()));
-        std::vector<size_t> col(m);
-        for (size_t i = 0; i < m; i++) {
-            col[i] = (size_t)(g() % K);
-            x[i * K + col[i]] = 1.0f;
+    for (size_t bs : kBlocksizes)
+        for (size_t m : {(size_t)12, (size_t)32}) { // both panel kernels (column lanes, row lanes)
+            const size_t K = bs < 256 ? 256 : bs, N = 37;
+            SCOPED_TRACE("bs " + std::to_string(bs) + " m " + std::to_string(m));
+            QTensor q = make_qtensor(N, K, bs, (g() & 1) ? BNB4_NF4 : BNB4_FP4, false, g);
+            const float tiny[] = {1e-38f, 5e-39f, 0x1p-118f, 0x1.fffffep-119f, 0.0f, -1.5f, 3e-36f};
+            for (size_t i = 0; i < q.absmax.size(); i += 2)
+                q.absmax[i] = tiny[(i / 2) % 7];
+            const bnb4_qtensor w = q.view();
+            std::vector<float> dense(N * K), x(m * K, 0.0f), y(m * N);
+            ASSERT_EQ(BNB4_OK, bnb4_dequantize(nullptr, &w, BNB4_F32, dense.data()));
+            std::vector<size_t> col(m);
+            for (size_t i = 0; i < m; i++) {
+                col[i] = (size_t)(g() % K);
+                x[i * K + col[i]] = 1.0f;
+            }
+            ASSERT_EQ(BNB4_OK, bnb4_gemm(nullptr, &w, BNB4_F32, m, x.data(), nullptr, y.data()));
+            for (size_t i = 0; i < m; i++)
+                for (size_t j = 0; j < N; j++)
+                    ASSERT_EQ(dense[j * K + col[i]], y[i * N + j]) << "row " << i << " column " << j << " k " << col[i];
         }
-        ASSERT_EQ(BNB4_OK, bnb4_gemm(nullptr, &w, BNB4_F32, m, x.data(), nullptr, y.data()));
-        for (size_t i = 0; i < m; i++)
-            for (size_t j = 0; j < N; j++)
-                ASSERT_EQ(dense[j * K + col[i]], y[i * N + j]) << "row " << i << " column " << j << " k " << col[i];
-    }
 }
 
 #if defined(__x86_64__)
