@@ -167,14 +167,6 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_4bit_pipe_kernel(PipeArgs a)
     const unsigned it_end = min(a.iters, it_begin + a.per_cta);
     const T *x = reinterpret_cast<const T *>(a.x);
 
-    /* Activation rows past m are never copied: zero them once in every stage. */
-    for (int i = tid; i < STAGES * (MT - (int)min(M, (size_t)MT)) * (kStepK * 2 / 16); i += kThreads) {
-        const int per_stage = (MT - (int)min(M, (size_t)MT)) * (kStepK * 2 / 16);
-        const int st = i / per_stage, rest = i % per_stage;
-        unsigned char *xs = stages + st * S::StageBytes + kWBytes;
-        reinterpret_cast<uint4 *>(xs + M * kStepK * 2)[rest] = make_uint4(0, 0, 0, 0);
-    }
-
     /* ---- loads: each thread's copies are fixed (row / chunk / scale slot): their shared-memory offsets
      * are constants, their global addresses are set up once per tile and advanced per step, and every
      * copy is issued without a branch (a copy that must not read gets a source size of 0) ---- */
@@ -248,7 +240,7 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_4bit_pipe_kernel(PipeArgs a)
         for (int i = 0; i < WC; i++) /* weights: 128 rows x 8 chunks */
             cp_async16(base + w_dst[i], w_src[i] + k0 / 2, k0 + w_k[i] < Ku ? 16 : 0);
 #pragma unroll
-        for (int i = 0; i < XC; i++) /* activations: m rows x 32 chunks (k past K: zeros) */
+        for (int i = 0; i < XC; i++) /* activations: MT rows x 32 chunks (rows past m, k past K: zeros) */
             if (MT * 32 >= kThreads * (i + 1) || tid + kThreads * i < MT * 32) {
                 const bool on = k0 + x_k[i] < Ku;
                 cp_async16(base + x_dst[i], on ? x_src[i] + k0 : x, on ? 16 : 0);
@@ -423,8 +415,8 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_4bit_pipe_kernel(PipeArgs a)
         { /* the second k half's sums join the first's, through the stage just used (refilled only after the
              next iteration's barrier) */
             /* NT <= 4: within the weight rows (stale weights decode to finite codes, and the rows and k they
-             * stand for have scale 0); NT = 8 (m > 32) also covers activation rows 0..31, all below m, so
-             * all rewritten by the next copy */
+             * stand for have scale 0); NT = 8 also covers activation rows 0..31, which every fill rewrites
+             * (rows past m and k past K with zeros) */
             static_assert(NT * 4 * 256 * 4 <= kWBytes || (NT == 8 && NT * 4 * 256 * 4 <= kWBytes + 32 * kStepK * 2),
                           "reduction scratch must only cover rows the next fill rewrites");
             float *red = reinterpret_cast<float *>(stages + used * S::StageBytes);
