@@ -215,8 +215,6 @@ bnb4_status bnb4_cuda_gemm(bnb4_ctx *ctx, const bnb4_qtensor *w, bnb4_dtype dt, 
         return bnb4_cuda_gemv(s, w, dt, m, x, bias, y);
     case BNB4_CUDA_GEMM_PIPE:
         return bnb4_cuda_gemm_pipe(s, w, dt, m, x, bias, y);
-    case BNB4_CUDA_GEMM_MMA:
-        return bnb4_cuda_gemm_mma(s, w, dt, m, x, bias, y);
     case BNB4_CUDA_GEMM_SIMT:
         return bnb4_cuda_gemm_simt(s, w, dt, m, x, bias, y);
     default:
@@ -251,7 +249,7 @@ const char *bnb4_cuda_kernel_name(bnb4_ctx *ctx, bnb4_op op, bnb4_dtype dt, size
         return m <= BNB4_CUDA_SIMT_MAX_M ? "gemm_4bit_f32__simt" : "dequantize_4bit_f32+cublas_sgemm";
     if (m <= bnb4_cuda_pipe_max_m())
         return dt == BNB4_F16 ? "gemm_4bit_f16__pipe_mma_m16n8k16" : "gemm_4bit_bf16__pipe_mma_m16n8k16";
-    if (m <= BNB4_CUDA_MMA_MAX_M)
-        return dt == BNB4_F16 ? "gemm_4bit_f16__mma_m16n8k16" : "gemm_4bit_bf16__mma_m16n8k16";
+    if (m <= BNB4_CUDA_SIMT_MAX_M)
+        return dt == BNB4_F16 ? "gemm_4bit_f16__simt" : "gemm_4bit_bf16__simt";
     return dt == BNB4_F16 ? "dequantize_4bit_f16+cublas_gemm" : "dequantize_4bit_bf16+cublas_gemm";
 }

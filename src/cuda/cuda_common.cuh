@@ -124,8 +124,7 @@ bnb4_status bnb4_cuda_launch_nested_sum(bnb4_cuda_state *s, const float *absmax,
 bnb4_status bnb4_cuda_launch_dequantize_nested(bnb4_cuda_state *s, const bnb4_qtensor *q, float *absmax);
 bnb4_status bnb4_cuda_launch_dequantize(bnb4_cuda_state *s, const bnb4_qtensor *q, bnb4_dtype dt, void *dst);
 
-/* The matmul kernels (cuda_gemm.cu) and where each takes over (by m). */
-#define BNB4_CUDA_MMA_MAX_M 32
+/* The matmul kernels and where each takes over (by m): see bnb4_cuda_pick_gemm (cuda_gemm.cu). */
 #define BNB4_CUDA_SIMT_MAX_M 16
 /* The weight-streaming CUDA-core kernel (cuda_gemv.cu) for m <= BNB4_CUDA_GEMV_MAX_M (the environment
  * variable of that name overrides it, 0..4), with its half2 code-pair table for f16/bf16 activations
@@ -150,7 +149,6 @@ bnb4_status bnb4_cuda_launch_dequantize(bnb4_cuda_state *s, const bnb4_qtensor *
 typedef enum bnb4_cuda_gemm_path {
     BNB4_CUDA_GEMM_GEMV,        /* small m, K % blocksize == 0, aligned: CUDA-core weight streaming */
     BNB4_CUDA_GEMM_PIPE,        /* m <= 64, f16/bf16, K % 32 == 0, aligned: pipelined tensor-core kernel */
-    BNB4_CUDA_GEMM_MMA,     /* fused tensor-core kernel, f16/bf16, K % 32 == 0, aligned */
     BNB4_CUDA_GEMM_SIMT,        /* fused CUDA-core kernel, any dtype and shape, small m */
     BNB4_CUDA_GEMM_DEQUANT_BLAS /* dequantize into a temporary, then cuBLAS */
 } bnb4_cuda_gemm_path;
@@ -163,8 +161,6 @@ int bnb4_cuda_pipe_fits(const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const vo
 bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
                                 const void *bias, void *y);
 bnb4_cuda_gemm_path bnb4_cuda_pick_gemm(const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x);
-bnb4_status bnb4_cuda_gemm_mma(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
-                               const void *bias, void *y);
 bnb4_status bnb4_cuda_gemm_simt(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
                                 const void *bias, void *y);
 /* Destroy a cuBLAS handle created by the dequantize + cuBLAS path (cuBLAS is loaded at run time). */

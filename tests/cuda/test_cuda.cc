@@ -431,7 +431,7 @@ TEST_F(CudaTest, MatmulAgreesWithFloat64OnEveryPath) {
     struct Shape { size_t N, K, bs; };
     // K % blocksize == 0 shapes take a CUDA-core gemv kernel at m = 1 (f16/bf16: the streaming kernel,
     // 8200 rows included; f32: the table kernel; odd N, a partial last 1024-k step; every m tier with
-    // BNB4_CUDA_GEMV_MAX_M=4); K % 32 == 0 ones the tensor-core kernel (m = 2..32); the others the SIMT
+    // BNB4_CUDA_GEMV_MAX_M=4); K % 32 == 0 ones the pipelined tensor-core kernel (m = 2..64); the others the SIMT
     // kernel or cuBLAS.
     std::vector<Shape> shapes = {{64, 256, 64},   {100, 96, 32}, {33, 72, 64},  {17, 31, 32},
                                  {300, 1056, 128}, {129, 4096, 64}, {8, 64, 4096}, {5, 1000, 256},
