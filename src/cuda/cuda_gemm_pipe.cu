@@ -1,5 +1,6 @@
 /*
- * cuda_gemm_pipe.cu - Y[m, N] = X[m, K] W^T + bias for m = 1..64 with f16/bf16 activations:
+ * cuda_gemm_pipe.cu - Y[m, N] = X[m, K] W^T + bias for m = 2..64 (m = 1 too with BNB4_CUDA_GEMV_MAX_M=0)
+ * with f16/bf16 activations:
  * gemm_4bit_<dt>__pipe_mma_m16n8k16, a weight-streaming tensor-core kernel built so the weights stream
  * from DRAM continuously whatever m is (the small-m regime is a stream of 0.5 byte per weight; the math
  * per byte grows with m but stays under the tensor cores' rate up to m = 64).
@@ -16,8 +17,10 @@
  *  - Math: 16 warps; warp w owns 16 rows (w mod 8) of the tile and one 128-k half (w / 8) of every step
  *    (the halves' sums are added through shared memory when a tile ends); mma.sync m16n8k16, weights as
  *    A (16 rows), activations as B (8 of the m rows per n-tile). The mma's k order is permuted so that a
- *    thread's 16-byte chunk of a weight row IS its A fragments (byte 2t and 2t+1 feed k-step t, as in
- *    cuda_gemm.cu's mma kernel); activations are read with the same permutation. A byte decodes to its
+ *    thread's 16-byte chunk (32 k) of a weight row IS its A fragments: thread (g, c) of a warp holds rows
+ *    g and g + 8, and bytes 4u + 2h and 4u + 2h + 1 of its chunk are its A registers of k-step 2u + h
+ *    (the mma's k 2c, 2c+1 and 2c+8, 2c+9 stand for the chunk's k 8u+4h .. 8u+4h+3); activations are read
+ *    with the same permutation (8 contiguous bytes per k-step), so no shuffles. A byte decodes to its
  *    (code[hi], code[lo]) pair with one PRMT (which forms the address) and one shared-memory load from a
  *    64 KB table (256 B per byte value, one half2 per lane: no bank conflicts), then one packed multiply
  *    by the block scale; nested scales are decoded in the kernel from the staged codes. Shared-memory
@@ -186,16 +189,16 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_4bit_pipe_kernel(PipeArgs a)
     bool s_on[SC];
 #pragma unroll
     for (int i = 0; i < WC; i++) {
-        const int ch = tid + kThreads * i, r = ch >> 3, j = ch & 7;
-        w_dst[i] = pin(r * kRowBytes + (w_slot(r, j) << 4));
+        const int ch = tid + kThreads * i, r = ch >> 3, cj = ch & 7;
+        w_dst[i] = pin(r * kRowBytes + (w_slot(r, cj) << 4));
     }
 #pragma unroll
     for (int i = 0; i < XC; i++) {
-        const int ch = tid + kThreads * i, mm = ch >> 5, j = ch & 31;
-        x_dst[i] = pin(kWBytes + mm * (kStepK * 2) + (x_slot(mm, j) << 4));
+        const int ch = tid + kThreads * i, mm = ch >> 5, cj = ch & 31;
+        x_dst[i] = pin(kWBytes + mm * (kStepK * 2) + (x_slot(mm, cj) << 4));
         const bool on = ch < MT * 32 && (size_t)mm < M;
-        x_src[i] = on ? x + mm * K + 8 * j : x;
-        x_k[i] = on ? 8u * j : Ku;
+        x_src[i] = on ? x + mm * K + 8 * cj : x;
+        x_k[i] = on ? 8u * cj : Ku;
     }
 #pragma unroll
     for (int i = 0; i < SC; i++) {
@@ -207,10 +210,10 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_4bit_pipe_kernel(PipeArgs a)
         const size_t n0 = (size_t)i_tile * kTileRows;
 #pragma unroll
         for (int i = 0; i < WC; i++) {
-            const int ch = tid + kThreads * i, r = ch >> 3, j = ch & 7;
+            const int ch = tid + kThreads * i, r = ch >> 3, cj = ch & 7;
             const bool on = n0 + r < N;
-            w_src[i] = on ? a.packed + (n0 + r) * (K / 2) + 16 * j : a.packed;
-            w_k[i] = on ? 32u * j : Ku;
+            w_src[i] = on ? a.packed + (n0 + r) * (K / 2) + 16 * cj : a.packed;
+            w_k[i] = on ? 32u * cj : Ku;
         }
         if (!NESTED && a.scale_vec) {
             const size_t n = n0 + (tid >> 1);
