@@ -493,6 +493,11 @@ enum { DIRECT_MAX_M = 8, DIRECT_COLS = 16, PF_GROUPS = 4 };
  * (K = 4096) do not all map to the same L1 sets. */
 static size_t xstride(size_t K, size_t elem_bytes) { return K + 64 / elem_bytes * 2; }
 
+/* x[i] as float32 (the preps run on one thread: float32 inputs skip the generic loader's dtype switch). */
+ALWAYS_INLINE float x_at(const void *x, bnb4_dtype dt, size_t i) {
+    return dt == BNB4_F32 ? ((const float *)x)[i] : bnb4_ref_load(x, dt, i);
+}
+
 /* X[i][c*128 + 16k + l] = x[i][c*128 + 8l + (k^1)], as float32. */
 static size_t direct_prep_bytes(const bnb4_gemm_args *a) { return a->m * xstride(a->w->cols, 4) * sizeof(float); }
 
@@ -503,7 +508,7 @@ static void direct_prep(bnb4_gemm_args *a) {
         for (size_t c = 0; c < K; c += 128)
             for (size_t k = 0; k < 8; k++)
                 for (size_t l = 0; l < 16; l++)
-                    xp[i * xstride(K, 4) + c + 16 * k + l] = bnb4_ref_load(a->x, a->dt, i * K + c + 8 * l + (k ^ 1));
+                    xp[i * xstride(K, 4) + c + 16 * k + l] = x_at(a->x, a->dt, i * K + c + 8 * l + (k ^ 1));
 }
 
 /* Block scales of the direct kernels, per weight row of a row group. Plain tensors: the float32 absmax
@@ -997,7 +1002,7 @@ static void kpanel_prep(bnb4_gemm_args *a) {
         for (size_t k = 0; k < K; k++)
             for (size_t i = 0; i < KPANEL_MR; i++) {
                 const size_t row = g * KPANEL_MR + i;
-                xp[(g * K + k) * KPANEL_MR + i] = row < m ? bnb4_ref_load(a->x, a->dt, row * K + k) : 0.0f;
+                xp[(g * K + k) * KPANEL_MR + i] = row < m ? x_at(a->x, a->dt, row * K + k) : 0.0f;
             }
 }
 
@@ -1177,19 +1182,27 @@ static void panel_prep(bnb4_gemm_args *a) {
                     float *dst = xp + (g * K + c + 16 * p + l) * PANEL_MR;
                     for (size_t i = 0; i < PANEL_MR; i++) {
                         const size_t row = g * PANEL_MR + i;
-                        dst[i] = row < m ? bnb4_ref_load(a->x, a->dt, row * K + c + 8 * l + (p ^ 1)) : 0.0f;
+                        dst[i] = row < m ? x_at(a->x, a->dt, row * K + c + 8 * l + (p ^ 1)) : 0.0f;
                     }
                 }
 }
 
-/* Scratch: block scales of the 32 rows | Wd | C^T (32 columns x the padded m). */
-static size_t panel_scales_floats(const bnb4_qtensor *w) { return (PANEL_COLS * (w->cols / w->blocksize) + 15) / 16 * 16; }
+/* Panels decoded per K chunk before moving on: the chunk of X (32 rows x 128 per group, 64 KiB at
+ * m = 128) is read from L2 by all of them instead of from L3 once per panel (a 14336-wide X does not
+ * fit L2 whole). */
+enum { PANEL_BLOCK = 4 };
+
+/* Scratch: nested block scales of the block's rows (plain: read from absmax) | Wd | C^T (128 columns x
+ * the padded m). */
+static size_t panel_scales_floats(const bnb4_qtensor *w) {
+    return w->absmax ? 0 : (PANEL_BLOCK * PANEL_COLS * (w->cols / w->blocksize) + 15) / 16 * 16;
+}
 
 static size_t panel_scratch_bytes(const bnb4_gemm_args *a) {
     const size_t mp = panel_groups(a->m) * PANEL_MR;
-    if (mp > SIZE_MAX / 1024)
+    if (mp > SIZE_MAX / 4096)
         return SIZE_MAX;
-    return (panel_scales_floats(a->w) + PANEL_COLS * PANEL_KC + PANEL_COLS * mp) * sizeof(float);
+    return (panel_scales_floats(a->w) + PANEL_COLS * PANEL_KC + PANEL_BLOCK * PANEL_COLS * mp) * sizeof(float);
 }
 
 /* ct[j][i] += sum_k Xp[k][i] Wd[j][k] for 8 columns j and 16 * MV rows i (ct rows mp apart). */
@@ -1220,9 +1233,9 @@ ALWAYS_INLINE void panel_micro(const float *xp, const float *wd, const int MV, f
 }
 
 /* Wd[r][16p + l] = f32(code(row r, kc0 + 8l + (p ^ 1)) * scale) for the 32 rows (rows[r]: row r's codes,
- * S + r * bpr: its block scales), prefetching the next chunk. */
-static void panel_decode(const uint8_t *const rows[PANEL_COLS], const float *S, size_t bpr, size_t kc0, size_t K,
-                         size_t bs, __m512 cb, float *wd) {
+ * srows[r]: its block scales), prefetching the next chunk. */
+static void panel_decode(const uint8_t *const rows[PANEL_COLS], const float *const srows[PANEL_COLS], size_t kc0,
+                         size_t K, size_t bs, __m512 cb, float *wd) {
     const __m512 fmin = _mm512_set1_ps(0x1p-126f), smin = _mm512_set1_ps(0x1p-118f);
     const __m512i lane_block = bs >= 128 ? _mm512_setzero_si512()
                                : bs == 64 ? _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
@@ -1232,7 +1245,7 @@ static void panel_decode(const uint8_t *const rows[PANEL_COLS], const float *S, 
         const __m512i d = _mm512_loadu_si512(rows[r] + kc0 / 2);
         if (kc0 + PANEL_KC < K)
             _mm_prefetch((const char *)(rows[r] + kc0 / 2 + 64), _MM_HINT_T0);
-        const __m512 sv = _mm512_permutexvar_ps(lane_block, _mm512_maskz_loadu_ps(scale_mask, S + (size_t)r * bpr + kc0 / bs));
+        const __m512 sv = _mm512_permutexvar_ps(lane_block, _mm512_maskz_loadu_ps(scale_mask, srows[r] + kc0 / bs));
         float *out = wd + (size_t)r * PANEL_KC;
         /* |scale| < 2^-118 (or NaN): products may be subnormal, flush them as dequantize does */
         if (_mm512_cmp_ps_mask(_mm512_abs_ps(sv), smin, _CMP_NGE_UQ)) {
@@ -1246,58 +1259,70 @@ static void panel_decode(const uint8_t *const rows[PANEL_COLS], const float *S, 
     }
 }
 
-static void panel_run_one(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
+/* Columns [j0, j1), at most PANEL_BLOCK panels. */
+static void panel_run_block(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
     const bnb4_qtensor *w = a->w;
-    const size_t K = w->cols, N = w->rows, bs = w->blocksize, bpr = K / bs, m = a->m, nr = j1 - j0;
-    const size_t groups = panel_groups(m), mp = groups * PANEL_MR;
+    const size_t K = w->cols, N = w->rows, bs = w->blocksize, bpr = K / bs, m = a->m;
+    const size_t groups = panel_groups(m), mp = groups * PANEL_MR, panels = (j1 - j0 + PANEL_COLS - 1) / PANEL_COLS;
     float *S = (float *)scratch, *wd = S + panel_scales_floats(w), *ct = wd + PANEL_COLS * PANEL_KC;
-    bnb4_cpu_block_scales(w, j0 * bpr, j1 * bpr, S);
-    const uint8_t *rows[PANEL_COLS];
-    for (size_t r = 0; r < PANEL_COLS; r++) /* rows past j1 repeat the last valid one (results discarded) */
-        rows[r] = w->packed + (j0 + (r < nr ? r : nr - 1)) * K / 2;
-    for (size_t r = nr; r < PANEL_COLS; r++) /* and their scales */
-        memcpy(S + r * bpr, S + (nr - 1) * bpr, bpr * sizeof(float));
+    const float *scales = w->absmax ? w->absmax + j0 * bpr : S;
+    if (!w->absmax)
+        bnb4_cpu_block_scales(w, j0 * bpr, j1 * bpr, S);
+    const uint8_t *rows[PANEL_BLOCK][PANEL_COLS];
+    const float *srows[PANEL_BLOCK][PANEL_COLS];
+    for (size_t p = 0; p < panels; p++)
+        for (size_t r = 0; r < PANEL_COLS; r++) { /* rows past j1 repeat the last valid one (results discarded) */
+            const size_t jr = j0 + p * PANEL_COLS + r < j1 ? p * PANEL_COLS + r : j1 - 1 - j0;
+            rows[p][r] = w->packed + (j0 + jr) * K / 2, srows[p][r] = scales + jr * bpr;
+        }
     const __m512 cb = _mm512_loadu_ps(a->codebook);
-    memset(ct, 0, PANEL_COLS * mp * sizeof(float));
+    memset(ct, 0, panels * PANEL_COLS * mp * sizeof(float));
     const float *xp = (const float *)a->xp;
-    for (size_t kc0 = 0; kc0 < K; kc0 += PANEL_KC) {
-        panel_decode(rows, S, bpr, kc0, K, bs, cb, wd);
-        for (size_t g = 0; g < groups; g++) {
-            const float *xg = xp + (g * K + kc0) * PANEL_MR;
-            const int two = m - g * PANEL_MR > 16; /* the group's second 16 rows hold any of X */
-            for (size_t j = 0; j < PANEL_COLS; j += PANEL_NR) {
-                if (two)
-                    panel_micro(xg, wd + j * PANEL_KC, 2, ct + j * mp + g * PANEL_MR, mp);
-                else
-                    panel_micro(xg, wd + j * PANEL_KC, 1, ct + j * mp + g * PANEL_MR, mp);
+    for (size_t kc0 = 0; kc0 < K; kc0 += PANEL_KC)
+        for (size_t p = 0; p < panels; p++) {
+            panel_decode(rows[p], srows[p], kc0, K, bs, cb, wd);
+            float *cp = ct + p * PANEL_COLS * mp;
+            for (size_t g = 0; g < groups; g++) {
+                const float *xg = xp + (g * K + kc0) * PANEL_MR;
+                const int two = m - g * PANEL_MR > 16; /* the group's second 16 rows hold any of X */
+                for (size_t j = 0; j < PANEL_COLS; j += PANEL_NR) {
+                    if (two)
+                        panel_micro(xg, wd + j * PANEL_KC, 2, cp + j * mp + g * PANEL_MR, mp);
+                    else
+                        panel_micro(xg, wd + j * PANEL_KC, 1, cp + j * mp + g * PANEL_MR, mp);
+                }
             }
         }
-    }
     /* bias in float32, then one rounding to the dtype (store16 rounds as bnb4_ref_store) */
-    float bias[PANEL_COLS] __attribute__((aligned(64))) = {0};
-    for (size_t r = 0; a->bias && r < nr; r++)
-        bias[r] = bnb4_ref_load(a->bias, a->dt, j0 + r);
-    for (size_t i = 0; i < m; i++) {
-        float t[PANEL_COLS] __attribute__((aligned(64)));
-        for (size_t r = 0; r < PANEL_COLS; r++)
-            t[r] = ct[r * mp + i];
-        const __m512 v0 = _mm512_add_ps(_mm512_load_ps(t), _mm512_load_ps(bias));
-        const __m512 v1 = _mm512_add_ps(_mm512_load_ps(t + 16), _mm512_load_ps(bias + 16));
-        if (nr == PANEL_COLS) {
-            store16(a->y, a->dt, i * N + j0, v0);
-            store16(a->y, a->dt, i * N + j0 + 16, v1);
-        } else {
-            _mm512_store_ps(t, v0), _mm512_store_ps(t + 16, v1);
-            for (size_t r = 0; r < nr; r++)
-                bnb4_ref_store(a->y, a->dt, i * N + j0 + r, t[r]);
+    for (size_t p = 0; p < panels; p++) {
+        const size_t pj = j0 + p * PANEL_COLS, nr = j1 - pj < PANEL_COLS ? j1 - pj : PANEL_COLS;
+        const float *cp = ct + p * PANEL_COLS * mp;
+        float bias[PANEL_COLS] __attribute__((aligned(64))) = {0};
+        for (size_t r = 0; a->bias && r < nr; r++)
+            bias[r] = bnb4_ref_load(a->bias, a->dt, pj + r);
+        for (size_t i = 0; i < m; i++) {
+            float t[PANEL_COLS] __attribute__((aligned(64)));
+            for (size_t r = 0; r < PANEL_COLS; r++)
+                t[r] = cp[r * mp + i];
+            const __m512 v0 = _mm512_add_ps(_mm512_load_ps(t), _mm512_load_ps(bias));
+            const __m512 v1 = _mm512_add_ps(_mm512_load_ps(t + 16), _mm512_load_ps(bias + 16));
+            if (nr == PANEL_COLS) {
+                store16(a->y, a->dt, i * N + pj, v0);
+                store16(a->y, a->dt, i * N + pj + 16, v1);
+            } else {
+                _mm512_store_ps(t, v0), _mm512_store_ps(t + 16, v1);
+                for (size_t r = 0; r < nr; r++)
+                    bnb4_ref_store(a->y, a->dt, i * N + pj + r, t[r]);
+            }
         }
     }
 }
 
-/* Any column range: 32 columns at a time. */
+/* Any column range: PANEL_BLOCK panels at a time. */
 static void panel_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
-    for (size_t j = j0; j < j1; j += PANEL_COLS)
-        panel_run_one(a, j, j1 - j < PANEL_COLS ? j1 : j + PANEL_COLS, scratch);
+    const size_t step = PANEL_BLOCK * PANEL_COLS;
+    for (size_t j = j0; j < j1; j += step)
+        panel_run_block(a, j, j1 - j < step ? j1 : j + step, scratch);
 }
 
 static const bnb4_tile_ops tile_f32 = {16, 4, BNB4_F32, micro_f32_4x4};
