@@ -554,6 +554,15 @@ TEST(Kernels, GemmPanelShapes) {
                 }
 }
 
+// Past 4096 rows of X the row-lane panel gemm sweeps one panel per K chunk (its C^T would outgrow L2).
+TEST(Kernels, GemmPanelManyRows) {
+    auto g = rng(309);
+    Ctx one(1), two(2), three(3);
+    Ctx *ctxs[3] = {&one, &two, &three};
+    const QTensor q = make_qtensor(70, 256, 64, BNB4_NF4, false, g);
+    run_gemm_view(g, BNB4_F32, q.view(), 4097, true, ctxs);
+}
+
 // The panel gemms decode weights exactly as dequantize writes them, flushing included: with one-hot rows
 // of X every output is a single weight (all other products are zeros), compared with ==.
 TEST(Kernels, GemmPanelDecodesLikeDequantize) {

@@ -1189,8 +1189,10 @@ static void panel_prep(bnb4_gemm_args *a) {
 
 /* Panels decoded per K chunk before moving on: the chunk of X (32 rows x 128 per group, 64 KiB at
  * m = 128) is read from L2 by all of them instead of from L3 once per panel (a 14336-wide X does not
- * fit L2 whole). */
+ * fit L2 whole). Past m = 4096 the X chunk outgrows L2 anyway: one panel, and C^T stays m x 128 bytes. */
 enum { PANEL_BLOCK = 4 };
+
+static size_t panel_block(size_t mp) { return mp <= 4096 ? PANEL_BLOCK : 1; }
 
 /* Scratch: nested block scales of the block's rows (plain: read from absmax) | Wd | C^T (128 columns x
  * the padded m). */
@@ -1202,7 +1204,7 @@ static size_t panel_scratch_bytes(const bnb4_gemm_args *a) {
     const size_t mp = panel_groups(a->m) * PANEL_MR;
     if (mp > SIZE_MAX / 4096)
         return SIZE_MAX;
-    return (panel_scales_floats(a->w) + PANEL_COLS * PANEL_KC + PANEL_BLOCK * PANEL_COLS * mp) * sizeof(float);
+    return (panel_scales_floats(a->w) + PANEL_COLS * PANEL_KC + panel_block(mp) * PANEL_COLS * mp) * sizeof(float);
 }
 
 /* ct[j][i] += sum_k Xp[k][i] Wd[j][k] for 8 columns j and 16 * MV rows i (ct rows mp apart). */
@@ -1259,7 +1261,7 @@ static void panel_decode(const uint8_t *const rows[PANEL_COLS], const float *con
     }
 }
 
-/* Columns [j0, j1), at most PANEL_BLOCK panels. */
+/* Columns [j0, j1), at most panel_block(mp) panels. */
 static void panel_run_block(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
     const bnb4_qtensor *w = a->w;
     const size_t K = w->cols, N = w->rows, bs = w->blocksize, bpr = K / bs, m = a->m;
@@ -1318,9 +1320,9 @@ static void panel_run_block(const bnb4_gemm_args *a, size_t j0, size_t j1, void 
     }
 }
 
-/* Any column range: PANEL_BLOCK panels at a time. */
+/* Any column range: panel_block(mp) panels at a time. */
 static void panel_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
-    const size_t step = PANEL_BLOCK * PANEL_COLS;
+    const size_t step = panel_block(panel_groups(a->m) * PANEL_MR) * PANEL_COLS;
     for (size_t j = j0; j < j1; j += step)
         panel_run_block(a, j, j1 - j < step ? j1 : j + step, scratch);
 }
