@@ -972,6 +972,40 @@ static void micro_bf16_4x4(const void *const x[4], const void *wt, size_t kcp, f
             out[i][r] = _mm512_reduce_add_ps(acc[i][r]);
 }
 
+/* ---- gemm: what the two float32 panel kernels share ------------------------------------------------------- */
+
+/* Bytes of X packed in groups of `rows` rows (the last group zero-padded); SIZE_MAX on overflow. */
+static size_t xpanel_bytes(const bnb4_gemm_args *a, size_t rows) {
+    const size_t K = a->w->cols, groups = (a->m + rows - 1) / rows;
+    if (K > SIZE_MAX / 8 / rows / (groups + 1))
+        return SIZE_MAX;
+    return groups * K * rows * sizeof(float);
+}
+
+/* The panels' epilogue: Y[i][j + r] = c[i * rs + r * cs] + bias[j + r] in float32, then one rounding to
+ * the dtype (store16 rounds as bnb4_ref_store), for i < m and r < nr <= 32. */
+static void panel_store(const bnb4_gemm_args *a, size_t j, size_t nr, const float *c, size_t rs, size_t cs) {
+    const size_t N = a->w->rows;
+    float bias[32] __attribute__((aligned(64))) = {0};
+    for (size_t r = 0; a->bias && r < nr; r++)
+        bias[r] = bnb4_ref_load(a->bias, a->dt, j + r);
+    for (size_t i = 0; i < a->m; i++) {
+        float t[32] __attribute__((aligned(64)));
+        for (size_t r = 0; r < 32; r++)
+            t[r] = c[i * rs + r * cs];
+        const __m512 v0 = _mm512_add_ps(_mm512_load_ps(t), _mm512_load_ps(bias));
+        const __m512 v1 = _mm512_add_ps(_mm512_load_ps(t + 16), _mm512_load_ps(bias + 16));
+        if (nr == 32) {
+            store16(a->y, a->dt, i * N + j, v0);
+            store16(a->y, a->dt, i * N + j + 16, v1);
+        } else {
+            _mm512_store_ps(t, v0), _mm512_store_ps(t + 16, v1);
+            for (size_t r = 0; r < nr; r++)
+                bnb4_ref_store(a->y, a->dt, i * N + j + r, t[r]);
+        }
+    }
+}
+
 /* ---- gemm: float32 column-lane panel kernel (m > 8 not close to a multiple of 16) ---------------------------
  * Lanes are output columns, so no lane is wasted whatever m is (the row-lane kernel below wastes the
  * lanes of a last partial 16-row group). GotoBLAS-style: per 32 output columns and 128-element K chunk, the weights are decoded once into a
@@ -988,12 +1022,7 @@ enum { KPANEL_NR = 32, KPANEL_MR = 8, KPANEL_KC = 128 };
 static size_t kpanel_groups(size_t m) { return (m + KPANEL_MR - 1) / KPANEL_MR; }
 
 /* Xp[g][k][i] = x[8g + i][k] as float32, rows past m zero. */
-static size_t kpanel_prep_bytes(const bnb4_gemm_args *a) {
-    const size_t K = a->w->cols;
-    if (K > SIZE_MAX / 64 / (kpanel_groups(a->m) + 1))
-        return SIZE_MAX;
-    return kpanel_groups(a->m) * K * KPANEL_MR * sizeof(float);
-}
+static size_t kpanel_prep_bytes(const bnb4_gemm_args *a) { return xpanel_bytes(a, KPANEL_MR); }
 
 static void kpanel_prep(bnb4_gemm_args *a) {
     const size_t K = a->w->cols, m = a->m;
@@ -1087,7 +1116,7 @@ static void kpanel_decode(const uint8_t *stage, const float *S, const __m512i so
 
 static void kpanel_run_one(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
     const bnb4_qtensor *w = a->w;
-    const size_t K = w->cols, N = w->rows, bs = w->blocksize, bpr = K / bs, m = a->m, nr = j1 - j0;
+    const size_t K = w->cols, bs = w->blocksize, bpr = K / bs, m = a->m, nr = j1 - j0;
     float *S = (float *)scratch, *wt = S + kpanel_scales_floats(w), *c = wt + KPANEL_KC * KPANEL_NR;
     bnb4_cpu_block_scales(w, j0 * bpr, j1 * bpr, S);
     const uint8_t *rows[KPANEL_NR];
@@ -1123,23 +1152,7 @@ static void kpanel_run_one(const bnb4_gemm_args *a, size_t j0, size_t j1, void *
             }
         }
     }
-    /* bias in float32, then one rounding to the dtype (store16 rounds as bnb4_ref_store) */
-    float bias[KPANEL_NR] __attribute__((aligned(64))) = {0};
-    for (size_t r = 0; a->bias && r < nr; r++)
-        bias[r] = bnb4_ref_load(a->bias, a->dt, j0 + r);
-    for (size_t i = 0; i < m; i++) {
-        const __m512 v0 = _mm512_add_ps(_mm512_load_ps(c + i * KPANEL_NR), _mm512_load_ps(bias));
-        const __m512 v1 = _mm512_add_ps(_mm512_load_ps(c + i * KPANEL_NR + 16), _mm512_load_ps(bias + 16));
-        if (nr == KPANEL_NR) {
-            store16(a->y, a->dt, i * N + j0, v0);
-            store16(a->y, a->dt, i * N + j0 + 16, v1);
-        } else {
-            float t[KPANEL_NR];
-            _mm512_storeu_ps(t, v0), _mm512_storeu_ps(t + 16, v1);
-            for (size_t r = 0; r < nr; r++)
-                bnb4_ref_store(a->y, a->dt, i * N + j0 + r, t[r]);
-        }
-    }
+    panel_store(a, j0, nr, c, KPANEL_NR, 1);
 }
 
 /* Any column range: 32 columns at a time. */
@@ -1165,12 +1178,7 @@ enum { PANEL_COLS = 32, PANEL_NR = 8, PANEL_MR = 32, PANEL_KC = 128 };
 static size_t panel_groups(size_t m) { return (m + PANEL_MR - 1) / PANEL_MR; }
 
 /* Xp[g][c + 16p + l][i] = x[32g + i][c + 8l + (p ^ 1)] as float32 (c a multiple of 128), rows past m zero. */
-static size_t panel_prep_bytes(const bnb4_gemm_args *a) {
-    const size_t K = a->w->cols;
-    if (K > SIZE_MAX / 256 / (panel_groups(a->m) + 1))
-        return SIZE_MAX;
-    return panel_groups(a->m) * K * PANEL_MR * sizeof(float);
-}
+static size_t panel_prep_bytes(const bnb4_gemm_args *a) { return xpanel_bytes(a, PANEL_MR); }
 
 static void panel_prep(bnb4_gemm_args *a) {
     const size_t K = a->w->cols, m = a->m;
@@ -1264,7 +1272,7 @@ static void panel_decode(const uint8_t *const rows[PANEL_COLS], const float *con
 /* Columns [j0, j1), at most panel_block(mp) panels. */
 static void panel_run_block(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
     const bnb4_qtensor *w = a->w;
-    const size_t K = w->cols, N = w->rows, bs = w->blocksize, bpr = K / bs, m = a->m;
+    const size_t K = w->cols, bs = w->blocksize, bpr = K / bs, m = a->m;
     const size_t groups = panel_groups(m), mp = groups * PANEL_MR, panels = (j1 - j0 + PANEL_COLS - 1) / PANEL_COLS;
     float *S = (float *)scratch, *wd = S + panel_scales_floats(w), *ct = wd + PANEL_COLS * PANEL_KC;
     const float *scales = w->absmax ? w->absmax + j0 * bpr : S;
@@ -1295,28 +1303,9 @@ static void panel_run_block(const bnb4_gemm_args *a, size_t j0, size_t j1, void 
                 }
             }
         }
-    /* bias in float32, then one rounding to the dtype (store16 rounds as bnb4_ref_store) */
     for (size_t p = 0; p < panels; p++) {
-        const size_t pj = j0 + p * PANEL_COLS, nr = j1 - pj < PANEL_COLS ? j1 - pj : PANEL_COLS;
-        const float *cp = ct + p * PANEL_COLS * mp;
-        float bias[PANEL_COLS] __attribute__((aligned(64))) = {0};
-        for (size_t r = 0; a->bias && r < nr; r++)
-            bias[r] = bnb4_ref_load(a->bias, a->dt, pj + r);
-        for (size_t i = 0; i < m; i++) {
-            float t[PANEL_COLS] __attribute__((aligned(64)));
-            for (size_t r = 0; r < PANEL_COLS; r++)
-                t[r] = cp[r * mp + i];
-            const __m512 v0 = _mm512_add_ps(_mm512_load_ps(t), _mm512_load_ps(bias));
-            const __m512 v1 = _mm512_add_ps(_mm512_load_ps(t + 16), _mm512_load_ps(bias + 16));
-            if (nr == PANEL_COLS) {
-                store16(a->y, a->dt, i * N + pj, v0);
-                store16(a->y, a->dt, i * N + pj + 16, v1);
-            } else {
-                _mm512_store_ps(t, v0), _mm512_store_ps(t + 16, v1);
-                for (size_t r = 0; r < nr; r++)
-                    bnb4_ref_store(a->y, a->dt, i * N + pj + r, t[r]);
-            }
-        }
+        const size_t pj = j0 + p * PANEL_COLS;
+        panel_store(a, pj, j1 - pj < PANEL_COLS ? j1 - pj : PANEL_COLS, ct + p * PANEL_COLS * mp, 1, mp);
     }
 }
 
