@@ -99,6 +99,41 @@ __device__ __forceinline__ unsigned bnb4_dev_fp4_encode(float xn, const float *u
     return sign | magnitude;
 }
 
+/* ---- what every matmul kernel reads of the weight ----------------------------------------------------
+ * The kernels' argument structs derive from this: bnb4_qtensor's pointers and the shifts the kernels
+ * index blocks with, filled by bnb4_cuda_set_weight, the one place that reads a bnb4_qtensor for them. */
+struct bnb4_cuda_weight_args {
+    const uint8_t *packed;
+    const float *absmax;        /* plain, or NULL when nested */
+    const uint8_t *codes;       /* nested */
+    const float *nested_absmax;
+    const float *nested_code;
+    float offset;
+    unsigned nested_blocksize;
+    int nbs_log2;               /* log2(nested_blocksize) when a power of two (always in bitsandbytes), else -1 */
+    int bs_log2;                /* log2(blocksize): blocksizes are powers of two */
+    int quant_type;
+};
+static inline int bnb4_log2_ceil(size_t v) {
+    int l = 0;
+    while (((size_t)1 << l) < v)
+        l++;
+    return l;
+}
+static inline void bnb4_cuda_set_weight(bnb4_cuda_weight_args &a, const bnb4_qtensor *w) {
+    a.packed = w->packed;
+    a.absmax = w->absmax;
+    a.codes = w->nested.codes;
+    a.nested_absmax = w->nested.absmax;
+    a.nested_code = w->nested.code;
+    a.offset = w->nested.offset;
+    a.nested_blocksize = (unsigned)w->nested.blocksize;
+    const size_t nbs = w->nested.blocksize;
+    a.nbs_log2 = nbs && (nbs & (nbs - 1)) == 0 ? bnb4_log2_ceil(nbs) : -1;
+    a.bs_log2 = bnb4_log2_ceil(w->blocksize);
+    a.quant_type = (int)w->quant_type;
+}
+
 /* ---- small utilities ------------------------------------------------------------------------------- */
 static inline size_t bnb4_div_up(size_t a, size_t b) { return a / b + (a % b != 0); }
 static inline int bnb4_aligned(const void *p, size_t a) { return ((uintptr_t)p % a) == 0; }

@@ -24,16 +24,7 @@ namespace {
 __constant__ float c_nf4_code[16] = {BNB4_NF4_CODEBOOK_VALUES};
 __constant__ float c_fp4_code[16] = {BNB4_FP4_CODEBOOK_VALUES};
 
-struct GemmArgs {
-    const uint8_t *packed;
-    const float *absmax;        /* plain */
-    const uint8_t *codes;       /* nested */
-    const float *nested_absmax;
-    const float *nested_code;
-    float offset;
-    unsigned nested_blocksize;
-    int bs_log2;
-    int quant_type;
+struct GemmArgs : bnb4_cuda_weight_args {
     size_t N, K, M;
     const void *x, *bias;
     void *y;
@@ -131,24 +122,9 @@ __global__ void broadcast_bias_kernel(const T *__restrict__ bias, size_t N, size
         y[i] = bias[i % N];
 }
 
-int log2_of(size_t v) {
-    int l = 0;
-    while (((size_t)1 << l) < v)
-        l++;
-    return l;
-}
-
 GemmArgs args_of(const bnb4_qtensor *w, size_t m, const void *x, const void *bias, void *y) {
     GemmArgs a = {};
-    a.packed = w->packed;
-    a.absmax = w->absmax;
-    a.codes = w->nested.codes;
-    a.nested_absmax = w->nested.absmax;
-    a.nested_code = w->nested.code;
-    a.offset = w->nested.offset;
-    a.nested_blocksize = (unsigned)w->nested.blocksize;
-    a.bs_log2 = log2_of(w->blocksize);
-    a.quant_type = (int)w->quant_type;
+    bnb4_cuda_set_weight(a, w);
     a.N = w->rows;
     a.K = w->cols;
     a.M = m;

@@ -64,17 +64,7 @@ template <int NT> struct PipeShape {
     static_assert(Stages >= 3, "a pipeline needs 3 stages");
 };
 
-struct PipeArgs {
-    const uint8_t *packed;
-    const float *absmax;        /* plain, or NULL when nested */
-    const uint8_t *codes;       /* nested */
-    const float *nested_absmax;
-    const float *nested_code;
-    float offset;
-    unsigned nested_blocksize;
-    int nbs_log2;               /* log2(nested_blocksize) when a power of two (always in bitsandbytes), else -1 */
-    int bs_log2;
-    int quant_type;
+struct PipeArgs : bnb4_cuda_weight_args {
     int scale_slots;            /* plain: block scales a row's 256-k step can touch */
     int scale_vec;              /* plain, blocksize 32 or 64, K % (4 blocksize) == 0, aligned absmax: a row's
                                    scales of a step are 1 or 2 aligned 16-byte words */
@@ -494,13 +484,6 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_4bit_pipe_kernel(PipeArgs a)
     cp_async_wait<0>(); /* no copy may still target shared memory when the CTA exits */
 }
 
-int log2_of(size_t v) {
-    int l = 0;
-    while (((size_t)1 << l) < v)
-        l++;
-    return l;
-}
-
 /* Per device: whether the kernel's dynamic shared memory limit was raised. */
 template <typename T, int NT, bool NESTED> int g_smem_set[64];
 
@@ -583,17 +566,7 @@ int bnb4_cuda_pipe_fits(const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const vo
 bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
                                 const void *bias, void *y) {
     PipeArgs a = {};
-    a.packed = w->packed;
-    a.absmax = w->absmax;
-    a.codes = w->nested.codes;
-    a.nested_absmax = w->nested.absmax;
-    a.nested_code = w->nested.code;
-    a.offset = w->nested.offset;
-    a.nested_blocksize = (unsigned)w->nested.blocksize;
-    a.nbs_log2 = w->nested.blocksize && (w->nested.blocksize & (w->nested.blocksize - 1)) == 0
-                     ? log2_of(w->nested.blocksize) : -1;
-    a.bs_log2 = log2_of(w->blocksize);
-    a.quant_type = (int)w->quant_type;
+    bnb4_cuda_set_weight(a, w);
     a.scale_slots = w->blocksize <= (size_t)kStepK ? (int)(kStepK / w->blocksize) + (w->cols % w->blocksize != 0) : 2;
     a.scale_vec = w->absmax && w->blocksize <= 64 && w->cols % (4 * w->blocksize) == 0 && bnb4_aligned(w->absmax, 16);
     a.scale_fixed = w->cols % w->blocksize == 0 && w->blocksize <= (size_t)kStepK;

@@ -54,17 +54,7 @@ constexpr int kTableBytes = 256 * 256; /* code-pair table: entry (byte, lane) at
 
 enum GemvTable { TABLE_F32 = 0, TABLE_H2 = 1 };
 
-struct GemvArgs {
-    const uint8_t *packed;
-    const float *absmax;        /* plain, or NULL when nested */
-    const uint8_t *codes;       /* nested */
-    const float *nested_absmax;
-    const float *nested_code;
-    float offset;
-    unsigned nested_blocksize;
-    int nbs_log2;               /* log2(nested_blocksize) when a power of two (always in bitsandbytes), else -1 */
-    int bs_log2;
-    int quant_type;
+struct GemvArgs : bnb4_cuda_weight_args {
     unsigned N, K, M, steps, groups;
     const void *x, *bias;
     void *y;
@@ -452,13 +442,6 @@ __global__ void __launch_bounds__(kWarps * 32, stream_min_ctas<kStreamU>()) gemv
     }
 }
 
-int log2_of(size_t v) {
-    int l = 0;
-    while (((size_t)1 << l) < v)
-        l++;
-    return l;
-}
-
 template <typename T, int MT, bool NESTED, int TABLE> int g_gemv_ctas[64];
 /* g_gemv_stream: 0 = the table kernel at m = 1; 1 = the stream kernel, U = 4 for plain and 2 for nested
  * absmax (the better of the two on the H100 run in docs/performance.md); 2, 4 = the stream kernel with that U */
@@ -572,18 +555,7 @@ bnb4_status bnb4_cuda_gemv(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype
                            const void *bias, void *y) {
     read_settings();
     GemvArgs a = {};
-    a.packed = w->packed;
-    a.absmax = w->absmax;
-    a.codes = w->nested.codes;
-    a.nested_absmax = w->nested.absmax;
-    a.nested_code = w->nested.code;
-    a.offset = w->nested.offset;
-    a.nested_blocksize = (unsigned)w->nested.blocksize;
-    a.nbs_log2 = -1;
-    if (w->nested.blocksize && (w->nested.blocksize & (w->nested.blocksize - 1)) == 0)
-        a.nbs_log2 = log2_of(w->nested.blocksize);
-    a.bs_log2 = log2_of(w->blocksize);
-    a.quant_type = (int)w->quant_type;
+    bnb4_cuda_set_weight(a, w);
     a.N = (unsigned)w->rows;
     a.K = (unsigned)w->cols;
     a.M = (unsigned)m;
