@@ -407,6 +407,26 @@ HostWeight make_weight(size_t N, size_t K, size_t bs, bnb4_quant_type qt, std::m
     return w;
 }
 
+// A HostWeight uploaded, with its device and host views (plain or nested absmax, nested blocksize 256).
+struct DeviceWeight {
+    const HostWeight &h;
+    DevBuf packed, absmax, codes, nabs, code;
+    explicit DeviceWeight(const HostWeight &w)
+        : h(w), packed(w.packed.data(), w.packed.size()), absmax(w.absmax.data(), w.absmax.size() * 4),
+          codes(w.codes.data(), w.codes.size()), nabs(w.nabs.data(), w.nabs.size() * 4),
+          code(bnb4_nested_code(), 1024) {}
+    bnb4_qtensor device(bool nested) {
+        return nested ? bnb4_qtensor_nested(h.N, h.K, h.bs, h.qt, packed.as<uint8_t>(), codes.as<uint8_t>(),
+                                            nabs.as<float>(), code.as<float>(), h.offset, 256)
+                      : bnb4_qtensor_plain(h.N, h.K, h.bs, h.qt, packed.as<uint8_t>(), absmax.as<float>());
+    }
+    bnb4_qtensor host(bool nested) const {
+        return nested ? bnb4_qtensor_nested(h.N, h.K, h.bs, h.qt, h.packed.data(), h.codes.data(), h.nabs.data(),
+                                            bnb4_nested_code(), h.offset, 256)
+                      : bnb4_qtensor_plain(h.N, h.K, h.bs, h.qt, h.packed.data(), h.absmax.data());
+    }
+};
+
 // float64 reference on the float32-dequantized weight (as the core tests compute it).
 std::vector<double> reference_matmul(const bnb4_qtensor &wq, const Array &x, size_t m, const Array *bias) {
     const size_t N = wq.rows, K = wq.cols;
@@ -445,18 +465,9 @@ TEST_F(CudaTest, MatmulAgreesWithFloat64OnEveryPath) {
     for (const Shape &s : shapes) {
         for (bnb4_quant_type qt : kQuantTypes) {
             const HostWeight w = make_weight(s.N, s.K, s.bs, qt, g);
-            DevBuf dp(w.packed.data(), w.packed.size()), da(w.absmax.data(), w.absmax.size() * 4),
-                dc(w.codes.data(), w.codes.size()), dn(w.nabs.data(), w.nabs.size() * 4),
-                dcode(bnb4_nested_code(), 1024);
+            DeviceWeight dw(w);
             for (int nested = 0; nested < 2; nested++) {
-                bnb4_qtensor wd = bnb4_qtensor_plain(s.N, s.K, s.bs, qt, dp.as<uint8_t>(), da.as<float>());
-                bnb4_qtensor wh = bnb4_qtensor_plain(s.N, s.K, s.bs, qt, w.packed.data(), w.absmax.data());
-                if (nested) {
-                    wd = bnb4_qtensor_nested(s.N, s.K, s.bs, qt, dp.as<uint8_t>(), dc.as<uint8_t>(), dn.as<float>(),
-                                             dcode.as<float>(), w.offset, 256);
-                    wh = bnb4_qtensor_nested(s.N, s.K, s.bs, qt, w.packed.data(), w.codes.data(), w.nabs.data(),
-                                             bnb4_nested_code(), w.offset, 256);
-                }
+                const bnb4_qtensor wd = dw.device(nested), wh = dw.host(nested);
                 for (size_t m : ms)
                     for (bnb4_dtype dt : kDtypes) {
                         const bool with_bias = (combo++ % 2) == 0;
@@ -522,16 +533,8 @@ TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
         for (int nested = 0; nested < 2; nested++) {
             const bnb4_quant_type qt = nested ? BNB4_FP4 : BNB4_NF4;
             const HostWeight w = make_weight(s.N, s.K, s.bs, qt, g);
-            DevBuf dp(w.packed.data(), w.packed.size()), da(w.absmax.data(), w.absmax.size() * 4),
-                dc(w.codes.data(), w.codes.size()), dn(w.nabs.data(), w.nabs.size() * 4), dcode(bnb4_nested_code(), 1024);
-            bnb4_qtensor wd = bnb4_qtensor_plain(s.N, s.K, s.bs, qt, dp.as<uint8_t>(), da.as<float>());
-            bnb4_qtensor wh = bnb4_qtensor_plain(s.N, s.K, s.bs, qt, w.packed.data(), w.absmax.data());
-            if (nested) {
-                wd = bnb4_qtensor_nested(s.N, s.K, s.bs, qt, dp.as<uint8_t>(), dc.as<uint8_t>(), dn.as<float>(),
-                                         dcode.as<float>(), w.offset, 256);
-                wh = bnb4_qtensor_nested(s.N, s.K, s.bs, qt, w.packed.data(), w.codes.data(), w.nabs.data(),
-                                         bnb4_nested_code(), w.offset, 256);
-            }
+            DeviceWeight dw(w);
+            const bnb4_qtensor wd = dw.device(nested), wh = dw.host(nested);
             for (size_t m : ms) {
                 if (m == 1 && !pipe_m1)
                     continue; // m = 1 is the gemv kernel's unless BNB4_CUDA_GEMV_MAX_M=0
