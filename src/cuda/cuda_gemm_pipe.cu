@@ -31,8 +31,8 @@
  *    last to arrive (a per-tile counter) adds the slots in contributor order, so the result does not
  *    depend on timing (deterministic), adds the bias, rounds once and resets the counter.
  *
- * Requirements (bnb4_cuda_pipe_fits): f16/bf16, K % 32 == 0, blocksize >= 32, 16-byte-aligned packed
- * weights and activations, 4-byte-aligned nested codes.
+ * Requirements (bnb4_cuda_pipe_fits): f16/bf16, K % 32 == 0 and K < 2^31, 16-byte-aligned packed weights
+ * and activations, 4-byte-aligned nested codes.
  */
 #include <stdlib.h>
 
@@ -558,7 +558,9 @@ int bnb4_cuda_pipe_fits(const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const vo
         return 0;
     if (!w->absmax && !bnb4_aligned(w->nested.codes, 4))
         return 0;
-    /* the iteration count is 32-bit in the kernel */
+    /* k, and k plus a copy's offset in its step, are 32-bit in the kernel, and so is the iteration count */
+    if (w->cols >= ((size_t)1 << 31))
+        return 0;
     const size_t tiles = bnb4_div_up(w->rows, kTileRows), k_steps = bnb4_div_up(w->cols, kStepK);
     return tiles <= UINT32_MAX / k_steps;
 }
