@@ -611,6 +611,17 @@ ALWAYS_INLINE __m512i nibble_plane(__m512i d, int k) {
     }
 }
 
+/* The 64 packed bytes (128 codes) at k = c of each of the RB weight rows, and a prefetch of the next row
+ * group: one line per row per chunk, exactly its size over the K loop. */
+ALWAYS_INLINE void direct_load_chunk(const uint8_t *const *wrow, size_t c, const int RB, uintptr_t pf,
+                                     __m512i d[4]) {
+    #pragma GCC unroll 8
+    for (int r = 0; r < RB; r++) {
+        d[r] = _mm512_loadu_si512(wrow[r] + c / 2);
+        _mm_prefetch((const char *)(pf + (c / 128 * (size_t)RB + (size_t)r) * 64), _MM_HINT_T1);
+    }
+}
+
 /* out[i][r] = sum_k X[i][k] W[r][k] for MR rows of X and RB weight rows. */
 ALWAYS_INLINE void direct_dot(const float *xp, size_t K, size_t bs, const int MR, const int RB,
                               const uint8_t *const *wrow, uintptr_t pf, const scale_rows *sr, const int tabs, __m512 cb,
@@ -625,12 +636,7 @@ ALWAYS_INLINE void direct_dot(const float *xp, size_t K, size_t bs, const int MR
     for (size_t c = 0; c < K; c += 128) {
         __m512i d[4];
         __m512 p[DIRECT_MAX_M][4];
-        #pragma GCC unroll 8
-        for (int r = 0; r < RB; r++) {
-            d[r] = _mm512_loadu_si512(wrow[r] + c / 2);
-            /* the next row group, one line per row per chunk: exactly its size over this loop */
-            _mm_prefetch((const char *)(pf + (c / 128 * (size_t)RB + (size_t)r) * 64), _MM_HINT_T1);
-        }
+        direct_load_chunk(wrow, c, RB, pf, d);
 #pragma GCC unroll 8
         for (int k = 0; k < 8; k++) {
             __m512 w[4];
@@ -828,12 +834,7 @@ ALWAYS_INLINE void direct_dot_bf16(const uint16_t *xp, size_t K, size_t bs, cons
     for (size_t c = 0; c < K; c += 128) {
         __m512i d[4];
         __m512 p[DIRECT_MAX_M][4];
-        #pragma GCC unroll 8
-        for (int r = 0; r < RB; r++) {
-            d[r] = _mm512_loadu_si512(wrow[r] + c / 2);
-            /* the next row group, one line per row per chunk: exactly its size over this loop */
-            _mm_prefetch((const char *)(pf + (c / 128 * (size_t)RB + (size_t)r) * 64), _MM_HINT_T1);
-        }
+        direct_load_chunk(wrow, c, RB, pf, d);
 #pragma GCC unroll 4
         for (int k = 0; k < 4; k++) {
             __m512bh w[4];
