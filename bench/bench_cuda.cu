@@ -9,8 +9,9 @@
  * the median over several timed batches; a batch is a CUDA graph of back-to-back calls (so host launch
  * cost stays out), timed with events.
  *
- * Usage: bench_cuda [--quick | --small-m | --m M1,M2,...] [--csv FILE]. --small-m measures only m = 1, 2,
- * 3, 4, 8, 16 on every shape (no conversion rows), for tuning the small-m kernels; --m takes any list;
+ * Usage: bench_cuda [--quick | --small-m | --m M1,M2,... | --conv] [--csv FILE]. --small-m measures only m = 1,
+ * 2, 3, 4, 8, 16 on every shape (no conversion rows), for tuning the small-m kernels; --m takes any list;
+ * --conv measures only the conversions (dequantize, quantize);
  * --shape NxK measures one shape only (for profilers). Prints every row, then a summary
  * table with the issue's targets as ratios. bnb4_bench_cuda_main() is the entry point (the `bnb4 bench` CLI can call it).
  */
@@ -168,13 +169,15 @@ void report(const std::string &what, double ms, double value, const char *unit, 
 } // namespace
 
 extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
-    bool quick = false, small_m = false;
+    bool quick = false, small_m = false, conv_only = false;
     const char *csv = nullptr, *m_list = nullptr, *shape_arg = nullptr;
     for (int i = 1; i < argc; i++) {
         if (!std::strcmp(argv[i], "--quick"))
             quick = true;
         else if (!std::strcmp(argv[i], "--small-m"))
             small_m = true;
+        else if (!std::strcmp(argv[i], "--conv"))
+            conv_only = true;
         else if (!std::strcmp(argv[i], "--csv") && i + 1 < argc)
             csv = argv[++i];
         else if (!std::strcmp(argv[i], "--m") && i + 1 < argc)
@@ -182,7 +185,7 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
         else if (!std::strcmp(argv[i], "--shape") && i + 1 < argc)
             shape_arg = argv[++i];
         else {
-            std::fprintf(stderr, "usage: %s [--quick | --small-m | --m M1,M2,...] [--shape NxK] [--csv FILE]\n", argv[0]);
+            std::fprintf(stderr, "usage: %s [--quick | --small-m | --m M1,M2,... | --conv] [--shape NxK] [--csv FILE]\n", argv[0]);
             return 2;
         }
     }
@@ -270,8 +273,12 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
         }
         small_m = true;
     }
+    if (conv_only) { /* no GEMMs (the activations below are still sized for m = 1) */
+        ms.clear();
+        small_m = false;
+    }
     const size_t bs = 64;
-    const size_t max_m = *std::max_element(ms.begin(), ms.end());
+    const size_t max_m = ms.empty() ? 1 : *std::max_element(ms.begin(), ms.end());
 
     for (const Shape &sh : shapes) {
         const size_t N = sh.N, K = sh.K, n = N * K, nb = n / bs;
