@@ -10,7 +10,8 @@
 #
 # Steps: (1) build build-cuda (sm_80 + sm_90) unless --prebuilt DIR holds bnb4_cuda_tests and bench_cuda
 # built elsewhere with the same nvcc; (2) the CUDA tests, conformance included (BNB4_CONFORMANCE_DIR,
-# default .device/shared/conformance, then ../shared/conformance); (3) the same tests in quick mode under
+# default .device/shared/conformance, then ../shared/conformance), and the matmul tests again with m = 1
+# on the pipe kernel and with its TMA variant off; (3) the same tests in quick mode under
 # compute-sanitizer memcheck and racecheck; (4) bench_cuda, which measures its own ceilings (copy
 # bandwidth, cuBLAS) in the same run. Logs go to $OUT (default build-cuda/check): log, bench.csv.
 #
@@ -92,6 +93,14 @@ if [ -x "$TESTS" ]; then
   else
     RESULT[tests_m1]="FAILED"
   fi
+  # sm_90 runs the pipe kernel's TMA variant where it fits: once more with it off, so the cp.async variant
+  # (what sm_80 runs, and the odd layouts everywhere) is checked on every shape too
+  step "CUDA matmul tests with the pipe kernel's TMA variant off (BNB4_CUDA_PIPE_TMA=0)"
+  if BNB4_CUDA_PIPE_TMA=0 timeout "$T_TESTS" "$TESTS" --gtest_color=no --gtest_brief=1 --gtest_filter='*Matmul*:*Pipe*'; then
+    RESULT[tests_cpasync]="ok"
+  else
+    RESULT[tests_cpasync]="FAILED"
+  fi
   unset BNB4_CUDA_TEST_QUICK
 else
   RESULT[tests]="not built"
@@ -121,11 +130,11 @@ if [ -x "$TESTS" ]; then
 fi
 
 step "summary"
-for k in build tests tests_m1 memcheck racecheck bench; do
+for k in build tests tests_m1 tests_cpasync memcheck racecheck bench; do
   printf '%-10s %s\n' "$k" "${RESULT[$k]:-skipped}"
 done
 [ -f "$OUT/bench.txt" ] && sed -n '/^==== bnb4 CUDA summary/,$p' "$OUT/bench.txt"
-for k in build tests tests_m1 memcheck racecheck bench; do
+for k in build tests tests_m1 tests_cpasync memcheck racecheck bench; do
   case "${RESULT[$k]:-skipped}" in FAILED|"not built") exit 1 ;; esac
 done
 exit 0

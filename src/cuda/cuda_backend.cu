@@ -210,7 +210,7 @@ bnb4_status bnb4_cuda_gemm(bnb4_ctx *ctx, const bnb4_qtensor *w, bnb4_dtype dt, 
     bnb4_status st = use_device(s, "bnb4_gemm");
     if (st != BNB4_OK)
         return st;
-    switch (bnb4_cuda_pick_gemm(w, dt, m, x)) {
+    switch (bnb4_cuda_pick_gemm(s, w, dt, m, x)) {
     case BNB4_CUDA_GEMM_GEMV:
         return bnb4_cuda_gemv(s, w, dt, m, x, bias, y);
     case BNB4_CUDA_GEMM_PIPE:
@@ -242,7 +242,8 @@ const char *bnb4_cuda_kernel_name(bnb4_ctx *ctx, bnb4_op op, bnb4_dtype dt, size
     /* The names of the fast paths, for an aligned tensor with K % blocksize == 0 (odd shapes take the
      * tensor-core or SIMT kernel, or dequantize + cuBLAS; with BNB4_CUDA_GEMV_KERNEL=table, f16/bf16
      * plain-absmax tensors of more than BNB4_CUDA_GEMV_PLAIN_MAX_N rows take the tensor-core kernel at
-     * m = 1 too). gemv_4bit_<dt>__cuda names both CUDA-core kernels of cuda_gemv.cu. */
+     * m = 1 too; on sm_90 weights of BNB4_CUDA_PIPE_M1_MIN_WEIGHTS or more take the pipe kernel at m = 1).
+     * gemv_4bit_<dt>__cuda names both CUDA-core kernels of cuda_gemv.cu. */
     if (m <= bnb4_cuda_gemv_max_m())
         return dt == BNB4_F32 ? "gemv_4bit_f32__cuda" : dt == BNB4_F16 ? "gemv_4bit_f16__cuda" : "gemv_4bit_bf16__cuda";
     if (dt == BNB4_F32)

@@ -181,6 +181,10 @@ bnb4_status bnb4_cuda_launch_dequantize(bnb4_cuda_state *s, const bnb4_qtensor *
  * (0 turns it off, at most BNB4_CUDA_PIPE_LIMIT_M). */
 #define BNB4_CUDA_PIPE_MAX_M 64
 #define BNB4_CUDA_PIPE_LIMIT_M 64
+/* m = 1 on sm_90 takes the pipe kernel's TMA variant instead of the gemv kernel from this many weights
+ * (N x K) on: on the H200 run of docs/performance.md (v11) it streamed 28672x8192 at 0.70 of copy against
+ * 0.59 and 4096x14336 at 0.51 against 0.45, tied on 14336x4096 and lost on 4096x4096 (9.1 against 7.5 us). */
+#define BNB4_CUDA_PIPE_M1_MIN_WEIGHTS ((size_t)1 << 25)
 typedef enum bnb4_cuda_gemm_path {
     BNB4_CUDA_GEMM_GEMV,        /* small m, K % blocksize == 0, aligned: CUDA-core weight streaming */
     BNB4_CUDA_GEMM_PIPE,        /* m <= 64, f16/bf16, K % 32 == 0, aligned: pipelined tensor-core kernel */
@@ -193,9 +197,12 @@ bnb4_status bnb4_cuda_gemv(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype
                            const void *bias, void *y);
 size_t bnb4_cuda_pipe_max_m(void);
 int bnb4_cuda_pipe_fits(const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x);
+/* whether the pipe kernel would run its TMA variant (sm_90, m <= 32, the common layouts) */
+int bnb4_cuda_pipe_tma_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m);
 bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
                                 const void *bias, void *y);
-bnb4_cuda_gemm_path bnb4_cuda_pick_gemm(const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x);
+bnb4_cuda_gemm_path bnb4_cuda_pick_gemm(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m,
+                                        const void *x);
 bnb4_status bnb4_cuda_gemm_simt(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
                                 const void *bias, void *y);
 /* Destroy a cuBLAS handle created by the dequantize + cuBLAS path (cuBLAS is loaded at run time). */

@@ -34,7 +34,9 @@
  * Requirements (bnb4_cuda_pipe_fits): f16/bf16, K % 32 == 0 and K < 2^31, 16-byte-aligned packed weights
  * and activations, 4-byte-aligned nested codes.
  */
+#include <cuda.h> /* CUtensorMap (the driver's encoder is fetched at run time: no link to libcuda) */
 #include <stdlib.h>
+#include <string.h>
 
 #include "cuda_common.cuh"
 
@@ -54,14 +56,18 @@ constexpr int kScaleBytes = kTileRows * kScaleSlots * 4;
 constexpr int kTableBytes = 256 * 256;          /* half2 code pairs, one copy per lane, 256 B per byte value */
 constexpr int kNcodeBytes = 256 * 4;
 
-template <int NT> struct PipeShape {
+template <int NT, bool TMA> struct PipeShape {
     static constexpr int MT = NT * 8;                       /* activation rows per stage (m padded) */
     static constexpr int XBytes = MT * kStepK * 2;
-    static constexpr int StageBytes = kWBytes + XBytes + kScaleBytes;
-    /* as many as fit beside the table in the 227 KB an SM gives one CTA (128 B kept for static data) */
-    static constexpr int Stages = (227 * 1024 - 128 - kTableBytes - kNcodeBytes) / StageBytes;
-    static constexpr int SmemBytes = kTableBytes + kNcodeBytes + Stages * StageBytes;
-    static_assert(Stages >= 3, "a pipeline needs 3 stages");
+    static constexpr int StageBytes = kWBytes + XBytes + kScaleBytes; /* a multiple of 1024 */
+    /* TMA: 1 KB to align the stages to 1024 bytes (the 128-byte swizzle's period) */
+    static constexpr int AlignBytes = TMA ? 1024 : 0;
+    /* as many as fit beside the table in the 227 KB an SM gives one CTA (256 B kept for static data) */
+    static constexpr int Stages = (227 * 1024 - 256 - AlignBytes - kTableBytes - kNcodeBytes) / StageBytes;
+    static constexpr int SmemBytes = AlignBytes + kTableBytes + kNcodeBytes + Stages * StageBytes;
+    static constexpr int Threads = kThreads + (TMA ? 32 : 0); /* TMA: + one producer warp */
+    static_assert(Stages >= 3 && Stages <= 8, "a pipeline needs 3 stages (8 barrier pairs at most)");
+    static_assert(StageBytes % 1024 == 0, "stages keep the swizzle's 1024-byte alignment");
 };
 
 struct PipeArgs : bnb4_cuda_weight_args {
@@ -133,6 +139,45 @@ __device__ __forceinline__ uint32_t pin(uint32_t v) {
 }
 __device__ __forceinline__ uint4 lds128(const unsigned char *p) { return *reinterpret_cast<const uint4 *>(p); }
 
+/* The 512 consumer threads' barrier (named barrier 1: the TMA producer warp never takes part). */
+__device__ __forceinline__ void consumer_sync() { asm volatile("bar.sync 1, %0;" ::"n"(kThreads) : "memory"); }
+
+/* ---- mbarrier + tensor copies (sm_90; the TMA variant is only launched on compute capability 9.x) ---- */
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define BNB4_PIPE_HAS_TMA 1
+__device__ __forceinline__ void mbar_init(uint32_t bar, unsigned count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive_tx(uint32_t bar, unsigned bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+}
+/* this thread's earlier cp.async copies arrive on `bar` when they land (counted in the init count) */
+__device__ __forceinline__ void mbar_arrive_cp_async(uint32_t bar) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+    asm volatile("{\n"
+                 ".reg .pred p;\n"
+                 "WAIT_%=:\n"
+                 "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+                 "@!p bra WAIT_%=;\n"
+                 "}" ::"r"(bar),
+                 "r"(parity)
+                 : "memory");
+}
+/* a box of the weight tensor map (bytes x0.., rows y0..; outside the matrix: zeros) into shared memory */
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap *map, int x0, int y0, uint32_t bar) {
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];"
+                 ::"r"(dst), "l"(reinterpret_cast<uint64_t>(map)), "r"(x0), "r"(y0), "r"(bar)
+                 : "memory");
+}
+#else
+#define BNB4_PIPE_HAS_TMA 0
+#endif
+
 /* Swizzles (16-byte units). Weight row r, chunk j (0..7): a quarter-warp reads chunk 4j'+c of rows g
  * and g+1 (g even), so odd rows move by 4 chunks. Activation row m, chunk j (0..31): a quarter-warp reads
  * chunk 16j'+4c+u (c = 0..3) of rows g and g+1; chunk bits 2 (c's low bit) and 1 (c's high bit, from
@@ -140,25 +185,124 @@ __device__ __forceinline__ uint4 lds128(const unsigned char *p) { return *reinte
 __device__ __forceinline__ uint32_t w_slot(uint32_t r, uint32_t j) { return j ^ ((r & 1u) << 2); }
 __device__ __forceinline__ uint32_t x_slot(uint32_t m, uint32_t j) { return j ^ ((j >> 2) & 2u) ^ (m & 1u); }
 
-template <typename T, int NT, bool NESTED>
-__global__ void __launch_bounds__(kThreads, 1) gemm_4bit_pipe_kernel(PipeArgs a) {
+/* TMA: tile row of mma row g (0..7) of a 16-row group: the 128-byte swizzle XORs a row's chunk index with
+ * row & 7, and this order puts the two rows a quarter-warp reads (g = 2i, 2i + 1) 4 apart, so their chunks
+ * land in distinct bank groups. */
+__device__ __forceinline__ int tma_row(int g) { return (g >> 1) | ((g & 1) << 2); }
+/* TMA: activation row (within 8) of mma column n. The activations come as four 64-k boxes (128-byte rows,
+ * 128-byte swizzle) and thread (g, c) takes its four 16-byte pieces in the order u + c / 2 (mod 4): with
+ * the two rows of a quarter-warp 2 apart, its 8 reads hit 8 bank groups. */
+__device__ __forceinline__ int tma_xrow(int n) { return (n & 4) | ((n & 1) << 1) | ((n >> 1) & 1); }
+
+/* TMA = false: all 512 threads issue cp.async copies for a stage and meet at __syncthreads (any sm_80+).
+ * TMA = true (sm_90, the common layouts: see pipe_tma_fits): a 17th warp produces - one tensor copy of
+ * the weight tile, cp.async copies of the activations and scales - and full / empty mbarriers per stage
+ * replace the CTA-wide barrier, so the 16 consumer warps issue only their decode and math. */
+template <typename T, int NT, bool NESTED, bool TMA>
+__global__ void __launch_bounds__(PipeShape<NT, TMA>::Threads, 1)
+    gemm_4bit_pipe_kernel(PipeArgs a, const __grid_constant__ CUtensorMap w_map,
+                          const __grid_constant__ CUtensorMap x_map, const __grid_constant__ CUtensorMap s_map) {
+#if !BNB4_PIPE_HAS_TMA
+    if constexpr (TMA) {
+        __trap(); /* never launched below sm_90 (bnb4_cuda_gemm_pipe checks the device) */
+    } else
+#endif
+    {
     using Ops = PipeOps<T>;
-    using S = PipeShape<NT>;
+    using S = PipeShape<NT, TMA>;
     constexpr int MT = S::MT, STAGES = S::Stages;
     extern __shared__ __align__(128) unsigned char smem[];
-    unsigned char *table = smem;
+    unsigned char *table = smem; /* at the base: its loads take the address as a register + constant */
     float *ncode = reinterpret_cast<float *>(smem + kTableBytes);
     unsigned char *stages = smem + kTableBytes + kNcodeBytes;
+    if constexpr (TMA) /* the stages start 1024-byte aligned (the swizzle pattern repeats every 1024 B) */
+        stages += (1024u - ((uint32_t)__cvta_generic_to_shared(stages) & 1023u)) & 1023u;
     const uint32_t stages_addr = (uint32_t)__cvta_generic_to_shared(stages);
     __shared__ int s_last;
+    __shared__ __align__(8) uint64_t s_bars[2 * 8]; /* TMA: full[STAGES], then empty[STAGES] */
+    const uint32_t full_bar = (uint32_t)__cvta_generic_to_shared(s_bars);
+    [[maybe_unused]] const uint32_t empty_bar = full_bar + 8 * STAGES;
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, c = lane & 3;
-    const int j = warp >> 3; /* which 128-k half of every step this warp takes */
+    const int j = (warp >> 3) & 1; /* which 128-k half of every step this warp takes */
     const size_t N = a.N, K = a.K, M = a.M;
     const unsigned it_begin = blockIdx.x * a.per_cta;
     const unsigned it_end = min(a.iters, it_begin + a.per_cta);
     const T *x = reinterpret_cast<const T *>(a.x);
+#if BNB4_PIPE_HAS_TMA
+    if constexpr (TMA) {
+        if (tid == 0) {
+            for (int i = 0; i < STAGES; i++) {
+                mbar_init(full_bar + 8 * i, 32 + 1); /* the producer's 32 cp.async arrivals + the tensor copy's */
+                mbar_init(empty_bar + 8 * i, kWarps); /* one per consumer warp */
+            }
+            asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        }
+        __syncthreads();
+        if (warp == kWarps) { /* ---- the producer warp ---- */
+            const unsigned bs_log2 = (unsigned)a.bs_log2;
+            /* nested: code words per row and step: 2 for blocksize 32, 1 for 64 */
+            const int wpr = 64 >> bs_log2;
+            constexpr int kScaleCopies = NESTED ? 8 : 1; /* per lane: 128 rows x wpr / 32 */
+            const uint8_t *s_src[kScaleCopies];         /* this lane's code copies' sources at step 0 */
+            bool s_on[kScaleCopies];
+            unsigned tile = it_begin / a.k_steps, step = it_begin - tile * a.k_steps;
+            auto set_tile = [&]() {
+                if (!NESTED)
+                    return;
+                const size_t n0 = (size_t)tile * kTileRows;
+#pragma unroll
+                for (int i = 0; i < kScaleCopies; i++) {
+                    const int e = lane + 32 * i, r = e / wpr, w = e % wpr;
+                    const size_t n = n0 + r;
+                    s_on[i] = e < kTileRows * wpr && n < N;
+                    const size_t first = (n * K) >> bs_log2; /* the row's first block */
+                    s_src[i] = a.codes + first + 4 * w;
+                }
+            };
+            set_tile();
+            int slot = 0;
+            uint32_t phase = 0;
+            for (unsigned it = it_begin; it < it_end; it++) {
+                mbar_wait(empty_bar + 8 * slot, phase ^ 1u); /* the consumers are done with the slot */
+                const unsigned k0 = step * kStepK;
+                const uint32_t base = stages_addr + slot * S::StageBytes, fb = full_bar + 8 * slot;
+                if (lane == 0) { /* weights, activations (4 boxes of 64 k), plain scales: tensor copies */
+                    mbar_arrive_tx(fb, kWBytes + S::XBytes + (NESTED ? 0 : kTileRows * 4 * (kStepK >> bs_log2)));
+                    tma_load_2d(base, &w_map, (int)(k0 / 2), (int)(tile * kTileRows), fb);
+#pragma unroll
+                    for (int q = 0; q < 4; q++)
+                        tma_load_2d(base + kWBytes + q * (MT * 128), &x_map, (int)(k0 + 64 * q), 0, fb);
+                    if (!NESTED)
+                        tma_load_2d(base + kWBytes + S::XBytes, &s_map, (int)(k0 >> bs_log2), (int)(tile * kTileRows), fb);
+                }
+                if (NESTED) { /* the rows' 4 or 8 nested codes of the step (K % 256 == 0: aligned, inside K), as
+                                 4-byte words at row * 16 (too narrow for a tensor copy) */
+                    const unsigned sk = k0 >> bs_log2;
+#pragma unroll
+                    for (int i = 0; i < kScaleCopies; i++) {
+                        const int e = lane + 32 * i, r = e / wpr, w = e % wpr;
+                        if (e < kTileRows * wpr)
+                            cp_async4(base + kWBytes + S::XBytes + r * 16 + 4 * w, s_on[i] ? s_src[i] + sk : a.codes,
+                                      s_on[i] ? 4 : 0);
+                    }
+                }
+                mbar_arrive_cp_async(fb);
+                if (++slot == STAGES) {
+                    slot = 0;
+                    phase ^= 1u;
+                }
+                if (++step == a.k_steps) {
+                    step = 0;
+                    tile++;
+                    set_tile();
+                }
+            }
+            return; /* every copy issued is waited for by the consumers before they finish */
+        }
+    }
+#endif
 
     /* ---- loads: each thread's copies are fixed (row / chunk / scale slot): their shared-memory offsets
      * are constants, their global addresses are set up once per tile and advanced per step, and every
@@ -177,6 +321,7 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_4bit_pipe_kernel(PipeArgs a)
     size_t s_first[SC];          /* non-vector scales: the row's first block, (row * K) mod blocksize */
     unsigned s_off[SC];
     bool s_on[SC];
+    if constexpr (!TMA) {
 #pragma unroll
     for (int i = 0; i < WC; i++) {
         const int ch = tid + kThreads * i, r = ch >> 3, cj = ch & 7;
@@ -194,6 +339,7 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_4bit_pipe_kernel(PipeArgs a)
     for (int i = 0; i < SC; i++) {
         const int e = tid + kThreads * i;
         s_dst[i] = pin(kWBytes + S::XBytes + (NESTED ? (e >> 2) * 16 + (e & 3) * 4 : e * 4));
+    }
     }
     unsigned i_tile = it_begin / a.k_steps, i_step = it_begin - i_tile * a.k_steps, i_left = it_end - it_begin;
     auto issue_tile = [&]() { /* the issuing side moved to tile i_tile */
@@ -221,7 +367,8 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_4bit_pipe_kernel(PipeArgs a)
             }
         }
     };
-    issue_tile();
+    if constexpr (!TMA)
+        issue_tile();
     /* Fill stage slot `slot` with the next iteration (nothing once this CTA's range is issued). */
     auto issue = [&](int slot) {
         if (i_left == 0)
@@ -273,11 +420,14 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_4bit_pipe_kernel(PipeArgs a)
         }
     };
 
-    /* Prologue: the first STAGES - 1 iterations' loads, then the code-pair table while they fly. */
+    /* Prologue: the first STAGES - 1 iterations' loads (TMA: the producer's), then the code-pair table
+     * while they fly. */
+    if constexpr (!TMA) {
 #pragma unroll
-    for (int i = 0; i < STAGES - 1; i++) {
-        issue(i);
-        cp_async_commit();
+        for (int i = 0; i < STAGES - 1; i++) {
+            issue(i);
+            cp_async_commit();
+        }
     }
     { /* entry (byte v, lane l) at v * 256 + 4 l: one PRMT of the packed word and the lane's 4 l forms it */
         const float *cb = a.quant_type == BNB4_NF4 ? c_pipe_nf4 : c_pipe_fp4;
@@ -289,28 +439,54 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_4bit_pipe_kernel(PipeArgs a)
         if (NESTED)
             for (int i = tid; i < 256; i += kThreads)
                 ncode[i] = a.nested_code[i];
+        if constexpr (TMA)
+            consumer_sync(); /* (the classic loop's first __syncthreads does this) */
     }
 
-    float acc[NT][4];
+    /* m <= 16: the odd k-steps accumulate apart (acc2) and join at the tile's end, so a step's mma.syncs
+     * form two dependency chains instead of one (their latency, not their rate, bounds a warp there) */
+    constexpr bool kTwoChains = NT <= 2;
+    float acc[NT][4], acc2[NT][4];
 #pragma unroll
     for (int nt = 0; nt < NT; nt++)
 #pragma unroll
         for (int i = 0; i < 4; i++)
-            acc[nt][i] = 0.0f;
+            acc[nt][i] = acc2[nt][i] = 0.0f;
 
-    const uint32_t lane4 = (uint32_t)lane * 4;
+    const uint32_t lane4 = pin((uint32_t)lane * 4);
     /* shared-memory offsets of this thread's reads (fixed: its rows, chunk and activation row) */
-    const uint32_t w_off = pin((warp & 7) * 16 * kRowBytes + g * kRowBytes + (w_slot(g, 4 * j + c) << 4));
+    const int gr = TMA ? tma_row(g) : g; /* the tile row (within 8) of the thread's mma row g */
+    const uint32_t w_off = pin((warp & 7) * 16 * kRowBytes + gr * kRowBytes +
+                               ((TMA ? (4 * j + c) ^ gr : w_slot(g, 4 * j + c)) << 4));
+    const int xg = TMA ? tma_xrow(g) : g; /* the activation row (within 8) of the thread's mma column g */
     uint32_t x_off[4];
 #pragma unroll
-    for (int u = 0; u < 4; u++)
-        x_off[u] = pin(g * (kStepK * 2) + (x_slot(g, 16 * j + 4 * c + u) << 4));
-    const int rA = (warp & 7) * 16 + g; /* this thread's tile rows: rA and rA + 8 (same parity) */
+    for (int u = 0; u < 4; u++) {
+        if constexpr (TMA) { /* 16-byte piece u + c / 2 of the thread's 64 bytes, in box (piece / 8) */
+            const int ch = 16 * j + 4 * c + ((u + (c >> 1)) & 3);
+            x_off[u] = pin((ch >> 3) * (MT * 128) + xg * 128 + (((ch & 7) ^ xg) << 4));
+        } else {
+            x_off[u] = pin(g * (kStepK * 2) + (x_slot(g, 16 * j + 4 * c + u) << 4));
+        }
+    }
+    constexpr int kXTileStride = TMA ? 8 * 128 : 8 * (kStepK * 2); /* from one 8-row n-tile to the next */
+    const int rA = (warp & 7) * 16 + gr; /* this thread's tile rows: rA and rA + 8 (same parity) */
     const unsigned fixed_slot = (128u * j + 32u * c) >> a.bs_log2;
-    uint32_t fixed_off[2]; /* scale_fixed: where rows rA and rA + 8 find their chunk's scale */
+    /* scale_fixed (always with TMA): where rows rA and rA + 8 find their chunk's scale (TMA nested: code) */
+    uint32_t fixed_off[2];
 #pragma unroll
     for (int h = 0; h < 2; h++)
-        fixed_off[h] = pin(((rA + 8 * h) * kScaleSlots + fixed_slot) * 4);
+        fixed_off[h] = pin(!TMA ? ((rA + 8 * h) * kScaleSlots + fixed_slot) * 4
+                           : NESTED ? (rA + 8 * h) * 16 + fixed_slot                          /* [row][16] codes */
+                                    : ((rA + 8 * h) * (kStepK >> a.bs_log2) + fixed_slot) * 4); /* dense [row][k] */
+    const int m_rows = (int)min(M, (size_t)MT);
+    auto out_col = [](int n) { return TMA ? tma_xrow(n) : n; }; /* the activation row of accumulator column n */
+    /* activation rows past m hold zeros: for m < 16 they are not read (less shared-memory traffic; at
+     * larger m the registers this takes are worth more) */
+    bool x_on[NT];
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+        x_on[nt] = NT > 2 || nt * 8 + xg < m_rows;
     /* compute side: its tile and step, and per row the first block and (row * K) mod blocksize */
     unsigned t = it_begin / a.k_steps, step = it_begin - t * a.k_steps;
     size_t nA = 0, nB = 0, firstA = 0, firstB = 0;
@@ -328,29 +504,52 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_4bit_pipe_kernel(PipeArgs a)
     };
     compute_tile();
     int slot = 0;
+    uint32_t phase = 0; /* TMA: parity of the slots' current fill */
     for (unsigned it = it_begin; it < it_end; it++) {
         if (step == 0 && it != it_begin)
             compute_tile();
         const unsigned k0 = step * kStepK;
         const uint32_t kk = 128 * j + 32 * c; /* this thread's 32 k within the step */
         const bool kin = k0 + kk < K;
-        cp_async_wait<STAGES - 2>(); /* this thread's copies for `it` have landed ... */
-        __syncthreads();             /* ... everyone's, and everyone is done with the slot refilled next */
-        issue(slot == 0 ? STAGES - 1 : slot - 1);
-        cp_async_commit();
+        if constexpr (TMA) {
+#if BNB4_PIPE_HAS_TMA
+            mbar_wait(full_bar + 8 * slot, phase); /* the producer's copies for `it` have landed */
+#endif
+        } else {
+            cp_async_wait<STAGES - 2>(); /* this thread's copies for `it` have landed ... */
+            __syncthreads();             /* ... everyone's, and everyone is done with the slot refilled next */
+            issue(slot == 0 ? STAGES - 1 : slot - 1);
+            cp_async_commit();
+        }
 
         const unsigned char *ws_ = stages + slot * S::StageBytes;
         const unsigned char *xs_ = ws_ + kWBytes;
         const unsigned char *ss = xs_ + S::XBytes;
         {
-            const uint4 qA = lds128(ws_ + w_off);
-            const uint4 qB = lds128(ws_ + w_off + 8 * kRowBytes);
+            uint4 qA = lds128(ws_ + w_off);
+            uint4 qB = lds128(ws_ + w_off + 8 * kRowBytes);
+            if (TMA && (c & 2)) { /* this thread takes its words in the order u + 1 (see x_off) */
+                qA = make_uint4(qA.y, qA.z, qA.w, qA.x);
+                qB = make_uint4(qB.y, qB.z, qB.w, qB.x);
+            }
             uint32_t sA2, sB2;
             {
                 float sc[2];
 #pragma unroll
                 for (int h = 0; h < 2; h++) { /* branch-free: rows past N and k past K get scale 0 */
                     const bool on = (h ? onB : onA) && kin;
+                    if constexpr (TMA) { /* K % blocksize == 0, blocksize <= 64: the chunk's slot is fixed */
+                        float v;
+                        if (NESTED) {
+                            const size_t b = on ? (h ? firstB : firstA) + ((k0 + kk) >> a.bs_log2) : 0;
+                            const float nab = __ldg(a.nested_absmax + (b >> a.nbs_log2)); /* a power of 2 */
+                            v = __fadd_rn(bnb4_dev_mul_ftz(ncode[ss[fixed_off[h]]], nab), a.offset);
+                        } else {
+                            v = *reinterpret_cast<const float *>(ss + fixed_off[h]);
+                        }
+                        sc[h] = on ? v : 0.0f;
+                        continue;
+                    }
                     const int r = rA + 8 * h;
                     const unsigned off = h ? offB : offA;
                     const unsigned b_step = (off + k0) >> a.bs_log2, b_chunk = (off + k0 + kk) >> a.bs_log2;
@@ -376,7 +575,7 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_4bit_pipe_kernel(PipeArgs a)
                 uint4 xr[NT];
 #pragma unroll
                 for (int nt = 0; nt < NT; nt++)
-                    xr[nt] = lds128(xs_ + nt * 8 * (kStepK * 2) + x_off[u]);
+                    xr[nt] = x_on[nt] ? lds128(xs_ + nt * kXTileStride + x_off[u]) : make_uint4(0, 0, 0, 0);
                 const uint32_t wA = u == 0 ? qA.x : u == 1 ? qA.y : u == 2 ? qA.z : qA.w;
                 const uint32_t wB = u == 0 ? qB.x : u == 1 ? qB.y : u == 2 ? qB.z : qB.w;
 #pragma unroll
@@ -389,12 +588,16 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_4bit_pipe_kernel(PipeArgs a)
                     af[3] = Ops::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wB, lane4, sel1)), sB2);
 #pragma unroll
                     for (int nt = 0; nt < NT; nt++)
-                        Ops::mma(acc[nt], af, h ? xr[nt].z : xr[nt].x, h ? xr[nt].w : xr[nt].y);
+                        Ops::mma(kTwoChains && h ? acc2[nt] : acc[nt], af, h ? xr[nt].z : xr[nt].x,
+                                 h ? xr[nt].w : xr[nt].y);
                 }
             }
         }
         const int used = slot;
-        slot = slot == STAGES - 1 ? 0 : slot + 1;
+        if (++slot == STAGES) {
+            slot = 0;
+            phase ^= 1u;
+        }
         const unsigned cur_t = t;
         const bool last_step = step + 1 == a.k_steps;
         if (++step == a.k_steps) { /* the next iteration starts a tile (compute_tile at the loop's top) */
@@ -403,10 +606,17 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_4bit_pipe_kernel(PipeArgs a)
         }
 
         /* ---- end of a tile (or of this CTA's range inside it): store or hand over the sums ---- */
-        if (it + 1 != it_end && !last_step)
-            continue;
-        { /* the second k half's sums join the first's, through the stage just used (refilled only after the
-             next iteration's barrier) */
+        const bool tile_end = it + 1 == it_end || last_step;
+        if (tile_end) { /* the second k half's sums join the first's, through the stage just used (refilled only
+             after the next iteration's barrier, TMA: after every consumer warp released it below) */
+            if constexpr (kTwoChains)
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                    for (int i = 0; i < 4; i++) {
+                        acc[nt][i] += acc2[nt][i];
+                        acc2[nt][i] = 0.0f;
+                    }
             /* NT <= 4: within the weight rows (stale weights decode to finite codes, and the rows and k they
              * stand for have scale 0); NT = 8 also covers activation rows 0..31, which every fill rewrites
              * (rows past m and k past K with zeros) */
@@ -414,14 +624,14 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_4bit_pipe_kernel(PipeArgs a)
                           "reduction scratch must only cover rows the next fill rewrites");
             float *red = reinterpret_cast<float *>(stages + used * S::StageBytes);
             const int q = (warp & 7) * 32 + lane;
-            __syncthreads(); /* every warp is done reading the stage */
+            consumer_sync(); /* every warp is done reading the stage */
             if (j == 1)
 #pragma unroll
                 for (int nt = 0; nt < NT; nt++)
 #pragma unroll
                     for (int i = 0; i < 4; i++)
                         red[(nt * 4 + i) * 256 + q] = acc[nt][i];
-            __syncthreads();
+            consumer_sync();
             if (j == 0)
 #pragma unroll
                 for (int nt = 0; nt < NT; nt++)
@@ -429,6 +639,17 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_4bit_pipe_kernel(PipeArgs a)
                     for (int i = 0; i < 4; i++)
                         acc[nt][i] += red[(nt * 4 + i) * 256 + q];
         }
+#if BNB4_PIPE_HAS_TMA
+        if constexpr (TMA) { /* release the slot to the producer */
+            if (tile_end) /* the scratch writes above come before the tensor copy that overwrites them */
+                asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+            __syncwarp();
+            if (lane == 0)
+                mbar_arrive(empty_bar + 8 * used);
+        }
+#endif
+        if (!tile_end)
+            continue;
         T *y = reinterpret_cast<T *>(a.y);
         const unsigned c_lo = (cur_t * a.k_steps) / a.per_cta, c_hi = ((cur_t + 1) * a.k_steps - 1) / a.per_cta;
         if (c_lo == c_hi) { /* the whole tile was ours */
@@ -436,7 +657,7 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_4bit_pipe_kernel(PipeArgs a)
             for (int nt = 0; nt < NT; nt++)
 #pragma unroll
                 for (int i = 0; i < 4; i++) {
-                    const size_t n = (i >> 1) ? nB : nA, m = (size_t)nt * 8 + 2 * c + (i & 1);
+                    const size_t n = (i >> 1) ? nB : nA, m = (size_t)nt * 8 + out_col(2 * c + (i & 1));
                     if (j == 0 && n < N && m < M) {
                         float v = acc[nt][i];
                         if (a.bias)
@@ -452,16 +673,16 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_4bit_pipe_kernel(PipeArgs a)
         for (int nt = 0; nt < NT; nt++)
 #pragma unroll
             for (int i = 0; i < 4; i++) {
-                const int r = rA + 8 * (i >> 1), m = nt * 8 + 2 * c + (i & 1);
+                const int r = rA + 8 * (i >> 1), m = nt * 8 + out_col(2 * c + (i & 1));
                 if (j == 0)
                     a.ws[slot_base + (size_t)m * kTileRows + r] = acc[nt][i];
                 acc[nt][i] = 0.0f;
             }
         __threadfence(); /* partial sums visible device-wide before the counter says so */
-        __syncthreads();
+        consumer_sync();
         if (tid == 0)
             s_last = atomicAdd(a.counters + cur_t, 1u) == c_hi - c_lo;
-        __syncthreads();
+        consumer_sync();
         if (!s_last)
             continue;
         __threadfence();
@@ -482,10 +703,11 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_4bit_pipe_kernel(PipeArgs a)
             a.counters[cur_t] = 0; /* ready for the next launch on this stream */
     }
     cp_async_wait<0>(); /* no copy may still target shared memory when the CTA exits */
+    }
 }
 
 /* Per device: whether the kernel's dynamic shared memory limit was raised. */
-template <typename T, int NT, bool NESTED> int g_smem_set[64];
+template <typename T, int NT, bool NESTED, bool TMA> int g_smem_set[64];
 
 /* Grid size: one CTA per SM; BNB4_CUDA_PIPE_CTAS=n overrides it (read per call: tests use it to force
  * tiles shared by many CTAs and CTAs spanning tiles on small shapes). */
@@ -495,12 +717,67 @@ unsigned pipe_ctas(const bnb4_cuda_state *s) {
     return v > 0 && v <= 65535 ? (unsigned)v : (unsigned)(s->sm_count > 0 ? s->sm_count : 1);
 }
 
-template <typename T, int NT, bool NESTED> bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a) {
-    using S = PipeShape<NT>;
-    int &set = g_smem_set<T, NT, NESTED>[s->device & 63];
+/* The driver's tensor-map encoder, fetched once through the runtime (NULL where the driver has none). */
+using EncodeTiledFn = CUresult (*)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *,
+                                   const cuuint64_t *, const cuuint32_t *, const cuuint32_t *, CUtensorMapInterleave,
+                                   CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+EncodeTiledFn encode_tiled() {
+    static const EncodeTiledFn fn = [] {
+        void *p = nullptr;
+        cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) !=
+                cudaSuccess ||
+            q != cudaDriverEntryPointSuccess) {
+            (void)cudaGetLastError();
+            return (EncodeTiledFn) nullptr;
+        }
+        return reinterpret_cast<EncodeTiledFn>(p);
+    }();
+    return fn;
+}
+
+/* A 2D tensor map: rows of `cols` elements, `stride` bytes apart; boxes of box_cols x box_rows (outside
+ * the tensor: zeros). */
+bool encode_2d(CUtensorMap *map, const void *base, CUtensorMapDataType type, size_t cols, size_t rows, size_t stride,
+               unsigned box_cols, unsigned box_rows, CUtensorMapSwizzle swizzle) {
+    const cuuint64_t dims[2] = {cols, rows}, strides[1] = {stride};
+    const cuuint32_t box[2] = {box_cols, box_rows}, elem_strides[2] = {1, 1};
+    return encode_tiled()(map, type, 2, const_cast<void *>(base), dims, strides, box, elem_strides,
+                          CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                          CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+/* The TMA variant's tensor maps: the weight tile as one 128-row x 128-byte box (128-byte swizzle) of the
+ * packed rows (K / 2 bytes apart), the activations as 64-k x MT-row boxes (128-byte swizzle; rows past m
+ * come as zeros), plain scales as 128-row x (256 / blocksize) boxes of absmax seen as N x (K / blocksize). */
+struct PipeMaps {
+    CUtensorMap w, x, s;
+};
+bool pipe_tma_encode(const PipeArgs &a, const bnb4_qtensor *w, int mt, PipeMaps *maps) {
+    const size_t K = a.K, N = a.N;
+    if (!encode_2d(&maps->w, w->packed, CU_TENSOR_MAP_DATA_TYPE_UINT8, K / 2, N, K / 2, kRowBytes, kTileRows,
+                   CU_TENSOR_MAP_SWIZZLE_128B) ||
+        !encode_2d(&maps->x, a.x, CU_TENSOR_MAP_DATA_TYPE_UINT16, K, a.M, K * 2, 64, (unsigned)mt,
+                   CU_TENSOR_MAP_SWIZZLE_128B))
+        return false;
+    const size_t per_row = K >> a.bs_log2; /* whole blocks (the TMA layouts have K % blocksize == 0) */
+    return !w->absmax || encode_2d(&maps->s, w->absmax, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, per_row, N, per_row * 4,
+                                   (unsigned)(kStepK >> a.bs_log2), kTileRows, CU_TENSOR_MAP_SWIZZLE_NONE);
+}
+
+template <typename T, int NT, bool NESTED, bool TMA>
+bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
+    using S = PipeShape<NT, TMA>;
+    PipeMaps maps;
+    memset(&maps, 0, sizeof maps);
+    if constexpr (TMA) {
+        if (!pipe_tma_encode(a, w, S::MT, &maps)) /* (not expected: the layouts were checked) */
+            return launch_pipe<T, NT, NESTED, false>(s, a, w);
+    }
+    int &set = g_smem_set<T, NT, NESTED, TMA>[s->device & 63];
     if (!set) {
         const bnb4_status st = bnb4_cuda_check(
-            cudaFuncSetAttribute(gemm_4bit_pipe_kernel<T, NT, NESTED>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+            cudaFuncSetAttribute(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  S::SmemBytes),
             "bnb4_gemm (pipe): shared memory");
         if (st != BNB4_OK)
@@ -524,18 +801,48 @@ template <typename T, int NT, bool NESTED> bnb4_status launch_pipe(bnb4_cuda_sta
         if (st != BNB4_OK)
             return st;
     }
-    gemm_4bit_pipe_kernel<T, NT, NESTED><<<(unsigned)ctas, kThreads, S::SmemBytes, s->stream>>>(a);
+    gemm_4bit_pipe_kernel<T, NT, NESTED, TMA>
+        <<<(unsigned)ctas, S::Threads, S::SmemBytes, s->stream>>>(a, maps.w, maps.x, maps.s);
     return BNB4_CUDA_LAUNCH_CHECK("bnb4_gemm (pipe)");
 }
 
-template <typename T, bool NESTED> bnb4_status launch_pipe_m(bnb4_cuda_state *s, const PipeArgs &a) {
+template <typename T, bool NESTED, bool TMA>
+bnb4_status launch_pipe_m(bnb4_cuda_state *s, const PipeArgs &a, const bnb4_qtensor *w) {
     if (a.M <= 8)
-        return launch_pipe<T, 1, NESTED>(s, a);
+        return launch_pipe<T, 1, NESTED, TMA>(s, a, w);
     if (a.M <= 16)
-        return launch_pipe<T, 2, NESTED>(s, a);
+        return launch_pipe<T, 2, NESTED, TMA>(s, a, w);
     if (a.M <= 32)
-        return launch_pipe<T, 4, NESTED>(s, a);
-    return launch_pipe<T, 8, NESTED>(s, a);
+        return launch_pipe<T, 4, NESTED, TMA>(s, a, w);
+    return launch_pipe<T, 8, NESTED, false>(s, a, w); /* TMA at m > 32: 96 registers would spill */
+}
+
+template <typename T>
+bnb4_status launch_pipe_t(bnb4_cuda_state *s, const PipeArgs &a, const bnb4_qtensor *w, bool nested, bool tma) {
+    if (tma)
+        return nested ? launch_pipe_m<T, true, true>(s, a, w) : launch_pipe_m<T, false, true>(s, a, w);
+    return nested ? launch_pipe_m<T, true, false>(s, a, w) : launch_pipe_m<T, false, false>(s, a, w);
+}
+
+/* The TMA variant: compute capability 9.x (its copies and barriers), m <= 32 (its 17 warps leave 96
+ * registers a thread), not switched off with BNB4_CUDA_PIPE_TMA=0 (for measuring), and the layouts it
+ * copies with fixed boxes and words: plain scales of blocksize 32/64 with K % (4 blocksize) == 0 and
+ * 16-byte-aligned absmax (scale_vec: rows of whole blocks, 16-byte aligned), or nested codes of blocksize
+ * 32/64 with K % 256 == 0 (a step's codes are 1 or 2 aligned words of a row) and a power-of-2 nested
+ * blocksize. */
+bool scale_vec_fits(const bnb4_qtensor *w) {
+    return w->absmax && w->blocksize <= 64 && w->cols % (4 * w->blocksize) == 0 && bnb4_aligned(w->absmax, 16);
+}
+bool pipe_use_tma(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) {
+    static const bool off = [] {
+        const char *e = getenv("BNB4_CUDA_PIPE_TMA");
+        return e && *e == '0';
+    }();
+    if (off || s->cc_major < 9 || m > 32 || w->rows >= ((size_t)1 << 31) || !encode_tiled())
+        return false;
+    const size_t bs = w->blocksize, nbs = w->nested.blocksize;
+    return w->absmax ? scale_vec_fits(w)
+                     : (bs == 32 || bs == 64) && w->cols % 256 == 0 && nbs && (nbs & (nbs - 1)) == 0;
 }
 
 } // namespace
@@ -565,12 +872,14 @@ int bnb4_cuda_pipe_fits(const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const vo
     return tiles <= UINT32_MAX / k_steps;
 }
 
+int bnb4_cuda_pipe_tma_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) { return pipe_use_tma(s, w, m); }
+
 bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
                                 const void *bias, void *y) {
     PipeArgs a = {};
     bnb4_cuda_set_weight(a, w);
     a.scale_slots = w->blocksize <= (size_t)kStepK ? (int)(kStepK / w->blocksize) + (w->cols % w->blocksize != 0) : 2;
-    a.scale_vec = w->absmax && w->blocksize <= 64 && w->cols % (4 * w->blocksize) == 0 && bnb4_aligned(w->absmax, 16);
+    a.scale_vec = scale_vec_fits(w);
     a.scale_fixed = w->cols % w->blocksize == 0 && w->blocksize <= (size_t)kStepK;
     a.N = w->rows;
     a.K = w->cols;
@@ -579,8 +888,6 @@ bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_
     a.x = x;
     a.bias = bias;
     a.y = y;
-    const bool nested = w->absmax == NULL;
-    if (dt == BNB4_F16)
-        return nested ? launch_pipe_m<__half, true>(s, a) : launch_pipe_m<__half, false>(s, a);
-    return nested ? launch_pipe_m<__nv_bfloat16, true>(s, a) : launch_pipe_m<__nv_bfloat16, false>(s, a);
+    const bool tma = pipe_use_tma(s, w, m), nested = w->absmax == NULL;
+    return dt == BNB4_F16 ? launch_pipe_t<__half>(s, a, w, nested, tma) : launch_pipe_t<__nv_bfloat16>(s, a, w, nested, tma);
 }
