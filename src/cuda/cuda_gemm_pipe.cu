@@ -1,6 +1,6 @@
 /*
- * cuda_gemm_pipe.cu - Y[m, N] = X[m, K] W^T + bias for m = 2..64 (m = 1 too with BNB4_CUDA_GEMV_MAX_M=0)
- * with f16/bf16 activations:
+ * cuda_gemm_pipe.cu - Y[m, N] = X[m, K] W^T + bias for m = 2..64 (and m = 1 on large weights on sm_90, or
+ * with BNB4_CUDA_GEMV_MAX_M=0) with f16/bf16 activations:
  * gemm_4bit_<dt>__pipe_mma_m16n8k16, a weight-streaming tensor-core kernel built so the weights stream
  * from DRAM continuously whatever m is (the small-m regime is a stream of 0.5 byte per weight; the math
  * per byte grows with m but stays under the tensor cores' rate up to m = 64).
@@ -9,13 +9,21 @@
  *    256 k. All tiles' iterations form one sequence that is split evenly over a persistent grid of one CTA
  *    per SM ("stream-K"): every SM gets the same number of iterations, whatever N, K and the SM count,
  *    and a CTA runs on from one tile into the next without draining its pipeline.
- *  - Loads: a ring of shared-memory stages filled with cp.async (16-byte copies, bypassing L1), all but one
- *    in flight: per stage the 128 rows x 128 packed bytes (16 KB), the m activation rows x 256 k, and per
- *    row the block scales (plain absmax) or the 8-bit codes (nested) it needs. So every SM keeps 48-80 KB
- *    of weights in flight with no registers held, and an iteration's math never waits on DRAM. Each
- *    thread's copies are fixed (row, chunk, scale slot): their addresses are set up once per tile.
- *  - Math: 16 warps; warp w owns 16 rows (w mod 8) of the tile and one 128-k half (w / 8) of every step
- *    (the halves' sums are added through shared memory when a tile ends); mma.sync m16n8k16, weights as
+ *  - Loads: a ring of shared-memory stages, all but one in flight: per stage the 128 rows x 128 packed
+ *    bytes (16 KB), the m activation rows x 256 k, and per row the block scales (plain absmax) or the
+ *    8-bit codes (nested) it needs. So every SM keeps 48-80 KB of weights in flight with no registers
+ *    held, and an iteration's math never waits on DRAM. Two variants fill it:
+ *    cp.async (any sm_80+, every layout): all 512 threads issue 16-byte copies (each thread's copies are
+ *    fixed: row, chunk, scale slot, with addresses set up once per tile) and meet at __syncthreads;
+ *    TMA (sm_90, blocksize 32/64 layouts: pipe_use_tma): a producer warp issues per stage one tensor
+ *    copy of the weight tile, four of the activations and one of the plain scales (nested codes:
+ *    cp.async words), completing on the stage's "full" mbarrier; the consumer warps wait on it and
+ *    release the stage on its "empty" mbarrier, so they issue nothing but decode and math
+ *    (docs/performance.md v11).
+ *  - Math: 16 warps, or 8 (TMA at m > 32: PipeShape::RF); a warp owns 16 rows (row group w mod 8) or 32
+ *    rows (row groups 2 (w mod 4) and 2 (w mod 4) + 1, two mma row fragments that share the activations
+ *    read from shared memory) of the tile and one 128-k half of every step (w / 8, or w / 4; the
+ *    halves' sums are added through shared memory when a tile ends); mma.sync m16n8k16, weights as
  *    A (16 rows), activations as B (8 of the m rows per n-tile). The mma's k order is permuted so that a
  *    thread's 16-byte chunk (32 k) of a weight row IS its A fragments: thread (g, c) of a warp holds rows
  *    g and g + 8, and bytes 4u + 2h and 4u + 2h + 1 of its chunk are its A registers of k-step 2u + h
@@ -24,15 +32,18 @@
  *    (code[hi], code[lo]) pair with one PRMT (which forms the address) and one shared-memory load from a
  *    64 KB table (256 B per byte value, one half2 per lane: no bank conflicts), then one packed multiply
  *    by the block scale; nested scales are decoded in the kernel from the staged codes. Shared-memory
- *    rows are XOR-swizzled so the 16-byte reads of a quarter-warp hit 8 distinct bank groups. The kernel
- *    is issue-bound: its instruction count per byte decides its speed (docs/performance.md, v10).
+ *    rows are XOR-swizzled so the 16-byte reads of a quarter-warp hit 8 distinct bank groups (cp.async:
+ *    w_slot / x_slot; TMA: the copies' 128-byte swizzle, with rows and read orders chosen to match:
+ *    tma_row, tma_xrow). The kernel is issue- and latency-bound: its instructions per byte and their
+ *    dependency chains decide its speed (docs/performance.md, v10, v11).
  *  - Partial tiles: a tile covered by one CTA is stored directly (bias in f32, one rounding). A tile shared
  *    by several CTAs: each writes its f32 partial sums to a slot of the context's split-K workspace; the
  *    last to arrive (a per-tile counter) adds the slots in contributor order, so the result does not
  *    depend on timing (deterministic), adds the bias, rounds once and resets the counter.
  *
  * Requirements (bnb4_cuda_pipe_fits): f16/bf16, K % 32 == 0 and K < 2^31, 16-byte-aligned packed weights
- * and activations, 4-byte-aligned nested codes.
+ * and activations, 4-byte-aligned nested codes. The TMA variant's tensor maps are encoded per call with
+ * the driver's encoder, fetched through the runtime (no link to libcuda).
  */
 #include <cuda.h> /* CUtensorMap (the driver's encoder is fetched at run time: no link to libcuda) */
 #include <stdlib.h>
@@ -65,7 +76,14 @@ template <int NT, bool TMA> struct PipeShape {
     /* as many as fit beside the table in the 227 KB an SM gives one CTA (256 B kept for static data) */
     static constexpr int Stages = (227 * 1024 - 256 - AlignBytes - kTableBytes - kNcodeBytes) / StageBytes;
     static constexpr int SmemBytes = AlignBytes + kTableBytes + kNcodeBytes + Stages * StageBytes;
-    static constexpr int Threads = kThreads + (TMA ? 32 : 0); /* TMA: + one producer warp */
+    /* 16-row mma fragments per consumer warp. TMA at m > 32: 8 consumer warps of 32 rows (the activations
+     * they read from shared memory serve twice as many weights, and the 9 warps may take 168 registers
+     * where 17 could take only 96, too few for m = 64). Elsewhere 16 warps of 16 rows: measured on the
+     * H200 (docs/performance.md v11), 8 warps of 32 rows were up to 15 % slower at m <= 32 on the small
+     * shapes and within noise on the large ones. */
+    static constexpr int RF = TMA && NT == 8 ? 2 : 1;
+    static constexpr int ConsumerWarps = kWarps / RF;
+    static constexpr int Threads = ConsumerWarps * 32 + (TMA ? 32 : 0);
     static_assert(Stages >= 3 && Stages <= 8, "a pipeline needs 3 stages (8 barrier pairs at most)");
     static_assert(StageBytes % 1024 == 0, "stages keep the swizzle's 1024-byte alignment");
 };
@@ -139,8 +157,10 @@ __device__ __forceinline__ uint32_t pin(uint32_t v) {
 }
 __device__ __forceinline__ uint4 lds128(const unsigned char *p) { return *reinterpret_cast<const uint4 *>(p); }
 
-/* The 512 consumer threads' barrier (named barrier 1: the TMA producer warp never takes part). */
-__device__ __forceinline__ void consumer_sync() { asm volatile("bar.sync 1, %0;" ::"n"(kThreads) : "memory"); }
+/* The consumer threads' barrier (named barrier 1: the TMA producer warp never takes part). */
+template <int kConsumerThreads> __device__ __forceinline__ void consumer_sync() {
+    asm volatile("bar.sync 1, %0;" ::"n"(kConsumerThreads) : "memory");
+}
 
 /* ---- mbarrier + tensor copies (sm_90; the TMA variant is only launched on compute capability 9.x) ---- */
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -211,6 +231,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA>::Threads, 1)
     using Ops = PipeOps<T>;
     using S = PipeShape<NT, TMA>;
     constexpr int MT = S::MT, STAGES = S::Stages;
+    constexpr int kConsumerWarps = S::ConsumerWarps, kConsumerThreads = kConsumerWarps * 32;
+    constexpr int RF = S::RF;
     extern __shared__ __align__(128) unsigned char smem[];
     unsigned char *table = smem; /* at the base: its loads take the address as a register + constant */
     float *ncode = reinterpret_cast<float *>(smem + kTableBytes);
@@ -225,7 +247,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA>::Threads, 1)
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, c = lane & 3;
-    const int j = (warp >> 3) & 1; /* which 128-k half of every step this warp takes */
+    const int j = (RF == 2 ? warp >> 2 : warp >> 3) & 1; /* which 128-k half of every step this warp takes */
     const size_t N = a.N, K = a.K, M = a.M;
     const unsigned it_begin = blockIdx.x * a.per_cta;
     const unsigned it_end = min(a.iters, it_begin + a.per_cta);
@@ -235,12 +257,12 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA>::Threads, 1)
         if (tid == 0) {
             for (int i = 0; i < STAGES; i++) {
                 mbar_init(full_bar + 8 * i, 32 + 1); /* the producer's 32 cp.async arrivals + the tensor copy's */
-                mbar_init(empty_bar + 8 * i, kWarps); /* one per consumer warp */
+                mbar_init(empty_bar + 8 * i, kConsumerWarps); /* one per consumer warp */
             }
             asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
         }
         __syncthreads();
-        if (warp == kWarps) { /* ---- the producer warp ---- */
+        if (warp == kConsumerWarps) { /* ---- the producer warp ---- */
             const unsigned bs_log2 = (unsigned)a.bs_log2;
             /* nested: code words per row and step: 2 for blocksize 32, 1 for 64 */
             const int wpr = 64 >> bs_log2;
@@ -431,33 +453,40 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA>::Threads, 1)
     }
     { /* entry (byte v, lane l) at v * 256 + 4 l: one PRMT of the packed word and the lane's 4 l forms it */
         const float *cb = a.quant_type == BNB4_NF4 ? c_pipe_nf4 : c_pipe_fp4;
-        for (int e = tid; e < 256 * 8; e += kThreads) {
+        for (int e = tid; e < 256 * 8; e += kConsumerThreads) {
             const int v = e >> 3;
             const uint32_t p = Ops::pack(cb[v >> 4], cb[v & 15]);
             reinterpret_cast<uint4 *>(table + v * 256)[e & 7] = make_uint4(p, p, p, p);
         }
         if (NESTED)
-            for (int i = tid; i < 256; i += kThreads)
+            for (int i = tid; i < 256; i += kConsumerThreads)
                 ncode[i] = a.nested_code[i];
         if constexpr (TMA)
-            consumer_sync(); /* (the classic loop's first __syncthreads does this) */
+            consumer_sync<kConsumerThreads>(); /* (the classic loop's first __syncthreads does this) */
     }
 
     /* m <= 16: the odd k-steps accumulate apart (acc2) and join at the tile's end, so a step's mma.syncs
-     * form two dependency chains instead of one (their latency, not their rate, bounds a warp there) */
+     * form more dependency chains (their latency, not their rate, bounds a warp there) */
     constexpr bool kTwoChains = NT <= 2;
-    float acc[NT][4], acc2[NT][4];
+    float acc[RF][NT][4], acc2[RF][NT][4];
 #pragma unroll
-    for (int nt = 0; nt < NT; nt++)
+    for (int f = 0; f < RF; f++)
 #pragma unroll
-        for (int i = 0; i < 4; i++)
-            acc[nt][i] = acc2[nt][i] = 0.0f;
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                acc[f][nt][i] = acc2[f][nt][i] = 0.0f;
 
     const uint32_t lane4 = pin((uint32_t)lane * 4);
     /* shared-memory offsets of this thread's reads (fixed: its rows, chunk and activation row) */
     const int gr = TMA ? tma_row(g) : g; /* the tile row (within 8) of the thread's mma row g */
-    const uint32_t w_off = pin((warp & 7) * 16 * kRowBytes + gr * kRowBytes +
-                               ((TMA ? (4 * j + c) ^ gr : w_slot(g, 4 * j + c)) << 4));
+    int row0[RF];                        /* fragment f's rows: row0[f] and row0[f] + 8 (same parity) */
+    uint32_t w_off[RF];
+#pragma unroll
+    for (int f = 0; f < RF; f++) {
+        row0[f] = (RF == 2 ? (warp & 3) * 32 + 16 * f : (warp & 7) * 16) + gr;
+        w_off[f] = pin(row0[f] * kRowBytes + ((TMA ? (4 * j + c) ^ gr : w_slot(g, 4 * j + c)) << 4));
+    }
     const int xg = TMA ? tma_xrow(g) : g; /* the activation row (within 8) of the thread's mma column g */
     uint32_t x_off[4];
 #pragma unroll
@@ -470,15 +499,18 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA>::Threads, 1)
         }
     }
     constexpr int kXTileStride = TMA ? 8 * 128 : 8 * (kStepK * 2); /* from one 8-row n-tile to the next */
-    const int rA = (warp & 7) * 16 + gr; /* this thread's tile rows: rA and rA + 8 (same parity) */
     const unsigned fixed_slot = (128u * j + 32u * c) >> a.bs_log2;
-    /* scale_fixed (always with TMA): where rows rA and rA + 8 find their chunk's scale (TMA nested: code) */
-    uint32_t fixed_off[2];
+    /* scale_fixed (always with TMA): where each row finds its chunk's scale (TMA nested: its code) */
+    uint32_t fixed_off[RF][2];
 #pragma unroll
-    for (int h = 0; h < 2; h++)
-        fixed_off[h] = pin(!TMA ? ((rA + 8 * h) * kScaleSlots + fixed_slot) * 4
-                           : NESTED ? (rA + 8 * h) * 16 + fixed_slot                          /* [row][16] codes */
-                                    : ((rA + 8 * h) * (kStepK >> a.bs_log2) + fixed_slot) * 4); /* dense [row][k] */
+    for (int f = 0; f < RF; f++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int r = row0[f] + 8 * h;
+            fixed_off[f][h] = pin(!TMA ? (r * kScaleSlots + fixed_slot) * 4
+                                  : NESTED ? r * 16 + fixed_slot                          /* [row][16] codes */
+                                           : (r * (kStepK >> a.bs_log2) + fixed_slot) * 4); /* dense [row][k] */
+        }
     const int m_rows = (int)min(M, (size_t)MT);
     auto out_col = [](int n) { return TMA ? tma_xrow(n) : n; }; /* the activation row of accumulator column n */
     /* activation rows past m hold zeros: for m < 16 they are not read (less shared-memory traffic; at
@@ -487,20 +519,23 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA>::Threads, 1)
 #pragma unroll
     for (int nt = 0; nt < NT; nt++)
         x_on[nt] = NT > 2 || nt * 8 + xg < m_rows;
-    /* compute side: its tile and step, and per row the first block and (row * K) mod blocksize */
+    /* compute side: its tile and step, and per row its index, whether it is inside the matrix, its first
+     * block and (row * K) mod blocksize */
     unsigned t = it_begin / a.k_steps, step = it_begin - t * a.k_steps;
-    size_t nA = 0, nB = 0, firstA = 0, firstB = 0;
-    unsigned offA = 0, offB = 0;
-    bool onA = false, onB = false; /* rows inside the matrix */
+    size_t n_[RF][2], first_[RF][2];
+    unsigned off_[RF][2];
+    bool on_[RF][2];
     auto compute_tile = [&]() {
-        nA = (size_t)t * kTileRows + rA;
-        nB = nA + 8;
-        onA = nA < N;
-        onB = nB < N;
-        firstA = (nA * K) >> a.bs_log2;
-        firstB = (nB * K) >> a.bs_log2;
-        offA = (unsigned)((nA * K) & (((size_t)1 << a.bs_log2) - 1));
-        offB = (unsigned)((nB * K) & (((size_t)1 << a.bs_log2) - 1));
+#pragma unroll
+        for (int f = 0; f < RF; f++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const size_t n = (size_t)t * kTileRows + row0[f] + 8 * h;
+                n_[f][h] = n;
+                on_[f][h] = n < N;
+                first_[f][h] = (n * K) >> a.bs_log2;
+                off_[f][h] = (unsigned)((n * K) & (((size_t)1 << a.bs_log2) - 1));
+            }
     };
     compute_tile();
     int slot = 0;
@@ -526,70 +561,74 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA>::Threads, 1)
         const unsigned char *xs_ = ws_ + kWBytes;
         const unsigned char *ss = xs_ + S::XBytes;
         {
-            uint4 qA = lds128(ws_ + w_off);
-            uint4 qB = lds128(ws_ + w_off + 8 * kRowBytes);
-            if (TMA && (c & 2)) { /* this thread takes its words in the order u + 1 (see x_off) */
-                qA = make_uint4(qA.y, qA.z, qA.w, qA.x);
-                qB = make_uint4(qB.y, qB.z, qB.w, qB.x);
-            }
-            uint32_t sA2, sB2;
-            {
-                float sc[2];
+            uint4 qw[RF][2];   /* fragment f's 16-byte chunks of rows row0[f] (h = 0) and row0[f] + 8 */
+            uint32_t s2[RF][2]; /* and their block scales, as pairs */
+#pragma unroll
+            for (int f = 0; f < RF; f++) {
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    uint4 q = lds128(ws_ + w_off[f] + h * 8 * kRowBytes);
+                    if (TMA && (c & 2)) /* this thread takes its words in the order u + 1 (see x_off) */
+                        q = make_uint4(q.y, q.z, q.w, q.x);
+                    qw[f][h] = q;
+                }
 #pragma unroll
                 for (int h = 0; h < 2; h++) { /* branch-free: rows past N and k past K get scale 0 */
-                    const bool on = (h ? onB : onA) && kin;
-                    if constexpr (TMA) { /* K % blocksize == 0, blocksize <= 64: the chunk's slot is fixed */
-                        float v;
-                        if (NESTED) {
-                            const size_t b = on ? (h ? firstB : firstA) + ((k0 + kk) >> a.bs_log2) : 0;
-                            const float nab = __ldg(a.nested_absmax + (b >> a.nbs_log2)); /* a power of 2 */
-                            v = __fadd_rn(bnb4_dev_mul_ftz(ncode[ss[fixed_off[h]]], nab), a.offset);
-                        } else {
-                            v = *reinterpret_cast<const float *>(ss + fixed_off[h]);
-                        }
-                        sc[h] = on ? v : 0.0f;
-                        continue;
-                    }
-                    const int r = rA + 8 * h;
-                    const unsigned off = h ? offB : offA;
-                    const unsigned b_step = (off + k0) >> a.bs_log2, b_chunk = (off + k0 + kk) >> a.bs_log2;
+                    const bool on = on_[f][h] && kin;
                     float v;
-                    if (NESTED) {
-                        const size_t first = (h ? firstB : firstA) + b_step;
-                        const size_t b = on ? (h ? firstB : firstA) + b_chunk : 0;
-                        const unsigned q = ss[r * 16 + (unsigned)(first & 3u) + (b_chunk - b_step)];
-                        const float nab =
-                            __ldg(a.nested_absmax + (a.nbs_log2 >= 0 ? b >> a.nbs_log2 : b / a.nested_blocksize));
-                        v = __fadd_rn(bnb4_dev_mul_ftz(ncode[q], nab), a.offset);
+                    if constexpr (TMA) { /* K % blocksize == 0, blocksize <= 64: the chunk's slot is fixed */
+                        if (NESTED) {
+                            const size_t b = on ? first_[f][h] + ((k0 + kk) >> a.bs_log2) : 0;
+                            const float nab = __ldg(a.nested_absmax + (b >> a.nbs_log2)); /* a power of 2 */
+                            v = __fadd_rn(bnb4_dev_mul_ftz(ncode[ss[fixed_off[f][h]]], nab), a.offset);
+                        } else {
+                            v = *reinterpret_cast<const float *>(ss + fixed_off[f][h]);
+                        }
                     } else {
-                        v = a.scale_fixed ? *reinterpret_cast<const float *>(ss + fixed_off[h])
-                                          : reinterpret_cast<const float *>(ss)[r * kScaleSlots + b_chunk - b_step];
+                        const int r = row0[f] + 8 * h;
+                        const unsigned off = off_[f][h];
+                        const unsigned b_step = (off + k0) >> a.bs_log2, b_chunk = (off + k0 + kk) >> a.bs_log2;
+                        if (NESTED) {
+                            const size_t first = first_[f][h] + b_step;
+                            const size_t b = on ? first_[f][h] + b_chunk : 0;
+                            const unsigned q = ss[r * 16 + (unsigned)(first & 3u) + (b_chunk - b_step)];
+                            const float nab = __ldg(a.nested_absmax +
+                                                    (a.nbs_log2 >= 0 ? b >> a.nbs_log2 : b / a.nested_blocksize));
+                            v = __fadd_rn(bnb4_dev_mul_ftz(ncode[q], nab), a.offset);
+                        } else {
+                            v = a.scale_fixed ? *reinterpret_cast<const float *>(ss + fixed_off[f][h])
+                                              : reinterpret_cast<const float *>(ss)[r * kScaleSlots + b_chunk - b_step];
+                        }
                     }
-                    sc[h] = on ? v : 0.0f;
+                    v = on ? v : 0.0f;
+                    s2[f][h] = Ops::pack(v, v);
                 }
-                sA2 = Ops::pack(sc[0], sc[0]);
-                sB2 = Ops::pack(sc[1], sc[1]);
             }
 #pragma unroll
             for (int u = 0; u < 4; u++) {
-                uint4 xr[NT];
+                uint4 xr[NT]; /* read once for all the warp's fragments */
 #pragma unroll
                 for (int nt = 0; nt < NT; nt++)
                     xr[nt] = x_on[nt] ? lds128(xs_ + nt * kXTileStride + x_off[u]) : make_uint4(0, 0, 0, 0);
-                const uint32_t wA = u == 0 ? qA.x : u == 1 ? qA.y : u == 2 ? qA.z : qA.w;
-                const uint32_t wB = u == 0 ? qB.x : u == 1 ? qB.y : u == 2 ? qB.z : qB.w;
 #pragma unroll
-                for (int h = 0; h < 2; h++) { /* k-step 2u + h: bytes 2h, 2h + 1 of word u */
-                    uint32_t af[4];
-                    const uint32_t sel0 = 0x5504u | ((2u * h) << 4), sel1 = 0x5504u | ((2u * h + 1) << 4);
-                    af[0] = Ops::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wA, lane4, sel0)), sA2);
-                    af[1] = Ops::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wB, lane4, sel0)), sB2);
-                    af[2] = Ops::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wA, lane4, sel1)), sA2);
-                    af[3] = Ops::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wB, lane4, sel1)), sB2);
+                for (int f = 0; f < RF; f++) {
+                    const uint4 &qA = qw[f][0], &qB = qw[f][1];
+                    const uint32_t wA = u == 0 ? qA.x : u == 1 ? qA.y : u == 2 ? qA.z : qA.w;
+                    const uint32_t wB = u == 0 ? qB.x : u == 1 ? qB.y : u == 2 ? qB.z : qB.w;
+                    const uint32_t sA2 = s2[f][0], sB2 = s2[f][1];
 #pragma unroll
-                    for (int nt = 0; nt < NT; nt++)
-                        Ops::mma(kTwoChains && h ? acc2[nt] : acc[nt], af, h ? xr[nt].z : xr[nt].x,
-                                 h ? xr[nt].w : xr[nt].y);
+                    for (int h = 0; h < 2; h++) { /* k-step 2u + h: bytes 2h, 2h + 1 of word u */
+                        uint32_t af[4];
+                        const uint32_t sel0 = 0x5504u | ((2u * h) << 4), sel1 = 0x5504u | ((2u * h + 1) << 4);
+                        af[0] = Ops::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wA, lane4, sel0)), sA2);
+                        af[1] = Ops::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wB, lane4, sel0)), sB2);
+                        af[2] = Ops::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wA, lane4, sel1)), sA2);
+                        af[3] = Ops::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wB, lane4, sel1)), sB2);
+#pragma unroll
+                        for (int nt = 0; nt < NT; nt++)
+                            Ops::mma(kTwoChains && h ? acc2[f][nt] : acc[f][nt], af, h ? xr[nt].z : xr[nt].x,
+                                     h ? xr[nt].w : xr[nt].y);
+                    }
                 }
             }
         }
@@ -611,33 +650,43 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA>::Threads, 1)
              after the next iteration's barrier, TMA: after every consumer warp released it below) */
             if constexpr (kTwoChains)
 #pragma unroll
-                for (int nt = 0; nt < NT; nt++)
+                for (int f = 0; f < RF; f++)
 #pragma unroll
-                    for (int i = 0; i < 4; i++) {
-                        acc[nt][i] += acc2[nt][i];
-                        acc2[nt][i] = 0.0f;
-                    }
+                    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                        for (int i = 0; i < 4; i++) {
+                            acc[f][nt][i] += acc2[f][nt][i];
+                            acc2[f][nt][i] = 0.0f;
+                        }
             /* NT <= 4: within the weight rows (stale weights decode to finite codes, and the rows and k they
              * stand for have scale 0); NT = 8 also covers activation rows 0..31, which every fill rewrites
              * (rows past m and k past K with zeros) */
             static_assert(NT * 4 * 256 * 4 <= kWBytes || (NT == 8 && NT * 4 * 256 * 4 <= kWBytes + 32 * kStepK * 2),
                           "reduction scratch must only cover rows the next fill rewrites");
             float *red = reinterpret_cast<float *>(stages + used * S::StageBytes);
-            const int q = (warp & 7) * 32 + lane;
-            consumer_sync(); /* every warp is done reading the stage */
-            if (j == 1)
+            consumer_sync<kConsumerThreads>(); /* every warp is done reading the stage */
 #pragma unroll
-                for (int nt = 0; nt < NT; nt++)
+            for (int f = 0; f < RF; f++) {
+                /* one slot per (row group of 16, lane): 8 row groups of the tile */
+                const int q = (RF == 2 ? (warp & 3) * 2 + f : warp & 7) * 32 + lane;
+                if (j == 1)
 #pragma unroll
-                    for (int i = 0; i < 4; i++)
-                        red[(nt * 4 + i) * 256 + q] = acc[nt][i];
-            consumer_sync();
-            if (j == 0)
+                    for (int nt = 0; nt < NT; nt++)
 #pragma unroll
-                for (int nt = 0; nt < NT; nt++)
+                        for (int i = 0; i < 4; i++)
+                            red[(nt * 4 + i) * 256 + q] = acc[f][nt][i];
+            }
+            consumer_sync<kConsumerThreads>();
 #pragma unroll
-                    for (int i = 0; i < 4; i++)
-                        acc[nt][i] += red[(nt * 4 + i) * 256 + q];
+            for (int f = 0; f < RF; f++) {
+                const int q = (RF == 2 ? (warp & 3) * 2 + f : warp & 7) * 32 + lane;
+                if (j == 0)
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                        for (int i = 0; i < 4; i++)
+                            acc[f][nt][i] += red[(nt * 4 + i) * 256 + q];
+            }
         }
 #if BNB4_PIPE_HAS_TMA
         if constexpr (TMA) { /* release the slot to the producer */
@@ -654,40 +703,44 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA>::Threads, 1)
         const unsigned c_lo = (cur_t * a.k_steps) / a.per_cta, c_hi = ((cur_t + 1) * a.k_steps - 1) / a.per_cta;
         if (c_lo == c_hi) { /* the whole tile was ours */
 #pragma unroll
-            for (int nt = 0; nt < NT; nt++)
+            for (int f = 0; f < RF; f++)
 #pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    const size_t n = (i >> 1) ? nB : nA, m = (size_t)nt * 8 + out_col(2 * c + (i & 1));
-                    if (j == 0 && n < N && m < M) {
-                        float v = acc[nt][i];
-                        if (a.bias)
-                            v += bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n]);
-                        y[m * N + n] = bnb4_dt<T>::from_f32(v);
+                for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                    for (int i = 0; i < 4; i++) {
+                        const size_t n = n_[f][i >> 1], m = (size_t)nt * 8 + out_col(2 * c + (i & 1));
+                        if (j == 0 && n < N && m < M) {
+                            float v = acc[f][nt][i];
+                            if (a.bias)
+                                v += bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n]);
+                            y[m * N + n] = bnb4_dt<T>::from_f32(v);
+                        }
+                        acc[f][nt][i] = 0.0f;
                     }
-                    acc[nt][i] = 0.0f;
-                }
             continue;
         }
         const size_t slot_base = ((size_t)cur_t * a.max_contrib + (blockIdx.x - c_lo)) * MT * kTileRows;
 #pragma unroll
-        for (int nt = 0; nt < NT; nt++)
+        for (int f = 0; f < RF; f++)
 #pragma unroll
-            for (int i = 0; i < 4; i++) {
-                const int r = rA + 8 * (i >> 1), m = nt * 8 + out_col(2 * c + (i & 1));
-                if (j == 0)
-                    a.ws[slot_base + (size_t)m * kTileRows + r] = acc[nt][i];
-                acc[nt][i] = 0.0f;
-            }
+            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const int r = row0[f] + 8 * (i >> 1), m = nt * 8 + out_col(2 * c + (i & 1));
+                    if (j == 0)
+                        a.ws[slot_base + (size_t)m * kTileRows + r] = acc[f][nt][i];
+                    acc[f][nt][i] = 0.0f;
+                }
         __threadfence(); /* partial sums visible device-wide before the counter says so */
-        consumer_sync();
+        consumer_sync<kConsumerThreads>();
         if (tid == 0)
             s_last = atomicAdd(a.counters + cur_t, 1u) == c_hi - c_lo;
-        consumer_sync();
+        consumer_sync<kConsumerThreads>();
         if (!s_last)
             continue;
         __threadfence();
         const size_t first = (size_t)cur_t * a.max_contrib * MT * kTileRows;
-        for (int e = tid; e < (int)min(M, (size_t)MT) * kTileRows; e += kThreads) {
+        for (int e = tid; e < (int)min(M, (size_t)MT) * kTileRows; e += kConsumerThreads) {
             const int m = e / kTileRows, r = e % kTileRows;
             const size_t n = (size_t)cur_t * kTileRows + r;
             if (n >= N)
@@ -814,7 +867,7 @@ bnb4_status launch_pipe_m(bnb4_cuda_state *s, const PipeArgs &a, const bnb4_qten
         return launch_pipe<T, 2, NESTED, TMA>(s, a, w);
     if (a.M <= 32)
         return launch_pipe<T, 4, NESTED, TMA>(s, a, w);
-    return launch_pipe<T, 8, NESTED, false>(s, a, w); /* TMA at m > 32: 96 registers would spill */
+    return launch_pipe<T, 8, NESTED, TMA>(s, a, w);
 }
 
 template <typename T>
@@ -824,8 +877,8 @@ bnb4_status launch_pipe_t(bnb4_cuda_state *s, const PipeArgs &a, const bnb4_qten
     return nested ? launch_pipe_m<T, true, false>(s, a, w) : launch_pipe_m<T, false, false>(s, a, w);
 }
 
-/* The TMA variant: compute capability 9.x (its copies and barriers), m <= 32 (its 17 warps leave 96
- * registers a thread), not switched off with BNB4_CUDA_PIPE_TMA=0 (for measuring), and the layouts it
+/* The TMA variant: compute capability 9.x (its copies and barriers), not switched off with
+ * BNB4_CUDA_PIPE_TMA=0 (for measuring), and the layouts it
  * copies with fixed boxes and words: plain scales of blocksize 32/64 with K % (4 blocksize) == 0 and
  * 16-byte-aligned absmax (scale_vec: rows of whole blocks, 16-byte aligned), or nested codes of blocksize
  * 32/64 with K % 256 == 0 (a step's codes are 1 or 2 aligned words of a row) and a power-of-2 nested
@@ -838,7 +891,7 @@ bool pipe_use_tma(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) {
         const char *e = getenv("BNB4_CUDA_PIPE_TMA");
         return e && *e == '0';
     }();
-    if (off || s->cc_major < 9 || m > 32 || w->rows >= ((size_t)1 << 31) || !encode_tiled())
+    if (off || s->cc_major < 9 || w->rows >= ((size_t)1 << 31) || !encode_tiled())
         return false;
     const size_t bs = w->blocksize, nbs = w->nested.blocksize;
     return w->absmax ? scale_vec_fits(w)
