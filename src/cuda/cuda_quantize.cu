@@ -11,6 +11,8 @@
  * the output.
  */
 #include <float.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "cuda_common.cuh"
 
@@ -128,10 +130,319 @@ __global__ void __launch_bounds__(BS / 8 > kQuantThreads ? BS / 8 : kQuantThread
     }
 }
 
+/* ---- variants 1 and 2 of the 4-bit quantizer (BNB4_CUDA_QUANT_KERNEL=1|2) ------------------------------
+ * Same bytes as quantize_4bit_kernel with about half the instructions per element (~10 instead of ~20 in
+ * the f16 NF4 SASS), and in variant 2 the next step's loads in flight while the current one is encoded:
+ *  - a thread owns 16 elements of a block (G = BS/16 threads per block; BS <= 512 keeps a group inside one
+ *    warp). Its 16-byte chunks c = 0.. sit at (c * G + tig) * 16 bytes, so each load instruction of a group
+ *    reads contiguous memory. 16-bit inputs reduce |x| in half2 (HMNMX2 ignores NaN as fmaxf does, is
+ *    exact, and no f16 value is an f32 subnormal; a bf16 subnormal maximum is flushed by the final
+ *    abs.ftz), then log2(G) shuffles (2 per 16 elements for bs 64; quantize_4bit_kernel: 3 per 8).
+ *  - NF4 codes come from a 32-bucket table instead of the 4-level search: J = fma.sat(xn, 15*2^-149,
+ *    16*2^-149) is rne(15 xn + 16) as the bits of a subnormal float (NaN -> +0), a monotone function of xn
+ *    whose buckets (width 1/15) hold at most one threshold each (the closest two are 0.080 apart), so
+ *    code = base[J] + (xn > thr[J]) exactly. Checked on the CPU over every float in [-1.001, 1.001] and
+ *    NaN; |xn| <= 1 + 2^-21 because |x| <= absmax, and J stays in 0..31. Each CTA builds the table from
+ *    the thresholds with the same instruction, so it cannot disagree with the device arithmetic; base[] is
+ *    stored shifted to each nibble position, so a code costs fma, lea, 2 lds, compare, select and an add.
+ *    FP4 keeps the search (bnb4_dev_fp4_encode).
+ *  - variant 2 is persistent (as many CTAs as fit, grid-stride over steps of BPS blocks) and issues the
+ *    loads of step s + grid before encoding step s (two register buffers, the loop unrolled by two so the
+ *    buffers swap roles without copies). Only the last step can be partial; it takes the guarded path.
+ * Misaligned pointers and BS > 512 take quantize_4bit_kernel. */
+constexpr int kV2Threads = 256;
+constexpr int kV2Elems = 16; /* elements of one block per thread */
+
+struct Nf4Table {
+    float thr[32];        /* the threshold inside bucket j, or +inf */
+    uint32_t base[8][32]; /* #thresholds below bucket j, shifted to nibble position p */
+};
+
+__device__ __forceinline__ unsigned nf4_bucket(float xn) {
+    float r;
+    asm("fma.rn.sat.f32 %0, %1, %2, %3;" : "=f"(r) : "f"(xn), "f"(__uint_as_float(15u)), "f"(__uint_as_float(16u)));
+    return __float_as_uint(r);
+}
+
+__device__ __forceinline__ void nf4_table_build(Nf4Table &tab) {
+    if (threadIdx.x < 32) {
+        const unsigned j = threadIdx.x;
+        unsigned below = 0;
+        float thr = __uint_as_float(0x7f800000u);
+#pragma unroll
+        for (int k = 0; k < 15; k++) {
+            const unsigned jk = nf4_bucket(c_nf4_thresholds[k]);
+            below += jk < j ? 1u : 0u;
+            thr = jk == j ? c_nf4_thresholds[k] : thr;
+        }
+        tab.thr[j] = thr;
+#pragma unroll
+        for (int p = 0; p < 8; p++)
+            tab.base[p][j] = below << (4 * p);
+    }
+}
+
+/* A thread's 16 elements of one block as NC 16-byte chunks: element e of chunk c as f32, and the max of |x|
+ * over all of them (NaN ignored; not flushed: the caller applies abs.ftz to the group's maximum). */
+template <typename T> struct Raw16;
+template <> struct Raw16<float> {
+    static constexpr int CE = 4;
+    static __device__ __forceinline__ float get(const uint4 &r, int e) {
+        return __uint_as_float(e == 0 ? r.x : e == 1 ? r.y : e == 2 ? r.z : r.w);
+    }
+    template <int NC> static __device__ __forceinline__ float amax(const uint4 (&r)[NC]) {
+        float m = fmaxf(fmaxf(fabsf(get(r[0], 0)), fabsf(get(r[0], 1))), fmaxf(fabsf(get(r[0], 2)), fabsf(get(r[0], 3))));
+#pragma unroll
+        for (int c = 1; c < NC; c++)
+            m = fmaxf(m, fmaxf(fmaxf(fabsf(get(r[c], 0)), fabsf(get(r[c], 1))),
+                               fmaxf(fabsf(get(r[c], 2)), fabsf(get(r[c], 3)))));
+        return m;
+    }
+};
+template <typename H, typename H2> struct Raw16Half {
+    static constexpr int CE = 8;
+    static __device__ __forceinline__ float get(const uint4 &r, int e) {
+        const uint32_t w = (e >> 1) == 0 ? r.x : (e >> 1) == 1 ? r.y : (e >> 1) == 2 ? r.z : r.w;
+        return bnb4_dt<H>::to_f32(bnb4_dt<H>::from_bits((uint16_t)((e & 1) ? w >> 16 : w & 0xffffu)));
+    }
+    static __device__ __forceinline__ H2 abs2(uint32_t w) {
+        H2 v;
+        memcpy(&v, &w, 4);
+        return __habs2(v);
+    }
+    template <int NC> static __device__ __forceinline__ float amax(const uint4 (&r)[NC]) {
+        H2 m = __hmax2(abs2(r[0].x), abs2(r[0].y));
+        m = __hmax2(m, __hmax2(abs2(r[0].z), abs2(r[0].w)));
+#pragma unroll
+        for (int c = 1; c < NC; c++) {
+            m = __hmax2(m, __hmax2(abs2(r[c].x), abs2(r[c].y)));
+            m = __hmax2(m, __hmax2(abs2(r[c].z), abs2(r[c].w)));
+        }
+        return fmaxf(bnb4_dt<H>::to_f32(m.x), bnb4_dt<H>::to_f32(m.y));
+    }
+};
+template <> struct Raw16<__half> : Raw16Half<__half, __half2> {};
+template <> struct Raw16<__nv_bfloat16> : Raw16Half<__nv_bfloat16, __nv_bfloat162> {};
+
+/* Nibble position (in 4-bit units) of element e of a chunk: byte e/2, element 2i in the high nibble. */
+__device__ __forceinline__ constexpr int nib_pos(int e) { return 2 * (e >> 1) + ((e & 1) ? 0 : 1); }
+
+template <typename T, int QT>
+__device__ __forceinline__ uint32_t encode_chunk(const uint4 &r, float inv, const Nf4Table &tab, const float *fp4) {
+    constexpr int CE = Raw16<T>::CE;
+    uint32_t bases = 0, ups = 0;
+#pragma unroll
+    for (int e = 0; e < CE; e++) {
+        const float xn = bnb4_dev_mul_ftz(Raw16<T>::get(r, e), inv);
+        if (QT == BNB4_NF4) {
+            const unsigned j = nf4_bucket(xn);
+            bases += tab.base[nib_pos(e)][j];
+            ups += xn > tab.thr[j] ? 1u << (4 * nib_pos(e)) : 0u;
+        } else {
+            bases |= bnb4_dev_fp4_encode(xn, fp4) << (4 * nib_pos(e));
+        }
+    }
+    return bases + ups;
+}
+
+template <typename T, int BS, int U> struct V2Geom {
+    static constexpr int CE = Raw16<T>::CE;
+    static constexpr int NC = kV2Elems / CE; /* chunks per thread per block */
+    static constexpr int G = BS / kV2Elems;  /* threads per block */
+    static constexpr int GPC = kV2Threads / G;
+    static constexpr int BPS = GPC * U; /* blocks per step */
+    static constexpr size_t STEP = (size_t)BPS * BS; /* elements per step */
+    static_assert(G >= 1 && G <= 32, "a block's group must fit in one warp");
+    /* element offset of chunk c of this thread's u-th block, from its first element */
+    static __device__ __forceinline__ constexpr int at(int u, int c) { return u * GPC * BS + c * G * CE; }
+    static __device__ __forceinline__ int thread_offset() {
+        return (int)(threadIdx.x / G) * BS + (int)(threadIdx.x % G) * CE;
+    }
+};
+
+/* Load step `step` into r: vector loads when the whole step lies before n, else element by element with
+ * zeros past n (the padding zeros of a partial last block take part in its maximum). */
+template <typename T, int BS, int U>
+__device__ __forceinline__ void v2_load(const T *__restrict__ src, size_t n, size_t step,
+                                        uint4 (&r)[U][V2Geom<T, BS, U>::NC]) {
+    using Gm = V2Geom<T, BS, U>;
+    const size_t first = step * Gm::STEP + (size_t)Gm::thread_offset();
+    const T *p = src + first;
+    if ((step + 1) * Gm::STEP <= n) {
+#pragma unroll
+        for (int u = 0; u < U; u++)
+#pragma unroll
+            for (int c = 0; c < Gm::NC; c++)
+                r[u][c] = __ldg(reinterpret_cast<const uint4 *>(p + Gm::at(u, c)));
+    } else {
+        const size_t left = first < n ? n - first : 0; /* elements of this thread's span that exist */
+#pragma unroll
+        for (int u = 0; u < U; u++)
+#pragma unroll
+            for (int c = 0; c < Gm::NC; c++) {
+                T v[Gm::CE];
+#pragma unroll
+                for (int e = 0; e < Gm::CE; e++)
+                    v[e] = (size_t)(Gm::at(u, c) + e) < left ? p[Gm::at(u, c) + e] : bnb4_dt<T>::from_f32(0.0f);
+                memcpy(&r[u][c], v, 16);
+            }
+    }
+}
+
+template <typename T, int BS, int QT, int U, bool FULL>
+__device__ __forceinline__ void v2_process(size_t n, size_t step, const uint4 (&r)[U][V2Geom<T, BS, U>::NC],
+                                           uint8_t *__restrict__ packed, float *__restrict__ absmax,
+                                           const Nf4Table &tab, const float *fp4) {
+    using Gm = V2Geom<T, BS, U>;
+    constexpr int CE = Gm::CE;
+    const size_t first = step * Gm::STEP + (size_t)Gm::thread_offset();
+    float m[U];
+#pragma unroll
+    for (int u = 0; u < U; u++)
+        m[u] = Raw16<T>::amax(r[u]);
+#pragma unroll
+    for (int off = Gm::G / 2; off > 0; off /= 2)
+#pragma unroll
+        for (int u = 0; u < U; u++)
+            m[u] = fmaxf(m[u], __shfl_xor_sync(0xffffffffu, m[u], off));
+    uint8_t *out = packed + first / 2;
+    float *am = absmax + first / BS;
+    const size_t left = first < n ? n - first : 0;
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        const float amax = fmaxf(-FLT_MAX, bnb4_dev_abs_ftz(m[u]));
+        if (threadIdx.x % Gm::G == 0 && (FULL || (size_t)Gm::at(u, 0) < left)) /* the block exists */
+            am[u * Gm::GPC] = amax;
+        const float inv = bnb4_dev_rcp_approx(amax);
+#pragma unroll
+        for (int c = 0; c < Gm::NC; c++) {
+            const uint32_t word = encode_chunk<T, QT>(r[u][c], inv, tab, fp4);
+            uint8_t *o = out + Gm::at(u, c) / 2;
+            if (FULL || (size_t)(Gm::at(u, c) + CE) <= left) {
+                if (CE == 8)
+                    *reinterpret_cast<uint32_t *>(o) = word;
+                else
+                    *reinterpret_cast<uint16_t *>(o) = (uint16_t)word;
+            } else if ((size_t)Gm::at(u, c) < left) { /* the bytes that exist (odd n: with the pad nibble) */
+                const size_t bytes = (left + 1) / 2 - (size_t)Gm::at(u, c) / 2;
+                for (size_t i = 0; i < (size_t)(CE / 2) && i < bytes; i++)
+                    o[i] = (uint8_t)(word >> (8 * i));
+            }
+        }
+    }
+}
+
+template <typename T, int BS, int QT, int U>
+__device__ __forceinline__ void v2_step(size_t n, size_t step, const uint4 (&r)[U][V2Geom<T, BS, U>::NC],
+                                        uint8_t *__restrict__ packed, float *__restrict__ absmax, const Nf4Table &tab,
+                                        const float *fp4) {
+    if ((step + 1) * V2Geom<T, BS, U>::STEP <= n)
+        v2_process<T, BS, QT, U, true>(n, step, r, packed, absmax, tab, fp4);
+    else
+        v2_process<T, BS, QT, U, false>(n, step, r, packed, absmax, tab, fp4);
+}
+
+template <typename T, int BS, int QT, int U, bool PERSIST>
+__global__ void __launch_bounds__(kV2Threads, QT == BNB4_NF4 ? 4 : 3) /* FP4's search needs more than 64 */
+    quantize_4bit_v2_kernel(const T *__restrict__ src, size_t n, uint8_t *__restrict__ packed,
+                            float *__restrict__ absmax, size_t nsteps) {
+    using Gm = V2Geom<T, BS, U>;
+    __shared__ Nf4Table tab;
+    __shared__ float fp4[16];
+    uint4 a[U][Gm::NC];
+    size_t step = blockIdx.x;
+    v2_load<T, BS, U>(src, n, step, a); /* in flight while the tables are built */
+    if (QT == BNB4_NF4)
+        nf4_table_build(tab);
+    else if (threadIdx.x < 16)
+        fp4[threadIdx.x] = c_fp4_thresholds[threadIdx.x];
+    __syncthreads();
+    if constexpr (!PERSIST) {
+        v2_step<T, BS, QT, U>(n, step, a, packed, absmax, tab, fp4);
+    } else {
+        uint4 b[U][Gm::NC];
+        for (;;) { /* two steps per trip */
+            const size_t s1 = step + gridDim.x;
+            if (s1 < nsteps)
+                v2_load<T, BS, U>(src, n, s1, b);
+            v2_step<T, BS, QT, U>(n, step, a, packed, absmax, tab, fp4);
+            if (s1 >= nsteps)
+                break;
+            const size_t s2 = s1 + gridDim.x;
+            if (s2 < nsteps)
+                v2_load<T, BS, U>(src, n, s2, a);
+            v2_step<T, BS, QT, U>(n, s1, b, packed, absmax, tab, fp4);
+            if (s2 >= nsteps)
+                break;
+            step = s2;
+        }
+    }
+}
+
+/* BNB4_CUDA_QUANT_KERNEL: 0 = quantize_4bit_kernel, 1 = variant 1 (one step per CTA), 2 = variant 2
+ * (persistent, prefetching), read once. */
+#ifndef BNB4_CUDA_QUANT_KERNEL_DEFAULT
+#define BNB4_CUDA_QUANT_KERNEL_DEFAULT 0
+#endif
+int quant_variant() {
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("BNB4_CUDA_QUANT_KERNEL");
+        v = e && e[0] >= '0' && e[0] <= '2' && e[1] == '\0' ? e[0] - '0' : BNB4_CUDA_QUANT_KERNEL_DEFAULT;
+    }
+    return v;
+}
+
+template <typename T, int BS, int QT, int U, bool PERSIST> int g_v2_ctas[64]; /* resident CTAs per SM, by device */
+
+template <typename T, int BS, int QT, bool PERSIST>
+bnb4_status launch_quantize_v2(bnb4_cuda_state *s, const T *src, size_t n, uint8_t *packed, float *absmax) {
+    /* 64 bytes per thread per step (and as many prefetched in the persistent kernel) */
+    constexpr int U = sizeof(T) == 4 ? 1 : 2;
+    using Gm = V2Geom<T, BS, U>;
+    const size_t nsteps = bnb4_div_up(n, Gm::STEP);
+    size_t ctas = nsteps;
+    if (PERSIST) {
+        int &per_sm = g_v2_ctas<T, BS, QT, U, PERSIST>[s->device & 63];
+        if (!per_sm) {
+            int v = 0;
+            if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&v, quantize_4bit_v2_kernel<T, BS, QT, U, PERSIST>,
+                                                              kV2Threads, 0) != cudaSuccess ||
+                v < 1)
+                v = 1;
+            per_sm = v;
+        }
+        const size_t fit = (size_t)(s->sm_count > 0 ? s->sm_count : 1) * (size_t)per_sm;
+        ctas = nsteps < fit ? nsteps : fit;
+    }
+    if (ctas > (size_t)INT32_MAX)
+        return bnb4_fail(BNB4_ERR_UNSUPPORTED, "bnb4_quantize: n = %zu is too large for one launch", n);
+    quantize_4bit_v2_kernel<T, BS, QT, U, PERSIST><<<(unsigned)ctas, kV2Threads, 0, s->stream>>>(src, n, packed, absmax,
+                                                                                               nsteps);
+    return BNB4_CUDA_LAUNCH_CHECK("bnb4_quantize");
+}
+
 template <typename T, int QT>
 bnb4_status launch_quantize_bs(bnb4_cuda_state *s, const T *src, size_t n, size_t bs, uint8_t *packed, float *absmax) {
     const size_t nblocks = bnb4_div_up(n, bs);
     const int vec_ok = bnb4_aligned(src, 16) && bnb4_aligned(packed, 4);
+    const int variant = quant_variant();
+    if (variant && vec_ok && bs <= 512) {
+#define BNB4_QUANT_V2_CASE(BS)                                                                                  \
+    case BS:                                                                                                    \
+        return variant == 2 ? launch_quantize_v2<T, BS, QT, true>(s, src, n, packed, absmax)                    \
+                            : launch_quantize_v2<T, BS, QT, false>(s, src, n, packed, absmax);
+        switch (bs) {
+            BNB4_QUANT_V2_CASE(32)
+            BNB4_QUANT_V2_CASE(64)
+            BNB4_QUANT_V2_CASE(128)
+            BNB4_QUANT_V2_CASE(256)
+            BNB4_QUANT_V2_CASE(512)
+        default:
+            break;
+        }
+#undef BNB4_QUANT_V2_CASE
+    }
 #define BNB4_QUANT_CASE(BS)                                                                                     \
     case BS: {                                                                                                  \
         constexpr int G = BS / 8, CTA = G > kQuantThreads ? G : kQuantThreads, GROUPS = CTA / G;                \
