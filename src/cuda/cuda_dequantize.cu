@@ -6,11 +6,16 @@
  * Each thread writes 16 bytes of output (4 float32 or 8 halves) with one vector store, so a warp's
  * store is 512 contiguous bytes; it reads the 2 or 4 packed bytes it needs and one scale (a thread's
  * elements never straddle a block: blocks are multiples of 32 elements). Four such chunks per thread
- * are loaded before any is stored, to keep enough reads in flight. Misaligned pointers and the tail
- * take an element-wise path.
+ * are loaded before any is stored, to keep enough reads in flight. Two kernels, same bits:
+ *  - dequantize_4bit_vec_kernel, the fast path (aligned pointers; plain absmax or a power-of-two nested
+ *    blocksize): block indices by shifts, the nested map copied after the tile's loads are issued.
+ *    H200, 2026-11-28, bench_cuda --conv, f16 NF4 bs64, of copy bandwidth (4096x4096, 14336x4096,
+ *    4096x14336, 28672x8192): plain 0.97 / 0.97 / 0.97 / 1.01 (was 0.89-1.00), nested 0.95 / 0.96 /
+ *    0.96 / 1.01 (was 0.71-0.85).
+ *  - dequantize_4bit_kernel, the general path (misaligned pointers, a nested blocksize that is not a power
+ *    of two); its tail and misaligned chunks go element by element.
+ * Tried and dropped: a persistent vec kernel (slower, 0.89-0.93) and streaming stores on it (no gain).
  */
-#include <stdlib.h>
-
 #include "cuda_common.cuh"
 
 namespace {
@@ -44,9 +49,6 @@ template <> struct Pack16<float> { /* 4 elements, 2 packed bytes */
     static __device__ __forceinline__ void store(float *dst, const float v[4]) {
         *reinterpret_cast<float4 *>(dst) = make_float4(v[0], v[1], v[2], v[3]);
     }
-    static __device__ __forceinline__ void pack(const float v[4], uint4 &w) {
-        w = make_uint4(__float_as_uint(v[0]), __float_as_uint(v[1]), __float_as_uint(v[2]), __float_as_uint(v[3]));
-    }
 };
 template <typename H> struct Pack16Half { /* 8 elements, 4 packed bytes */
     static constexpr int E = 8;
@@ -59,19 +61,11 @@ template <typename H> struct Pack16Half { /* 8 elements, 4 packed bytes */
         }
         *reinterpret_cast<uint4 *>(dst) = make_uint4(w[0], w[1], w[2], w[3]);
     }
-    static __device__ __forceinline__ void pack(const float v[8], uint4 &out) {
-        uint32_t w[4];
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            w[i] = (uint32_t)bnb4_dt<H>::bits(bnb4_dt<H>::from_f32(v[2 * i])) |
-                   ((uint32_t)bnb4_dt<H>::bits(bnb4_dt<H>::from_f32(v[2 * i + 1])) << 16);
-        }
-        out = make_uint4(w[0], w[1], w[2], w[3]);
-    }
 };
 template <> struct Pack16<__half> : Pack16Half<__half> {};
 template <> struct Pack16<__nv_bfloat16> : Pack16Half<__nv_bfloat16> {};
 
+/* The general path: any alignment, any nested blocksize (block indices by 64-bit division). */
 template <typename T>
 __global__ void __launch_bounds__(kThreads, 4) /* (without the 4, nvcc 13 caps it at 32 registers and spills) */
     dequantize_4bit_kernel(const uint8_t *__restrict__ packed, Scales sc, size_t n, size_t blocksize, int qt,
@@ -148,28 +142,21 @@ Scales scales_of(const bnb4_qtensor *q) {
     return sc;
 }
 
-/* ---- variants 1..3 of the 4-bit dequantizer (BNB4_CUDA_DEQUANT_KERNEL=1|2|3) ----------------------------
- * The same chunks and stores as dequantize_4bit_kernel (a warp stores 512 contiguous bytes), without what
- * made it slow with nested absmax:
+/* ---- dequantize_4bit_vec_kernel: the fast path (aligned, plain or power-of-two nested blocksize) --------
+ * The same chunks and stores as dequantize_4bit_kernel (a warp stores 512 contiguous bytes, one tile per
+ * CTA), without what makes that one slow, with nested absmax most:
  *  - block and nested-block indices are shifts (blocksizes are powers of two; a nested blocksize that is
  *    not, which bitsandbytes never writes, takes the kernel above): the kernel above divides two size_t
  *    per chunk (the 64-bit division subroutine: ~20 instructions per chunk for plain, twice for nested);
  *  - the nested map is copied to shared memory after the tile's loads are issued: above, the copy comes
  *    first and each warp waits at its STS for the map's load before issuing any tile load, so every CTA
  *    pays an L2 round trip and then a DRAM round trip in series.
- * Variant 1: one tile per CTA, as dequantize_4bit_kernel. Variant 2: persistent (as many CTAs as fit, the
- * map copied once per CTA), loading tile t + grid before decoding and storing tile t (two register
- * buffers, the loop unrolled by two). Variant 3: variant 2 with streaming stores (st.global.cs), so the
- * output does not evict the packed data and scales from L2. Misaligned pointers take the kernel above. */
+ * Misaligned pointers take the kernel above. */
 template <bool NESTED> struct DqLoad { /* one chunk's loads */
     uint32_t bits;
     float s; /* plain: absmax; nested: nested_absmax */
     uint32_t q;
 };
-
-template <typename T> __device__ __forceinline__ void store16_cs(T *dst, const uint4 &v) {
-    __stcs(reinterpret_cast<uint4 *>(dst), v);
-}
 
 template <typename T, bool NESTED>
 __device__ __forceinline__ void dq_load1(const uint8_t *__restrict__ packed, const Scales &sc, int bs_log2, int nbs_log2,
@@ -210,7 +197,7 @@ __device__ __forceinline__ void dq_load(const uint8_t *__restrict__ packed, cons
     }
 }
 
-template <typename T, bool NESTED, int U, bool CS>
+template <typename T, bool NESTED, int U>
 __device__ __forceinline__ void dq_store(const uint8_t *__restrict__ packed, const Scales &sc, size_t n, int bs_log2,
                                          size_t tile, const DqLoad<NESTED> (&r)[U], const float *code,
                                          const float *ncode, T *__restrict__ dst) {
@@ -228,13 +215,7 @@ __device__ __forceinline__ void dq_store(const uint8_t *__restrict__ packed, con
                 v[i] = bnb4_dev_mul_ftz(code[byte >> 4], scale);
                 v[i + 1] = bnb4_dev_mul_ftz(code[byte & 15u], scale);
             }
-            if (CS) {
-                uint4 w;
-                Pack16<T>::pack(v, w);
-                store16_cs(dst + first, w);
-            } else {
-                Pack16<T>::store(dst + first, v);
-            }
+            Pack16<T>::store(dst + first, v);
         } else if (first < n) {
             for (size_t i = first; i < n; i++)
                 dst[i] = bnb4_dt<T>::from_f32(bnb4_dev_mul_ftz(code[bnb4_nibble_at(packed, i)], block_scale(sc, i >> bs_log2)));
@@ -242,14 +223,14 @@ __device__ __forceinline__ void dq_store(const uint8_t *__restrict__ packed, con
     }
 }
 
-template <typename T, bool NESTED, int U, bool PERSIST, bool CS>
+template <typename T, bool NESTED, int U>
 __global__ void __launch_bounds__(kThreads, 4)
-    dequantize_4bit_v2_kernel(const uint8_t *__restrict__ packed, Scales sc, size_t n, int bs_log2, int nbs_log2,
-                              int qt, T *__restrict__ dst, size_t ntiles) {
+    dequantize_4bit_vec_kernel(const uint8_t *__restrict__ packed, Scales sc, size_t n, int bs_log2, int nbs_log2,
+                               int qt, T *__restrict__ dst) {
     __shared__ float code[16];
     __shared__ float ncode[NESTED ? 256 : 1];
     DqLoad<NESTED> a[U];
-    size_t tile = blockIdx.x;
+    const size_t tile = blockIdx.x;
     dq_load<T, NESTED, U>(packed, sc, n, bs_log2, nbs_log2, tile, a); /* first: the tables wait on L2 */
     if (threadIdx.x < 16)
         code[threadIdx.x] = qt == BNB4_NF4 ? c_nf4_code[threadIdx.x] : c_fp4_code[threadIdx.x];
@@ -257,74 +238,20 @@ __global__ void __launch_bounds__(kThreads, 4)
     if (NESTED)
         ncode[threadIdx.x] = __ldg(sc.nested_code + threadIdx.x);
     __syncthreads();
-    if constexpr (!PERSIST) {
-        dq_store<T, NESTED, U, CS>(packed, sc, n, bs_log2, tile, a, code, ncode, dst);
-    } else {
-        DqLoad<NESTED> b[U];
-        for (;;) { /* two tiles per trip */
-            const size_t t1 = tile + gridDim.x;
-            if (t1 < ntiles)
-                dq_load<T, NESTED, U>(packed, sc, n, bs_log2, nbs_log2, t1, b);
-            dq_store<T, NESTED, U, CS>(packed, sc, n, bs_log2, tile, a, code, ncode, dst);
-            if (t1 >= ntiles)
-                break;
-            const size_t t2 = t1 + gridDim.x;
-            if (t2 < ntiles)
-                dq_load<T, NESTED, U>(packed, sc, n, bs_log2, nbs_log2, t2, a);
-            dq_store<T, NESTED, U, CS>(packed, sc, n, bs_log2, t1, b, code, ncode, dst);
-            if (t2 >= ntiles)
-                break;
-            tile = t2;
-        }
-    }
+    dq_store<T, NESTED, U>(packed, sc, n, bs_log2, tile, a, code, ncode, dst);
 }
 
-/* BNB4_CUDA_DEQUANT_KERNEL: 0 = dequantize_4bit_kernel, 1..3 = the variants above, read once. */
-#ifndef BNB4_CUDA_DEQUANT_KERNEL_DEFAULT
-#define BNB4_CUDA_DEQUANT_KERNEL_DEFAULT 0
-#endif
-int dequant_variant() {
-    static int v = -1;
-    if (v < 0) {
-        const char *e = getenv("BNB4_CUDA_DEQUANT_KERNEL");
-        v = e && e[0] >= '0' && e[0] <= '3' && e[1] == '\0' ? e[0] - '0' : BNB4_CUDA_DEQUANT_KERNEL_DEFAULT;
-    }
-    return v;
-}
-
-template <typename T, bool NESTED, int U, bool PERSIST, bool CS> int g_dq_ctas[64]; /* resident CTAs per SM */
-
-template <typename T, bool NESTED, bool PERSIST, bool CS>
-bnb4_status launch_dequantize_v2(bnb4_cuda_state *s, const bnb4_qtensor *q, T *dst) {
+template <typename T, bool NESTED>
+bnb4_status launch_dequantize_vec(bnb4_cuda_state *s, const bnb4_qtensor *q, T *dst) {
     constexpr int U = 4, E = Pack16<T>::E;
     const size_t n = q->rows * q->cols;
-    const size_t ntiles = bnb4_div_up(bnb4_div_up(n, E), (size_t)kThreads * U);
-    size_t ctas = ntiles;
-    if (PERSIST) {
-        int &per_sm = g_dq_ctas<T, NESTED, U, PERSIST, CS>[s->device & 63];
-        if (!per_sm) {
-            int v = 0;
-            if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&v, dequantize_4bit_v2_kernel<T, NESTED, U, PERSIST, CS>,
-                                                              kThreads, 0) != cudaSuccess ||
-                v < 1)
-                v = 1;
-            per_sm = v;
-        }
-        const size_t fit = (size_t)(s->sm_count > 0 ? s->sm_count : 1) * (size_t)per_sm;
-        ctas = ntiles < fit ? ntiles : fit;
-    }
+    const size_t ctas = bnb4_div_up(bnb4_div_up(n, E), (size_t)kThreads * U);
     if (ctas > (size_t)INT32_MAX)
         return bnb4_fail(BNB4_ERR_UNSUPPORTED, "bnb4_dequantize: %zu elements are too many for one launch", n);
     const int nbs_log2 = NESTED ? bnb4_log2_ceil(q->nested.blocksize) : 0;
-    dequantize_4bit_v2_kernel<T, NESTED, U, PERSIST, CS><<<(unsigned)ctas, kThreads, 0, s->stream>>>(
-        q->packed, scales_of(q), n, bnb4_log2_ceil(q->blocksize), nbs_log2, (int)q->quant_type, dst, ntiles);
+    dequantize_4bit_vec_kernel<T, NESTED, U><<<(unsigned)ctas, kThreads, 0, s->stream>>>(
+        q->packed, scales_of(q), n, bnb4_log2_ceil(q->blocksize), nbs_log2, (int)q->quant_type, dst);
     return BNB4_CUDA_LAUNCH_CHECK("bnb4_dequantize");
-}
-
-template <typename T, bool NESTED> bnb4_status launch_dequantize_variant(bnb4_cuda_state *s, const bnb4_qtensor *q, T *dst, int v) {
-    return v == 1   ? launch_dequantize_v2<T, NESTED, false, false>(s, q, dst)
-           : v == 2 ? launch_dequantize_v2<T, NESTED, true, false>(s, q, dst)
-                    : launch_dequantize_v2<T, NESTED, true, true>(s, q, dst);
 }
 
 template <typename T>
@@ -332,11 +259,9 @@ bnb4_status launch_dequantize(bnb4_cuda_state *s, const bnb4_qtensor *q, T *dst)
     const size_t n = q->rows * q->cols;
     constexpr int E = Pack16<T>::E;
     const int vec_ok = bnb4_aligned(dst, 16) && bnb4_aligned(q->packed, E / 2);
-    const int variant = dequant_variant();
     const size_t nbs = q->nested.blocksize;
-    if (variant && vec_ok && (q->absmax || (nbs & (nbs - 1)) == 0))
-        return q->absmax ? launch_dequantize_variant<T, false>(s, q, dst, variant)
-                         : launch_dequantize_variant<T, true>(s, q, dst, variant);
+    if (vec_ok && (q->absmax || (nbs & (nbs - 1)) == 0))
+        return q->absmax ? launch_dequantize_vec<T, false>(s, q, dst) : launch_dequantize_vec<T, true>(s, q, dst);
     const size_t ctas = bnb4_div_up(bnb4_div_up(n, E), (size_t)kThreads * kUnroll);
     if (ctas > (size_t)INT32_MAX)
         return bnb4_fail(BNB4_ERR_UNSUPPORTED, "bnb4_dequantize: %zu elements are too many for one launch", n);

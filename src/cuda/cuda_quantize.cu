@@ -5,13 +5,16 @@
  * x * rcp.approx(absmax) with mul.ftz, strict threshold comparisons, the padding zero's code in an odd
  * n's last low nibble).
  *
- * quantize_4bit: a group of BS/8 threads owns one block; each thread loads 8 consecutive elements
- * (16-byte loads), the group reduces absmax with shuffles (and shared memory past one warp), and each
- * thread writes its 8 codes as one 32-bit word. Bandwidth-bound: one read of the input, one write of
- * the output.
+ * Two 4-bit kernels, same bytes. Bandwidth-bound: one read of the input, one write of the output.
+ *  - quantize_4bit_vec_kernel, the fast path (16-byte aligned input, 4-byte aligned output, bs <= 512):
+ *    16 elements of a block per thread, NF4 codes from a 32-bucket table, persistent with the next
+ *    step's loads in flight. H200, 2026-11-28, bench_cuda --conv, f16 NF4 bs64, of copy bandwidth:
+ *    0.79 / 0.94 / 0.95 / 1.04 (4096x4096, 14336x4096, 4096x14336, 28672x8192); was 0.45-0.56.
+ *  - quantize_4bit_kernel, the general path (misaligned pointers, bs 1024..4096): BS/8 threads per block,
+ *    8 elements per thread.
+ * Tried and dropped: the vec kernel with one step per CTA (not persistent), 1-4 % slower (0.76-1.01).
  */
 #include <float.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "cuda_common.cuh"
@@ -50,9 +53,11 @@ template <int QT> __device__ __forceinline__ unsigned encode4(float xn, const fl
     return QT == BNB4_NF4 ? bnb4_dev_nf4_encode(xn, t) : bnb4_dev_fp4_encode(xn, t);
 }
 
-/* Group size G = BS/8 threads. G <= 32: shuffles within the aligned lane group; G > 32: the group's
- * warps reduce through shared memory. Each group handles kQuantUnroll blocks, loaded before any is
- * reduced, so every thread keeps several 16-byte loads in flight. */
+/* The general path: any blocksize, any alignment, any n. A group of G = BS/8 threads owns one block;
+ * each thread loads 8 consecutive elements (16-byte loads when aligned), the group reduces absmax
+ * (G <= 32: shuffles within the aligned lane group; G > 32: the group's warps through shared memory), and
+ * each thread writes its 8 codes as one 32-bit word. Each group handles kQuantUnroll blocks, loaded before
+ * any is reduced, so every thread keeps several 16-byte loads in flight. */
 constexpr int kQuantUnroll = 4;
 
 template <typename T, int BS, int QT>
@@ -130,9 +135,9 @@ __global__ void __launch_bounds__(BS / 8 > kQuantThreads ? BS / 8 : kQuantThread
     }
 }
 
-/* ---- variants 1 and 2 of the 4-bit quantizer (BNB4_CUDA_QUANT_KERNEL=1|2) ------------------------------
+/* ---- quantize_4bit_vec_kernel: the fast path (aligned, BS <= 512) ------------------------------------
  * Same bytes as quantize_4bit_kernel with about half the instructions per element (~10 instead of ~20 in
- * the f16 NF4 SASS), and in variant 2 the next step's loads in flight while the current one is encoded:
+ * the f16 NF4 SASS), and the next step's loads in flight while the current one is encoded:
  *  - a thread owns 16 elements of a block (G = BS/16 threads per block; BS <= 512 keeps a group inside one
  *    warp). Its 16-byte chunks c = 0.. sit at (c * G + tig) * 16 bytes, so each load instruction of a group
  *    reads contiguous memory. 16-bit inputs reduce |x| in half2 (HMNMX2 ignores NaN as fmaxf does, is
@@ -146,12 +151,12 @@ __global__ void __launch_bounds__(BS / 8 > kQuantThreads ? BS / 8 : kQuantThread
  *    the thresholds with the same instruction, so it cannot disagree with the device arithmetic; base[] is
  *    stored shifted to each nibble position, so a code costs fma, lea, 2 lds, compare, select and an add.
  *    FP4 keeps the search (bnb4_dev_fp4_encode).
- *  - variant 2 is persistent (as many CTAs as fit, grid-stride over steps of BPS blocks) and issues the
- *    loads of step s + grid before encoding step s (two register buffers, the loop unrolled by two so the
- *    buffers swap roles without copies). Only the last step can be partial; it takes the guarded path.
+ *  - persistent (as many CTAs as fit, grid-stride over steps of BPS blocks), issuing the loads of step
+ *    s + grid before encoding step s (two register buffers, the loop unrolled by two so the buffers swap
+ *    roles without copies). Only the last step can be partial; it takes the guarded path.
  * Misaligned pointers and BS > 512 take quantize_4bit_kernel. */
-constexpr int kV2Threads = 256;
-constexpr int kV2Elems = 16; /* elements of one block per thread */
+constexpr int kVecThreads = 256;
+constexpr int kVecElems = 16; /* elements of one block per thread */
 
 struct Nf4Table {
     float thr[32];        /* the threshold inside bucket j, or +inf */
@@ -245,11 +250,11 @@ __device__ __forceinline__ uint32_t encode_chunk(const uint4 &r, float inv, cons
     return bases + ups;
 }
 
-template <typename T, int BS, int U> struct V2Geom {
+template <typename T, int BS, int U> struct VecGeom {
     static constexpr int CE = Raw16<T>::CE;
-    static constexpr int NC = kV2Elems / CE; /* chunks per thread per block */
-    static constexpr int G = BS / kV2Elems;  /* threads per block */
-    static constexpr int GPC = kV2Threads / G;
+    static constexpr int NC = kVecElems / CE; /* chunks per thread per block */
+    static constexpr int G = BS / kVecElems;  /* threads per block */
+    static constexpr int GPC = kVecThreads / G;
     static constexpr int BPS = GPC * U; /* blocks per step */
     static constexpr size_t STEP = (size_t)BPS * BS; /* elements per step */
     static_assert(G >= 1 && G <= 32, "a block's group must fit in one warp");
@@ -263,9 +268,9 @@ template <typename T, int BS, int U> struct V2Geom {
 /* Load step `step` into r: vector loads when the whole step lies before n, else element by element with
  * zeros past n (the padding zeros of a partial last block take part in its maximum). */
 template <typename T, int BS, int U>
-__device__ __forceinline__ void v2_load(const T *__restrict__ src, size_t n, size_t step,
-                                        uint4 (&r)[U][V2Geom<T, BS, U>::NC]) {
-    using Gm = V2Geom<T, BS, U>;
+__device__ __forceinline__ void vec_load(const T *__restrict__ src, size_t n, size_t step,
+                                         uint4 (&r)[U][VecGeom<T, BS, U>::NC]) {
+    using Gm = VecGeom<T, BS, U>;
     const size_t first = step * Gm::STEP + (size_t)Gm::thread_offset();
     const T *p = src + first;
     if ((step + 1) * Gm::STEP <= n) {
@@ -290,10 +295,10 @@ __device__ __forceinline__ void v2_load(const T *__restrict__ src, size_t n, siz
 }
 
 template <typename T, int BS, int QT, int U, bool FULL>
-__device__ __forceinline__ void v2_process(size_t n, size_t step, const uint4 (&r)[U][V2Geom<T, BS, U>::NC],
-                                           uint8_t *__restrict__ packed, float *__restrict__ absmax,
-                                           const Nf4Table &tab, const float *fp4) {
-    using Gm = V2Geom<T, BS, U>;
+__device__ __forceinline__ void vec_process(size_t n, size_t step, const uint4 (&r)[U][VecGeom<T, BS, U>::NC],
+                                            uint8_t *__restrict__ packed, float *__restrict__ absmax,
+                                            const Nf4Table &tab, const float *fp4) {
+    using Gm = VecGeom<T, BS, U>;
     constexpr int CE = Gm::CE;
     const size_t first = step * Gm::STEP + (size_t)Gm::thread_offset();
     float m[U];
@@ -333,92 +338,71 @@ __device__ __forceinline__ void v2_process(size_t n, size_t step, const uint4 (&
 }
 
 template <typename T, int BS, int QT, int U>
-__device__ __forceinline__ void v2_step(size_t n, size_t step, const uint4 (&r)[U][V2Geom<T, BS, U>::NC],
-                                        uint8_t *__restrict__ packed, float *__restrict__ absmax, const Nf4Table &tab,
-                                        const float *fp4) {
-    if ((step + 1) * V2Geom<T, BS, U>::STEP <= n)
-        v2_process<T, BS, QT, U, true>(n, step, r, packed, absmax, tab, fp4);
+__device__ __forceinline__ void vec_step(size_t n, size_t step, const uint4 (&r)[U][VecGeom<T, BS, U>::NC],
+                                         uint8_t *__restrict__ packed, float *__restrict__ absmax, const Nf4Table &tab,
+                                         const float *fp4) {
+    if ((step + 1) * VecGeom<T, BS, U>::STEP <= n)
+        vec_process<T, BS, QT, U, true>(n, step, r, packed, absmax, tab, fp4);
     else
-        v2_process<T, BS, QT, U, false>(n, step, r, packed, absmax, tab, fp4);
+        vec_process<T, BS, QT, U, false>(n, step, r, packed, absmax, tab, fp4);
 }
 
-template <typename T, int BS, int QT, int U, bool PERSIST>
-__global__ void __launch_bounds__(kV2Threads, QT == BNB4_NF4 ? 4 : 3) /* FP4's search needs more than 64 */
-    quantize_4bit_v2_kernel(const T *__restrict__ src, size_t n, uint8_t *__restrict__ packed,
-                            float *__restrict__ absmax, size_t nsteps) {
-    using Gm = V2Geom<T, BS, U>;
+template <typename T, int BS, int QT, int U>
+__global__ void __launch_bounds__(kVecThreads, QT == BNB4_NF4 ? 4 : 3) /* FP4's search needs more than 64 */
+    quantize_4bit_vec_kernel(const T *__restrict__ src, size_t n, uint8_t *__restrict__ packed,
+                             float *__restrict__ absmax, size_t nsteps) {
+    using Gm = VecGeom<T, BS, U>;
     __shared__ Nf4Table tab;
     __shared__ float fp4[16];
     uint4 a[U][Gm::NC];
     size_t step = blockIdx.x;
-    v2_load<T, BS, U>(src, n, step, a); /* in flight while the tables are built */
+    vec_load<T, BS, U>(src, n, step, a); /* in flight while the tables are built */
     if (QT == BNB4_NF4)
         nf4_table_build(tab);
     else if (threadIdx.x < 16)
         fp4[threadIdx.x] = c_fp4_thresholds[threadIdx.x];
     __syncthreads();
-    if constexpr (!PERSIST) {
-        v2_step<T, BS, QT, U>(n, step, a, packed, absmax, tab, fp4);
-    } else {
-        uint4 b[U][Gm::NC];
-        for (;;) { /* two steps per trip */
-            const size_t s1 = step + gridDim.x;
-            if (s1 < nsteps)
-                v2_load<T, BS, U>(src, n, s1, b);
-            v2_step<T, BS, QT, U>(n, step, a, packed, absmax, tab, fp4);
-            if (s1 >= nsteps)
-                break;
-            const size_t s2 = s1 + gridDim.x;
-            if (s2 < nsteps)
-                v2_load<T, BS, U>(src, n, s2, a);
-            v2_step<T, BS, QT, U>(n, s1, b, packed, absmax, tab, fp4);
-            if (s2 >= nsteps)
-                break;
-            step = s2;
-        }
+    uint4 b[U][Gm::NC];
+    for (;;) { /* two steps per trip */
+        const size_t s1 = step + gridDim.x;
+        if (s1 < nsteps)
+            vec_load<T, BS, U>(src, n, s1, b);
+        vec_step<T, BS, QT, U>(n, step, a, packed, absmax, tab, fp4);
+        if (s1 >= nsteps)
+            break;
+        const size_t s2 = s1 + gridDim.x;
+        if (s2 < nsteps)
+            vec_load<T, BS, U>(src, n, s2, a);
+        vec_step<T, BS, QT, U>(n, s1, b, packed, absmax, tab, fp4);
+        if (s2 >= nsteps)
+            break;
+        step = s2;
     }
 }
 
-/* BNB4_CUDA_QUANT_KERNEL: 0 = quantize_4bit_kernel, 1 = variant 1 (one step per CTA), 2 = variant 2
- * (persistent, prefetching), read once. */
-#ifndef BNB4_CUDA_QUANT_KERNEL_DEFAULT
-#define BNB4_CUDA_QUANT_KERNEL_DEFAULT 0
-#endif
-int quant_variant() {
-    static int v = -1;
-    if (v < 0) {
-        const char *e = getenv("BNB4_CUDA_QUANT_KERNEL");
-        v = e && e[0] >= '0' && e[0] <= '2' && e[1] == '\0' ? e[0] - '0' : BNB4_CUDA_QUANT_KERNEL_DEFAULT;
-    }
-    return v;
-}
+template <typename T, int BS, int QT, int U> int g_vec_ctas[64]; /* resident CTAs per SM, by device */
 
-template <typename T, int BS, int QT, int U, bool PERSIST> int g_v2_ctas[64]; /* resident CTAs per SM, by device */
-
-template <typename T, int BS, int QT, bool PERSIST>
-bnb4_status launch_quantize_v2(bnb4_cuda_state *s, const T *src, size_t n, uint8_t *packed, float *absmax) {
-    /* 64 bytes per thread per step (and as many prefetched in the persistent kernel) */
+template <typename T, int BS, int QT>
+bnb4_status launch_quantize_vec(bnb4_cuda_state *s, const T *src, size_t n, uint8_t *packed, float *absmax) {
+    /* 64 bytes per thread per step, and as many prefetched */
     constexpr int U = sizeof(T) == 4 ? 1 : 2;
-    using Gm = V2Geom<T, BS, U>;
+    using Gm = VecGeom<T, BS, U>;
     const size_t nsteps = bnb4_div_up(n, Gm::STEP);
-    size_t ctas = nsteps;
-    if (PERSIST) {
-        int &per_sm = g_v2_ctas<T, BS, QT, U, PERSIST>[s->device & 63];
-        if (!per_sm) {
-            int v = 0;
-            if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&v, quantize_4bit_v2_kernel<T, BS, QT, U, PERSIST>,
-                                                              kV2Threads, 0) != cudaSuccess ||
-                v < 1)
-                v = 1;
-            per_sm = v;
-        }
-        const size_t fit = (size_t)(s->sm_count > 0 ? s->sm_count : 1) * (size_t)per_sm;
-        ctas = nsteps < fit ? nsteps : fit;
+    int &per_sm = g_vec_ctas<T, BS, QT, U>[s->device & 63];
+    if (!per_sm) {
+        int v = 0;
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&v, quantize_4bit_vec_kernel<T, BS, QT, U>, kVecThreads, 0) !=
+                cudaSuccess ||
+            v < 1)
+            v = 1;
+        per_sm = v;
     }
+    const size_t fit = (size_t)(s->sm_count > 0 ? s->sm_count : 1) * (size_t)per_sm;
+    const size_t ctas = nsteps < fit ? nsteps : fit;
     if (ctas > (size_t)INT32_MAX)
         return bnb4_fail(BNB4_ERR_UNSUPPORTED, "bnb4_quantize: n = %zu is too large for one launch", n);
-    quantize_4bit_v2_kernel<T, BS, QT, U, PERSIST><<<(unsigned)ctas, kV2Threads, 0, s->stream>>>(src, n, packed, absmax,
-                                                                                               nsteps);
+    quantize_4bit_vec_kernel<T, BS, QT, U><<<(unsigned)ctas, kVecThreads, 0, s->stream>>>(src, n, packed, absmax,
+                                                                                          nsteps);
     return BNB4_CUDA_LAUNCH_CHECK("bnb4_quantize");
 }
 
@@ -426,22 +410,20 @@ template <typename T, int QT>
 bnb4_status launch_quantize_bs(bnb4_cuda_state *s, const T *src, size_t n, size_t bs, uint8_t *packed, float *absmax) {
     const size_t nblocks = bnb4_div_up(n, bs);
     const int vec_ok = bnb4_aligned(src, 16) && bnb4_aligned(packed, 4);
-    const int variant = quant_variant();
-    if (variant && vec_ok && bs <= 512) {
-#define BNB4_QUANT_V2_CASE(BS)                                                                                  \
+    if (vec_ok && bs <= 512) {
+#define BNB4_QUANT_VEC_CASE(BS)                                                                                 \
     case BS:                                                                                                    \
-        return variant == 2 ? launch_quantize_v2<T, BS, QT, true>(s, src, n, packed, absmax)                    \
-                            : launch_quantize_v2<T, BS, QT, false>(s, src, n, packed, absmax);
+        return launch_quantize_vec<T, BS, QT>(s, src, n, packed, absmax);
         switch (bs) {
-            BNB4_QUANT_V2_CASE(32)
-            BNB4_QUANT_V2_CASE(64)
-            BNB4_QUANT_V2_CASE(128)
-            BNB4_QUANT_V2_CASE(256)
-            BNB4_QUANT_V2_CASE(512)
+            BNB4_QUANT_VEC_CASE(32)
+            BNB4_QUANT_VEC_CASE(64)
+            BNB4_QUANT_VEC_CASE(128)
+            BNB4_QUANT_VEC_CASE(256)
+            BNB4_QUANT_VEC_CASE(512)
         default:
             break;
         }
-#undef BNB4_QUANT_V2_CASE
+#undef BNB4_QUANT_VEC_CASE
     }
 #define BNB4_QUANT_CASE(BS)                                                                                     \
     case BS: {                                                                                                  \
