@@ -15,9 +15,10 @@
  *    held, and an iteration's math never waits on DRAM. Two variants fill it:
  *    cp.async (any sm_80+, every layout): all 512 threads issue 16-byte copies (each thread's copies are
  *    fixed: row, chunk, scale slot, with addresses set up once per tile) and meet at __syncthreads;
- *    TMA (sm_90, blocksize 32/64 layouts: pipe_use_tma): a producer warp issues per stage one tensor
- *    copy of the weight tile, four of the activations and one of the plain scales (nested codes:
- *    cp.async words), completing on the stage's "full" mbarrier; the consumer warps wait on it and
+ *    TMA (sm_90, blocksize 32/64 layouts: pipe_use_tma): one lane of a producer warp issues per stage
+ *    one tensor copy of the weight tile, four of the activations and one of the plain scales (or of a
+ *    16-code run of the nested codes per row), completing on the stage's "full" mbarrier; the consumer
+ *    warps wait on it and
  *    release the stage on its "empty" mbarrier, so they issue nothing but decode and math
  *    (docs/performance.md v11).
  *  - Math: 16 warps, or 8 (TMA at m > 32: PipeShape::RF); a warp owns 16 rows (row group w mod 8) or 32
@@ -174,10 +175,6 @@ __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
 __device__ __forceinline__ void mbar_arrive_tx(uint32_t bar, unsigned bytes) {
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
 }
-/* this thread's earlier cp.async copies arrive on `bar` when they land (counted in the init count) */
-__device__ __forceinline__ void mbar_arrive_cp_async(uint32_t bar) {
-    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(bar) : "memory");
-}
 __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
     asm volatile("{\n"
                  ".reg .pred p;\n"
@@ -215,9 +212,10 @@ __device__ __forceinline__ int tma_row(int g) { return (g >> 1) | ((g & 1) << 2)
 __device__ __forceinline__ int tma_xrow(int n) { return (n & 4) | ((n & 1) << 1) | ((n >> 1) & 1); }
 
 /* TMA = false: all 512 threads issue cp.async copies for a stage and meet at __syncthreads (any sm_80+).
- * TMA = true (sm_90, the common layouts: see pipe_tma_fits): a 17th warp produces - one tensor copy of
- * the weight tile, cp.async copies of the activations and scales - and full / empty mbarriers per stage
- * replace the CTA-wide barrier, so the 16 consumer warps issue only their decode and math. */
+ * TMA = true (sm_90, the common layouts: see pipe_use_tma): one more warp produces - tensor copies of the
+ * weight tile, the activations and the plain scales or nested codes - and full / empty
+ * mbarriers per stage replace the CTA-wide barrier, so the consumer warps issue only decode and math.
+ * w_map / x_map / s_map: the TMA variant's tensor maps (zeros, unused, for the cp.async one). */
 template <typename T, int NT, bool NESTED, bool TMA>
 __global__ void __launch_bounds__(PipeShape<NT, TMA>::Threads, 1)
     gemm_4bit_pipe_kernel(PipeArgs a, const __grid_constant__ CUtensorMap w_map,
@@ -256,61 +254,33 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA>::Threads, 1)
     if constexpr (TMA) {
         if (tid == 0) {
             for (int i = 0; i < STAGES; i++) {
-                mbar_init(full_bar + 8 * i, 32 + 1); /* the producer's 32 cp.async arrivals + the tensor copy's */
+                mbar_init(full_bar + 8 * i, 1); /* the producer's arrival with the copies' byte count */
                 mbar_init(empty_bar + 8 * i, kConsumerWarps); /* one per consumer warp */
             }
             asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
         }
         __syncthreads();
-        if (warp == kConsumerWarps) { /* ---- the producer warp ---- */
+        if (warp == kConsumerWarps) { /* ---- the producer warp: one lane issues every copy ---- */
+            if (lane != 0)
+                return;
             const unsigned bs_log2 = (unsigned)a.bs_log2;
-            /* nested: code words per row and step: 2 for blocksize 32, 1 for 64 */
-            const int wpr = 64 >> bs_log2;
-            constexpr int kScaleCopies = NESTED ? 8 : 1; /* per lane: 128 rows x wpr / 32 */
-            const uint8_t *s_src[kScaleCopies];         /* this lane's code copies' sources at step 0 */
-            bool s_on[kScaleCopies];
+            /* plain: the step's 256 / blocksize scales of each row; nested: 16 codes of each row, the 16-aligned
+             * run holding the step's 4 or 8 (a tensor copy's row is at least 16 bytes) */
+            const unsigned s_bytes = NESTED ? kTileRows * 16 : kTileRows * 4 * (kStepK >> bs_log2);
             unsigned tile = it_begin / a.k_steps, step = it_begin - tile * a.k_steps;
-            auto set_tile = [&]() {
-                if (!NESTED)
-                    return;
-                const size_t n0 = (size_t)tile * kTileRows;
-#pragma unroll
-                for (int i = 0; i < kScaleCopies; i++) {
-                    const int e = lane + 32 * i, r = e / wpr, w = e % wpr;
-                    const size_t n = n0 + r;
-                    s_on[i] = e < kTileRows * wpr && n < N;
-                    const size_t first = (n * K) >> bs_log2; /* the row's first block */
-                    s_src[i] = a.codes + first + 4 * w;
-                }
-            };
-            set_tile();
             int slot = 0;
             uint32_t phase = 0;
             for (unsigned it = it_begin; it < it_end; it++) {
                 mbar_wait(empty_bar + 8 * slot, phase ^ 1u); /* the consumers are done with the slot */
                 const unsigned k0 = step * kStepK;
                 const uint32_t base = stages_addr + slot * S::StageBytes, fb = full_bar + 8 * slot;
-                if (lane == 0) { /* weights, activations (4 boxes of 64 k), plain scales: tensor copies */
-                    mbar_arrive_tx(fb, kWBytes + S::XBytes + (NESTED ? 0 : kTileRows * 4 * (kStepK >> bs_log2)));
-                    tma_load_2d(base, &w_map, (int)(k0 / 2), (int)(tile * kTileRows), fb);
+                const int n0 = (int)(tile * kTileRows);
+                mbar_arrive_tx(fb, kWBytes + S::XBytes + s_bytes);
+                tma_load_2d(base, &w_map, (int)(k0 / 2), n0, fb);
 #pragma unroll
-                    for (int q = 0; q < 4; q++)
-                        tma_load_2d(base + kWBytes + q * (MT * 128), &x_map, (int)(k0 + 64 * q), 0, fb);
-                    if (!NESTED)
-                        tma_load_2d(base + kWBytes + S::XBytes, &s_map, (int)(k0 >> bs_log2), (int)(tile * kTileRows), fb);
-                }
-                if (NESTED) { /* the rows' 4 or 8 nested codes of the step (K % 256 == 0: aligned, inside K), as
-                                 4-byte words at row * 16 (too narrow for a tensor copy) */
-                    const unsigned sk = k0 >> bs_log2;
-#pragma unroll
-                    for (int i = 0; i < kScaleCopies; i++) {
-                        const int e = lane + 32 * i, r = e / wpr, w = e % wpr;
-                        if (e < kTileRows * wpr)
-                            cp_async4(base + kWBytes + S::XBytes + r * 16 + 4 * w, s_on[i] ? s_src[i] + sk : a.codes,
-                                      s_on[i] ? 4 : 0);
-                    }
-                }
-                mbar_arrive_cp_async(fb);
+                for (int q = 0; q < 4; q++) /* activations: 4 boxes of 64 k */
+                    tma_load_2d(base + kWBytes + q * (MT * 128), &x_map, (int)(k0 + 64 * q), 0, fb);
+                tma_load_2d(base + kWBytes + S::XBytes, &s_map, (int)((k0 >> bs_log2) & (NESTED ? ~15u : ~0u)), n0, fb);
                 if (++slot == STAGES) {
                     slot = 0;
                     phase ^= 1u;
@@ -318,7 +288,6 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA>::Threads, 1)
                 if (++step == a.k_steps) {
                     step = 0;
                     tile++;
-                    set_tile();
                 }
             }
             return; /* every copy issued is waited for by the consumers before they finish */
@@ -508,7 +477,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA>::Threads, 1)
         for (int h = 0; h < 2; h++) {
             const int r = row0[f] + 8 * h;
             fixed_off[f][h] = pin(!TMA ? (r * kScaleSlots + fixed_slot) * 4
-                                  : NESTED ? r * 16 + fixed_slot                          /* [row][16] codes */
+                                  : NESTED ? r * 16 + fixed_slot                  /* [row][16] codes (+ the step's run) */
                                            : (r * (kStepK >> a.bs_log2) + fixed_slot) * 4); /* dense [row][k] */
         }
     const int m_rows = (int)min(M, (size_t)MT);
@@ -580,7 +549,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA>::Threads, 1)
                         if (NESTED) {
                             const size_t b = on ? first_[f][h] + ((k0 + kk) >> a.bs_log2) : 0;
                             const float nab = __ldg(a.nested_absmax + (b >> a.nbs_log2)); /* a power of 2 */
-                            v = __fadd_rn(bnb4_dev_mul_ftz(ncode[ss[fixed_off[f][h]]], nab), a.offset);
+                            v = __fadd_rn(bnb4_dev_mul_ftz(ncode[ss[fixed_off[f][h] + ((k0 >> a.bs_log2) & 15u)]], nab),
+                                          a.offset);
                         } else {
                             v = *reinterpret_cast<const float *>(ss + fixed_off[f][h]);
                         }
@@ -802,7 +772,8 @@ bool encode_2d(CUtensorMap *map, const void *base, CUtensorMapDataType type, siz
 
 /* The TMA variant's tensor maps: the weight tile as one 128-row x 128-byte box (128-byte swizzle) of the
  * packed rows (K / 2 bytes apart), the activations as 64-k x MT-row boxes (128-byte swizzle; rows past m
- * come as zeros), plain scales as 128-row x (256 / blocksize) boxes of absmax seen as N x (K / blocksize). */
+ * come as zeros), plain scales as 128-row x (256 / blocksize) boxes of absmax seen as N x (K / blocksize),
+ * nested codes as 128-row x 16 boxes of the codes seen the same way. */
 struct PipeMaps {
     CUtensorMap w, x, s;
 };
@@ -814,8 +785,11 @@ bool pipe_tma_encode(const PipeArgs &a, const bnb4_qtensor *w, int mt, PipeMaps 
                    CU_TENSOR_MAP_SWIZZLE_128B))
         return false;
     const size_t per_row = K >> a.bs_log2; /* whole blocks (the TMA layouts have K % blocksize == 0) */
-    return !w->absmax || encode_2d(&maps->s, w->absmax, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, per_row, N, per_row * 4,
-                                   (unsigned)(kStepK >> a.bs_log2), kTileRows, CU_TENSOR_MAP_SWIZZLE_NONE);
+    if (!w->absmax) /* nested codes: runs of 16 (K % (16 blocksize) == 0) */
+        return encode_2d(&maps->s, w->nested.codes, CU_TENSOR_MAP_DATA_TYPE_UINT8, per_row, N, per_row, 16,
+                         kTileRows, CU_TENSOR_MAP_SWIZZLE_NONE);
+    return encode_2d(&maps->s, w->absmax, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, per_row, N, per_row * 4,
+                     (unsigned)(kStepK >> a.bs_log2), kTileRows, CU_TENSOR_MAP_SWIZZLE_NONE);
 }
 
 template <typename T, int NT, bool NESTED, bool TMA>
@@ -878,10 +852,9 @@ bnb4_status launch_pipe_t(bnb4_cuda_state *s, const PipeArgs &a, const bnb4_qten
 }
 
 /* The TMA variant: compute capability 9.x (its copies and barriers), not switched off with
- * BNB4_CUDA_PIPE_TMA=0 (for measuring), and the layouts it
- * copies with fixed boxes and words: plain scales of blocksize 32/64 with K % (4 blocksize) == 0 and
- * 16-byte-aligned absmax (scale_vec: rows of whole blocks, 16-byte aligned), or nested codes of blocksize
- * 32/64 with K % 256 == 0 (a step's codes are 1 or 2 aligned words of a row) and a power-of-2 nested
+ * BNB4_CUDA_PIPE_TMA=0 (for measuring), and the layouts its fixed boxes fit: blocksize 32/64 with plain
+ * scales, K % (4 blocksize) == 0 and 16-byte-aligned absmax (scale_vec: rows of whole blocks, 16-byte
+ * aligned), or nested codes with K % (16 blocksize) == 0, 16-byte-aligned codes and a power-of-2 nested
  * blocksize. */
 bool scale_vec_fits(const bnb4_qtensor *w) {
     return w->absmax && w->blocksize <= 64 && w->cols % (4 * w->blocksize) == 0 && bnb4_aligned(w->absmax, 16);
@@ -895,7 +868,8 @@ bool pipe_use_tma(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) {
         return false;
     const size_t bs = w->blocksize, nbs = w->nested.blocksize;
     return w->absmax ? scale_vec_fits(w)
-                     : (bs == 32 || bs == 64) && w->cols % 256 == 0 && nbs && (nbs & (nbs - 1)) == 0;
+                     : (bs == 32 || bs == 64) && w->cols % (16 * bs) == 0 && bnb4_aligned(w->nested.codes, 16) && nbs &&
+                           (nbs & (nbs - 1)) == 0;
 }
 
 } // namespace

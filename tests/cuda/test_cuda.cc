@@ -516,16 +516,22 @@ TEST_F(CudaTest, MatmulAgreesWithFloat64OnEveryPath) {
 // On the real grid (one CTA per SM) small shapes rarely share a tile between CTAs, so the grid is forced
 // small (BNB4_CUDA_PIPE_CTAS, read per call): 1 CTA doing everything, CTAs running from one tile into the
 // next, tiles summed from 2..9 CTAs' partials, odd N / partial last step / blocksizes past the step.
+// On sm_90 the shapes with blocksize 32/64 and whole blocks per step run the kernel's TMA variant (plain:
+// K % (4 blocksize) == 0; nested: K % (16 blocksize) == 0), the others its cp.async variant.
 TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
     auto g = rng(106);
     struct Shape { size_t N, K, bs; };
-    // (70 x 384 bs32 and 200 x 1280 bs64 take the 16-byte scale copies, the first with a half last step)
+    // (70 x 384 bs32 and 200 x 1280 bs64 take the 16-byte scale copies, the first with a half last step;
+    // TMA: 70 x 384, 200 x 1280 and 520 x 2304 plain, 136 x 1024 bs64 and 520 x 2560 bs32 plain and
+    // nested, N past the tile's rows, a step's codes in the second half of their 16-code run, and at
+    // m = 17 / 40 activation rows past m in the boxes)
     std::vector<Shape> shapes = {{300, 1056, 64}, {1000, 2080, 32}, {130, 4096, 256}, {257, 512, 4096},
-                                 {64, 8192, 128}, {70, 384, 32},    {200, 1280, 64}};
+                                 {64, 8192, 128}, {70, 384, 32},    {200, 1280, 64},  {136, 1024, 64},
+                                 {520, 2304, 32}, {520, 2560, 32}};
     std::vector<size_t> ms = {1, 2, 9, 17, 40, 64};
     const char *grids[] = {"1", "2", "5", "13", "0"}; // "0": the default (one CTA per SM)
     if (quick()) {
-        shapes = {{300, 1056, 64}, {257, 512, 4096}, {70, 384, 32}};
+        shapes = {{300, 1056, 64}, {257, 512, 4096}, {70, 384, 32}, {136, 1024, 64}};
         ms = {1, 9, 40};
     }
     const bool pipe_m1 = std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMV, BNB4_F16, 1), "pipe") != nullptr;
