@@ -629,8 +629,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA>::Threads, 1)
                             acc2[f][nt][i] = 0.0f;
                         }
             /* NT <= 4: within the weight rows (stale weights decode to finite codes, and the rows and k they
-             * stand for have scale 0); NT = 8 also covers activation rows 0..31, which every fill rewrites
-             * (rows past m and k past K with zeros) */
+             * stand for have scale 0); NT = 8 also covers the first 16 KB of the activations (cp.async: rows
+             * 0..31; TMA: the first two 64-k boxes), which every fill rewrites (rows past m, k past K: zeros) */
             static_assert(NT * 4 * 256 * 4 <= kWBytes || (NT == 8 && NT * 4 * 256 * 4 <= kWBytes + 32 * kStepK * 2),
                           "reduction scratch must only cover rows the next fill rewrites");
             float *red = reinterpret_cast<float *>(stages + used * S::StageBytes);
