@@ -5,7 +5,9 @@
  * Same algorithms as kernels_avx512.c in 8 lanes. The 16-entry codebook takes two registers: vpermps
  * looks up the low 3 bits in both halves and bit 3 (moved to the sign bit) picks one by blendvps.
  * Quantize counts threshold crossings (15 compares for NF4, 7 + a rank table for FP4). The direct
- * gemv reads 32 bytes = 64 codes at a time: lane l of nibble plane k is element 8l + (k^1).
+ * gemv reads 32 bytes = 64 codes at a time: lane l of nibble plane k is element 8l + (k^1). Nested
+ * absmax scales are looked up inside its dot loop from per-nested-block tables of the 256 possible
+ * scales, as kernels_avx512.c does (see scale_rows).
  */
 #include <immintrin.h>
 #include <math.h>
@@ -173,8 +175,99 @@ static void direct_prep(bnb4_gemm_args *a) {
                     xp[i * K + c + 8 * k + l] = bnb4_ref_load(a->x, a->dt, i * K + c + 8 * l + (k ^ 1));
 }
 
+/* Block scales of the direct kernels, per weight row of a row group, as kernels_avx512.c takes them.
+ * Plain tensors: the float32 absmax rows. Nested tensors with nested blocks of >= 128 blocks
+ * (bitsandbytes uses 256): decoded inside the dot loop, where the scalar lookups overlap the vector
+ * work instead of taking a pass of their own: a work unit builds one table of the 256 possible scales
+ * per nested block it touches, f32(ftz(code[c] * nested_absmax) + offset) exactly as
+ * bnb4_ref_block_scale, and per block a table index (its table's offset + its 8-bit code), so a
+ * chunk's scales are 1-2 scalar loads. Other nested blocksizes: all scales of the unit decoded into a
+ * float32 scratch first. */
+typedef struct {
+    const float *s[4];     /* float32 scales of row r (plain absmax, or the decoded scratch) */
+    const uint32_t *ix[4]; /* table indices of row r's blocks (table path) */
+    const float *tab;      /* the tables (table path) */
+} scale_rows;
+
+static int nested_tabs_used(const bnb4_qtensor *w) { return !w->absmax && w->nested.blocksize >= 128; }
+
+/* Tables a unit of DIRECT_COLS rows can touch: its blocks span at most this many nested blocks. */
+static size_t nested_tab_count(const bnb4_qtensor *w) {
+    return DIRECT_COLS * (w->cols / w->blocksize) / w->nested.blocksize + 2;
+}
+
 static size_t direct_scratch_bytes(const bnb4_gemm_args *a) {
-    return a->w->absmax ? 0 : DIRECT_COLS * (a->w->cols / a->w->blocksize) * sizeof(float);
+    const bnb4_qtensor *w = a->w;
+    const size_t blocks = DIRECT_COLS * (w->cols / w->blocksize);
+    if (w->absmax)
+        return 0;
+    if (nested_tabs_used(w))
+        return nested_tab_count(w) * 256 * sizeof(float) + blocks * sizeof(uint32_t);
+    return blocks * sizeof(float);
+}
+
+/* bnb4_ftz in 8 lanes: a subnormal becomes the zero of its sign (NaN kept). */
+ALWAYS_INLINE __m256 ftz_signed8(__m256 v) {
+    const __m256 sub = _mm256_cmp_ps(abs8(v), _mm256_set1_ps(0x1p-126f), _CMP_LT_OQ);
+    return _mm256_blendv_ps(v, _mm256_and_ps(v, _mm256_set1_ps(-0.0f)), sub);
+}
+
+/* Tables of the nested blocks that blocks [b0, b1) lie in (the first one at tab), and each block's index. */
+static void nested_tabs_build(const bnb4_qtensor *q, size_t b0, size_t b1, float *tab, uint32_t *ix) {
+    const size_t nbs = q->nested.blocksize, t0 = b0 / nbs, t1 = (b1 - 1) / nbs;
+    const __m256 offset = _mm256_set1_ps(q->nested.offset);
+    /* ftz(code) once, and its smallest nonzero magnitude: a nested absmax whose products with it stay
+     * normal needs no flushing of the products (the common case: one multiply and one add per entry) */
+    float fc[256] __attribute__((aligned(32)));
+    __m256 vmin = _mm256_set1_ps(INFINITY);
+    for (int i = 0; i < 32; i++) {
+        const __m256 c = ftz_signed8(_mm256_loadu_ps(q->nested.code + 8 * i));
+        _mm256_store_ps(fc + 8 * i, c);
+        const __m256 a = abs8(c);
+        vmin = _mm256_blendv_ps(vmin, _mm256_min_ps(a, vmin), _mm256_cmp_ps(a, _mm256_setzero_ps(), _CMP_GT_OQ));
+    }
+    __m128 h = _mm_min_ps(_mm256_castps256_ps128(vmin), _mm256_extractf128_ps(vmin, 1));
+    h = _mm_min_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_min_ss(h, _mm_shuffle_ps(h, h, 1));
+    const double cmin = _mm_cvtss_f32(h);
+    for (size_t t = t0; t <= t1; t++) {
+        const float n = bnb4_ftz(q->nested.absmax[t]), an = fabsf(n);
+        const __m256 nv = _mm256_set1_ps(n);
+        float *tt = tab + (t - t0) * 256;
+        if (an == 0.0f || an != an || cmin * an >= 0x1p-126) { /* exact products are 0, NaN or >= FLT_MIN */
+            for (int i = 0; i < 32; i++)
+                _mm256_storeu_ps(tt + 8 * i, _mm256_add_ps(_mm256_mul_ps(_mm256_load_ps(fc + 8 * i), nv), offset));
+        } else {
+            for (int i = 0; i < 32; i++)
+                _mm256_storeu_ps(tt + 8 * i, _mm256_add_ps(ftz_signed8(_mm256_mul_ps(_mm256_load_ps(fc + 8 * i), nv)), offset));
+        }
+        const size_t e0 = t * nbs < b0 ? b0 : t * nbs, e1 = (t + 1) * nbs < b1 ? (t + 1) * nbs : b1;
+        const uint32_t base = (uint32_t)((t - t0) * 256);
+        size_t b = e0;
+        for (; b + 8 <= e1; b += 8)
+            _mm256_storeu_si256((__m256i *)(ix + (b - b0)),
+                                _mm256_add_epi32(_mm256_set1_epi32((int)base),
+                                                 _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q->nested.codes + b)))));
+        for (; b < e1; b++)
+            ix[b - b0] = base + q->nested.codes[b];
+    }
+}
+
+/* Lane l's scale for the 64-element chunk at c of row r (lane l holds elements 8l..8l+7). */
+ALWAYS_INLINE __m256 scale_vec(const scale_rows *sr, int r, size_t c, size_t bs, const int tabs) {
+    const __m256i lane_block = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1); /* bs == 32 only */
+    if (!tabs) {
+        if (bs >= 64)
+            return _mm256_broadcast_ss(sr->s[r] + c / bs);
+        return _mm256_permutevar8x32_ps(
+            _mm256_castps128_ps256(_mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(sr->s[r] + c / bs)))), lane_block);
+    }
+    const uint32_t *ix = sr->ix[r] + c / bs;
+    const float *t = sr->tab;
+    if (bs >= 64)
+        return _mm256_broadcast_ss(t + ix[0]);
+    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_unpacklo_ps(_mm_load_ss(t + ix[0]), _mm_load_ss(t + ix[1]))),
+                                    lane_block);
 }
 
 ALWAYS_INLINE __m256i nibble_plane(__m256i d, int k) {
@@ -191,16 +284,14 @@ ALWAYS_INLINE __m256i nibble_plane(__m256i d, int k) {
 }
 
 ALWAYS_INLINE void direct_dot(const float *xp, size_t K, size_t bs, const int MR, const int RB,
-                              const uint8_t *const *wrow, uintptr_t pf, const float *const *srow, __m256 cb_lo,
-                              __m256 cb_hi,
-                              float (*out)[4]) {
+                              const uint8_t *const *wrow, uintptr_t pf, const scale_rows *sr, const int tabs,
+                              __m256 cb_lo, __m256 cb_hi, float (*out)[4]) {
     __m256 acc[DIRECT_MAX_M][4];
     #pragma GCC unroll 8
     for (int i = 0; i < MR; i++)
         #pragma GCC unroll 8
         for (int r = 0; r < RB; r++)
             acc[i][r] = _mm256_setzero_ps();
-    const __m256i lane_block = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1); /* bs == 32 only */
     for (size_t c = 0; c < K; c += 64) {
         __m256i d[4];
         __m256 p[DIRECT_MAX_M][4];
@@ -226,11 +317,7 @@ ALWAYS_INLINE void direct_dot(const float *xp, size_t K, size_t bs, const int MR
         }
         #pragma GCC unroll 8
         for (int r = 0; r < RB; r++) {
-            const __m256 sv = bs >= 64 ? _mm256_broadcast_ss(srow[r] + c / bs)
-                                       : _mm256_permutevar8x32_ps(
-                                             _mm256_castps128_ps256(_mm_castsi128_ps(
-                                                 _mm_loadl_epi64((const __m128i *)(srow[r] + c / bs)))),
-                                             lane_block);
+            const __m256 sv = scale_vec(sr, r, c, bs, tabs);
             #pragma GCC unroll 8
             for (int i = 0; i < MR; i++)
                 acc[i][r] = _mm256_fmadd_ps(p[i][r], sv, acc[i][r]);
@@ -247,35 +334,58 @@ ALWAYS_INLINE void direct_dot(const float *xp, size_t K, size_t bs, const int MR
         }
 }
 
-static void direct_run_block(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
+/* The unit's scales: tables + indices (tabs), the decoded float32 scales (other nested), or none (plain). */
+static void direct_unit_scales(const bnb4_qtensor *w, size_t j0, size_t j1, void *scratch, const int tabs,
+                               scale_rows *sr, const float **scales, const uint32_t **ix) {
+    const size_t bpr = w->cols / w->blocksize;
+    *scales = (const float *)scratch, *ix = NULL;
+    sr->tab = (const float *)scratch;
+    if (tabs) {
+        uint32_t *idx = (uint32_t *)((float *)scratch + nested_tab_count(w) * 256);
+        nested_tabs_build(w, j0 * bpr, j1 * bpr, (float *)scratch, idx);
+        *ix = idx;
+    } else if (!w->absmax) {
+        bnb4_cpu_block_scales(w, j0 * bpr, j1 * bpr, (float *)scratch);
+    }
+}
+
+ALWAYS_INLINE void direct_run_block_impl(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch, const int tabs) {
     const bnb4_qtensor *w = a->w;
     const size_t K = w->cols, bs = w->blocksize, bpr = K / bs, m = a->m;
     const __m256 cb_lo = _mm256_loadu_ps(a->codebook), cb_hi = _mm256_loadu_ps(a->codebook + 8);
     const float *xp = (const float *)a->xp;
-    float *scales = (float *)scratch;
-    if (!w->absmax)
-        bnb4_cpu_block_scales(w, j0 * bpr, j1 * bpr, scales);
+    scale_rows sr;
+    const float *scales;
+    const uint32_t *ix;
+    direct_unit_scales(w, j0, j1, scratch, tabs, &sr, &scales, &ix);
     const int MR = (int)m, RB = m == 1 ? 4 : m == 2 ? 2 : 1;
     for (size_t j = j0; j < j1; j += (size_t)RB) {
         const int rb = j1 - j < (size_t)RB ? (int)(j1 - j) : RB;
         const uint8_t *wrow[4];
-        const float *srow[4];
         float out[DIRECT_MAX_M][4];
         #pragma GCC unroll 8
-        for (int r = 0; r < 4; r++) {
+        for (int r = 0; r < 4; r++) { /* rows past j1 repeat the last valid one: results discarded */
             const size_t jr = j + (size_t)(r < rb ? r : rb - 1);
             wrow[r] = w->packed + jr * K / 2;
-            srow[r] = w->absmax ? w->absmax + jr * bpr : scales + (jr - j0) * bpr;
+            sr.s[r] = w->absmax ? w->absmax + jr * bpr : scales + (jr - j0) * bpr;
+            sr.ix[r] = ix ? ix + (jr - j0) * bpr : NULL;
         }
         const uintptr_t pf = (uintptr_t)w->packed + (j + PF_GROUPS * (size_t)RB) * K / 2; /* an address only */
         switch (MR) {
-        case 1: direct_dot(xp, K, bs, 1, 4, wrow, pf, srow, cb_lo, cb_hi, out); break;
-        case 2: direct_dot(xp, K, bs, 2, 2, wrow, pf, srow, cb_lo, cb_hi, out); break;
-        case 3: direct_dot(xp, K, bs, 3, 1, wrow, pf, srow, cb_lo, cb_hi, out); break;
-        default: direct_dot(xp, K, bs, 4, 1, wrow, pf, srow, cb_lo, cb_hi, out); break;
+        case 1: direct_dot(xp, K, bs, 1, 4, wrow, pf, &sr, tabs, cb_lo, cb_hi, out); break;
+        case 2: direct_dot(xp, K, bs, 2, 2, wrow, pf, &sr, tabs, cb_lo, cb_hi, out); break;
+        case 3: direct_dot(xp, K, bs, 3, 1, wrow, pf, &sr, tabs, cb_lo, cb_hi, out); break;
+        default: direct_dot(xp, K, bs, 4, 1, wrow, pf, &sr, tabs, cb_lo, cb_hi, out); break;
         }
         bnb4_cpu_store_rows_x4(a, j, (size_t)MR, rb, (const float (*)[4])out);
     }
+}
+
+static void direct_run_block(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
+    if (nested_tabs_used(a->w))
+        direct_run_block_impl(a, j0, j1, scratch, 1);
+    else
+        direct_run_block_impl(a, j0, j1, scratch, 0);
 }
 
 /* Any column range: DIRECT_COLS columns at a time (the nested scales scratch holds that many rows). */
