@@ -38,6 +38,7 @@
 #include "bnb4_rcp.h"
 #include "bnb4_ref.h"
 #include "cpu_internal.h"
+#include "direct_scales.h"
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
@@ -511,35 +512,7 @@ static void direct_prep(bnb4_gemm_args *a) {
                     xp[i * xstride(K, 4) + c + 16 * k + l] = x_at(a->x, a->dt, i * K + c + 8 * l + (k ^ 1));
 }
 
-/* Block scales of the direct kernels, per weight row of a row group. Plain tensors: the float32 absmax
- * rows. Nested tensors with nested blocks of >= 128 blocks (bitsandbytes uses 256): decoded inside the
- * dot loop, where the scalar lookups overlap the vector work instead of taking a pass of their own: a
- * work unit builds one table of the 256 possible scales per nested block it touches,
- * f32(ftz(code[c] * nested_absmax) + offset) exactly as bnb4_ref_block_scale, and per block a table
- * index (its table's offset + its 8-bit code), so a chunk's scales are 1-4 scalar loads. Other nested
- * blocksizes: all scales of the unit decoded into a float32 scratch first. */
-typedef struct {
-    const float *s[4];     /* float32 scales of row r (plain absmax, or the decoded scratch) */
-    const uint32_t *ix[4]; /* table indices of row r's blocks (table path) */
-    const float *tab;      /* the tables (table path) */
-} scale_rows;
-
-static int nested_tabs_used(const bnb4_qtensor *w) { return !w->absmax && w->nested.blocksize >= 128; }
-
-/* Tables a unit of DIRECT_COLS rows can touch: its blocks span at most this many nested blocks. */
-static size_t nested_tab_count(const bnb4_qtensor *w) {
-    return DIRECT_COLS * (w->cols / w->blocksize) / w->nested.blocksize + 2;
-}
-
-static size_t direct_scratch_bytes(const bnb4_gemm_args *a) {
-    const bnb4_qtensor *w = a->w;
-    const size_t blocks = DIRECT_COLS * (w->cols / w->blocksize);
-    if (w->absmax)
-        return 0;
-    if (nested_tabs_used(w))
-        return nested_tab_count(w) * 256 * sizeof(float) + blocks * sizeof(uint32_t);
-    return blocks * sizeof(float);
-}
+static size_t direct_scratch_bytes(const bnb4_gemm_args *a) { return direct_scales_bytes(a->w, DIRECT_COLS); }
 
 /* Tables of the nested blocks that blocks [b0, b1) lie in (the first one at tab), and each block's index. */
 static void nested_tabs_build(const bnb4_qtensor *q, size_t b0, size_t b1, float *tab, uint32_t *ix) {
@@ -709,34 +682,6 @@ ALWAYS_INLINE void direct_dot_scaled(const float *xp, size_t xs, size_t K, size_
             out[i][r] = _mm512_reduce_add_ps(acc[i][r]);
 }
 
-/* The unit's scales: tables + indices (tabs), the decoded float32 scales (other nested), or none (plain). */
-static void direct_unit_scales(const bnb4_qtensor *w, size_t j0, size_t j1, void *scratch, const int tabs,
-                               scale_rows *sr, const float **scales, const uint32_t **ix) {
-    const size_t bpr = w->cols / w->blocksize;
-    *scales = (const float *)scratch, *ix = NULL;
-    sr->tab = (const float *)scratch;
-    if (tabs) {
-        uint32_t *idx = (uint32_t *)((float *)scratch + nested_tab_count(w) * 256);
-        nested_tabs_build(w, j0 * bpr, j1 * bpr, (float *)scratch, idx);
-        *ix = idx;
-    } else if (!w->absmax) {
-        bnb4_cpu_block_scales(w, j0 * bpr, j1 * bpr, (float *)scratch);
-    }
-}
-
-/* Row r of the group at j (rows past j1 repeat the last valid one: results discarded). */
-ALWAYS_INLINE void direct_group_rows(const bnb4_qtensor *w, size_t j, int rb, size_t j0, const float *scales,
-                                     const uint32_t *ix, const uint8_t *wrow[4], scale_rows *sr) {
-    const size_t K = w->cols, bpr = K / w->blocksize;
-#pragma GCC unroll 4
-    for (int r = 0; r < 4; r++) {
-        const size_t jr = j + (size_t)(r < rb ? r : rb - 1);
-        wrow[r] = w->packed + jr * K / 2;
-        sr->s[r] = w->absmax ? w->absmax + jr * bpr : scales + (jr - j0) * bpr;
-        sr->ix[r] = ix ? ix + (jr - j0) * bpr : NULL;
-    }
-}
-
 ALWAYS_INLINE void direct_run_block_impl(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch, const int tabs) {
     const bnb4_qtensor *w = a->w;
     const size_t K = w->cols, bs = w->blocksize, bpr = K / bs, m = a->m;
@@ -745,7 +690,7 @@ ALWAYS_INLINE void direct_run_block_impl(const bnb4_gemm_args *a, size_t j0, siz
     scale_rows sr;
     const float *scales;
     const uint32_t *ix;
-    direct_unit_scales(w, j0, j1, scratch, tabs, &sr, &scales, &ix);
+    direct_unit_scales(w, DIRECT_COLS, j0, j1, scratch, tabs, nested_tabs_build, &sr, &scales, &ix);
     const size_t xs = xstride(K, 4);
     const int RB = m == 1 ? 4 : m == 2 ? 2 : 4;
     for (size_t j = j0; j < j1; j += (size_t)RB) {
@@ -876,7 +821,7 @@ ALWAYS_INLINE void direct_bf16_run_block_impl(const bnb4_gemm_args *a, size_t j0
     scale_rows sr;
     const float *scales;
     const uint32_t *ix;
-    direct_unit_scales(w, j0, j1, scratch, tabs, &sr, &scales, &ix);
+    direct_unit_scales(w, DIRECT_COLS, j0, j1, scratch, tabs, nested_tabs_build, &sr, &scales, &ix);
     const int MR = (int)m, RB = m == 1 ? 4 : m == 2 ? 2 : 1;
     for (size_t j = j0; j < j1; j += (size_t)RB) {
         const int rb = j1 - j < (size_t)RB ? (int)(j1 - j) : RB;
