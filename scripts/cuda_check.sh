@@ -8,10 +8,10 @@
 # tuning the small-m kernels; BNB4_CUDA_GEMV_MAX_M / BNB4_CUDA_GEMV_KERNEL / BNB4_CUDA_GEMV_TABLE /
 # BNB4_CUDA_GEMV_CTAS in the environment select the gemv kernels' settings (src/cuda/cuda_gemv.cu).
 #
-# Steps: (1) build build-cuda (sm_80 + sm_90) unless --prebuilt DIR holds bnb4_cuda_tests and bench_cuda
+# Steps: (1) build build-cuda (sm_80, sm_90a, compute_90) unless --prebuilt DIR holds bnb4_cuda_tests and bench_cuda
 # built elsewhere with the same nvcc; (2) the CUDA tests, conformance included (BNB4_CONFORMANCE_DIR,
 # default .device/shared/conformance, then ../shared/conformance), and the matmul tests again with m = 1
-# on the pipe kernel and with its TMA variant off; (3) the same tests in quick mode under
+# on the pipe kernel, with its TMA variant off and with its wgmma math at every m; (3) the same tests in quick mode under
 # compute-sanitizer memcheck and racecheck; (4) bench_cuda, which measures its own ceilings (copy
 # bandwidth, cuBLAS) in the same run. Logs go to $OUT (default build-cuda/check): log, bench.csv.
 #
@@ -65,7 +65,7 @@ if [ -n "$PREBUILT" ]; then
 else
   step "build"
   TESTS=build-cuda/tests/bnb4_cuda_tests BENCHBIN=build-cuda/bench/bench_cuda
-  if cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DBNB4_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="80;90" >/dev/null &&
+  if cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DBNB4_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="80-real;90a-real;90-virtual" >/dev/null &&
      cmake --build build-cuda -j"$(nproc)" --target bnb4_cuda_tests bench_cuda; then
     RESULT[build]="ok"
   else
@@ -101,6 +101,13 @@ if [ -x "$TESTS" ]; then
   else
     RESULT[tests_cpasync]="FAILED"
   fi
+  # on compute capability 9.0 the TMA variant's math is wgmma from m = 17 on: once more with it from m = 1
+  step "CUDA matmul tests with the pipe kernel's wgmma math at every m (BNB4_CUDA_PIPE_WGMMA_MIN_M=1)"
+  if BNB4_CUDA_PIPE_WGMMA_MIN_M=1 timeout "$T_TESTS" "$TESTS" --gtest_color=no --gtest_brief=1 --gtest_filter='*Matmul*:*Pipe*'; then
+    RESULT[tests_wgmma]="ok"
+  else
+    RESULT[tests_wgmma]="FAILED"
+  fi
   unset BNB4_CUDA_TEST_QUICK
 else
   RESULT[tests]="not built"
@@ -130,11 +137,11 @@ if [ -x "$TESTS" ]; then
 fi
 
 step "summary"
-for k in build tests tests_m1 tests_cpasync memcheck racecheck bench; do
+for k in build tests tests_m1 tests_cpasync tests_wgmma memcheck racecheck bench; do
   printf '%-10s %s\n' "$k" "${RESULT[$k]:-skipped}"
 done
 [ -f "$OUT/bench.txt" ] && sed -n '/^==== bnb4 CUDA summary/,$p' "$OUT/bench.txt"
-for k in build tests tests_m1 tests_cpasync memcheck racecheck bench; do
+for k in build tests tests_m1 tests_cpasync tests_wgmma memcheck racecheck bench; do
   case "${RESULT[$k]:-skipped}" in FAILED|"not built") exit 1 ;; esac
 done
 exit 0

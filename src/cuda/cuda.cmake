@@ -5,8 +5,13 @@
 # No -use_fast_math / -ftz: the kernels write the fast-math instructions bitsandbytes' bytes depend on
 # (rcp.approx.ftz, mul.ftz) as inline PTX, and everything else stays IEEE.
 if(BNB4_CUDA)
+  # sm_90a: the wgmma kernels (Hopper only; an sm_90a binary runs on compute capability 9.0 alone);
+  # compute_90 PTX for later GPUs, which take the kernels that need no sm_90a instruction.
   if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
-    set(CMAKE_CUDA_ARCHITECTURES 80 90)
+    set(CMAKE_CUDA_ARCHITECTURES 80-real 90a-real 90-virtual)
+  endif()
+  if("${CMAKE_CUDA_ARCHITECTURES}" MATCHES "90a")
+    list(APPEND BNB4_CUDA_DEFINES BNB4_CUDA_SM90A=1)
   endif()
   set(CMAKE_CUDA_STANDARD 17)
   set(CMAKE_CUDA_STANDARD_REQUIRED ON)

@@ -223,7 +223,6 @@ bnb4_status bnb4_cuda_gemm(bnb4_ctx *ctx, const bnb4_qtensor *w, bnb4_dtype dt, 
 }
 
 const char *bnb4_cuda_kernel_name(bnb4_ctx *ctx, bnb4_op op, bnb4_dtype dt, size_t m) {
-    (void)ctx;
     switch (op) {
     case BNB4_OP_QUANTIZE:
         return dt == BNB4_F32 ? "quantize_4bit_f32__cuda" : dt == BNB4_F16 ? "quantize_4bit_f16__cuda"
@@ -242,12 +241,15 @@ const char *bnb4_cuda_kernel_name(bnb4_ctx *ctx, bnb4_op op, bnb4_dtype dt, size
     /* The names of the fast paths, for an aligned tensor with K % blocksize == 0 (odd shapes take the
      * tensor-core or SIMT kernel, or dequantize + cuBLAS; with BNB4_CUDA_GEMV_KERNEL=table, f16/bf16
      * plain-absmax tensors of more than BNB4_CUDA_GEMV_PLAIN_MAX_N rows take the tensor-core kernel at
-     * m = 1 too; on sm_90 weights of BNB4_CUDA_PIPE_M1_MIN_WEIGHTS or more take the pipe kernel at m = 1).
+     * m = 1 too; on sm_90 weights of BNB4_CUDA_PIPE_M1_MIN_WEIGHTS or more take the pipe kernel at m = 1;
+     * layouts outside its TMA variant's take the mma.sync math where the name says wgmma). 
      * gemv_4bit_<dt>__cuda names both CUDA-core kernels of cuda_gemv.cu. */
     if (m <= bnb4_cuda_gemv_max_m())
         return dt == BNB4_F32 ? "gemv_4bit_f32__cuda" : dt == BNB4_F16 ? "gemv_4bit_f16__cuda" : "gemv_4bit_bf16__cuda";
     if (dt == BNB4_F32)
         return m <= BNB4_CUDA_SIMT_MAX_M ? "gemm_4bit_f32__simt" : "dequantize_4bit_f32+cublas_sgemm";
+    if (m <= bnb4_cuda_pipe_max_m() && ctx->cuda && bnb4_cuda_pipe_wgmma(ctx->cuda, m))
+        return dt == BNB4_F16 ? "gemm_4bit_f16__pipe_wgmma_m64nNk16" : "gemm_4bit_bf16__pipe_wgmma_m64nNk16";
     if (m <= bnb4_cuda_pipe_max_m())
         return dt == BNB4_F16 ? "gemm_4bit_f16__pipe_mma_m16n8k16" : "gemm_4bit_bf16__pipe_mma_m16n8k16";
     if (m <= BNB4_CUDA_SIMT_MAX_M)

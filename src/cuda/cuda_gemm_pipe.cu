@@ -1,9 +1,9 @@
 /*
  * cuda_gemm_pipe.cu - Y[m, N] = X[m, K] W^T + bias for m = 2..64 (and m = 1 on large weights on sm_90, or
  * with BNB4_CUDA_GEMV_MAX_M=0) with f16/bf16 activations:
- * gemm_4bit_<dt>__pipe_mma_m16n8k16, a weight-streaming tensor-core kernel built so the weights stream
- * from DRAM continuously whatever m is (the small-m regime is a stream of 0.5 byte per weight; the math
- * per byte grows with m but stays under the tensor cores' rate up to m = 64).
+ * gemm_4bit_<dt>__pipe_mma_m16n8k16 (and __pipe_wgmma_m64nNk16), a weight-streaming tensor-core kernel
+ * built so the weights stream from DRAM continuously whatever m is (the small-m regime is a stream of 0.5
+ * byte per weight; the math per byte grows with m but stays under the tensor cores' rate up to m = 64).
  *
  *  - Work: the weight matrix is cut into tiles of 128 rows x K; a tile is a run of K/256 iterations of
  *    256 k. All tiles' iterations form one sequence that is split evenly over a persistent grid of one CTA
@@ -37,6 +37,15 @@
  *    w_slot / x_slot; TMA: the copies' 128-byte swizzle, with rows and read orders chosen to match:
  *    tma_row, tma_xrow). The kernel is issue- and latency-bound: its instructions per byte and their
  *    dependency chains decide its speed (docs/performance.md, v10, v11).
+ *  - wgmma (TMA variant, compute capability 9.0, sm_90a build; m >= 17: pipe_use_wgmma): the same decoded
+ *    fragments are the A operand of wgmma.m64nNk16 (a warpgroup's 4 warps hold its 64 rows), and the
+ *    activations are read by the tensor cores straight from the stage (B, K-major with the copy's 128-byte
+ *    swizzle) instead of per warp through registers: the per-warp activation reads and mma.sync issue were
+ *    what bound m = 32/64. For B's k order to match the fragments', a small kernel first writes the
+ *    activations permuted (pipe_permute_x) into a temporary. m <= 16 keep mma.sync (measured faster).
+ *  - Programmatic dependent launch (TMA variant): the kernel lets the next one on the stream start as its
+ *    CTAs finish and waits (griddepcontrol.wait) before reading anything a previous kernel may write, so
+ *    launch and prologue (barriers, the code-pair table) overlap the previous kernel's tail.
  *  - Partial tiles: a tile covered by one CTA is stored directly (bias in f32, one rounding). A tile shared
  *    by several CTAs: each writes its f32 partial sums to a slot of the context's split-K workspace; the
  *    last to arrive (a per-tile counter) adds the slots in contributor order, so the result does not
@@ -68,7 +77,7 @@ constexpr int kScaleBytes = kTileRows * kScaleSlots * 4;
 constexpr int kTableBytes = 256 * 256;          /* half2 code pairs, one copy per lane, 256 B per byte value */
 constexpr int kNcodeBytes = 256 * 4;
 
-template <int NT, bool TMA> struct PipeShape {
+template <int NT, bool TMA, bool WG = false> struct PipeShape {
     static constexpr int MT = NT * 8;                       /* activation rows per stage (m padded) */
     static constexpr int XBytes = MT * kStepK * 2;
     static constexpr int StageBytes = kWBytes + XBytes + kScaleBytes; /* a multiple of 1024 */
@@ -82,7 +91,7 @@ template <int NT, bool TMA> struct PipeShape {
      * where 17 could take only 96, too few for m = 64). Elsewhere 16 warps of 16 rows: measured on the
      * H200 (docs/performance.md v11), 8 warps of 32 rows were up to 15 % slower at m <= 32 on the small
      * shapes and within noise on the large ones. */
-    static constexpr int RF = TMA && NT == 8 ? 2 : 1;
+    static constexpr int RF = TMA && !WG && NT == 8 ? 2 : 1; /* (wgmma: warpgroups of 4 x 16 rows) */
     static constexpr int ConsumerWarps = kWarps / RF;
     static constexpr int Threads = ConsumerWarps * 32 + (TMA ? 32 : 0);
     static_assert(Stages >= 3 && Stages <= 8, "a pipeline needs 3 stages (8 barrier pairs at most)");
@@ -185,14 +194,109 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
                  "r"(parity)
                  : "memory");
 }
+/* Programmatic dependent launch (launches with the attribute; a no-op otherwise): let the next kernel on
+ * the stream start its prologue on the SMs this grid frees, and wait until the previous kernel has
+ * completed and its writes are visible (nothing it may write is read before this). */
+__device__ __forceinline__ void pdl_launch_dependents() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
+__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+__device__ __forceinline__ void tma_prefetch_map(const CUtensorMap *map) {
+    asm volatile("prefetch.tensormap [%0];" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
+}
 /* a box of the weight tensor map (bytes x0.., rows y0..; outside the matrix: zeros) into shared memory */
 __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap *map, int x0, int y0, uint32_t bar) {
     asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];"
                  ::"r"(dst), "l"(reinterpret_cast<uint64_t>(map)), "r"(x0), "r"(y0), "r"(bar)
                  : "memory");
 }
+/* sm_90a (the arch-specific target the build adds for Hopper): wgmma */
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define BNB4_PIPE_HAS_WGMMA 1
+/* the wgmma group protocol: fence before wgmmas that read registers written since, commit the issued ones
+ * as a group, wait until at most N groups are pending (their registers and shared memory are then free) */
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+template <int N> __device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory"); }
+/* keep the compiler from moving accesses of v across the asynchronous wgmma (it sees only the issue) */
+__device__ __forceinline__ void wg_keep(float &v) { asm volatile("" : "+f"(v)::"memory"); }
+__device__ __forceinline__ void wg_keep(uint32_t &v) { asm volatile("" : "+r"(v)::"memory"); }
+/* shared-memory matrix descriptor: K-major rows of 128 bytes, 128-byte swizzle, 8-row groups 1024 B apart */
+__device__ __forceinline__ uint64_t wg_desc(uint32_t saddr) {
+    return (uint64_t)((saddr & 0x3ffffu) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
+}
+/* ---- wgmma (sm_90): D[64 rows x 8 NT cols] += A (registers: this warp's 16 rows, laid out as an
+ * m16n8k16 A fragment) x B (shared memory, 16 k x 8 NT activation rows, K-major with the 128-byte swizzle
+ * the tensor copy left). Asynchronous: see wg_fence / wg_commit / wg_wait. ---- */
+template <typename T, int NT> struct Wgmma;
+template <> struct Wgmma<__half, 1> {
+    static __device__ __forceinline__ void mma(float (&d)[1][4], const uint32_t a[4], uint64_t desc) {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %9, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n8k16.f32.f16.f16 {%0,%1,%2,%3}, {%4,%5,%6,%7}, %8, p, 1, 1, 0;\n}"
+                     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+    }
+};
+template <> struct Wgmma<__half, 2> {
+    static __device__ __forceinline__ void mma(float (&d)[2][4], const uint32_t a[4], uint64_t desc) {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7}, {%8,%9,%10,%11}, %12, p, 1, 1, 0;\n}"
+                     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+    }
+};
+template <> struct Wgmma<__half, 4> {
+    static __device__ __forceinline__ void mma(float (&d)[4][4], const uint32_t a[4], uint64_t desc) {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, {%16,%17,%18,%19}, %20, p, 1, 1, 0;\n}"
+                     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+    }
+};
+template <> struct Wgmma<__half, 8> {
+    static __device__ __forceinline__ void mma(float (&d)[8][4], const uint32_t a[4], uint64_t desc) {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 0;\n}"
+                     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+    }
+};
+template <> struct Wgmma<__nv_bfloat16, 1> {
+    static __device__ __forceinline__ void mma(float (&d)[1][4], const uint32_t a[4], uint64_t desc) {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %9, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {%0,%1,%2,%3}, {%4,%5,%6,%7}, %8, p, 1, 1, 0;\n}"
+                     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+    }
+};
+template <> struct Wgmma<__nv_bfloat16, 2> {
+    static __device__ __forceinline__ void mma(float (&d)[2][4], const uint32_t a[4], uint64_t desc) {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7}, {%8,%9,%10,%11}, %12, p, 1, 1, 0;\n}"
+                     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+    }
+};
+template <> struct Wgmma<__nv_bfloat16, 4> {
+    static __device__ __forceinline__ void mma(float (&d)[4][4], const uint32_t a[4], uint64_t desc) {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, {%16,%17,%18,%19}, %20, p, 1, 1, 0;\n}"
+                     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+    }
+};
+template <> struct Wgmma<__nv_bfloat16, 8> {
+    static __device__ __forceinline__ void mma(float (&d)[8][4], const uint32_t a[4], uint64_t desc) {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 0;\n}"
+                     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+    }
+};
+#else
+#define BNB4_PIPE_HAS_WGMMA 0
+#endif
 #else
 #define BNB4_PIPE_HAS_TMA 0
+#define BNB4_PIPE_HAS_WGMMA 0
 #endif
 
 /* Swizzles (16-byte units). Weight row r, chunk j (0..7): a quarter-warp reads chunk 4j'+c of rows g
@@ -215,19 +319,27 @@ __device__ __forceinline__ int tma_xrow(int n) { return (n & 4) | ((n & 1) << 1)
  * TMA = true (sm_90, the common layouts: see pipe_use_tma): one more warp produces - tensor copies of the
  * weight tile, the activations and the plain scales or nested codes - and full / empty
  * mbarriers per stage replace the CTA-wide barrier, so the consumer warps issue only decode and math.
+ * WG = true (with TMA): the math is wgmma, the weights decoded into registers as A, the activations read
+ * by the tensor cores straight from the stage (B), permuted beforehand so their k order matches the
+ * decoded fragments' (pipe_permute_x); a warpgroup takes 64 rows x one 128-k half of every step.
  * w_map / x_map / s_map: the TMA variant's tensor maps (zeros, unused, for the cp.async one). */
-template <typename T, int NT, bool NESTED, bool TMA>
-__global__ void __launch_bounds__(PipeShape<NT, TMA>::Threads, 1)
+template <typename T, int NT, bool NESTED, bool TMA, bool WG>
+__global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
     gemm_4bit_pipe_kernel(PipeArgs a, const __grid_constant__ CUtensorMap w_map,
                           const __grid_constant__ CUtensorMap x_map, const __grid_constant__ CUtensorMap s_map) {
 #if !BNB4_PIPE_HAS_TMA
     if constexpr (TMA) {
         __trap(); /* never launched below sm_90 (bnb4_cuda_gemm_pipe checks the device) */
     } else
+#elif !BNB4_PIPE_HAS_WGMMA
+    if constexpr (WG) {
+        __trap(); /* only launched on compute capability 9.0 from an sm_90a build (pipe_use_wgmma) */
+    } else
 #endif
     {
     using Ops = PipeOps<T>;
-    using S = PipeShape<NT, TMA>;
+    using S = PipeShape<NT, TMA, WG>;
+    static_assert(!WG || TMA, "wgmma reads the activations as the tensor copy lays them out");
     constexpr int MT = S::MT, STAGES = S::Stages;
     constexpr int kConsumerWarps = S::ConsumerWarps, kConsumerThreads = kConsumerWarps * 32;
     constexpr int RF = S::RF;
@@ -252,6 +364,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA>::Threads, 1)
     const T *x = reinterpret_cast<const T *>(a.x);
 #if BNB4_PIPE_HAS_TMA
     if constexpr (TMA) {
+        pdl_launch_dependents(); /* the whole grid is resident (one CTA per SM at most): nothing can starve */
         if (tid == 0) {
             for (int i = 0; i < STAGES; i++) {
                 mbar_init(full_bar + 8 * i, 1); /* the producer's arrival with the copies' byte count */
@@ -267,6 +380,13 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA>::Threads, 1)
             /* plain: the step's 256 / blocksize scales of each row; nested: 16 codes of each row, the 16-aligned
              * run holding the step's 4 or 8 (a tensor copy's row is at least 16 bytes) */
             const unsigned s_bytes = NESTED ? kTileRows * 16 : kTileRows * 4 * (kStepK >> bs_log2);
+            const unsigned s_mask = NESTED ? ~15u : ~0u;
+            tma_prefetch_map(&w_map);
+            tma_prefetch_map(&x_map);
+            tma_prefetch_map(&s_map);
+            /* (prefetching the first stages' weights into L2 before pdl_wait, and L2 prefetches running
+             * 4-16 stages ahead of the loads, were slower at every depth: docs/performance.md v12) */
+            pdl_wait(); /* the activations, and the weights themselves, may come from the previous kernel */
             unsigned tile = it_begin / a.k_steps, step = it_begin - tile * a.k_steps;
             int slot = 0;
             uint32_t phase = 0;
@@ -280,7 +400,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA>::Threads, 1)
 #pragma unroll
                 for (int q = 0; q < 4; q++) /* activations: 4 boxes of 64 k */
                     tma_load_2d(base + kWBytes + q * (MT * 128), &x_map, (int)(k0 + 64 * q), 0, fb);
-                tma_load_2d(base + kWBytes + S::XBytes, &s_map, (int)((k0 >> bs_log2) & (NESTED ? ~15u : ~0u)), n0, fb);
+                tma_load_2d(base + kWBytes + S::XBytes, &s_map, (int)((k0 >> bs_log2) & s_mask), n0, fb);
                 if (++slot == STAGES) {
                     slot = 0;
                     phase ^= 1u;
@@ -430,13 +550,17 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA>::Threads, 1)
         if (NESTED)
             for (int i = tid; i < 256; i += kConsumerThreads)
                 ncode[i] = a.nested_code[i];
-        if constexpr (TMA)
+        if constexpr (TMA) {
             consumer_sync<kConsumerThreads>(); /* (the classic loop's first __syncthreads does this) */
+#if BNB4_PIPE_HAS_TMA
+            pdl_wait(); /* nested absmax, bias, the split-K workspace and y: the previous kernel's are done */
+#endif
+        }
     }
 
     /* m <= 16: the odd k-steps accumulate apart (acc2) and join at the tile's end, so a step's mma.syncs
      * form more dependency chains (their latency, not their rate, bounds a warp there) */
-    constexpr bool kTwoChains = NT <= 2;
+    constexpr bool kTwoChains = NT <= 2 && !WG;
     float acc[RF][NT][4], acc2[RF][NT][4];
 #pragma unroll
     for (int f = 0; f < RF; f++)
@@ -457,9 +581,9 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA>::Threads, 1)
         w_off[f] = pin(row0[f] * kRowBytes + ((TMA ? (4 * j + c) ^ gr : w_slot(g, 4 * j + c)) << 4));
     }
     const int xg = TMA ? tma_xrow(g) : g; /* the activation row (within 8) of the thread's mma column g */
-    uint32_t x_off[4];
+    uint32_t x_off[4]; /* (wgmma: the tensor cores read the activations) */
 #pragma unroll
-    for (int u = 0; u < 4; u++) {
+    for (int u = 0; u < (WG ? 0 : 4); u++) {
         if constexpr (TMA) { /* 16-byte piece u + c / 2 of the thread's 64 bytes, in box (piece / 8) */
             const int ch = 16 * j + 4 * c + ((u + (c >> 1)) & 3);
             x_off[u] = pin((ch >> 3) * (MT * 128) + xg * 128 + (((ch & 7) ^ xg) << 4));
@@ -481,7 +605,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA>::Threads, 1)
                                            : (r * (kStepK >> a.bs_log2) + fixed_slot) * 4); /* dense [row][k] */
         }
     const int m_rows = (int)min(M, (size_t)MT);
-    auto out_col = [](int n) { return TMA ? tma_xrow(n) : n; }; /* the activation row of accumulator column n */
+    /* the activation row of accumulator column n (wgmma: the stage's row order) */
+    auto out_col = [](int n) { return TMA && !WG ? tma_xrow(n) : n; };
     /* activation rows past m hold zeros: for m < 16 they are not read (less shared-memory traffic; at
      * larger m the registers this takes are worth more) */
     bool x_on[NT];
@@ -509,6 +634,10 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA>::Threads, 1)
     compute_tile();
     int slot = 0;
     uint32_t phase = 0; /* TMA: parity of the slots' current fill */
+    /* wgmma: the decoded fragments of a stage's two halves (k-steps 0-3, 4-7; each half's wgmmas run while
+     * the next half is decoded), and the slot whose release waits for its last wgmmas (-1: none) */
+    [[maybe_unused]] uint32_t af[8][4];
+    [[maybe_unused]] int wg_pending = -1;
     for (unsigned it = it_begin; it < it_end; it++) {
         if (step == 0 && it != it_begin)
             compute_tile();
@@ -537,7 +666,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA>::Threads, 1)
 #pragma unroll
                 for (int h = 0; h < 2; h++) {
                     uint4 q = lds128(ws_ + w_off[f] + h * 8 * kRowBytes);
-                    if (TMA && (c & 2)) /* this thread takes its words in the order u + 1 (see x_off) */
+                    if (TMA && !WG && (c & 2)) /* this thread takes its words in the order u + 1 (see x_off) */
                         q = make_uint4(q.y, q.z, q.w, q.x);
                     qw[f][h] = q;
                 }
@@ -574,6 +703,48 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA>::Threads, 1)
                     s2[f][h] = Ops::pack(v, v);
                 }
             }
+#if BNB4_PIPE_HAS_WGMMA
+            if constexpr (WG) { /* k-step 2u + h: bytes 2h, 2h + 1 of word u (as below); one wgmma per k-step,
+                                 * the stage's activations its B */
+                const uint4 &qA = qw[0][0], &qB = qw[0][1];
+                /* k-step ks of half j: 64-k box 2 j + ks / 4, 32 bytes per k-step inside its 128-byte rows */
+                const uint32_t xb = stages_addr + slot * S::StageBytes + kWBytes + (2 * j) * (MT * 128);
+#pragma unroll
+                for (int half = 0; half < 2; half++) {
+#pragma unroll
+                    for (int u = 2 * half; u < 2 * half + 2; u++) {
+                        const uint32_t wA = u == 0 ? qA.x : u == 1 ? qA.y : u == 2 ? qA.z : qA.w;
+                        const uint32_t wB = u == 0 ? qB.x : u == 1 ? qB.y : u == 2 ? qB.z : qB.w;
+#pragma unroll
+                        for (int h = 0; h < 2; h++) {
+                            const uint32_t sel0 = 0x5504u | ((2u * h) << 4), sel1 = 0x5504u | ((2u * h + 1) << 4);
+                            uint32_t *f = af[2 * u + h];
+                            f[0] = Ops::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wA, lane4, sel0)), s2[0][0]);
+                            f[1] = Ops::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wB, lane4, sel0)), s2[0][1]);
+                            f[2] = Ops::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wA, lane4, sel1)), s2[0][0]);
+                            f[3] = Ops::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wB, lane4, sel1)), s2[0][1]);
+                        }
+                    }
+                    wg_fence();
+#pragma unroll
+                    for (int ks = 4 * half; ks < 4 * half + 4; ks++)
+                        Wgmma<T, NT>::mma(acc[0], af[ks], wg_desc(xb + (ks >> 2) * (MT * 128) + 32 * (ks & 3)));
+                    wg_commit();
+                    wg_wait<1>(); /* the group before this one is done: its fragments and its stage are free */
+#pragma unroll
+                    for (int ks = 4 * (1 - half); ks < 4 * (1 - half) + 4; ks++)
+#pragma unroll
+                        for (int i = 0; i < 4; i++)
+                            wg_keep(af[ks][i]);
+                    if (half == 0 && wg_pending >= 0) { /* the previous stage's last wgmmas are done */
+                        __syncwarp();
+                        if (lane == 0)
+                            mbar_arrive(empty_bar + 8 * wg_pending);
+                        wg_pending = -1;
+                    }
+                }
+            } else
+#endif
 #pragma unroll
             for (int u = 0; u < 4; u++) {
                 uint4 xr[NT]; /* read once for all the warp's fragments */
@@ -616,6 +787,23 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA>::Threads, 1)
 
         /* ---- end of a tile (or of this CTA's range inside it): store or hand over the sums ---- */
         const bool tile_end = it + 1 == it_end || last_step;
+#if BNB4_PIPE_HAS_WGMMA
+        if constexpr (WG) {
+            if (tile_end) { /* the sums are read below: every wgmma done */
+                wg_wait<0>();
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                    for (int i = 0; i < 4; i++)
+                        wg_keep(acc[0][nt][i]);
+#pragma unroll
+                for (int ks = 4; ks < 8; ks++)
+#pragma unroll
+                    for (int i = 0; i < 4; i++)
+                        wg_keep(af[ks][i]);
+            }
+        }
+#endif
         if (tile_end) { /* the second k half's sums join the first's, through the stage just used (refilled only
              after the next iteration's barrier, TMA: after every consumer warp released it below) */
             if constexpr (kTwoChains)
@@ -659,12 +847,16 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA>::Threads, 1)
             }
         }
 #if BNB4_PIPE_HAS_TMA
-        if constexpr (TMA) { /* release the slot to the producer */
-            if (tile_end) /* the scratch writes above come before the tensor copy that overwrites them */
-                asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-            __syncwarp();
-            if (lane == 0)
-                mbar_arrive(empty_bar + 8 * used);
+        if constexpr (TMA) { /* release the slot to the producer (wgmma: once its last wgmmas are done) */
+            if (WG && !tile_end) {
+                wg_pending = used;
+            } else {
+                if (tile_end) /* the scratch writes above come before the tensor copy that overwrites them */
+                    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+                __syncwarp();
+                if (lane == 0)
+                    mbar_arrive(empty_bar + 8 * used);
+            }
         }
 #endif
         if (!tile_end)
@@ -729,8 +921,30 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA>::Threads, 1)
     }
 }
 
+/* The activations in the k order of the decoded weight fragments (WG): in every 128-k group, k-step ks =
+ * 2 u + h of the mma (16 k) holds, at its positions 2 c + e and 2 c + 8 + e (c = 0..3, e = 0, 1), the
+ * group's k 32 c + 8 u + 4 h + e and 32 c + 8 u + 4 h + 2 + e: the k that byte 4 u + 2 h (+ 1) of lane c's
+ * 16-byte weight chunk holds (see the kernel's fragment comment). One thread per 8 outputs (16 bytes);
+ * K % 128 == 0 (the TMA layouts). */
+template <typename T>
+__global__ void pipe_permute_x(const T *__restrict__ x, T *__restrict__ xp, size_t total8, unsigned K) {
+#if BNB4_PIPE_HAS_TMA
+    pdl_launch_dependents();
+    pdl_wait(); /* x may come from the previous kernel */
+#endif
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total8; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t o = i * 8, row_k = o - o % K; /* first output element, its row's first */
+        const unsigned v = (unsigned)(o - row_k), g0 = v & ~127u, ks = (v & 127u) >> 4, hi = (v >> 3) & 1u;
+        const unsigned base = g0 + 8 * (ks >> 1) + 4 * (ks & 1) + 2 * hi; /* + 32 c */
+        const uint32_t *src = reinterpret_cast<const uint32_t *>(x + row_k + base);
+        uint4 r;
+        r.x = src[0], r.y = src[16], r.z = src[32], r.w = src[48]; /* c = 0..3: 32 elements = 16 words apart */
+        *reinterpret_cast<uint4 *>(xp + o) = r;
+    }
+}
+
 /* Per device: whether the kernel's dynamic shared memory limit was raised. */
-template <typename T, int NT, bool NESTED, bool TMA> int g_smem_set[64];
+template <typename T, int NT, bool NESTED, bool TMA, bool WG> int g_smem_set[64];
 
 /* Grid size: one CTA per SM; BNB4_CUDA_PIPE_CTAS=n overrides it (read per call: tests use it to force
  * tiles shared by many CTAs and CTAs spanning tiles on small shapes). */
@@ -738,6 +952,15 @@ unsigned pipe_ctas(const bnb4_cuda_state *s) {
     const char *e = getenv("BNB4_CUDA_PIPE_CTAS");
     const long v = e ? atol(e) : 0;
     return v > 0 && v <= 65535 ? (unsigned)v : (unsigned)(s->sm_count > 0 ? s->sm_count : 1);
+}
+
+/* Programmatic dependent launch for the TMA variant (BNB4_CUDA_PDL=0 turns it off, for measuring). */
+bool pipe_pdl() {
+    static const bool on = [] {
+        const char *e = getenv("BNB4_CUDA_PDL");
+        return !(e && *e == '0');
+    }();
+    return on;
 }
 
 /* The driver's tensor-map encoder, fetched once through the runtime (NULL where the driver has none). */
@@ -792,23 +1015,36 @@ bool pipe_tma_encode(const PipeArgs &a, const bnb4_qtensor *w, int mt, PipeMaps 
                      (unsigned)(kStepK >> a.bs_log2), kTileRows, CU_TENSOR_MAP_SWIZZLE_NONE);
 }
 
-template <typename T, int NT, bool NESTED, bool TMA>
+template <typename T, int NT, bool NESTED, bool TMA, bool WG>
 bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
-    using S = PipeShape<NT, TMA>;
+    using S = PipeShape<NT, TMA, WG>;
     PipeMaps maps;
     memset(&maps, 0, sizeof maps);
-    if constexpr (TMA) {
-        if (!pipe_tma_encode(a, w, S::MT, &maps)) /* (not expected: the layouts were checked) */
-            return launch_pipe<T, NT, NESTED, false>(s, a, w);
-    }
-    int &set = g_smem_set<T, NT, NESTED, TMA>[s->device & 63];
-    if (!set) {
-        const bnb4_status st = bnb4_cuda_check(
-            cudaFuncSetAttribute(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 S::SmemBytes),
-            "bnb4_gemm (pipe): shared memory");
+    void *xp = nullptr; /* WG: the permuted activations */
+    const void *x = a.x;
+    if constexpr (WG) {
+        const bnb4_status st = bnb4_cuda_alloc(s, a.M * a.K * sizeof(T), &xp, "bnb4_gemm (pipe): activations");
         if (st != BNB4_OK)
             return st;
+        a.x = xp;
+    }
+    if constexpr (TMA) {
+        if (!pipe_tma_encode(a, w, S::MT, &maps)) { /* (not expected: the layouts were checked) */
+            bnb4_cuda_free(s, xp);
+            a.x = x;
+            return launch_pipe<T, NT, NESTED, false, false>(s, a, w);
+        }
+    }
+    int &set = g_smem_set<T, NT, NESTED, TMA, WG>[s->device & 63];
+    if (!set) {
+        const bnb4_status st = bnb4_cuda_check(
+            cudaFuncSetAttribute(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG>,
+                                 cudaFuncAttributeMaxDynamicSharedMemorySize, S::SmemBytes),
+            "bnb4_gemm (pipe): shared memory");
+        if (st != BNB4_OK) {
+            bnb4_cuda_free(s, xp);
+            return st;
+        }
         set = 1;
     }
     const size_t tiles = bnb4_div_up(a.N, kTileRows), k_steps = bnb4_div_up(a.K, kStepK);
@@ -825,30 +1061,86 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     if (per % k_steps != 0) { /* some tile is shared by CTAs: workspace and counters */
         const bnb4_status st = bnb4_cuda_splitk(s, tiles, tiles * a.max_contrib * S::MT * kTileRows * sizeof(float),
                                                 &a.counters, &a.ws);
-        if (st != BNB4_OK)
+        if (st != BNB4_OK) {
+            bnb4_cuda_free(s, xp);
             return st;
+        }
     }
-    gemm_4bit_pipe_kernel<T, NT, NESTED, TMA>
-        <<<(unsigned)ctas, S::Threads, S::SmemBytes, s->stream>>>(a, maps.w, maps.x, maps.s);
-    return BNB4_CUDA_LAUNCH_CHECK("bnb4_gemm (pipe)");
+    /* programmatic dependent launch (TMA variant, sm_90): this kernel's prologue overlaps the previous
+     * kernel's end; (not expected) a stream or graph that refuses the attribute gets a plain launch */
+    cudaLaunchAttribute pdl[1];
+    pdl[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    pdl[0].val.programmaticStreamSerializationAllowed = 1;
+    const unsigned n_attrs = TMA && pipe_pdl() ? 1 : 0;
+    auto launch = [&](cudaLaunchConfig_t cfg, auto kernel, auto... args) {
+        cfg.attrs = pdl;
+        cfg.numAttrs = n_attrs;
+        cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, args...);
+        if (e != cudaSuccess && cfg.numAttrs) {
+            (void)cudaGetLastError();
+            cfg.numAttrs = 0;
+            e = cudaLaunchKernelEx(&cfg, kernel, args...);
+        }
+        return e != cudaSuccess ? e : cudaGetLastError();
+    };
+    cudaError_t e = cudaSuccess;
+    if constexpr (WG) {
+        const size_t total8 = a.M * a.K / 8;
+        cudaLaunchConfig_t pc = {};
+        pc.gridDim = dim3((unsigned)bnb4_div_up(total8, 256) < 4u * s->sm_count ? (unsigned)bnb4_div_up(total8, 256)
+                                                                                  : 4u * s->sm_count);
+        pc.blockDim = dim3(256);
+        pc.stream = s->stream;
+        e = launch(pc, pipe_permute_x<T>, reinterpret_cast<const T *>(x), reinterpret_cast<T *>(xp), total8,
+                   (unsigned)a.K);
+    }
+    if (e == cudaSuccess) {
+        cudaLaunchConfig_t cfg = {};
+        cfg.gridDim = dim3((unsigned)ctas);
+        cfg.blockDim = dim3(S::Threads);
+        cfg.dynamicSmemBytes = S::SmemBytes;
+        cfg.stream = s->stream;
+        e = launch(cfg, gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG>, a, maps.w, maps.x, maps.s);
+    }
+    bnb4_cuda_free(s, xp); /* stream-ordered: after the kernel */
+    return bnb4_cuda_check(e, "bnb4_gemm (pipe)");
 }
 
-template <typename T, bool NESTED, bool TMA>
+template <typename T, bool NESTED, bool TMA, bool WG>
 bnb4_status launch_pipe_m(bnb4_cuda_state *s, const PipeArgs &a, const bnb4_qtensor *w) {
     if (a.M <= 8)
-        return launch_pipe<T, 1, NESTED, TMA>(s, a, w);
+        return launch_pipe<T, 1, NESTED, TMA, WG>(s, a, w);
     if (a.M <= 16)
-        return launch_pipe<T, 2, NESTED, TMA>(s, a, w);
+        return launch_pipe<T, 2, NESTED, TMA, WG>(s, a, w);
     if (a.M <= 32)
-        return launch_pipe<T, 4, NESTED, TMA>(s, a, w);
-    return launch_pipe<T, 8, NESTED, TMA>(s, a, w);
+        return launch_pipe<T, 4, NESTED, TMA, WG>(s, a, w);
+    return launch_pipe<T, 8, NESTED, TMA, WG>(s, a, w);
 }
 
+/* variant: 0 cp.async, 1 TMA with mma.sync, 2 TMA with wgmma */
 template <typename T>
-bnb4_status launch_pipe_t(bnb4_cuda_state *s, const PipeArgs &a, const bnb4_qtensor *w, bool nested, bool tma) {
-    if (tma)
-        return nested ? launch_pipe_m<T, true, true>(s, a, w) : launch_pipe_m<T, false, true>(s, a, w);
-    return nested ? launch_pipe_m<T, true, false>(s, a, w) : launch_pipe_m<T, false, false>(s, a, w);
+bnb4_status launch_pipe_t(bnb4_cuda_state *s, const PipeArgs &a, const bnb4_qtensor *w, bool nested, int variant) {
+    if (variant == 2)
+        return nested ? launch_pipe_m<T, true, true, true>(s, a, w) : launch_pipe_m<T, false, true, true>(s, a, w);
+    if (variant == 1)
+        return nested ? launch_pipe_m<T, true, true, false>(s, a, w) : launch_pipe_m<T, false, true, false>(s, a, w);
+    return nested ? launch_pipe_m<T, true, false, false>(s, a, w) : launch_pipe_m<T, false, false, false>(s, a, w);
+}
+
+/* The TMA variant's math is wgmma (sm_90a code: compute capability 9.0 and a build for sm_90a) from
+ * m = BNB4_CUDA_PIPE_WGMMA_MIN_M on (past 64: never). */
+bool pipe_use_wgmma(const bnb4_cuda_state *s, size_t m) {
+#if defined(BNB4_CUDA_SM90A)
+    static const size_t min_m = [] {
+        const char *e = getenv("BNB4_CUDA_PIPE_WGMMA_MIN_M");
+        const long n = e && *e ? atol(e) : -1;
+        return n >= 1 ? (size_t)n : (size_t)17;
+    }();
+    return s->cc_major == 9 && s->cc_minor == 0 && m >= min_m;
+#else
+    (void)s, (void)m;
+    return false;
+#endif
 }
 
 /* The TMA variant: compute capability 9.x (its copies and barriers), not switched off with
@@ -900,6 +1192,7 @@ int bnb4_cuda_pipe_fits(const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const vo
 }
 
 int bnb4_cuda_pipe_tma_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) { return pipe_use_tma(s, w, m); }
+int bnb4_cuda_pipe_wgmma(const bnb4_cuda_state *s, size_t m) { return pipe_use_wgmma(s, m); }
 
 bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
                                 const void *bias, void *y) {
@@ -915,6 +1208,8 @@ bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_
     a.x = x;
     a.bias = bias;
     a.y = y;
-    const bool tma = pipe_use_tma(s, w, m), nested = w->absmax == NULL;
-    return dt == BNB4_F16 ? launch_pipe_t<__half>(s, a, w, nested, tma) : launch_pipe_t<__nv_bfloat16>(s, a, w, nested, tma);
+    const bool nested = w->absmax == NULL;
+    const int variant = !pipe_use_tma(s, w, m) ? 0 : pipe_use_wgmma(s, m) ? 2 : 1;
+    return dt == BNB4_F16 ? launch_pipe_t<__half>(s, a, w, nested, variant)
+                          : launch_pipe_t<__nv_bfloat16>(s, a, w, nested, variant);
 }
