@@ -223,74 +223,43 @@ __device__ __forceinline__ void wg_keep(uint32_t &v) { asm volatile("" : "+r"(v)
 __device__ __forceinline__ uint64_t wg_desc(uint32_t saddr) {
     return (uint64_t)((saddr & 0x3ffffu) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
 }
-/* ---- wgmma (sm_90): D[64 rows x 8 NT cols] += A (registers: this warp's 16 rows, laid out as an
+/* ---- wgmma (sm_90a): D[64 rows x 8 NT cols] += A (registers: this warp's 16 rows, laid out as an
  * m16n8k16 A fragment) x B (shared memory, 16 k x 8 NT activation rows, K-major with the 128-byte swizzle
- * the tensor copy left). Asynchronous: see wg_fence / wg_commit / wg_wait. ---- */
+ * the tensor copy left). Asynchronous: see wg_fence / wg_commit / wg_wait. One specialization per
+ * (dtype, n); the asm's operands: the 4 NT accumulators, A (4 registers), the descriptor, then a 1 that
+ * sets the scale-d predicate (accumulate); A and B scaled by 1, B not transposed. ---- */
 template <typename T, int NT> struct Wgmma;
-template <> struct Wgmma<__half, 1> {
-    static __device__ __forceinline__ void mma(float (&d)[1][4], const uint32_t a[4], uint64_t desc) {
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %9, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n8k16.f32.f16.f16 {%0,%1,%2,%3}, {%4,%5,%6,%7}, %8, p, 1, 1, 0;\n}"
-                     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
-    }
-};
-template <> struct Wgmma<__half, 2> {
-    static __device__ __forceinline__ void mma(float (&d)[2][4], const uint32_t a[4], uint64_t desc) {
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7}, {%8,%9,%10,%11}, %12, p, 1, 1, 0;\n}"
-                     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
-    }
-};
-template <> struct Wgmma<__half, 4> {
-    static __device__ __forceinline__ void mma(float (&d)[4][4], const uint32_t a[4], uint64_t desc) {
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, {%16,%17,%18,%19}, %20, p, 1, 1, 0;\n}"
-                     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
-    }
-};
-template <> struct Wgmma<__half, 8> {
-    static __device__ __forceinline__ void mma(float (&d)[8][4], const uint32_t a[4], uint64_t desc) {
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 0;\n}"
-                     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
-    }
-};
-template <> struct Wgmma<__nv_bfloat16, 1> {
-    static __device__ __forceinline__ void mma(float (&d)[1][4], const uint32_t a[4], uint64_t desc) {
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %9, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {%0,%1,%2,%3}, {%4,%5,%6,%7}, %8, p, 1, 1, 0;\n}"
-                     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
-    }
-};
-template <> struct Wgmma<__nv_bfloat16, 2> {
-    static __device__ __forceinline__ void mma(float (&d)[2][4], const uint32_t a[4], uint64_t desc) {
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7}, {%8,%9,%10,%11}, %12, p, 1, 1, 0;\n}"
-                     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
-    }
-};
-template <> struct Wgmma<__nv_bfloat16, 4> {
-    static __device__ __forceinline__ void mma(float (&d)[4][4], const uint32_t a[4], uint64_t desc) {
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, {%16,%17,%18,%19}, %20, p, 1, 1, 0;\n}"
-                     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
-    }
-};
-template <> struct Wgmma<__nv_bfloat16, 8> {
-    static __device__ __forceinline__ void mma(float (&d)[8][4], const uint32_t a[4], uint64_t desc) {
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 0;\n}"
-                     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
-    }
-};
+#define BNB4_WG_D(i) "+f"(d[i][0]), "+f"(d[i][1]), "+f"(d[i][2]), "+f"(d[i][3])
+#define BNB4_WGMMA(T, TY, NT, N, OPERANDS, ONE, ...)                                                           \
+    template <> struct Wgmma<T, NT> {                                                                          \
+        static __device__ __forceinline__ void mma(float (&d)[NT][4], const uint32_t a[4], uint64_t desc) {     \
+            asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " ONE ", 0;\n"                                       \
+                         "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TY "." TY " " OPERANDS ", p, 1, 1, 0;\n}" \
+                         : __VA_ARGS__                                                                         \
+                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));                     \
+        }                                                                                                      \
+    };
+#define BNB4_WG_N8 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, %8"
+#define BNB4_WG_N16 "{%0,%1,%2,%3,%4,%5,%6,%7}, {%8,%9,%10,%11}, %12"
+#define BNB4_WG_N32 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, {%16,%17,%18,%19}, %20"
+#define BNB4_WG_N64                                                                                             \
+    "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,"   \
+    "%29,%30,%31}, {%32,%33,%34,%35}, %36"
+#define BNB4_WG_ALL(T, TY)                                                                                      \
+    BNB4_WGMMA(T, TY, 1, 8, BNB4_WG_N8, "%9", BNB4_WG_D(0))                                                    \
+    BNB4_WGMMA(T, TY, 2, 16, BNB4_WG_N16, "%13", BNB4_WG_D(0), BNB4_WG_D(1))                                   \
+    BNB4_WGMMA(T, TY, 4, 32, BNB4_WG_N32, "%21", BNB4_WG_D(0), BNB4_WG_D(1), BNB4_WG_D(2), BNB4_WG_D(3))       \
+    BNB4_WGMMA(T, TY, 8, 64, BNB4_WG_N64, "%37", BNB4_WG_D(0), BNB4_WG_D(1), BNB4_WG_D(2), BNB4_WG_D(3),       \
+               BNB4_WG_D(4), BNB4_WG_D(5), BNB4_WG_D(6), BNB4_WG_D(7))
+BNB4_WG_ALL(__half, "f16")
+BNB4_WG_ALL(__nv_bfloat16, "bf16")
+#undef BNB4_WG_ALL
+#undef BNB4_WG_N64
+#undef BNB4_WG_N32
+#undef BNB4_WG_N16
+#undef BNB4_WG_N8
+#undef BNB4_WGMMA
+#undef BNB4_WG_D
 #else
 #define BNB4_PIPE_HAS_WGMMA 0
 #endif
