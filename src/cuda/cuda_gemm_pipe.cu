@@ -516,15 +516,16 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
             const uint32_t p = Ops::pack(cb[v >> 4], cb[v & 15]);
             reinterpret_cast<uint4 *>(table + v * 256)[e & 7] = make_uint4(p, p, p, p);
         }
+#if BNB4_PIPE_HAS_TMA
+        if constexpr (TMA) /* the table came from this module's constants; everything below may come from the
+                            * previous kernel (nested map and absmax, bias, split-K workspace, y) */
+            pdl_wait();
+#endif
         if (NESTED)
             for (int i = tid; i < 256; i += kConsumerThreads)
                 ncode[i] = a.nested_code[i];
-        if constexpr (TMA) {
+        if constexpr (TMA)
             consumer_sync<kConsumerThreads>(); /* (the classic loop's first __syncthreads does this) */
-#if BNB4_PIPE_HAS_TMA
-            pdl_wait(); /* nested absmax, bias, the split-K workspace and y: the previous kernel's are done */
-#endif
-        }
     }
 
     /* m <= 16: the odd k-steps accumulate apart (acc2) and join at the tile's end, so a step's mma.syncs
