@@ -146,6 +146,19 @@ template <> struct PipeOps<__nv_bfloat16> {
     }
 };
 
+/* The A fragment of k-step 2u + h from word u of the thread's two rows (wA: row g, wB: row g + 8): bytes
+ * 2h and 2h + 1 of each decode to their code pairs (one PRMT forms the table offset), times the row's
+ * block scale pair. The mma.sync and the wgmma math take the same fragments. */
+template <typename T>
+__device__ __forceinline__ void decode_fragment(uint32_t af[4], const unsigned char *table, uint32_t wA, uint32_t wB,
+                                                uint32_t lane4, int h, uint32_t sA2, uint32_t sB2) {
+    const uint32_t sel0 = 0x5504u | ((2u * h) << 4), sel1 = 0x5504u | ((2u * h + 1) << 4);
+    af[0] = PipeOps<T>::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wA, lane4, sel0)), sA2);
+    af[1] = PipeOps<T>::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wB, lane4, sel0)), sB2);
+    af[2] = PipeOps<T>::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wA, lane4, sel1)), sA2);
+    af[3] = PipeOps<T>::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wB, lane4, sel1)), sB2);
+}
+
 /* ---- cp.async (sm_80+) ---------------------------------------------------------------------------------
  * src_bytes < the copy size zero-fills the rest (0: a pure zero fill, nothing is read). */
 __device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, uint32_t src_bytes) {
@@ -606,7 +619,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
     uint32_t phase = 0; /* TMA: parity of the slots' current fill */
     /* wgmma: the decoded fragments of a stage's two halves (k-steps 0-3, 4-7; each half's wgmmas run while
      * the next half is decoded), and the slot whose release waits for its last wgmmas (-1: none) */
-    [[maybe_unused]] uint32_t af[8][4];
+    [[maybe_unused]] uint32_t wg_af[8][4];
     [[maybe_unused]] int wg_pending = -1;
     for (unsigned it = it_begin; it < it_end; it++) {
         if (step == 0 && it != it_begin)
@@ -686,26 +699,20 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
                         const uint32_t wA = u == 0 ? qA.x : u == 1 ? qA.y : u == 2 ? qA.z : qA.w;
                         const uint32_t wB = u == 0 ? qB.x : u == 1 ? qB.y : u == 2 ? qB.z : qB.w;
 #pragma unroll
-                        for (int h = 0; h < 2; h++) {
-                            const uint32_t sel0 = 0x5504u | ((2u * h) << 4), sel1 = 0x5504u | ((2u * h + 1) << 4);
-                            uint32_t *f = af[2 * u + h];
-                            f[0] = Ops::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wA, lane4, sel0)), s2[0][0]);
-                            f[1] = Ops::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wB, lane4, sel0)), s2[0][1]);
-                            f[2] = Ops::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wA, lane4, sel1)), s2[0][0]);
-                            f[3] = Ops::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wB, lane4, sel1)), s2[0][1]);
-                        }
+                        for (int h = 0; h < 2; h++)
+                            decode_fragment<T>(wg_af[2 * u + h], table, wA, wB, lane4, h, s2[0][0], s2[0][1]);
                     }
                     wg_fence();
 #pragma unroll
                     for (int ks = 4 * half; ks < 4 * half + 4; ks++)
-                        Wgmma<T, NT>::mma(acc[0], af[ks], wg_desc(xb + (ks >> 2) * (MT * 128) + 32 * (ks & 3)));
+                        Wgmma<T, NT>::mma(acc[0], wg_af[ks], wg_desc(xb + (ks >> 2) * (MT * 128) + 32 * (ks & 3)));
                     wg_commit();
                     wg_wait<1>(); /* the group before this one is done: its fragments and its stage are free */
 #pragma unroll
                     for (int ks = 4 * (1 - half); ks < 4 * (1 - half) + 4; ks++)
 #pragma unroll
                         for (int i = 0; i < 4; i++)
-                            wg_keep(af[ks][i]);
+                            wg_keep(wg_af[ks][i]);
                     if (half == 0 && wg_pending >= 0) { /* the previous stage's last wgmmas are done */
                         __syncwarp();
                         if (lane == 0)
@@ -730,11 +737,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
 #pragma unroll
                     for (int h = 0; h < 2; h++) { /* k-step 2u + h: bytes 2h, 2h + 1 of word u */
                         uint32_t af[4];
-                        const uint32_t sel0 = 0x5504u | ((2u * h) << 4), sel1 = 0x5504u | ((2u * h + 1) << 4);
-                        af[0] = Ops::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wA, lane4, sel0)), sA2);
-                        af[1] = Ops::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wB, lane4, sel0)), sB2);
-                        af[2] = Ops::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wA, lane4, sel1)), sA2);
-                        af[3] = Ops::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wB, lane4, sel1)), sB2);
+                        decode_fragment<T>(af, table, wA, wB, lane4, h, sA2, sB2);
 #pragma unroll
                         for (int nt = 0; nt < NT; nt++)
                             Ops::mma(kTwoChains && h ? acc2[f][nt] : acc[f][nt], af, h ? xr[nt].z : xr[nt].x,
@@ -770,7 +773,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
                 for (int ks = 4; ks < 8; ks++)
 #pragma unroll
                     for (int i = 0; i < 4; i++)
-                        wg_keep(af[ks][i]);
+                        wg_keep(wg_af[ks][i]);
             }
         }
 #endif
