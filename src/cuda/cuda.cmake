@@ -26,6 +26,7 @@ if(BNB4_CUDA)
        ${CMAKE_CURRENT_LIST_DIR}/cuda_dequantize.cu
        ${CMAKE_CURRENT_LIST_DIR}/cuda_gemm.cu
        ${CMAKE_CURRENT_LIST_DIR}/cuda_gemm_pipe.cu
+       ${CMAKE_CURRENT_LIST_DIR}/cuda_gemm_tile.cu
        ${CMAKE_CURRENT_LIST_DIR}/cuda_gemv.cu)
   # nvcc's host stubs use C++ runtime helpers (static-init guards): C programs linking libbnb4.a need it
   list(APPEND BNB4_PRIVATE_LIBS CUDA::cudart ${CMAKE_DL_LIBS} stdc++)

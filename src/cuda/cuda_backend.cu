@@ -215,6 +215,8 @@ bnb4_status bnb4_cuda_gemm(bnb4_ctx *ctx, const bnb4_qtensor *w, bnb4_dtype dt, 
         return bnb4_cuda_gemv(s, w, dt, m, x, bias, y);
     case BNB4_CUDA_GEMM_PIPE:
         return bnb4_cuda_gemm_pipe(s, w, dt, m, x, bias, y);
+    case BNB4_CUDA_GEMM_TILE:
+        return bnb4_cuda_gemm_tile(s, w, dt, m, x, bias, y);
     case BNB4_CUDA_GEMM_SIMT:
         return bnb4_cuda_gemm_simt(s, w, dt, m, x, bias, y);
     default:
@@ -244,12 +246,15 @@ const char *bnb4_cuda_kernel_name(bnb4_ctx *ctx, bnb4_op op, bnb4_dtype dt, size
      * m = 1 too; on sm_90 weights of BNB4_CUDA_PIPE_M1_MIN_WEIGHTS or more take the pipe kernel at m = 1;
      * layouts outside its TMA variant's take the mma.sync math where the name says wgmma; with the wgmma
      * math, weights of BNB4_CUDA_PIPE_CHUNKED_MIN_WEIGHTS or more take it at m = 65..128 too, 64 rows at
-     * a time). 
+     * a time; on compute capability 9.0 from an sm_90a build, m >= BNB4_CUDA_TILE_MIN_M takes the tile
+     * kernel).
      * gemv_4bit_<dt>__cuda names both CUDA-core kernels of cuda_gemv.cu. */
     if (m <= bnb4_cuda_gemv_max_m())
         return dt == BNB4_F32 ? "gemv_4bit_f32__cuda" : dt == BNB4_F16 ? "gemv_4bit_f16__cuda" : "gemv_4bit_bf16__cuda";
     if (dt == BNB4_F32)
         return m <= BNB4_CUDA_SIMT_MAX_M ? "gemm_4bit_f32__simt" : "dequantize_4bit_f32+cublas_sgemm";
+    if (ctx->cuda && bnb4_cuda_tile_enabled(ctx->cuda, m))
+        return dt == BNB4_F16 ? "gemm_4bit_f16__tile_wgmma_m64nNk16" : "gemm_4bit_bf16__tile_wgmma_m64nNk16";
     if (m <= bnb4_cuda_pipe_max_m() && ctx->cuda && bnb4_cuda_pipe_wgmma(ctx->cuda, m))
         return dt == BNB4_F16 ? "gemm_4bit_f16__pipe_wgmma_m64nNk16" : "gemm_4bit_bf16__pipe_wgmma_m64nNk16";
     if (m <= bnb4_cuda_pipe_max_m())

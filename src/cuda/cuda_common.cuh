@@ -192,10 +192,15 @@ bnb4_status bnb4_cuda_launch_dequantize(bnb4_cuda_state *s, const bnb4_qtensor *
  * at m = 128; on 4096x4096 (19.3 against 24.5 us) two chunks would lose. */
 #define BNB4_CUDA_PIPE_CHUNKED_MAX_M 128
 #define BNB4_CUDA_PIPE_CHUNKED_MIN_WEIGHTS ((size_t)1 << 25)
+/* m >= BNB4_CUDA_TILE_MIN_M with f16/bf16 activations on compute capability 9.0 (sm_90a build): the fused
+ * wgmma tile kernel (cuda_gemm_tile.cu) instead of the pipe kernel's chunks or dequantize + cuBLAS;
+ * BNB4_CUDA_TILE_MIN_M in the environment overrides it. */
+#define BNB4_CUDA_TILE_MIN_M 65
 typedef enum bnb4_cuda_gemm_path {
     BNB4_CUDA_GEMM_GEMV,        /* small m, K % blocksize == 0, aligned: CUDA-core weight streaming */
     BNB4_CUDA_GEMM_PIPE,        /* m <= 64, f16/bf16, K % 32 == 0, aligned: pipelined tensor-core kernel
                                    (m <= 128 on large weights with its wgmma math: chunks of 64 rows) */
+    BNB4_CUDA_GEMM_TILE,        /* large m, f16/bf16, K % 32 == 0, aligned, sm_90a: fused wgmma tiles */
     BNB4_CUDA_GEMM_SIMT,        /* fused CUDA-core kernel, any dtype and shape, small m */
     BNB4_CUDA_GEMM_DEQUANT_BLAS /* dequantize into a temporary, then cuBLAS */
 } bnb4_cuda_gemm_path;
@@ -213,6 +218,11 @@ int bnb4_cuda_pipe_wgmma(const bnb4_cuda_state *s, size_t m);
 int bnb4_cuda_pipe_chunked_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m,
                                 const void *x);
 bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
+                                const void *bias, void *y);
+/* whether m takes the tile kernel on this device (where the layout fits: bnb4_cuda_tile_fits) */
+int bnb4_cuda_tile_enabled(const bnb4_cuda_state *s, size_t m);
+int bnb4_cuda_tile_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x);
+bnb4_status bnb4_cuda_gemm_tile(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
                                 const void *bias, void *y);
 bnb4_cuda_gemm_path bnb4_cuda_pick_gemm(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m,
                                         const void *x);

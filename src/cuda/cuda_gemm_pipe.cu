@@ -55,11 +55,10 @@
  * and activations, 4-byte-aligned nested codes. The TMA variant's tensor maps are encoded per call with
  * the driver's encoder, fetched through the runtime (no link to libcuda).
  */
-#include <cuda.h> /* CUtensorMap (the driver's encoder is fetched at run time: no link to libcuda) */
 #include <stdlib.h>
 #include <string.h>
 
-#include "cuda_common.cuh"
+#include "cuda_sm90.cuh"
 
 namespace {
 
@@ -74,7 +73,7 @@ constexpr int kRowBytes = kStepK / 2;
 constexpr int kScaleSlots = 8;                  /* block scales per row and stage (blocksize 32: 8) */
 constexpr int kWBytes = kTileRows * kRowBytes;  /* 16 KB */
 constexpr int kScaleBytes = kTileRows * kScaleSlots * 4;
-constexpr int kTableBytes = 256 * 256;          /* half2 code pairs, one copy per lane, 256 B per byte value */
+constexpr int kTableBytes = kPairTableBytes;    /* the code-pair table (cuda_sm90.cuh) */
 constexpr int kNcodeBytes = 256 * 4;
 
 template <int NT, bool TMA, bool WG = false> struct PipeShape {
@@ -111,16 +110,9 @@ struct PipeArgs : bnb4_cuda_weight_args {
     unsigned k_steps, iters, per_cta, max_contrib;
 };
 
+/* PairOps (cuda_sm90.cuh) plus the mma.sync of the dtype */
 template <typename T> struct PipeOps;
-template <> struct PipeOps<__half> {
-    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-        const __half2 h = __floats2half2_rn(lo, hi);
-        return *reinterpret_cast<const uint32_t *>(&h);
-    }
-    static __device__ __forceinline__ uint32_t mul2(uint32_t a, uint32_t b) {
-        const __half2 r = __hmul2(*reinterpret_cast<const __half2 *>(&a), *reinterpret_cast<const __half2 *>(&b));
-        return *reinterpret_cast<const uint32_t *>(&r);
-    }
+template <> struct PipeOps<__half> : PairOps<__half> {
     static __device__ __forceinline__ void mma(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
         asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
                      "{%8,%9}, {%0,%1,%2,%3};"
@@ -128,16 +120,7 @@ template <> struct PipeOps<__half> {
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
     }
 };
-template <> struct PipeOps<__nv_bfloat16> {
-    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-        const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-        return *reinterpret_cast<const uint32_t *>(&h);
-    }
-    static __device__ __forceinline__ uint32_t mul2(uint32_t a, uint32_t b) {
-        const __nv_bfloat162 r =
-            __hmul2(*reinterpret_cast<const __nv_bfloat162 *>(&a), *reinterpret_cast<const __nv_bfloat162 *>(&b));
-        return *reinterpret_cast<const uint32_t *>(&r);
-    }
+template <> struct PipeOps<__nv_bfloat16> : PairOps<__nv_bfloat16> {
     static __device__ __forceinline__ void mma(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
         asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
                      "{%8,%9}, {%0,%1,%2,%3};"
@@ -171,116 +154,6 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N> __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
-/* Keep v in a register from here on: the compiler cannot recompute an asm result, so per-thread
- * constants set up before the main loop are not rematerialized inside it (which costs more
- * instructions per step than the registers they take). */
-__device__ __forceinline__ uint32_t pin(uint32_t v) {
-    asm volatile("" : "+r"(v));
-    return v;
-}
-__device__ __forceinline__ uint4 lds128(const unsigned char *p) { return *reinterpret_cast<const uint4 *>(p); }
-
-/* The consumer threads' barrier (named barrier 1: the TMA producer warp never takes part). */
-template <int kConsumerThreads> __device__ __forceinline__ void consumer_sync() {
-    asm volatile("bar.sync 1, %0;" ::"n"(kConsumerThreads) : "memory");
-}
-
-/* ---- mbarrier + tensor copies (sm_90; the TMA variant is only launched on compute capability 9.x) ---- */
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-#define BNB4_PIPE_HAS_TMA 1
-__device__ __forceinline__ void mbar_init(uint32_t bar, unsigned count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive_tx(uint32_t bar, unsigned bytes) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
-    asm volatile("{\n"
-                 ".reg .pred p;\n"
-                 "WAIT_%=:\n"
-                 "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
-                 "@!p bra WAIT_%=;\n"
-                 "}" ::"r"(bar),
-                 "r"(parity)
-                 : "memory");
-}
-/* Programmatic dependent launch (launches with the attribute; a no-op otherwise): let the next kernel on
- * the stream start its prologue on the SMs this grid frees, and wait until the previous kernel has
- * completed and its writes are visible (nothing it may write is read before this). */
-__device__ __forceinline__ void pdl_launch_dependents() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
-__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
-__device__ __forceinline__ void tma_prefetch_map(const CUtensorMap *map) {
-    asm volatile("prefetch.tensormap [%0];" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
-}
-/* a box of the weight tensor map (bytes x0.., rows y0..; outside the matrix: zeros) into shared memory */
-__device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap *map, int x0, int y0, uint32_t bar) {
-    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];"
-                 ::"r"(dst), "l"(reinterpret_cast<uint64_t>(map)), "r"(x0), "r"(y0), "r"(bar)
-                 : "memory");
-}
-/* sm_90a (the arch-specific target the build adds for Hopper): wgmma */
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define BNB4_PIPE_HAS_WGMMA 1
-/* the wgmma group protocol: fence before wgmmas that read registers written since, commit the issued ones
- * as a group, wait until at most N groups are pending (their registers and shared memory are then free) */
-__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
-__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
-template <int N> __device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory"); }
-/* keep the compiler from moving accesses of v across the asynchronous wgmma (it sees only the issue) */
-__device__ __forceinline__ void wg_keep(float &v) { asm volatile("" : "+f"(v)::"memory"); }
-__device__ __forceinline__ void wg_keep(uint32_t &v) { asm volatile("" : "+r"(v)::"memory"); }
-/* shared-memory matrix descriptor: K-major rows of 128 bytes, 128-byte swizzle, 8-row groups 1024 B apart */
-__device__ __forceinline__ uint64_t wg_desc(uint32_t saddr) {
-    return (uint64_t)((saddr & 0x3ffffu) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
-}
-/* ---- wgmma (sm_90a): D[64 rows x 8 NT cols] += A (registers: this warp's 16 rows, laid out as an
- * m16n8k16 A fragment) x B (shared memory, 16 k x 8 NT activation rows, K-major with the 128-byte swizzle
- * the tensor copy left). Asynchronous: see wg_fence / wg_commit / wg_wait. One specialization per
- * (dtype, n); the asm's operands: the 4 NT accumulators, A (4 registers), the descriptor, then a 1 that
- * sets the scale-d predicate (accumulate); A and B scaled by 1, B not transposed. ---- */
-template <typename T, int NT> struct Wgmma;
-#define BNB4_WG_D(i) "+f"(d[i][0]), "+f"(d[i][1]), "+f"(d[i][2]), "+f"(d[i][3])
-#define BNB4_WGMMA(T, TY, NT, N, OPERANDS, ONE, ...)                                                           \
-    template <> struct Wgmma<T, NT> {                                                                          \
-        static __device__ __forceinline__ void mma(float (&d)[NT][4], const uint32_t a[4], uint64_t desc) {     \
-            asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " ONE ", 0;\n"                                       \
-                         "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TY "." TY " " OPERANDS ", p, 1, 1, 0;\n}" \
-                         : __VA_ARGS__                                                                         \
-                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));                     \
-        }                                                                                                      \
-    };
-#define BNB4_WG_N8 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, %8"
-#define BNB4_WG_N16 "{%0,%1,%2,%3,%4,%5,%6,%7}, {%8,%9,%10,%11}, %12"
-#define BNB4_WG_N32 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, {%16,%17,%18,%19}, %20"
-#define BNB4_WG_N64                                                                                             \
-    "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,"   \
-    "%29,%30,%31}, {%32,%33,%34,%35}, %36"
-#define BNB4_WG_ALL(T, TY)                                                                                      \
-    BNB4_WGMMA(T, TY, 1, 8, BNB4_WG_N8, "%9", BNB4_WG_D(0))                                                    \
-    BNB4_WGMMA(T, TY, 2, 16, BNB4_WG_N16, "%13", BNB4_WG_D(0), BNB4_WG_D(1))                                   \
-    BNB4_WGMMA(T, TY, 4, 32, BNB4_WG_N32, "%21", BNB4_WG_D(0), BNB4_WG_D(1), BNB4_WG_D(2), BNB4_WG_D(3))       \
-    BNB4_WGMMA(T, TY, 8, 64, BNB4_WG_N64, "%37", BNB4_WG_D(0), BNB4_WG_D(1), BNB4_WG_D(2), BNB4_WG_D(3),       \
-               BNB4_WG_D(4), BNB4_WG_D(5), BNB4_WG_D(6), BNB4_WG_D(7))
-BNB4_WG_ALL(__half, "f16")
-BNB4_WG_ALL(__nv_bfloat16, "bf16")
-#undef BNB4_WG_ALL
-#undef BNB4_WG_N64
-#undef BNB4_WG_N32
-#undef BNB4_WG_N16
-#undef BNB4_WG_N8
-#undef BNB4_WGMMA
-#undef BNB4_WG_D
-#else
-#define BNB4_PIPE_HAS_WGMMA 0
-#endif
-#else
-#define BNB4_PIPE_HAS_TMA 0
-#define BNB4_PIPE_HAS_WGMMA 0
-#endif
-
 /* Swizzles (16-byte units). Weight row r, chunk j (0..7): a quarter-warp reads chunk 4j'+c of rows g
  * and g+1 (g even), so odd rows move by 4 chunks. Activation row m, chunk j (0..31): a quarter-warp reads
  * chunk 16j'+4c+u (c = 0..3) of rows g and g+1; chunk bits 2 (c's low bit) and 1 (c's high bit, from
@@ -309,11 +182,11 @@ template <typename T, int NT, bool NESTED, bool TMA, bool WG>
 __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
     gemm_4bit_pipe_kernel(PipeArgs a, const __grid_constant__ CUtensorMap w_map,
                           const __grid_constant__ CUtensorMap x_map, const __grid_constant__ CUtensorMap s_map) {
-#if !BNB4_PIPE_HAS_TMA
+#if !BNB4_HAS_TMA
     if constexpr (TMA) {
         __trap(); /* never launched below sm_90 (bnb4_cuda_gemm_pipe checks the device) */
     } else
-#elif !BNB4_PIPE_HAS_WGMMA
+#elif !BNB4_HAS_WGMMA
     if constexpr (WG) {
         __trap(); /* only launched on compute capability 9.0 from an sm_90a build (pipe_use_wgmma) */
     } else
@@ -344,7 +217,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
     const unsigned it_begin = blockIdx.x * a.per_cta;
     const unsigned it_end = min(a.iters, it_begin + a.per_cta);
     const T *x = reinterpret_cast<const T *>(a.x);
-#if BNB4_PIPE_HAS_TMA
+#if BNB4_HAS_TMA
     if constexpr (TMA) {
         pdl_launch_dependents(); /* the whole grid is resident (one CTA per SM at most): nothing can starve */
         if (tid == 0) {
@@ -352,7 +225,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
                 mbar_init(full_bar + 8 * i, 1); /* the producer's arrival with the copies' byte count */
                 mbar_init(empty_bar + 8 * i, kConsumerWarps); /* one per consumer warp */
             }
-            asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+            mbar_init_fence();
         }
         __syncthreads();
         if (warp == kConsumerWarps) { /* ---- the producer warp: one lane issues every copy ---- */
@@ -522,14 +395,9 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
             cp_async_commit();
         }
     }
-    { /* entry (byte v, lane l) at v * 256 + 4 l: one PRMT of the packed word and the lane's 4 l forms it */
-        const float *cb = a.quant_type == BNB4_NF4 ? c_pipe_nf4 : c_pipe_fp4;
-        for (int e = tid; e < 256 * 8; e += kConsumerThreads) {
-            const int v = e >> 3;
-            const uint32_t p = Ops::pack(cb[v >> 4], cb[v & 15]);
-            reinterpret_cast<uint4 *>(table + v * 256)[e & 7] = make_uint4(p, p, p, p);
-        }
-#if BNB4_PIPE_HAS_TMA
+    { /* the code-pair table (cuda_sm90.cuh) */
+        build_pair_table<T>(table, a.quant_type == BNB4_NF4 ? c_pipe_nf4 : c_pipe_fp4, tid, kConsumerThreads);
+#if BNB4_HAS_TMA
         if constexpr (TMA) /* the table came from this module's constants; everything below may come from the
                             * previous kernel (nested map and absmax, bias, split-K workspace, y) */
             pdl_wait();
@@ -628,7 +496,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
         const uint32_t kk = 128 * j + 32 * c; /* this thread's 32 k within the step */
         const bool kin = k0 + kk < K;
         if constexpr (TMA) {
-#if BNB4_PIPE_HAS_TMA
+#if BNB4_HAS_TMA
             mbar_wait(full_bar + 8 * slot, phase); /* the producer's copies for `it` have landed */
 #endif
         } else {
@@ -686,7 +554,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
                     s2[f][h] = Ops::pack(v, v);
                 }
             }
-#if BNB4_PIPE_HAS_WGMMA
+#if BNB4_HAS_WGMMA
             if constexpr (WG) { /* k-step 2u + h: bytes 2h, 2h + 1 of word u (as below); one wgmma per k-step,
                                  * the stage's activations its B */
                 const uint4 &qA = qw[0][0], &qB = qw[0][1];
@@ -760,7 +628,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
 
         /* ---- end of a tile (or of this CTA's range inside it): store or hand over the sums ---- */
         const bool tile_end = it + 1 == it_end || last_step;
-#if BNB4_PIPE_HAS_WGMMA
+#if BNB4_HAS_WGMMA
         if constexpr (WG) {
             if (tile_end) { /* the sums are read below: every wgmma done */
                 wg_wait<0>();
@@ -819,7 +687,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
                             acc[f][nt][i] += red[(nt * 4 + i) * 256 + q];
             }
         }
-#if BNB4_PIPE_HAS_TMA
+#if BNB4_HAS_TMA
         if constexpr (TMA) { /* release the slot to the producer (wgmma: once its last wgmmas are done) */
             if (WG && !tile_end) {
                 wg_pending = used;
@@ -901,7 +769,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
  * K % 128 == 0 (the TMA layouts). */
 template <typename T>
 __global__ void pipe_permute_x(const T *__restrict__ x, T *__restrict__ xp, size_t total8, unsigned K) {
-#if BNB4_PIPE_HAS_TMA
+#if BNB4_HAS_TMA
     pdl_launch_dependents();
     pdl_wait(); /* x may come from the previous kernel */
 #endif
@@ -925,45 +793,6 @@ unsigned pipe_ctas(const bnb4_cuda_state *s) {
     const char *e = getenv("BNB4_CUDA_PIPE_CTAS");
     const long v = e ? atol(e) : 0;
     return v > 0 && v <= 65535 ? (unsigned)v : (unsigned)(s->sm_count > 0 ? s->sm_count : 1);
-}
-
-/* Programmatic dependent launch for the TMA variant (BNB4_CUDA_PDL=0 turns it off, for measuring). */
-bool pipe_pdl() {
-    static const bool on = [] {
-        const char *e = getenv("BNB4_CUDA_PDL");
-        return !(e && *e == '0');
-    }();
-    return on;
-}
-
-/* The driver's tensor-map encoder, fetched once through the runtime (NULL where the driver has none). */
-using EncodeTiledFn = CUresult (*)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *,
-                                   const cuuint64_t *, const cuuint32_t *, const cuuint32_t *, CUtensorMapInterleave,
-                                   CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
-EncodeTiledFn encode_tiled() {
-    static const EncodeTiledFn fn = [] {
-        void *p = nullptr;
-        cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
-        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) !=
-                cudaSuccess ||
-            q != cudaDriverEntryPointSuccess) {
-            (void)cudaGetLastError();
-            return (EncodeTiledFn) nullptr;
-        }
-        return reinterpret_cast<EncodeTiledFn>(p);
-    }();
-    return fn;
-}
-
-/* A 2D tensor map: rows of `cols` elements, `stride` bytes apart; boxes of box_cols x box_rows (outside
- * the tensor: zeros). */
-bool encode_2d(CUtensorMap *map, const void *base, CUtensorMapDataType type, size_t cols, size_t rows, size_t stride,
-               unsigned box_cols, unsigned box_rows, CUtensorMapSwizzle swizzle) {
-    const cuuint64_t dims[2] = {cols, rows}, strides[1] = {stride};
-    const cuuint32_t box[2] = {box_cols, box_rows}, elem_strides[2] = {1, 1};
-    return encode_tiled()(map, type, 2, const_cast<void *>(base), dims, strides, box, elem_strides,
-                          CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                          CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
 /* The TMA variant's tensor maps: the weight tile as one 128-row x 128-byte box (128-byte swizzle) of the
@@ -1040,22 +869,8 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
         }
     }
     /* programmatic dependent launch (TMA variant, sm_90): this kernel's prologue overlaps the previous
-     * kernel's end; (not expected) a stream or graph that refuses the attribute gets a plain launch */
-    cudaLaunchAttribute pdl[1];
-    pdl[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    pdl[0].val.programmaticStreamSerializationAllowed = 1;
-    const unsigned n_attrs = TMA && pipe_pdl() ? 1 : 0;
-    auto launch = [&](cudaLaunchConfig_t cfg, auto kernel, auto... args) {
-        cfg.attrs = pdl;
-        cfg.numAttrs = n_attrs;
-        cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, args...);
-        if (e != cudaSuccess && cfg.numAttrs) {
-            (void)cudaGetLastError();
-            cfg.numAttrs = 0;
-            e = cudaLaunchKernelEx(&cfg, kernel, args...);
-        }
-        return e != cudaSuccess ? e : cudaGetLastError();
-    };
+     * kernel's end */
+    const bool pdl = TMA && bnb4_pdl_enabled();
     cudaError_t e = cudaSuccess;
     if constexpr (WG) {
         const size_t total8 = a.M * a.K / 8;
@@ -1064,7 +879,7 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
                                                                                   : 4u * s->sm_count);
         pc.blockDim = dim3(256);
         pc.stream = s->stream;
-        e = launch(pc, pipe_permute_x<T>, reinterpret_cast<const T *>(x), reinterpret_cast<T *>(xp), total8,
+        e = bnb4_launch_ex(pc, pdl, pipe_permute_x<T>, reinterpret_cast<const T *>(x), reinterpret_cast<T *>(xp), total8,
                    (unsigned)a.K);
     }
     if (e == cudaSuccess) {
@@ -1073,7 +888,7 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
         cfg.blockDim = dim3(S::Threads);
         cfg.dynamicSmemBytes = S::SmemBytes;
         cfg.stream = s->stream;
-        e = launch(cfg, gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG>, a, maps.w, maps.x, maps.s);
+        e = bnb4_launch_ex(cfg, pdl, gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG>, a, maps.w, maps.x, maps.s);
     }
     bnb4_cuda_free(s, xp); /* stream-ordered: after the kernel */
     return bnb4_cuda_check(e, "bnb4_gemm (pipe)");

@@ -121,6 +121,12 @@ class CudaTest : public ::testing::Test {
             cudaStreamDestroy(stream);
     }
     void sync() { ASSERT_EQ(cudaSuccess, cudaStreamSynchronize(stream)); }
+    // bnb4_gemm with the grid forced to each of `grids` through the environment variable `grid_env` (read
+    // per call): every output written and within tolerance of `want`, nothing past the end, the same bytes
+    // twice (determinism). Defined after the matmul helpers it uses.
+    void check_gemm_on_grids(const bnb4_qtensor &wd, bnb4_dtype dt, size_t m, const void *x, const void *bias,
+                             const std::vector<double> &want, const char *grid_env,
+                             const std::vector<const char *> &grids, const std::string &what);
 };
 
 // Compare two float-format byte arrays: bit-identical, except that any NaN matches any NaN.
@@ -512,6 +518,41 @@ TEST_F(CudaTest, MatmulAgreesWithFloat64OnEveryPath) {
     }
 }
 
+void CudaTest::check_gemm_on_grids(const bnb4_qtensor &wd, bnb4_dtype dt, size_t m, const void *x, const void *bias,
+                                   const std::vector<double> &want, const char *grid_env,
+                                   const std::vector<const char *> &grids, const std::string &what_shape) {
+    const size_t es = bnb4_dtype_size(dt), n_out = m * wd.rows;
+    for (const char *grid : grids) {
+        const std::string what = what_shape + " grid " + grid;
+        std::vector<uint8_t> out[2];
+        bnb4_status st[2];
+        setenv(grid_env, grid, 1);
+        for (int rep = 0; rep < 2; rep++) {
+            DevBuf dy(n_out * es + 16);
+            st[rep] = bnb4_gemm(ctx, &wd, dt, m, x, bias, dy.as<void>());
+            sync();
+            out[rep] = dy.get();
+        }
+        unsetenv(grid_env);
+        ASSERT_EQ(BNB4_OK, st[0]) << what << ": " << bnb4_last_error();
+        ASSERT_EQ(BNB4_OK, st[1]) << what << ": " << bnb4_last_error();
+        for (const std::vector<uint8_t> &yb : out)
+            ASSERT_EQ(std::vector<uint8_t>(16, 0xFF), std::vector<uint8_t>(yb.end() - 16, yb.end()))
+                << what << ": wrote past the output";
+        ASSERT_TRUE(same_bytes(out[0], out[1], what + " repeat (determinism)"));
+        Array got = make_array(dt, n_out);
+        std::memcpy(got.data(), out[0].data(), n_out * es);
+        std::vector<double> gotd(n_out);
+        size_t nonfinite = 0;
+        for (size_t i = 0; i < gotd.size(); i++) {
+            gotd[i] = got.get(i);
+            nonfinite += !std::isfinite(gotd[i]);
+        }
+        ASSERT_EQ(0u, nonfinite) << what << ": unwritten or non-finite outputs";
+        EXPECT_LE(rel_err(gotd, want), tolerance(dt)) << what;
+    }
+}
+
 // The pipelined tensor-core kernel splits all tiles' 256-k iterations evenly over its grid (stream-K).
 // On the real grid (one CTA per SM) small shapes rarely share a tile between CTAs, so the grid is forced
 // small (BNB4_CUDA_PIPE_CTAS, read per call): 1 CTA doing everything, CTAs running from one tile into the
@@ -529,7 +570,7 @@ TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
                                  {64, 8192, 128}, {70, 384, 32},    {200, 1280, 64},  {136, 1024, 64},
                                  {520, 2304, 32}, {520, 2560, 32}};
     std::vector<size_t> ms = {1, 2, 9, 17, 40, 64};
-    const char *grids[] = {"1", "2", "5", "13", "0"}; // "0": the default (one CTA per SM)
+    const std::vector<const char *> grids = {"1", "2", "5", "13", "0"}; // "0": the default (one CTA per SM)
     if (quick()) {
         shapes = {{300, 1056, 64}, {257, 512, 4096}, {70, 384, 32}, {136, 1024, 64}};
         ms = {1, 9, 40};
@@ -550,41 +591,59 @@ TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
                     const Array x = randn(dt, m * s.K, g), bias = randn(dt, s.N, g);
                     const std::vector<double> want = reference_matmul(wh, x, m, &bias);
                     DevBuf dx(x.data(), m * s.K * es), db(bias.data(), s.N * es);
-                    for (const char *grid : grids) {
-                        setenv("BNB4_CUDA_PIPE_CTAS", grid, 1);
-                        const std::string what = "N " + std::to_string(s.N) + " K " + std::to_string(s.K) + " bs " +
-                                                 std::to_string(s.bs) + " m " + std::to_string(m) + " " +
-                                                 bnb4_dtype_name(dt) + (nested ? " nested fp4" : " nf4") + " grid " + grid;
-                        std::vector<uint8_t> first;
-                        for (int rep = 0; rep < 2; rep++) {
-                            DevBuf dy(m * s.N * es + 16);
-                            ASSERT_EQ(BNB4_OK, bnb4_gemm(ctx, &wd, dt, m, dx.as<void>(), db.as<void>(), dy.as<void>()))
-                                << what << ": " << bnb4_last_error();
-                            sync();
-                            const std::vector<uint8_t> yb = dy.get();
-                            ASSERT_EQ(std::vector<uint8_t>(16, 0xFF), std::vector<uint8_t>(yb.end() - 16, yb.end()))
-                                << what << ": wrote past the output";
-                            const std::vector<uint8_t> yv(yb.begin(), yb.end() - 16);
-                            if (rep == 1) {
-                                ASSERT_TRUE(same_bytes(first, yv, what + " repeat (determinism)"));
-                                break;
-                            }
-                            first = yv;
-                            Array got = make_array(dt, m * s.N);
-                            std::memcpy(got.data(), yv.data(), yv.size());
-                            std::vector<double> gotd(m * s.N);
-                            size_t nonfinite = 0;
-                            for (size_t i = 0; i < gotd.size(); i++) {
-                                gotd[i] = got.get(i);
-                                nonfinite += !std::isfinite(gotd[i]);
-                            }
-                            ASSERT_EQ(0u, nonfinite) << what << ": unwritten or non-finite outputs";
-                            EXPECT_LE(rel_err(gotd, want), tolerance(dt)) << what;
-                        }
-                    }
-                    unsetenv("BNB4_CUDA_PIPE_CTAS");
+                    check_gemm_on_grids(wd, dt, m, dx.as<void>(), db.as<void>(), want, "BNB4_CUDA_PIPE_CTAS", grids,
+                                        "N " + std::to_string(s.N) + " K " + std::to_string(s.K) + " bs " +
+                                            std::to_string(s.bs) + " m " + std::to_string(m) + " " +
+                                            bnb4_dtype_name(dt) + (nested ? " nested fp4" : " nf4"));
+                    if (HasFatalFailure())
+                        return;
                 }
             }
+        }
+}
+
+// The fused wgmma tile kernel for large m (compute capability 9.0, sm_90a build): 128 weight rows x 128 or
+// 256 activation rows per tile, 64-k steps split over the grid (stream-K) or whole tiles per CTA. The grid
+// is forced small (BNB4_CUDA_TILE_CTAS, read per call) so tiles are shared by 2..many CTAs and CTAs run
+// across tiles; odd N and m (rows past the matrix in the boxes), a partial last step (K % 64 == 32),
+// blocksize 32 (two scales per step) and blocks longer than a row (bs 4096 > K).
+TEST_F(CudaTest, TileKernelSplitsTilesOverAnyGrid) {
+    if (std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F16, 130), "tile") == nullptr)
+        GTEST_SKIP() << "the tile kernel needs compute capability 9.0 and an sm_90a build (m >= 65 takes "
+                     << bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F16, 130) << " here)";
+    auto g = rng(107);
+    struct Shape { size_t N, K, bs; };
+    std::vector<Shape> shapes = {{300, 1056, 64}, {129, 4096, 64}, {257, 512, 4096},
+                                 {136, 1024, 32}, {520, 2304, 128}, {64, 8192, 256}};
+    std::vector<size_t> ms = {65, 130, 200, 257, 300};
+    const std::vector<const char *> grids = {"1", "2", "5", "13", "0"}; // "0": the default (one CTA per SM)
+    if (quick()) {
+        shapes = {{300, 1056, 64}, {136, 1024, 32}};
+        ms = {65, 257};
+    }
+    for (const Shape &s : shapes)
+        for (int nested = 0; nested < 2; nested++) {
+            const bnb4_quant_type qt = nested ? BNB4_FP4 : BNB4_NF4;
+            const HostWeight w = make_weight(s.N, s.K, s.bs, qt, g);
+            DeviceWeight dw(w);
+            const bnb4_qtensor wd = dw.device(nested), wh = dw.host(nested);
+            for (size_t m : ms)
+                for (bnb4_dtype dt : {BNB4_F16, BNB4_BF16}) {
+                    ASSERT_NE(nullptr, std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMM, dt, m), "tile"));
+                    const size_t es = bnb4_dtype_size(dt);
+                    const Array x = randn(dt, m * s.K, g), bias = randn(dt, s.N, g);
+                    const bool with_bias = (m + s.N) % 2 == 0;
+                    const std::vector<double> want = reference_matmul(wh, x, m, with_bias ? &bias : nullptr);
+                    DevBuf dx(x.data(), m * s.K * es), db(bias.data(), s.N * es);
+                    check_gemm_on_grids(wd, dt, m, dx.as<void>(), with_bias ? db.as<void>() : nullptr, want,
+                                        "BNB4_CUDA_TILE_CTAS", grids,
+                                        "N " + std::to_string(s.N) + " K " + std::to_string(s.K) + " bs " +
+                                            std::to_string(s.bs) + " m " + std::to_string(m) + " " +
+                                            bnb4_dtype_name(dt) + (nested ? " nested fp4" : " nf4") +
+                                            (with_bias ? " bias" : ""));
+                    if (HasFatalFailure())
+                        return;
+                }
         }
 }
 

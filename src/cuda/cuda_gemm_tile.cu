@@ -1,0 +1,481 @@
+/*
+ * cuda_gemm_tile.cu - Y[m, N] = X[m, K] W^T + bias for large m with f16/bf16 activations on compute
+ * capability 9.0 (sm_90a code): gemm_4bit_<dt>__tile_wgmma_m64nNk16, a fused tensor-core kernel where
+ * the weights are decoded into registers and never written out (the alternative, dequantize + cuBLAS,
+ * writes and reads the whole dense weight once per call: at m = 512 that was 25-40 % of the time).
+ *
+ *  - Tiles: 128 weight rows x BX activation rows (BX = 128 or 256: the wgmma's n), all of K. Tile t is
+ *    (weight tile t / m_tiles, activation tile t % m_tiles), so CTAs running side by side share weight
+ *    tiles (one DRAM read) and the activations' k slices (L2). A tile is a run of K / 64 steps of 64 k;
+ *    the steps of all tiles are split evenly over a persistent grid of one CTA per SM (stream-K: no
+ *    partial last wave), or whole tiles per CTA where the tiles fill the grid's waves to 90 %.
+ *  - Loads (one lane of a producer warp): per step one tensor copy of the activations (BX rows x 64 k,
+ *    128-byte swizzle: what wgmma reads as B) and one of the packed weights (128 rows x 32 bytes, 32-byte
+ *    swizzle) into a ring of stages, with full / empty mbarriers per stage.
+ *  - Math (2 consumer warpgroups, 64 weight rows each): a warpgroup's wgmma.m64nBXk16 takes the weights
+ *    as A from registers and the stage's activations as B. Thread (g, c) of a warp holds rows g and g + 8
+ *    of its 16; for k-step s its A registers are the k 16 s + 2 c, + 1 (byte 8 s + c of the row's 32 bytes)
+ *    and 16 s + 2 c + 8, + 9 (byte 8 s + 4 + c): byte c of words 2 s and 2 s + 1. Each byte becomes its two
+ *    values with one PRMT and one load from the code-pair table (cuda_sm90.cuh), then one packed multiply
+ *    by the block scale. Block scales (plain absmax, or the nested codes and their absmax) come from
+ *    global memory (L2), loaded one step ahead. A step's 4 wgmmas run while the next step is decoded;
+ *    its stage goes back to the producer once they are done.
+ *  - Ends of tiles: a tile one CTA covered is stored directly (bias added in f32, one rounding); a tile
+ *    several CTAs share is summed through the split-K workspace by the last to arrive, in contributor
+ *    order (deterministic), as in cuda_gemm_pipe.cu.
+ *
+ * Requirements (bnb4_cuda_tile_fits): compute capability 9.0, an sm_90a build, f16/bf16, K % 32 == 0,
+ * 16-byte-aligned packed weights and activations, fewer than 2^31 rows and columns.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <type_traits>
+
+#include "cuda_sm90.cuh"
+
+namespace {
+
+__constant__ float c_tile_nf4[16] = {BNB4_NF4_CODEBOOK_VALUES};
+__constant__ float c_tile_fp4[16] = {BNB4_FP4_CODEBOOK_VALUES};
+
+constexpr int kTileRows = 128;                   /* weight rows per tile: 2 warpgroups x 64 */
+constexpr int kStepK = 64;                       /* k per step */
+constexpr int kWRowBytes = kStepK / 2;           /* a weight row's packed bytes per step */
+constexpr int kWBytes = kTileRows * kWRowBytes;  /* 4 KB */
+constexpr int kNcodeBytes = 256 * 4;
+constexpr int kConsumerWarps = 8, kConsumerThreads = kConsumerWarps * 32;
+constexpr int kThreads = kConsumerThreads + 128; /* + the producer warpgroup (one lane of it issues the copies) */
+/* registers per thread: the launch bounds give every thread 168; the producer warpgroup gives most of its
+ * share back (setmaxnreg) so the consumers' accumulators (128 per thread at BX = 256) and fragments fit */
+constexpr int kProducerRegs = 40, kConsumerRegs = 232;
+
+template <int BX> struct TileShape {
+    static constexpr int NT = BX / 8;                          /* 8-column accumulator tiles */
+    static constexpr int XBytes = BX * kStepK * 2;             /* BX rows x 128 bytes */
+    static constexpr int StageBytes = XBytes + kWBytes;        /* a multiple of 1024 (the swizzles' period) */
+    /* as many as fit beside the table in the 227 KB an SM gives one CTA (1 KB kept for static data, 1 KB to
+     * align the stages) */
+    static constexpr int FitStages = (227 * 1024 - 2048 - kPairTableBytes - kNcodeBytes) / StageBytes;
+    static constexpr int Stages = FitStages > 8 ? 8 : FitStages;
+    static constexpr int SmemBytes = 1024 + kPairTableBytes + kNcodeBytes + Stages * StageBytes;
+    static_assert(Stages >= 3, "a pipeline needs 3 stages");
+    static_assert(StageBytes % 1024 == 0, "stages keep the swizzles' 1024-byte alignment");
+};
+
+struct TileArgs : bnb4_cuda_weight_args {
+    size_t N, K, M;
+    const void *bias;
+    void *y;
+    float *ws;          /* [ctas][2][BX][128] partial sums: a CTA's first and last tile */
+    unsigned *counters; /* one per tile */
+    unsigned k_steps, m_tiles, iters, per_cta;
+};
+
+/* This thread's block scales for one step: rows n (h = 0) and n + 8 (h = 1), k-steps 0-1 (p = 0) and 2-3
+ * (p = 1; the same block unless blocksize is 32). Loaded a step ahead: raw values here, decoded by
+ * scale_value. */
+struct ScaleLoads {
+    float v[2][2];    /* plain: the scales; nested: the nested absmax */
+    uint32_t q[2][2]; /* nested: the 8-bit codes */
+};
+
+template <bool NESTED>
+__device__ __forceinline__ void load_scales(const TileArgs &a, ScaleLoads &sl, size_t n, unsigned k0) {
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+#pragma unroll
+        for (int p = 0; p < 2; p++) {
+            const bool on = n + 8 * h < a.N && k0 + 32 * p < a.K;
+            const size_t b = on ? ((n + 8 * h) * a.K + k0 + 32 * p) >> a.bs_log2 : 0;
+            if (NESTED) {
+                sl.q[h][p] = on ? __ldg(a.codes + b) : 0u;
+                sl.v[h][p] = on ? __ldg(a.nested_absmax + (a.nbs_log2 >= 0 ? b >> a.nbs_log2 : b / a.nested_blocksize))
+                                : 0.0f;
+            } else {
+                sl.v[h][p] = on ? __ldg(a.absmax + b) : 0.0f;
+            }
+        }
+}
+
+/* The fragments a wgmma read stay live (and in their registers) until the wait that says it is done: the
+ * compiler, which sees only the issue, would otherwise reuse their registers while the wgmma still reads. */
+__device__ __forceinline__ void keep_fragments(uint32_t (&af)[4][4]) {
+#if BNB4_HAS_WGMMA
+#pragma unroll
+    for (int s = 0; s < 4; s++)
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            wg_keep(af[s][i]);
+#else
+    (void)af;
+#endif
+}
+
+/* One step of 64 k for one warpgroup: decode the thread's fragments (af), issue the 4 wgmmas. */
+template <typename T, int NT>
+__device__ __forceinline__ void tile_step(float (&acc)[NT][4], uint32_t (&af)[4][4], const unsigned char *table,
+                                          const uint4 (&wq)[2][2], const uint32_t (&s2)[2][2], uint32_t lane4,
+                                          uint32_t sel, uint32_t x_addr) {
+#if BNB4_HAS_WGMMA
+#pragma unroll
+    for (int s = 0; s < 4; s++) {
+        const uint4 &qa = wq[0][s >> 1], &qb = wq[1][s >> 1];
+        const uint32_t a0 = s & 1 ? qa.z : qa.x, a1 = s & 1 ? qa.w : qa.y; /* words 2 s, 2 s + 1 of row g */
+        const uint32_t b0 = s & 1 ? qb.z : qb.x, b1 = s & 1 ? qb.w : qb.y; /* of row g + 8 */
+        const uint32_t sa = s2[0][s >> 1], sb = s2[1][s >> 1];
+        af[s][0] = PairOps<T>::mul2(*reinterpret_cast<const uint32_t *>(table + pair_offset(a0, lane4, sel)), sa);
+        af[s][1] = PairOps<T>::mul2(*reinterpret_cast<const uint32_t *>(table + pair_offset(b0, lane4, sel)), sb);
+        af[s][2] = PairOps<T>::mul2(*reinterpret_cast<const uint32_t *>(table + pair_offset(a1, lane4, sel)), sa);
+        af[s][3] = PairOps<T>::mul2(*reinterpret_cast<const uint32_t *>(table + pair_offset(b1, lane4, sel)), sb);
+    }
+    wg_fence();
+#pragma unroll
+    for (int s = 0; s < 4; s++) /* k-step s: 32 bytes into the activations' 128-byte rows */
+        Wgmma<T, NT>::mma(acc, af[s], wg_desc(x_addr + 32 * s));
+    wg_commit();
+#else
+    (void)acc, (void)af, (void)table, (void)wq, (void)s2, (void)lane4, (void)sel, (void)x_addr;
+#endif
+}
+
+template <typename T, int BX, bool NESTED>
+__global__ void __launch_bounds__(kThreads, 1)
+    gemm_4bit_tile_kernel(TileArgs a, const __grid_constant__ CUtensorMap w_map, const __grid_constant__ CUtensorMap x_map) {
+#if !BNB4_HAS_WGMMA
+    __trap(); /* only launched on compute capability 9.0 from an sm_90a build (bnb4_cuda_tile_fits) */
+#else
+    using S = TileShape<BX>;
+    constexpr int NT = S::NT, STAGES = S::Stages;
+    extern __shared__ __align__(128) unsigned char smem[];
+    unsigned char *table = smem; /* at the base: its loads take the address as a register + constant */
+    float *ncode = reinterpret_cast<float *>(smem + kPairTableBytes);
+    unsigned char *stages = smem + kPairTableBytes + kNcodeBytes;
+    stages += (1024u - ((uint32_t)__cvta_generic_to_shared(stages) & 1023u)) & 1023u;
+    const uint32_t stages_addr = (uint32_t)__cvta_generic_to_shared(stages);
+    __shared__ int s_last;
+    __shared__ __align__(8) uint64_t s_bars[2 * 8]; /* full[STAGES], then empty[STAGES] */
+    const uint32_t full_bar = (uint32_t)__cvta_generic_to_shared(s_bars), empty_bar = full_bar + 8 * STAGES;
+
+    const int tid = threadIdx.x, lane = tid & 31;
+    const int warp = __shfl_sync(0xffffffffu, tid >> 5, 0); /* (seen as warp-uniform: no wgmma serialization) */
+    const unsigned it_begin = blockIdx.x * a.per_cta, it_end = min(a.iters, it_begin + a.per_cta);
+    pdl_launch_dependents(); /* one CTA per SM, the whole grid resident: nothing can starve */
+    if (tid == 0) {
+        for (int i = 0; i < STAGES; i++) {
+            mbar_init(full_bar + 8 * i, 1);                /* the producer's arrival with the byte count */
+            mbar_init(empty_bar + 8 * i, kConsumerWarps); /* one per consumer warp */
+        }
+        mbar_init_fence();
+    }
+    __syncthreads();
+
+    if (warp >= kConsumerWarps) { /* ---- the producer warpgroup: one lane issues every copy ---- */
+        setmaxnreg_dec<kProducerRegs>();
+        if (warp != kConsumerWarps || lane != 0)
+            return;
+        tma_prefetch_map(&w_map);
+        tma_prefetch_map(&x_map);
+        pdl_wait(); /* the activations, and the weights themselves, may come from the previous kernel */
+        unsigned tile = it_begin / a.k_steps, step = it_begin - tile * a.k_steps;
+        int slot = 0;
+        uint32_t phase = 0;
+        for (unsigned it = it_begin; it < it_end; it++) {
+            mbar_wait(empty_bar + 8 * slot, phase ^ 1u); /* the consumers are done with the slot */
+            const uint32_t base = stages_addr + slot * S::StageBytes, fb = full_bar + 8 * slot;
+            const unsigned wt = tile / a.m_tiles, mt = tile - wt * a.m_tiles;
+            mbar_arrive_tx(fb, S::StageBytes);
+            tma_load_2d(base, &x_map, (int)(step * kStepK), (int)(mt * BX), fb);
+            tma_load_2d(base + S::XBytes, &w_map, (int)(step * kWRowBytes), (int)(wt * kTileRows), fb);
+            if (++slot == STAGES) {
+                slot = 0;
+                phase ^= 1u;
+            }
+            if (++step == a.k_steps) {
+                step = 0;
+                tile++;
+            }
+        }
+        return; /* every copy issued is waited for by the consumers before they finish */
+    }
+
+    /* ---- consumers ---- */
+    setmaxnreg_inc<kConsumerRegs>();
+    build_pair_table<T>(table, a.quant_type == BNB4_NF4 ? c_tile_nf4 : c_tile_fp4, tid, kConsumerThreads);
+    pdl_wait(); /* everything below may come from the previous kernel (scales, bias, workspace, y) */
+    if (NESTED)
+        for (int i = tid; i < 256; i += kConsumerThreads)
+            ncode[i] = a.nested_code[i];
+    consumer_sync<kConsumerThreads>();
+
+    const int g = lane >> 2, c = lane & 3;
+    const int r0 = (warp >> 2) * 64 + (warp & 3) * 16 + g; /* the thread's tile rows: r0 and r0 + 8 */
+    const uint32_t lane4 = pin((uint32_t)lane * 4), sel = pin(pair_sel((uint32_t)c));
+    /* its weight chunks q = 0, 1 of rows r0 + 8 h (the 32-byte swizzle: chunk q ^ bit 2 of the row) */
+    uint32_t w_off[2][2];
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+#pragma unroll
+        for (int q = 0; q < 2; q++) {
+            const int r = r0 + 8 * h;
+            w_off[h][q] = pin(S::XBytes + r * kWRowBytes + ((q ^ ((r >> 2) & 1)) << 4));
+        }
+
+    float acc[NT][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            acc[nt][i] = 0.0f;
+    uint32_t af[2][4][4] = {}; /* fragments of the step in flight and of the one being decoded */
+
+    unsigned t = it_begin / a.k_steps, step = it_begin - t * a.k_steps;
+    auto rows_of = [&](unsigned tile) { return (size_t)(tile / a.m_tiles) * kTileRows + r0; };
+    ScaleLoads cur = {}, nxt = {};
+    if (it_begin < it_end)
+        load_scales<NESTED>(a, cur, rows_of(t), step * kStepK);
+    int slot = 0, pending = -1; /* pending: the slot whose release waits for its wgmmas */
+    uint32_t phase = 0;
+    T *y = reinterpret_cast<T *>(a.y);
+    for (unsigned it = it_begin; it < it_end; it++) {
+        const unsigned cur_t = t, cur_step = step;
+        const bool tile_end = step + 1 == a.k_steps || it + 1 == it_end;
+        if (++step == a.k_steps) {
+            step = 0;
+            t++;
+        }
+        if (it + 1 < it_end) /* the next step's scales, a step ahead of their use */
+            load_scales<NESTED>(a, nxt, rows_of(t), step * kStepK);
+
+        uint32_t s2[2][2];
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+#pragma unroll
+            for (int p = 0; p < 2; p++) {
+                const float v = NESTED ? __fadd_rn(bnb4_dev_mul_ftz(ncode[cur.q[h][p]], cur.v[h][p]), a.offset)
+                                       : cur.v[h][p];
+                /* (rows past N and k past K: scale 0; nested, off: the code and absmax loaded as 0) */
+                const bool on = rows_of(cur_t) + 8 * h < a.N && cur_step * kStepK + 32 * p < a.K;
+                s2[h][p] = PairOps<T>::pack(on ? v : 0.0f, on ? v : 0.0f);
+            }
+        mbar_wait(full_bar + 8 * slot, phase); /* the producer's copies for `it` have landed */
+        const unsigned char *st = stages + slot * S::StageBytes;
+        uint4 wq[2][2];
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+#pragma unroll
+            for (int q = 0; q < 2; q++)
+                wq[h][q] = lds128(st + w_off[h][q]);
+        const uint32_t x_addr = stages_addr + slot * S::StageBytes;
+        /* the fragments alternate between af[0] and af[1]: a step's wgmmas read theirs while the next step
+         * writes the other */
+        if (it & 1) {
+            tile_step<T, NT>(acc, af[1], table, wq, s2, lane4, sel, x_addr);
+            wg_wait<1>(); /* the previous step's wgmmas are done: its fragments and its stage are free */
+            keep_fragments(af[0]);
+        } else {
+            tile_step<T, NT>(acc, af[0], table, wq, s2, lane4, sel, x_addr);
+            wg_wait<1>();
+            keep_fragments(af[1]);
+        }
+        if (pending >= 0) {
+            __syncwarp();
+            if (lane == 0)
+                mbar_arrive(empty_bar + 8 * pending);
+        }
+        pending = slot;
+        if (++slot == STAGES) {
+            slot = 0;
+            phase ^= 1u;
+        }
+        cur = nxt;
+        if (!tile_end)
+            continue;
+
+        /* ---- end of a tile (or of this CTA's range inside it) ---- */
+        wg_wait<0>();
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                wg_keep(acc[nt][i]);
+        if (it & 1)
+            keep_fragments(af[1]);
+        else
+            keep_fragments(af[0]);
+        __syncwarp();
+        if (lane == 0)
+            mbar_arrive(empty_bar + 8 * pending);
+        pending = -1;
+
+        const unsigned wt = cur_t / a.m_tiles, mt = cur_t - wt * a.m_tiles;
+        const size_t n_base = (size_t)wt * kTileRows + r0, m_base = (size_t)mt * BX + 2 * c;
+        const unsigned c_lo = (cur_t * a.k_steps) / a.per_cta, c_hi = ((cur_t + 1) * a.k_steps - 1) / a.per_cta;
+        if (c_lo == c_hi) { /* the whole tile was ours */
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const size_t n = n_base + 8 * h;
+                if (n >= a.N)
+                    continue;
+                const float b = a.bias ? bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n]) : 0.0f;
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        const size_t m = m_base + 8 * nt + e;
+                        if (m < a.M)
+                            y[m * a.N + n] = bnb4_dt<T>::from_f32(acc[nt][2 * h + e] + b);
+                    }
+            }
+        } else { /* partial sums to this CTA's slot (0: its first tile, 1: its last), the last to arrive adds */
+            const auto slot_of = [&](unsigned cta) {
+                return (size_t)cta * 2 + (cur_t == (cta * a.per_cta) / a.k_steps ? 0 : 1);
+            };
+            float *mine = a.ws + slot_of(blockIdx.x) * (BX * kTileRows);
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+                    __stcg(mine + (8 * nt + 2 * c + (i & 1)) * kTileRows + r0 + 8 * (i >> 1), acc[nt][i]);
+            __threadfence(); /* partial sums visible device-wide before the counter says so */
+            consumer_sync<kConsumerThreads>();
+            if (tid == 0)
+                s_last = atomicAdd(a.counters + cur_t, 1u) == c_hi - c_lo;
+            consumer_sync<kConsumerThreads>();
+            if (s_last) {
+                __threadfence();
+                for (int e = tid; e < BX * kTileRows; e += kConsumerThreads) {
+                    const int ml = e / kTileRows, r = e % kTileRows;
+                    const size_t n = (size_t)wt * kTileRows + r, m = (size_t)mt * BX + ml;
+                    if (n >= a.N || m >= a.M)
+                        continue;
+                    float v = 0.0f;
+                    for (unsigned cc = c_lo; cc <= c_hi; cc++) /* fixed order: deterministic */
+                        v += __ldcg(a.ws + slot_of(cc) * (BX * kTileRows) + e);
+                    if (a.bias)
+                        v += bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n]);
+                    y[m * a.N + n] = bnb4_dt<T>::from_f32(v);
+                }
+                if (tid == 0)
+                    a.counters[cur_t] = 0; /* ready for the next launch on this stream */
+            }
+            /* this CTA's slot is rewritten only for its other partial tile: a different slot */
+        }
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                acc[nt][i] = 0.0f;
+    }
+#endif
+}
+
+/* Per device: whether the kernel's dynamic shared memory limit was raised. */
+template <typename T, int BX, bool NESTED> int g_tile_smem_set[64];
+
+/* Grid size: one CTA per SM; BNB4_CUDA_TILE_CTAS=n overrides it (read per call: tests use it to force
+ * tiles shared by many CTAs). */
+unsigned tile_ctas(const bnb4_cuda_state *s) {
+    const char *e = getenv("BNB4_CUDA_TILE_CTAS");
+    const long v = e ? atol(e) : 0;
+    return v > 0 && v <= 65535 ? (unsigned)v : (unsigned)(s->sm_count > 0 ? s->sm_count : 1);
+}
+
+template <typename T, int BX, bool NESTED>
+bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, const void *x) {
+    static const char fn[] = "bnb4_gemm (tile)";
+    using S = TileShape<BX>;
+    CUtensorMap w_map, x_map;
+    /* weights: 128 rows x 32 bytes (32-byte swizzle); activations: BX rows x 64 k (128-byte swizzle); rows
+     * past N or m and k past K come as zeros */
+    if (!encode_2d(&w_map, w->packed, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.K / 2, a.N, a.K / 2, kWRowBytes, kTileRows,
+                   CU_TENSOR_MAP_SWIZZLE_32B) ||
+        !encode_2d(&x_map, x, CU_TENSOR_MAP_DATA_TYPE_UINT16, a.K, a.M, a.K * 2, kStepK, BX, CU_TENSOR_MAP_SWIZZLE_128B))
+        return bnb4_cuda_gemm_dequant_blas(s, w, std::is_same<T, __half>::value ? BNB4_F16 : BNB4_BF16, a.M, x,
+                                           a.bias, a.y); /* (not expected: the layout was checked) */
+    int &set = g_tile_smem_set<T, BX, NESTED>[s->device & 63];
+    if (!set) {
+        const bnb4_status st =
+            bnb4_cuda_check(cudaFuncSetAttribute(gemm_4bit_tile_kernel<T, BX, NESTED>,
+                                                 cudaFuncAttributeMaxDynamicSharedMemorySize, S::SmemBytes),
+                            "bnb4_gemm (tile): shared memory");
+        if (st != BNB4_OK)
+            return st;
+        set = 1;
+    }
+    const size_t m_tiles = bnb4_div_up(a.M, BX), tiles = bnb4_div_up(a.N, kTileRows) * m_tiles;
+    const size_t k_steps = bnb4_div_up(a.K, kStepK), iters = tiles * k_steps;
+    size_t ctas = tile_ctas(s);
+    /* whole tiles per CTA where they fill the grid's waves to 90 %; else stream-K (equal step counts) */
+    const size_t waves = bnb4_div_up(tiles, ctas);
+    size_t per = 10 * tiles >= 9 * waves * ctas ? waves * k_steps : bnb4_div_up(iters, ctas);
+    ctas = bnb4_div_up(iters, per);
+    a.k_steps = (unsigned)k_steps;
+    a.m_tiles = (unsigned)m_tiles;
+    a.iters = (unsigned)iters;
+    a.per_cta = (unsigned)per;
+    if (per % k_steps != 0) { /* some tile is shared by CTAs: workspace (2 slots per CTA) and counters */
+        const bnb4_status st =
+            bnb4_cuda_splitk(s, tiles, ctas * 2 * (size_t)BX * kTileRows * sizeof(float), &a.counters, &a.ws);
+        if (st != BNB4_OK)
+            return st;
+    }
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)ctas);
+    cfg.blockDim = dim3(kThreads);
+    cfg.dynamicSmemBytes = S::SmemBytes;
+    cfg.stream = s->stream;
+    return bnb4_cuda_check(bnb4_launch_ex(cfg, bnb4_pdl_enabled(), gemm_4bit_tile_kernel<T, BX, NESTED>, a, w_map, x_map),
+                           fn);
+}
+
+template <typename T>
+bnb4_status launch_tile_t(bnb4_cuda_state *s, const TileArgs &a, const bnb4_qtensor *w, const void *x, bool nested) {
+    /* BX: the fewer padded activation rows (ties: 256, fewer tiles and weight decodes) */
+    const bool wide = bnb4_div_up(a.M, 256) * 256 <= bnb4_div_up(a.M, 128) * 128;
+    if (wide)
+        return nested ? launch_tile<T, 256, true>(s, a, w, x) : launch_tile<T, 256, false>(s, a, w, x);
+    return nested ? launch_tile<T, 128, true>(s, a, w, x) : launch_tile<T, 128, false>(s, a, w, x);
+}
+
+} // namespace
+
+int bnb4_cuda_tile_enabled(const bnb4_cuda_state *s, size_t m) {
+#if defined(BNB4_CUDA_SM90A)
+    static const size_t min_m = [] {
+        const char *e = getenv("BNB4_CUDA_TILE_MIN_M");
+        const long n = e && *e ? atol(e) : -1;
+        return n >= 1 ? (size_t)n : (size_t)BNB4_CUDA_TILE_MIN_M;
+    }();
+    return s->cc_major == 9 && s->cc_minor == 0 && m >= min_m && encode_tiled() != nullptr;
+#else
+    (void)s, (void)m;
+    return 0;
+#endif
+}
+
+int bnb4_cuda_tile_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x) {
+    if (!bnb4_cuda_tile_enabled(s, m))
+        return 0;
+    if (dt == BNB4_F32 || w->cols % 32 != 0 || !bnb4_aligned(w->packed, 16) || !bnb4_aligned(x, 16))
+        return 0;
+    /* steps, tiles and rows are 32-bit in the kernel */
+    const size_t lim = (size_t)1 << 31;
+    if (w->cols >= lim || w->rows >= lim || m >= lim)
+        return 0;
+    const size_t tiles = bnb4_div_up(w->rows, kTileRows) * bnb4_div_up(m, 128), k_steps = bnb4_div_up(w->cols, kStepK);
+    return tiles <= UINT32_MAX / k_steps;
+}
+
+bnb4_status bnb4_cuda_gemm_tile(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
+                                const void *bias, void *y) {
+    TileArgs a = {};
+    bnb4_cuda_set_weight(a, w);
+    a.N = w->rows;
+    a.K = w->cols;
+    a.M = m;
+    a.bias = bias;
+    a.y = y;
+    const bool nested = w->absmax == NULL;
+    return dt == BNB4_F16 ? launch_tile_t<__half>(s, a, w, x, nested) : launch_tile_t<__nv_bfloat16>(s, a, w, x, nested);
+}
