@@ -9,17 +9,20 @@
  *    tiles (one DRAM read) and the activations' k slices (L2). A tile is a run of K / 64 steps of 64 k;
  *    the steps of all tiles are split evenly over a persistent grid of one CTA per SM (stream-K: no
  *    partial last wave), or whole tiles per CTA where the tiles fill the grid's waves to 90 %.
- *  - Loads (one lane of a producer warp): per step one tensor copy of the activations (BX rows x 64 k,
- *    128-byte swizzle: what wgmma reads as B) and one of the packed weights (128 rows x 32 bytes, 32-byte
- *    swizzle) into a ring of stages, with full / empty mbarriers per stage.
+ *  - Loads (one lane of a producer warpgroup): per step one tensor copy of the activations (BX rows x 64
+ *    k, 128-byte swizzle: what wgmma reads as B), one of the packed weights (128 rows x 32 bytes, 32-byte
+ *    swizzle) and one of the rows' scales into a ring of stages, with full / empty mbarriers per stage.
  *  - Math (2 consumer warpgroups, 64 weight rows each): a warpgroup's wgmma.m64nBXk16 takes the weights
  *    as A from registers and the stage's activations as B. Thread (g, c) of a warp holds rows g and g + 8
  *    of its 16; for k-step s its A registers are the k 16 s + 2 c, + 1 (byte 8 s + c of the row's 32 bytes)
  *    and 16 s + 2 c + 8, + 9 (byte 8 s + 4 + c): byte c of words 2 s and 2 s + 1. Each byte becomes its two
  *    values with one PRMT and one load from the code-pair table (cuda_sm90.cuh), then one packed multiply
- *    by the block scale. Block scales (plain absmax, or the nested codes and their absmax) come from
- *    global memory (L2), loaded one step ahead. A step's 4 wgmmas run while the next step is decoded;
- *    its stage goes back to the producer once they are done.
+ *    by the block scale. A step's 4 wgmmas run while the next step is decoded; its stage goes back to
+ *    the producer once they are done.
+ *  - Block scales: a first small kernel (tile_scales_kernel) writes every row's scale for every step
+ *    (nested absmax decoded), steps-major, so each stage gets its 128 rows' scales as a third tensor copy:
+ *    the main loop reads nothing from global memory itself (loading them there, one step ahead, left
+ *    every step waiting ~1 us on their DRAM latency: docs/performance.md v13).
  *  - Ends of tiles: a tile one CTA covered is stored directly (bias added in f32, one rounding); a tile
  *    several CTAs share is summed through the split-K workspace by the last to arrive, in contributor
  *    order (deterministic), as in cuda_gemm_pipe.cu.
@@ -43,7 +46,7 @@ constexpr int kTileRows = 128;                   /* weight rows per tile: 2 warp
 constexpr int kStepK = 64;                       /* k per step */
 constexpr int kWRowBytes = kStepK / 2;           /* a weight row's packed bytes per step */
 constexpr int kWBytes = kTileRows * kWRowBytes;  /* 4 KB */
-constexpr int kNcodeBytes = 256 * 4;
+constexpr int kSBytes = kTileRows * 2 * 4;      /* the rows' scales: 1 per row, 2 when blocksize is 32 */
 constexpr int kConsumerWarps = 8, kConsumerThreads = kConsumerWarps * 32;
 constexpr int kThreads = kConsumerThreads + 128; /* + the producer warpgroup (one lane of it issues the copies) */
 /* registers per thread: the launch bounds give every thread 168; the producer warpgroup gives most of its
@@ -53,12 +56,12 @@ constexpr int kProducerRegs = 40, kConsumerRegs = 232;
 template <int BX> struct TileShape {
     static constexpr int NT = BX / 8;                          /* 8-column accumulator tiles */
     static constexpr int XBytes = BX * kStepK * 2;             /* BX rows x 128 bytes */
-    static constexpr int StageBytes = XBytes + kWBytes;        /* a multiple of 1024 (the swizzles' period) */
+    static constexpr int StageBytes = XBytes + kWBytes + kSBytes; /* a multiple of 1024 (the swizzles' period) */
     /* as many as fit beside the table in the 227 KB an SM gives one CTA (1 KB kept for static data, 1 KB to
      * align the stages) */
-    static constexpr int FitStages = (227 * 1024 - 2048 - kPairTableBytes - kNcodeBytes) / StageBytes;
+    static constexpr int FitStages = (227 * 1024 - 2048 - kPairTableBytes) / StageBytes;
     static constexpr int Stages = FitStages > 8 ? 8 : FitStages;
-    static constexpr int SmemBytes = 1024 + kPairTableBytes + kNcodeBytes + Stages * StageBytes;
+    static constexpr int SmemBytes = 1024 + kPairTableBytes + Stages * StageBytes;
     static_assert(Stages >= 3, "a pipeline needs 3 stages");
     static_assert(StageBytes % 1024 == 0, "stages keep the swizzles' 1024-byte alignment");
 };
@@ -70,32 +73,36 @@ struct TileArgs : bnb4_cuda_weight_args {
     float *ws;          /* [ctas][2][BX][128] partial sums: a CTA's first and last tile */
     unsigned *counters; /* one per tile */
     unsigned k_steps, m_tiles, iters, per_cta;
+    unsigned pairs;     /* scales per row and step: 2 (blocksize 32) or 1 */
 };
 
-/* This thread's block scales for one step: rows n (h = 0) and n + 8 (h = 1), k-steps 0-1 (p = 0) and 2-3
- * (p = 1; the same block unless blocksize is 32). Loaded a step ahead: raw values here, decoded by
- * scale_value. */
-struct ScaleLoads {
-    float v[2][2];    /* plain: the scales; nested: the nested absmax */
-    uint32_t q[2][2]; /* nested: the 8-bit codes */
+/* The scales of every (step, row): scales[step][row * pairs + p] = the scale of k 64 step + 32 p of the
+ * row (0 past K), nested absmax decoded as bnb4_dequantize does; rows padded to `row_pad` entries with
+ * zeros (a tensor copy's row stride is a multiple of 16 bytes). One thread per entry. */
+struct TileScaleArgs : bnb4_cuda_weight_args {
+    size_t N, K, row_pad, total;
+    unsigned pairs;
+    float *scales;
 };
-
-template <bool NESTED>
-__device__ __forceinline__ void load_scales(const TileArgs &a, ScaleLoads &sl, size_t n, unsigned k0) {
-#pragma unroll
-    for (int h = 0; h < 2; h++)
-#pragma unroll
-        for (int p = 0; p < 2; p++) {
-            const bool on = n + 8 * h < a.N && k0 + 32 * p < a.K;
-            const size_t b = on ? ((n + 8 * h) * a.K + k0 + 32 * p) >> a.bs_log2 : 0;
-            if (NESTED) {
-                sl.q[h][p] = on ? __ldg(a.codes + b) : 0u;
-                sl.v[h][p] = on ? __ldg(a.nested_absmax + (a.nbs_log2 >= 0 ? b >> a.nbs_log2 : b / a.nested_blocksize))
-                                : 0.0f;
-            } else {
-                sl.v[h][p] = on ? __ldg(a.absmax + b) : 0.0f;
-            }
+__global__ void tile_scales_kernel(TileScaleArgs a) {
+#if BNB4_HAS_TMA
+    pdl_launch_dependents();
+    pdl_wait(); /* the weight may come from the previous kernel */
+#endif
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < a.total; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t step = i / a.row_pad, e = i - step * a.row_pad, n = e / a.pairs;
+        const size_t k = step * kStepK + 32 * (e - n * a.pairs);
+        float v = 0.0f;
+        if (n < a.N && k < a.K) {
+            const size_t b = (n * a.K + k) >> a.bs_log2;
+            v = a.absmax ? __ldg(a.absmax + b)
+                         : __fadd_rn(bnb4_dev_mul_ftz(__ldg(a.nested_code + __ldg(a.codes + b)),
+                                                      __ldg(a.nested_absmax + (a.nbs_log2 >= 0 ? b >> a.nbs_log2
+                                                                                               : b / a.nested_blocksize))),
+                             a.offset);
         }
+        a.scales[i] = v;
+    }
 }
 
 /* The fragments a wgmma read stay live (and in their registers) until the wait that says it is done: the
@@ -116,7 +123,7 @@ __device__ __forceinline__ void keep_fragments(uint32_t (&af)[4][4]) {
 template <typename T, int NT>
 __device__ __forceinline__ void tile_step(float (&acc)[NT][4], uint32_t (&af)[4][4], const unsigned char *table,
                                           const uint4 (&wq)[2][2], const uint32_t (&s2)[2][2], uint32_t lane4,
-                                          uint32_t sel, uint32_t x_addr) {
+                                          uint32_t sel, uint32_t x_addr, uint32_t accumulate) {
 #if BNB4_HAS_WGMMA
 #pragma unroll
     for (int s = 0; s < 4; s++) {
@@ -132,16 +139,17 @@ __device__ __forceinline__ void tile_step(float (&acc)[NT][4], uint32_t (&af)[4]
     wg_fence();
 #pragma unroll
     for (int s = 0; s < 4; s++) /* k-step s: 32 bytes into the activations' 128-byte rows */
-        Wgmma<T, NT>::mma(acc, af[s], wg_desc(x_addr + 32 * s));
+        Wgmma<T, NT>::mma(acc, af[s], wg_desc(x_addr + 32 * s), s == 0 ? accumulate : 1u);
     wg_commit();
 #else
-    (void)acc, (void)af, (void)table, (void)wq, (void)s2, (void)lane4, (void)sel, (void)x_addr;
+    (void)acc, (void)af, (void)table, (void)wq, (void)s2, (void)lane4, (void)sel, (void)x_addr, (void)accumulate;
 #endif
 }
 
-template <typename T, int BX, bool NESTED>
+template <typename T, int BX>
 __global__ void __launch_bounds__(kThreads, 1)
-    gemm_4bit_tile_kernel(TileArgs a, const __grid_constant__ CUtensorMap w_map, const __grid_constant__ CUtensorMap x_map) {
+    gemm_4bit_tile_kernel(TileArgs a, const __grid_constant__ CUtensorMap w_map, const __grid_constant__ CUtensorMap x_map,
+                          const __grid_constant__ CUtensorMap s_map) {
 #if !BNB4_HAS_WGMMA
     __trap(); /* only launched on compute capability 9.0 from an sm_90a build (bnb4_cuda_tile_fits) */
 #else
@@ -149,8 +157,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     constexpr int NT = S::NT, STAGES = S::Stages;
     extern __shared__ __align__(128) unsigned char smem[];
     unsigned char *table = smem; /* at the base: its loads take the address as a register + constant */
-    float *ncode = reinterpret_cast<float *>(smem + kPairTableBytes);
-    unsigned char *stages = smem + kPairTableBytes + kNcodeBytes;
+    unsigned char *stages = smem + kPairTableBytes;
     stages += (1024u - ((uint32_t)__cvta_generic_to_shared(stages) & 1023u)) & 1023u;
     const uint32_t stages_addr = (uint32_t)__cvta_generic_to_shared(stages);
     __shared__ int s_last;
@@ -176,6 +183,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             return;
         tma_prefetch_map(&w_map);
         tma_prefetch_map(&x_map);
+        tma_prefetch_map(&s_map);
         pdl_wait(); /* the activations, and the weights themselves, may come from the previous kernel */
         unsigned tile = it_begin / a.k_steps, step = it_begin - tile * a.k_steps;
         int slot = 0;
@@ -187,6 +195,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             mbar_arrive_tx(fb, S::StageBytes);
             tma_load_2d(base, &x_map, (int)(step * kStepK), (int)(mt * BX), fb);
             tma_load_2d(base + S::XBytes, &w_map, (int)(step * kWRowBytes), (int)(wt * kTileRows), fb);
+            tma_load_2d(base + S::XBytes + kWBytes, &s_map, (int)(wt * kTileRows * a.pairs), (int)step, fb);
             if (++slot == STAGES) {
                 slot = 0;
                 phase ^= 1u;
@@ -202,10 +211,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     /* ---- consumers ---- */
     setmaxnreg_inc<kConsumerRegs>();
     build_pair_table<T>(table, a.quant_type == BNB4_NF4 ? c_tile_nf4 : c_tile_fp4, tid, kConsumerThreads);
-    pdl_wait(); /* everything below may come from the previous kernel (scales, bias, workspace, y) */
-    if (NESTED)
-        for (int i = tid; i < 256; i += kConsumerThreads)
-            ncode[i] = a.nested_code[i];
+    pdl_wait(); /* everything below may come from the previous kernel (bias, workspace, y) */
     consumer_sync<kConsumerThreads>();
 
     const int g = lane >> 2, c = lane & 3;
@@ -221,45 +227,38 @@ __global__ void __launch_bounds__(kThreads, 1)
             w_off[h][q] = pin(S::XBytes + r * kWRowBytes + ((q ^ ((r >> 2) & 1)) << 4));
         }
 
-    float acc[NT][4];
-#pragma unroll
-    for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-        for (int i = 0; i < 4; i++)
-            acc[nt][i] = 0.0f;
+    float acc[NT][4]; /* (a tile's first wgmma overwrites them: accumulate = 0) */
     uint32_t af[2][4][4] = {}; /* fragments of the step in flight and of the one being decoded */
 
     unsigned t = it_begin / a.k_steps, step = it_begin - t * a.k_steps;
-    auto rows_of = [&](unsigned tile) { return (size_t)(tile / a.m_tiles) * kTileRows + r0; };
-    ScaleLoads cur = {}, nxt = {};
-    if (it_begin < it_end)
-        load_scales<NESTED>(a, cur, rows_of(t), step * kStepK);
+    /* its scales in a stage: rows r0 and r0 + 8, k-steps 0-1 and 2-3 (the same entry unless 2 pairs) */
+    uint32_t s_off[2][2];
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+#pragma unroll
+        for (int p = 0; p < 2; p++)
+            s_off[h][p] = pin(S::XBytes + kWBytes + ((r0 + 8 * h) * a.pairs + (a.pairs == 2 ? p : 0)) * 4);
     int slot = 0, pending = -1; /* pending: the slot whose release waits for its wgmmas */
     uint32_t phase = 0;
     T *y = reinterpret_cast<T *>(a.y);
     for (unsigned it = it_begin; it < it_end; it++) {
-        const unsigned cur_t = t, cur_step = step;
+        const unsigned cur_t = t;
+        const uint32_t accumulate = step != 0 && it != it_begin; /* 0: the tile's first step here */
         const bool tile_end = step + 1 == a.k_steps || it + 1 == it_end;
         if (++step == a.k_steps) {
             step = 0;
             t++;
         }
-        if (it + 1 < it_end) /* the next step's scales, a step ahead of their use */
-            load_scales<NESTED>(a, nxt, rows_of(t), step * kStepK);
-
-        uint32_t s2[2][2];
+        mbar_wait(full_bar + 8 * slot, phase); /* the producer's copies for `it` have landed */
+        const unsigned char *st = stages + slot * S::StageBytes;
+        uint32_t s2[2][2]; /* (rows past N, k past K: scale 0) */
 #pragma unroll
         for (int h = 0; h < 2; h++)
 #pragma unroll
             for (int p = 0; p < 2; p++) {
-                const float v = NESTED ? __fadd_rn(bnb4_dev_mul_ftz(ncode[cur.q[h][p]], cur.v[h][p]), a.offset)
-                                       : cur.v[h][p];
-                /* (rows past N and k past K: scale 0; nested, off: the code and absmax loaded as 0) */
-                const bool on = rows_of(cur_t) + 8 * h < a.N && cur_step * kStepK + 32 * p < a.K;
-                s2[h][p] = PairOps<T>::pack(on ? v : 0.0f, on ? v : 0.0f);
+                const float v = *reinterpret_cast<const float *>(st + s_off[h][p]);
+                s2[h][p] = PairOps<T>::pack(v, v);
             }
-        mbar_wait(full_bar + 8 * slot, phase); /* the producer's copies for `it` have landed */
-        const unsigned char *st = stages + slot * S::StageBytes;
         uint4 wq[2][2];
 #pragma unroll
         for (int h = 0; h < 2; h++)
@@ -270,11 +269,11 @@ __global__ void __launch_bounds__(kThreads, 1)
         /* the fragments alternate between af[0] and af[1]: a step's wgmmas read theirs while the next step
          * writes the other */
         if (it & 1) {
-            tile_step<T, NT>(acc, af[1], table, wq, s2, lane4, sel, x_addr);
+            tile_step<T, NT>(acc, af[1], table, wq, s2, lane4, sel, x_addr, accumulate);
             wg_wait<1>(); /* the previous step's wgmmas are done: its fragments and its stage are free */
             keep_fragments(af[0]);
         } else {
-            tile_step<T, NT>(acc, af[0], table, wq, s2, lane4, sel, x_addr);
+            tile_step<T, NT>(acc, af[0], table, wq, s2, lane4, sel, x_addr, accumulate);
             wg_wait<1>();
             keep_fragments(af[1]);
         }
@@ -288,7 +287,6 @@ __global__ void __launch_bounds__(kThreads, 1)
             slot = 0;
             phase ^= 1u;
         }
-        cur = nxt;
         if (!tile_end)
             continue;
 
@@ -342,36 +340,54 @@ __global__ void __launch_bounds__(kThreads, 1)
             if (tid == 0)
                 s_last = atomicAdd(a.counters + cur_t, 1u) == c_hi - c_lo;
             consumer_sync<kConsumerThreads>();
-            if (s_last) {
+            if (s_last) { /* float4s of 4 rows, 4 per thread at a time (their loads in flight together) */
                 __threadfence();
-                for (int e = tid; e < BX * kTileRows; e += kConsumerThreads) {
-                    const int ml = e / kTileRows, r = e % kTileRows;
-                    const size_t n = (size_t)wt * kTileRows + r, m = (size_t)mt * BX + ml;
-                    if (n >= a.N || m >= a.M)
-                        continue;
-                    float v = 0.0f;
-                    for (unsigned cc = c_lo; cc <= c_hi; cc++) /* fixed order: deterministic */
-                        v += __ldcg(a.ws + slot_of(cc) * (BX * kTileRows) + e);
-                    if (a.bias)
-                        v += bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n]);
-                    y[m * a.N + n] = bnb4_dt<T>::from_f32(v);
+                constexpr int kVec = BX * kTileRows / 4, kStride = kConsumerThreads * 4;
+                for (int v0 = tid; v0 < kVec; v0 += kStride) {
+                    float4 sum[4];
+#pragma unroll
+                    for (int u = 0; u < 4; u++)
+                        sum[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                    for (unsigned cc = c_lo; cc <= c_hi; cc++) { /* fixed order: deterministic */
+                        const float4 *src = reinterpret_cast<const float4 *>(a.ws + slot_of(cc) * (BX * kTileRows));
+                        float4 q[4];
+#pragma unroll
+                        for (int u = 0; u < 4; u++)
+                            q[u] = v0 + u * kConsumerThreads < kVec ? __ldcg(src + v0 + u * kConsumerThreads)
+                                                                    : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+                        for (int u = 0; u < 4; u++) {
+                            sum[u].x += q[u].x;
+                            sum[u].y += q[u].y;
+                            sum[u].z += q[u].z;
+                            sum[u].w += q[u].w;
+                        }
+                    }
+#pragma unroll
+                    for (int u = 0; u < 4; u++) {
+                        const int e = 4 * (v0 + u * kConsumerThreads), ml = e / kTileRows, r = e % kTileRows;
+                        const size_t n = (size_t)wt * kTileRows + r, m = (size_t)mt * BX + ml;
+                        if (e >= BX * kTileRows || m >= a.M)
+                            continue;
+                        const float vals[4] = {sum[u].x, sum[u].y, sum[u].z, sum[u].w};
+#pragma unroll
+                        for (int q = 0; q < 4; q++)
+                            if (n + q < a.N)
+                                y[m * a.N + n + q] = bnb4_dt<T>::from_f32(
+                                    vals[q] + (a.bias ? bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n + q]) : 0.0f));
+                    }
                 }
                 if (tid == 0)
                     a.counters[cur_t] = 0; /* ready for the next launch on this stream */
             }
             /* this CTA's slot is rewritten only for its other partial tile: a different slot */
         }
-#pragma unroll
-        for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-            for (int i = 0; i < 4; i++)
-                acc[nt][i] = 0.0f;
     }
 #endif
 }
 
 /* Per device: whether the kernel's dynamic shared memory limit was raised. */
-template <typename T, int BX, bool NESTED> int g_tile_smem_set[64];
+template <typename T, int BX> int g_tile_smem_set[64];
 
 /* Grid size: one CTA per SM; BNB4_CUDA_TILE_CTAS=n overrides it (read per call: tests use it to force
  * tiles shared by many CTAs). */
@@ -381,61 +397,88 @@ unsigned tile_ctas(const bnb4_cuda_state *s) {
     return v > 0 && v <= 65535 ? (unsigned)v : (unsigned)(s->sm_count > 0 ? s->sm_count : 1);
 }
 
-template <typename T, int BX, bool NESTED>
+template <typename T, int BX>
 bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, const void *x) {
     static const char fn[] = "bnb4_gemm (tile)";
     using S = TileShape<BX>;
-    CUtensorMap w_map, x_map;
-    /* weights: 128 rows x 32 bytes (32-byte swizzle); activations: BX rows x 64 k (128-byte swizzle); rows
-     * past N or m and k past K come as zeros */
-    if (!encode_2d(&w_map, w->packed, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.K / 2, a.N, a.K / 2, kWRowBytes, kTileRows,
-                   CU_TENSOR_MAP_SWIZZLE_32B) ||
-        !encode_2d(&x_map, x, CU_TENSOR_MAP_DATA_TYPE_UINT16, a.K, a.M, a.K * 2, kStepK, BX, CU_TENSOR_MAP_SWIZZLE_128B))
-        return bnb4_cuda_gemm_dequant_blas(s, w, std::is_same<T, __half>::value ? BNB4_F16 : BNB4_BF16, a.M, x,
-                                           a.bias, a.y); /* (not expected: the layout was checked) */
-    int &set = g_tile_smem_set<T, BX, NESTED>[s->device & 63];
-    if (!set) {
-        const bnb4_status st =
-            bnb4_cuda_check(cudaFuncSetAttribute(gemm_4bit_tile_kernel<T, BX, NESTED>,
-                                                 cudaFuncAttributeMaxDynamicSharedMemorySize, S::SmemBytes),
-                            "bnb4_gemm (tile): shared memory");
-        if (st != BNB4_OK)
-            return st;
-        set = 1;
-    }
     const size_t m_tiles = bnb4_div_up(a.M, BX), tiles = bnb4_div_up(a.N, kTileRows) * m_tiles;
     const size_t k_steps = bnb4_div_up(a.K, kStepK), iters = tiles * k_steps;
+    a.pairs = w->blocksize == 32 ? 2 : 1;
+    const size_t row_pad = bnb4_div_up(a.N * a.pairs, 4) * 4;
+    void *scales = nullptr;
+    bnb4_status st = bnb4_cuda_alloc(s, row_pad * k_steps * sizeof(float), &scales, fn);
+    if (st != BNB4_OK)
+        return st;
+    CUtensorMap w_map, x_map, s_map;
+    /* weights: 128 rows x 32 bytes (32-byte swizzle); activations: BX rows x 64 k (128-byte swizzle); scales:
+     * a step's 128 rows; rows past N or m and k past K come as zeros */
+    if (!encode_2d(&w_map, w->packed, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.K / 2, a.N, a.K / 2, kWRowBytes, kTileRows,
+                   CU_TENSOR_MAP_SWIZZLE_32B) ||
+        !encode_2d(&x_map, x, CU_TENSOR_MAP_DATA_TYPE_UINT16, a.K, a.M, a.K * 2, kStepK, BX, CU_TENSOR_MAP_SWIZZLE_128B) ||
+        !encode_2d(&s_map, scales, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, row_pad, k_steps, row_pad * 4, kTileRows * a.pairs, 1,
+                   CU_TENSOR_MAP_SWIZZLE_NONE)) {
+        bnb4_cuda_free(s, scales);
+        return bnb4_cuda_gemm_dequant_blas(s, w, std::is_same<T, __half>::value ? BNB4_F16 : BNB4_BF16, a.M, x, a.bias,
+                                           a.y); /* (not expected: the layout was checked) */
+    }
+    int &set = g_tile_smem_set<T, BX>[s->device & 63];
+    if (!set) {
+        st = bnb4_cuda_check(cudaFuncSetAttribute(gemm_4bit_tile_kernel<T, BX>,
+                                                  cudaFuncAttributeMaxDynamicSharedMemorySize, S::SmemBytes),
+                             "bnb4_gemm (tile): shared memory");
+        if (st != BNB4_OK) {
+            bnb4_cuda_free(s, scales);
+            return st;
+        }
+        set = 1;
+    }
     size_t ctas = tile_ctas(s);
     /* whole tiles per CTA where they fill the grid's waves to 90 %; else stream-K (equal step counts) */
     const size_t waves = bnb4_div_up(tiles, ctas);
-    size_t per = 10 * tiles >= 9 * waves * ctas ? waves * k_steps : bnb4_div_up(iters, ctas);
+    const size_t per = 10 * tiles >= 9 * waves * ctas ? waves * k_steps : bnb4_div_up(iters, ctas);
     ctas = bnb4_div_up(iters, per);
     a.k_steps = (unsigned)k_steps;
     a.m_tiles = (unsigned)m_tiles;
     a.iters = (unsigned)iters;
     a.per_cta = (unsigned)per;
     if (per % k_steps != 0) { /* some tile is shared by CTAs: workspace (2 slots per CTA) and counters */
-        const bnb4_status st =
-            bnb4_cuda_splitk(s, tiles, ctas * 2 * (size_t)BX * kTileRows * sizeof(float), &a.counters, &a.ws);
-        if (st != BNB4_OK)
+        st = bnb4_cuda_splitk(s, tiles, ctas * 2 * (size_t)BX * kTileRows * sizeof(float), &a.counters, &a.ws);
+        if (st != BNB4_OK) {
+            bnb4_cuda_free(s, scales);
             return st;
+        }
     }
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)ctas);
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = S::SmemBytes;
-    cfg.stream = s->stream;
-    return bnb4_cuda_check(bnb4_launch_ex(cfg, bnb4_pdl_enabled(), gemm_4bit_tile_kernel<T, BX, NESTED>, a, w_map, x_map),
-                           fn);
+    TileScaleArgs sa = {};
+    static_cast<bnb4_cuda_weight_args &>(sa) = a;
+    sa.N = a.N;
+    sa.K = a.K;
+    sa.row_pad = row_pad;
+    sa.total = row_pad * k_steps;
+    sa.pairs = a.pairs;
+    sa.scales = static_cast<float *>(scales);
+    const bool pdl = bnb4_pdl_enabled();
+    cudaLaunchConfig_t sc = {};
+    sc.gridDim = dim3((unsigned)(bnb4_div_up(sa.total, 256) < 8u * s->sm_count ? bnb4_div_up(sa.total, 256)
+                                                                                 : 8u * s->sm_count));
+    sc.blockDim = dim3(256);
+    sc.stream = s->stream;
+    cudaError_t e = bnb4_launch_ex(sc, pdl, tile_scales_kernel, sa);
+    if (e == cudaSuccess) {
+        cudaLaunchConfig_t cfg = {};
+        cfg.gridDim = dim3((unsigned)ctas);
+        cfg.blockDim = dim3(kThreads);
+        cfg.dynamicSmemBytes = S::SmemBytes;
+        cfg.stream = s->stream;
+        e = bnb4_launch_ex(cfg, pdl, gemm_4bit_tile_kernel<T, BX>, a, w_map, x_map, s_map);
+    }
+    bnb4_cuda_free(s, scales); /* stream-ordered: after the kernel */
+    return bnb4_cuda_check(e, fn);
 }
 
-template <typename T>
-bnb4_status launch_tile_t(bnb4_cuda_state *s, const TileArgs &a, const bnb4_qtensor *w, const void *x, bool nested) {
+template <typename T> bnb4_status launch_tile_t(bnb4_cuda_state *s, const TileArgs &a, const bnb4_qtensor *w, const void *x) {
     /* BX: the fewer padded activation rows (ties: 256, fewer tiles and weight decodes) */
     const bool wide = bnb4_div_up(a.M, 256) * 256 <= bnb4_div_up(a.M, 128) * 128;
-    if (wide)
-        return nested ? launch_tile<T, 256, true>(s, a, w, x) : launch_tile<T, 256, false>(s, a, w, x);
-    return nested ? launch_tile<T, 128, true>(s, a, w, x) : launch_tile<T, 128, false>(s, a, w, x);
+    return wide ? launch_tile<T, 256>(s, a, w, x) : launch_tile<T, 128>(s, a, w, x);
 }
 
 } // namespace
@@ -476,6 +519,5 @@ bnb4_status bnb4_cuda_gemm_tile(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_
     a.M = m;
     a.bias = bias;
     a.y = y;
-    const bool nested = w->absmax == NULL;
-    return dt == BNB4_F16 ? launch_tile_t<__half>(s, a, w, x, nested) : launch_tile_t<__nv_bfloat16>(s, a, w, x, nested);
+    return dt == BNB4_F16 ? launch_tile_t<__half>(s, a, w, x) : launch_tile_t<__nv_bfloat16>(s, a, w, x);
 }

@@ -137,17 +137,19 @@ __device__ __forceinline__ uint64_t wg_desc(uint32_t saddr) {
 /* D[64 rows x 8 NT cols] += A (registers: each warp's 16 rows, laid out as an m16n8k16 A fragment) x B
  * (shared memory, 16 k x 8 NT columns, K-major with the 128-byte swizzle: wg_desc). Asynchronous: see
  * wg_fence / wg_commit / wg_wait. One specialization per (dtype, n); the asm's operands: the 4 NT
- * accumulators, A (4 registers), the descriptor, then a 1 that sets the scale-d predicate (accumulate);
- * A and B scaled by 1, B not transposed. */
+ * accumulators, A (4 registers), the descriptor, then `accumulate` for the scale-d predicate (0: D = A B,
+ * which starts a tile without zeroing the accumulators: an instruction writing them while wgmmas are in
+ * flight makes ptxas wait for those at every loop turn); A and B scaled by 1, B not transposed. */
 template <typename T, int NT> struct Wgmma;
 #define BNB4_WG_D(i) "+f"(d[i][0]), "+f"(d[i][1]), "+f"(d[i][2]), "+f"(d[i][3])
 #define BNB4_WGMMA(T, TY, NT, N, OPERANDS, ONE, ...)                                                           \
     template <> struct Wgmma<T, NT> {                                                                          \
-        static __device__ __forceinline__ void mma(float (&d)[NT][4], const uint32_t a[4], uint64_t desc) {     \
+        static __device__ __forceinline__ void mma(float (&d)[NT][4], const uint32_t a[4], uint64_t desc,      \
+                                                   uint32_t accumulate = 1) {                                  \
             asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " ONE ", 0;\n"                                       \
                          "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TY "." TY " " OPERANDS ", p, 1, 1, 0;\n}" \
                          : __VA_ARGS__                                                                         \
-                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));                     \
+                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(accumulate));            \
         }                                                                                                      \
     };
 #define BNB4_WG_N8 \
