@@ -192,7 +192,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             mbar_wait(empty_bar + 8 * slot, phase ^ 1u); /* the consumers are done with the slot */
             const uint32_t base = stages_addr + slot * S::StageBytes, fb = full_bar + 8 * slot;
             const unsigned wt = tile / a.m_tiles, mt = tile - wt * a.m_tiles;
-            mbar_arrive_tx(fb, S::StageBytes);
+            mbar_arrive_tx(fb, S::XBytes + kWBytes + kTileRows * 4 * a.pairs); /* the three boxes' bytes */
             tma_load_2d(base, &x_map, (int)(step * kStepK), (int)(mt * BX), fb);
             tma_load_2d(base + S::XBytes, &w_map, (int)(step * kWRowBytes), (int)(wt * kTileRows), fb);
             tma_load_2d(base + S::XBytes + kWBytes, &s_map, (int)(wt * kTileRows * a.pairs), (int)step, fb);
