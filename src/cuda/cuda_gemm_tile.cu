@@ -46,7 +46,7 @@ constexpr int kTileRows = 128;                   /* weight rows per tile: 2 warp
 constexpr int kStepK = 64;                       /* k per step */
 constexpr int kWRowBytes = kStepK / 2;           /* a weight row's packed bytes per step */
 constexpr int kWBytes = kTileRows * kWRowBytes;  /* 4 KB */
-constexpr int kSBytes = kTileRows * 2 * 4;      /* the rows' scales: 1 per row, 2 when blocksize is 32 */
+constexpr int kSBytes = kTileRows * 2 * 4;      /* the rows' scales: 1 or 2 per row (TileArgs::pairs) */
 constexpr int kConsumerWarps = 8, kConsumerThreads = kConsumerWarps * 32;
 constexpr int kThreads = kConsumerThreads + 128; /* + the producer warpgroup (one lane of it issues the copies) */
 /* registers per thread: the launch bounds give every thread 168; the producer warpgroup gives most of its
@@ -73,7 +73,7 @@ struct TileArgs : bnb4_cuda_weight_args {
     float *ws;          /* [ctas][2][BX][128] partial sums: a CTA's first and last tile */
     unsigned *counters; /* one per tile */
     unsigned k_steps, m_tiles, iters, per_cta;
-    unsigned pairs;     /* scales per row and step: 2 (blocksize 32) or 1 */
+    unsigned pairs;     /* scales per row and step: 2 (one per 32-k half: blocksize 32, or K % 64 == 32) or 1 */
 };
 
 /* The scales of every (step, row): scales[step][row * pairs + p] = the scale of k 64 step + 32 p of the
@@ -403,7 +403,9 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
     using S = TileShape<BX>;
     const size_t m_tiles = bnb4_div_up(a.M, BX), tiles = bnb4_div_up(a.N, kTileRows) * m_tiles;
     const size_t k_steps = bnb4_div_up(a.K, kStepK), iters = tiles * k_steps;
-    a.pairs = w->blocksize == 32 ? 2 : 1;
+    /* a step's two 32-k halves are in one block unless blocksize is 32 or K % 64 == 32 (rows, and so steps,
+     * may then start mid-block); each half always is (K % 32 == 0, blocksizes are multiples of 32) */
+    a.pairs = w->blocksize == 32 || a.K % kStepK != 0 ? 2 : 1;
     const size_t row_pad = bnb4_div_up(a.N * a.pairs, 4) * 4;
     void *scales = nullptr;
     bnb4_status st = bnb4_cuda_alloc(s, row_pad * k_steps * sizeof(float), &scales, fn);
