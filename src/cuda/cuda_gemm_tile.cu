@@ -72,10 +72,8 @@ struct TileArgs : bnb4_cuda_weight_args {
     void *y;
     float *ws;          /* [ctas][2][BX][128] partial sums: a CTA's first and last tile */
     unsigned *counters; /* one per tile */
-    /* the work of a CTA pair: pair tiles (256 weight rows x BX, CTA rank r taking rows 128 r..) in order
-     * (pair weight tile, activation tile), 64-k steps each; per_pair steps per pair of CTAs */
-    unsigned k_steps, m_tiles, iters, per_pair;
-    unsigned scale_pairs; /* scales per row and step: 2 (one per 32-k half: blocksize 32, or K % 64 == 32) or 1 */
+    unsigned k_steps, m_tiles, iters, per_cta;
+    unsigned pairs;     /* scales per row and step: 2 (one per 32-k half: blocksize 32, or K % 64 == 32) or 1 */
 };
 
 /* The scales of every (step, row): scales[step][row * pairs + p] = the scale of k 64 step + 32 p of the
@@ -83,7 +81,7 @@ struct TileArgs : bnb4_cuda_weight_args {
  * zeros (a tensor copy's row stride is a multiple of 16 bytes). One thread per entry. */
 struct TileScaleArgs : bnb4_cuda_weight_args {
     size_t N, K, row_pad, total;
-    unsigned scale_pairs;
+    unsigned pairs;
     float *scales;
 };
 __global__ void tile_scales_kernel(TileScaleArgs a) {
@@ -92,8 +90,8 @@ __global__ void tile_scales_kernel(TileScaleArgs a) {
     pdl_wait(); /* the weight may come from the previous kernel */
 #endif
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < a.total; i += (size_t)gridDim.x * blockDim.x) {
-        const size_t step = i / a.row_pad, e = i - step * a.row_pad, n = e / a.scale_pairs;
-        const size_t k = step * kStepK + 32 * (e - n * a.scale_pairs);
+        const size_t step = i / a.row_pad, e = i - step * a.row_pad, n = e / a.pairs;
+        const size_t k = step * kStepK + 32 * (e - n * a.pairs);
         float v = 0.0f;
         if (n < a.N && k < a.K) {
             const size_t b = (n * a.K + k) >> a.bs_log2;
@@ -168,21 +166,21 @@ __global__ void __launch_bounds__(kThreads, 1)
 
     const int tid = threadIdx.x, lane = tid & 31;
     const int warp = __shfl_sync(0xffffffffu, tid >> 5, 0); /* (seen as warp-uniform: no wgmma serialization) */
-    const unsigned rank = cluster_ctarank(), pair = blockIdx.x >> 1; /* (clusters of 2 along x) */
-    const unsigned it_begin = pair * a.per_pair, it_end = min(a.iters, it_begin + a.per_pair);
+    const unsigned it_begin = blockIdx.x * a.per_cta, it_end = min(a.iters, it_begin + a.per_cta);
     pdl_launch_dependents(); /* one CTA per SM, the whole grid resident: nothing can starve */
     if (tid == 0) {
         for (int i = 0; i < STAGES; i++) {
-            mbar_init(full_bar + 8 * i, 1); /* the producer's arrival with the byte count */
-            mbar_init(empty_bar + 8 * i, 2 * kConsumerWarps); /* every consumer warp of both CTAs */
+            mbar_init(full_bar + 8 * i, 1);                /* the producer's arrival with the byte count */
+            mbar_init(empty_bar + 8 * i, kConsumerWarps); /* one per consumer warp */
         }
         mbar_init_fence();
     }
-    cluster_sync(); /* both CTAs' barriers initialized before either copies into or arrives on the other's */
+    __syncthreads();
 
     if (warp >= kConsumerWarps) { /* ---- the producer warpgroup: one lane issues every copy ---- */
         setmaxnreg_dec<kProducerRegs>();
-        if (warp == kConsumerWarps && lane == 0) {
+        if (warp != kConsumerWarps || lane != 0)
+            return;
         tma_prefetch_map(&w_map);
         tma_prefetch_map(&x_map);
         tma_prefetch_map(&s_map);
@@ -191,16 +189,13 @@ __global__ void __launch_bounds__(kThreads, 1)
         int slot = 0;
         uint32_t phase = 0;
         for (unsigned it = it_begin; it < it_end; it++) {
-            /* both CTAs' consumers are done with the slot (this copy writes the peer's too) */
-            mbar_wait(empty_bar + 8 * slot, phase ^ 1u);
+            mbar_wait(empty_bar + 8 * slot, phase ^ 1u); /* the consumers are done with the slot */
             const uint32_t base = stages_addr + slot * S::StageBytes, fb = full_bar + 8 * slot;
-            const unsigned pt = tile / a.m_tiles, mt = tile - pt * a.m_tiles, wt = 2 * pt + rank;
-            /* the activations' two halves come one from each CTA, multicast to both */
-            mbar_arrive_tx(fb, S::XBytes + kWBytes + kTileRows * 4 * a.scale_pairs); /* the stage's bytes */
-            tma_load_2d_multicast(base + rank * (S::XBytes / 2), &x_map, (int)(step * kStepK),
-                                  (int)(mt * BX + rank * (BX / 2)), fb, 0x3);
+            const unsigned wt = tile / a.m_tiles, mt = tile - wt * a.m_tiles;
+            mbar_arrive_tx(fb, S::XBytes + kWBytes + kTileRows * 4 * a.pairs); /* the three boxes' bytes */
+            tma_load_2d(base, &x_map, (int)(step * kStepK), (int)(mt * BX), fb);
             tma_load_2d(base + S::XBytes, &w_map, (int)(step * kWRowBytes), (int)(wt * kTileRows), fb);
-            tma_load_2d(base + S::XBytes + kWBytes, &s_map, (int)(wt * kTileRows * a.scale_pairs), (int)step, fb);
+            tma_load_2d(base + S::XBytes + kWBytes, &s_map, (int)(wt * kTileRows * a.pairs), (int)step, fb);
             if (++slot == STAGES) {
                 slot = 0;
                 phase ^= 1u;
@@ -210,8 +205,10 @@ __global__ void __launch_bounds__(kThreads, 1)
                 tile++;
             }
         }
-        }
-    } else { /* ---- consumers ---- */
+        return; /* every copy issued is waited for by the consumers before they finish */
+    }
+
+    /* ---- consumers ---- */
     setmaxnreg_inc<kConsumerRegs>();
     build_pair_table<T>(table, a.quant_type == BNB4_NF4 ? c_tile_nf4 : c_tile_fp4, tid, kConsumerThreads);
     pdl_wait(); /* everything below may come from the previous kernel (bias, workspace, y) */
@@ -240,7 +237,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int h = 0; h < 2; h++)
 #pragma unroll
         for (int p = 0; p < 2; p++)
-            s_off[h][p] = pin(S::XBytes + kWBytes + ((r0 + 8 * h) * a.scale_pairs + (a.scale_pairs == 2 ? p : 0)) * 4);
+            s_off[h][p] = pin(S::XBytes + kWBytes + ((r0 + 8 * h) * a.pairs + (a.pairs == 2 ? p : 0)) * 4);
     int slot = 0, pending = -1; /* pending: the slot whose release waits for its wgmmas */
     uint32_t phase = 0;
     T *y = reinterpret_cast<T *>(a.y);
@@ -282,10 +279,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
         if (pending >= 0) {
             __syncwarp();
-            if (lane == 0) { /* the slot is free in this CTA; the peer's producer writes it too */
+            if (lane == 0)
                 mbar_arrive(empty_bar + 8 * pending);
-                mbar_arrive_cluster(empty_bar + 8 * pending, rank ^ 1u);
-            }
         }
         pending = slot;
         if (++slot == STAGES) {
@@ -307,17 +302,13 @@ __global__ void __launch_bounds__(kThreads, 1)
         else
             keep_fragments(af[0]);
         __syncwarp();
-        if (lane == 0) {
+        if (lane == 0)
             mbar_arrive(empty_bar + 8 * pending);
-            mbar_arrive_cluster(empty_bar + 8 * pending, rank ^ 1u);
-        }
         pending = -1;
 
-        const unsigned pt = cur_t / a.m_tiles, mt = cur_t - pt * a.m_tiles, wt = 2 * pt + rank;
-        const unsigned tile_id = 2 * cur_t + rank; /* this CTA's tile of the pair tile */
+        const unsigned wt = cur_t / a.m_tiles, mt = cur_t - wt * a.m_tiles;
         const size_t n_base = (size_t)wt * kTileRows + r0, m_base = (size_t)mt * BX + 2 * c;
-        /* the pairs that worked on it */
-        const unsigned c_lo = (cur_t * a.k_steps) / a.per_pair, c_hi = ((cur_t + 1) * a.k_steps - 1) / a.per_pair;
+        const unsigned c_lo = (cur_t * a.k_steps) / a.per_cta, c_hi = ((cur_t + 1) * a.k_steps - 1) / a.per_cta;
         if (c_lo == c_hi) { /* the whole tile was ours */
 #pragma unroll
             for (int h = 0; h < 2; h++) {
@@ -335,10 +326,10 @@ __global__ void __launch_bounds__(kThreads, 1)
                     }
             }
         } else { /* partial sums to this CTA's slot (0: its first tile, 1: its last), the last to arrive adds */
-            const auto slot_of = [&](unsigned p) { /* the slot of pair p's CTA of this rank */
-                return (size_t)(2 * p + rank) * 2 + (cur_t == (p * a.per_pair) / a.k_steps ? 0 : 1);
+            const auto slot_of = [&](unsigned cta) {
+                return (size_t)cta * 2 + (cur_t == (cta * a.per_cta) / a.k_steps ? 0 : 1);
             };
-            float *mine = a.ws + slot_of(pair) * (BX * kTileRows);
+            float *mine = a.ws + slot_of(blockIdx.x) * (BX * kTileRows);
 #pragma unroll
             for (int nt = 0; nt < NT; nt++)
 #pragma unroll
@@ -347,7 +338,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             __threadfence(); /* partial sums visible device-wide before the counter says so */
             consumer_sync<kConsumerThreads>();
             if (tid == 0)
-                s_last = atomicAdd(a.counters + tile_id, 1u) == c_hi - c_lo;
+                s_last = atomicAdd(a.counters + cur_t, 1u) == c_hi - c_lo;
             consumer_sync<kConsumerThreads>();
             if (s_last) { /* float4s of 4 rows, 4 per thread at a time (their loads in flight together) */
                 __threadfence();
@@ -387,66 +378,53 @@ __global__ void __launch_bounds__(kThreads, 1)
                     }
                 }
                 if (tid == 0)
-                    a.counters[tile_id] = 0; /* ready for the next launch on this stream */
+                    a.counters[cur_t] = 0; /* ready for the next launch on this stream */
             }
             /* this CTA's slot is rewritten only for its other partial tile: a different slot */
         }
     }
-    wg_wait<0>(); /* (nothing is in flight after the last tile's end; said here so ptxas need not assume so
-                   * at every loop turn) */
-    }
-    /* neither CTA leaves while the other may still copy into its stages or arrive on its barriers */
-    cluster_sync();
 #endif
 }
 
-/* Per device: the CTA pairs that fit on it at once (0: not asked yet; the kernel's shared memory limit is
- * raised first). */
-template <typename T, int BX> int g_tile_pairs[64];
+/* Per device: whether the kernel's dynamic shared memory limit was raised. */
+template <typename T, int BX> int g_tile_smem_set[64];
 
-/* Grid size in CTA pairs: as many as the device runs at once (about one CTA per SM);
- * BNB4_CUDA_TILE_CTAS=n (CTAs) overrides it (read per call: tests use it to force tiles shared by many
- * pairs). */
-size_t tile_pairs(int fit) {
+/* Grid size: one CTA per SM; BNB4_CUDA_TILE_CTAS=n overrides it (read per call: tests use it to force
+ * tiles shared by many CTAs). */
+unsigned tile_ctas(const bnb4_cuda_state *s) {
     const char *e = getenv("BNB4_CUDA_TILE_CTAS");
     const long v = e ? atol(e) : 0;
-    return v > 0 && v <= 65535 ? (size_t)(v >= 2 ? v / 2 : 1) : (size_t)fit;
+    return v > 0 && v <= 65535 ? (unsigned)v : (unsigned)(s->sm_count > 0 ? s->sm_count : 1);
 }
 
 template <typename T, int BX>
 bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, const void *x) {
     static const char fn[] = "bnb4_gemm (tile)";
     using S = TileShape<BX>;
-    const size_t m_tiles = bnb4_div_up(a.M, BX), pair_tiles = bnb4_div_up(a.N, 2 * kTileRows) * m_tiles;
-    const size_t k_steps = bnb4_div_up(a.K, kStepK), iters = pair_tiles * k_steps;
+    const size_t m_tiles = bnb4_div_up(a.M, BX), tiles = bnb4_div_up(a.N, kTileRows) * m_tiles;
+    const size_t k_steps = bnb4_div_up(a.K, kStepK), iters = tiles * k_steps;
     /* a step's two 32-k halves are in one block unless blocksize is 32 or K % 64 == 32 (rows, and so steps,
      * may then start mid-block); each half always is (K % 32 == 0, blocksizes are multiples of 32) */
-    a.scale_pairs = w->blocksize == 32 || a.K % kStepK != 0 ? 2 : 1;
-    const size_t row_pad = bnb4_div_up(a.N * a.scale_pairs, 4) * 4;
+    a.pairs = w->blocksize == 32 || a.K % kStepK != 0 ? 2 : 1;
+    const size_t row_pad = bnb4_div_up(a.N * a.pairs, 4) * 4;
     void *scales = nullptr;
     bnb4_status st = bnb4_cuda_alloc(s, row_pad * k_steps * sizeof(float), &scales, fn);
     if (st != BNB4_OK)
         return st;
     CUtensorMap w_map, x_map, s_map;
-    /* weights: 128 rows x 32 bytes (32-byte swizzle); activations: BX / 2 rows x 64 k (128-byte swizzle; each
-     * CTA of a pair copies one half to both); scales:
+    /* weights: 128 rows x 32 bytes (32-byte swizzle); activations: BX rows x 64 k (128-byte swizzle); scales:
      * a step's 128 rows; rows past N or m and k past K come as zeros */
     if (!encode_2d(&w_map, w->packed, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.K / 2, a.N, a.K / 2, kWRowBytes, kTileRows,
                    CU_TENSOR_MAP_SWIZZLE_32B) ||
-        !encode_2d(&x_map, x, CU_TENSOR_MAP_DATA_TYPE_UINT16, a.K, a.M, a.K * 2, kStepK, BX / 2,
-                   CU_TENSOR_MAP_SWIZZLE_128B) ||
-        !encode_2d(&s_map, scales, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, row_pad, k_steps, row_pad * 4, kTileRows * a.scale_pairs, 1,
+        !encode_2d(&x_map, x, CU_TENSOR_MAP_DATA_TYPE_UINT16, a.K, a.M, a.K * 2, kStepK, BX, CU_TENSOR_MAP_SWIZZLE_128B) ||
+        !encode_2d(&s_map, scales, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, row_pad, k_steps, row_pad * 4, kTileRows * a.pairs, 1,
                    CU_TENSOR_MAP_SWIZZLE_NONE)) {
         bnb4_cuda_free(s, scales);
         return bnb4_cuda_gemm_dequant_blas(s, w, std::is_same<T, __half>::value ? BNB4_F16 : BNB4_BF16, a.M, x, a.bias,
                                            a.y); /* (not expected: the layout was checked) */
     }
-    int &fit = g_tile_pairs<T, BX>[s->device & 63];
-    cudaLaunchConfig_t cfg = {};
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = S::SmemBytes;
-    cfg.stream = s->stream;
-    if (!fit) {
+    int &set = g_tile_smem_set<T, BX>[s->device & 63];
+    if (!set) {
         st = bnb4_cuda_check(cudaFuncSetAttribute(gemm_4bit_tile_kernel<T, BX>,
                                                   cudaFuncAttributeMaxDynamicSharedMemorySize, S::SmemBytes),
                              "bnb4_gemm (tile): shared memory");
@@ -454,33 +432,19 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
             bnb4_cuda_free(s, scales);
             return st;
         }
-        cudaLaunchAttribute cluster;
-        cluster.id = cudaLaunchAttributeClusterDimension;
-        cluster.val.clusterDim.x = 2;
-        cluster.val.clusterDim.y = cluster.val.clusterDim.z = 1;
-        cudaLaunchConfig_t q = cfg;
-        q.gridDim = dim3(2 * (unsigned)(s->sm_count > 1 ? s->sm_count / 2 : 1));
-        q.attrs = &cluster;
-        q.numAttrs = 1;
-        int n = 0;
-        if (cudaOccupancyMaxActiveClusters(&n, gemm_4bit_tile_kernel<T, BX>, &q) != cudaSuccess || n < 1) {
-            (void)cudaGetLastError();
-            n = s->sm_count > 1 ? s->sm_count / 2 : 1;
-        }
-        fit = n;
+        set = 1;
     }
-    /* whole pair tiles per pair where they fill the grid's waves to 90 %; else stream-K (equal step counts) */
-    size_t n_pairs = tile_pairs(fit);
-    const size_t waves = bnb4_div_up(pair_tiles, n_pairs);
-    const size_t per = 10 * pair_tiles >= 9 * waves * n_pairs ? waves * k_steps : bnb4_div_up(iters, n_pairs);
-    n_pairs = bnb4_div_up(iters, per);
+    size_t ctas = tile_ctas(s);
+    /* whole tiles per CTA where they fill the grid's waves to 90 %; else stream-K (equal step counts) */
+    const size_t waves = bnb4_div_up(tiles, ctas);
+    const size_t per = 10 * tiles >= 9 * waves * ctas ? waves * k_steps : bnb4_div_up(iters, ctas);
+    ctas = bnb4_div_up(iters, per);
     a.k_steps = (unsigned)k_steps;
     a.m_tiles = (unsigned)m_tiles;
     a.iters = (unsigned)iters;
-    a.per_pair = (unsigned)per;
-    if (per % k_steps != 0) { /* some tile is shared by pairs: workspace (2 slots per CTA) and counters */
-        st = bnb4_cuda_splitk(s, 2 * pair_tiles, 2 * n_pairs * 2 * (size_t)BX * kTileRows * sizeof(float), &a.counters,
-                              &a.ws);
+    a.per_cta = (unsigned)per;
+    if (per % k_steps != 0) { /* some tile is shared by CTAs: workspace (2 slots per CTA) and counters */
+        st = bnb4_cuda_splitk(s, tiles, ctas * 2 * (size_t)BX * kTileRows * sizeof(float), &a.counters, &a.ws);
         if (st != BNB4_OK) {
             bnb4_cuda_free(s, scales);
             return st;
@@ -492,7 +456,7 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
     sa.K = a.K;
     sa.row_pad = row_pad;
     sa.total = row_pad * k_steps;
-    sa.scale_pairs = a.scale_pairs;
+    sa.pairs = a.pairs;
     sa.scales = static_cast<float *>(scales);
     const bool pdl = bnb4_pdl_enabled();
     cudaLaunchConfig_t sc = {};
@@ -502,8 +466,12 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
     sc.stream = s->stream;
     cudaError_t e = bnb4_launch_ex(sc, pdl, tile_scales_kernel, sa);
     if (e == cudaSuccess) {
-        cfg.gridDim = dim3(2 * (unsigned)n_pairs);
-        e = bnb4_launch_cluster_ex(cfg, pdl, 2, gemm_4bit_tile_kernel<T, BX>, a, w_map, x_map, s_map);
+        cudaLaunchConfig_t cfg = {};
+        cfg.gridDim = dim3((unsigned)ctas);
+        cfg.blockDim = dim3(kThreads);
+        cfg.dynamicSmemBytes = S::SmemBytes;
+        cfg.stream = s->stream;
+        e = bnb4_launch_ex(cfg, pdl, gemm_4bit_tile_kernel<T, BX>, a, w_map, x_map, s_map);
     }
     bnb4_cuda_free(s, scales); /* stream-ordered: after the kernel */
     return bnb4_cuda_check(e, fn);
@@ -540,8 +508,8 @@ int bnb4_cuda_tile_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dt
     const size_t lim = (size_t)1 << 31;
     if (w->cols >= lim || w->rows >= lim || m >= lim)
         return 0;
-    const size_t tiles = bnb4_div_up(w->rows, 2 * kTileRows) * bnb4_div_up(m, 128), k_steps = bnb4_div_up(w->cols, kStepK);
-    return 2 * tiles <= UINT32_MAX / k_steps;
+    const size_t tiles = bnb4_div_up(w->rows, kTileRows) * bnb4_div_up(m, 128), k_steps = bnb4_div_up(w->cols, kStepK);
+    return tiles <= UINT32_MAX / k_steps;
 }
 
 bnb4_status bnb4_cuda_gemm_tile(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,

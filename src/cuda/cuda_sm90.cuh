@@ -116,31 +116,6 @@ __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap *map
                  ::"r"(dst), "l"(reinterpret_cast<uint64_t>(map)), "r"(x0), "r"(y0), "r"(bar)
                  : "memory");
 }
-/* ---- clusters: CTA pairs sharing copies (a tensor copy multicast to both, barriers of the peer) ---- */
-__device__ __forceinline__ uint32_t cluster_ctarank() {
-    uint32_t r;
-    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
-    return r;
-}
-/* every thread of every CTA of the cluster (all threads must come here): orders what each did before */
-__device__ __forceinline__ void cluster_sync() {
-    asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;" ::: "memory");
-}
-/* arrive on the mbarrier at the same offset (bar, this CTA's address) in cluster CTA `cta` */
-__device__ __forceinline__ void mbar_arrive_cluster(uint32_t bar, uint32_t cta) {
-    asm volatile("{\n.reg .b32 remote;\nmapa.shared::cluster.u32 remote, %0, %1;\n"
-                 "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote];\n}" ::"r"(bar),
-                 "r"(cta)
-                 : "memory");
-}
-/* tma_load_2d into the same offset of every CTA in `mask`, completing on each one's mbarrier at bar */
-__device__ __forceinline__ void tma_load_2d_multicast(uint32_t dst, const CUtensorMap *map, int x0, int y0, uint32_t bar,
-                                                      uint16_t mask) {
-    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
-                 " [%0], [%1, {%2, %3}], [%4], %5;" ::"r"(dst),
-                 "l"(reinterpret_cast<uint64_t>(map)), "r"(x0), "r"(y0), "r"(bar), "h"(mask)
-                 : "memory");
-}
 /* ---- wgmma (sm_90a, the arch-specific target the build adds for Hopper) ---- */
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define BNB4_HAS_WGMMA 1
@@ -243,34 +218,22 @@ inline bool bnb4_pdl_enabled() {
     }();
     return on;
 }
-/* cudaLaunchKernelEx in clusters of `cluster` CTAs (1: none) with programmatic stream serialization when
- * `pdl`; (not expected) a stream or graph that refuses the latter gets a launch without it. */
+/* cudaLaunchKernelEx with programmatic stream serialization when `pdl`; (not expected) a stream or graph
+ * that refuses the attribute gets a plain launch. */
 template <typename Kernel, typename... Args>
-cudaError_t bnb4_launch_cluster_ex(cudaLaunchConfig_t cfg, bool pdl, unsigned cluster, Kernel kernel, Args... args) {
-    cudaLaunchAttribute attr[2];
-    unsigned n = 0;
-    if (cluster > 1) {
-        attr[n].id = cudaLaunchAttributeClusterDimension;
-        attr[n].val.clusterDim.x = cluster;
-        attr[n].val.clusterDim.y = 1;
-        attr[n].val.clusterDim.z = 1;
-        n++;
-    }
-    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[n].val.programmaticStreamSerializationAllowed = 1;
+cudaError_t bnb4_launch_ex(cudaLaunchConfig_t cfg, bool pdl, Kernel kernel, Args... args) {
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = attr;
-    cfg.numAttrs = n + (pdl ? 1 : 0);
+    cfg.numAttrs = pdl ? 1 : 0;
     cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, args...);
-    if (e != cudaSuccess && pdl) {
+    if (e != cudaSuccess && cfg.numAttrs) {
         (void)cudaGetLastError();
-        cfg.numAttrs = n;
+        cfg.numAttrs = 0;
         e = cudaLaunchKernelEx(&cfg, kernel, args...);
     }
     return e != cudaSuccess ? e : cudaGetLastError();
-}
-template <typename Kernel, typename... Args>
-cudaError_t bnb4_launch_ex(cudaLaunchConfig_t cfg, bool pdl, Kernel kernel, Args... args) {
-    return bnb4_launch_cluster_ex(cfg, pdl, 1, kernel, args...);
 }
 
 /* The driver's tensor-map encoder, fetched once through the runtime (NULL where the driver has none). */
