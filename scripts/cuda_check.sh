@@ -102,9 +102,9 @@ if [ -x "$TESTS" ]; then
     RESULT[tests_cpasync]="FAILED"
   fi
   # on compute capability 9.0 the TMA variant's math is wgmma from m = 17 on: once more with it from m = 1,
-  # and m = 65..128 in chunks of 64 rows on every weight size (by default only on large ones)
-  step "CUDA matmul tests with the pipe kernel's wgmma math at every m and in chunks (BNB4_CUDA_PIPE_WGMMA_MIN_M=1)"
-  if BNB4_CUDA_PIPE_WGMMA_MIN_M=1 BNB4_CUDA_PIPE_CHUNKED_MIN_WEIGHTS=0 timeout "$T_TESTS" "$TESTS" --gtest_color=no --gtest_brief=1 --gtest_filter='*Matmul*:*Pipe*'; then
+  # and with the tile kernel at m = 65.. on every weight size (by default m = 65..128 on large ones)
+  step "CUDA matmul tests with the pipe kernel's wgmma math at every m (BNB4_CUDA_PIPE_WGMMA_MIN_M=1) and the tile kernel from m = 65"
+  if BNB4_CUDA_PIPE_WGMMA_MIN_M=1 BNB4_CUDA_TILE_MAX_M=1000000 BNB4_CUDA_TILE_MIN_WEIGHTS=0 timeout "$T_TESTS" "$TESTS" --gtest_color=no --gtest_brief=1 --gtest_filter='*Matmul*:*Pipe*'; then
     RESULT[tests_wgmma]="ok"
   else
     RESULT[tests_wgmma]="FAILED"

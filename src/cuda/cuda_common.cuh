@@ -185,22 +185,22 @@ bnb4_status bnb4_cuda_launch_dequantize(bnb4_cuda_state *s, const bnb4_qtensor *
  * (N x K) on: on the H200 run of docs/performance.md (v11) it streamed 28672x8192 at 0.70 of copy against
  * 0.59 and 4096x14336 at 0.51 against 0.45, tied on 14336x4096 and lost on 4096x4096 (9.1 against 7.5 us). */
 #define BNB4_CUDA_PIPE_M1_MIN_WEIGHTS ((size_t)1 << 25)
-/* m = 65..BNB4_CUDA_PIPE_CHUNKED_MAX_M where the pipe kernel's wgmma math runs, from this many weights on
- * (BNB4_CUDA_PIPE_CHUNKED_MIN_WEIGHTS in the environment overrides it): the pipe kernel on chunks of 64
- * activation rows instead of dequantize + cuBLAS. H200 (docs/performance.md v12): m = 64 took 31.8, 30.4
- * and 81 us on 14336x4096, 4096x14336 and 28672x8192 where dequantize + cuBLAS took 74, 78 and 280 us
- * at m = 128; on 4096x4096 (19.3 against 24.5 us) two chunks would lose. */
-#define BNB4_CUDA_PIPE_CHUNKED_MAX_M 128
-#define BNB4_CUDA_PIPE_CHUNKED_MIN_WEIGHTS ((size_t)1 << 25)
-/* m >= BNB4_CUDA_TILE_MIN_M with f16/bf16 activations on compute capability 9.0 (sm_90a build): the fused
- * wgmma tile kernel (cuda_gemm_tile.cu) instead of the pipe kernel's chunks or dequantize + cuBLAS;
- * BNB4_CUDA_TILE_MIN_M in the environment overrides it. */
+/* m = BNB4_CUDA_TILE_MIN_M..BNB4_CUDA_TILE_MAX_M with f16/bf16 activations on compute capability 9.0 (sm_90a
+ * build), on weights of BNB4_CUDA_TILE_MIN_WEIGHTS (N x K) or more: the fused wgmma tile kernel
+ * (cuda_gemm_tile.cu) instead of dequantize + cuBLAS. The environment variables of those names override
+ * them (MIN_M once, the others per call: tests use them). H200 (docs/performance.md v13): at m = 96 / 128
+ * it took 50-55 us on 14336x4096 and 4096x14336 and 155-178 us on 28672x8192 where the pipe kernel on
+ * two 64-row chunks (the path before it) took 59-66 and 172-189 us; at m = 512 it tied dequantize + cuBLAS
+ * (0.65-0.73 of cuBLAS against 0.63-0.72), at m = 2048 it lost (0.70-0.85 against 0.81-0.91), and on
+ * 4096x4096 it lost at every m. */
 #define BNB4_CUDA_TILE_MIN_M 65
+#define BNB4_CUDA_TILE_MAX_M 128
+#define BNB4_CUDA_TILE_MIN_WEIGHTS ((size_t)1 << 25)
 typedef enum bnb4_cuda_gemm_path {
     BNB4_CUDA_GEMM_GEMV,        /* small m, K % blocksize == 0, aligned: CUDA-core weight streaming */
-    BNB4_CUDA_GEMM_PIPE,        /* m <= 64, f16/bf16, K % 32 == 0, aligned: pipelined tensor-core kernel
-                                   (m <= 128 on large weights with its wgmma math: chunks of 64 rows) */
-    BNB4_CUDA_GEMM_TILE,        /* large m, f16/bf16, K % 32 == 0, aligned, sm_90a: fused wgmma tiles */
+    BNB4_CUDA_GEMM_PIPE,        /* m <= 64, f16/bf16, K % 32 == 0, aligned: pipelined tensor-core kernel */
+    BNB4_CUDA_GEMM_TILE,        /* m = 65..128 on large weights, f16/bf16, K % 32 == 0, aligned, sm_90a:
+                                   fused wgmma tiles */
     BNB4_CUDA_GEMM_SIMT,        /* fused CUDA-core kernel, any dtype and shape, small m */
     BNB4_CUDA_GEMM_DEQUANT_BLAS /* dequantize into a temporary, then cuBLAS */
 } bnb4_cuda_gemm_path;
@@ -214,9 +214,6 @@ int bnb4_cuda_pipe_fits(const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const vo
 int bnb4_cuda_pipe_tma_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m);
 /* whether the pipe kernel's TMA variant does its math with wgmma at this m (compute capability 9.0, sm_90a build) */
 int bnb4_cuda_pipe_wgmma(const bnb4_cuda_state *s, size_t m);
-/* whether m = 65..BNB4_CUDA_PIPE_CHUNKED_MAX_M runs the pipe kernel on chunks of 64 rows */
-int bnb4_cuda_pipe_chunked_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m,
-                                const void *x);
 bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
                                 const void *bias, void *y);
 /* whether m takes the tile kernel on this device (where the layout fits: bnb4_cuda_tile_fits) */

@@ -158,7 +158,7 @@ bnb4_cuda_gemm_path bnb4_cuda_pick_gemm(const bnb4_cuda_state *s, const bnb4_qte
         return BNB4_CUDA_GEMM_GEMV;
     if (bnb4_cuda_tile_fits(s, w, dt, m, x))
         return BNB4_CUDA_GEMM_TILE;
-    if (bnb4_cuda_pipe_fits(w, dt, m, x) || bnb4_cuda_pipe_chunked_fits(s, w, dt, m, x))
+    if (bnb4_cuda_pipe_fits(w, dt, m, x))
         return BNB4_CUDA_GEMM_PIPE;
     if (m <= BNB4_CUDA_SIMT_MAX_M)
         return BNB4_CUDA_GEMM_SIMT;

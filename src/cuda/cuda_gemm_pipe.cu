@@ -982,31 +982,8 @@ int bnb4_cuda_pipe_fits(const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const vo
 int bnb4_cuda_pipe_tma_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) { return pipe_use_tma(s, w, m); }
 int bnb4_cuda_pipe_wgmma(const bnb4_cuda_state *s, size_t m) { return pipe_use_wgmma(s, m); }
 
-int bnb4_cuda_pipe_chunked_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m,
-                                const void *x) {
-    static const size_t min_weights = [] {
-        const char *e = getenv("BNB4_CUDA_PIPE_CHUNKED_MIN_WEIGHTS");
-        return e && *e ? (size_t)strtoull(e, nullptr, 10) : BNB4_CUDA_PIPE_CHUNKED_MIN_WEIGHTS;
-    }();
-    const size_t chunk = BNB4_CUDA_PIPE_LIMIT_M;
-    return m > chunk && m <= BNB4_CUDA_PIPE_CHUNKED_MAX_M && w->rows * w->cols >= min_weights &&
-           bnb4_cuda_pipe_fits(w, dt, chunk, x) && pipe_use_tma(s, w, chunk) && pipe_use_wgmma(s, chunk);
-}
-
 bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
                                 const void *bias, void *y) {
-    const size_t chunk = BNB4_CUDA_PIPE_LIMIT_M;
-    if (m > chunk) { /* bnb4_cuda_pipe_chunked_fits: rows of x and y in chunks (x stays 16-byte aligned: K % 32 == 0) */
-        const size_t es = bnb4_dtype_size(dt);
-        for (size_t r = 0; r < m; r += chunk) {
-            const size_t rows = m - r < chunk ? m - r : chunk;
-            const bnb4_status st = bnb4_cuda_gemm_pipe(s, w, dt, rows, (const char *)x + r * w->cols * es, bias,
-                                                       (char *)y + r * w->rows * es);
-            if (st != BNB4_OK)
-                return st;
-        }
-        return BNB4_OK;
-    }
     PipeArgs a = {};
     bnb4_cuda_set_weight(a, w);
     a.scale_slots = w->blocksize <= (size_t)kStepK ? (int)(kStepK / w->blocksize) + (w->cols % w->blocksize != 0) : 2;

@@ -383,6 +383,8 @@ __global__ void __launch_bounds__(kThreads, 1)
             /* this CTA's slot is rewritten only for its other partial tile: a different slot */
         }
     }
+    wg_wait<0>(); /* (nothing is in flight after the last tile's end; said here so ptxas need not assume so
+                   * at every loop turn: without it, it waits for the wgmmas there) */
 #endif
 }
 
@@ -485,14 +487,19 @@ template <typename T> bnb4_status launch_tile_t(bnb4_cuda_state *s, const TileAr
 
 } // namespace
 
+/* A size limit from the environment (unset or not a number: the default). */
+static size_t env_size(const char *name, size_t dflt) {
+    const char *e = getenv(name);
+    char *end = nullptr;
+    const unsigned long long v = e && *e ? strtoull(e, &end, 10) : 0;
+    return e && *e && end && *end == '\0' ? (size_t)v : dflt;
+}
+
 int bnb4_cuda_tile_enabled(const bnb4_cuda_state *s, size_t m) {
 #if defined(BNB4_CUDA_SM90A)
-    static const size_t min_m = [] {
-        const char *e = getenv("BNB4_CUDA_TILE_MIN_M");
-        const long n = e && *e ? atol(e) : -1;
-        return n >= 1 ? (size_t)n : (size_t)BNB4_CUDA_TILE_MIN_M;
-    }();
-    return s->cc_major == 9 && s->cc_minor == 0 && m >= min_m && encode_tiled() != nullptr;
+    static const size_t min_m = env_size("BNB4_CUDA_TILE_MIN_M", BNB4_CUDA_TILE_MIN_M);
+    return s->cc_major == 9 && s->cc_minor == 0 && m >= min_m && m <= env_size("BNB4_CUDA_TILE_MAX_M", BNB4_CUDA_TILE_MAX_M) &&
+           encode_tiled() != nullptr;
 #else
     (void)s, (void)m;
     return 0;
@@ -500,7 +507,8 @@ int bnb4_cuda_tile_enabled(const bnb4_cuda_state *s, size_t m) {
 }
 
 int bnb4_cuda_tile_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x) {
-    if (!bnb4_cuda_tile_enabled(s, m))
+    if (!bnb4_cuda_tile_enabled(s, m) ||
+        w->rows * w->cols < env_size("BNB4_CUDA_TILE_MIN_WEIGHTS", BNB4_CUDA_TILE_MIN_WEIGHTS))
         return 0;
     if (dt == BNB4_F32 || w->cols % 32 != 0 || !bnb4_aligned(w->packed, 16) || !bnb4_aligned(x, 16))
         return 0;

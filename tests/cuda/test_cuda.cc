@@ -241,10 +241,10 @@ TEST_F(CudaTest, KernelNamesSayCuda) {
     EXPECT_NE(nullptr, std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMV, BNB4_F16, 1),
                                    gemv_max && std::strcmp(gemv_max, "0") == 0 ? "mma" : "gemv"));
     EXPECT_NE(nullptr, std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_BF16, 32), "mma"));
-    // large m: the fused wgmma tile kernel on compute capability 9.0 (sm_90a build), else dequantize + cuBLAS
-    const char *large = bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F16, 2048);
-    EXPECT_TRUE(std::strstr(large, "tile_wgmma") != nullptr || std::strstr(large, "cublas") != nullptr) << large;
-    EXPECT_NE(nullptr, std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F32, 2048), "cublas"));
+    EXPECT_NE(nullptr, std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F16, 2048), "cublas"));
+    // m = 65..128: the fused wgmma tile kernel on compute capability 9.0 (sm_90a build), else dequantize + cuBLAS
+    const char *mid = bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F16, 128);
+    EXPECT_TRUE(std::strstr(mid, "tile_wgmma") != nullptr || std::strstr(mid, "cublas") != nullptr) << mid;
     EXPECT_NE(nullptr, std::strstr(bnb4_kernel_name(ctx, BNB4_OP_QUANTIZE, BNB4_BF16, 0), "cuda"));
 }
 
@@ -611,6 +611,11 @@ TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
 // across tiles; odd N and m (rows past the matrix in the boxes), a partial last step (K % 64 == 32),
 // blocksize 32 (two scales per step) and blocks longer than a row (bs 4096 > K).
 TEST_F(CudaTest, TileKernelSplitsTilesOverAnyGrid) {
+    // every m from 65 and every weight size here (by default m = 65..128 on large weights: read per call)
+    struct Env {
+        Env() { setenv("BNB4_CUDA_TILE_MAX_M", "1000000", 1), setenv("BNB4_CUDA_TILE_MIN_WEIGHTS", "0", 1); }
+        ~Env() { unsetenv("BNB4_CUDA_TILE_MAX_M"), unsetenv("BNB4_CUDA_TILE_MIN_WEIGHTS"); }
+    } env;
     if (std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F16, 130), "tile") == nullptr)
         GTEST_SKIP() << "the tile kernel needs compute capability 9.0 and an sm_90a build (m >= 65 takes "
                      << bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F16, 130) << " here)";
