@@ -383,8 +383,6 @@ __global__ void __launch_bounds__(kThreads, 1)
             /* this CTA's slot is rewritten only for its other partial tile: a different slot */
         }
     }
-    wg_wait<0>(); /* (nothing is in flight after the last tile's end; said here so ptxas need not assume so
-                   * at every loop turn: without it, it waits for the wgmmas there) */
 #endif
 }
 
@@ -479,10 +477,12 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
     return bnb4_cuda_check(e, fn);
 }
 
+/* BX = 128 only. BX = 256 (wgmma n = 256, 128 accumulators per thread) measured no faster than dequantize +
+ * cuBLAS at m = 512 / 2048, and once the wgmma wait ptxas adds at every loop turn (its note C7517) was
+ * avoided it gave different sums on repeated calls where one CTA ran many steps (H200, docs/performance.md
+ * v13): not launched until that is understood. */
 template <typename T> bnb4_status launch_tile_t(bnb4_cuda_state *s, const TileArgs &a, const bnb4_qtensor *w, const void *x) {
-    /* BX: the fewer padded activation rows (ties: 256, fewer tiles and weight decodes) */
-    const bool wide = bnb4_div_up(a.M, 256) * 256 <= bnb4_div_up(a.M, 128) * 128;
-    return wide ? launch_tile<T, 256>(s, a, w, x) : launch_tile<T, 128>(s, a, w, x);
+    return launch_tile<T, 128>(s, a, w, x);
 }
 
 } // namespace
