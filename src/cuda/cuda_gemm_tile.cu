@@ -1,10 +1,10 @@
 /*
- * cuda_gemm_tile.cu - Y[m, N] = X[m, K] W^T + bias for large m with f16/bf16 activations on compute
- * capability 9.0 (sm_90a code): gemm_4bit_<dt>__tile_wgmma_m64nNk16, a fused tensor-core kernel where
- * the weights are decoded into registers and never written out (the alternative, dequantize + cuBLAS,
- * writes and reads the whole dense weight once per call: at m = 512 that was 25-40 % of the time).
+ * cuda_gemm_tile.cu - Y[m, N] = X[m, K] W^T + bias for m past the pipe kernel's 64 (by default m = 65..128
+ * on large weights: BNB4_CUDA_TILE_*) with f16/bf16 activations on compute capability 9.0 (sm_90a code):
+ * gemm_4bit_<dt>__tile_wgmma_m64nNk16, a fused tensor-core kernel where the weights are decoded into
+ * registers and never written out (dequantize + cuBLAS writes and reads the whole dense weight per call).
  *
- *  - Tiles: 128 weight rows x BX activation rows (BX = 128 or 256: the wgmma's n), all of K. Tile t is
+ *  - Tiles: 128 weight rows x BX activation rows (BX = 128: the wgmma's n), all of K. Tile t is
  *    (weight tile t / m_tiles, activation tile t % m_tiles), so CTAs running side by side share weight
  *    tiles (one DRAM read) and the activations' k slices (L2). A tile is a run of K / 64 steps of 64 k;
  *    the steps of all tiles are split evenly over a persistent grid of one CTA per SM (stream-K: no
@@ -50,7 +50,8 @@ constexpr int kSBytes = kTileRows * 2 * 4;      /* the rows' scales: 1 or 2 per 
 constexpr int kConsumerWarps = 8, kConsumerThreads = kConsumerWarps * 32;
 constexpr int kThreads = kConsumerThreads + 128; /* + the producer warpgroup (one lane of it issues the copies) */
 /* registers per thread: the launch bounds give every thread 168; the producer warpgroup gives most of its
- * share back (setmaxnreg) so the consumers' accumulators (128 per thread at BX = 256) and fragments fit */
+ * share back (setmaxnreg) so the consumers' accumulators (64 per thread at BX = 128) and fragments fit
+ * without spills */
 constexpr int kProducerRegs = 40, kConsumerRegs = 232;
 
 template <int BX> struct TileShape {
