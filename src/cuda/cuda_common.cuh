@@ -191,8 +191,8 @@ bnb4_status bnb4_cuda_launch_dequantize(bnb4_cuda_state *s, const bnb4_qtensor *
  * them (MIN_M once, the others per call: tests use them). H200 (docs/performance.md v13): at m = 96 / 128
  * it took 50-55 us on 14336x4096 and 4096x14336 and 155-178 us on 28672x8192 where the pipe kernel on
  * two 64-row chunks (the path before it) took 59-66 and 172-189 us; at m = 512 it tied dequantize + cuBLAS
- * (0.65-0.73 of cuBLAS against 0.63-0.72), at m = 2048 it lost (0.70-0.85 against 0.81-0.91), and on
- * 4096x4096 it lost at every m. */
+ * on 14336x4096 and 28672x8192 (0.69-0.72 of cuBLAS against 0.64-0.71) and lost on the 4096-row shapes,
+ * at m = 2048 it lost (0.70-0.85 against 0.80-0.93), and on 4096x4096 it lost at every m. */
 #define BNB4_CUDA_TILE_MIN_M 65
 #define BNB4_CUDA_TILE_MAX_M 128
 #define BNB4_CUDA_TILE_MIN_WEIGHTS ((size_t)1 << 25)

@@ -605,8 +605,8 @@ TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
         }
 }
 
-// The fused wgmma tile kernel for large m (compute capability 9.0, sm_90a build): 128 weight rows x 128 or
-// 256 activation rows per tile, 64-k steps split over the grid (stream-K) or whole tiles per CTA. The grid
+// The fused wgmma tile kernel for m past 64 (compute capability 9.0, sm_90a build): 128 weight rows x 128
+// activation rows per tile, 64-k steps split over the grid (stream-K) or whole tiles per CTA. The grid
 // is forced small (BNB4_CUDA_TILE_CTAS, read per call) so tiles are shared by 2..many CTAs and CTAs run
 // across tiles; odd N and m (rows past the matrix in the boxes), a partial last step (K % 64 == 32),
 // blocksize 32 (two scales per step) and blocks longer than a row (bs 4096 > K).
