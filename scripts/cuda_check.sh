@@ -11,7 +11,8 @@
 # Steps: (1) build build-cuda (sm_80, sm_90a, compute_90) unless --prebuilt DIR holds bnb4_cuda_tests and bench_cuda
 # built elsewhere with the same nvcc; (2) the CUDA tests, conformance included (BNB4_CONFORMANCE_DIR,
 # default .device/shared/conformance, then ../shared/conformance), and the matmul tests again with m = 1
-# on the pipe kernel, with its TMA variant off and with its wgmma math at every m; (3) the same tests in quick mode under
+# on the pipe kernel, with its TMA variant off, and with its wgmma math at every m and the tile kernel at every
+# m >= 65 on every weight size; (3) the same tests in quick mode under
 # compute-sanitizer memcheck and racecheck; (4) bench_cuda, which measures its own ceilings (copy
 # bandwidth, cuBLAS) in the same run. Logs go to $OUT (default build-cuda/check): log, bench.csv.
 #

@@ -135,11 +135,11 @@ template <> struct PipeOps<__nv_bfloat16> : PairOps<__nv_bfloat16> {
 template <typename T>
 __device__ __forceinline__ void decode_fragment(uint32_t af[4], const unsigned char *table, uint32_t wA, uint32_t wB,
                                                 uint32_t lane4, int h, uint32_t sA2, uint32_t sB2) {
-    const uint32_t sel0 = 0x5504u | ((2u * h) << 4), sel1 = 0x5504u | ((2u * h + 1) << 4);
-    af[0] = PipeOps<T>::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wA, lane4, sel0)), sA2);
-    af[1] = PipeOps<T>::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wB, lane4, sel0)), sB2);
-    af[2] = PipeOps<T>::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wA, lane4, sel1)), sA2);
-    af[3] = PipeOps<T>::mul2(*reinterpret_cast<const uint32_t *>(table + __byte_perm(wB, lane4, sel1)), sB2);
+    const uint32_t sel0 = pair_sel(2u * h), sel1 = pair_sel(2u * h + 1);
+    af[0] = PipeOps<T>::mul2(*reinterpret_cast<const uint32_t *>(table + pair_offset(wA, lane4, sel0)), sA2);
+    af[1] = PipeOps<T>::mul2(*reinterpret_cast<const uint32_t *>(table + pair_offset(wB, lane4, sel0)), sB2);
+    af[2] = PipeOps<T>::mul2(*reinterpret_cast<const uint32_t *>(table + pair_offset(wA, lane4, sel1)), sA2);
+    af[3] = PipeOps<T>::mul2(*reinterpret_cast<const uint32_t *>(table + pair_offset(wB, lane4, sel1)), sB2);
 }
 
 /* ---- cp.async (sm_80+) ---------------------------------------------------------------------------------
