@@ -12,9 +12,9 @@
 # built elsewhere with the same nvcc; (2) the CUDA tests, conformance included (BNB4_CONFORMANCE_DIR,
 # default .device/shared/conformance, then ../shared/conformance), and the matmul tests again with m = 1
 # on the pipe kernel, with its TMA variant off, and with its wgmma math at every m and the tile kernel at every
-# m >= 65 on every weight size; (3) the same tests in quick mode under
-# compute-sanitizer memcheck and racecheck; (4) bench_cuda, which measures its own ceilings (copy
-# bandwidth, cuBLAS) in the same run. Logs go to $OUT (default build-cuda/check): log, bench.csv.
+# m >= 65 on every weight size; (3) the wgmma kernels' machine code checked for register hazards
+# (scripts/check_wgmma_hazards.py); (4) bench_cuda, which measures its own ceilings (copy bandwidth,
+# cuBLAS) in the same run; (5) the tests in quick mode under compute-sanitizer memcheck and racecheck. Logs go to $OUT (default build-cuda/check): log, bench.csv.
 #
 # With the device tool (the GPU machine has nvcc 13.0 and CMake but no GoogleTest), build here and carry
 # the binaries and the conformance files in the ignored .device/ folder:
@@ -115,6 +115,15 @@ else
   RESULT[tests]="not built"
 fi
 
+# the wgmma kernels' machine code: no register an in-flight wgmma uses is overwritten on any path
+if [ -x "$TESTS" ]; then
+  step "wgmma register hazards in the SASS (scripts/check_wgmma_hazards.py)"
+  python3 scripts/check_wgmma_hazards.py "$TESTS" > "$OUT/wgmma_hazards.txt" 2>&1
+  rc=$?
+  tail -1 "$OUT/wgmma_hazards.txt"
+  case $rc in 0) RESULT[wgmma_sass]="ok" ;; 77) RESULT[wgmma_sass]="skipped (no cuobjdump)" ;; *) RESULT[wgmma_sass]="FAILED"; cat "$OUT/wgmma_hazards.txt" ;; esac
+fi
+
 if [ "$BENCH" = 1 ] && [ -x "$BENCHBIN" ]; then
   step "benchmark"
   BARGS=(--csv "$OUT/bench.csv")
@@ -139,11 +148,11 @@ if [ -x "$TESTS" ]; then
 fi
 
 step "summary"
-for k in build tests tests_m1 tests_cpasync tests_wgmma memcheck racecheck bench; do
+for k in build tests tests_m1 tests_cpasync tests_wgmma wgmma_sass memcheck racecheck bench; do
   printf '%-10s %s\n' "$k" "${RESULT[$k]:-skipped}"
 done
 [ -f "$OUT/bench.txt" ] && sed -n '/^==== bnb4 CUDA summary/,$p' "$OUT/bench.txt"
-for k in build tests tests_m1 tests_cpasync tests_wgmma memcheck racecheck bench; do
+for k in build tests tests_m1 tests_cpasync tests_wgmma wgmma_sass memcheck racecheck bench; do
   case "${RESULT[$k]:-skipped}" in FAILED|"not built") exit 1 ;; esac
 done
 exit 0

@@ -758,6 +758,12 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
         if (tid == 0)
             a.counters[cur_t] = 0; /* ready for the next launch on this stream */
     }
+#if BNB4_HAS_WGMMA
+    /* (every turn that ends the loop ended a tile, so no wgmma is in flight here; without this wait ptxas
+     * cannot see that and waits for the wgmmas at every turn instead, its note C7517) */
+    if constexpr (WG)
+        wg_wait<0>();
+#endif
     cp_async_wait<0>(); /* no copy may still target shared memory when the CTA exits */
     }
 }

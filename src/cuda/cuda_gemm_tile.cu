@@ -78,14 +78,15 @@ struct TileArgs : bnb4_cuda_weight_args {
 };
 
 /* The scales of every (step, row): scales[step][row * pairs + p] = the scale of k 64 step + 32 p of the
- * row (0 past K), nested absmax decoded as bnb4_dequantize does; rows padded to `row_pad` entries with
- * zeros (a tensor copy's row stride is a multiple of 16 bytes). One thread per entry. */
+ * row (0 past K), nested absmax decoded as bnb4_dequantize does, as the T pair (scale, scale) the decode
+ * multiplies by (rounded once, here, instead of once per step in the main loop); rows padded to `row_pad`
+ * entries with zeros (a tensor copy's row stride is a multiple of 16 bytes). One thread per entry. */
 struct TileScaleArgs : bnb4_cuda_weight_args {
     size_t N, K, row_pad, total;
     unsigned pairs;
-    float *scales;
+    uint32_t *scales;
 };
-__global__ void tile_scales_kernel(TileScaleArgs a) {
+template <typename T> __global__ void tile_scales_kernel(TileScaleArgs a) {
 #if BNB4_HAS_TMA
     pdl_launch_dependents();
     pdl_wait(); /* the weight may come from the previous kernel */
@@ -102,7 +103,7 @@ __global__ void tile_scales_kernel(TileScaleArgs a) {
                                                                                                : b / a.nested_blocksize))),
                              a.offset);
         }
-        a.scales[i] = v;
+        a.scales[i] = PairOps<T>::pack(v, v);
     }
 }
 
@@ -124,7 +125,7 @@ __device__ __forceinline__ void keep_fragments(uint32_t (&af)[4][4]) {
 template <typename T, int NT>
 __device__ __forceinline__ void tile_step(float (&acc)[NT][4], uint32_t (&af)[4][4], const unsigned char *table,
                                           const uint4 (&wq)[2][2], const uint32_t (&s2)[2][2], uint32_t lane4,
-                                          uint32_t sel, uint32_t x_addr, uint32_t accumulate) {
+                                          uint32_t sel, uint64_t x_desc, uint32_t accumulate) {
 #if BNB4_HAS_WGMMA
 #pragma unroll
     for (int s = 0; s < 4; s++) {
@@ -139,11 +140,11 @@ __device__ __forceinline__ void tile_step(float (&acc)[NT][4], uint32_t (&af)[4]
     }
     wg_fence();
 #pragma unroll
-    for (int s = 0; s < 4; s++) /* k-step s: 32 bytes into the activations' 128-byte rows */
-        Wgmma<T, NT>::mma(acc, af[s], wg_desc(x_addr + 32 * s), s == 0 ? accumulate : 1u);
+    for (int s = 0; s < 4; s++) /* k-step s: 32 bytes into the activations' 128-byte rows (2 in the descriptor's units) */
+        Wgmma<T, NT>::mma(acc, af[s], x_desc + 2 * s, s == 0 ? accumulate : 1u);
     wg_commit();
 #else
-    (void)acc, (void)af, (void)table, (void)wq, (void)s2, (void)lane4, (void)sel, (void)x_addr, (void)accumulate;
+    (void)acc, (void)af, (void)table, (void)wq, (void)s2, (void)lane4, (void)sel, (void)x_desc, (void)accumulate;
 #endif
 }
 
@@ -229,9 +230,13 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
 
     float acc[NT][4]; /* (a tile's first wgmma overwrites them: accumulate = 0) */
-    uint32_t af[2][4][4] = {}; /* fragments of the step in flight and of the one being decoded */
+    /* The fragments of two consecutive steps: a step's wgmmas read its set while the next step decodes
+     * into the other. The loop below runs two steps per turn so each set has fixed registers: with one
+     * step per turn and the set picked by the step's parity, the compiler merged the two into one, and
+     * ptxas then had to wait for the wgmmas before every decode (its note C7517). */
+    uint32_t af0[4][4] = {}, af1[4][4] = {};
 
-    unsigned t = it_begin / a.k_steps, step = it_begin - t * a.k_steps;
+    unsigned t = it_begin / a.k_steps, step = it_begin - t * a.k_steps, end_t = t;
     /* its scales in a stage: rows r0 and r0 + 8, k-steps 0-1 and 2-3 (the same entry unless 2 pairs) */
     uint32_t s_off[2][2];
 #pragma unroll
@@ -239,56 +244,52 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
         for (int p = 0; p < 2; p++)
             s_off[h][p] = pin(S::XBytes + kWBytes + ((r0 + 8 * h) * a.pairs + (a.pairs == 2 ? p : 0)) * 4);
+    const uint64_t desc0 = wg_desc(stages_addr); /* the activations of stage 0; stage i: + i StageBytes / 16 */
+    const unsigned it_stop = pin(it_end);
     int slot = 0, pending = -1; /* pending: the slot whose release waits for its wgmmas */
     uint32_t phase = 0;
     T *y = reinterpret_cast<T *>(a.y);
-    for (unsigned it = it_begin; it < it_end; it++) {
-        const unsigned cur_t = t;
+    unsigned it = it_begin;
+    /* One step: wait for its stage, decode it into `cur`, issue its wgmmas, wait for the previous step's
+     * (whose fragments, `prev`, and stage are then free) and release that stage. Returns whether a tile,
+     * or this CTA's range in it, ends with the step (end_t: that tile). */
+    const auto step_once = [&](uint32_t(&cur)[4][4], uint32_t(&prev)[4][4]) -> bool {
         const uint32_t accumulate = step != 0 && it != it_begin; /* 0: the tile's first step here */
-        const bool tile_end = step + 1 == a.k_steps || it + 1 == it_end;
+        const bool tile_end = step + 1 == a.k_steps || it + 1 == it_stop;
+        end_t = t;
         if (++step == a.k_steps) {
             step = 0;
             t++;
         }
-        mbar_wait(full_bar + 8 * slot, phase); /* the producer's copies for `it` have landed */
+        it++;
+        mbar_wait(full_bar + 8 * slot, phase); /* the producer's copies for the step have landed */
         const unsigned char *st = stages + slot * S::StageBytes;
         uint32_t s2[2][2]; /* (rows past N, k past K: scale 0) */
 #pragma unroll
         for (int h = 0; h < 2; h++)
 #pragma unroll
-            for (int p = 0; p < 2; p++) {
-                const float v = *reinterpret_cast<const float *>(st + s_off[h][p]);
-                s2[h][p] = PairOps<T>::pack(v, v);
-            }
+            for (int p = 0; p < 2; p++)
+                s2[h][p] = *reinterpret_cast<const uint32_t *>(st + s_off[h][p]);
         uint4 wq[2][2];
 #pragma unroll
         for (int h = 0; h < 2; h++)
 #pragma unroll
             for (int q = 0; q < 2; q++)
                 wq[h][q] = lds128(st + w_off[h][q]);
-        const uint32_t x_addr = stages_addr + slot * S::StageBytes;
-        /* the fragments alternate between af[0] and af[1]: a step's wgmmas read theirs while the next step
-         * writes the other */
-        if (it & 1) {
-            tile_step<T, NT>(acc, af[1], table, wq, s2, lane4, sel, x_addr, accumulate);
-            wg_wait<1>(); /* the previous step's wgmmas are done: its fragments and its stage are free */
-            keep_fragments(af[0]);
-        } else {
-            tile_step<T, NT>(acc, af[0], table, wq, s2, lane4, sel, x_addr, accumulate);
-            wg_wait<1>();
-            keep_fragments(af[1]);
-        }
-        if (pending >= 0) {
-            __syncwarp();
-            if (lane == 0)
-                mbar_arrive(empty_bar + 8 * pending);
-        }
+        tile_step<T, NT>(acc, cur, table, wq, s2, lane4, sel, desc0 + (uint64_t)(slot * (S::StageBytes >> 4)), accumulate);
+        wg_wait<1>(); /* the previous step's wgmmas are done: its fragments and its stage are free */
+        keep_fragments(prev);
+        if (pending >= 0 && elect_one()) /* (elect.sync: every lane of the warp is past its reads) */
+            mbar_arrive(empty_bar + 8 * pending);
         pending = slot;
         if (++slot == STAGES) {
             slot = 0;
             phase ^= 1u;
         }
-        if (!tile_end)
+        return tile_end;
+    };
+    while (it < it_stop) {
+        if (!step_once(af0, af1) && !step_once(af1, af0))
             continue;
 
         /* ---- end of a tile (or of this CTA's range inside it) ---- */
@@ -298,16 +299,13 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
             for (int i = 0; i < 4; i++)
                 wg_keep(acc[nt][i]);
-        if (it & 1)
-            keep_fragments(af[1]);
-        else
-            keep_fragments(af[0]);
-        __syncwarp();
-        if (lane == 0)
+        keep_fragments(af0);
+        keep_fragments(af1);
+        if (elect_one())
             mbar_arrive(empty_bar + 8 * pending);
         pending = -1;
 
-        const unsigned wt = cur_t / a.m_tiles, mt = cur_t - wt * a.m_tiles;
+        const unsigned cur_t = end_t, wt = cur_t / a.m_tiles, mt = cur_t - wt * a.m_tiles;
         const size_t n_base = (size_t)wt * kTileRows + r0, m_base = (size_t)mt * BX + 2 * c;
         const unsigned c_lo = (cur_t * a.k_steps) / a.per_cta, c_hi = ((cur_t + 1) * a.k_steps - 1) / a.per_cta;
         if (c_lo == c_hi) { /* the whole tile was ours */
@@ -384,6 +382,9 @@ __global__ void __launch_bounds__(kThreads, 1)
             /* this CTA's slot is rewritten only for its other partial tile: a different slot */
         }
     }
+    /* (every turn that ends the loop ended a tile, so nothing is in flight here; without this wait ptxas
+     * cannot see that and waits for the wgmmas at every turn instead) */
+    wg_wait<0>();
 #endif
 }
 
@@ -409,7 +410,7 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
     a.pairs = w->blocksize == 32 || a.K % kStepK != 0 ? 2 : 1;
     const size_t row_pad = bnb4_div_up(a.N * a.pairs, 4) * 4;
     void *scales = nullptr;
-    bnb4_status st = bnb4_cuda_alloc(s, row_pad * k_steps * sizeof(float), &scales, fn);
+    bnb4_status st = bnb4_cuda_alloc(s, row_pad * k_steps * sizeof(uint32_t), &scales, fn);
     if (st != BNB4_OK)
         return st;
     CUtensorMap w_map, x_map, s_map;
@@ -418,7 +419,7 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
     if (!encode_2d(&w_map, w->packed, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.K / 2, a.N, a.K / 2, kWRowBytes, kTileRows,
                    CU_TENSOR_MAP_SWIZZLE_32B) ||
         !encode_2d(&x_map, x, CU_TENSOR_MAP_DATA_TYPE_UINT16, a.K, a.M, a.K * 2, kStepK, BX, CU_TENSOR_MAP_SWIZZLE_128B) ||
-        !encode_2d(&s_map, scales, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, row_pad, k_steps, row_pad * 4, kTileRows * a.pairs, 1,
+        !encode_2d(&s_map, scales, CU_TENSOR_MAP_DATA_TYPE_UINT32, row_pad, k_steps, row_pad * 4, kTileRows * a.pairs, 1,
                    CU_TENSOR_MAP_SWIZZLE_NONE)) {
         bnb4_cuda_free(s, scales);
         return bnb4_cuda_gemm_dequant_blas(s, w, std::is_same<T, __half>::value ? BNB4_F16 : BNB4_BF16, a.M, x, a.bias,
@@ -458,14 +459,14 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
     sa.row_pad = row_pad;
     sa.total = row_pad * k_steps;
     sa.pairs = a.pairs;
-    sa.scales = static_cast<float *>(scales);
+    sa.scales = static_cast<uint32_t *>(scales);
     const bool pdl = bnb4_pdl_enabled();
     cudaLaunchConfig_t sc = {};
     sc.gridDim = dim3((unsigned)(bnb4_div_up(sa.total, 256) < 8u * s->sm_count ? bnb4_div_up(sa.total, 256)
                                                                                  : 8u * s->sm_count));
     sc.blockDim = dim3(256);
     sc.stream = s->stream;
-    cudaError_t e = bnb4_launch_ex(sc, pdl, tile_scales_kernel, sa);
+    cudaError_t e = bnb4_launch_ex(sc, pdl, tile_scales_kernel<T>, sa);
     if (e == cudaSuccess) {
         cudaLaunchConfig_t cfg = {};
         cfg.gridDim = dim3((unsigned)ctas);
@@ -479,9 +480,9 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
 }
 
 /* BX = 128 only. BX = 256 (wgmma n = 256, 128 accumulators per thread) measured no faster than dequantize +
- * cuBLAS at m = 512 / 2048, and once the wgmma wait ptxas adds at every loop turn (its note C7517) was
- * avoided it gave different sums on repeated calls where one CTA ran many steps (H200, docs/performance.md
- * v13): not launched until that is understood. */
+ * cuBLAS at m = 512 / 2048 (H200, docs/performance.md v13). (Its sums also differed between repeated calls
+ * then: the loop of that time had one fragment set in the machine code, which only ptxas' wait at every
+ * turn kept safe; scripts/check_wgmma_hazards.py now checks the machine code for that.) */
 template <typename T> bnb4_status launch_tile_t(bnb4_cuda_state *s, const TileArgs &a, const bnb4_qtensor *w, const void *x) {
     return launch_tile<T, 128>(s, a, w, x);
 }

@@ -99,6 +99,14 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
                  "r"(parity)
                  : "memory");
 }
+/* one lane of the warp (all 32 must call it together): true there, false elsewhere. Unlike lane == 0 it
+ * needs no lane index, which the compiler tends to re-read from %tid inside a loop (a slow special
+ * register read per turn) */
+__device__ __forceinline__ bool elect_one() {
+    uint32_t r;
+    asm volatile("{\n.reg .pred p;\nelect.sync _|p, 0xffffffff;\nselp.u32 %0, 1, 0, p;\n}" : "=r"(r));
+    return r != 0;
+}
 /* make mbarrier.init visible to the tensor copies' completion mechanism */
 __device__ __forceinline__ void mbar_init_fence() { asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory"); }
 /* Programmatic dependent launch (launches with the attribute; a no-op otherwise): let the next kernel on
