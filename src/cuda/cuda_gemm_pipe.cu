@@ -460,10 +460,10 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
     auto out_col = [](int n) { return TMA && !WG ? tma_xrow(n) : n; };
     /* activation rows past m hold zeros: for m < 16 they are not read (less shared-memory traffic; at
      * larger m the registers this takes are worth more) */
-    bool x_on[NT];
+    uint32_t x_on[NT]; /* (pinned: else recomputed from %tid at every turn) */
 #pragma unroll
     for (int nt = 0; nt < NT; nt++)
-        x_on[nt] = NT > 2 || nt * 8 + xg < m_rows;
+        x_on[nt] = NT > 2 ? 1u : pin(nt * 8 + xg < m_rows);
     /* compute side: its tile and step, and per row its index, whether it is inside the matrix, its first
      * block and (row * K) mod blocksize */
     unsigned t = it_begin / a.k_steps, step = it_begin - t * a.k_steps;
@@ -489,12 +489,23 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
      * the next half is decoded), and the slot whose release waits for its last wgmmas (-1: none) */
     [[maybe_unused]] uint32_t wg_af[8][4];
     [[maybe_unused]] int wg_pending = -1;
-    for (unsigned it = it_begin; it < it_end; it++) {
+    /* per-thread constants of the loop, pinned: left to the compiler, it re-read %tid (a slow special
+     * register) and recomputed them at every turn */
+    const uint32_t kk = pin(128 * j + 32 * c); /* this thread's 32 k within the step */
+    [[maybe_unused]] const uint32_t rotate = pin(TMA && !WG && (c & 2)); /* see x_off */
+    const unsigned it_stop = pin(it_end);
+    /* m < 16 (x_on): activation registers of rows past m stay zero, set once here rather than per read */
+    uint4 xr[4][NT];
+#pragma unroll
+    for (int u = 0; u < 4; u++)
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+            xr[u][nt] = make_uint4(0, 0, 0, 0);
+    for (unsigned it = it_begin; it < it_stop; it++) {
         if (step == 0 && it != it_begin)
             compute_tile();
         const unsigned k0 = step * kStepK;
-        const uint32_t kk = 128 * j + 32 * c; /* this thread's 32 k within the step */
-        const bool kin = k0 + kk < K;
+        const bool kin = k0 + kk < (unsigned)K; /* (K < 2^31) */
         if constexpr (TMA) {
 #if BNB4_HAS_TMA
             mbar_wait(full_bar + 8 * slot, phase); /* the producer's copies for `it` have landed */
@@ -517,7 +528,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
 #pragma unroll
                 for (int h = 0; h < 2; h++) {
                     uint4 q = lds128(ws_ + w_off[f] + h * 8 * kRowBytes);
-                    if (TMA && !WG && (c & 2)) /* this thread takes its words in the order u + 1 (see x_off) */
+                    if (TMA && !WG && rotate) /* this thread takes its words in the order u + 1 (see x_off) */
                         q = make_uint4(q.y, q.z, q.w, q.x);
                     qw[f][h] = q;
                 }
@@ -582,8 +593,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
                         for (int i = 0; i < 4; i++)
                             wg_keep(wg_af[ks][i]);
                     if (half == 0 && wg_pending >= 0) { /* the previous stage's last wgmmas are done */
-                        __syncwarp();
-                        if (lane == 0)
+                        if (elect_one()) /* (elect.sync: every lane of the warp is past its reads) */
                             mbar_arrive(empty_bar + 8 * wg_pending);
                         wg_pending = -1;
                     }
@@ -592,10 +602,10 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
 #endif
 #pragma unroll
             for (int u = 0; u < 4; u++) {
-                uint4 xr[NT]; /* read once for all the warp's fragments */
 #pragma unroll
-                for (int nt = 0; nt < NT; nt++)
-                    xr[nt] = x_on[nt] ? lds128(xs_ + nt * kXTileStride + x_off[u]) : make_uint4(0, 0, 0, 0);
+                for (int nt = 0; nt < NT; nt++) /* read once for all the warp's fragments */
+                    if (x_on[nt])
+                        xr[u][nt] = lds128(xs_ + nt * kXTileStride + x_off[u]);
 #pragma unroll
                 for (int f = 0; f < RF; f++) {
                     const uint4 &qA = qw[f][0], &qB = qw[f][1];
@@ -608,8 +618,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
                         decode_fragment<T>(af, table, wA, wB, lane4, h, sA2, sB2);
 #pragma unroll
                         for (int nt = 0; nt < NT; nt++)
-                            Ops::mma(kTwoChains && h ? acc2[f][nt] : acc[f][nt], af, h ? xr[nt].z : xr[nt].x,
-                                     h ? xr[nt].w : xr[nt].y);
+                            Ops::mma(kTwoChains && h ? acc2[f][nt] : acc[f][nt], af, h ? xr[u][nt].z : xr[u][nt].x,
+                                     h ? xr[u][nt].w : xr[u][nt].y);
                     }
                 }
             }
@@ -627,7 +637,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
         }
 
         /* ---- end of a tile (or of this CTA's range inside it): store or hand over the sums ---- */
-        const bool tile_end = it + 1 == it_end || last_step;
+        const bool tile_end = it + 1 == it_stop || last_step;
 #if BNB4_HAS_WGMMA
         if constexpr (WG) {
             if (tile_end) { /* the sums are read below: every wgmma done */
@@ -694,8 +704,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
             } else {
                 if (tile_end) /* the scratch writes above come before the tensor copy that overwrites them */
                     asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-                __syncwarp();
-                if (lane == 0)
+                if (elect_one()) /* (elect.sync: every lane of the warp is past its reads) */
                     mbar_arrive(empty_bar + 8 * used);
             }
         }
