@@ -1,13 +1,14 @@
 /*
  * cuda_gemm.cu - Y[m, N] = X[m, K] W^T + bias with W in bitsandbytes' 4-bit format: the router and two
  * of the four paths. The router takes, in this order: cuda_gemv.cu's weight-streaming CUDA-core kernel
- * (m = 1, K % blocksize == 0, aligned), cuda_gemm_tile.cu's fused wgmma tile kernel (m = 65..128 on
- * large weights, compute capability 9.0), cuda_gemm_pipe.cu's pipelined tensor-core kernel (m <= 64,
+ * (m = 1, K % blocksize == 0, aligned), cuda_gemm_tile.cu's fused wgmma tile kernel (m >= 65 on large
+ * weights, compute capability 9.0), cuda_gemm_pipe.cu's pipelined tensor-core kernel (m <= 64,
  * f16/bf16, K % 32 == 0, aligned), then the two here:
  *
  *  gemm_4bit_<dt>__simt: any dtype, shape and alignment, m <= 16; one warp per weight row, float32
  *    arithmetic.
- *  dequantize + cuBLAS: large m (and shapes the fused kernels do not take): dequantize into a
+ *  dequantize + cuBLAS: large m where the tile kernel does not run (float32, other GPUs, weights under
+ *    BNB4_CUDA_TILE_MIN_WEIGHTS, odd layouts): dequantize into a
  *    temporary in the activation dtype, then cublasGemmEx with float32 accumulation. cuBLAS is loaded
  *    with dlopen on first use, not linked: linking it costs every process ~200 MB of resident memory
  *    (CPU-only users of the library included). Without it, large m falls back to the SIMT kernel.

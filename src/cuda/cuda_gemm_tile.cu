@@ -1,11 +1,11 @@
 /*
- * cuda_gemm_tile.cu - Y[m, N] = X[m, K] W^T + bias for m past the pipe kernel's 64 (by default m = 65..128
+ * cuda_gemm_tile.cu - Y[m, N] = X[m, K] W^T + bias for m past the pipe kernel's 64 (by default every m >= 65
  * on large weights: BNB4_CUDA_TILE_*) with f16/bf16 activations on compute capability 9.0 (sm_90a code):
  * gemm_4bit_<dt>__tile_wgmma_m64nNk16, a fused tensor-core kernel where the weights are decoded into
  * registers and never written out (dequantize + cuBLAS writes and reads the whole dense weight per call).
  *
- *  - Tiles: 128 weight rows x BX activation rows (BX = 128: the wgmma's n), all of K. Tile t is
- *    (weight tile t / m_tiles, activation tile t % m_tiles), so CTAs running side by side share weight
+ *  - Tiles: 128 weight rows x BX activation rows (the wgmma's n: 128 up to m = 128, else 256), all of K.
+ *    Tile t is (weight tile t / m_tiles, activation tile t % m_tiles), so CTAs running side by side share weight
  *    tiles (one DRAM read) and the activations' k slices (L2). A tile is a run of K / 64 steps of 64 k;
  *    the steps of all tiles are split evenly over a persistent grid of one CTA per SM (stream-K: no
  *    partial last wave), or whole tiles per CTA where the tiles fill the grid's waves to 90 %.
@@ -50,7 +50,7 @@ constexpr int kSBytes = kTileRows * 2 * 4;      /* the rows' scales: 1 or 2 per 
 constexpr int kConsumerWarps = 8, kConsumerThreads = kConsumerWarps * 32;
 constexpr int kThreads = kConsumerThreads + 128; /* + the producer warpgroup (one lane of it issues the copies) */
 /* registers per thread: the launch bounds give every thread 168; the producer warpgroup gives most of its
- * share back (setmaxnreg) so the consumers' accumulators (64 per thread at BX = 128) and fragments fit
+ * share back (setmaxnreg) so the consumers' accumulators (BX / 2 per thread) and fragments fit
  * without spills */
 constexpr int kProducerRegs = 40, kConsumerRegs = 232;
 
@@ -479,12 +479,13 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
     return bnb4_cuda_check(e, fn);
 }
 
-/* BX = 128 only. BX = 256 (wgmma n = 256, 128 accumulators per thread) measured no faster than dequantize +
- * cuBLAS at m = 512 / 2048 (H200, docs/performance.md v13). (Its sums also differed between repeated calls
- * then: the loop of that time had one fragment set in the machine code, which only ptxas' wait at every
- * turn kept safe; scripts/check_wgmma_hazards.py now checks the machine code for that.) */
+/* Activation rows per tile: 256 (wgmma n = 256, 128 accumulators per thread) past m = 128, where it decodes
+ * each weight once per 256 rows: at m = 512 / 2048 it took 0.76-0.93 of cuBLAS against 0.61-0.88 for
+ * 128 (H200, docs/performance.md v14); up to m = 128, 128 (a 256-row tile would be half padding). */
+size_t tile_bx(size_t m) { return m > 128 ? 256 : 128; }
+
 template <typename T> bnb4_status launch_tile_t(bnb4_cuda_state *s, const TileArgs &a, const bnb4_qtensor *w, const void *x) {
-    return launch_tile<T, 128>(s, a, w, x);
+    return tile_bx(a.M) == 256 ? launch_tile<T, 256>(s, a, w, x) : launch_tile<T, 128>(s, a, w, x);
 }
 
 } // namespace
@@ -518,7 +519,7 @@ int bnb4_cuda_tile_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dt
     const size_t lim = (size_t)1 << 31;
     if (w->cols >= lim || w->rows >= lim || m >= lim)
         return 0;
-    const size_t tiles = bnb4_div_up(w->rows, kTileRows) * bnb4_div_up(m, 128), k_steps = bnb4_div_up(w->cols, kStepK);
+    const size_t tiles = bnb4_div_up(w->rows, kTileRows) * bnb4_div_up(m, tile_bx(m)), k_steps = bnb4_div_up(w->cols, kStepK);
     return tiles <= UINT32_MAX / k_steps;
 }
 

@@ -241,10 +241,12 @@ TEST_F(CudaTest, KernelNamesSayCuda) {
     EXPECT_NE(nullptr, std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMV, BNB4_F16, 1),
                                    gemv_max && std::strcmp(gemv_max, "0") == 0 ? "mma" : "gemv"));
     EXPECT_NE(nullptr, std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_BF16, 32), "mma"));
-    EXPECT_NE(nullptr, std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F16, 2048), "cublas"));
-    // m = 65..128: the fused wgmma tile kernel on compute capability 9.0 (sm_90a build), else dequantize + cuBLAS
-    const char *mid = bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F16, 128);
-    EXPECT_TRUE(std::strstr(mid, "tile_wgmma") != nullptr || std::strstr(mid, "cublas") != nullptr) << mid;
+    EXPECT_NE(nullptr, std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F32, 2048), "cublas"));
+    // m >= 65: the fused wgmma tile kernel on compute capability 9.0 (sm_90a build), else dequantize + cuBLAS
+    for (size_t m : {65, 128, 2048}) {
+        const char *name = bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F16, m);
+        EXPECT_TRUE(std::strstr(name, "tile_wgmma") != nullptr || std::strstr(name, "cublas") != nullptr) << name;
+    }
     EXPECT_NE(nullptr, std::strstr(bnb4_kernel_name(ctx, BNB4_OP_QUANTIZE, BNB4_BF16, 0), "cuda"));
 }
 
