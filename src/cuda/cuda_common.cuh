@@ -15,6 +15,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "bnb4_backend.h"
 #include "bnb4_format.h"
@@ -137,6 +138,16 @@ static inline void bnb4_cuda_set_weight(bnb4_cuda_weight_args &a, const bnb4_qte
 /* ---- small utilities ------------------------------------------------------------------------------- */
 static inline size_t bnb4_div_up(size_t a, size_t b) { return a / b + (a % b != 0); }
 static inline int bnb4_aligned(const void *p, size_t a) { return ((uintptr_t)p % a) == 0; }
+/* A size setting from the environment (the BNB4_CUDA_* variables used for measuring and by the tests):
+ * its decimal value, or dflt when it is unset, empty or not a plain number. */
+static inline size_t bnb4_env_size(const char *name, size_t dflt) {
+    const char *e = getenv(name);
+    if (!e || !*e)
+        return dflt;
+    char *end = nullptr;
+    const unsigned long long v = strtoull(e, &end, 10);
+    return *end == '\0' && *e != '-' ? (size_t)v : dflt;
+}
 
 /* Check the launch just enqueued; report the CUDA error as BNB4_ERR_DEVICE. */
 bnb4_status bnb4_cuda_check(cudaError_t err, const char *what);

@@ -805,8 +805,7 @@ template <typename T, int NT, bool NESTED, bool TMA, bool WG> int g_smem_set[64]
 /* Grid size: one CTA per SM; BNB4_CUDA_PIPE_CTAS=n overrides it (read per call: tests use it to force
  * tiles shared by many CTAs and CTAs spanning tiles on small shapes). */
 unsigned pipe_ctas(const bnb4_cuda_state *s) {
-    const char *e = getenv("BNB4_CUDA_PIPE_CTAS");
-    const long v = e ? atol(e) : 0;
+    const size_t v = bnb4_env_size("BNB4_CUDA_PIPE_CTAS", 0);
     return v > 0 && v <= 65535 ? (unsigned)v : (unsigned)(s->sm_count > 0 ? s->sm_count : 1);
 }
 
@@ -935,9 +934,8 @@ bnb4_status launch_pipe_t(bnb4_cuda_state *s, const PipeArgs &a, const bnb4_qten
 bool pipe_use_wgmma(const bnb4_cuda_state *s, size_t m) {
 #if defined(BNB4_CUDA_SM90A)
     static const size_t min_m = [] {
-        const char *e = getenv("BNB4_CUDA_PIPE_WGMMA_MIN_M");
-        const long n = e && *e ? atol(e) : -1;
-        return n >= 1 ? (size_t)n : (size_t)17;
+        const size_t n = bnb4_env_size("BNB4_CUDA_PIPE_WGMMA_MIN_M", 17);
+        return n >= 1 ? n : (size_t)17;
     }();
     return s->cc_major == 9 && s->cc_minor == 0 && m >= min_m;
 #else
@@ -973,9 +971,8 @@ bool pipe_use_tma(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) {
 static long g_pipe_max_m = -1;
 size_t bnb4_cuda_pipe_max_m(void) {
     if (g_pipe_max_m < 0) {
-        const char *e = getenv("BNB4_CUDA_PIPE_MAX_M");
-        const long v = e && *e ? atol(e) : -1;
-        g_pipe_max_m = v >= 0 && v <= BNB4_CUDA_PIPE_LIMIT_M ? v : BNB4_CUDA_PIPE_MAX_M;
+        const size_t v = bnb4_env_size("BNB4_CUDA_PIPE_MAX_M", BNB4_CUDA_PIPE_MAX_M);
+        g_pipe_max_m = v <= BNB4_CUDA_PIPE_LIMIT_M ? (long)v : BNB4_CUDA_PIPE_MAX_M;
     }
     return (size_t)g_pipe_max_m;
 }

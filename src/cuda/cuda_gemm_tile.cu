@@ -30,9 +30,6 @@
  * Requirements (bnb4_cuda_tile_fits): compute capability 9.0, an sm_90a build, f16/bf16, K % 32 == 0,
  * 16-byte-aligned packed weights and activations, fewer than 2^31 rows and columns.
  */
-#include <stdlib.h>
-#include <string.h>
-
 #include <type_traits>
 
 #include "cuda_sm90.cuh"
@@ -394,8 +391,7 @@ template <typename T, int BX> int g_tile_smem_set[64];
 /* Grid size: one CTA per SM; BNB4_CUDA_TILE_CTAS=n overrides it (read per call: tests use it to force
  * tiles shared by many CTAs). */
 unsigned tile_ctas(const bnb4_cuda_state *s) {
-    const char *e = getenv("BNB4_CUDA_TILE_CTAS");
-    const long v = e ? atol(e) : 0;
+    const size_t v = bnb4_env_size("BNB4_CUDA_TILE_CTAS", 0);
     return v > 0 && v <= 65535 ? (unsigned)v : (unsigned)(s->sm_count > 0 ? s->sm_count : 1);
 }
 
@@ -490,18 +486,10 @@ template <typename T> bnb4_status launch_tile_t(bnb4_cuda_state *s, const TileAr
 
 } // namespace
 
-/* A size limit from the environment (unset or not a number: the default). */
-static size_t env_size(const char *name, size_t dflt) {
-    const char *e = getenv(name);
-    char *end = nullptr;
-    const unsigned long long v = e && *e ? strtoull(e, &end, 10) : 0;
-    return e && *e && end && *end == '\0' ? (size_t)v : dflt;
-}
-
 int bnb4_cuda_tile_enabled(const bnb4_cuda_state *s, size_t m) {
 #if defined(BNB4_CUDA_SM90A)
-    static const size_t min_m = env_size("BNB4_CUDA_TILE_MIN_M", BNB4_CUDA_TILE_MIN_M);
-    return s->cc_major == 9 && s->cc_minor == 0 && m >= min_m && m <= env_size("BNB4_CUDA_TILE_MAX_M", BNB4_CUDA_TILE_MAX_M) &&
+    static const size_t min_m = bnb4_env_size("BNB4_CUDA_TILE_MIN_M", BNB4_CUDA_TILE_MIN_M);
+    return s->cc_major == 9 && s->cc_minor == 0 && m >= min_m && m <= bnb4_env_size("BNB4_CUDA_TILE_MAX_M", BNB4_CUDA_TILE_MAX_M) &&
            encode_tiled() != nullptr;
 #else
     (void)s, (void)m;
@@ -511,7 +499,7 @@ int bnb4_cuda_tile_enabled(const bnb4_cuda_state *s, size_t m) {
 
 int bnb4_cuda_tile_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x) {
     if (!bnb4_cuda_tile_enabled(s, m) ||
-        w->rows * w->cols < env_size("BNB4_CUDA_TILE_MIN_WEIGHTS", BNB4_CUDA_TILE_MIN_WEIGHTS))
+        w->rows * w->cols < bnb4_env_size("BNB4_CUDA_TILE_MIN_WEIGHTS", BNB4_CUDA_TILE_MIN_WEIGHTS))
         return 0;
     if (dt == BNB4_F32 || w->cols % 32 != 0 || !bnb4_aligned(w->packed, 16) || !bnb4_aligned(x, 16))
         return 0;
