@@ -5,8 +5,8 @@
  * registers and never written out (dequantize + cuBLAS writes and reads the whole dense weight per call).
  *
  *  - Tiles: 128 weight rows x BX activation rows (the wgmma's n: 128 up to m = 128, else 256), all of K.
- *    Tile t is (weight tile t / m_tiles, activation tile t % m_tiles), so CTAs running side by side share weight
- *    tiles (one DRAM read) and the activations' k slices (L2). A tile is a run of K / 64 steps of 64 k;
+ *    Tile t is (weight tile t / m_tiles, activation tile t % m_tiles), so CTAs running side by side share
+ *    weight tiles (one DRAM read) and the activations' k slices (L2). A tile is a run of K / 64 steps of 64 k;
  *    the steps of all tiles are split evenly over a persistent grid of one CTA per SM (stream-K: no
  *    partial last wave), or whole tiles per CTA where the tiles fill the grid's waves to 90 %.
  *  - Loads (one lane of a producer warpgroup): per step one tensor copy of the activations (BX rows x 64
@@ -137,7 +137,7 @@ __device__ __forceinline__ void tile_step(float (&acc)[NT][4], uint32_t (&af)[4]
     }
     wg_fence();
 #pragma unroll
-    for (int s = 0; s < 4; s++) /* k-step s: 32 bytes into the activations' 128-byte rows (2 in the descriptor's units) */
+    for (int s = 0; s < 4; s++) /* k-step s: 32 bytes (2 descriptor units) into the activations' 128-byte rows */
         Wgmma<T, NT>::mma(acc, af[s], x_desc + 2 * s, s == 0 ? accumulate : 1u);
     wg_commit();
 #else
@@ -273,7 +273,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
             for (int q = 0; q < 2; q++)
                 wq[h][q] = lds128(st + w_off[h][q]);
-        tile_step<T, NT>(acc, cur, table, wq, s2, lane4, sel, desc0 + (uint64_t)(slot * (S::StageBytes >> 4)), accumulate);
+        const uint64_t x_desc = desc0 + (uint64_t)(slot * (S::StageBytes >> 4));
+        tile_step<T, NT>(acc, cur, table, wq, s2, lane4, sel, x_desc, accumulate);
         wg_wait<1>(); /* the previous step's wgmmas are done: its fragments and its stage are free */
         keep_fragments(prev);
         if (pending >= 0 && elect_one()) /* (elect.sync: every lane of the warp is past its reads) */
@@ -476,11 +477,12 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
 }
 
 /* Activation rows per tile: 256 (wgmma n = 256, 128 accumulators per thread) past m = 128, where it decodes
- * each weight once per 256 rows: at m = 512 / 2048 it took 0.76-0.93 of cuBLAS against 0.61-0.88 for
+ * each weight once per 256 rows: at m = 512 / 2048 it took 0.71-0.93 of cuBLAS against 0.58-0.77 for
  * 128 (H200, docs/performance.md v14); up to m = 128, 128 (a 256-row tile would be half padding). */
 size_t tile_bx(size_t m) { return m > 128 ? 256 : 128; }
 
-template <typename T> bnb4_status launch_tile_t(bnb4_cuda_state *s, const TileArgs &a, const bnb4_qtensor *w, const void *x) {
+template <typename T>
+bnb4_status launch_tile_t(bnb4_cuda_state *s, const TileArgs &a, const bnb4_qtensor *w, const void *x) {
     return tile_bx(a.M) == 256 ? launch_tile<T, 256>(s, a, w, x) : launch_tile<T, 128>(s, a, w, x);
 }
 
@@ -489,8 +491,8 @@ template <typename T> bnb4_status launch_tile_t(bnb4_cuda_state *s, const TileAr
 int bnb4_cuda_tile_enabled(const bnb4_cuda_state *s, size_t m) {
 #if defined(BNB4_CUDA_SM90A)
     static const size_t min_m = bnb4_env_size("BNB4_CUDA_TILE_MIN_M", BNB4_CUDA_TILE_MIN_M);
-    return s->cc_major == 9 && s->cc_minor == 0 && m >= min_m && m <= bnb4_env_size("BNB4_CUDA_TILE_MAX_M", BNB4_CUDA_TILE_MAX_M) &&
-           encode_tiled() != nullptr;
+    return s->cc_major == 9 && s->cc_minor == 0 && m >= min_m &&
+           m <= bnb4_env_size("BNB4_CUDA_TILE_MAX_M", BNB4_CUDA_TILE_MAX_M) && encode_tiled() != nullptr;
 #else
     (void)s, (void)m;
     return 0;
