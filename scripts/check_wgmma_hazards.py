@@ -160,11 +160,14 @@ SELF_TEST_CLEAN = """
 # turn's second group still reads them (found only by following the back edge)
 SELF_TEST_HAZARD = SELF_TEST_CLEAN.replace('k_clean', 'k_hazard').replace(
     '/*0030*/                   WARPGROUP.DEPBAR.LE gsb0, 0x1 ;', '/*0030*/                   NOP ;')
+# the sums read (and rewritten) before the last group is retired: an accumulator hazard
+SELF_TEST_ACCUMULATOR = SELF_TEST_CLEAN.replace('k_clean', 'k_accumulator').replace(
+    '/*0090*/                   WARPGROUP.DEPBAR.LE gsb0, 0x0 ;', '/*0090*/                   NOP ;')
 
 
 def self_test():
     ok = True
-    for text, want in ((SELF_TEST_CLEAN, 0), (SELF_TEST_HAZARD, 1)):
+    for text, want in ((SELF_TEST_CLEAN, 0), (SELF_TEST_HAZARD, 1), (SELF_TEST_ACCUMULATOR, 1)):
         with open(os.devnull, 'w') as quiet:
             functions, hazards = check_listing(text, quiet)
         if functions != 1 or (hazards > 0) != bool(want):

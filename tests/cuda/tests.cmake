@@ -13,10 +13,13 @@ gtest_discover_tests(bnb4_cuda_tests DISCOVERY_TIMEOUT 60 PROPERTIES LABELS cuda
 
 # The wgmma kernels' machine code: no register an in-flight wgmma uses is overwritten on any path
 # (scripts/check_wgmma_hazards.py; needs cuobjdump - the CUDA toolkit's or PyPI's nvidia-cuda-cuobjdump -
-# and skips without it). Built with sm_90a only: the other targets have no wgmma.
-if(BNB4_CUDA AND "${CMAKE_CUDA_ARCHITECTURES}" MATCHES "90a")
-  find_package(Python3 COMPONENTS Interpreter)
-  if(Python3_Interpreter_FOUND)
+# and skips without it). Built with sm_90a only: the other targets have no wgmma. The checker's own test
+# (listings with and without a hazard) runs everywhere.
+find_package(Python3 COMPONENTS Interpreter)
+if(Python3_Interpreter_FOUND)
+  add_test(NAME wgmma_hazard_checker_self_test
+           COMMAND Python3::Interpreter ${PROJECT_SOURCE_DIR}/scripts/check_wgmma_hazards.py --self-test)
+  if(BNB4_CUDA AND "${CMAKE_CUDA_ARCHITECTURES}" MATCHES "90a")
     add_test(NAME cuda_wgmma_register_hazards
              COMMAND Python3::Interpreter ${PROJECT_SOURCE_DIR}/scripts/check_wgmma_hazards.py $<TARGET_FILE:bnb4_static>)
     set_tests_properties(cuda_wgmma_register_hazards PROPERTIES LABELS cuda SKIP_RETURN_CODE 77)
