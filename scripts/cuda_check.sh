@@ -14,7 +14,8 @@
 # on the pipe kernel, with its TMA variant off, and with its wgmma math at every m and the tile kernel at every
 # m >= 65 on every weight size; (3) the wgmma kernels' machine code checked for register hazards
 # (scripts/check_wgmma_hazards.py); (4) bench_cuda, which measures its own ceilings (copy bandwidth,
-# cuBLAS) in the same run; (5) the tests in quick mode under compute-sanitizer memcheck and racecheck. Logs go to $OUT (default build-cuda/check): log, bench.csv.
+# cuBLAS) in the same run; (5) the tests in quick mode under compute-sanitizer memcheck and racecheck.
+# Logs go to $OUT (default build-cuda/check): log, bench.csv, wgmma_hazards.txt.
 #
 # With the device tool (the GPU machine has nvcc 13.0 and CMake but no GoogleTest), build here and carry
 # the binaries and the conformance files in the ignored .device/ folder:

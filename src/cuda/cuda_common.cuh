@@ -203,7 +203,7 @@ bnb4_status bnb4_cuda_launch_dequantize(bnb4_cuda_state *s, const bnb4_qtensor *
  * 128 it took 48-53 us on 14336x4096 and 4096x14336 and 148-188 us on 28672x8192 where the pipe kernel on
  * two 64-row chunks (the path before it) took 59-66 and 172-189 us; with 256-row tiles past m = 128 it
  * took 0.71-0.78 of cuBLAS at m = 512 and 0.76-0.93 at m = 2048, where dequantize + cuBLAS (the path
- * before it) took 0.62-0.76 and 0.76-0.90 in the same session; on 4096x4096 it lost at every m. */
+ * before it) took 0.65-0.76 and 0.76-0.90 in the same session; on 4096x4096 it lost at every m. */
 #define BNB4_CUDA_TILE_MIN_M 65
 #define BNB4_CUDA_TILE_MAX_M SIZE_MAX
 #define BNB4_CUDA_TILE_MIN_WEIGHTS ((size_t)1 << 25)
