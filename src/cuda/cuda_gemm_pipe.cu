@@ -489,6 +489,11 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
      * the next half is decoded), and the slot whose release waits for its last wgmmas (-1: none) */
     [[maybe_unused]] uint32_t wg_af[8][4];
     [[maybe_unused]] int wg_pending = -1;
+    /* wgmma: the descriptor of this warpgroup's activations (its 128-k half) in stage 0; stage i adds
+     * i StageBytes / 16. Built once from a shuffled (so warp-uniform) half index: computed per wgmma from
+     * the thread index, it cost ~7 instructions each and a %tid read per turn. */
+    [[maybe_unused]] const uint64_t wg_x_desc0 =
+        WG ? wg_desc(stages_addr + kWBytes + 2 * __shfl_sync(0xffffffffu, (uint32_t)j, 0) * (MT * 128)) : 0;
     /* per-thread constants of the loop, pinned: left to the compiler, it re-read %tid (a slow special
      * register) and recomputed them at every turn */
     const uint32_t kk = pin(128 * j + 32 * c); /* this thread's 32 k within the step */
@@ -569,8 +574,9 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
             if constexpr (WG) { /* k-step 2u + h: bytes 2h, 2h + 1 of word u (as below); one wgmma per k-step,
                                  * the stage's activations its B */
                 const uint4 &qA = qw[0][0], &qB = qw[0][1];
-                /* k-step ks of half j: 64-k box 2 j + ks / 4, 32 bytes per k-step inside its 128-byte rows */
-                const uint32_t xb = stages_addr + slot * S::StageBytes + kWBytes + (2 * j) * (MT * 128);
+                /* k-step ks of half j: 64-k box 2 j + ks / 4, 32 bytes per k-step inside its 128-byte rows (the
+                 * descriptor counts 16-byte units) */
+                const uint64_t xd = wg_x_desc0 + (uint64_t)(slot * (S::StageBytes >> 4));
 #pragma unroll
                 for (int half = 0; half < 2; half++) {
 #pragma unroll
@@ -584,7 +590,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
                     wg_fence();
 #pragma unroll
                     for (int ks = 4 * half; ks < 4 * half + 4; ks++)
-                        Wgmma<T, NT>::mma(acc[0], wg_af[ks], wg_desc(xb + (ks >> 2) * (MT * 128) + 32 * (ks & 3)));
+                        Wgmma<T, NT>::mma(acc[0], wg_af[ks], xd + ((ks >> 2) * (MT * 128) + 32 * (ks & 3)) / 16);
                     wg_commit();
                     wg_wait<1>(); /* the group before this one is done: its fragments and its stage are free */
 #pragma unroll
