@@ -17,7 +17,8 @@ registers each reads or writes), and reports each instruction that writes one of
     check_wgmma_hazards.py --self-test  the checker against small listings with and without a hazard
 
 Exit status: 0 clean, 1 hazards (or no wgmma kernel in an sm_90a build), 77 skipped (no cuobjdump: CTest
-reports the test as skipped). cuobjdump comes with the CUDA toolkit, or from PyPI (nvidia-cuda-cuobjdump).
+reports the test as skipped). cuobjdump and the nvdisasm it runs come with the CUDA toolkit, or from PyPI
+(nvidia-cuda-cuobjdump, nvidia-cuda-nvdisasm).
 """
 import glob
 import os
@@ -189,10 +190,15 @@ def main(argv):
         if not tool:
             print('skipped: no cuobjdump (CUDA toolkit, or pip install nvidia-cuda-cuobjdump)')
             return SKIP
+        # cuobjdump runs nvdisasm for -sass: the one beside it first (the PyPI wheels share a folder)
+        env = dict(os.environ, PATH=os.path.dirname(tool) + os.pathsep + os.environ.get('PATH', ''))
         texts = []
         for path in argv:
             r = subprocess.run([tool, '-sass', '-arch', 'sm_90a', path], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, universal_newlines=True)
+                               stderr=subprocess.PIPE, universal_newlines=True, env=env)
+            if r.returncode != 0 and 'nvdisasm' in r.stderr:
+                print('skipped: cuobjdump found no nvdisasm (CUDA toolkit, or pip install nvidia-cuda-nvdisasm)')
+                return SKIP
             if r.returncode != 0:
                 print('%s: cuobjdump failed: %s' % (path, r.stderr.strip()[:300]))
                 return 1
