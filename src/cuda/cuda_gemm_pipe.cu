@@ -492,8 +492,10 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
     /* wgmma: the descriptor of this warpgroup's activations (its 128-k half) in stage 0; stage i adds
      * i StageBytes / 16. Built once from a shuffled (so warp-uniform) half index: computed per wgmma from
      * the thread index, it cost ~7 instructions each and a %tid read per turn. */
+#if BNB4_HAS_WGMMA
     [[maybe_unused]] const uint64_t wg_x_desc0 =
         WG ? wg_desc(stages_addr + kWBytes + 2 * __shfl_sync(0xffffffffu, (uint32_t)j, 0) * (MT * 128)) : 0;
+#endif
     /* per-thread constants of the loop, pinned: left to the compiler, it re-read %tid (a slow special
      * register) and recomputed them at every turn */
     const uint32_t kk = pin(128 * j + 32 * c); /* this thread's 32 k within the step */
