@@ -10,7 +10,9 @@ C7517), not all: a build of the tile kernel whose two fragment sets had been mer
 ran without any such wait and gave different sums on repeated calls (docs/performance.md v13, v14).
 
 So this walks every path of every function that contains HGMMA, tracking the groups in flight (the
-registers each reads or writes), and reports each instruction that writes one of them.
+registers each reads or writes), and reports each instruction that writes one of them - and any indirect
+branch, call or return there, whose paths it cannot follow (so a new compiler cannot make it pass by
+emitting code it does not understand).
 
     check_wgmma_hazards.py FILE...      libraries, objects or executables (cuobjdump -sass -arch sm_90a)
     check_wgmma_hazards.py --sass FILE  a saved `cuobjdump -sass` listing
@@ -95,6 +97,8 @@ def check_function(body):
                     w = written(op, args)
                     if any(w & g for g in groups + [issuing]):
                         hazards.add((addr, text))
+                if op.startswith(('BRX', 'JMX', 'JMP', 'CALL', 'RET')):  # targets this walk cannot follow
+                    hazards.add((addr, text + '   <- control flow the checker does not follow'))
                 if op == 'EXIT' and not pred:
                     break
                 if op.startswith('BRA'):
