@@ -104,20 +104,6 @@ template <typename T> __global__ void tile_scales_kernel(TileScaleArgs a) {
     }
 }
 
-/* The fragments a wgmma read stay live (and in their registers) until the wait that says it is done: the
- * compiler, which sees only the issue, would otherwise reuse their registers while the wgmma still reads. */
-__device__ __forceinline__ void keep_fragments(uint32_t (&af)[4][4]) {
-#if BNB4_HAS_WGMMA
-#pragma unroll
-    for (int s = 0; s < 4; s++)
-#pragma unroll
-        for (int i = 0; i < 4; i++)
-            wg_keep(af[s][i]);
-#else
-    (void)af;
-#endif
-}
-
 /* One step of 64 k for one warpgroup: decode the thread's fragments (af), issue the 4 wgmmas. */
 template <typename T, int NT>
 __device__ __forceinline__ void tile_step(float (&acc)[NT][4], uint32_t (&af)[4][4], const unsigned char *table,
@@ -276,7 +262,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         const uint64_t x_desc = desc0 + (uint64_t)(slot * (S::StageBytes >> 4));
         tile_step<T, NT>(acc, cur, table, wq, s2, lane4, sel, x_desc, accumulate);
         wg_wait<1>(); /* the previous step's wgmmas are done: its fragments and its stage are free */
-        keep_fragments(prev);
+        wg_keep(prev); /* (its wgmmas read it until the wait above) */
         if (pending >= 0 && elect_one()) /* (elect.sync: every lane of the warp is past its reads) */
             mbar_arrive(empty_bar + 8 * pending);
         pending = slot;
@@ -292,13 +278,9 @@ __global__ void __launch_bounds__(kThreads, 1)
 
         /* ---- end of a tile (or of this CTA's range inside it) ---- */
         wg_wait<0>();
-#pragma unroll
-        for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-            for (int i = 0; i < 4; i++)
-                wg_keep(acc[nt][i]);
-        keep_fragments(af0);
-        keep_fragments(af1);
+        wg_keep(acc);
+        wg_keep(af0);
+        wg_keep(af1);
         if (elect_one())
             mbar_arrive(empty_bar + 8 * pending);
         pending = -1;

@@ -138,6 +138,15 @@ template <int N> __device__ __forceinline__ void setmaxnreg_inc() { asm volatile
 /* keep the compiler from moving accesses of v across the asynchronous wgmma (it sees only the issue) */
 __device__ __forceinline__ void wg_keep(float &v) { asm volatile("" : "+f"(v)::"memory"); }
 __device__ __forceinline__ void wg_keep(uint32_t &v) { asm volatile("" : "+r"(v)::"memory"); }
+/* ... every element of an array: a wgmma's accumulators, or the fragments it reads, which must stay live
+ * (and in their registers) until the wait that says it is done - the compiler would otherwise reuse them */
+template <typename V, int R, int C> __device__ __forceinline__ void wg_keep(V (&v)[R][C]) {
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int c = 0; c < C; c++)
+            wg_keep(v[r][c]);
+}
 /* shared-memory matrix descriptor: K-major rows of 128 bytes, 128-byte swizzle, 8-row groups 1024 B apart */
 __device__ __forceinline__ uint64_t wg_desc(uint32_t saddr) {
     return (uint64_t)((saddr & 0x3ffffu) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
