@@ -100,6 +100,18 @@ __device__ __forceinline__ unsigned bnb4_dev_fp4_encode(float xn, const float *u
     return sign | magnitude;
 }
 
+/* Split-K hand-over: one thread of a CTA counts its arrival at a tile whose partial sums its CTA has
+ * just written, after a barrier of the threads that wrote them. The atomic is a release (the barrier
+ * orders the other threads' stores before it, and a release is cumulative) and an acquire (if this CTA
+ * is the last, the others' partial sums are visible to it and, after the next barrier, to its threads):
+ * the pattern CUTLASS's split-K semaphores use. It replaces a sequentially consistent fence
+ * (__threadfence) in every thread, which ncu showed among the fix-up's largest stalls. */
+__device__ __forceinline__ unsigned bnb4_dev_arrive_acq_rel(unsigned *counter) {
+    unsigned old;
+    asm volatile("atom.add.acq_rel.gpu.global.u32 %0, [%1], 1;" : "=r"(old) : "l"(counter) : "memory");
+    return old;
+}
+
 /* ---- what every matmul kernel reads of the weight ----------------------------------------------------
  * The kernels' argument structs derive from this: bnb4_qtensor's pointers and the shifts the kernels
  * index blocks with, filled by bnb4_cuda_set_weight, the one place that reads a bnb4_qtensor for them. */

@@ -501,6 +501,11 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
     const uint32_t kk = pin(128 * j + 32 * c); /* this thread's 32 k within the step */
     [[maybe_unused]] const uint32_t rotate = pin(TMA && !WG && (c & 2)); /* see x_off */
     const unsigned it_stop = pin(it_end);
+    /* at a tile's end: whether this warp adds its k half's sums to the other's, and its slot in the
+     * reduction scratch (one per row group of 16 and lane; fragment f adds 32 f). Pinned below m = 33 (at
+     * m = 33..64 the registers are short: recomputing them there costs less than spilling) */
+    const uint32_t hands_over = pin_if<(NT < 8)>(j);
+    const uint32_t red_q = pin_if<(NT < 8)>((RF == 2 ? (warp & 3) * 2 : warp & 7) * 32 + lane);
     /* m < 16 (x_on): activation registers of rows past m stay zero, set once here rather than per read */
     uint4 xr[4][NT];
 #pragma unroll
@@ -508,147 +513,187 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
 #pragma unroll
         for (int nt = 0; nt < NT; nt++)
             xr[u][nt] = make_uint4(0, 0, 0, 0);
-    for (unsigned it = it_begin; it < it_stop; it++) {
-        if (step == 0 && it != it_begin)
+    /* TMA, nested, m <= 16: each row's nested absmax for the next step, loaded a step ahead (a dependent
+     * global load per row and step, its latency otherwise in every step's path; at larger m the registers
+     * are short and more warps share the latency) */
+    constexpr bool kNabAhead = TMA && NESTED && NT <= 2;
+    [[maybe_unused]] float nab_next[RF][2];
+    [[maybe_unused]] auto load_nab = [&](int f, int h, unsigned at_step) {
+        const unsigned k = at_step * kStepK + kk;
+        const size_t b = on_[f][h] && k < (unsigned)K ? first_[f][h] + (k >> a.bs_log2) : 0;
+        return __ldg(a.nested_absmax + (b >> a.nbs_log2)); /* nested blocksize: a power of 2 (TMA layouts) */
+    };
+    /* One turn of the outer loop per tile this CTA works on (or the part of it in its range); the inner
+     * loop runs that tile's steps with no tile-end tests, the tile's end follows it. */
+    unsigned it = it_begin;
+    while (it < it_stop) {
+        if (it != it_begin)
             compute_tile();
-        const unsigned k0 = step * kStepK;
-        const bool kin = k0 + kk < (unsigned)K; /* (K < 2^31) */
-        if constexpr (TMA) {
+        if constexpr (kNabAhead)
+#pragma unroll
+            for (int f = 0; f < RF; f++)
+#pragma unroll
+                for (int h = 0; h < 2; h++)
+                    nab_next[f][h] = load_nab(f, h, step);
+        const unsigned seg_stop = pin_if<(NT < 8)>(min(it_stop, it + (a.k_steps - step))); /* the tile's end */
+        int used; /* the slot of the tile's last step, released once its sums are read */
+        for (;;) {
+            const unsigned k0 = step * kStepK;
+            const bool kin = k0 + kk < (unsigned)K; /* (K < 2^31) */
+            if constexpr (TMA) {
 #if BNB4_HAS_TMA
-            mbar_wait(full_bar + 8 * slot, phase); /* the producer's copies for `it` have landed */
+                mbar_wait(full_bar + 8 * slot, phase); /* the producer's copies for `it` have landed */
 #endif
-        } else {
-            cp_async_wait<STAGES - 2>(); /* this thread's copies for `it` have landed ... */
-            __syncthreads();             /* ... everyone's, and everyone is done with the slot refilled next */
-            issue(slot == 0 ? STAGES - 1 : slot - 1);
-            cp_async_commit();
-        }
-
-        const unsigned char *ws_ = stages + slot * S::StageBytes;
-        const unsigned char *xs_ = ws_ + kWBytes;
-        const unsigned char *ss = xs_ + S::XBytes;
-        {
-            uint4 qw[RF][2];   /* fragment f's 16-byte chunks of rows row0[f] (h = 0) and row0[f] + 8 */
-            uint32_t s2[RF][2]; /* and their block scales, as pairs */
-#pragma unroll
-            for (int f = 0; f < RF; f++) {
-#pragma unroll
-                for (int h = 0; h < 2; h++) {
-                    uint4 q = lds128(ws_ + w_off[f] + h * 8 * kRowBytes);
-                    if (TMA && !WG && rotate) /* this thread takes its words in the order u + 1 (see x_off) */
-                        q = make_uint4(q.y, q.z, q.w, q.x);
-                    qw[f][h] = q;
-                }
-#pragma unroll
-                for (int h = 0; h < 2; h++) { /* branch-free: rows past N and k past K get scale 0 */
-                    const bool on = on_[f][h] && kin;
-                    float v;
-                    if constexpr (TMA) { /* K % blocksize == 0, blocksize <= 64: the chunk's slot is fixed */
-                        if (NESTED) {
-                            const size_t b = on ? first_[f][h] + ((k0 + kk) >> a.bs_log2) : 0;
-                            const float nab = __ldg(a.nested_absmax + (b >> a.nbs_log2)); /* a power of 2 */
-                            v = __fadd_rn(bnb4_dev_mul_ftz(ncode[ss[fixed_off[f][h] + ((k0 >> a.bs_log2) & 15u)]], nab),
-                                          a.offset);
-                        } else {
-                            v = *reinterpret_cast<const float *>(ss + fixed_off[f][h]);
-                        }
-                    } else {
-                        const int r = row0[f] + 8 * h;
-                        const unsigned off = off_[f][h];
-                        const unsigned b_step = (off + k0) >> a.bs_log2, b_chunk = (off + k0 + kk) >> a.bs_log2;
-                        if (NESTED) {
-                            const size_t first = first_[f][h] + b_step;
-                            const size_t b = on ? first_[f][h] + b_chunk : 0;
-                            const unsigned q = ss[r * 16 + (unsigned)(first & 3u) + (b_chunk - b_step)];
-                            const float nab = __ldg(a.nested_absmax +
-                                                    (a.nbs_log2 >= 0 ? b >> a.nbs_log2 : b / a.nested_blocksize));
-                            v = __fadd_rn(bnb4_dev_mul_ftz(ncode[q], nab), a.offset);
-                        } else {
-                            v = a.scale_fixed ? *reinterpret_cast<const float *>(ss + fixed_off[f][h])
-                                              : reinterpret_cast<const float *>(ss)[r * kScaleSlots + b_chunk - b_step];
-                        }
-                    }
-                    v = on ? v : 0.0f;
-                    s2[f][h] = Ops::pack(v, v);
-                }
+            } else {
+                cp_async_wait<STAGES - 2>(); /* this thread's copies for `it` have landed ... */
+                __syncthreads();             /* ... everyone's, and everyone is done with the slot refilled next */
+                issue(slot == 0 ? STAGES - 1 : slot - 1);
+                cp_async_commit();
             }
-#if BNB4_HAS_WGMMA
-            if constexpr (WG) { /* k-step 2u + h: bytes 2h, 2h + 1 of word u (as below); one wgmma per k-step,
-                                 * the stage's activations its B */
-                const uint4 &qA = qw[0][0], &qB = qw[0][1];
-                /* k-step ks of half j: 64-k box 2 j + ks / 4, 32 bytes per k-step inside its 128-byte rows (the
-                 * descriptor counts 16-byte units) */
-                const uint64_t xd = wg_x_desc0 + (uint64_t)(slot * (S::StageBytes >> 4));
-#pragma unroll
-                for (int half = 0; half < 2; half++) {
-#pragma unroll
-                    for (int u = 2 * half; u < 2 * half + 2; u++) {
-                        const uint32_t wA = u == 0 ? qA.x : u == 1 ? qA.y : u == 2 ? qA.z : qA.w;
-                        const uint32_t wB = u == 0 ? qB.x : u == 1 ? qB.y : u == 2 ? qB.z : qB.w;
-#pragma unroll
-                        for (int h = 0; h < 2; h++)
-                            decode_fragment<T>(wg_af[2 * u + h], table, wA, wB, lane4, h, s2[0][0], s2[0][1]);
-                    }
-                    wg_fence();
-#pragma unroll
-                    for (int ks = 4 * half; ks < 4 * half + 4; ks++)
-                        Wgmma<T, NT>::mma(acc[0], wg_af[ks], xd + ((ks >> 2) * (MT * 128) + 32 * (ks & 3)) / 16);
-                    wg_commit();
-                    wg_wait<1>(); /* the group before this one is done: its fragments and its stage are free */
-#pragma unroll
-                    for (int ks = 4 * (1 - half); ks < 4 * (1 - half) + 4; ks++)
-#pragma unroll
-                        for (int i = 0; i < 4; i++)
-                            wg_keep(wg_af[ks][i]);
-                    if (half == 0 && wg_pending >= 0) { /* the previous stage's last wgmmas are done */
-                        if (elect_one()) /* (elect.sync: every lane of the warp is past its reads) */
-                            mbar_arrive(empty_bar + 8 * wg_pending);
-                        wg_pending = -1;
-                    }
-                }
-            } else
-#endif
-#pragma unroll
-            for (int u = 0; u < 4; u++) {
-#pragma unroll
-                for (int nt = 0; nt < NT; nt++) /* read once for all the warp's fragments */
-                    if (x_on[nt])
-                        xr[u][nt] = lds128(xs_ + nt * kXTileStride + x_off[u]);
+
+            const unsigned char *ws_ = stages + slot * S::StageBytes;
+            const unsigned char *xs_ = ws_ + kWBytes;
+            const unsigned char *ss = xs_ + S::XBytes;
+            {
+                uint4 qw[RF][2];   /* fragment f's 16-byte chunks of rows row0[f] (h = 0) and row0[f] + 8 */
+                uint32_t s2[RF][2]; /* and their block scales, as pairs */
 #pragma unroll
                 for (int f = 0; f < RF; f++) {
-                    const uint4 &qA = qw[f][0], &qB = qw[f][1];
-                    const uint32_t wA = u == 0 ? qA.x : u == 1 ? qA.y : u == 2 ? qA.z : qA.w;
-                    const uint32_t wB = u == 0 ? qB.x : u == 1 ? qB.y : u == 2 ? qB.z : qB.w;
-                    const uint32_t sA2 = s2[f][0], sB2 = s2[f][1];
 #pragma unroll
-                    for (int h = 0; h < 2; h++) { /* k-step 2u + h: bytes 2h, 2h + 1 of word u */
-                        uint32_t af[4];
-                        decode_fragment<T>(af, table, wA, wB, lane4, h, sA2, sB2);
+                    for (int h = 0; h < 2; h++) {
+                        uint4 q = lds128(ws_ + w_off[f] + h * 8 * kRowBytes);
+                        if (TMA && !WG && rotate) /* this thread takes its words in the order u + 1 (see x_off) */
+                            q = make_uint4(q.y, q.z, q.w, q.x);
+                        qw[f][h] = q;
+                    }
 #pragma unroll
-                        for (int nt = 0; nt < NT; nt++)
-                            Ops::mma(kTwoChains && h ? acc2[f][nt] : acc[f][nt], af, h ? xr[u][nt].z : xr[u][nt].x,
-                                     h ? xr[u][nt].w : xr[u][nt].y);
+                    for (int h = 0; h < 2; h++) { /* branch-free: rows past N and k past K get scale 0 (TMA, plain:
+                                                    * the tensor copy's zero fill gives those their 0) */
+                        const bool on = on_[f][h] && kin;
+                        float v;
+                        if constexpr (TMA) { /* K % blocksize == 0, blocksize <= 64: the chunk's slot is fixed */
+                            if (NESTED) {
+                                float nab;
+                                if constexpr (kNabAhead) {
+                                    nab = nab_next[f][h];
+                                    nab_next[f][h] = load_nab(f, h, step + 1); /* (past K: entry 0, unused) */
+                                } else {
+                                    nab = load_nab(f, h, step);
+                                }
+                                const unsigned q = ss[fixed_off[f][h] + ((k0 >> a.bs_log2) & 15u)];
+                                v = __fadd_rn(bnb4_dev_mul_ftz(ncode[q], nab), a.offset);
+                            } else {
+                                v = *reinterpret_cast<const float *>(ss + fixed_off[f][h]);
+                            }
+                        } else {
+                            const int r = row0[f] + 8 * h;
+                            const unsigned off = off_[f][h];
+                            const unsigned b_step = (off + k0) >> a.bs_log2, b_chunk = (off + k0 + kk) >> a.bs_log2;
+                            if (NESTED) {
+                                const size_t first = first_[f][h] + b_step;
+                                const size_t b = on ? first_[f][h] + b_chunk : 0;
+                                const unsigned q = ss[r * 16 + (unsigned)(first & 3u) + (b_chunk - b_step)];
+                                const float nab = __ldg(a.nested_absmax +
+                                                        (a.nbs_log2 >= 0 ? b >> a.nbs_log2 : b / a.nested_blocksize));
+                                v = __fadd_rn(bnb4_dev_mul_ftz(ncode[q], nab), a.offset);
+                            } else {
+                                const float *sf = reinterpret_cast<const float *>(ss);
+                                v = a.scale_fixed ? *reinterpret_cast<const float *>(ss + fixed_off[f][h])
+                                                  : sf[r * kScaleSlots + b_chunk - b_step];
+                            }
+                        }
+                        if (NESTED || !TMA)
+                            v = on ? v : 0.0f;
+                        s2[f][h] = Ops::pack(v, v);
+                    }
+                }
+#if BNB4_HAS_WGMMA
+                if constexpr (WG) { /* k-step 2u + h: bytes 2h, 2h + 1 of word u (as below); one wgmma per k-step,
+                                     * the stage's activations its B */
+                    const uint4 &qA = qw[0][0], &qB = qw[0][1];
+                    /* k-step ks of half j: 64-k box 2 j + ks / 4, 32 bytes per k-step inside its 128-byte rows (the
+                     * descriptor counts 16-byte units) */
+                    const uint64_t xd = wg_x_desc0 + (uint64_t)(slot * (S::StageBytes >> 4));
+#pragma unroll
+                    for (int half = 0; half < 2; half++) {
+#pragma unroll
+                        for (int u = 2 * half; u < 2 * half + 2; u++) {
+                            const uint32_t wA = u == 0 ? qA.x : u == 1 ? qA.y : u == 2 ? qA.z : qA.w;
+                            const uint32_t wB = u == 0 ? qB.x : u == 1 ? qB.y : u == 2 ? qB.z : qB.w;
+#pragma unroll
+                            for (int h = 0; h < 2; h++)
+                                decode_fragment<T>(wg_af[2 * u + h], table, wA, wB, lane4, h, s2[0][0], s2[0][1]);
+                        }
+                        wg_fence();
+#pragma unroll
+                        for (int ks = 4 * half; ks < 4 * half + 4; ks++)
+                            Wgmma<T, NT>::mma(acc[0], wg_af[ks], xd + ((ks >> 2) * (MT * 128) + 32 * (ks & 3)) / 16);
+                        wg_commit();
+                        wg_wait<1>(); /* the group before this one is done: its fragments and its stage are free */
+#pragma unroll
+                        for (int ks = 4 * (1 - half); ks < 4 * (1 - half) + 4; ks++)
+#pragma unroll
+                            for (int i = 0; i < 4; i++)
+                                wg_keep(wg_af[ks][i]);
+                        if (half == 0 && wg_pending >= 0) { /* the previous stage's last wgmmas are done */
+                            if (elect_one()) /* (elect.sync: every lane of the warp is past its reads) */
+                                mbar_arrive(empty_bar + 8 * wg_pending);
+                            wg_pending = -1;
+                        }
+                    }
+                } else
+#endif
+#pragma unroll
+                for (int u = 0; u < 4; u++) {
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++) /* read once for all the warp's fragments */
+                        if (x_on[nt])
+                            xr[u][nt] = lds128(xs_ + nt * kXTileStride + x_off[u]);
+#pragma unroll
+                    for (int f = 0; f < RF; f++) {
+                        const uint4 &qA = qw[f][0], &qB = qw[f][1];
+                        const uint32_t wA = u == 0 ? qA.x : u == 1 ? qA.y : u == 2 ? qA.z : qA.w;
+                        const uint32_t wB = u == 0 ? qB.x : u == 1 ? qB.y : u == 2 ? qB.z : qB.w;
+                        const uint32_t sA2 = s2[f][0], sB2 = s2[f][1];
+#pragma unroll
+                        for (int h = 0; h < 2; h++) { /* k-step 2u + h: bytes 2h, 2h + 1 of word u */
+                            uint32_t af[4];
+                            decode_fragment<T>(af, table, wA, wB, lane4, h, sA2, sB2);
+#pragma unroll
+                            for (int nt = 0; nt < NT; nt++)
+                                Ops::mma(kTwoChains && h ? acc2[f][nt] : acc[f][nt], af, h ? xr[u][nt].z : xr[u][nt].x,
+                                         h ? xr[u][nt].w : xr[u][nt].y);
+                        }
                     }
                 }
             }
-        }
-        const int used = slot;
-        if (++slot == STAGES) {
-            slot = 0;
-            phase ^= 1u;
-        }
-        const unsigned cur_t = t;
-        const bool last_step = step + 1 == a.k_steps;
-        if (++step == a.k_steps) { /* the next iteration starts a tile (compute_tile at the loop's top) */
-            step = 0;
-            t++;
+            const int this_slot = slot;
+            if (++slot == STAGES) {
+                slot = 0;
+                phase ^= 1u;
+            }
+            step++;
+            if (++it == seg_stop) {
+                used = this_slot;
+                break;
+            }
+#if BNB4_HAS_TMA
+            if constexpr (TMA) { /* release the slot to the producer (wgmma: once its last wgmmas are done) */
+                if (WG)
+                    wg_pending = this_slot;
+                else if (elect_one()) /* (elect.sync: every lane of the warp is past its reads) */
+                    mbar_arrive(empty_bar + 8 * this_slot);
+            }
+#endif
         }
 
         /* ---- end of a tile (or of this CTA's range inside it): store or hand over the sums ---- */
-        const bool tile_end = it + 1 == it_stop || last_step;
+        const unsigned cur_t = t;
+        step = 0; /* the next turn starts the next tile */
+        t++;
 #if BNB4_HAS_WGMMA
         if constexpr (WG) {
-            if (tile_end) { /* the sums are read below: every wgmma done */
+            { /* the sums are read below: every wgmma done */
                 wg_wait<0>();
 #pragma unroll
                 for (int nt = 0; nt < NT; nt++)
@@ -663,7 +708,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
             }
         }
 #endif
-        if (tile_end) { /* the second k half's sums join the first's, through the stage just used (refilled only
+        { /* the second k half's sums join the first's, through the stage just used (refilled only
              after the next iteration's barrier, TMA: after every consumer warp released it below) */
             if constexpr (kTwoChains)
 #pragma unroll
@@ -684,9 +729,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
             consumer_sync<kConsumerThreads>(); /* every warp is done reading the stage */
 #pragma unroll
             for (int f = 0; f < RF; f++) {
-                /* one slot per (row group of 16, lane): 8 row groups of the tile */
-                const int q = (RF == 2 ? (warp & 3) * 2 + f : warp & 7) * 32 + lane;
-                if (j == 1)
+                const uint32_t q = red_q + 32 * f;
+                if (hands_over)
 #pragma unroll
                     for (int nt = 0; nt < NT; nt++)
 #pragma unroll
@@ -696,8 +740,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
             consumer_sync<kConsumerThreads>();
 #pragma unroll
             for (int f = 0; f < RF; f++) {
-                const int q = (RF == 2 ? (warp & 3) * 2 + f : warp & 7) * 32 + lane;
-                if (j == 0)
+                const uint32_t q = red_q + 32 * f;
+                if (!hands_over)
 #pragma unroll
                     for (int nt = 0; nt < NT; nt++)
 #pragma unroll
@@ -706,19 +750,13 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
             }
         }
 #if BNB4_HAS_TMA
-        if constexpr (TMA) { /* release the slot to the producer (wgmma: once its last wgmmas are done) */
-            if (WG && !tile_end) {
-                wg_pending = used;
-            } else {
-                if (tile_end) /* the scratch writes above come before the tensor copy that overwrites them */
-                    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-                if (elect_one()) /* (elect.sync: every lane of the warp is past its reads) */
-                    mbar_arrive(empty_bar + 8 * used);
-            }
+        if constexpr (TMA) { /* release the tile's last slot; the scratch writes above come before the tensor
+                              * copy that overwrites them */
+            asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+            if (elect_one())
+                mbar_arrive(empty_bar + 8 * used);
         }
 #endif
-        if (!tile_end)
-            continue;
         T *y = reinterpret_cast<T *>(a.y);
         const unsigned c_lo = (cur_t * a.k_steps) / a.per_cta, c_hi = ((cur_t + 1) * a.k_steps - 1) / a.per_cta;
         if (c_lo == c_hi) { /* the whole tile was ours */
@@ -751,14 +789,12 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
                         a.ws[slot_base + (size_t)m * kTileRows + r] = acc[f][nt][i];
                     acc[f][nt][i] = 0.0f;
                 }
-        __threadfence(); /* partial sums visible device-wide before the counter says so */
-        consumer_sync<kConsumerThreads>();
+        consumer_sync<kConsumerThreads>(); /* every partial sum stored, then counted (bnb4_dev_arrive_acq_rel) */
         if (tid == 0)
-            s_last = atomicAdd(a.counters + cur_t, 1u) == c_hi - c_lo;
+            s_last = bnb4_dev_arrive_acq_rel(a.counters + cur_t) == c_hi - c_lo;
         consumer_sync<kConsumerThreads>();
         if (!s_last)
             continue;
-        __threadfence();
         const size_t first = (size_t)cur_t * a.max_contrib * MT * kTileRows;
         for (int e = tid; e < (int)min(M, (size_t)MT) * kTileRows; e += kConsumerThreads) {
             const int m = e / kTileRows, r = e % kTileRows;

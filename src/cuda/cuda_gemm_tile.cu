@@ -314,13 +314,11 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
                 for (int i = 0; i < 4; i++)
                     __stcg(mine + (8 * nt + 2 * c + (i & 1)) * kTileRows + r0 + 8 * (i >> 1), acc[nt][i]);
-            __threadfence(); /* partial sums visible device-wide before the counter says so */
-            consumer_sync<kConsumerThreads>();
+            consumer_sync<kConsumerThreads>(); /* every partial sum stored, then counted (bnb4_dev_arrive_acq_rel) */
             if (tid == 0)
-                s_last = atomicAdd(a.counters + cur_t, 1u) == c_hi - c_lo;
+                s_last = bnb4_dev_arrive_acq_rel(a.counters + cur_t) == c_hi - c_lo;
             consumer_sync<kConsumerThreads>();
             if (s_last) { /* float4s of 4 rows, 4 per thread at a time (their loads in flight together) */
-                __threadfence();
                 constexpr int kVec = BX * kTileRows / 4, kStride = kConsumerThreads * 4;
                 for (int v0 = tid; v0 < kVec; v0 += kStride) {
                     float4 sum[4];

@@ -70,6 +70,7 @@ __device__ __forceinline__ uint32_t pin(uint32_t v) {
     asm volatile("" : "+r"(v));
     return v;
 }
+template <bool kPin> __device__ __forceinline__ uint32_t pin_if(uint32_t v) { return kPin ? pin(v) : v; }
 __device__ __forceinline__ uint4 lds128(const unsigned char *p) { return *reinterpret_cast<const uint4 *>(p); }
 
 /* The consumer threads' barrier (named barrier 1: a producer warp never takes part). */
