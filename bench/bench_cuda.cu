@@ -16,6 +16,7 @@
  * table with the issue's targets as ratios. bnb4_bench_cuda_main() is the entry point (the `bnb4 bench` CLI can call it).
  */
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -106,6 +107,14 @@ struct Timer {
         cudaEvent_t e0, e1;
         CK(cudaEventCreate(&e0));
         CK(cudaEventCreate(&e1));
+        /* Settle: replay for 50 ms before timing. The SM clock follows the load of the last few hundred
+         * milliseconds; without this the first rows after a heavy phase (the weights' set-up, large-m GEMMs)
+         * ran at a lowered clock, 5-15 % slower for the issue-bound small-m kernels (2026-11-28 16:21 run). */
+        const auto settle_end = std::chrono::steady_clock::now() + std::chrono::milliseconds(50);
+        while (graphed && std::chrono::steady_clock::now() < settle_end) {
+            CK(cudaGraphLaunch(exec, s));
+            CK(cudaStreamSynchronize(s));
+        }
         std::vector<float> t;
         for (int r = 0; r < reps; r++) {
             CK(cudaEventRecord(e0, s));
