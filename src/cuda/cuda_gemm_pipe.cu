@@ -856,23 +856,25 @@ unsigned pipe_ctas(const bnb4_cuda_state *s) {
 /* The TMA variant's tensor maps: the weight tile as one 128-row x 128-byte box (128-byte swizzle) of the
  * packed rows (K / 2 bytes apart), the activations as 64-k x MT-row boxes (128-byte swizzle; rows past m
  * come as zeros), plain scales as 128-row x (256 / blocksize) boxes of absmax seen as N x (K / blocksize),
- * nested codes as 128-row x 16 boxes of the codes seen the same way. */
+ * nested codes as 128-row x 16 boxes of the codes seen the same way. No L2 promotion: with 256-byte
+ * lines (the tile kernel's) m = 2..64 ran 2-4 % slower on the mid shapes, and a pure read of the weights
+ * in these boxes 2-5 % slower (docs/performance.md v15). */
 struct PipeMaps {
     CUtensorMap w, x, s;
 };
 bool pipe_tma_encode(const PipeArgs &a, const bnb4_qtensor *w, int mt, PipeMaps *maps) {
     const size_t K = a.K, N = a.N;
     if (!encode_2d(&maps->w, w->packed, CU_TENSOR_MAP_DATA_TYPE_UINT8, K / 2, N, K / 2, kRowBytes, kTileRows,
-                   CU_TENSOR_MAP_SWIZZLE_128B) ||
+                   CU_TENSOR_MAP_SWIZZLE_128B, false) ||
         !encode_2d(&maps->x, a.x, CU_TENSOR_MAP_DATA_TYPE_UINT16, K, a.M, K * 2, 64, (unsigned)mt,
-                   CU_TENSOR_MAP_SWIZZLE_128B))
+                   CU_TENSOR_MAP_SWIZZLE_128B, false))
         return false;
     const size_t per_row = K >> a.bs_log2; /* whole blocks (the TMA layouts have K % blocksize == 0) */
     if (!w->absmax) /* nested codes: runs of 16 (K % (16 blocksize) == 0) */
         return encode_2d(&maps->s, w->nested.codes, CU_TENSOR_MAP_DATA_TYPE_UINT8, per_row, N, per_row, 16,
-                         kTileRows, CU_TENSOR_MAP_SWIZZLE_NONE);
+                         kTileRows, CU_TENSOR_MAP_SWIZZLE_NONE, false);
     return encode_2d(&maps->s, w->absmax, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, per_row, N, per_row * 4,
-                     (unsigned)(kStepK >> a.bs_log2), kTileRows, CU_TENSOR_MAP_SWIZZLE_NONE);
+                     (unsigned)(kStepK >> a.bs_log2), kTileRows, CU_TENSOR_MAP_SWIZZLE_NONE, false);
 }
 
 template <typename T, int NT, bool NESTED, bool TMA, bool WG>

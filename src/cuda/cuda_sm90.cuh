@@ -274,13 +274,15 @@ inline EncodeTiledFn encode_tiled() {
 }
 
 /* A 2D tensor map: rows of `cols` elements, `stride` bytes apart; boxes of box_cols x box_rows (outside
- * the tensor: zeros). */
+ * the tensor: zeros); misses fetch 256-byte L2 lines, or only the sectors the box needs (promote = false). */
 inline bool encode_2d(CUtensorMap *map, const void *base, CUtensorMapDataType type, size_t cols, size_t rows,
-                      size_t stride, unsigned box_cols, unsigned box_rows, CUtensorMapSwizzle swizzle) {
+                      size_t stride, unsigned box_cols, unsigned box_rows, CUtensorMapSwizzle swizzle,
+                      bool promote = true) {
     const cuuint64_t dims[2] = {cols, rows}, strides[1] = {stride};
     const cuuint32_t box[2] = {box_cols, box_rows}, elem_strides[2] = {1, 1};
     return encode_tiled()(map, type, 2, const_cast<void *>(base), dims, strides, box, elem_strides,
-                          CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                          CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle,
+                          promote ? CU_TENSOR_MAP_L2_PROMOTION_L2_256B : CU_TENSOR_MAP_L2_PROMOTION_NONE,
                           CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
