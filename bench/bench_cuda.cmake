@@ -1,5 +1,6 @@
 # CUDA benchmark: an object library holding bnb4_bench_cuda_main() (for the `bnb4 bench` command) and
-# the bench_cuda program around it. Built only with the CUDA backend.
+# the bench_cuda program around it, and bench_cuda_read (the read floor of the small-m kernels' access
+# pattern). Built only with the CUDA backend.
 if(BNB4_CUDA)
   add_library(bnb4_bench_cuda OBJECT ${CMAKE_CURRENT_LIST_DIR}/bench_cuda.cu)
   target_link_libraries(bnb4_bench_cuda PUBLIC bnb4_static CUDA::cudart ${CMAKE_DL_LIBS}) # cuBLAS: dlopen
@@ -9,4 +10,7 @@ if(BNB4_CUDA)
   add_executable(bench_cuda ${CMAKE_CURRENT_BINARY_DIR}/bench_cuda_main.c)
   target_link_libraries(bench_cuda PRIVATE bnb4_bench_cuda bnb4_static CUDA::cudart ${CMAKE_DL_LIBS})
   set_target_properties(bench_cuda PROPERTIES LINKER_LANGUAGE CXX)
+  # the read floor of the small-m kernels' access pattern (no library code: a measuring tool)
+  add_executable(bench_cuda_read ${CMAKE_CURRENT_LIST_DIR}/bench_cuda_read.cu)
+  target_link_libraries(bench_cuda_read PRIVATE CUDA::cudart)
 endif()

@@ -14,13 +14,16 @@
 # on the pipe kernel, with its TMA variant off, and with its wgmma math at every m and the tile kernel at every
 # m >= 65 on every weight size; (3) the wgmma kernels' machine code checked for register hazards
 # (scripts/check_wgmma_hazards.py); (4) bench_cuda, which measures its own ceilings (copy bandwidth,
-# cuBLAS) in the same run; (5) the tests in quick mode under compute-sanitizer memcheck and racecheck.
-# Logs go to $OUT (default build-cuda/check): log, bench.csv, wgmma_hazards.txt.
+# cuBLAS) in the same run, and (not with --quick) bench_cuda_read, the read floor of the small-m kernels'
+# access pattern at each shape, where DIR or the build has it; (5) the tests in quick mode under
+# compute-sanitizer memcheck and racecheck.
+# Logs go to $OUT (default build-cuda/check): log, bench.csv, read.txt, wgmma_hazards.txt.
 #
 # With the device tool (the GPU machine has nvcc 13.0 and CMake but no GoogleTest), build here and carry
 # the binaries and the conformance files in the ignored .device/ folder:
-#   cmake -S . -B build-cuda -DBNB4_CUDA=ON && cmake --build build-cuda -j2 --target bnb4_cuda_tests bench_cuda
-#   mkdir -p .device/bin .device/shared && cp build-cuda/tests/bnb4_cuda_tests build-cuda/bench/bench_cuda .device/bin/
+#   cmake -S . -B build-cuda -DBNB4_CUDA=ON && cmake --build build-cuda -j2 --target bnb4_cuda_tests bench_cuda bench_cuda_read
+#   mkdir -p .device/bin .device/shared
+#   cp build-cuda/tests/bnb4_cuda_tests build-cuda/bench/bench_cuda build-cuda/bench/bench_cuda_read .device/bin/
 #   cp -r ../shared/conformance .device/shared/
 #   run: OUT=$OUT scripts/cuda_check.sh --prebuilt .device/bin      (carry: [".device"])
 set -u -o pipefail
@@ -61,14 +64,14 @@ for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
 done
 
 if [ -n "$PREBUILT" ]; then
-  TESTS="$PREBUILT/bnb4_cuda_tests" BENCHBIN="$PREBUILT/bench_cuda"
+  TESTS="$PREBUILT/bnb4_cuda_tests" BENCHBIN="$PREBUILT/bench_cuda" READBIN="$PREBUILT/bench_cuda_read"
   step "using prebuilt binaries from $PREBUILT"
   RESULT[build]="prebuilt"
 else
   step "build"
-  TESTS=build-cuda/tests/bnb4_cuda_tests BENCHBIN=build-cuda/bench/bench_cuda
+  TESTS=build-cuda/tests/bnb4_cuda_tests BENCHBIN=build-cuda/bench/bench_cuda READBIN=build-cuda/bench/bench_cuda_read
   if cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DBNB4_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="80-real;90a-real;90-virtual" >/dev/null &&
-     cmake --build build-cuda -j"$(nproc)" --target bnb4_cuda_tests bench_cuda; then
+     cmake --build build-cuda -j"$(nproc)" --target bnb4_cuda_tests bench_cuda bench_cuda_read; then
     RESULT[build]="ok"
   else
     RESULT[build]="FAILED"
@@ -132,6 +135,11 @@ if [ "$BENCH" = 1 ] && [ -x "$BENCHBIN" ]; then
   [ "$SMALL_M" = 1 ] && BARGS+=(--small-m)
   if timeout "$T_BENCH" "$BENCHBIN" "${BARGS[@]}" > "$OUT/bench.txt"; then RESULT[bench]="ok"; else RESULT[bench]="FAILED"; fi
   sed '/^==== bnb4 CUDA summary/,$d' "$OUT/bench.txt"
+  if [ -x "$READBIN" ] && [ "$QUICK" = 0 ]; then
+    step "read floor of the small-m kernels' access pattern (bench_cuda_read)"
+    if timeout "$T_BENCH" "$READBIN" > "$OUT/read.txt"; then RESULT[read_floor]="ok"; else RESULT[read_floor]="FAILED"; fi
+    cat "$OUT/read.txt"
+  fi
 fi
 
 if [ -x "$TESTS" ]; then

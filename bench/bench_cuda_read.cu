@@ -1,0 +1,273 @@
+/*
+ * bench_cuda_read.cu - the read floor of the small-m kernels: how fast one GPU reads a 4-bit weight
+ * matrix (packed bytes + float32 absmax, NF4 blocksize 64) in the access pattern of the pipe kernel
+ * (src/cuda/cuda_gemm_pipe.cu), with nothing done with the data. It tells the kernels' own cost apart
+ * from what the memory system allows at a shape (launch, pipeline fill, tail included), which the copy
+ * ceiling alone cannot: a 30 MB read is not a 1 GiB copy.
+ *
+ * Rows, per N x K (the benchmark's four shapes, or --shape NxK): a linear 16-byte-per-thread read of the
+ * packed bytes; and a persistent grid of one CTA per SM whose one warp streams, by tensor copies into six
+ * shared-memory stages, the pipe kernel's boxes in its stream-K order (128 rows x 128 packed bytes, and
+ * the rows' 16 bytes of absmax, per step), with programmatic dependent launch, with and without 256-byte
+ * L2 promotion. The ratio is bytes read over the copy ceiling measured in the same run (bytes read +
+ * written by a 16-byte-per-thread copy of 1 GiB), as in bench_cuda's m = 1 rows. Timing as bench_cuda:
+ * CUDA graphs of back-to-back calls, replayed 50 ms before 7 timed batches (median), weights rotated
+ * among copies spanning 3x L2. Needs compute capability 9.0 (tensor copies).
+ */
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <vector>
+
+#include <cuda.h>
+#include <cuda_runtime.h>
+
+namespace {
+
+#define CK(expr)                                                                                              \
+    do {                                                                                                      \
+        cudaError_t e_ = (expr);                                                                              \
+        if (e_ != cudaSuccess) {                                                                              \
+            std::fprintf(stderr, "bench_cuda_read: %s failed: %s (line %d)\n", #expr, cudaGetErrorString(e_), __LINE__); \
+            std::exit(2);                                                                                     \
+        }                                                                                                     \
+    } while (0)
+
+constexpr int kStages = 6, kTileRows = 128, kRowBytes = 128, kScaleBytes = 16; /* the pipe kernel's m = 1 step */
+constexpr int kStageBytes = kTileRows * (kRowBytes + kScaleBytes);
+
+__global__ void copy16(const uint4 *__restrict__ a, uint4 *__restrict__ b, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        b[i] = a[i];
+}
+
+/* Every 16-byte word read once; a folded value kept so the loads are not dropped. */
+__global__ void read16(const uint4 *__restrict__ p, size_t n, unsigned *sink) {
+    const size_t stride = (size_t)gridDim.x * blockDim.x;
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    unsigned acc = 0;
+    for (; i + 3 * stride < n; i += 4 * stride) { /* four loads in flight per thread */
+        const uint4 a = __ldg(p + i), b = __ldg(p + i + stride), c = __ldg(p + i + 2 * stride),
+                    d = __ldg(p + i + 3 * stride);
+        acc ^= a.x ^ b.y ^ c.z ^ d.w;
+    }
+    for (; i < n; i += stride)
+        acc ^= __ldg(p + i).x;
+    if (acc == 0x9e3779b9u) /* practically never: a store the compiler cannot remove */
+        *sink = acc;
+}
+
+/* One warp per CTA: lane 0 keeps kStages steps in flight (tensor copies of the weight box and the absmax
+ * box on one mbarrier per stage); the warp waits for each step, touches one word of it, and refills it. */
+__global__ void __launch_bounds__(32, 1)
+    read_pipe_boxes(const __grid_constant__ CUtensorMap w_map, const __grid_constant__ CUtensorMap s_map,
+                    unsigned k_steps, unsigned iters, unsigned per_cta, unsigned *sink) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    extern __shared__ __align__(1024) unsigned char smem[];
+    __shared__ __align__(8) uint64_t bars[kStages];
+    const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem);
+    const uint32_t base = (raw + 1023u) & ~1023u; /* the 128-byte swizzle's 1024-byte period */
+    const unsigned char *stages = smem + (base - raw);
+    const uint32_t bar0 = (uint32_t)__cvta_generic_to_shared(bars);
+    const int lane = threadIdx.x;
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+    if (lane == 0) {
+        for (int i = 0; i < kStages; i++)
+            asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(bar0 + 8 * i) : "memory");
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncwarp();
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    const unsigned begin = blockIdx.x * per_cta, end = min(iters, begin + per_cta);
+    auto issue = [&](unsigned it, int slot) {
+        const unsigned tile = it / k_steps, step = it - tile * k_steps;
+        const uint32_t dst = base + slot * kStageBytes, bar = bar0 + 8 * slot;
+        const int x = (int)(step * kRowBytes), s = (int)(step * (kScaleBytes / 4)), y = (int)(tile * kTileRows);
+        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(kStageBytes) : "memory");
+        asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];"
+                     ::"r"(dst), "l"(&w_map), "r"(x), "r"(y), "r"(bar) : "memory");
+        asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];"
+                     ::"r"(dst + kTileRows * kRowBytes), "l"(&s_map), "r"(s), "r"(y), "r"(bar) : "memory");
+    };
+    if (lane == 0)
+        for (int i = 0; i < kStages && begin + i < end; i++)
+            issue(begin + i, i);
+    unsigned acc = 0, phase = 0;
+    int slot = 0;
+    for (unsigned it = begin; it < end; it++) {
+        asm volatile("{\n.reg .pred p;\nW_%=:\nmbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n@!p bra W_%=;\n}"
+                     ::"r"(bar0 + 8 * slot), "r"(phase) : "memory");
+        acc ^= reinterpret_cast<const unsigned *>(stages + slot * kStageBytes)[lane];
+        __syncwarp(); /* every lane has read the slot before it is refilled */
+        if (lane == 0 && it + kStages < end)
+            issue(it + kStages, slot);
+        if (++slot == kStages) {
+            slot = 0;
+            phase ^= 1u;
+        }
+    }
+    if (acc == 0x9e3779b9u)
+        *sink = acc;
+#else
+    __trap(); /* launched only on compute capability 9.0+ (main checks) */
+#endif
+}
+
+using EncodeTiledFn = CUresult (*)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *,
+                                   const cuuint64_t *, const cuuint32_t *, const cuuint32_t *, CUtensorMapInterleave,
+                                   CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+EncodeTiledFn g_encode;
+
+void encode(CUtensorMap *map, CUtensorMapDataType type, void *base, size_t cols, size_t rows, size_t stride,
+            unsigned box_cols, CUtensorMapSwizzle swizzle, bool promote) {
+    const cuuint64_t dims[2] = {cols, rows}, strides[1] = {stride};
+    const cuuint32_t box[2] = {box_cols, (cuuint32_t)kTileRows}, elem[2] = {1, 1};
+    if (g_encode(map, type, 2, base, dims, strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle,
+                 promote ? CU_TENSOR_MAP_L2_PROMOTION_L2_256B : CU_TENSOR_MAP_L2_PROMOTION_NONE,
+                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS) {
+        std::fprintf(stderr, "bench_cuda_read: tensor map encoding failed\n");
+        std::exit(2);
+    }
+}
+
+/* Median us per call of f(i): graphs of `iters` calls, replayed 50 ms, then 7 timed replays. */
+double time_us(cudaStream_t s, int iters, const std::function<void(int)> &f) {
+    for (int i = 0; i < 3; i++)
+        f(i);
+    CK(cudaStreamSynchronize(s));
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    for (int i = 0; i < iters; i++)
+        f(i);
+    CK(cudaStreamEndCapture(s, &graph));
+    CK(cudaGraphInstantiate(&exec, graph, 0));
+    const auto settle_end = std::chrono::steady_clock::now() + std::chrono::milliseconds(50);
+    while (std::chrono::steady_clock::now() < settle_end) {
+        CK(cudaGraphLaunch(exec, s));
+        CK(cudaStreamSynchronize(s));
+    }
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    std::vector<float> t;
+    for (int r = 0; r < 7; r++) {
+        CK(cudaEventRecord(e0, s));
+        CK(cudaGraphLaunch(exec, s));
+        CK(cudaEventRecord(e1, s));
+        CK(cudaEventSynchronize(e1));
+        float ms = 0;
+        CK(cudaEventElapsedTime(&ms, e0, e1));
+        t.push_back(ms * 1e3f / iters);
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+    std::vector<std::pair<size_t, size_t>> shapes = {{4096, 4096}, {14336, 4096}, {4096, 14336}, {28672, 8192}};
+    for (int i = 1; i < argc; i++) {
+        unsigned long n = 0, k = 0;
+        if (!std::strcmp(argv[i], "--shape") && i + 1 < argc && std::sscanf(argv[i + 1], "%lux%lu", &n, &k) == 2 &&
+            n % kTileRows == 0 && k % 256 == 0 && n > 0 && k > 0) {
+            shapes = {{n, k}};
+            i++;
+        } else {
+            std::fprintf(stderr, "usage: %s [--shape NxK]  (N a multiple of 128, K of 256)\n", argv[0]);
+            return 2;
+        }
+    }
+    cudaDeviceProp prop;
+    CK(cudaGetDeviceProperties(&prop, 0));
+    if (prop.major < 9) {
+        std::printf("bench_cuda_read: %s is compute capability %d.%d; the tensor-copy rows need 9.0: skipped\n",
+                    prop.name, prop.major, prop.minor);
+        return 0;
+    }
+    void *fn = nullptr;
+    cudaDriverEntryPointQueryResult q;
+    CK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q));
+    if (q != cudaDriverEntryPointSuccess || !fn) {
+        std::fprintf(stderr, "bench_cuda_read: the driver has no cuTensorMapEncodeTiled\n");
+        return 2;
+    }
+    g_encode = reinterpret_cast<EncodeTiledFn>(fn);
+    const int sms = prop.multiProcessorCount;
+    cudaStream_t s;
+    CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    unsigned *sink;
+    CK(cudaMalloc(&sink, sizeof(unsigned)));
+
+    const size_t copy_bytes = (size_t)1 << 30;
+    uint4 *ca, *cb;
+    CK(cudaMalloc(&ca, copy_bytes));
+    CK(cudaMalloc(&cb, copy_bytes));
+    CK(cudaMemset(ca, 1, copy_bytes));
+    const double copy_us = time_us(s, 5, [&](int) { copy16<<<sms * 16, 512, 0, s>>>(ca, cb, copy_bytes / 16); });
+    const double copy_gbs = 2.0 * copy_bytes / copy_us * 1e-3;
+    CK(cudaFree(ca));
+    CK(cudaFree(cb));
+    std::printf("%s, %d SMs, %d MB L2\nceiling: copy kernel 16 B/thread 1 GiB (read+write): %.1f GB/s\n\n", prop.name,
+                sms, prop.l2CacheSize >> 20, copy_gbs);
+    std::printf("%-12s %-44s %9s %9s %8s\n", "N x K", "read", "us", "GB/s", "/copy");
+
+    CK(cudaFuncSetAttribute(read_pipe_boxes, cudaFuncAttributeMaxDynamicSharedMemorySize, kStages * kStageBytes + 1024));
+    for (const auto &sh : shapes) {
+        const size_t N = sh.first, K = sh.second, packed = N * K / 2, absmax = N * (K / 64) * 4;
+        const size_t copies = std::max<size_t>(2, (3 * (size_t)prop.l2CacheSize + packed + absmax - 1) / (packed + absmax));
+        std::vector<void *> pk(copies), am(copies);
+        for (size_t c = 0; c < copies; c++) {
+            CK(cudaMalloc(&pk[c], packed));
+            CK(cudaMalloc(&am[c], absmax));
+            CK(cudaMemset(pk[c], 0x5a, packed));
+            CK(cudaMemset(am[c], 0, absmax));
+        }
+        auto row = [&](const char *what, double us, double bytes) {
+            const double gbs = bytes / us * 1e-3;
+            std::printf("%5zux%-6zu %-44s %9.2f %9.1f %8.3f\n", N, K, what, us, gbs, gbs / copy_gbs);
+        };
+        row("linear 16 B/thread, packed bytes only", time_us(s, 20, [&](int i) {
+                read16<<<sms * 8, 512, 0, s>>>(static_cast<const uint4 *>(pk[i % copies]), packed / 16, sink);
+            }), (double)packed);
+        for (int promote = 0; promote < 2; promote++) {
+            std::vector<CUtensorMap> wm(copies), smap(copies);
+            for (size_t c = 0; c < copies; c++) {
+                encode(&wm[c], CU_TENSOR_MAP_DATA_TYPE_UINT8, pk[c], K / 2, N, K / 2, kRowBytes,
+                       CU_TENSOR_MAP_SWIZZLE_128B, promote);
+                encode(&smap[c], CU_TENSOR_MAP_DATA_TYPE_FLOAT32, am[c], K / 64, N, K / 64 * 4, kScaleBytes / 4,
+                       CU_TENSOR_MAP_SWIZZLE_NONE, promote);
+            }
+            const unsigned k_steps = (unsigned)(K / 256), iters = (unsigned)(N / kTileRows) * k_steps;
+            const unsigned per = (iters + sms - 1) / sms;
+            const double us = time_us(s, 20, [&](int i) {
+                cudaLaunchConfig_t cfg = {};
+                cfg.gridDim = dim3((iters + per - 1) / per);
+                cfg.blockDim = dim3(32);
+                cfg.dynamicSmemBytes = kStages * kStageBytes + 1024;
+                cfg.stream = s;
+                cudaLaunchAttribute attr[1];
+                attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+                attr[0].val.programmaticStreamSerializationAllowed = 1;
+                cfg.attrs = attr;
+                cfg.numAttrs = 1;
+                CK(cudaLaunchKernelEx(&cfg, read_pipe_boxes, wm[i % copies], smap[i % copies], k_steps, iters, per, sink));
+            });
+            row(promote ? "pipe boxes (weights + absmax), 256 B L2 lines" : "pipe boxes (weights + absmax), no promotion",
+                us, (double)(packed + absmax));
+        }
+        for (size_t c = 0; c < copies; c++) {
+            CK(cudaFree(pk[c]));
+            CK(cudaFree(am[c]));
+        }
+    }
+    return 0;
+}
