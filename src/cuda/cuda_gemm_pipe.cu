@@ -692,20 +692,18 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
         step = 0; /* the next turn starts the next tile */
         t++;
 #if BNB4_HAS_WGMMA
-        if constexpr (WG) {
-            { /* the sums are read below: every wgmma done */
-                wg_wait<0>();
+        if constexpr (WG) { /* the sums are read below: every wgmma done */
+            wg_wait<0>();
 #pragma unroll
-                for (int nt = 0; nt < NT; nt++)
+            for (int nt = 0; nt < NT; nt++)
 #pragma unroll
-                    for (int i = 0; i < 4; i++)
-                        wg_keep(acc[0][nt][i]);
+                for (int i = 0; i < 4; i++)
+                    wg_keep(acc[0][nt][i]);
 #pragma unroll
-                for (int ks = 4; ks < 8; ks++)
+            for (int ks = 4; ks < 8; ks++)
 #pragma unroll
-                    for (int i = 0; i < 4; i++)
-                        wg_keep(wg_af[ks][i]);
-            }
+                for (int i = 0; i < 4; i++)
+                    wg_keep(wg_af[ks][i]);
         }
 #endif
         { /* the second k half's sums join the first's, through the stage just used (refilled only
