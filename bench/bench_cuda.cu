@@ -16,13 +16,11 @@
  * table with the issue's targets as ratios. bnb4_bench_cuda_main() is the entry point (the `bnb4 bench` CLI can call it).
  */
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
-#include <functional>
 #include <string>
 #include <vector>
 
@@ -32,19 +30,14 @@
 #include <cuda_runtime.h>
 
 #include "bnb4.h"
+#include "bench_cuda_common.cuh"
 
 extern "C" int bnb4_bench_cuda_main(int argc, char **argv);
 
 namespace {
 
-#define CK(expr)                                                                                              \
-    do {                                                                                                      \
-        cudaError_t e_ = (expr);                                                                              \
-        if (e_ != cudaSuccess) {                                                                              \
-            std::fprintf(stderr, "bench_cuda: %s failed: %s (line %d)\n", #expr, cudaGetErrorString(e_), __LINE__); \
-            std::exit(2);                                                                                     \
-        }                                                                                                     \
-    } while (0)
+using namespace bnb4_bench;
+
 #define BK(expr)                                                                                              \
     do {                                                                                                      \
         bnb4_status s_ = (expr);                                                                              \
@@ -66,79 +59,6 @@ __global__ void f16_to_bf16(const __half *a, __nv_bfloat16 *b, size_t n) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         b[i] = __float2bfloat16(__half2float(a[i]));
 }
-
-/* A plain 16-byte-per-thread copy: on some parts it beats cudaMemcpyAsync, and the ceiling is the better of the two. */
-__global__ void copy16(const uint4 *__restrict__ a, uint4 *__restrict__ b, size_t n) {
-    const size_t stride = (size_t)gridDim.x * blockDim.x;
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    for (; i + 3 * stride < n; i += 4 * stride) {
-        const uint4 v0 = a[i], v1 = a[i + stride], v2 = a[i + 2 * stride], v3 = a[i + 3 * stride];
-        b[i] = v0, b[i + stride] = v1, b[i + 2 * stride] = v2, b[i + 3 * stride] = v3;
-    }
-    for (; i < n; i += stride)
-        b[i] = a[i];
-}
-
-struct Timer {
-    cudaStream_t s;
-    int reps;
-    /* Median ms per call of f(i) over `reps` batches of `iters` calls, each batch a graph replay. */
-    double run(int iters, const std::function<void(int)> &f) {
-        for (int i = 0; i < 3; i++) /* warm-up: module load, handles, pools, counters */
-            f(i);
-        CK(cudaStreamSynchronize(s));
-        cudaGraph_t graph = nullptr;
-        cudaGraphExec_t exec = nullptr;
-        bool graphed = cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
-        if (graphed) {
-            for (int i = 0; i < iters; i++)
-                f(i);
-            graphed = cudaStreamEndCapture(s, &graph) == cudaSuccess &&
-                      cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
-        }
-        const cudaError_t capture_err = cudaGetLastError();
-        if (!graphed) { /* timed all the same, but launch overhead is then part of every call */
-            static bool told = false;
-            if (!told)
-                std::fprintf(stderr, "bench_cuda: graph capture failed (%s): timing plain launches\n",
-                             cudaGetErrorString(capture_err));
-            told = true;
-        }
-        cudaEvent_t e0, e1;
-        CK(cudaEventCreate(&e0));
-        CK(cudaEventCreate(&e1));
-        /* Settle: replay for 50 ms before timing. The SM clock follows the load of the last few hundred
-         * milliseconds; without this the first rows after a heavy phase (the weights' set-up, large-m GEMMs)
-         * ran at a lowered clock, 5-15 % slower for the issue-bound small-m kernels (2026-11-28 16:21 run). */
-        const auto settle_end = std::chrono::steady_clock::now() + std::chrono::milliseconds(50);
-        while (graphed && std::chrono::steady_clock::now() < settle_end) {
-            CK(cudaGraphLaunch(exec, s));
-            CK(cudaStreamSynchronize(s));
-        }
-        std::vector<float> t;
-        for (int r = 0; r < reps; r++) {
-            CK(cudaEventRecord(e0, s));
-            if (graphed)
-                CK(cudaGraphLaunch(exec, s));
-            else
-                for (int i = 0; i < iters; i++)
-                    f(i);
-            CK(cudaEventRecord(e1, s));
-            CK(cudaEventSynchronize(e1));
-            float ms = 0;
-            CK(cudaEventElapsedTime(&ms, e0, e1));
-            t.push_back(ms / iters);
-        }
-        if (exec)
-            cudaGraphExecDestroy(exec);
-        if (graph)
-            cudaGraphDestroy(graph);
-        cudaEventDestroy(e0);
-        cudaEventDestroy(e1);
-        std::sort(t.begin(), t.end());
-        return t[t.size() / 2];
-    }
-};
 
 /* cuBLAS through dlopen, as the library does: linking it would add ~200 MB of resident memory to every
  * program that links this benchmark (the bnb4 command does). */
@@ -242,22 +162,10 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
     const size_t rotate_bytes = 3 * (size_t)prop.l2CacheSize; /* copies span 3x L2: none is resident */
 
     /* ---- copy bandwidth -------------------------------------------------------------------------- */
-    const size_t copy_bytes = (size_t)1 << 30;
-    void *ca, *cb;
-    CK(cudaMalloc(&ca, copy_bytes));
-    CK(cudaMalloc(&cb, copy_bytes));
-    CK(cudaMemset(ca, 1, copy_bytes));
-    const double copy_ms = timer.run(10, [&](int) { cudaMemcpyAsync(cb, ca, copy_bytes, cudaMemcpyDeviceToDevice, stream); });
-    const double memcpy_bw = 2.0 * copy_bytes / (copy_ms * 1e-3) / 1e9;
-    report("ceiling: cudaMemcpyAsync D2D 1 GiB (read+write)", copy_ms, memcpy_bw, "GB/s", 0);
-    const double kcopy_ms = timer.run(10, [&](int) {
-        copy16<<<prop.multiProcessorCount * 8, 256, 0, stream>>>((const uint4 *)ca, (uint4 *)cb, copy_bytes / 16);
-    });
-    const double kcopy_bw = 2.0 * copy_bytes / (kcopy_ms * 1e-3) / 1e9;
-    report("ceiling: copy kernel 16 B/thread 1 GiB (read+write)", kcopy_ms, kcopy_bw, "GB/s", 0);
-    const double copy_bw = std::max(memcpy_bw, kcopy_bw); /* the stricter ceiling */
-    CK(cudaFree(ca));
-    CK(cudaFree(cb));
+    const CopyCeiling copy = measure_copy(timer, prop.multiProcessorCount);
+    report("ceiling: cudaMemcpyAsync D2D 1 GiB (read+write)", copy.memcpy_ms, copy.memcpy_gbs, "GB/s", 0);
+    report("ceiling: copy kernel 16 B/thread 1 GiB (read+write)", copy.kernel_ms, copy.kernel_gbs, "GB/s", 0);
+    const double copy_bw = copy.best_gbs(); /* the stricter ceiling */
 
     std::vector<Shape> shapes = {{4096, 4096}, {14336, 4096}, {4096, 14336}, {28672, 8192}};
     std::vector<size_t> ms = {1, 2, 4, 8, 16, 32, 64, 128, 512, 2048};

@@ -9,40 +9,24 @@
  * packed bytes; and a persistent grid of one CTA per SM whose one warp streams, by tensor copies into six
  * shared-memory stages, the pipe kernel's boxes in its stream-K order (128 rows x 128 packed bytes, and
  * the rows' 16 bytes of absmax, per step), with programmatic dependent launch, with and without 256-byte
- * L2 promotion. The ratio is bytes read over the copy ceiling measured in the same run (bytes read +
- * written by a 16-byte-per-thread copy of 1 GiB), as in bench_cuda's m = 1 rows. Timing as bench_cuda:
- * CUDA graphs of back-to-back calls, replayed 50 ms before 7 timed batches (median), weights rotated
- * among copies spanning 3x L2. Needs compute capability 9.0 (tensor copies).
+ * L2 promotion. The ratio is bytes read over the copy ceiling measured in the same run, as in
+ * bench_cuda's m = 1 rows; timer and ceiling are bench_cuda's (bench_cuda_common.cuh): CUDA graphs of
+ * back-to-back calls, replayed 50 ms before 7 timed batches (median), weights rotated among copies
+ * spanning 3x L2. Needs compute capability 9.0 (tensor copies).
  */
-#include <algorithm>
-#include <chrono>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <functional>
-#include <vector>
 
 #include <cuda.h>
-#include <cuda_runtime.h>
+
+#define BNB4_BENCH_NAME "bench_cuda_read"
+#include "bench_cuda_common.cuh"
 
 namespace {
 
-#define CK(expr)                                                                                              \
-    do {                                                                                                      \
-        cudaError_t e_ = (expr);                                                                              \
-        if (e_ != cudaSuccess) {                                                                              \
-            std::fprintf(stderr, "bench_cuda_read: %s failed: %s (line %d)\n", #expr, cudaGetErrorString(e_), __LINE__); \
-            std::exit(2);                                                                                     \
-        }                                                                                                     \
-    } while (0)
+using namespace bnb4_bench;
 
 constexpr int kStages = 6, kTileRows = 128, kRowBytes = 128, kScaleBytes = 16; /* the pipe kernel's m = 1 step */
 constexpr int kStageBytes = kTileRows * (kRowBytes + kScaleBytes);
-
-__global__ void copy16(const uint4 *__restrict__ a, uint4 *__restrict__ b, size_t n) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        b[i] = a[i];
-}
 
 /* Every 16-byte word read once; a folded value kept so the loads are not dropped. */
 __global__ void read16(const uint4 *__restrict__ p, size_t n, unsigned *sink) {
@@ -133,44 +117,6 @@ void encode(CUtensorMap *map, CUtensorMapDataType type, void *base, size_t cols,
     }
 }
 
-/* Median us per call of f(i): graphs of `iters` calls, replayed 50 ms, then 7 timed replays. */
-double time_us(cudaStream_t s, int iters, const std::function<void(int)> &f) {
-    for (int i = 0; i < 3; i++)
-        f(i);
-    CK(cudaStreamSynchronize(s));
-    cudaGraph_t graph;
-    cudaGraphExec_t exec;
-    CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-    for (int i = 0; i < iters; i++)
-        f(i);
-    CK(cudaStreamEndCapture(s, &graph));
-    CK(cudaGraphInstantiate(&exec, graph, 0));
-    const auto settle_end = std::chrono::steady_clock::now() + std::chrono::milliseconds(50);
-    while (std::chrono::steady_clock::now() < settle_end) {
-        CK(cudaGraphLaunch(exec, s));
-        CK(cudaStreamSynchronize(s));
-    }
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    std::vector<float> t;
-    for (int r = 0; r < 7; r++) {
-        CK(cudaEventRecord(e0, s));
-        CK(cudaGraphLaunch(exec, s));
-        CK(cudaEventRecord(e1, s));
-        CK(cudaEventSynchronize(e1));
-        float ms = 0;
-        CK(cudaEventElapsedTime(&ms, e0, e1));
-        t.push_back(ms * 1e3f / iters);
-    }
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
-    cudaGraphExecDestroy(exec);
-    cudaGraphDestroy(graph);
-    std::sort(t.begin(), t.end());
-    return t[t.size() / 2];
-}
-
 } // namespace
 
 int main(int argc, char **argv) {
@@ -185,6 +131,11 @@ int main(int argc, char **argv) {
             std::fprintf(stderr, "usage: %s [--shape NxK]  (N a multiple of 128, K of 256)\n", argv[0]);
             return 2;
         }
+    }
+    int devices = 0;
+    if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) { /* as bench_cuda */
+        std::printf("bench_cuda_read: no CUDA device, nothing to measure\n");
+        return 0;
     }
     cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
@@ -207,17 +158,13 @@ int main(int argc, char **argv) {
     unsigned *sink;
     CK(cudaMalloc(&sink, sizeof(unsigned)));
 
-    const size_t copy_bytes = (size_t)1 << 30;
-    uint4 *ca, *cb;
-    CK(cudaMalloc(&ca, copy_bytes));
-    CK(cudaMalloc(&cb, copy_bytes));
-    CK(cudaMemset(ca, 1, copy_bytes));
-    const double copy_us = time_us(s, 5, [&](int) { copy16<<<sms * 16, 512, 0, s>>>(ca, cb, copy_bytes / 16); });
-    const double copy_gbs = 2.0 * copy_bytes / copy_us * 1e-3;
-    CK(cudaFree(ca));
-    CK(cudaFree(cb));
-    std::printf("%s, %d SMs, %d MB L2\nceiling: copy kernel 16 B/thread 1 GiB (read+write): %.1f GB/s\n\n", prop.name,
-                sms, prop.l2CacheSize >> 20, copy_gbs);
+    Timer timer{s, 7};
+    const double copy_gbs = measure_copy(timer, sms).best_gbs();
+    /* us per call, as the timer's median ms */
+    const auto time_us = [&](int iters, const std::function<void(int)> &f) { return 1e3 * timer.run(iters, f); };
+    std::printf("%s, %d SMs, %d MB L2\nceiling: device-to-device copy of 1 GiB (read+write), the better of\n"
+                "cudaMemcpyAsync and a copy kernel: %.1f GB/s\n\n",
+                prop.name, sms, prop.l2CacheSize >> 20, copy_gbs);
     std::printf("%-12s %-44s %9s %9s %8s\n", "N x K", "read", "us", "GB/s", "/copy");
 
     CK(cudaFuncSetAttribute(read_pipe_boxes, cudaFuncAttributeMaxDynamicSharedMemorySize, kStages * kStageBytes + 1024));
@@ -235,7 +182,7 @@ int main(int argc, char **argv) {
             const double gbs = bytes / us * 1e-3;
             std::printf("%5zux%-6zu %-44s %9.2f %9.1f %8.3f\n", N, K, what, us, gbs, gbs / copy_gbs);
         };
-        row("linear 16 B/thread, packed bytes only", time_us(s, 20, [&](int i) {
+        row("linear 16 B/thread, packed bytes only", time_us(20, [&](int i) {
                 read16<<<sms * 8, 512, 0, s>>>(static_cast<const uint4 *>(pk[i % copies]), packed / 16, sink);
             }), (double)packed);
         for (int promote = 0; promote < 2; promote++) {
@@ -248,7 +195,7 @@ int main(int argc, char **argv) {
             }
             const unsigned k_steps = (unsigned)(K / 256), iters = (unsigned)(N / kTileRows) * k_steps;
             const unsigned per = (iters + sms - 1) / sms;
-            const double us = time_us(s, 20, [&](int i) {
+            const double us = time_us(20, [&](int i) {
                 cudaLaunchConfig_t cfg = {};
                 cfg.gridDim = dim3((iters + per - 1) / per);
                 cfg.blockDim = dim3(32);

@@ -1,0 +1,133 @@
+/*
+ * bench_cuda_common.cuh - what the CUDA benchmarks (bench_cuda, bench_cuda_read) time and compare with
+ * in the same way: the error check, the graph timer and the copy-bandwidth ceiling. BNB4_BENCH_NAME (the
+ * program's name) prefixes their messages.
+ */
+#ifndef BNB4_BENCH_CUDA_COMMON_CUH
+#define BNB4_BENCH_CUDA_COMMON_CUH
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <vector>
+
+#include <cuda_runtime.h>
+
+#ifndef BNB4_BENCH_NAME
+#define BNB4_BENCH_NAME "bench_cuda"
+#endif
+
+#define CK(expr)                                                                                              \
+    do {                                                                                                      \
+        cudaError_t e_ = (expr);                                                                              \
+        if (e_ != cudaSuccess) {                                                                              \
+            std::fprintf(stderr, BNB4_BENCH_NAME ": %s failed: %s (line %d)\n", #expr, cudaGetErrorString(e_),  \
+                         __LINE__);                                                                           \
+            std::exit(2);                                                                                     \
+        }                                                                                                     \
+    } while (0)
+
+namespace bnb4_bench {
+
+/* A plain 16-byte-per-thread copy: on some parts it beats cudaMemcpyAsync, and the ceiling is the better of the two. */
+__global__ void copy16(const uint4 *__restrict__ a, uint4 *__restrict__ b, size_t n) {
+    const size_t stride = (size_t)gridDim.x * blockDim.x;
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    for (; i + 3 * stride < n; i += 4 * stride) {
+        const uint4 v0 = a[i], v1 = a[i + stride], v2 = a[i + 2 * stride], v3 = a[i + 3 * stride];
+        b[i] = v0, b[i + stride] = v1, b[i + 2 * stride] = v2, b[i + 3 * stride] = v3;
+    }
+    for (; i < n; i += stride)
+        b[i] = a[i];
+}
+
+struct Timer {
+    cudaStream_t s;
+    int reps;
+    /* Median ms per call of f(i) over `reps` batches of `iters` calls, each batch a graph replay. */
+    double run(int iters, const std::function<void(int)> &f) {
+        for (int i = 0; i < 3; i++) /* warm-up: module load, handles, pools, counters */
+            f(i);
+        CK(cudaStreamSynchronize(s));
+        cudaGraph_t graph = nullptr;
+        cudaGraphExec_t exec = nullptr;
+        bool graphed = cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
+        if (graphed) {
+            for (int i = 0; i < iters; i++)
+                f(i);
+            graphed = cudaStreamEndCapture(s, &graph) == cudaSuccess &&
+                      cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+        }
+        const cudaError_t capture_err = cudaGetLastError();
+        if (!graphed) { /* timed all the same, but launch overhead is then part of every call */
+            static bool told = false;
+            if (!told)
+                std::fprintf(stderr, BNB4_BENCH_NAME ": graph capture failed (%s): timing plain launches\n",
+                             cudaGetErrorString(capture_err));
+            told = true;
+        }
+        cudaEvent_t e0, e1;
+        CK(cudaEventCreate(&e0));
+        CK(cudaEventCreate(&e1));
+        /* Settle: replay for 50 ms before timing. The SM clock follows the load of the last few hundred
+         * milliseconds; without this the first rows after a heavy phase (the weights' set-up, large-m GEMMs)
+         * ran at a lowered clock, 5-15 % slower for the issue-bound small-m kernels (2026-11-28 16:21 run). */
+        const auto settle_end = std::chrono::steady_clock::now() + std::chrono::milliseconds(50);
+        while (graphed && std::chrono::steady_clock::now() < settle_end) {
+            CK(cudaGraphLaunch(exec, s));
+            CK(cudaStreamSynchronize(s));
+        }
+        std::vector<float> t;
+        for (int r = 0; r < reps; r++) {
+            CK(cudaEventRecord(e0, s));
+            if (graphed)
+                CK(cudaGraphLaunch(exec, s));
+            else
+                for (int i = 0; i < iters; i++)
+                    f(i);
+            CK(cudaEventRecord(e1, s));
+            CK(cudaEventSynchronize(e1));
+            float ms = 0;
+            CK(cudaEventElapsedTime(&ms, e0, e1));
+            t.push_back(ms / iters);
+        }
+        if (exec)
+            cudaGraphExecDestroy(exec);
+        if (graph)
+            cudaGraphDestroy(graph);
+        cudaEventDestroy(e0);
+        cudaEventDestroy(e1);
+        std::sort(t.begin(), t.end());
+        return t[t.size() / 2];
+    }
+};
+
+/* The copy ceiling: bytes read + written per second by cudaMemcpyAsync and by copy16, each copying 1 GiB
+ * device to device (ms per copy and GB/s; a benchmark takes the better of the two, the stricter ceiling). */
+struct CopyCeiling {
+    double memcpy_ms, memcpy_gbs, kernel_ms, kernel_gbs;
+    double best_gbs() const { return std::max(memcpy_gbs, kernel_gbs); }
+};
+inline CopyCeiling measure_copy(Timer &timer, int sm_count) {
+    const size_t copy_bytes = (size_t)1 << 30;
+    void *ca, *cb;
+    CK(cudaMalloc(&ca, copy_bytes));
+    CK(cudaMalloc(&cb, copy_bytes));
+    CK(cudaMemset(ca, 1, copy_bytes));
+    CopyCeiling c;
+    c.memcpy_ms = timer.run(10, [&](int) { cudaMemcpyAsync(cb, ca, copy_bytes, cudaMemcpyDeviceToDevice, timer.s); });
+    c.memcpy_gbs = 2.0 * copy_bytes / (c.memcpy_ms * 1e-3) / 1e9;
+    c.kernel_ms = timer.run(10, [&](int) {
+        copy16<<<sm_count * 8, 256, 0, timer.s>>>((const uint4 *)ca, (uint4 *)cb, copy_bytes / 16);
+    });
+    c.kernel_gbs = 2.0 * copy_bytes / (c.kernel_ms * 1e-3) / 1e9;
+    CK(cudaFree(ca));
+    CK(cudaFree(cb));
+    return c;
+}
+
+} // namespace bnb4_bench
+
+#endif /* BNB4_BENCH_CUDA_COMMON_CUH */
