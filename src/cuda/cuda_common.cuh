@@ -222,7 +222,7 @@ bnb4_status bnb4_cuda_launch_dequantize(bnb4_cuda_state *s, const bnb4_qtensor *
 typedef enum bnb4_cuda_gemm_path {
     BNB4_CUDA_GEMM_GEMV,        /* small m, K % blocksize == 0, aligned: CUDA-core weight streaming */
     BNB4_CUDA_GEMM_PIPE,        /* m <= 64, f16/bf16, K % 32 == 0, aligned: pipelined tensor-core kernel */
-    BNB4_CUDA_GEMM_TILE,        /* m = 65..128 on large weights, f16/bf16, K % 32 == 0, aligned, sm_90a:
+    BNB4_CUDA_GEMM_TILE,        /* m >= 65 on large weights, f16/bf16, K % 32 == 0, aligned, sm_90a:
                                    fused wgmma tiles */
     BNB4_CUDA_GEMM_SIMT,        /* fused CUDA-core kernel, any dtype and shape, small m */
     BNB4_CUDA_GEMM_DEQUANT_BLAS /* dequantize into a temporary, then cuBLAS */

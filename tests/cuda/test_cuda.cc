@@ -608,12 +608,12 @@ TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
 }
 
 // The fused wgmma tile kernel for m past 64 (compute capability 9.0, sm_90a build): 128 weight rows x 128
-// activation rows per tile, 64-k steps split over the grid (stream-K) or whole tiles per CTA. The grid
-// is forced small (BNB4_CUDA_TILE_CTAS, read per call) so tiles are shared by 2..many CTAs and CTAs run
-// across tiles; odd N and m (rows past the matrix in the boxes), a partial last step (K % 64 == 32),
+// activation rows per tile (256 past m = 128), 64-k steps split over the grid (stream-K) or whole tiles per
+// CTA. The grid is forced small (BNB4_CUDA_TILE_CTAS, read per call) so tiles are shared by 2..many CTAs
+// and CTAs run across tiles; odd N and m (rows past the matrix in the boxes), a partial last step (K % 64 == 32),
 // blocksize 32 (two scales per step) and blocks longer than a row (bs 4096 > K).
 TEST_F(CudaTest, TileKernelSplitsTilesOverAnyGrid) {
-    // every m from 65 and every weight size here (by default m = 65..128 on large weights: read per call)
+    // every weight size here (by default only weights of 2^25+ elements: read per call)
     struct Env {
         Env() { setenv("BNB4_CUDA_TILE_MAX_M", "1000000", 1), setenv("BNB4_CUDA_TILE_MIN_WEIGHTS", "0", 1); }
         ~Env() { unsetenv("BNB4_CUDA_TILE_MAX_M"), unsetenv("BNB4_CUDA_TILE_MIN_WEIGHTS"); }
