@@ -76,7 +76,7 @@ constexpr int kScaleBytes = kTileRows * kScaleSlots * 4;
 constexpr int kTableBytes = kPairTableBytes;    /* the code-pair table (cuda_sm90.cuh) */
 constexpr int kNcodeBytes = 256 * 4;
 
-template <int NT, bool TMA, bool WG = false> struct PipeShape {
+template <int NT, bool TMA, bool WG = false, bool PS = false> struct PipeShape {
     static constexpr int MT = NT * 8;                       /* activation rows per stage (m padded) */
     static constexpr int XBytes = MT * kStepK * 2;
     static constexpr int StageBytes = kWBytes + XBytes + kScaleBytes; /* a multiple of 1024 */
@@ -90,8 +90,11 @@ template <int NT, bool TMA, bool WG = false> struct PipeShape {
      * where 17 could take only 96, too few for m = 64). Elsewhere 16 warps of 16 rows: measured on the
      * H200 (docs/performance.md v11), 8 warps of 32 rows were up to 15 % slower at m <= 32 on the small
      * shapes and within noise on the large ones. */
-    static constexpr int RF = TMA && !WG && NT == 8 ? 2 : 1; /* (wgmma: warpgroups of 4 x 16 rows) */
-    static constexpr int ConsumerWarps = kWarps / RF;
+    static constexpr int RF = PS || (TMA && !WG && NT == 8) ? 2 : 1; /* (wgmma: warpgroups of 4 x 16 rows) */
+    /* the parts a step's 256 k are split in among the warps (PS: quarters of 64 k, one block each) */
+    static constexpr int KParts = PS ? 4 : 2;
+    static constexpr int RowGroups = kTileRows / (16 * RF);
+    static constexpr int ConsumerWarps = RowGroups * KParts;
     static constexpr int Threads = ConsumerWarps * 32 + (TMA ? 32 : 0);
     static_assert(Stages >= 3 && Stages <= 8, "a pipeline needs 3 stages (8 barrier pairs at most)");
     static_assert(StageBytes % 1024 == 0, "stages keep the swizzle's 1024-byte alignment");
@@ -142,6 +145,23 @@ __device__ __forceinline__ void decode_fragment(uint32_t af[4], const unsigned c
     af[3] = PipeOps<T>::mul2(*reinterpret_cast<const uint32_t *>(table + pair_offset(wB, lane4, sel1)), sB2);
 }
 
+/* PS: the same fragment's codes alone (the block scale is applied to the mma sums). The table as a
+ * shared-space address (table_s): through the generic pointer the compiler kept the shared window's base
+ * in a vector register there and added it to every lookup's offset. */
+__device__ __forceinline__ uint32_t lds_pair(uint32_t addr) {
+    uint32_t v;
+    asm("ld.shared.b32 %0, [%1];" : "=r"(v) : "r"(addr));
+    return v;
+}
+__device__ __forceinline__ void decode_codes(uint32_t af[4], uint32_t table_s, uint32_t wA, uint32_t wB,
+                                             uint32_t lane4, int h) {
+    const uint32_t sel0 = pair_sel(2u * h), sel1 = pair_sel(2u * h + 1);
+    af[0] = lds_pair(table_s + pair_offset(wA, lane4, sel0));
+    af[1] = lds_pair(table_s + pair_offset(wB, lane4, sel0));
+    af[2] = lds_pair(table_s + pair_offset(wA, lane4, sel1));
+    af[3] = lds_pair(table_s + pair_offset(wB, lane4, sel1));
+}
+
 /* ---- cp.async (sm_80+) ---------------------------------------------------------------------------------
  * src_bytes < the copy size zero-fills the rest (0: a pure zero fill, nothing is read). */
 __device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, uint32_t src_bytes) {
@@ -169,6 +189,10 @@ __device__ __forceinline__ int tma_row(int g) { return (g >> 1) | ((g & 1) << 2)
  * 128-byte swizzle) and thread (g, c) takes its four 16-byte pieces in the order u + c / 2 (mod 4): with
  * the two rows of a quarter-warp 2 apart, its 8 reads hit 8 bank groups. */
 __device__ __forceinline__ int tma_xrow(int n) { return (n & 4) | ((n & 1) << 1) | ((n >> 1) & 1); }
+/* PS (quarters, 8-byte weight reads): tile row (within 8) of mma row g. A half-warp reads rows g = 0..3
+ * (or 4..7), 32 bytes of each; rows whose swizzle XORs differ in bits 1 and 2 put those 32-byte runs in
+ * 4 distinct quarters of the banks. (The activations need no reordering there: see x_off.) */
+__device__ __forceinline__ int ps_row(int g) { return ((g & 3) << 1) | (g >> 2); }
 
 /* TMA = false: all 512 threads issue cp.async copies for a stage and meet at __syncthreads (any sm_80+).
  * TMA = true (sm_90, the common layouts: see pipe_use_tma): one more warp produces - tensor copies of the
@@ -178,8 +202,8 @@ __device__ __forceinline__ int tma_xrow(int n) { return (n & 4) | ((n & 1) << 1)
  * by the tensor cores straight from the stage (B), permuted beforehand so their k order matches the
  * decoded fragments' (pipe_permute_x); a warpgroup takes 64 rows x one 128-k half of every step.
  * w_map / x_map / s_map: the TMA variant's tensor maps (zeros, unused, for the cp.async one). */
-template <typename T, int NT, bool NESTED, bool TMA, bool WG>
-__global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
+template <typename T, int NT, bool NESTED, bool TMA, bool WG, bool PS>
+__global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
     gemm_4bit_pipe_kernel(PipeArgs a, const __grid_constant__ CUtensorMap w_map,
                           const __grid_constant__ CUtensorMap x_map, const __grid_constant__ CUtensorMap s_map) {
 #if !BNB4_HAS_TMA
@@ -193,13 +217,16 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
 #endif
     {
     using Ops = PipeOps<T>;
-    using S = PipeShape<NT, TMA, WG>;
+    using S = PipeShape<NT, TMA, WG, PS>;
     static_assert(!WG || TMA, "wgmma reads the activations as the tensor copy lays them out");
+    static_assert(!PS || (TMA && !WG && NT <= 2), "post-scaled quarters: the TMA layouts' mma.sync at m <= 16");
     constexpr int MT = S::MT, STAGES = S::Stages;
     constexpr int kConsumerWarps = S::ConsumerWarps, kConsumerThreads = kConsumerWarps * 32;
-    constexpr int RF = S::RF;
+    constexpr int RF = S::RF, KP = S::KParts, RG = S::RowGroups;
+    constexpr int U = PS ? 2 : 4; /* 4-byte words of a weight row a thread takes per step */
     extern __shared__ __align__(128) unsigned char smem[];
     unsigned char *table = smem; /* at the base: its loads take the address as a register + constant */
+    [[maybe_unused]] const uint32_t table_s = __shfl_sync(~0u, (uint32_t)__cvta_generic_to_shared(table), 0);
     float *ncode = reinterpret_cast<float *>(smem + kTableBytes);
     unsigned char *stages = smem + kTableBytes + kNcodeBytes;
     if constexpr (TMA) /* the stages start 1024-byte aligned (the swizzle pattern repeats every 1024 B) */
@@ -212,7 +239,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, c = lane & 3;
-    const int j = (RF == 2 ? warp >> 2 : warp >> 3) & 1; /* which 128-k half of every step this warp takes */
+    const int j = (warp / RG) & (KP - 1); /* which k part (128-k half, PS: 64-k quarter) of every step this warp takes */
     const size_t N = a.N, K = a.K, M = a.M;
     const unsigned it_begin = blockIdx.x * a.per_cta;
     const unsigned it_end = min(a.iters, it_begin + a.per_cta);
@@ -411,7 +438,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
 
     /* m <= 16: the odd k-steps accumulate apart (acc2) and join at the tile's end, so a step's mma.syncs
      * form more dependency chains (their latency, not their rate, bounds a warp there) */
-    constexpr bool kTwoChains = NT <= 2 && !WG;
+    constexpr bool kTwoChains = NT <= 2 && !WG && !PS; /* (PS: a chain per fragment and block) */
     float acc[RF][NT][4], acc2[RF][NT][4];
 #pragma unroll
     for (int f = 0; f < RF; f++)
@@ -422,28 +449,34 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
                 acc[f][nt][i] = acc2[f][nt][i] = 0.0f;
 
     const uint32_t lane4 = pin((uint32_t)lane * 4);
+    /* this thread's k within the step: 32 k of a 128-k half (PS: 16 k of a 64-k quarter) */
+    const uint32_t kk = pin(PS ? 64 * j + 16 * c : 128 * j + 32 * c);
     /* shared-memory offsets of this thread's reads (fixed: its rows, chunk and activation row) */
-    const int gr = TMA ? tma_row(g) : g; /* the tile row (within 8) of the thread's mma row g */
+    const int gr = TMA ? (PS ? ps_row(g) : tma_row(g)) : g; /* the tile row (within 8) of the thread's mma row g */
     int row0[RF];                        /* fragment f's rows: row0[f] and row0[f] + 8 (same parity) */
     uint32_t w_off[RF];
 #pragma unroll
     for (int f = 0; f < RF; f++) {
-        row0[f] = (RF == 2 ? (warp & 3) * 32 + 16 * f : (warp & 7) * 16) + gr;
-        w_off[f] = pin(row0[f] * kRowBytes + ((TMA ? (4 * j + c) ^ gr : w_slot(g, 4 * j + c)) << 4));
+        row0[f] = (warp % RG) * 16 * RF + 16 * f + gr;
+        w_off[f] = pin(row0[f] * kRowBytes + (PS ? (((2 * j + (c >> 1)) ^ gr) << 4) + 8 * (c & 1) /* 8 bytes */
+                                              : (TMA ? (4 * j + c) ^ gr : w_slot(g, 4 * j + c)) << 4));
     }
-    const int xg = TMA ? tma_xrow(g) : g; /* the activation row (within 8) of the thread's mma column g */
+    /* the activation row (within 8) of the thread's mma column g (PS: the rows of a quarter-warp, g = 2i and
+     * 2i + 1, differ in parity, which moves their 16-byte pieces 2c + u to distinct bank groups) */
+    const int xg = TMA && !PS ? tma_xrow(g) : g;
     uint32_t x_off[4]; /* (wgmma: the tensor cores read the activations) */
 #pragma unroll
-    for (int u = 0; u < (WG ? 0 : 4); u++) {
-        if constexpr (TMA) { /* 16-byte piece u + c / 2 of the thread's 64 bytes, in box (piece / 8) */
-            const int ch = 16 * j + 4 * c + ((u + (c >> 1)) & 3);
+    for (int u = 0; u < (WG ? 0 : U); u++) {
+        if constexpr (TMA) { /* 16-byte piece u + c / 2 of the thread's 64 bytes (PS: piece u of its 32
+                              * bytes), in box (piece / 8) */
+            const int ch = PS ? 8 * j + 2 * c + u : 16 * j + 4 * c + ((u + (c >> 1)) & 3);
             x_off[u] = pin((ch >> 3) * (MT * 128) + xg * 128 + (((ch & 7) ^ xg) << 4));
         } else {
             x_off[u] = pin(g * (kStepK * 2) + (x_slot(g, 16 * j + 4 * c + u) << 4));
         }
     }
     constexpr int kXTileStride = TMA ? 8 * 128 : 8 * (kStepK * 2); /* from one 8-row n-tile to the next */
-    const unsigned fixed_slot = (128u * j + 32u * c) >> a.bs_log2;
+    const unsigned fixed_slot = kk >> a.bs_log2;
     /* scale_fixed (always with TMA): where each row finds its chunk's scale (TMA nested: its code) */
     uint32_t fixed_off[RF][2];
 #pragma unroll
@@ -457,7 +490,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
         }
     const int m_rows = (int)min(M, (size_t)MT);
     /* the activation row of accumulator column n (wgmma: the stage's row order) */
-    auto out_col = [](int n) { return TMA && !WG ? tma_xrow(n) : n; };
+    auto out_col = [](int n) { return TMA && !WG && !PS ? tma_xrow(n) : n; };
     /* activation rows past m hold zeros: for m < 16 they are not read (less shared-memory traffic; at
      * larger m the registers this takes are worth more) */
     uint32_t x_on[NT]; /* (pinned: else recomputed from %tid at every turn) */
@@ -470,7 +503,18 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
     size_t n_[RF][2], first_[RF][2];
     unsigned off_[RF][2];
     bool on_[RF][2];
+    /* PS, nested: a quad's four lanes share their four rows and their block, so lane c decodes the scale of
+     * one of them (fragment c / 2, row half c % 2: own_row) and the quad trades them by shuffles */
+    constexpr bool kQuadScales = PS && NESTED;
+    [[maybe_unused]] const uint32_t own_row = pin_if<kQuadScales>((warp % RG) * 16 * RF + 16 * (c >> 1) + gr + 8 * (c & 1));
+    [[maybe_unused]] size_t own_first = 0;
+    [[maybe_unused]] bool own_on = false;
     auto compute_tile = [&]() {
+        if constexpr (kQuadScales) {
+            const size_t n = (size_t)t * kTileRows + own_row;
+            own_on = n < N;
+            own_first = (n * K) >> a.bs_log2;
+        }
 #pragma unroll
         for (int f = 0; f < RF; f++)
 #pragma unroll
@@ -496,16 +540,16 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
     [[maybe_unused]] const uint64_t wg_x_desc0 =
         WG ? wg_desc(stages_addr + kWBytes + 2 * __shfl_sync(0xffffffffu, (uint32_t)j, 0) * (MT * 128)) : 0;
 #endif
-    /* per-thread constants of the loop, pinned: left to the compiler, it re-read %tid (a slow special
-     * register) and recomputed them at every turn */
-    const uint32_t kk = pin(128 * j + 32 * c); /* this thread's 32 k within the step */
-    [[maybe_unused]] const uint32_t rotate = pin(TMA && !WG && (c & 2)); /* see x_off */
+    /* per-thread constants of the loop, pinned (kk above too): left to the compiler, it re-read %tid (a
+     * slow special register) and recomputed them at every turn */
+    [[maybe_unused]] const uint32_t rotate = pin(TMA && !WG && !PS && (c & 2)); /* see x_off */
     const unsigned it_stop = pin(it_end);
-    /* at a tile's end: whether this warp adds its k half's sums to the other's, and its slot in the
+    /* at a tile's end: whether this warp adds its k part's sums to the first's (PS: part j's in scratch
+     * area j - 1), and its slot in the
      * reduction scratch (one per row group of 16 and lane; fragment f adds 32 f). Pinned below m = 33 (at
      * m = 33..64 the registers are short: recomputing them there costs less than spilling) */
     const uint32_t hands_over = pin_if<(NT < 8)>(j);
-    const uint32_t red_q = pin_if<(NT < 8)>((RF == 2 ? (warp & 3) * 2 : warp & 7) * 32 + lane);
+    const uint32_t red_q = pin_if<(NT < 8)>((warp % RG) * RF * 32 + lane);
     /* m < 16 (x_on): activation registers of rows past m stay zero, set once here rather than per read */
     uint4 xr[4][NT];
 #pragma unroll
@@ -517,11 +561,14 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
      * global load per row and step, its latency otherwise in every step's path; at larger m the registers
      * are short and more warps share the latency) */
     constexpr bool kNabAhead = TMA && NESTED && NT <= 2;
-    [[maybe_unused]] float nab_next[RF][2];
-    [[maybe_unused]] auto load_nab = [&](int f, int h, unsigned at_step) {
+    [[maybe_unused]] float nab_next[RF][2]; /* (kQuadScales: [0][0], own_row's) */
+    [[maybe_unused]] auto load_nab_at = [&](bool on, size_t first, unsigned at_step) {
         const unsigned k = at_step * kStepK + kk;
-        const size_t b = on_[f][h] && k < (unsigned)K ? first_[f][h] + (k >> a.bs_log2) : 0;
+        const size_t b = on && k < (unsigned)K ? first + (k >> a.bs_log2) : 0;
         return __ldg(a.nested_absmax + (b >> a.nbs_log2)); /* nested blocksize: a power of 2 (TMA layouts) */
+    };
+    [[maybe_unused]] auto load_nab = [&](int f, int h, unsigned at_step) {
+        return kQuadScales ? load_nab_at(own_on, own_first, at_step) : load_nab_at(on_[f][h], first_[f][h], at_step);
     };
     /* One turn of the outer loop per tile this CTA works on (or the part of it in its range); the inner
      * loop runs that tile's steps with no tile-end tests, the tile's end follows it. */
@@ -531,9 +578,9 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
             compute_tile();
         if constexpr (kNabAhead)
 #pragma unroll
-            for (int f = 0; f < RF; f++)
+            for (int f = 0; f < (kQuadScales ? 1 : RF); f++)
 #pragma unroll
-                for (int h = 0; h < 2; h++)
+                for (int h = 0; h < (kQuadScales ? 1 : 2); h++)
                     nab_next[f][h] = load_nab(f, h, step);
         const unsigned seg_stop = pin_if<(NT < 8)>(min(it_stop, it + (a.k_steps - step))); /* the tile's end */
         int used; /* the slot of the tile's last step, released once its sums are read */
@@ -555,15 +602,35 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
             const unsigned char *xs_ = ws_ + kWBytes;
             const unsigned char *ss = xs_ + S::XBytes;
             {
-                uint4 qw[RF][2];   /* fragment f's 16-byte chunks of rows row0[f] (h = 0) and row0[f] + 8 */
+                uint4 qw[RF][2];   /* fragment f's 16-byte chunks (PS: 8 bytes, .x .y) of rows row0[f] (h = 0)
+                                      and row0[f] + 8 */
                 uint32_t s2[RF][2]; /* and their block scales, as pairs */
+                [[maybe_unused]] float sv[RF][2]; /* (PS: as floats) */
+                [[maybe_unused]] float quad_v = 0.0f; /* kQuadScales: own_row's scale */
+                if constexpr (kQuadScales) {
+                    float nab;
+                    if constexpr (kNabAhead) {
+                        nab = nab_next[0][0];
+                        nab_next[0][0] = load_nab(0, 0, step + 1); /* (past K: entry 0, unused) */
+                    } else {
+                        nab = load_nab(0, 0, step);
+                    }
+                    const unsigned q = ss[own_row * 16 + fixed_slot + ((k0 >> a.bs_log2) & 15u)];
+                    quad_v = own_on && kin ? __fadd_rn(bnb4_dev_mul_ftz(ncode[q], nab), a.offset) : 0.0f;
+                }
 #pragma unroll
                 for (int f = 0; f < RF; f++) {
 #pragma unroll
                     for (int h = 0; h < 2; h++) {
-                        uint4 q = lds128(ws_ + w_off[f] + h * 8 * kRowBytes);
-                        if (TMA && !WG && rotate) /* this thread takes its words in the order u + 1 (see x_off) */
-                            q = make_uint4(q.y, q.z, q.w, q.x);
+                        uint4 q;
+                        if constexpr (PS) {
+                            const uint2 v = *reinterpret_cast<const uint2 *>(ws_ + w_off[f] + h * 8 * kRowBytes);
+                            q = make_uint4(v.x, v.y, 0u, 0u);
+                        } else {
+                            q = lds128(ws_ + w_off[f] + h * 8 * kRowBytes);
+                            if (TMA && !WG && rotate) /* this thread takes its words in the order u + 1 (see x_off) */
+                                q = make_uint4(q.y, q.z, q.w, q.x);
+                        }
                         qw[f][h] = q;
                     }
 #pragma unroll
@@ -571,7 +638,9 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
                                                     * the tensor copy's zero fill gives those their 0) */
                         const bool on = on_[f][h] && kin;
                         float v;
-                        if constexpr (TMA) { /* K % blocksize == 0, blocksize <= 64: the chunk's slot is fixed */
+                        if constexpr (kQuadScales) {
+                            v = __shfl_sync(~0u, quad_v, 2 * f + h, 4); /* from lane 2f + h of the quad */
+                        } else if constexpr (TMA) { /* K % blocksize == 0, blocksize <= 64: the chunk's slot is fixed */
                             if (NESTED) {
                                 float nab;
                                 if constexpr (kNabAhead) {
@@ -602,8 +671,9 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
                                                   : sf[r * kScaleSlots + b_chunk - b_step];
                             }
                         }
-                        if (NESTED || !TMA)
+                        if ((NESTED && !kQuadScales) || !TMA)
                             v = on ? v : 0.0f;
+                        sv[f][h] = v;
                         s2[f][h] = Ops::pack(v, v);
                     }
                 }
@@ -643,6 +713,43 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
                     }
                 } else
 #endif
+                if constexpr (PS) { /* the quarter is one block: a fragment's mma chain runs on the codes alone, from
+                                     * zero, and its sums take the block scale once (instead of a packed multiply per
+                                     * byte); one fragment at a time keeps one set of partial sums live */
+#pragma unroll
+                    for (int u = 0; u < 2; u++)
+#pragma unroll
+                        for (int nt = 0; nt < NT; nt++)
+                            if (x_on[nt])
+                                xr[u][nt] = lds128(xs_ + nt * kXTileStride + x_off[u]);
+#pragma unroll
+                    for (int f = 0; f < RF; f++) {
+                        float part[NT][4];
+#pragma unroll
+                        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                            for (int i = 0; i < 4; i++)
+                                part[nt][i] = 0.0f;
+#pragma unroll
+                        for (int u = 0; u < 2; u++) {
+                            const uint32_t wA = u == 0 ? qw[f][0].x : qw[f][0].y;
+                            const uint32_t wB = u == 0 ? qw[f][1].x : qw[f][1].y;
+#pragma unroll
+                            for (int h = 0; h < 2; h++) { /* k-step 2u + h: bytes 2h, 2h + 1 of word u */
+                                uint32_t af[4];
+                                decode_codes(af, table_s, wA, wB, lane4, h);
+#pragma unroll
+                                for (int nt = 0; nt < NT; nt++)
+                                    Ops::mma(part[nt], af, h ? xr[u][nt].z : xr[u][nt].x, h ? xr[u][nt].w : xr[u][nt].y);
+                            }
+                        }
+#pragma unroll
+                        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                            for (int i = 0; i < 4; i++) /* c0, c1: row row0[f]; c2, c3: row row0[f] + 8 */
+                                acc[f][nt][i] = fmaf(sv[f][i >> 1], part[nt][i], acc[f][nt][i]);
+                    }
+                } else {
 #pragma unroll
                 for (int u = 0; u < 4; u++) {
 #pragma unroll
@@ -665,6 +772,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
                                          h ? xr[u][nt].w : xr[u][nt].y);
                         }
                     }
+                }
                 }
             }
             const int this_slot = slot;
@@ -706,8 +814,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
                     wg_keep(wg_af[ks][i]);
         }
 #endif
-        { /* the second k half's sums join the first's, through the stage just used (refilled only
-             after the next iteration's barrier, TMA: after every consumer warp released it below) */
+        { /* the other k parts' sums join the first's (in part order), through the stage just used (refilled
+             only after the next iteration's barrier, TMA: after every consumer warp released it below) */
             if constexpr (kTwoChains)
 #pragma unroll
                 for (int f = 0; f < RF; f++)
@@ -720,14 +828,17 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
                         }
             /* NT <= 4: within the weight rows (stale weights decode to finite codes, and the rows and k they
              * stand for have scale 0); NT = 8 also covers the first 16 KB of the activations (cp.async: rows
-             * 0..31; TMA: the first two 64-k boxes), which every fill rewrites (rows past m, k past K: zeros) */
-            static_assert(NT * 4 * 256 * 4 <= kWBytes || (NT == 8 && NT * 4 * 256 * 4 <= kWBytes + 32 * kStepK * 2),
+             * 0..31; TMA: the first two 64-k boxes), which every fill rewrites (rows past m, k past K: zeros);
+             * PS (three parts hand over): the weight rows and, at m = 9..16, all the activation boxes */
+            constexpr int kScratchBytes = (KP - 1) * NT * 4 * 256 * 4;
+            static_assert(PS ? kScratchBytes <= kWBytes + S::XBytes
+                             : kScratchBytes <= kWBytes || (NT == 8 && kScratchBytes <= kWBytes + 32 * kStepK * 2),
                           "reduction scratch must only cover rows the next fill rewrites");
             float *red = reinterpret_cast<float *>(stages + used * S::StageBytes);
             consumer_sync<kConsumerThreads>(); /* every warp is done reading the stage */
 #pragma unroll
             for (int f = 0; f < RF; f++) {
-                const uint32_t q = red_q + 32 * f;
+                const uint32_t q = red_q + 32 * f + (KP > 2 ? (hands_over - 1) * (NT * 4 * 256) : 0);
                 if (hands_over)
 #pragma unroll
                     for (int nt = 0; nt < NT; nt++)
@@ -741,10 +852,12 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG>::Threads, 1)
                 const uint32_t q = red_q + 32 * f;
                 if (!hands_over)
 #pragma unroll
-                    for (int nt = 0; nt < NT; nt++)
+                    for (int p = 0; p < KP - 1; p++)
 #pragma unroll
-                        for (int i = 0; i < 4; i++)
-                            acc[f][nt][i] += red[(nt * 4 + i) * 256 + q];
+                        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                            for (int i = 0; i < 4; i++)
+                                acc[f][nt][i] += red[((p * NT + nt) * 4 + i) * 256 + q];
             }
         }
 #if BNB4_HAS_TMA
@@ -842,7 +955,7 @@ __global__ void pipe_permute_x(const T *__restrict__ x, T *__restrict__ xp, size
 }
 
 /* Per device: whether the kernel's dynamic shared memory limit was raised. */
-template <typename T, int NT, bool NESTED, bool TMA, bool WG> int g_smem_set[64];
+template <typename T, int NT, bool NESTED, bool TMA, bool WG, bool PS> int g_smem_set[64];
 
 /* Grid size: one CTA per SM; BNB4_CUDA_PIPE_CTAS=n overrides it (read per call: tests use it to force
  * tiles shared by many CTAs and CTAs spanning tiles on small shapes). */
@@ -875,9 +988,9 @@ bool pipe_tma_encode(const PipeArgs &a, const bnb4_qtensor *w, int mt, PipeMaps 
                      (unsigned)(kStepK >> a.bs_log2), kTileRows, CU_TENSOR_MAP_SWIZZLE_NONE, false);
 }
 
-template <typename T, int NT, bool NESTED, bool TMA, bool WG>
+template <typename T, int NT, bool NESTED, bool TMA, bool WG, bool PS>
 bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
-    using S = PipeShape<NT, TMA, WG>;
+    using S = PipeShape<NT, TMA, WG, PS>;
     PipeMaps maps;
     memset(&maps, 0, sizeof maps);
     void *xp = nullptr; /* WG: the permuted activations */
@@ -892,13 +1005,13 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
         if (!pipe_tma_encode(a, w, S::MT, &maps)) { /* (not expected: the layouts were checked) */
             bnb4_cuda_free(s, xp);
             a.x = x;
-            return launch_pipe<T, NT, NESTED, false, false>(s, a, w);
+            return launch_pipe<T, NT, NESTED, false, false, false>(s, a, w);
         }
     }
-    int &set = g_smem_set<T, NT, NESTED, TMA, WG>[s->device & 63];
+    int &set = g_smem_set<T, NT, NESTED, TMA, WG, PS>[s->device & 63];
     if (!set) {
         const bnb4_status st = bnb4_cuda_check(
-            cudaFuncSetAttribute(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG>,
+            cudaFuncSetAttribute(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS>,
                                  cudaFuncAttributeMaxDynamicSharedMemorySize, S::SmemBytes),
             "bnb4_gemm (pipe): shared memory");
         if (st != BNB4_OK) {
@@ -946,7 +1059,7 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
         cfg.blockDim = dim3(S::Threads);
         cfg.dynamicSmemBytes = S::SmemBytes;
         cfg.stream = s->stream;
-        e = bnb4_launch_ex(cfg, pdl, gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG>, a, maps.w, maps.x, maps.s);
+        e = bnb4_launch_ex(cfg, pdl, gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS>, a, maps.w, maps.x, maps.s);
     }
     bnb4_cuda_free(s, xp); /* stream-ordered: after the kernel */
     return bnb4_cuda_check(e, "bnb4_gemm (pipe)");
@@ -955,17 +1068,22 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
 template <typename T, bool NESTED, bool TMA, bool WG>
 bnb4_status launch_pipe_m(bnb4_cuda_state *s, const PipeArgs &a, const bnb4_qtensor *w) {
     if (a.M <= 8)
-        return launch_pipe<T, 1, NESTED, TMA, WG>(s, a, w);
+        return launch_pipe<T, 1, NESTED, TMA, WG, false>(s, a, w);
     if (a.M <= 16)
-        return launch_pipe<T, 2, NESTED, TMA, WG>(s, a, w);
+        return launch_pipe<T, 2, NESTED, TMA, WG, false>(s, a, w);
     if (a.M <= 32)
-        return launch_pipe<T, 4, NESTED, TMA, WG>(s, a, w);
-    return launch_pipe<T, 8, NESTED, TMA, WG>(s, a, w);
+        return launch_pipe<T, 4, NESTED, TMA, WG, false>(s, a, w);
+    return launch_pipe<T, 8, NESTED, TMA, WG, false>(s, a, w);
 }
 
-/* variant: 0 cp.async, 1 TMA with mma.sync, 2 TMA with wgmma */
+/* variant: 0 cp.async, 1 TMA with mma.sync, 2 TMA with wgmma, 3 TMA with mma.sync post-scaled (m <= 16) */
 template <typename T>
 bnb4_status launch_pipe_t(bnb4_cuda_state *s, const PipeArgs &a, const bnb4_qtensor *w, bool nested, int variant) {
+    if (variant == 3)
+        return a.M <= 8 ? nested ? launch_pipe<T, 1, true, true, false, true>(s, a, w)
+                                 : launch_pipe<T, 1, false, true, false, true>(s, a, w)
+               : nested ? launch_pipe<T, 2, true, true, false, true>(s, a, w)
+                        : launch_pipe<T, 2, false, true, false, true>(s, a, w);
     if (variant == 2)
         return nested ? launch_pipe_m<T, true, true, true>(s, a, w) : launch_pipe_m<T, false, true, true>(s, a, w);
     if (variant == 1)
@@ -1007,6 +1125,16 @@ bool pipe_use_tma(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) {
     return w->absmax ? scale_vec_fits(w)
                      : (bs == 32 || bs == 64) && w->cols % (16 * bs) == 0 && bnb4_aligned(w->nested.codes, 16) && nbs &&
                            (nbs & (nbs - 1)) == 0;
+}
+
+/* The TMA variant's mma.sync math post-scaled in k quarters (PS): blocksize 64 (a quarter is one block),
+ * m <= 16; BNB4_CUDA_PIPE_POSTSCALE=0 switches it off (for measuring). */
+bool pipe_use_postscale(const bnb4_qtensor *w, size_t m) {
+    static const bool off = [] {
+        const char *e = getenv("BNB4_CUDA_PIPE_POSTSCALE");
+        return e && *e == '0';
+    }();
+    return !off && w->blocksize == 64 && m <= 16;
 }
 
 } // namespace
@@ -1053,7 +1181,10 @@ bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_
     a.bias = bias;
     a.y = y;
     const bool nested = w->absmax == NULL;
-    const int variant = !pipe_use_tma(s, w, m) ? 0 : pipe_use_wgmma(s, m) ? 2 : 1;
+    const int variant = !pipe_use_tma(s, w, m)       ? 0
+                        : pipe_use_wgmma(s, m)         ? 2
+                        : pipe_use_postscale(w, m)     ? 3
+                                                       : 1;
     return dt == BNB4_F16 ? launch_pipe_t<__half>(s, a, w, nested, variant)
                           : launch_pipe_t<__nv_bfloat16>(s, a, w, nested, variant);
 }

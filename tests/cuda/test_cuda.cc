@@ -570,7 +570,7 @@ TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
     // (70 x 384 bs32 and 200 x 1280 bs64 take the 16-byte scale copies, the first with a half last step;
     // TMA: 70 x 384, 200 x 1280 and 520 x 2304 plain, 136 x 1024 bs64 and 520 x 2560 bs32 plain and
     // nested, N past the tile's rows, a step's codes in the second half of their 16-code run, and at
-    // m = 17 / 40 activation rows past m in the boxes)
+    // m = 17 / 40 activation rows past m in the boxes; bs64 at m <= 16 the post-scaled k quarters)
     std::vector<Shape> shapes = {{300, 1056, 64}, {1000, 2080, 32}, {130, 4096, 256}, {257, 512, 4096},
                                  {64, 8192, 128}, {70, 384, 32},    {200, 1280, 64},  {136, 1024, 64},
                                  {520, 2304, 32}, {520, 2560, 32}};
@@ -578,7 +578,7 @@ TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
     const std::vector<const char *> grids = {"1", "2", "5", "13", "0"}; // "0": the default (one CTA per SM)
     if (quick()) {
         shapes = {{300, 1056, 64}, {257, 512, 4096}, {70, 384, 32}, {136, 1024, 64}};
-        ms = {1, 9, 40};
+        ms = {1, 2, 9, 40};
     }
     const bool pipe_m1 = std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMV, BNB4_F16, 1), "pipe") != nullptr;
     for (const Shape &s : shapes)
