@@ -37,12 +37,13 @@
  *    w_slot / x_slot; TMA: the copies' 128-byte swizzle, with rows and read orders chosen to match:
  *    tma_row, tma_xrow). The kernel is issue- and latency-bound: its instructions per byte and their
  *    dependency chains decide its speed (docs/performance.md, v10, v11).
- *  - wgmma (TMA variant, compute capability 9.0, sm_90a build; m >= 17: pipe_use_wgmma): the same decoded
+ *  - wgmma (TMA variant, compute capability 9.0, sm_90a build; m >= 17, plain absmax m >= 9: pipe_use_wgmma): the same decoded
  *    fragments are the A operand of wgmma.m64nNk16 (a warpgroup's 4 warps hold its 64 rows), and the
  *    activations are read by the tensor cores straight from the stage (B, K-major with the copy's 128-byte
  *    swizzle) instead of per warp through registers: the per-warp activation reads and mma.sync issue were
  *    what bound m = 32/64. For B's k order to match the fragments', a small kernel first writes the
- *    activations permuted (pipe_permute_x) into a temporary. m <= 16 keep mma.sync (measured faster).
+ *    activations permuted (pipe_permute_x) into a temporary. m <= 8, and nested absmax at m <= 16, keep
+ *    mma.sync, post-scaled at blocksize 64 (measured faster: docs/performance.md v16).
  *  - Programmatic dependent launch (TMA variant): the kernel lets the next one on the stream start as its
  *    CTAs finish and waits (griddepcontrol.wait) before reading anything a previous kernel may write, so
  *    launch and prologue (barriers, the code-pair table) overlap the previous kernel's tail.
@@ -907,17 +908,54 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
         if (!s_last)
             continue;
         const size_t first = (size_t)cur_t * a.max_contrib * MT * kTileRows;
-        for (int e = tid; e < (int)min(M, (size_t)MT) * kTileRows; e += kConsumerThreads) {
-            const int m = e / kTileRows, r = e % kTileRows;
-            const size_t n = (size_t)cur_t * kTileRows + r;
-            if (n >= N)
-                continue;
-            float v = 0.0f;
+        /* TMA, m <= 16 (up to 4 elements per thread): all the thread's partial sums loaded before its first
+         * store (a store to y orders the loads after it: a round trip per element, where the last CTA's
+         * fix-up is on the kernel's critical path); elsewhere one element at a time (registers are short;
+         * the compiler unrolls the contributor loop and issues its loads together) */
+        constexpr int kE = (MT * kTileRows + kConsumerThreads - 1) / kConsumerThreads; /* elements per thread */
+        const int e_end = (int)min(M, (size_t)MT) * kTileRows;
+        if constexpr (TMA && kE <= 4) {
+            float v[kE];
+            bool ok[kE];
+#pragma unroll
+            for (int q = 0; q < kE; q++) {
+                const int e = tid + q * kConsumerThreads;
+                ok[q] = e < e_end && (size_t)cur_t * kTileRows + e % kTileRows < N;
+                v[q] = 0.0f;
+            }
             for (unsigned ci = 0; ci <= c_hi - c_lo; ci++) /* fixed order: deterministic */
-                v += __ldcg(a.ws + first + ((size_t)ci * MT + m) * kTileRows + r);
-            if (a.bias)
-                v += bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n]);
-            y[(size_t)m * N + n] = bnb4_dt<T>::from_f32(v);
+#pragma unroll
+                for (int q = 0; q < kE; q++) {
+                    const int e = tid + q * kConsumerThreads;
+                    const float p = ok[q] ? __ldcg(a.ws + first + ((size_t)ci * MT + e / kTileRows) * kTileRows +
+                                                   e % kTileRows)
+                                          : 0.0f;
+                    v[q] += p;
+                }
+#pragma unroll
+            for (int q = 0; q < kE; q++) {
+                const int e = tid + q * kConsumerThreads, m = e / kTileRows;
+                const size_t n = (size_t)cur_t * kTileRows + e % kTileRows;
+                if (ok[q]) {
+                    float w = v[q];
+                    if (a.bias)
+                        w += bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n]);
+                    y[(size_t)m * N + n] = bnb4_dt<T>::from_f32(w);
+                }
+            }
+        } else {
+            for (int e = tid; e < e_end; e += kConsumerThreads) {
+                const int m = e / kTileRows, r = e % kTileRows;
+                const size_t n = (size_t)cur_t * kTileRows + r;
+                if (n >= N)
+                    continue;
+                float v = 0.0f;
+                for (unsigned ci = 0; ci <= c_hi - c_lo; ci++) /* fixed order: deterministic */
+                    v += __ldcg(a.ws + first + ((size_t)ci * MT + m) * kTileRows + r);
+                if (a.bias)
+                    v += bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n]);
+                y[(size_t)m * N + n] = bnb4_dt<T>::from_f32(v);
+            }
         }
         if (tid == 0)
             a.counters[cur_t] = 0; /* ready for the next launch on this stream */
@@ -1092,16 +1130,15 @@ bnb4_status launch_pipe_t(bnb4_cuda_state *s, const PipeArgs &a, const bnb4_qten
 }
 
 /* The TMA variant's math is wgmma (sm_90a code: compute capability 9.0 and a build for sm_90a) from
- * m = BNB4_CUDA_PIPE_WGMMA_MIN_M on (past 64: never). */
-bool pipe_use_wgmma(const bnb4_cuda_state *s, size_t m) {
+ * m = 17 on, with plain absmax from m = 9 (A/B on the H200, docs/performance.md v16: at m = 9..16 wgmma
+ * was 4-12 % faster than the post-scaled mma.sync on the three larger shapes with plain absmax and 0-13 %
+ * slower with nested); BNB4_CUDA_PIPE_WGMMA_MIN_M sets one threshold for both (past 64: never). */
+bool pipe_use_wgmma(const bnb4_cuda_state *s, size_t m, bool nested) {
 #if defined(BNB4_CUDA_SM90A)
-    static const size_t min_m = [] {
-        const size_t n = bnb4_env_size("BNB4_CUDA_PIPE_WGMMA_MIN_M", 17);
-        return n >= 1 ? n : (size_t)17;
-    }();
-    return s->cc_major == 9 && s->cc_minor == 0 && m >= min_m;
+    static const size_t min_m = bnb4_env_size("BNB4_CUDA_PIPE_WGMMA_MIN_M", 0);
+    return s->cc_major == 9 && s->cc_minor == 0 && m >= (min_m >= 1 ? min_m : nested ? 17 : 9);
 #else
-    (void)s, (void)m;
+    (void)s, (void)m, (void)nested;
     return false;
 #endif
 }
@@ -1164,7 +1201,7 @@ int bnb4_cuda_pipe_fits(const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const vo
 }
 
 int bnb4_cuda_pipe_tma_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) { return pipe_use_tma(s, w, m); }
-int bnb4_cuda_pipe_wgmma(const bnb4_cuda_state *s, size_t m) { return pipe_use_wgmma(s, m); }
+int bnb4_cuda_pipe_wgmma(const bnb4_cuda_state *s, size_t m) { return pipe_use_wgmma(s, m, false); }
 
 bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
                                 const void *bias, void *y) {
@@ -1182,7 +1219,7 @@ bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_
     a.y = y;
     const bool nested = w->absmax == NULL;
     const int variant = !pipe_use_tma(s, w, m)       ? 0
-                        : pipe_use_wgmma(s, m)         ? 2
+                        : pipe_use_wgmma(s, m, nested) ? 2
                         : pipe_use_postscale(w, m)     ? 3
                                                        : 1;
     return dt == BNB4_F16 ? launch_pipe_t<__half>(s, a, w, nested, variant)
