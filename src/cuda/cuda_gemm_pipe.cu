@@ -37,13 +37,21 @@
  *    w_slot / x_slot; TMA: the copies' 128-byte swizzle, with rows and read orders chosen to match:
  *    tma_row, tma_xrow). The kernel is issue- and latency-bound: its instructions per byte and their
  *    dependency chains decide its speed (docs/performance.md, v10, v11).
- *  - wgmma (TMA variant, compute capability 9.0, sm_90a build; m >= 17, plain absmax m >= 9: pipe_use_wgmma): the same decoded
- *    fragments are the A operand of wgmma.m64nNk16 (a warpgroup's 4 warps hold its 64 rows), and the
- *    activations are read by the tensor cores straight from the stage (B, K-major with the copy's 128-byte
- *    swizzle) instead of per warp through registers: the per-warp activation reads and mma.sync issue were
- *    what bound m = 32/64. For B's k order to match the fragments', a small kernel first writes the
- *    activations permuted (pipe_permute_x) into a temporary. m <= 8, and nested absmax at m <= 16, keep
- *    mma.sync, post-scaled at blocksize 64 (measured faster: docs/performance.md v16).
+ *  - Post-scaled k quarters (PS: TMA variant, mma.sync, blocksize 64): a warp owns 32 rows x one 64-k
+ *    quarter of every step, which is one block, so its mma chains run on the unscaled codes (from zero,
+ *    one chain per row fragment and step) and the f32 sums take the block scale once: no packed multiply
+ *    per byte. A thread reads 8 bytes of each of its four rows (ps_row orders the rows for the swizzle);
+ *    nested scales are decoded once per quad (the four lanes share rows and block) and shuffled; the
+ *    four quarters' sums join at a tile's end. m = 1: 126 instructions per warp and step against 155
+ *    (docs/performance.md v16).
+ *  - wgmma (TMA variant, compute capability 9.0, sm_90a build; m >= 17, plain absmax m >= 9:
+ *    pipe_use_wgmma): the same decoded fragments are the A operand of wgmma.m64nNk16 (a warpgroup's 4
+ *    warps hold its 64 rows), and the activations are read by the tensor cores straight from the stage (B,
+ *    K-major with the copy's 128-byte swizzle) instead of per warp through registers: the per-warp
+ *    activation reads and mma.sync issue were what bound m = 32/64. For B's k order to match the
+ *    fragments', a small kernel first writes the activations permuted (pipe_permute_x) into a temporary.
+ *    m <= 8, and nested absmax at m <= 16, keep mma.sync (post-scaled at blocksize 64): measured faster
+ *    (docs/performance.md v16).
  *  - Programmatic dependent launch (TMA variant): the kernel lets the next one on the stream start as its
  *    CTAs finish and waits (griddepcontrol.wait) before reading anything a previous kernel may write, so
  *    launch and prologue (barriers, the code-pair table) overlap the previous kernel's tail.
@@ -147,8 +155,8 @@ __device__ __forceinline__ void decode_fragment(uint32_t af[4], const unsigned c
 }
 
 /* PS: the same fragment's codes alone (the block scale is applied to the mma sums). The table as a
- * shared-space address (table_s): through the generic pointer the compiler kept the shared window's base
- * in a vector register there and added it to every lookup's offset. */
+ * shared-space address (table_s, warp-uniform): through the generic pointer the compiler rebuilt the
+ * shared window's base in a vector register inside the loop and added it to every lookup's offset. */
 __device__ __forceinline__ uint32_t lds_pair(uint32_t addr) {
     uint32_t v;
     asm("ld.shared.b32 %0, [%1];" : "=r"(v) : "r"(addr));
@@ -227,6 +235,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
     constexpr int U = PS ? 2 : 4; /* 4-byte words of a weight row a thread takes per step */
     extern __shared__ __align__(128) unsigned char smem[];
     unsigned char *table = smem; /* at the base: its loads take the address as a register + constant */
+    /* PS: the table's shared address, shuffled from lane 0 so the compiler knows it is warp-uniform and
+     * keeps it in a uniform register (each lookup one LDS [R + UR]) */
     [[maybe_unused]] const uint32_t table_s = __shfl_sync(~0u, (uint32_t)__cvta_generic_to_shared(table), 0);
     float *ncode = reinterpret_cast<float *>(smem + kTableBytes);
     unsigned char *stages = smem + kTableBytes + kNcodeBytes;
@@ -240,7 +250,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, c = lane & 3;
-    const int j = (warp / RG) & (KP - 1); /* which k part (128-k half, PS: 64-k quarter) of every step this warp takes */
+    const int j = (warp / RG) & (KP - 1); /* the k part (128-k half, PS: 64-k quarter) of each step it takes */
     const size_t N = a.N, K = a.K, M = a.M;
     const unsigned it_begin = blockIdx.x * a.per_cta;
     const unsigned it_end = min(a.iters, it_begin + a.per_cta);
@@ -453,7 +463,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
     /* this thread's k within the step: 32 k of a 128-k half (PS: 16 k of a 64-k quarter) */
     const uint32_t kk = pin(PS ? 64 * j + 16 * c : 128 * j + 32 * c);
     /* shared-memory offsets of this thread's reads (fixed: its rows, chunk and activation row) */
-    const int gr = TMA ? (PS ? ps_row(g) : tma_row(g)) : g; /* the tile row (within 8) of the thread's mma row g */
+    const int gr = TMA ? (PS ? ps_row(g) : tma_row(g)) : g; /* tile row (within 8) of the thread's mma row g */
     int row0[RF];                        /* fragment f's rows: row0[f] and row0[f] + 8 (same parity) */
     uint32_t w_off[RF];
 #pragma unroll
@@ -507,7 +517,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
     /* PS, nested: a quad's four lanes share their four rows and their block, so lane c decodes the scale of
      * one of them (fragment c / 2, row half c % 2: own_row) and the quad trades them by shuffles */
     constexpr bool kQuadScales = PS && NESTED;
-    [[maybe_unused]] const uint32_t own_row = pin_if<kQuadScales>((warp % RG) * 16 * RF + 16 * (c >> 1) + gr + 8 * (c & 1));
+    [[maybe_unused]] const uint32_t own_row =
+        pin_if<kQuadScales>((warp % RG) * 16 * RF + 16 * (c >> 1) + gr + 8 * (c & 1));
     [[maybe_unused]] size_t own_first = 0;
     [[maybe_unused]] bool own_on = false;
     auto compute_tile = [&]() {
@@ -546,8 +557,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
     [[maybe_unused]] const uint32_t rotate = pin(TMA && !WG && !PS && (c & 2)); /* see x_off */
     const unsigned it_stop = pin(it_end);
     /* at a tile's end: whether this warp adds its k part's sums to the first's (PS: part j's in scratch
-     * area j - 1), and its slot in the
-     * reduction scratch (one per row group of 16 and lane; fragment f adds 32 f). Pinned below m = 33 (at
+     * area j - 1), and its slot in the reduction scratch (one per row group of 16 and lane; fragment f
+     * adds 32 f). Pinned below m = 33 (at
      * m = 33..64 the registers are short: recomputing them there costs less than spilling) */
     const uint32_t hands_over = pin_if<(NT < 8)>(j);
     const uint32_t red_q = pin_if<(NT < 8)>((warp % RG) * RF * 32 + lane);
@@ -741,7 +752,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                                 decode_codes(af, table_s, wA, wB, lane4, h);
 #pragma unroll
                                 for (int nt = 0; nt < NT; nt++)
-                                    Ops::mma(part[nt], af, h ? xr[u][nt].z : xr[u][nt].x, h ? xr[u][nt].w : xr[u][nt].y);
+                                    Ops::mma(part[nt], af, h ? xr[u][nt].z : xr[u][nt].x,
+                                             h ? xr[u][nt].w : xr[u][nt].y);
                             }
                         }
 #pragma unroll
