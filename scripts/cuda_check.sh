@@ -12,7 +12,7 @@
 # built elsewhere with the same nvcc; (2) the CUDA tests, conformance included (BNB4_CONFORMANCE_DIR,
 # default .device/shared/conformance, then ../shared/conformance), and the matmul tests again with m = 1
 # on the pipe kernel, with its TMA variant off, and with its wgmma math at every m and the tile kernel at every
-# m >= 65 on every weight size; (3) the wgmma kernels' machine code checked for register hazards
+# m >= 65 on every weight size, and the pipe tests with its mma.sync math up to m = 16; (3) the wgmma kernels' machine code checked for register hazards
 # (scripts/check_wgmma_hazards.py); (4) bench_cuda, which measures its own ceilings (copy bandwidth,
 # cuBLAS) in the same run, and (not with --quick) bench_cuda_read, the read floor of the small-m kernels'
 # access pattern at each shape, where DIR or the build has it; (5) the tests in quick mode under
@@ -114,6 +114,14 @@ if [ -x "$TESTS" ]; then
   else
     RESULT[tests_wgmma]="FAILED"
   fi
+  # plain absmax at m = 9..16 takes wgmma by default: once more (quick) with mma.sync there, so the
+  # post-scaled mma.sync kernel of m = 9..16 is checked with plain absmax too
+  step "CUDA pipe tests with the mma.sync math up to m = 16 (BNB4_CUDA_PIPE_WGMMA_MIN_M=17, quick)"
+  if BNB4_CUDA_PIPE_WGMMA_MIN_M=17 BNB4_CUDA_TEST_QUICK=1 timeout "$T_TESTS" "$TESTS" --gtest_color=no --gtest_brief=1 --gtest_filter='*Pipe*:*MatmulAgrees*'; then
+    RESULT[tests_mma]="ok"
+  else
+    RESULT[tests_mma]="FAILED"
+  fi
   unset BNB4_CUDA_TEST_QUICK
 else
   RESULT[tests]="not built"
@@ -157,11 +165,11 @@ if [ -x "$TESTS" ]; then
 fi
 
 step "summary"
-for k in build tests tests_m1 tests_cpasync tests_wgmma wgmma_sass memcheck racecheck bench; do
+for k in build tests tests_m1 tests_cpasync tests_wgmma tests_mma wgmma_sass memcheck racecheck bench read_floor; do
   printf '%-10s %s\n' "$k" "${RESULT[$k]:-skipped}"
 done
 [ -f "$OUT/bench.txt" ] && sed -n '/^==== bnb4 CUDA summary/,$p' "$OUT/bench.txt"
-for k in build tests tests_m1 tests_cpasync tests_wgmma wgmma_sass memcheck racecheck bench; do
+for k in build tests tests_m1 tests_cpasync tests_wgmma tests_mma wgmma_sass memcheck racecheck bench read_floor; do
   case "${RESULT[$k]:-skipped}" in FAILED|"not built") exit 1 ;; esac
 done
 exit 0
