@@ -48,6 +48,11 @@ __device__ __forceinline__ float bnb4_dev_mul_ftz(float a, float b) {
     asm("mul.rn.ftz.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
     return r;
 }
+/* A nested tensor's block scale as bitsandbytes decodes it: the 8-bit code's value times the nested
+ * block's absmax (rounded, subnormals flushed), plus the offset - the one formula every kernel uses. */
+__device__ __forceinline__ float bnb4_dev_nested_scale(float code_value, float nested_absmax, float offset) {
+    return __fadd_rn(bnb4_dev_mul_ftz(code_value, nested_absmax), offset);
+}
 /* |x| with a subnormal x flushed to +0 first. */
 __device__ __forceinline__ float bnb4_dev_abs_ftz(float a) {
     float r;

@@ -35,9 +35,8 @@ struct Scales {
 __device__ __forceinline__ float block_scale(const Scales &sc, size_t b) {
     if (sc.absmax)
         return __ldg(sc.absmax + b);
-    const float dq = bnb4_dev_mul_ftz(__ldg(sc.nested_code + __ldg(sc.codes + b)),
-                                      __ldg(sc.nested_absmax + b / sc.nested_blocksize));
-    return __fadd_rn(dq, sc.offset);
+    return bnb4_dev_nested_scale(__ldg(sc.nested_code + __ldg(sc.codes + b)),
+                                 __ldg(sc.nested_absmax + b / sc.nested_blocksize), sc.offset);
 }
 
 constexpr int kThreads = 256;
@@ -107,7 +106,7 @@ __global__ void __launch_bounds__(kThreads, 4) /* (without the 4, nvcc 13 caps i
         if (first >= n)
             continue;
         if (!sc.absmax) /* as block_scale(), with the map from shared memory */
-            scale[u] = __fadd_rn(bnb4_dev_mul_ftz(ncode[q[u]], scale[u]), sc.offset);
+            scale[u] = bnb4_dev_nested_scale(ncode[q[u]], scale[u], sc.offset);
         if (vec_ok && first + E <= n) {
             float v[E];
 #pragma unroll
@@ -207,7 +206,7 @@ __device__ __forceinline__ void dq_store(const uint8_t *__restrict__ packed, con
     for (int u = 0; u < U; u++) {
         const size_t first = first0 + (size_t)u * kThreads * E;
         if (first + E <= n) {
-            const float scale = NESTED ? __fadd_rn(bnb4_dev_mul_ftz(ncode[r[u].q], r[u].s), sc.offset) : r[u].s;
+            const float scale = NESTED ? bnb4_dev_nested_scale(ncode[r[u].q], r[u].s, sc.offset) : r[u].s;
             float v[E];
 #pragma unroll
             for (int i = 0; i < E; i += 2) { /* byte i/2: element i in the high nibble */

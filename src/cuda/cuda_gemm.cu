@@ -58,9 +58,8 @@ __global__ void __launch_bounds__(kSimtWarps * 32) gemm_4bit_simt_kernel(GemmArg
     auto scale_of = [&](size_t b) {
         if (a.absmax)
             return __ldg(a.absmax + b);
-        return __fadd_rn(bnb4_dev_mul_ftz(__ldg(a.nested_code + __ldg(a.codes + b)),
-                                          __ldg(a.nested_absmax + b / a.nested_blocksize)),
-                         a.offset);
+        return bnb4_dev_nested_scale(__ldg(a.nested_code + __ldg(a.codes + b)),
+                                     __ldg(a.nested_absmax + b / a.nested_blocksize), a.offset);
     };
     float acc[MT];
 #pragma unroll

@@ -558,8 +558,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
     const unsigned it_stop = pin(it_end);
     /* at a tile's end: whether this warp adds its k part's sums to the first's (PS: part j's in scratch
      * area j - 1), and its slot in the reduction scratch (one per row group of 16 and lane; fragment f
-     * adds 32 f). Pinned below m = 33 (at
-     * m = 33..64 the registers are short: recomputing them there costs less than spilling) */
+     * adds 32 f). Pinned below m = 33 (at m = 33..64 the registers are short: recomputing them there
+     * costs less than spilling) */
     const uint32_t hands_over = pin_if<(NT < 8)>(j);
     const uint32_t red_q = pin_if<(NT < 8)>((warp % RG) * RF * 32 + lane);
     /* m < 16 (x_on): activation registers of rows past m stay zero, set once here rather than per read */
@@ -628,7 +628,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                         nab = load_nab(0, 0, step);
                     }
                     const unsigned q = ss[own_row * 16 + fixed_slot + ((k0 >> a.bs_log2) & 15u)];
-                    quad_v = own_on && kin ? __fadd_rn(bnb4_dev_mul_ftz(ncode[q], nab), a.offset) : 0.0f;
+                    quad_v = own_on && kin ? bnb4_dev_nested_scale(ncode[q], nab, a.offset) : 0.0f;
                 }
 #pragma unroll
                 for (int f = 0; f < RF; f++) {
@@ -662,7 +662,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                                     nab = load_nab(f, h, step);
                                 }
                                 const unsigned q = ss[fixed_off[f][h] + ((k0 >> a.bs_log2) & 15u)];
-                                v = __fadd_rn(bnb4_dev_mul_ftz(ncode[q], nab), a.offset);
+                                v = bnb4_dev_nested_scale(ncode[q], nab, a.offset);
                             } else {
                                 v = *reinterpret_cast<const float *>(ss + fixed_off[f][h]);
                             }
@@ -676,7 +676,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                                 const unsigned q = ss[r * 16 + (unsigned)(first & 3u) + (b_chunk - b_step)];
                                 const float nab = __ldg(a.nested_absmax +
                                                         (a.nbs_log2 >= 0 ? b >> a.nbs_log2 : b / a.nested_blocksize));
-                                v = __fadd_rn(bnb4_dev_mul_ftz(ncode[q], nab), a.offset);
+                                v = bnb4_dev_nested_scale(ncode[q], nab, a.offset);
                             } else {
                                 const float *sf = reinterpret_cast<const float *>(ss);
                                 v = a.scale_fixed ? *reinterpret_cast<const float *>(ss + fixed_off[f][h])

@@ -95,10 +95,10 @@ template <typename T> __global__ void tile_scales_kernel(TileScaleArgs a) {
         if (n < a.N && k < a.K) {
             const size_t b = (n * a.K + k) >> a.bs_log2;
             v = a.absmax ? __ldg(a.absmax + b)
-                         : __fadd_rn(bnb4_dev_mul_ftz(__ldg(a.nested_code + __ldg(a.codes + b)),
-                                                      __ldg(a.nested_absmax + (a.nbs_log2 >= 0 ? b >> a.nbs_log2
-                                                                                               : b / a.nested_blocksize))),
-                             a.offset);
+                         : bnb4_dev_nested_scale(__ldg(a.nested_code + __ldg(a.codes + b)),
+                                                 __ldg(a.nested_absmax + (a.nbs_log2 >= 0 ? b >> a.nbs_log2
+                                                                                          : b / a.nested_blocksize)),
+                                                 a.offset);
         }
         a.scales[i] = PairOps<T>::pack(v, v);
     }

@@ -267,7 +267,7 @@ __global__ void __launch_bounds__(kWarps * 32, gemv_min_ctas<MT>()) gemv_4bit_ke
                 }
 #pragma unroll
                 for (int rr = 0; rr < kRows; rr++) {
-                    const float sc = NESTED ? __fadd_rn(bnb4_dev_mul_ftz(nested_map[b[u].q[rr]], b[u].s[rr]), a.offset)
+                    const float sc = NESTED ? bnb4_dev_nested_scale(nested_map[b[u].q[rr]], b[u].s[rr], a.offset)
                                             : b[u].s[rr];
 #pragma unroll
                     for (int r = 0; r < MT; r++)
@@ -419,7 +419,7 @@ __global__ void __launch_bounds__(kWarps * 32, stream_min_ctas<kStreamU>()) gemv
                 }
 #pragma unroll
                 for (int rr = 0; rr < kRows; rr++) {
-                    const float s = NESTED ? __fadd_rn(bnb4_dev_mul_ftz(nested_map[q[u][rr]], sc[u][rr]), a.offset)
+                    const float s = NESTED ? bnb4_dev_nested_scale(nested_map[q[u][rr]], sc[u][rr], a.offset)
                                            : sc[u][rr];
                     acc[rr] = fmaf(part[rr][0] + part[rr][1], s, acc[rr]); /* 0 past K: the loads were zero */
                 }
