@@ -10,7 +10,8 @@ if(BNB4_CUDA)
   add_executable(bench_cuda ${CMAKE_CURRENT_BINARY_DIR}/bench_cuda_main.c)
   target_link_libraries(bench_cuda PRIVATE bnb4_bench_cuda bnb4_static CUDA::cudart ${CMAKE_DL_LIBS})
   set_target_properties(bench_cuda PROPERTIES LINKER_LANGUAGE CXX)
-  # the read floor of the small-m kernels' access pattern (no library code: a measuring tool)
+  # the read floor of the small-m kernels' access pattern: a measuring tool on the kernels' own tensor-map,
+  # copy and barrier helpers (the internal header cuda_sm90.cuh), no library call
   add_executable(bench_cuda_read ${CMAKE_CURRENT_LIST_DIR}/bench_cuda_read.cu)
-  target_link_libraries(bench_cuda_read PRIVATE CUDA::cudart)
+  target_link_libraries(bench_cuda_read PRIVATE bnb4_internal CUDA::cudart)
 endif()

@@ -12,14 +12,14 @@
  * L2 promotion. The ratio is bytes read over the copy ceiling measured in the same run, as in
  * bench_cuda's m = 1 rows; timer and ceiling are bench_cuda's (bench_cuda_common.cuh): CUDA graphs of
  * back-to-back calls, replayed 50 ms before 7 timed batches (median), weights rotated among copies
- * spanning 3x L2. Needs compute capability 9.0 (tensor copies).
+ * spanning 3x L2. Needs compute capability 9.0 (tensor copies). The tensor maps, copies, barriers and
+ * launches are the kernels' own (cuda_sm90.cuh), so the floor is read the way the pipe kernel reads.
  */
 #include <cstring>
 
-#include <cuda.h>
-
 #define BNB4_BENCH_NAME "bench_cuda_read"
 #include "bench_cuda_common.cuh"
+#include "cuda_sm90.cuh"
 
 namespace {
 
@@ -49,7 +49,7 @@ __global__ void read16(const uint4 *__restrict__ p, size_t n, unsigned *sink) {
 __global__ void __launch_bounds__(32, 1)
     read_pipe_boxes(const __grid_constant__ CUtensorMap w_map, const __grid_constant__ CUtensorMap s_map,
                     unsigned k_steps, unsigned iters, unsigned per_cta, unsigned *sink) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#if BNB4_HAS_TMA
     extern __shared__ __align__(1024) unsigned char smem[];
     __shared__ __align__(8) uint64_t bars[kStages];
     const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem);
@@ -57,24 +57,22 @@ __global__ void __launch_bounds__(32, 1)
     const unsigned char *stages = smem + (base - raw);
     const uint32_t bar0 = (uint32_t)__cvta_generic_to_shared(bars);
     const int lane = threadIdx.x;
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+    pdl_launch_dependents();
     if (lane == 0) {
         for (int i = 0; i < kStages; i++)
-            asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(bar0 + 8 * i) : "memory");
-        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+            mbar_init(bar0 + 8 * i, 1);
+        mbar_init_fence();
     }
     __syncwarp();
-    asm volatile("griddepcontrol.wait;" ::: "memory");
+    pdl_wait();
     const unsigned begin = blockIdx.x * per_cta, end = min(iters, begin + per_cta);
     auto issue = [&](unsigned it, int slot) {
         const unsigned tile = it / k_steps, step = it - tile * k_steps;
         const uint32_t dst = base + slot * kStageBytes, bar = bar0 + 8 * slot;
         const int x = (int)(step * kRowBytes), s = (int)(step * (kScaleBytes / 4)), y = (int)(tile * kTileRows);
-        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(kStageBytes) : "memory");
-        asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];"
-                     ::"r"(dst), "l"(&w_map), "r"(x), "r"(y), "r"(bar) : "memory");
-        asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];"
-                     ::"r"(dst + kTileRows * kRowBytes), "l"(&s_map), "r"(s), "r"(y), "r"(bar) : "memory");
+        mbar_arrive_tx(bar, kStageBytes);
+        tma_load_2d(dst, &w_map, x, y, bar);
+        tma_load_2d(dst + kTileRows * kRowBytes, &s_map, s, y, bar);
     };
     if (lane == 0)
         for (int i = 0; i < kStages && begin + i < end; i++)
@@ -82,8 +80,7 @@ __global__ void __launch_bounds__(32, 1)
     unsigned acc = 0, phase = 0;
     int slot = 0;
     for (unsigned it = begin; it < end; it++) {
-        asm volatile("{\n.reg .pred p;\nW_%=:\nmbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n@!p bra W_%=;\n}"
-                     ::"r"(bar0 + 8 * slot), "r"(phase) : "memory");
+        mbar_wait(bar0 + 8 * slot, phase);
         acc ^= reinterpret_cast<const unsigned *>(stages + slot * kStageBytes)[lane];
         __syncwarp(); /* every lane has read the slot before it is refilled */
         if (lane == 0 && it + kStages < end)
@@ -100,18 +97,10 @@ __global__ void __launch_bounds__(32, 1)
 #endif
 }
 
-using EncodeTiledFn = CUresult (*)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *,
-                                   const cuuint64_t *, const cuuint32_t *, const cuuint32_t *, CUtensorMapInterleave,
-                                   CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
-EncodeTiledFn g_encode;
-
+/* a box of kTileRows rows (encode_2d: the kernels' encoder) */
 void encode(CUtensorMap *map, CUtensorMapDataType type, void *base, size_t cols, size_t rows, size_t stride,
             unsigned box_cols, CUtensorMapSwizzle swizzle, bool promote) {
-    const cuuint64_t dims[2] = {cols, rows}, strides[1] = {stride};
-    const cuuint32_t box[2] = {box_cols, (cuuint32_t)kTileRows}, elem[2] = {1, 1};
-    if (g_encode(map, type, 2, base, dims, strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle,
-                 promote ? CU_TENSOR_MAP_L2_PROMOTION_L2_256B : CU_TENSOR_MAP_L2_PROMOTION_NONE,
-                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS) {
+    if (!encode_2d(map, base, type, cols, rows, stride, box_cols, kTileRows, swizzle, promote)) {
         std::fprintf(stderr, "bench_cuda_read: tensor map encoding failed\n");
         std::exit(2);
     }
@@ -144,14 +133,10 @@ int main(int argc, char **argv) {
                     prop.name, prop.major, prop.minor);
         return 0;
     }
-    void *fn = nullptr;
-    cudaDriverEntryPointQueryResult q;
-    CK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q));
-    if (q != cudaDriverEntryPointSuccess || !fn) {
+    if (!encode_tiled()) {
         std::fprintf(stderr, "bench_cuda_read: the driver has no cuTensorMapEncodeTiled\n");
         return 2;
     }
-    g_encode = reinterpret_cast<EncodeTiledFn>(fn);
     const int sms = prop.multiProcessorCount;
     cudaStream_t s;
     CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
@@ -201,12 +186,8 @@ int main(int argc, char **argv) {
                 cfg.blockDim = dim3(32);
                 cfg.dynamicSmemBytes = kStages * kStageBytes + 1024;
                 cfg.stream = s;
-                cudaLaunchAttribute attr[1];
-                attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-                attr[0].val.programmaticStreamSerializationAllowed = 1;
-                cfg.attrs = attr;
-                cfg.numAttrs = 1;
-                CK(cudaLaunchKernelEx(&cfg, read_pipe_boxes, wm[i % copies], smap[i % copies], k_steps, iters, per, sink));
+                CK(bnb4_launch_ex(cfg, true, read_pipe_boxes, wm[i % copies], smap[i % copies], k_steps, iters, per,
+                                  sink));
             });
             row(promote ? "pipe boxes (weights + absmax), 256 B L2 lines" : "pipe boxes (weights + absmax), no promotion",
                 us, (double)(packed + absmax));
