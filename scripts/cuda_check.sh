@@ -13,10 +13,10 @@
 # default .device/shared/conformance, then ../shared/conformance), and the matmul tests again with m = 1
 # on the pipe kernel, with its TMA variant off, and with its wgmma math at every m and the tile kernel at every
 # m >= 65 on every weight size, and the pipe tests with its mma.sync math up to m = 16; (3) the wgmma
-# kernels' machine code checked for register hazards (scripts/check_wgmma_hazards.py); (4) bench_cuda, which measures its own ceilings (copy bandwidth,
-# cuBLAS) in the same run, and (not with --quick) bench_cuda_read, the read floor of the small-m kernels'
-# access pattern at each shape, where DIR or the build has it; (5) the tests in quick mode under
-# compute-sanitizer memcheck and racecheck.
+# kernels' machine code checked for register hazards (scripts/check_wgmma_hazards.py); (4) bench_cuda,
+# which measures its own ceilings (copy bandwidth, cuBLAS) in the same run, and (not with --quick)
+# bench_cuda_read, the read floor of the small-m kernels' access pattern at each shape, where DIR or the
+# build has it; (5) the tests in quick mode under compute-sanitizer memcheck and racecheck.
 # Logs go to $OUT (default build-cuda/check): log, bench.csv, read.txt, wgmma_hazards.txt.
 #
 # With the device tool (the GPU machine has nvcc 13.0 and CMake but no GoogleTest), build here and carry
