@@ -116,6 +116,12 @@ __device__ __forceinline__ unsigned bnb4_dev_arrive_acq_rel(unsigned *counter) {
     asm volatile("atom.add.acq_rel.gpu.global.u32 %0, [%1], 1;" : "=r"(old) : "l"(counter) : "memory");
     return old;
 }
+/* The counter's value, as an acquire (tests: waiting for the other contributors of a tile). */
+__device__ __forceinline__ unsigned bnb4_dev_load_acquire(const unsigned *counter) {
+    unsigned v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(counter) : "memory");
+    return v;
+}
 
 /* ---- what every matmul kernel reads of the weight ----------------------------------------------------
  * The kernels' argument structs derive from this: bnb4_qtensor's pointers and the shifts the kernels

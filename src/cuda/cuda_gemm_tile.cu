@@ -325,20 +325,28 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
                     for (int u = 0; u < 4; u++)
                         sum[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-                    for (unsigned cc = c_lo; cc <= c_hi; cc++) { /* fixed order: deterministic */
-                        const float4 *src = reinterpret_cast<const float4 *>(a.ws + slot_of(cc) * (BX * kTileRows));
-                        float4 q[4];
+                    /* fixed order: deterministic; two contributors' loads in flight together */
+                    for (unsigned cc = c_lo; cc <= c_hi; cc += 2) {
+                        float4 q[2][4];
 #pragma unroll
-                        for (int u = 0; u < 4; u++)
-                            q[u] = v0 + u * kConsumerThreads < kVec ? __ldcg(src + v0 + u * kConsumerThreads)
-                                                                    : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                        for (int p = 0; p < 2; p++) {
+                            const float4 *src =
+                                reinterpret_cast<const float4 *>(a.ws + slot_of(cc + p) * (BX * kTileRows));
 #pragma unroll
-                        for (int u = 0; u < 4; u++) {
-                            sum[u].x += q[u].x;
-                            sum[u].y += q[u].y;
-                            sum[u].z += q[u].z;
-                            sum[u].w += q[u].w;
+                            for (int u = 0; u < 4; u++)
+                                q[p][u] = cc + p <= c_hi && v0 + u * kConsumerThreads < kVec
+                                              ? __ldcg(src + v0 + u * kConsumerThreads)
+                                              : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
                         }
+#pragma unroll
+                        for (int p = 0; p < 2; p++)
+#pragma unroll
+                            for (int u = 0; u < 4; u++) {
+                                sum[u].x += q[p][u].x;
+                                sum[u].y += q[p][u].y;
+                                sum[u].z += q[p][u].z;
+                                sum[u].w += q[p][u].w;
+                            }
                     }
 #pragma unroll
                     for (int u = 0; u < 4; u++) {
@@ -459,7 +467,10 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
 /* Activation rows per tile: 256 (wgmma n = 256, 128 accumulators per thread) past m = 128, where it decodes
  * each weight once per 256 rows: at m = 512 / 2048 it took 0.71-0.93 of cuBLAS against 0.58-0.77 for
  * 128 (H200, docs/performance.md v14); up to m = 128, 128 (a 256-row tile would be half padding). */
-size_t tile_bx(size_t m) { return m > 128 ? 256 : 128; }
+size_t tile_bx(size_t m) {
+    static const size_t bx = bnb4_env_size("BNB4_CUDA_TILE_BX", 0); /* 128 or 256: every m takes it */
+    return bx == 128 || bx == 256 ? bx : m > 128 ? 256 : 128;
+}
 
 template <typename T>
 bnb4_status launch_tile_t(bnb4_cuda_state *s, const TileArgs &a, const bnb4_qtensor *w, const void *x) {
