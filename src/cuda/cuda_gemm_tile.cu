@@ -325,28 +325,20 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
                     for (int u = 0; u < 4; u++)
                         sum[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-                    /* fixed order: deterministic; two contributors' loads in flight together */
-                    for (unsigned cc = c_lo; cc <= c_hi; cc += 2) {
-                        float4 q[2][4];
+                    for (unsigned cc = c_lo; cc <= c_hi; cc++) { /* fixed order: deterministic */
+                        const float4 *src = reinterpret_cast<const float4 *>(a.ws + slot_of(cc) * (BX * kTileRows));
+                        float4 q[4];
 #pragma unroll
-                        for (int p = 0; p < 2; p++) {
-                            const float4 *src =
-                                reinterpret_cast<const float4 *>(a.ws + slot_of(cc + p) * (BX * kTileRows));
+                        for (int u = 0; u < 4; u++)
+                            q[u] = v0 + u * kConsumerThreads < kVec ? __ldcg(src + v0 + u * kConsumerThreads)
+                                                                    : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 #pragma unroll
-                            for (int u = 0; u < 4; u++)
-                                q[p][u] = cc + p <= c_hi && v0 + u * kConsumerThreads < kVec
-                                              ? __ldcg(src + v0 + u * kConsumerThreads)
-                                              : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                        for (int u = 0; u < 4; u++) {
+                            sum[u].x += q[u].x;
+                            sum[u].y += q[u].y;
+                            sum[u].z += q[u].z;
+                            sum[u].w += q[u].w;
                         }
-#pragma unroll
-                        for (int p = 0; p < 2; p++)
-#pragma unroll
-                            for (int u = 0; u < 4; u++) {
-                                sum[u].x += q[p][u].x;
-                                sum[u].y += q[p][u].y;
-                                sum[u].z += q[p][u].z;
-                                sum[u].w += q[p][u].w;
-                            }
                     }
 #pragma unroll
                     for (int u = 0; u < 4; u++) {
@@ -376,13 +368,6 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 /* Per device: whether the kernel's dynamic shared memory limit was raised. */
 template <typename T, int BX> int g_tile_smem_set[64];
-
-/* Grid size: one CTA per SM; BNB4_CUDA_TILE_CTAS=n overrides it (read per call: tests use it to force
- * tiles shared by many CTAs). */
-unsigned tile_ctas(const bnb4_cuda_state *s) {
-    const size_t v = bnb4_env_size("BNB4_CUDA_TILE_CTAS", 0);
-    return v > 0 && v <= 65535 ? (unsigned)v : (unsigned)(s->sm_count > 0 ? s->sm_count : 1);
-}
 
 template <typename T, int BX>
 bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, const void *x) {
@@ -421,11 +406,11 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
         }
         set = 1;
     }
-    size_t ctas = tile_ctas(s);
-    /* whole tiles per CTA where they fill the grid's waves to 90 %; else stream-K (equal step counts) */
-    const size_t waves = bnb4_div_up(tiles, ctas);
-    const size_t per = 10 * tiles >= 9 * waves * ctas ? waves * k_steps : bnb4_div_up(iters, ctas);
-    ctas = bnb4_div_up(iters, per);
+    /* BNB4_CUDA_TILE_CTAS=n: n CTAs, stream-K (read per call: tests use it to force tiles shared by many
+     * CTAs). Aligned runs up to 17.5 % longer (H200, v17: 14336x4096 m = 128 / 512 2-16 % faster with
+     * 16-17 % longer runs, 4096x14336 8 %; 28672x8192 m = 512, 18 % longer, 2-9 % slower) */
+    const size_t per = bnb4_cuda_steps_per_cta(s, tiles, k_steps, "BNB4_CUDA_TILE_CTAS", 175);
+    const size_t ctas = bnb4_div_up(iters, per);
     a.k_steps = (unsigned)k_steps;
     a.m_tiles = (unsigned)m_tiles;
     a.iters = (unsigned)iters;
@@ -467,10 +452,7 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
 /* Activation rows per tile: 256 (wgmma n = 256, 128 accumulators per thread) past m = 128, where it decodes
  * each weight once per 256 rows: at m = 512 / 2048 it took 0.71-0.93 of cuBLAS against 0.58-0.77 for
  * 128 (H200, docs/performance.md v14); up to m = 128, 128 (a 256-row tile would be half padding). */
-size_t tile_bx(size_t m) {
-    static const size_t bx = bnb4_env_size("BNB4_CUDA_TILE_BX", 0); /* 128 or 256: every m takes it */
-    return bx == 128 || bx == 256 ? bx : m > 128 ? 256 : 128;
-}
+size_t tile_bx(size_t m) { return m > 128 ? 256 : 128; }
 
 template <typename T>
 bnb4_status launch_tile_t(bnb4_cuda_state *s, const TileArgs &a, const bnb4_qtensor *w, const void *x) {
