@@ -112,8 +112,7 @@ void bnb4_cuda_free(bnb4_cuda_state *s, void *p) {
         cudaFreeAsync(p, s->stream);
 }
 
-size_t bnb4_cuda_steps_per_cta(const bnb4_cuda_state *s, size_t tiles, size_t k_steps, const char *grid_env,
-                               unsigned slack_permille) {
+size_t bnb4_cuda_steps_per_cta(const bnb4_cuda_state *s, size_t tiles, size_t k_steps, const char *grid_env) {
     const size_t steps = tiles * k_steps, forced = bnb4_env_size(grid_env, 0);
     if (forced > 0 && forced <= 65535)
         return bnb4_div_up(steps, forced);
@@ -122,7 +121,7 @@ size_t bnb4_cuda_steps_per_cta(const bnb4_cuda_state *s, size_t tiles, size_t k_
     for (size_t parts = 2; tiles * parts <= ctas; parts++)
         if (k_steps % parts == 0 && k_steps / parts < per)
             per = k_steps / parts;
-    return per * 1000 <= per_sk * (1000 + slack_permille) ? per : per_sk;
+    return per * 1000 <= per_sk * 1175 ? per : per_sk;
 }
 
 bnb4_status bnb4_cuda_splitk(bnb4_cuda_state *s, size_t count, size_t bytes, unsigned **counters, float **partials) {

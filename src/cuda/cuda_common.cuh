@@ -116,12 +116,6 @@ __device__ __forceinline__ unsigned bnb4_dev_arrive_acq_rel(unsigned *counter) {
     asm volatile("atom.add.acq_rel.gpu.global.u32 %0, [%1], 1;" : "=r"(old) : "l"(counter) : "memory");
     return old;
 }
-/* The counter's value, as an acquire (tests: waiting for the other contributors of a tile). */
-__device__ __forceinline__ unsigned bnb4_dev_load_acquire(const unsigned *counter) {
-    unsigned v;
-    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(counter) : "memory");
-    return v;
-}
 
 /* ---- what every matmul kernel reads of the weight ----------------------------------------------------
  * The kernels' argument structs derive from this: bnb4_qtensor's pointers and the shifts the kernels
@@ -185,17 +179,14 @@ void bnb4_cuda_free(bnb4_cuda_state *s, void *p);
 bnb4_status bnb4_cuda_splitk(bnb4_cuda_state *s, size_t count, size_t bytes, unsigned **counters, float **partials);
 
 /* The persistent matmul kernels' split of `tiles` tiles of `k_steps` steps each over a grid: every CTA
- * takes a run of `per` consecutive steps (tiles one after another); this returns per. With
- * `grid_env` set (tests, measuring) the grid is that many CTAs and per = ceil(steps / CTAs) (stream-K).
- * Otherwise, on one CTA per SM: stream-K keeps every SM busy, but a run that starts or ends inside a tile
- * shares it with the next CTA - partial sums out and back, a counter, the last one's fix-up, most of it
- * on the kernel's critical path. Aligned runs (whole tiles, or each tile in s equal parts, s dividing
- * k_steps) share no tile in mid-run, and whole ones none at all: taken where their runs are at most
- * slack_permille / 1000 longer than stream-K's. (H200, docs/performance.md v17: aligned runs 9-22 %
- * faster on 14336x4096 at m = 1..64 with 14 % longer runs; at m <= 16 on 28672x8192, 16 % longer, 1-3 %
- * slower, at m = 32 / 64 4-9 % faster.) */
-size_t bnb4_cuda_steps_per_cta(const bnb4_cuda_state *s, size_t tiles, size_t k_steps, const char *grid_env,
-                               unsigned slack_permille);
+ * takes a run of `per` consecutive steps (tiles one after another); this returns per. With `grid_env`
+ * set (tests, measuring) the grid is that many CTAs and per = ceil(steps / CTAs) (stream-K). Otherwise,
+ * on one CTA per SM: stream-K keeps every SM busy, but a run that starts or ends inside a tile shares it
+ * with the next CTA - partial sums out and back, a counter's round trip that the whole CTA waits for, and
+ * the last contributor's fix-up, most of it on the kernel's critical path. Aligned runs (whole tiles, or
+ * each tile in s equal parts, s dividing k_steps) share no tile in mid-run, and whole ones none at all:
+ * taken where their runs are at most 17.5 % longer than stream-K's (H200, docs/performance.md v17). */
+size_t bnb4_cuda_steps_per_cta(const bnb4_cuda_state *s, size_t tiles, size_t k_steps, const char *grid_env);
 
 /* Kernel launchers implemented in the kernel files (arguments already validated). */
 bnb4_status bnb4_cuda_launch_quantize(bnb4_cuda_state *s, const void *src, bnb4_dtype dt, size_t n,

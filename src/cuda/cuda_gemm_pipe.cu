@@ -6,9 +6,12 @@
  * byte per weight; the math per byte grows with m but stays under the tensor cores' rate up to m = 64).
  *
  *  - Work: the weight matrix is cut into tiles of 128 rows x K; a tile is a run of K/256 iterations of
- *    256 k. All tiles' iterations form one sequence that is split evenly over a persistent grid of one CTA
- *    per SM ("stream-K"): every SM gets the same number of iterations, whatever N, K and the SM count,
- *    and a CTA runs on from one tile into the next without draining its pipeline.
+ *    256 k. All tiles' iterations form one sequence that is cut into equal runs over a persistent grid of
+ *    at most one CTA per SM, and a CTA runs on from one tile into the next without draining its pipeline.
+ *    The runs are whole tiles or equal parts of a tile where that makes them at most 17.5 % longer than
+ *    an even split of all iterations ("stream-K", every SM the same number, whatever N, K and the SM
+ *    count), else stream-K: a run that starts or ends inside a tile hands its partial sums over, and one
+ *    in mid-run stalls the CTA (bnb4_cuda_steps_per_cta).
  *  - Loads: a ring of shared-memory stages, all but one in flight: per stage the 128 rows x 128 packed
  *    bytes (16 KB), the m activation rows x 256 k, and per row the block scales (plain absmax) or the
  *    8-bit codes (nested) it needs. So every SM keeps 48-80 KB of weights in flight with no registers
@@ -104,8 +107,7 @@ template <int NT, bool TMA, bool WG = false, bool PS = false> struct PipeShape {
     static constexpr int KParts = PS ? 4 : 2;
     static constexpr int RowGroups = kTileRows / (16 * RF);
     static constexpr int ConsumerWarps = RowGroups * KParts;
-    /* TMA: + the producer warp and the agent warp (a split-K hand-over in mid-range, see the kernel) */
-    static constexpr int Threads = ConsumerWarps * 32 + (TMA ? 64 : 0);
+    static constexpr int Threads = ConsumerWarps * 32 + (TMA ? 32 : 0);
     static_assert(Stages >= 3 && Stages <= 8, "a pipeline needs 3 stages (8 barrier pairs at most)");
     static_assert(StageBytes % 1024 == 0, "stages keep the swizzle's 1024-byte alignment");
 };
@@ -122,7 +124,6 @@ struct PipeArgs : bnb4_cuda_weight_args {
     unsigned *counters;         /* one per tile */
     unsigned k_steps, iters, per_cta, max_contrib;
     unsigned inflight;          /* TMA: stages the producer keeps issued but not landed (0: no limit) */
-    int agent;                  /* TMA: a mid-range split-K hand-over goes through the agent warp */
 };
 
 /* PairOps (cuda_sm90.cuh) plus the mma.sync of the dtype */
@@ -209,27 +210,6 @@ __device__ __forceinline__ int tma_xrow(int n) { return (n & 4) | ((n & 1) << 1)
  * 4 distinct quarters of the banks. (The activations need no reordering there: see x_off.) */
 __device__ __forceinline__ int ps_row(int g) { return ((g & 3) << 1) | (g >> 2); }
 
-/* A shared tile's fix-up by its last contributor, `nthreads` threads from `first`, one element at a time:
- * every contributor's partial sums in contributor order (deterministic), + bias, into y. */
-template <typename T, int MT>
-__device__ void fix_up_elements(const PipeArgs &a, unsigned tile, unsigned c_lo, unsigned c_hi, int first, int nthreads) {
-    T *y = reinterpret_cast<T *>(a.y);
-    const size_t base = (size_t)tile * a.max_contrib * MT * kTileRows;
-    const int e_end = (int)min(a.M, (size_t)MT) * kTileRows;
-    for (int e = first; e < e_end; e += nthreads) {
-        const int m = e / kTileRows, r = e % kTileRows;
-        const size_t n = (size_t)tile * kTileRows + r;
-        if (n >= a.N)
-            continue;
-        float v = 0.0f;
-        for (unsigned ci = 0; ci <= c_hi - c_lo; ci++)
-            v += __ldcg(a.ws + base + ((size_t)ci * MT + m) * kTileRows + r);
-        if (a.bias)
-            v += bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n]);
-        y[(size_t)m * a.N + n] = bnb4_dt<T>::from_f32(v);
-    }
-}
-
 /* TMA = false: all 512 threads issue cp.async copies for a stage and meet at __syncthreads (any sm_80+).
  * TMA = true (sm_90, the common layouts: see pipe_use_tma): one more warp produces - tensor copies of the
  * weight tile, the activations and the plain scales or nested codes - and full / empty
@@ -271,12 +251,9 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
         stages += (1024u - ((uint32_t)__cvta_generic_to_shared(stages) & 1023u)) & 1023u;
     const uint32_t stages_addr = (uint32_t)__cvta_generic_to_shared(stages);
     __shared__ int s_last;
-    /* TMA: full[STAGES], empty[STAGES], then hand (the consumers' partial sums of a mid-range hand-over are
-     * stored) */
-    __shared__ __align__(8) uint64_t s_bars[2 * 8 + 1];
+    __shared__ __align__(8) uint64_t s_bars[2 * 8]; /* TMA: full[STAGES], then empty[STAGES] */
     const uint32_t full_bar = (uint32_t)__cvta_generic_to_shared(s_bars);
     [[maybe_unused]] const uint32_t empty_bar = full_bar + 8 * STAGES;
-    [[maybe_unused]] const uint32_t hand_bar = full_bar + 8 * 16;
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, c = lane & 3;
@@ -284,12 +261,6 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
     const size_t N = a.N, K = a.K, M = a.M;
     const unsigned it_begin = blockIdx.x * a.per_cta;
     const unsigned it_end = min(a.iters, it_begin + a.per_cta);
-    /* TMA: this CTA's range starts inside a tile that ends inside the range - the first tile is shared
-     * (split-K) and its hand-over comes before the rest of the range. Its counter's atomic (an L2 round
-     * trip under full memory load) is the agent warp's, so the consumer warps go on at once; in the rare
-     * case that this CTA is the tile's last contributor, its fix-up waits for the range's end. */
-    [[maybe_unused]] const bool mid_hand =
-        TMA && a.agent && it_begin % a.k_steps != 0 && (it_begin / a.k_steps + 1) * a.k_steps < it_end;
     const T *x = reinterpret_cast<const T *>(a.x);
 #if BNB4_HAS_TMA
     if constexpr (TMA) {
@@ -299,31 +270,9 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                 mbar_init(full_bar + 8 * i, 1); /* the producer's arrival with the copies' byte count */
                 mbar_init(empty_bar + 8 * i, kConsumerWarps); /* one per consumer warp */
             }
-            mbar_init(hand_bar, kConsumerThreads);
             mbar_init_fence();
         }
         __syncthreads();
-        if (warp == kConsumerWarps + 1) { /* ---- the agent warp: the mid-range hand-over ---- */
-            if (!mid_hand)
-                return;
-            const unsigned t0 = it_begin / a.k_steps, c_lo = (t0 * a.k_steps) / a.per_cta;
-            mbar_wait(hand_bar, 0); /* every consumer thread's partial sums are stored */
-            unsigned last = 0;
-            if (lane == 0) {
-                if (a.agent == 2) /* tests: the other contributors count first, so this path runs */
-                    while (bnb4_dev_load_acquire(a.counters + t0) != blockIdx.x - c_lo)
-                        ;
-                last = bnb4_dev_arrive_acq_rel(a.counters + t0) == blockIdx.x - c_lo;
-            }
-            last = __shfl_sync(~0u, last, 0);
-            __syncwarp(); /* (lane 0's acquire, then the warp's loads of the other partial sums) */
-            if (last) { /* rare: the other contributors were done first */
-                fix_up_elements<T, MT>(a, t0, c_lo, blockIdx.x, lane, 32);
-                if (lane == 0)
-                    a.counters[t0] = 0; /* ready for the next launch on this stream */
-            }
-            return;
-        }
         if (warp == kConsumerWarps) { /* ---- the producer warp: one lane issues every copy ---- */
             if (lane != 0)
                 return;
@@ -343,7 +292,10 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
             uint32_t phase = 0, lag_phase = 0;
             for (unsigned it = it_begin; it < it_end; it++) {
                 mbar_wait(empty_bar + 8 * slot, phase ^ 1u); /* the consumers are done with the slot */
-                if (a.inflight && it - it_begin >= a.inflight) { /* at most `inflight` stages on their way */
+                /* at most `inflight` stages on their way: the memory serves a CTA's queued copies together,
+                 * so with all stages queued at once the first landed late (v17: m = 1 on the mid shapes
+                 * 2-6 % faster with 3) */
+                if (a.inflight && it - it_begin >= a.inflight) {
                     mbar_wait(full_bar + 8 * lag_slot, lag_phase);
                     if (++lag_slot == STAGES) {
                         lag_slot = 0;
@@ -646,52 +598,6 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
     };
     [[maybe_unused]] auto load_nab = [&](int f, int h, unsigned at_step) {
         return kQuadScales ? load_nab_at(own_on, own_first, at_step) : load_nab_at(on_[f][h], first_[f][h], at_step);
-    };
-    /* The last contributor of a shared tile sums every contributor's partial sums, in contributor order
-     * (deterministic), adds the bias and stores y. */
-    const auto fix_up = [&](unsigned tile, unsigned c_lo, unsigned c_hi) {
-        T *y = reinterpret_cast<T *>(a.y);
-        const size_t first = (size_t)tile * a.max_contrib * MT * kTileRows;
-        /* TMA, m <= 16 (up to 4 elements per thread): all the thread's partial sums loaded before its first
-         * store (a store to y orders the loads after it: a round trip per element, where the last CTA's
-         * fix-up is on the kernel's critical path); elsewhere one element at a time (registers are short;
-         * the compiler unrolls the contributor loop and issues its loads together) */
-        constexpr int kE = (MT * kTileRows + kConsumerThreads - 1) / kConsumerThreads; /* elements per thread */
-        const int e_end = (int)min(M, (size_t)MT) * kTileRows;
-        if constexpr (TMA && kE <= 4) {
-            float v[kE];
-            bool ok[kE];
-#pragma unroll
-            for (int q = 0; q < kE; q++) {
-                const int e = tid + q * kConsumerThreads;
-                ok[q] = e < e_end && (size_t)tile * kTileRows + e % kTileRows < N;
-                v[q] = 0.0f;
-            }
-            for (unsigned ci = 0; ci <= c_hi - c_lo; ci++) /* fixed order: deterministic */
-#pragma unroll
-                for (int q = 0; q < kE; q++) {
-                    const int e = tid + q * kConsumerThreads;
-                    const float p = ok[q] ? __ldcg(a.ws + first + ((size_t)ci * MT + e / kTileRows) * kTileRows +
-                                                   e % kTileRows)
-                                          : 0.0f;
-                    v[q] += p;
-                }
-#pragma unroll
-            for (int q = 0; q < kE; q++) {
-                const int e = tid + q * kConsumerThreads, m = e / kTileRows;
-                const size_t n = (size_t)tile * kTileRows + e % kTileRows;
-                if (ok[q]) {
-                    float w = v[q];
-                    if (a.bias)
-                        w += bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n]);
-                    y[(size_t)m * N + n] = bnb4_dt<T>::from_f32(w);
-                }
-            }
-        } else {
-            fix_up_elements<T, MT>(a, tile, c_lo, c_hi, tid, kConsumerThreads);
-        }
-        if (tid == 0)
-            a.counters[tile] = 0; /* ready for the next launch on this stream */
     };
     /* One turn of the outer loop per tile this CTA works on (or the part of it in its range); the inner
      * loop runs that tile's steps with no tile-end tests, the tile's end follows it. */
@@ -1024,19 +930,64 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                         a.ws[slot_base + (size_t)m * kTileRows + r] = acc[f][nt][i];
                     acc[f][nt][i] = 0.0f;
                 }
-#if BNB4_HAS_TMA
-        if (mid_hand && it < it_stop) { /* the first tile's hand-over, in mid-range: the agent warp counts it */
-            mbar_arrive(hand_bar);
-            continue;
-        }
-#endif
         consumer_sync<kConsumerThreads>(); /* every partial sum stored, then counted (bnb4_dev_arrive_acq_rel) */
         if (tid == 0)
             s_last = bnb4_dev_arrive_acq_rel(a.counters + cur_t) == c_hi - c_lo;
         consumer_sync<kConsumerThreads>();
         if (!s_last)
             continue;
-        fix_up(cur_t, c_lo, c_hi);
+        const size_t first = (size_t)cur_t * a.max_contrib * MT * kTileRows;
+        /* TMA, m <= 16 (up to 4 elements per thread): all the thread's partial sums loaded before its first
+         * store (a store to y orders the loads after it: a round trip per element, where the last CTA's
+         * fix-up is on the kernel's critical path); elsewhere one element at a time (registers are short;
+         * the compiler unrolls the contributor loop and issues its loads together) */
+        constexpr int kE = (MT * kTileRows + kConsumerThreads - 1) / kConsumerThreads; /* elements per thread */
+        const int e_end = (int)min(M, (size_t)MT) * kTileRows;
+        if constexpr (TMA && kE <= 4) {
+            float v[kE];
+            bool ok[kE];
+#pragma unroll
+            for (int q = 0; q < kE; q++) {
+                const int e = tid + q * kConsumerThreads;
+                ok[q] = e < e_end && (size_t)cur_t * kTileRows + e % kTileRows < N;
+                v[q] = 0.0f;
+            }
+            for (unsigned ci = 0; ci <= c_hi - c_lo; ci++) /* fixed order: deterministic */
+#pragma unroll
+                for (int q = 0; q < kE; q++) {
+                    const int e = tid + q * kConsumerThreads;
+                    const float p = ok[q] ? __ldcg(a.ws + first + ((size_t)ci * MT + e / kTileRows) * kTileRows +
+                                                   e % kTileRows)
+                                          : 0.0f;
+                    v[q] += p;
+                }
+#pragma unroll
+            for (int q = 0; q < kE; q++) {
+                const int e = tid + q * kConsumerThreads, m = e / kTileRows;
+                const size_t n = (size_t)cur_t * kTileRows + e % kTileRows;
+                if (ok[q]) {
+                    float w = v[q];
+                    if (a.bias)
+                        w += bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n]);
+                    y[(size_t)m * N + n] = bnb4_dt<T>::from_f32(w);
+                }
+            }
+        } else {
+            for (int e = tid; e < e_end; e += kConsumerThreads) {
+                const int m = e / kTileRows, r = e % kTileRows;
+                const size_t n = (size_t)cur_t * kTileRows + r;
+                if (n >= N)
+                    continue;
+                float v = 0.0f;
+                for (unsigned ci = 0; ci <= c_hi - c_lo; ci++) /* fixed order: deterministic */
+                    v += __ldcg(a.ws + first + ((size_t)ci * MT + m) * kTileRows + r);
+                if (a.bias)
+                    v += bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n]);
+                y[(size_t)m * N + n] = bnb4_dt<T>::from_f32(v);
+            }
+        }
+        if (tid == 0)
+            a.counters[cur_t] = 0; /* ready for the next launch on this stream */
     }
 #if BNB4_HAS_WGMMA
     /* (every turn that ends the loop ended a tile, so no wgmma is in flight here; without this wait ptxas
@@ -1132,16 +1083,16 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     const size_t tiles = bnb4_div_up(a.N, kTileRows), k_steps = bnb4_div_up(a.K, kStepK);
     const size_t iters = tiles * k_steps;
     /* BNB4_CUDA_PIPE_CTAS=n: n CTAs, stream-K (read per call: tests use it to force tiles shared by many
-     * CTAs and CTAs spanning tiles on small shapes). Aligned runs: up to 17.5 % longer, at m <= 16 15 %
-     * (there the hand-overs cost less and more SMs reach the memory's pace sooner) */
-    const size_t per = bnb4_cuda_steps_per_cta(s, tiles, k_steps, "BNB4_CUDA_PIPE_CTAS", a.M <= 16 ? 150 : 175);
+     * CTAs and CTAs spanning tiles on small shapes). Aligned runs (H200, v17): 14336x4096 16 steps per CTA
+     * against stream-K's 14, 9-23 % faster at m = 1..64; 28672x8192 64 against 55, within 1-3 % at m <= 16
+     * and 4-9 % faster at m = 32 / 64 */
+    const size_t per = bnb4_cuda_steps_per_cta(s, tiles, k_steps, "BNB4_CUDA_PIPE_CTAS");
     const size_t ctas = bnb4_div_up(iters, per);
     a.k_steps = (unsigned)k_steps;
     a.iters = (unsigned)iters;
     a.per_cta = (unsigned)per;
     a.max_contrib = (unsigned)(bnb4_div_up(k_steps, per) + 1);
     a.inflight = (unsigned)bnb4_env_size("BNB4_CUDA_PIPE_INFLIGHT", 3);
-    a.agent = (int)bnb4_env_size("BNB4_CUDA_PIPE_AGENT", 1); /* 0: off (measuring); 2: tests (the kernel) */
     if (per % k_steps != 0) { /* some tile is shared by CTAs: workspace and counters */
         const bnb4_status st = bnb4_cuda_splitk(s, tiles, tiles * a.max_contrib * S::MT * kTileRows * sizeof(float),
                                                 &a.counters, &a.ws);

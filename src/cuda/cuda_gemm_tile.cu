@@ -7,8 +7,9 @@
  *  - Tiles: 128 weight rows x BX activation rows (the wgmma's n: 128 up to m = 128, else 256), all of K.
  *    Tile t is (weight tile t / m_tiles, activation tile t % m_tiles), so CTAs running side by side share
  *    weight tiles (one DRAM read) and the activations' k slices (L2). A tile is a run of K / 64 steps of 64 k;
- *    the steps of all tiles are split evenly over a persistent grid of one CTA per SM (stream-K: no
- *    partial last wave), or whole tiles per CTA where the tiles fill the grid's waves to 90 %.
+ *    the steps of all tiles are cut into equal runs over a persistent grid of at most one CTA per SM:
+ *    whole tiles or equal parts of a tile where that makes the runs at most 17.5 % longer than an even
+ *    split of all steps (stream-K: no partial last wave), else stream-K (bnb4_cuda_steps_per_cta).
  *  - Loads (one lane of a producer warpgroup): per step one tensor copy of the activations (BX rows x 64
  *    k, 128-byte swizzle: what wgmma reads as B), one of the packed weights (128 rows x 32 bytes, 32-byte
  *    swizzle) and one of the rows' scales into a ring of stages, with full / empty mbarriers per stage.
@@ -407,9 +408,9 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
         set = 1;
     }
     /* BNB4_CUDA_TILE_CTAS=n: n CTAs, stream-K (read per call: tests use it to force tiles shared by many
-     * CTAs). Aligned runs up to 17.5 % longer (H200, v17: 14336x4096 m = 128 / 512 2-16 % faster with
-     * 16-17 % longer runs, 4096x14336 8 %; 28672x8192 m = 512, 18 % longer, 2-9 % slower) */
-    const size_t per = bnb4_cuda_steps_per_cta(s, tiles, k_steps, "BNB4_CUDA_TILE_CTAS", 175);
+     * CTAs). Aligned runs (H200, v17): 14336x4096 m = 128 / 512 with 16-17 % longer runs 11-24 % faster,
+     * 4096x14336 tiles in halves or quarters 6-10 %; 28672x8192 m = 512, 18 % longer, 2-9 % slower */
+    const size_t per = bnb4_cuda_steps_per_cta(s, tiles, k_steps, "BNB4_CUDA_TILE_CTAS");
     const size_t ctas = bnb4_div_up(iters, per);
     a.k_steps = (unsigned)k_steps;
     a.m_tiles = (unsigned)m_tiles;

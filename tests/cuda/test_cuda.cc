@@ -607,40 +607,6 @@ TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
         }
 }
 
-// A CTA whose range starts inside a tile and runs past its end hands that tile's partial sums over to its
-// agent warp (TMA variant), which counts them and, if the CTA turns out to be the tile's last contributor,
-// does the tile's fix-up itself - a path the timing of a real run rarely takes. BNB4_CUDA_PIPE_AGENT=2
-// makes the agent wait for the other contributors first, so it always does the fix-up here. 300 x 2048
-// (3 tiles of 8 steps): grids of 5 and 10 CTAs (5 and 3 steps each) start ranges inside tiles that end
-// inside them.
-TEST_F(CudaTest, PipeKernelAgentFixesUpTheFirstTile) {
-    struct Env {
-        Env() { setenv("BNB4_CUDA_PIPE_AGENT", "2", 1); }
-        ~Env() { unsetenv("BNB4_CUDA_PIPE_AGENT"); }
-    } env;
-    auto g = rng(108);
-    const size_t N = 300, K = 2048, bs = 64;
-    const bool pipe_m1 = std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMV, BNB4_F16, 1), "pipe") != nullptr;
-    for (int nested = 0; nested < 2; nested++) {
-        const HostWeight w = make_weight(N, K, bs, BNB4_NF4, g);
-        DeviceWeight dw(w);
-        const bnb4_qtensor wd = dw.device(nested), wh = dw.host(nested);
-        for (size_t m : {1, 2, 9, 17, 40})
-            for (bnb4_dtype dt : {BNB4_F16, BNB4_BF16}) {
-                if (m == 1 && !pipe_m1)
-                    continue;
-                const size_t es = bnb4_dtype_size(dt);
-                const Array x = randn(dt, m * K, g), bias = randn(dt, N, g);
-                const std::vector<double> want = reference_matmul(wh, x, m, &bias);
-                DevBuf dx(x.data(), m * K * es), db(bias.data(), N * es);
-                check_gemm_on_grids(wd, dt, m, dx.as<void>(), db.as<void>(), want, "BNB4_CUDA_PIPE_CTAS", {"5", "10"},
-                                    "m " + std::to_string(m) + " " + bnb4_dtype_name(dt) + (nested ? " nested" : ""));
-                if (HasFatalFailure())
-                    return;
-            }
-    }
-}
-
 // The fused wgmma tile kernel for m past 64 (compute capability 9.0, sm_90a build): 128 weight rows x 128
 // activation rows per tile (256 past m = 128), 64-k steps split over the grid (stream-K) or whole tiles per
 // CTA. The grid is forced small (BNB4_CUDA_TILE_CTAS, read per call) so tiles are shared by 2..many CTAs
