@@ -215,7 +215,7 @@ bnb4_status bnb4_cuda_launch_dequantize(bnb4_cuda_state *s, const bnb4_qtensor *
  * BNB4_CUDA_GEMV_KERNEL=stream|stream2|stream4|table overrides it. */
 #define BNB4_CUDA_GEMV_STREAM_DEFAULT 1
 /* m = 1..BNB4_CUDA_PIPE_MAX_M with f16/bf16 activations (after the gemv kernel's m): the pipelined
- * stream-K tensor-core kernel (cuda_gemm_pipe.cu); BNB4_CUDA_PIPE_MAX_M in the environment overrides it
+ * tensor-core kernel (cuda_gemm_pipe.cu); BNB4_CUDA_PIPE_MAX_M in the environment overrides it
  * (0 turns it off, at most BNB4_CUDA_PIPE_LIMIT_M). */
 #define BNB4_CUDA_PIPE_MAX_M 64
 #define BNB4_CUDA_PIPE_LIMIT_M 64

@@ -558,10 +558,11 @@ void CudaTest::check_gemm_on_grids(const bnb4_qtensor &wd, bnb4_dtype dt, size_t
     }
 }
 
-// The pipelined tensor-core kernel splits all tiles' 256-k iterations evenly over its grid (stream-K).
-// On the real grid (one CTA per SM) small shapes rarely share a tile between CTAs, so the grid is forced
-// small (BNB4_CUDA_PIPE_CTAS, read per call): 1 CTA doing everything, CTAs running from one tile into the
-// next, tiles summed from 2..9 CTAs' partials, odd N / partial last step / blocksizes past the step.
+// The pipelined tensor-core kernel cuts all tiles' 256-k iterations into equal runs over its grid: whole
+// tiles or equal parts of tiles on the default grid ("0", at most one CTA per SM), stream-K on a forced
+// one (BNB4_CUDA_PIPE_CTAS, read per call), which makes small shapes share tiles between CTAs: 1 CTA doing
+// everything, CTAs running from one tile into the next, tiles summed from 2..9 CTAs' partials, odd N /
+// partial last step / blocksizes past the step.
 // On sm_90 the shapes with blocksize 32/64 and whole blocks per step run the kernel's TMA variant (plain:
 // K % (4 blocksize) == 0; nested: K % (16 blocksize) == 0), the others its cp.async variant.
 TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
@@ -608,8 +609,8 @@ TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
 }
 
 // The fused wgmma tile kernel for m past 64 (compute capability 9.0, sm_90a build): 128 weight rows x 128
-// activation rows per tile (256 past m = 128), 64-k steps split over the grid (stream-K) or whole tiles per
-// CTA. The grid is forced small (BNB4_CUDA_TILE_CTAS, read per call) so tiles are shared by 2..many CTAs
+// activation rows per tile (256 past m = 128), 64-k steps cut into equal runs over the grid as the pipe
+// kernel's. The grid is forced small (BNB4_CUDA_TILE_CTAS, read per call) so tiles are shared by 2..many CTAs
 // and CTAs run across tiles; odd N and m (rows past the matrix in the boxes), a partial last step (K % 64 == 32),
 // blocksize 32 (two scales per step) and blocks longer than a row (bs 4096 > K).
 TEST_F(CudaTest, TileKernelSplitsTilesOverAnyGrid) {
