@@ -294,7 +294,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                 mbar_wait(empty_bar + 8 * slot, phase ^ 1u); /* the consumers are done with the slot */
                 /* at most `inflight` stages on their way: the memory serves a CTA's queued copies together,
                  * so with all stages queued at once the first landed late (v17: m = 1 on the mid shapes
-                 * 2-6 % faster with 3) */
+                 * 1-5 % faster with 3) */
                 if (a.inflight && it - it_begin >= a.inflight) {
                     mbar_wait(full_bar + 8 * lag_slot, lag_phase);
                     if (++lag_slot == STAGES) {
