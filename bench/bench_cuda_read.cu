@@ -9,11 +9,12 @@
  * packed bytes; and a persistent grid of one CTA per SM whose one warp streams, by tensor copies into six
  * shared-memory stages, the pipe kernel's boxes in stream-K order (128 rows x 128 packed bytes, and
  * the rows' 16 bytes of absmax, per step; the pipe kernel itself reads whole tiles per CTA on some shapes
- * since v17), with programmatic dependent launch, with and without 256-byte L2 promotion. The ratio is bytes read over the copy ceiling measured in the same run, as in
- * bench_cuda's m = 1 rows; timer and ceiling are bench_cuda's (bench_cuda_common.cuh): CUDA graphs of
- * back-to-back calls, replayed 50 ms before 7 timed batches (median), weights rotated among copies
- * spanning 3x L2. Needs compute capability 9.0 (tensor copies). The tensor maps, copies, barriers and
- * launches are the kernels' own (cuda_sm90.cuh), so the floor is read the way the pipe kernel reads.
+ * since v17), with programmatic dependent launch, with and without 256-byte L2 promotion. The ratio is
+ * bytes read over the copy ceiling measured in the same run, as in bench_cuda's m = 1 rows; timer and
+ * ceiling are bench_cuda's (bench_cuda_common.cuh): CUDA graphs of back-to-back calls, replayed 50 ms
+ * before 7 timed batches (median), weights rotated among copies spanning 3x L2. Needs compute
+ * capability 9.0 (tensor copies). The tensor maps, copies, barriers and launches are the kernels' own
+ * (cuda_sm90.cuh), so the floor is read the way the pipe kernel reads.
  */
 #include <cstring>
 
