@@ -113,15 +113,10 @@ void bnb4_cuda_free(bnb4_cuda_state *s, void *p) {
 }
 
 size_t bnb4_cuda_steps_per_cta(const bnb4_cuda_state *s, size_t tiles, size_t k_steps, const char *grid_env) {
-    const size_t steps = tiles * k_steps, forced = bnb4_env_size(grid_env, 0);
+    const size_t forced = bnb4_env_size(grid_env, 0);
     if (forced > 0 && forced <= 65535)
-        return bnb4_div_up(steps, forced);
-    const size_t ctas = s->sm_count > 0 ? (size_t)s->sm_count : 1, per_sk = bnb4_div_up(steps, ctas);
-    size_t per = bnb4_div_up(tiles, ctas) * k_steps; /* whole tiles */
-    for (size_t parts = 2; tiles * parts <= ctas; parts++)
-        if (k_steps % parts == 0 && k_steps / parts < per)
-            per = k_steps / parts;
-    return per * 1000 <= per_sk * 1175 ? per : per_sk;
+        return bnb4_div_up(tiles * k_steps, forced);
+    return bnb4_grid_steps_per_cta(tiles, k_steps, s->sm_count > 0 ? (size_t)s->sm_count : 1);
 }
 
 bnb4_status bnb4_cuda_splitk(bnb4_cuda_state *s, size_t count, size_t bytes, unsigned **counters, float **partials) {

@@ -19,6 +19,7 @@
 
 #include "bnb4_backend.h"
 #include "bnb4_format.h"
+#include "cuda_grid.h"
 
 /* ---- per-context state (owned by cuda_backend.cu) ------------------------------------------------ */
 struct bnb4_cuda_state {
@@ -178,14 +179,9 @@ void bnb4_cuda_free(bnb4_cuda_state *s, void *p);
  * of a model's layers allocates nothing and can be captured in a CUDA graph. */
 bnb4_status bnb4_cuda_splitk(bnb4_cuda_state *s, size_t count, size_t bytes, unsigned **counters, float **partials);
 
-/* The persistent matmul kernels' split of `tiles` tiles of `k_steps` steps each over a grid: every CTA
- * takes a run of `per` consecutive steps (tiles one after another); this returns per. With `grid_env`
- * set (tests, measuring) the grid is that many CTAs and per = ceil(steps / CTAs) (stream-K). Otherwise,
- * on one CTA per SM: stream-K keeps every SM busy, but a run that starts or ends inside a tile shares it
- * with the next CTA - partial sums out and back, a counter's round trip that the whole CTA waits for, and
- * the last contributor's fix-up, most of it on the kernel's critical path. Aligned runs (whole tiles, or
- * each tile in s equal parts, s dividing k_steps) share no tile in mid-run, and whole ones none at all:
- * taken where their runs are at most 17.5 % longer than stream-K's (H200, docs/performance.md v17). */
+/* Steps per CTA of the persistent matmul kernels: with `grid_env` set (tests, measuring) that many CTAs
+ * and per = ceil(steps / CTAs) (stream-K); otherwise aligned runs or stream-K on one CTA per SM
+ * (bnb4_grid_steps_per_cta, cuda_grid.h). */
 size_t bnb4_cuda_steps_per_cta(const bnb4_cuda_state *s, size_t tiles, size_t k_steps, const char *grid_env);
 
 /* Kernel launchers implemented in the kernel files (arguments already validated). */

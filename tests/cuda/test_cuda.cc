@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "bnb4.h"
+#include "cuda_grid.h"
 #include "bnb4_format.h"
 #include "bnb4_half.h"
 #include "bnb4_ref.h"
@@ -556,6 +557,35 @@ void CudaTest::check_gemm_on_grids(const bnb4_qtensor &wd, bnb4_dtype dt, size_t
         ASSERT_EQ(0u, nonfinite) << what << ": unwritten or non-finite outputs";
         EXPECT_LE(rel_err(gotd, want), tolerance(dt)) << what;
     }
+}
+
+// How the persistent matmul kernels cut tiles x steps over a grid (cuda_grid.h: host code, checked on
+// every machine). The benchmark's cases: 14336x4096 takes whole tiles (16 steps against stream-K's 14),
+// 4096x14336 tiles in quarters, 28672x8192 at m = 512 (448 tiles of 128 steps) stays stream-K, 17.7 %
+// longer runs being past the slack; then every (tiles, steps, CTAs) up to a size: each run a whole number
+// of tiles or a tile's equal part (or stream-K's length), at most 17.5 % longer than stream-K's, on at
+// most the CTAs given.
+TEST(CudaGrid, AlignedRunsWhereTheyCostLittle) {
+    EXPECT_EQ(16u, bnb4_grid_steps_per_cta(112, 16, 132));  // pipe 14336x4096
+    EXPECT_EQ(64u, bnb4_grid_steps_per_cta(224, 32, 132));  // pipe 28672x8192: 64 <= 1.175 x 55
+    EXPECT_EQ(14u, bnb4_grid_steps_per_cta(32, 56, 132));   // pipe 4096x14336: quarters
+    EXPECT_EQ(4u, bnb4_grid_steps_per_cta(32, 16, 132));    // pipe 4096x4096: quarters
+    EXPECT_EQ(112u, bnb4_grid_steps_per_cta(64, 224, 132)); // tile 4096x14336 m = 512: halves
+    EXPECT_EQ(435u, bnb4_grid_steps_per_cta(448, 128, 132)); // tile 28672x8192 m = 512: stream-K
+    EXPECT_EQ(1u, bnb4_grid_steps_per_cta(1, 7, 132));      // 7 steps, no divisor fits: stream-K
+    EXPECT_EQ(60u, bnb4_grid_steps_per_cta(3, 20, 1));      // one CTA takes everything
+    for (size_t tiles = 1; tiles <= 40; tiles++)
+        for (size_t k = 1; k <= 40; k++)
+            for (size_t ctas : {1, 2, 3, 7, 16, 33, 132}) {
+                const size_t per = bnb4_grid_steps_per_cta(tiles, k, ctas), steps = tiles * k;
+                const size_t per_sk = (steps + ctas - 1) / ctas;
+                const std::string what = std::to_string(tiles) + " x " + std::to_string(k) + " on " +
+                                         std::to_string(ctas);
+                ASSERT_GE(per, per_sk) << what;
+                ASSERT_LE(per * 1000, per_sk * 1175) << what;
+                ASSERT_TRUE(per == per_sk || per % k == 0 || k % per == 0) << what;
+                ASSERT_LE((steps + per - 1) / per, ctas) << what;
+            }
 }
 
 // The pipelined tensor-core kernel cuts all tiles' 256-k iterations into equal runs over its grid: whole

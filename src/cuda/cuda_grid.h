@@ -1,0 +1,29 @@
+/*
+ * cuda_grid.h - how the persistent matmul kernels (cuda_gemm_pipe.cu, cuda_gemm_tile.cu) cut their work
+ * over a grid. Host code without CUDA, so the CUDA tests check it on machines without a GPU too.
+ *
+ * The work is `tiles` tiles of `k_steps` steps each, one after another; every CTA takes a run of `per`
+ * consecutive steps. Stream-K (per = ceil(steps / ctas)) keeps every SM busy, but a run that starts or
+ * ends inside a tile shares it with the next CTA - partial sums out and back, a counter's round trip
+ * that the whole CTA waits for, and the last contributor's fix-up, most of it on the kernel's critical
+ * path. Aligned runs (whole tiles, or each tile in s equal parts, s dividing k_steps) share no tile in
+ * mid-run, and whole ones none at all: taken where they are at most 17.5 % longer than stream-K's (H200,
+ * docs/performance.md v17: 14336x4096 with 16 steps per CTA against 14 9-24 % faster at m = 1..512;
+ * 28672x8192 m = 512 with 17.7 % longer runs 2-9 % slower).
+ */
+#ifndef BNB4_CUDA_GRID_H
+#define BNB4_CUDA_GRID_H
+
+#include <stddef.h>
+
+/* Steps per CTA on at most `ctas` CTAs (tiles, k_steps, ctas >= 1). */
+static inline size_t bnb4_grid_steps_per_cta(size_t tiles, size_t k_steps, size_t ctas) {
+    const size_t steps = tiles * k_steps, per_sk = steps / ctas + (steps % ctas != 0);
+    size_t per = (tiles / ctas + (tiles % ctas != 0)) * k_steps; /* whole tiles */
+    for (size_t parts = 2; tiles * parts <= ctas; parts++)
+        if (k_steps % parts == 0 && k_steps / parts < per)
+            per = k_steps / parts;
+    return per * 1000 <= per_sk * 1175 ? per : per_sk;
+}
+
+#endif
