@@ -241,7 +241,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
     constexpr int RF = S::RF, KP = S::KParts, RG = S::RowGroups;
     constexpr int U = PS ? 2 : 4; /* 4-byte words of a weight row a thread takes per step */
     extern __shared__ __align__(128) unsigned char smem[];
-    unsigned char *table = smem; /* at the base: its loads take the address as a register + constant */
+    unsigned char *table = smem; /* the code-pair table (its lookups go through table_s) */
     /* the table's shared address, shuffled from lane 0 so the compiler knows it is warp-uniform and keeps
      * it in a uniform register (each lookup one LDS [R + UR]) */
     const uint32_t table_s = __shfl_sync(~0u, (uint32_t)__cvta_generic_to_shared(table), 0);
@@ -1048,6 +1048,13 @@ bool pipe_tma_encode(const PipeArgs &a, const bnb4_qtensor *w, int mt, PipeMaps 
                      (unsigned)(kStepK >> a.bs_log2), kTileRows, CU_TENSOR_MAP_SWIZZLE_NONE, false);
 }
 
+/* The TMA producer's in-flight window (PipeArgs::inflight): 3 stages, BNB4_CUDA_PIPE_INFLIGHT=n for
+ * measuring (read once: not a getenv per launch). */
+unsigned pipe_inflight() {
+    static const unsigned n = (unsigned)bnb4_env_size("BNB4_CUDA_PIPE_INFLIGHT", 3);
+    return n;
+}
+
 template <typename T, int NT, bool NESTED, bool TMA, bool WG, bool PS>
 bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     using S = PipeShape<NT, TMA, WG, PS>;
@@ -1092,7 +1099,7 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     a.iters = (unsigned)iters;
     a.per_cta = (unsigned)per;
     a.max_contrib = (unsigned)(bnb4_div_up(k_steps, per) + 1);
-    a.inflight = (unsigned)bnb4_env_size("BNB4_CUDA_PIPE_INFLIGHT", 3);
+    a.inflight = pipe_inflight();
     if (per % k_steps != 0) { /* some tile is shared by CTAs: workspace and counters */
         const bnb4_status st = bnb4_cuda_splitk(s, tiles, tiles * a.max_contrib * S::MT * kTileRows * sizeof(float),
                                                 &a.counters, &a.ws);
