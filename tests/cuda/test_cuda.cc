@@ -402,24 +402,25 @@ struct HostWeight {
     std::vector<uint8_t> packed, codes;
     std::vector<float> absmax, nabs;
     float offset = 0.0f;
+    size_t nbs = 256; // nested blocksize
 };
 
-HostWeight make_weight(size_t N, size_t K, size_t bs, bnb4_quant_type qt, std::mt19937_64 &g) {
-    HostWeight w{N, K, bs, qt, {}, {}, {}, {}, 0.0f};
+HostWeight make_weight(size_t N, size_t K, size_t bs, bnb4_quant_type qt, std::mt19937_64 &g, size_t nbs = 256) {
+    HostWeight w{N, K, bs, qt, {}, {}, {}, {}, 0.0f, nbs};
     const size_t n = N * K, nb = ceil_div(n, bs);
     const Array src = randn(BNB4_F32, n, g, 0.05f);
     w.packed.resize((n + 1) / 2);
     w.absmax.resize(nb);
     bnb4_ref_quantize_blocks(src.data(), BNB4_F32, n, bs, qt, 0, nb, w.packed.data(), w.absmax.data());
     w.codes.resize(nb);
-    w.nabs.resize(ceil_div(nb, 256));
+    w.nabs.resize(ceil_div(nb, nbs));
     w.offset = bnb4_ref_nested_offset(w.absmax.data(), nb);
-    bnb4_ref_quantize_nested_blocks(w.absmax.data(), nb, w.offset, 256, 0, w.nabs.size(), w.codes.data(),
+    bnb4_ref_quantize_nested_blocks(w.absmax.data(), nb, w.offset, nbs, 0, w.nabs.size(), w.codes.data(),
                                     w.nabs.data());
     return w;
 }
 
-// A HostWeight uploaded, with its device and host views (plain or nested absmax, nested blocksize 256).
+// A HostWeight uploaded, with its device and host views (plain or nested absmax).
 struct DeviceWeight {
     const HostWeight &h;
     DevBuf packed, absmax, codes, nabs, code;
@@ -429,12 +430,12 @@ struct DeviceWeight {
           code(bnb4_nested_code(), 1024) {}
     bnb4_qtensor device(bool nested) {
         return nested ? bnb4_qtensor_nested(h.N, h.K, h.bs, h.qt, packed.as<uint8_t>(), codes.as<uint8_t>(),
-                                            nabs.as<float>(), code.as<float>(), h.offset, 256)
+                                            nabs.as<float>(), code.as<float>(), h.offset, h.nbs)
                       : bnb4_qtensor_plain(h.N, h.K, h.bs, h.qt, packed.as<uint8_t>(), absmax.as<float>());
     }
     bnb4_qtensor host(bool nested) const {
         return nested ? bnb4_qtensor_nested(h.N, h.K, h.bs, h.qt, h.packed.data(), h.codes.data(), h.nabs.data(),
-                                            bnb4_nested_code(), h.offset, 256)
+                                            bnb4_nested_code(), h.offset, h.nbs)
                       : bnb4_qtensor_plain(h.N, h.K, h.bs, h.qt, h.packed.data(), h.absmax.data());
     }
 };
@@ -597,25 +598,27 @@ TEST(CudaGrid, AlignedRunsWhereTheyCostLittle) {
 // K % (4 blocksize) == 0; nested: K % (16 blocksize) == 0), the others its cp.async variant.
 TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
     auto g = rng(106);
-    struct Shape { size_t N, K, bs; };
     // (70 x 384 bs32 and 200 x 1280 bs64 take the 16-byte scale copies, the first with a half last step;
     // TMA: 70 x 384, 200 x 1280 and 520 x 2304 plain, 136 x 1024 bs64 and 520 x 2560 bs32 plain and
     // nested, N past the tile's rows, a step's codes in the second half of their 16-code run, and at
-    // m = 17 / 40 activation rows past m in the boxes; bs64 at m <= 16 the post-scaled k quarters)
-    std::vector<Shape> shapes = {{300, 1056, 64}, {1000, 2080, 32}, {130, 4096, 256}, {257, 512, 4096},
-                                 {64, 8192, 128}, {70, 384, 32},    {200, 1280, 64},  {136, 1024, 64},
-                                 {520, 2304, 32}, {520, 2560, 32}};
+    // m = 17 / 40 activation rows past m in the boxes; bs64 at m <= 16 the post-scaled k quarters; nested
+    // blocksizes 2 and 4, under a step's 4 / 8 blocks of a row, so a row's blocks in one step have
+    // different nested absmax)
+    struct Shape { size_t N, K, bs, nbs = 256; };
+    std::vector<Shape> shapes = {{300, 1056, 64},    {1000, 2080, 32}, {130, 4096, 256}, {257, 512, 4096},
+                                 {64, 8192, 128},    {70, 384, 32},    {200, 1280, 64},  {136, 1024, 64},
+                                 {520, 2304, 32},    {520, 2560, 32},  {264, 1024, 32, 4}, {136, 2048, 64, 2}};
     std::vector<size_t> ms = {1, 2, 9, 17, 40, 64};
     const std::vector<const char *> grids = {"1", "2", "5", "13", "0"}; // "0": the default (one CTA per SM)
     if (quick()) {
-        shapes = {{300, 1056, 64}, {257, 512, 4096}, {70, 384, 32}, {136, 1024, 64}};
+        shapes = {{300, 1056, 64}, {257, 512, 4096}, {70, 384, 32}, {136, 1024, 64}, {264, 1024, 32, 4}};
         ms = {1, 2, 9, 40};
     }
     const bool pipe_m1 = std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMV, BNB4_F16, 1), "pipe") != nullptr;
     for (const Shape &s : shapes)
         for (int nested = 0; nested < 2; nested++) {
             const bnb4_quant_type qt = nested ? BNB4_FP4 : BNB4_NF4;
-            const HostWeight w = make_weight(s.N, s.K, s.bs, qt, g);
+            const HostWeight w = make_weight(s.N, s.K, s.bs, qt, g, s.nbs);
             DeviceWeight dw(w);
             const bnb4_qtensor wd = dw.device(nested), wh = dw.host(nested);
             for (size_t m : ms) {
@@ -630,7 +633,8 @@ TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
                     check_gemm_on_grids(wd, dt, m, dx.as<void>(), db.as<void>(), want, "BNB4_CUDA_PIPE_CTAS", grids,
                                         "N " + std::to_string(s.N) + " K " + std::to_string(s.K) + " bs " +
                                             std::to_string(s.bs) + " m " + std::to_string(m) + " " +
-                                            bnb4_dtype_name(dt) + (nested ? " nested fp4" : " nf4"));
+                                            bnb4_dtype_name(dt) +
+                                            (nested ? " nested fp4 nbs " + std::to_string(s.nbs) : " nf4"));
                     if (HasFatalFailure())
                         return;
                 }
