@@ -92,11 +92,10 @@ template <int NT, bool TMA, bool WG = false, bool PS = false> struct PipeShape {
     static constexpr int MT = NT * 8;                       /* activation rows per stage (m padded) */
     static constexpr int XBytes = MT * kStepK * 2;
     static constexpr int StageBytes = kWBytes + XBytes + kScaleBytes; /* a multiple of 1024 */
-    /* TMA: 1 KB to align the stages to 1024 bytes (the 128-byte swizzle's period) */
-    static constexpr int AlignBytes = TMA ? 1024 : 0;
-    /* as many as fit beside the table in the 227 KB an SM gives one CTA (256 B kept for static data) */
-    static constexpr int Stages = (227 * 1024 - 256 - AlignBytes - kTableBytes - kNcodeBytes) / StageBytes;
-    static constexpr int SmemBytes = AlignBytes + kTableBytes + kNcodeBytes + Stages * StageBytes;
+    /* as many as fit beside the table in the 227 KB an SM gives one CTA (1 KB kept for the static data,
+     * after which the dynamic shared memory starts at a whole KB: see the kernel's smem) */
+    static constexpr int Stages = (227 * 1024 - 1024 - kTableBytes - kNcodeBytes) / StageBytes;
+    static constexpr int SmemBytes = kTableBytes + kNcodeBytes + Stages * StageBytes;
     /* 16-row mma fragments per consumer warp. TMA at m > 32: 8 consumer warps of 32 rows (the activations
      * they read from shared memory serve twice as many weights, and the 9 warps may take 168 registers
      * where 17 could take only 96, too few for m = 64). Elsewhere 16 warps of 16 rows: measured on the
@@ -240,15 +239,17 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
     constexpr int kConsumerWarps = S::ConsumerWarps, kConsumerThreads = kConsumerWarps * 32;
     constexpr int RF = S::RF, KP = S::KParts, RG = S::RowGroups;
     constexpr int U = PS ? 2 : 4; /* 4-byte words of a weight row a thread takes per step */
-    extern __shared__ __align__(128) unsigned char smem[];
+    extern __shared__ __align__(1024) unsigned char smem[];
     unsigned char *table = smem; /* the code-pair table (its lookups go through table_s) */
     /* the table's shared address, shuffled from lane 0 so the compiler knows it is warp-uniform and keeps
      * it in a uniform register (each lookup one LDS [R + UR]) */
     const uint32_t table_s = __shfl_sync(~0u, (uint32_t)__cvta_generic_to_shared(table), 0);
     float *ncode = reinterpret_cast<float *>(smem + kTableBytes);
     unsigned char *stages = smem + kTableBytes + kNcodeBytes;
-    if constexpr (TMA) /* the stages start 1024-byte aligned (the swizzle pattern repeats every 1024 B) */
-        stages += (1024u - ((uint32_t)__cvta_generic_to_shared(stages) & 1023u)) & 1023u;
+    /* TMA: the stages start 1024-byte aligned (the 128-byte swizzle's period): the declaration's alignment
+     * places the dynamic shared memory so, and the table and code book before them take whole KB (a fix
+     * computed from the address at run time was rebuilt at every turn of the loop: 4 instructions) */
+    static_assert((kTableBytes + kNcodeBytes) % 1024 == 0, "the stages follow the table at a whole KB");
     const uint32_t stages_addr = (uint32_t)__cvta_generic_to_shared(stages);
     __shared__ int s_last;
     __shared__ __align__(8) uint64_t s_bars[2 * 8]; /* TMA: full[STAGES], then empty[STAGES] */
@@ -618,7 +619,13 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
             const bool kin = k0 + kk < (unsigned)K; /* (K < 2^31) */
             if constexpr (TMA) {
 #if BNB4_HAS_TMA
-                mbar_wait(full_bar + 8 * slot, phase); /* the producer's copies for `it` have landed */
+                /* the producer's copies for `it` have landed (mma.sync: the retry loop in C++, which spares the
+                 * asm loop's convergence block, 2 instructions per step; wgmma: the asm loop, 1-2 fewer) */
+                if constexpr (WG)
+                    mbar_wait(full_bar + 8 * slot, phase);
+                else
+                    while (!mbar_try_wait(full_bar + 8 * slot, phase)) {
+                    }
 #endif
             } else {
                 cp_async_wait<STAGES - 2>(); /* this thread's copies for `it` have landed ... */
@@ -680,6 +687,9 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                                 }
                                 const unsigned q = ss[fixed_off[f][h] + ((k0 >> a.bs_log2) & 15u)];
                                 v = bnb4_dev_nested_scale(ncode[q], nab, a.offset);
+                            } else if (PS) { /* blocksize 64: rows 16 f + 8 h on, 16 bytes each (constant
+                                              * offsets from one address per step: 3 instructions less) */
+                                v = *reinterpret_cast<const float *>(ss + fixed_off[0][0] + (16 * f + 8 * h) * 16);
                             } else {
                                 v = *reinterpret_cast<const float *>(ss + fixed_off[f][h]);
                             }
@@ -819,8 +829,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
             if constexpr (TMA) { /* release the slot to the producer (wgmma: once its last wgmmas are done) */
                 if (WG)
                     wg_pending = this_slot;
-                else if (elect_one()) /* (elect.sync: every lane of the warp is past its reads) */
-                    mbar_arrive(empty_bar + 8 * this_slot);
+                else /* (elect.sync: every lane of the warp is past its reads) */
+                    mbar_arrive_elected(empty_bar + 8 * this_slot);
             }
 #endif
         }
@@ -1161,15 +1171,18 @@ bnb4_status launch_pipe_t(bnb4_cuda_state *s, const PipeArgs &a, const bnb4_qten
 }
 
 /* The TMA variant's math is wgmma (sm_90a code: compute capability 9.0 and a build for sm_90a) from
- * m = 17 on, with plain absmax from m = 9 (A/B on the H200, docs/performance.md v16: at m = 9..16 wgmma
- * was 4-12 % faster than the post-scaled mma.sync on the three larger shapes with plain absmax and 0-13 %
- * slower with nested); BNB4_CUDA_PIPE_WGMMA_MIN_M sets one threshold for both (past 64: never). */
-bool pipe_use_wgmma(const bnb4_cuda_state *s, size_t m, bool nested) {
+ * m = 17 on, with plain absmax from m = 9 on weights of 2^25 elements or more (A/B on the H200,
+ * docs/performance.md v16 and v18: at m = 9..16 with plain absmax wgmma was 7 % faster than the
+ * post-scaled mma.sync on 14336x4096 and 0-10 % on 28672x8192, 1-2 % slower on 4096x14336 and 12 % slower
+ * on 4096x4096, whose CTAs run only 4 steps; with nested absmax 15-30 % slower); BNB4_CUDA_PIPE_WGMMA_MIN_M
+ * sets one threshold for every case (past 64: never). `weights`: N x K (0: as large). */
+bool pipe_use_wgmma(const bnb4_cuda_state *s, size_t m, bool nested, size_t weights) {
 #if defined(BNB4_CUDA_SM90A)
     static const size_t min_m = bnb4_env_size("BNB4_CUDA_PIPE_WGMMA_MIN_M", 0);
-    return s->cc_major == 9 && s->cc_minor == 0 && m >= (min_m >= 1 ? min_m : nested ? 17 : 9);
+    const bool plain9 = !nested && (weights == 0 || weights >= ((size_t)1 << 25));
+    return s->cc_major == 9 && s->cc_minor == 0 && m >= (min_m >= 1 ? min_m : plain9 ? 9 : 17);
 #else
-    (void)s, (void)m, (void)nested;
+    (void)s, (void)m, (void)nested, (void)weights;
     return false;
 #endif
 }
@@ -1232,7 +1245,7 @@ int bnb4_cuda_pipe_fits(const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const vo
 }
 
 int bnb4_cuda_pipe_tma_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) { return pipe_use_tma(s, w, m); }
-int bnb4_cuda_pipe_wgmma(const bnb4_cuda_state *s, size_t m) { return pipe_use_wgmma(s, m, false); }
+int bnb4_cuda_pipe_wgmma(const bnb4_cuda_state *s, size_t m) { return pipe_use_wgmma(s, m, false, 0); }
 
 bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
                                 const void *bias, void *y) {
@@ -1250,7 +1263,7 @@ bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_
     a.y = y;
     const bool nested = w->absmax == NULL;
     const int variant = !pipe_use_tma(s, w, m)       ? 0
-                        : pipe_use_wgmma(s, m, nested) ? 2
+                        : pipe_use_wgmma(s, m, nested, w->rows * w->cols) ? 2
                         : pipe_use_postscale(w, m)     ? 3
                                                        : 1;
     return dt == BNB4_F16 ? launch_pipe_t<__half>(s, a, w, nested, variant)

@@ -108,6 +108,21 @@ __device__ __forceinline__ bool elect_one() {
     asm volatile("{\n.reg .pred p;\nelect.sync _|p, 0xffffffff;\nselp.u32 %0, 1, 0, p;\n}" : "=r"(r));
     return r != 0;
 }
+/* One lane of the warp arrives (elect.sync, all 32 lanes calling together), predicated rather than
+ * branched: elect_one() + mbar_arrive took a convergence block around a branch (5 instructions, 2 here). */
+__device__ __forceinline__ void mbar_arrive_elected(uint32_t bar) {
+    asm volatile("{\n.reg .pred p;\nelect.sync _|p, 0xffffffff;\n@p mbarrier.arrive.shared::cta.b64 _, [%0];\n}" ::"r"(bar)
+                 : "memory");
+}
+/* mbar_wait as a loop the compiler sees (no branch inside the asm, so no convergence block around it) */
+__device__ __forceinline__ bool mbar_try_wait(uint32_t bar, uint32_t parity) {
+    uint32_t ok;
+    asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}"
+                 : "=r"(ok)
+                 : "r"(bar), "r"(parity)
+                 : "memory");
+    return ok != 0;
+}
 /* make mbarrier.init visible to the tensor copies' completion mechanism */
 __device__ __forceinline__ void mbar_init_fence() { asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory"); }
 /* Programmatic dependent launch (launches with the attribute; a no-op otherwise): let the next kernel on
