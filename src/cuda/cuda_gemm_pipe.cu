@@ -253,7 +253,9 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
     const uint32_t stages_addr = (uint32_t)__cvta_generic_to_shared(stages);
     __shared__ int s_last;
     __shared__ __align__(8) uint64_t s_bars[2 * 8]; /* TMA: full[STAGES], then empty[STAGES] */
-    const uint32_t full_bar = (uint32_t)__cvta_generic_to_shared(s_bars);
+    /* (shuffled from lane 0 like table_s: warp-uniform and opaque, so the wgmma loop no longer rebuilds it
+     * from %cgactaid at every turn, 4-5 instructions) */
+    const uint32_t full_bar = __shfl_sync(~0u, (uint32_t)__cvta_generic_to_shared(s_bars), 0);
     [[maybe_unused]] const uint32_t empty_bar = full_bar + 8 * STAGES;
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;

@@ -148,7 +148,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     const uint32_t stages_addr = (uint32_t)__cvta_generic_to_shared(stages);
     __shared__ int s_last;
     __shared__ __align__(8) uint64_t s_bars[2 * 8]; /* full[STAGES], then empty[STAGES] */
-    const uint32_t full_bar = (uint32_t)__cvta_generic_to_shared(s_bars), empty_bar = full_bar + 8 * STAGES;
+    /* (shuffled from lane 0: warp-uniform and opaque, so the loop does not rebuild it from %cgactaid at every
+     * turn) */
+    const uint32_t full_bar = __shfl_sync(~0u, (uint32_t)__cvta_generic_to_shared(s_bars), 0);
+    const uint32_t empty_bar = full_bar + 8 * STAGES;
 
     const int tid = threadIdx.x, lane = tid & 31;
     const int warp = __shfl_sync(0xffffffffu, tid >> 5, 0); /* (seen as warp-uniform: no wgmma serialization) */
