@@ -111,7 +111,8 @@ __device__ __forceinline__ bool elect_one() {
 /* One lane of the warp arrives (elect.sync, all 32 lanes calling together), predicated rather than
  * branched: elect_one() + mbar_arrive took a convergence block around a branch (5 instructions, 2 here). */
 __device__ __forceinline__ void mbar_arrive_elected(uint32_t bar) {
-    asm volatile("{\n.reg .pred p;\nelect.sync _|p, 0xffffffff;\n@p mbarrier.arrive.shared::cta.b64 _, [%0];\n}" ::"r"(bar)
+    asm volatile("{\n.reg .pred p;\nelect.sync _|p, 0xffffffff;\n"
+                 "@p mbarrier.arrive.shared::cta.b64 _, [%0];\n}" ::"r"(bar)
                  : "memory");
 }
 /* mbar_wait as a loop the compiler sees (no branch inside the asm, so no convergence block around it) */
