@@ -13,11 +13,12 @@
 # default .device/shared/conformance, then ../shared/conformance), and the matmul tests again with m = 1
 # on the pipe kernel, with its TMA variant off, and with its wgmma math at every m and the tile kernel at every
 # m >= 65 on every weight size, and the pipe tests with its mma.sync math up to m = 16; (3) the wgmma
-# kernels' machine code checked for register hazards (scripts/check_wgmma_hazards.py); (4) bench_cuda,
+# kernels' machine code checked for register hazards (scripts/check_wgmma_hazards.py) and the small-m
+# kernels' main loops for their instruction budgets (scripts/check_loop_budget.py); (4) bench_cuda,
 # which measures its own ceilings (copy bandwidth, cuBLAS) in the same run, and (not with --quick)
 # bench_cuda_read, the read floor of the small-m kernels' access pattern at each shape, where DIR or the
 # build has it; (5) the tests in quick mode under compute-sanitizer memcheck and racecheck.
-# Logs go to $OUT (default build-cuda/check): log, bench.csv, read.txt, wgmma_hazards.txt.
+# Logs go to $OUT (default build-cuda/check): log, bench.csv, read.txt, wgmma_hazards.txt, loop_budget.txt.
 #
 # With the device tool (the GPU machine has nvcc 13.0 and CMake but no GoogleTest), build here and carry
 # the binaries and the conformance files in the ignored .device/ folder:
@@ -135,6 +136,12 @@ if [ -x "$TESTS" ]; then
   rc=$?
   tail -1 "$OUT/wgmma_hazards.txt"
   case $rc in 0) RESULT[wgmma_sass]="ok" ;; 77) RESULT[wgmma_sass]="skipped (no cuobjdump)" ;; *) RESULT[wgmma_sass]="FAILED"; cat "$OUT/wgmma_hazards.txt" ;; esac
+  # the small-m kernels' main loops: bound by instruction issue, so held to their measured lengths
+  step "small-m loop instruction budgets in the SASS (scripts/check_loop_budget.py)"
+  python3 scripts/check_loop_budget.py "$TESTS" > "$OUT/loop_budget.txt" 2>&1
+  rc=$?
+  cat "$OUT/loop_budget.txt"
+  case $rc in 0) RESULT[loop_budget]="ok" ;; 77) RESULT[loop_budget]="skipped (no cuobjdump)" ;; *) RESULT[loop_budget]="FAILED" ;; esac
 fi
 
 if [ "$BENCH" = 1 ] && [ -x "$BENCHBIN" ]; then
@@ -166,11 +173,11 @@ if [ -x "$TESTS" ]; then
 fi
 
 step "summary"
-for k in build tests tests_m1 tests_cpasync tests_wgmma tests_mma wgmma_sass memcheck racecheck bench read_floor; do
+for k in build tests tests_m1 tests_cpasync tests_wgmma tests_mma wgmma_sass loop_budget memcheck racecheck bench read_floor; do
   printf '%-10s %s\n' "$k" "${RESULT[$k]:-skipped}"
 done
 [ -f "$OUT/bench.txt" ] && sed -n '/^==== bnb4 CUDA summary/,$p' "$OUT/bench.txt"
-for k in build tests tests_m1 tests_cpasync tests_wgmma tests_mma wgmma_sass memcheck racecheck bench read_floor; do
+for k in build tests tests_m1 tests_cpasync tests_wgmma tests_mma wgmma_sass loop_budget memcheck racecheck bench read_floor; do
   case "${RESULT[$k]:-skipped}" in FAILED|"not built") exit 1 ;; esac
 done
 exit 0

@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""check_loop_budget.py - hold the small-m matmul kernels' main loops to their measured instruction counts.
+
+The pipe kernel's loops at m <= 64 are bound by instruction issue (docs/performance.md v18: every
+instruction added per warp and step cost ~0.25 us at m = 1 on 28672x8192), and the compiler adds
+instructions for reasons far from the loop: a generic pointer turned into a per-step rebuild of the
+shared window's base (35 adds per step in the wgmma loop, v17), a barrier address rebuilt from %cgactaid
+(4-5, v18). So this reads the machine code (SASS) of each budgeted kernel, finds its main loop (the
+smallest backward branch around a tensor-core instruction) and checks its length against the budget
+below and that nothing in it spills (LDL / STL). A change that makes a loop longer must say so here.
+
+    check_loop_budget.py FILE...      libraries, objects or executables (cuobjdump -sass -arch sm_90a)
+    check_loop_budget.py --sass FILE  a saved `cuobjdump -sass` listing
+    check_loop_budget.py --self-test  the loop finder against a small listing
+
+Exit status: 0 within budget, 1 over budget / spilling / a budgeted kernel missing, 77 skipped (no
+cuobjdump or nvdisasm: CTest reports the test as skipped).
+"""
+import os
+import re
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from check_wgmma_hazards import SKIP, find_cuobjdump, parse  # noqa: E402 (the sibling script's helpers)
+
+# gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS>: its template arguments after the type, as mangled
+# (Li<NT>E, then Lb<0|1>E for NESTED, TMA, WG, PS) -> (what it runs, instructions per warp and step at
+# most). The measured counts (nvcc 13.0, v18) plus 4 for register allocation's whims.
+BUDGETS = {
+    'Li1ELb0ELb1ELb0ELb1E': ('m = 1..8 post-scaled mma.sync, plain', 113 + 4),
+    'Li1ELb1ELb1ELb0ELb1E': ('m = 1..8 post-scaled mma.sync, nested', 141 + 4),
+    'Li2ELb0ELb1ELb0ELb1E': ('m = 9..16 post-scaled mma.sync, plain', 134 + 4),
+    'Li2ELb1ELb1ELb0ELb1E': ('m = 9..16 post-scaled mma.sync, nested', 168 + 4),
+    'Li2ELb0ELb1ELb1ELb0E': ('m = 9..16 wgmma, plain', 150 + 4),
+    'Li4ELb0ELb1ELb1ELb0E': ('m = 17..32 wgmma, plain', 153 + 4),
+    'Li4ELb1ELb1ELb1ELb0E': ('m = 17..32 wgmma, nested', 191 + 4),
+    'Li8ELb0ELb1ELb1ELb0E': ('m = 33..64 wgmma, plain', 154 + 4),
+    'Li8ELb1ELb1ELb1ELb0E': ('m = 33..64 wgmma, nested', 196 + 4),
+}
+DTYPES = (('6__half', 'f16'), ('13__nv_bfloat16', 'bf16'))
+
+
+def main_loop(body):
+    """(instructions, spills) of the smallest loop that holds a tensor-core instruction, or None."""
+    code = []
+    for line in body.splitlines():
+        m = re.match(r'\s*/\*([0-9a-f]+)\*/\s+(.*?)\s*;', line)
+        if m:
+            code.append((int(m.group(1), 16), m.group(2)))
+    mma = [addr for addr, text in code if parse(text)[1].startswith(('HMMA', 'HGMMA'))]
+    best = None
+    for addr, text in code:
+        _, op, args = parse(text)
+        if op.startswith('BRA') and args:
+            target = int(args[-1], 16)
+            if target < addr and any(target <= a <= addr for a in mma):
+                loop = [t for a, t in code if target <= a <= addr]
+                if best is None or len(loop) < len(best):
+                    best = loop
+    if best is None:
+        return None
+    spills = sum(1 for t in best if parse(t)[1].startswith(('LDL', 'STL')))
+    return len(best), spills
+
+
+def check_listing(text, out=sys.stdout):
+    """(kernels checked, failures) of a cuobjdump -sass listing; prints a line per budgeted kernel."""
+    seen, failures = set(), 0
+    for part in re.split(r'\n\s*Function : ', text)[1:]:
+        name, body = part.split('\n', 1)
+        if 'gemm_4bit_pipe_kernel' not in name:
+            continue
+        for mangled, dt in DTYPES:
+            for key, (what, budget) in BUDGETS.items():
+                if 'I' + mangled + key + 'E' not in name:
+                    continue
+                seen.add((dt, key))
+                found = main_loop(body)
+                if found is None:
+                    print('%-5s %-42s no loop with a tensor-core instruction found: FAILED' % (dt, what), file=out)
+                    failures += 1
+                    continue
+                n, spills = found
+                bad = n > budget or spills
+                failures += bool(bad)
+                print('%-5s %-42s %4d instructions per warp and step (budget %d)%s%s' %
+                      (dt, what, n, budget, ', %d spill accesses' % spills if spills else '',
+                       ': FAILED' if bad else ''), file=out)
+    for mangled, dt in DTYPES:
+        for key, (what, _) in BUDGETS.items():
+            if (dt, key) not in seen:
+                print('%-5s %-42s not in the listing: FAILED' % (dt, what), file=out)
+                failures += 1
+    return len(seen), failures
+
+
+# a loop of 5 instructions around an HMMA, behind a longer outer loop
+SELF_TEST = """
+        Function : _ZN4anon21gemm_4bit_pipe_kernelI6__halfLi1ELb0ELb1ELb0ELb1EEEvv
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+        /*0010*/                   LDS R2, [R0] ;
+        /*0020*/                   HMMA.16816.F32 R4, R8, R12, R4 ;
+        /*0030*/                   IADD3 R0, R0, 0x10, RZ ;
+        /*0040*/                   ISETP.NE.AND P0, PT, R0, R3, PT ;
+        /*0050*/              @P0 BRA 0x10 ;
+        /*0060*/                   STL [R1], R4 ;
+        /*0070*/              @P1 BRA 0x0 ;
+        /*0080*/                   EXIT ;
+"""
+
+
+# the same with a spill in the loop
+SELF_TEST_SPILL = SELF_TEST.replace('/*0030*/                   IADD3 R0, R0, 0x10, RZ ;',
+                                    '/*0030*/                   STL [R1], R4 ;')
+
+
+def self_test():
+    missing = 2 * len(BUDGETS) - 1  # (the listing holds one budgeted kernel)
+    with open(os.devnull, 'w') as quiet:
+        results = [main_loop(SELF_TEST.split('Function : ', 1)[1]), check_listing(SELF_TEST, quiet),
+                   check_listing(SELF_TEST_SPILL, quiet)]
+    ok = results == [(5, 0), (1, missing), (1, missing + 1)]
+    print('self-test %s%s' % ('ok' if ok else 'FAILED', '' if ok else ': %s' % (results,)))
+    return 0 if ok else 1
+
+
+def main(argv):
+    if argv == ['--self-test']:
+        return self_test()
+    if len(argv) == 2 and argv[0] == '--sass':
+        with open(argv[1]) as f:
+            texts = [f.read()]
+    elif argv and not argv[0].startswith('-'):
+        tool = find_cuobjdump()
+        if not tool:
+            print('skipped: no cuobjdump (CUDA toolkit, or pip install nvidia-cuda-cuobjdump)')
+            return SKIP
+        env = dict(os.environ, PATH=os.path.dirname(tool) + os.pathsep + os.environ.get('PATH', ''))
+        texts = []
+        for path in argv:
+            r = subprocess.run([tool, '-sass', '-arch', 'sm_90a', path], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, universal_newlines=True, env=env)
+            if r.returncode != 0 and 'nvdisasm' in r.stderr:
+                print('skipped: cuobjdump found no nvdisasm (CUDA toolkit, or pip install nvidia-cuda-nvdisasm)')
+                return SKIP
+            if r.returncode != 0:
+                print('%s: cuobjdump failed: %s' % (path, r.stderr.strip()[:300]))
+                return 1
+            texts.append(r.stdout)
+    else:
+        print(__doc__.strip())
+        return 2
+    if self_test() != 0:
+        return 1
+    failures = 0
+    for text in texts:
+        failures += check_listing(text)[1]
+    print('%s' % ('every budgeted loop within its budget' if not failures else '%d FAILED' % failures))
+    return 1 if failures else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))
