@@ -18,11 +18,10 @@ cuobjdump or nvdisasm: CTest reports the test as skipped).
 """
 import os
 import re
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from check_wgmma_hazards import SKIP, find_cuobjdump, parse  # noqa: E402 (the sibling script's helpers)
+from check_wgmma_hazards import parse, read_listings  # noqa: E402 (the sibling script's helpers)
 
 # gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS>: its template arguments after the type, as mangled
 # (Li<NT>E, then Lb<0|1>E for NESTED, TMA, WG, PS) -> (what it runs, instructions per warp and step at
@@ -128,29 +127,9 @@ def self_test():
 def main(argv):
     if argv == ['--self-test']:
         return self_test()
-    if len(argv) == 2 and argv[0] == '--sass':
-        with open(argv[1]) as f:
-            texts = [f.read()]
-    elif argv and not argv[0].startswith('-'):
-        tool = find_cuobjdump()
-        if not tool:
-            print('skipped: no cuobjdump (CUDA toolkit, or pip install nvidia-cuda-cuobjdump)')
-            return SKIP
-        env = dict(os.environ, PATH=os.path.dirname(tool) + os.pathsep + os.environ.get('PATH', ''))
-        texts = []
-        for path in argv:
-            r = subprocess.run([tool, '-sass', '-arch', 'sm_90a', path], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, universal_newlines=True, env=env)
-            if r.returncode != 0 and 'nvdisasm' in r.stderr:
-                print('skipped: cuobjdump found no nvdisasm (CUDA toolkit, or pip install nvidia-cuda-nvdisasm)')
-                return SKIP
-            if r.returncode != 0:
-                print('%s: cuobjdump failed: %s' % (path, r.stderr.strip()[:300]))
-                return 1
-            texts.append(r.stdout)
-    else:
-        print(__doc__.strip())
-        return 2
+    texts, status = read_listings(argv, __doc__)
+    if texts is None:
+        return status
     if self_test() != 0:
         return 1
     failures = 0

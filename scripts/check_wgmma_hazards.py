@@ -183,33 +183,43 @@ def self_test():
     return 0 if ok else 1
 
 
+def read_listings(argv, doc):
+    """The SASS listings the command line names - `--sass FILE` (a saved `cuobjdump -sass` listing) or
+    libraries, objects and executables (through cuobjdump -sass -arch sm_90a) - as (texts, None); or
+    (None, exit status) once it has said why not (77: no cuobjdump or nvdisasm; 2: usage, `doc`). Shared
+    with check_loop_budget.py."""
+    if len(argv) == 2 and argv[0] == '--sass':
+        with open(argv[1]) as f:
+            return [f.read()], None
+    if not argv or argv[0].startswith('-'):
+        print(doc.strip())
+        return None, 2
+    tool = find_cuobjdump()
+    if not tool:
+        print('skipped: no cuobjdump (CUDA toolkit, or pip install nvidia-cuda-cuobjdump)')
+        return None, SKIP
+    # cuobjdump runs nvdisasm for -sass: the one beside it first (the PyPI wheels share a folder)
+    env = dict(os.environ, PATH=os.path.dirname(tool) + os.pathsep + os.environ.get('PATH', ''))
+    texts = []
+    for path in argv:
+        r = subprocess.run([tool, '-sass', '-arch', 'sm_90a', path], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, universal_newlines=True, env=env)
+        if r.returncode != 0 and 'nvdisasm' in r.stderr:
+            print('skipped: cuobjdump found no nvdisasm (CUDA toolkit, or pip install nvidia-cuda-nvdisasm)')
+            return None, SKIP
+        if r.returncode != 0:
+            print('%s: cuobjdump failed: %s' % (path, r.stderr.strip()[:300]))
+            return None, 1
+        texts.append(r.stdout)
+    return texts, None
+
+
 def main(argv):
     if argv == ['--self-test']:
         return self_test()
-    if len(argv) == 2 and argv[0] == '--sass':
-        with open(argv[1]) as f:
-            texts = [f.read()]
-    elif argv and not argv[0].startswith('-'):
-        tool = find_cuobjdump()
-        if not tool:
-            print('skipped: no cuobjdump (CUDA toolkit, or pip install nvidia-cuda-cuobjdump)')
-            return SKIP
-        # cuobjdump runs nvdisasm for -sass: the one beside it first (the PyPI wheels share a folder)
-        env = dict(os.environ, PATH=os.path.dirname(tool) + os.pathsep + os.environ.get('PATH', ''))
-        texts = []
-        for path in argv:
-            r = subprocess.run([tool, '-sass', '-arch', 'sm_90a', path], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, universal_newlines=True, env=env)
-            if r.returncode != 0 and 'nvdisasm' in r.stderr:
-                print('skipped: cuobjdump found no nvdisasm (CUDA toolkit, or pip install nvidia-cuda-nvdisasm)')
-                return SKIP
-            if r.returncode != 0:
-                print('%s: cuobjdump failed: %s' % (path, r.stderr.strip()[:300]))
-                return 1
-            texts.append(r.stdout)
-    else:
-        print(__doc__.strip())
-        return 2
+    texts, status = read_listings(argv, __doc__)
+    if texts is None:
+        return status
     if self_test() != 0:
         return 1
     functions = hazards = 0
