@@ -461,9 +461,11 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
     const bool pdl = bnb4_pdl_enabled();
     cudaLaunchConfig_t sc = {};
     /* x: every 32-entry tile (row_pad / 32 < 2^27: rows < 2^31 were checked); y: up to 65535 step tiles, each
-     * CTA striding over the rest */
-    const size_t step_tiles = bnb4_div_up(k_steps, kScaleTile);
-    sc.gridDim = dim3((unsigned)bnb4_div_up(row_pad, kScaleTile), (unsigned)(step_tiles < 65535 ? step_tiles : 65535));
+     * CTA striding over the rest. BNB4_CUDA_TILE_SCALE_GRID_Y=n caps y at n (read per call: tests use it to
+     * run the stride, which real shapes need only past K = 2^27) */
+    const size_t step_tiles = bnb4_div_up(k_steps, kScaleTile), y_env = bnb4_env_size("BNB4_CUDA_TILE_SCALE_GRID_Y", 0);
+    const size_t y_cap = y_env >= 1 && y_env < 65535 ? y_env : 65535;
+    sc.gridDim = dim3((unsigned)bnb4_div_up(row_pad, kScaleTile), (unsigned)(step_tiles < y_cap ? step_tiles : y_cap));
     sc.blockDim = dim3(kScaleTile, kScaleRowsPerPass);
     sc.stream = s->stream;
     cudaError_t e = bnb4_launch_ex(sc, pdl, tile_scales_kernel<T>, sa);

@@ -683,7 +683,10 @@ TEST_F(CudaTest, TileKernelSplitsTilesOverAnyGrid) {
     // every weight size here (by default only weights of 2^25+ elements: read per call)
     struct Env {
         Env() { setenv("BNB4_CUDA_TILE_MAX_M", "1000000", 1), setenv("BNB4_CUDA_TILE_MIN_WEIGHTS", "0", 1); }
-        ~Env() { unsetenv("BNB4_CUDA_TILE_MAX_M"), unsetenv("BNB4_CUDA_TILE_MIN_WEIGHTS"); }
+        ~Env() {
+            unsetenv("BNB4_CUDA_TILE_MAX_M"), unsetenv("BNB4_CUDA_TILE_MIN_WEIGHTS");
+            unsetenv("BNB4_CUDA_TILE_SCALE_GRID_Y");
+        }
     } env;
     if (std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F16, 130), "tile") == nullptr)
         GTEST_SKIP() << "the tile kernel needs compute capability 9.0 and an sm_90a build (m >= 65 takes "
@@ -701,6 +704,8 @@ TEST_F(CudaTest, TileKernelSplitsTilesOverAnyGrid) {
     for (const Shape &s : shapes)
         for (int nested = 0; nested < 2; nested++) {
             const bnb4_quant_type qt = nested ? BNB4_FP4 : BNB4_NF4;
+            // nested: the scale pre-pass on one CTA row, so it strides over the step tiles (32 steps each)
+            setenv("BNB4_CUDA_TILE_SCALE_GRID_Y", nested ? "1" : "0", 1);
             const HostWeight w = make_weight(s.N, s.K, s.bs, qt, g);
             DeviceWeight dw(w);
             const bnb4_qtensor wd = dw.device(nested), wh = dw.host(nested);
