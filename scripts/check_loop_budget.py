@@ -21,7 +21,7 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from check_wgmma_hazards import parse, read_listings  # noqa: E402 (the sibling script's helpers)
+from check_wgmma_hazards import instructions, listings_to_check, parse  # noqa: E402 (the sibling script's helpers)
 
 # gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS>: its template arguments after the type, as mangled
 # (Li<NT>E, then Lb<0|1>E for NESTED, TMA, WG, PS) -> (what it runs, instructions per warp and step at
@@ -42,11 +42,7 @@ DTYPES = (('6__half', 'f16'), ('13__nv_bfloat16', 'bf16'))
 
 def main_loop(body):
     """(instructions, spills) of the smallest loop that holds a tensor-core instruction, or None."""
-    code = []
-    for line in body.splitlines():
-        m = re.match(r'\s*/\*([0-9a-f]+)\*/\s+(.*?)\s*;', line)
-        if m:
-            code.append((int(m.group(1), 16), m.group(2)))
+    code = instructions(body)
     mma = [addr for addr, text in code if parse(text)[1].startswith(('HMMA', 'HGMMA'))]
     best = None
     for addr, text in code:
@@ -125,13 +121,9 @@ def self_test():
 
 
 def main(argv):
-    if argv == ['--self-test']:
-        return self_test()
-    texts, status = read_listings(argv, __doc__)
+    texts, status = listings_to_check(argv, __doc__, self_test)
     if texts is None:
         return status
-    if self_test() != 0:
-        return 1
     failures = 0
     for text in texts:
         failures += check_listing(text)[1]

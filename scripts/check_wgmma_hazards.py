@@ -61,13 +61,19 @@ def parse(text):
     return pred, t[0], t[1:]
 
 
-def check_function(body):
-    """Every hazard in one function's listing: a set of (address, instruction)."""
+def instructions(body):
+    """A function's listing as (address, instruction text) pairs, in order."""
     code = []
     for line in body.splitlines():
         m = re.match(r'\s*/\*([0-9a-f]+)\*/\s+(.*?)\s*;', line)
         if m:
             code.append((int(m.group(1), 16), m.group(2)))
+    return code
+
+
+def check_function(body):
+    """Every hazard in one function's listing: a set of (address, instruction)."""
+    code = instructions(body)
     at = {addr: i for i, (addr, _) in enumerate(code)}
     hazards = set()
     # state at a block entry: the groups in flight, oldest first (each the registers it uses)
@@ -186,8 +192,7 @@ def self_test():
 def read_listings(argv, doc):
     """The SASS listings the command line names - `--sass FILE` (a saved `cuobjdump -sass` listing) or
     libraries, objects and executables (through cuobjdump -sass -arch sm_90a) - as (texts, None); or
-    (None, exit status) once it has said why not (77: no cuobjdump or nvdisasm; 2: usage, `doc`). Shared
-    with check_loop_budget.py."""
+    (None, exit status) once it has said why not (77: no cuobjdump or nvdisasm; 2: usage, `doc`)."""
     if len(argv) == 2 and argv[0] == '--sass':
         with open(argv[1]) as f:
             return [f.read()], None
@@ -214,14 +219,24 @@ def read_listings(argv, doc):
     return texts, None
 
 
-def main(argv):
+def listings_to_check(argv, doc, self_test_fn):
+    """A checker's start: `--self-test` alone runs self_test_fn; anything else reads the listings
+    (read_listings) and runs the self-test before they are checked. (texts, None), or (None, exit status).
+    Shared with check_loop_budget.py."""
     if argv == ['--self-test']:
-        return self_test()
-    texts, status = read_listings(argv, __doc__)
+        return None, self_test_fn()
+    texts, status = read_listings(argv, doc)
+    if texts is None:
+        return None, status
+    if self_test_fn() != 0:
+        return None, 1
+    return texts, None
+
+
+def main(argv):
+    texts, status = listings_to_check(argv, __doc__, self_test)
     if texts is None:
         return status
-    if self_test() != 0:
-        return 1
     functions = hazards = 0
     for text in texts:
         f, h = check_listing(text)
