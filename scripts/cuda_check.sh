@@ -136,7 +136,7 @@ if [ -x "$TESTS" ]; then
   rc=$?
   tail -1 "$OUT/wgmma_hazards.txt"
   case $rc in 0) RESULT[wgmma_sass]="ok" ;; 77) RESULT[wgmma_sass]="skipped (no cuobjdump)" ;; *) RESULT[wgmma_sass]="FAILED"; cat "$OUT/wgmma_hazards.txt" ;; esac
-  # the small-m kernels' main loops: bound by instruction issue, so held to their measured lengths
+  # the small-m kernels' main loops: added instructions cost them time (v18), so held to their measured lengths
   step "small-m loop instruction budgets in the SASS (scripts/check_loop_budget.py)"
   python3 scripts/check_loop_budget.py "$TESTS" > "$OUT/loop_budget.txt" 2>&1
   rc=$?
