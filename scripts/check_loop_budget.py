@@ -8,7 +8,8 @@ compiler adds instructions for reasons far from the loop: a generic pointer turn
 rebuild of the shared window's base (35 adds per step in the wgmma loop, v17), a barrier address
 rebuilt from %cgactaid (4-5, v18). So this reads the machine code (SASS) of each budgeted kernel, finds
 its main loop (the smallest backward branch around a tensor-core instruction) and checks its length
-against the budget below and that nothing in it spills (LDL / STL). A change that makes a loop longer must say so here.
+against the budget below and that nothing in it spills (LDL / STL). A change that makes a loop longer
+must say so here.
 
     check_loop_budget.py FILE...      libraries, objects or executables (cuobjdump -sass -arch sm_90a)
     check_loop_budget.py --sass FILE  a saved `cuobjdump -sass` listing
