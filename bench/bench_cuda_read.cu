@@ -20,14 +20,17 @@
 
 #define BNB4_BENCH_NAME "bench_cuda_read"
 #include "bench_cuda_common.cuh"
+#include "cuda_grid.h"
 #include "cuda_sm90.cuh"
 
 namespace {
 
 using namespace bnb4_bench;
 
-constexpr int kStages = 6, kTileRows = 128, kRowBytes = 128, kScaleBytes = 16; /* the pipe kernel's m = 1 step */
-constexpr int kStageBytes = kTileRows * (kRowBytes + kScaleBytes);
+constexpr int kMaxStages = 8, kTileRows = 128, kRowBytes = 128, kScaleBytes = 16; /* the pipe kernel's m = 1 step */
+constexpr int kXBoxBytes = 8 * 128;       /* an activation box: 8 rows (m = 1: one real, seven zero-filled) x 64 k */
+constexpr int kStageBytes = kTileRows * (kRowBytes + kScaleBytes) + 4 * kXBoxBytes; /* a multiple of 1024 */
+static_assert(kStageBytes % 1024 == 0, "stages keep the swizzle's 1024-byte alignment");
 
 /* Every 16-byte word read once; a folded value kept so the loads are not dropped. */
 __global__ void read16(const uint4 *__restrict__ p, size_t n, unsigned *sink) {
@@ -45,14 +48,18 @@ __global__ void read16(const uint4 *__restrict__ p, size_t n, unsigned *sink) {
         *sink = acc;
 }
 
-/* One warp per CTA: lane 0 keeps kStages steps in flight (tensor copies of the weight box and the absmax
- * box on one mbarrier per stage); the warp waits for each step, touches one word of it, and refills it. */
+/* One warp per CTA: lane 0 keeps `depth` steps in flight (tensor copies of the weight box, the absmax
+ * box and, with `xboxes`, the pipe kernel's four activation boxes, on one mbarrier per stage); the warp
+ * waits for each step, touches one word of it, and refills it. Since the pipe kernel's consumer warps
+ * are not what bounds it at m = 1 (docs/performance.md v20), its producer's window (BNB4_CUDA_PIPE_INFLIGHT)
+ * is this depth. */
 __global__ void __launch_bounds__(32, 1)
     read_pipe_boxes(const __grid_constant__ CUtensorMap w_map, const __grid_constant__ CUtensorMap s_map,
-                    unsigned k_steps, unsigned iters, unsigned per_cta, unsigned *sink) {
+                    const __grid_constant__ CUtensorMap x_map, unsigned k_steps, unsigned iters, unsigned per_cta,
+                    int depth, int xboxes, unsigned *sink) {
 #if BNB4_HAS_TMA
     extern __shared__ __align__(1024) unsigned char smem[];
-    __shared__ __align__(8) uint64_t bars[kStages];
+    __shared__ __align__(8) uint64_t bars[kMaxStages];
     const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem);
     const uint32_t base = (raw + 1023u) & ~1023u; /* the 128-byte swizzle's 1024-byte period */
     const unsigned char *stages = smem + (base - raw);
@@ -60,7 +67,7 @@ __global__ void __launch_bounds__(32, 1)
     const int lane = threadIdx.x;
     pdl_launch_dependents();
     if (lane == 0) {
-        for (int i = 0; i < kStages; i++)
+        for (int i = 0; i < depth; i++)
             mbar_init(bar0 + 8 * i, 1);
         mbar_init_fence();
     }
@@ -71,12 +78,16 @@ __global__ void __launch_bounds__(32, 1)
         const unsigned tile = it / k_steps, step = it - tile * k_steps;
         const uint32_t dst = base + slot * kStageBytes, bar = bar0 + 8 * slot;
         const int x = (int)(step * kRowBytes), s = (int)(step * (kScaleBytes / 4)), y = (int)(tile * kTileRows);
-        mbar_arrive_tx(bar, kStageBytes);
+        mbar_arrive_tx(bar, kTileRows * (kRowBytes + kScaleBytes) + (xboxes ? 4 * kXBoxBytes : 0));
         tma_load_2d(dst, &w_map, x, y, bar);
         tma_load_2d(dst + kTileRows * kRowBytes, &s_map, s, y, bar);
+        if (xboxes)
+            for (int q = 0; q < 4; q++)
+                tma_load_2d(dst + kTileRows * (kRowBytes + kScaleBytes) + q * kXBoxBytes, &x_map, 2 * x + 64 * q, 0,
+                            bar);
     };
     if (lane == 0)
-        for (int i = 0; i < kStages && begin + i < end; i++)
+        for (int i = 0; i < depth && begin + i < end; i++)
             issue(begin + i, i);
     unsigned acc = 0, phase = 0;
     int slot = 0;
@@ -84,9 +95,9 @@ __global__ void __launch_bounds__(32, 1)
         mbar_wait(bar0 + 8 * slot, phase);
         acc ^= reinterpret_cast<const unsigned *>(stages + slot * kStageBytes)[lane];
         __syncwarp(); /* every lane has read the slot before it is refilled */
-        if (lane == 0 && it + kStages < end)
-            issue(it + kStages, slot);
-        if (++slot == kStages) {
+        if (lane == 0 && it + depth < end)
+            issue(it + depth, slot);
+        if (++slot == depth) {
             slot = 0;
             phase ^= 1u;
         }
@@ -111,14 +122,17 @@ void encode(CUtensorMap *map, CUtensorMapDataType type, void *base, size_t cols,
 
 int main(int argc, char **argv) {
     std::vector<std::pair<size_t, size_t>> shapes = {{4096, 4096}, {14336, 4096}, {4096, 14336}, {28672, 8192}};
+    bool sweep = false;
     for (int i = 1; i < argc; i++) {
         unsigned long n = 0, k = 0;
         if (!std::strcmp(argv[i], "--shape") && i + 1 < argc && std::sscanf(argv[i + 1], "%lux%lu", &n, &k) == 2 &&
             n % kTileRows == 0 && k % 256 == 0 && n > 0 && k > 0) {
             shapes = {{n, k}};
             i++;
+        } else if (!std::strcmp(argv[i], "--sweep")) {
+            sweep = true;
         } else {
-            std::fprintf(stderr, "usage: %s [--shape NxK]  (N a multiple of 128, K of 256)\n", argv[0]);
+            std::fprintf(stderr, "usage: %s [--shape NxK] [--sweep]  (N a multiple of 128, K of 256)\n", argv[0]);
             return 2;
         }
     }
@@ -153,7 +167,8 @@ int main(int argc, char **argv) {
                 prop.name, sms, prop.l2CacheSize >> 20, copy_gbs);
     std::printf("%-12s %-44s %9s %9s %8s\n", "N x K", "read", "us", "GB/s", "/copy");
 
-    CK(cudaFuncSetAttribute(read_pipe_boxes, cudaFuncAttributeMaxDynamicSharedMemorySize, kStages * kStageBytes + 1024));
+    CK(cudaFuncSetAttribute(read_pipe_boxes, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            kMaxStages * kStageBytes + 1024));
     for (const auto &sh : shapes) {
         const size_t N = sh.first, K = sh.second, packed = N * K / 2, absmax = N * (K / 64) * 4;
         const size_t copies = std::max<size_t>(2, (3 * (size_t)prop.l2CacheSize + packed + absmax - 1) / (packed + absmax));
@@ -164,6 +179,14 @@ int main(int argc, char **argv) {
             CK(cudaMemset(pk[c], 0x5a, packed));
             CK(cudaMemset(am[c], 0, absmax));
         }
+        void *xv; /* one activation row (m = 1), read by every CTA as the pipe kernel reads it */
+        CK(cudaMalloc(&xv, K * 2));
+        CK(cudaMemset(xv, 0, K * 2));
+        CUtensorMap xm;
+        if (!encode_2d(&xm, xv, CU_TENSOR_MAP_DATA_TYPE_UINT16, K, 1, K * 2, 64, 8, CU_TENSOR_MAP_SWIZZLE_128B, false)) {
+            std::fprintf(stderr, "bench_cuda_read: tensor map encoding failed\n");
+            return 2;
+        }
         auto row = [&](const char *what, double us, double bytes) {
             const double gbs = bytes / us * 1e-3;
             std::printf("%5zux%-6zu %-44s %9.2f %9.1f %8.3f\n", N, K, what, us, gbs, gbs / copy_gbs);
@@ -171,6 +194,10 @@ int main(int argc, char **argv) {
         row("linear 16 B/thread, packed bytes only", time_us(20, [&](int i) {
                 read16<<<sms * 8, 512, 0, s>>>(static_cast<const uint4 *>(pk[i % copies]), packed / 16, sink);
             }), (double)packed);
+        const unsigned k_steps = (unsigned)(K / 256), tiles = (unsigned)(N / kTileRows), iters = tiles * k_steps;
+        /* per CTA: stream-K over every SM, or the runs the pipe kernel takes (cuda_grid.h) */
+        const unsigned per_sk = (iters + sms - 1) / sms;
+        const unsigned per_kernel = (unsigned)bnb4_grid_steps_per_cta(tiles, k_steps, (size_t)sms);
         for (int promote = 0; promote < 2; promote++) {
             std::vector<CUtensorMap> wm(copies), smap(copies);
             for (size_t c = 0; c < copies; c++) {
@@ -179,20 +206,34 @@ int main(int argc, char **argv) {
                 encode(&smap[c], CU_TENSOR_MAP_DATA_TYPE_FLOAT32, am[c], K / 64, N, K / 64 * 4, kScaleBytes / 4,
                        CU_TENSOR_MAP_SWIZZLE_NONE, promote);
             }
-            const unsigned k_steps = (unsigned)(K / 256), iters = (unsigned)(N / kTileRows) * k_steps;
-            const unsigned per = (iters + sms - 1) / sms;
-            const double us = time_us(20, [&](int i) {
-                cudaLaunchConfig_t cfg = {};
-                cfg.gridDim = dim3((iters + per - 1) / per);
-                cfg.blockDim = dim3(32);
-                cfg.dynamicSmemBytes = kStages * kStageBytes + 1024;
-                cfg.stream = s;
-                CK(bnb4_launch_ex(cfg, true, read_pipe_boxes, wm[i % copies], smap[i % copies], k_steps, iters, per,
-                                  sink));
-            });
+            auto run = [&](unsigned per, int depth, int xboxes) {
+                return time_us(20, [&](int i) {
+                    cudaLaunchConfig_t cfg = {};
+                    cfg.gridDim = dim3((iters + per - 1) / per);
+                    cfg.blockDim = dim3(32);
+                    cfg.dynamicSmemBytes = depth * kStageBytes + 1024;
+                    cfg.stream = s;
+                    CK(bnb4_launch_ex(cfg, true, read_pipe_boxes, wm[i % copies], smap[i % copies], xm, k_steps, iters,
+                                      per, depth, xboxes, sink));
+                });
+            };
             row(promote ? "pipe boxes (weights + absmax), 256 B L2 lines" : "pipe boxes (weights + absmax), no promotion",
-                us, (double)(packed + absmax));
+                run(per_sk, 6, 0), (double)(packed + absmax));
+            if (promote)
+                continue;
+            /* the pipe kernel's m = 1 configuration: its grid, its producer's window, the activation boxes */
+            row("as the pipe kernel at m = 1 (grid, 3 in flight, x)", run(per_kernel, 3, 1), (double)(packed + absmax));
+            if (sweep)
+                for (int grid = 0; grid < 2; grid++)
+                    for (int depth : {2, 3, 4, 6, 8})
+                        for (int xboxes = 0; xboxes < 2; xboxes++) {
+                            char what[64];
+                            std::snprintf(what, sizeof what, "  %s, %d in flight%s", grid ? "kernel's grid" : "stream-K",
+                                          depth, xboxes ? ", x" : "");
+                            row(what, run(grid ? per_kernel : per_sk, depth, xboxes), (double)(packed + absmax));
+                        }
         }
+        CK(cudaFree(xv));
         for (size_t c = 0; c < copies; c++) {
             CK(cudaFree(pk[c]));
             CK(cudaFree(am[c]));

@@ -123,6 +123,7 @@ struct PipeArgs : bnb4_cuda_weight_args {
     unsigned *counters;         /* one per tile */
     unsigned k_steps, iters, per_cta, max_contrib;
     unsigned inflight;          /* TMA: stages the producer keeps issued but not landed (0: no limit) */
+    unsigned prefetch;          /* TMA: first stages of the run prefetched into L2 before griddepcontrol.wait */
 };
 
 /* PairOps (cuda_sm90.cuh) plus the mma.sync of the dtype */
@@ -287,8 +288,13 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
             tma_prefetch_map(&w_map);
             tma_prefetch_map(&x_map);
             tma_prefetch_map(&s_map);
-            /* (prefetching the first stages' weights into L2 before pdl_wait, and L2 prefetches running
-             * 4-16 stages ahead of the loads, were slower at every depth: docs/performance.md v12) */
+            /* m <= 16: the run's first stages into L2 while the previous kernel ends (see pipe_prefetch; L2
+             * prefetches running 4-16 stages ahead of the loads were slower at every depth, v12) */
+            for (unsigned i = 0; i < a.prefetch && it_begin + i < it_end; i++) {
+                const unsigned it = it_begin + i, t = it / a.k_steps, k0 = (it - t * a.k_steps) * kStepK;
+                tma_prefetch_l2_2d(&w_map, (int)(k0 / 2), (int)(t * kTileRows));
+                tma_prefetch_l2_2d(&s_map, (int)((k0 >> bs_log2) & s_mask), (int)(t * kTileRows));
+            }
             pdl_wait(); /* the activations, and the weights themselves, may come from the previous kernel */
             unsigned tile = it_begin / a.k_steps, step = it_begin - tile * a.k_steps;
             int slot = 0, lag_slot = 0; /* lag: the oldest stage issued and not yet seen landed */
@@ -1067,6 +1073,17 @@ unsigned pipe_inflight() {
     return n;
 }
 
+/* m <= 16 (TMA): the first stages of each CTA's run are prefetched into L2 before griddepcontrol.wait,
+ * so the memory works while the previous kernel's last CTAs finish and its completion is signalled
+ * (1.3 us on the H200, docs/performance.md v20). The weights reach shared memory only after the wait,
+ * and L2 is the GPU's point of coherence, so a prefetch cannot make the copies see data older than what
+ * the previous kernel wrote. 2 stages (m = 1..8 2-4 % faster on the three smaller shapes, v20);
+ * BNB4_CUDA_PIPE_PREFETCH=n for measuring (read once). */
+unsigned pipe_prefetch() {
+    static const unsigned n = (unsigned)bnb4_env_size("BNB4_CUDA_PIPE_PREFETCH", 2);
+    return n;
+}
+
 template <typename T, int NT, bool NESTED, bool TMA, bool WG, bool PS>
 bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     using S = PipeShape<NT, TMA, WG, PS>;
@@ -1112,6 +1129,7 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     a.per_cta = (unsigned)per;
     a.max_contrib = (unsigned)(bnb4_div_up(k_steps, per) + 1);
     a.inflight = pipe_inflight();
+    a.prefetch = NT <= 2 ? pipe_prefetch() : 0;
     if (per % k_steps != 0) { /* some tile is shared by CTAs: workspace and counters */
         const bnb4_status st = bnb4_cuda_splitk(s, tiles, tiles * a.max_contrib * S::MT * kTileRows * sizeof(float),
                                                 &a.counters, &a.ws);

@@ -134,6 +134,12 @@ __device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;"
 __device__ __forceinline__ void tma_prefetch_map(const CUtensorMap *map) {
     asm volatile("prefetch.tensormap [%0];" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
 }
+/* a box of a 2D tensor map into L2 only (a hint: no completion, nothing written to shared memory) */
+__device__ __forceinline__ void tma_prefetch_l2_2d(const CUtensorMap *map, int x0, int y0) {
+    asm volatile("cp.async.bulk.prefetch.tensor.2d.L2.global.tile [%0, {%1, %2}];" ::"l"(reinterpret_cast<uint64_t>(map)),
+                 "r"(x0), "r"(y0)
+                 : "memory");
+}
 /* a box of a 2D tensor map (columns x0.., rows y0..; outside the tensor: zeros) into shared memory,
  * completing on mbarrier bar */
 __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap *map, int x0, int y0, uint32_t bar) {
