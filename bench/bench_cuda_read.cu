@@ -6,10 +6,13 @@
  * ceiling alone cannot: a 30 MB read is not a 1 GiB copy.
  *
  * Rows, per N x K (the benchmark's four shapes, or --shape NxK): a linear 16-byte-per-thread read of the
- * packed bytes; and a persistent grid of one CTA per SM whose one warp streams, by tensor copies into six
- * shared-memory stages, the pipe kernel's boxes in stream-K order (128 rows x 128 packed bytes, and
- * the rows' 16 bytes of absmax, per step; the pipe kernel itself reads whole tiles per CTA on some shapes
- * since v17), with programmatic dependent launch, with and without 256-byte L2 promotion. The ratio is
+ * packed bytes; a persistent grid of one CTA per SM whose one warp streams, by tensor copies with six
+ * stages in flight, the pipe kernel's boxes in stream-K order (128 rows x 128 packed bytes, and the rows'
+ * 16 bytes of absmax, per step), with programmatic dependent launch, with and without 256-byte L2
+ * promotion; and the same read as the pipe kernel does it at m = 1: its grid (whole tiles or equal parts
+ * where they cost little, cuda_grid.h), its producer's 3 stages in flight, and its four activation boxes
+ * per step. --sweep adds both grids at 2, 3, 4, 6 and 8 stages in flight, with and without the
+ * activation boxes (docs/performance.md v20: what m = 1 loses to the pipeline's configuration). The ratio is
  * bytes read over the copy ceiling measured in the same run, as in bench_cuda's m = 1 rows; timer and
  * ceiling are bench_cuda's (bench_cuda_common.cuh): CUDA graphs of back-to-back calls, replayed 50 ms
  * before 7 timed batches (median), weights rotated among copies spanning 3x L2. Needs compute
