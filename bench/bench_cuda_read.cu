@@ -225,7 +225,7 @@ int main(int argc, char **argv) {
             if (promote)
                 continue;
             /* the pipe kernel's m = 1 configuration: its grid, its producer's window, the activation boxes */
-            row("as the pipe kernel at m = 1 (grid, 3 in flight, x)", run(per_kernel, 3, 1), (double)(packed + absmax));
+            row("as the pipe kernel at m = 1: 3 in flight, x", run(per_kernel, 3, 1), (double)(packed + absmax));
             if (sweep)
                 for (int grid = 0; grid < 2; grid++)
                     for (int depth : {2, 3, 4, 6, 8})
