@@ -56,11 +56,11 @@ template <int BX> struct TileShape {
     static constexpr int NT = BX / 8;                          /* 8-column accumulator tiles */
     static constexpr int XBytes = BX * kStepK * 2;             /* BX rows x 128 bytes */
     static constexpr int StageBytes = XBytes + kWBytes + kSBytes; /* a multiple of 1024 (the swizzles' period) */
-    /* as many as fit beside the table in the 227 KB an SM gives one CTA (1 KB kept for static data, 1 KB to
-     * align the stages) */
+    /* as many as fit beside the table in the 227 KB an SM gives one CTA (2 KB kept for the static data,
+     * after which the dynamic shared memory starts at a whole KB: see the kernel's smem) */
     static constexpr int FitStages = (227 * 1024 - 2048 - kPairTableBytes) / StageBytes;
     static constexpr int Stages = FitStages > 8 ? 8 : FitStages;
-    static constexpr int SmemBytes = 1024 + kPairTableBytes + Stages * StageBytes;
+    static constexpr int SmemBytes = kPairTableBytes + Stages * StageBytes;
     static_assert(Stages >= 3, "a pipeline needs 3 stages");
     static_assert(StageBytes % 1024 == 0, "stages keep the swizzles' 1024-byte alignment");
 };
@@ -165,10 +165,13 @@ __global__ void __launch_bounds__(kThreads, 1)
 #else
     using S = TileShape<BX>;
     constexpr int NT = S::NT, STAGES = S::Stages;
-    extern __shared__ __align__(128) unsigned char smem[];
+    /* the stages start 1024-byte aligned (the swizzles' period): the declaration's alignment places the
+     * dynamic shared memory so, and the table before them takes whole KB (as in the pipe kernel: no fix
+     * computed from the address at run time) */
+    extern __shared__ __align__(1024) unsigned char smem[];
+    static_assert(kPairTableBytes % 1024 == 0, "the stages follow the table at a whole KB");
     unsigned char *table = smem; /* at the base: its loads take the address as a register + constant */
     unsigned char *stages = smem + kPairTableBytes;
-    stages += (1024u - ((uint32_t)__cvta_generic_to_shared(stages) & 1023u)) & 1023u;
     const uint32_t stages_addr = (uint32_t)__cvta_generic_to_shared(stages);
     __shared__ int s_last;
     __shared__ __align__(8) uint64_t s_bars[2 * 8]; /* full[STAGES], then empty[STAGES] */
