@@ -32,7 +32,8 @@ using namespace bnb4_bench;
 
 constexpr int kMaxStages = 8, kTileRows = 128, kRowBytes = 128, kScaleBytes = 16; /* the pipe kernel's m = 1 step */
 constexpr int kXBoxBytes = 8 * 128;       /* an activation box: 8 rows (m = 1: one real, seven zero-filled) x 64 k */
-constexpr int kStageBytes = kTileRows * (kRowBytes + kScaleBytes) + 4 * kXBoxBytes; /* a multiple of 1024 */
+constexpr int kWeightBoxBytes = kTileRows * (kRowBytes + kScaleBytes); /* a step's packed bytes and absmax */
+constexpr int kStageBytes = kWeightBoxBytes + 4 * kXBoxBytes;           /* a multiple of 1024 */
 static_assert(kStageBytes % 1024 == 0, "stages keep the swizzle's 1024-byte alignment");
 
 /* Every 16-byte word read once; a folded value kept so the loads are not dropped. */
@@ -81,13 +82,12 @@ __global__ void __launch_bounds__(32, 1)
         const unsigned tile = it / k_steps, step = it - tile * k_steps;
         const uint32_t dst = base + slot * kStageBytes, bar = bar0 + 8 * slot;
         const int x = (int)(step * kRowBytes), s = (int)(step * (kScaleBytes / 4)), y = (int)(tile * kTileRows);
-        mbar_arrive_tx(bar, kTileRows * (kRowBytes + kScaleBytes) + (xboxes ? 4 * kXBoxBytes : 0));
+        mbar_arrive_tx(bar, kWeightBoxBytes + (xboxes ? 4 * kXBoxBytes : 0));
         tma_load_2d(dst, &w_map, x, y, bar);
         tma_load_2d(dst + kTileRows * kRowBytes, &s_map, s, y, bar);
         if (xboxes)
             for (int q = 0; q < 4; q++)
-                tma_load_2d(dst + kTileRows * (kRowBytes + kScaleBytes) + q * kXBoxBytes, &x_map, 2 * x + 64 * q, 0,
-                            bar);
+                tma_load_2d(dst + kWeightBoxBytes + q * kXBoxBytes, &x_map, 2 * x + 64 * q, 0, bar);
     };
     if (lane == 0)
         for (int i = 0; i < depth && begin + i < end; i++)
