@@ -97,6 +97,8 @@ void bnb4_cuda_ctx_free(bnb4_ctx *ctx) {
         cudaFree(s->counters);
     if (s->partials)
         cudaFree(s->partials);
+    if (s->scratch)
+        cudaFree(s->scratch);
     cudaMemPoolDestroy(s->pool);
     free(s);
     ctx->cuda = NULL;
@@ -119,14 +121,73 @@ size_t bnb4_cuda_steps_per_cta(const bnb4_cuda_state *s, size_t tiles, size_t k_
     return bnb4_grid_steps_per_cta(tiles, k_steps, s->sm_count > 0 ? (size_t)s->sm_count : 1);
 }
 
-bnb4_status bnb4_cuda_splitk(bnb4_cuda_state *s, size_t count, size_t bytes, unsigned **counters, float **partials) {
+/* Whether the context's stream is being captured into a CUDA graph, where nothing may synchronize it. */
+static bnb4_status stream_capturing(bnb4_cuda_state *s, bool *yes, const char *what) {
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    const bnb4_status st = bnb4_cuda_check(cudaStreamIsCapturing(s->stream, &status), what);
+    *yes = status != cudaStreamCaptureStatusNone;
+    return st;
+}
+
+bnb4_cuda_temps::~bnb4_cuda_temps() {
+    for (void *q : p)
+        bnb4_cuda_free(s, q);
+}
+
+/* A stream-ordered temporary for the op (freed when `temps` goes): the workspace of a call captured into a
+ * graph before the context's own buffer was large enough. */
+static bnb4_status temporary(bnb4_cuda_temps *temps, size_t bytes, void **out, const char *what) {
+    for (void *&slot : temps->p)
+        if (!slot) {
+            const bnb4_status st = bnb4_cuda_alloc(temps->s, bytes, out, what);
+            slot = *out;
+            return st;
+        }
+    return bnb4_fail(BNB4_ERR_DEVICE, "%s: internal error: more temporaries than bnb4_cuda_temps holds", what);
+}
+
+/* Grow a context-owned device buffer to at least `bytes` (with half again as headroom against regrowth).
+ * The stream is synchronized first: kernels still queued may use the old buffer. */
+static bnb4_status grow_buffer(bnb4_cuda_state *s, void **buf, size_t *have, size_t bytes, const char *what) {
+    if (bytes <= *have)
+        return BNB4_OK;
+    bnb4_status st = bnb4_cuda_check(cudaStreamSynchronize(s->stream), what);
+    if (st != BNB4_OK)
+        return st;
+    if (*buf)
+        cudaFree(*buf);
+    *buf = NULL;
+    *have = 0;
+    const size_t want = bytes + bytes / 2 < bytes ? bytes : bytes + bytes / 2;
+    st = bnb4_cuda_check(cudaMalloc(buf, want), what);
+    if (st == BNB4_OK)
+        *have = want;
+    return st;
+}
+
+bnb4_status bnb4_cuda_splitk(bnb4_cuda_state *s, size_t count, size_t bytes, unsigned **counters, float **partials,
+                             bnb4_cuda_temps *temps) {
     static const char what[] = "split-K workspace";
+    *counters = NULL;
+    *partials = NULL;
     if (count > s->counter_capacity || bytes > s->partials_bytes) {
-        bnb4_status st = bnb4_cuda_check(cudaStreamSynchronize(s->stream), what);
+        bool capturing = false;
+        bnb4_status st = stream_capturing(s, &capturing, what);
+        if (st == BNB4_OK && capturing) {
+            st = temporary(temps, count * sizeof(unsigned), (void **)counters, what);
+            if (st == BNB4_OK)
+                st = bnb4_cuda_check(cudaMemsetAsync(*counters, 0, count * sizeof(unsigned), s->stream), what);
+            if (st == BNB4_OK)
+                st = temporary(temps, bytes, (void **)partials, what);
+            return st;
+        }
         if (st != BNB4_OK)
             return st;
     }
     if (count > s->counter_capacity) {
+        bnb4_status st = bnb4_cuda_check(cudaStreamSynchronize(s->stream), what);
+        if (st != BNB4_OK)
+            return st;
         size_t cap = s->counter_capacity ? s->counter_capacity : 4096;
         while (cap < count)
             cap *= 2;
@@ -135,7 +196,7 @@ bnb4_status bnb4_cuda_splitk(bnb4_cuda_state *s, size_t count, size_t bytes, uns
         s->counters = NULL;
         s->counter_capacity = 0;
         unsigned *c = NULL;
-        bnb4_status st = bnb4_cuda_check(cudaMalloc((void **)&c, cap * sizeof *c), what);
+        st = bnb4_cuda_check(cudaMalloc((void **)&c, cap * sizeof *c), what);
         if (st == BNB4_OK)
             st = bnb4_cuda_check(cudaMemsetAsync(c, 0, cap * sizeof *c, s->stream), what);
         if (st != BNB4_OK) {
@@ -146,20 +207,27 @@ bnb4_status bnb4_cuda_splitk(bnb4_cuda_state *s, size_t count, size_t bytes, uns
         s->counters = c;
         s->counter_capacity = cap;
     }
-    if (bytes > s->partials_bytes) {
-        const size_t want = bytes + bytes / 2; /* some headroom against regrowth */
-        if (s->partials)
-            cudaFree(s->partials);
-        s->partials = NULL;
-        s->partials_bytes = 0;
-        bnb4_status st = bnb4_cuda_check(cudaMalloc((void **)&s->partials, want), what);
-        if (st != BNB4_OK)
-            return st;
-        s->partials_bytes = want;
-    }
+    const bnb4_status st = grow_buffer(s, (void **)&s->partials, &s->partials_bytes, bytes, what);
+    if (st != BNB4_OK)
+        return st;
     *counters = s->counters;
     *partials = s->partials;
     return BNB4_OK;
+}
+
+bnb4_status bnb4_cuda_scratch(bnb4_cuda_state *s, size_t bytes, void **out, bnb4_cuda_temps *temps) {
+    static const char what[] = "kernel scratch";
+    *out = NULL;
+    if (bytes > s->scratch_bytes) {
+        bool capturing = false;
+        const bnb4_status st = stream_capturing(s, &capturing, what);
+        if (st != BNB4_OK || capturing)
+            return st != BNB4_OK ? st : temporary(temps, bytes, out, what);
+    }
+    const bnb4_status st = grow_buffer(s, &s->scratch, &s->scratch_bytes, bytes ? bytes : 1, what);
+    if (st == BNB4_OK)
+        *out = s->scratch;
+    return st;
 }
 
 /* ---- ops ------------------------------------------------------------------------------------------- */

@@ -33,6 +33,8 @@ struct bnb4_cuda_state {
     size_t counter_capacity;
     float *partials;          /* split-K partial sums, grown on demand (no allocation per call) */
     size_t partials_bytes;
+    void *scratch;            /* one kernel's operand prepared by another (bnb4_cuda_scratch), grown on demand */
+    size_t scratch_bytes;
     void *cublas;             /* cublasHandle_t, created on first use (cuBLAS is dlopen'ed) */
 };
 
@@ -174,10 +176,28 @@ bnb4_status bnb4_cuda_check(cudaError_t err, const char *what);
 /* Stream-ordered temporaries from the context's pool. */
 bnb4_status bnb4_cuda_alloc(bnb4_cuda_state *s, size_t bytes, void **out, const char *what);
 void bnb4_cuda_free(bnb4_cuda_state *s, void *p);
+/* Temporaries an op took from the pool because its stream was being captured into a CUDA graph when the
+ * context's own buffer was too small to serve it (growing one needs a synchronization, which a capture
+ * forbids); freed, stream-ordered, when the holder goes out of scope after the op's kernels. */
+struct bnb4_cuda_temps {
+    bnb4_cuda_state *s;
+    void *p[3] = {};
+    explicit bnb4_cuda_temps(bnb4_cuda_state *state) : s(state) {}
+    ~bnb4_cuda_temps();
+    bnb4_cuda_temps(const bnb4_cuda_temps &) = delete;
+    bnb4_cuda_temps &operator=(const bnb4_cuda_temps &) = delete;
+};
 /* At least `count` zeroed split-K counters and `bytes` of partial-sum space, owned by the context. They
  * grow by synchronizing the stream first (kernels still queued may use the old ones), so the steady state
- * of a model's layers allocates nothing and can be captured in a CUDA graph. */
-bnb4_status bnb4_cuda_splitk(bnb4_cuda_state *s, size_t count, size_t bytes, unsigned **counters, float **partials);
+ * of a model's layers allocates nothing; during a graph capture, too small, they are temporaries (temps). */
+bnb4_status bnb4_cuda_splitk(bnb4_cuda_state *s, size_t count, size_t bytes, unsigned **counters, float **partials,
+                             bnb4_cuda_temps *temps);
+/* At least `bytes` of device memory owned by the context, grown as the split-K space is: for an operand one
+ * kernel prepares for the next (the wgmma pipe kernel's permuted activations). Unlike a stream-ordered
+ * temporary it puts no allocation node between one op's kernels and the next op's in a CUDA graph, where
+ * the node would stand in the programmatic launch edge between them. Each op's first kernel writes it
+ * only after griddepcontrol.wait, so the previous op's kernels are done with it. */
+bnb4_status bnb4_cuda_scratch(bnb4_cuda_state *s, size_t bytes, void **out, bnb4_cuda_temps *temps);
 
 /* Steps per CTA of the persistent matmul kernels: with `grid_env` set (tests, measuring) that many CTAs
  * and per = ceil(steps / CTAs) (stream-K); otherwise aligned runs or stream-K on one CTA per SM

@@ -124,6 +124,7 @@ struct PipeArgs : bnb4_cuda_weight_args {
     unsigned k_steps, iters, per_cta, max_contrib;
     unsigned inflight;          /* TMA: stages the producer keeps issued but not landed (0: no limit) */
     unsigned prefetch;          /* TMA: first stages of the run prefetched into L2 before griddepcontrol.wait */
+    unsigned early;             /* WG: first stages whose weights and scales are copied before it (<= STAGES) */
 };
 
 /* PairOps (cuda_sm90.cuh) plus the mma.sync of the dtype */
@@ -288,14 +289,27 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
             tma_prefetch_map(&w_map);
             tma_prefetch_map(&x_map);
             tma_prefetch_map(&s_map);
-            /* m <= 16: the run's first stages into L2 while the previous kernel ends (see pipe_prefetch; L2
-             * prefetches running 4-16 stages ahead of the loads were slower at every depth, v12) */
-            for (unsigned i = 0; i < a.prefetch && it_begin + i < it_end; i++) {
+            /* WG: the previous kernel is pipe_permute_x, which let this one start only after its own
+             * griddepcontrol.wait, so the weights and scales are final: the first stages' copies of them go
+             * out now, while that kernel runs, and only their activations wait (early stages). Else, m <= 16:
+             * the run's first stages into L2 while the previous kernel ends (see pipe_prefetch; L2 prefetches
+             * running 4-16 stages ahead of the loads were slower at every depth, v12). */
+            const unsigned run = it_end - it_begin;
+            const unsigned early = WG ? min(run, a.early) : 0;
+            for (unsigned i = 0; i < (WG ? early : min(run, a.prefetch)); i++) {
                 const unsigned it = it_begin + i, t = it / a.k_steps, k0 = (it - t * a.k_steps) * kStepK;
-                tma_prefetch_l2_2d(&w_map, (int)(k0 / 2), (int)(t * kTileRows));
-                tma_prefetch_l2_2d(&s_map, (int)((k0 >> bs_log2) & s_mask), (int)(t * kTileRows));
+                const int kw = (int)(k0 / 2), ks = (int)((k0 >> bs_log2) & s_mask), n0 = (int)(t * kTileRows);
+                if constexpr (WG) { /* slot i, its first use */
+                    const uint32_t base = stages_addr + i * S::StageBytes, fb = full_bar + 8 * i;
+                    mbar_arrive_tx(fb, kWBytes + S::XBytes + s_bytes);
+                    tma_load_2d(base, &w_map, kw, n0, fb);
+                    tma_load_2d(base + kWBytes + S::XBytes, &s_map, ks, n0, fb);
+                } else {
+                    tma_prefetch_l2_2d(&w_map, kw, n0);
+                    tma_prefetch_l2_2d(&s_map, ks, n0);
+                }
             }
-            pdl_wait(); /* the activations, and the weights themselves, may come from the previous kernel */
+            pdl_wait(); /* the activations, and (but for WG) the weights themselves, may come from the previous kernel */
             unsigned tile = it_begin / a.k_steps, step = it_begin - tile * a.k_steps;
             int slot = 0, lag_slot = 0; /* lag: the oldest stage issued and not yet seen landed */
             uint32_t phase = 0, lag_phase = 0;
@@ -314,12 +328,16 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                 const unsigned k0 = step * kStepK;
                 const uint32_t base = stages_addr + slot * S::StageBytes, fb = full_bar + 8 * slot;
                 const int n0 = (int)(tile * kTileRows);
-                mbar_arrive_tx(fb, kWBytes + S::XBytes + s_bytes);
-                tma_load_2d(base, &w_map, (int)(k0 / 2), n0, fb);
+                const bool whole = !WG || it - it_begin >= early; /* (early: weights and scales issued) */
+                if (whole) {
+                    mbar_arrive_tx(fb, kWBytes + S::XBytes + s_bytes);
+                    tma_load_2d(base, &w_map, (int)(k0 / 2), n0, fb);
+                }
 #pragma unroll
                 for (int q = 0; q < 4; q++) /* activations: 4 boxes of 64 k */
                     tma_load_2d(base + kWBytes + q * (MT * 128), &x_map, (int)(k0 + 64 * q), 0, fb);
-                tma_load_2d(base + kWBytes + S::XBytes, &s_map, (int)((k0 >> bs_log2) & s_mask), n0, fb);
+                if (whole)
+                    tma_load_2d(base + kWBytes + S::XBytes, &s_map, (int)((k0 >> bs_log2) & s_mask), n0, fb);
                 if (++slot == STAGES) {
                     slot = 0;
                     phase ^= 1u;
@@ -1025,8 +1043,11 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
 template <typename T>
 __global__ void pipe_permute_x(const T *__restrict__ x, T *__restrict__ xp, size_t total8, unsigned K) {
 #if BNB4_HAS_TMA
+    /* x may come from the previous kernel. The pipe kernel that follows may start only after this wait:
+     * then everything but the permuted activations is complete before it starts, and it copies the first
+     * stages' weights and scales without waiting (the producer's `early` stages). */
+    pdl_wait();
     pdl_launch_dependents();
-    pdl_wait(); /* x may come from the previous kernel */
 #endif
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total8; i += (size_t)gridDim.x * blockDim.x) {
         const size_t o = i * 8, row_k = o - o % K; /* first output element, its row's first */
@@ -1084,22 +1105,31 @@ unsigned pipe_prefetch() {
     return n;
 }
 
+/* WG: the stages whose weights and scales the producer copies before griddepcontrol.wait (the kernel
+ * follows pipe_permute_x, which let it start only after its own wait): its whole window in flight
+ * (`inflight`, at most `stages`); BNB4_CUDA_PIPE_EARLY=n for measuring (read once; 0: none). */
+unsigned pipe_early(unsigned inflight, unsigned stages) {
+    static const size_t n = bnb4_env_size("BNB4_CUDA_PIPE_EARLY", (size_t)-1);
+    const size_t want = n != (size_t)-1 ? n : inflight ? inflight : stages;
+    return want < stages ? (unsigned)want : stages;
+}
+
 template <typename T, int NT, bool NESTED, bool TMA, bool WG, bool PS>
 bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     using S = PipeShape<NT, TMA, WG, PS>;
     PipeMaps maps;
     memset(&maps, 0, sizeof maps);
-    void *xp = nullptr; /* WG: the permuted activations */
+    bnb4_cuda_temps temps(s); /* (only while a graph is captured: see bnb4_cuda_scratch) */
+    void *xp = nullptr;       /* WG: the permuted activations (the context's scratch) */
     const void *x = a.x;
     if constexpr (WG) {
-        const bnb4_status st = bnb4_cuda_alloc(s, a.M * a.K * sizeof(T), &xp, "bnb4_gemm (pipe): activations");
+        const bnb4_status st = bnb4_cuda_scratch(s, a.M * a.K * sizeof(T), &xp, &temps);
         if (st != BNB4_OK)
             return st;
         a.x = xp;
     }
     if constexpr (TMA) {
         if (!pipe_tma_encode(a, w, S::MT, &maps)) { /* (not expected: the layouts were checked) */
-            bnb4_cuda_free(s, xp);
             a.x = x;
             return launch_pipe<T, NT, NESTED, false, false, false>(s, a, w);
         }
@@ -1110,10 +1140,8 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
             cudaFuncSetAttribute(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS>,
                                  cudaFuncAttributeMaxDynamicSharedMemorySize, S::SmemBytes),
             "bnb4_gemm (pipe): shared memory");
-        if (st != BNB4_OK) {
-            bnb4_cuda_free(s, xp);
+        if (st != BNB4_OK)
             return st;
-        }
         set = 1;
     }
     const size_t tiles = bnb4_div_up(a.N, kTileRows), k_steps = bnb4_div_up(a.K, kStepK);
@@ -1129,14 +1157,13 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     a.per_cta = (unsigned)per;
     a.max_contrib = (unsigned)(bnb4_div_up(k_steps, per) + 1);
     a.inflight = pipe_inflight();
-    a.prefetch = NT <= 2 ? pipe_prefetch() : 0;
+    a.prefetch = NT <= 2 && !WG ? pipe_prefetch() : 0; /* (WG: early stages instead) */
+    a.early = WG ? pipe_early(a.inflight, S::Stages) : 0;
     if (per % k_steps != 0) { /* some tile is shared by CTAs: workspace and counters */
         const bnb4_status st = bnb4_cuda_splitk(s, tiles, tiles * a.max_contrib * S::MT * kTileRows * sizeof(float),
-                                                &a.counters, &a.ws);
-        if (st != BNB4_OK) {
-            bnb4_cuda_free(s, xp);
+                                                &a.counters, &a.ws, &temps);
+        if (st != BNB4_OK)
             return st;
-        }
     }
     /* programmatic dependent launch (TMA variant, sm_90): this kernel's prologue overlaps the previous
      * kernel's end */
@@ -1160,7 +1187,6 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
         cfg.stream = s->stream;
         e = bnb4_launch_ex(cfg, pdl, gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS>, a, maps.w, maps.x, maps.s);
     }
-    bnb4_cuda_free(s, xp); /* stream-ordered: after the kernel */
     return bnb4_cuda_check(e, "bnb4_gemm (pipe)");
 }
 

@@ -95,7 +95,7 @@ template <typename T> __global__ void __launch_bounds__(kScaleTile * kScaleRowsP
     tile_scales_kernel(TileScaleArgs a) {
 #if BNB4_HAS_TMA
     pdl_launch_dependents();
-    pdl_wait(); /* the weight may come from the previous kernel */
+    pdl_wait(); /* the weight may come from the previous kernel, and it may still read the scratch */
 #endif
     __shared__ uint32_t tile[kScaleTile][kScaleTile + 1]; /* [entry][step], padded: no bank conflicts */
     const int tx = threadIdx.x, ty = threadIdx.y;
@@ -410,8 +410,9 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
      * may then start mid-block); each half always is (K % 32 == 0, blocksizes are multiples of 32) */
     a.pairs = w->blocksize == 32 || a.K % kStepK != 0 ? 2 : 1;
     const size_t row_pad = bnb4_div_up(a.N * a.pairs, 4) * 4;
-    void *scales = nullptr;
-    bnb4_status st = bnb4_cuda_alloc(s, row_pad * k_steps * sizeof(uint32_t), &scales, fn);
+    bnb4_cuda_temps temps(s); /* (only while a graph is captured: see bnb4_cuda_scratch) */
+    void *scales = nullptr;   /* the context's scratch: see tile_scales_kernel */
+    bnb4_status st = bnb4_cuda_scratch(s, row_pad * k_steps * sizeof(uint32_t), &scales, &temps);
     if (st != BNB4_OK)
         return st;
     CUtensorMap w_map, x_map, s_map;
@@ -422,7 +423,6 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
         !encode_2d(&x_map, x, CU_TENSOR_MAP_DATA_TYPE_UINT16, a.K, a.M, a.K * 2, kStepK, BX, CU_TENSOR_MAP_SWIZZLE_128B) ||
         !encode_2d(&s_map, scales, CU_TENSOR_MAP_DATA_TYPE_UINT32, row_pad, k_steps, row_pad * 4, kTileRows * a.pairs, 1,
                    CU_TENSOR_MAP_SWIZZLE_NONE)) {
-        bnb4_cuda_free(s, scales);
         return bnb4_cuda_gemm_dequant_blas(s, w, std::is_same<T, __half>::value ? BNB4_F16 : BNB4_BF16, a.M, x, a.bias,
                                            a.y); /* (not expected: the layout was checked) */
     }
@@ -431,10 +431,8 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
         st = bnb4_cuda_check(cudaFuncSetAttribute(gemm_4bit_tile_kernel<T, BX>,
                                                   cudaFuncAttributeMaxDynamicSharedMemorySize, S::SmemBytes),
                              "bnb4_gemm (tile): shared memory");
-        if (st != BNB4_OK) {
-            bnb4_cuda_free(s, scales);
+        if (st != BNB4_OK)
             return st;
-        }
         set = 1;
     }
     /* BNB4_CUDA_TILE_CTAS=n: n CTAs, stream-K (read per call: tests use it to force tiles shared by many
@@ -447,11 +445,9 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
     a.iters = (unsigned)iters;
     a.per_cta = (unsigned)per;
     if (per % k_steps != 0) { /* some tile is shared by CTAs: workspace (2 slots per CTA) and counters */
-        st = bnb4_cuda_splitk(s, tiles, ctas * 2 * (size_t)BX * kTileRows * sizeof(float), &a.counters, &a.ws);
-        if (st != BNB4_OK) {
-            bnb4_cuda_free(s, scales);
+        st = bnb4_cuda_splitk(s, tiles, ctas * 2 * (size_t)BX * kTileRows * sizeof(float), &a.counters, &a.ws, &temps);
+        if (st != BNB4_OK)
             return st;
-        }
     }
     TileScaleArgs sa = {};
     static_cast<bnb4_cuda_weight_args &>(sa) = a;
@@ -480,7 +476,6 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
         cfg.stream = s->stream;
         e = bnb4_launch_ex(cfg, pdl, gemm_4bit_tile_kernel<T, BX>, a, w_map, x_map, s_map);
     }
-    bnb4_cuda_free(s, scales); /* stream-ordered: after the kernel */
     return bnb4_cuda_check(e, fn);
 }
 

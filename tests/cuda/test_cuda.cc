@@ -753,6 +753,80 @@ TEST_F(CudaTest, MatmulMisalignedActivationsTakeTheGeneralPath) {
     }
 }
 
+// Matmuls captured into a CUDA graph: on a fresh context (its split-K space and scratch too small, so the
+// captured calls take stream-ordered temporaries: growing needs a synchronization a capture forbids) and on
+// one whose buffers earlier direct calls have grown. Each graph holds two calls and is replayed twice; every
+// replay gives the bytes of direct calls (the kernels are deterministic). The grids are forced small so
+// tiles are shared between CTAs (split-K): the pipe kernel (m = 9 and, with wgmma, 40: its permuted
+// activations in the scratch) and the tile kernel (m = 130: its scales there).
+TEST_F(CudaTest, MatmulsCapturedInAGraphMatchDirectCalls) {
+    struct Env {
+        Env() {
+            setenv("BNB4_CUDA_PIPE_CTAS", "5", 1), setenv("BNB4_CUDA_TILE_CTAS", "5", 1);
+            setenv("BNB4_CUDA_TILE_MAX_M", "1000000", 1), setenv("BNB4_CUDA_TILE_MIN_WEIGHTS", "0", 1);
+        }
+        ~Env() {
+            unsetenv("BNB4_CUDA_PIPE_CTAS"), unsetenv("BNB4_CUDA_TILE_CTAS");
+            unsetenv("BNB4_CUDA_TILE_MAX_M"), unsetenv("BNB4_CUDA_TILE_MIN_WEIGHTS");
+        }
+    } env;
+    auto g = rng(108);
+    const size_t N = 300, K = 1024, bs = 64;
+    for (int nested = 0; nested < 2; nested++) {
+        const HostWeight w = make_weight(N, K, bs, nested ? BNB4_FP4 : BNB4_NF4, g);
+        DeviceWeight dw(w);
+        const bnb4_qtensor wd = dw.device(nested);
+        for (size_t m : {1, 9, 40, 130})
+            for (bnb4_dtype dt : {BNB4_F16, BNB4_BF16}) {
+                const std::string what = "m " + std::to_string(m) + " " + bnb4_dtype_name(dt) +
+                                         (nested ? " nested" : " plain") + " (" +
+                                         bnb4_kernel_name(ctx, BNB4_OP_GEMM, dt, m) + ")";
+                const size_t es = bnb4_dtype_size(dt);
+                const Array x0 = randn(dt, m * K, g), x1 = randn(dt, m * K, g), bias = randn(dt, N, g);
+                DevBuf dx0(x0.data(), m * K * es), dx1(x1.data(), m * K * es), db(bias.data(), N * es);
+                DevBuf want0(m * N * es), want1(m * N * es), got0(m * N * es), got1(m * N * es);
+                ASSERT_EQ(BNB4_OK, bnb4_gemm(ctx, &wd, dt, m, dx0.as<void>(), db.as<void>(), want0.as<void>()))
+                    << what << ": " << bnb4_last_error();
+                ASSERT_EQ(BNB4_OK, bnb4_gemm(ctx, &wd, dt, m, dx1.as<void>(), nullptr, want1.as<void>()))
+                    << what << ": " << bnb4_last_error();
+                sync();
+                bnb4_ctx_params p;
+                bnb4_ctx_params_default(&p);
+                p.device = BNB4_DEVICE_CUDA;
+                p.stream = stream;
+                bnb4_ctx *fresh = nullptr;
+                ASSERT_EQ(BNB4_OK, bnb4_ctx_create(&p, &fresh)) << bnb4_last_error();
+                for (bnb4_ctx *c : {fresh, ctx}) {
+                    const std::string which = what + (c == fresh ? ", fresh context" : ", grown context");
+                    cudaGraph_t graph = nullptr;
+                    cudaGraphExec_t exec = nullptr;
+                    CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+                    const bnb4_status s0 = bnb4_gemm(c, &wd, dt, m, dx0.as<void>(), db.as<void>(), got0.as<void>());
+                    const std::string e0 = bnb4_last_error();
+                    const bnb4_status s1 = bnb4_gemm(c, &wd, dt, m, dx1.as<void>(), nullptr, got1.as<void>());
+                    const std::string e1 = bnb4_last_error();
+                    CUDA_OK(cudaStreamEndCapture(stream, &graph));
+                    EXPECT_EQ(BNB4_OK, s0) << which << ": " << e0;
+                    EXPECT_EQ(BNB4_OK, s1) << which << ": " << e1;
+                    CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+                    for (int replay = 0; replay < 2; replay++) {
+                        CUDA_OK(cudaMemsetAsync(got0.p, 0xFF, got0.bytes, stream));
+                        CUDA_OK(cudaMemsetAsync(got1.p, 0xFF, got1.bytes, stream));
+                        CUDA_OK(cudaGraphLaunch(exec, stream));
+                        sync();
+                        EXPECT_TRUE(same_bytes(want0.get(), got0.get(), which + ", bias, replay " + std::to_string(replay)));
+                        EXPECT_TRUE(same_bytes(want1.get(), got1.get(), which + ", replay " + std::to_string(replay)));
+                    }
+                    cudaGraphExecDestroy(exec);
+                    cudaGraphDestroy(graph);
+                }
+                bnb4_ctx_destroy(fresh);
+                if (HasFailure())
+                    return;
+            }
+    }
+}
+
 // ---- conformance: bitsandbytes' recorded outputs ---------------------------------------------------------------
 std::string conformance_file(const char *name) {
     const char *env = std::getenv("BNB4_CONFORMANCE_DIR");
