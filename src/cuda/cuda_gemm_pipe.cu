@@ -973,54 +973,35 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
         if (!s_last)
             continue;
         const size_t first = (size_t)cur_t * a.max_contrib * MT * kTileRows;
-        /* TMA, m <= 16 (up to 4 elements per thread): all the thread's partial sums loaded before its first
-         * store (a store to y orders the loads after it: a round trip per element, where the last CTA's
-         * fix-up is on the kernel's critical path); elsewhere one element at a time (registers are short;
-         * the compiler unrolls the contributor loop and issues its loads together) */
+        /* The thread's elements (one row n, every kConsumerThreads / 128-th m) in chunks of up to 8: every
+         * contributor's partial sums of a chunk are loaded before its first store. A store to y orders the
+         * loads after it, so element by element the last CTA's fix-up, on the kernel's critical path, took
+         * one round trip to L2 per element: up to 32 at m = 64 (docs/performance.md v21). */
         constexpr int kE = (MT * kTileRows + kConsumerThreads - 1) / kConsumerThreads; /* elements per thread */
+        /* (the m = 33..64 nested wgmma main loop spills with more: scripts/check_loop_budget.py) */
+        constexpr int kMaxChunk = WG && NESTED && NT == 8 ? 2 : 8;
+        constexpr int kChunk = kE < kMaxChunk ? kE : kMaxChunk;
+        static_assert(kConsumerThreads % kTileRows == 0, "a thread's elements share their row n");
         const int e_end = (int)min(M, (size_t)MT) * kTileRows;
-        if constexpr (TMA && kE <= 4) {
-            float v[kE];
-            bool ok[kE];
+        const size_t n = (size_t)cur_t * kTileRows + tid % kTileRows;
+        for (int e0 = tid; e0 < e_end && n < N; e0 += kChunk * kConsumerThreads) {
+            /* element e0 + q kConsumerThreads of contributor ci: part[ci MT 128 + q kConsumerThreads] */
+            const float *part = a.ws + first + e0;
+            const int q_end = min(kChunk, (e_end - e0 + kConsumerThreads - 1) / kConsumerThreads);
+            float v[kChunk];
 #pragma unroll
-            for (int q = 0; q < kE; q++) {
-                const int e = tid + q * kConsumerThreads;
-                ok[q] = e < e_end && (size_t)cur_t * kTileRows + e % kTileRows < N;
+            for (int q = 0; q < kChunk; q++)
                 v[q] = 0.0f;
-            }
             for (unsigned ci = 0; ci <= c_hi - c_lo; ci++) /* fixed order: deterministic */
 #pragma unroll
-                for (int q = 0; q < kE; q++) {
-                    const int e = tid + q * kConsumerThreads;
-                    const float p = ok[q] ? __ldcg(a.ws + first + ((size_t)ci * MT + e / kTileRows) * kTileRows +
-                                                   e % kTileRows)
-                                          : 0.0f;
-                    v[q] += p;
-                }
+                for (int q = 0; q < kChunk; q++)
+                    if (q < q_end)
+                        v[q] += __ldcg(part + (size_t)ci * (MT * kTileRows) + q * kConsumerThreads);
+            const float b = a.bias ? bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n]) : 0.0f;
 #pragma unroll
-            for (int q = 0; q < kE; q++) {
-                const int e = tid + q * kConsumerThreads, m = e / kTileRows;
-                const size_t n = (size_t)cur_t * kTileRows + e % kTileRows;
-                if (ok[q]) {
-                    float w = v[q];
-                    if (a.bias)
-                        w += bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n]);
-                    y[(size_t)m * N + n] = bnb4_dt<T>::from_f32(w);
-                }
-            }
-        } else {
-            for (int e = tid; e < e_end; e += kConsumerThreads) {
-                const int m = e / kTileRows, r = e % kTileRows;
-                const size_t n = (size_t)cur_t * kTileRows + r;
-                if (n >= N)
-                    continue;
-                float v = 0.0f;
-                for (unsigned ci = 0; ci <= c_hi - c_lo; ci++) /* fixed order: deterministic */
-                    v += __ldcg(a.ws + first + ((size_t)ci * MT + m) * kTileRows + r);
-                if (a.bias)
-                    v += bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n]);
-                y[(size_t)m * N + n] = bnb4_dt<T>::from_f32(v);
-            }
+            for (int q = 0; q < kChunk; q++)
+                if (q < q_end)
+                    y[(size_t)((e0 + q * kConsumerThreads) / kTileRows) * N + n] = bnb4_dt<T>::from_f32(v[q] + b);
         }
         if (tid == 0)
             a.counters[cur_t] = 0; /* ready for the next launch on this stream */
