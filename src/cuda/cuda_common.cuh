@@ -193,10 +193,11 @@ struct bnb4_cuda_temps {
 bnb4_status bnb4_cuda_splitk(bnb4_cuda_state *s, size_t count, size_t bytes, unsigned **counters, float **partials,
                              bnb4_cuda_temps *temps);
 /* At least `bytes` of device memory owned by the context, grown as the split-K space is: for an operand one
- * kernel prepares for the next (the wgmma pipe kernel's permuted activations). Unlike a stream-ordered
- * temporary it puts no allocation node between one op's kernels and the next op's in a CUDA graph, where
- * the node would stand in the programmatic launch edge between them. Each op's first kernel writes it
- * only after griddepcontrol.wait, so the previous op's kernels are done with it. */
+ * kernel prepares for the next (the wgmma pipe kernel's permuted activations, the tile kernel's block
+ * scales). Unlike a stream-ordered temporary it puts no allocation node between one op's kernels and the
+ * next op's in a CUDA graph, where the node would stand in the programmatic launch edge between them.
+ * Each op's first kernel writes it only after griddepcontrol.wait, so the previous op's kernels are done
+ * with it. */
 bnb4_status bnb4_cuda_scratch(bnb4_cuda_state *s, size_t bytes, void **out, bnb4_cuda_temps *temps);
 
 /* Steps per CTA of the persistent matmul kernels: with `grid_env` set (tests, measuring) that many CTAs

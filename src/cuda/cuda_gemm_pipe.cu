@@ -52,12 +52,16 @@
  *    warps hold its 64 rows), and the activations are read by the tensor cores straight from the stage (B,
  *    K-major with the copy's 128-byte swizzle) instead of per warp through registers: the per-warp
  *    activation reads and mma.sync issue were what bound m = 32/64. For B's k order to match the
- *    fragments', a small kernel first writes the activations permuted (pipe_permute_x) into a temporary.
+ *    fragments', a small kernel first writes the activations permuted (pipe_permute_x) into the context's
+ *    scratch (bnb4_cuda_scratch).
  *    m <= 8, and nested absmax at m <= 16, keep mma.sync (post-scaled at blocksize 64): measured faster
  *    (docs/performance.md v16).
  *  - Programmatic dependent launch (TMA variant): the kernel lets the next one on the stream start as its
  *    CTAs finish and waits (griddepcontrol.wait) before reading anything a previous kernel may write, so
- *    launch and prologue (barriers, the code-pair table) overlap the previous kernel's tail.
+ *    launch and prologue (barriers, the code-pair table) overlap the previous kernel's tail; at m <= 16
+ *    the first stages' weights are prefetched into L2 before the wait. With wgmma the previous kernel is
+ *    pipe_permute_x, which lets this one start only after its own wait: the first stages' weights and
+ *    scales are copied before the wait, only the permuted activations after it.
  *  - Partial tiles: a tile covered by one CTA is stored directly (bias in f32, one rounding). A tile shared
  *    by several CTAs: each writes its f32 partial sums to a slot of the context's split-K workspace; the
  *    last to arrive (a per-tile counter) adds the slots in contributor order, so the result does not

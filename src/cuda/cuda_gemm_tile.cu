@@ -21,9 +21,10 @@
  *    by the block scale. A step's 4 wgmmas run while the next step is decoded; its stage goes back to
  *    the producer once they are done.
  *  - Block scales: a first small kernel (tile_scales_kernel) writes every row's scale for every step
- *    (nested absmax decoded), steps-major, so each stage gets its 128 rows' scales as a third tensor copy:
- *    the main loop reads nothing from global memory itself (loading them there, one step ahead, left
- *    every step waiting ~1 us on their DRAM latency: docs/performance.md v13).
+ *    (nested absmax decoded), steps-major, into the context's scratch (bnb4_cuda_scratch), so each stage
+ *    gets its 128 rows' scales as a third tensor copy: the main loop reads nothing from global memory
+ *    itself (loading them there, one step ahead, left every step waiting ~1 us on their DRAM latency:
+ *    docs/performance.md v13).
  *  - Ends of tiles: a tile one CTA covered is stored directly (bias added in f32, one rounding); a tile
  *    several CTAs share is summed through the split-K workspace by the last to arrive, in contributor
  *    order (deterministic), as in cuda_gemm_pipe.cu.
