@@ -99,6 +99,9 @@ void bnb4_cuda_ctx_free(bnb4_ctx *ctx) {
         cudaFree(s->partials);
     if (s->scratch)
         cudaFree(s->scratch);
+    for (size_t i = 0; i < s->n_retired; i++)
+        cudaFree(s->retired[i]);
+    free(s->retired);
     cudaMemPoolDestroy(s->pool);
     free(s);
     ctx->cuda = NULL;
@@ -146,23 +149,38 @@ static bnb4_status temporary(bnb4_cuda_temps *temps, size_t bytes, void **out, c
     return bnb4_fail(BNB4_ERR_DEVICE, "%s: internal error: more temporaries than bnb4_cuda_temps holds", what);
 }
 
+/* A context-owned buffer being replaced stays allocated until the context goes: a CUDA graph captured
+ * earlier holds its address and may still be replayed (growth at most doubles what the buffers take, as
+ * each one grows by half again). */
+static bnb4_status retire(bnb4_cuda_state *s, void *buf, const char *what) {
+    if (!buf)
+        return BNB4_OK;
+    void **list = (void **)realloc(s->retired, (s->n_retired + 1) * sizeof *list);
+    if (!list)
+        return bnb4_fail(BNB4_ERR_OUT_OF_MEMORY, "%s: out of host memory", what);
+    s->retired = list;
+    s->retired[s->n_retired++] = buf;
+    return BNB4_OK;
+}
+
 /* Grow a context-owned device buffer to at least `bytes` (with half again as headroom against regrowth).
- * The stream is synchronized first: kernels still queued may use the old buffer. */
+ * The stream is synchronized first: kernels still queued may use the old buffer (and it is retired, not
+ * freed: see retire). */
 static bnb4_status grow_buffer(bnb4_cuda_state *s, void **buf, size_t *have, size_t bytes, const char *what) {
     if (bytes <= *have)
         return BNB4_OK;
     bnb4_status st = bnb4_cuda_check(cudaStreamSynchronize(s->stream), what);
+    const size_t want = bytes + bytes / 2 < bytes ? bytes : bytes + bytes / 2;
+    void *fresh = NULL;
+    if (st == BNB4_OK)
+        st = bnb4_cuda_check(cudaMalloc(&fresh, want), what);
+    if (st == BNB4_OK && (st = retire(s, *buf, what)) != BNB4_OK)
+        cudaFree(fresh);
     if (st != BNB4_OK)
         return st;
-    if (*buf)
-        cudaFree(*buf);
-    *buf = NULL;
-    *have = 0;
-    const size_t want = bytes + bytes / 2 < bytes ? bytes : bytes + bytes / 2;
-    st = bnb4_cuda_check(cudaMalloc(buf, want), what);
-    if (st == BNB4_OK)
-        *have = want;
-    return st;
+    *buf = fresh;
+    *have = want;
+    return BNB4_OK;
 }
 
 bnb4_status bnb4_cuda_splitk(bnb4_cuda_state *s, size_t count, size_t bytes, unsigned **counters, float **partials,
@@ -191,14 +209,12 @@ bnb4_status bnb4_cuda_splitk(bnb4_cuda_state *s, size_t count, size_t bytes, uns
         size_t cap = s->counter_capacity ? s->counter_capacity : 4096;
         while (cap < count)
             cap *= 2;
-        if (s->counters)
-            cudaFree(s->counters);
-        s->counters = NULL;
-        s->counter_capacity = 0;
         unsigned *c = NULL;
         st = bnb4_cuda_check(cudaMalloc((void **)&c, cap * sizeof *c), what);
         if (st == BNB4_OK)
             st = bnb4_cuda_check(cudaMemsetAsync(c, 0, cap * sizeof *c, s->stream), what);
+        if (st == BNB4_OK)
+            st = retire(s, s->counters, what);
         if (st != BNB4_OK) {
             if (c)
                 cudaFree(c);

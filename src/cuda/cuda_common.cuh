@@ -35,6 +35,8 @@ struct bnb4_cuda_state {
     size_t partials_bytes;
     void *scratch;            /* one kernel's operand prepared by another (bnb4_cuda_scratch), grown on demand */
     size_t scratch_bytes;
+    void **retired;           /* the buffers above as they were before growing: graphs may still use them */
+    size_t n_retired;
     void *cublas;             /* cublasHandle_t, created on first use (cuBLAS is dlopen'ed) */
 };
 
@@ -188,8 +190,9 @@ struct bnb4_cuda_temps {
     bnb4_cuda_temps &operator=(const bnb4_cuda_temps &) = delete;
 };
 /* At least `count` zeroed split-K counters and `bytes` of partial-sum space, owned by the context. They
- * grow by synchronizing the stream first (kernels still queued may use the old ones), so the steady state
- * of a model's layers allocates nothing; during a graph capture, too small, they are temporaries (temps). */
+ * grow by synchronizing the stream first (kernels still queued may use the old ones, which stay allocated
+ * until the context goes: captured graphs may hold them), so the steady state of a model's layers
+ * allocates nothing; during a graph capture, too small, they are temporaries (temps). */
 bnb4_status bnb4_cuda_splitk(bnb4_cuda_state *s, size_t count, size_t bytes, unsigned **counters, float **partials,
                              bnb4_cuda_temps *temps);
 /* At least `bytes` of device memory owned by the context, grown as the split-K space is: for an operand one

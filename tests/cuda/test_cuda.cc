@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -824,6 +825,71 @@ TEST_F(CudaTest, MatmulsCapturedInAGraphMatchDirectCalls) {
                 if (HasFailure())
                     return;
             }
+    }
+}
+
+// A graph captured from a context holds the addresses of the context's split-K space and scratch. When a
+// later call grows them, the old buffers must stay valid (they are retired, not freed) so the graph still
+// replays to the same bytes: graphs of the pipe kernel (mma.sync and wgmma) and the tile kernel on a grid
+// forced small, replayed after a direct call on a larger weight has grown both buffers.
+TEST_F(CudaTest, CapturedGraphsSurviveBufferGrowth) {
+    struct Env {
+        Env() {
+            setenv("BNB4_CUDA_PIPE_CTAS", "5", 1), setenv("BNB4_CUDA_TILE_CTAS", "5", 1);
+            setenv("BNB4_CUDA_TILE_MAX_M", "1000000", 1), setenv("BNB4_CUDA_TILE_MIN_WEIGHTS", "0", 1);
+        }
+        ~Env() {
+            unsetenv("BNB4_CUDA_PIPE_CTAS"), unsetenv("BNB4_CUDA_TILE_CTAS");
+            unsetenv("BNB4_CUDA_TILE_MAX_M"), unsetenv("BNB4_CUDA_TILE_MIN_WEIGHTS");
+        }
+    } env;
+    auto g = rng(109);
+    const bnb4_dtype dt = BNB4_F16;
+    const size_t es = bnb4_dtype_size(dt);
+    const HostWeight w = make_weight(200, 512, 64, BNB4_NF4, g);
+    DeviceWeight dw(w);
+    const bnb4_qtensor wd = dw.device(false);
+    struct Case {
+        size_t m;
+        cudaGraphExec_t exec = nullptr;
+        std::unique_ptr<DevBuf> x, want, got;
+    };
+    std::vector<Case> cases(3);
+    cases[0].m = 9, cases[1].m = 40, cases[2].m = 130;
+    for (Case &k : cases) {
+        const Array x = randn(dt, k.m * 512, g);
+        k.x = std::make_unique<DevBuf>(x.data(), k.m * 512 * es);
+        k.want = std::make_unique<DevBuf>(k.m * 200 * es);
+        k.got = std::make_unique<DevBuf>(k.m * 200 * es);
+        ASSERT_EQ(BNB4_OK, bnb4_gemm(ctx, &wd, dt, k.m, k.x->p, nullptr, k.want->p)) << bnb4_last_error();
+        sync();
+        cudaGraph_t graph = nullptr;
+        CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+        const bnb4_status st = bnb4_gemm(ctx, &wd, dt, k.m, k.x->p, nullptr, k.got->p);
+        CUDA_OK(cudaStreamEndCapture(stream, &graph));
+        ASSERT_EQ(BNB4_OK, st) << bnb4_last_error();
+        CUDA_OK(cudaGraphInstantiate(&k.exec, graph, 0));
+        cudaGraphDestroy(graph);
+    }
+    { // a larger weight and m: the scratch and the partial-sum space grow
+        const HostWeight big = make_weight(1000, 4096, 64, BNB4_NF4, g);
+        DeviceWeight dbig(big);
+        const bnb4_qtensor bd = dbig.device(false);
+        for (size_t m : {64, 300}) {
+            const Array x = randn(dt, m * 4096, g);
+            DevBuf dx(x.data(), m * 4096 * es), dy(m * 1000 * es);
+            ASSERT_EQ(BNB4_OK, bnb4_gemm(ctx, &bd, dt, m, dx.p, nullptr, dy.p)) << bnb4_last_error();
+            sync();
+        }
+    }
+    for (Case &k : cases) {
+        CUDA_OK(cudaMemsetAsync(k.got->p, 0xFF, k.got->bytes, stream));
+        CUDA_OK(cudaGraphLaunch(k.exec, stream));
+        sync();
+        EXPECT_TRUE(same_bytes(k.want->get(), k.got->get(),
+                               "m " + std::to_string(k.m) + " (" + bnb4_kernel_name(ctx, BNB4_OP_GEMM, dt, k.m) +
+                                   "), replayed after the buffers grew"));
+        cudaGraphExecDestroy(k.exec);
     }
 }
 
