@@ -754,6 +754,19 @@ TEST_F(CudaTest, MatmulMisalignedActivationsTakeTheGeneralPath) {
     }
 }
 
+// For the graph tests: the pipe and tile kernels on 5 CTAs (tiles shared between CTAs: split-K) and the
+// tile kernel at every m >= 65 on weights of any size (all read per call).
+struct SmallGridsEverywhere {
+    SmallGridsEverywhere() {
+        setenv("BNB4_CUDA_PIPE_CTAS", "5", 1), setenv("BNB4_CUDA_TILE_CTAS", "5", 1);
+        setenv("BNB4_CUDA_TILE_MAX_M", "1000000", 1), setenv("BNB4_CUDA_TILE_MIN_WEIGHTS", "0", 1);
+    }
+    ~SmallGridsEverywhere() {
+        unsetenv("BNB4_CUDA_PIPE_CTAS"), unsetenv("BNB4_CUDA_TILE_CTAS");
+        unsetenv("BNB4_CUDA_TILE_MAX_M"), unsetenv("BNB4_CUDA_TILE_MIN_WEIGHTS");
+    }
+};
+
 // Matmuls captured into a CUDA graph: on a fresh context (its split-K space and scratch too small, so the
 // captured calls take stream-ordered temporaries: growing needs a synchronization a capture forbids) and on
 // one whose buffers earlier direct calls have grown. Each graph holds two calls and is replayed twice; every
@@ -761,16 +774,7 @@ TEST_F(CudaTest, MatmulMisalignedActivationsTakeTheGeneralPath) {
 // tiles are shared between CTAs (split-K): the pipe kernel (m = 9 and, with wgmma, 40: its permuted
 // activations in the scratch) and the tile kernel (m = 130: its scales there).
 TEST_F(CudaTest, MatmulsCapturedInAGraphMatchDirectCalls) {
-    struct Env {
-        Env() {
-            setenv("BNB4_CUDA_PIPE_CTAS", "5", 1), setenv("BNB4_CUDA_TILE_CTAS", "5", 1);
-            setenv("BNB4_CUDA_TILE_MAX_M", "1000000", 1), setenv("BNB4_CUDA_TILE_MIN_WEIGHTS", "0", 1);
-        }
-        ~Env() {
-            unsetenv("BNB4_CUDA_PIPE_CTAS"), unsetenv("BNB4_CUDA_TILE_CTAS");
-            unsetenv("BNB4_CUDA_TILE_MAX_M"), unsetenv("BNB4_CUDA_TILE_MIN_WEIGHTS");
-        }
-    } env;
+    const SmallGridsEverywhere env;
     auto g = rng(108);
     const size_t N = 300, K = 1024, bs = 64;
     for (int nested = 0; nested < 2; nested++) {
@@ -833,16 +837,7 @@ TEST_F(CudaTest, MatmulsCapturedInAGraphMatchDirectCalls) {
 // replays to the same bytes: graphs of the pipe kernel (mma.sync and wgmma) and the tile kernel on a grid
 // forced small, replayed after a direct call on a larger weight has grown both buffers.
 TEST_F(CudaTest, CapturedGraphsSurviveBufferGrowth) {
-    struct Env {
-        Env() {
-            setenv("BNB4_CUDA_PIPE_CTAS", "5", 1), setenv("BNB4_CUDA_TILE_CTAS", "5", 1);
-            setenv("BNB4_CUDA_TILE_MAX_M", "1000000", 1), setenv("BNB4_CUDA_TILE_MIN_WEIGHTS", "0", 1);
-        }
-        ~Env() {
-            unsetenv("BNB4_CUDA_PIPE_CTAS"), unsetenv("BNB4_CUDA_TILE_CTAS");
-            unsetenv("BNB4_CUDA_TILE_MAX_M"), unsetenv("BNB4_CUDA_TILE_MIN_WEIGHTS");
-        }
-    } env;
+    const SmallGridsEverywhere env;
     auto g = rng(109);
     const bnb4_dtype dt = BNB4_F16;
     const size_t es = bnb4_dtype_size(dt);
