@@ -293,6 +293,12 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
             tma_prefetch_map(&w_map);
             tma_prefetch_map(&x_map);
             tma_prefetch_map(&s_map);
+            /* a stage's weight and scale copies, after its byte count (the activations' included) */
+            auto copy_weights = [&](uint32_t base, uint32_t fb, unsigned k0, int n0) {
+                mbar_arrive_tx(fb, kWBytes + S::XBytes + s_bytes);
+                tma_load_2d(base, &w_map, (int)(k0 / 2), n0, fb);
+                tma_load_2d(base + kWBytes + S::XBytes, &s_map, (int)((k0 >> bs_log2) & s_mask), n0, fb);
+            };
             /* WG: the previous kernel is pipe_permute_x, which let this one start only after its own
              * griddepcontrol.wait, so the weights and scales are final: the first stages' copies of them go
              * out now, while that kernel runs, and only their activations wait (early stages). Else, m <= 16:
@@ -302,15 +308,12 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
             const unsigned early = WG ? min(run, a.early) : 0;
             for (unsigned i = 0; i < (WG ? early : min(run, a.prefetch)); i++) {
                 const unsigned it = it_begin + i, t = it / a.k_steps, k0 = (it - t * a.k_steps) * kStepK;
-                const int kw = (int)(k0 / 2), ks = (int)((k0 >> bs_log2) & s_mask), n0 = (int)(t * kTileRows);
+                const int n0 = (int)(t * kTileRows);
                 if constexpr (WG) { /* slot i, its first use */
-                    const uint32_t base = stages_addr + i * S::StageBytes, fb = full_bar + 8 * i;
-                    mbar_arrive_tx(fb, kWBytes + S::XBytes + s_bytes);
-                    tma_load_2d(base, &w_map, kw, n0, fb);
-                    tma_load_2d(base + kWBytes + S::XBytes, &s_map, ks, n0, fb);
+                    copy_weights(stages_addr + i * S::StageBytes, full_bar + 8 * i, k0, n0);
                 } else {
-                    tma_prefetch_l2_2d(&w_map, kw, n0);
-                    tma_prefetch_l2_2d(&s_map, ks, n0);
+                    tma_prefetch_l2_2d(&w_map, (int)(k0 / 2), n0);
+                    tma_prefetch_l2_2d(&s_map, (int)((k0 >> bs_log2) & s_mask), n0);
                 }
             }
             pdl_wait(); /* the activations, and (but for WG) the weights themselves, may come from the previous kernel */
@@ -332,16 +335,11 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                 const unsigned k0 = step * kStepK;
                 const uint32_t base = stages_addr + slot * S::StageBytes, fb = full_bar + 8 * slot;
                 const int n0 = (int)(tile * kTileRows);
-                const bool whole = !WG || it - it_begin >= early; /* (early: weights and scales issued) */
-                if (whole) {
-                    mbar_arrive_tx(fb, kWBytes + S::XBytes + s_bytes);
-                    tma_load_2d(base, &w_map, (int)(k0 / 2), n0, fb);
-                }
+                if (!WG || it - it_begin >= early) /* (early: weights and scales issued before the wait) */
+                    copy_weights(base, fb, k0, n0);
 #pragma unroll
                 for (int q = 0; q < 4; q++) /* activations: 4 boxes of 64 k */
                     tma_load_2d(base + kWBytes + q * (MT * 128), &x_map, (int)(k0 + 64 * q), 0, fb);
-                if (whole)
-                    tma_load_2d(base + kWBytes + S::XBytes, &s_map, (int)((k0 >> bs_log2) & s_mask), n0, fb);
                 if (++slot == STAGES) {
                     slot = 0;
                     phase ^= 1u;

@@ -96,7 +96,7 @@ template <typename T> __global__ void __launch_bounds__(kScaleTile * kScaleRowsP
     tile_scales_kernel(TileScaleArgs a) {
 #if BNB4_HAS_TMA
     pdl_launch_dependents();
-    pdl_wait(); /* the weight may come from the previous kernel, and it may still read the scratch */
+    pdl_wait(); /* the weight may come from the previous kernel, which may also still read the scratch */
 #endif
     __shared__ uint32_t tile[kScaleTile][kScaleTile + 1]; /* [entry][step], padded: no bank conflicts */
     const int tx = threadIdx.x, ty = threadIdx.y;
