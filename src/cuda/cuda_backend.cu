@@ -188,7 +188,7 @@ bnb4_status bnb4_cuda_splitk(bnb4_cuda_state *s, size_t count, size_t bytes, uns
     static const char what[] = "split-K workspace";
     *counters = NULL;
     *partials = NULL;
-    if (count > s->counter_capacity || bytes > s->partials_bytes) {
+    if (count * sizeof(unsigned) > s->counters_bytes || bytes > s->partials_bytes) {
         bool capturing = false;
         bnb4_status st = stream_capturing(s, &capturing, what);
         if (st == BNB4_OK && capturing) {
@@ -202,26 +202,14 @@ bnb4_status bnb4_cuda_splitk(bnb4_cuda_state *s, size_t count, size_t bytes, uns
         if (st != BNB4_OK)
             return st;
     }
-    if (count > s->counter_capacity) {
-        bnb4_status st = bnb4_cuda_check(cudaStreamSynchronize(s->stream), what);
+    if (count * sizeof(unsigned) > s->counters_bytes) { /* (at least 4096 counters: small shapes never regrow) */
+        bnb4_status st = grow_buffer(s, (void **)&s->counters, &s->counters_bytes,
+                                     (count > 4096 ? count : 4096) * sizeof(unsigned), what);
+        if (st == BNB4_OK &&
+            (st = bnb4_cuda_check(cudaMemsetAsync(s->counters, 0, s->counters_bytes, s->stream), what)) != BNB4_OK)
+            s->counters_bytes = 0; /* not zeroed, so never used: the next call grows (and retires) it */
         if (st != BNB4_OK)
             return st;
-        size_t cap = s->counter_capacity ? s->counter_capacity : 4096;
-        while (cap < count)
-            cap *= 2;
-        unsigned *c = NULL;
-        st = bnb4_cuda_check(cudaMalloc((void **)&c, cap * sizeof *c), what);
-        if (st == BNB4_OK)
-            st = bnb4_cuda_check(cudaMemsetAsync(c, 0, cap * sizeof *c, s->stream), what);
-        if (st == BNB4_OK)
-            st = retire(s, s->counters, what);
-        if (st != BNB4_OK) {
-            if (c)
-                cudaFree(c);
-            return st;
-        }
-        s->counters = c;
-        s->counter_capacity = cap;
     }
     const bnb4_status st = grow_buffer(s, (void **)&s->partials, &s->partials_bytes, bytes, what);
     if (st != BNB4_OK)

@@ -30,7 +30,7 @@ struct bnb4_cuda_state {
     size_t l2_bytes;
     cudaMemPool_t pool;       /* stream-ordered pool for temporaries, cached between calls */
     unsigned *counters;       /* zeroed split-K semaphores, each kernel leaves them zero again */
-    size_t counter_capacity;
+    size_t counters_bytes;
     float *partials;          /* split-K partial sums, grown on demand (no allocation per call) */
     size_t partials_bytes;
     void *scratch;            /* one kernel's operand prepared by another (bnb4_cuda_scratch), grown on demand */
