@@ -291,16 +291,50 @@ bnb4_status bnb4_cuda_gemm(bnb4_ctx *ctx, const bnb4_qtensor *w, bnb4_dtype dt, 
         return st;
     switch (bnb4_cuda_pick_gemm(s, w, dt, m, x)) {
     case BNB4_CUDA_GEMM_GEMV:
-        return bnb4_cuda_gemv(s, w, dt, m, x, bias, y);
+        st = bnb4_cuda_gemv(s, w, dt, m, x, bias, y);
+        break;
     case BNB4_CUDA_GEMM_PIPE:
-        return bnb4_cuda_gemm_pipe(s, w, dt, m, x, bias, y);
+        st = bnb4_cuda_gemm_pipe(s, w, dt, m, x, bias, y);
+        break;
     case BNB4_CUDA_GEMM_TILE:
-        return bnb4_cuda_gemm_tile(s, w, dt, m, x, bias, y);
+        st = bnb4_cuda_gemm_tile(s, w, dt, m, x, bias, y);
+        break;
     case BNB4_CUDA_GEMM_SIMT:
-        return bnb4_cuda_gemm_simt(s, w, dt, m, x, bias, y);
+        st = bnb4_cuda_gemm_simt(s, w, dt, m, x, bias, y);
+        break;
     default:
-        return bnb4_cuda_gemm_dequant_blas(s, w, dt, m, x, bias, y);
+        st = bnb4_cuda_gemm_dequant_blas(s, w, dt, m, x, bias, y);
+        break;
     }
+    s->last_y = y; /* (validated: m * rows * 4 does not overflow) */
+    s->last_y_bytes = m * w->rows * (dt == BNB4_F32 ? 4 : 2);
+    return st;
+}
+
+/* Whether w's packed weights, block scales or nested map overlap the output of this context's previous
+ * matmul. Our kernels let the next kernel start early (programmatic dependent launch) only after their
+ * own griddepcontrol.wait, so when one of ours starts, everything before the kernel just before it is
+ * complete; of what that kernel writes, only a matmul's y is the caller's memory. So a kernel may read
+ * weights before its own wait unless they are that y (or a caller's kernel that lets ours start early
+ * writes them: README, CUDA). */
+int bnb4_cuda_weights_may_be_pending(const bnb4_cuda_state *s, const bnb4_qtensor *w) {
+    if (!s->last_y)
+        return 0;
+    const uintptr_t y0 = (uintptr_t)s->last_y, y1 = y0 + s->last_y_bytes;
+    const size_t n = w->rows * w->cols, nblocks = bnb4_div_up(n, w->blocksize);
+    const struct {
+        const void *p;
+        size_t bytes;
+    } parts[3] = {{w->packed, bnb4_div_up(n, 2)},
+                  {w->absmax ? (const void *)w->absmax : (const void *)w->nested.codes,
+                   w->absmax ? nblocks * sizeof(float) : nblocks},
+                  {w->absmax ? nullptr : w->nested.code, 256 * sizeof(float)}};
+    for (const auto &part : parts) {
+        const uintptr_t p0 = (uintptr_t)part.p, p1 = p0 + part.bytes;
+        if (part.p && p0 < y1 && y0 < p1)
+            return 1;
+    }
+    return 0;
 }
 
 const char *bnb4_cuda_kernel_name(bnb4_ctx *ctx, bnb4_op op, bnb4_dtype dt, size_t m) {

@@ -56,12 +56,13 @@
  *    scratch (bnb4_cuda_scratch).
  *    m <= 8, and nested absmax at m <= 16, keep mma.sync (post-scaled at blocksize 64): measured faster
  *    (docs/performance.md v16).
- *  - Programmatic dependent launch (TMA variant): the kernel lets the next one on the stream start as its
- *    CTAs finish and waits (griddepcontrol.wait) before reading anything a previous kernel may write, so
- *    launch and prologue (barriers, the code-pair table) overlap the previous kernel's tail; at m <= 16
- *    the first stages' weights are prefetched into L2 before the wait. With wgmma the previous kernel is
- *    pipe_permute_x, which lets this one start only after its own wait: the first stages' weights and
- *    scales are copied before the wait, only the permuted activations after it.
+ *  - Programmatic dependent launch (TMA variant): the kernel lets the next one on the stream start once
+ *    it has passed its own griddepcontrol.wait, and waits before reading the activations or anything
+ *    else a previous kernel may write, so launch and prologue (barriers, the code-pair table) overlap the
+ *    previous kernel's tail. The first stages' weights and scales are copied before the wait: the
+ *    previous kernel, if it may still run, is one of ours and writes no weights (pipe_early), so only the
+ *    activations wait. (Where the weights are the previous matmul's output, m <= 16 prefetches them into
+ *    L2 instead: pipe_prefetch.)
  *  - Partial tiles: a tile covered by one CTA is stored directly (bias in f32, one rounding). A tile shared
  *    by several CTAs: each writes its f32 partial sums to a slot of the context's split-K workspace; the
  *    last to arrive (a per-tile counter) adds the slots in contributor order, so the result does not
@@ -127,8 +128,8 @@ struct PipeArgs : bnb4_cuda_weight_args {
     unsigned *counters;         /* one per tile */
     unsigned k_steps, iters, per_cta, max_contrib;
     unsigned inflight;          /* TMA: stages the producer keeps issued but not landed (0: no limit) */
-    unsigned prefetch;          /* TMA: first stages of the run prefetched into L2 before griddepcontrol.wait */
-    unsigned early;             /* WG: first stages whose weights and scales are copied before it (<= STAGES) */
+    unsigned prefetch;          /* TMA, m <= 16 without early stages: first stages prefetched into L2 before it */
+    unsigned early;             /* TMA: first stages whose weights and scales are copied before it (<= STAGES) */
 };
 
 /* PairOps (cuda_sm90.cuh) plus the mma.sync of the dtype */
@@ -273,7 +274,6 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
     const T *x = reinterpret_cast<const T *>(a.x);
 #if BNB4_HAS_TMA
     if constexpr (TMA) {
-        pdl_launch_dependents(); /* the whole grid is resident (one CTA per SM at most): nothing can starve */
         if (tid == 0) {
             for (int i = 0; i < STAGES; i++) {
                 mbar_init(full_bar + 8 * i, 1); /* the producer's arrival with the copies' byte count */
@@ -299,24 +299,26 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                 tma_load_2d(base, &w_map, (int)(k0 / 2), n0, fb);
                 tma_load_2d(base + kWBytes + S::XBytes, &s_map, (int)((k0 >> bs_log2) & s_mask), n0, fb);
             };
-            /* WG: the previous kernel is pipe_permute_x, which let this one start only after its own
-             * griddepcontrol.wait, so the weights and scales are final: the first stages' copies of them go
-             * out now, while that kernel runs, and only their activations wait (early stages). Else, m <= 16:
-             * the run's first stages into L2 while the previous kernel ends (see pipe_prefetch; L2 prefetches
-             * running 4-16 stages ahead of the loads were slower at every depth, v12). */
+            /* The first `early` stages' weights and scales go out now, while the previous kernel ends, and
+             * only their activations wait (see pipe_early: the host knows the previous kernel did not write
+             * them); else the first `prefetch` stages into L2 (pipe_prefetch). */
             const unsigned run = it_end - it_begin;
-            const unsigned early = WG ? min(run, a.early) : 0;
-            for (unsigned i = 0; i < (WG ? early : min(run, a.prefetch)); i++) {
+            const unsigned early = min(run, a.early), ahead = min(run, early + a.prefetch);
+            for (unsigned i = 0; i < ahead; i++) {
                 const unsigned it = it_begin + i, t = it / a.k_steps, k0 = (it - t * a.k_steps) * kStepK;
                 const int n0 = (int)(t * kTileRows);
-                if constexpr (WG) { /* slot i, its first use */
+                if (i < early) { /* slot i, its first use */
                     copy_weights(stages_addr + i * S::StageBytes, full_bar + 8 * i, k0, n0);
                 } else {
                     tma_prefetch_l2_2d(&w_map, (int)(k0 / 2), n0);
                     tma_prefetch_l2_2d(&s_map, (int)((k0 >> bs_log2) & s_mask), n0);
                 }
             }
-            pdl_wait(); /* the activations, and (but for WG) the weights themselves, may come from the previous kernel */
+            pdl_wait(); /* the activations may come from the previous kernel */
+            /* Only now may the next kernel start: so when any of ours starts, everything before the kernel
+             * just before it is complete (what makes the early stages safe; the whole grid is resident, one
+             * CTA per SM at most, so nothing can starve). One lane's signal counts for its CTA. */
+            pdl_launch_dependents();
             unsigned tile = it_begin / a.k_steps, step = it_begin - tile * a.k_steps;
             int slot = 0, lag_slot = 0; /* lag: the oldest stage issued and not yet seen landed */
             uint32_t phase = 0, lag_phase = 0;
@@ -335,7 +337,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                 const unsigned k0 = step * kStepK;
                 const uint32_t base = stages_addr + slot * S::StageBytes, fb = full_bar + 8 * slot;
                 const int n0 = (int)(tile * kTileRows);
-                if (!WG || it - it_begin >= early) /* (early: weights and scales issued before the wait) */
+                if (it - it_begin >= early) /* (early: weights and scales issued before the wait) */
                     copy_weights(base, fb, k0, n0);
 #pragma unroll
                 for (int q = 0; q < 4; q++) /* activations: 4 boxes of 64 k */
@@ -481,12 +483,18 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
     }
     { /* the code-pair table (cuda_sm90.cuh) */
         build_pair_table<T>(table, a.quant_type == BNB4_NF4 ? c_pipe_nf4 : c_pipe_fp4, tid, kConsumerThreads);
+        /* the nested map before the wait where the early stages are safe (the same check covers it), so
+         * its latency overlaps the previous kernel's end */
+        const bool ncode_early = NESTED && TMA && a.early;
+        if (ncode_early)
+            for (int i = tid; i < 256; i += kConsumerThreads)
+                ncode[i] = a.nested_code[i];
 #if BNB4_HAS_TMA
         if constexpr (TMA) /* the table came from this module's constants; everything below may come from the
-                            * previous kernel (nested map and absmax, bias, split-K workspace, y) */
+                            * previous kernel (nested absmax, bias, split-K workspace, y) */
             pdl_wait();
 #endif
-        if (NESTED)
+        if (NESTED && !ncode_early)
             for (int i = tid; i < 256; i += kConsumerThreads)
                 ncode[i] = a.nested_code[i];
         if constexpr (TMA)
@@ -1077,23 +1085,28 @@ unsigned pipe_inflight() {
     return n;
 }
 
-/* m <= 16 (TMA): the first stages of each CTA's run are prefetched into L2 before griddepcontrol.wait,
- * so the memory works while the previous kernel's last CTAs finish and its completion is signalled
- * (1.3 us on the H200, docs/performance.md v20). The weights reach shared memory only after the wait,
- * and L2 is the GPU's point of coherence, so a prefetch cannot make the copies see data older than what
- * the previous kernel wrote. 2 stages (m = 1..8 2-4 % faster on the three smaller shapes, v20);
- * BNB4_CUDA_PIPE_PREFETCH=n for measuring (read once). */
+/* m <= 16 (TMA) without early stages (pipe_early: the weights may be the previous matmul's output): the
+ * first stages prefetched into L2 before griddepcontrol.wait, so the memory works while the previous
+ * kernel's last CTAs finish and its completion is signalled (1.3 us on the H200, docs/performance.md v20);
+ * L2 is the GPU's point of coherence, so a prefetch cannot make a later copy see data older than what the
+ * previous kernel wrote. 2 stages (m = 1..8 2-4 % faster on the three smaller shapes, v20; after early
+ * stages 2 more were 1-4 % slower, v22); BNB4_CUDA_PIPE_PREFETCH=n for measuring (read once). */
 unsigned pipe_prefetch() {
     static const unsigned n = (unsigned)bnb4_env_size("BNB4_CUDA_PIPE_PREFETCH", 2);
     return n;
 }
 
-/* WG: the stages whose weights and scales the producer copies before griddepcontrol.wait (the kernel
- * follows pipe_permute_x, which let it start only after its own wait): its whole window in flight
- * (`inflight`, at most `stages`); BNB4_CUDA_PIPE_EARLY=n for measuring (read once; 0: none). */
-unsigned pipe_early(unsigned inflight, unsigned stages) {
+/* The stages whose weights and scales the producer copies before griddepcontrol.wait. Safe where the
+ * previous kernel cannot be writing them: with WG it is pipe_permute_x, which let this one start only
+ * after its own wait; else the previous kernel, if it may still run, is one of ours, and none writes a
+ * caller's weights but a matmul's y - checked by the caller (bnb4_cuda_weights_may_be_pending).
+ * Fewer than the window: the copies share the memory with the previous kernel's last CTAs, whose end this
+ * kernel's wait waits for (H200, docs/performance.md v22: mma.sync 2 stages, m = 1..8 on 4096x4096 8-10 %
+ * faster than none and 4-5 % than 3, on the mid shapes 1-3 %; wgmma 1 stage, m = 32 / 64 on 4096x4096 3 %
+ * faster than 2 and 8 % than 3). BNB4_CUDA_PIPE_EARLY=n for measuring (read once; 0: none). */
+unsigned pipe_early(bool wgmma, unsigned stages) {
     static const size_t n = bnb4_env_size("BNB4_CUDA_PIPE_EARLY", (size_t)-1);
-    const size_t want = n != (size_t)-1 ? n : inflight ? inflight : stages;
+    const size_t want = n != (size_t)-1 ? n : wgmma ? 1 : 2;
     return want < stages ? (unsigned)want : stages;
 }
 
@@ -1140,8 +1153,8 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     a.per_cta = (unsigned)per;
     a.max_contrib = (unsigned)(bnb4_div_up(k_steps, per) + 1);
     a.inflight = pipe_inflight();
-    a.prefetch = NT <= 2 && !WG ? pipe_prefetch() : 0; /* (WG: early stages instead) */
-    a.early = WG ? pipe_early(a.inflight, S::Stages) : 0;
+    a.early = TMA && (WG || !bnb4_cuda_weights_may_be_pending(s, w)) ? pipe_early(WG, S::Stages) : 0;
+    a.prefetch = NT <= 2 && !WG && !a.early ? pipe_prefetch() : 0;
     if (per % k_steps != 0) { /* some tile is shared by CTAs: workspace and counters */
         const bnb4_status st = bnb4_cuda_splitk(s, tiles, tiles * a.max_contrib * S::MT * kTileRows * sizeof(float),
                                                 &a.counters, &a.ws, &temps);

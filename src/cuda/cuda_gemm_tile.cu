@@ -95,8 +95,8 @@ constexpr int kScaleTile = 32, kScaleRowsPerPass = 8; /* 32 x 8 threads, 4 entri
 template <typename T> __global__ void __launch_bounds__(kScaleTile * kScaleRowsPerPass)
     tile_scales_kernel(TileScaleArgs a) {
 #if BNB4_HAS_TMA
-    pdl_launch_dependents();
     pdl_wait(); /* the weight may come from the previous kernel, which may also still read the scratch */
+    pdl_launch_dependents(); /* (after the wait: see the pipe kernel's early stages, cuda_gemm_pipe.cu) */
 #endif
     __shared__ uint32_t tile[kScaleTile][kScaleTile + 1]; /* [entry][step], padded: no bank conflicts */
     const int tx = threadIdx.x, ty = threadIdx.y;
@@ -184,7 +184,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int tid = threadIdx.x, lane = tid & 31;
     const int warp = __shfl_sync(0xffffffffu, tid >> 5, 0); /* (seen as warp-uniform: no wgmma serialization) */
     const unsigned it_begin = blockIdx.x * a.per_cta, it_end = min(a.iters, it_begin + a.per_cta);
-    pdl_launch_dependents(); /* one CTA per SM, the whole grid resident: nothing can starve */
     if (tid == 0) {
         for (int i = 0; i < STAGES; i++) {
             mbar_init(full_bar + 8 * i, 1);                /* the producer's arrival with the byte count */
@@ -202,6 +201,9 @@ __global__ void __launch_bounds__(kThreads, 1)
         tma_prefetch_map(&x_map);
         tma_prefetch_map(&s_map);
         pdl_wait(); /* the activations, and the weights themselves, may come from the previous kernel */
+        /* the next kernel may start only now (see the pipe kernel's early stages, cuda_gemm_pipe.cu); one
+         * CTA per SM, the whole grid resident: nothing can starve */
+        pdl_launch_dependents();
         unsigned tile = it_begin / a.k_steps, step = it_begin - tile * a.k_steps;
         int slot = 0;
         uint32_t phase = 0;

@@ -17,6 +17,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "bnb4.h"
@@ -885,6 +886,69 @@ TEST_F(CudaTest, CapturedGraphsSurviveBufferGrowth) {
                                "m " + std::to_string(k.m) + " (" + bnb4_kernel_name(ctx, BNB4_OP_GEMM, dt, k.m) +
                                    "), replayed after the buffers grew"));
         cudaGraphExecDestroy(k.exec);
+    }
+}
+
+// Ops queued back to back on the stream, no sync between: weights quantized on the GPU, a matmul on
+// them, then a matmul whose packed weights are the bytes of that matmul's output y. The matmul kernels
+// let the next kernel start before they end and copy their first weights before they wait for the one
+// before (programmatic dependent launch); each must still see the bytes its predecessor wrote (the context
+// knows its last y, so the second matmul waits first). Its weight bytes are then nothing an NF4 tensor
+// would hold (any nibble, read from float16 outputs), which the reference takes as they are.
+TEST_F(CudaTest, ChainedOpsSeeTheirPredecessorsOutput) {
+    auto g = rng(110);
+    const bnb4_dtype dt = BNB4_F16;
+    const size_t es = bnb4_dtype_size(dt), bs = 64;
+    const size_t NA = 4096, KA = 8192, NB = 128, m = 4;
+    const size_t KB = m * NA * es * 2 / NB; // B's packed bytes are exactly A's output
+    const Array src = randn(BNB4_F32, NA * KA, g, 0.05f);
+    const Array xa = randn(dt, m * KA, g), xb = randn(dt, m * KB, g);
+    std::vector<float> absmax_b(NB * KB / bs);
+    std::uniform_real_distribution<float> scale(0.5f, 2.0f);
+    for (float &a : absmax_b)
+        a = scale(g);
+    DevBuf dsrc(src.data(), NA * KA * 4), dpacked(NA * KA / 2), dabsmax(NA * KA / bs * 4);
+    DevBuf dxa(xa.data(), m * KA * es), dxb(xb.data(), m * KB * es), dabsmax_b(absmax_b.data(), absmax_b.size() * 4);
+    DevBuf dya(m * NA * es), dyb(m * NB * es);
+    for (int round = 0; round < 3; round++) { // (the second and third find the context's buffers grown)
+        CUDA_OK(cudaMemsetAsync(dpacked.p, 0xFF, dpacked.bytes, stream));
+        CUDA_OK(cudaMemsetAsync(dya.p, 0xFF, dya.bytes, stream));
+        CUDA_OK(cudaMemsetAsync(dyb.p, 0xFF, dyb.bytes, stream));
+        ASSERT_EQ(BNB4_OK, bnb4_quantize(ctx, dsrc.p, BNB4_F32, NA * KA, bs, BNB4_NF4, dpacked.as<uint8_t>(),
+                                         dabsmax.as<float>()))
+            << bnb4_last_error();
+        const bnb4_qtensor wa = bnb4_qtensor_plain(NA, KA, bs, BNB4_NF4, dpacked.as<uint8_t>(), dabsmax.as<float>());
+        ASSERT_EQ(BNB4_OK, bnb4_gemm(ctx, &wa, dt, m, dxa.p, nullptr, dya.p)) << bnb4_last_error();
+        const bnb4_qtensor wb = bnb4_qtensor_plain(NB, KB, bs, BNB4_NF4, dya.as<uint8_t>(), dabsmax_b.as<float>());
+        ASSERT_EQ(BNB4_OK, bnb4_gemm(ctx, &wb, dt, m, dxb.p, nullptr, dyb.p)) << bnb4_last_error();
+        sync();
+        const std::string what = "round " + std::to_string(round) + " (" + bnb4_kernel_name(ctx, BNB4_OP_GEMM, dt, m) + ")";
+        const std::vector<uint8_t> packed = dpacked.get(), absmax = dabsmax.get(), ya = dya.get(), yb = dyb.get();
+        std::vector<uint8_t> want_packed(NA * KA / 2);
+        std::vector<float> want_absmax(NA * KA / bs);
+        bnb4_ref_quantize_blocks(src.data(), BNB4_F32, NA * KA, bs, BNB4_NF4, 0, want_absmax.size(), want_packed.data(),
+                                 want_absmax.data());
+        ASSERT_TRUE(same_bytes(want_packed, packed, what + ": quantized weights"));
+        ASSERT_TRUE(same_bytes(std::vector<uint8_t>((const uint8_t *)want_absmax.data(),
+                                                    (const uint8_t *)want_absmax.data() + want_absmax.size() * 4),
+                               absmax, what + ": absmax"));
+        for (const auto &[out, ref, n, tag] :
+             {std::make_tuple(&ya, reference_matmul(bnb4_qtensor_plain(NA, KA, bs, BNB4_NF4, want_packed.data(),
+                                                                       want_absmax.data()),
+                                                    xa, m, nullptr),
+                              m * NA, "the first matmul"),
+              std::make_tuple(&yb, reference_matmul(bnb4_qtensor_plain(NB, KB, bs, BNB4_NF4, ya.data(), absmax_b.data()),
+                                                    xb, m, nullptr),
+                              m * NB, "the matmul on its output")}) {
+            Array got = make_array(dt, n);
+            std::memcpy(got.data(), out->data(), n * es);
+            std::vector<double> gotd(n);
+            for (size_t i = 0; i < n; i++)
+                gotd[i] = got.get(i);
+            expect_close(gotd, ref, dt, what + ": " + tag);
+        }
+        if (HasFailure())
+            return;
     }
 }
 
