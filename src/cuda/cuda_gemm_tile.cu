@@ -95,8 +95,10 @@ constexpr int kScaleTile = 32, kScaleRowsPerPass = 8; /* 32 x 8 threads, 4 entri
 template <typename T> __global__ void __launch_bounds__(kScaleTile * kScaleRowsPerPass)
     tile_scales_kernel(TileScaleArgs a) {
 #if BNB4_HAS_TMA
+    /* (before the wait: the tile kernel that follows reads nothing before its own; it is the one whose
+     * signal must come after its wait, see the pipe kernel's early stages, cuda_gemm_pipe.cu) */
+    pdl_launch_dependents();
     pdl_wait(); /* the weight may come from the previous kernel, which may also still read the scratch */
-    pdl_launch_dependents(); /* (after the wait: see the pipe kernel's early stages, cuda_gemm_pipe.cu) */
 #endif
     __shared__ uint32_t tile[kScaleTile][kScaleTile + 1]; /* [entry][step], padded: no bank conflicts */
     const int tx = threadIdx.x, ty = threadIdx.y;
