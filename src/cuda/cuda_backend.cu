@@ -9,6 +9,8 @@
  */
 #include <stdlib.h>
 
+#include <mutex>
+
 #include "cuda_common.cuh"
 
 bnb4_status bnb4_cuda_check(cudaError_t err, const char *what) {
@@ -283,6 +285,45 @@ bnb4_status bnb4_cuda_dequantize(bnb4_ctx *ctx, const bnb4_qtensor *q, bnb4_dtyp
     return st != BNB4_OK ? st : bnb4_cuda_launch_dequantize(ctx->cuda, q, dt, dst);
 }
 
+/* The output of the last matmul enqueued on each stream, by any context of the process (two contexts may
+ * share a stream), for bnb4_cuda_weights_may_be_pending. A stream not found - never used by a matmul, or
+ * pushed out since by kLastOutputs others - is reported as unknown. */
+namespace {
+constexpr int kLastOutputs = 16;
+struct LastOutput {
+    cudaStream_t stream;
+    uintptr_t y0, y1;
+    uint64_t used; /* 0: the slot is free; else when it was last set (the least recent is reused) */
+};
+std::mutex g_last_mutex;
+LastOutput g_last[kLastOutputs];
+uint64_t g_last_clock;
+
+void last_output_set(cudaStream_t stream, const void *y, size_t bytes) {
+    std::lock_guard<std::mutex> lock(g_last_mutex);
+    LastOutput *slot = &g_last[0];
+    for (LastOutput &e : g_last) {
+        if (e.used && e.stream == stream) {
+            slot = &e;
+            break;
+        }
+        if (e.used < slot->used)
+            slot = &e;
+    }
+    *slot = LastOutput{stream, (uintptr_t)y, (uintptr_t)y + bytes, ++g_last_clock};
+}
+
+bool last_output_get(cudaStream_t stream, uintptr_t *y0, uintptr_t *y1) {
+    std::lock_guard<std::mutex> lock(g_last_mutex);
+    for (const LastOutput &e : g_last)
+        if (e.used && e.stream == stream) {
+            *y0 = e.y0, *y1 = e.y1;
+            return true;
+        }
+    return false;
+}
+} // namespace
+
 bnb4_status bnb4_cuda_gemm(bnb4_ctx *ctx, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
                            const void *bias, void *y) {
     bnb4_cuda_state *s = ctx->cuda;
@@ -306,21 +347,20 @@ bnb4_status bnb4_cuda_gemm(bnb4_ctx *ctx, const bnb4_qtensor *w, bnb4_dtype dt, 
         st = bnb4_cuda_gemm_dequant_blas(s, w, dt, m, x, bias, y);
         break;
     }
-    s->last_y = y; /* (validated: m * rows * 4 does not overflow) */
-    s->last_y_bytes = m * w->rows * (dt == BNB4_F32 ? 4 : 2);
+    last_output_set(s->stream, y, m * w->rows * (dt == BNB4_F32 ? 4 : 2)); /* (validated: no overflow) */
     return st;
 }
 
-/* Whether w's packed weights, block scales or nested map overlap the output of this context's previous
- * matmul. Our kernels let the next kernel start early (programmatic dependent launch) only after their
- * own griddepcontrol.wait, so when one of ours starts, everything before the kernel just before it is
- * complete; of what that kernel writes, only a matmul's y is the caller's memory. So a kernel may read
+/* Whether w's packed weights, block scales or nested map may overlap the output of the previous matmul
+ * on the stream. Our kernels let the next kernel start early (programmatic dependent launch) only after
+ * their own griddepcontrol.wait, so when one of ours starts, everything before the kernel just before it
+ * is complete; of what that kernel writes, only a matmul's y is the caller's memory. So a kernel may read
  * weights before its own wait unless they are that y (or a caller's kernel that lets ours start early
  * writes them: README, CUDA). */
 int bnb4_cuda_weights_may_be_pending(const bnb4_cuda_state *s, const bnb4_qtensor *w) {
-    if (!s->last_y)
-        return 0;
-    const uintptr_t y0 = (uintptr_t)s->last_y, y1 = y0 + s->last_y_bytes;
+    uintptr_t y0 = 0, y1 = 0;
+    if (!last_output_get(s->stream, &y0, &y1))
+        return 1; /* not known: as if they were */
     const size_t n = w->rows * w->cols, nblocks = bnb4_div_up(n, w->blocksize);
     const struct {
         const void *p;

@@ -38,8 +38,6 @@ struct bnb4_cuda_state {
     void **retired;           /* the buffers above as they were before growing: graphs may still use them */
     size_t n_retired;
     void *cublas;             /* cublasHandle_t, created on first use (cuBLAS is dlopen'ed) */
-    const void *last_y;       /* the output of this context's last matmul, which may still be written when */
-    size_t last_y_bytes;      /* the next kernel starts (bnb4_cuda_weights_may_be_pending) */
 };
 
 /* ---- exact arithmetic ------------------------------------------------------------------------------ */
@@ -279,8 +277,8 @@ int bnb4_cuda_pipe_tma_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, siz
 int bnb4_cuda_pipe_wgmma(const bnb4_cuda_state *s, size_t m);
 bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
                                 const void *bias, void *y);
-/* whether w's packed weights or block scales overlap the previous matmul's y (cuda_backend.cu): then no
- * kernel may read them before its griddepcontrol.wait */
+/* whether w's packed weights or block scales may overlap the y of the previous matmul on the context's
+ * stream (cuda_backend.cu): then no kernel may read them before its griddepcontrol.wait */
 int bnb4_cuda_weights_may_be_pending(const bnb4_cuda_state *s, const bnb4_qtensor *w);
 /* whether m takes the tile kernel on this device (where the layout fits: bnb4_cuda_tile_fits) */
 int bnb4_cuda_tile_enabled(const bnb4_cuda_state *s, size_t m);
