@@ -892,9 +892,10 @@ TEST_F(CudaTest, CapturedGraphsSurviveBufferGrowth) {
 // Ops queued back to back on the stream, no sync between: weights quantized on the GPU, a matmul on
 // them, then a matmul whose packed weights are the bytes of that matmul's output y. The matmul kernels
 // let the next kernel start before they end and copy their first weights before they wait for the one
-// before (programmatic dependent launch); each must still see the bytes its predecessor wrote (the context
-// knows its last y, so the second matmul waits first). Its weight bytes are then nothing an NF4 tensor
-// would hold (any nibble, read from float16 outputs), which the reference takes as they are.
+// before (programmatic dependent launch); each must still see the bytes its predecessor wrote (the
+// library knows the stream's last y, so the second matmul waits first - also when a second context on
+// the same stream issues it, in the odd rounds). Its weight bytes are then nothing an NF4 tensor would
+// hold (any nibble, read from float16 outputs), which the reference takes as they are.
 TEST_F(CudaTest, ChainedOpsSeeTheirPredecessorsOutput) {
     auto g = rng(110);
     const bnb4_dtype dt = BNB4_F16;
@@ -910,7 +911,14 @@ TEST_F(CudaTest, ChainedOpsSeeTheirPredecessorsOutput) {
     DevBuf dsrc(src.data(), NA * KA * 4), dpacked(NA * KA / 2), dabsmax(NA * KA / bs * 4);
     DevBuf dxa(xa.data(), m * KA * es), dxb(xb.data(), m * KB * es), dabsmax_b(absmax_b.data(), absmax_b.size() * 4);
     DevBuf dya(m * NA * es), dyb(m * NB * es);
-    for (int round = 0; round < 3; round++) { // (the second and third find the context's buffers grown)
+    bnb4_ctx_params p;
+    bnb4_ctx_params_default(&p);
+    p.device = BNB4_DEVICE_CUDA;
+    p.stream = stream;
+    bnb4_ctx *other = nullptr;
+    ASSERT_EQ(BNB4_OK, bnb4_ctx_create(&p, &other)) << bnb4_last_error();
+    const std::unique_ptr<bnb4_ctx, void (*)(bnb4_ctx *)> other_owner(other, bnb4_ctx_destroy);
+    for (int round = 0; round < 4; round++) { // (from the second on the context's buffers are grown)
         CUDA_OK(cudaMemsetAsync(dpacked.p, 0xFF, dpacked.bytes, stream));
         CUDA_OK(cudaMemsetAsync(dya.p, 0xFF, dya.bytes, stream));
         CUDA_OK(cudaMemsetAsync(dyb.p, 0xFF, dyb.bytes, stream));
@@ -920,9 +928,10 @@ TEST_F(CudaTest, ChainedOpsSeeTheirPredecessorsOutput) {
         const bnb4_qtensor wa = bnb4_qtensor_plain(NA, KA, bs, BNB4_NF4, dpacked.as<uint8_t>(), dabsmax.as<float>());
         ASSERT_EQ(BNB4_OK, bnb4_gemm(ctx, &wa, dt, m, dxa.p, nullptr, dya.p)) << bnb4_last_error();
         const bnb4_qtensor wb = bnb4_qtensor_plain(NB, KB, bs, BNB4_NF4, dya.as<uint8_t>(), dabsmax_b.as<float>());
-        ASSERT_EQ(BNB4_OK, bnb4_gemm(ctx, &wb, dt, m, dxb.p, nullptr, dyb.p)) << bnb4_last_error();
+        ASSERT_EQ(BNB4_OK, bnb4_gemm(round % 2 ? other : ctx, &wb, dt, m, dxb.p, nullptr, dyb.p)) << bnb4_last_error();
         sync();
-        const std::string what = "round " + std::to_string(round) + " (" + bnb4_kernel_name(ctx, BNB4_OP_GEMM, dt, m) + ")";
+        const std::string what = "round " + std::to_string(round) + (round % 2 ? ", second context" : "") + " (" +
+                                 bnb4_kernel_name(ctx, BNB4_OP_GEMM, dt, m) + ")";
         const std::vector<uint8_t> packed = dpacked.get(), absmax = dabsmax.get(), ya = dya.get(), yb = dyb.get();
         std::vector<uint8_t> want_packed(NA * KA / 2);
         std::vector<float> want_absmax(NA * KA / bs);
