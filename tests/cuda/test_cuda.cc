@@ -918,6 +918,14 @@ TEST_F(CudaTest, ChainedOpsSeeTheirPredecessorsOutput) {
     bnb4_ctx *other = nullptr;
     ASSERT_EQ(BNB4_OK, bnb4_ctx_create(&p, &other)) << bnb4_last_error();
     const std::unique_ptr<bnb4_ctx, void (*)(bnb4_ctx *)> other_owner(other, bnb4_ctx_destroy);
+    std::vector<uint8_t> want_packed(NA * KA / 2);
+    std::vector<float> want_absmax(NA * KA / bs);
+    bnb4_ref_quantize_blocks(src.data(), BNB4_F32, NA * KA, bs, BNB4_NF4, 0, want_absmax.size(), want_packed.data(),
+                             want_absmax.data());
+    const std::vector<uint8_t> want_absmax_bytes((const uint8_t *)want_absmax.data(),
+                                                 (const uint8_t *)want_absmax.data() + want_absmax.size() * 4);
+    const MatmulRef want_a =
+        reference_matmul(bnb4_qtensor_plain(NA, KA, bs, BNB4_NF4, want_packed.data(), want_absmax.data()), xa, m, nullptr);
     for (int round = 0; round < 4; round++) { // (from the second on the context's buffers are grown)
         CUDA_OK(cudaMemsetAsync(dpacked.p, 0xFF, dpacked.bytes, stream));
         CUDA_OK(cudaMemsetAsync(dya.p, 0xFF, dya.bytes, stream));
@@ -933,28 +941,18 @@ TEST_F(CudaTest, ChainedOpsSeeTheirPredecessorsOutput) {
         const std::string what = "round " + std::to_string(round) + (round % 2 ? ", second context" : "") + " (" +
                                  bnb4_kernel_name(ctx, BNB4_OP_GEMM, dt, m) + ")";
         const std::vector<uint8_t> packed = dpacked.get(), absmax = dabsmax.get(), ya = dya.get(), yb = dyb.get();
-        std::vector<uint8_t> want_packed(NA * KA / 2);
-        std::vector<float> want_absmax(NA * KA / bs);
-        bnb4_ref_quantize_blocks(src.data(), BNB4_F32, NA * KA, bs, BNB4_NF4, 0, want_absmax.size(), want_packed.data(),
-                                 want_absmax.data());
         ASSERT_TRUE(same_bytes(want_packed, packed, what + ": quantized weights"));
-        ASSERT_TRUE(same_bytes(std::vector<uint8_t>((const uint8_t *)want_absmax.data(),
-                                                    (const uint8_t *)want_absmax.data() + want_absmax.size() * 4),
-                               absmax, what + ": absmax"));
-        for (const auto &[out, ref, n, tag] :
-             {std::make_tuple(&ya, reference_matmul(bnb4_qtensor_plain(NA, KA, bs, BNB4_NF4, want_packed.data(),
-                                                                       want_absmax.data()),
-                                                    xa, m, nullptr),
-                              m * NA, "the first matmul"),
-              std::make_tuple(&yb, reference_matmul(bnb4_qtensor_plain(NB, KB, bs, BNB4_NF4, ya.data(), absmax_b.data()),
-                                                    xb, m, nullptr),
-                              m * NB, "the matmul on its output")}) {
+        ASSERT_TRUE(same_bytes(want_absmax_bytes, absmax, what + ": absmax"));
+        const MatmulRef want_b =
+            reference_matmul(bnb4_qtensor_plain(NB, KB, bs, BNB4_NF4, ya.data(), absmax_b.data()), xb, m, nullptr);
+        for (const auto &[out, ref, n, tag] : {std::make_tuple(&ya, &want_a, m * NA, "the first matmul"),
+                                               std::make_tuple(&yb, &want_b, m * NB, "the matmul on its output")}) {
             Array got = make_array(dt, n);
             std::memcpy(got.data(), out->data(), n * es);
             std::vector<double> gotd(n);
             for (size_t i = 0; i < n; i++)
                 gotd[i] = got.get(i);
-            expect_close(gotd, ref, dt, what + ": " + tag);
+            expect_close(gotd, *ref, dt, what + ": " + tag);
         }
         if (HasFailure())
             return;
