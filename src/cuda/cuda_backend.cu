@@ -9,9 +9,8 @@
  */
 #include <stdlib.h>
 
-#include <mutex>
-
 #include "cuda_common.cuh"
+#include "cuda_outputs.h"
 
 bnb4_status bnb4_cuda_check(cudaError_t err, const char *what) {
     if (err == cudaSuccess)
@@ -285,44 +284,8 @@ bnb4_status bnb4_cuda_dequantize(bnb4_ctx *ctx, const bnb4_qtensor *q, bnb4_dtyp
     return st != BNB4_OK ? st : bnb4_cuda_launch_dequantize(ctx->cuda, q, dt, dst);
 }
 
-/* The output of the last matmul enqueued on each stream, by any context of the process (two contexts may
- * share a stream), for bnb4_cuda_weights_may_be_pending. A stream not found - never used by a matmul, or
- * pushed out since by kLastOutputs others - is reported as unknown. */
-namespace {
-constexpr int kLastOutputs = 16;
-struct LastOutput {
-    cudaStream_t stream;
-    uintptr_t y0, y1;
-    uint64_t used; /* 0: the slot is free; else when it was last set (the least recent is reused) */
-};
-std::mutex g_last_mutex;
-LastOutput g_last[kLastOutputs];
-uint64_t g_last_clock;
-
-void last_output_set(cudaStream_t stream, const void *y, size_t bytes) {
-    std::lock_guard<std::mutex> lock(g_last_mutex);
-    LastOutput *slot = &g_last[0];
-    for (LastOutput &e : g_last) {
-        if (e.used && e.stream == stream) {
-            slot = &e;
-            break;
-        }
-        if (e.used < slot->used)
-            slot = &e;
-    }
-    *slot = LastOutput{stream, (uintptr_t)y, (uintptr_t)y + bytes, ++g_last_clock};
-}
-
-bool last_output_get(cudaStream_t stream, uintptr_t *y0, uintptr_t *y1) {
-    std::lock_guard<std::mutex> lock(g_last_mutex);
-    for (const LastOutput &e : g_last)
-        if (e.used && e.stream == stream) {
-            *y0 = e.y0, *y1 = e.y1;
-            return true;
-        }
-    return false;
-}
-} // namespace
+/* The outputs of the matmuls enqueued last, by every context of the process (cuda_outputs.h). */
+static bnb4_output_log g_outputs;
 
 bnb4_status bnb4_cuda_gemm(bnb4_ctx *ctx, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
                            const void *bias, void *y) {
@@ -347,34 +310,28 @@ bnb4_status bnb4_cuda_gemm(bnb4_ctx *ctx, const bnb4_qtensor *w, bnb4_dtype dt, 
         st = bnb4_cuda_gemm_dequant_blas(s, w, dt, m, x, bias, y);
         break;
     }
-    last_output_set(s->stream, y, m * w->rows * (dt == BNB4_F32 ? 4 : 2)); /* (validated: no overflow) */
+    bool captured = false;
+    if (stream_capturing(s, &captured, "bnb4_gemm") == BNB4_OK) { /* (else it is not recorded: unknown) */
+        const uintptr_t y0 = (uintptr_t)y, bytes = m * w->rows * (dt == BNB4_F32 ? 4 : 2); /* (validated) */
+        g_outputs.record(s->stream, captured, bnb4_range{y0, y0 + bytes});
+    }
     return st;
 }
 
-/* Whether w's packed weights, block scales or nested map may overlap the output of the previous matmul
- * on the stream. Our kernels let the next kernel start early (programmatic dependent launch) only after
- * their own griddepcontrol.wait, so when one of ours starts, everything before the kernel just before it
- * is complete; of what that kernel writes, only a matmul's y is the caller's memory. So a kernel may read
- * weights before its own wait unless they are that y (or a caller's kernel that lets ours start early
- * writes them: README, CUDA). */
-int bnb4_cuda_weights_may_be_pending(const bnb4_cuda_state *s, const bnb4_qtensor *w) {
-    uintptr_t y0 = 0, y1 = 0;
-    if (!last_output_get(s->stream, &y0, &y1))
-        return 1; /* not known: as if they were */
+/* Whether w's packed weights, block scales or nested map may overlap the output of a matmul still
+ * running when the next kernel starts (cuda_outputs.h: why only a matmul's y matters; a caller's kernel
+ * that lets ours start early must not write them, README, CUDA). */
+int bnb4_cuda_weights_may_be_pending(bnb4_cuda_state *s, const bnb4_qtensor *w) {
+    bool captured = false;
+    if (stream_capturing(s, &captured, "bnb4_gemm") != BNB4_OK)
+        return 1;
     const size_t n = w->rows * w->cols, nblocks = bnb4_div_up(n, w->blocksize);
-    const struct {
-        const void *p;
-        size_t bytes;
-    } parts[3] = {{w->packed, bnb4_div_up(n, 2)},
-                  {w->absmax ? (const void *)w->absmax : (const void *)w->nested.codes,
-                   w->absmax ? nblocks * sizeof(float) : nblocks},
-                  {w->absmax ? nullptr : w->nested.code, 256 * sizeof(float)}};
-    for (const auto &part : parts) {
-        const uintptr_t p0 = (uintptr_t)part.p, p1 = p0 + part.bytes;
-        if (part.p && p0 < y1 && y0 < p1)
-            return 1;
-    }
-    return 0;
+    const uintptr_t packed = (uintptr_t)w->packed, scales = w->absmax ? (uintptr_t)w->absmax : (uintptr_t)w->nested.codes;
+    const uintptr_t map = w->absmax ? 0 : (uintptr_t)w->nested.code;
+    const bnb4_range parts[3] = {{packed, packed + bnb4_div_up(n, 2)},
+                                 {scales, scales + (w->absmax ? nblocks * sizeof(float) : nblocks)},
+                                 {map, map ? map + 256 * sizeof(float) : 0}};
+    return g_outputs.may_overlap(s->stream, captured, parts, 3);
 }
 
 const char *bnb4_cuda_kernel_name(bnb4_ctx *ctx, bnb4_op op, bnb4_dtype dt, size_t m) {

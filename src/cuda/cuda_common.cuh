@@ -277,9 +277,10 @@ int bnb4_cuda_pipe_tma_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, siz
 int bnb4_cuda_pipe_wgmma(const bnb4_cuda_state *s, size_t m);
 bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
                                 const void *bias, void *y);
-/* whether w's packed weights or block scales may overlap the y of the previous matmul on the context's
- * stream (cuda_backend.cu): then no kernel may read them before its griddepcontrol.wait */
-int bnb4_cuda_weights_may_be_pending(const bnb4_cuda_state *s, const bnb4_qtensor *w);
+/* whether w's packed weights or block scales may overlap the y of a matmul still running when the next
+ * kernel on the context's stream starts (cuda_backend.cu, cuda_outputs.h): then no kernel may read them
+ * before its griddepcontrol.wait */
+int bnb4_cuda_weights_may_be_pending(bnb4_cuda_state *s, const bnb4_qtensor *w);
 /* whether m takes the tile kernel on this device (where the layout fits: bnb4_cuda_tile_fits) */
 int bnb4_cuda_tile_enabled(const bnb4_cuda_state *s, size_t m);
 int bnb4_cuda_tile_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x);
