@@ -287,6 +287,19 @@ bnb4_status bnb4_cuda_dequantize(bnb4_ctx *ctx, const bnb4_qtensor *q, bnb4_dtyp
 /* The outputs of the matmuls enqueued last, by every context of the process (cuda_outputs.h). */
 static bnb4_output_log g_outputs;
 
+/* The id of the graph capture the context's stream is in, 0 if none; false if that is not known (the
+ * query failed - its error cleared, it launched nothing - or the capture was invalidated). */
+static bool capture_id(bnb4_cuda_state *s, unsigned long long *id) {
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    unsigned long long got = 0;
+    if (cudaStreamGetCaptureInfo(s->stream, &status, &got) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return false;
+    }
+    *id = status == cudaStreamCaptureStatusActive ? got : 0;
+    return status != cudaStreamCaptureStatusInvalidated;
+}
+
 bnb4_status bnb4_cuda_gemm(bnb4_ctx *ctx, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
                            const void *bias, void *y) {
     bnb4_cuda_state *s = ctx->cuda;
@@ -310,11 +323,14 @@ bnb4_status bnb4_cuda_gemm(bnb4_ctx *ctx, const bnb4_qtensor *w, bnb4_dtype dt, 
         st = bnb4_cuda_gemm_dequant_blas(s, w, dt, m, x, bias, y);
         break;
     }
-    bool captured = false;
-    if (stream_capturing(s, &captured, "bnb4_gemm") == BNB4_OK) { /* (else it is not recorded: unknown) */
-        const uintptr_t y0 = (uintptr_t)y, bytes = m * w->rows * (dt == BNB4_F32 ? 4 : 2); /* (validated) */
-        g_outputs.record(s->stream, captured, bnb4_range{y0, y0 + bytes});
-    }
+    /* (a failed call may have launched part of its work: the next call takes all memory as pending) */
+    const uintptr_t y0 = (uintptr_t)y, bytes = m * w->rows * (dt == BNB4_F32 ? 4 : 2); /* (validated) */
+    const bnb4_range out = st == BNB4_OK ? bnb4_range{y0, y0 + bytes} : bnb4_range{0, UINTPTR_MAX};
+    unsigned long long capture = 0;
+    if (capture_id(s, &capture))
+        g_outputs.record(s->stream, capture, out);
+    else /* (not known whether the call was captured: as if it was, and the stream's direct record is void) */
+        g_outputs.record(s->stream, 0, bnb4_range{0, UINTPTR_MAX});
     return st;
 }
 
@@ -322,8 +338,8 @@ bnb4_status bnb4_cuda_gemm(bnb4_ctx *ctx, const bnb4_qtensor *w, bnb4_dtype dt, 
  * running when the next kernel starts (cuda_outputs.h: why only a matmul's y matters; a caller's kernel
  * that lets ours start early must not write them, README, CUDA). */
 int bnb4_cuda_weights_may_be_pending(bnb4_cuda_state *s, const bnb4_qtensor *w) {
-    bool captured = false;
-    if (stream_capturing(s, &captured, "bnb4_gemm") != BNB4_OK)
+    unsigned long long capture = 0;
+    if (!capture_id(s, &capture))
         return 1;
     const size_t n = w->rows * w->cols, nblocks = bnb4_div_up(n, w->blocksize);
     const uintptr_t packed = (uintptr_t)w->packed, scales = w->absmax ? (uintptr_t)w->absmax : (uintptr_t)w->nested.codes;
@@ -331,7 +347,7 @@ int bnb4_cuda_weights_may_be_pending(bnb4_cuda_state *s, const bnb4_qtensor *w) 
     const bnb4_range parts[3] = {{packed, packed + bnb4_div_up(n, 2)},
                                  {scales, scales + (w->absmax ? nblocks * sizeof(float) : nblocks)},
                                  {map, map ? map + 256 * sizeof(float) : 0}};
-    return g_outputs.may_overlap(s->stream, captured, parts, 3);
+    return g_outputs.may_overlap(s->stream, capture, parts, 3);
 }
 
 const char *bnb4_cuda_kernel_name(bnb4_ctx *ctx, bnb4_op op, bnb4_dtype dt, size_t m) {

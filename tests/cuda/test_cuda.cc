@@ -625,42 +625,49 @@ TEST(CudaGrid, AlignedRunsWhereTheyCostLittle) {
 }
 
 // The log of the last matmul outputs that decides whether a matmul may read its weights before it waits
-// for the kernel before it (cuda_outputs.h: host code, checked on every machine): per stream for direct
-// launches, unknown streams counted as overlapping; all recent captured outputs for captured launches,
-// which leave the direct record alone.
+// for the kernel before it (cuda_outputs.h: host code, checked on every machine): per stream, direct
+// launches and each capture apart, unknown streams counted as overlapping for direct launches; captured
+// calls also against the recent outputs of their own capture from any stream.
 TEST(CudaOutputs, WeightsInAPendingOutputWait) {
     bnb4_output_log log;
     int streams[bnb4_output_log::kStreams + 1];
     const void *a = &streams[0], *b = &streams[1];
     const bnb4_range y{1000, 2000}, inside{1500, 1600}, after{2000, 3000}, none{0, 0};
-    EXPECT_TRUE(log.may_overlap(a, false, &after, 1)) << "a stream never seen is unknown";
-    log.record(a, false, y);
-    EXPECT_TRUE(log.may_overlap(a, false, &inside, 1));
-    EXPECT_FALSE(log.may_overlap(a, false, &after, 1)) << "[lo, hi): the byte at 2000 is not y's";
+    EXPECT_TRUE(log.may_overlap(a, 0, &after, 1)) << "a stream never seen is unknown";
+    log.record(a, 0, y);
+    EXPECT_TRUE(log.may_overlap(a, 0, &inside, 1));
+    EXPECT_FALSE(log.may_overlap(a, 0, &after, 1)) << "[lo, hi): the byte at 2000 is not y's";
     const bnb4_range parts[3] = {after, none, {1999, 2001}};
-    EXPECT_TRUE(log.may_overlap(a, false, parts, 3)) << "any part";
-    EXPECT_FALSE(log.may_overlap(a, false, parts, 2)) << "empty parts never overlap";
-    EXPECT_TRUE(log.may_overlap(b, false, &after, 1)) << "another stream is not a";
-    log.record(b, false, after);
-    EXPECT_FALSE(log.may_overlap(a, false, &after, 1)) << "b's output is not a's";
-    // captured calls: compared with every captured output, and the direct record stays a's
-    EXPECT_FALSE(log.may_overlap(a, true, &inside, 1)) << "nothing captured yet";
-    log.record(a, true, {5000, 6000});
-    log.record(b, true, {7000, 8000});
-    const bnb4_range c1{5500, 5501}, c2{7999, 8000};
-    EXPECT_TRUE(log.may_overlap(a, true, &c1, 1));
-    EXPECT_TRUE(log.may_overlap(a, true, &c2, 1)) << "another stream joined into a capture";
-    EXPECT_TRUE(log.may_overlap(a, false, &inside, 1)) << "the direct launch before the capture";
-    EXPECT_FALSE(log.may_overlap(a, false, &c1, 1));
+    EXPECT_TRUE(log.may_overlap(a, 0, parts, 3)) << "any part";
+    EXPECT_FALSE(log.may_overlap(a, 0, parts, 2)) << "empty parts never overlap";
+    EXPECT_TRUE(log.may_overlap(b, 0, &after, 1)) << "another stream is not a";
+    log.record(b, 0, after);
+    EXPECT_FALSE(log.may_overlap(a, 0, &after, 1)) << "b's output is not a's";
+    // captures 7 and 8: compared with their own outputs only, and the direct record stays a's
+    EXPECT_FALSE(log.may_overlap(a, 7, &inside, 1)) << "nothing captured yet: the graph's first node";
+    log.record(a, 7, {5000, 6000});
+    log.record(b, 7, {7000, 8000});
+    log.record(a, 8, {9000, 9100});
+    const bnb4_range c1{5500, 5501}, c2{7999, 8000}, c3{9050, 9060};
+    EXPECT_TRUE(log.may_overlap(a, 7, &c1, 1));
+    EXPECT_TRUE(log.may_overlap(a, 7, &c2, 1)) << "another stream joined into the capture";
+    EXPECT_FALSE(log.may_overlap(a, 7, &c3, 1)) << "another capture";
+    EXPECT_FALSE(log.may_overlap(a, 8, &c1, 1)) << "another capture";
+    EXPECT_TRUE(log.may_overlap(a, 0, &inside, 1)) << "the direct launch before the captures";
+    EXPECT_FALSE(log.may_overlap(a, 0, &c1, 1));
     for (int i = 0; i < bnb4_output_log::kCaptured; i++)
-        log.record(a, true, {100000 + 10 * (uintptr_t)i, 100000 + 10 * (uintptr_t)i + 10});
-    EXPECT_FALSE(log.may_overlap(a, true, &c1, 1)) << "the ring keeps the last kCaptured";
-    // direct: the least recently recorded stream makes room; a stream pushed out is unknown again (a, b
-    // and kStreams - 1 more: a goes)
-    for (int i = 2; i <= bnb4_output_log::kStreams; i++)
-        log.record(&streams[i], false, after);
-    EXPECT_TRUE(log.may_overlap(a, false, &after, 1)) << "a was pushed out";
-    EXPECT_FALSE(log.may_overlap(b, false, &inside, 1));
+        log.record(b, 9, {100000 + 10 * (uintptr_t)i, 100000 + 10 * (uintptr_t)i + 10});
+    EXPECT_FALSE(log.may_overlap(b, 7, &c1, 1)) << "the ring keeps the last kCaptured";
+    EXPECT_TRUE(log.may_overlap(b, 7, &c2, 1)) << "b's last output in capture 7, pushed out of the ring";
+    // a failed call voids its stream's record
+    log.record(b, 0, {0, UINTPTR_MAX});
+    EXPECT_TRUE(log.may_overlap(b, 0, &c3, 1));
+    // direct: the least recently recorded (stream, capture) makes room; a stream pushed out is unknown
+    // again (a's direct record is now the oldest)
+    for (int i = 2; i < bnb4_output_log::kStreams; i++)
+        log.record(&streams[i], 0, after);
+    EXPECT_TRUE(log.may_overlap(a, 0, &after, 1)) << "a was pushed out";
+    EXPECT_FALSE(log.may_overlap(&streams[2], 0, &inside, 1));
 }
 
 // The pipelined tensor-core kernel cuts all tiles' 256-k iterations into equal runs over its grid: whole
