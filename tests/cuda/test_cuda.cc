@@ -127,6 +127,17 @@ class CudaTest : public ::testing::Test {
             cudaStreamDestroy(stream);
     }
     void sync() { ASSERT_EQ(cudaSuccess, cudaStreamSynchronize(stream)); }
+    using CtxPtr = std::unique_ptr<bnb4_ctx, void (*)(bnb4_ctx *)>;
+    // Another context on the test's stream (null, the error reported, if it cannot be made).
+    CtxPtr context_on_stream() {
+        bnb4_ctx_params p;
+        bnb4_ctx_params_default(&p);
+        p.device = BNB4_DEVICE_CUDA;
+        p.stream = stream;
+        bnb4_ctx *c = nullptr;
+        EXPECT_EQ(BNB4_OK, bnb4_ctx_create(&p, &c)) << bnb4_last_error();
+        return CtxPtr(c, bnb4_ctx_destroy);
+    }
     // bnb4_gemm with the grid forced to each of `grids` through the environment variable `grid_env` (read
     // per call): every output written and within tolerance of `want` (expect_close), nothing past the end,
     // the same bytes twice (determinism). Defined after the matmul helpers it uses.
@@ -843,12 +854,9 @@ TEST_F(CudaTest, MatmulsCapturedInAGraphMatchDirectCalls) {
                 ASSERT_EQ(BNB4_OK, bnb4_gemm(ctx, &wd, dt, m, dx1.as<void>(), nullptr, want1.as<void>()))
                     << what << ": " << bnb4_last_error();
                 sync();
-                bnb4_ctx_params p;
-                bnb4_ctx_params_default(&p);
-                p.device = BNB4_DEVICE_CUDA;
-                p.stream = stream;
-                bnb4_ctx *fresh = nullptr;
-                ASSERT_EQ(BNB4_OK, bnb4_ctx_create(&p, &fresh)) << bnb4_last_error();
+                const CtxPtr fresh_owner = context_on_stream();
+                bnb4_ctx *fresh = fresh_owner.get();
+                ASSERT_NE(nullptr, fresh);
                 for (bnb4_ctx *c : {fresh, ctx}) {
                     const std::string which = what + (c == fresh ? ", fresh context" : ", grown context");
                     cudaGraph_t graph = nullptr;
@@ -873,7 +881,6 @@ TEST_F(CudaTest, MatmulsCapturedInAGraphMatchDirectCalls) {
                     cudaGraphExecDestroy(exec);
                     cudaGraphDestroy(graph);
                 }
-                bnb4_ctx_destroy(fresh);
                 if (HasFailure())
                     return;
             }
@@ -958,13 +965,9 @@ TEST_F(CudaTest, ChainedOpsSeeTheirPredecessorsOutput) {
     DevBuf dsrc(src.data(), NA * KA * 4), dpacked(NA * KA / 2), dabsmax(NA * KA / bs * 4);
     DevBuf dxa(xa.data(), m * KA * es), dxb(xb.data(), m * KB * es), dabsmax_b(absmax_b.data(), absmax_b.size() * 4);
     DevBuf dya(m * NA * es), dyb(m * NB * es);
-    bnb4_ctx_params p;
-    bnb4_ctx_params_default(&p);
-    p.device = BNB4_DEVICE_CUDA;
-    p.stream = stream;
-    bnb4_ctx *other = nullptr;
-    ASSERT_EQ(BNB4_OK, bnb4_ctx_create(&p, &other)) << bnb4_last_error();
-    const std::unique_ptr<bnb4_ctx, void (*)(bnb4_ctx *)> other_owner(other, bnb4_ctx_destroy);
+    const CtxPtr other_owner = context_on_stream();
+    bnb4_ctx *other = other_owner.get();
+    ASSERT_NE(nullptr, other);
     std::vector<uint8_t> want_packed(NA * KA / 2);
     std::vector<float> want_absmax(NA * KA / bs);
     bnb4_ref_quantize_blocks(src.data(), BNB4_F32, NA * KA, bs, BNB4_NF4, 0, want_absmax.size(), want_packed.data(),
