@@ -133,6 +133,20 @@ static bnb4_status stream_capturing(bnb4_cuda_state *s, bool *yes, const char *w
     return st;
 }
 
+/* The id of the graph capture the context's stream is in, 0 if none; false if that is not known (the
+ * query failed - its error cleared, it launched nothing - or the capture was invalidated). Unlike
+ * stream_capturing it fails no op: the output log (cuda_outputs.h) takes "not known" as pending. */
+static bool capture_id(bnb4_cuda_state *s, unsigned long long *id) {
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    unsigned long long got = 0;
+    if (cudaStreamGetCaptureInfo(s->stream, &status, &got) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return false;
+    }
+    *id = status == cudaStreamCaptureStatusActive ? got : 0;
+    return status != cudaStreamCaptureStatusInvalidated;
+}
+
 bnb4_cuda_temps::~bnb4_cuda_temps() {
     for (void *q : p)
         bnb4_cuda_free(s, q);
@@ -286,19 +300,6 @@ bnb4_status bnb4_cuda_dequantize(bnb4_ctx *ctx, const bnb4_qtensor *q, bnb4_dtyp
 
 /* The outputs of the matmuls enqueued last, by every context of the process (cuda_outputs.h). */
 static bnb4_output_log g_outputs;
-
-/* The id of the graph capture the context's stream is in, 0 if none; false if that is not known (the
- * query failed - its error cleared, it launched nothing - or the capture was invalidated). */
-static bool capture_id(bnb4_cuda_state *s, unsigned long long *id) {
-    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-    unsigned long long got = 0;
-    if (cudaStreamGetCaptureInfo(s->stream, &status, &got) != cudaSuccess) {
-        (void)cudaGetLastError();
-        return false;
-    }
-    *id = status == cudaStreamCaptureStatusActive ? got : 0;
-    return status != cudaStreamCaptureStatusInvalidated;
-}
 
 bnb4_status bnb4_cuda_gemm(bnb4_ctx *ctx, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
                            const void *bias, void *y) {

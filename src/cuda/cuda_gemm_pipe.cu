@@ -485,18 +485,20 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
         build_pair_table<T>(table, a.quant_type == BNB4_NF4 ? c_pipe_nf4 : c_pipe_fp4, tid, kConsumerThreads);
         /* the nested map before the wait where the early stages are safe (the same check covers it), so
          * its latency overlaps the previous kernel's end */
-        const bool ncode_early = NESTED && TMA && a.early;
-        if (ncode_early)
+        const bool ncode_early = TMA && a.early;
+        auto load_ncode = [&] {
             for (int i = tid; i < 256; i += kConsumerThreads)
                 ncode[i] = a.nested_code[i];
+        };
+        if (NESTED && ncode_early)
+            load_ncode();
 #if BNB4_HAS_TMA
         if constexpr (TMA) /* the table came from this module's constants; everything below may come from the
                             * previous kernel (nested absmax, bias, split-K workspace, y) */
             pdl_wait();
 #endif
         if (NESTED && !ncode_early)
-            for (int i = tid; i < 256; i += kConsumerThreads)
-                ncode[i] = a.nested_code[i];
+            load_ncode();
         if constexpr (TMA)
             consumer_sync<kConsumerThreads>(); /* (the classic loop's first __syncthreads does this) */
     }
