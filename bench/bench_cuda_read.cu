@@ -62,11 +62,12 @@ __global__ void __launch_bounds__(32, 1)
                     const __grid_constant__ CUtensorMap x_map, unsigned k_steps, unsigned iters, unsigned per_cta,
                     int depth, int xboxes, unsigned *sink) {
 #if BNB4_HAS_TMA
+    /* the stages start 1024-byte aligned (the 128-byte swizzle's period) as in the kernels: the
+     * declaration's alignment places the dynamic shared memory so (no fix computed at run time) */
     extern __shared__ __align__(1024) unsigned char smem[];
     __shared__ __align__(8) uint64_t bars[kMaxStages];
-    const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem);
-    const uint32_t base = (raw + 1023u) & ~1023u; /* the 128-byte swizzle's 1024-byte period */
-    const unsigned char *stages = smem + (base - raw);
+    const uint32_t base = (uint32_t)__cvta_generic_to_shared(smem);
+    const unsigned char *stages = smem;
     const uint32_t bar0 = (uint32_t)__cvta_generic_to_shared(bars);
     const int lane = threadIdx.x;
     pdl_launch_dependents();
@@ -170,8 +171,7 @@ int main(int argc, char **argv) {
                 prop.name, sms, prop.l2CacheSize >> 20, copy_gbs);
     std::printf("%-12s %-44s %9s %9s %8s\n", "N x K", "read", "us", "GB/s", "/copy");
 
-    CK(cudaFuncSetAttribute(read_pipe_boxes, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                            kMaxStages * kStageBytes + 1024));
+    CK(cudaFuncSetAttribute(read_pipe_boxes, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxStages * kStageBytes));
     for (const auto &sh : shapes) {
         const size_t N = sh.first, K = sh.second, packed = N * K / 2, absmax = N * (K / 64) * 4;
         const size_t copies = std::max<size_t>(2, (3 * (size_t)prop.l2CacheSize + packed + absmax - 1) / (packed + absmax));
@@ -214,7 +214,7 @@ int main(int argc, char **argv) {
                     cudaLaunchConfig_t cfg = {};
                     cfg.gridDim = dim3((iters + per - 1) / per);
                     cfg.blockDim = dim3(32);
-                    cfg.dynamicSmemBytes = depth * kStageBytes + 1024;
+                    cfg.dynamicSmemBytes = depth * kStageBytes;
                     cfg.stream = s;
                     CK(bnb4_launch_ex(cfg, true, read_pipe_boxes, wm[i % copies], smap[i % copies], xm, k_steps, iters,
                                       per, depth, xboxes, sink));
