@@ -66,7 +66,10 @@
  *  - Partial tiles: a tile covered by one CTA is stored directly (bias in f32, one rounding). A tile shared
  *    by several CTAs: each writes its f32 partial sums to a slot of the context's split-K workspace; the
  *    last to arrive (a per-tile counter) adds the slots in contributor order, so the result does not
- *    depend on timing (deterministic), adds the bias, rounds once and resets the counter.
+ *    depend on timing (deterministic), adds the bias, rounds once and resets the counter. This hand-over
+ *    is up to 1 us of a call at m = 1 on 4096x4096 (H200, docs/performance.md v23); its alternatives were
+ *    measured there: a cluster per tile does not fit (30 clusters of 4 at one CTA per SM, 32 tiles), a
+ *    serial hand-over to the last part's CTA through L2 was slower.
  *
  * Requirements (bnb4_cuda_pipe_fits): f16/bf16, K % 32 == 0 and K < 2^31, 16-byte-aligned packed weights
  * and activations, 4-byte-aligned nested codes. The TMA variant's tensor maps are encoded per call with
