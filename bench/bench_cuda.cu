@@ -12,7 +12,11 @@
  * Usage: bench_cuda [--quick | --small-m | --m M1,M2,... | --conv] [--csv FILE]. --small-m measures only m = 1,
  * 2, 3, 4, 8, 16 on every shape (no conversion rows), for tuning the small-m kernels; --m takes any list;
  * --conv measures only the conversions (dequantize, quantize);
- * --shape NxK measures one shape only (for profilers). Prints every row, then a summary
+ * --shape NxK measures one shape only (for profilers). At m = 1 and 16 (f16, plain absmax) the same calls are
+ * also timed launched one by one, without a graph, where the host's cost per call counts wherever it
+ * exceeds the kernel's (rows "direct launches": graph time / that), and the host's time to issue a call
+ * is measured against the kernel's (rows "host time per call"; its floor, one launch of an empty kernel,
+ * is a ceiling row). Prints every row, then a summary
  * table with the issue's targets as ratios. bnb4_bench_cuda_main() is the entry point (the `bnb4 bench` CLI can call it).
  */
 #include <algorithm>
@@ -55,6 +59,8 @@ __global__ void fill_randn_f16(__half *p, size_t n, uint64_t seed, float scale) 
         p[i] = __float2half(scale * sqrtf(-2.0f * logf(u1)) * cospif(2.0f * u2));
     }
 }
+__global__ void empty_kernel() {}
+
 __global__ void f16_to_bf16(const __half *a, __nv_bfloat16 *b, size_t n) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         b[i] = __float2bfloat16(__half2float(a[i]));
@@ -159,6 +165,8 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
     }
     cb_api.set_stream(blas, stream);
     Timer timer{stream, quick ? 3 : 7};
+    Timer direct = timer; /* the same calls launched one by one: what a caller without graphs sees */
+    direct.graphs = false;
     const size_t rotate_bytes = 3 * (size_t)prop.l2CacheSize; /* copies span 3x L2: none is resident */
 
     /* ---- copy bandwidth -------------------------------------------------------------------------- */
@@ -166,6 +174,20 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
     report("ceiling: cudaMemcpyAsync D2D 1 GiB (read+write)", copy.memcpy_ms, copy.memcpy_gbs, "GB/s", 0);
     report("ceiling: copy kernel 16 B/thread 1 GiB (read+write)", copy.kernel_ms, copy.kernel_gbs, "GB/s", 0);
     const double copy_bw = copy.best_gbs(); /* the stricter ceiling */
+    { /* the host's floor per call: one launch of an empty kernel with programmatic dependent launch, as
+       * the small-m kernels are launched (the "host time per call" rows below count in these) */
+        cudaLaunchAttribute attr;
+        attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t cfg = {};
+        cfg.gridDim = dim3((unsigned)prop.multiProcessorCount);
+        cfg.blockDim = dim3(544);
+        cfg.stream = stream;
+        cfg.attrs = &attr;
+        cfg.numAttrs = 1;
+        const double launch_ms = direct.host(50, [&](int) { CK(cudaLaunchKernelEx(&cfg, empty_kernel)); });
+        report("ceiling: host time per launch (empty kernel, PDL)", launch_ms, 1.0 / (launch_ms * 1e3), "M/s", 0);
+    }
 
     std::vector<Shape> shapes = {{4096, 4096}, {14336, 4096}, {4096, 14336}, {28672, 8192}};
     std::vector<size_t> ms = {1, 2, 4, 8, 16, 32, 64, 128, 512, 2048};
@@ -292,6 +314,25 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
                     }
                     std::snprintf(name, sizeof name, "bnb4 %s %s %zux%zu m=%zu vs-cublas", dn, nn, N, K, m);
                     report(name, ours_ms, flops / (ours_ms * 1e-3) / 1e12, "TFLOP/s", blas_tf);
+                    if ((m == 1 || m == 16) && dt == BNB4_F16 && !nested) {
+                        /* the same calls without a graph: the host's work per call (argument checks, path
+                         * choice, tensor maps, launch) is then on the critical path wherever it exceeds
+                         * the kernel's time; ratio: graph time over this (1: the GPU sets the pace) */
+                        const auto call = [&](int i) {
+                            const int c = i % copies_q;
+                            const bnb4_qtensor q = bnb4_qtensor_plain(N, K, bs, BNB4_NF4, packed[c], absmax[c]);
+                            bnb4_linear(ctx, &q, dt, m, xd, nullptr, y);
+                        };
+                        const double direct_ms = direct.run(iters, call);
+                        std::snprintf(name, sizeof name, "bnb4 %s %s %zux%zu m=%zu direct launches, graph/this", dn,
+                                      nn, N, K, m);
+                        report(name, direct_ms, ours_ms / direct_ms, "x", 1.0);
+                        /* and the host's own time per call, against the kernel's (graph) time */
+                        const double host_ms = direct.host(iters, call);
+                        std::snprintf(name, sizeof name, "bnb4 %s %s %zux%zu m=%zu host time per call/kernel", dn,
+                                      nn, N, K, m);
+                        report(name, host_ms, host_ms / ours_ms, "x", 1.0);
+                    }
                 }
             }
             if (xb)
@@ -377,6 +418,8 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
         line(std::string("dequantize BW/copy") + s, dq, ">= 0.85", dq >= 0.85);
         const double qq = worst("bnb4 quantize f16", s_end, true);
         line(std::string("quantize BW/copy") + s, qq, ">= 0.70", qq >= 0.7);
+        const double dl = worst(std::string(s) + "m=1 ", "direct launches", true);
+        line(std::string("m=1 without graphs: graph/direct") + s, dl, "(none)", true);
     }
     if (g_csv)
         std::fclose(g_csv);

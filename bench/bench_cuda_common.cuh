@@ -46,6 +46,7 @@ __global__ void copy16(const uint4 *__restrict__ a, uint4 *__restrict__ b, size_
 struct Timer {
     cudaStream_t s;
     int reps;
+    bool graphs = true; /* false: every batch launches its calls one by one, the host's cost included */
     /* Median ms per call of f(i) over `reps` batches of `iters` calls, each batch a graph replay. */
     double run(int iters, const std::function<void(int)> &f) {
         for (int i = 0; i < 3; i++) /* warm-up: module load, handles, pools, counters */
@@ -53,7 +54,7 @@ struct Timer {
         CK(cudaStreamSynchronize(s));
         cudaGraph_t graph = nullptr;
         cudaGraphExec_t exec = nullptr;
-        bool graphed = cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
+        bool graphed = graphs && cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
         if (graphed) {
             for (int i = 0; i < iters; i++)
                 f(i);
@@ -61,7 +62,7 @@ struct Timer {
                       cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
         }
         const cudaError_t capture_err = cudaGetLastError();
-        if (!graphed) { /* timed all the same, but launch overhead is then part of every call */
+        if (!graphed && graphs) { /* timed all the same, but launch overhead is then part of every call */
             static bool told = false;
             if (!told)
                 std::fprintf(stderr, BNB4_BENCH_NAME ": graph capture failed (%s): timing plain launches\n",
@@ -75,8 +76,12 @@ struct Timer {
          * milliseconds; without this the first rows after a heavy phase (the weights' set-up, large-m GEMMs)
          * ran at a lowered clock, 5-15 % slower for the issue-bound small-m kernels (2026-11-28 16:21 run). */
         const auto settle_end = std::chrono::steady_clock::now() + std::chrono::milliseconds(50);
-        while (graphed && std::chrono::steady_clock::now() < settle_end) {
-            CK(cudaGraphLaunch(exec, s));
+        while (std::chrono::steady_clock::now() < settle_end) {
+            if (graphed)
+                CK(cudaGraphLaunch(exec, s));
+            else
+                for (int i = 0; i < iters; i++)
+                    f(i);
             CK(cudaStreamSynchronize(s));
         }
         std::vector<float> t;
@@ -99,6 +104,22 @@ struct Timer {
             cudaGraphDestroy(graph);
         cudaEventDestroy(e0);
         cudaEventDestroy(e1);
+        std::sort(t.begin(), t.end());
+        return t[t.size() / 2];
+    }
+    /* Median host ms per call spent issuing `iters` calls of f(i) one by one (the stream drained between
+     * batches, so a full queue never blocks the issuing). */
+    double host(int iters, const std::function<void(int)> &f) {
+        std::vector<double> t;
+        for (int r = 0; r < reps; r++) {
+            CK(cudaStreamSynchronize(s));
+            const auto t0 = std::chrono::steady_clock::now();
+            for (int i = 0; i < iters; i++)
+                f(i);
+            const auto t1 = std::chrono::steady_clock::now();
+            t.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count() / iters);
+        }
+        CK(cudaStreamSynchronize(s));
         std::sort(t.begin(), t.end());
         return t[t.size() / 2];
     }
