@@ -325,7 +325,7 @@ bnb4_status bnb4_cuda_gemm(bnb4_ctx *ctx, const bnb4_qtensor *w, bnb4_dtype dt, 
         break;
     }
     /* (a failed call may have launched part of its work: the next call takes all memory as pending) */
-    const uintptr_t y0 = (uintptr_t)y, bytes = m * w->rows * (dt == BNB4_F32 ? 4 : 2); /* (validated) */
+    const uintptr_t y0 = (uintptr_t)y, bytes = m * w->rows * bnb4_dtype_size(dt); /* (validated) */
     const bnb4_range out = st == BNB4_OK ? bnb4_range{y0, y0 + bytes} : bnb4_range{0, UINTPTR_MAX};
     unsigned long long capture = 0;
     if (capture_id(s, &capture))
