@@ -9,10 +9,15 @@
  * packed bytes; a persistent grid of one CTA per SM whose one warp streams, by tensor copies with six
  * stages in flight, the pipe kernel's boxes in stream-K order (128 rows x 128 packed bytes, and the rows'
  * 16 bytes of absmax, per step), with programmatic dependent launch, with and without 256-byte L2
- * promotion; and the same read as the pipe kernel does it at m = 1: its grid (whole tiles or equal parts
- * where they cost little, cuda_grid.h), its producer's 3 stages in flight, and its four activation boxes
- * per step. --sweep adds both grids at 2, 3, 4, 6 and 8 stages in flight, with and without the
- * activation boxes (docs/performance.md v20: what m = 1 loses to the pipeline's configuration). The ratio is
+ * promotion; and the pipe kernel's own pipeline at m = 1 without its math (read_pipe_skeleton): its grid
+ * (whole tiles or equal parts where they cost little, cuda_grid.h), its producer warp with the first 2
+ * stages' weights copied before griddepcontrol.wait and 3 stages in flight, the four activation boxes per
+ * step, and 16 consumer warps that wait for each stage and release it, in its 200 KB of shared memory -
+ * the floor the kernel's decode, math and tile end add to (docs/performance.md v24). --sweep adds the
+ * one-warp read at 2, 3, 4, 6 and 8 stages in flight on both grids, with and without the activation
+ * boxes (v20), with the first stages copied before the wait at one and at two CTAs per SM (whether the
+ * next call's CTAs, resident beside this call's, would hide the boundary: v24), and the skeleton at
+ * other windows and in half the shared memory (two CTAs per SM). The ratio is
  * bytes read over the copy ceiling measured in the same run, as in bench_cuda's m = 1 rows; timer and
  * ceiling are bench_cuda's (bench_cuda_common.cuh): CUDA graphs of back-to-back calls, replayed 50 ms
  * before 7 timed batches (median), weights rotated among copies spanning 3x L2. Needs compute
@@ -35,6 +40,8 @@ constexpr int kXBoxBytes = 8 * 128;       /* an activation box: 8 rows (m = 1: o
 constexpr int kWeightBoxBytes = kTileRows * (kRowBytes + kScaleBytes); /* a step's packed bytes and absmax */
 constexpr int kStageBytes = kWeightBoxBytes + 4 * kXBoxBytes;           /* a multiple of 1024 */
 static_assert(kStageBytes % 1024 == 0, "stages keep the swizzle's 1024-byte alignment");
+/* the pipe kernel's m = 1 pipeline: 16 consumer warps and a producer warp, 6 stages (its count at m = 1) */
+constexpr int kSkeletonConsumers = 16, kSkeletonThreads = (kSkeletonConsumers + 1) * 32, kSkeletonStages = 6;
 
 /* Every 16-byte word read once; a folded value kept so the loads are not dropped. */
 __global__ void read16(const uint4 *__restrict__ p, size_t n, unsigned *sink) {
@@ -52,6 +59,26 @@ __global__ void read16(const uint4 *__restrict__ p, size_t n, unsigned *sink) {
         *sink = acc;
 }
 
+#if BNB4_HAS_TMA
+/* Step `it`'s weight box and absmax box into the stage at dst, on its barrier, after announcing `bytes`
+ * (the activation boxes' included where they follow: copy_step_x) */
+__device__ __forceinline__ void copy_step_weights(const CUtensorMap *w_map, const CUtensorMap *s_map, uint32_t dst,
+                                                  uint32_t bar, unsigned it, unsigned k_steps, unsigned bytes) {
+    const unsigned tile = it / k_steps, step = it - tile * k_steps;
+    const int y = (int)(tile * kTileRows);
+    mbar_arrive_tx(bar, bytes);
+    tma_load_2d(dst, w_map, (int)(step * kRowBytes), y, bar);
+    tma_load_2d(dst + kTileRows * kRowBytes, s_map, (int)(step * (kScaleBytes / 4)), y, bar);
+}
+/* step `it`'s four activation boxes (64 k each, 8 rows: m = 1 and seven zero-filled) */
+__device__ __forceinline__ void copy_step_x(const CUtensorMap *x_map, uint32_t dst, uint32_t bar, unsigned it,
+                                            unsigned k_steps) {
+    const unsigned k0 = (it % k_steps) * 256;
+    for (int q = 0; q < 4; q++)
+        tma_load_2d(dst + kWeightBoxBytes + q * kXBoxBytes, x_map, (int)(k0 + 64 * q), 0, bar);
+}
+#endif
+
 /* One warp per CTA: lane 0 keeps `depth` steps in flight (tensor copies of the weight box, the absmax
  * box and, with `xboxes`, the pipe kernel's four activation boxes, on one mbarrier per stage); the warp
  * waits for each step, touches one word of it, and refills it. Since the pipe kernel's consumer warps
@@ -60,7 +87,7 @@ __global__ void read16(const uint4 *__restrict__ p, size_t n, unsigned *sink) {
 __global__ void __launch_bounds__(32, 1)
     read_pipe_boxes(const __grid_constant__ CUtensorMap w_map, const __grid_constant__ CUtensorMap s_map,
                     const __grid_constant__ CUtensorMap x_map, unsigned k_steps, unsigned iters, unsigned per_cta,
-                    int depth, int xboxes, unsigned *sink) {
+                    int depth, int xboxes, int early, unsigned *sink) {
 #if BNB4_HAS_TMA
     /* the stages start 1024-byte aligned (the 128-byte swizzle's period) as in the kernels: the
      * declaration's alignment places the dynamic shared memory so (no fix computed at run time) */
@@ -70,27 +97,40 @@ __global__ void __launch_bounds__(32, 1)
     const unsigned char *stages = smem;
     const uint32_t bar0 = (uint32_t)__cvta_generic_to_shared(bars);
     const int lane = threadIdx.x;
-    pdl_launch_dependents();
+    if (!early)
+        pdl_launch_dependents();
     if (lane == 0) {
         for (int i = 0; i < depth; i++)
             mbar_init(bar0 + 8 * i, 1);
         mbar_init_fence();
     }
     __syncwarp();
-    pdl_wait();
     const unsigned begin = blockIdx.x * per_cta, end = min(iters, begin + per_cta);
-    auto issue = [&](unsigned it, int slot) {
-        const unsigned tile = it / k_steps, step = it - tile * k_steps;
-        const uint32_t dst = base + slot * kStageBytes, bar = bar0 + 8 * slot;
-        const int x = (int)(step * kRowBytes), s = (int)(step * (kScaleBytes / 4)), y = (int)(tile * kTileRows);
-        mbar_arrive_tx(bar, kWeightBoxBytes + (xboxes ? 4 * kXBoxBytes : 0));
-        tma_load_2d(dst, &w_map, x, y, bar);
-        tma_load_2d(dst + kTileRows * kRowBytes, &s_map, s, y, bar);
-        if (xboxes)
-            for (int q = 0; q < 4; q++)
-                tma_load_2d(dst + kWeightBoxBytes + q * kXBoxBytes, &x_map, 2 * x + 64 * q, 0, bar);
+    auto issue_weights = [&](unsigned it, int slot) {
+        copy_step_weights(&w_map, &s_map, base + slot * kStageBytes, bar0 + 8 * slot, it, k_steps,
+                          kWeightBoxBytes + (xboxes ? 4 * kXBoxBytes : 0));
     };
-    if (lane == 0)
+    auto issue_x = [&](unsigned it, int slot) {
+        if (xboxes)
+            copy_step_x(&x_map, base + slot * kStageBytes, bar0 + 8 * slot, it, k_steps);
+    };
+    auto issue = [&](unsigned it, int slot) {
+        issue_weights(it, slot);
+        issue_x(it, slot);
+    };
+    /* early: the first stages' weights before the wait (as the pipe kernel's early stages), the next
+     * kernel let in only after it - with room for two CTAs per SM it is resident while this one runs */
+    if (early && lane == 0)
+        for (int i = 0; i < depth && begin + i < end; i++)
+            issue_weights(begin + i, i);
+    pdl_wait();
+    if (early) {
+        pdl_launch_dependents();
+        if (lane == 0)
+            for (int i = 0; i < depth && begin + i < end; i++)
+                issue_x(begin + i, i);
+    }
+    if (!early && lane == 0)
         for (int i = 0; i < depth && begin + i < end; i++)
             issue(begin + i, i);
     unsigned acc = 0, phase = 0;
@@ -110,6 +150,83 @@ __global__ void __launch_bounds__(32, 1)
         *sink = acc;
 #else
     __trap(); /* launched only on compute capability 9.0+ (main checks) */
+#endif
+}
+
+/* The pipe kernel's pipeline without its math (read_pipe_skeleton): a producer warp whose one lane issues
+ * the copies (the first `early` stages' weights before the wait, at most `window` stages in flight, 0: no
+ * limit) and 16 consumer warps that wait for each stage's full barrier, touch a word and release the stage
+ * on its empty barrier, then meet at a named barrier (the tile end) - as the pipe kernel's TMA variant
+ * runs at m = 1. Its time less the one-warp read's is the cost of the pipeline's own structure at a call's
+ * boundary; the kernel's time less its time is the decode, the math and the tile end. */
+__global__ void __launch_bounds__(kSkeletonThreads, 1)
+    read_pipe_skeleton(const __grid_constant__ CUtensorMap w_map, const __grid_constant__ CUtensorMap s_map,
+                       const __grid_constant__ CUtensorMap x_map, unsigned k_steps, unsigned iters, unsigned per_cta,
+                       int stages, int early, int window, unsigned *sink) {
+#if BNB4_HAS_TMA
+    extern __shared__ __align__(1024) unsigned char smem[];
+    __shared__ __align__(8) uint64_t bars[2 * kMaxStages];
+    const uint32_t base = (uint32_t)__cvta_generic_to_shared(smem);
+    const uint32_t full0 = (uint32_t)__cvta_generic_to_shared(bars), empty0 = full0 + 8 * kMaxStages;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    if (tid == 0) {
+        for (int i = 0; i < stages; i++) {
+            mbar_init(full0 + 8 * i, 1);
+            mbar_init(empty0 + 8 * i, kSkeletonConsumers);
+        }
+        mbar_init_fence();
+    }
+    __syncthreads();
+    const unsigned begin = blockIdx.x * per_cta, end = min(iters, begin + per_cta);
+    if (warp == kSkeletonConsumers) {
+        if (lane != 0)
+            return;
+        auto weights = [&](unsigned it, int slot) {
+            copy_step_weights(&w_map, &s_map, base + slot * kStageBytes, full0 + 8 * slot, it, k_steps,
+                              kWeightBoxBytes + 4 * kXBoxBytes);
+        };
+        for (int i = 0; i < early && begin + i < end; i++)
+            weights(begin + i, i);
+        pdl_wait();
+        pdl_launch_dependents();
+        int slot = 0, lag = 0;
+        uint32_t phase = 0, lag_phase = 0;
+        for (unsigned it = begin; it < end; it++) {
+            mbar_wait(empty0 + 8 * slot, phase ^ 1u);
+            if (window && it - begin >= (unsigned)window) {
+                mbar_wait(full0 + 8 * lag, lag_phase);
+                if (++lag == stages) {
+                    lag = 0;
+                    lag_phase ^= 1u;
+                }
+            }
+            if (it - begin >= (unsigned)early)
+                weights(it, slot);
+            copy_step_x(&x_map, base + slot * kStageBytes, full0 + 8 * slot, it, k_steps);
+            if (++slot == stages) {
+                slot = 0;
+                phase ^= 1u;
+            }
+        }
+        return;
+    }
+    pdl_wait();
+    unsigned acc = 0, phase = 0;
+    int slot = 0;
+    for (unsigned it = begin; it < end; it++) {
+        mbar_wait(full0 + 8 * slot, phase);
+        acc ^= reinterpret_cast<const unsigned *>(smem + slot * kStageBytes)[tid];
+        mbar_arrive_elected(empty0 + 8 * slot);
+        if (++slot == stages) {
+            slot = 0;
+            phase ^= 1u;
+        }
+    }
+    consumer_sync<kSkeletonConsumers * 32>();
+    if (acc == 0x9e3779b9u)
+        *sink = acc;
+#else
+    __trap();
 #endif
 }
 
@@ -171,7 +288,8 @@ int main(int argc, char **argv) {
                 prop.name, sms, prop.l2CacheSize >> 20, copy_gbs);
     std::printf("%-12s %-44s %9s %9s %8s\n", "N x K", "read", "us", "GB/s", "/copy");
 
-    CK(cudaFuncSetAttribute(read_pipe_boxes, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxStages * kStageBytes));
+    CK(cudaFuncSetAttribute(read_pipe_boxes, cudaFuncAttributeMaxDynamicSharedMemorySize, std::max(kMaxStages * kStageBytes, 150 * 1024)));
+    CK(cudaFuncSetAttribute(read_pipe_skeleton, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024)); /* (the kernel's) */
     for (const auto &sh : shapes) {
         const size_t N = sh.first, K = sh.second, packed = N * K / 2, absmax = N * (K / 64) * 4;
         const size_t copies = std::max<size_t>(2, (3 * (size_t)prop.l2CacheSize + packed + absmax - 1) / (packed + absmax));
@@ -209,32 +327,67 @@ int main(int argc, char **argv) {
                 encode(&smap[c], CU_TENSOR_MAP_DATA_TYPE_FLOAT32, am[c], K / 64, N, K / 64 * 4, kScaleBytes / 4,
                        CU_TENSOR_MAP_SWIZZLE_NONE, promote);
             }
-            auto run = [&](unsigned per, int depth, int xboxes) {
+            /* the one-warp read: `depth` stages in flight, with the activation boxes (xboxes), the first
+             * stages' weights before the wait (early), in at least `smem` bytes of shared memory (150 KB: one
+             * CTA per SM) */
+            auto run = [&](unsigned per, int depth, int xboxes, int early = 0, int smem = 0) {
                 return time_us(20, [&](int i) {
                     cudaLaunchConfig_t cfg = {};
                     cfg.gridDim = dim3((iters + per - 1) / per);
                     cfg.blockDim = dim3(32);
-                    cfg.dynamicSmemBytes = depth * kStageBytes;
+                    cfg.dynamicSmemBytes = std::max(smem, depth * kStageBytes);
                     cfg.stream = s;
                     CK(bnb4_launch_ex(cfg, true, read_pipe_boxes, wm[i % copies], smap[i % copies], xm, k_steps, iters,
-                                      per, depth, xboxes, sink));
+                                      per, depth, xboxes, early, sink));
+                });
+            };
+            /* the pipe kernel's pipeline without its math, on the kernel's grid */
+            auto skeleton = [&](int smem_kb, int early, int window) {
+                const int stages = std::min(kSkeletonStages, smem_kb * 1024 / kStageBytes);
+                return time_us(20, [&](int i) {
+                    cudaLaunchConfig_t cfg = {};
+                    cfg.gridDim = dim3((iters + per_kernel - 1) / per_kernel);
+                    cfg.blockDim = dim3(kSkeletonThreads);
+                    cfg.dynamicSmemBytes = smem_kb * 1024;
+                    cfg.stream = s;
+                    CK(bnb4_launch_ex(cfg, true, read_pipe_skeleton, wm[i % copies], smap[i % copies], xm, k_steps,
+                                      iters, per_kernel, stages, early, window, sink));
                 });
             };
             row(promote ? "pipe boxes (weights + absmax), 256 B L2 lines" : "pipe boxes (weights + absmax), no promotion",
                 run(per_sk, 6, 0), (double)(packed + absmax));
             if (promote)
                 continue;
-            /* the pipe kernel's m = 1 configuration: its grid, its producer's window, the activation boxes */
-            row("as the pipe kernel at m = 1: 3 in flight, x", run(per_kernel, 3, 1), (double)(packed + absmax));
-            if (sweep)
-                for (int grid = 0; grid < 2; grid++)
-                    for (int depth : {2, 3, 4, 6, 8})
-                        for (int xboxes = 0; xboxes < 2; xboxes++) {
-                            char what[64];
-                            std::snprintf(what, sizeof what, "  %s, %d in flight%s", grid ? "kernel's grid" : "stream-K",
-                                          depth, xboxes ? ", x" : "");
-                            row(what, run(grid ? per_kernel : per_sk, depth, xboxes), (double)(packed + absmax));
-                        }
+            /* the pipe kernel at m = 1 (its grid, early stages, window, warps and shared memory), no math */
+            row("pipe kernel's pipeline at m = 1, no math", skeleton(200, 2, 3), (double)(packed + absmax));
+            if (!sweep)
+                continue;
+            for (int grid = 0; grid < 2; grid++)
+                for (int depth : {2, 3, 4, 6, 8})
+                    for (int xboxes = 0; xboxes < 2; xboxes++) {
+                        char what[64];
+                        std::snprintf(what, sizeof what, "  %s, %d in flight%s", grid ? "kernel's grid" : "stream-K",
+                                      depth, xboxes ? ", x" : "");
+                        row(what, run(grid ? per_kernel : per_sk, depth, xboxes), (double)(packed + absmax));
+                    }
+            for (int grid = 0; grid < 2; grid++)
+                for (int depth : {2, 3, 4, 6})
+                    for (int two = 0; two < 2; two++) {
+                        if (two && depth * kStageBytes > 100 * 1024) /* (two CTAs per SM: 100 KB each at most) */
+                            continue;
+                        char what[80];
+                        std::snprintf(what, sizeof what, "  %s, %d in flight, x, early, %d CTA/SM",
+                                      grid ? "kernel's grid" : "stream-K", depth, two ? 2 : 1);
+                        row(what, run(grid ? per_kernel : per_sk, depth, 1, 1, two ? 0 : 150 * 1024),
+                            (double)(packed + absmax));
+                    }
+            const int windows[][2] = {{3, 3}, {4, 4}, {4, 0}}; /* early, window (0: none) */
+            for (int smem_kb : {200, 110})
+                for (const auto &w : windows) {
+                    char what[80];
+                    std::snprintf(what, sizeof what, "  pipeline, no math, %d KB, early %d, window %d", smem_kb, w[0], w[1]);
+                    row(what, skeleton(smem_kb, w[0], w[1]), (double)(packed + absmax));
+                }
         }
         CK(cudaFree(xv));
         for (size_t c = 0; c < copies; c++) {

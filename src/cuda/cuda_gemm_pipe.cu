@@ -621,6 +621,11 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
      * costs less than spilling) */
     const uint32_t hands_over = pin_if<(NT < 8)>(j);
     const uint32_t red_q = pin_if<(NT < 8)>((warp % RG) * RF * 32 + lane);
+    /* m <= 8: the compact tile end (below, at the tile's end) */
+    constexpr bool kCompactEnd = NT == 1;
+    constexpr int kRedPitch = kTileRows + 4;
+    constexpr int kCE = kCompactEnd ? MT * kTileRows / kConsumerThreads : 1;
+    static_assert(!kCompactEnd || MT * kTileRows % kConsumerThreads == 0, "whole elements per thread");
     /* m < 16 (x_on): activation registers of rows past m stay zero, set once here rather than per read */
     uint4 xr[4][NT];
 #pragma unroll
@@ -895,6 +900,11 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                     wg_keep(wg_af[ks][i]);
         }
 #endif
+        /* m <= 8 (kCompactEnd): the tile's sums leave the registers for shared memory before the stores, so
+         * the stores and hand-over below are one short loop over the tile's elements (coalesced) instead of
+         * code per fragment element: this code runs once per tile, from a cold instruction cache, and its
+         * length was most of the ~1500 cycles from a CTA's last step to its exit (H200, v24) */
+        float ev[kCE]; /* this thread's tile elements e = tid + q kConsumerThreads: row e % 128, m e / 128 */
         { /* the other k parts' sums join the first's (in part order), through the stage just used (refilled
              only after the next iteration's barrier, TMA: after every consumer warp released it below) */
             if constexpr (kTwoChains)
@@ -917,28 +927,57 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                           "reduction scratch must only cover rows the next fill rewrites");
             float *red = reinterpret_cast<float *>(stages + used * S::StageBytes);
             consumer_sync<kConsumerThreads>(); /* every warp is done reading the stage */
+            if constexpr (kCompactEnd) {
+                /* every part's sums to [part][m][row] (rows padded to kRedPitch: the quad's four m land in
+                 * distinct banks), then each thread adds a tile element's parts in part order, as below */
+                static_assert(KP * MT * kRedPitch * 4 <= kWBytes + S::XBytes,
+                              "reduction scratch must only cover rows the next fill rewrites");
 #pragma unroll
-            for (int f = 0; f < RF; f++) {
-                const uint32_t q = red_q + 32 * f + (KP > 2 ? (hands_over - 1) * (NT * 4 * 256) : 0);
-                if (hands_over)
+                for (int f = 0; f < RF; f++)
 #pragma unroll
-                    for (int nt = 0; nt < NT; nt++)
+                    for (int i = 0; i < 4; i++) {
+                        const int m = out_col(2 * c + (i & 1));
+                        if (m < m_rows)
+                            red[(j * MT + m) * kRedPitch + row0[f] + 8 * (i >> 1)] = acc[f][0][i];
+                        acc[f][0][i] = 0.0f;
+                    }
+                consumer_sync<kConsumerThreads>();
 #pragma unroll
-                        for (int i = 0; i < 4; i++)
-                            red[(nt * 4 + i) * 256 + q] = acc[f][nt][i];
-            }
-            consumer_sync<kConsumerThreads>();
+                for (int q = 0; q < kCE; q++) {
+                    const int e = tid + q * kConsumerThreads, m = e / kTileRows, r = e % kTileRows;
+                    float v = 0.0f;
+                    if (m < m_rows) {
+                        v = red[m * kRedPitch + r];
 #pragma unroll
-            for (int f = 0; f < RF; f++) {
-                const uint32_t q = red_q + 32 * f;
-                if (!hands_over)
+                        for (int p = 1; p < KP; p++)
+                            v += red[(p * MT + m) * kRedPitch + r];
+                    }
+                    ev[q] = v;
+                }
+            } else {
 #pragma unroll
-                    for (int p = 0; p < KP - 1; p++)
+                for (int f = 0; f < RF; f++) {
+                    const uint32_t q = red_q + 32 * f + (KP > 2 ? (hands_over - 1) * (NT * 4 * 256) : 0);
+                    if (hands_over)
 #pragma unroll
                         for (int nt = 0; nt < NT; nt++)
 #pragma unroll
                             for (int i = 0; i < 4; i++)
-                                acc[f][nt][i] += red[((p * NT + nt) * 4 + i) * 256 + q];
+                                red[(nt * 4 + i) * 256 + q] = acc[f][nt][i];
+                }
+                consumer_sync<kConsumerThreads>();
+#pragma unroll
+                for (int f = 0; f < RF; f++) {
+                    const uint32_t q = red_q + 32 * f;
+                    if (!hands_over)
+#pragma unroll
+                        for (int p = 0; p < KP - 1; p++)
+#pragma unroll
+                            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                                for (int i = 0; i < 4; i++)
+                                    acc[f][nt][i] += red[((p * NT + nt) * 4 + i) * 256 + q];
+                }
             }
         }
 #if BNB4_HAS_TMA
@@ -950,37 +989,62 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
         }
 #endif
         T *y = reinterpret_cast<T *>(a.y);
+        /* Whether the whole tile was ours. kCompactEnd: a test on registers (the contributor range takes two
+         * divisions and kernel parameters this late in the kernel: 100-200 cycles on a CTA's critical path;
+         * elsewhere the registers are short) */
+        const bool whole = kCompactEnd ? cur_t * a.k_steps >= it_begin && (cur_t + 1) * a.k_steps <= it_stop
+                                       : (cur_t * a.k_steps) / a.per_cta == ((cur_t + 1) * a.k_steps - 1) / a.per_cta;
+        if (whole) {
+            if constexpr (kCompactEnd) {
+                const T *bias = reinterpret_cast<const T *>(a.bias);
+#pragma unroll
+                for (int q = 0; q < kCE; q++) {
+                    const int e = tid + q * kConsumerThreads, m = e / kTileRows;
+                    const size_t n = (size_t)cur_t * kTileRows + e % kTileRows;
+                    if (m < m_rows && n < N)
+                        y[m * N + n] = bnb4_dt<T>::from_f32(ev[q] + (bias ? bnb4_dt<T>::to_f32(bias[n]) : 0.0f));
+                }
+            } else {
+#pragma unroll
+                for (int f = 0; f < RF; f++)
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                        for (int i = 0; i < 4; i++) {
+                            const size_t n = n_[f][i >> 1], m = (size_t)nt * 8 + out_col(2 * c + (i & 1));
+                            if (j == 0 && n < N && m < M) {
+                                float v = acc[f][nt][i];
+                                if (a.bias)
+                                    v += bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n]);
+                                y[m * N + n] = bnb4_dt<T>::from_f32(v);
+                            }
+                            acc[f][nt][i] = 0.0f;
+                        }
+            }
+            continue;
+        }
         const unsigned c_lo = (cur_t * a.k_steps) / a.per_cta, c_hi = ((cur_t + 1) * a.k_steps - 1) / a.per_cta;
-        if (c_lo == c_hi) { /* the whole tile was ours */
+        const size_t slot_base = ((size_t)cur_t * a.max_contrib + (blockIdx.x - c_lo)) * MT * kTileRows;
+        if constexpr (kCompactEnd) { /* (the fix-up reads rows m < min(M, MT) only) */
+#pragma unroll
+            for (int q = 0; q < kCE; q++) {
+                const int e = tid + q * kConsumerThreads;
+                if (e / kTileRows < m_rows)
+                    a.ws[slot_base + e] = ev[q];
+            }
+        } else {
 #pragma unroll
             for (int f = 0; f < RF; f++)
 #pragma unroll
                 for (int nt = 0; nt < NT; nt++)
 #pragma unroll
                     for (int i = 0; i < 4; i++) {
-                        const size_t n = n_[f][i >> 1], m = (size_t)nt * 8 + out_col(2 * c + (i & 1));
-                        if (j == 0 && n < N && m < M) {
-                            float v = acc[f][nt][i];
-                            if (a.bias)
-                                v += bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n]);
-                            y[m * N + n] = bnb4_dt<T>::from_f32(v);
-                        }
+                        const int r = row0[f] + 8 * (i >> 1), m = nt * 8 + out_col(2 * c + (i & 1));
+                        if (j == 0)
+                            a.ws[slot_base + (size_t)m * kTileRows + r] = acc[f][nt][i];
                         acc[f][nt][i] = 0.0f;
                     }
-            continue;
         }
-        const size_t slot_base = ((size_t)cur_t * a.max_contrib + (blockIdx.x - c_lo)) * MT * kTileRows;
-#pragma unroll
-        for (int f = 0; f < RF; f++)
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    const int r = row0[f] + 8 * (i >> 1), m = nt * 8 + out_col(2 * c + (i & 1));
-                    if (j == 0)
-                        a.ws[slot_base + (size_t)m * kTileRows + r] = acc[f][nt][i];
-                    acc[f][nt][i] = 0.0f;
-                }
         consumer_sync<kConsumerThreads>(); /* every partial sum stored, then counted (bnb4_dev_arrive_acq_rel) */
         if (tid == 0)
             s_last = bnb4_dev_arrive_acq_rel(a.counters + cur_t) == c_hi - c_lo;
