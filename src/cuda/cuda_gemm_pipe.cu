@@ -70,6 +70,9 @@
  *    is up to 1 us of a call at m = 1 on 4096x4096 (H200, docs/performance.md v23); its alternatives were
  *    measured there: a cluster per tile does not fit (30 clusters of 4 at one CTA per SM, 32 tiles), a
  *    serial hand-over to the last part's CTA through L2 was slower.
+ *    At m <= 8 a tile's sums leave the registers through shared memory, so the stores (or the workspace
+ *    writes) are one short loop over the tile's elements: the tile end runs once per tile from a cold
+ *    instruction cache, where code per fragment element cost ~0.4 us a call (docs/performance.md v24).
  *
  * Requirements (bnb4_cuda_pipe_fits): f16/bf16, K % 32 == 0 and K < 2^31, 16-byte-aligned packed weights
  * and activations, 4-byte-aligned nested codes. The TMA variant's tensor maps are encoded per call with
