@@ -70,9 +70,10 @@
  *    is up to 1 us of a call at m = 1 on 4096x4096 (H200, docs/performance.md v23); its alternatives were
  *    measured there: a cluster per tile does not fit (30 clusters of 4 at one CTA per SM, 32 tiles), a
  *    serial hand-over to the last part's CTA through L2 was slower.
- *    At m <= 8 a tile's sums leave the registers through shared memory, so the stores (or the workspace
- *    writes) are one short loop over the tile's elements: the tile end runs once per tile from a cold
- *    instruction cache, where code per fragment element cost ~0.4 us a call (docs/performance.md v24).
+ *    At m <= 8 (and m <= 16 on wgmma) a tile's sums leave the registers through shared memory, so the
+ *    stores (or the workspace writes) are one short loop over the tile's elements: the tile end runs once
+ *    per tile from a cold instruction cache, where code per fragment element cost ~0.4 us a call
+ *    (docs/performance.md v24).
  *
  * Requirements (bnb4_cuda_pipe_fits): f16/bf16, K % 32 == 0 and K < 2^31, 16-byte-aligned packed weights
  * and activations, 4-byte-aligned nested codes. The TMA variant's tensor maps are encoded per call with
@@ -624,8 +625,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
      * costs less than spilling) */
     const uint32_t hands_over = pin_if<(NT < 8)>(j);
     const uint32_t red_q = pin_if<(NT < 8)>((warp % RG) * RF * 32 + lane);
-    /* m <= 8: the compact tile end (below, at the tile's end) */
-    constexpr bool kCompactEnd = NT == 1;
+    /* m <= 8, and m <= 16 on wgmma (two k parts): the compact tile end (see the tile's end) */
+    constexpr bool kCompactEnd = NT == 1 || (WG && NT == 2);
     constexpr int kRedPitch = kTileRows + 4;
     constexpr int kCE = kCompactEnd ? MT * kTileRows / kConsumerThreads : 1;
     static_assert(!kCompactEnd || MT * kTileRows % kConsumerThreads == 0, "whole elements per thread");
@@ -903,10 +904,12 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                     wg_keep(wg_af[ks][i]);
         }
 #endif
-        /* m <= 8 (kCompactEnd): the tile's sums leave the registers for shared memory before the stores, so
-         * the stores and hand-over below are one short loop over the tile's elements (coalesced) instead of
-         * code per fragment element: this code runs once per tile, from a cold instruction cache, and its
-         * length was most of the ~1500 cycles from a CTA's last step to its exit (H200, v24) */
+        /* kCompactEnd: the tile's sums leave the registers for shared memory before the stores, so the stores
+         * and hand-over below are one short loop over the tile's elements (coalesced) instead of code per
+         * fragment element: this code runs once per tile, from a cold instruction cache, and its length was
+         * most of the ~1500 cycles from a CTA's last step to its exit at m = 1 (H200, v24). Where every k
+         * part's sums fit a stage's weights and activations at once: m <= 8, and m = 9..16 on wgmma (two
+         * parts; mma.sync's four do not fit there, and at m = 17..32 the registers are short). */
         float ev[kCE]; /* this thread's tile elements e = tid + q kConsumerThreads: row e % 128, m e / 128 */
         { /* the other k parts' sums join the first's (in part order), through the stage just used (refilled
              only after the next iteration's barrier, TMA: after every consumer warp released it below) */
@@ -938,12 +941,14 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
 #pragma unroll
                 for (int f = 0; f < RF; f++)
 #pragma unroll
-                    for (int i = 0; i < 4; i++) {
-                        const int m = out_col(2 * c + (i & 1));
-                        if (m < m_rows)
-                            red[(j * MT + m) * kRedPitch + row0[f] + 8 * (i >> 1)] = acc[f][0][i];
-                        acc[f][0][i] = 0.0f;
-                    }
+                    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                        for (int i = 0; i < 4; i++) {
+                            const int m = nt * 8 + out_col(2 * c + (i & 1));
+                            if (m < m_rows)
+                                red[(j * MT + m) * kRedPitch + row0[f] + 8 * (i >> 1)] = acc[f][nt][i];
+                            acc[f][nt][i] = 0.0f;
+                        }
                 consumer_sync<kConsumerThreads>();
 #pragma unroll
                 for (int q = 0; q < kCE; q++) {
