@@ -288,8 +288,10 @@ int main(int argc, char **argv) {
                 prop.name, sms, prop.l2CacheSize >> 20, copy_gbs);
     std::printf("%-12s %-44s %9s %9s %8s\n", "N x K", "read", "us", "GB/s", "/copy");
 
-    CK(cudaFuncSetAttribute(read_pipe_boxes, cudaFuncAttributeMaxDynamicSharedMemorySize, std::max(kMaxStages * kStageBytes, 150 * 1024)));
-    CK(cudaFuncSetAttribute(read_pipe_skeleton, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024)); /* (the kernel's) */
+    /* (150 KB: the one-warp read padded to one CTA per SM; 200 KB: the pipe kernel's shared memory) */
+    CK(cudaFuncSetAttribute(read_pipe_boxes, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            std::max(kMaxStages * kStageBytes, 150 * 1024)));
+    CK(cudaFuncSetAttribute(read_pipe_skeleton, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
     for (const auto &sh : shapes) {
         const size_t N = sh.first, K = sh.second, packed = N * K / 2, absmax = N * (K / 64) * 4;
         const size_t copies = std::max<size_t>(2, (3 * (size_t)prop.l2CacheSize + packed + absmax - 1) / (packed + absmax));
@@ -385,7 +387,8 @@ int main(int argc, char **argv) {
             for (int smem_kb : {200, 110})
                 for (const auto &w : windows) {
                     char what[80];
-                    std::snprintf(what, sizeof what, "  pipeline, no math, %d KB, early %d, window %d", smem_kb, w[0], w[1]);
+                    std::snprintf(what, sizeof what, "  pipeline, no math, %d KB, early %d, window %d", smem_kb, w[0],
+                                  w[1]);
                     row(what, skeleton(smem_kb, w[0], w[1]), (double)(packed + absmax));
                 }
         }
