@@ -72,7 +72,7 @@
  *    serial hand-over to the last part's CTA through L2 was slower.
  *    At m <= 8 (and m <= 16 on wgmma) a tile's sums leave the registers through shared memory, so the
  *    stores (or the workspace writes) are one short loop over the tile's elements: the tile end runs once
- *    per tile from a cold instruction cache, where code per fragment element cost ~0.4 us a call
+ *    per tile at the pace of its instruction fetch, where code per fragment element cost ~0.4 us a call
  *    (docs/performance.md v24).
  *
  * Requirements (bnb4_cuda_pipe_fits): f16/bf16, K % 32 == 0 and K < 2^31, 16-byte-aligned packed weights
@@ -906,10 +906,11 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
 #endif
         /* kCompactEnd: the tile's sums leave the registers for shared memory before the stores, so the stores
          * and hand-over below are one short loop over the tile's elements (coalesced) instead of code per
-         * fragment element: this code runs once per tile, from a cold instruction cache, and its length was
-         * most of the ~1500 cycles from a CTA's last step to its exit at m = 1 (H200, v24). Where every k
-         * part's sums fit a stage's weights and activations at once: m <= 8, and m = 9..16 on wgmma (two
-         * parts; mma.sync's four do not fit there, and at m = 17..32 the registers are short). */
+         * fragment element: this code runs once per tile, at ~35 cycles per 128 bytes of it (instruction
+         * fetch, most likely), and its length was most of the ~1500 cycles from a CTA's last step to its
+         * exit at m = 1 (H200, v24). Where every k part's sums fit a stage's weights and activations at once:
+         * m <= 8, and m = 9..16 on wgmma (two parts; mma.sync's four do not fit there, and at m = 17..32 the
+         * registers are short). */
         float ev[kCE]; /* this thread's tile elements e = tid + q kConsumerThreads: row e % 128, m e / 128 */
         { /* the other k parts' sums join the first's (in part order), through the stage just used (refilled
              only after the next iteration's barrier, TMA: after every consumer warp released it below) */
