@@ -619,14 +619,14 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
      * slow special register) and recomputed them at every turn */
     [[maybe_unused]] const uint32_t rotate = pin(TMA && !WG && !PS && (c & 2)); /* see x_off */
     const unsigned it_stop = pin(it_end);
-    /* at a tile's end: whether this warp adds its k part's sums to the first's (PS: part j's in scratch
-     * area j - 1), and its slot in the reduction scratch (one per row group of 16 and lane; fragment f
-     * adds 32 f). Pinned below m = 33 (at m = 33..64 the registers are short: recomputing them there
-     * costs less than spilling) */
-    const uint32_t hands_over = pin_if<(NT < 8)>(j);
-    const uint32_t red_q = pin_if<(NT < 8)>((warp % RG) * RF * 32 + lane);
     /* m <= 8, and m <= 16 on wgmma (two k parts): the compact tile end (see the tile's end) */
     constexpr bool kCompactEnd = NT == 1 || (WG && NT == 2);
+    /* at a tile's end without the compact form: whether this warp adds its k part's sums to the first's (PS:
+     * part j's in scratch area j - 1), and its slot in the reduction scratch (one per row group of 16 and
+     * lane; fragment f adds 32 f). Pinned at m = 9..32 (at m = 33..64 the registers are short: recomputing
+     * them there costs less than spilling; the compact form does not use them) */
+    const uint32_t hands_over = pin_if<(NT < 8 && !kCompactEnd)>(j);
+    const uint32_t red_q = pin_if<(NT < 8 && !kCompactEnd)>((warp % RG) * RF * 32 + lane);
     constexpr int kRedPitch = kTileRows + 4;
     constexpr int kCE = kCompactEnd ? MT * kTileRows / kConsumerThreads : 1;
     static_assert(!kCompactEnd || MT * kTileRows % kConsumerThreads == 0, "whole elements per thread");
