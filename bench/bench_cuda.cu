@@ -16,7 +16,8 @@
  * also timed launched one by one, without a graph, where the host's cost per call counts wherever it
  * exceeds the kernel's (rows "direct launches": graph time / that), and the host's time to issue a call
  * is measured against the kernel's (rows "host time per call"; its floor, one launch of an empty kernel,
- * is a ceiling row). Prints every row, then a summary
+ * is a ceiling row), and the graph is also captured by a fresh context with no call before it (rows "graph
+ * of a fresh context": warm time / that). Prints every row, then a summary
  * table with the issue's targets as ratios. bnb4_bench_cuda_main() is the entry point (the `bnb4 bench` CLI can call it).
  */
 #include <algorithm>
@@ -316,6 +317,22 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
                     std::snprintf(name, sizeof name, "bnb4 %s %s %zux%zu m=%zu vs-cublas", dn, nn, N, K, m);
                     report(name, ours_ms, flops / (ours_ms * 1e-3) / 1e12, "TFLOP/s", blas_tf);
                     if ((m == 1 || m == 16) && dt == BNB4_F16 && !nested) {
+                        /* the same graph captured by a context that has made no call before (its split-K
+                         * space and scratch grow during the capture); ratio: the warm context's graph time
+                         * over this (1: nothing in the cold graph costs time) */
+                        bnb4_ctx *cold = nullptr;
+                        BK(bnb4_ctx_create(&p, &cold));
+                        Timer cold_timer = timer;
+                        cold_timer.warm_up = false;
+                        const double cold_ms = cold_timer.run(iters, [&](int i) {
+                            const bnb4_qtensor q = bnb4_qtensor_plain(N, K, bs, BNB4_NF4, packed[i % copies_q],
+                                                                      absmax[i % copies_q]);
+                            bnb4_linear(cold, &q, dt, m, xd, nullptr, y);
+                        });
+                        bnb4_ctx_destroy(cold);
+                        std::snprintf(name, sizeof name, "bnb4 %s %s %zux%zu m=%zu graph of a fresh context, warm/this",
+                                      dn, nn, N, K, m);
+                        report(name, cold_ms, ours_ms / cold_ms, "x", 1.0);
                         /* the same calls without a graph: the host's work per call (argument checks, path
                          * choice, tensor maps, launch) is then on the critical path wherever it exceeds
                          * the kernel's time; ratio: graph time over this (1: the GPU sets the pace) */

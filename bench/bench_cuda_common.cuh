@@ -47,9 +47,10 @@ struct Timer {
     cudaStream_t s;
     int reps;
     bool graphs = true; /* false: every batch launches its calls one by one, the host's cost included */
+    bool warm_up = true; /* false: the graph is captured from the first calls (nothing run before it) */
     /* Median ms per call of f(i) over `reps` batches of `iters` calls, each batch a graph replay. */
     double run(int iters, const std::function<void(int)> &f) {
-        for (int i = 0; i < 3; i++) /* warm-up: module load, handles, pools, counters */
+        for (int i = 0; i < (warm_up ? 3 : 0); i++) /* warm-up: module load, handles, pools, counters */
             f(i);
         CK(cudaStreamSynchronize(s));
         cudaGraph_t graph = nullptr;

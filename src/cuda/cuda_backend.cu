@@ -100,6 +100,8 @@ void bnb4_cuda_ctx_free(bnb4_ctx *ctx) {
         cudaFree(s->partials);
     if (s->scratch)
         cudaFree(s->scratch);
+    if (s->side)
+        cudaStreamDestroy(s->side);
     for (size_t i = 0; i < s->n_retired; i++)
         cudaFree(s->retired[i]);
     free(s->retired);
@@ -125,14 +127,6 @@ size_t bnb4_cuda_steps_per_cta(const bnb4_cuda_state *s, size_t tiles, size_t k_
     return bnb4_grid_steps_per_cta(tiles, k_steps, s->sm_count > 0 ? (size_t)s->sm_count : 1);
 }
 
-/* Whether the context's stream is being captured into a CUDA graph, where nothing may synchronize it. */
-static bnb4_status stream_capturing(bnb4_cuda_state *s, bool *yes, const char *what) {
-    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-    const bnb4_status st = bnb4_cuda_check(cudaStreamIsCapturing(s->stream, &status), what);
-    *yes = status != cudaStreamCaptureStatusNone;
-    return st;
-}
-
 /* The id of the graph capture the context's stream is in, 0 if none; false if that is not known (the
  * query failed - its error cleared, it launched nothing - or the capture was invalidated). Unlike
  * stream_capturing it fails no op: the output log (cuda_outputs.h) takes "not known" as pending. */
@@ -145,23 +139,6 @@ static bool capture_id(bnb4_cuda_state *s, unsigned long long *id) {
     }
     *id = status == cudaStreamCaptureStatusActive ? got : 0;
     return status != cudaStreamCaptureStatusInvalidated;
-}
-
-bnb4_cuda_temps::~bnb4_cuda_temps() {
-    for (void *q : p)
-        bnb4_cuda_free(s, q);
-}
-
-/* A stream-ordered temporary for the op (freed when `temps` goes): the workspace of a call captured into a
- * graph before the context's own buffer was large enough. */
-static bnb4_status temporary(bnb4_cuda_temps *temps, size_t bytes, void **out, const char *what) {
-    for (void *&slot : temps->p)
-        if (!slot) {
-            const bnb4_status st = bnb4_cuda_alloc(temps->s, bytes, out, what);
-            slot = *out;
-            return st;
-        }
-    return bnb4_fail(BNB4_ERR_DEVICE, "%s: internal error: more temporaries than bnb4_cuda_temps holds", what);
 }
 
 /* A context-owned buffer being replaced stays allocated until the context goes: a CUDA graph captured
@@ -178,55 +155,51 @@ static bnb4_status retire(bnb4_cuda_state *s, void *buf, const char *what) {
     return BNB4_OK;
 }
 
-/* Grow a context-owned device buffer to at least `bytes` (with half again as headroom against regrowth).
- * The stream is synchronized first: kernels still queued may use the old buffer (and it is retired, not
- * freed: see retire). */
-static bnb4_status grow_buffer(bnb4_cuda_state *s, void **buf, size_t *have, size_t bytes, const char *what) {
+/* Zero fresh device memory before returning, on the context's side stream (non-blocking, so the context's
+ * stream, captured or not, neither waits for it nor records it). */
+static bnb4_status zero_now(bnb4_cuda_state *s, void *p, size_t bytes, const char *what) {
+    bnb4_status st = BNB4_OK;
+    if (!s->side)
+        st = bnb4_cuda_check(cudaStreamCreateWithFlags(&s->side, cudaStreamNonBlocking), what);
+    if (st == BNB4_OK)
+        st = bnb4_cuda_check(cudaMemsetAsync(p, 0, bytes, s->side), what);
+    return st != BNB4_OK ? st : bnb4_cuda_check(cudaStreamSynchronize(s->side), what);
+}
+
+/* Grow a context-owned device buffer to at least `bytes` (with half again as headroom against regrowth),
+ * zeroed if `zero`. Kernels still queued, and graphs captured earlier, may use the old buffer: it is
+ * retired, not freed, so nothing waits for them. */
+static bnb4_status grow_buffer(bnb4_cuda_state *s, void **buf, size_t *have, size_t bytes, bool zero,
+                               const char *what) {
     if (bytes <= *have)
         return BNB4_OK;
-    bnb4_status st = bnb4_cuda_check(cudaStreamSynchronize(s->stream), what);
+    const bnb4_cuda_relaxed_capture relaxed; /* the stream may be being captured */
     const size_t want = bytes + bytes / 2 < bytes ? bytes : bytes + bytes / 2;
     void *fresh = NULL;
+    bnb4_status st = bnb4_cuda_check(cudaMalloc(&fresh, want), what);
+    if (st == BNB4_OK && zero)
+        st = zero_now(s, fresh, want, what);
     if (st == BNB4_OK)
-        st = bnb4_cuda_check(cudaMalloc(&fresh, want), what);
-    if (st == BNB4_OK && (st = retire(s, *buf, what)) != BNB4_OK)
-        cudaFree(fresh);
-    if (st != BNB4_OK)
+        st = retire(s, *buf, what);
+    if (st != BNB4_OK) {
+        if (fresh)
+            cudaFree(fresh);
         return st;
+    }
     *buf = fresh;
     *have = want;
     return BNB4_OK;
 }
 
-bnb4_status bnb4_cuda_splitk(bnb4_cuda_state *s, size_t count, size_t bytes, unsigned **counters, float **partials,
-                             bnb4_cuda_temps *temps) {
+bnb4_status bnb4_cuda_splitk(bnb4_cuda_state *s, size_t count, size_t bytes, unsigned **counters, float **partials) {
     static const char what[] = "split-K workspace";
     *counters = NULL;
     *partials = NULL;
-    if (count * sizeof(unsigned) > s->counters_bytes || bytes > s->partials_bytes) {
-        bool capturing = false;
-        bnb4_status st = stream_capturing(s, &capturing, what);
-        if (st == BNB4_OK && capturing) {
-            st = temporary(temps, count * sizeof(unsigned), (void **)counters, what);
-            if (st == BNB4_OK)
-                st = bnb4_cuda_check(cudaMemsetAsync(*counters, 0, count * sizeof(unsigned), s->stream), what);
-            if (st == BNB4_OK)
-                st = temporary(temps, bytes, (void **)partials, what);
-            return st;
-        }
-        if (st != BNB4_OK)
-            return st;
-    }
-    if (count * sizeof(unsigned) > s->counters_bytes) { /* (at least 4096 counters: small shapes never regrow) */
-        bnb4_status st = grow_buffer(s, (void **)&s->counters, &s->counters_bytes,
-                                     (count > 4096 ? count : 4096) * sizeof(unsigned), what);
-        if (st == BNB4_OK &&
-            (st = bnb4_cuda_check(cudaMemsetAsync(s->counters, 0, s->counters_bytes, s->stream), what)) != BNB4_OK)
-            s->counters_bytes = 0; /* not zeroed, so never used: the next call grows (and retires) it */
-        if (st != BNB4_OK)
-            return st;
-    }
-    const bnb4_status st = grow_buffer(s, (void **)&s->partials, &s->partials_bytes, bytes, what);
+    /* (at least 4096 counters: small shapes never regrow) */
+    bnb4_status st = grow_buffer(s, (void **)&s->counters, &s->counters_bytes,
+                                 (count > 4096 ? count : 4096) * sizeof(unsigned), true, what);
+    if (st == BNB4_OK)
+        st = grow_buffer(s, (void **)&s->partials, &s->partials_bytes, bytes, false, what);
     if (st != BNB4_OK)
         return st;
     *counters = s->counters;
@@ -234,16 +207,9 @@ bnb4_status bnb4_cuda_splitk(bnb4_cuda_state *s, size_t count, size_t bytes, uns
     return BNB4_OK;
 }
 
-bnb4_status bnb4_cuda_scratch(bnb4_cuda_state *s, size_t bytes, void **out, bnb4_cuda_temps *temps) {
-    static const char what[] = "kernel scratch";
+bnb4_status bnb4_cuda_scratch(bnb4_cuda_state *s, size_t bytes, void **out) {
     *out = NULL;
-    if (bytes > s->scratch_bytes) {
-        bool capturing = false;
-        const bnb4_status st = stream_capturing(s, &capturing, what);
-        if (st != BNB4_OK || capturing)
-            return st != BNB4_OK ? st : temporary(temps, bytes, out, what);
-    }
-    const bnb4_status st = grow_buffer(s, &s->scratch, &s->scratch_bytes, bytes ? bytes : 1, what);
+    const bnb4_status st = grow_buffer(s, &s->scratch, &s->scratch_bytes, bytes ? bytes : 1, false, "kernel scratch");
     if (st == BNB4_OK)
         *out = s->scratch;
     return st;

@@ -36,6 +36,7 @@ struct bnb4_cuda_state {
     void *scratch;            /* one kernel's operand prepared by another (bnb4_cuda_scratch), grown on demand */
     size_t scratch_bytes;
     void **retired;           /* the buffers above as they were before growing: graphs may still use them */
+    cudaStream_t side;        /* non-blocking, created on first use: zeroes a grown buffer outside any capture */
     size_t n_retired;
     void *cublas;             /* cublasHandle_t, created on first use (cuBLAS is dlopen'ed) */
 };
@@ -178,30 +179,32 @@ bnb4_status bnb4_cuda_check(cudaError_t err, const char *what);
 /* Stream-ordered temporaries from the context's pool. */
 bnb4_status bnb4_cuda_alloc(bnb4_cuda_state *s, size_t bytes, void **out, const char *what);
 void bnb4_cuda_free(bnb4_cuda_state *s, void *p);
-/* Temporaries an op took from the pool because its stream was being captured into a CUDA graph when the
- * context's own buffer was too small to serve it (growing one needs a synchronization, which a capture
- * forbids); freed, stream-ordered, when the holder goes out of scope after the op's kernels. */
-struct bnb4_cuda_temps {
-    bnb4_cuda_state *s;
-    void *p[3] = {};
-    explicit bnb4_cuda_temps(bnb4_cuda_state *state) : s(state) {}
-    ~bnb4_cuda_temps();
-    bnb4_cuda_temps(const bnb4_cuda_temps &) = delete;
-    bnb4_cuda_temps &operator=(const bnb4_cuda_temps &) = delete;
+/* This thread's stream-capture mode set to relaxed while it lives, so an op may allocate what it keeps
+ * (the context's buffers, the cuBLAS handle) while its stream is being captured into a CUDA graph:
+ * cudaMalloc, and synchronizing a stream outside the capture, are "potentially unsafe" calls that the
+ * global and thread-local modes refuse, invalidating the capture. Such an allocation is no node of the
+ * graph (which holds the address: the context keeps it until it goes), so a captured call's kernels follow
+ * each other directly, their programmatic launch edges intact; a stream-ordered temporary's allocation and
+ * free nodes stood between them (4096x4096 m = 1: 9.6 us a call instead of 6.2, docs/performance.md v24). */
+struct bnb4_cuda_relaxed_capture {
+    cudaStreamCaptureMode prev = cudaStreamCaptureModeRelaxed;
+    bnb4_cuda_relaxed_capture() { cudaThreadExchangeStreamCaptureMode(&prev); }
+    ~bnb4_cuda_relaxed_capture() { cudaThreadExchangeStreamCaptureMode(&prev); }
+    bnb4_cuda_relaxed_capture(const bnb4_cuda_relaxed_capture &) = delete;
+    bnb4_cuda_relaxed_capture &operator=(const bnb4_cuda_relaxed_capture &) = delete;
 };
-/* At least `count` zeroed split-K counters and `bytes` of partial-sum space, owned by the context. They
- * grow by synchronizing the stream first (kernels still queued may use the old ones, which stay allocated
- * until the context goes: captured graphs may hold them), so the steady state of a model's layers
- * allocates nothing; during a graph capture, too small, they are temporaries (temps). */
-bnb4_status bnb4_cuda_splitk(bnb4_cuda_state *s, size_t count, size_t bytes, unsigned **counters, float **partials,
-                             bnb4_cuda_temps *temps);
+/* At least `count` zeroed split-K counters and `bytes` of partial-sum space, owned by the context, so the
+ * steady state of a model's layers allocates nothing. They grow on demand, also while the stream is being
+ * captured into a CUDA graph (no node in the graph, no synchronization of the stream); the old ones stay
+ * allocated until the context goes, as kernels still queued and graphs captured earlier may use them. */
+bnb4_status bnb4_cuda_splitk(bnb4_cuda_state *s, size_t count, size_t bytes, unsigned **counters, float **partials);
 /* At least `bytes` of device memory owned by the context, grown as the split-K space is: for an operand one
  * kernel prepares for the next (the wgmma pipe kernel's permuted activations, the tile kernel's block
  * scales). Unlike a stream-ordered temporary it puts no allocation node between one op's kernels and the
  * next op's in a CUDA graph, where the node would stand in the programmatic launch edge between them.
  * Each op's first kernel writes it only after griddepcontrol.wait, so the previous op's kernels are done
  * with it. */
-bnb4_status bnb4_cuda_scratch(bnb4_cuda_state *s, size_t bytes, void **out, bnb4_cuda_temps *temps);
+bnb4_status bnb4_cuda_scratch(bnb4_cuda_state *s, size_t bytes, void **out);
 
 /* Steps per CTA of the persistent matmul kernels: with `grid_env` set (tests, measuring) that many CTAs
  * and per = ceil(steps / CTAs) (stream-K); otherwise aligned runs or stream-K on one CTA per SM

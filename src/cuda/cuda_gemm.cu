@@ -239,6 +239,7 @@ bnb4_status bnb4_cuda_gemm_dequant_blas(bnb4_cuda_state *s, const bnb4_qtensor *
         return BNB4_OK;
     }
     if (!s->cublas) {
+        const bnb4_cuda_relaxed_capture relaxed; /* (it allocates; the stream may be being captured) */
         cublasHandle_t h;
         if (g_blas.create(&h) != CUBLAS_STATUS_SUCCESS)
             return bnb4_fail(BNB4_ERR_DEVICE, "%s: cublasCreate failed", fn);

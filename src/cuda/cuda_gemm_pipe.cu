@@ -1193,11 +1193,10 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     using S = PipeShape<NT, TMA, WG, PS>;
     PipeMaps maps;
     memset(&maps, 0, sizeof maps);
-    bnb4_cuda_temps temps(s); /* (only while a graph is captured: see bnb4_cuda_scratch) */
-    void *xp = nullptr;       /* WG: the permuted activations (the context's scratch) */
+    void *xp = nullptr; /* WG: the permuted activations (the context's scratch) */
     const void *x = a.x;
     if constexpr (WG) {
-        const bnb4_status st = bnb4_cuda_scratch(s, a.M * a.K * sizeof(T), &xp, &temps);
+        const bnb4_status st = bnb4_cuda_scratch(s, a.M * a.K * sizeof(T), &xp);
         if (st != BNB4_OK)
             return st;
         a.x = xp;
@@ -1235,7 +1234,7 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     a.prefetch = NT <= 2 && !WG && !a.early ? pipe_prefetch() : 0;
     if (per % k_steps != 0) { /* some tile is shared by CTAs: workspace and counters */
         const bnb4_status st = bnb4_cuda_splitk(s, tiles, tiles * a.max_contrib * S::MT * kTileRows * sizeof(float),
-                                                &a.counters, &a.ws, &temps);
+                                                &a.counters, &a.ws);
         if (st != BNB4_OK)
             return st;
     }

@@ -415,9 +415,8 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
      * may then start mid-block); each half always is (K % 32 == 0, blocksizes are multiples of 32) */
     a.pairs = w->blocksize == 32 || a.K % kStepK != 0 ? 2 : 1;
     const size_t row_pad = bnb4_div_up(a.N * a.pairs, 4) * 4;
-    bnb4_cuda_temps temps(s); /* (only while a graph is captured: see bnb4_cuda_scratch) */
-    void *scales = nullptr;   /* the context's scratch: see tile_scales_kernel */
-    bnb4_status st = bnb4_cuda_scratch(s, row_pad * k_steps * sizeof(uint32_t), &scales, &temps);
+    void *scales = nullptr; /* the context's scratch: see tile_scales_kernel */
+    bnb4_status st = bnb4_cuda_scratch(s, row_pad * k_steps * sizeof(uint32_t), &scales);
     if (st != BNB4_OK)
         return st;
     CUtensorMap w_map, x_map, s_map;
@@ -450,7 +449,7 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
     a.iters = (unsigned)iters;
     a.per_cta = (unsigned)per;
     if (per % k_steps != 0) { /* some tile is shared by CTAs: workspace (2 slots per CTA) and counters */
-        st = bnb4_cuda_splitk(s, tiles, ctas * 2 * (size_t)BX * kTileRows * sizeof(float), &a.counters, &a.ws, &temps);
+        st = bnb4_cuda_splitk(s, tiles, ctas * 2 * (size_t)BX * kTileRows * sizeof(float), &a.counters, &a.ws);
         if (st != BNB4_OK)
             return st;
     }

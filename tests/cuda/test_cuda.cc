@@ -63,6 +63,12 @@ bool quick() {
     return e && *e && *e != '0';
 }
 size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
+// Whether the matmul kernels may use programmatic dependent launch (the library's switch, BNB4_CUDA_PDL;
+// on sm_90, which the wgmma kernels imply).
+bool pdl_allowed() {
+    const char *e = std::getenv("BNB4_CUDA_PDL");
+    return !(e && *e == '0');
+}
 
 // ---- device memory helpers ---------------------------------------------------------------------------
 #define CUDA_OK(expr) ASSERT_EQ(cudaSuccess, (expr)) << #expr
@@ -826,12 +832,45 @@ struct SmallGridsEverywhere {
     }
 };
 
-// Matmuls captured into a CUDA graph: on a fresh context (its split-K space and scratch too small, so the
-// captured calls take stream-ordered temporaries: growing needs a synchronization a capture forbids) and on
-// one whose buffers earlier direct calls have grown. Each graph holds two calls and is replayed twice; every
-// replay gives the bytes of direct calls (the kernels are deterministic). The grids are forced small so
-// tiles are shared between CTAs (split-K): the pipe kernel (m = 9 and, with wgmma, 40: its permuted
-// activations in the scratch) and the tile kernel (m = 130: its scales there).
+// The nodes of a captured graph by kind, and its edges: all, and those that keep the programmatic
+// (early) launch between two kernels.
+struct GraphCensus {
+    size_t kernels = 0, others = 0, edges = 0, programmatic = 0;
+};
+static GraphCensus census_of(cudaGraph_t graph) {
+    GraphCensus c;
+    size_t n = 0;
+    EXPECT_EQ(cudaSuccess, cudaGraphGetNodes(graph, nullptr, &n));
+    std::vector<cudaGraphNode_t> nodes(n);
+    if (n) {
+        EXPECT_EQ(cudaSuccess, cudaGraphGetNodes(graph, nodes.data(), &n));
+    }
+    for (cudaGraphNode_t node : nodes) {
+        cudaGraphNodeType type = cudaGraphNodeTypeEmpty;
+        EXPECT_EQ(cudaSuccess, cudaGraphNodeGetType(node, &type));
+        (type == cudaGraphNodeTypeKernel ? c.kernels : c.others)++;
+    }
+    size_t e = 0;
+    EXPECT_EQ(cudaSuccess, cudaGraphGetEdges(graph, nullptr, nullptr, nullptr, &e));
+    std::vector<cudaGraphNode_t> from(e), to(e);
+    std::vector<cudaGraphEdgeData> data(e);
+    if (e) {
+        EXPECT_EQ(cudaSuccess, cudaGraphGetEdges(graph, from.data(), to.data(), data.data(), &e));
+    }
+    c.edges = e;
+    for (const cudaGraphEdgeData &d : data)
+        c.programmatic += d.type == cudaGraphDependencyTypeProgrammatic;
+    return c;
+}
+
+// Matmuls captured into a CUDA graph: on a fresh context (its split-K space and scratch too small: they
+// grow during the capture, which is in the strictest mode, global) and on one whose buffers earlier direct
+// calls have grown. Each graph holds two calls and is replayed twice; every replay gives the bytes of
+// direct calls (the kernels are deterministic). Either way the graph holds the calls' kernels and nothing
+// else (no allocation, memset or free node), and on sm_90 the wgmma kernels' programmatic launch is kept
+// on every edge. The grids are forced small so tiles are shared between CTAs (split-K): the pipe kernel
+// (m = 9 and, with wgmma, 40: its permuted activations in the scratch) and the tile kernel (m = 130: its
+// scales there).
 TEST_F(CudaTest, MatmulsCapturedInAGraphMatchDirectCalls) {
     const SmallGridsEverywhere env;
     auto g = rng(108);
@@ -861,7 +900,8 @@ TEST_F(CudaTest, MatmulsCapturedInAGraphMatchDirectCalls) {
                     const std::string which = what + (c == fresh ? ", fresh context" : ", grown context");
                     cudaGraph_t graph = nullptr;
                     cudaGraphExec_t exec = nullptr;
-                    CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+                    CUDA_OK(cudaStreamBeginCapture(stream, c == fresh ? cudaStreamCaptureModeGlobal
+                                                                      : cudaStreamCaptureModeThreadLocal));
                     const bnb4_status s0 = bnb4_gemm(c, &wd, dt, m, dx0.as<void>(), db.as<void>(), got0.as<void>());
                     const std::string e0 = bnb4_last_error();
                     const bnb4_status s1 = bnb4_gemm(c, &wd, dt, m, dx1.as<void>(), nullptr, got1.as<void>());
@@ -869,6 +909,12 @@ TEST_F(CudaTest, MatmulsCapturedInAGraphMatchDirectCalls) {
                     CUDA_OK(cudaStreamEndCapture(stream, &graph));
                     EXPECT_EQ(BNB4_OK, s0) << which << ": " << e0;
                     EXPECT_EQ(BNB4_OK, s1) << which << ": " << e1;
+                    const GraphCensus nodes = census_of(graph);
+                    EXPECT_GE(nodes.kernels, 2u) << which;
+                    EXPECT_EQ(0u, nodes.others) << which << ": nodes other than kernels in the graph";
+                    if (pdl_allowed() && strstr(bnb4_kernel_name(c, BNB4_OP_GEMM, dt, m), "wgmma")) {
+                        EXPECT_EQ(nodes.edges, nodes.programmatic) << which << ": an edge lost its early launch";
+                    }
                     CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
                     for (int replay = 0; replay < 2; replay++) {
                         CUDA_OK(cudaMemsetAsync(got0.p, 0xFF, got0.bytes, stream));
@@ -884,6 +930,50 @@ TEST_F(CudaTest, MatmulsCapturedInAGraphMatchDirectCalls) {
                 if (HasFailure())
                     return;
             }
+    }
+}
+
+// A context's first large-m matmul (dequantize + cuBLAS, where it creates its cuBLAS handle) captured into a
+// CUDA graph in the strictest capture mode, global: the capture stays valid, and replays agree with the
+// float64 reference (cuBLAS may pick another algorithm in a graph: no byte comparison).
+TEST_F(CudaTest, FirstBlasCallCapturedInAGraph) {
+    struct NoTileKernel { // large m: dequantize + cuBLAS (read per call)
+        NoTileKernel() { setenv("BNB4_CUDA_TILE_MAX_M", "0", 1); }
+        ~NoTileKernel() { unsetenv("BNB4_CUDA_TILE_MAX_M"); }
+    } env;
+    auto g = rng(111);
+    const size_t N = 256, K = 512, bs = 64, m = 100;
+    const HostWeight w = make_weight(N, K, bs, BNB4_NF4, g);
+    DeviceWeight dw(w);
+    const bnb4_qtensor wd = dw.device(false);
+    const bnb4_qtensor wh = bnb4_qtensor_plain(N, K, bs, BNB4_NF4, w.packed.data(), w.absmax.data());
+    const CtxPtr fresh_owner = context_on_stream();
+    bnb4_ctx *fresh = fresh_owner.get();
+    ASSERT_NE(nullptr, fresh);
+    for (bnb4_dtype dt : {BNB4_F16, BNB4_F32}) {
+        const std::string what = std::string(bnb4_dtype_name(dt)) + " (" + bnb4_kernel_name(fresh, BNB4_OP_GEMM, dt, m) + ")";
+        const size_t es = bnb4_dtype_size(dt);
+        const Array x = randn(dt, m * K, g);
+        DevBuf dx(x.data(), m * K * es), dy(m * N * es);
+        cudaGraph_t graph = nullptr;
+        cudaGraphExec_t exec = nullptr;
+        CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+        const bnb4_status st = bnb4_gemm(fresh, &wd, dt, m, dx.as<void>(), nullptr, dy.as<void>());
+        const std::string err = bnb4_last_error();
+        CUDA_OK(cudaStreamEndCapture(stream, &graph));
+        ASSERT_EQ(BNB4_OK, st) << what << ": " << err;
+        CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+        CUDA_OK(cudaGraphLaunch(exec, stream));
+        sync();
+        cudaGraphExecDestroy(exec);
+        cudaGraphDestroy(graph);
+        Array got = make_array(dt, m * N);
+        const std::vector<uint8_t> yb = dy.get();
+        std::memcpy(got.data(), yb.data(), yb.size());
+        std::vector<double> gotd(m * N);
+        for (size_t i = 0; i < gotd.size(); i++)
+            gotd[i] = got.get(i);
+        expect_close(gotd, reference_matmul(wh, x, m, nullptr), dt, what);
     }
 }
 
