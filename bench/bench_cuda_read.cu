@@ -70,12 +70,13 @@ __device__ __forceinline__ void copy_step_weights(const CUtensorMap *w_map, cons
     tma_load_2d(dst, w_map, (int)(step * kRowBytes), y, bar);
     tma_load_2d(dst + kTileRows * kRowBytes, s_map, (int)(step * (kScaleBytes / 4)), y, bar);
 }
-/* step `it`'s four activation boxes (64 k each, 8 rows: m = 1 and seven zero-filled) */
+/* step `it`'s four activation boxes (64 k each, 8 rows: m = 1 and seven zero-filled; the skeleton at m = 16:
+ * 16 rows, box_bytes 2048) */
 __device__ __forceinline__ void copy_step_x(const CUtensorMap *x_map, uint32_t dst, uint32_t bar, unsigned it,
-                                            unsigned k_steps) {
+                                            unsigned k_steps, unsigned box_bytes = kXBoxBytes) {
     const unsigned k0 = (it % k_steps) * 256;
     for (int q = 0; q < 4; q++)
-        tma_load_2d(dst + kWeightBoxBytes + q * kXBoxBytes, x_map, (int)(k0 + 64 * q), 0, bar);
+        tma_load_2d(dst + kWeightBoxBytes + q * box_bytes, x_map, (int)(k0 + 64 * q), 0, bar);
 }
 #endif
 
@@ -157,12 +158,13 @@ __global__ void __launch_bounds__(32, 1)
  * the copies (the first `early` stages' weights before the wait, at most `window` stages in flight, 0: no
  * limit) and 16 consumer warps that wait for each stage's full barrier, touch a word and release the stage
  * on its empty barrier, then meet at a named barrier (the tile end) - as the pipe kernel's TMA variant
- * runs at m = 1. Its time less the one-warp read's is the cost of the pipeline's own structure at a call's
- * boundary; the kernel's time less its time is the decode, the math and the tile end. */
+ * runs at m = 1 (x_rows 8: the activation boxes' rows, one real) or m = 16 (x_rows 16, all read). Its time
+ * less the one-warp read's is the cost of the pipeline's own structure at a call's boundary; the kernel's
+ * time less its time is the decode, the math and the tile end. */
 __global__ void __launch_bounds__(kSkeletonThreads, 1)
     read_pipe_skeleton(const __grid_constant__ CUtensorMap w_map, const __grid_constant__ CUtensorMap s_map,
                        const __grid_constant__ CUtensorMap x_map, unsigned k_steps, unsigned iters, unsigned per_cta,
-                       int stages, int early, int window, unsigned *sink) {
+                       int stages, int early, int window, int x_rows, unsigned *sink) {
 #if BNB4_HAS_TMA
     extern __shared__ __align__(1024) unsigned char smem[];
     __shared__ __align__(8) uint64_t bars[2 * kMaxStages];
@@ -178,12 +180,12 @@ __global__ void __launch_bounds__(kSkeletonThreads, 1)
     }
     __syncthreads();
     const unsigned begin = blockIdx.x * per_cta, end = min(iters, begin + per_cta);
+    const unsigned box_bytes = x_rows * 128, stage_bytes = kWeightBoxBytes + 4 * box_bytes;
     if (warp == kSkeletonConsumers) {
         if (lane != 0)
             return;
         auto weights = [&](unsigned it, int slot) {
-            copy_step_weights(&w_map, &s_map, base + slot * kStageBytes, full0 + 8 * slot, it, k_steps,
-                              kWeightBoxBytes + 4 * kXBoxBytes);
+            copy_step_weights(&w_map, &s_map, base + slot * stage_bytes, full0 + 8 * slot, it, k_steps, stage_bytes);
         };
         for (int i = 0; i < early && begin + i < end; i++)
             weights(begin + i, i);
@@ -202,7 +204,7 @@ __global__ void __launch_bounds__(kSkeletonThreads, 1)
             }
             if (it - begin >= (unsigned)early)
                 weights(it, slot);
-            copy_step_x(&x_map, base + slot * kStageBytes, full0 + 8 * slot, it, k_steps);
+            copy_step_x(&x_map, base + slot * stage_bytes, full0 + 8 * slot, it, k_steps, box_bytes);
             if (++slot == stages) {
                 slot = 0;
                 phase ^= 1u;
@@ -215,7 +217,7 @@ __global__ void __launch_bounds__(kSkeletonThreads, 1)
     int slot = 0;
     for (unsigned it = begin; it < end; it++) {
         mbar_wait(full0 + 8 * slot, phase);
-        acc ^= reinterpret_cast<const unsigned *>(smem + slot * kStageBytes)[tid];
+        acc ^= reinterpret_cast<const unsigned *>(smem + slot * stage_bytes)[tid];
         mbar_arrive_elected(empty0 + 8 * slot);
         if (++slot == stages) {
             slot = 0;
@@ -302,11 +304,15 @@ int main(int argc, char **argv) {
             CK(cudaMemset(pk[c], 0x5a, packed));
             CK(cudaMemset(am[c], 0, absmax));
         }
-        void *xv; /* one activation row (m = 1), read by every CTA as the pipe kernel reads it */
-        CK(cudaMalloc(&xv, K * 2));
-        CK(cudaMemset(xv, 0, K * 2));
-        CUtensorMap xm;
-        if (!encode_2d(&xm, xv, CU_TENSOR_MAP_DATA_TYPE_UINT16, K, 1, K * 2, 64, 8, CU_TENSOR_MAP_SWIZZLE_128B, false)) {
+        /* the activations, read by every CTA as the pipe kernel reads them: one row (m = 1) in boxes of 8, or
+         * 16 rows (the skeleton at m = 16) in boxes of 16 */
+        void *xv;
+        CK(cudaMalloc(&xv, 16 * K * 2));
+        CK(cudaMemset(xv, 0, 16 * K * 2));
+        CUtensorMap xm, xm16;
+        if (!encode_2d(&xm, xv, CU_TENSOR_MAP_DATA_TYPE_UINT16, K, 1, K * 2, 64, 8, CU_TENSOR_MAP_SWIZZLE_128B, false) ||
+            !encode_2d(&xm16, xv, CU_TENSOR_MAP_DATA_TYPE_UINT16, K, 16, K * 2, 64, 16, CU_TENSOR_MAP_SWIZZLE_128B,
+                       false)) {
             std::fprintf(stderr, "bench_cuda_read: tensor map encoding failed\n");
             return 2;
         }
@@ -343,17 +349,19 @@ int main(int argc, char **argv) {
                                       per, depth, xboxes, early, sink));
                 });
             };
-            /* the pipe kernel's pipeline without its math, on the kernel's grid */
-            auto skeleton = [&](int smem_kb, int early, int window) {
-                const int stages = std::min(kSkeletonStages, smem_kb * 1024 / kStageBytes);
+            /* the pipe kernel's pipeline without its math, on the kernel's grid (m = 1, or 16) */
+            auto skeleton = [&](int smem_kb, int early, int window, int m = 1) {
+                const int x_rows = m == 16 ? 16 : 8;
+                const int stages = std::min(kSkeletonStages, smem_kb * 1024 / (kWeightBoxBytes + 4 * x_rows * 128));
                 return time_us(20, [&](int i) {
                     cudaLaunchConfig_t cfg = {};
                     cfg.gridDim = dim3((iters + per_kernel - 1) / per_kernel);
                     cfg.blockDim = dim3(kSkeletonThreads);
                     cfg.dynamicSmemBytes = smem_kb * 1024;
                     cfg.stream = s;
-                    CK(bnb4_launch_ex(cfg, true, read_pipe_skeleton, wm[i % copies], smap[i % copies], xm, k_steps,
-                                      iters, per_kernel, stages, early, window, sink));
+                    CK(bnb4_launch_ex(cfg, true, read_pipe_skeleton, wm[i % copies], smap[i % copies],
+                                      m == 16 ? xm16 : xm, k_steps, iters, per_kernel, stages, early, window, x_rows,
+                                      sink));
                 });
             };
             row(promote ? "pipe boxes (weights + absmax), 256 B L2 lines" : "pipe boxes (weights + absmax), no promotion",
@@ -362,6 +370,8 @@ int main(int argc, char **argv) {
                 continue;
             /* the pipe kernel at m = 1 (its grid, early stages, window, warps and shared memory), no math */
             row("pipe kernel's pipeline at m = 1, no math", skeleton(200, 2, 3), (double)(packed + absmax));
+            /* at m = 16: 16 activation rows a step, 8 KB (as the kernel's wgmma variant; mma.sync's early 2) */
+            row("pipe kernel's pipeline at m = 16, no math", skeleton(200, 1, 3, 16), (double)(packed + absmax));
             if (!sweep)
                 continue;
             for (int grid = 0; grid < 2; grid++)
