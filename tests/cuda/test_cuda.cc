@@ -63,11 +63,17 @@ bool quick() {
     return e && *e && *e != '0';
 }
 size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
-// Whether the matmul kernels may use programmatic dependent launch (the library's switch, BNB4_CUDA_PDL;
-// on sm_90, which the wgmma kernels imply).
-bool pdl_allowed() {
-    const char *e = std::getenv("BNB4_CUDA_PDL");
-    return !(e && *e == '0');
+// Whether the environment sets `name` to 0 (the library's switches, read as it reads them).
+bool env_off(const char *name) {
+    const char *e = std::getenv(name);
+    return e && *e == '0';
+}
+// Whether the named matmul kernel launches with programmatic dependent launch: the wgmma kernels (sm_90,
+// tensor copies), unless BNB4_CUDA_PDL=0, or BNB4_CUDA_PIPE_TMA=0 makes the pipe kernel's cp.async variant
+// run under the same name.
+bool launches_early(const char *kernel) {
+    return strstr(kernel, "wgmma") && !env_off("BNB4_CUDA_PDL") &&
+           (strstr(kernel, "__tile_") || !env_off("BNB4_CUDA_PIPE_TMA"));
 }
 
 // ---- device memory helpers ---------------------------------------------------------------------------
@@ -912,7 +918,7 @@ TEST_F(CudaTest, MatmulsCapturedInAGraphMatchDirectCalls) {
                     const GraphCensus nodes = census_of(graph);
                     EXPECT_GE(nodes.kernels, 2u) << which;
                     EXPECT_EQ(0u, nodes.others) << which << ": nodes other than kernels in the graph";
-                    if (pdl_allowed() && strstr(bnb4_kernel_name(c, BNB4_OP_GEMM, dt, m), "wgmma")) {
+                    if (launches_early(bnb4_kernel_name(c, BNB4_OP_GEMM, dt, m))) {
                         EXPECT_EQ(nodes.edges, nodes.programmatic) << which << ": an edge lost its early launch";
                     }
                     CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
