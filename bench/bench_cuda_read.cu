@@ -310,7 +310,8 @@ int main(int argc, char **argv) {
         CK(cudaMalloc(&xv, 16 * K * 2));
         CK(cudaMemset(xv, 0, 16 * K * 2));
         CUtensorMap xm, xm16;
-        if (!encode_2d(&xm, xv, CU_TENSOR_MAP_DATA_TYPE_UINT16, K, 1, K * 2, 64, 8, CU_TENSOR_MAP_SWIZZLE_128B, false) ||
+        if (!encode_2d(&xm, xv, CU_TENSOR_MAP_DATA_TYPE_UINT16, K, 1, K * 2, 64, 8, CU_TENSOR_MAP_SWIZZLE_128B,
+                       false) ||
             !encode_2d(&xm16, xv, CU_TENSOR_MAP_DATA_TYPE_UINT16, K, 16, K * 2, 64, 16, CU_TENSOR_MAP_SWIZZLE_128B,
                        false)) {
             std::fprintf(stderr, "bench_cuda_read: tensor map encoding failed\n");

@@ -128,8 +128,8 @@ size_t bnb4_cuda_steps_per_cta(const bnb4_cuda_state *s, size_t tiles, size_t k_
 }
 
 /* The id of the graph capture the context's stream is in, 0 if none; false if that is not known (the
- * query failed - its error cleared, it launched nothing - or the capture was invalidated). Unlike
- * stream_capturing it fails no op: the output log (cuda_outputs.h) takes "not known" as pending. */
+ * query failed - its error cleared, it launched nothing - or the capture was invalidated). It fails no op:
+ * the output log (cuda_outputs.h) takes "not known" as pending. */
 static bool capture_id(bnb4_cuda_state *s, unsigned long long *id) {
     cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
     unsigned long long got = 0;

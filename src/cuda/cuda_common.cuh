@@ -36,8 +36,8 @@ struct bnb4_cuda_state {
     void *scratch;            /* one kernel's operand prepared by another (bnb4_cuda_scratch), grown on demand */
     size_t scratch_bytes;
     void **retired;           /* the buffers above as they were before growing: graphs may still use them */
-    cudaStream_t side;        /* non-blocking, created on first use: zeroes a grown buffer outside any capture */
     size_t n_retired;
+    cudaStream_t side;        /* non-blocking, created on first use: zeroes a grown buffer outside any capture */
     void *cublas;             /* cublasHandle_t, created on first use (cuBLAS is dlopen'ed) */
 };
 

@@ -957,7 +957,8 @@ TEST_F(CudaTest, FirstBlasCallCapturedInAGraph) {
     bnb4_ctx *fresh = fresh_owner.get();
     ASSERT_NE(nullptr, fresh);
     for (bnb4_dtype dt : {BNB4_F16, BNB4_F32}) {
-        const std::string what = std::string(bnb4_dtype_name(dt)) + " (" + bnb4_kernel_name(fresh, BNB4_OP_GEMM, dt, m) + ")";
+        const std::string what =
+            std::string(bnb4_dtype_name(dt)) + " (" + bnb4_kernel_name(fresh, BNB4_OP_GEMM, dt, m) + ")";
         const size_t es = bnb4_dtype_size(dt);
         const Array x = randn(dt, m * K, g);
         DevBuf dx(x.data(), m * K * es), dy(m * N * es);
