@@ -203,6 +203,22 @@ class CudaTest : public ::testing::Test {
                                          << first << " (want " << (int)want[first] << ", got " << (int)got[first] << ")";
 }
 
+// The first n values of dtype dt in `bytes` (a matmul's output copied back), as float64.
+std::vector<double> values_of(const std::vector<uint8_t> &bytes, bnb4_dtype dt, size_t n) {
+    Array a = make_array(dt, n);
+    std::memcpy(a.data(), bytes.data(), n * bnb4_dtype_size(dt));
+    std::vector<double> v(n);
+    for (size_t i = 0; i < n; i++)
+        v[i] = a.get(i);
+    return v;
+}
+size_t count_nonfinite(const std::vector<double> &v) {
+    size_t n = 0;
+    for (double x : v)
+        n += !std::isfinite(x);
+    return n;
+}
+
 // Hard inputs for the quantizer: block by block, one of several patterns, on top of randn * 10^u.
 Array hard_input(bnb4_dtype dt, size_t n, size_t bs, std::mt19937_64 &g, bnb4_quant_type qt) {
     Array a = make_array(dt, n);
@@ -554,14 +570,8 @@ TEST_F(CudaTest, MatmulAgreesWithFloat64OnEveryPath) {
                             << what << ": " << bnb4_last_error();
                         sync();
                         const std::vector<uint8_t> yb = dy.get();
-                        Array got = make_array(dt, m * s.N);
-                        std::memcpy(got.data(), yb.data(), m * s.N * es);
-                        std::vector<double> gotd(m * s.N);
-                        size_t nonfinite = 0;
-                        for (size_t i = 0; i < gotd.size(); i++) {
-                            gotd[i] = got.get(i);
-                            nonfinite += !std::isfinite(gotd[i]); // the output was poisoned with NaN
-                        }
+                        const std::vector<double> gotd = values_of(yb, dt, m * s.N);
+                        const size_t nonfinite = count_nonfinite(gotd); // the output was poisoned with NaN
                         ASSERT_EQ(0u, nonfinite) << what << ": unwritten or non-finite outputs";
                         expect_close(gotd, want, dt, what);
                         ASSERT_EQ(std::vector<uint8_t>(16, 0xFF),
@@ -603,14 +613,8 @@ void CudaTest::check_gemm_on_grids(const bnb4_qtensor &wd, bnb4_dtype dt, size_t
             ASSERT_EQ(std::vector<uint8_t>(16, 0xFF), std::vector<uint8_t>(yb.end() - 16, yb.end()))
                 << what << ": wrote past the output";
         ASSERT_TRUE(same_bytes(out[0], out[1], what + " repeat (determinism)"));
-        Array got = make_array(dt, n_out);
-        std::memcpy(got.data(), out[0].data(), n_out * es);
-        std::vector<double> gotd(n_out);
-        size_t nonfinite = 0;
-        for (size_t i = 0; i < gotd.size(); i++) {
-            gotd[i] = got.get(i);
-            nonfinite += !std::isfinite(gotd[i]);
-        }
+        const std::vector<double> gotd = values_of(out[0], dt, n_out);
+        const size_t nonfinite = count_nonfinite(gotd);
         ASSERT_EQ(0u, nonfinite) << what << ": unwritten or non-finite outputs";
         expect_close(gotd, want, dt, what);
         if (HasFatalFailure())
@@ -815,13 +819,7 @@ TEST_F(CudaTest, MatmulMisalignedActivationsTakeTheGeneralPath) {
         dx.put(es, x.data(), m * K * es);
         ASSERT_EQ(BNB4_OK, bnb4_gemm(ctx, &wd, dt, m, dx.as<void>(es), nullptr, dy.as<void>())) << bnb4_last_error();
         sync();
-        Array got = make_array(dt, m * N);
-        const std::vector<uint8_t> yb = dy.get();
-        std::memcpy(got.data(), yb.data(), yb.size());
-        std::vector<double> gotd(m * N);
-        for (size_t i = 0; i < gotd.size(); i++)
-            gotd[i] = got.get(i);
-        expect_close(gotd, reference_matmul(wh, x, m, nullptr), dt, bnb4_dtype_name(dt));
+        expect_close(values_of(dy.get(), dt, m * N), reference_matmul(wh, x, m, nullptr), dt, bnb4_dtype_name(dt));
     }
 }
 
@@ -974,13 +972,7 @@ TEST_F(CudaTest, FirstBlasCallCapturedInAGraph) {
         sync();
         cudaGraphExecDestroy(exec);
         cudaGraphDestroy(graph);
-        Array got = make_array(dt, m * N);
-        const std::vector<uint8_t> yb = dy.get();
-        std::memcpy(got.data(), yb.data(), yb.size());
-        std::vector<double> gotd(m * N);
-        for (size_t i = 0; i < gotd.size(); i++)
-            gotd[i] = got.get(i);
-        expect_close(gotd, reference_matmul(wh, x, m, nullptr), dt, what);
+        expect_close(values_of(dy.get(), dt, m * N), reference_matmul(wh, x, m, nullptr), dt, what);
     }
 }
 
@@ -1094,12 +1086,7 @@ TEST_F(CudaTest, ChainedOpsSeeTheirPredecessorsOutput) {
             reference_matmul(bnb4_qtensor_plain(NB, KB, bs, BNB4_NF4, ya.data(), absmax_b.data()), xb, m, nullptr);
         for (const auto &[out, ref, n, tag] : {std::make_tuple(&ya, &want_a, m * NA, "the first matmul"),
                                                std::make_tuple(&yb, &want_b, m * NB, "the matmul on its output")}) {
-            Array got = make_array(dt, n);
-            std::memcpy(got.data(), out->data(), n * es);
-            std::vector<double> gotd(n);
-            for (size_t i = 0; i < n; i++)
-                gotd[i] = got.get(i);
-            expect_close(gotd, *ref, dt, what + ": " + tag);
+            expect_close(values_of(*out, dt, n), *ref, dt, what + ": " + tag);
         }
         if (HasFailure())
             return;
@@ -1223,14 +1210,9 @@ TEST_F(CudaTest, ConformanceGemv) {
         const bnb4_qtensor w = bnb4_qtensor_plain(N, K, bs, qt, dp.as<uint8_t>(), da.as<float>());
         ASSERT_EQ(BNB4_OK, bnb4_linear(ctx, &w, dt, M, dx.as<void>(), nullptr, dy.as<void>())) << c;
         sync();
-        Array got = make_array(dt, M * N);
-        const std::vector<uint8_t> yb = dy.get();
-        std::memcpy(got.data(), yb.data(), yb.size());
-        std::vector<double> gotd(M * N), want(M * N);
+        std::vector<double> want(M * N);
         std::memcpy(want.data(), yref->data, M * N * 8);
-        for (size_t i = 0; i < gotd.size(); i++)
-            gotd[i] = got.get(i);
-        EXPECT_LE(rel_err(gotd, want), tolerance(dt)) << c;
+        EXPECT_LE(rel_err(values_of(dy.get(), dt, M * N), want), tolerance(dt)) << c;
         cases++;
     }
     std::printf("[bnb4] %zu gemv/gemm conformance cases within tolerance on CUDA\n", cases);
