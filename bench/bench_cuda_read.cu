@@ -325,9 +325,9 @@ int main(int argc, char **argv) {
                 read16<<<sms * 8, 512, 0, s>>>(static_cast<const uint4 *>(pk[i % copies]), packed / 16, sink);
             }), (double)packed);
         const unsigned k_steps = (unsigned)(K / 256), tiles = (unsigned)(N / kTileRows), iters = tiles * k_steps;
-        /* per CTA: stream-K over every SM, or the runs the pipe kernel takes (cuda_grid.h) */
+        /* per CTA: stream-K over every SM, or the runs the pipe kernel takes at m = 1 (cuda_grid.h) */
         const unsigned per_sk = (iters + sms - 1) / sms;
-        const unsigned per_kernel = (unsigned)bnb4_grid_steps_per_cta(tiles, k_steps, (size_t)sms);
+        const unsigned per_kernel = (unsigned)bnb4_grid_steps_per_cta(tiles, k_steps, (size_t)sms, 8);
         for (int promote = 0; promote < 2; promote++) {
             std::vector<CUtensorMap> wm(copies), smap(copies);
             for (size_t c = 0; c < copies; c++) {

@@ -51,9 +51,14 @@
  *    pipe_use_wgmma): the same decoded fragments are the A operand of wgmma.m64nNk16 (a warpgroup's 4
  *    warps hold its 64 rows), and the activations are read by the tensor cores straight from the stage (B,
  *    K-major with the copy's 128-byte swizzle) instead of per warp through registers: the per-warp
- *    activation reads and mma.sync issue were what bound m = 32/64. For B's k order to match the
- *    fragments', a small kernel first writes the activations permuted (pipe_permute_x) into the context's
- *    scratch (bnb4_cuda_scratch).
+ *    activation reads and mma.sync issue were what bound m = 32/64. B comes in the activations' own k
+ *    order (the copy's 16-byte rows are 8 consecutive k), so the fragments must take it too. Two ways
+ *    (PipeShape's WG values, pipe_use_natural): on weights past 2^25 elements a small kernel first writes
+ *    the activations permuted into the fragments' order (pipe_permute_x, into the context's scratch:
+ *    bnb4_cuda_scratch); on smaller ones, whose CTAs run few steps and to which that kernel's cost per
+ *    call matters more, the quad trades weight bytes after each read (quad_natural: 16 PRMT, 6 SHFL, 16 SEL
+ *    per warp and step) and a thread takes the scales of every block of its 128-k half (docs/performance.md
+ *    v26).
  *    m <= 8, and nested absmax at m <= 16, keep mma.sync (post-scaled at blocksize 64): measured faster
  *    (docs/performance.md v16).
  *  - Programmatic dependent launch (TMA variant): the kernel lets the next one on the stream start once
@@ -100,7 +105,13 @@ constexpr int kScaleBytes = kTileRows * kScaleSlots * 4;
 constexpr int kTableBytes = kPairTableBytes;    /* the code-pair table (cuda_sm90.cuh) */
 constexpr int kNcodeBytes = 256 * 4;
 
-template <int NT, bool TMA, bool WG = false, bool PS = false> struct PipeShape {
+/* The pipe kernel's math (its template parameter WG): mma.sync (0), or wgmma (TMA variant) on activations
+ * permuted beforehand into the decoded fragments' k order (kWgPermuted: pipe_permute_x), or on the
+ * activations as they are, the quad trading its weight bytes into their k order (quad_natural; 2 or 4 blocks
+ * of scales in a 128-k half: kWgNatural64 / kWgNatural32, blocksize 64 / 32). */
+constexpr int kWgPermuted = 1, kWgNatural64 = 2, kWgNatural32 = 4;
+
+template <int NT, bool TMA, int WG = 0, bool PS = false> struct PipeShape {
     static constexpr int MT = NT * 8;                       /* activation rows per stage (m padded) */
     static constexpr int XBytes = MT * kStepK * 2;
     static constexpr int StageBytes = kWBytes + XBytes + kScaleBytes; /* a multiple of 1024 */
@@ -191,6 +202,32 @@ __device__ __forceinline__ void decode_codes(uint32_t af[4], uint32_t table_s, u
     af[3] = lds_pair(table_s + pair_offset(wB, lane4, sel1));
 }
 
+/* wgmma (natural k order): thread (g, c) reads chunk c (16 bytes, 4 words, 32 k) of its row's 64-byte half, but
+ * the wgmma A fragment of k-step ks wants byte c of the half's words 2 ks and 2 ks + 1 (the mma's k 2c, 2c+1
+ * and 2c+8, 2c+9 of the tensor copy's natural 16 k), which lie in chunk ks / 2. The quad trades bytes so
+ * that word u of the result is byte c of chunk u's four words (byte i of it from word i): then k-step 2u + h
+ * is bytes 2h and 2h + 1 of word u, the same as the permuted order's fragments. The sender packs byte c ^ x
+ * of its four words for lane c ^ x (4 PRMT with the lane's selectors, 4 with constant ones), three
+ * butterfly shuffles deliver them, and the received words, which came from lane c ^ x, are put in chunk
+ * order by two conditional swaps (c's two bits). sel_lo: bytes c, c ^ 1 of a pair of words (pair_trade_sel);
+ * sel_hi, c ^ 2 and c ^ 3, follows from it. */
+__device__ __forceinline__ uint32_t pair_trade_sel(uint32_t c) {
+    return c | (4u + c) << 4 | (c ^ 1u) << 8 | (4u + (c ^ 1u)) << 12;
+}
+__device__ __forceinline__ uint4 quad_natural(uint4 q, uint32_t sel_lo, uint32_t c_odd, uint32_t c_high) {
+    const uint32_t sel_hi = sel_lo ^ 0x2222u; /* c ^ 2 in each selector nibble */
+    const uint32_t a01 = __byte_perm(q.x, q.y, sel_lo), a23 = __byte_perm(q.z, q.w, sel_lo);
+    const uint32_t b01 = __byte_perm(q.x, q.y, sel_hi), b23 = __byte_perm(q.z, q.w, sel_hi);
+    uint32_t r0 = __byte_perm(a01, a23, 0x5410);                       /* byte c: this lane's own */
+    uint32_t r1 = __shfl_xor_sync(~0u, __byte_perm(a01, a23, 0x7632), 1); /* byte c ^ 1, for lane c ^ 1 */
+    uint32_t r2 = __shfl_xor_sync(~0u, __byte_perm(b01, b23, 0x5410), 2);
+    uint32_t r3 = __shfl_xor_sync(~0u, __byte_perm(b01, b23, 0x7632), 3);
+    /* r_x came from lane c ^ x: word u is r_(u ^ c) */
+    const uint32_t s0 = c_odd ? r1 : r0, s1 = c_odd ? r0 : r1, s2 = c_odd ? r3 : r2, s3 = c_odd ? r2 : r3;
+    r0 = c_high ? s2 : s0, r1 = c_high ? s3 : s1, r2 = c_high ? s0 : s2, r3 = c_high ? s1 : s3;
+    return make_uint4(r0, r1, r2, r3);
+}
+
 /* ---- cp.async (sm_80+) ---------------------------------------------------------------------------------
  * src_bytes < the copy size zero-fills the rest (0: a pure zero fill, nothing is read). */
 __device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, uint32_t src_bytes) {
@@ -227,11 +264,12 @@ __device__ __forceinline__ int ps_row(int g) { return ((g & 3) << 1) | (g >> 2);
  * TMA = true (sm_90, the common layouts: see pipe_use_tma): one more warp produces - tensor copies of the
  * weight tile, the activations and the plain scales or nested codes - and full / empty
  * mbarriers per stage replace the CTA-wide barrier, so the consumer warps issue only decode and math.
- * WG = true (with TMA): the math is wgmma, the weights decoded into registers as A, the activations read
+ * WG != 0 (with TMA): the math is wgmma, the weights decoded into registers as A, the activations read
  * by the tensor cores straight from the stage (B), permuted beforehand so their k order matches the
- * decoded fragments' (pipe_permute_x); a warpgroup takes 64 rows x one 128-k half of every step.
+ * decoded fragments' (kWgPermuted: pipe_permute_x) or as they are, the quad trading its weight bytes into
+ * their order (kWgNatural64 / 32: quad_natural); a warpgroup takes 64 rows x one 128-k half of every step.
  * w_map / x_map / s_map: the TMA variant's tensor maps (zeros, unused, for the cp.async one). */
-template <typename T, int NT, bool NESTED, bool TMA, bool WG, bool PS>
+template <typename T, int NT, bool NESTED, bool TMA, int WG, bool PS>
 __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
     gemm_4bit_pipe_kernel(PipeArgs a, const __grid_constant__ CUtensorMap w_map,
                           const __grid_constant__ CUtensorMap x_map, const __grid_constant__ CUtensorMap s_map) {
@@ -248,6 +286,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
     using Ops = PipeOps<T>;
     using S = PipeShape<NT, TMA, WG, PS>;
     static_assert(!WG || TMA, "wgmma reads the activations as the tensor copy lays them out");
+    static_assert(WG == 0 || WG == kWgPermuted || WG == kWgNatural64 || WG == kWgNatural32, "the math (PipeShape)");
+    constexpr bool kNatural = WG >= kWgNatural64; /* wgmma on the activations as they are (quad_natural) */
     static_assert(!PS || (TMA && !WG && NT <= 2), "post-scaled quarters: the TMA layouts' mma.sync at m <= 16");
     constexpr int MT = S::MT, STAGES = S::Stages;
     constexpr int kConsumerWarps = S::ConsumerWarps, kConsumerThreads = kConsumerWarps * 32;
@@ -523,6 +563,9 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                 acc[f][nt][i] = acc2[f][nt][i] = 0.0f;
 
     const uint32_t lane4 = pin((uint32_t)lane * 4);
+    /* wgmma: the quad's byte trade into natural k order (quad_natural) */
+    [[maybe_unused]] const uint32_t trade_sel = pin_if<kNatural>(pair_trade_sel(c));
+    [[maybe_unused]] const uint32_t trade_odd = pin_if<kNatural>(c & 1), trade_high = pin_if<kNatural>(c & 2);
     /* this thread's k within the step: 32 k of a 128-k half (PS: 16 k of a 64-k quarter) */
     const uint32_t kk = pin(PS ? 64 * j + 16 * c : 128 * j + 32 * c);
     /* shared-memory offsets of this thread's reads (fixed: its rows, chunk and activation row) */
@@ -550,7 +593,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
         }
     }
     constexpr int kXTileStride = TMA ? 8 * 128 : 8 * (kStepK * 2); /* from one 8-row n-tile to the next */
-    const unsigned fixed_slot = kk >> a.bs_log2;
+    /* (kNatural: the half's first block; a thread takes the scales of all of the half's blocks) */
+    const unsigned fixed_slot = (kNatural ? 128 * j : kk) >> a.bs_log2;
     /* scale_fixed (always with TMA): where each row finds its chunk's scale (TMA nested: its code) */
     uint32_t fixed_off[RF][2];
 #pragma unroll
@@ -690,7 +734,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
             {
                 uint4 qw[RF][2];   /* fragment f's 16-byte chunks (PS: 8 bytes, .x .y) of rows row0[f] (h = 0)
                                       and row0[f] + 8 */
-                uint32_t s2[RF][2]; /* and their block scales, as pairs */
+                [[maybe_unused]] uint32_t s2[RF][2]; /* and their block scales, as pairs */
+                [[maybe_unused]] uint32_t wg_s2[2][4]; /* (kNatural: per row, chunk u's) */
                 [[maybe_unused]] float sv[RF][2]; /* (PS: as floats) */
                 [[maybe_unused]] float quad_v = 0.0f; /* kQuadScales: own_row's scale */
                 if constexpr (kQuadScales) {
@@ -719,6 +764,46 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                         }
                         qw[f][h] = q;
                     }
+                    if constexpr (kNatural) { /* the scales of the half's four 32-k chunks (k-step 2u + h: chunk u's) */
+#pragma unroll
+                        for (int h = 0; h < 2; h++) {
+                            const unsigned char *sp = ss + fixed_off[0][h];
+                            float v[4];
+                            if constexpr (NESTED) {
+                                float nab;
+                                if constexpr (kNabAhead) {
+                                    nab = nab_next[0][h];
+                                    nab_next[0][h] = load_nab(0, h, step + 1); /* (past K: entry 0, unused) */
+                                } else {
+                                    nab = load_nab(0, h, step);
+                                }
+                                const bool on = on_[0][h] && kin;
+                                sp += (k0 >> a.bs_log2) & 15u; /* the step's codes in the row's run of 16 */
+                                if constexpr (WG == kWgNatural32) {
+                                    const uint32_t q = *reinterpret_cast<const uint32_t *>(sp);
+#pragma unroll
+                                    for (int u = 0; u < 4; u++)
+                                        v[u] = bnb4_dev_nested_scale(ncode[(q >> (8 * u)) & 255u], nab, a.offset);
+                                } else {
+                                    const uint32_t q = *reinterpret_cast<const uint16_t *>(sp);
+                                    v[0] = v[1] = bnb4_dev_nested_scale(ncode[q & 255u], nab, a.offset);
+                                    v[2] = v[3] = bnb4_dev_nested_scale(ncode[q >> 8], nab, a.offset);
+                                }
+#pragma unroll
+                                for (int u = 0; u < 4; u++)
+                                    v[u] = on ? v[u] : 0.0f;
+                            } else if constexpr (WG == kWgNatural32) { /* (plain: past N and K the copy's zero fill) */
+                                const float4 f4 = *reinterpret_cast<const float4 *>(sp);
+                                v[0] = f4.x, v[1] = f4.y, v[2] = f4.z, v[3] = f4.w;
+                            } else {
+                                const float2 f2 = *reinterpret_cast<const float2 *>(sp);
+                                v[0] = v[1] = f2.x, v[2] = v[3] = f2.y;
+                            }
+#pragma unroll
+                            for (int u = 0; u < 4; u++)
+                                wg_s2[h][u] = Ops::pack(v[u], v[u]);
+                        }
+                    } else
 #pragma unroll
                     for (int h = 0; h < 2; h++) { /* branch-free: rows past N and k past K get scale 0 (TMA, plain:
                                                     * the tensor copy's zero fill gives those their 0) */
@@ -769,7 +854,11 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
 #if BNB4_HAS_WGMMA
                 if constexpr (WG) { /* k-step 2u + h: bytes 2h, 2h + 1 of word u (as below); one wgmma per k-step,
                                      * the stage's activations its B */
-                    const uint4 &qA = qw[0][0], &qB = qw[0][1];
+                    uint4 qA = qw[0][0], qB = qw[0][1];
+                    if constexpr (kNatural) {
+                        qA = quad_natural(qA, trade_sel, trade_odd, trade_high);
+                        qB = quad_natural(qB, trade_sel, trade_odd, trade_high);
+                    }
                     /* k-step ks of half j: 64-k box 2 j + ks / 4, 32 bytes per k-step inside its 128-byte rows (the
                      * descriptor counts 16-byte units) */
                     const uint64_t xd = wg_x_desc0 + (uint64_t)(slot * (S::StageBytes >> 4));
@@ -781,7 +870,9 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                             const uint32_t wB = u == 0 ? qB.x : u == 1 ? qB.y : u == 2 ? qB.z : qB.w;
 #pragma unroll
                             for (int h = 0; h < 2; h++)
-                                decode_fragment<T>(wg_af[2 * u + h], table_s, wA, wB, lane4, h, s2[0][0], s2[0][1]);
+                                decode_fragment<T>(wg_af[2 * u + h], table_s, wA, wB, lane4, h,
+                                                   kNatural ? wg_s2[0][u] : s2[0][0],
+                                                   kNatural ? wg_s2[1][u] : s2[0][1]);
                         }
                         wg_fence();
 #pragma unroll
@@ -1104,7 +1195,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
     }
 }
 
-/* The activations in the k order of the decoded weight fragments (WG): in every 128-k group, k-step ks =
+/* The activations in the k order of the decoded weight fragments (kWgPermuted): in every 128-k group, k-step ks =
  * 2 u + h of the mma (16 k) holds, at its positions 2 c + e and 2 c + 8 + e (c = 0..3, e = 0, 1), the
  * group's k 32 c + 8 u + 4 h + e and 32 c + 8 u + 4 h + 2 + e: the k that byte 4 u + 2 h (+ 1) of lane c's
  * 16-byte weight chunk holds (see the kernel's fragment comment). One thread per 8 outputs (16 bytes);
@@ -1130,7 +1221,7 @@ __global__ void pipe_permute_x(const T *__restrict__ x, T *__restrict__ xp, size
 }
 
 /* Per device: whether the kernel's dynamic shared memory limit was raised. */
-template <typename T, int NT, bool NESTED, bool TMA, bool WG, bool PS> int g_smem_set[64];
+template <typename T, int NT, bool NESTED, bool TMA, int WG, bool PS> int g_smem_set[64];
 
 /* The TMA variant's tensor maps: the weight tile as one 128-row x 128-byte box (128-byte swizzle) of the
  * packed rows (K / 2 bytes apart), the activations as 64-k x MT-row boxes (128-byte swizzle; rows past m
@@ -1175,7 +1266,7 @@ unsigned pipe_prefetch() {
 }
 
 /* The stages whose weights and scales the producer copies before griddepcontrol.wait. Safe where the
- * previous kernel cannot be writing them: with WG it is pipe_permute_x, which let this one start only
+ * previous kernel cannot be writing them: with kWgPermuted it is pipe_permute_x, which let this one start only
  * after its own wait; else the previous kernel, if it may still run, is one of ours, and none writes a
  * caller's weights but a matmul's y - checked by the caller (bnb4_cuda_weights_may_be_pending).
  * Fewer than the window: the copies share the memory with the previous kernel's last CTAs, whose end this
@@ -1188,14 +1279,14 @@ unsigned pipe_early(bool wgmma, unsigned stages) {
     return want < stages ? (unsigned)want : stages;
 }
 
-template <typename T, int NT, bool NESTED, bool TMA, bool WG, bool PS>
+template <typename T, int NT, bool NESTED, bool TMA, int WG, bool PS>
 bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     using S = PipeShape<NT, TMA, WG, PS>;
     PipeMaps maps;
     memset(&maps, 0, sizeof maps);
-    void *xp = nullptr; /* WG: the permuted activations (the context's scratch) */
+    void *xp = nullptr; /* kWgPermuted: the permuted activations (the context's scratch) */
     const void *x = a.x;
-    if constexpr (WG) {
+    if constexpr (WG == kWgPermuted) {
         const bnb4_status st = bnb4_cuda_scratch(s, a.M * a.K * sizeof(T), &xp);
         if (st != BNB4_OK)
             return st;
@@ -1204,7 +1295,7 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     if constexpr (TMA) {
         if (!pipe_tma_encode(a, w, S::MT, &maps)) { /* (not expected: the layouts were checked) */
             a.x = x;
-            return launch_pipe<T, NT, NESTED, false, false, false>(s, a, w);
+            return launch_pipe<T, NT, NESTED, false, 0, false>(s, a, w);
         }
     }
     int &set = g_smem_set<T, NT, NESTED, TMA, WG, PS>[s->device & 63];
@@ -1223,15 +1314,16 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
      * CTAs and CTAs spanning tiles on small shapes). Aligned runs (H200, v17): 14336x4096 16 steps per CTA
      * against stream-K's 14, 9-23 % faster at m = 1..64; 28672x8192 64 against 55, within 1-3 % at m <= 16
      * and 4-9 % faster at m = 32 / 64 */
-    const size_t per = bnb4_cuda_steps_per_cta(s, tiles, k_steps, "BNB4_CUDA_PIPE_CTAS");
+    /* at most 8 CTAs a tile, 4 past m = 32 (each part's sums are 4 MT x 128 bytes: 1024x4096, v26) */
+    const size_t per = bnb4_cuda_steps_per_cta(s, tiles, k_steps, S::MT <= 32 ? 8 : 4, "BNB4_CUDA_PIPE_CTAS");
     const size_t ctas = bnb4_div_up(iters, per);
     a.k_steps = (unsigned)k_steps;
     a.iters = (unsigned)iters;
     a.per_cta = (unsigned)per;
     a.max_contrib = (unsigned)(bnb4_div_up(k_steps, per) + 1);
     a.inflight = pipe_inflight();
-    a.early = TMA && (WG || !bnb4_cuda_weights_may_be_pending(s, w)) ? pipe_early(WG, S::Stages) : 0;
-    a.prefetch = NT <= 2 && !WG && !a.early ? pipe_prefetch() : 0;
+    a.early = TMA && (WG == kWgPermuted || !bnb4_cuda_weights_may_be_pending(s, w)) ? pipe_early(WG, S::Stages) : 0;
+    a.prefetch = NT <= 2 && WG != kWgPermuted && !a.early ? pipe_prefetch() : 0;
     if (per % k_steps != 0) { /* some tile is shared by CTAs: workspace and counters */
         const bnb4_status st = bnb4_cuda_splitk(s, tiles, tiles * a.max_contrib * S::MT * kTileRows * sizeof(float),
                                                 &a.counters, &a.ws);
@@ -1242,15 +1334,15 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
      * kernel's end */
     const bool pdl = TMA && bnb4_pdl_enabled();
     cudaError_t e = cudaSuccess;
-    if constexpr (WG) {
+    if constexpr (WG == kWgPermuted) {
         const size_t total8 = a.M * a.K / 8;
         cudaLaunchConfig_t pc = {};
         pc.gridDim = dim3((unsigned)bnb4_div_up(total8, 256) < 4u * s->sm_count ? (unsigned)bnb4_div_up(total8, 256)
                                                                                   : 4u * s->sm_count);
         pc.blockDim = dim3(256);
         pc.stream = s->stream;
-        e = bnb4_launch_ex(pc, pdl, pipe_permute_x<T>, reinterpret_cast<const T *>(x), reinterpret_cast<T *>(xp), total8,
-                   (unsigned)a.K);
+        e = bnb4_launch_ex(pc, pdl, pipe_permute_x<T>, reinterpret_cast<const T *>(x), reinterpret_cast<T *>(xp),
+                           total8, (unsigned)a.K);
     }
     if (e == cudaSuccess) {
         cudaLaunchConfig_t cfg = {};
@@ -1263,7 +1355,7 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     return bnb4_cuda_check(e, "bnb4_gemm (pipe)");
 }
 
-template <typename T, bool NESTED, bool TMA, bool WG>
+template <typename T, bool NESTED, bool TMA, int WG>
 bnb4_status launch_pipe_m(bnb4_cuda_state *s, const PipeArgs &a, const bnb4_qtensor *w) {
     if (a.M <= 8)
         return launch_pipe<T, 1, NESTED, TMA, WG, false>(s, a, w);
@@ -1274,7 +1366,8 @@ bnb4_status launch_pipe_m(bnb4_cuda_state *s, const PipeArgs &a, const bnb4_qten
     return launch_pipe<T, 8, NESTED, TMA, WG, false>(s, a, w);
 }
 
-/* variant: 0 cp.async, 1 TMA with mma.sync, 2 TMA with wgmma, 3 TMA with mma.sync post-scaled (m <= 16) */
+/* variant: 0 cp.async, 1 TMA with mma.sync, 2 TMA with wgmma on permuted activations, 3 TMA with mma.sync
+ * post-scaled (m <= 16), 4 TMA with wgmma on the activations as they are (pipe_use_natural) */
 template <typename T>
 bnb4_status launch_pipe_t(bnb4_cuda_state *s, const PipeArgs &a, const bnb4_qtensor *w, bool nested, int variant) {
     if (variant == 3)
@@ -1283,7 +1376,13 @@ bnb4_status launch_pipe_t(bnb4_cuda_state *s, const PipeArgs &a, const bnb4_qten
                : nested ? launch_pipe<T, 2, true, true, false, true>(s, a, w)
                         : launch_pipe<T, 2, false, true, false, true>(s, a, w);
     if (variant == 2)
-        return nested ? launch_pipe_m<T, true, true, true>(s, a, w) : launch_pipe_m<T, false, true, true>(s, a, w);
+        return nested ? launch_pipe_m<T, true, true, kWgPermuted>(s, a, w)
+                      : launch_pipe_m<T, false, true, kWgPermuted>(s, a, w);
+    if (variant == 4)
+        return w->blocksize == 32 ? nested ? launch_pipe_m<T, true, true, kWgNatural32>(s, a, w)
+                                           : launch_pipe_m<T, false, true, kWgNatural32>(s, a, w)
+               : nested ? launch_pipe_m<T, true, true, kWgNatural64>(s, a, w)
+                        : launch_pipe_m<T, false, true, kWgNatural64>(s, a, w);
     if (variant == 1)
         return nested ? launch_pipe_m<T, true, true, false>(s, a, w) : launch_pipe_m<T, false, true, false>(s, a, w);
     return nested ? launch_pipe_m<T, true, false, false>(s, a, w) : launch_pipe_m<T, false, false, false>(s, a, w);
@@ -1304,6 +1403,18 @@ bool pipe_use_wgmma(const bnb4_cuda_state *s, size_t m, bool nested, size_t weig
     (void)s, (void)m, (void)nested, (void)weights;
     return false;
 #endif
+}
+
+/* wgmma on the activations as they are (kWgNatural*) rather than permuted beforehand (kWgPermuted): on
+ * weights of up to 2^25 elements, whose CTAs run few steps, so the permutation kernel's cost per call
+ * weighs more than the quad's byte trade per step (H200, docs/performance.md v26: m = 17..64 5-15 %
+ * faster on 4096x4096 .. 8192x4096; 14336x4096 and larger 0-15 % slower); BNB4_CUDA_PIPE_NATURAL_MAX=n
+ * moves the limit to n elements (for measuring; 0: never). Each thread decodes all blocks of a 128-k half
+ * (2 at blocksize 64, 4 at 32) with one nested absmax: nested blocksizes of fewer blocks (1, or 2 at
+ * blocksize 32) keep the permutation. */
+bool pipe_use_natural(const bnb4_qtensor *w) {
+    static const size_t max = bnb4_env_size("BNB4_CUDA_PIPE_NATURAL_MAX", (size_t)1 << 25);
+    return w->rows * w->cols <= max && (w->absmax || w->nested.blocksize * w->blocksize >= 128);
 }
 
 /* The TMA variant: compute capability 9.x (its copies and barriers), not switched off with
@@ -1382,7 +1493,7 @@ bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_
     a.y = y;
     const bool nested = w->absmax == NULL;
     const int variant = !pipe_use_tma(s, w, m)                            ? 0
-                        : pipe_use_wgmma(s, m, nested, w->rows * w->cols) ? 2
+                        : pipe_use_wgmma(s, m, nested, w->rows * w->cols) ? pipe_use_natural(w) ? 4 : 2
                         : pipe_use_postscale(w, m)                          ? 3
                                                                             : 1;
     return dt == BNB4_F16 ? launch_pipe_t<__half>(s, a, w, nested, variant)

@@ -625,30 +625,38 @@ void CudaTest::check_gemm_on_grids(const bnb4_qtensor &wd, bnb4_dtype dt, size_t
 // How the persistent matmul kernels cut tiles x steps over a grid (cuda_grid.h: host code, checked on
 // every machine). The benchmark's cases: 14336x4096 takes whole tiles (16 steps against stream-K's 14),
 // 4096x14336 tiles in quarters, 28672x8192 at m = 512 (448 tiles of 128 steps) stays stream-K, 17.7 %
-// longer runs being past the slack; then every (tiles, steps, CTAs) up to a size: each run a whole number
-// of tiles or a tile's equal part (or stream-K's length), at most 17.5 % longer than stream-K's, on at
-// most the CTAs given.
+// longer runs being past the slack; 1024x4096 and 2048x4096 on the pipe kernel, whose tiles are shared
+// by at most 8 CTAs (4 past m = 32); then every (tiles, steps, CTAs, parts limit) up to a size: each run a
+// whole number of tiles or a tile's equal part (or stream-K's length), at most 17.5 % longer than
+// stream-K's (stream-K's no shorter than the limit allows), on at most the CTAs given.
 TEST(CudaGrid, AlignedRunsWhereTheyCostLittle) {
-    EXPECT_EQ(16u, bnb4_grid_steps_per_cta(112, 16, 132));  // pipe 14336x4096
-    EXPECT_EQ(64u, bnb4_grid_steps_per_cta(224, 32, 132));  // pipe 28672x8192: 64 <= 1.175 x 55
-    EXPECT_EQ(14u, bnb4_grid_steps_per_cta(32, 56, 132));   // pipe 4096x14336: quarters
-    EXPECT_EQ(4u, bnb4_grid_steps_per_cta(32, 16, 132));    // pipe 4096x4096: quarters
-    EXPECT_EQ(112u, bnb4_grid_steps_per_cta(64, 224, 132)); // tile 4096x14336 m = 512: halves
-    EXPECT_EQ(435u, bnb4_grid_steps_per_cta(448, 128, 132)); // tile 28672x8192 m = 512: stream-K
-    EXPECT_EQ(1u, bnb4_grid_steps_per_cta(1, 7, 132));      // 7 steps, no divisor fits: stream-K
-    EXPECT_EQ(60u, bnb4_grid_steps_per_cta(3, 20, 1));      // one CTA takes everything
+    EXPECT_EQ(16u, bnb4_grid_steps_per_cta(112, 16, 132, 8));  // pipe 14336x4096
+    EXPECT_EQ(64u, bnb4_grid_steps_per_cta(224, 32, 132, 8));  // pipe 28672x8192: 64 <= 1.175 x 55
+    EXPECT_EQ(14u, bnb4_grid_steps_per_cta(32, 56, 132, 4));   // pipe 4096x14336: quarters
+    EXPECT_EQ(4u, bnb4_grid_steps_per_cta(32, 16, 132, 4));    // pipe 4096x4096: quarters
+    EXPECT_EQ(1u, bnb4_grid_steps_per_cta(8, 16, 132, 0));     // 1024x4096 unlimited: 16 parts
+    EXPECT_EQ(2u, bnb4_grid_steps_per_cta(8, 16, 132, 8));     // pipe 1024x4096 m <= 32: 8 parts
+    EXPECT_EQ(4u, bnb4_grid_steps_per_cta(8, 16, 132, 4));     // pipe 1024x4096 m > 32: 4 parts
+    EXPECT_EQ(4u, bnb4_grid_steps_per_cta(16, 16, 132, 4));    // pipe 2048x4096 m > 32: 4 parts
+    EXPECT_EQ(3u, bnb4_grid_steps_per_cta(1, 9, 132, 4));      // 9 steps, at most ~4 parts: stream-K by 3
+    EXPECT_EQ(112u, bnb4_grid_steps_per_cta(64, 224, 132, 0)); // tile 4096x14336 m = 512: halves
+    EXPECT_EQ(435u, bnb4_grid_steps_per_cta(448, 128, 132, 0)); // tile 28672x8192 m = 512: stream-K
+    EXPECT_EQ(1u, bnb4_grid_steps_per_cta(1, 7, 132, 0));      // 7 steps, no divisor fits: stream-K
+    EXPECT_EQ(60u, bnb4_grid_steps_per_cta(3, 20, 1, 8));      // one CTA takes everything
     for (size_t tiles = 1; tiles <= 40; tiles++)
         for (size_t k = 1; k <= 40; k++)
-            for (size_t ctas : {1, 2, 3, 7, 16, 33, 132}) {
-                const size_t per = bnb4_grid_steps_per_cta(tiles, k, ctas), steps = tiles * k;
-                const size_t per_sk = (steps + ctas - 1) / ctas;
-                const std::string what = std::to_string(tiles) + " x " + std::to_string(k) + " on " +
-                                         std::to_string(ctas);
-                ASSERT_GE(per, per_sk) << what;
-                ASSERT_LE(per * 1000, per_sk * 1175) << what;
-                ASSERT_TRUE(per == per_sk || per % k == 0 || k % per == 0) << what;
-                ASSERT_LE((steps + per - 1) / per, ctas) << what;
-            }
+            for (size_t ctas : {1, 2, 3, 7, 16, 33, 132})
+                for (size_t max_parts : {0, 1, 4, 8}) {
+                    const size_t per = bnb4_grid_steps_per_cta(tiles, k, ctas, max_parts), steps = tiles * k;
+                    const size_t min_per = max_parts ? (k + max_parts - 1) / max_parts : 1;
+                    const size_t per_sk = std::max((steps + ctas - 1) / ctas, min_per);
+                    const std::string what = std::to_string(tiles) + " x " + std::to_string(k) + " on " +
+                                             std::to_string(ctas) + ", parts " + std::to_string(max_parts);
+                    ASSERT_GE(per, per_sk) << what;
+                    ASSERT_LE(per * 1000, per_sk * 1175) << what;
+                    ASSERT_TRUE(per == per_sk || per % k == 0 || k % per == 0) << what;
+                    ASSERT_LE((steps + per - 1) / per, ctas) << what;
+                }
 }
 
 // The log of the last matmul outputs that decides whether a matmul may read its weights before it waits
@@ -711,11 +719,13 @@ TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
     // nested, N past the tile's rows, a step's codes in the second half of their 16-code run, and at
     // m = 17 / 40 activation rows past m in the boxes; bs64 at m <= 16 the post-scaled k quarters; nested
     // blocksizes 2 and 4, under a step's 4 / 8 blocks of a row, so a row's blocks in one step have
-    // different nested absmax)
+    // different nested absmax; wgmma takes a 128-k half's blocks under one nested absmax, so bs32 with
+    // nested blocksize 2 runs on mma.sync)
     struct Shape { size_t N, K, bs, nbs = 256; };
     std::vector<Shape> shapes = {{300, 1056, 64},    {1000, 2080, 32}, {130, 4096, 256}, {257, 512, 4096},
                                  {64, 8192, 128},    {70, 384, 32},    {200, 1280, 64},  {136, 1024, 64},
-                                 {520, 2304, 32},    {520, 2560, 32},  {264, 1024, 32, 4}, {136, 2048, 64, 2}};
+                                 {520, 2304, 32},    {520, 2560, 32},  {264, 1024, 32, 4}, {136, 2048, 64, 2},
+                                 {264, 1024, 32, 2}};
     std::vector<size_t> ms = {1, 2, 9, 17, 40, 64};
     const std::vector<const char *> grids = {"1", "2", "5", "13", "0"}; // "0": the default (one CTA per SM)
     if (quick()) {
