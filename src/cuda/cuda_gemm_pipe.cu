@@ -1389,18 +1389,18 @@ bnb4_status launch_pipe_t(bnb4_cuda_state *s, const PipeArgs &a, const bnb4_qten
 }
 
 /* The TMA variant's math is wgmma (sm_90a code: compute capability 9.0 and a build for sm_90a) from
- * m = 17 on, with plain absmax from m = 9 on weights of 2^25 elements or more (A/B on the H200,
- * docs/performance.md v16 and v18: at m = 9..16 with plain absmax wgmma was 7 % faster than the
- * post-scaled mma.sync on 14336x4096 and 0-10 % on 28672x8192, 1-2 % slower on 4096x14336 and 12 % slower
- * on 4096x4096, whose CTAs run only 4 steps; with nested absmax 15-30 % slower); BNB4_CUDA_PIPE_WGMMA_MIN_M
- * sets one threshold for every case (past 64: never). `weights`: N x K (0: as large). */
-bool pipe_use_wgmma(const bnb4_cuda_state *s, size_t m, bool nested, size_t weights) {
+ * m = 17 on, with plain absmax from m = 9 on (A/B on the H200 against the post-scaled mma.sync at m = 9..16,
+ * plain: docs/performance.md v16 and v18, 7 % faster on 14336x4096, 0-10 % on 28672x8192, 1-2 % slower
+ * on 4096x14336; v26, on the activations as they are, 1-5 % faster on 1024x4096 .. 6144x4096, where with
+ * the permutation kernel it had been 12 % slower on 4096x4096; nested: v16 15-30 % slower, v26 on small
+ * weights +6..-6 %); at m <= 8 mma.sync (v26: wgmma 1-18 % slower). BNB4_CUDA_PIPE_WGMMA_MIN_M sets one
+ * threshold for every case (past 64: never). */
+bool pipe_use_wgmma(const bnb4_cuda_state *s, size_t m, bool nested) {
 #if defined(BNB4_CUDA_SM90A)
     static const size_t min_m = bnb4_env_size("BNB4_CUDA_PIPE_WGMMA_MIN_M", 0);
-    const bool plain9 = !nested && (weights == 0 || weights >= ((size_t)1 << 25));
-    return s->cc_major == 9 && s->cc_minor == 0 && m >= (min_m >= 1 ? min_m : plain9 ? 9 : 17);
+    return s->cc_major == 9 && s->cc_minor == 0 && m >= (min_m >= 1 ? min_m : nested ? 17 : 9);
 #else
-    (void)s, (void)m, (void)nested, (void)weights;
+    (void)s, (void)m, (void)nested;
     return false;
 #endif
 }
@@ -1475,7 +1475,7 @@ int bnb4_cuda_pipe_fits(const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const vo
 }
 
 int bnb4_cuda_pipe_tma_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) { return pipe_use_tma(s, w, m); }
-int bnb4_cuda_pipe_wgmma(const bnb4_cuda_state *s, size_t m) { return pipe_use_wgmma(s, m, false, 0); }
+int bnb4_cuda_pipe_wgmma(const bnb4_cuda_state *s, size_t m) { return pipe_use_wgmma(s, m, false); }
 
 bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
                                 const void *bias, void *y) {
@@ -1493,7 +1493,7 @@ bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_
     a.y = y;
     const bool nested = w->absmax == NULL;
     const int variant = !pipe_use_tma(s, w, m)                            ? 0
-                        : pipe_use_wgmma(s, m, nested, w->rows * w->cols) ? pipe_use_natural(w) ? 4 : 2
+                        : pipe_use_wgmma(s, m, nested) ? pipe_use_natural(w) ? 4 : 2
                         : pipe_use_postscale(w, m)                          ? 3
                                                                             : 1;
     return dt == BNB4_F16 ? launch_pipe_t<__half>(s, a, w, nested, variant)
