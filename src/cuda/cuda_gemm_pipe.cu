@@ -1407,8 +1407,9 @@ bool pipe_use_wgmma(const bnb4_cuda_state *s, size_t m, bool nested) {
 
 /* wgmma on the activations as they are (kWgNatural*) rather than permuted beforehand (kWgPermuted): on
  * weights of up to 2^25 elements, whose CTAs run few steps, so the permutation kernel's cost per call
- * weighs more than the quad's byte trade per step (H200, docs/performance.md v26: m = 17..64 5-15 %
- * faster on 4096x4096 .. 8192x4096; 14336x4096 and larger 0-15 % slower); BNB4_CUDA_PIPE_NATURAL_MAX=n
+ * weighs more than the quad's byte trade per step (H200, docs/performance.md v26: m = 17..64 up to 20 %
+ * faster on 1024x4096 .. 8192x4096, plain m = 64 -4..+1 %; 14336x4096 and larger 0-15 % slower); on them
+ * plain absmax at m = 9..16 also takes wgmma rather than mma.sync (pipe_use_wgmma). BNB4_CUDA_PIPE_NATURAL_MAX=n
  * moves the limit to n elements (for measuring; 0: never). Each thread decodes all blocks of a 128-k half
  * (2 at blocksize 64, 4 at 32) with one nested absmax: nested blocksizes of fewer blocks (1, or 2 at
  * blocksize 32) keep the permutation. */
@@ -1492,10 +1493,10 @@ bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_
     a.bias = bias;
     a.y = y;
     const bool nested = w->absmax == NULL;
-    const int variant = !pipe_use_tma(s, w, m)                            ? 0
-                        : pipe_use_wgmma(s, m, nested) ? pipe_use_natural(w) ? 4 : 2
-                        : pipe_use_postscale(w, m)                          ? 3
-                                                                            : 1;
+    const int variant = !pipe_use_tma(s, w, m)       ? 0
+                        : pipe_use_wgmma(s, m, nested) ? (pipe_use_natural(w) ? 4 : 2)
+                        : pipe_use_postscale(w, m)     ? 3
+                                                       : 1;
     return dt == BNB4_F16 ? launch_pipe_t<__half>(s, a, w, nested, variant)
                           : launch_pipe_t<__nv_bfloat16>(s, a, w, nested, variant);
 }
