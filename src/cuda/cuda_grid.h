@@ -19,8 +19,8 @@
 /* Steps per CTA on at most `ctas` CTAs (tiles, k_steps, ctas >= 1), with at most about `max_parts` CTAs
  * sharing a tile (0: no limit): the last of a tile's CTAs adds the others' partial sums one after another,
  * which costs more per part than a step's work where tiles are few and the sums large (pipe kernel, H200,
- * docs/performance.md v26: 1024x4096, 16 parts of one step each against 8 of two, m = 8..32 11-24 % and
- * m = 48 / 64 35 % slower; 4 parts 45 % faster than 16 at m = 48 / 64). */
+ * docs/performance.md v26: 1024x4096 in 8 parts of two steps 11-24 % faster than in 16 of one at
+ * m = 8..32 and 35 % at m = 48 / 64, in 4 parts 45 % faster there). */
 static inline size_t bnb4_grid_steps_per_cta(size_t tiles, size_t k_steps, size_t ctas, size_t max_parts) {
     const size_t steps = tiles * k_steps;
     const size_t min_per = max_parts ? k_steps / max_parts + (k_steps % max_parts != 0) : 1;
