@@ -441,7 +441,8 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
     }
     /* BNB4_CUDA_TILE_CTAS=n: n CTAs, stream-K (read per call: tests use it to force tiles shared by many
      * CTAs). Aligned runs (H200, v17): 14336x4096 m = 128 / 512 with 16-17 % longer runs 11-24 % faster,
-     * 4096x14336 tiles in halves or quarters 6-10 %; 28672x8192 m = 512, 18 % longer, 2-9 % slower */
+     * 4096x14336 tiles in halves or quarters 6-10 %; 28672x8192 m = 512, 18 % longer, 2-9 % slower. No
+     * limit on the CTAs a tile: unlike the pipe kernel's, bound by the math (v26: fewer, 11-62 % slower) */
     const size_t per = bnb4_cuda_steps_per_cta(s, tiles, k_steps, 0, "BNB4_CUDA_TILE_CTAS");
     const size_t ctas = bnb4_div_up(iters, per);
     a.k_steps = (unsigned)k_steps;
