@@ -486,8 +486,13 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
 
 /* Activation rows per tile: 256 (wgmma n = 256, 128 accumulators per thread) past m = 128, where it decodes
  * each weight once per 256 rows: at m = 512 / 2048 it took 0.71-0.93 of cuBLAS against 0.58-0.77 for
- * 128 (H200, docs/performance.md v14); up to m = 128, 128 (a 256-row tile would be half padding). */
-size_t tile_bx(size_t m) { return m > 128 ? 256 : 128; }
+ * 128 (H200, docs/performance.md v14; v27: 128 still 8-21 % slower at m = 512 on 4096x14336 and
+ * 14336x4096, 24 % at m = 2048 on 4096x4096); up to m = 128, 128 (a 256-row tile would be half padding).
+ * BNB4_CUDA_TILE_BX=128 or 256 forces one (for measuring; read once). */
+size_t tile_bx(size_t m) {
+    static const size_t forced = bnb4_env_size("BNB4_CUDA_TILE_BX", 0);
+    return forced == 128 || forced == 256 ? forced : m > 128 ? 256 : 128;
+}
 
 template <typename T>
 bnb4_status launch_tile_t(bnb4_cuda_state *s, const TileArgs &a, const bnb4_qtensor *w, const void *x) {
