@@ -687,8 +687,10 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
     constexpr bool kNabAhead = TMA && NESTED && NT <= 2;
     [[maybe_unused]] float nab_next[RF][2]; /* (kQuadScales: [0][0], own_row's) */
     [[maybe_unused]] auto load_nab_at = [&](bool on, size_t first, unsigned at_step) {
+        /* (the TMA layouts have fewer than 2^32 blocks, pipe_use_tma: 32-bit block indices, 5 instructions
+         * a step fewer than 64-bit ones) */
         const unsigned k = at_step * kStepK + kk;
-        const size_t b = on && k < (unsigned)K ? first + (k >> a.bs_log2) : 0;
+        const uint32_t b = on && k < (unsigned)K ? (uint32_t)first + (k >> a.bs_log2) : 0u;
         return __ldg(a.nested_absmax + (b >> a.nbs_log2)); /* nested blocksize: a power of 2 (TMA layouts) */
     };
     [[maybe_unused]] auto load_nab = [&](int f, int h, unsigned at_step) {
@@ -1432,7 +1434,8 @@ bool pipe_use_tma(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) {
         const char *e = getenv("BNB4_CUDA_PIPE_TMA");
         return e && *e == '0';
     }();
-    if (off || s->cc_major < 9 || w->rows >= ((size_t)1 << 31) || !encode_tiled())
+    if (off || s->cc_major < 9 || w->rows >= ((size_t)1 << 31) || !encode_tiled() ||
+        bnb4_div_up(w->rows * w->cols, w->blocksize) > UINT32_MAX) /* (32-bit block indices: load_nab_at) */
         return false;
     const size_t bs = w->blocksize, nbs = w->nested.blocksize;
     return w->absmax ? scale_vec_fits(w)
