@@ -1397,10 +1397,14 @@ bnb4_status launch_pipe_t(bnb4_cuda_state *s, const PipeArgs &a, const bnb4_qten
  * on 4096x14336; v26, on the activations as they are, 1-5 % faster on 1024x4096 .. 6144x4096, where with
  * the permutation kernel it had been 12 % slower on 4096x4096; nested: v16 15-30 % slower, v26 on small
  * weights +6..-6 %); at m <= 8 mma.sync (v26: wgmma 1-18 % slower). BNB4_CUDA_PIPE_WGMMA_MIN_M sets one
- * threshold for every case (past 64: never). */
+ * threshold for every case (past 64: never; pipe_prefer_postscale then never applies). */
+size_t pipe_wgmma_min_m_env() {
+    static const size_t min_m = bnb4_env_size("BNB4_CUDA_PIPE_WGMMA_MIN_M", 0);
+    return min_m;
+}
 bool pipe_use_wgmma(const bnb4_cuda_state *s, size_t m, bool nested) {
 #if defined(BNB4_CUDA_SM90A)
-    static const size_t min_m = bnb4_env_size("BNB4_CUDA_PIPE_WGMMA_MIN_M", 0);
+    const size_t min_m = pipe_wgmma_min_m_env();
     return s->cc_major == 9 && s->cc_minor == 0 && m >= (min_m >= 1 ? min_m : nested ? 17 : 9);
 #else
     (void)s, (void)m, (void)nested;
@@ -1453,6 +1457,19 @@ bool pipe_use_postscale(const bnb4_qtensor *w, size_t m) {
     return !off && w->blocksize == 64 && m <= 16;
 }
 
+/* Plain absmax at m = 9..16 on the permuted wgmma path's weights (past pipe_use_natural's limit) whose
+ * tiles the grid shares in runs of fewer than 32 steps: the post-scaled mma.sync instead (H200,
+ * docs/performance.md v27, bs64: 4096x14336, 8192x8192, 4096x11008, 11008x4096 and 5120x13824, runs of
+ * 11-18 steps, 1-7 % faster; whole tiles (14336x4096, 28672x8192) and 8192x28672's runs of 56 steps
+ * 0-8 % slower). Not where BNB4_CUDA_PIPE_WGMMA_MIN_M sets the threshold. */
+bool pipe_prefer_postscale(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) {
+    if (m > 16 || !w->absmax || !pipe_use_postscale(w, m) || pipe_wgmma_min_m_env() != 0)
+        return false;
+    const size_t k_steps = bnb4_div_up(w->cols, kStepK);
+    const size_t per = bnb4_cuda_steps_per_cta(s, bnb4_div_up(w->rows, kTileRows), k_steps, 8, "BNB4_CUDA_PIPE_CTAS");
+    return per % k_steps != 0 && per < 32;
+}
+
 } // namespace
 
 /* Read once (a benign race: every thread computes the same value). */
@@ -1497,10 +1514,12 @@ bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_
     a.bias = bias;
     a.y = y;
     const bool nested = w->absmax == NULL;
-    const int variant = !pipe_use_tma(s, w, m)       ? 0
-                        : pipe_use_wgmma(s, m, nested) ? (pipe_use_natural(w) ? 4 : 2)
-                        : pipe_use_postscale(w, m)     ? 3
-                                                       : 1;
+    const int variant = !pipe_use_tma(s, w, m)              ? 0
+                        : pipe_use_wgmma(s, m, nested)        ? (pipe_use_natural(w)                ? 4
+                                                                 : pipe_prefer_postscale(s, w, m) ? 3
+                                                                                                  : 2)
+                        : pipe_use_postscale(w, m)            ? 3
+                                                              : 1;
     return dt == BNB4_F16 ? launch_pipe_t<__half>(s, a, w, nested, variant)
                           : launch_pipe_t<__nv_bfloat16>(s, a, w, nested, variant);
 }
