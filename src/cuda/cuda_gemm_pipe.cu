@@ -1514,12 +1514,13 @@ bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_
     a.bias = bias;
     a.y = y;
     const bool nested = w->absmax == NULL;
-    const int variant = !pipe_use_tma(s, w, m)              ? 0
-                        : pipe_use_wgmma(s, m, nested)        ? (pipe_use_natural(w)                ? 4
-                                                                 : pipe_prefer_postscale(s, w, m) ? 3
-                                                                                                  : 2)
-                        : pipe_use_postscale(w, m)            ? 3
-                                                              : 1;
+    int variant = 1; /* (launch_pipe_t's numbers) */
+    if (!pipe_use_tma(s, w, m))
+        variant = 0;
+    else if (pipe_use_wgmma(s, m, nested))
+        variant = pipe_use_natural(w) ? 4 : pipe_prefer_postscale(s, w, m) ? 3 : 2;
+    else if (pipe_use_postscale(w, m))
+        variant = 3;
     return dt == BNB4_F16 ? launch_pipe_t<__half>(s, a, w, nested, variant)
                           : launch_pipe_t<__nv_bfloat16>(s, a, w, nested, variant);
 }
