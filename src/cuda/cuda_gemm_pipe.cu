@@ -1281,6 +1281,17 @@ unsigned pipe_early(bool wgmma, unsigned stages) {
     return want < stages ? (unsigned)want : stages;
 }
 
+/* Steps per CTA of the kernel's grid on N x K weights at MT activation rows (bnb4_cuda_steps_per_cta):
+ * at most 8 CTAs a tile, 4 past m = 32 (each part's sums are 4 MT x 128 bytes: 1024x4096, v26).
+ * BNB4_CUDA_PIPE_CTAS=n: n CTAs, stream-K (read per call: tests use it to force tiles shared by many
+ * CTAs and CTAs spanning tiles on small shapes). Aligned runs (H200, v17): 14336x4096 16 steps per CTA
+ * against stream-K's 14, 9-23 % faster at m = 1..64; 28672x8192 64 against 55, within 1-3 % at m <= 16
+ * and 4-9 % faster at m = 32 / 64 */
+size_t pipe_steps_per_cta(const bnb4_cuda_state *s, size_t N, size_t K, int mt) {
+    return bnb4_cuda_steps_per_cta(s, bnb4_div_up(N, kTileRows), bnb4_div_up(K, kStepK), mt <= 32 ? 8 : 4,
+                                   "BNB4_CUDA_PIPE_CTAS");
+}
+
 template <typename T, int NT, bool NESTED, bool TMA, int WG, bool PS>
 bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     using S = PipeShape<NT, TMA, WG, PS>;
@@ -1312,12 +1323,7 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     }
     const size_t tiles = bnb4_div_up(a.N, kTileRows), k_steps = bnb4_div_up(a.K, kStepK);
     const size_t iters = tiles * k_steps;
-    /* BNB4_CUDA_PIPE_CTAS=n: n CTAs, stream-K (read per call: tests use it to force tiles shared by many
-     * CTAs and CTAs spanning tiles on small shapes). Aligned runs (H200, v17): 14336x4096 16 steps per CTA
-     * against stream-K's 14, 9-23 % faster at m = 1..64; 28672x8192 64 against 55, within 1-3 % at m <= 16
-     * and 4-9 % faster at m = 32 / 64 */
-    /* at most 8 CTAs a tile, 4 past m = 32 (each part's sums are 4 MT x 128 bytes: 1024x4096, v26) */
-    const size_t per = bnb4_cuda_steps_per_cta(s, tiles, k_steps, S::MT <= 32 ? 8 : 4, "BNB4_CUDA_PIPE_CTAS");
+    const size_t per = pipe_steps_per_cta(s, a.N, a.K, S::MT);
     const size_t ctas = bnb4_div_up(iters, per);
     a.k_steps = (unsigned)k_steps;
     a.iters = (unsigned)iters;
@@ -1465,9 +1471,8 @@ bool pipe_use_postscale(const bnb4_qtensor *w, size_t m) {
 bool pipe_prefer_postscale(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) {
     if (m > 16 || !w->absmax || !pipe_use_postscale(w, m) || pipe_wgmma_min_m_env() != 0)
         return false;
-    const size_t k_steps = bnb4_div_up(w->cols, kStepK);
-    const size_t per = bnb4_cuda_steps_per_cta(s, bnb4_div_up(w->rows, kTileRows), k_steps, 8, "BNB4_CUDA_PIPE_CTAS");
-    return per % k_steps != 0 && per < 32;
+    const size_t per = pipe_steps_per_cta(s, w->rows, w->cols, 16); /* (m = 9..16: 16 activation rows) */
+    return per % bnb4_div_up(w->cols, kStepK) != 0 && per < 32;
 }
 
 } // namespace
