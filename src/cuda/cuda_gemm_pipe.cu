@@ -1469,7 +1469,7 @@ bool pipe_use_postscale(const bnb4_qtensor *w, size_t m) {
  * 11-18 steps, 1-7 % faster; whole tiles (14336x4096, 28672x8192) and 8192x28672's runs of 56 steps
  * 0-8 % slower). Not where BNB4_CUDA_PIPE_WGMMA_MIN_M sets the threshold. */
 bool pipe_prefer_postscale(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) {
-    if (m > 16 || !w->absmax || !pipe_use_postscale(w, m) || pipe_wgmma_min_m_env() != 0)
+    if (!w->absmax || !pipe_use_postscale(w, m) || pipe_wgmma_min_m_env() != 0) /* (postscale: m <= 16) */
         return false;
     const size_t per = pipe_steps_per_cta(s, w->rows, w->cols, 16); /* (m = 9..16: 16 activation rows) */
     return per % bnb4_div_up(w->cols, kStepK) != 0 && per < 32;
