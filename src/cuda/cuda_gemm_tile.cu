@@ -13,8 +13,9 @@
  *  - Loads (one lane of a producer warpgroup): per step one tensor copy of the activations (BX rows x 64
  *    k, 128-byte swizzle: what wgmma reads as B), one of the packed weights (128 rows x 32 bytes, 32-byte
  *    swizzle) and one of the rows' scales into a ring of stages, with full / empty mbarriers per stage.
- *  - Math (2 consumer warpgroups, 64 weight rows each): a warpgroup's wgmma.m64nBXk16 takes the weights
- *    as A from registers and the stage's activations as B. Thread (g, c) of a warp holds rows g and g + 8
+ *  - Math (consumer warpgroups of 64 weight rows; BX = 256: 2, BX = 128: 4, the even and the odd steps'
+ *    pairs, see TileShape): a warpgroup's wgmma.m64nBXk16 takes the weights as A from registers and the
+ *    stage's activations as B. Thread (g, c) of a warp holds rows g and g + 8
  *    of its 16; for k-step s its A registers are the k 16 s + 2 c, + 1 (byte 8 s + c of the row's 32 bytes)
  *    and 16 s + 2 c + 8, + 9 (byte 8 s + 4 + c): byte c of words 2 s and 2 s + 1. Each byte becomes its two
  *    values with one PRMT and one load from the code-pair table (cuda_sm90.cuh), then one packed multiply
@@ -46,25 +47,45 @@ constexpr int kStepK = 64;                       /* k per step */
 constexpr int kWRowBytes = kStepK / 2;           /* a weight row's packed bytes per step */
 constexpr int kWBytes = kTileRows * kWRowBytes;  /* 4 KB */
 constexpr int kSBytes = kTileRows * 2 * 4;      /* the rows' scales: 1 or 2 per row (TileArgs::pairs) */
-constexpr int kConsumerWarps = 8, kConsumerThreads = kConsumerWarps * 32;
-constexpr int kThreads = kConsumerThreads + 128; /* + the producer warpgroup (one lane of it issues the copies) */
-/* registers per thread: the launch bounds give every thread 168; the producer warpgroup gives most of its
- * share back (setmaxnreg) so the consumers' accumulators (BX / 2 per thread) and fragments fit
- * without spills */
-constexpr int kProducerRegs = 40, kConsumerRegs = 232;
+constexpr int kGroupWarps = 8, kGroupThreads = kGroupWarps * 32; /* a k group: 2 consumer warpgroups, 128 rows */
+constexpr int kProducerThreads = 128;           /* the producer warpgroup (one lane of it issues the copies) */
 
+/* Consumers: at BX = 256, one k group (every step) with two fragment sets, so a step's wgmmas run while the
+ * next step is decoded. At BX = 128 two k groups, the even and the odd steps of the CTA's run, each with one
+ * set, their sums added at a tile's end: a warp's decode chain per step, not the tensor cores, bounded one
+ * group there (docs/performance.md v27, v28), and four warpgroups hide it. Registers per thread: the launch
+ * bounds give every thread 65536 / threads; the producer warpgroup gives most of its share back
+ * (setmaxnreg), so the consumers' accumulators (BX / 2 per thread) and fragments fit without spills (112 at
+ * BX = 128: one fragment set, not two). */
 template <int BX> struct TileShape {
+    static constexpr bool KSplit = BX == 128;
+    static constexpr int Groups = KSplit ? 2 : 1;
+    static constexpr int ConsumerThreads = Groups * kGroupThreads, Threads = ConsumerThreads + kProducerThreads;
+    /* setmaxnreg.inc only takes what .dec gave back: 640 threads start at 96, the producer's 128 give 72
+     * each (9216), so 512 consumers reach 112, not 120 (at 120 the tile tests hung: docs/performance.md v28) */
+    static constexpr int ProducerRegs = KSplit ? 24 : 40, ConsumerRegs = KSplit ? 112 : 232;
+    static_assert((65536 / Threads / 8 * 8 - ProducerRegs) * kProducerThreads >=
+                      (ConsumerRegs - 65536 / Threads / 8 * 8) * ConsumerThreads,
+                  "the consumers' registers come from the producer's");
     static constexpr int NT = BX / 8;                          /* 8-column accumulator tiles */
     static constexpr int XBytes = BX * kStepK * 2;             /* BX rows x 128 bytes */
     static constexpr int StageBytes = XBytes + kWBytes + kSBytes; /* a multiple of 1024 (the swizzles' period) */
-    /* as many as fit beside the table in the 227 KB an SM gives one CTA (2 KB kept for the static data,
-     * after which the dynamic shared memory starts at a whole KB: see the kernel's smem) */
-    static constexpr int FitStages = (227 * 1024 - 2048 - kPairTableBytes) / StageBytes;
-    static constexpr int Stages = FitStages > 8 ? 8 : FitStages;
-    static constexpr int SmemBytes = kPairTableBytes + Stages * StageBytes;
-    static_assert(Stages >= 3, "a pipeline needs 3 stages");
-    static_assert(StageBytes % 1024 == 0, "stages keep the swizzles' 1024-byte alignment");
+    /* k split: the odd group's sums cross to the even one through shared memory, half a set at a time */
+    static constexpr int RedBytes = KSplit ? NT * 4 / 2 * kGroupThreads * 4 : 0;
+    /* as many as fit beside the table (and the sums' buffer) in the 227 KB an SM gives one CTA (2 KB kept for
+     * the static data, after which the dynamic shared memory starts at a whole KB: see the kernel's smem);
+     * k split: an even number, so each group's steps keep to their own slots */
+    static constexpr int FitStages = (227 * 1024 - 2048 - kPairTableBytes - RedBytes) / StageBytes;
+    static constexpr int Stages = (FitStages > 8 ? 8 : FitStages) & (KSplit ? ~1 : ~0);
+    static constexpr int SmemBytes = kPairTableBytes + RedBytes + Stages * StageBytes;
+    static_assert(Stages >= 3 + KSplit, "a pipeline needs 3 stages (k split: 2 per group)");
+    static_assert(StageBytes % 1024 == 0 && RedBytes % 1024 == 0, "stages keep the swizzles' 1024-byte alignment");
 };
+
+/* named barrier `kId` of kThreads threads (1: the even k group, or the only one; 2: both groups) */
+template <int kId, int kThreads> __device__ __forceinline__ void bar_sync() {
+    asm volatile("bar.sync %0, %1;" ::"n"(kId), "n"(kThreads) : "memory");
+}
 
 struct TileArgs : bnb4_cuda_weight_args {
     size_t N, K, M;
@@ -160,7 +181,7 @@ __device__ __forceinline__ void tile_step(float (&acc)[NT][4], uint32_t (&af)[4]
 }
 
 template <typename T, int BX>
-__global__ void __launch_bounds__(kThreads, 1)
+__global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
     gemm_4bit_tile_kernel(TileArgs a, const __grid_constant__ CUtensorMap w_map, const __grid_constant__ CUtensorMap x_map,
                           const __grid_constant__ CUtensorMap s_map) {
 #if !BNB4_HAS_WGMMA
@@ -169,12 +190,13 @@ __global__ void __launch_bounds__(kThreads, 1)
     using S = TileShape<BX>;
     constexpr int NT = S::NT, STAGES = S::Stages;
     /* the stages start 1024-byte aligned (the swizzles' period): the declaration's alignment places the
-     * dynamic shared memory so, and the table before them takes whole KB (as in the pipe kernel: no fix
-     * computed from the address at run time) */
+     * dynamic shared memory so, and the table (and the sums' buffer) before them take whole KB (as in the
+     * pipe kernel: no fix computed from the address at run time) */
     extern __shared__ __align__(1024) unsigned char smem[];
     static_assert(kPairTableBytes % 1024 == 0, "the stages follow the table at a whole KB");
     unsigned char *table = smem; /* at the base: its loads take the address as a register + constant */
-    unsigned char *stages = smem + kPairTableBytes;
+    [[maybe_unused]] float *red = reinterpret_cast<float *>(smem + kPairTableBytes); /* k split: [NT * 2][group thread] */
+    unsigned char *stages = smem + kPairTableBytes + S::RedBytes;
     const uint32_t stages_addr = (uint32_t)__cvta_generic_to_shared(stages);
     __shared__ int s_last;
     __shared__ __align__(8) uint64_t s_bars[2 * 8]; /* full[STAGES], then empty[STAGES] */
@@ -188,16 +210,16 @@ __global__ void __launch_bounds__(kThreads, 1)
     const unsigned it_begin = blockIdx.x * a.per_cta, it_end = min(a.iters, it_begin + a.per_cta);
     if (tid == 0) {
         for (int i = 0; i < STAGES; i++) {
-            mbar_init(full_bar + 8 * i, 1);                /* the producer's arrival with the byte count */
-            mbar_init(empty_bar + 8 * i, kConsumerWarps); /* one per consumer warp */
+            mbar_init(full_bar + 8 * i, 1);            /* the producer's arrival with the byte count */
+            mbar_init(empty_bar + 8 * i, kGroupWarps); /* one per warp of the group that takes the step */
         }
         mbar_init_fence();
     }
     __syncthreads();
 
-    if (warp >= kConsumerWarps) { /* ---- the producer warpgroup: one lane issues every copy ---- */
-        setmaxnreg_dec<kProducerRegs>();
-        if (warp != kConsumerWarps || lane != 0)
+    if (warp >= S::ConsumerThreads / 32) { /* ---- the producer warpgroup: one lane issues every copy ---- */
+        setmaxnreg_dec<S::ProducerRegs>();
+        if (warp != S::ConsumerThreads / 32 || lane != 0)
             return;
         tma_prefetch_map(&w_map);
         tma_prefetch_map(&x_map);
@@ -230,13 +252,15 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
 
     /* ---- consumers ---- */
-    setmaxnreg_inc<kConsumerRegs>();
-    build_pair_table<T>(table, a.quant_type == BNB4_NF4 ? c_tile_nf4 : c_tile_fp4, tid, kConsumerThreads);
+    setmaxnreg_inc<S::ConsumerRegs>();
+    build_pair_table<T>(table, a.quant_type == BNB4_NF4 ? c_tile_nf4 : c_tile_fp4, tid, S::ConsumerThreads);
     pdl_wait(); /* everything below may come from the previous kernel (bias, workspace, y) */
-    consumer_sync<kConsumerThreads>();
+    bar_sync<S::KSplit ? 2 : 1, S::ConsumerThreads>();
 
+    /* the thread's k group (k split: the CTA's even or odd steps) and its index there; its warpgroup's rows */
+    const int group = warp / kGroupWarps, gtid = tid - group * kGroupThreads, gwarp = warp - group * kGroupWarps;
     const int g = lane >> 2, c = lane & 3;
-    const int r0 = (warp >> 2) * 64 + (warp & 3) * 16 + g; /* the thread's tile rows: r0 and r0 + 8 */
+    const int r0 = (gwarp >> 2) * 64 + (gwarp & 3) * 16 + g; /* the thread's tile rows: r0 and r0 + 8 */
     const uint32_t lane4 = pin((uint32_t)lane * 4), sel = pin(pair_sel((uint32_t)c));
     /* its weight chunks q = 0, 1 of rows r0 + 8 h (the 32-byte swizzle: chunk q ^ bit 2 of the row) */
     uint32_t w_off[2][2];
@@ -248,14 +272,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             w_off[h][q] = pin(S::XBytes + r * kWRowBytes + ((q ^ ((r >> 2) & 1)) << 4));
         }
 
-    float acc[NT][4]; /* (a tile's first wgmma overwrites them: accumulate = 0) */
-    /* The fragments of two consecutive steps: a step's wgmmas read its set while the next step decodes
-     * into the other. The loop below runs two steps per turn so each set has fixed registers: with one
-     * step per turn and the set picked by the step's parity, the compiler merged the two into one, and
-     * ptxas then had to wait for the wgmmas before every decode (its note C7517). */
-    uint32_t af0[4][4] = {}, af1[4][4] = {};
-
-    unsigned t = it_begin / a.k_steps, step = it_begin - t * a.k_steps, end_t = t;
+    float acc[NT][4]; /* (a tile's first wgmma here overwrites them: accumulate = 0) */
     /* its scales in a stage: rows r0 and r0 + 8, k-steps 0-1 and 2-3 (the same entry unless 2 pairs) */
     uint32_t s_off[2][2];
 #pragma unroll
@@ -265,63 +282,26 @@ __global__ void __launch_bounds__(kThreads, 1)
             s_off[h][p] = pin(S::XBytes + kWBytes + ((r0 + 8 * h) * a.pairs + (a.pairs == 2 ? p : 0)) * 4);
     const uint64_t desc0 = wg_desc(stages_addr); /* the activations of stage 0; stage i: + i StageBytes / 16 */
     const unsigned it_stop = pin(it_end);
-    int slot = 0, pending = -1; /* pending: the slot whose release waits for its wgmmas */
-    uint32_t phase = 0;
     T *y = reinterpret_cast<T *>(a.y);
-    unsigned it = it_begin;
-    /* One step: wait for its stage, decode it into `cur`, issue its wgmmas, wait for the previous step's
-     * (whose fragments, `prev`, and stage are then free) and release that stage. Returns whether a tile,
-     * or this CTA's range in it, ends with the step (end_t: that tile). */
-    const auto step_once = [&](uint32_t(&cur)[4][4], uint32_t(&prev)[4][4]) -> bool {
-        const uint32_t accumulate = step != 0 && it != it_begin; /* 0: the tile's first step here */
-        const bool tile_end = step + 1 == a.k_steps || it + 1 == it_stop;
-        end_t = t;
-        if (++step == a.k_steps) {
-            step = 0;
-            t++;
-        }
-        it++;
-        mbar_wait(full_bar + 8 * slot, phase); /* the producer's copies for the step have landed */
+    /* A step's operands from its stage: the rows' scale pairs (rows past N, k past K: scale 0) and weights */
+    const auto load_step = [&](int slot, uint32_t(&s2)[2][2], uint4(&wq)[2][2]) {
         const unsigned char *st = stages + slot * S::StageBytes;
-        uint32_t s2[2][2]; /* (rows past N, k past K: scale 0) */
 #pragma unroll
         for (int h = 0; h < 2; h++)
 #pragma unroll
             for (int p = 0; p < 2; p++)
                 s2[h][p] = *reinterpret_cast<const uint32_t *>(st + s_off[h][p]);
-        uint4 wq[2][2];
 #pragma unroll
         for (int h = 0; h < 2; h++)
 #pragma unroll
             for (int q = 0; q < 2; q++)
                 wq[h][q] = lds128(st + w_off[h][q]);
-        const uint64_t x_desc = desc0 + (uint64_t)(slot * (S::StageBytes >> 4));
-        tile_step<T, NT>(acc, cur, table, wq, s2, lane4, sel, x_desc, accumulate);
-        wg_wait<1>(); /* the previous step's wgmmas are done: its fragments and its stage are free */
-        wg_keep(prev); /* (its wgmmas read it until the wait above) */
-        if (pending >= 0 && elect_one()) /* (elect.sync: every lane of the warp is past its reads) */
-            mbar_arrive(empty_bar + 8 * pending);
-        pending = slot;
-        if (++slot == STAGES) {
-            slot = 0;
-            phase ^= 1u;
-        }
-        return tile_end;
     };
-    while (it < it_stop) {
-        if (!step_once(af0, af1) && !step_once(af1, af0))
-            continue;
 
-        /* ---- end of a tile (or of this CTA's range inside it) ---- */
-        wg_wait<0>();
-        wg_keep(acc);
-        wg_keep(af0);
-        wg_keep(af1);
-        if (elect_one())
-            mbar_arrive(empty_bar + 8 * pending);
-        pending = -1;
-
-        const unsigned cur_t = end_t, wt = cur_t / a.m_tiles, mt = cur_t - wt * a.m_tiles;
+    /* The end of tile cur_t (or of this CTA's range in it), by the even (or only) group with every sum of the
+     * tile in acc: stored directly, or handed over through the split-K workspace. */
+    const auto finish_tile = [&](unsigned cur_t) {
+        const unsigned wt = cur_t / a.m_tiles, mt = cur_t - wt * a.m_tiles;
         const size_t n_base = (size_t)wt * kTileRows + r0, m_base = (size_t)mt * BX + 2 * c;
         const unsigned c_lo = (cur_t * a.k_steps) / a.per_cta, c_hi = ((cur_t + 1) * a.k_steps - 1) / a.per_cta;
         if (c_lo == c_hi) { /* the whole tile was ours */
@@ -350,13 +330,13 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
                 for (int i = 0; i < 4; i++)
                     __stcg(mine + (8 * nt + 2 * c + (i & 1)) * kTileRows + r0 + 8 * (i >> 1), acc[nt][i]);
-            consumer_sync<kConsumerThreads>(); /* every partial sum stored, then counted (bnb4_dev_arrive_acq_rel) */
-            if (tid == 0)
+            bar_sync<1, kGroupThreads>(); /* every partial sum stored, then counted (bnb4_dev_arrive_acq_rel) */
+            if (gtid == 0)
                 s_last = bnb4_dev_arrive_acq_rel(a.counters + cur_t) == c_hi - c_lo;
-            consumer_sync<kConsumerThreads>();
+            bar_sync<1, kGroupThreads>();
             if (s_last) { /* float4s of 4 rows, 4 per thread at a time (their loads in flight together) */
-                constexpr int kVec = BX * kTileRows / 4, kStride = kConsumerThreads * 4;
-                for (int v0 = tid; v0 < kVec; v0 += kStride) {
+                constexpr int kVec = BX * kTileRows / 4, kStride = kGroupThreads * 4;
+                for (int v0 = gtid; v0 < kVec; v0 += kStride) {
                     float4 sum[4];
 #pragma unroll
                     for (int u = 0; u < 4; u++)
@@ -366,8 +346,8 @@ __global__ void __launch_bounds__(kThreads, 1)
                         float4 q[4];
 #pragma unroll
                         for (int u = 0; u < 4; u++)
-                            q[u] = v0 + u * kConsumerThreads < kVec ? __ldcg(src + v0 + u * kConsumerThreads)
-                                                                    : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                            q[u] = v0 + u * kGroupThreads < kVec ? __ldcg(src + v0 + u * kGroupThreads)
+                                                                 : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 #pragma unroll
                         for (int u = 0; u < 4; u++) {
                             sum[u].x += q[u].x;
@@ -378,7 +358,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                     }
 #pragma unroll
                     for (int u = 0; u < 4; u++) {
-                        const int e = 4 * (v0 + u * kConsumerThreads), ml = e / kTileRows, r = e % kTileRows;
+                        const int e = 4 * (v0 + u * kGroupThreads), ml = e / kTileRows, r = e % kTileRows;
                         const size_t n = (size_t)wt * kTileRows + r, m = (size_t)mt * BX + ml;
                         if (e >= BX * kTileRows || m >= a.M)
                             continue;
@@ -390,15 +370,130 @@ __global__ void __launch_bounds__(kThreads, 1)
                                     vals[q] + (a.bias ? bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n + q]) : 0.0f));
                     }
                 }
-                if (tid == 0)
+                if (gtid == 0)
                     a.counters[cur_t] = 0; /* ready for the next launch on this stream */
             }
             /* this CTA's slot is rewritten only for its other partial tile: a different slot */
         }
+    };
+
+    if constexpr (S::KSplit) {
+        /* Each group takes every other step of the CTA's run (group 1 the odd ones: slots 1, 3, ...; STAGES
+         * is even) with one fragment set: decode, wgmmas, wait for them, release the stage. Every tile the
+         * run touches ends in both groups, a group without a step there adding zeros. */
+        uint32_t af[4][4];
+        int slot = group;
+        uint32_t phase = 0;
+        unsigned it = it_begin + group;
+        for (unsigned t = it_begin / a.k_steps; t * a.k_steps < it_stop; t++) {
+            const unsigned t_stop = min(it_stop, (t + 1) * a.k_steps);
+            uint32_t has = 0; /* whether this group took a step of the tile: its first overwrites acc */
+            for (; it < t_stop; it += 2) {
+                mbar_wait(full_bar + 8 * slot, phase); /* the producer's copies for the step have landed */
+                uint32_t s2[2][2];
+                uint4 wq[2][2];
+                load_step(slot, s2, wq);
+                tile_step<T, NT>(acc, af, table, wq, s2, lane4, sel, desc0 + (uint64_t)(slot * (S::StageBytes >> 4)),
+                                 has);
+                wg_wait<0>(); /* its fragments and its stage are free */
+                wg_keep(af);
+                wg_keep(acc);
+                if (elect_one()) /* (elect.sync: every lane of the warp is past its reads) */
+                    mbar_arrive(empty_bar + 8 * slot);
+                has = 1;
+                slot += 2;
+                if (slot >= STAGES) {
+                    slot -= STAGES;
+                    phase ^= 1u;
+                }
+            }
+            if (!has)
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                    for (int i = 0; i < 4; i++)
+                        acc[nt][i] = 0.0f;
+            /* the odd group's sums to the even group's, half a set at a time (fixed order: deterministic; the
+             * half a template constant: a loop over it, not unrolled around its barriers, indexed acc at run
+             * time, which put it in local memory) */
+            const auto join_half = [&](auto half) {
+                constexpr int lo = decltype(half)::value * (NT / 2);
+                if (group == 1)
+#pragma unroll
+                    for (int nt = 0; nt < NT / 2; nt++)
+#pragma unroll
+                        for (int i = 0; i < 4; i++)
+                            red[(nt * 4 + i) * kGroupThreads + gtid] = acc[lo + nt][i];
+                bar_sync<2, S::ConsumerThreads>();
+                if (group == 0)
+#pragma unroll
+                    for (int nt = 0; nt < NT / 2; nt++)
+#pragma unroll
+                        for (int i = 0; i < 4; i++)
+                            acc[lo + nt][i] += red[(nt * 4 + i) * kGroupThreads + gtid];
+                bar_sync<2, S::ConsumerThreads>(); /* read before the next half (or tile) rewrites it */
+            };
+            join_half(std::integral_constant<int, 0>());
+            join_half(std::integral_constant<int, 1>());
+            if (group == 0)
+                finish_tile(t);
+        }
+    } else {
+        /* The fragments of two consecutive steps: a step's wgmmas read its set while the next step decodes
+         * into the other. The loop below runs two steps per turn so each set has fixed registers: with one
+         * step per turn and the set picked by the step's parity, the compiler merged the two into one, and
+         * ptxas then had to wait for the wgmmas before every decode (its note C7517). */
+        uint32_t af0[4][4] = {}, af1[4][4] = {};
+        unsigned t = it_begin / a.k_steps, step = it_begin - t * a.k_steps, end_t = t;
+        int slot = 0, pending = -1; /* pending: the slot whose release waits for its wgmmas */
+        uint32_t phase = 0;
+        unsigned it = it_begin;
+        /* One step: wait for its stage, decode it into `cur`, issue its wgmmas, wait for the previous step's
+         * (whose fragments, `prev`, and stage are then free) and release that stage. Returns whether a tile,
+         * or this CTA's range in it, ends with the step (end_t: that tile). */
+        const auto step_once = [&](uint32_t(&cur)[4][4], uint32_t(&prev)[4][4]) -> bool {
+            const uint32_t accumulate = step != 0 && it != it_begin; /* 0: the tile's first step here */
+            const bool tile_end = step + 1 == a.k_steps || it + 1 == it_stop;
+            end_t = t;
+            if (++step == a.k_steps) {
+                step = 0;
+                t++;
+            }
+            it++;
+            mbar_wait(full_bar + 8 * slot, phase); /* the producer's copies for the step have landed */
+            uint32_t s2[2][2];
+            uint4 wq[2][2];
+            load_step(slot, s2, wq);
+            const uint64_t x_desc = desc0 + (uint64_t)(slot * (S::StageBytes >> 4));
+            tile_step<T, NT>(acc, cur, table, wq, s2, lane4, sel, x_desc, accumulate);
+            wg_wait<1>(); /* the previous step's wgmmas are done: its fragments and its stage are free */
+            wg_keep(prev); /* (its wgmmas read it until the wait above) */
+            if (pending >= 0 && elect_one()) /* (elect.sync: every lane of the warp is past its reads) */
+                mbar_arrive(empty_bar + 8 * pending);
+            pending = slot;
+            if (++slot == STAGES) {
+                slot = 0;
+                phase ^= 1u;
+            }
+            return tile_end;
+        };
+        while (it < it_stop) {
+            if (!step_once(af0, af1) && !step_once(af1, af0))
+                continue;
+            /* ---- end of a tile (or of this CTA's range inside it) ---- */
+            wg_wait<0>();
+            wg_keep(acc);
+            wg_keep(af0);
+            wg_keep(af1);
+            if (elect_one())
+                mbar_arrive(empty_bar + 8 * pending);
+            pending = -1;
+            finish_tile(end_t);
+        }
+        /* (every turn that ends the loop ended a tile, so nothing is in flight here; without this wait ptxas
+         * cannot see that and waits for the wgmmas at every turn instead) */
+        wg_wait<0>();
     }
-    /* (every turn that ends the loop ended a tile, so nothing is in flight here; without this wait ptxas
-     * cannot see that and waits for the wgmmas at every turn instead) */
-    wg_wait<0>();
 #endif
 }
 
@@ -476,7 +571,7 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
     if (e == cudaSuccess) {
         cudaLaunchConfig_t cfg = {};
         cfg.gridDim = dim3((unsigned)ctas);
-        cfg.blockDim = dim3(kThreads);
+        cfg.blockDim = dim3(S::Threads);
         cfg.dynamicSmemBytes = S::SmemBytes;
         cfg.stream = s->stream;
         e = bnb4_launch_ex(cfg, pdl, gemm_4bit_tile_kernel<T, BX>, a, w_map, x_map, s_map);
