@@ -298,12 +298,28 @@ __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
                 wq[h][q] = lds128(st + w_off[h][q]);
     };
 
+    /* the first and last CTA with steps of tile cur_t: the same one unless the tile is shared */
+    const auto tile_ctas = [&](unsigned cur_t, unsigned &c_lo, unsigned &c_hi) {
+        c_lo = (cur_t * a.k_steps) / a.per_cta;
+        c_hi = ((cur_t + 1) * a.k_steps - 1) / a.per_cta;
+    };
+    /* The barrier around the split-K hand-over. With the k split both groups take it (the odd group only
+     * waits), not the even group alone on a barrier of its own: compute-sanitizer's racecheck then reports
+     * the join's shared-memory exchange on barrier 2 as racing (a false report, reproduced by a 40-line
+     * kernel: docs/performance.md v29), and the checks run racecheck. */
+    const auto handover_sync = [] {
+        if constexpr (S::KSplit)
+            bar_sync<2, S::ConsumerThreads>();
+        else
+            bar_sync<1, kGroupThreads>();
+    };
     /* The end of tile cur_t (or of this CTA's range in it), by the even (or only) group with every sum of the
      * tile in acc: stored directly, or handed over through the split-K workspace. */
     const auto finish_tile = [&](unsigned cur_t) {
         const unsigned wt = cur_t / a.m_tiles, mt = cur_t - wt * a.m_tiles;
         const size_t n_base = (size_t)wt * kTileRows + r0, m_base = (size_t)mt * BX + 2 * c;
-        const unsigned c_lo = (cur_t * a.k_steps) / a.per_cta, c_hi = ((cur_t + 1) * a.k_steps - 1) / a.per_cta;
+        unsigned c_lo, c_hi;
+        tile_ctas(cur_t, c_lo, c_hi);
         if (c_lo == c_hi) { /* the whole tile was ours */
 #pragma unroll
             for (int h = 0; h < 2; h++) {
@@ -330,10 +346,10 @@ __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
 #pragma unroll
                 for (int i = 0; i < 4; i++)
                     __stcg(mine + (8 * nt + 2 * c + (i & 1)) * kTileRows + r0 + 8 * (i >> 1), acc[nt][i]);
-            bar_sync<1, kGroupThreads>(); /* every partial sum stored, then counted (bnb4_dev_arrive_acq_rel) */
+            handover_sync(); /* every partial sum stored, then counted (bnb4_dev_arrive_acq_rel) */
             if (gtid == 0)
                 s_last = bnb4_dev_arrive_acq_rel(a.counters + cur_t) == c_hi - c_lo;
-            bar_sync<1, kGroupThreads>();
+            handover_sync();
             if (s_last) { /* float4s of 4 rows, 4 per thread at a time (their loads in flight together) */
                 constexpr int kVec = BX * kTileRows / 4, kStride = kGroupThreads * 4;
                 for (int v0 = gtid; v0 < kVec; v0 += kStride) {
@@ -435,8 +451,16 @@ __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
             };
             join_half(std::integral_constant<int, 0>());
             join_half(std::integral_constant<int, 1>());
-            if (group == 0)
+            if (group == 0) {
                 finish_tile(t);
+            } else {
+                unsigned c_lo, c_hi;
+                tile_ctas(t, c_lo, c_hi);
+                if (c_lo != c_hi) { /* the even group's two hand-over barriers */
+                    handover_sync();
+                    handover_sync();
+                }
+            }
         }
     } else {
         /* The fragments of two consecutive steps: a step's wgmmas read its set while the next step decodes
@@ -579,14 +603,19 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
     return bnb4_cuda_check(e, fn);
 }
 
-/* Activation rows per tile: 256 (wgmma n = 256, 128 accumulators per thread) past m = 128, where it decodes
- * each weight once per 256 rows: at m = 512 / 2048 it took 0.71-0.93 of cuBLAS against 0.58-0.77 for
- * 128 (H200, docs/performance.md v14; v27: 128 still 8-21 % slower at m = 512 on 4096x14336 and
- * 14336x4096, 24 % at m = 2048 on 4096x4096); up to m = 128, 128 (a 256-row tile would be half padding).
- * BNB4_CUDA_TILE_BX=128 or 256 forces one (for measuring; read once). */
+/* Activation rows per tile. A 256-row tile (wgmma n = 256) decodes each weight once per 256 rows; a
+ * 128-row one (the k split, four consumer warpgroups) took 0.55-0.63 of its time on the large shapes
+ * (H200, docs/performance.md v29: 14336x4096 m = 256 / 512 58-61 / 111-127 us a 256-row tile row against
+ * 35-37 / 32 a 128-row one). So 128 where ceil(m / 128) of them cost less than ceil(m / 256) 256-row
+ * ones at 0.6 each: m <= 128 (a 256-row tile would be half padding) and m = 257..384 (two 256-row tiles,
+ * the second half padding: 128 rows 7-15 % faster on 14336x4096 and 28672x8192, +-5 % on 4096x14336);
+ * m = 129..256 and past 384, 256 (m = 160..256 15-30 % faster on 14336x4096 and 28672x8192, 5-8 %
+ * slower on 4096x14336; m = 512 13-25 % faster but on 4096x14336 (even), m = 2048 15-19 %). BNB4_CUDA_TILE_BX=128 or 256 forces one (for measuring; read once). */
 size_t tile_bx(size_t m) {
     static const size_t forced = bnb4_env_size("BNB4_CUDA_TILE_BX", 0);
-    return forced == 128 || forced == 256 ? forced : m > 128 ? 256 : 128;
+    if (forced == 128 || forced == 256)
+        return forced;
+    return 3 * bnb4_div_up(m, 128) < 5 * bnb4_div_up(m, 256) ? 128 : 256;
 }
 
 template <typename T>

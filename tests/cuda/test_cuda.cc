@@ -761,7 +761,8 @@ TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
 }
 
 // The fused wgmma tile kernel for m past 64 (compute capability 9.0, sm_90a build): 128 weight rows x 128
-// activation rows per tile (256 past m = 128), 64-k steps cut into equal runs over the grid as the pipe
+// activation rows per tile (the k split: two groups of warpgroups on the even and odd steps) at m <= 128 and
+// 257..384, else 256 (m = 130, 200, 400 here), 64-k steps cut into equal runs over the grid as the pipe
 // kernel's. The grid is forced small (BNB4_CUDA_TILE_CTAS, read per call) so tiles are shared by 2..many CTAs
 // and CTAs run across tiles; odd N and m (rows past the matrix in the boxes), a partial last step (K % 64 == 32),
 // blocksize 32 (two scales per step) and blocks longer than a row (bs 4096 > K).
@@ -781,11 +782,11 @@ TEST_F(CudaTest, TileKernelSplitsTilesOverAnyGrid) {
     struct Shape { size_t N, K, bs; };
     std::vector<Shape> shapes = {{300, 1056, 64}, {129, 4096, 64}, {257, 512, 4096},
                                  {136, 1024, 32}, {520, 2304, 128}, {64, 8192, 256}};
-    std::vector<size_t> ms = {65, 130, 200, 257, 300};
+    std::vector<size_t> ms = {65, 130, 200, 257, 300, 400};
     const std::vector<const char *> grids = {"1", "2", "5", "13", "0"}; // "0": the default (one CTA per SM)
     if (quick()) {
         shapes = {{300, 1056, 64}, {136, 1024, 32}};
-        ms = {65, 257};
+        ms = {65, 130, 300}; // 128, 256 and 3 x 128 rows
     }
     for (const Shape &s : shapes)
         for (int nested = 0; nested < 2; nested++) {
