@@ -603,14 +603,15 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
     return bnb4_cuda_check(e, fn);
 }
 
-/* Activation rows per tile. A 256-row tile (wgmma n = 256) decodes each weight once per 256 rows; a
- * 128-row one (the k split, four consumer warpgroups) took 0.55-0.63 of its time on the large shapes
- * (H200, docs/performance.md v29: 14336x4096 m = 256 / 512 58-61 / 111-127 us a 256-row tile row against
- * 35-37 / 32 a 128-row one). So 128 where ceil(m / 128) of them cost less than ceil(m / 256) 256-row
- * ones at 0.6 each: m <= 128 (a 256-row tile would be half padding) and m = 257..384 (two 256-row tiles,
- * the second half padding: 128 rows 7-15 % faster on 14336x4096 and 28672x8192, +-5 % on 4096x14336);
- * m = 129..256 and past 384, 256 (m = 160..256 15-30 % faster on 14336x4096 and 28672x8192, 5-8 %
- * slower on 4096x14336; m = 512 13-25 % faster but on 4096x14336 (even), m = 2048 15-19 %). BNB4_CUDA_TILE_BX=128 or 256 forces one (for measuring; read once). */
+/* Activation rows per tile. A 256-row tile (wgmma n = 256) decodes each weight once per 256 rows; a 128-row
+ * one (the k split, four consumer warpgroups) took 0.55-0.63 of a 256-row one's time on the large shapes
+ * (H200, docs/performance.md v29: on 14336x4096 a row of tiles across the weights took 55-61 us at 256 rows,
+ * 32-37 at 128). So 128 rows where ceil(m / 128) tiles at 0.6 cost less than ceil(m / 256) at 1: m <= 128
+ * (a 256-row tile would be half padding) and m = 257..384 (two 256-row tiles, the second half padding: 128
+ * rows 7-15 % faster on 14336x4096 and 28672x8192, 5 % on 4096x14336). Else 256: m = 160..256 15-30 % faster
+ * on 14336x4096 and 28672x8192 (5-8 % slower on 4096x14336), m = 512 13-25 % (even on 4096x14336), m = 640
+ * the tie (-10..+5 %), m = 768 and 2048 5-23 %. BNB4_CUDA_TILE_BX=128 or 256 forces one (for measuring; read
+ * once). */
 size_t tile_bx(size_t m) {
     static const size_t forced = bnb4_env_size("BNB4_CUDA_TILE_BX", 0);
     if (forced == 128 || forced == 256)
