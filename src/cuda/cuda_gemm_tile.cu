@@ -82,7 +82,7 @@ template <int BX> struct TileShape {
     static_assert(StageBytes % 1024 == 0 && RedBytes % 1024 == 0, "stages keep the swizzles' 1024-byte alignment");
 };
 
-/* named barrier `kId` of kThreads threads (1: the even k group, or the only one; 2: both groups) */
+/* named barrier `kId` of kThreads threads (1: the only k group, at BX = 256; 2: both groups of the k split) */
 template <int kId, int kThreads> __device__ __forceinline__ void bar_sync() {
     asm volatile("bar.sync %0, %1;" ::"n"(kId), "n"(kThreads) : "memory");
 }
