@@ -17,7 +17,8 @@
  * exceeds the kernel's (rows "direct launches": graph time / that), and the host's time to issue a call
  * is measured against the kernel's (rows "host time per call"; its floor, one launch of an empty kernel,
  * is a ceiling row), and the graph is also captured by a fresh context with no call before it (rows "graph
- * of a fresh context": warm time / that). Prints every row, then a summary
+ * of a fresh context": warm time / that). At m >= 512 cuBLAS is also timed on one dequantized NF4 weight
+ * (rows "on one dequantized NF4 weight": the dequantize + cuBLAS path's second half, against the ceiling). Prints every row, then a summary
  * table with the issue's targets as ratios. bnb4_bench_cuda_main() is the entry point (the `bnb4 bench` CLI can call it).
  */
 #include <algorithm>
@@ -255,7 +256,7 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
             BK(bnb4_nested_offset(ctx, absmax[c], nb, &offset[c]));
             BK(bnb4_quantize_nested(ctx, absmax[c], nb, offset[c], 256, codes[c], nabs[c]));
         }
-        void *x, *y;
+        void *x, *y, *wdq = nullptr; /* wdq: a dequantized weight (m >= 512 rows) */
         CK(cudaMalloc(&x, max_m * K * 2));
         CK(cudaMalloc(&y, max_m * N * 2));
         fill_randn_f16<<<1024, 256, 0, stream>>>((__half *)x, max_m * K, 99, 1.0f);
@@ -293,6 +294,23 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
                 const double blas_tf = flops / (blas_ms * 1e-3) / 1e12;
                 std::snprintf(name, sizeof name, "cublas %s %zux%zu m=%zu", dn, N, K, m);
                 report(name, blas_ms, blas_tf, "TFLOP/s", 0);
+                if (m >= 512) {
+                    /* cuBLAS as the dequantize + cuBLAS path runs it: on NF4's values (the weight dequantized)
+                     * in one buffer every call, the path's workspace (written just before each call there,
+                     * so in L2 as far as it fits). Ratio: against the ceiling above, on rotated randn weights:
+                     * whatever the values or L2 change in cuBLAS's time (a power-limited clock), not ours. */
+                    if (!wdq)
+                        CK(cudaMalloc(&wdq, dense_bytes));
+                    const bnb4_qtensor q0 = bnb4_qtensor_plain(N, K, bs, BNB4_NF4, packed[0], absmax[0]);
+                    BK(bnb4_dequantize(ctx, &q0, dt, wdq));
+                    const double dq_ms = timer.run(iters, [&](int) {
+                        cb_api.gemm_ex(blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)m, (int)K, &alpha, wdq, t, (int)K,
+                                       xd, t, (int)K, &beta, y, t, (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+                    });
+                    std::snprintf(name, sizeof name, "cublas %s %zux%zu m=%zu on one dequantized NF4 weight", dn, N,
+                                  K, m);
+                    report(name, dq_ms, flops / (dq_ms * 1e-3) / 1e12, "TFLOP/s", blas_tf);
+                }
                 for (int nested = 0; nested < 2; nested++) {
                     bnb4_ctx *call_ctx = ctx; /* (the fresh-context rows below switch it) */
                     const auto call = [&](int i) { /* one linear on the i-th copy of the weights */
@@ -389,6 +407,8 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
         CK(cudaFree(dcode));
         CK(cudaFree(x));
         CK(cudaFree(y));
+        if (wdq)
+            CK(cudaFree(wdq));
     }
 
     /* ---- summary: the issue's targets as ratios ---------------------------------------------------- */
