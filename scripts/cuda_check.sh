@@ -13,7 +13,7 @@
 # default .device/shared/conformance, then ../shared/conformance), and the matmul tests again with m = 1
 # on the pipe kernel, with its TMA variant off, and with its wgmma math at every m and the tile kernel at every
 # m >= 65 on every weight size, and the pipe tests with its mma.sync math up to m = 16; (3) the wgmma
-# kernels' machine code checked for register hazards (scripts/check_wgmma_hazards.py) and the small-m
+# kernels' machine code checked for register hazards (scripts/check_wgmma_hazards.py) and the small-m and k-split
 # kernels' main loops for their instruction budgets (scripts/check_loop_budget.py); (4) bench_cuda,
 # which measures its own ceilings (copy bandwidth, cuBLAS) in the same run, and (not with --quick)
 # bench_cuda_read, the read floor of the small-m kernels' access pattern at each shape, where DIR or the
@@ -136,8 +136,8 @@ if [ -x "$TESTS" ]; then
   rc=$?
   tail -1 "$OUT/wgmma_hazards.txt"
   case $rc in 0) RESULT[wgmma_sass]="ok" ;; 77) RESULT[wgmma_sass]="skipped (no cuobjdump)" ;; *) RESULT[wgmma_sass]="FAILED"; cat "$OUT/wgmma_hazards.txt" ;; esac
-  # the small-m kernels' main loops: added instructions cost them time (v18), so held to their measured lengths
-  step "small-m loop instruction budgets in the SASS (scripts/check_loop_budget.py)"
+  # the small-m and k-split kernels' main loops: added instructions cost them time (v18), so held to their measured lengths
+  step "matmul loop instruction budgets in the SASS (scripts/check_loop_budget.py)"
   python3 scripts/check_loop_budget.py "$TESTS" > "$OUT/loop_budget.txt" 2>&1
   rc=$?
   cat "$OUT/loop_budget.txt"

@@ -25,10 +25,10 @@ if(Python3_Interpreter_FOUND)
     add_test(NAME cuda_wgmma_register_hazards
              COMMAND Python3::Interpreter ${PROJECT_SOURCE_DIR}/scripts/check_wgmma_hazards.py $<TARGET_FILE:bnb4_static>)
     set_tests_properties(cuda_wgmma_register_hazards PROPERTIES LABELS cuda SKIP_RETURN_CODE 77)
-    # The small-m kernels' main loops within their measured instruction counts (instructions added to them
+    # The matmul kernels' main loops within their measured instruction counts (instructions added to them
     # cost time) and free of spills: scripts/check_loop_budget.py, same tool and skip
-    add_test(NAME cuda_small_m_loop_budget
+    add_test(NAME cuda_loop_budget
              COMMAND Python3::Interpreter ${PROJECT_SOURCE_DIR}/scripts/check_loop_budget.py $<TARGET_FILE:bnb4_static>)
-    set_tests_properties(cuda_small_m_loop_budget PROPERTIES LABELS cuda SKIP_RETURN_CODE 77)
+    set_tests_properties(cuda_loop_budget PROPERTIES LABELS cuda SKIP_RETURN_CODE 77)
   endif()
 endif()
