@@ -111,9 +111,19 @@ constexpr int kNcodeBytes = 256 * 4;
  * of scales in a 128-k half: kWgNatural64 / kWgNatural32, blocksize 64 / 32). */
 constexpr int kWgPermuted = 1, kWgNatural64 = 2, kWgNatural32 = 4;
 
-template <int NT, bool TMA, int WG = 0, bool PS = false> struct PipeShape {
+/* The post-scaled mma.sync math (template parameter PS): off, in k quarters of 128-row tiles, or in narrow
+ * tiles - 32 rows x steps of 1024 k (kPsNarrow, m <= 8: pipe_use_narrow). A narrow stage holds the same 16 KB
+ * of weights as a wide one, laid out the same way: 256-k chunk q of its 32 rows where rows 32 q .. 32 q + 31
+ * of a wide stage lie, so the warps read it as they read a wide stage and only what their rows and k stand
+ * for changes (row group rg of a wide stage is chunk rg of a narrow one). */
+constexpr int kPsOff = 0, kPsQuarters = 1, kPsNarrow = 2;
+
+template <int NT, bool TMA, int WG = 0, int PS = kPsOff> struct PipeShape {
+    static constexpr bool Narrow = PS == kPsNarrow;
+    static constexpr int TileRows = Narrow ? kTileRows / 4 : kTileRows; /* weight rows per tile */
+    static constexpr int StepK = Narrow ? 4 * kStepK : kStepK;          /* k per iteration */
     static constexpr int MT = NT * 8;                       /* activation rows per stage (m padded) */
-    static constexpr int XBytes = MT * kStepK * 2;
+    static constexpr int XBytes = MT * StepK * 2;
     static constexpr int StageBytes = kWBytes + XBytes + kScaleBytes; /* a multiple of 1024 */
     /* as many as fit beside the table in the 227 KB an SM gives one CTA (1 KB kept for the static data,
      * after which the dynamic shared memory starts at a whole KB: see the kernel's smem) */
@@ -131,6 +141,7 @@ template <int NT, bool TMA, int WG = 0, bool PS = false> struct PipeShape {
     static constexpr int ConsumerWarps = RowGroups * KParts;
     static constexpr int Threads = ConsumerWarps * 32 + (TMA ? 32 : 0);
     static_assert(Stages >= 3 && Stages <= 8, "a pipeline needs 3 stages (8 barrier pairs at most)");
+    static_assert(!Narrow || (TMA && !WG && NT == 1), "narrow tiles: the post-scaled TMA math at m <= 8");
     static_assert(StageBytes % 1024 == 0, "stages keep the swizzle's 1024-byte alignment");
 };
 
@@ -269,7 +280,7 @@ __device__ __forceinline__ int ps_row(int g) { return ((g & 3) << 1) | (g >> 2);
  * decoded fragments' (kWgPermuted: pipe_permute_x) or as they are, the quad trading its weight bytes into
  * their order (kWgNatural64 / 32: quad_natural); a warpgroup takes 64 rows x one 128-k half of every step.
  * w_map / x_map / s_map: the TMA variant's tensor maps (zeros, unused, for the cp.async one). */
-template <typename T, int NT, bool NESTED, bool TMA, int WG, bool PS>
+template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS>
 __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
     gemm_4bit_pipe_kernel(PipeArgs a, const __grid_constant__ CUtensorMap w_map,
                           const __grid_constant__ CUtensorMap x_map, const __grid_constant__ CUtensorMap s_map) {
@@ -293,6 +304,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
     constexpr int kConsumerWarps = S::ConsumerWarps, kConsumerThreads = kConsumerWarps * 32;
     constexpr int RF = S::RF, KP = S::KParts, RG = S::RowGroups;
     constexpr int U = PS ? 2 : 4; /* 4-byte words of a weight row a thread takes per step */
+    constexpr bool kNarrow = S::Narrow; /* 32-row tiles, 1024-k steps (PipeShape) */
+    constexpr int TR = S::TileRows, SK = S::StepK;
     extern __shared__ __align__(1024) unsigned char smem[];
     unsigned char *table = smem; /* the code-pair table (its lookups go through table_s) */
     /* the table's shared address, shuffled from lane 0 so the compiler knows it is warp-uniform and keeps
@@ -335,7 +348,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
             const unsigned bs_log2 = (unsigned)a.bs_log2;
             /* plain: the step's 256 / blocksize scales of each row; nested: 16 codes of each row, the 16-aligned
              * run holding the step's 4 or 8 (a tensor copy's row is at least 16 bytes) */
-            const unsigned s_bytes = NESTED ? kTileRows * 16 : kTileRows * 4 * (kStepK >> bs_log2);
+            const unsigned s_bytes = NESTED ? TR * 16 : TR * 4 * (SK >> bs_log2);
             const unsigned s_mask = NESTED ? ~15u : ~0u;
             tma_prefetch_map(&w_map);
             tma_prefetch_map(&x_map);
@@ -343,7 +356,9 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
             /* a stage's weight and scale copies, after its byte count (the activations' included) */
             auto copy_weights = [&](uint32_t base, uint32_t fb, unsigned k0, int n0) {
                 mbar_arrive_tx(fb, kWBytes + S::XBytes + s_bytes);
-                tma_load_2d(base, &w_map, (int)(k0 / 2), n0, fb);
+#pragma unroll
+                for (int q = 0; q < SK / kStepK; q++) /* (narrow: chunk q where a wide stage has rows 32 q on) */
+                    tma_load_2d(base + q * (TR * kRowBytes), &w_map, (int)(k0 / 2 + q * kRowBytes), n0, fb);
                 tma_load_2d(base + kWBytes + S::XBytes, &s_map, (int)((k0 >> bs_log2) & s_mask), n0, fb);
             };
             /* The first `early` stages' weights and scales go out now, while the previous kernel ends, and
@@ -352,12 +367,14 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
             const unsigned run = it_end - it_begin;
             const unsigned early = min(run, a.early), ahead = min(run, early + a.prefetch);
             for (unsigned i = 0; i < ahead; i++) {
-                const unsigned it = it_begin + i, t = it / a.k_steps, k0 = (it - t * a.k_steps) * kStepK;
-                const int n0 = (int)(t * kTileRows);
+                const unsigned it = it_begin + i, t = it / a.k_steps, k0 = (it - t * a.k_steps) * SK;
+                const int n0 = (int)(t * TR);
                 if (i < early) { /* slot i, its first use */
                     copy_weights(stages_addr + i * S::StageBytes, full_bar + 8 * i, k0, n0);
                 } else {
-                    tma_prefetch_l2_2d(&w_map, (int)(k0 / 2), n0);
+#pragma unroll
+                    for (int q = 0; q < SK / kStepK; q++)
+                        tma_prefetch_l2_2d(&w_map, (int)(k0 / 2 + q * kRowBytes), n0);
                     tma_prefetch_l2_2d(&s_map, (int)((k0 >> bs_log2) & s_mask), n0);
                 }
             }
@@ -381,13 +398,13 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                         lag_phase ^= 1u;
                     }
                 }
-                const unsigned k0 = step * kStepK;
+                const unsigned k0 = step * SK;
                 const uint32_t base = stages_addr + slot * S::StageBytes, fb = full_bar + 8 * slot;
-                const int n0 = (int)(tile * kTileRows);
+                const int n0 = (int)(tile * TR);
                 if (it - it_begin >= early) /* (early: weights and scales issued before the wait) */
                     copy_weights(base, fb, k0, n0);
 #pragma unroll
-                for (int q = 0; q < 4; q++) /* activations: 4 boxes of 64 k */
+                for (int q = 0; q < SK / 64; q++) /* activations: boxes of 64 k (4, narrow 16) */
                     tma_load_2d(base + kWBytes + q * (MT * 128), &x_map, (int)(k0 + 64 * q), 0, fb);
                 if (++slot == STAGES) {
                     slot = 0;
@@ -566,15 +583,18 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
     /* wgmma: the quad's byte trade into natural k order (quad_natural) */
     [[maybe_unused]] const uint32_t trade_sel = pin_if<kNatural>(pair_trade_sel(c));
     [[maybe_unused]] const uint32_t trade_odd = pin_if<kNatural>(c & 1), trade_high = pin_if<kNatural>(c & 2);
-    /* this thread's k within the step: 32 k of a 128-k half (PS: 16 k of a 64-k quarter) */
-    const uint32_t kk = pin(PS ? 64 * j + 16 * c : 128 * j + 32 * c);
+    /* this thread's k within the step: 32 k of a 128-k half (PS: 16 k of a 64-k quarter; narrow: of 256-k
+     * chunk warp % RG) */
+    const uint32_t kk = pin(kNarrow ? 256 * (warp % RG) + 64 * j + 16 * c : PS ? 64 * j + 16 * c : 128 * j + 32 * c);
     /* shared-memory offsets of this thread's reads (fixed: its rows, chunk and activation row) */
     const int gr = TMA ? (PS ? ps_row(g) : tma_row(g)) : g; /* tile row (within 8) of the thread's mma row g */
     int row0[RF];                        /* fragment f's rows: row0[f] and row0[f] + 8 (same parity) */
+    int trow0[RF];                       /* ... and what they are in the tile (narrow: chunk warp % RG's rows) */
     uint32_t w_off[RF];
 #pragma unroll
     for (int f = 0; f < RF; f++) {
         row0[f] = (warp % RG) * 16 * RF + 16 * f + gr;
+        trow0[f] = kNarrow ? 16 * f + gr : row0[f];
         w_off[f] = pin(row0[f] * kRowBytes + (PS ? (((2 * j + (c >> 1)) ^ gr) << 4) + 8 * (c & 1) /* 8 bytes */
                                               : (TMA ? (4 * j + c) ^ gr : w_slot(g, 4 * j + c)) << 4));
     }
@@ -586,7 +606,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
     for (int u = 0; u < (WG ? 0 : U); u++) {
         if constexpr (TMA) { /* 16-byte piece u + c / 2 of the thread's 64 bytes (PS: piece u of its 32
                               * bytes), in box (piece / 8) */
-            const int ch = PS ? 8 * j + 2 * c + u : 16 * j + 4 * c + ((u + (c >> 1)) & 3);
+            const int ch = PS ? (kNarrow ? 32 * (warp % RG) : 0) + 8 * j + 2 * c + u
+                              : 16 * j + 4 * c + ((u + (c >> 1)) & 3);
             x_off[u] = pin((ch >> 3) * (MT * 128) + xg * 128 + (((ch & 7) ^ xg) << 4));
         } else {
             x_off[u] = pin(g * (kStepK * 2) + (x_slot(g, 16 * j + 4 * c + u) << 4));
@@ -601,10 +622,10 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
     for (int f = 0; f < RF; f++)
 #pragma unroll
         for (int h = 0; h < 2; h++) {
-            const int r = row0[f] + 8 * h;
+            const int r = trow0[f] + 8 * h;
             fixed_off[f][h] = pin(!TMA ? (r * kScaleSlots + fixed_slot) * 4
                                   : NESTED ? r * 16 + fixed_slot                  /* [row][16] codes (+ the step's run) */
-                                           : (r * (kStepK >> a.bs_log2) + fixed_slot) * 4); /* dense [row][k] */
+                                           : (r * (SK >> a.bs_log2) + fixed_slot) * 4); /* dense [row][k] */
         }
     const int m_rows = (int)min(M, (size_t)MT);
     /* the activation row of accumulator column n (wgmma: the stage's row order) */
@@ -624,13 +645,13 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
     /* PS, nested: a quad's four lanes share their four rows and their block, so lane c decodes the scale of
      * one of them (fragment c / 2, row half c % 2: own_row) and the quad trades them by shuffles */
     constexpr bool kQuadScales = PS && NESTED;
-    [[maybe_unused]] const uint32_t own_row =
-        pin_if<kQuadScales>((warp % RG) * 16 * RF + 16 * (c >> 1) + gr + 8 * (c & 1));
+    [[maybe_unused]] const uint32_t own_row = /* (its tile row) */
+        pin_if<kQuadScales>((kNarrow ? 0 : (warp % RG) * 16 * RF) + 16 * (c >> 1) + gr + 8 * (c & 1));
     [[maybe_unused]] size_t own_first = 0;
     [[maybe_unused]] bool own_on = false;
     auto compute_tile = [&]() {
         if constexpr (kQuadScales) {
-            const size_t n = (size_t)t * kTileRows + own_row;
+            const size_t n = (size_t)t * TR + own_row;
             own_on = n < N;
             own_first = (n * K) >> a.bs_log2;
         }
@@ -638,7 +659,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
         for (int f = 0; f < RF; f++)
 #pragma unroll
             for (int h = 0; h < 2; h++) {
-                const size_t n = (size_t)t * kTileRows + row0[f] + 8 * h;
+                const size_t n = (size_t)t * TR + trow0[f] + 8 * h;
                 n_[f][h] = n;
                 on_[f][h] = n < N;
                 first_[f][h] = (n * K) >> a.bs_log2;
@@ -671,9 +692,13 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
      * them there costs less than spilling; the compact form does not use them) */
     const uint32_t hands_over = pin_if<(NT < 8 && !kCompactEnd)>(j);
     const uint32_t red_q = pin_if<(NT < 8 && !kCompactEnd)>((warp % RG) * RF * 32 + lane);
-    constexpr int kRedPitch = kTileRows + 4;
-    constexpr int kCE = kCompactEnd ? MT * kTileRows / kConsumerThreads : 1;
-    static_assert(!kCompactEnd || MT * kTileRows % kConsumerThreads == 0, "whole elements per thread");
+    constexpr int kRedPitch = TR + 4;
+    /* the compact end's tile elements per thread (narrow: 256 elements, one for each of the first 256 threads) */
+    constexpr int kCE = kCompactEnd ? (MT * TR + kConsumerThreads - 1) / kConsumerThreads : 1;
+    static_assert(!kCompactEnd || MT * TR % kConsumerThreads == 0 || kCE == 1, "whole elements per thread");
+    /* the compact end's k parts: the 4 quarters (narrow: 16, the chunks' quarters in k order), this warp's */
+    constexpr int kParts = kNarrow ? RG * KP : KP;
+    const int red_part = kNarrow ? (warp % RG) * KP + j : j;
     /* m < 16 (x_on): activation registers of rows past m stay zero, set once here rather than per read */
     uint4 xr[4][NT];
 #pragma unroll
@@ -689,7 +714,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
     [[maybe_unused]] auto load_nab_at = [&](bool on, size_t first, unsigned at_step) {
         /* (the TMA layouts have fewer than 2^32 blocks, pipe_use_tma: 32-bit block indices, 5 instructions
          * a step fewer than 64-bit ones) */
-        const unsigned k = at_step * kStepK + kk;
+        const unsigned k = at_step * SK + kk;
         const uint32_t b = on && k < (unsigned)K ? (uint32_t)first + (k >> a.bs_log2) : 0u;
         return __ldg(a.nested_absmax + (b >> a.nbs_log2)); /* nested blocksize: a power of 2 (TMA layouts) */
     };
@@ -711,7 +736,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
         const unsigned seg_stop = pin_if<(NT < 8)>(min(it_stop, it + (a.k_steps - step))); /* the tile's end */
         int used; /* the slot of the tile's last step, released once its sums are read */
         for (;;) {
-            const unsigned k0 = step * kStepK;
+            const unsigned k0 = step * SK;
             const bool kin = k0 + kk < (unsigned)K; /* (K < 2^31) */
             if constexpr (TMA) {
 #if BNB4_HAS_TMA
@@ -824,9 +849,9 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                                 }
                                 const unsigned q = ss[fixed_off[f][h] + ((k0 >> a.bs_log2) & 15u)];
                                 v = bnb4_dev_nested_scale(ncode[q], nab, a.offset);
-                            } else if (PS) { /* blocksize 64: rows 16 f + 8 h on, 16 bytes each (constant
+                            } else if (PS) { /* blocksize 64: rows 16 f + 8 h on, SK / 16 bytes each (constant
                                               * offsets from one address per step: 3 instructions less) */
-                                v = *reinterpret_cast<const float *>(ss + fixed_off[0][0] + (16 * f + 8 * h) * 16);
+                                v = *reinterpret_cast<const float *>(ss + fixed_off[0][0] + (16 * f + 8 * h) * (SK / 16));
                             } else {
                                 v = *reinterpret_cast<const float *>(ss + fixed_off[f][h]);
                             }
@@ -1030,7 +1055,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
             if constexpr (kCompactEnd) {
                 /* every part's sums to [part][m][row] (rows padded to kRedPitch: the quad's four m land in
                  * distinct banks), then each thread adds a tile element's parts in part order, as below */
-                static_assert(KP * MT * kRedPitch * 4 <= kWBytes + S::XBytes,
+                static_assert(kParts * MT * kRedPitch * 4 <= kWBytes + S::XBytes,
                               "reduction scratch must only cover rows the next fill rewrites");
 #pragma unroll
                 for (int f = 0; f < RF; f++)
@@ -1040,18 +1065,18 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                         for (int i = 0; i < 4; i++) {
                             const int m = nt * 8 + out_col(2 * c + (i & 1));
                             if (m < m_rows)
-                                red[(j * MT + m) * kRedPitch + row0[f] + 8 * (i >> 1)] = acc[f][nt][i];
+                                red[(red_part * MT + m) * kRedPitch + trow0[f] + 8 * (i >> 1)] = acc[f][nt][i];
                             acc[f][nt][i] = 0.0f;
                         }
                 consumer_sync<kConsumerThreads>();
 #pragma unroll
                 for (int q = 0; q < kCE; q++) {
-                    const int e = tid + q * kConsumerThreads, m = e / kTileRows, r = e % kTileRows;
+                    const int e = tid + q * kConsumerThreads, m = e / TR, r = e % TR;
                     float v = 0.0f;
-                    if (m < m_rows) {
+                    if (m < m_rows) { /* (m_rows <= MT: e < MT TR) */
                         v = red[m * kRedPitch + r];
 #pragma unroll
-                        for (int p = 1; p < KP; p++)
+                        for (int p = 1; p < kParts; p++)
                             v += red[(p * MT + m) * kRedPitch + r];
                     }
                     ev[q] = v;
@@ -1101,8 +1126,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                 const T *bias = reinterpret_cast<const T *>(a.bias);
 #pragma unroll
                 for (int q = 0; q < kCE; q++) {
-                    const int e = tid + q * kConsumerThreads, m = e / kTileRows;
-                    const size_t n = (size_t)cur_t * kTileRows + e % kTileRows;
+                    const int e = tid + q * kConsumerThreads, m = e / TR;
+                    const size_t n = (size_t)cur_t * TR + e % TR;
                     if (m < m_rows && n < N)
                         y[m * N + n] = bnb4_dt<T>::from_f32(ev[q] + (bias ? bnb4_dt<T>::to_f32(bias[n]) : 0.0f));
                 }
@@ -1126,12 +1151,12 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
             continue;
         }
         const unsigned c_lo = (cur_t * a.k_steps) / a.per_cta, c_hi = ((cur_t + 1) * a.k_steps - 1) / a.per_cta;
-        const size_t slot_base = ((size_t)cur_t * a.max_contrib + (blockIdx.x - c_lo)) * MT * kTileRows;
+        const size_t slot_base = ((size_t)cur_t * a.max_contrib + (blockIdx.x - c_lo)) * MT * TR;
         if constexpr (kCompactEnd) { /* (the fix-up reads rows m < min(M, MT) only) */
 #pragma unroll
             for (int q = 0; q < kCE; q++) {
                 const int e = tid + q * kConsumerThreads;
-                if (e / kTileRows < m_rows)
+                if (e / TR < m_rows)
                     a.ws[slot_base + e] = ev[q];
             }
         } else {
@@ -1153,18 +1178,18 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
         consumer_sync<kConsumerThreads>();
         if (!s_last)
             continue;
-        const size_t first = (size_t)cur_t * a.max_contrib * MT * kTileRows;
+        const size_t first = (size_t)cur_t * a.max_contrib * MT * TR;
         /* The thread's elements (one row n, every kConsumerThreads / 128-th m) in chunks of up to 8: every
          * contributor's partial sums of a chunk are loaded before its first store. A store to y orders the
          * loads after it, so element by element the last CTA's fix-up, on the kernel's critical path, took
          * one round trip to L2 per element: up to 32 at m = 64 (docs/performance.md v21). */
-        constexpr int kE = (MT * kTileRows + kConsumerThreads - 1) / kConsumerThreads; /* elements per thread */
+        constexpr int kE = (MT * TR + kConsumerThreads - 1) / kConsumerThreads; /* elements per thread */
         /* (the m = 33..64 nested wgmma main loop spills with more: scripts/check_loop_budget.py) */
         constexpr int kMaxChunk = WG && NESTED && NT == 8 ? 2 : 8;
         constexpr int kChunk = kE < kMaxChunk ? kE : kMaxChunk;
-        static_assert(kConsumerThreads % kTileRows == 0, "a thread's elements share their row n");
-        const int e_end = (int)min(M, (size_t)MT) * kTileRows;
-        const size_t n = (size_t)cur_t * kTileRows + tid % kTileRows;
+        static_assert(kConsumerThreads % TR == 0, "a thread's elements share their row n");
+        const int e_end = (int)min(M, (size_t)MT) * TR;
+        const size_t n = (size_t)cur_t * TR + tid % TR;
         for (int e0 = tid; e0 < e_end && n < N; e0 += kChunk * kConsumerThreads) {
             /* element e0 + q kConsumerThreads of contributor ci: part[ci MT 128 + q kConsumerThreads] */
             const float *part = a.ws + first + e0;
@@ -1177,12 +1202,12 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
 #pragma unroll
                 for (int q = 0; q < kChunk; q++)
                     if (q < q_end)
-                        v[q] += __ldcg(part + (size_t)ci * (MT * kTileRows) + q * kConsumerThreads);
+                        v[q] += __ldcg(part + (size_t)ci * (MT * TR) + q * kConsumerThreads);
             const float b = a.bias ? bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n]) : 0.0f;
 #pragma unroll
             for (int q = 0; q < kChunk; q++)
                 if (q < q_end)
-                    y[(size_t)((e0 + q * kConsumerThreads) / kTileRows) * N + n] = bnb4_dt<T>::from_f32(v[q] + b);
+                    y[(size_t)((e0 + q * kConsumerThreads) / TR) * N + n] = bnb4_dt<T>::from_f32(v[q] + b);
         }
         if (tid == 0)
             a.counters[cur_t] = 0; /* ready for the next launch on this stream */
@@ -1223,20 +1248,22 @@ __global__ void pipe_permute_x(const T *__restrict__ x, T *__restrict__ xp, size
 }
 
 /* Per device: whether the kernel's dynamic shared memory limit was raised. */
-template <typename T, int NT, bool NESTED, bool TMA, int WG, bool PS> int g_smem_set[64];
+template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS> int g_smem_set[64];
 
 /* The TMA variant's tensor maps: the weight tile as one 128-row x 128-byte box (128-byte swizzle) of the
  * packed rows (K / 2 bytes apart), the activations as 64-k x MT-row boxes (128-byte swizzle; rows past m
  * come as zeros), plain scales as 128-row x (256 / blocksize) boxes of absmax seen as N x (K / blocksize),
- * nested codes as 128-row x 16 boxes of the codes seen the same way. No L2 promotion: with 256-byte
+ * nested codes as 128-row x 16 boxes of the codes seen the same way. Narrow tiles (tile_rows 32, step_k
+ * 1024): 32-row boxes, four weight boxes a step, 16 scales or codes a row. No L2 promotion: with 256-byte
  * lines (the tile kernel's) m = 2..64 ran 2-4 % slower on the mid shapes, and a pure read of the weights
  * in these boxes 2-5 % slower (docs/performance.md v15). */
 struct PipeMaps {
     CUtensorMap w, x, s;
 };
-bool pipe_tma_encode(const PipeArgs &a, const bnb4_qtensor *w, int mt, PipeMaps *maps) {
+bool pipe_tma_encode(const PipeArgs &a, const bnb4_qtensor *w, int mt, unsigned tile_rows, unsigned step_k,
+                     PipeMaps *maps) {
     const size_t K = a.K, N = a.N;
-    if (!encode_2d(&maps->w, w->packed, CU_TENSOR_MAP_DATA_TYPE_UINT8, K / 2, N, K / 2, kRowBytes, kTileRows,
+    if (!encode_2d(&maps->w, w->packed, CU_TENSOR_MAP_DATA_TYPE_UINT8, K / 2, N, K / 2, kRowBytes, tile_rows,
                    CU_TENSOR_MAP_SWIZZLE_128B, false) ||
         !encode_2d(&maps->x, a.x, CU_TENSOR_MAP_DATA_TYPE_UINT16, K, a.M, K * 2, 64, (unsigned)mt,
                    CU_TENSOR_MAP_SWIZZLE_128B, false))
@@ -1244,9 +1271,9 @@ bool pipe_tma_encode(const PipeArgs &a, const bnb4_qtensor *w, int mt, PipeMaps 
     const size_t per_row = K >> a.bs_log2; /* whole blocks (the TMA layouts have K % blocksize == 0) */
     if (!w->absmax) /* nested codes: runs of 16 (K % (16 blocksize) == 0) */
         return encode_2d(&maps->s, w->nested.codes, CU_TENSOR_MAP_DATA_TYPE_UINT8, per_row, N, per_row, 16,
-                         kTileRows, CU_TENSOR_MAP_SWIZZLE_NONE, false);
+                         tile_rows, CU_TENSOR_MAP_SWIZZLE_NONE, false);
     return encode_2d(&maps->s, w->absmax, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, per_row, N, per_row * 4,
-                     (unsigned)(kStepK >> a.bs_log2), kTileRows, CU_TENSOR_MAP_SWIZZLE_NONE, false);
+                     step_k >> a.bs_log2, tile_rows, CU_TENSOR_MAP_SWIZZLE_NONE, false);
 }
 
 /* The TMA producer's in-flight window (PipeArgs::inflight): 3 stages, BNB4_CUDA_PIPE_INFLIGHT=n for
@@ -1287,12 +1314,14 @@ unsigned pipe_early(bool wgmma, unsigned stages) {
  * CTAs and CTAs spanning tiles on small shapes). Aligned runs (H200, v17): 14336x4096 16 steps per CTA
  * against stream-K's 14, 9-23 % faster at m = 1..64; 28672x8192 64 against 55, within 1-3 % at m <= 16
  * and 4-9 % faster at m = 32 / 64 */
-size_t pipe_steps_per_cta(const bnb4_cuda_state *s, size_t N, size_t K, int mt) {
-    return bnb4_cuda_steps_per_cta(s, bnb4_div_up(N, kTileRows), bnb4_div_up(K, kStepK), mt <= 32 ? 8 : 4,
+size_t pipe_steps_per_cta(const bnb4_cuda_state *s, size_t N, size_t K, int mt, bool narrow = false) {
+    const size_t rows = narrow ? PipeShape<1, true, 0, kPsNarrow>::TileRows : kTileRows;
+    const size_t step = narrow ? PipeShape<1, true, 0, kPsNarrow>::StepK : kStepK;
+    return bnb4_cuda_steps_per_cta(s, bnb4_div_up(N, rows), bnb4_div_up(K, step), mt <= 32 ? 8 : 4,
                                    "BNB4_CUDA_PIPE_CTAS");
 }
 
-template <typename T, int NT, bool NESTED, bool TMA, int WG, bool PS>
+template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS>
 bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     using S = PipeShape<NT, TMA, WG, PS>;
     PipeMaps maps;
@@ -1306,9 +1335,9 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
         a.x = xp;
     }
     if constexpr (TMA) {
-        if (!pipe_tma_encode(a, w, S::MT, &maps)) { /* (not expected: the layouts were checked) */
+        if (!pipe_tma_encode(a, w, S::MT, S::TileRows, S::StepK, &maps)) { /* (not expected: the layouts were checked) */
             a.x = x;
-            return launch_pipe<T, NT, NESTED, false, 0, false>(s, a, w);
+            return launch_pipe<T, NT, NESTED, false, 0, kPsOff>(s, a, w);
         }
     }
     int &set = g_smem_set<T, NT, NESTED, TMA, WG, PS>[s->device & 63];
@@ -1321,9 +1350,9 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
             return st;
         set = 1;
     }
-    const size_t tiles = bnb4_div_up(a.N, kTileRows), k_steps = bnb4_div_up(a.K, kStepK);
+    const size_t tiles = bnb4_div_up(a.N, S::TileRows), k_steps = bnb4_div_up(a.K, S::StepK);
     const size_t iters = tiles * k_steps;
-    const size_t per = pipe_steps_per_cta(s, a.N, a.K, S::MT);
+    const size_t per = pipe_steps_per_cta(s, a.N, a.K, S::MT, S::Narrow);
     const size_t ctas = bnb4_div_up(iters, per);
     a.k_steps = (unsigned)k_steps;
     a.iters = (unsigned)iters;
@@ -1334,7 +1363,7 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
         TMA && (WG == kWgPermuted || !bnb4_cuda_weights_may_be_pending(s, w)) ? pipe_early(WG != 0, S::Stages) : 0;
     a.prefetch = NT <= 2 && WG != kWgPermuted && !a.early ? pipe_prefetch() : 0;
     if (per % k_steps != 0) { /* some tile is shared by CTAs: workspace and counters */
-        const bnb4_status st = bnb4_cuda_splitk(s, tiles, tiles * a.max_contrib * S::MT * kTileRows * sizeof(float),
+        const bnb4_status st = bnb4_cuda_splitk(s, tiles, tiles * a.max_contrib * S::MT * S::TileRows * sizeof(float),
                                                 &a.counters, &a.ws);
         if (st != BNB4_OK)
             return st;
@@ -1367,23 +1396,27 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
 template <typename T, bool NESTED, bool TMA, int WG>
 bnb4_status launch_pipe_m(bnb4_cuda_state *s, const PipeArgs &a, const bnb4_qtensor *w) {
     if (a.M <= 8)
-        return launch_pipe<T, 1, NESTED, TMA, WG, false>(s, a, w);
+        return launch_pipe<T, 1, NESTED, TMA, WG, kPsOff>(s, a, w);
     if (a.M <= 16)
-        return launch_pipe<T, 2, NESTED, TMA, WG, false>(s, a, w);
+        return launch_pipe<T, 2, NESTED, TMA, WG, kPsOff>(s, a, w);
     if (a.M <= 32)
-        return launch_pipe<T, 4, NESTED, TMA, WG, false>(s, a, w);
-    return launch_pipe<T, 8, NESTED, TMA, WG, false>(s, a, w);
+        return launch_pipe<T, 4, NESTED, TMA, WG, kPsOff>(s, a, w);
+    return launch_pipe<T, 8, NESTED, TMA, WG, kPsOff>(s, a, w);
 }
 
 /* variant: 0 cp.async, 1 TMA with mma.sync, 2 TMA with wgmma on permuted activations, 3 TMA with mma.sync
- * post-scaled (m <= 16), 4 TMA with wgmma on the activations as they are (pipe_use_natural) */
+ * post-scaled (m <= 16), 4 TMA with wgmma on the activations as they are (pipe_use_natural), 5 TMA with
+ * mma.sync post-scaled on narrow tiles (m <= 8, pipe_use_narrow) */
 template <typename T>
 bnb4_status launch_pipe_t(bnb4_cuda_state *s, const PipeArgs &a, const bnb4_qtensor *w, bool nested, int variant) {
+    if (variant == 5)
+        return nested ? launch_pipe<T, 1, true, true, false, kPsNarrow>(s, a, w)
+                      : launch_pipe<T, 1, false, true, false, kPsNarrow>(s, a, w);
     if (variant == 3)
-        return a.M <= 8 ? nested ? launch_pipe<T, 1, true, true, false, true>(s, a, w)
-                                 : launch_pipe<T, 1, false, true, false, true>(s, a, w)
-               : nested ? launch_pipe<T, 2, true, true, false, true>(s, a, w)
-                        : launch_pipe<T, 2, false, true, false, true>(s, a, w);
+        return a.M <= 8 ? nested ? launch_pipe<T, 1, true, true, false, kPsQuarters>(s, a, w)
+                                 : launch_pipe<T, 1, false, true, false, kPsQuarters>(s, a, w)
+               : nested ? launch_pipe<T, 2, true, true, false, kPsQuarters>(s, a, w)
+                        : launch_pipe<T, 2, false, true, false, kPsQuarters>(s, a, w);
     if (variant == 2)
         return nested ? launch_pipe_m<T, true, true, kWgPermuted>(s, a, w)
                       : launch_pipe_m<T, false, true, kWgPermuted>(s, a, w);
@@ -1463,6 +1496,22 @@ bool pipe_use_postscale(const bnb4_qtensor *w, size_t m) {
     return !off && w->blocksize == 64 && m <= 16;
 }
 
+/* Narrow tiles (kPsNarrow: 32 rows x 1024-k steps) for the post-scaled math at m <= 8, where 128-row tiles
+ * are too few for the grid, so CTAs would share them and hand partial sums over (the split-K hand-over:
+ * 11-17 % of a call at m = 1 on 4096-row weights, H200, docs/performance.md v23), and 32-row tiles run
+ * whole on it. BNB4_CUDA_PIPE_NARROW=0 / 1: never / wherever the math allows (read per call: tests). */
+bool pipe_use_narrow(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) {
+    using Narrow = PipeShape<1, true, 0, kPsNarrow>;
+    const size_t tiles = bnb4_div_up(w->rows, Narrow::TileRows), k_steps = bnb4_div_up(w->cols, Narrow::StepK);
+    if (m > 8 || !pipe_use_postscale(w, m) || tiles > UINT32_MAX / k_steps)
+        return false;
+    const char *e = getenv("BNB4_CUDA_PIPE_NARROW");
+    if (e && *e)
+        return *e != '0';
+    return pipe_steps_per_cta(s, w->rows, w->cols, Narrow::MT) % bnb4_div_up(w->cols, kStepK) != 0 &&
+           pipe_steps_per_cta(s, w->rows, w->cols, Narrow::MT, true) % k_steps == 0;
+}
+
 /* Plain absmax at m = 9..16 on the permuted wgmma path's weights (past pipe_use_natural's limit) whose
  * tiles the grid shares in runs of fewer than 32 steps: the post-scaled mma.sync instead (H200,
  * docs/performance.md v27, bs64: 4096x14336, 8192x8192, 4096x11008, 11008x4096 and 5120x13824, runs of
@@ -1525,7 +1574,7 @@ bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_
     else if (pipe_use_wgmma(s, m, nested))
         variant = pipe_use_natural(w) ? 4 : pipe_prefer_postscale(s, w, m) ? 3 : 2;
     else if (pipe_use_postscale(w, m))
-        variant = 3;
+        variant = pipe_use_narrow(s, w, m) ? 5 : 3;
     return dt == BNB4_F16 ? launch_pipe_t<__half>(s, a, w, nested, variant)
                           : launch_pipe_t<__nv_bfloat16>(s, a, w, nested, variant);
 }

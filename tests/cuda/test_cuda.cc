@@ -711,7 +711,10 @@ TEST(CudaOutputs, WeightsInAPendingOutputWait) {
 // everything, CTAs running from one tile into the next, tiles summed from 2..9 CTAs' partials, odd N /
 // partial last step / blocksizes past the step.
 // On sm_90 the shapes with blocksize 32/64 and whole blocks per step run the kernel's TMA variant (plain:
-// K % (4 blocksize) == 0; nested: K % (16 blocksize) == 0), the others its cp.async variant.
+// K % (4 blocksize) == 0; nested: K % (16 blocksize) == 0), the others its cp.async variant. At m <= 8 with
+// blocksize 64 the TMA variant runs on 128-row tiles and on narrow ones (32 rows x 1024-k steps), each forced
+// (BNB4_CUDA_PIPE_NARROW=0 / 1, read per call): 136 x 1024 and 200 x 1280 have a part-filled last tile,
+// 200 x 1280 a step of 1024 k past K's end.
 TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
     auto g = rng(106);
     // (70 x 384 bs32 and 200 x 1280 bs64 take the 16-byte scale copies, the first with a half last step;
@@ -729,7 +732,8 @@ TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
     std::vector<size_t> ms = {1, 2, 9, 17, 40, 64};
     const std::vector<const char *> grids = {"1", "2", "5", "13", "0"}; // "0": the default (one CTA per SM)
     if (quick()) {
-        shapes = {{300, 1056, 64}, {257, 512, 4096}, {70, 384, 32}, {136, 1024, 64}, {264, 1024, 32, 4}};
+        shapes = {{300, 1056, 64}, {257, 512, 4096}, {70, 384, 32}, {136, 1024, 64}, {200, 1280, 64},
+                  {264, 1024, 32, 4}};
         ms = {1, 2, 9, 40};
     }
     const bool pipe_m1 = std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMV, BNB4_F16, 1), "pipe") != nullptr;
@@ -748,13 +752,21 @@ TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
                     const Array x = randn(dt, m * s.K, g), bias = randn(dt, s.N, g);
                     const MatmulRef want = reference_matmul(wh, x, m, &bias);
                     DevBuf dx(x.data(), m * s.K * es), db(bias.data(), s.N * es);
-                    check_gemm_on_grids(wd, dt, m, dx.as<void>(), db.as<void>(), want, "BNB4_CUDA_PIPE_CTAS", grids,
-                                        "N " + std::to_string(s.N) + " K " + std::to_string(s.K) + " bs " +
-                                            std::to_string(s.bs) + " m " + std::to_string(m) + " " +
-                                            bnb4_dtype_name(dt) +
-                                            (nested ? " nested fp4 nbs " + std::to_string(s.nbs) : " nf4"));
-                    if (HasFatalFailure())
-                        return;
+                    for (const char *narrow : {"0", "1"}) {
+                        if (m > 8 && *narrow == '1')
+                            continue;
+                        setenv("BNB4_CUDA_PIPE_NARROW", narrow, 1);
+                        check_gemm_on_grids(wd, dt, m, dx.as<void>(), db.as<void>(), want, "BNB4_CUDA_PIPE_CTAS",
+                                            grids,
+                                            "N " + std::to_string(s.N) + " K " + std::to_string(s.K) + " bs " +
+                                                std::to_string(s.bs) + " m " + std::to_string(m) + " " +
+                                                bnb4_dtype_name(dt) +
+                                                (nested ? " nested fp4 nbs " + std::to_string(s.nbs) : " nf4") +
+                                                (m <= 8 ? std::string(" narrow ") + narrow : ""));
+                        unsetenv("BNB4_CUDA_PIPE_NARROW");
+                        if (HasFatalFailure())
+                            return;
+                    }
                 }
             }
         }
