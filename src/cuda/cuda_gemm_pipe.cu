@@ -159,6 +159,7 @@ struct PipeArgs : bnb4_cuda_weight_args {
     unsigned inflight;          /* TMA: stages the producer keeps issued but not landed (0: no limit) */
     unsigned prefetch;          /* TMA, m <= 16 without early stages: first stages prefetched into L2 before it */
     unsigned early;             /* TMA: first stages whose weights and scales are copied before it (<= STAGES) */
+    unsigned x_one_copy;        /* TMA: a stage's activations are one copy of a 3D view (else one a 64-k box) */
 };
 
 /* PairOps (cuda_sm90.cuh) plus the mma.sync of the dtype */
@@ -356,9 +357,10 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
             /* a stage's weight and scale copies, after its byte count (the activations' included) */
             auto copy_weights = [&](uint32_t base, uint32_t fb, unsigned k0, int n0) {
                 mbar_arrive_tx(fb, kWBytes + S::XBytes + s_bytes);
-#pragma unroll
-                for (int q = 0; q < SK / kStepK; q++) /* (narrow: chunk q where a wide stage has rows 32 q on) */
-                    tma_load_2d(base + q * (TR * kRowBytes), &w_map, (int)(k0 / 2 + q * kRowBytes), n0, fb);
+                if constexpr (kNarrow) /* 256-k chunk q where a wide stage has rows 32 q on (a 3D view) */
+                    tma_load_3d(base, &w_map, 0, n0, (int)(k0 / kStepK), fb);
+                else
+                    tma_load_2d(base, &w_map, (int)(k0 / 2), n0, fb);
                 tma_load_2d(base + kWBytes + S::XBytes, &s_map, (int)((k0 >> bs_log2) & s_mask), n0, fb);
             };
             /* The first `early` stages' weights and scales go out now, while the previous kernel ends, and
@@ -372,9 +374,10 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                 if (i < early) { /* slot i, its first use */
                     copy_weights(stages_addr + i * S::StageBytes, full_bar + 8 * i, k0, n0);
                 } else {
-#pragma unroll
-                    for (int q = 0; q < SK / kStepK; q++)
-                        tma_prefetch_l2_2d(&w_map, (int)(k0 / 2 + q * kRowBytes), n0);
+                    if constexpr (kNarrow)
+                        tma_prefetch_l2_3d(&w_map, 0, n0, (int)(k0 / kStepK));
+                    else
+                        tma_prefetch_l2_2d(&w_map, (int)(k0 / 2), n0);
                     tma_prefetch_l2_2d(&s_map, (int)((k0 >> bs_log2) & s_mask), n0);
                 }
             }
@@ -403,9 +406,12 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                 const int n0 = (int)(tile * TR);
                 if (it - it_begin >= early) /* (early: weights and scales issued before the wait) */
                     copy_weights(base, fb, k0, n0);
+                if (a.x_one_copy) /* activations: 64-k boxes (4, narrow 16) of MT rows, as one copy or one each */
+                    tma_load_3d(base + kWBytes, &x_map, 0, 0, (int)(k0 / 64), fb);
+                else
 #pragma unroll
-                for (int q = 0; q < SK / 64; q++) /* activations: boxes of 64 k (4, narrow 16) */
-                    tma_load_2d(base + kWBytes + q * (MT * 128), &x_map, (int)(k0 + 64 * q), 0, fb);
+                    for (int q = 0; q < SK / 64; q++)
+                        tma_load_2d(base + kWBytes + q * (MT * 128), &x_map, (int)(k0 + 64 * q), 0, fb);
                 if (++slot == STAGES) {
                     slot = 0;
                     phase ^= 1u;
@@ -1260,13 +1266,25 @@ template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS> int g_smem_
 struct PipeMaps {
     CUtensorMap w, x, s;
 };
-bool pipe_tma_encode(const PipeArgs &a, const bnb4_qtensor *w, int mt, unsigned tile_rows, unsigned step_k,
+bool pipe_tma_encode(PipeArgs &a, const bnb4_qtensor *w, int mt, unsigned tile_rows, unsigned step_k,
                      PipeMaps *maps) {
     const size_t K = a.K, N = a.N;
-    if (!encode_2d(&maps->w, w->packed, CU_TENSOR_MAP_DATA_TYPE_UINT8, K / 2, N, K / 2, kRowBytes, tile_rows,
-                   CU_TENSOR_MAP_SWIZZLE_128B, false) ||
-        !encode_2d(&maps->x, a.x, CU_TENSOR_MAP_DATA_TYPE_UINT16, K, a.M, K * 2, 64, (unsigned)mt,
-                   CU_TENSOR_MAP_SWIZZLE_128B, false))
+    if (step_k > (unsigned)kStepK) { /* narrow: the packed rows as [K / 256 chunks][N rows][128 bytes] */
+        const size_t dims[3] = {kRowBytes, N, K / kStepK}, strides[2] = {K / 2, kRowBytes}; /* (K % 256 == 0) */
+        const unsigned box[3] = {kRowBytes, tile_rows, step_k / kStepK};
+        if (!encode_3d(&maps->w, w->packed, CU_TENSOR_MAP_DATA_TYPE_UINT8, dims, strides, box, CU_TENSOR_MAP_SWIZZLE_128B))
+            return false;
+    } else if (!encode_2d(&maps->w, w->packed, CU_TENSOR_MAP_DATA_TYPE_UINT8, K / 2, N, K / 2, kRowBytes, tile_rows,
+                          CU_TENSOR_MAP_SWIZZLE_128B, false)) {
+        return false;
+    }
+    /* the activations as [K / 64 chunks][M rows][64 k], a stage's chunks one copy (else one 64-k box each) */
+    const size_t x_dims[3] = {64, a.M, K / 64}, x_strides[2] = {K * 2, 128}; /* (K % 128 == 0) */
+    const unsigned x_box[3] = {64, (unsigned)mt, step_k / 64};
+    a.x_one_copy = a.x_one_copy && encode_3d(&maps->x, a.x, CU_TENSOR_MAP_DATA_TYPE_UINT16, x_dims, x_strides, x_box,
+                                             CU_TENSOR_MAP_SWIZZLE_128B);
+    if (!a.x_one_copy && !encode_2d(&maps->x, a.x, CU_TENSOR_MAP_DATA_TYPE_UINT16, K, a.M, K * 2, 64, (unsigned)mt,
+                                    CU_TENSOR_MAP_SWIZZLE_128B, false))
         return false;
     const size_t per_row = K >> a.bs_log2; /* whole blocks (the TMA layouts have K % blocksize == 0) */
     if (!w->absmax) /* nested codes: runs of 16 (K % (16 blocksize) == 0) */
@@ -1275,6 +1293,10 @@ bool pipe_tma_encode(const PipeArgs &a, const bnb4_qtensor *w, int mt, unsigned 
     return encode_2d(&maps->s, w->absmax, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, per_row, N, per_row * 4,
                      step_k >> a.bs_log2, tile_rows, CU_TENSOR_MAP_SWIZZLE_NONE, false);
 }
+
+/* The TMA producer's activations as one copy of a 3D view per stage rather than one copy per 64-k box:
+ * BNB4_CUDA_PIPE_X3D=0 / 1 (read per call: for measuring). */
+unsigned pipe_x_one_copy() { return bnb4_env_size("BNB4_CUDA_PIPE_X3D", 1) != 0; }
 
 /* The TMA producer's in-flight window (PipeArgs::inflight): 3 stages, BNB4_CUDA_PIPE_INFLIGHT=n for
  * measuring (read once: not a getenv per launch). */
@@ -1335,6 +1357,7 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
         a.x = xp;
     }
     if constexpr (TMA) {
+        a.x_one_copy = pipe_x_one_copy();
         if (!pipe_tma_encode(a, w, S::MT, S::TileRows, S::StepK, &maps)) { /* (not expected: the layouts were checked) */
             a.x = x;
             return launch_pipe<T, NT, NESTED, false, 0, kPsOff>(s, a, w);

@@ -147,6 +147,18 @@ __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap *map
                  ::"r"(dst), "l"(reinterpret_cast<uint64_t>(map)), "r"(x0), "r"(y0), "r"(bar)
                  : "memory");
 }
+/* the same for a 3D tensor map (x0, y0, z0: its box's first element in each dimension) */
+__device__ __forceinline__ void tma_prefetch_l2_3d(const CUtensorMap *map, int x0, int y0, int z0) {
+    asm volatile("cp.async.bulk.prefetch.tensor.3d.L2.global.tile [%0, {%1, %2, %3}];"
+                 ::"l"(reinterpret_cast<uint64_t>(map)), "r"(x0), "r"(y0), "r"(z0)
+                 : "memory");
+}
+__device__ __forceinline__ void tma_load_3d(uint32_t dst, const CUtensorMap *map, int x0, int y0, int z0,
+                                            uint32_t bar) {
+    asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];"
+                 ::"r"(dst), "l"(reinterpret_cast<uint64_t>(map)), "r"(x0), "r"(y0), "r"(z0), "r"(bar)
+                 : "memory");
+}
 /* ---- wgmma (sm_90a, the arch-specific target the build adds for Hopper) ---- */
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define BNB4_HAS_WGMMA 1
@@ -306,6 +318,15 @@ inline bool encode_2d(CUtensorMap *map, const void *base, CUtensorMapDataType ty
                           CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle,
                           promote ? CU_TENSOR_MAP_L2_PROMOTION_L2_256B : CU_TENSOR_MAP_L2_PROMOTION_NONE,
                           CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+/* A 3D view: dimension 0 contiguous (dims[0] elements), dimensions 1 and 2 strides[0] and strides[1] bytes
+ * apart, in either order of size (the box lands in shared memory dimension 0 fastest, then 1, then 2). */
+inline bool encode_3d(CUtensorMap *map, const void *base, CUtensorMapDataType type, const size_t dims[3],
+                      const size_t strides[2], const unsigned box[3], CUtensorMapSwizzle swizzle) {
+    const cuuint64_t d[3] = {dims[0], dims[1], dims[2]}, st[2] = {strides[0], strides[1]};
+    const cuuint32_t b[3] = {box[0], box[1], box[2]}, elem_strides[3] = {1, 1, 1};
+    return encode_tiled()(map, type, 3, const_cast<void *>(base), d, st, b, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                          swizzle, CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
 } // namespace
