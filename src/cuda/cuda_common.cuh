@@ -247,8 +247,9 @@ bnb4_status bnb4_cuda_launch_dequantize(bnb4_cuda_state *s, const bnb4_qtensor *
  * (N x K) on: on the H200 run of docs/performance.md (v11) it streamed 28672x8192 at 0.70 of copy against
  * 0.59 and 4096x14336 at 0.51 against 0.45, tied on 14336x4096 and lost on 4096x4096 (9.1 against 7.5 us);
  * since v17 (aligned runs, in-flight window) it is the faster on 4096x4096 too (7.1 against 7.4 us plain,
- * 7.2 against 8.2 nested). Smaller weights are not measured. */
-#define BNB4_CUDA_PIPE_M1_MIN_WEIGHTS ((size_t)1 << 24)
+ * 7.2 against 8.2 nested); with narrow tiles (v30) on 1024x4096, 2048x4096 and 4096x2048 as well (4.3 /
+ * 4.8 / 3.9 us against 5.0-6.0 / 5.3-6.2 / 5.7-6.8). Smaller weights are not measured. */
+#define BNB4_CUDA_PIPE_M1_MIN_WEIGHTS ((size_t)1 << 22)
 /* m = BNB4_CUDA_TILE_MIN_M..BNB4_CUDA_TILE_MAX_M with f16/bf16 activations on compute capability 9.0 (sm_90a
  * build), on weights of BNB4_CUDA_TILE_MIN_WEIGHTS (N x K) or more: the fused wgmma tile kernel
  * (cuda_gemm_tile.cu) instead of dequantize + cuBLAS. The environment variables of those names override

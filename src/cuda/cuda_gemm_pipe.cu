@@ -19,8 +19,10 @@
  *    cp.async (any sm_80+, every layout): all 512 threads issue 16-byte copies (each thread's copies are
  *    fixed: row, chunk, scale slot, with addresses set up once per tile) and meet at __syncthreads;
  *    TMA (sm_90, blocksize 32/64 layouts: pipe_use_tma): one lane of a producer warp issues per stage
- *    one tensor copy of the weight tile, four of the activations and one of the plain scales (or of a
- *    16-code run of the nested codes per row), completing on the stage's "full" mbarrier; the consumer
+ *    one tensor copy of the weight tile, one of the activations (a 3D view: their 64-k boxes at once) and
+ *    one of the plain scales (or of a 16-code run of the nested codes per row), completing on the stage's
+ *    "full" mbarrier (the copies are what a step's producer costs: narrow tiles with one copy per 64-k box,
+ *    20 a stage, ran 9-36 % slower than 128-row ones, v30); the consumer
  *    warps wait on it and
  *    release the stage on its "empty" mbarrier, so they issue nothing but decode and math
  *    (docs/performance.md v11).
@@ -47,6 +49,11 @@
  *    nested scales are decoded once per quad (the four lanes share rows and block) and shuffled; the
  *    four quarters' sums join at a tile's end. m = 1: 126 instructions per warp and step against 155
  *    (docs/performance.md v16).
+ *  - Narrow tiles (PS at m <= 8, pipe_use_narrow): 32 rows x K in steps of 1024 k, where 128-row tiles are
+ *    too few for the grid (4096 rows: 32 tiles on 132 SMs, each cut in 4 parts whose sums are handed over)
+ *    and 32-row ones run whole. The stage's 16 KB of weights take the wide stage's layout (256-k chunk q
+ *    where rows 32 q on would be), so the loop is the same; a tile's end adds 16 parts instead of 4.
+ *    H200 (docs/performance.md v30): m = 1..8 6-17 % faster on 4096x4096, 1-10 % on 4096x14336.
  *  - wgmma (TMA variant, compute capability 9.0, sm_90a build; m >= 17, plain absmax m >= 9:
  *    pipe_use_wgmma): the same decoded fragments are the A operand of wgmma.m64nNk16 (a warpgroup's 4
  *    warps hold its 64 rows), and the activations are read by the tensor cores straight from the stage (B,
