@@ -444,7 +444,7 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
         const double r2048 = worst(std::string(s) + "m=2048 ", "vs-cublas", true);
         line(std::string("TFLOP/s vs cuBLAS m=2048") + s, r2048, ">= 0.90", r2048 >= 0.9);
         const std::string s_end = std::string(s).substr(0, std::strlen(s) - 1); /* row names end with the shape */
-        const double dq = worst("dequantize", s_end, true);
+        const double dq = worst("bnb4 dequantize", s_end, true); /* (not "cublas ... dequantized NF4 weight") */
         line(std::string("dequantize BW/copy") + s, dq, ">= 0.85", dq >= 0.85);
         const double qq = worst("bnb4 quantize f16", s_end, true);
         line(std::string("quantize BW/copy") + s, qq, ">= 0.70", qq >= 0.7);
