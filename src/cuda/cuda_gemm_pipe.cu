@@ -51,9 +51,10 @@
  *    (docs/performance.md v16).
  *  - Narrow tiles (PS at m <= 8, pipe_use_narrow): 32 rows x K in steps of 1024 k, where 128-row tiles are
  *    too few for the grid (4096 rows: 32 tiles on 132 SMs, each cut in 4 parts whose sums are handed over)
- *    and 32-row ones run whole. The stage's 16 KB of weights take the wide stage's layout (256-k chunk q
+ *    and 32-row ones run whole (or in equal parts on more CTAs). The stage's 16 KB of weights take the wide stage's layout (256-k chunk q
  *    where rows 32 q on would be), so the loop is the same; a tile's end adds 16 parts instead of 4.
- *    H200 (docs/performance.md v30): m = 1..8 6-17 % faster on 4096x4096, 1-10 % on 4096x14336.
+ *    H200 (docs/performance.md v30): m = 1..8 6-17 % faster on 4096x4096, 1-10 % on 4096x14336, 6-19 % on
+ *    1024x4096 and 1024x8192.
  *  - wgmma (TMA variant, compute capability 9.0, sm_90a build; m >= 17, plain absmax m >= 9:
  *    pipe_use_wgmma): the same decoded fragments are the A operand of wgmma.m64nNk16 (a warpgroup's 4
  *    warps hold its 64 rows), and the activations are read by the tensor cores straight from the stage (B,
@@ -1528,8 +1529,12 @@ bool pipe_use_postscale(const bnb4_qtensor *w, size_t m) {
 
 /* Narrow tiles (kPsNarrow: 32 rows x 1024-k steps) for the post-scaled math at m <= 8, where 128-row tiles
  * are too few for the grid, so CTAs would share them and hand partial sums over (the split-K hand-over:
- * 11-17 % of a call at m = 1 on 4096-row weights, H200, docs/performance.md v23), and 32-row tiles run
- * whole on it. BNB4_CUDA_PIPE_NARROW=0 / 1: never / wherever the math allows (read per call: tests). */
+ * 11-17 % of a call at m = 1 on 4096-row weights, H200, docs/performance.md v23), and 32-row tiles run whole
+ * on it, or in equal parts on more CTAs than the wide ones. H200 (v30): 4096x4096 and 4096x14336 (whole)
+ * 6-17 % and 1-10 % faster at m = 1..8, 1024x4096 and 1024x8192 (128 CTAs instead of 64) 6-19 %; forced where
+ * both share on as many CTAs (2048x4096, 2048x14336) plain m = 1 2-4 % slower, the rest 2-12 % faster; where
+ * 128-row tiles run whole (14336x4096, 28672x8192) up to 35 % slower. BNB4_CUDA_PIPE_NARROW=0 / 1: never /
+ * wherever the math allows (read per call: tests). */
 bool pipe_use_narrow(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) {
     using Narrow = PipeShape<1, true, 0, kPsNarrow>;
     const size_t tiles = bnb4_div_up(w->rows, Narrow::TileRows), k_steps = bnb4_div_up(w->cols, Narrow::StepK);
@@ -1538,8 +1543,13 @@ bool pipe_use_narrow(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) 
     const char *e = getenv("BNB4_CUDA_PIPE_NARROW");
     if (e && *e)
         return *e != '0';
-    return pipe_steps_per_cta(s, w->rows, w->cols, Narrow::MT) % bnb4_div_up(w->cols, kStepK) != 0 &&
-           pipe_steps_per_cta(s, w->rows, w->cols, Narrow::MT, true) % k_steps == 0;
+    const size_t wide_tiles = bnb4_div_up(w->rows, kTileRows), wide_steps = bnb4_div_up(w->cols, kStepK);
+    const size_t wide_per = pipe_steps_per_cta(s, w->rows, w->cols, Narrow::MT);
+    const size_t per = pipe_steps_per_cta(s, w->rows, w->cols, Narrow::MT, true);
+    if (wide_per % wide_steps == 0) /* 128-row tiles run whole */
+        return false;
+    return per % k_steps == 0 || (k_steps % per == 0 && bnb4_div_up(tiles * k_steps, per) >
+                                                            bnb4_div_up(wide_tiles * wide_steps, wide_per));
 }
 
 /* Plain absmax at m = 9..16 on the permuted wgmma path's weights (past pipe_use_natural's limit) whose
