@@ -51,8 +51,9 @@
  *    (docs/performance.md v16).
  *  - Narrow tiles (PS at m <= 8, pipe_use_narrow): 32 rows x K in steps of 1024 k, where 128-row tiles are
  *    too few for the grid (4096 rows: 32 tiles on 132 SMs, each cut in 4 parts whose sums are handed over)
- *    and 32-row ones run whole (or in equal parts on more CTAs). The stage's 16 KB of weights take the wide stage's layout (256-k chunk q
- *    where rows 32 q on would be), so the loop is the same; a tile's end adds 16 parts instead of 4.
+ *    and 32-row ones run whole (or in equal parts on more CTAs). The stage's 16 KB of weights take the wide
+ *    stage's layout (256-k chunk q where rows 32 q on would be), so the loop is the same; a tile's end adds
+ *    16 parts instead of 4.
  *    H200 (docs/performance.md v30): m = 1..8 6-17 % faster on 4096x4096, 1-10 % on 4096x14336, 6-19 % on
  *    1024x4096 and 1024x8192.
  *  - wgmma (TMA variant, compute capability 9.0, sm_90a build; m >= 17, plain absmax m >= 9:
@@ -865,7 +866,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                                 v = bnb4_dev_nested_scale(ncode[q], nab, a.offset);
                             } else if (PS) { /* blocksize 64: rows 16 f + 8 h on, SK / 16 bytes each (constant
                                               * offsets from one address per step: 3 instructions less) */
-                                v = *reinterpret_cast<const float *>(ss + fixed_off[0][0] + (16 * f + 8 * h) * (SK / 16));
+                                v = *reinterpret_cast<const float *>(ss + fixed_off[0][0] +
+                                                                     (16 * f + 8 * h) * (SK / 16));
                             } else {
                                 v = *reinterpret_cast<const float *>(ss + fixed_off[f][h]);
                             }
@@ -1268,7 +1270,8 @@ template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS> int g_smem_
  * packed rows (K / 2 bytes apart), the activations as 64-k x MT-row boxes (128-byte swizzle; rows past m
  * come as zeros), plain scales as 128-row x (256 / blocksize) boxes of absmax seen as N x (K / blocksize),
  * nested codes as 128-row x 16 boxes of the codes seen the same way. Narrow tiles (tile_rows 32, step_k
- * 1024): 32-row boxes, four weight boxes a step, 16 scales or codes a row. No L2 promotion: with 256-byte
+ * 1024): the weights as one 3D box of four 256-k chunks x 32 rows, 16 scales or codes a row. Either width:
+ * the activations as one 3D box of a stage's 64-k chunks where x_one_copy. No L2 promotion: with 256-byte
  * lines (the tile kernel's) m = 2..64 ran 2-4 % slower on the mid shapes, and a pure read of the weights
  * in these boxes 2-5 % slower (docs/performance.md v15). */
 struct PipeMaps {
@@ -1280,7 +1283,8 @@ bool pipe_tma_encode(PipeArgs &a, const bnb4_qtensor *w, int mt, unsigned tile_r
     if (step_k > (unsigned)kStepK) { /* narrow: the packed rows as [K / 256 chunks][N rows][128 bytes] */
         const size_t dims[3] = {kRowBytes, N, K / kStepK}, strides[2] = {K / 2, kRowBytes}; /* (K % 256 == 0) */
         const unsigned box[3] = {kRowBytes, tile_rows, step_k / kStepK};
-        if (!encode_3d(&maps->w, w->packed, CU_TENSOR_MAP_DATA_TYPE_UINT8, dims, strides, box, CU_TENSOR_MAP_SWIZZLE_128B))
+        if (!encode_3d(&maps->w, w->packed, CU_TENSOR_MAP_DATA_TYPE_UINT8, dims, strides, box,
+                       CU_TENSOR_MAP_SWIZZLE_128B))
             return false;
     } else if (!encode_2d(&maps->w, w->packed, CU_TENSOR_MAP_DATA_TYPE_UINT8, K / 2, N, K / 2, kRowBytes, tile_rows,
                           CU_TENSOR_MAP_SWIZZLE_128B, false)) {
@@ -1366,7 +1370,8 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     }
     if constexpr (TMA) {
         a.x_one_copy = pipe_x_one_copy();
-        if (!pipe_tma_encode(a, w, S::MT, S::TileRows, S::StepK, &maps)) { /* (not expected: the layouts were checked) */
+        /* (failing is not expected: the layouts were checked) */
+        if (!pipe_tma_encode(a, w, S::MT, S::TileRows, S::StepK, &maps)) {
             a.x = x;
             return launch_pipe<T, NT, NESTED, false, 0, kPsOff>(s, a, w);
         }
