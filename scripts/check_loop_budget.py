@@ -35,6 +35,8 @@ BUDGETS = {
     # narrow tiles (32 rows x 1024-k steps, v30): the same loop as 128-row tiles'
     'Li1ELb0ELb1ELi0ELi2E': ('m = 1..8 post-scaled narrow, plain', 112 + 4),
     'Li1ELb1ELb1ELi0ELi2E': ('m = 1..8 post-scaled narrow, nested', 136 + 4),
+    'Li2ELb0ELb1ELi0ELi2E': ('m = 9..16 post-scaled narrow, plain', 131 + 4),
+    'Li2ELb1ELb1ELi0ELi2E': ('m = 9..16 post-scaled narrow, nested', 157 + 4),
     'Li2ELb0ELb1ELi0ELi1E': ('m = 9..16 post-scaled mma.sync, plain', 134 + 4),
     'Li2ELb1ELb1ELi0ELi1E': ('m = 9..16 post-scaled mma.sync, nested', 161 + 4),
     'Li2ELb0ELb1ELi1ELi0E': ('m = 9..16 wgmma, plain', 150 + 4),

@@ -150,7 +150,7 @@ template <int NT, bool TMA, int WG = 0, int PS = kPsOff> struct PipeShape {
     static constexpr int ConsumerWarps = RowGroups * KParts;
     static constexpr int Threads = ConsumerWarps * 32 + (TMA ? 32 : 0);
     static_assert(Stages >= 3 && Stages <= 8, "a pipeline needs 3 stages (8 barrier pairs at most)");
-    static_assert(!Narrow || (TMA && !WG && NT == 1), "narrow tiles: the post-scaled TMA math at m <= 8");
+    static_assert(!Narrow || (TMA && !WG && NT <= 2), "narrow tiles: the post-scaled TMA math at m <= 16");
     static_assert(StageBytes % 1024 == 0, "stages keep the swizzle's 1024-byte alignment");
 };
 
@@ -700,7 +700,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
     [[maybe_unused]] const uint32_t rotate = pin(TMA && !WG && !PS && (c & 2)); /* see x_off */
     const unsigned it_stop = pin(it_end);
     /* m <= 8, and m <= 16 on wgmma (two k parts): the compact tile end (see the tile's end) */
-    constexpr bool kCompactEnd = NT == 1 || (WG && NT == 2);
+    constexpr bool kCompactEnd = NT == 1 || (WG && NT == 2) || kNarrow;
     /* at a tile's end without the compact form: whether this warp adds its k part's sums to the first's (PS:
      * part j's in scratch area j - 1), and its slot in the reduction scratch (one per row group of 16 and
      * lane; fragment f adds 32 f). Pinned at m = 9..32 (at m = 33..64 the registers are short: recomputing
@@ -1446,8 +1446,10 @@ bnb4_status launch_pipe_m(bnb4_cuda_state *s, const PipeArgs &a, const bnb4_qten
 template <typename T>
 bnb4_status launch_pipe_t(bnb4_cuda_state *s, const PipeArgs &a, const bnb4_qtensor *w, bool nested, int variant) {
     if (variant == 5)
-        return nested ? launch_pipe<T, 1, true, true, false, kPsNarrow>(s, a, w)
-                      : launch_pipe<T, 1, false, true, false, kPsNarrow>(s, a, w);
+        return a.M <= 8 ? nested ? launch_pipe<T, 1, true, true, false, kPsNarrow>(s, a, w)
+                                 : launch_pipe<T, 1, false, true, false, kPsNarrow>(s, a, w)
+               : nested ? launch_pipe<T, 2, true, true, false, kPsNarrow>(s, a, w)
+                        : launch_pipe<T, 2, false, true, false, kPsNarrow>(s, a, w);
     if (variant == 3)
         return a.M <= 8 ? nested ? launch_pipe<T, 1, true, true, false, kPsQuarters>(s, a, w)
                                  : launch_pipe<T, 1, false, true, false, kPsQuarters>(s, a, w)
@@ -1543,14 +1545,15 @@ bool pipe_use_postscale(const bnb4_qtensor *w, size_t m) {
 bool pipe_use_narrow(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) {
     using Narrow = PipeShape<1, true, 0, kPsNarrow>;
     const size_t tiles = bnb4_div_up(w->rows, Narrow::TileRows), k_steps = bnb4_div_up(w->cols, Narrow::StepK);
-    if (m > 8 || !pipe_use_postscale(w, m) || tiles > UINT32_MAX / k_steps)
+    if (!pipe_use_postscale(w, m) || tiles > UINT32_MAX / k_steps) /* (post-scaled: m <= 16) */
         return false;
     const char *e = getenv("BNB4_CUDA_PIPE_NARROW");
     if (e && *e)
         return *e != '0';
     const size_t wide_tiles = bnb4_div_up(w->rows, kTileRows), wide_steps = bnb4_div_up(w->cols, kStepK);
-    const size_t wide_per = pipe_steps_per_cta(s, w->rows, w->cols, Narrow::MT);
-    const size_t per = pipe_steps_per_cta(s, w->rows, w->cols, Narrow::MT, true);
+    const int mt = m <= 8 ? 8 : 16;
+    const size_t wide_per = pipe_steps_per_cta(s, w->rows, w->cols, mt);
+    const size_t per = pipe_steps_per_cta(s, w->rows, w->cols, mt, true);
     if (wide_per % wide_steps == 0) /* 128-row tiles run whole */
         return false;
     return per % k_steps == 0 || (k_steps % per == 0 && bnb4_div_up(tiles * k_steps, per) >
@@ -1617,7 +1620,7 @@ bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_
     if (!pipe_use_tma(s, w, m))
         variant = 0;
     else if (pipe_use_wgmma(s, m, nested))
-        variant = pipe_use_natural(w) ? 4 : pipe_prefer_postscale(s, w, m) ? 3 : 2;
+        variant = pipe_use_natural(w) ? 4 : pipe_prefer_postscale(s, w, m) ? pipe_use_narrow(s, w, m) ? 5 : 3 : 2;
     else if (pipe_use_postscale(w, m))
         variant = pipe_use_narrow(s, w, m) ? 5 : 3;
     return dt == BNB4_F16 ? launch_pipe_t<__half>(s, a, w, nested, variant)

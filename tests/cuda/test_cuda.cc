@@ -753,7 +753,7 @@ TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
                     const MatmulRef want = reference_matmul(wh, x, m, &bias);
                     DevBuf dx(x.data(), m * s.K * es), db(bias.data(), s.N * es);
                     for (const char *narrow : {"0", "1"}) {
-                        if (m > 8 && *narrow == '1')
+                        if (m > 16 && *narrow == '1')
                             continue;
                         setenv("BNB4_CUDA_PIPE_NARROW", narrow, 1);
                         check_gemm_on_grids(wd, dt, m, dx.as<void>(), db.as<void>(), want, "BNB4_CUDA_PIPE_CTAS",
@@ -762,7 +762,7 @@ TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
                                                 std::to_string(s.bs) + " m " + std::to_string(m) + " " +
                                                 bnb4_dtype_name(dt) +
                                                 (nested ? " nested fp4 nbs " + std::to_string(s.nbs) : " nf4") +
-                                                (m <= 8 ? std::string(" narrow ") + narrow : ""));
+                                                (m <= 16 ? std::string(" narrow ") + narrow : ""));
                         unsetenv("BNB4_CUDA_PIPE_NARROW");
                         if (HasFatalFailure())
                             return;
