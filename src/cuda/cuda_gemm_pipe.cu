@@ -49,13 +49,15 @@
  *    nested scales are decoded once per quad (the four lanes share rows and block) and shuffled; the
  *    four quarters' sums join at a tile's end. m = 1: 126 instructions per warp and step against 155
  *    (docs/performance.md v16).
- *  - Narrow tiles (PS at m <= 8, pipe_use_narrow): 32 rows x K in steps of 1024 k, where 128-row tiles are
+ *  - Narrow tiles (PS, m <= 16, pipe_use_narrow): 32 rows x K in steps of 1024 k, where 128-row tiles are
  *    too few for the grid (4096 rows: 32 tiles on 132 SMs, each cut in 4 parts whose sums are handed over)
  *    and 32-row ones run whole (or in equal parts on more CTAs). The stage's 16 KB of weights take the wide
  *    stage's layout (256-k chunk q where rows 32 q on would be), so the loop is the same; a tile's end adds
  *    16 parts instead of 4.
  *    H200 (docs/performance.md v30): m = 1..8 6-17 % faster on 4096x4096, 1-10 % on 4096x14336, 6-19 % on
- *    1024x4096 and 1024x8192.
+ *    1024x4096 and 1024x8192; m = 9..16 (nested, and plain on large weights) 18-27 % on 4096x4096 and
+ *    1024x4096, 3-7 % on 4096x14336. At m = 9..16 a tile's end takes the compact form too: its 16 parts
+ *    fit a narrow stage's 48 KB of weights and activations.
  *  - wgmma (TMA variant, compute capability 9.0, sm_90a build; m >= 17, plain absmax m >= 9:
  *    pipe_use_wgmma): the same decoded fragments are the A operand of wgmma.m64nNk16 (a warpgroup's 4
  *    warps hold its 64 rows), and the activations are read by the tensor cores straight from the stage (B,
@@ -121,7 +123,7 @@ constexpr int kNcodeBytes = 256 * 4;
 constexpr int kWgPermuted = 1, kWgNatural64 = 2, kWgNatural32 = 4;
 
 /* The post-scaled mma.sync math (template parameter PS): off, in k quarters of 128-row tiles, or in narrow
- * tiles - 32 rows x steps of 1024 k (kPsNarrow, m <= 8: pipe_use_narrow). A narrow stage holds the same 16 KB
+ * tiles - 32 rows x steps of 1024 k (kPsNarrow, m <= 16: pipe_use_narrow). A narrow stage holds the same 16 KB
  * of weights as a wide one, laid out the same way: 256-k chunk q of its 32 rows where rows 32 q .. 32 q + 31
  * of a wide stage lie, so the warps read it as they read a wide stage and only what their rows and k stand
  * for changes (row group rg of a wide stage is chunk rg of a narrow one). */
@@ -1442,7 +1444,7 @@ bnb4_status launch_pipe_m(bnb4_cuda_state *s, const PipeArgs &a, const bnb4_qten
 
 /* variant: 0 cp.async, 1 TMA with mma.sync, 2 TMA with wgmma on permuted activations, 3 TMA with mma.sync
  * post-scaled (m <= 16), 4 TMA with wgmma on the activations as they are (pipe_use_natural), 5 TMA with
- * mma.sync post-scaled on narrow tiles (m <= 8, pipe_use_narrow) */
+ * mma.sync post-scaled on narrow tiles (m <= 16, pipe_use_narrow) */
 template <typename T>
 bnb4_status launch_pipe_t(bnb4_cuda_state *s, const PipeArgs &a, const bnb4_qtensor *w, bool nested, int variant) {
     if (variant == 5)
@@ -1534,14 +1536,15 @@ bool pipe_use_postscale(const bnb4_qtensor *w, size_t m) {
     return !off && w->blocksize == 64 && m <= 16;
 }
 
-/* Narrow tiles (kPsNarrow: 32 rows x 1024-k steps) for the post-scaled math at m <= 8, where 128-row tiles
+/* Narrow tiles (kPsNarrow: 32 rows x 1024-k steps) for the post-scaled math (m <= 16), where 128-row tiles
  * are too few for the grid, so CTAs would share them and hand partial sums over (the split-K hand-over:
  * 11-17 % of a call at m = 1 on 4096-row weights, H200, docs/performance.md v23), and 32-row tiles run whole
  * on it, or in equal parts on more CTAs than the wide ones. H200 (v30): 4096x4096 and 4096x14336 (whole)
- * 6-17 % and 1-10 % faster at m = 1..8, 1024x4096 and 1024x8192 (128 CTAs instead of 64) 6-19 %; forced where
- * both share on as many CTAs (2048x4096, 2048x14336) plain m = 1 2-4 % slower, the rest 2-12 % faster; where
- * 128-row tiles run whole (14336x4096, 28672x8192) up to 35 % slower. BNB4_CUDA_PIPE_NARROW=0 / 1: never /
- * wherever the math allows (read per call: tests). */
+ * 6-17 % and 1-10 % faster at m = 1..8, 18-21 % and 3-7 % at m = 9..16, 1024x4096 and 1024x8192 (128 CTAs
+ * instead of 64) 6-19 % at m <= 8, 1024x4096 nested 27 % at m = 9..16; forced where both share on as many
+ * CTAs (2048x4096, 2048x14336) plain m = 1 2-4 % slower, m = 4 / 8 and nested 2-12 % faster; where 128-row
+ * tiles run whole (14336x4096, 28672x8192) up to 35 % slower. BNB4_CUDA_PIPE_NARROW=0 / 1: never / wherever
+ * the math allows (read per call: tests). */
 bool pipe_use_narrow(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) {
     using Narrow = PipeShape<1, true, 0, kPsNarrow>;
     const size_t tiles = bnb4_div_up(w->rows, Narrow::TileRows), k_steps = bnb4_div_up(w->cols, Narrow::StepK);
