@@ -711,10 +711,10 @@ TEST(CudaOutputs, WeightsInAPendingOutputWait) {
 // everything, CTAs running from one tile into the next, tiles summed from 2..9 CTAs' partials, odd N /
 // partial last step / blocksizes past the step.
 // On sm_90 the shapes with blocksize 32/64 and whole blocks per step run the kernel's TMA variant (plain:
-// K % (4 blocksize) == 0; nested: K % (16 blocksize) == 0), the others its cp.async variant. At m <= 8 with
-// blocksize 64 the TMA variant runs on 128-row tiles and on narrow ones (32 rows x 1024-k steps), each forced
-// (BNB4_CUDA_PIPE_NARROW=0 / 1, read per call): 136 x 1024 and 200 x 1280 have a part-filled last tile,
-// 200 x 1280 a step of 1024 k past K's end.
+// K % (4 blocksize) == 0; nested: K % (16 blocksize) == 0), the others its cp.async variant. At m <= 16 with
+// blocksize 64 its post-scaled math runs on 128-row tiles and on narrow ones (32 rows x 1024-k steps), each
+// forced (BNB4_CUDA_PIPE_NARROW=0 / 1, read per call): 136 x 1024 and 200 x 1280 have a part-filled last
+// tile, 200 x 1280 a step of 1024 k past K's end.
 TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
     auto g = rng(106);
     // (70 x 384 bs32 and 200 x 1280 bs64 take the 16-byte scale copies, the first with a half last step;
