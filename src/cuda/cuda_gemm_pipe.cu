@@ -1536,15 +1536,12 @@ bool pipe_use_postscale(const bnb4_qtensor *w, size_t m) {
     return !off && w->blocksize == 64 && m <= 16;
 }
 
-/* Narrow tiles (kPsNarrow: 32 rows x 1024-k steps) for the post-scaled math (m <= 16), where 128-row tiles
- * are too few for the grid, so CTAs would share them and hand partial sums over (the split-K hand-over:
- * 11-17 % of a call at m = 1 on 4096-row weights, H200, docs/performance.md v23), and 32-row tiles run whole
- * on it, or in equal parts on more CTAs than the wide ones. H200 (v30): 4096x4096 and 4096x14336 (whole)
- * 6-17 % and 1-10 % faster at m = 1..8, 18-21 % and 3-7 % at m = 9..16, 1024x4096 and 1024x8192 (128 CTAs
- * instead of 64) 6-19 % at m <= 8, 1024x4096 nested 27 % at m = 9..16; forced where both share on as many
- * CTAs (2048x4096, 2048x14336) plain m = 1 2-4 % slower, m = 4 / 8 and nested 2-12 % faster; where 128-row
- * tiles run whole (14336x4096, 28672x8192) up to 35 % slower. BNB4_CUDA_PIPE_NARROW=0 / 1: never / wherever
- * the math allows (read per call: tests). */
+/* Narrow tiles (kPsNarrow: 32 rows x 1024-k steps) for the post-scaled math (m <= 16) where the grid's cut
+ * of the two tilings favours them (bnb4_grid_prefer_narrow, cuda_grid.h: where 128-row tiles would be
+ * shared by CTAs, H200 measurements there). H200 (docs/performance.md v30): 4096x4096 and 4096x14336 6-17 %
+ * and 1-10 % faster at m = 1..8, 18-21 % and 3-7 % at m = 9..16; 1024x4096 and 1024x8192 6-19 % at m <= 8,
+ * 1024x4096 nested 27 % at m = 9..16. BNB4_CUDA_PIPE_NARROW=0 / 1: never / wherever the math allows (read
+ * per call: tests). */
 bool pipe_use_narrow(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) {
     using Narrow = PipeShape<1, true, 0, kPsNarrow>;
     const size_t tiles = bnb4_div_up(w->rows, Narrow::TileRows), k_steps = bnb4_div_up(w->cols, Narrow::StepK);
@@ -1553,14 +1550,10 @@ bool pipe_use_narrow(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) 
     const char *e = getenv("BNB4_CUDA_PIPE_NARROW");
     if (e && *e)
         return *e != '0';
-    const size_t wide_tiles = bnb4_div_up(w->rows, kTileRows), wide_steps = bnb4_div_up(w->cols, kStepK);
     const int mt = m <= 8 ? 8 : 16;
-    const size_t wide_per = pipe_steps_per_cta(s, w->rows, w->cols, mt);
-    const size_t per = pipe_steps_per_cta(s, w->rows, w->cols, mt, true);
-    if (wide_per % wide_steps == 0) /* 128-row tiles run whole */
-        return false;
-    return per % k_steps == 0 || (k_steps % per == 0 && bnb4_div_up(tiles * k_steps, per) >
-                                                            bnb4_div_up(wide_tiles * wide_steps, wide_per));
+    return bnb4_grid_prefer_narrow(bnb4_div_up(w->rows, kTileRows), bnb4_div_up(w->cols, kStepK),
+                                   pipe_steps_per_cta(s, w->rows, w->cols, mt), tiles, k_steps,
+                                   pipe_steps_per_cta(s, w->rows, w->cols, mt, true));
 }
 
 /* Plain absmax at m = 9..16 on the permuted wgmma path's weights (past pipe_use_natural's limit) whose

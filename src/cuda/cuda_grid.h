@@ -34,4 +34,19 @@ static inline size_t bnb4_grid_steps_per_cta(size_t tiles, size_t k_steps, size_
     return per * 1000 <= per_sk * 1175 ? per : per_sk;
 }
 
+/* Whether the pipe kernel's post-scaled math (m <= 16) takes narrow tiles (32 rows x 1024-k steps) rather
+ * than 128-row ones, given each tiling's tiles, steps a tile and steps per CTA (bnb4_grid_steps_per_cta):
+ * where 128-row tiles would be shared by CTAs (their partial sums handed over through L2) and narrow ones
+ * run whole, or in equal parts of a tile on more CTAs (H200, docs/performance.md v30: 4096-row weights
+ * whole, 1024-row ones on 128 CTAs instead of 64, 6-27 % faster; on as many CTAs (2048 rows) plain m = 1
+ * 2-4 % slower; where 128-row tiles run whole, up to 35 % slower). */
+static inline int bnb4_grid_prefer_narrow(size_t wide_tiles, size_t wide_steps, size_t wide_per, size_t tiles,
+                                          size_t steps, size_t per) {
+    if (wide_per % wide_steps == 0) /* 128-row tiles run whole */
+        return 0;
+    if (per % steps == 0)
+        return 1;
+    return steps % per == 0 && (tiles * steps + per - 1) / per > (wide_tiles * wide_steps + wide_per - 1) / wide_per;
+}
+
 #endif

@@ -705,6 +705,30 @@ TEST(CudaOutputs, WeightsInAPendingOutputWait) {
     EXPECT_FALSE(log.may_overlap(&streams[2], 0, &inside, 1));
 }
 
+// Where the pipe kernel's post-scaled math takes narrow tiles (32 rows x 1024-k steps) on 132 SMs, as
+// measured (docs/performance.md v30): 128-row tiles of 4096-row weights are cut in parts, narrow ones run
+// whole; 1024-row weights run narrow tiles in parts on 128 CTAs instead of 64; 2048-row ones on as many CTAs
+// stay; 6144x4096's narrow tiles would be stream-K; 14336x4096 and 28672x8192 run 128-row tiles whole.
+TEST(CudaGrid, NarrowTilesWhereWideOnesAreShared) {
+    const auto narrow = [](size_t N, size_t K, size_t ctas = 132) {
+        const size_t wt = (N + 127) / 128, ws = (K + 255) / 256, nt = (N + 31) / 32, ns = (K + 1023) / 1024;
+        return bnb4_grid_prefer_narrow(wt, ws, bnb4_grid_steps_per_cta(wt, ws, ctas, 8), nt, ns,
+                                       bnb4_grid_steps_per_cta(nt, ns, ctas, 8)) != 0;
+    };
+    EXPECT_TRUE(narrow(4096, 4096));
+    EXPECT_TRUE(narrow(4096, 14336));
+    EXPECT_TRUE(narrow(4096, 11008));
+    EXPECT_TRUE(narrow(8192, 8192));
+    EXPECT_TRUE(narrow(1024, 4096));
+    EXPECT_TRUE(narrow(1024, 8192));
+    EXPECT_FALSE(narrow(2048, 4096));
+    EXPECT_FALSE(narrow(2048, 14336));
+    EXPECT_FALSE(narrow(6144, 4096));
+    EXPECT_FALSE(narrow(14336, 4096));
+    EXPECT_FALSE(narrow(28672, 8192));
+    EXPECT_FALSE(narrow(300, 1024, 1)); // one CTA: every tiling whole
+}
+
 // The pipelined tensor-core kernel cuts all tiles' 256-k iterations into equal runs over its grid: whole
 // tiles or equal parts of tiles on the default grid ("0", at most one CTA per SM), stream-K on a forced
 // one (BNB4_CUDA_PIPE_CTAS, read per call), which makes small shapes share tiles between CTAs: 1 CTA doing
