@@ -2,9 +2,9 @@
  * cpu_dispatch.c - maps the effective ISA level to its kernel table, and the shared helpers every
  * table uses (block scales, exact decode of arbitrary element ranges).
  *
- * The scalar level is the reference (src/ref) run on the thread pool. The AMX level uses the AVX-512
- * table: no AMX tile kernel exists yet (the development machine has no AMX to test one on), so a
- * forced "amx" behaves as "avx512" and kernel names say so.
+ * The scalar level is the reference (src/ref) run on the thread pool. The AMX level is the AVX-512 table
+ * with an AMX-BF16 tile gemm for bfloat16 activations (x86/kernels_amx.c): its other kernels are the
+ * AVX-512 ones, and their names say so.
  */
 #include <string.h>
 
@@ -45,6 +45,7 @@ const bnb4_cpu_kernels *bnb4_cpu_kernels_for(bnb4_isa isa) {
     switch (isa) {
 #if defined(__x86_64__)
     case BNB4_ISA_AMX:
+        return bnb4_kernels_amx();
     case BNB4_ISA_AVX512:
         return &bnb4_kernels_avx512;
     case BNB4_ISA_AVX2:

@@ -119,6 +119,8 @@ const bnb4_cpu_kernels *bnb4_cpu_kernels_for(bnb4_isa isa);
 extern const bnb4_cpu_kernels bnb4_kernels_avx2;
 extern const bnb4_cpu_kernels bnb4_kernels_avx512;
 extern const bnb4_cpu_kernels bnb4_kernels_neon;
+/* The AMX level's table: the AVX-512 one with AMX-BF16 tiles for its bfloat16 gemm (built on first use) */
+const bnb4_cpu_kernels *bnb4_kernels_amx(void);
 
 /* bnb4_rcp_approx_f32 of x[0..n) into out, 16 lanes at a time (x86 builds; the CPU must have AVX-512):
  * the quantize kernel's vector reciprocal, exposed for its exactness test. */

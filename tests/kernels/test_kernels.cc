@@ -467,6 +467,33 @@ TEST(Kernels, GemmSweep) {
         }
 }
 
+// The AMX level's bfloat16 tile gemm (m > 8): 16-row activation groups in pairs (m = 9 one group, 17 an odd
+// count, 33 and 128 several pairs), 32-row weight units with a part-filled last one (N = 31, 33, 70), K
+// chunks of 2048 with a partial last 32-k step (K = 4099, 2080, 96), every blocksize, plain and nested,
+// NF4 and FP4, with and without bias, on 1 / 2 / 3 threads (the same bits). Skipped where the CPU has no AMX
+// or BNB4_ISA forces a lower level.
+TEST(Kernels, GemmAmxTiles) {
+    if (bnb4_cpu_info_get()->level != BNB4_ISA_AMX)
+        GTEST_SKIP() << "the AMX level is not running here (best " << bnb4_isa_name(bnb4_cpu_info_get()->best)
+                     << ", running " << bnb4_isa_name(bnb4_cpu_info_get()->level) << ")";
+    ASSERT_NE(std::string::npos, std::string(bnb4_kernel_name(nullptr, BNB4_OP_GEMM, BNB4_BF16, 9)).find("__amx"));
+    auto g = rng(305);
+    Ctx one(1), two(2), three(3);
+    Ctx *ctxs[3] = {&one, &two, &three};
+    struct Case { size_t m, N, K; };
+    const Case cases[] = {{9, 33, 4099}, {16, 32, 2048}, {17, 70, 2080}, {33, 31, 96}, {128, 40, 4096}, {64, 1, 64}};
+    size_t i = 0;
+    for (const Case &c : cases)
+        for (bool nested : {false, true}) {
+            const size_t bs = kBlocksizes[i % 8];
+            const size_t K = c.K % bs == 0 || i % 2 ? c.K : c.K / bs * bs + bs; /* aligned or not */
+            run_gemm_case(g, BNB4_BF16, i % 3 ? BNB4_NF4 : BNB4_FP4, bs, nested, c.m, c.N, K, i % 2 == 0, ctxs);
+            i++;
+            if (HasFatalFailure())
+                return;
+        }
+}
+
 // The direct (streaming) kernels' shapes: K a multiple of 128 and of the blocksize, every blocksize,
 // plain and nested, m up to the direct limit and past it.
 TEST(Kernels, GemvAlignedShapes) {

@@ -1,0 +1,180 @@
+/*
+ * kernels_amx.c - the AMX level: the AVX-512 table (kernels_avx512.c) plus an AMX-BF16 tile gemm for
+ * bfloat16 activations past the direct kernels' m (the AVX-512 level runs vdpbf16ps 4 x 4 tiles there).
+ *
+ * gemm_bf16dot_32x32_tile__amx: Y^T = W X^T in 16 x 16 float32 tiles (TDPBF16PS), the weights as the A
+ * operand and the activations as B, so that the decoded weight rows need no reordering: a 16-row x 32-k A
+ * tile is 16 rows of the decoded weights as dequantize writes them (bfloat16, scale applied, rounded to
+ * nearest even), and B is the activations, prepared once per call in the pairs layout TDPBF16PS reads
+ * ([16-row group][k pair][16 rows][2]). Per work unit of 32 weight rows and K chunk of 2048: the chunk's 32
+ * weight rows are decoded once, then every pair of 16-row activation groups runs 2 x 2 tiles (4 tile
+ * loads and 4 tile products per 32 k) on the float32 sums of the unit, kept in scratch between chunks.
+ * Sums per output are added in chunk order and 32-k step order: the same bits for any thread split.
+ *
+ * Needs AMX-TILE and AMX-BF16 with the OS's permission (cpu_features.c asks for it; the level exists only
+ * where it was granted). Each call loads its tile configuration on the thread that runs it and releases
+ * the tiles after.
+ */
+#include <immintrin.h>
+#include <pthread.h>
+#include <string.h>
+
+#include "bnb4_half.h"
+#include "bnb4_ref.h"
+#include "cpu_internal.h"
+
+enum {
+    AMX_COLS = 32,   /* weight rows (output columns) per work unit: two A tiles */
+    AMX_KC = 2048,   /* k per chunk: a unit's decoded chunk is 128 KiB of bfloat16 */
+    AMX_TK = 32,     /* k per tile product */
+};
+
+static size_t round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
+static size_t amx_groups(size_t m) { return (m + 15) / 16; }
+/* 16-row groups of the activations, padded to an even count (the 2 x 2 tile step takes them in pairs) */
+static size_t amx_groups_even(size_t m) { return round_up(amx_groups(m), 2); }
+
+/* The tile configuration: tiles 0-3 the sums (16 x 16 float32), 4-5 the weights (16 rows x 32 bfloat16),
+ * 6-7 the activations (16 k pairs x 16 rows x 2 bfloat16); every tile 16 rows of 64 bytes. */
+typedef struct amx_config {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_config;
+
+static void amx_load_config(void) {
+    amx_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.colsb[t] = 64;
+        cfg.rows[t] = 16;
+    }
+    _tile_loadconfig(&cfg);
+}
+
+/* X as [group][k pair][16 rows][2] bfloat16 (rows past m and k past K zero), groups padded to even. */
+static size_t amx_prep_bytes(const bnb4_gemm_args *a) {
+    const size_t K = a->w->cols;
+    if (K > SIZE_MAX / 4 - AMX_TK)
+        return SIZE_MAX;
+    const size_t kp = round_up(K, AMX_TK), groups = amx_groups_even(a->m);
+    if (groups > SIZE_MAX / 32 / kp)
+        return SIZE_MAX;
+    return groups * 16 * kp * sizeof(uint16_t);
+}
+
+static void amx_prep(bnb4_gemm_args *a) {
+    const size_t K = a->w->cols, kp = round_up(K, AMX_TK), groups = amx_groups_even(a->m);
+    uint16_t *xp = (uint16_t *)a->xp;
+    memset(xp, 0, groups * 16 * kp * sizeof(uint16_t));
+    for (size_t i = 0; i < a->m; i++) {
+        uint16_t *g = xp + (i / 16) * 16 * kp; /* the group's [k pair][16][2] */
+        const size_t r = i % 16;
+        for (size_t k = 0; k < K; k++) {
+            const uint16_t v = a->dt == BNB4_BF16 ? ((const uint16_t *)a->x)[i * K + k]
+                                                  : bnb4_f32_to_bf16(bnb4_ref_load(a->x, a->dt, i * K + k));
+            g[(k / 2) * 32 + r * 2 + (k & 1)] = v;
+        }
+    }
+}
+
+/* Scratch: the unit's sums [2 row halves][groups][16 weight rows][16 activation rows] float32, then the
+ * decoded chunk [32 weight rows][AMX_KC] bfloat16 (64-byte aligned rows). */
+static size_t amx_scratch_bytes(const bnb4_gemm_args *a) {
+    const size_t groups = amx_groups_even(a->m);
+    if (groups > SIZE_MAX / 8192)
+        return SIZE_MAX;
+    return 2 * groups * 256 * sizeof(float) + AMX_COLS * AMX_KC * sizeof(uint16_t) + 64;
+}
+
+static void amx_run_unit(const bnb4_gemm_args *a, size_t j0, float *sums, uint16_t *wd) {
+    const bnb4_qtensor *w = a->w;
+    const size_t K = w->cols, N = w->rows, m = a->m, kp = round_up(K, AMX_TK), groups = amx_groups_even(m);
+    const size_t rows = N - j0 < AMX_COLS ? N - j0 : AMX_COLS;
+    const uint16_t *xp = (const uint16_t *)a->xp;
+    for (size_t kc0 = 0; kc0 < K; kc0 += AMX_KC) {
+        const size_t kc = K - kc0 < AMX_KC ? K - kc0 : AMX_KC, kcp = round_up(kc, AMX_TK);
+        for (size_t r = 0; r < AMX_COLS; r++) { /* decode the chunk's rows exactly as dequantize does */
+            uint16_t *dst = wd + r * AMX_KC;
+            if (r < rows) {
+                const size_t flat = (j0 + r) * K + kc0;
+                bnb4_cpu_decode(&bnb4_kernels_avx512, w, flat, flat + kc, BNB4_BF16, dst);
+                memset(dst + kc, 0, (kcp - kc) * sizeof(uint16_t));
+            } else {
+                memset(dst, 0, kcp * sizeof(uint16_t));
+            }
+        }
+        for (size_t g = 0; g < groups; g += 2) {
+            float *c00 = sums + (0 * groups + g) * 256, *c01 = c00 + 256;
+            float *c10 = sums + (1 * groups + g) * 256, *c11 = c10 + 256;
+            if (kc0 == 0) {
+                _tile_zero(0);
+                _tile_zero(1);
+                _tile_zero(2);
+                _tile_zero(3);
+            } else {
+                _tile_loadd(0, c00, 64);
+                _tile_loadd(1, c01, 64);
+                _tile_loadd(2, c10, 64);
+                _tile_loadd(3, c11, 64);
+            }
+            const uint16_t *x0 = xp + g * 16 * kp + kc0 * 16, *x1 = x0 + 16 * kp;
+            for (size_t k = 0; k < kcp; k += AMX_TK) {
+                _tile_loadd(4, wd + k, AMX_KC * sizeof(uint16_t));      /* weight rows 0..15 */
+                _tile_loadd(5, wd + 16 * AMX_KC + k, AMX_KC * sizeof(uint16_t)); /* 16..31 */
+                _tile_loadd(6, x0 + k * 16, 64);                        /* activation rows 16 g .. */
+                _tile_loadd(7, x1 + k * 16, 64);                        /* 16 (g + 1) .. */
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(1, 4, 7);
+                _tile_dpbf16ps(2, 5, 6);
+                _tile_dpbf16ps(3, 5, 7);
+            }
+            _tile_stored(0, c00, 64);
+            _tile_stored(1, c01, 64);
+            _tile_stored(2, c10, 64);
+            _tile_stored(3, c11, 64);
+        }
+    }
+    /* sums[h][g][weight row][activation row] -> y[activation row][column], the bias in float32, one rounding */
+    for (size_t i = 0; i < m; i++)
+        for (size_t r = 0; r < rows; r++) {
+            float v = sums[((r / 16) * groups + i / 16) * 256 + (r % 16) * 16 + i % 16];
+            if (a->bias)
+                v += bnb4_ref_load(a->bias, a->dt, j0 + r);
+            bnb4_ref_store(a->y, a->dt, i * N + j0 + r, v);
+        }
+}
+
+static void amx_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
+    const size_t groups = amx_groups_even(a->m);
+    float *sums = (float *)scratch;
+    uint16_t *wd = (uint16_t *)(((uintptr_t)(sums + 2 * groups * 256) + 63) & ~(uintptr_t)63);
+    amx_load_config();
+    for (size_t j = j0; j < j1; j += AMX_COLS)
+        amx_run_unit(a, j, sums, wd);
+    _tile_release();
+}
+
+static const bnb4_gemm_kernel gemm_amx_bf16 = {"gemm_bf16dot_32x32_tile__amx", AMX_COLS, amx_prep_bytes, amx_prep,
+                                               amx_scratch_bytes, amx_run, 1};
+
+/* m past the direct kernels' (8) with bfloat16 activations: AMX tiles; everything else as the AVX-512 level */
+static const bnb4_gemm_kernel *gemm_select_amx(bnb4_dtype dt, size_t m, int k_block_aligned) {
+    if (dt == BNB4_BF16 && m > 8)
+        return &gemm_amx_bf16;
+    return bnb4_kernels_avx512.gemm_select(dt, m, k_block_aligned);
+}
+
+static bnb4_cpu_kernels g_amx;
+static pthread_once_t g_amx_once = PTHREAD_ONCE_INIT;
+static void amx_table_init(void) {
+    g_amx = bnb4_kernels_avx512;
+    g_amx.isa = BNB4_ISA_AMX;
+    g_amx.gemm_select = gemm_select_amx;
+}
+
+const bnb4_cpu_kernels *bnb4_kernels_amx(void) {
+    pthread_once(&g_amx_once, amx_table_init);
+    return &g_amx;
+}
