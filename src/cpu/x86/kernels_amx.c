@@ -136,14 +136,21 @@ static void amx_run_unit(const bnb4_gemm_args *a, size_t j0, float *sums, uint16
             _tile_stored(3, c11, 64);
         }
     }
-    /* sums[h][g][weight row][activation row] -> y[activation row][column], the bias in float32, one rounding */
-    for (size_t i = 0; i < m; i++)
+    /* sums[h][g][weight row][activation row] -> y[activation row][column], the bias in float32, one rounding
+     * (to bfloat16 inline: the generic store's call per element was 5-8 % of a call at m = 32) */
+    float bias[AMX_COLS];
+    for (size_t r = 0; r < rows; r++)
+        bias[r] = a->bias ? bnb4_ref_load(a->bias, a->dt, j0 + r) : 0.0f;
+    for (size_t i = 0; i < m; i++) {
+        const float *si = sums + (i / 16) * 256 + i % 16;
         for (size_t r = 0; r < rows; r++) {
-            float v = sums[((r / 16) * groups + i / 16) * 256 + (r % 16) * 16 + i % 16];
-            if (a->bias)
-                v += bnb4_ref_load(a->bias, a->dt, j0 + r);
-            bnb4_ref_store(a->y, a->dt, i * N + j0 + r, v);
+            const float v = si[(r / 16) * groups * 256 + (r % 16) * 16] + bias[r];
+            if (a->dt == BNB4_BF16)
+                ((uint16_t *)a->y)[i * N + j0 + r] = bnb4_f32_to_bf16(v);
+            else
+                bnb4_ref_store(a->y, a->dt, i * N + j0 + r, v);
         }
+    }
 }
 
 static void amx_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
