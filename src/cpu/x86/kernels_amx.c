@@ -88,7 +88,20 @@ static size_t amx_scratch_bytes(const bnb4_gemm_args *a) {
     return 2 * groups * 256 * sizeof(float) + AMX_COLS * AMX_KC * sizeof(uint16_t) + 64;
 }
 
-static void amx_run_unit(const bnb4_gemm_args *a, size_t j0, float *sums, uint16_t *wd) {
+/* Software prefetch of the packed weights of the next chunk (rows jn.., k kn0 .. kn0 + kc), share `it` of
+ * `iters`: issued while the tiles compute, so that chunk's decode finds its bytes in cache instead of waiting
+ * on DRAM (a unit's 32 rows x 2048 k are 32 KiB, too far ahead for the hardware's own prefetch). */
+static void amx_prefetch_share(const bnb4_qtensor *w, size_t jn, size_t kn0, size_t kc, size_t it, size_t iters) {
+    const size_t K = w->cols, line_count = (kc / 2 + 63) / 64, total = AMX_COLS * line_count;
+    const size_t per = (total + iters - 1) / iters;
+    for (size_t q = it * per; q < total && q < (it + 1) * per; q++) {
+        const size_t r = q / line_count;
+        if (jn + r < w->rows)
+            _mm_prefetch((const char *)w->packed + ((jn + r) * K + kn0) / 2 + (q % line_count) * 64, _MM_HINT_T0);
+    }
+}
+
+static void amx_run_unit(const bnb4_gemm_args *a, size_t j0, size_t j_end, float *sums, uint16_t *wd) {
     const bnb4_qtensor *w = a->w;
     const size_t K = w->cols, N = w->rows, m = a->m, kp = round_up(K, AMX_TK), groups = amx_groups_even(m);
     const size_t rows = N - j0 < AMX_COLS ? N - j0 : AMX_COLS;
@@ -105,6 +118,10 @@ static void amx_run_unit(const bnb4_gemm_args *a, size_t j0, float *sums, uint16
                 memset(dst, 0, kcp * sizeof(uint16_t));
             }
         }
+        /* the chunk after this one: the next K chunk of these rows, else the next unit's first */
+        const size_t kn0 = kc0 + AMX_KC < K ? kc0 + AMX_KC : 0, jn = kn0 ? j0 : j0 + AMX_COLS;
+        const int prefetch = jn < j_end;
+        const size_t kcn = K - kn0 < AMX_KC ? K - kn0 : AMX_KC;
         for (size_t g = 0; g < groups; g += 2) {
             float *c00 = sums + (0 * groups + g) * 256, *c01 = c00 + 256;
             float *c10 = sums + (1 * groups + g) * 256, *c11 = c10 + 256;
@@ -121,6 +138,8 @@ static void amx_run_unit(const bnb4_gemm_args *a, size_t j0, float *sums, uint16
             }
             const uint16_t *x0 = xp + g * 16 * kp + kc0 * 16, *x1 = x0 + 16 * kp;
             for (size_t k = 0; k < kcp; k += AMX_TK) {
+                if (prefetch && g == 0)
+                    amx_prefetch_share(w, jn, kn0, kcn, k / AMX_TK, kcp / AMX_TK);
                 _tile_loadd(4, wd + k, AMX_KC * sizeof(uint16_t));      /* weight rows 0..15 */
                 _tile_loadd(5, wd + 16 * AMX_KC + k, AMX_KC * sizeof(uint16_t)); /* 16..31 */
                 _tile_loadd(6, x0 + k * 16, 64);                        /* activation rows 16 g .. */
@@ -159,7 +178,7 @@ static void amx_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch
     uint16_t *wd = (uint16_t *)(((uintptr_t)(sums + 2 * groups * 256) + 63) & ~(uintptr_t)63);
     amx_load_config();
     for (size_t j = j0; j < j1; j += AMX_COLS)
-        amx_run_unit(a, j, sums, wd);
+        amx_run_unit(a, j, j1, sums, wd);
     _tile_release();
 }
 
