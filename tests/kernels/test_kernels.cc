@@ -494,6 +494,42 @@ TEST(Kernels, GemmAmxTiles) {
         }
 }
 
+// The AMX gemm decodes weights exactly as dequantize writes them in bfloat16, flushing included: one-hot
+// bfloat16 rows of X (one per activation row, at chunk edges and random k) make every output a single
+// weight, compared as values (bit for bit but the sign of zero: the tiles sum from +0); K spans two 2048-k chunks and a partial step, every blocksize, plain (with
+// scales whose products flush) and nested. Skipped where the AMX level is not running.
+TEST(Kernels, GemmAmxDecodesLikeDequantize) {
+    if (bnb4_cpu_info_get()->level != BNB4_ISA_AMX)
+        GTEST_SKIP() << "the AMX level is not running here";
+    auto g = rng(308);
+    for (size_t bs : kBlocksizes)
+        for (bool nested : {false, true}) {
+            const size_t K = 4099 / bs * bs + (bs <= 64 ? bs : 0), N = 37, m = 20;
+            SCOPED_TRACE("bs " + std::to_string(bs) + (nested ? " nested" : " plain"));
+            QTensor q = make_qtensor(N, K, bs, (g() & 1) ? BNB4_NF4 : BNB4_FP4, nested, g);
+            if (!nested) {
+                const float tiny[] = {1e-38f, 5e-39f, 0x1p-118f, 0x1.fffffep-119f, 0.0f, -1.5f, 3e-36f};
+                for (size_t i = 0; i < q.absmax.size(); i += 2)
+                    q.absmax[i] = tiny[(i / 2) % 7];
+            }
+            const bnb4_qtensor w = q.view();
+            std::vector<uint16_t> dense(N * K), x(m * K, 0), y(m * N);
+            ASSERT_EQ(BNB4_OK, bnb4_dequantize(nullptr, &w, BNB4_BF16, dense.data()));
+            std::vector<size_t> col(m);
+            const size_t edges[] = {0, 31, 32, 2047, 2048, K - 1};
+            for (size_t i = 0; i < m; i++) {
+                col[i] = i < 6 ? edges[i] : (size_t)(g() % K);
+                x[i * K + col[i]] = 0x3f80; /* bfloat16 1.0 */
+            }
+            ASSERT_EQ(BNB4_OK, bnb4_gemm(nullptr, &w, BNB4_BF16, m, x.data(), nullptr, y.data()));
+            const auto value = [](uint16_t b) { return bnb4_bf16_to_f32(b); }; /* (-0 and a sum's +0 equal) */
+            for (size_t i = 0; i < m; i++)
+                for (size_t j = 0; j < N; j++)
+                    ASSERT_EQ(value(dense[j * K + col[i]]), value(y[i * N + j]))
+                        << "row " << i << " column " << j << " k " << col[i];
+        }
+}
+
 // The direct (streaming) kernels' shapes: K a multiple of 128 and of the blocksize, every blocksize,
 // plain and nested, m up to the direct limit and past it.
 TEST(Kernels, GemvAlignedShapes) {
