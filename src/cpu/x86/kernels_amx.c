@@ -19,6 +19,7 @@
 #include <pthread.h>
 #include <string.h>
 
+#include "bnb4_format.h"
 #include "bnb4_half.h"
 #include "bnb4_ref.h"
 #include "cpu_internal.h"
@@ -88,6 +89,49 @@ static size_t amx_scratch_bytes(const bnb4_gemm_args *a) {
     return 2 * groups * 256 * sizeof(float) + AMX_COLS * AMX_KC * sizeof(uint16_t) + 64;
 }
 
+/* Flat elements [begin, end) of w to bfloat16 at out, bit for bit as dequantize (bfloat16(RNE(ftz(code x
+ * scale)))): a block's 16 possible products are rounded once (one multiply and one conversion a block, the
+ * same operations on the same inputs as per element) and each 32 codes are one vpermw lookup of them,
+ * instead of two vpermps, two multiplies and a conversion per 32. Blocks whose products may be subnormal
+ * (or whose scale is NaN), partial blocks and blocksizes past the scale buffer take bnb4_cpu_decode. */
+static void amx_decode(const bnb4_qtensor *w, size_t begin, size_t end, uint16_t *out) {
+    enum { SCALES = 64 };
+    const size_t bs = w->blocksize;
+    size_t i = begin;
+    const size_t head_end = begin % bs ? (begin / bs + 1) * bs : begin;
+    if (head_end > begin) {
+        const size_t e = head_end < end ? head_end : end;
+        bnb4_cpu_decode(&bnb4_kernels_avx512, w, begin, e, BNB4_BF16, out);
+        i = e;
+    }
+    const __m512 cb = _mm512_loadu_ps(bnb4_codebook(w->quant_type));
+    float scales[SCALES];
+    while (end - i >= bs) {
+        size_t nb = (end - i) / bs;
+        if (nb > SCALES)
+            nb = SCALES;
+        bnb4_cpu_block_scales(w, i / bs, i / bs + nb, scales);
+        for (size_t b = 0; b < nb; b++, i += bs) {
+            uint16_t *dst = out + (i - begin);
+            const float sc = scales[b];
+            if (!(sc >= 0x1p-118f || sc <= -0x1p-118f)) { /* subnormal products possible, or NaN */
+                bnb4_cpu_decode(&bnb4_kernels_avx512, w, i, i + bs, BNB4_BF16, dst);
+                continue;
+            }
+            const __m512i table = _mm512_castsi256_si512((__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(cb, _mm512_set1_ps(sc))));
+            const uint8_t *p = w->packed + i / 2;
+            for (size_t k = 0; k < bs; k += 32) { /* 16 bytes: byte j's high nibble is element 2 j */
+                const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p + k / 2)));
+                const __m512i idx = _mm512_or_si512(_mm512_srli_epi32(bytes, 4),
+                                                    _mm512_slli_epi32(_mm512_and_si512(bytes, _mm512_set1_epi32(15)), 16));
+                _mm512_storeu_si512(dst + k, _mm512_permutexvar_epi16(idx, table));
+            }
+        }
+    }
+    if (i < end)
+        bnb4_cpu_decode(&bnb4_kernels_avx512, w, i, end, BNB4_BF16, out + (i - begin));
+}
+
 /* Software prefetch of the packed weights of the next chunk (rows jn.., k kn0 .. kn0 + kc), share `it` of
  * `iters`: issued while the tiles compute, so that chunk's decode finds its bytes in cache instead of waiting
  * on DRAM (a unit's 32 rows x 2048 k are 32 KiB, too far ahead for the hardware's own prefetch). */
@@ -112,7 +156,7 @@ static void amx_run_unit(const bnb4_gemm_args *a, size_t j0, size_t j_end, float
             uint16_t *dst = wd + r * AMX_KC;
             if (r < rows) {
                 const size_t flat = (j0 + r) * K + kc0;
-                bnb4_cpu_decode(&bnb4_kernels_avx512, w, flat, flat + kc, BNB4_BF16, dst);
+                amx_decode(w, flat, flat + kc, dst);
                 memset(dst + kc, 0, (kcp - kc) * sizeof(uint16_t));
             } else {
                 memset(dst, 0, kcp * sizeof(uint16_t));
