@@ -8,7 +8,8 @@
  * nearest even), and B is the activations, prepared once per call in the pairs layout TDPBF16PS reads
  * ([16-row group][k pair][16 rows][2]). Per work unit of 32 weight rows and K chunk of 2048: the chunk's 32
  * weight rows are decoded once, then every pair of 16-row activation groups runs 2 x 2 tiles (4 tile
- * loads and 4 tile products per 32 k) on the float32 sums of the unit, kept in scratch between chunks.
+ * loads and 4 tile products per 32 k) on the float32 sums of the unit, kept in scratch between chunks;
+ * the next chunk's packed bytes are prefetched while the tiles run.
  * Sums per output are added in chunk order and 32-k step order: the same bits for any thread split.
  *
  * Needs AMX-TILE and AMX-BF16 with the OS's permission (cpu_features.c asks for it; the level exists only
@@ -72,11 +73,19 @@ static void amx_prep(bnb4_gemm_args *a) {
     for (size_t i = 0; i < a->m; i++) {
         uint16_t *g = xp + (i / 16) * 16 * kp; /* the group's [k pair][16][2] */
         const size_t r = i % 16;
-        for (size_t k = 0; k < K; k++) {
-            const uint16_t v = a->dt == BNB4_BF16 ? ((const uint16_t *)a->x)[i * K + k]
-                                                  : bnb4_f32_to_bf16(bnb4_ref_load(a->x, a->dt, i * K + k));
-            g[(k / 2) * 32 + r * 2 + (k & 1)] = v;
+        if (a->dt == BNB4_BF16) { /* a pair is one 32-bit word of the row: copied whole */
+            const uint16_t *src = (const uint16_t *)a->x + i * K;
+            for (size_t p = 0; p < K / 2; p++) {
+                uint32_t v;
+                memcpy(&v, src + 2 * p, sizeof v);
+                memcpy(g + p * 32 + r * 2, &v, sizeof v);
+            }
+            if (K & 1)
+                g[(K / 2) * 32 + r * 2] = src[K - 1];
+            continue;
         }
+        for (size_t k = 0; k < K; k++)
+            g[(k / 2) * 32 + r * 2 + (k & 1)] = bnb4_f32_to_bf16(bnb4_ref_load(a->x, a->dt, i * K + k));
     }
 }
 
