@@ -429,6 +429,14 @@ void run_gemm_view(std::mt19937_64 &g, bnb4_dtype dt, const bnb4_qtensor &w, siz
     }
 }
 
+/* Every other block's scale one whose products flush to zero or sit at the vector paths' edge (2^-118),
+ * a zero and a plain one: the decoders' exact scalar fallbacks against their vector paths. */
+void set_flushing_scales(QTensor &q) {
+    const float tiny[] = {1e-38f, 5e-39f, 0x1p-118f, 0x1.fffffep-119f, 0.0f, -1.5f, 3e-36f};
+    for (size_t i = 0; i < q.absmax.size(); i += 2)
+        q.absmax[i] = tiny[(i / 2) % 7];
+}
+
 void run_gemm_case(std::mt19937_64 &g, bnb4_dtype dt, bnb4_quant_type qt, size_t bs, bool nested, size_t m, size_t N,
                    size_t K, bool with_bias, Ctx *ctxs[3]) {
     SCOPED_TRACE(std::string(dtype_name(dt)) + " " + bnb4_quant_type_name(qt) + " bs " + std::to_string(bs) +
@@ -507,11 +515,8 @@ TEST(Kernels, GemmAmxDecodesLikeDequantize) {
             const size_t K = 4099 / bs * bs + (bs <= 64 ? bs : 0), N = 37, m = 20;
             SCOPED_TRACE("bs " + std::to_string(bs) + (nested ? " nested" : " plain"));
             QTensor q = make_qtensor(N, K, bs, (g() & 1) ? BNB4_NF4 : BNB4_FP4, nested, g);
-            if (!nested) {
-                const float tiny[] = {1e-38f, 5e-39f, 0x1p-118f, 0x1.fffffep-119f, 0.0f, -1.5f, 3e-36f};
-                for (size_t i = 0; i < q.absmax.size(); i += 2)
-                    q.absmax[i] = tiny[(i / 2) % 7];
-            }
+            if (!nested)
+                set_flushing_scales(q);
             const bnb4_qtensor w = q.view();
             std::vector<uint16_t> dense(N * K), x(m * K, 0), y(m * N);
             ASSERT_EQ(BNB4_OK, bnb4_dequantize(nullptr, &w, BNB4_BF16, dense.data()));
@@ -635,9 +640,7 @@ TEST(Kernels, GemmPanelDecodesLikeDequantize) {
             const size_t K = bs < 256 ? 256 : bs, N = 37;
             SCOPED_TRACE("bs " + std::to_string(bs) + " m " + std::to_string(m));
             QTensor q = make_qtensor(N, K, bs, (g() & 1) ? BNB4_NF4 : BNB4_FP4, false, g);
-            const float tiny[] = {1e-38f, 5e-39f, 0x1p-118f, 0x1.fffffep-119f, 0.0f, -1.5f, 3e-36f};
-            for (size_t i = 0; i < q.absmax.size(); i += 2)
-                q.absmax[i] = tiny[(i / 2) % 7];
+            set_flushing_scales(q);
             const bnb4_qtensor w = q.view();
             std::vector<float> dense(N * K), x(m * K, 0.0f), y(m * N);
             ASSERT_EQ(BNB4_OK, bnb4_dequantize(nullptr, &w, BNB4_F32, dense.data()));
