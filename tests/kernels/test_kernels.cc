@@ -476,7 +476,8 @@ TEST(Kernels, GemmSweep) {
 }
 
 // The AMX level's bfloat16 tile gemm (m > 8): 16-row activation groups in pairs (m = 9 one group, 17 an odd
-// count, 33 and 128 several pairs), 32-row weight units with a part-filled last one (N = 31, 33, 70), K
+// count, 33 and 128 several pairs; 300 past the 4-unit blocks' limit), 32-row weight units with a
+// part-filled last one (N = 31, 33, 70, 100; at m = 17 the 70 rows are one block of 3 units), K
 // chunks of 2048 with a partial last 32-k step (K = 4099, 2080, 96), every blocksize, plain and nested,
 // NF4 and FP4, with and without bias, on 1 / 2 / 3 threads (the same bits). Skipped where the CPU has no AMX
 // or BNB4_ISA forces a lower level.
@@ -489,7 +490,8 @@ TEST(Kernels, GemmAmxTiles) {
     Ctx one(1), two(2), three(3);
     Ctx *ctxs[3] = {&one, &two, &three};
     struct Case { size_t m, N, K; };
-    const Case cases[] = {{9, 33, 4099}, {16, 32, 2048}, {17, 70, 2080}, {33, 31, 96}, {128, 40, 4096}, {64, 1, 64}};
+    const Case cases[] = {{9, 33, 4099},  {16, 32, 2048}, {17, 70, 2080}, {33, 31, 96},
+                          {128, 40, 4096}, {64, 1, 64},   {300, 100, 512}};
     size_t i = 0;
     for (const Case &c : cases)
         for (bool nested : {false, true}) {

@@ -9,7 +9,8 @@
  * ([16-row group][k pair][16 rows][2]). Per work unit of 32 weight rows and K chunk of 2048: the chunk's 32
  * weight rows are decoded once, then every pair of 16-row activation groups runs 2 x 2 tiles (4 tile
  * loads and 4 tile products per 32 k) on the float32 sums of the unit, kept in scratch between chunks;
- * the next chunk's packed bytes are prefetched while the tiles run.
+ * up to 4 units run chunk by chunk together (the activations' chunk stays in L2 for all of them), and the
+ * next chunk's packed bytes are prefetched while the tiles run.
  * Sums per output are added in chunk order and 32-k step order: the same bits for any thread split.
  *
  * Needs AMX-TILE and AMX-BF16 with the OS's permission (cpu_features.c asks for it; the level exists only
@@ -89,13 +90,14 @@ static void amx_prep(bnb4_gemm_args *a) {
     }
 }
 
-/* Scratch: the unit's sums [2 row halves][groups][16 weight rows][16 activation rows] float32, then the
- * decoded chunk [32 weight rows][AMX_KC] bfloat16 (64-byte aligned rows). */
+/* Scratch: a block's units' sums, each [2 row halves][groups][16 weight rows][16 activation rows] float32,
+ * then the decoded chunk [32 weight rows][AMX_KC] bfloat16 (64-byte aligned rows). */
+static size_t amx_block_units(size_t m);
 static size_t amx_scratch_bytes(const bnb4_gemm_args *a) {
     const size_t groups = amx_groups_even(a->m);
-    if (groups > SIZE_MAX / 8192)
+    if (groups > SIZE_MAX / 8192 / 4)
         return SIZE_MAX;
-    return 2 * groups * 256 * sizeof(float) + AMX_COLS * AMX_KC * sizeof(uint16_t) + 64;
+    return amx_block_units(a->m) * 2 * groups * 256 * sizeof(float) + AMX_COLS * AMX_KC * sizeof(uint16_t) + 64;
 }
 
 /* Flat elements [begin, end) of w to bfloat16 at out, bit for bit as dequantize (bfloat16(RNE(ftz(code x
@@ -154,62 +156,72 @@ static void amx_prefetch_share(const bnb4_qtensor *w, size_t jn, size_t kn0, siz
     }
 }
 
-static void amx_run_unit(const bnb4_gemm_args *a, size_t j0, size_t j_end, float *sums, uint16_t *wd) {
+/* Units a thread runs together, chunk by chunk, so that a K chunk of the activations (m x 2048 bfloat16: 512
+ * KiB at m = 128) is read from L2 by each of them rather than again from L3 per unit past K = 8192; their
+ * sums must fit the scratch too (one unit's are 2 KiB per 16 activation rows). */
+static size_t amx_block_units(size_t m) { return amx_groups_even(m) <= 16 ? 4 : 1; }
+
+/* One unit's chunk: decode its 32 rows x kc (rows past N zero), then every pair of 16-row activation groups
+ * adds 2 x 2 tiles to the unit's sums (from zero at the first chunk); meanwhile the chunk that runs next (pf_j,
+ * pf_k0; none when pf_j is past the range) is prefetched. */
+static void amx_unit_chunk(const bnb4_gemm_args *a, size_t j0, size_t kc0, float *sums, uint16_t *wd, size_t pf_j,
+                           size_t pf_k0, size_t j_end) {
     const bnb4_qtensor *w = a->w;
-    const size_t K = w->cols, N = w->rows, m = a->m, kp = round_up(K, AMX_TK), groups = amx_groups_even(m);
+    const size_t K = w->cols, N = w->rows, kp = round_up(K, AMX_TK), groups = amx_groups_even(a->m);
     const size_t rows = N - j0 < AMX_COLS ? N - j0 : AMX_COLS;
+    const size_t kc = K - kc0 < AMX_KC ? K - kc0 : AMX_KC, kcp = round_up(kc, AMX_TK);
     const uint16_t *xp = (const uint16_t *)a->xp;
-    for (size_t kc0 = 0; kc0 < K; kc0 += AMX_KC) {
-        const size_t kc = K - kc0 < AMX_KC ? K - kc0 : AMX_KC, kcp = round_up(kc, AMX_TK);
-        for (size_t r = 0; r < AMX_COLS; r++) { /* decode the chunk's rows exactly as dequantize does */
-            uint16_t *dst = wd + r * AMX_KC;
-            if (r < rows) {
-                const size_t flat = (j0 + r) * K + kc0;
-                amx_decode(w, flat, flat + kc, dst);
-                memset(dst + kc, 0, (kcp - kc) * sizeof(uint16_t));
-            } else {
-                memset(dst, 0, kcp * sizeof(uint16_t));
-            }
-        }
-        /* the chunk after this one: the next K chunk of these rows, else the next unit's first */
-        const size_t kn0 = kc0 + AMX_KC < K ? kc0 + AMX_KC : 0, jn = kn0 ? j0 : j0 + AMX_COLS;
-        const int prefetch = jn < j_end;
-        const size_t kcn = K - kn0 < AMX_KC ? K - kn0 : AMX_KC;
-        for (size_t g = 0; g < groups; g += 2) {
-            float *c00 = sums + (0 * groups + g) * 256, *c01 = c00 + 256;
-            float *c10 = sums + (1 * groups + g) * 256, *c11 = c10 + 256;
-            if (kc0 == 0) {
-                _tile_zero(0);
-                _tile_zero(1);
-                _tile_zero(2);
-                _tile_zero(3);
-            } else {
-                _tile_loadd(0, c00, 64);
-                _tile_loadd(1, c01, 64);
-                _tile_loadd(2, c10, 64);
-                _tile_loadd(3, c11, 64);
-            }
-            const uint16_t *x0 = xp + g * 16 * kp + kc0 * 16, *x1 = x0 + 16 * kp;
-            for (size_t k = 0; k < kcp; k += AMX_TK) {
-                if (prefetch && g == 0)
-                    amx_prefetch_share(w, jn, kn0, kcn, k / AMX_TK, kcp / AMX_TK);
-                _tile_loadd(4, wd + k, AMX_KC * sizeof(uint16_t));      /* weight rows 0..15 */
-                _tile_loadd(5, wd + 16 * AMX_KC + k, AMX_KC * sizeof(uint16_t)); /* 16..31 */
-                _tile_loadd(6, x0 + k * 16, 64);                        /* activation rows 16 g .. */
-                _tile_loadd(7, x1 + k * 16, 64);                        /* 16 (g + 1) .. */
-                _tile_dpbf16ps(0, 4, 6);
-                _tile_dpbf16ps(1, 4, 7);
-                _tile_dpbf16ps(2, 5, 6);
-                _tile_dpbf16ps(3, 5, 7);
-            }
-            _tile_stored(0, c00, 64);
-            _tile_stored(1, c01, 64);
-            _tile_stored(2, c10, 64);
-            _tile_stored(3, c11, 64);
+    for (size_t r = 0; r < AMX_COLS; r++) { /* decode the chunk's rows exactly as dequantize does */
+        uint16_t *dst = wd + r * AMX_KC;
+        if (r < rows) {
+            const size_t flat = (j0 + r) * K + kc0;
+            amx_decode(w, flat, flat + kc, dst);
+            memset(dst + kc, 0, (kcp - kc) * sizeof(uint16_t));
+        } else {
+            memset(dst, 0, kcp * sizeof(uint16_t));
         }
     }
-    /* sums[h][g][weight row][activation row] -> y[activation row][column], the bias in float32, one rounding
-     * (to bfloat16 inline: the generic store's call per element was 5-8 % of a call at m = 32) */
+    const int prefetch = pf_j < j_end;
+    const size_t pf_kc = K - pf_k0 < AMX_KC ? K - pf_k0 : AMX_KC;
+    for (size_t g = 0; g < groups; g += 2) {
+        float *c00 = sums + (0 * groups + g) * 256, *c01 = c00 + 256;
+        float *c10 = sums + (1 * groups + g) * 256, *c11 = c10 + 256;
+        if (kc0 == 0) {
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+        } else {
+            _tile_loadd(0, c00, 64);
+            _tile_loadd(1, c01, 64);
+            _tile_loadd(2, c10, 64);
+            _tile_loadd(3, c11, 64);
+        }
+        const uint16_t *x0 = xp + g * 16 * kp + kc0 * 16, *x1 = x0 + 16 * kp;
+        for (size_t k = 0; k < kcp; k += AMX_TK) {
+            if (prefetch && g == 0)
+                amx_prefetch_share(w, pf_j, pf_k0, pf_kc, k / AMX_TK, kcp / AMX_TK);
+            _tile_loadd(4, wd + k, AMX_KC * sizeof(uint16_t));               /* weight rows 0..15 */
+            _tile_loadd(5, wd + 16 * AMX_KC + k, AMX_KC * sizeof(uint16_t)); /* 16..31 */
+            _tile_loadd(6, x0 + k * 16, 64);                                 /* activation rows 16 g .. */
+            _tile_loadd(7, x1 + k * 16, 64);                                 /* 16 (g + 1) .. */
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+        _tile_stored(0, c00, 64);
+        _tile_stored(1, c01, 64);
+        _tile_stored(2, c10, 64);
+        _tile_stored(3, c11, 64);
+    }
+}
+
+/* A unit's sums[h][g][weight row][activation row] -> y[activation row][column], the bias in float32, one
+ * rounding (to bfloat16 inline: the generic store's call per element was 5-8 % of a call at m = 32) */
+static void amx_unit_store(const bnb4_gemm_args *a, size_t j0, const float *sums) {
+    const size_t N = a->w->rows, m = a->m, groups = amx_groups_even(m);
+    const size_t rows = N - j0 < AMX_COLS ? N - j0 : AMX_COLS;
     float bias[AMX_COLS];
     for (size_t r = 0; r < rows; r++)
         bias[r] = a->bias ? bnb4_ref_load(a->bias, a->dt, j0 + r) : 0.0f;
@@ -225,13 +237,28 @@ static void amx_run_unit(const bnb4_gemm_args *a, size_t j0, size_t j_end, float
     }
 }
 
+/* Blocks of amx_block_units units, chunk-major inside a block (each output's sums still go chunk by chunk
+ * and 32 k by 32 k: the same bits as one unit at a time, for any split) */
 static void amx_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
-    const size_t groups = amx_groups_even(a->m);
+    const size_t K = a->w->cols, unit_sums = 2 * amx_groups_even(a->m) * 256, block = amx_block_units(a->m);
     float *sums = (float *)scratch;
-    uint16_t *wd = (uint16_t *)(((uintptr_t)(sums + 2 * groups * 256) + 63) & ~(uintptr_t)63);
+    uint16_t *wd = (uint16_t *)(((uintptr_t)(sums + block * unit_sums) + 63) & ~(uintptr_t)63);
     amx_load_config();
-    for (size_t j = j0; j < j1; j += AMX_COLS)
-        amx_run_unit(a, j, j1, sums, wd);
+    for (size_t jb = j0; jb < j1; jb += block * AMX_COLS) {
+        const size_t units = (j1 - jb + AMX_COLS - 1) / AMX_COLS < block ? (j1 - jb + AMX_COLS - 1) / AMX_COLS : block;
+        for (size_t kc0 = 0; kc0 < K; kc0 += AMX_KC)
+            for (size_t u = 0; u < units; u++) {
+                /* what runs next: the block's next unit, else its first unit's next chunk, else the next block */
+                size_t pf_j = jb + (u + 1) * AMX_COLS, pf_k0 = kc0;
+                if (u + 1 == units) {
+                    pf_j = kc0 + AMX_KC < K ? jb : jb + units * AMX_COLS;
+                    pf_k0 = kc0 + AMX_KC < K ? kc0 + AMX_KC : 0;
+                }
+                amx_unit_chunk(a, jb + u * AMX_COLS, kc0, sums + u * unit_sums, wd, pf_j, pf_k0, j1);
+            }
+        for (size_t u = 0; u < units; u++)
+            amx_unit_store(a, jb + u * AMX_COLS, sums + u * unit_sums);
+    }
     _tile_release();
 }
 
