@@ -9,7 +9,7 @@
  * ([16-row group][k pair][16 rows][2]). Per work unit of 32 weight rows and K chunk of 2048: the chunk's 32
  * weight rows are decoded once, then every pair of 16-row activation groups runs 2 x 2 tiles (4 tile
  * loads and 4 tile products per 32 k) on the float32 sums of the unit, kept in scratch between chunks;
- * up to 4 units run chunk by chunk together (the activations' chunk stays in L2 for all of them), and the
+ * where the activations outgrow L2, 4 units run chunk by chunk together (their chunk stays in L2), and the
  * next chunk's packed bytes are prefetched while the tiles run.
  * Sums per output are added in chunk order and 32-k step order: the same bits for any thread split.
  *
@@ -92,12 +92,13 @@ static void amx_prep(bnb4_gemm_args *a) {
 
 /* Scratch: a block's units' sums, each [2 row halves][groups][16 weight rows][16 activation rows] float32,
  * then the decoded chunk [32 weight rows][AMX_KC] bfloat16 (64-byte aligned rows). */
-static size_t amx_block_units(size_t m);
+static size_t amx_block_units(size_t m, size_t K);
 static size_t amx_scratch_bytes(const bnb4_gemm_args *a) {
     const size_t groups = amx_groups_even(a->m);
     if (groups > SIZE_MAX / 8192 / 4)
         return SIZE_MAX;
-    return amx_block_units(a->m) * 2 * groups * 256 * sizeof(float) + AMX_COLS * AMX_KC * sizeof(uint16_t) + 64;
+    return amx_block_units(a->m, a->w->cols) * 2 * groups * 256 * sizeof(float) + AMX_COLS * AMX_KC * sizeof(uint16_t) +
+           64;
 }
 
 /* Flat elements [begin, end) of w to bfloat16 at out, bit for bit as dequantize (bfloat16(RNE(ftz(code x
@@ -156,10 +157,14 @@ static void amx_prefetch_share(const bnb4_qtensor *w, size_t jn, size_t kn0, siz
     }
 }
 
-/* Units a thread runs together, chunk by chunk, so that a K chunk of the activations (m x 2048 bfloat16: 512
- * KiB at m = 128) is read from L2 by each of them rather than again from L3 per unit past K = 8192; their
- * sums must fit the scratch too (one unit's are 2 KiB per 16 activation rows). */
-static size_t amx_block_units(size_t m) { return amx_groups_even(m) <= 16 ? 4 : 1; }
+/* Units a thread runs together, chunk by chunk, where the activations (m x K bfloat16) outgrow L2 (1 MiB
+ * of them and more), so that a K chunk of them (m x 2048: 512 KiB at m = 128) is read from L2 by each unit
+ * rather than again from L3 per unit; their sums must fit the scratch too (2 KiB a unit per 16 activation
+ * rows). Measured (docs/performance.md CPU v5): m = 128 on K = 8192 / 14336 18-23 % faster, but where
+ * the activations fit L2 (m = 32, or K = 4096) 4-28 % slower - more weight rows streamed at once. */
+static size_t amx_block_units(size_t m, size_t K) {
+    return amx_groups_even(m) <= 16 && m * K * 2 > ((size_t)1 << 20) ? 4 : 1;
+}
 
 /* One unit's chunk: decode its 32 rows x kc (rows past N zero), then every pair of 16-row activation groups
  * adds 2 x 2 tiles to the unit's sums (from zero at the first chunk); meanwhile the chunk that runs next (pf_j,
@@ -240,7 +245,7 @@ static void amx_unit_store(const bnb4_gemm_args *a, size_t j0, const float *sums
 /* Blocks of amx_block_units units, chunk-major inside a block (each output's sums still go chunk by chunk
  * and 32 k by 32 k: the same bits as one unit at a time, for any split) */
 static void amx_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
-    const size_t K = a->w->cols, unit_sums = 2 * amx_groups_even(a->m) * 256, block = amx_block_units(a->m);
+    const size_t K = a->w->cols, unit_sums = 2 * amx_groups_even(a->m) * 256, block = amx_block_units(a->m, K);
     float *sums = (float *)scratch;
     uint16_t *wd = (uint16_t *)(((uintptr_t)(sums + block * unit_sums) + 63) & ~(uintptr_t)63);
     amx_load_config();
