@@ -506,8 +506,9 @@ TEST(Kernels, GemmAmxTiles) {
 
 // The AMX gemm decodes weights exactly as dequantize writes them in bfloat16, flushing included: one-hot
 // bfloat16 rows of X (one per activation row, at chunk edges and random k) make every output a single
-// weight, compared as values (bit for bit but the sign of zero: the tiles sum from +0); K spans two 2048-k chunks and a partial step, every blocksize, plain (with
-// scales whose products flush) and nested. Skipped where the AMX level is not running.
+// weight, compared as values (bit for bit but the sign of zero: the tiles sum from +0); K spans two 2048-k
+// chunks and a partial step, every blocksize, plain (with scales whose products flush) and nested. Skipped
+// where the AMX level is not running.
 TEST(Kernels, GemmAmxDecodesLikeDequantize) {
     if (bnb4_cpu_info_get()->level != BNB4_ISA_AMX)
         GTEST_SKIP() << "the AMX level is not running here";

@@ -97,15 +97,15 @@ static size_t amx_scratch_bytes(const bnb4_gemm_args *a) {
     const size_t groups = amx_groups_even(a->m);
     if (groups > SIZE_MAX / 8192 / 4)
         return SIZE_MAX;
-    return amx_block_units(a->m, a->w->cols) * 2 * groups * 256 * sizeof(float) + AMX_COLS * AMX_KC * sizeof(uint16_t) +
-           64;
+    const size_t sums = amx_block_units(a->m, a->w->cols) * 2 * groups * 256 * sizeof(float);
+    return sums + AMX_COLS * AMX_KC * sizeof(uint16_t) + 64;
 }
 
 /* Flat elements [begin, end) of w to bfloat16 at out, bit for bit as dequantize (bfloat16(RNE(ftz(code x
  * scale)))): a block's 16 possible products are rounded once (one multiply and one conversion a block, the
  * same operations on the same inputs as per element) and each 32 codes are one vpermw lookup of them,
  * instead of two vpermps, two multiplies and a conversion per 32. Blocks whose products may be subnormal
- * (or whose scale is NaN), partial blocks and blocksizes past the scale buffer take bnb4_cpu_decode. */
+ * (or whose scale is NaN) and partial blocks take bnb4_cpu_decode. */
 static void amx_decode(const bnb4_qtensor *w, size_t begin, size_t end, uint16_t *out) {
     enum { SCALES = 64 };
     const size_t bs = w->blocksize;
@@ -130,12 +130,13 @@ static void amx_decode(const bnb4_qtensor *w, size_t begin, size_t end, uint16_t
                 bnb4_cpu_decode(&bnb4_kernels_avx512, w, i, i + bs, BNB4_BF16, dst);
                 continue;
             }
-            const __m512i table = _mm512_castsi256_si512((__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(cb, _mm512_set1_ps(sc))));
+            const __m256bh products = _mm512_cvtneps_pbh(_mm512_mul_ps(cb, _mm512_set1_ps(sc)));
+            const __m512i table = _mm512_castsi256_si512((__m256i)products); /* (indices < 16: the low half) */
             const uint8_t *p = w->packed + i / 2;
             for (size_t k = 0; k < bs; k += 32) { /* 16 bytes: byte j's high nibble is element 2 j */
                 const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p + k / 2)));
-                const __m512i idx = _mm512_or_si512(_mm512_srli_epi32(bytes, 4),
-                                                    _mm512_slli_epi32(_mm512_and_si512(bytes, _mm512_set1_epi32(15)), 16));
+                const __m512i low = _mm512_and_si512(bytes, _mm512_set1_epi32(15));
+                const __m512i idx = _mm512_or_si512(_mm512_srli_epi32(bytes, 4), _mm512_slli_epi32(low, 16));
                 _mm512_storeu_si512(dst + k, _mm512_permutexvar_epi16(idx, table));
             }
         }
