@@ -475,7 +475,7 @@ TEST(Kernels, GemmSweep) {
         }
 }
 
-// The AMX level's bfloat16 tile gemm (m > 8): 16-row activation groups in pairs (m = 9 one group, 17 an odd
+// The AMX level's bfloat16 tile gemm (m > 6): 16-row activation groups in pairs (m = 7, 9 one group, 17 an odd
 // count, 33 and 128 several pairs; 300 past the 4-unit blocks' limit), 32-row weight units with a
 // part-filled last one (N = 31, 33, 70, 100; at m = 17 the 70 rows are one block of 3 units), K
 // chunks of 2048 with a partial last 32-k step (K = 4099, 2080, 96), every blocksize, plain and nested,
@@ -485,13 +485,13 @@ TEST(Kernels, GemmAmxTiles) {
     if (bnb4_cpu_info_get()->level != BNB4_ISA_AMX)
         GTEST_SKIP() << "the AMX level is not running here (best " << bnb4_isa_name(bnb4_cpu_info_get()->best)
                      << ", running " << bnb4_isa_name(bnb4_cpu_info_get()->level) << ")";
-    ASSERT_NE(std::string::npos, std::string(bnb4_kernel_name(nullptr, BNB4_OP_GEMM, BNB4_BF16, 9)).find("__amx"));
+    ASSERT_NE(std::string::npos, std::string(bnb4_kernel_name(nullptr, BNB4_OP_GEMM, BNB4_BF16, 7)).find("__amx"));
     auto g = rng(305);
     Ctx one(1), two(2), three(3);
     Ctx *ctxs[3] = {&one, &two, &three};
     struct Case { size_t m, N, K; };
-    const Case cases[] = {{9, 33, 4099},  {16, 32, 2048}, {17, 70, 2080}, {33, 31, 96},
-                          {128, 40, 4096}, {64, 1, 64},   {300, 100, 512}};
+    const Case cases[] = {{9, 33, 4099},  {16, 32, 2048}, {17, 70, 2080},  {33, 31, 96},
+                          {128, 40, 4096}, {64, 1, 64},   {300, 100, 512}, {7, 45, 1024}};
     size_t i = 0;
     for (const Case &c : cases)
         for (bool nested : {false, true}) {

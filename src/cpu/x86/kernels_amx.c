@@ -1,6 +1,7 @@
 /*
  * kernels_amx.c - the AMX level: the AVX-512 table (kernels_avx512.c) plus an AMX-BF16 tile gemm for
- * bfloat16 activations past the direct kernels' m (the AVX-512 level runs vdpbf16ps 4 x 4 tiles there).
+ * bfloat16 activations from m = 7 (the AVX-512 level runs its vdpbf16ps direct kernels to m = 8 and 4 x 4
+ * tiles past it).
  *
  * gemm_bf16dot_32x32_tile__amx: Y^T = W X^T in 16 x 16 float32 tiles (TDPBF16PS), the weights as the A
  * operand and the activations as B, so that the decoded weight rows need no reordering: a 16-row x 32-k A
@@ -271,9 +272,12 @@ static void amx_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch
 static const bnb4_gemm_kernel gemm_amx_bf16 = {"gemm_bf16dot_32x32_tile__amx", AMX_COLS, amx_prep_bytes, amx_prep,
                                                amx_scratch_bytes, amx_run, 1};
 
-/* m past the direct kernels' (8) with bfloat16 activations: AMX tiles; everything else as the AVX-512 level */
+/* bfloat16 activations from m = 7: AMX tiles; everything else as the AVX-512 level. Crossover measured against
+ * the AVX-512 direct kernels (docs/performance.md CPU v5, one thread, 4096x4096 / 14336x4096): m = 6 on par
+ * (2.97 / 9.71 against 2.68 / 9.56 ms), m = 7 3-12 % faster, m = 8 23-28 %; m <= 5 slower (the tiles do 16
+ * rows of work for m of them). */
 static const bnb4_gemm_kernel *gemm_select_amx(bnb4_dtype dt, size_t m, int k_block_aligned) {
-    if (dt == BNB4_BF16 && m > 8)
+    if (dt == BNB4_BF16 && m > 6)
         return &gemm_amx_bf16;
     return bnb4_kernels_avx512.gemm_select(dt, m, k_block_aligned);
 }
