@@ -602,7 +602,9 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
     [[maybe_unused]] const uint32_t trade_odd = pin_if<kNatural>(c & 1), trade_high = pin_if<kNatural>(c & 2);
     /* this thread's k within the step: 32 k of a 128-k half (PS: 16 k of a 64-k quarter; narrow: of 256-k
      * chunk warp % RG) */
-    const uint32_t kk = pin(kNarrow ? 256 * (warp % RG) + 64 * j + 16 * c : PS ? 64 * j + 16 * c : 128 * j + 32 * c);
+    const uint32_t kk = pin(kNarrow ? 256 * (warp % RG) + 64 * j + 16 * c
+                            : PS    ? 64 * j + 16 * c
+                                    : 128 * j + 32 * c);
     /* shared-memory offsets of this thread's reads (fixed: its rows, chunk and activation row) */
     const int gr = TMA ? (PS ? ps_row(g) : tma_row(g)) : g; /* tile row (within 8) of the thread's mma row g */
     int row0[RF];                        /* fragment f's rows: row0[f] and row0[f] + 8 (same parity) */
@@ -1309,8 +1311,11 @@ bool pipe_tma_encode(PipeArgs &a, const bnb4_qtensor *w, int mt, unsigned tile_r
 }
 
 /* The TMA producer's activations as one copy of a 3D view per stage rather than one copy per 64-k box:
- * BNB4_CUDA_PIPE_X3D=0 / 1 (read per call: for measuring). */
-unsigned pipe_x_one_copy() { return bnb4_env_size("BNB4_CUDA_PIPE_X3D", 1) != 0; }
+ * BNB4_CUDA_PIPE_X3D=0 / 1 (for measuring; read once: not a getenv per launch, whose host time m = 1 pays). */
+unsigned pipe_x_one_copy() {
+    static const unsigned on = bnb4_env_size("BNB4_CUDA_PIPE_X3D", 1) != 0;
+    return on;
+}
 
 /* The TMA producer's in-flight window (PipeArgs::inflight): 3 stages, BNB4_CUDA_PIPE_INFLIGHT=n for
  * measuring (read once: not a getenv per launch). */
