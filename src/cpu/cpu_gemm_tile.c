@@ -12,8 +12,6 @@
 #include "bnb4_ref.h"
 #include "cpu_internal.h"
 
-static size_t round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
-
 /* K chunk: 4 KiB of each X row, so the X panel of m = 128 rows (512 KiB) stays in a 1 MiB L2 next to
  * the weight tile. The chunking depends only on K and the element type: never on the thread split. */
 static size_t tile_kc(const bnb4_tile_ops *t) { return BNB4_TILE_KC_BYTES / t->elem_bytes; }
@@ -22,14 +20,14 @@ size_t bnb4_tile_prep_bytes(const bnb4_tile_ops *t, const bnb4_gemm_args *a) {
     const size_t K = a->w->cols;
     if (K > SIZE_MAX / 2 - t->kalign)
         return SIZE_MAX;
-    const size_t kp = round_up(K, t->kalign);
+    const size_t kp = bnb4_round_up(K, t->kalign);
     if (a->m > SIZE_MAX / kp / t->elem_bytes)
         return SIZE_MAX;
     return a->m * kp * t->elem_bytes;
 }
 
 void bnb4_tile_prep(const bnb4_tile_ops *t, bnb4_gemm_args *a) {
-    const size_t K = a->w->cols, kp = round_up(K, t->kalign);
+    const size_t K = a->w->cols, kp = bnb4_round_up(K, t->kalign);
     for (size_t i = 0; i < a->m; i++) {
         if (t->elem_bytes == 4) {
             float *row = (float *)a->xp + i * kp;
@@ -58,7 +56,7 @@ size_t bnb4_tile_scratch_bytes(const bnb4_tile_ops *t, const bnb4_gemm_args *a) 
 
 void bnb4_tile_run(const bnb4_tile_ops *t, const bnb4_cpu_kernels *k, const bnb4_gemm_args *a, size_t j0, size_t j1,
                    void *scratch) {
-    const size_t K = a->w->cols, N = a->w->rows, m = a->m, kp = round_up(K, t->kalign);
+    const size_t K = a->w->cols, N = a->w->rows, m = a->m, kp = bnb4_round_up(K, t->kalign);
     const size_t ncols = j1 - j0;
     float *c = (float *)scratch;
     char *tile = (char *)(c + m * BNB4_TILE_COLS);
@@ -66,7 +64,7 @@ void bnb4_tile_run(const bnb4_tile_ops *t, const bnb4_cpu_kernels *k, const bnb4
     const size_t KC = tile_kc(t);
     for (size_t kc0 = 0; kc0 < K; kc0 += KC) {
         const size_t kc = K - kc0 < KC ? K - kc0 : KC;
-        const size_t kcp = round_up(kc, t->kalign);
+        const size_t kcp = bnb4_round_up(kc, t->kalign);
         for (size_t jg = j0; jg < j1; jg += BNB4_TILE_NR) {
             const size_t nr = j1 - jg < BNB4_TILE_NR ? j1 - jg : BNB4_TILE_NR;
             for (size_t r = 0; r < BNB4_TILE_NR; r++) {

@@ -128,6 +128,9 @@ void bnb4_avx512_rcp_approx(const float *x, size_t n, float *out);
 
 /* ---- helpers shared by kernels -------------------------------------------------------------------- */
 
+/* v rounded up to a multiple of a (a > 0) */
+static inline size_t bnb4_round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
+
 /* Scales of blocks [b0, b1) of q into out (plain: copies absmax; nested: decodes as the reference). */
 void bnb4_cpu_block_scales(const bnb4_qtensor *q, size_t b0, size_t b1, float *out);
 

@@ -33,10 +33,9 @@ enum {
     AMX_TK = 32,     /* k per tile product */
 };
 
-static size_t round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 static size_t amx_groups(size_t m) { return (m + 15) / 16; }
 /* 16-row groups of the activations, padded to an even count (the 2 x 2 tile step takes them in pairs) */
-static size_t amx_groups_even(size_t m) { return round_up(amx_groups(m), 2); }
+static size_t amx_groups_even(size_t m) { return bnb4_round_up(amx_groups(m), 2); }
 
 /* The tile configuration: tiles 0-3 the sums (16 x 16 float32), 4-5 the weights (16 rows x 32 bfloat16),
  * 6-7 the activations (16 k pairs x 16 rows x 2 bfloat16); every tile 16 rows of 64 bytes. */
@@ -57,43 +56,47 @@ static void amx_load_config(void) {
     _tile_loadconfig(&cfg);
 }
 
-/* X as [group][k pair][16 rows][2] bfloat16 (rows past m and k past K zero), groups padded to even. */
+/* X (bfloat16: the only dtype gemm_select_amx sends here) as [group][k pair][16 rows][2] (rows past m and k past
+ * K zero), groups padded to even. */
 static size_t amx_prep_bytes(const bnb4_gemm_args *a) {
     const size_t K = a->w->cols;
     if (K > SIZE_MAX / 4 - AMX_TK)
         return SIZE_MAX;
-    const size_t kp = round_up(K, AMX_TK), groups = amx_groups_even(a->m);
+    const size_t kp = bnb4_round_up(K, AMX_TK), groups = amx_groups_even(a->m);
     if (groups > SIZE_MAX / 32 / kp)
         return SIZE_MAX;
     return groups * 16 * kp * sizeof(uint16_t);
 }
 
 static void amx_prep(bnb4_gemm_args *a) {
-    const size_t K = a->w->cols, kp = round_up(K, AMX_TK), groups = amx_groups_even(a->m);
+    const size_t K = a->w->cols, kp = bnb4_round_up(K, AMX_TK), groups = amx_groups_even(a->m);
     uint16_t *xp = (uint16_t *)a->xp;
     memset(xp, 0, groups * 16 * kp * sizeof(uint16_t));
     for (size_t i = 0; i < a->m; i++) {
         uint16_t *g = xp + (i / 16) * 16 * kp; /* the group's [k pair][16][2] */
         const size_t r = i % 16;
-        if (a->dt == BNB4_BF16) { /* a pair is one 32-bit word of the row: copied whole */
-            const uint16_t *src = (const uint16_t *)a->x + i * K;
-            for (size_t p = 0; p < K / 2; p++) {
-                uint32_t v;
-                memcpy(&v, src + 2 * p, sizeof v);
-                memcpy(g + p * 32 + r * 2, &v, sizeof v);
-            }
-            if (K & 1)
-                g[(K / 2) * 32 + r * 2] = src[K - 1];
-            continue;
+        const uint16_t *src = (const uint16_t *)a->x + i * K; /* (bfloat16: gemm_select_amx) */
+        for (size_t p = 0; p < K / 2; p++) { /* a pair is one 32-bit word of the row: copied whole */
+            uint32_t v;
+            memcpy(&v, src + 2 * p, sizeof v);
+            memcpy(g + p * 32 + r * 2, &v, sizeof v);
         }
-        for (size_t k = 0; k < K; k++)
-            g[(k / 2) * 32 + r * 2 + (k & 1)] = bnb4_f32_to_bf16(bnb4_ref_load(a->x, a->dt, i * K + k));
+        if (K & 1)
+            g[(K / 2) * 32 + r * 2] = src[K - 1];
     }
+}
+
+/* Units a thread runs together, chunk by chunk, where the activations (m x K bfloat16) outgrow L2 (1 MiB
+ * of them and more), so that a K chunk of them (m x 2048: 512 KiB at m = 128) is read from L2 by each unit
+ * rather than again from L3 per unit; their sums must fit the scratch too (2 KiB a unit per 16 activation
+ * rows). Measured (docs/performance.md CPU v5): m = 128 on K = 8192 / 14336 18-23 % faster, but where
+ * the activations fit L2 (m = 32, or K = 4096) 4-28 % slower - more weight rows streamed at once. */
+static size_t amx_block_units(size_t m, size_t K) {
+    return amx_groups_even(m) <= 16 && m * K * 2 > ((size_t)1 << 20) ? 4 : 1;
 }
 
 /* Scratch: a block's units' sums, each [2 row halves][groups][16 weight rows][16 activation rows] float32,
  * then the decoded chunk [32 weight rows][AMX_KC] bfloat16 (64-byte aligned rows). */
-static size_t amx_block_units(size_t m, size_t K);
 static size_t amx_scratch_bytes(const bnb4_gemm_args *a) {
     const size_t groups = amx_groups_even(a->m);
     if (groups > SIZE_MAX / 8192 / 4)
@@ -159,24 +162,15 @@ static void amx_prefetch_share(const bnb4_qtensor *w, size_t jn, size_t kn0, siz
     }
 }
 
-/* Units a thread runs together, chunk by chunk, where the activations (m x K bfloat16) outgrow L2 (1 MiB
- * of them and more), so that a K chunk of them (m x 2048: 512 KiB at m = 128) is read from L2 by each unit
- * rather than again from L3 per unit; their sums must fit the scratch too (2 KiB a unit per 16 activation
- * rows). Measured (docs/performance.md CPU v5): m = 128 on K = 8192 / 14336 18-23 % faster, but where
- * the activations fit L2 (m = 32, or K = 4096) 4-28 % slower - more weight rows streamed at once. */
-static size_t amx_block_units(size_t m, size_t K) {
-    return amx_groups_even(m) <= 16 && m * K * 2 > ((size_t)1 << 20) ? 4 : 1;
-}
-
 /* One unit's chunk: decode its 32 rows x kc (rows past N zero), then every pair of 16-row activation groups
  * adds 2 x 2 tiles to the unit's sums (from zero at the first chunk); meanwhile the chunk that runs next (pf_j,
  * pf_k0; none when pf_j is past the range) is prefetched. */
 static void amx_unit_chunk(const bnb4_gemm_args *a, size_t j0, size_t kc0, float *sums, uint16_t *wd, size_t pf_j,
                            size_t pf_k0, size_t j_end) {
     const bnb4_qtensor *w = a->w;
-    const size_t K = w->cols, N = w->rows, kp = round_up(K, AMX_TK), groups = amx_groups_even(a->m);
+    const size_t K = w->cols, N = w->rows, kp = bnb4_round_up(K, AMX_TK), groups = amx_groups_even(a->m);
     const size_t rows = N - j0 < AMX_COLS ? N - j0 : AMX_COLS;
-    const size_t kc = K - kc0 < AMX_KC ? K - kc0 : AMX_KC, kcp = round_up(kc, AMX_TK);
+    const size_t kc = K - kc0 < AMX_KC ? K - kc0 : AMX_KC, kcp = bnb4_round_up(kc, AMX_TK);
     const uint16_t *xp = (const uint16_t *)a->xp;
     for (size_t r = 0; r < AMX_COLS; r++) { /* decode the chunk's rows exactly as dequantize does */
         uint16_t *dst = wd + r * AMX_KC;
@@ -234,13 +228,9 @@ static void amx_unit_store(const bnb4_gemm_args *a, size_t j0, const float *sums
         bias[r] = a->bias ? bnb4_ref_load(a->bias, a->dt, j0 + r) : 0.0f;
     for (size_t i = 0; i < m; i++) {
         const float *si = sums + (i / 16) * 256 + i % 16;
-        for (size_t r = 0; r < rows; r++) {
-            const float v = si[(r / 16) * groups * 256 + (r % 16) * 16] + bias[r];
-            if (a->dt == BNB4_BF16)
-                ((uint16_t *)a->y)[i * N + j0 + r] = bnb4_f32_to_bf16(v);
-            else
-                bnb4_ref_store(a->y, a->dt, i * N + j0 + r, v);
-        }
+        uint16_t *yi = (uint16_t *)a->y + i * N + j0;
+        for (size_t r = 0; r < rows; r++)
+            yi[r] = bnb4_f32_to_bf16(si[(r / 16) * groups * 256 + (r % 16) * 16] + bias[r]);
     }
 }
 
