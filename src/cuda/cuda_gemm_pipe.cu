@@ -1621,7 +1621,13 @@ bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_
     if (!pipe_use_tma(s, w, m))
         variant = 0;
     else if (pipe_use_wgmma(s, m, nested))
-        variant = pipe_use_natural(w) ? 4 : pipe_prefer_postscale(s, w, m) ? pipe_use_narrow(s, w, m) ? 5 : 3 : 2;
+        /* plain m = 9..16: the post-scaled math on narrow tiles where they apply (H200, docs/performance.md
+         * v30: 4096x4096 / 1024x4096 14-21 % and 8192x4096 2-5 % faster than wgmma; on 2048x4096's 128-row
+         * tiles 5-6 % slower); not where BNB4_CUDA_PIPE_WGMMA_MIN_M sets the threshold */
+        variant = m <= 16 && pipe_wgmma_min_m_env() == 0 && pipe_use_narrow(s, w, m) ? 5
+                  : pipe_use_natural(w)                                              ? 4
+                  : pipe_prefer_postscale(s, w, m)                                   ? 3
+                                                                                     : 2;
     else if (pipe_use_postscale(w, m))
         variant = pipe_use_narrow(s, w, m) ? 5 : 3;
     return dt == BNB4_F16 ? launch_pipe_t<__half>(s, a, w, nested, variant)
