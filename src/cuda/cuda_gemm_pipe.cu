@@ -20,7 +20,8 @@
  *    fixed: row, chunk, scale slot, with addresses set up once per tile) and meet at __syncthreads;
  *    TMA (sm_90, blocksize 32/64 layouts: pipe_use_tma): one lane of a producer warp issues per stage
  *    one tensor copy of the weight tile, one of the activations (a 3D view: their 64-k boxes at once) and
- *    one of the plain scales (or of a 16-code run of the nested codes per row), completing on the stage's
+ *    one of the plain scales (or of a 16-code run of the nested codes per row; where a row's codes are not
+ *    16-byte strided the warp's lanes copy the step's codes in 4-byte words), completing on the stage's
  *    "full" mbarrier (the copies are what a step's producer costs: narrow tiles with one copy per 64-k box,
  *    20 a stage, ran 9-36 % slower than 128-row ones, v30); the consumer
  *    warps wait on it and
@@ -1560,8 +1561,8 @@ bool pipe_use_natural(const bnb4_qtensor *w) {
 /* The TMA variant: compute capability 9.x (its copies and barriers), not switched off with
  * BNB4_CUDA_PIPE_TMA=0 (for measuring), and the layouts its fixed boxes fit: blocksize 32/64 with plain
  * scales, K % (4 blocksize) == 0 and 16-byte-aligned absmax (scale_vec: rows of whole blocks, 16-byte
- * aligned), or nested codes with K % (16 blocksize) == 0, 16-byte-aligned codes and a power-of-2 nested
- * blocksize. */
+ * aligned), or nested codes with K % (4 blocksize) == 0, 4-byte-aligned codes and a power-of-2 nested
+ * blocksize (the codes by tensor copies or the producer's 4-byte copies: pipe_codes_async). */
 bool scale_vec_fits(const bnb4_qtensor *w) {
     return w->absmax && w->blocksize <= 64 && w->cols % (4 * w->blocksize) == 0 && bnb4_aligned(w->absmax, 16);
 }
