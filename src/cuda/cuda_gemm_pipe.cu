@@ -20,7 +20,8 @@
  *    fixed: row, chunk, scale slot, with addresses set up once per tile) and meet at __syncthreads;
  *    TMA (sm_90, blocksize 32/64 layouts: pipe_use_tma): one lane of a producer warp issues per stage
  *    one tensor copy of the weight tile, one of the activations (a 3D view: their 64-k boxes at once) and
- *    one of the plain scales (or of a 16-code run of the nested codes per row), completing on the stage's
+ *    one of the plain scales (or of a 16-code run of the nested codes per row; where a row's codes are not
+ *    16-byte strided the warp's lanes copy the step's codes in 4-byte words), completing on the stage's
  *    "full" mbarrier (the copies are what a step's producer costs: narrow tiles with one copy per 64-k box,
  *    20 a stage, ran 9-36 % slower than 128-row ones, v30); the consumer
  *    warps wait on it and
@@ -171,6 +172,8 @@ struct PipeArgs : bnb4_cuda_weight_args {
     unsigned prefetch;          /* TMA, m <= 16 without early stages: first stages prefetched into L2 before it */
     unsigned early;             /* TMA: first stages whose weights and scales are copied before it (<= STAGES) */
     unsigned x_one_copy;        /* TMA: a stage's activations are one copy of a 3D view (else one a 64-k box) */
+    unsigned codes_async;       /* TMA, nested: the producer warp copies the codes with 4-byte cp.async (a row's
+                                   codes are not 16-byte strided, which their tensor copy needs) */
 };
 
 /* PairOps (cuda_sm90.cuh) plus the mma.sync of the dtype */
@@ -260,6 +263,11 @@ __device__ __forceinline__ void cp_async4(uint32_t dst, const void *src, uint32_
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+/* mbarrier bar counts one arrival once every cp.async this thread issued before has landed (.noinc: the
+ * arrival is one of the barrier's expected count) */
+__device__ __forceinline__ void cp_async_mbar_arrive(uint32_t bar) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(bar) : "memory");
+}
 template <int N> __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
@@ -348,31 +356,56 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
     if constexpr (TMA) {
         if (tid == 0) {
             for (int i = 0; i < STAGES; i++) {
-                mbar_init(full_bar + 8 * i, 1); /* the producer's arrival with the copies' byte count */
+                /* the producer's arrival with the copies' byte count (codes_async: and each of its lanes' once
+                 * its copies land) */
+                mbar_init(full_bar + 8 * i, NESTED && a.codes_async ? 33 : 1);
                 mbar_init(empty_bar + 8 * i, kConsumerWarps); /* one per consumer warp */
             }
             mbar_init_fence();
         }
         __syncthreads();
-        if (warp == kConsumerWarps) { /* ---- the producer warp: one lane issues every copy ---- */
-            if (lane != 0)
+        if (warp == kConsumerWarps) { /* ---- the producer warp: one lane issues every tensor copy ---- */
+            /* codes_async: every lane copies a share of the nested codes (the others have nothing to do) */
+            const bool codes_async = NESTED && a.codes_async, lead = lane == 0;
+            if (!lead && !codes_async)
                 return;
             const unsigned bs_log2 = (unsigned)a.bs_log2;
             /* plain: the step's 256 / blocksize scales of each row; nested: 16 codes of each row, the 16-aligned
-             * run holding the step's 4 or 8 (a tensor copy's row is at least 16 bytes) */
-            const unsigned s_bytes = NESTED ? TR * 16 : TR * 4 * (SK >> bs_log2);
+             * run holding the step's 4 or 8 (a tensor copy's row is at least 16 bytes; codes_async: the step's
+             * codes alone, where that run has them) */
+            const unsigned s_bytes = codes_async ? 0u : NESTED ? TR * 16 : TR * 4 * (SK >> bs_log2);
             const unsigned s_mask = NESTED ? ~15u : ~0u;
-            tma_prefetch_map(&w_map);
-            tma_prefetch_map(&x_map);
-            tma_prefetch_map(&s_map);
+            if (lead) {
+                tma_prefetch_map(&w_map);
+                tma_prefetch_map(&x_map);
+                if (!codes_async)
+                    tma_prefetch_map(&s_map);
+            }
             /* a stage's weight and scale copies, after its byte count (the activations' included) */
             auto copy_weights = [&](uint32_t base, uint32_t fb, unsigned k0, int n0) {
-                mbar_arrive_tx(fb, kWBytes + S::XBytes + s_bytes);
-                if constexpr (kNarrow) /* 256-k chunk q where a wide stage has rows 32 q on (a 3D view) */
-                    tma_load_3d(base, &w_map, 0, n0, (int)(k0 / kStepK), fb);
-                else
-                    tma_load_2d(base, &w_map, (int)(k0 / 2), n0, fb);
-                tma_load_2d(base + kWBytes + S::XBytes, &s_map, (int)((k0 >> bs_log2) & s_mask), n0, fb);
+                if (lead) {
+                    mbar_arrive_tx(fb, kWBytes + S::XBytes + s_bytes);
+                    if constexpr (kNarrow) /* 256-k chunk q where a wide stage has rows 32 q on (a 3D view) */
+                        tma_load_3d(base, &w_map, 0, n0, (int)(k0 / kStepK), fb);
+                    else
+                        tma_load_2d(base, &w_map, (int)(k0 / 2), n0, fb);
+                    if (!codes_async)
+                        tma_load_2d(base + kWBytes + S::XBytes, &s_map, (int)((k0 >> bs_log2) & s_mask), n0, fb);
+                }
+                if (codes_async) { /* the step's codes of each row, 4-byte words (K % (4 blocksize) == 0 and
+                                    * 4-byte aligned codes: pipe_use_tma), where the tensor copy's run puts them */
+                    const unsigned per_row = (unsigned)(K >> bs_log2), first = k0 >> bs_log2;
+                    const unsigned wpr_log2 = (unsigned)__ffs((int)(SK >> bs_log2)) - 3; /* words a row: 1, 2, 4 */
+                    const uint32_t dst0 = base + kWBytes + S::XBytes + (first & 15u);
+                    for (unsigned i = lane; i < (unsigned)TR << wpr_log2; i += 32) {
+                        const unsigned r = i >> wpr_log2, wd = i & ((1u << wpr_log2) - 1);
+                        const size_t n = (size_t)n0 + r;
+                        const bool on = n < N && first + 4 * wd < per_row; /* (else zeros) */
+                        cp_async4(dst0 + r * 16 + 4 * wd, on ? a.codes + n * per_row + first + 4 * wd : a.codes,
+                                  on ? 4u : 0u);
+                    }
+                    cp_async_mbar_arrive(fb); /* counts as this lane's arrival once its copies have landed */
+                }
             };
             /* The first `early` stages' weights and scales go out now, while the previous kernel ends, and
              * only their activations wait (see pipe_early: the host knows the previous kernel did not write
@@ -384,19 +417,21 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                 const int n0 = (int)(t * TR);
                 if (i < early) { /* slot i, its first use */
                     copy_weights(stages_addr + i * S::StageBytes, full_bar + 8 * i, k0, n0);
-                } else {
+                } else if (lead) {
                     if constexpr (kNarrow)
                         tma_prefetch_l2_3d(&w_map, 0, n0, (int)(k0 / kStepK));
                     else
                         tma_prefetch_l2_2d(&w_map, (int)(k0 / 2), n0);
-                    tma_prefetch_l2_2d(&s_map, (int)((k0 >> bs_log2) & s_mask), n0);
+                    if (!codes_async)
+                        tma_prefetch_l2_2d(&s_map, (int)((k0 >> bs_log2) & s_mask), n0);
                 }
             }
             pdl_wait(); /* the activations may come from the previous kernel */
             /* Only now may the next kernel start: so when any of ours starts, everything before the kernel
              * just before it is complete (what makes the early stages safe; the whole grid is resident, one
              * CTA per SM at most, so nothing can starve). One lane's signal counts for its CTA. */
-            pdl_launch_dependents();
+            if (lead)
+                pdl_launch_dependents();
             unsigned tile = it_begin / a.k_steps, step = it_begin - tile * a.k_steps;
             int slot = 0, lag_slot = 0; /* lag: the oldest stage issued and not yet seen landed */
             uint32_t phase = 0, lag_phase = 0;
@@ -417,12 +452,14 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                 const int n0 = (int)(tile * TR);
                 if (it - it_begin >= early) /* (early: weights and scales issued before the wait) */
                     copy_weights(base, fb, k0, n0);
-                if (a.x_one_copy) /* activations: 64-k boxes (4, narrow 16) of MT rows, as one copy or one each */
+                if (!lead) {
+                } else if (a.x_one_copy) { /* activations: 64-k boxes (4, narrow 16) of MT rows, one copy or one each */
                     tma_load_3d(base + kWBytes, &x_map, 0, 0, (int)(k0 / 64), fb);
-                else
+                } else {
 #pragma unroll
                     for (int q = 0; q < SK / 64; q++)
                         tma_load_2d(base + kWBytes + q * (MT * 128), &x_map, (int)(k0 + 64 * q), 0, fb);
+                }
                 if (++slot == STAGES) {
                     slot = 0;
                     phase ^= 1u;
@@ -432,6 +469,9 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                     tile++;
                 }
             }
+            if (codes_async) /* (its lanes' copies have landed before the consumers pass their barriers; no
+                              * thread leaves one in flight) */
+                asm volatile("cp.async.wait_all;" ::: "memory");
             return; /* every copy issued is waited for by the consumers before they finish */
         }
     }
@@ -1303,6 +1343,8 @@ bool pipe_tma_encode(PipeArgs &a, const bnb4_qtensor *w, int mt, unsigned tile_r
                                     CU_TENSOR_MAP_SWIZZLE_128B, false))
         return false;
     const size_t per_row = K >> a.bs_log2; /* whole blocks (the TMA layouts have K % blocksize == 0) */
+    if (!w->absmax && a.codes_async) /* (the producer warp copies them: no tensor map) */
+        return true;
     if (!w->absmax) /* nested codes: runs of 16 (K % (16 blocksize) == 0) */
         return encode_2d(&maps->s, w->nested.codes, CU_TENSOR_MAP_DATA_TYPE_UINT8, per_row, N, per_row, 16,
                          tile_rows, CU_TENSOR_MAP_SWIZZLE_NONE, false);
@@ -1315,6 +1357,17 @@ bool pipe_tma_encode(PipeArgs &a, const bnb4_qtensor *w, int mt, unsigned tile_r
 unsigned pipe_x_one_copy() {
     static const unsigned on = bnb4_env_size("BNB4_CUDA_PIPE_X3D", 1) != 0;
     return on;
+}
+
+/* Nested codes on the TMA variant: a tensor copy of 16-code runs where a row's codes are 16-byte strided and
+ * aligned (K % (16 blocksize) == 0), else 4-byte cp.async copies by the producer warp's lanes (codes_async;
+ * K = 11008, 18944 or 3584 at blocksize 64, say). BNB4_CUDA_PIPE_CODES_ASYNC=1 takes the copies everywhere
+ * (read per call: tests, measuring). */
+unsigned pipe_codes_async(const bnb4_qtensor *w) {
+    if (w->absmax)
+        return 0;
+    const char *e = getenv("BNB4_CUDA_PIPE_CODES_ASYNC");
+    return (e && *e == '1') || w->cols % (16 * w->blocksize) != 0 || !bnb4_aligned(w->nested.codes, 16);
 }
 
 /* The TMA producer's in-flight window (PipeArgs::inflight): 3 stages, BNB4_CUDA_PIPE_INFLIGHT=n for
@@ -1377,6 +1430,7 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     }
     if constexpr (TMA) {
         a.x_one_copy = pipe_x_one_copy();
+        a.codes_async = pipe_codes_async(w);
         /* (failing is not expected: the layouts were checked) */
         if (!pipe_tma_encode(a, w, S::MT, S::TileRows, S::StepK, &maps)) {
             a.x = x;
@@ -1512,8 +1566,8 @@ bool pipe_use_natural(const bnb4_qtensor *w) {
 /* The TMA variant: compute capability 9.x (its copies and barriers), not switched off with
  * BNB4_CUDA_PIPE_TMA=0 (for measuring), and the layouts its fixed boxes fit: blocksize 32/64 with plain
  * scales, K % (4 blocksize) == 0 and 16-byte-aligned absmax (scale_vec: rows of whole blocks, 16-byte
- * aligned), or nested codes with K % (16 blocksize) == 0, 16-byte-aligned codes and a power-of-2 nested
- * blocksize. */
+ * aligned), or nested codes with K % (4 blocksize) == 0, 4-byte-aligned codes and a power-of-2 nested
+ * blocksize (the codes by tensor copies or the producer's 4-byte copies: pipe_codes_async). */
 bool scale_vec_fits(const bnb4_qtensor *w) {
     return w->absmax && w->blocksize <= 64 && w->cols % (4 * w->blocksize) == 0 && bnb4_aligned(w->absmax, 16);
 }
@@ -1527,7 +1581,7 @@ bool pipe_use_tma(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) {
         return false;
     const size_t bs = w->blocksize, nbs = w->nested.blocksize;
     return w->absmax ? scale_vec_fits(w)
-                     : (bs == 32 || bs == 64) && w->cols % (16 * bs) == 0 && bnb4_aligned(w->nested.codes, 16) && nbs &&
+                     : (bs == 32 || bs == 64) && w->cols % (4 * bs) == 0 && bnb4_aligned(w->nested.codes, 4) && nbs &&
                            (nbs & (nbs - 1)) == 0;
 }
 

@@ -735,15 +735,17 @@ TEST(CudaGrid, NarrowTilesWhereWideOnesAreShared) {
 // everything, CTAs running from one tile into the next, tiles summed from 2..9 CTAs' partials, odd N /
 // partial last step / blocksizes past the step.
 // On sm_90 the shapes with blocksize 32/64 and whole blocks per step run the kernel's TMA variant (plain:
-// K % (4 blocksize) == 0; nested: K % (16 blocksize) == 0), the others its cp.async variant. At m <= 16 with
+// K % (4 blocksize) == 0; nested: K % (4 blocksize) == 0), the others its cp.async variant. At m <= 16 with
 // blocksize 64 its post-scaled math runs on 128-row tiles and on narrow ones (32 rows x 1024-k steps), each
 // forced (BNB4_CUDA_PIPE_NARROW=0 / 1, read per call): 136 x 1024 and 200 x 1280 have a part-filled last
-// tile, 200 x 1280 a step of 1024 k past K's end.
+// tile, 200 x 1280 a step of 1024 k past K's end. Nested codes come by tensor copies where a row's codes are
+// 16-byte strided (K % (16 blocksize) == 0), else by the producer warp's 4-byte copies (200 x 1280, 70 x 384,
+// 520 x 2304), and those are forced on the others too (BNB4_CUDA_PIPE_CODES_ASYNC=1).
 TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
     auto g = rng(106);
     // (70 x 384 bs32 and 200 x 1280 bs64 take the 16-byte scale copies, the first with a half last step;
-    // TMA: 70 x 384, 200 x 1280 and 520 x 2304 plain, 136 x 1024 bs64 and 520 x 2560 bs32 plain and
-    // nested, N past the tile's rows, a step's codes in the second half of their 16-code run, and at
+    // TMA: 70 x 384, 200 x 1280 and 520 x 2304 (nested: codes by the producer's copies), 136 x 1024 bs64
+    // and 520 x 2560 bs32 plain and nested, N past the tile's rows, a step's codes in the second half of their 16-code run, and at
     // m = 17 / 40 activation rows past m in the boxes; bs64 at m <= 16 the post-scaled k quarters; nested
     // blocksizes 2 and 4, under a step's 4 / 8 blocks of a row, so a row's blocks in one step have
     // different nested absmax; wgmma takes a 128-k half's blocks under one nested absmax, so bs32 with
@@ -776,18 +778,22 @@ TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
                     const Array x = randn(dt, m * s.K, g), bias = randn(dt, s.N, g);
                     const MatmulRef want = reference_matmul(wh, x, m, &bias);
                     DevBuf dx(x.data(), m * s.K * es), db(bias.data(), s.N * es);
-                    for (const char *narrow : {"0", "1"}) {
-                        if (m > 16 && *narrow == '1')
+                    for (int variant = 0; variant < 4; variant++) {
+                        const char *narrow = variant & 1 ? "1" : "0", *codes_async = variant & 2 ? "1" : "0";
+                        if ((m > 16 && *narrow == '1') || (!nested && *codes_async == '1'))
                             continue;
                         setenv("BNB4_CUDA_PIPE_NARROW", narrow, 1);
+                        setenv("BNB4_CUDA_PIPE_CODES_ASYNC", codes_async, 1);
                         check_gemm_on_grids(wd, dt, m, dx.as<void>(), db.as<void>(), want, "BNB4_CUDA_PIPE_CTAS",
                                             grids,
                                             "N " + std::to_string(s.N) + " K " + std::to_string(s.K) + " bs " +
                                                 std::to_string(s.bs) + " m " + std::to_string(m) + " " +
                                                 bnb4_dtype_name(dt) +
                                                 (nested ? " nested fp4 nbs " + std::to_string(s.nbs) : " nf4") +
-                                                (m <= 16 ? std::string(" narrow ") + narrow : ""));
+                                                (m <= 16 ? std::string(" narrow ") + narrow : "") +
+                                                (nested ? std::string(" codes_async ") + codes_async : ""));
                         unsetenv("BNB4_CUDA_PIPE_NARROW");
+                        unsetenv("BNB4_CUDA_PIPE_CODES_ASYNC");
                         if (HasFatalFailure())
                             return;
                     }
