@@ -21,7 +21,7 @@
  *    TMA (sm_90, blocksize 32/64 layouts: pipe_use_tma): one lane of a producer warp issues per stage
  *    one tensor copy of the weight tile, one of the activations (a 3D view: their 64-k boxes at once) and
  *    one of the plain scales (or of a 16-code run of the nested codes per row; where a row's codes are not
- *    16-byte strided the warp's lanes copy the step's codes in 4-byte words), completing on the stage's
+ *    16-byte strided the warp's lanes load and store the step's codes in 4-byte words), completing on the stage's
  *    "full" mbarrier (the copies are what a step's producer costs: narrow tiles with one copy per 64-k box,
  *    20 a stage, ran 9-36 % slower than 128-row ones, v30); the consumer
  *    warps wait on it and
@@ -172,8 +172,8 @@ struct PipeArgs : bnb4_cuda_weight_args {
     unsigned prefetch;          /* TMA, m <= 16 without early stages: first stages prefetched into L2 before it */
     unsigned early;             /* TMA: first stages whose weights and scales are copied before it (<= STAGES) */
     unsigned x_one_copy;        /* TMA: a stage's activations are one copy of a 3D view (else one a 64-k box) */
-    unsigned codes_async;       /* TMA, nested: the producer warp copies the codes with 4-byte cp.async (a row's
-                                   codes are not 16-byte strided, which their tensor copy needs) */
+    unsigned codes_async;       /* TMA, nested: the producer warp's lanes load and store the codes in 4-byte
+                                   words (a row's codes are not 16-byte strided, which their tensor copy needs) */
 };
 
 /* PairOps (cuda_sm90.cuh) plus the mma.sync of the dtype */
@@ -263,10 +263,8 @@ __device__ __forceinline__ void cp_async4(uint32_t dst, const void *src, uint32_
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-/* mbarrier bar counts one arrival once every cp.async this thread issued before has landed (.noinc: the
- * arrival is one of the barrier's expected count) */
-__device__ __forceinline__ void cp_async_mbar_arrive(uint32_t bar) {
-    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(bar) : "memory");
+__device__ __forceinline__ void st_shared_u32(uint32_t dst, uint32_t v) {
+    asm volatile("st.shared.u32 [%0], %1;" ::"r"(dst), "r"(v) : "memory");
 }
 template <int N> __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
@@ -357,7 +355,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
         if (tid == 0) {
             for (int i = 0; i < STAGES; i++) {
                 /* the producer's arrival with the copies' byte count (codes_async: and each of its lanes' once
-                 * its copies land) */
+                 * it has stored its share of the codes) */
                 mbar_init(full_bar + 8 * i, NESTED && a.codes_async ? 33 : 1);
                 mbar_init(empty_bar + 8 * i, kConsumerWarps); /* one per consumer warp */
             }
@@ -365,7 +363,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
         }
         __syncthreads();
         if (warp == kConsumerWarps) { /* ---- the producer warp: one lane issues every tensor copy ---- */
-            /* codes_async: every lane copies a share of the nested codes (the others have nothing to do) */
+            /* codes_async: every lane stores a share of the nested codes (else the others have nothing to do) */
             const bool codes_async = NESTED && a.codes_async, lead = lane == 0;
             if (!lead && !codes_async)
                 return;
@@ -381,7 +379,39 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                 if (!codes_async)
                     tma_prefetch_map(&s_map);
             }
-            /* a stage's weight and scale copies, after its byte count (the activations' included) */
+            /* codes_async: a step's codes of each row in 4-byte words (K % (4 blocksize) == 0 and 4-byte aligned
+             * codes: pipe_use_tma), loaded into registers a step ahead and stored where the tensor copy's run
+             * would put them; each lane's arrival on the stage's full barrier releases its stores (plain loads
+             * and stores, which the sanitizer's race check follows: cp.async with cp.async.mbarrier.arrive ran
+             * as fast and was reported as racing, v31). Words a row: 1 or 2 (blocksize 64 / 32), 4 on narrow
+             * tiles; TR << wpr_log2 = 128 or 256 words a stage, 4 or 8 a lane. */
+            const unsigned per_row = (unsigned)(K >> bs_log2);
+            const unsigned wpr_log2 = (unsigned)__ffs((int)(SK >> bs_log2)) - 3;
+            const unsigned stage_words = (unsigned)TR << wpr_log2;
+            uint32_t codes_w[8];
+            auto load_codes = [&](unsigned k0, int n0) {
+                const unsigned first = k0 >> bs_log2;
+#pragma unroll
+                for (unsigned q = 0; q < 8; q++) {
+                    const unsigned i = lane + 32 * q, r = i >> wpr_log2, wd = i & ((1u << wpr_log2) - 1);
+                    const size_t n = (size_t)n0 + r;
+                    codes_w[q] = 0u; /* rows past N, words past K: zeros */
+                    if (i < stage_words && n < N && first + 4 * wd < per_row)
+                        codes_w[q] = __ldg(reinterpret_cast<const unsigned *>(a.codes + n * per_row + first + 4 * wd));
+                }
+            };
+            auto store_codes = [&](uint32_t base, uint32_t fb, unsigned k0) {
+                const uint32_t dst0 = base + kWBytes + S::XBytes + ((k0 >> bs_log2) & 15u);
+#pragma unroll
+                for (unsigned q = 0; q < 8; q++) {
+                    const unsigned i = lane + 32 * q;
+                    if (i < stage_words)
+                        st_shared_u32(dst0 + (i >> wpr_log2) * 16 + 4 * (i & ((1u << wpr_log2) - 1)), codes_w[q]);
+                }
+                mbar_arrive(fb);
+            };
+            /* a stage's weight and scale copies, after its byte count (the activations' included); codes_async:
+             * and the codes loaded for it */
             auto copy_weights = [&](uint32_t base, uint32_t fb, unsigned k0, int n0) {
                 if (lead) {
                     mbar_arrive_tx(fb, kWBytes + S::XBytes + s_bytes);
@@ -392,20 +422,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                     if (!codes_async)
                         tma_load_2d(base + kWBytes + S::XBytes, &s_map, (int)((k0 >> bs_log2) & s_mask), n0, fb);
                 }
-                if (codes_async) { /* the step's codes of each row, 4-byte words (K % (4 blocksize) == 0 and
-                                    * 4-byte aligned codes: pipe_use_tma), where the tensor copy's run puts them */
-                    const unsigned per_row = (unsigned)(K >> bs_log2), first = k0 >> bs_log2;
-                    const unsigned wpr_log2 = (unsigned)__ffs((int)(SK >> bs_log2)) - 3; /* words a row: 1, 2, 4 */
-                    const uint32_t dst0 = base + kWBytes + S::XBytes + (first & 15u);
-                    for (unsigned i = lane; i < (unsigned)TR << wpr_log2; i += 32) {
-                        const unsigned r = i >> wpr_log2, wd = i & ((1u << wpr_log2) - 1);
-                        const size_t n = (size_t)n0 + r;
-                        const bool on = n < N && first + 4 * wd < per_row; /* (else zeros) */
-                        cp_async4(dst0 + r * 16 + 4 * wd, on ? a.codes + n * per_row + first + 4 * wd : a.codes,
-                                  on ? 4u : 0u);
-                    }
-                    cp_async_mbar_arrive(fb); /* counts as this lane's arrival once its copies have landed */
-                }
+                if (codes_async)
+                    store_codes(base, fb, k0);
             };
             /* The first `early` stages' weights and scales go out now, while the previous kernel ends, and
              * only their activations wait (see pipe_early: the host knows the previous kernel did not write
@@ -416,6 +434,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                 const unsigned it = it_begin + i, t = it / a.k_steps, k0 = (it - t * a.k_steps) * SK;
                 const int n0 = (int)(t * TR);
                 if (i < early) { /* slot i, its first use */
+                    if (codes_async)
+                        load_codes(k0, n0);
                     copy_weights(stages_addr + i * S::StageBytes, full_bar + 8 * i, k0, n0);
                 } else if (lead) {
                     if constexpr (kNarrow)
@@ -435,6 +455,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
             unsigned tile = it_begin / a.k_steps, step = it_begin - tile * a.k_steps;
             int slot = 0, lag_slot = 0; /* lag: the oldest stage issued and not yet seen landed */
             uint32_t phase = 0, lag_phase = 0;
+            if (codes_async && early == 0 && run > 0) /* (else the last early stage's turn loads them) */
+                load_codes(step * SK, (int)(tile * TR));
             for (unsigned it = it_begin; it < it_end; it++) {
                 mbar_wait(empty_bar + 8 * slot, phase ^ 1u); /* the consumers are done with the slot */
                 /* at most `inflight` stages on their way: the memory serves a CTA's queued copies together,
@@ -468,10 +490,9 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                     step = 0;
                     tile++;
                 }
+                if (codes_async && it + 1 < it_end && it + 1 - it_begin >= early) /* the next stage's codes */
+                    load_codes(step * SK, (int)(tile * TR));
             }
-            if (codes_async) /* (its lanes' copies have landed before the consumers pass their barriers; no
-                              * thread leaves one in flight) */
-                asm volatile("cp.async.wait_all;" ::: "memory");
             return; /* every copy issued is waited for by the consumers before they finish */
         }
     }
@@ -1360,9 +1381,9 @@ unsigned pipe_x_one_copy() {
 }
 
 /* Nested codes on the TMA variant: a tensor copy of 16-code runs where a row's codes are 16-byte strided and
- * aligned (K % (16 blocksize) == 0), else 4-byte cp.async copies by the producer warp's lanes (codes_async;
- * K = 11008, 18944 or 3584 at blocksize 64, say). BNB4_CUDA_PIPE_CODES_ASYNC=1 takes the copies everywhere
- * (read per call: tests, measuring). */
+ * aligned (K % (16 blocksize) == 0), else 4-byte words loaded and stored by the producer warp's lanes
+ * (codes_async; K = 11008, 18944 or 3584 at blocksize 64, say). BNB4_CUDA_PIPE_CODES_ASYNC=1 takes the
+ * lanes' words everywhere (read per call: tests, measuring). */
 unsigned pipe_codes_async(const bnb4_qtensor *w) {
     if (w->absmax)
         return 0;
@@ -1567,7 +1588,7 @@ bool pipe_use_natural(const bnb4_qtensor *w) {
  * BNB4_CUDA_PIPE_TMA=0 (for measuring), and the layouts its fixed boxes fit: blocksize 32/64 with plain
  * scales, K % (4 blocksize) == 0 and 16-byte-aligned absmax (scale_vec: rows of whole blocks, 16-byte
  * aligned), or nested codes with K % (4 blocksize) == 0, 4-byte-aligned codes and a power-of-2 nested
- * blocksize (the codes by tensor copies or the producer's 4-byte copies: pipe_codes_async). */
+ * blocksize (the codes by tensor copies or the producer lanes' 4-byte words: pipe_codes_async). */
 bool scale_vec_fits(const bnb4_qtensor *w) {
     return w->absmax && w->blocksize <= 64 && w->cols % (4 * w->blocksize) == 0 && bnb4_aligned(w->absmax, 16);
 }
