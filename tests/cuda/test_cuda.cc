@@ -739,17 +739,17 @@ TEST(CudaGrid, NarrowTilesWhereWideOnesAreShared) {
 // blocksize 64 its post-scaled math runs on 128-row tiles and on narrow ones (32 rows x 1024-k steps), each
 // forced (BNB4_CUDA_PIPE_NARROW=0 / 1, read per call): 136 x 1024 and 200 x 1280 have a part-filled last
 // tile, 200 x 1280 a step of 1024 k past K's end. Nested codes come by tensor copies where a row's codes are
-// 16-byte strided (K % (16 blocksize) == 0), else by the producer warp's 4-byte copies (200 x 1280, 70 x 384,
-// 520 x 2304), and those are forced on the others too (BNB4_CUDA_PIPE_CODES_ASYNC=1).
+// 16-byte strided (K % (16 blocksize) == 0), else in 4-byte words by the producer warp's lanes (200 x 1280,
+// 70 x 384, 520 x 2304), and those are forced on the others too (BNB4_CUDA_PIPE_CODES_ASYNC=1).
 TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
     auto g = rng(106);
     // (70 x 384 bs32 and 200 x 1280 bs64 take the 16-byte scale copies, the first with a half last step;
-    // TMA: 70 x 384, 200 x 1280 and 520 x 2304 (nested: codes by the producer's copies), 136 x 1024 bs64
-    // and 520 x 2560 bs32 plain and nested, N past the tile's rows, a step's codes in the second half of their 16-code run, and at
-    // m = 17 / 40 activation rows past m in the boxes; bs64 at m <= 16 the post-scaled k quarters; nested
-    // blocksizes 2 and 4, under a step's 4 / 8 blocks of a row, so a row's blocks in one step have
-    // different nested absmax; wgmma takes a 128-k half's blocks under one nested absmax, so bs32 with
-    // nested blocksize 2 runs on mma.sync)
+    // TMA: 70 x 384, 200 x 1280 and 520 x 2304 (nested: codes by the producer's lanes), 136 x 1024 bs64
+    // and 520 x 2560 bs32 plain and nested, N past the tile's rows, a step's codes in the second half of
+    // their 16-code run, and at m = 17 / 40 activation rows past m in the boxes; bs64 at m <= 16 the
+    // post-scaled k quarters; nested blocksizes 2 and 4, under a step's 4 / 8 blocks of a row, so a row's
+    // blocks in one step have different nested absmax; wgmma takes a 128-k half's blocks under one nested
+    // absmax, so bs32 with nested blocksize 2 runs on mma.sync)
     struct Shape { size_t N, K, bs, nbs = 256; };
     std::vector<Shape> shapes = {{300, 1056, 64},    {1000, 2080, 32}, {130, 4096, 256}, {257, 512, 4096},
                                  {64, 8192, 128},    {70, 384, 32},    {200, 1280, 64},  {136, 1024, 64},
