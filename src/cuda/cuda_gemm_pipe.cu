@@ -21,12 +21,11 @@
  *    TMA (sm_90, blocksize 32/64 layouts: pipe_use_tma): one lane of a producer warp issues per stage
  *    one tensor copy of the weight tile, one of the activations (a 3D view: their 64-k boxes at once) and
  *    one of the plain scales (or of a 16-code run of the nested codes per row; where a row's codes are not
- *    16-byte strided the warp's lanes load and store the step's codes in 4-byte words), completing on the stage's
- *    "full" mbarrier (the copies are what a step's producer costs: narrow tiles with one copy per 64-k box,
- *    20 a stage, ran 9-36 % slower than 128-row ones, v30); the consumer
- *    warps wait on it and
- *    release the stage on its "empty" mbarrier, so they issue nothing but decode and math
- *    (docs/performance.md v11).
+ *    16-byte strided the warp's lanes load and store the step's codes in 4-byte words, v31), completing on
+ *    the stage's "full" mbarrier (the copies are what a step's producer costs: narrow tiles with one copy
+ *    per 64-k box, 20 a stage, ran 9-36 % slower than 128-row ones, v30); the consumer warps wait on it and
+ *    release the stage on its "empty" mbarrier (one lane a warp; nested: every thread, kLaneRelease), so
+ *    they issue nothing but decode and math (docs/performance.md v11).
  *  - Math: 16 warps, or 8 (TMA at m > 32: PipeShape::RF); a warp owns 16 rows (row group w mod 8) or 32
  *    rows (row groups 2 (w mod 4) and 2 (w mod 4) + 1, two mma row fragments that share the activations
  *    read from shared memory) of the tile and one 128-k half of every step (w / 8, or w / 4; the
