@@ -387,8 +387,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
              * codes: pipe_use_tma), loaded into registers a step ahead and stored where the tensor copy's run
              * would put them; each lane's arrival on the stage's full barrier releases its stores (plain loads
              * and stores, which the sanitizer's race check follows: cp.async with cp.async.mbarrier.arrive ran
-             * as fast and was reported as racing, v31). Words a row: 1 or 2 (blocksize 64 / 32), 4 on narrow
-             * tiles; TR << wpr_log2 = 128 or 256 words a stage, 4 or 8 a lane. */
+             * 6-15 % slower and was reported as racing, v31). Words a row: 1 or 2 (blocksize 64 / 32), 4 on
+             * narrow tiles; TR << wpr_log2 = 128 or 256 words a stage, 4 or 8 a lane. */
             const unsigned per_row = (unsigned)(K >> bs_log2);
             const unsigned wpr_log2 = (unsigned)__ffs((int)(SK >> bs_log2)) - 3;
             const unsigned stage_words = (unsigned)TR << wpr_log2;
