@@ -876,6 +876,36 @@ TEST_F(CudaTest, MatmulMisalignedActivationsTakeTheGeneralPath) {
     }
 }
 
+// Nested codes wherever the caller's buffer puts them: 16-byte aligned (on sm_90 the pipe kernel's tensor
+// copy of the codes), 4-byte aligned only (the producer lanes' 4-byte words), 1-byte aligned (past the pipe
+// kernel: the general paths). K % (16 blocksize) == 0, so the alignment alone picks the path; m = 1 (the
+// pipe or the gemv kernel), 9 (post-scaled mma.sync) and 40 (wgmma).
+TEST_F(CudaTest, MatmulNestedCodesAtAnyAlignment) {
+    auto g = rng(108);
+    const size_t N = 136, K = 1024, bs = 64;
+    const HostWeight w = make_weight(N, K, bs, BNB4_NF4, g);
+    DeviceWeight dw(w);
+    const bnb4_qtensor wh = dw.host(true);
+    for (size_t offset : {0, 4, 1}) {
+        DevBuf codes(w.codes.size() + 16);
+        codes.put(offset, w.codes.data(), w.codes.size());
+        bnb4_qtensor wd = dw.device(true);
+        wd.nested.codes = codes.as<uint8_t>(offset);
+        for (size_t m : {1, 9, 40})
+            for (bnb4_dtype dt : {BNB4_F16, BNB4_BF16}) {
+                const size_t es = bnb4_dtype_size(dt);
+                const Array x = randn(dt, m * K, g);
+                DevBuf dx(x.data(), m * K * es), dy(m * N * es);
+                ASSERT_EQ(BNB4_OK, bnb4_gemm(ctx, &wd, dt, m, dx.as<void>(), nullptr, dy.as<void>()))
+                    << bnb4_last_error();
+                sync();
+                expect_close(values_of(dy.get(), dt, m * N), reference_matmul(wh, x, m, nullptr), dt,
+                             std::string(bnb4_dtype_name(dt)) + " m " + std::to_string(m) + " codes at +" +
+                                 std::to_string(offset));
+            }
+    }
+}
+
 // For the graph tests: the pipe and tile kernels on 5 CTAs (tiles shared between CTAs: split-K) and the
 // tile kernel at every m >= 65 on weights of any size (all read per call).
 struct SmallGridsEverywhere {
