@@ -356,11 +356,13 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
     const T *x = reinterpret_cast<const T *>(a.x);
 #if BNB4_HAS_TMA
     if constexpr (TMA) {
+        /* the producer warp's lanes store the nested codes (pipe_codes_async) */
+        const bool codes_async = NESTED && a.codes_async;
         if (tid == 0) {
             for (int i = 0; i < STAGES; i++) {
                 /* the producer's arrival with the copies' byte count (codes_async: and each of its lanes' once
                  * it has stored its share of the codes) */
-                mbar_init(full_bar + 8 * i, NESTED && a.codes_async ? 33 : 1);
+                mbar_init(full_bar + 8 * i, codes_async ? 33 : 1);
                 mbar_init(empty_bar + 8 * i, kLaneRelease ? kConsumerThreads : kConsumerWarps);
             }
             mbar_init_fence();
@@ -368,7 +370,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
         __syncthreads();
         if (warp == kConsumerWarps) { /* ---- the producer warp: one lane issues every tensor copy ---- */
             /* codes_async: every lane stores a share of the nested codes (else the others have nothing to do) */
-            const bool codes_async = NESTED && a.codes_async, lead = lane == 0;
+            const bool lead = lane == 0;
             if (!lead && !codes_async)
                 return;
             const unsigned bs_log2 = (unsigned)a.bs_log2;
@@ -478,13 +480,14 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                 const int n0 = (int)(tile * TR);
                 if (it - it_begin >= early) /* (early: weights and scales issued before the wait) */
                     copy_weights(base, fb, k0, n0);
-                if (!lead) {
-                } else if (a.x_one_copy) { /* activations: 64-k boxes (4, narrow 16) of MT rows, one copy or one each */
-                    tma_load_3d(base + kWBytes, &x_map, 0, 0, (int)(k0 / 64), fb);
-                } else {
+                if (lead) { /* activations: 64-k boxes (4, narrow 16) of MT rows, one copy or one each */
+                    if (a.x_one_copy) {
+                        tma_load_3d(base + kWBytes, &x_map, 0, 0, (int)(k0 / 64), fb);
+                    } else {
 #pragma unroll
-                    for (int q = 0; q < SK / 64; q++)
-                        tma_load_2d(base + kWBytes + q * (MT * 128), &x_map, (int)(k0 + 64 * q), 0, fb);
+                        for (int q = 0; q < SK / 64; q++)
+                            tma_load_2d(base + kWBytes + q * (MT * 128), &x_map, (int)(k0 + 64 * q), 0, fb);
+                    }
                 }
                 if (++slot == STAGES) {
                     slot = 0;
@@ -1531,18 +1534,19 @@ bnb4_status launch_pipe_m(bnb4_cuda_state *s, const PipeArgs &a, const bnb4_qten
 /* variant: 0 cp.async, 1 TMA with mma.sync, 2 TMA with wgmma on permuted activations, 3 TMA with mma.sync
  * post-scaled (m <= 16), 4 TMA with wgmma on the activations as they are (pipe_use_natural), 5 TMA with
  * mma.sync post-scaled on narrow tiles (m <= 16, pipe_use_narrow) */
+/* the post-scaled math (m <= 16) in k quarters of 128-row tiles or on narrow tiles */
+template <typename T, int PS>
+bnb4_status launch_pipe_postscaled(bnb4_cuda_state *s, const PipeArgs &a, const bnb4_qtensor *w, bool nested) {
+    if (a.M <= 8)
+        return nested ? launch_pipe<T, 1, true, true, 0, PS>(s, a, w) : launch_pipe<T, 1, false, true, 0, PS>(s, a, w);
+    return nested ? launch_pipe<T, 2, true, true, 0, PS>(s, a, w) : launch_pipe<T, 2, false, true, 0, PS>(s, a, w);
+}
 template <typename T>
 bnb4_status launch_pipe_t(bnb4_cuda_state *s, const PipeArgs &a, const bnb4_qtensor *w, bool nested, int variant) {
     if (variant == 5)
-        return a.M <= 8 ? nested ? launch_pipe<T, 1, true, true, false, kPsNarrow>(s, a, w)
-                                 : launch_pipe<T, 1, false, true, false, kPsNarrow>(s, a, w)
-               : nested ? launch_pipe<T, 2, true, true, false, kPsNarrow>(s, a, w)
-                        : launch_pipe<T, 2, false, true, false, kPsNarrow>(s, a, w);
+        return launch_pipe_postscaled<T, kPsNarrow>(s, a, w, nested);
     if (variant == 3)
-        return a.M <= 8 ? nested ? launch_pipe<T, 1, true, true, false, kPsQuarters>(s, a, w)
-                                 : launch_pipe<T, 1, false, true, false, kPsQuarters>(s, a, w)
-               : nested ? launch_pipe<T, 2, true, true, false, kPsQuarters>(s, a, w)
-                        : launch_pipe<T, 2, false, true, false, kPsQuarters>(s, a, w);
+        return launch_pipe_postscaled<T, kPsQuarters>(s, a, w, nested);
     if (variant == 2)
         return nested ? launch_pipe_m<T, true, true, kWgPermuted>(s, a, w)
                       : launch_pipe_m<T, false, true, kWgPermuted>(s, a, w);

@@ -242,7 +242,7 @@ static void amx_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch
     uint16_t *wd = (uint16_t *)(((uintptr_t)(sums + block * unit_sums) + 63) & ~(uintptr_t)63);
     amx_load_config();
     for (size_t jb = j0; jb < j1; jb += block * AMX_COLS) {
-        const size_t units = (j1 - jb + AMX_COLS - 1) / AMX_COLS < block ? (j1 - jb + AMX_COLS - 1) / AMX_COLS : block;
+        const size_t left = (j1 - jb + AMX_COLS - 1) / AMX_COLS, units = left < block ? left : block;
         for (size_t kc0 = 0; kc0 < K; kc0 += AMX_KC)
             for (size_t u = 0; u < units; u++) {
                 /* what runs next: the block's next unit, else its first unit's next chunk, else the next block */
