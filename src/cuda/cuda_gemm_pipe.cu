@@ -440,12 +440,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
             for (unsigned i = 0; i < ahead; i++) {
                 const unsigned it = it_begin + i, t = it / a.k_steps, k0 = (it - t * a.k_steps) * SK;
                 const int n0 = (int)(t * TR);
-                if (i < early) { /* slot i, its first use (codes_async: its codes now, the wait is ahead anyway) */
+                if (i < early) { /* slot i, its first use */
                     copy_weights(stages_addr + i * S::StageBytes, full_bar + 8 * i, k0, n0);
-                    if (codes_async) {
-                        load_codes(codes_w[0], k0, n0);
-                        store_codes(codes_w[0], stages_addr + i * S::StageBytes, full_bar + 8 * i, k0);
-                    }
                 } else if (lead) {
                     if constexpr (kNarrow)
                         tma_prefetch_l2_3d(&w_map, 0, n0, (int)(k0 / kStepK));
@@ -453,6 +449,24 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                         tma_prefetch_l2_2d(&w_map, (int)(k0 / 2), n0);
                     if (!codes_async)
                         tma_prefetch_l2_2d(&s_map, (int)((k0 >> bs_log2) & s_mask), n0);
+                }
+            }
+            /* codes_async: the early stages' codes, after all their copies are on their way, loaded
+             * kCodesAhead stages at a time before any is stored (one DRAM round trip each group, not each
+             * stage) */
+            for (unsigned i0 = 0; codes_async && i0 < early; i0 += kCodesAhead) {
+#pragma unroll
+                for (int d = 0; d < kCodesAhead; d++) {
+                    const unsigned it = it_begin + i0 + d, t = it / a.k_steps;
+                    if (i0 + d < early)
+                        load_codes(codes_w[d], (it - t * a.k_steps) * SK, (int)(t * TR));
+                }
+#pragma unroll
+                for (int d = 0; d < kCodesAhead; d++) {
+                    const unsigned i = i0 + d, it = it_begin + i, t = it / a.k_steps;
+                    if (i < early)
+                        store_codes(codes_w[d], stages_addr + i * S::StageBytes, full_bar + 8 * i,
+                                    (it - t * a.k_steps) * SK);
                 }
             }
             pdl_wait(); /* the activations may come from the previous kernel */
