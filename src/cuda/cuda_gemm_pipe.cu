@@ -395,14 +395,15 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
              * or 2 (blocksize 64 / 32), 4 on narrow tiles; TR << wpr_log2 = 128 or 256 words a stage, 4 or 8 a
              * lane. */
             constexpr int kCodesAhead = 3;
+            constexpr int kLaneWords = PS ? 4 : 8; /* (the post-scaled math: blocksize 64, 4 words a lane) */
             const unsigned per_row = (unsigned)(K >> bs_log2);
             const unsigned wpr_log2 = (unsigned)__ffs((int)(SK >> bs_log2)) - 3;
             const unsigned stage_words = (unsigned)TR << wpr_log2;
-            uint32_t codes_w[kCodesAhead][8]; /* [d]: the codes of the d-th stage from the next one stored */
-            auto load_codes = [&](uint32_t(&w)[8], unsigned k0, int n0) {
+            uint32_t codes_w[kCodesAhead][kLaneWords]; /* ring entries: stages' codes, ring turns apart */
+            auto load_codes = [&](uint32_t(&w)[kLaneWords], unsigned k0, int n0) {
                 const unsigned first = k0 >> bs_log2;
 #pragma unroll
-                for (unsigned q = 0; q < 8; q++) {
+                for (unsigned q = 0; q < kLaneWords; q++) {
                     const unsigned i = lane + 32 * q, r = i >> wpr_log2, wd = i & ((1u << wpr_log2) - 1);
                     const size_t n = (size_t)n0 + r;
                     w[q] = 0u; /* rows past N, words past K: zeros */
@@ -410,10 +411,10 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                         w[q] = __ldg(reinterpret_cast<const unsigned *>(a.codes + n * per_row + first + 4 * wd));
                 }
             };
-            auto store_codes = [&](const uint32_t(&w)[8], uint32_t base, uint32_t fb, unsigned k0) {
+            auto store_codes = [&](const uint32_t(&w)[kLaneWords], uint32_t base, uint32_t fb, unsigned k0) {
                 const uint32_t dst0 = base + kWBytes + S::XBytes + ((k0 >> bs_log2) & 15u);
 #pragma unroll
-                for (unsigned q = 0; q < 8; q++) {
+                for (unsigned q = 0; q < kLaneWords; q++) {
                     const unsigned i = lane + 32 * q;
                     if (i < stage_words)
                         st_shared_u32(dst0 + (i >> wpr_log2) * 16 + 4 * (i & ((1u << wpr_log2) - 1)), w[q]);
@@ -480,7 +481,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
             uint32_t phase = 0, lag_phase = 0;
             /* codes_async: the iteration whose codes load next, and the first kCodesAhead loads */
             unsigned c_it = it_begin + early, c_tile = c_it / a.k_steps, c_step = c_it - c_tile * a.k_steps;
-            auto load_next_codes = [&](uint32_t(&w)[8]) {
+            auto load_next_codes = [&](uint32_t(&w)[kLaneWords]) {
                 if (c_it < it_end)
                     load_codes(w, c_step * SK, (int)(c_tile * TR));
                 c_it++;
@@ -494,6 +495,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                 for (int d = 0; d < kCodesAhead; d++)
                     load_next_codes(codes_w[d]);
             }
+            unsigned ring = 0; /* codes_async: the ring entry holding this stage's codes */
             for (unsigned it = it_begin; it < it_end; it++) {
                 mbar_wait(empty_bar + 8 * slot, phase ^ 1u); /* the consumers are done with the slot */
                 /* at most `inflight` stages on their way: the memory serves a CTA's queued copies together,
@@ -520,14 +522,18 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                             tma_load_2d(base + kWBytes + q * (MT * 128), &x_map, (int)(k0 + 64 * q), 0, fb);
                     }
                 }
-                if (codes_async && it - it_begin >= early) { /* this stage's codes, then the ring moves on */
-                    store_codes(codes_w[0], base, fb, k0);
+                /* this stage's codes, and that entry reloaded kCodesAhead stages ahead: a branch per entry,
+                 * so each entry stays in its registers (moving the ring down an entry a turn would wait for
+                 * the newest load; unrolling the whole turn by kCodesAhead cost the consumers' loops
+                 * registers: m = 9..16 nested 163 -> 169-174 instructions a step) */
+                if (codes_async && it - it_begin >= early) {
 #pragma unroll
-                    for (int d = 0; d + 1 < kCodesAhead; d++)
-#pragma unroll
-                        for (int q = 0; q < 8; q++)
-                            codes_w[d][q] = codes_w[d + 1][q];
-                    load_next_codes(codes_w[kCodesAhead - 1]);
+                    for (int d = 0; d < kCodesAhead; d++)
+                        if (ring == (unsigned)d) {
+                            store_codes(codes_w[d], base, fb, k0);
+                            load_next_codes(codes_w[d]);
+                        }
+                    ring = ring + 1 == kCodesAhead ? 0 : ring + 1;
                 }
                 if (++slot == STAGES) {
                     slot = 0;
