@@ -524,8 +524,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                 }
                 /* this stage's codes, and that entry reloaded kCodesAhead stages ahead: a branch per entry,
                  * so each entry stays in its registers (moving the ring down an entry a turn would wait for
-                 * the newest load; unrolling the whole turn by kCodesAhead cost the consumers' loops
-                 * registers: m = 9..16 nested 163 -> 169-174 instructions a step) */
+                 * the newest load; unrolling the whole turn by kCodesAhead, with 8-word entries, cost the
+                 * consumers' loops registers: m = 9..16 nested 163 -> 169-174 instructions a step) */
                 if (codes_async && it - it_begin >= early) {
 #pragma unroll
                     for (int d = 0; d < kCodesAhead; d++)
