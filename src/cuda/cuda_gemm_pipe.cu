@@ -391,10 +391,11 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
              * stage's full barrier releases its stores (plain loads and stores, which the sanitizer's race check
              * follows: cp.async with cp.async.mbarrier.arrive was reported as racing, v31). Loaded one step
              * ahead, a load's DRAM round trip held up the next stage's copies (v31: nested 4096x11008 m = 1
-             * 14.0 us against plain's 9.8); kCodesAhead = 3 is the producer's in-flight window. Words a row: 1
+             * 14.0 us against plain's 9.8); kCodesAhead = 3 is the producer's in-flight window. The post-scaled
+             * kernels only (m <= 16): on wgmma at m = 32 / 64, 3 ahead ran 8-12 % and 2 ahead 2-4 % slower than 1 (v32). Words a row: 1
              * or 2 (blocksize 64 / 32), 4 on narrow tiles; TR << wpr_log2 = 128 or 256 words a stage, 4 or 8 a
              * lane. */
-            constexpr int kCodesAhead = 3;
+            constexpr int kCodesAhead = PS ? 3 : 1;
             constexpr int kLaneWords = PS ? 4 : 8; /* (the post-scaled math: blocksize 64, 4 words a lane) */
             const unsigned per_row = (unsigned)(K >> bs_log2);
             const unsigned wpr_log2 = (unsigned)__ffs((int)(SK >> bs_log2)) - 3;
@@ -442,7 +443,12 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                 const unsigned it = it_begin + i, t = it / a.k_steps, k0 = (it - t * a.k_steps) * SK;
                 const int n0 = (int)(t * TR);
                 if (i < early) { /* slot i, its first use */
-                    copy_weights(stages_addr + i * S::StageBytes, full_bar + 8 * i, k0, n0);
+                    const uint32_t base = stages_addr + i * S::StageBytes, fb = full_bar + 8 * i;
+                    if (kCodesAhead == 1 && codes_async)
+                        load_codes(codes_w[0], k0, n0);
+                    copy_weights(base, fb, k0, n0);
+                    if (kCodesAhead == 1 && codes_async)
+                        store_codes(codes_w[0], base, fb, k0);
                 } else if (lead) {
                     if constexpr (kNarrow)
                         tma_prefetch_l2_3d(&w_map, 0, n0, (int)(k0 / kStepK));
@@ -452,10 +458,10 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                         tma_prefetch_l2_2d(&s_map, (int)((k0 >> bs_log2) & s_mask), n0);
                 }
             }
-            /* codes_async: the early stages' codes, after all their copies are on their way, loaded
-             * kCodesAhead stages at a time before any is stored (one DRAM round trip each group, not each
-             * stage) */
-            for (unsigned i0 = 0; codes_async && i0 < early; i0 += kCodesAhead) {
+            /* codes_async, more than 1 ahead: the early stages' codes, after all their copies are on their
+             * way, loaded kCodesAhead stages at a time before any is stored (one DRAM round trip each group,
+             * not each stage) */
+            for (unsigned i0 = 0; kCodesAhead > 1 && codes_async && i0 < early; i0 += kCodesAhead) {
 #pragma unroll
                 for (int d = 0; d < kCodesAhead; d++) {
                     const unsigned it = it_begin + i0 + d, t = it / a.k_steps;
@@ -490,7 +496,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                     c_tile++;
                 }
             };
-            if (codes_async) {
+            if (codes_async && (kCodesAhead > 1 || (early == 0 && run > 0))) { /* (1 ahead, early stages: the
+                                                                                  last one's turn loads them) */
 #pragma unroll
                 for (int d = 0; d < kCodesAhead; d++)
                     load_next_codes(codes_w[d]);
@@ -531,7 +538,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                     for (int d = 0; d < kCodesAhead; d++)
                         if (ring == (unsigned)d) {
                             store_codes(codes_w[d], base, fb, k0);
-                            load_next_codes(codes_w[d]);
+                            if constexpr (kCodesAhead > 1)
+                                load_next_codes(codes_w[d]);
                         }
                     ring = ring + 1 == kCodesAhead ? 0 : ring + 1;
                 }
@@ -543,6 +551,11 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                     step = 0;
                     tile++;
                 }
+                /* 1 ahead: the next stage's codes, loaded at the turn's end (loaded beside the stores, the
+                 * m = 33..64 natural nested loop spilled) */
+                if constexpr (kCodesAhead == 1)
+                    if (codes_async && it + 1 < it_end && it + 1 - it_begin >= early)
+                        load_codes(codes_w[0], step * SK, (int)(tile * TR));
             }
             return; /* every copy issued is waited for by the consumers before they finish */
         }
