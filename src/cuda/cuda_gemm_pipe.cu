@@ -386,38 +386,43 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                     tma_prefetch_map(&s_map);
             }
             /* codes_async: a step's codes of each row in 4-byte words (K % (4 blocksize) == 0 and 4-byte aligned
-             * codes: pipe_use_tma), loaded into registers a step ahead and stored where the tensor copy's run
-             * would put them; each lane's arrival on the stage's full barrier releases its stores (plain loads
-             * and stores, which the sanitizer's race check follows: cp.async with cp.async.mbarrier.arrive ran
-             * 6-15 % slower and was reported as racing, v31). Words a row: 1 or 2 (blocksize 64 / 32), 4 on
-             * narrow tiles; TR << wpr_log2 = 128 or 256 words a stage, 4 or 8 a lane. */
+             * codes: pipe_use_tma), loaded into registers kCodesAhead steps ahead and stored where the tensor
+             * copy's run would put them, after the stage's tensor copies are issued; each lane's arrival on the
+             * stage's full barrier releases its stores (plain loads and stores, which the sanitizer's race check
+             * follows: cp.async with cp.async.mbarrier.arrive was reported as racing, v31). Loaded one step
+             * ahead, a load's DRAM round trip held up the next stage's copies (v31: nested 4096x11008 m = 1
+             * 14.0 us against plain's 9.8); kCodesAhead = 3 is the producer's in-flight window. The post-scaled
+             * kernels only (m <= 16): on wgmma at m = 32 / 64, 3 ahead ran 8-12 % and 2 ahead 2-4 % slower than 1 (v32). Words a row: 1
+             * or 2 (blocksize 64 / 32), 4 on narrow tiles; TR << wpr_log2 = 128 or 256 words a stage, 4 or 8 a
+             * lane. */
+            constexpr int kCodesAhead = PS ? 3 : 1;
+            constexpr int kLaneWords = PS ? 4 : 8; /* (the post-scaled math: blocksize 64, 4 words a lane) */
             const unsigned per_row = (unsigned)(K >> bs_log2);
             const unsigned wpr_log2 = (unsigned)__ffs((int)(SK >> bs_log2)) - 3;
             const unsigned stage_words = (unsigned)TR << wpr_log2;
-            uint32_t codes_w[8];
-            auto load_codes = [&](unsigned k0, int n0) {
+            uint32_t codes_w[kCodesAhead][kLaneWords]; /* ring entries: stages' codes, ring turns apart */
+            auto load_codes = [&](uint32_t(&w)[kLaneWords], unsigned k0, int n0) {
                 const unsigned first = k0 >> bs_log2;
 #pragma unroll
-                for (unsigned q = 0; q < 8; q++) {
+                for (unsigned q = 0; q < kLaneWords; q++) {
                     const unsigned i = lane + 32 * q, r = i >> wpr_log2, wd = i & ((1u << wpr_log2) - 1);
                     const size_t n = (size_t)n0 + r;
-                    codes_w[q] = 0u; /* rows past N, words past K: zeros */
+                    w[q] = 0u; /* rows past N, words past K: zeros */
                     if (i < stage_words && n < N && first + 4 * wd < per_row)
-                        codes_w[q] = __ldg(reinterpret_cast<const unsigned *>(a.codes + n * per_row + first + 4 * wd));
+                        w[q] = __ldg(reinterpret_cast<const unsigned *>(a.codes + n * per_row + first + 4 * wd));
                 }
             };
-            auto store_codes = [&](uint32_t base, uint32_t fb, unsigned k0) {
+            auto store_codes = [&](const uint32_t(&w)[kLaneWords], uint32_t base, uint32_t fb, unsigned k0) {
                 const uint32_t dst0 = base + kWBytes + S::XBytes + ((k0 >> bs_log2) & 15u);
 #pragma unroll
-                for (unsigned q = 0; q < 8; q++) {
+                for (unsigned q = 0; q < kLaneWords; q++) {
                     const unsigned i = lane + 32 * q;
                     if (i < stage_words)
-                        st_shared_u32(dst0 + (i >> wpr_log2) * 16 + 4 * (i & ((1u << wpr_log2) - 1)), codes_w[q]);
+                        st_shared_u32(dst0 + (i >> wpr_log2) * 16 + 4 * (i & ((1u << wpr_log2) - 1)), w[q]);
                 }
                 mbar_arrive(fb);
             };
-            /* a stage's weight and scale copies, after its byte count (the activations' included); codes_async:
-             * and the codes loaded for it */
+            /* a stage's weight and scale copies, after its byte count (the activations' included) */
             auto copy_weights = [&](uint32_t base, uint32_t fb, unsigned k0, int n0) {
                 if (lead) {
                     mbar_arrive_tx(fb, kWBytes + S::XBytes + s_bytes);
@@ -428,8 +433,6 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                     if (!codes_async)
                         tma_load_2d(base + kWBytes + S::XBytes, &s_map, (int)((k0 >> bs_log2) & s_mask), n0, fb);
                 }
-                if (codes_async)
-                    store_codes(base, fb, k0);
             };
             /* The first `early` stages' weights and scales go out now, while the previous kernel ends, and
              * only their activations wait (see pipe_early: the host knows the previous kernel did not write
@@ -440,9 +443,12 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                 const unsigned it = it_begin + i, t = it / a.k_steps, k0 = (it - t * a.k_steps) * SK;
                 const int n0 = (int)(t * TR);
                 if (i < early) { /* slot i, its first use */
-                    if (codes_async)
-                        load_codes(k0, n0);
-                    copy_weights(stages_addr + i * S::StageBytes, full_bar + 8 * i, k0, n0);
+                    const uint32_t base = stages_addr + i * S::StageBytes, fb = full_bar + 8 * i;
+                    if (kCodesAhead == 1 && codes_async)
+                        load_codes(codes_w[0], k0, n0);
+                    copy_weights(base, fb, k0, n0);
+                    if (kCodesAhead == 1 && codes_async)
+                        store_codes(codes_w[0], base, fb, k0);
                 } else if (lead) {
                     if constexpr (kNarrow)
                         tma_prefetch_l2_3d(&w_map, 0, n0, (int)(k0 / kStepK));
@@ -450,6 +456,24 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                         tma_prefetch_l2_2d(&w_map, (int)(k0 / 2), n0);
                     if (!codes_async)
                         tma_prefetch_l2_2d(&s_map, (int)((k0 >> bs_log2) & s_mask), n0);
+                }
+            }
+            /* codes_async, more than 1 ahead: the early stages' codes, after all their copies are on their
+             * way, loaded kCodesAhead stages at a time before any is stored (one DRAM round trip each group,
+             * not each stage) */
+            for (unsigned i0 = 0; kCodesAhead > 1 && codes_async && i0 < early; i0 += kCodesAhead) {
+#pragma unroll
+                for (int d = 0; d < kCodesAhead; d++) {
+                    const unsigned it = it_begin + i0 + d, t = it / a.k_steps;
+                    if (i0 + d < early)
+                        load_codes(codes_w[d], (it - t * a.k_steps) * SK, (int)(t * TR));
+                }
+#pragma unroll
+                for (int d = 0; d < kCodesAhead; d++) {
+                    const unsigned i = i0 + d, it = it_begin + i, t = it / a.k_steps;
+                    if (i < early)
+                        store_codes(codes_w[d], stages_addr + i * S::StageBytes, full_bar + 8 * i,
+                                    (it - t * a.k_steps) * SK);
                 }
             }
             pdl_wait(); /* the activations may come from the previous kernel */
@@ -461,8 +485,24 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
             unsigned tile = it_begin / a.k_steps, step = it_begin - tile * a.k_steps;
             int slot = 0, lag_slot = 0; /* lag: the oldest stage issued and not yet seen landed */
             uint32_t phase = 0, lag_phase = 0;
-            if (codes_async && early == 0 && run > 0) /* (else the last early stage's turn loads them) */
-                load_codes(step * SK, (int)(tile * TR));
+            /* codes_async: the iteration whose codes load next, and the first kCodesAhead loads */
+            unsigned c_it = it_begin + early, c_tile = c_it / a.k_steps, c_step = c_it - c_tile * a.k_steps;
+            auto load_next_codes = [&](uint32_t(&w)[kLaneWords]) {
+                if (c_it < it_end)
+                    load_codes(w, c_step * SK, (int)(c_tile * TR));
+                c_it++;
+                if (++c_step == a.k_steps) {
+                    c_step = 0;
+                    c_tile++;
+                }
+            };
+            if (codes_async && (kCodesAhead > 1 || (early == 0 && run > 0))) { /* (1 ahead, early stages: the
+                                                                                  last one's turn loads them) */
+#pragma unroll
+                for (int d = 0; d < kCodesAhead; d++)
+                    load_next_codes(codes_w[d]);
+            }
+            unsigned ring = 0; /* codes_async: the ring entry holding this stage's codes */
             for (unsigned it = it_begin; it < it_end; it++) {
                 mbar_wait(empty_bar + 8 * slot, phase ^ 1u); /* the consumers are done with the slot */
                 /* at most `inflight` stages on their way: the memory serves a CTA's queued copies together,
@@ -489,6 +529,20 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                             tma_load_2d(base + kWBytes + q * (MT * 128), &x_map, (int)(k0 + 64 * q), 0, fb);
                     }
                 }
+                /* this stage's codes, and that entry reloaded kCodesAhead stages ahead: a branch per entry,
+                 * so each entry stays in its registers (moving the ring down an entry a turn would wait for
+                 * the newest load; unrolling the whole turn by kCodesAhead, with 8-word entries, cost the
+                 * consumers' loops registers: m = 9..16 nested 163 -> 169-174 instructions a step) */
+                if (codes_async && it - it_begin >= early) {
+#pragma unroll
+                    for (int d = 0; d < kCodesAhead; d++)
+                        if (ring == (unsigned)d) {
+                            store_codes(codes_w[d], base, fb, k0);
+                            if constexpr (kCodesAhead > 1)
+                                load_next_codes(codes_w[d]);
+                        }
+                    ring = ring + 1 == kCodesAhead ? 0 : ring + 1;
+                }
                 if (++slot == STAGES) {
                     slot = 0;
                     phase ^= 1u;
@@ -497,8 +551,11 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                     step = 0;
                     tile++;
                 }
-                if (codes_async && it + 1 < it_end && it + 1 - it_begin >= early) /* the next stage's codes */
-                    load_codes(step * SK, (int)(tile * TR));
+                /* 1 ahead: the next stage's codes, loaded at the turn's end (loaded beside the stores, the
+                 * m = 33..64 natural nested loop spilled) */
+                if constexpr (kCodesAhead == 1)
+                    if (codes_async && it + 1 < it_end && it + 1 - it_begin >= early)
+                        load_codes(codes_w[0], step * SK, (int)(tile * TR));
             }
             return; /* every copy issued is waited for by the consumers before they finish */
         }
