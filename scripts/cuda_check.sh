@@ -124,6 +124,13 @@ if [ -x "$TESTS" ]; then
   else
     RESULT[tests_mma]="FAILED"
   fi
+  # the producer's in-flight window beyond the pipe's stage count (no limit: it hung before v32)
+  step "CUDA pipe tests with an in-flight window beyond the stage count (BNB4_CUDA_PIPE_INFLIGHT=64, quick)"
+  if BNB4_CUDA_PIPE_INFLIGHT=64 BNB4_CUDA_TEST_QUICK=1 timeout "$T_TESTS" "$TESTS" --gtest_color=no --gtest_brief=1 --gtest_filter='*Pipe*:*MatmulAgrees*'; then
+    RESULT[tests_window]="ok"
+  else
+    RESULT[tests_window]="FAILED"
+  fi
   unset BNB4_CUDA_TEST_QUICK
 else
   RESULT[tests]="not built"
@@ -173,11 +180,11 @@ if [ -x "$TESTS" ]; then
 fi
 
 step "summary"
-for k in build tests tests_m1 tests_cpasync tests_wgmma tests_mma wgmma_sass loop_budget memcheck racecheck bench read_floor; do
+for k in build tests tests_m1 tests_cpasync tests_wgmma tests_mma tests_window wgmma_sass loop_budget memcheck racecheck bench read_floor; do
   printf '%-10s %s\n' "$k" "${RESULT[$k]:-skipped}"
 done
 [ -f "$OUT/bench.txt" ] && sed -n '/^==== bnb4 CUDA summary/,$p' "$OUT/bench.txt"
-for k in build tests tests_m1 tests_cpasync tests_wgmma tests_mma wgmma_sass loop_budget memcheck racecheck bench read_floor; do
+for k in build tests tests_m1 tests_cpasync tests_wgmma tests_mma tests_window wgmma_sass loop_budget memcheck racecheck bench read_floor; do
   case "${RESULT[$k]:-skipped}" in FAILED|"not built") exit 1 ;; esac
 done
 exit 0
