@@ -148,6 +148,26 @@ def test_matmul_sweep(kind, rng, shape, blocksize, dtype, qt):
         _check(kind, y, x, w_f32, dtype, batch + (n_out,), what=f"gemm x{batch + (k,)}")
 
 
+def test_matmul_subnormal_half_output(kind):
+    """A float16 output in float16's subnormal range is rounded on an absolute grid (2^-24 apart): the
+    bound allows half of that, which a relative bound alone does not (a 1x1 product of 1.4e-6 once
+    failed the sweep by it)."""
+    n_out = 1
+    x = kind.arr(np.array([[2.0**-10]], dtype=np.float32), "float16")
+    # one weight in its block: absmax is |w| and the code 1.0, so the weight comes back exactly; x * w
+    # three quarters of the way between two subnormal float16 values near 1.5e-6
+    w = kind.arr(np.array([[(24 + 0.75) * 2.0**-24 / 2.0**-10]], dtype=np.float32))
+    packed, absmax = bnb4.quantize_4bit(w, 64, bnb4.NF4)
+    w_f32 = ref.dequantize(kind.np(packed), kind.np(absmax), 64, bnb4.NF4, 1).reshape(1, 1)
+    assert w_f32[0, 0] == kind.np(w)[0, 0]
+    y = bnb4.linear_4bit(x, packed, absmax, n_out)
+    expected, mag = ref.matmul(kind.np(x), w_f32)
+    err = abs(float(kind.np(y)[0, 0]) - expected[0, 0])
+    assert err > ref.MATMUL_RTOL["float16"] * mag[0, 0]  # the case needs the absolute term
+    _check(kind, y, x, w_f32, "float16", (1, n_out))
+    assert float(kind.np(y)[0, 0]) == float(np.float16(expected[0, 0]))  # one rounding, to nearest
+
+
 @pytest.mark.parametrize("blocksize", BLOCKSIZES)
 def test_matmul_every_blocksize(kind, rng, blocksize):
     """Blocks that straddle rows (K % blocksize != 0) and a partial last block, for every blocksize."""
