@@ -391,10 +391,10 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
              * stage's full barrier releases its stores (plain loads and stores, which the sanitizer's race check
              * follows: cp.async with cp.async.mbarrier.arrive was reported as racing, v31). Loaded one step
              * ahead, a load's DRAM round trip held up the next stage's copies (v31: nested 4096x11008 m = 1
-             * 14.0 us against plain's 9.8); kCodesAhead = 3 is the producer's in-flight window. The post-scaled
-             * kernels only (m <= 16): on wgmma at m = 32 / 64, 3 ahead ran 8-12 % and 2 ahead 2-4 % slower than 1 (v32). Words a row: 1
-             * or 2 (blocksize 64 / 32), 4 on narrow tiles; TR << wpr_log2 = 128 or 256 words a stage, 4 or 8 a
-             * lane. */
+             * 14.0 us against plain's 9.8); kCodesAhead = 3 is the producer's in-flight window, in the
+             * post-scaled kernels (m <= 16) only: on wgmma at m = 32 / 64 3 ahead ran 8-12 % and 2 ahead 2-4 %
+             * slower than 1 (v32). Words a row: 1 or 2 (blocksize 64 / 32), 4 on narrow tiles; TR << wpr_log2 =
+             * 128 or 256 words a stage, 4 or 8 a lane. */
             constexpr int kCodesAhead = PS ? 3 : 1;
             constexpr int kLaneWords = PS ? 4 : 8; /* (the post-scaled math: blocksize 64, 4 words a lane) */
             const unsigned per_row = (unsigned)(K >> bs_log2);
