@@ -377,6 +377,7 @@ void check_gemm(const bnb4_qtensor &w, bnb4_dtype dt, size_t m, const Array &x, 
                 const std::vector<uint8_t> &yref, bool bf16_weights) {
     const size_t N = w.rows, K = w.cols;
     const double eps_dt = dt == BNB4_F32 ? 0x1p-24 : dt == BNB4_F16 ? 0x1p-11 : 0x1p-8;
+    const double tiny_dt = dt == BNB4_F32 ? 0x1p-149 : dt == BNB4_F16 ? 0x1p-24 : 0x1p-133;
     const double eps_acc = (double)(K + 16) * 0x1p-23 + (bf16_weights ? 0x1p-8 : 0.0);
     Array got = make_array(dt, m * N), want = make_array(dt, m * N);
     std::memcpy(got.data(), y.buf.data(), m * N * bnb4_dtype_size(dt));
@@ -394,7 +395,8 @@ void check_gemm(const bnb4_qtensor &w, bnb4_dtype dt, size_t m, const Array &x, 
             for (size_t k = 0; k < K; k++)
                 mag += std::fabs((double)x.get(r * K + k)) * wabs[k];
             const double a = got.get(r * N + j), b = want.get(r * N + j);
-            const double bound = eps_acc * mag + eps_dt * std::fabs(b) * 2 + 1e-30;
+            // (both outputs rounded to dt: absolutely where subnormal, up to the smallest spacing apart)
+            const double bound = eps_acc * mag + eps_dt * std::fabs(b) * 2 + tiny_dt + 1e-30;
             if (!(std::fabs(a - b) <= bound))
                 FAIL() << "y[" << r << "][" << j << "] = " << a << ", reference " << b << ", bound " << bound
                        << " (m " << m << " N " << N << " K " << K << ")";

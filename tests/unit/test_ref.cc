@@ -282,7 +282,9 @@ double tolerance(bnb4_dtype dt) { return dt == BNB4_F32 ? 1e-5 : dt == BNB4_F16 
 double element_bound(bnb4_dtype dt, size_t K, double want, double magnitude) {
     const double u_out = dt == BNB4_F32 ? 0x1p-24 : dt == BNB4_F16 ? 0x1p-11 : 0x1p-8;
     const double u_weights = dt == BNB4_BF16 ? 0x1p-8 : 0.0;
-    return 2.0 * (u_out * std::fabs(want) + ((double)(K + 1) * 0x1p-24 + u_weights) * magnitude) + 1e-30;
+    // (the output's rounding is absolute where it is subnormal in dt: half the smallest spacing)
+    const double tiny_out = dt == BNB4_F32 ? 0x1p-150 : dt == BNB4_F16 ? 0x1p-25 : 0x1p-134;
+    return 2.0 * (u_out * std::fabs(want) + ((double)(K + 1) * 0x1p-24 + u_weights) * magnitude + tiny_out) + 1e-30;
 }
 
 }  // namespace
