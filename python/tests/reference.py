@@ -61,8 +61,8 @@ def assert_matmul_close(y, ref, mag, dtype, what=""):
     err = np.abs(np.asarray(y, dtype=np.float64) - ref)
     bound = rtol * mag + MATMUL_ATOL[dtype] + 1e-30
     worst = np.unravel_index(np.argmax(err / bound), err.shape) if err.size else None
-    assert np.all(err <= bound), (f"{what}: |y - ref| exceeds {rtol} * sum|x||W| + {MATMUL_ATOL[dtype]:.3g} at {worst}: "
-                                  f"y={np.asarray(y)[worst]}, ref={ref[worst]}, bound={bound[worst]}")
+    assert np.all(err <= bound), (f"{what}: |y - ref| exceeds {rtol} * sum|x||W| + {MATMUL_ATOL[dtype]:.3g} "
+                                  f"at {worst}: y={np.asarray(y)[worst]}, ref={ref[worst]}, bound={bound[worst]}")
 
 
 def bits(a):
