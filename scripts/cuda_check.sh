@@ -180,11 +180,12 @@ if [ -x "$TESTS" ]; then
 fi
 
 step "summary"
-for k in build tests tests_m1 tests_cpasync tests_wgmma tests_mma tests_window wgmma_sass loop_budget memcheck racecheck bench read_floor; do
+STEPS=(build tests tests_m1 tests_cpasync tests_wgmma tests_mma tests_window wgmma_sass loop_budget memcheck racecheck bench read_floor)
+for k in "${STEPS[@]}"; do
   printf '%-10s %s\n' "$k" "${RESULT[$k]:-skipped}"
 done
 [ -f "$OUT/bench.txt" ] && sed -n '/^==== bnb4 CUDA summary/,$p' "$OUT/bench.txt"
-for k in build tests tests_m1 tests_cpasync tests_wgmma tests_mma tests_window wgmma_sass loop_budget memcheck racecheck bench read_floor; do
+for k in "${STEPS[@]}"; do
   case "${RESULT[$k]:-skipped}" in FAILED|"not built") exit 1 ;; esac
 done
 exit 0

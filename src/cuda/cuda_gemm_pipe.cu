@@ -1544,7 +1544,8 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     a.max_contrib = (unsigned)(bnb4_div_up(k_steps, per) + 1);
     /* a window of the stage count or more is no limit: the slots' empty barriers hold the producer to it,
      * and waiting on a stage more than a ring turn back would read a full barrier a phase later (a hang) */
-    a.inflight = pipe_inflight() < (unsigned)S::Stages ? pipe_inflight() : 0;
+    const unsigned inflight = pipe_inflight();
+    a.inflight = inflight < (unsigned)S::Stages ? inflight : 0;
     a.early =
         TMA && (WG == kWgPermuted || !bnb4_cuda_weights_may_be_pending(s, w)) ? pipe_early(WG != 0, S::Stages) : 0;
     a.prefetch = NT <= 2 && WG != kWgPermuted && !a.early ? pipe_prefetch() : 0;

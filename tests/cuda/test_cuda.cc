@@ -519,9 +519,9 @@ double tolerance(bnb4_dtype dt) { return dt == BNB4_F32 ? 1e-5 : dt == BNB4_F16 
 // (one block scale for the whole weight, a few code values): 16 bfloat16 outputs measured 8.4e-3 normwise,
 // within their element bounds.
 void expect_close(const std::vector<double> &got, const MatmulRef &ref, bnb4_dtype dt, const std::string &what) {
-    const double u = dt == BNB4_F32 ? 0x1p-24 : dt == BNB4_F16 ? 0x1p-11 : 0x1p-8;
+    const double u = unit_roundoff(dt);
     const double u_weights = dt == BNB4_F32 ? 0.0 : 3 * u;
-    const double tiny_out = dt == BNB4_F32 ? 0x1p-150 : dt == BNB4_F16 ? 0x1p-25 : 0x1p-134; // (subnormal outputs)
+    const double tiny_out = subnormal_half_gap(dt); // (subnormal outputs)
     for (size_t i = 0; i < got.size(); i++) {
         const double bound = 2.0 * (u * std::fabs(ref.y[i]) +
                                     ((double)(ref.K + 1) * 0x1p-24 + u_weights) * ref.magnitude[i] + tiny_out) +

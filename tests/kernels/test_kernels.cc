@@ -376,8 +376,7 @@ namespace {
 void check_gemm(const bnb4_qtensor &w, bnb4_dtype dt, size_t m, const Array &x, const Array *bias, const Guarded &y,
                 const std::vector<uint8_t> &yref, bool bf16_weights) {
     const size_t N = w.rows, K = w.cols;
-    const double eps_dt = dt == BNB4_F32 ? 0x1p-24 : dt == BNB4_F16 ? 0x1p-11 : 0x1p-8;
-    const double tiny_dt = dt == BNB4_F32 ? 0x1p-149 : dt == BNB4_F16 ? 0x1p-24 : 0x1p-133;
+    const double eps_dt = unit_roundoff(dt), tiny_dt = 2 * subnormal_half_gap(dt);
     const double eps_acc = (double)(K + 16) * 0x1p-23 + (bf16_weights ? 0x1p-8 : 0.0);
     Array got = make_array(dt, m * N), want = make_array(dt, m * N);
     std::memcpy(got.data(), y.buf.data(), m * N * bnb4_dtype_size(dt));

@@ -280,11 +280,12 @@ double tolerance(bnb4_dtype dt) { return dt == BNB4_F32 ? 1e-5 : dt == BNB4_F16 
 // float32 accumulation), and for bfloat16 the weights rounded to bfloat16 (bf16 dot products, as
 // bitsandbytes' bfloat16 layers do). Twice that, for slack.
 double element_bound(bnb4_dtype dt, size_t K, double want, double magnitude) {
-    const double u_out = dt == BNB4_F32 ? 0x1p-24 : dt == BNB4_F16 ? 0x1p-11 : 0x1p-8;
+    const double u_out = unit_roundoff(dt);
     const double u_weights = dt == BNB4_BF16 ? 0x1p-8 : 0.0;
-    // (the output's rounding is absolute where it is subnormal in dt: half the smallest spacing)
-    const double tiny_out = dt == BNB4_F32 ? 0x1p-150 : dt == BNB4_F16 ? 0x1p-25 : 0x1p-134;
-    return 2.0 * (u_out * std::fabs(want) + ((double)(K + 1) * 0x1p-24 + u_weights) * magnitude + tiny_out) + 1e-30;
+    // (the output's rounding is absolute where it is subnormal in dt)
+    return 2.0 * (u_out * std::fabs(want) + ((double)(K + 1) * 0x1p-24 + u_weights) * magnitude +
+                  subnormal_half_gap(dt)) +
+           1e-30;
 }
 
 }  // namespace

@@ -45,6 +45,13 @@ struct Guarded {
     bool untouched() const;  // every byte still poison (for "writes nothing on error")
 };
 
+// dt's unit roundoff (its relative rounding of a normal value: 2^-24, 2^-11, 2^-8) and half the spacing of
+// its subnormals (its absolute rounding below the smallest normal: 2^-150, 2^-25, 2^-134).
+inline double unit_roundoff(bnb4_dtype dt) { return dt == BNB4_F32 ? 0x1p-24 : dt == BNB4_F16 ? 0x1p-11 : 0x1p-8; }
+inline double subnormal_half_gap(bnb4_dtype dt) {
+    return dt == BNB4_F32 ? 0x1p-150 : dt == BNB4_F16 ? 0x1p-25 : 0x1p-134;
+}
+
 // Normwise relative error ||a - b|| / ||b||.
 double rel_err(const std::vector<double> &a, const std::vector<double> &b);
 
