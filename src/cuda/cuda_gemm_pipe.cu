@@ -129,6 +129,19 @@ constexpr int kWgPermuted = 1, kWgNatural64 = 2, kWgNatural32 = 4;
  * for changes (row group rg of a wide stage is chunk rg of a narrow one). */
 constexpr int kPsOff = 0, kPsQuarters = 1, kPsNarrow = 2;
 
+/* The dynamic shared memory one CTA may take: 227 KB an SM, 1 KB kept for the static data. */
+constexpr int kSmemLimit = 227 * 1024 - 1024;
+
+/* How nested codes reach the TMA variant's consumers (PipeArgs::codes_async): a tensor copy of each row's 16-code
+ * run per stage (K % (16 blocksize) == 0), 4-byte words the producer warp's lanes load and store per stage, or
+ * (post-scaled math) one bulk copy of a tile's codes - its rows are contiguous - into a buffer after the
+ * stages, which the consumers read at a row stride of K / blocksize (pipe_codes_tile). */
+constexpr unsigned kCodesTensor = 0, kCodesLanes = 1, kCodesTile = 2;
+/* a code buffer's bytes: the tile's codes and 16 more, which a step past K's end may read (and not use) */
+__host__ __device__ constexpr unsigned codes_tile_stride(unsigned tile_rows, unsigned per_row) {
+    return tile_rows * per_row + 16;
+}
+
 template <int NT, bool TMA, int WG = 0, int PS = kPsOff> struct PipeShape {
     static constexpr bool Narrow = PS == kPsNarrow;
     static constexpr int TileRows = Narrow ? kTileRows / 4 : kTileRows; /* weight rows per tile */
@@ -138,7 +151,7 @@ template <int NT, bool TMA, int WG = 0, int PS = kPsOff> struct PipeShape {
     static constexpr int StageBytes = kWBytes + XBytes + kScaleBytes; /* a multiple of 1024 */
     /* as many as fit beside the table in the 227 KB an SM gives one CTA (1 KB kept for the static data,
      * after which the dynamic shared memory starts at a whole KB: see the kernel's smem) */
-    static constexpr int Stages = (227 * 1024 - 1024 - kTableBytes - kNcodeBytes) / StageBytes;
+    static constexpr int Stages = (kSmemLimit - kTableBytes - kNcodeBytes) / StageBytes;
     static constexpr int SmemBytes = kTableBytes + kNcodeBytes + Stages * StageBytes;
     /* 16-row mma fragments per consumer warp. TMA at m > 32: 8 consumer warps of 32 rows (the activations
      * they read from shared memory serve twice as many weights, and the 9 warps may take 168 registers
@@ -171,8 +184,10 @@ struct PipeArgs : bnb4_cuda_weight_args {
     unsigned prefetch;          /* TMA, m <= 16 without early stages: first stages prefetched into L2 before it */
     unsigned early;             /* TMA: first stages whose weights and scales are copied before it (<= STAGES) */
     unsigned x_one_copy;        /* TMA: a stage's activations are one copy of a 3D view (else one a 64-k box) */
-    unsigned codes_async;       /* TMA, nested: the producer warp's lanes load and store the codes in 4-byte
-                                   words (a row's codes are not 16-byte strided, which their tensor copy needs) */
+    unsigned codes_async;       /* TMA, nested: kCodesTensor, kCodesLanes (the producer warp's lanes load and store
+                                   the codes in 4-byte words: a row's codes are not 16-byte strided, which their
+                                   tensor copy needs) or kCodesTile (post-scaled: a tile's codes in one bulk copy) */
+    unsigned codes_nbuf;        /* kCodesTile: code buffers, 1 (every CTA's run inside one tile) or 2 */
 };
 
 /* PairOps (cuda_sm90.cuh) plus the mma.sync of the dtype */
@@ -297,7 +312,7 @@ __device__ __forceinline__ int ps_row(int g) { return ((g & 3) << 1) | (g >> 2);
  * decoded fragments' (kWgPermuted: pipe_permute_x) or as they are, the quad trading its weight bytes into
  * their order (kWgNatural64 / 32: quad_natural); a warpgroup takes 64 rows x one 128-k half of every step.
  * w_map / x_map / s_map: the TMA variant's tensor maps (zeros, unused, for the cp.async one). */
-template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS>
+template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS, bool CT = false>
 __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
     gemm_4bit_pipe_kernel(PipeArgs a, const __grid_constant__ CUtensorMap w_map,
                           const __grid_constant__ CUtensorMap x_map, const __grid_constant__ CUtensorMap s_map) {
@@ -342,6 +357,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
     const uint32_t stages_addr = (uint32_t)__cvta_generic_to_shared(stages);
     __shared__ int s_last;
     __shared__ __align__(8) uint64_t s_bars[2 * 8]; /* TMA: full[STAGES], then empty[STAGES] */
+    /* kCodesTile: the code buffers' full[2], then empty[2] */
+    [[maybe_unused]] __shared__ __align__(8) uint64_t s_code_bars[4];
     /* (shuffled from lane 0 like table_s: warp-uniform and opaque, so the wgmma loop no longer rebuilds it
      * from %cgactaid at every turn, 4-5 instructions) */
     const uint32_t full_bar = __shfl_sync(~0u, (uint32_t)__cvta_generic_to_shared(s_bars), 0);
@@ -349,6 +366,15 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, c = lane & 3;
+    /* Nested codes by tile (CT: kCodesTile, the post-scaled math's consumers only): the CTA's run's tiles'
+     * codes, tile after tile, in code buffers after the stages; buffer b (load L of the run: b = L % nbuf)
+     * completes on code_full + 8 b and is released by the consumer warps on code_empty + 8 b once they leave
+     * its tile. A template parameter: a run-time choice cost the nested loop at m <= 8 4 instructions a step. */
+    static_assert(!CT || (TMA && NESTED && PS != kPsOff), "codes by tile: the post-scaled math's nested codes");
+    constexpr bool kTileCodes = CT, codes_tile = CT;
+    [[maybe_unused]] const unsigned code_nbuf = a.codes_nbuf; /* 1 or 2 */
+    [[maybe_unused]] const unsigned code_stride = codes_tile_stride(TR, (unsigned)(a.K >> a.bs_log2));
+    [[maybe_unused]] const uint32_t code_full = (uint32_t)__cvta_generic_to_shared(s_code_bars), code_empty = code_full + 16;
     const int j = (warp / RG) & (KP - 1); /* the k part (128-k half, PS: 64-k quarter) of each step it takes */
     const size_t N = a.N, K = a.K, M = a.M;
     const unsigned it_begin = blockIdx.x * a.per_cta;
@@ -357,7 +383,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
 #if BNB4_HAS_TMA
     if constexpr (TMA) {
         /* the producer warp's lanes store the nested codes (pipe_codes_async) */
-        const bool codes_async = NESTED && a.codes_async;
+        const bool codes_async = NESTED && a.codes_async == kCodesLanes;
         if (tid == 0) {
             for (int i = 0; i < STAGES; i++) {
                 /* the producer's arrival with the copies' byte count (codes_async: and each of its lanes' once
@@ -365,6 +391,11 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                 mbar_init(full_bar + 8 * i, codes_async ? 33 : 1);
                 mbar_init(empty_bar + 8 * i, kLaneRelease ? kConsumerThreads : kConsumerWarps);
             }
+            if (codes_tile)
+                for (int b = 0; b < 2; b++) {
+                    mbar_init(code_full + 8 * b, 1);
+                    mbar_init(code_empty + 8 * b, kConsumerWarps);
+                }
             mbar_init_fence();
         }
         __syncthreads();
@@ -377,12 +408,13 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
             /* plain: the step's 256 / blocksize scales of each row; nested: 16 codes of each row, the 16-aligned
              * run holding the step's 4 or 8 (a tensor copy's row is at least 16 bytes; codes_async: the step's
              * codes alone, where that run has them) */
-            const unsigned s_bytes = codes_async ? 0u : NESTED ? TR * 16 : TR * 4 * (SK >> bs_log2);
+            const bool s_copies = !codes_async && !codes_tile; /* the scales' or codes' tensor copies */
+            const unsigned s_bytes = !s_copies ? 0u : NESTED ? TR * 16 : TR * 4 * (SK >> bs_log2);
             const unsigned s_mask = NESTED ? ~15u : ~0u;
             if (lead) {
                 tma_prefetch_map(&w_map);
                 tma_prefetch_map(&x_map);
-                if (!codes_async)
+                if (s_copies)
                     tma_prefetch_map(&s_map);
             }
             /* codes_async: a step's codes of each row in 4-byte words (K % (4 blocksize) == 0 and 4-byte aligned
@@ -430,14 +462,34 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                         tma_load_3d(base, &w_map, 0, n0, (int)(k0 / kStepK), fb);
                     else
                         tma_load_2d(base, &w_map, (int)(k0 / 2), n0, fb);
-                    if (!codes_async)
+                    if (s_copies)
                         tma_load_2d(base + kWBytes + S::XBytes, &s_map, (int)((k0 >> bs_log2) & s_mask), n0, fb);
                 }
             };
+            /* kCodesTile: the codes of the run's tiles, one bulk copy each (the tile's rows are contiguous: TR rows
+             * of per_row bytes, a multiple of 16, at a 16-byte aligned start - pipe_codes_tile); the first
+             * code_nbuf now (they are weights: safe before the wait, as the early stages), each later one once the
+             * consumers have left the tile that held its buffer */
+            const unsigned run = it_end - it_begin;
+            const unsigned code_t0 = it_begin / a.k_steps;
+            unsigned code_tiles = codes_tile && run ?  (it_end - 1) / a.k_steps - code_t0 + 1 : 0;
+            unsigned code_loads = 0;
+            auto load_tile_codes = [&]() {
+                const uint32_t b = code_loads & (code_nbuf - 1), bar = code_full + 8 * b;
+                const unsigned bytes = TR * per_row;
+                mbar_arrive_tx(bar, bytes);
+                bulk_load(stages_addr + STAGES * S::StageBytes + b * code_stride,
+                          a.codes + (size_t)(code_t0 + code_loads) * bytes, bytes, bar);
+                code_loads++;
+            };
+            /* (a load past the first code_nbuf waits for the release of load code_loads - code_nbuf) */
+            auto code_parity = [&]() { return (code_loads / code_nbuf - 1) & 1u; };
+            if (lead)
+                while (code_loads < code_tiles && code_loads < code_nbuf)
+                    load_tile_codes();
             /* The first `early` stages' weights and scales go out now, while the previous kernel ends, and
              * only their activations wait (see pipe_early: the host knows the previous kernel did not write
              * them); else the first `prefetch` stages into L2 (pipe_prefetch). */
-            const unsigned run = it_end - it_begin;
             const unsigned early = min(run, a.early), ahead = min(run, early + a.prefetch);
             for (unsigned i = 0; i < ahead; i++) {
                 const unsigned it = it_begin + i, t = it / a.k_steps, k0 = (it - t * a.k_steps) * SK;
@@ -454,7 +506,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                         tma_prefetch_l2_3d(&w_map, 0, n0, (int)(k0 / kStepK));
                     else
                         tma_prefetch_l2_2d(&w_map, (int)(k0 / 2), n0);
-                    if (!codes_async)
+                    if (s_copies)
                         tma_prefetch_l2_2d(&s_map, (int)((k0 >> bs_log2) & s_mask), n0);
                 }
             }
@@ -528,6 +580,12 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                         for (int q = 0; q < SK / 64; q++)
                             tma_load_2d(base + kWBytes + q * (MT * 128), &x_map, (int)(k0 + 64 * q), 0, fb);
                     }
+                    /* kCodesTile: the next tile's codes as soon as their buffer is free (probed each turn, after
+                     * the slot's wait: so it is issued at the latest a turn after the consumers leave the tile
+                     * before, which they can only do once the slots of its stages are released) */
+                    if (code_loads < code_tiles && mbar_test_wait(code_empty + 8 * (code_loads & (code_nbuf - 1)),
+                                                                  code_parity()))
+                        load_tile_codes();
                 }
                 /* this stage's codes, and that entry reloaded kCodesAhead stages ahead: a branch per entry,
                  * so each entry stays in its registers (moving the ring down an entry a turn would wait for
@@ -556,6 +614,11 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                 if constexpr (kCodesAhead == 1)
                     if (codes_async && it + 1 < it_end && it + 1 - it_begin >= early)
                         load_codes(codes_w[0], step * SK, (int)(tile * TR));
+            }
+            /* the run's last tiles' codes, if their buffers were not free before its last stage was issued */
+            while (lead && code_loads < code_tiles) {
+                mbar_wait(code_empty + 8 * (code_loads & (code_nbuf - 1)), code_parity());
+                load_tile_codes();
             }
             return; /* every copy issued is waited for by the consumers before they finish */
         }
@@ -865,12 +928,26 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
     [[maybe_unused]] auto load_nab = [&](int f, int h, unsigned at_step) {
         return kQuadScales ? load_nab_at(own_on, own_first, at_step) : load_nab_at(on_[f][h], first_[f][h], at_step);
     };
+    /* kCodesTile: own_row's codes in the current tile's buffer, from the quad's block of a step's first k on
+     * (a step adds k0 / blocksize), and the buffers' uses so far */
+    [[maybe_unused]] const unsigned char *code_row = nullptr;
+    [[maybe_unused]] unsigned code_uses = 0;
     /* One turn of the outer loop per tile this CTA works on (or the part of it in its range); the inner
      * loop runs that tile's steps with no tile-end tests, the tile's end follows it. */
     unsigned it = it_begin;
     while (it < it_stop) {
         if (it != it_begin)
             compute_tile();
+#if BNB4_HAS_TMA
+        if constexpr (kTileCodes)
+            if (codes_tile) { /* the tile's codes have landed */
+                const unsigned b = code_uses & (code_nbuf - 1);
+                while (!mbar_try_wait(code_full + 8 * b, (code_uses / code_nbuf) & 1u)) {
+                }
+                code_row = stages + STAGES * S::StageBytes + b * code_stride +
+                           own_row * (unsigned)(K >> a.bs_log2) + fixed_slot;
+            }
+#endif
         if constexpr (kNabAhead)
 #pragma unroll
             for (int f = 0; f < (kQuadScales ? 1 : RF); f++)
@@ -917,7 +994,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
                     } else {
                         nab = load_nab(0, 0, step);
                     }
-                    const unsigned q = ss[own_row * 16 + fixed_slot + ((k0 >> a.bs_log2) & 15u)];
+                    const unsigned kb = k0 >> a.bs_log2; /* the step's first block in the row */
+                    const unsigned q = codes_tile ? code_row[kb] : ss[own_row * 16 + fixed_slot + (kb & 15u)];
                     quad_v = own_on && kin ? bnb4_dev_nested_scale(ncode[q], nab, a.offset) : 0.0f;
                 }
 #pragma unroll
@@ -1150,6 +1228,13 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
 #endif
         }
 
+#if BNB4_HAS_TMA
+        if constexpr (kTileCodes)
+            if (codes_tile) { /* every code of the tile is read: its buffer is free */
+                mbar_arrive_elected(code_empty + 8 * (code_uses & (code_nbuf - 1)));
+                code_uses++;
+            }
+#endif
         /* ---- end of a tile (or of this CTA's range inside it): store or hand over the sums ---- */
         const unsigned cur_t = t;
         step = 0; /* the next turn starts the next tile */
@@ -1395,7 +1480,7 @@ __global__ void pipe_permute_x(const T *__restrict__ x, T *__restrict__ xp, size
 }
 
 /* Per device: whether the kernel's dynamic shared memory limit was raised. */
-template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS> int g_smem_set[64];
+template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS, bool CT> int g_smem_set[64];
 
 /* The TMA variant's tensor maps: the weight tile as one 128-row x 128-byte box (128-byte swizzle) of the
  * packed rows (K / 2 bytes apart), the activations as 64-k x MT-row boxes (128-byte swizzle; rows past m
@@ -1452,9 +1537,33 @@ unsigned pipe_x_one_copy() {
  * lanes' words everywhere (read per call: tests, measuring). */
 unsigned pipe_codes_async(const bnb4_qtensor *w) {
     if (w->absmax)
-        return 0;
+        return kCodesTensor;
     const char *e = getenv("BNB4_CUDA_PIPE_CODES_ASYNC");
-    return (e && *e == '1') || w->cols % (16 * w->blocksize) != 0 || !bnb4_aligned(w->nested.codes, 16);
+    return (e && *e == '1') || w->cols % (16 * w->blocksize) != 0 || !bnb4_aligned(w->nested.codes, 16) ? kCodesLanes
+                                                                                                       : kCodesTensor;
+}
+
+/* Nested codes by tile (kCodesTile) for the post-scaled math where the lanes' words would come (kCodesLanes):
+ * whole tiles (N % tile rows == 0: a part-filled last tile's copy would read past the codes), codes 16-byte
+ * aligned, and the code buffers fit beside the stages - one where every CTA's run is inside one tile (per
+ * steps a CTA, k_steps a tile), else two, so a tile's codes load while the consumers work on the tile before.
+ * The lanes' words cost the producer's loop ~25-35 % of the call at m <= 16 (docs/performance.md v33: without
+ * any code copies at all nested ran at plain's speed). BNB4_CUDA_PIPE_CODES_TILE=0 keeps the lanes' words
+ * (read per call: tests). Returns the buffers' bytes (0: not taken) and sets nbuf. */
+size_t pipe_codes_tile(const bnb4_qtensor *w, unsigned tile_rows, size_t smem, size_t per, size_t k_steps,
+                       unsigned *nbuf) {
+    const char *e = getenv("BNB4_CUDA_PIPE_CODES_TILE");
+    if ((e && *e == '0') || w->rows % tile_rows != 0 || !bnb4_aligned(w->nested.codes, 16))
+        return 0;
+    const size_t per_row = w->cols / w->blocksize, span = (size_t)tile_rows * per_row;
+    if (span > UINT32_MAX / 2) /* (the buffers' offsets are 32-bit) */
+        return 0;
+    const unsigned n = per <= k_steps && k_steps % per == 0 ? 1 : 2;
+    const size_t bytes = n * (size_t)codes_tile_stride(tile_rows, (unsigned)per_row);
+    if (smem + bytes > (size_t)kSmemLimit)
+        return 0;
+    *nbuf = n;
+    return bytes;
 }
 
 /* The TMA producer's in-flight window (PipeArgs::inflight): 3 stages, BNB4_CUDA_PIPE_INFLIGHT=n for
@@ -1524,16 +1633,8 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
             return launch_pipe<T, NT, NESTED, false, 0, kPsOff>(s, a, w);
         }
     }
-    int &set = g_smem_set<T, NT, NESTED, TMA, WG, PS>[s->device & 63];
-    if (!set) {
-        const bnb4_status st = bnb4_cuda_check(
-            cudaFuncSetAttribute(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS>,
-                                 cudaFuncAttributeMaxDynamicSharedMemorySize, S::SmemBytes),
-            "bnb4_gemm (pipe): shared memory");
-        if (st != BNB4_OK)
-            return st;
-        set = 1;
-    }
+    /* (kernels whose nested codes may come by tile: pipe_codes_tile) */
+    constexpr bool kCodesByTile = TMA && NESTED && PS != kPsOff;
     const size_t tiles = bnb4_div_up(a.N, S::TileRows), k_steps = bnb4_div_up(a.K, S::StepK);
     const size_t iters = tiles * k_steps;
     const size_t per = pipe_steps_per_cta(s, a.N, a.K, S::MT, S::Narrow);
@@ -1542,6 +1643,14 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     a.iters = (unsigned)iters;
     a.per_cta = (unsigned)per;
     a.max_contrib = (unsigned)(bnb4_div_up(k_steps, per) + 1);
+    size_t smem = S::SmemBytes;
+    if (kCodesByTile && a.codes_async == kCodesLanes) {
+        const size_t bytes = pipe_codes_tile(w, S::TileRows, smem, per, k_steps, &a.codes_nbuf);
+        if (bytes) {
+            a.codes_async = kCodesTile;
+            smem += bytes;
+        }
+    }
     /* a window of the stage count or more is no limit: the slots' empty barriers hold the producer to it,
      * and waiting on a stage more than a ring turn back would read a full barrier a phase later (a hang) */
     const unsigned inflight = pipe_inflight();
@@ -1573,9 +1682,25 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
         cudaLaunchConfig_t cfg = {};
         cfg.gridDim = dim3((unsigned)ctas);
         cfg.blockDim = dim3(S::Threads);
-        cfg.dynamicSmemBytes = S::SmemBytes;
+        cfg.dynamicSmemBytes = smem;
         cfg.stream = s->stream;
-        e = bnb4_launch_ex(cfg, pdl, gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS>, a, maps.w, maps.x, maps.s);
+        /* the kernel, its shared memory limit raised once per device */
+        auto launch = [&](auto kernel, int &set, int smem_max) {
+            if (!set) {
+                const cudaError_t se = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_max);
+                if (se != cudaSuccess)
+                    return se;
+                set = 1;
+            }
+            return bnb4_launch_ex(cfg, pdl, kernel, a, maps.w, maps.x, maps.s);
+        };
+        if constexpr (kCodesByTile)
+            if (a.codes_async == kCodesTile)
+                return bnb4_cuda_check(launch(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, true>,
+                                              g_smem_set<T, NT, NESTED, TMA, WG, PS, true>[s->device & 63], kSmemLimit),
+                                       "bnb4_gemm (pipe)");
+        e = launch(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, false>,
+                   g_smem_set<T, NT, NESTED, TMA, WG, PS, false>[s->device & 63], S::SmemBytes);
     }
     return bnb4_cuda_check(e, "bnb4_gemm (pipe)");
 }

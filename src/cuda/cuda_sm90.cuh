@@ -124,6 +124,15 @@ __device__ __forceinline__ bool mbar_try_wait(uint32_t bar, uint32_t parity) {
                  : "memory");
     return ok != 0;
 }
+/* whether the phase of parity `parity` has completed, without waiting (mbar_try_wait may wait a while) */
+__device__ __forceinline__ bool mbar_test_wait(uint32_t bar, uint32_t parity) {
+    uint32_t ok;
+    asm volatile("{\n.reg .pred p;\nmbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}"
+                 : "=r"(ok)
+                 : "r"(bar), "r"(parity)
+                 : "memory");
+    return ok != 0;
+}
 /* make mbarrier.init visible to the tensor copies' completion mechanism */
 __device__ __forceinline__ void mbar_init_fence() { asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory"); }
 /* Programmatic dependent launch (launches with the attribute; a no-op otherwise): let the next kernel on
@@ -145,6 +154,13 @@ __device__ __forceinline__ void tma_prefetch_l2_2d(const CUtensorMap *map, int x
 __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap *map, int x0, int y0, uint32_t bar) {
     asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];"
                  ::"r"(dst), "l"(reinterpret_cast<uint64_t>(map)), "r"(x0), "r"(y0), "r"(bar)
+                 : "memory");
+}
+/* bytes contiguous bytes (a multiple of 16; both addresses 16-byte aligned) into shared memory, completing on
+ * mbarrier bar (a bulk copy: no tensor map) */
+__device__ __forceinline__ void bulk_load(uint32_t dst, const void *src, uint32_t bytes, uint32_t bar) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+                 ::"r"(dst), "l"(reinterpret_cast<uint64_t>(src)), "r"(bytes), "r"(bar)
                  : "memory");
 }
 /* the same for a 3D tensor map (x0, y0, z0: its box's first element in each dimension) */

@@ -742,7 +742,10 @@ TEST(CudaGrid, NarrowTilesWhereWideOnesAreShared) {
 // forced (BNB4_CUDA_PIPE_NARROW=0 / 1, read per call): 136 x 1024 and 200 x 1280 have a part-filled last
 // tile, 200 x 1280 a step of 1024 k past K's end. Nested codes come by tensor copies where a row's codes are
 // 16-byte strided (K % (16 blocksize) == 0), else in 4-byte words by the producer warp's lanes (200 x 1280,
-// 70 x 384, 520 x 2304), and those are forced on the others too (BNB4_CUDA_PIPE_CODES_ASYNC=1).
+// 70 x 384, 520 x 2304), and those are forced on the others too (BNB4_CUDA_PIPE_CODES_ASYNC=1); the post-scaled
+// math takes instead a whole tile's codes by one bulk copy where its tiles are whole (256 x 1280, 128 x 3328:
+// 20 and 52 codes a row; code buffers refilled as a CTA's run crosses tiles on the small grids), and the lanes'
+// words forced there too (BNB4_CUDA_PIPE_CODES_TILE=0).
 TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
     auto g = rng(106);
     // (70 x 384 bs32 and 200 x 1280 bs64 take the 16-byte scale copies, the first with a half last step;
@@ -756,12 +759,12 @@ TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
     std::vector<Shape> shapes = {{300, 1056, 64},    {1000, 2080, 32}, {130, 4096, 256}, {257, 512, 4096},
                                  {64, 8192, 128},    {70, 384, 32},    {200, 1280, 64},  {136, 1024, 64},
                                  {520, 2304, 32},    {520, 2560, 32},  {264, 1024, 32, 4}, {136, 2048, 64, 2},
-                                 {264, 1024, 32, 2}};
+                                 {264, 1024, 32, 2}, {256, 1280, 64},  {128, 3328, 64, 2}};
     std::vector<size_t> ms = {1, 2, 9, 17, 40, 64};
     const std::vector<const char *> grids = {"1", "2", "5", "13", "0"}; // "0": the default (one CTA per SM)
     if (quick()) {
         shapes = {{300, 1056, 64}, {257, 512, 4096}, {70, 384, 32}, {136, 1024, 64}, {200, 1280, 64},
-                  {264, 1024, 32, 4}};
+                  {264, 1024, 32, 4}, {256, 1280, 64}};
         ms = {1, 2, 9, 40};
     }
     const bool pipe_m1 = std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMV, BNB4_F16, 1), "pipe") != nullptr;
@@ -780,12 +783,15 @@ TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
                     const Array x = randn(dt, m * s.K, g), bias = randn(dt, s.N, g);
                     const MatmulRef want = reference_matmul(wh, x, m, &bias);
                     DevBuf dx(x.data(), m * s.K * es), db(bias.data(), s.N * es);
-                    for (int variant = 0; variant < 4; variant++) {
+                    for (int variant = 0; variant < 8; variant++) {
                         const char *narrow = variant & 1 ? "1" : "0", *codes_async = variant & 2 ? "1" : "0";
-                        if ((m > 16 && *narrow == '1') || (!nested && *codes_async == '1'))
-                            continue;
+                        const char *codes_tile = variant & 4 ? "0" : "1";
+                        if ((m > 16 && *narrow == '1') || (!nested && (variant & 6)) ||
+                            (*codes_tile == '0' && (m > 16 || s.bs != 64)))
+                            continue; // (codes by tile: the post-scaled math, m <= 16 and blocksize 64)
                         setenv("BNB4_CUDA_PIPE_NARROW", narrow, 1);
                         setenv("BNB4_CUDA_PIPE_CODES_ASYNC", codes_async, 1);
+                        setenv("BNB4_CUDA_PIPE_CODES_TILE", codes_tile, 1);
                         check_gemm_on_grids(wd, dt, m, dx.as<void>(), db.as<void>(), want, "BNB4_CUDA_PIPE_CTAS",
                                             grids,
                                             "N " + std::to_string(s.N) + " K " + std::to_string(s.K) + " bs " +
@@ -793,9 +799,12 @@ TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
                                                 bnb4_dtype_name(dt) +
                                                 (nested ? " nested fp4 nbs " + std::to_string(s.nbs) : " nf4") +
                                                 (m <= 16 ? std::string(" narrow ") + narrow : "") +
-                                                (nested ? std::string(" codes_async ") + codes_async : ""));
+                                                (nested ? std::string(" codes_async ") + codes_async +
+                                                              " codes_tile " + codes_tile
+                                                        : ""));
                         unsetenv("BNB4_CUDA_PIPE_NARROW");
                         unsetenv("BNB4_CUDA_PIPE_CODES_ASYNC");
+                        unsetenv("BNB4_CUDA_PIPE_CODES_TILE");
                         if (HasFatalFailure())
                             return;
                     }
