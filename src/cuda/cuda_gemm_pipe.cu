@@ -137,21 +137,28 @@ constexpr int kSmemLimit = 227 * 1024 - 1024;
  * (post-scaled math) one bulk copy of a tile's codes - its rows are contiguous - into a buffer after the
  * stages, which the consumers read at a row stride of K / blocksize (pipe_codes_tile). */
 constexpr unsigned kCodesTensor = 0, kCodesLanes = 1, kCodesTile = 2;
+/* the shared memory a CT kernel's stages leave at least (narrow tiles at m = 9..16: 17 KB, against 5 KB with
+ * the stages' code slots, which the code buffers of K = 11008 did not fit) */
+constexpr int kCodeRoom = 16 * 1024;
 /* a code buffer's bytes: the tile's codes and 16 more, which a step past K's end may read (and not use) */
 __host__ __device__ constexpr unsigned codes_tile_stride(unsigned tile_rows, unsigned per_row) {
     return tile_rows * per_row + 16;
 }
 
-template <int NT, bool TMA, int WG = 0, int PS = kPsOff> struct PipeShape {
+template <int NT, bool TMA, int WG = 0, int PS = kPsOff, bool CT = false> struct PipeShape {
     static constexpr bool Narrow = PS == kPsNarrow;
     static constexpr int TileRows = Narrow ? kTileRows / 4 : kTileRows; /* weight rows per tile */
     static constexpr int StepK = Narrow ? 4 * kStepK : kStepK;          /* k per iteration */
     static constexpr int MT = NT * 8;                       /* activation rows per stage (m padded) */
     static constexpr int XBytes = MT * StepK * 2;
-    static constexpr int StageBytes = kWBytes + XBytes + kScaleBytes; /* a multiple of 1024 */
+    /* CT (nested codes by tile, kCodesTile): no codes in the stages, and kCodeRoom kept for the code buffers */
+    static constexpr int StageBytes = kWBytes + XBytes + (CT ? 0 : kScaleBytes); /* a multiple of 1024 */
     /* as many as fit beside the table in the 227 KB an SM gives one CTA (1 KB kept for the static data,
-     * after which the dynamic shared memory starts at a whole KB: see the kernel's smem) */
-    static constexpr int Stages = (kSmemLimit - kTableBytes - kNcodeBytes) / StageBytes;
+     * after which the dynamic shared memory starts at a whole KB: see the kernel's smem); CT: no more than
+     * without it (the same pipeline) */
+    static constexpr int BaseStages = (kSmemLimit - kTableBytes - kNcodeBytes) / (kWBytes + XBytes + kScaleBytes);
+    static constexpr int RoomStages = (kSmemLimit - kTableBytes - kNcodeBytes - kCodeRoom) / StageBytes;
+    static constexpr int Stages = CT && RoomStages < BaseStages ? RoomStages : BaseStages;
     static constexpr int SmemBytes = kTableBytes + kNcodeBytes + Stages * StageBytes;
     /* 16-row mma fragments per consumer warp. TMA at m > 32: 8 consumer warps of 32 rows (the activations
      * they read from shared memory serve twice as many weights, and the 9 warps may take 168 registers
@@ -313,7 +320,7 @@ __device__ __forceinline__ int ps_row(int g) { return ((g & 3) << 1) | (g >> 2);
  * their order (kWgNatural64 / 32: quad_natural); a warpgroup takes 64 rows x one 128-k half of every step.
  * w_map / x_map / s_map: the TMA variant's tensor maps (zeros, unused, for the cp.async one). */
 template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS, bool CT = false>
-__global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
+__global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
     gemm_4bit_pipe_kernel(PipeArgs a, const __grid_constant__ CUtensorMap w_map,
                           const __grid_constant__ CUtensorMap x_map, const __grid_constant__ CUtensorMap s_map) {
 #if !BNB4_HAS_TMA
@@ -327,7 +334,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS>::Threads, 1)
 #endif
     {
     using Ops = PipeOps<T>;
-    using S = PipeShape<NT, TMA, WG, PS>;
+    using S = PipeShape<NT, TMA, WG, PS, CT>;
     static_assert(!WG || TMA, "wgmma reads the activations as the tensor copy lays them out");
     static_assert(WG == 0 || WG == kWgPermuted || WG == kWgNatural64 || WG == kWgNatural32, "the math (PipeShape)");
     constexpr bool kNatural = WG >= kWgNatural64; /* wgmma on the activations as they are (quad_natural) */
@@ -1614,6 +1621,8 @@ size_t pipe_steps_per_cta(const bnb4_cuda_state *s, size_t N, size_t K, int mt, 
 template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS>
 bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     using S = PipeShape<NT, TMA, WG, PS>;
+    /* (kernels whose nested codes may come by tile: pipe_codes_tile) */
+    constexpr bool kCodesByTile = TMA && NESTED && PS != kPsOff;
     PipeMaps maps;
     memset(&maps, 0, sizeof maps);
     void *xp = nullptr; /* kWgPermuted: the permuted activations (the context's scratch) */
@@ -1633,8 +1642,6 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
             return launch_pipe<T, NT, NESTED, false, 0, kPsOff>(s, a, w);
         }
     }
-    /* (kernels whose nested codes may come by tile: pipe_codes_tile) */
-    constexpr bool kCodesByTile = TMA && NESTED && PS != kPsOff;
     const size_t tiles = bnb4_div_up(a.N, S::TileRows), k_steps = bnb4_div_up(a.K, S::StepK);
     const size_t iters = tiles * k_steps;
     const size_t per = pipe_steps_per_cta(s, a.N, a.K, S::MT, S::Narrow);
@@ -1643,20 +1650,23 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     a.iters = (unsigned)iters;
     a.per_cta = (unsigned)per;
     a.max_contrib = (unsigned)(bnb4_div_up(k_steps, per) + 1);
+    /* the codes by tile where they fit (the CT kernel: its own stages and shared memory) */
+    using SC = PipeShape<NT, TMA, WG, PS, kCodesByTile>;
     size_t smem = S::SmemBytes;
+    unsigned stages = S::Stages;
     if (kCodesByTile && a.codes_async == kCodesLanes) {
-        const size_t bytes = pipe_codes_tile(w, S::TileRows, smem, per, k_steps, &a.codes_nbuf);
+        const size_t bytes = pipe_codes_tile(w, SC::TileRows, SC::SmemBytes, per, k_steps, &a.codes_nbuf);
         if (bytes) {
             a.codes_async = kCodesTile;
-            smem += bytes;
+            smem = SC::SmemBytes + bytes;
+            stages = SC::Stages;
         }
     }
     /* a window of the stage count or more is no limit: the slots' empty barriers hold the producer to it,
      * and waiting on a stage more than a ring turn back would read a full barrier a phase later (a hang) */
     const unsigned inflight = pipe_inflight();
-    a.inflight = inflight < (unsigned)S::Stages ? inflight : 0;
-    a.early =
-        TMA && (WG == kWgPermuted || !bnb4_cuda_weights_may_be_pending(s, w)) ? pipe_early(WG != 0, S::Stages) : 0;
+    a.inflight = inflight < stages ? inflight : 0;
+    a.early = TMA && (WG == kWgPermuted || !bnb4_cuda_weights_may_be_pending(s, w)) ? pipe_early(WG != 0, stages) : 0;
     a.prefetch = NT <= 2 && WG != kWgPermuted && !a.early ? pipe_prefetch() : 0;
     if (per % k_steps != 0) { /* some tile is shared by CTAs: workspace and counters */
         const bnb4_status st = bnb4_cuda_splitk(s, tiles, tiles * a.max_contrib * S::MT * S::TileRows * sizeof(float),
