@@ -21,7 +21,9 @@
  *    TMA (sm_90, blocksize 32/64 layouts: pipe_use_tma): one lane of a producer warp issues per stage
  *    one tensor copy of the weight tile, one of the activations (a 3D view: their 64-k boxes at once) and
  *    one of the plain scales (or of a 16-code run of the nested codes per row; where a row's codes are not
- *    16-byte strided the warp's lanes load and store the step's codes in 4-byte words, v31), completing on
+ *    16-byte strided the warp's lanes load and store the step's codes in 4-byte words, v31, or - post-scaled
+ *    math, whole tiles - one bulk copy brings a tile's codes, its rows being contiguous, into a buffer the
+ *    consumers read at the rows' stride: pipe_codes_tile, v33), completing on
  *    the stage's "full" mbarrier (the copies are what a step's producer costs: narrow tiles with one copy
  *    per 64-k box, 20 a stage, ran 9-36 % slower than 128-row ones, v30); the consumer warps wait on it and
  *    release the stage on its "empty" mbarrier (one lane a warp; nested: every thread, kLaneRelease), so

@@ -813,6 +813,30 @@ TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
         }
 }
 
+// Nested codes by tile alone (the post-scaled math at m <= 16, blocksize 64, whole 32- and 128-row tiles, K %
+// 1024 != 0): a small case of the sweep above, cheap enough to run under compute-sanitizer's race check - one CTA
+// refilling both code buffers tile after tile, CTAs crossing tiles, and whole tiles on the default grid.
+TEST_F(CudaTest, PipeKernelCodesByTile) {
+    auto g = rng(109);
+    const size_t N = 256, K = 1280, bs = 64;
+    const HostWeight w = make_weight(N, K, bs, BNB4_NF4, g, 4);
+    DeviceWeight dw(w);
+    const bnb4_qtensor wd = dw.device(true), wh = dw.host(true);
+    for (size_t m : {2, 9}) { // (m = 2: m = 1's kernel, which small weights' m = 1 does not take)
+        const Array x = randn(BNB4_F16, m * K, g);
+        const MatmulRef want = reference_matmul(wh, x, m, nullptr);
+        DevBuf dx(x.data(), m * K * 2);
+        for (const char *narrow : {"0", "1"}) {
+            setenv("BNB4_CUDA_PIPE_NARROW", narrow, 1);
+            check_gemm_on_grids(wd, BNB4_F16, m, dx.as<void>(), nullptr, want, "BNB4_CUDA_PIPE_CTAS", {"1", "3", "0"},
+                                "m " + std::to_string(m) + " narrow " + narrow);
+            unsetenv("BNB4_CUDA_PIPE_NARROW");
+            if (HasFatalFailure())
+                return;
+        }
+    }
+}
+
 // The fused wgmma tile kernel for m past 64 (compute capability 9.0, sm_90a build): 128 weight rows x 128
 // activation rows per tile (the k split: two groups of warpgroups on the even and odd steps) at m <= 128 and
 // 257..384, else 256 (m = 130, 200, 400 here), 64-k steps cut into equal runs over the grid as the pipe
