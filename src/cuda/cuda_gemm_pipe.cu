@@ -346,7 +346,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
     /* TMA, nested: every consumer thread releases a slot itself (elsewhere one lane a warp). The producer's
      * lanes may store codes into a slot (codes_async), and only a thread's own arrival orders its reads
      * before them for the sanitizer's race check: one elected lane's arrival, a warp barrier before it or not,
-     * was reported as racing (docs/performance.md v31). */
+     * was reported as racing (docs/performance.md v31). The CT kernels' stages get no lanes' stores, but with
+     * one elected lane racecheck reported hazards there too (v33; no faster either). */
     constexpr bool kLaneRelease = TMA && NESTED;
     constexpr int RF = S::RF, KP = S::KParts, RG = S::RowGroups;
     constexpr int U = PS ? 2 : 4; /* 4-byte words of a weight row a thread takes per step */
@@ -383,7 +384,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
     constexpr bool kTileCodes = CT, codes_tile = CT;
     [[maybe_unused]] const unsigned code_nbuf = a.codes_nbuf; /* 1 or 2 */
     [[maybe_unused]] const unsigned code_stride = codes_tile_stride(TR, (unsigned)(a.K >> a.bs_log2));
-    [[maybe_unused]] const uint32_t code_full = (uint32_t)__cvta_generic_to_shared(s_code_bars), code_empty = code_full + 16;
+    [[maybe_unused]] const uint32_t code_full = (uint32_t)__cvta_generic_to_shared(s_code_bars);
+    [[maybe_unused]] const uint32_t code_empty = code_full + 16;
     const int j = (warp / RG) & (KP - 1); /* the k part (128-k half, PS: 64-k quarter) of each step it takes */
     const size_t N = a.N, K = a.K, M = a.M;
     const unsigned it_begin = blockIdx.x * a.per_cta;
@@ -481,7 +483,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
              * consumers have left the tile that held its buffer */
             const unsigned run = it_end - it_begin;
             const unsigned code_t0 = it_begin / a.k_steps;
-            unsigned code_tiles = codes_tile && run ?  (it_end - 1) / a.k_steps - code_t0 + 1 : 0;
+            unsigned code_tiles = codes_tile && run ? (it_end - 1) / a.k_steps - code_t0 + 1 : 0;
             unsigned code_loads = 0;
             auto load_tile_codes = [&]() {
                 const uint32_t b = code_loads & (code_nbuf - 1), bar = code_full + 8 * b;
@@ -1542,8 +1544,9 @@ unsigned pipe_x_one_copy() {
 
 /* Nested codes on the TMA variant: a tensor copy of 16-code runs where a row's codes are 16-byte strided and
  * aligned (K % (16 blocksize) == 0), else 4-byte words loaded and stored by the producer warp's lanes
- * (codes_async; K = 11008, 18944 or 3584 at blocksize 64, say). BNB4_CUDA_PIPE_CODES_ASYNC=1 takes the
- * lanes' words everywhere (read per call: tests, measuring). */
+ * (kCodesLanes; K = 11008, 18944 or 3584 at blocksize 64, say), which the post-scaled math replaces by a tile's
+ * codes in one bulk copy where they fit (pipe_codes_tile). BNB4_CUDA_PIPE_CODES_ASYNC=1 takes those everywhere
+ * (read per call: tests, measuring; forced where the tensor copy fits, the bulk copy ran 3-14 % slower, v33). */
 unsigned pipe_codes_async(const bnb4_qtensor *w) {
     if (w->absmax)
         return kCodesTensor;
@@ -1699,7 +1702,8 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
         /* the kernel, its shared memory limit raised once per device */
         auto launch = [&](auto kernel, int &set, int smem_max) {
             if (!set) {
-                const cudaError_t se = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_max);
+                const cudaError_t se =
+                    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_max);
                 if (se != cudaSuccess)
                     return se;
                 set = 1;
