@@ -1560,8 +1560,11 @@ unsigned pipe_codes_async(const bnb4_qtensor *w) {
  * aligned, and the code buffers fit beside the stages - one where every CTA's run is inside one tile (per
  * steps a CTA, k_steps a tile), else two, so a tile's codes load while the consumers work on the tile before.
  * The lanes' words cost the producer's loop ~25-35 % of the call at m <= 16 (docs/performance.md v33: without
- * any code copies at all nested ran at plain's speed). BNB4_CUDA_PIPE_CODES_TILE=0 keeps the lanes' words
- * (read per call: tests). Returns the buffers' bytes (0: not taken) and sets nbuf. */
+ * any code copies at all nested ran at plain's speed). The consumers read a byte of each row at the rows'
+ * stride K / blocksize: taken where that is not a multiple of 16 bytes, at most 2 rows share a bank (where it
+ * is, the tensor copy serves, and forced there the bulk copy ran 10-14 % slower: 16 rows a bank at K = 4096).
+ * BNB4_CUDA_PIPE_CODES_TILE=0 keeps the lanes' words (read per call: tests). Returns the buffers' bytes (0: not
+ * taken) and sets nbuf. */
 size_t pipe_codes_tile(const bnb4_qtensor *w, unsigned tile_rows, size_t smem, size_t per, size_t k_steps,
                        unsigned *nbuf) {
     const char *e = getenv("BNB4_CUDA_PIPE_CODES_TILE");
