@@ -381,7 +381,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
      * completes on code_full + 8 b and is released by the consumer warps on code_empty + 8 b once they leave
      * its tile. A template parameter: a run-time choice cost the nested loop at m <= 8 4 instructions a step. */
     static_assert(!CT || (TMA && NESTED && PS != kPsOff), "codes by tile: the post-scaled math's nested codes");
-    constexpr bool kTileCodes = CT, codes_tile = CT;
+    constexpr bool codes_tile = CT;
     [[maybe_unused]] const unsigned code_nbuf = a.codes_nbuf; /* 1 or 2 */
     [[maybe_unused]] const unsigned code_stride = codes_tile_stride(TR, (unsigned)(a.K >> a.bs_log2));
     [[maybe_unused]] const uint32_t code_full = (uint32_t)__cvta_generic_to_shared(s_code_bars);
@@ -483,6 +483,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
              * consumers have left the tile that held its buffer */
             const unsigned run = it_end - it_begin;
             const unsigned code_t0 = it_begin / a.k_steps;
+            /* (not const: where it folds to 0, nvcc warns of the pointless "< code_tiles" tests) */
             unsigned code_tiles = codes_tile && run ? (it_end - 1) / a.k_steps - code_t0 + 1 : 0;
             unsigned code_loads = 0;
             auto load_tile_codes = [&]() {
@@ -950,14 +951,13 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
         if (it != it_begin)
             compute_tile();
 #if BNB4_HAS_TMA
-        if constexpr (kTileCodes)
-            if (codes_tile) { /* the tile's codes have landed */
-                const unsigned b = code_uses & (code_nbuf - 1);
-                while (!mbar_try_wait(code_full + 8 * b, (code_uses / code_nbuf) & 1u)) {
-                }
-                code_row = stages + STAGES * S::StageBytes + b * code_stride +
-                           own_row * (unsigned)(K >> a.bs_log2) + fixed_slot;
+        if constexpr (codes_tile) { /* the tile's codes have landed */
+            const unsigned b = code_uses & (code_nbuf - 1);
+            while (!mbar_try_wait(code_full + 8 * b, (code_uses / code_nbuf) & 1u)) {
             }
+            code_row = stages + STAGES * S::StageBytes + b * code_stride +
+                       own_row * (unsigned)(K >> a.bs_log2) + fixed_slot;
+        }
 #endif
         if constexpr (kNabAhead)
 #pragma unroll
@@ -1240,11 +1240,10 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
         }
 
 #if BNB4_HAS_TMA
-        if constexpr (kTileCodes)
-            if (codes_tile) { /* every code of the tile is read: its buffer is free */
-                mbar_arrive_elected(code_empty + 8 * (code_uses & (code_nbuf - 1)));
-                code_uses++;
-            }
+        if constexpr (codes_tile) { /* every code of the tile is read: its buffer is free */
+            mbar_arrive_elected(code_empty + 8 * (code_uses & (code_nbuf - 1)));
+            code_uses++;
+        }
 #endif
         /* ---- end of a tile (or of this CTA's range inside it): store or hand over the sums ---- */
         const unsigned cur_t = t;
