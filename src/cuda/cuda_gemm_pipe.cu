@@ -59,7 +59,9 @@
  *    H200 (docs/performance.md v30): m = 1..8 6-17 % faster on 4096x4096, 1-10 % on 4096x14336, 6-19 % on
  *    1024x4096 and 1024x8192; m = 9..16 (nested, and plain on large weights) 18-27 % on 4096x4096 and
  *    1024x4096, 3-7 % on 4096x14336. At m = 9..16 a tile's end takes the compact form too: its 16 parts
- *    fit a narrow stage's 48 KB of weights and activations.
+ *    fit a narrow stage's 48 KB of weights and activations. Their plain scales (64 bytes a row and step) come
+ *    64-byte swizzled (narrow_scale_off), and the post-scaled math's stages hold only m activation rows
+ *    (pipe_x_rows): m = 1 13-15 % faster on 4096x14336 and 4096x4096 (docs/performance.md v34).
  *  - wgmma (TMA variant, compute capability 9.0, sm_90a build; m >= 17, plain absmax m >= 9:
  *    pipe_use_wgmma): the same decoded fragments are the A operand of wgmma.m64nNk16 (a warpgroup's 4
  *    warps hold its 64 rows), and the activations are read by the tensor cores straight from the stage (B,
@@ -147,6 +149,14 @@ __host__ __device__ constexpr unsigned codes_tile_stride(unsigned tile_rows, uns
     return tile_rows * per_row + 16;
 }
 
+/* Narrow tiles, plain scales: a row's 16 scales a step are 64 bytes, so the 8 rows a warp's scale read covers
+ * (one a quad, the same block) would fall on 2 banks, 4-way conflicts at each of a thread's 4 reads a step
+ * (ncu: 356 000 bank conflicts a call at m = 1 on 4096x14336, 10 000 on 128-row tiles; docs/performance.md v34).
+ * Their tensor copy takes the 64-byte swizzle instead (16-byte chunk c of row r at chunk c ^ ((r / 2) % 4)),
+ * which spreads any 8 consecutive rows over 8 banks; this is the offset in it (stages start 1024-byte aligned,
+ * the scales at whole KB after them). */
+__host__ __device__ constexpr unsigned narrow_scale_off(unsigned dense) { return dense ^ ((dense >> 3) & 0x30u); }
+
 template <int NT, bool TMA, int WG = 0, int PS = kPsOff, bool CT = false> struct PipeShape {
     static constexpr bool Narrow = PS == kPsNarrow;
     static constexpr int TileRows = Narrow ? kTileRows / 4 : kTileRows; /* weight rows per tile */
@@ -176,6 +186,7 @@ template <int NT, bool TMA, int WG = 0, int PS = kPsOff, bool CT = false> struct
     static_assert(Stages >= 3 && Stages <= 8, "a pipeline needs 3 stages (8 barrier pairs at most)");
     static_assert(!Narrow || (TMA && !WG && NT <= 2), "narrow tiles: the post-scaled TMA math at m <= 16");
     static_assert(StageBytes % 1024 == 0, "stages keep the swizzle's 1024-byte alignment");
+    static_assert((kWBytes + XBytes) % 1024 == 0, "the scales start at a whole KB (narrow_scale_off's swizzle)");
 };
 
 struct PipeArgs : bnb4_cuda_weight_args {
@@ -193,6 +204,8 @@ struct PipeArgs : bnb4_cuda_weight_args {
     unsigned prefetch;          /* TMA, m <= 16 without early stages: first stages prefetched into L2 before it */
     unsigned early;             /* TMA: first stages whose weights and scales are copied before it (<= STAGES) */
     unsigned x_one_copy;        /* TMA: a stage's activations are one copy of a 3D view (else one a 64-k box) */
+    unsigned x_rows;            /* TMA: the activation rows a stage's copy brings - MT, or (post-scaled, one copy)
+                                   m where m < MT (pipe_x_rows) */
     unsigned codes_async;       /* TMA, nested: kCodesTensor, kCodesLanes (the producer warp's lanes load and store
                                    the codes in 4-byte words: a row's codes are not 16-byte strided, which their
                                    tensor copy needs) or kCodesTile (post-scaled: a tile's codes in one bulk copy) */
@@ -422,6 +435,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
             const bool s_copies = !codes_async && !codes_tile; /* the scales' or codes' tensor copies */
             const unsigned s_bytes = !s_copies ? 0u : NESTED ? TR * 16 : TR * 4 * (SK >> bs_log2);
             const unsigned s_mask = NESTED ? ~15u : ~0u;
+            const unsigned x_bytes = a.x_rows * (SK * 2); /* (pipe_x_rows) */
             if (lead) {
                 tma_prefetch_map(&w_map);
                 tma_prefetch_map(&x_map);
@@ -468,7 +482,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
             /* a stage's weight and scale copies, after its byte count (the activations' included) */
             auto copy_weights = [&](uint32_t base, uint32_t fb, unsigned k0, int n0) {
                 if (lead) {
-                    mbar_arrive_tx(fb, kWBytes + S::XBytes + s_bytes);
+                    mbar_arrive_tx(fb, kWBytes + x_bytes + s_bytes);
                     if constexpr (kNarrow) /* 256-k chunk q where a wide stage has rows 32 q on (a 3D view) */
                         tma_load_3d(base, &w_map, 0, n0, (int)(k0 / kStepK), fb);
                     else
@@ -827,7 +841,10 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                               * bytes), in box (piece / 8) */
             const int ch = PS ? (kNarrow ? 32 * (warp % RG) : 0) + 8 * j + 2 * c + u
                               : 16 * j + 4 * c + ((u + (c >> 1)) & 3);
-            x_off[u] = pin((ch >> 3) * (MT * 128) + xg * 128 + (((ch & 7) ^ xg) << 4));
+            /* the box's 128-byte row of (box ch / 8, activation row xg), its 16-byte pieces swizzled by its index
+             * mod 8 (PS: boxes of x_rows rows, pipe_x_rows; elsewhere MT, a whole KB) */
+            const int xr128 = (ch >> 3) * (PS ? (int)a.x_rows : MT) + xg;
+            x_off[u] = pin(xr128 * 128 + (((ch & 7) ^ (xr128 & 7)) << 4));
         } else {
             x_off[u] = pin(g * (kStepK * 2) + (x_slot(g, 16 * j + 4 * c + u) << 4));
         }
@@ -844,7 +861,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
             const int r = trow0[f] + 8 * h;
             fixed_off[f][h] = pin(!TMA ? (r * kScaleSlots + fixed_slot) * 4
                                   : NESTED ? r * 16 + fixed_slot                  /* [row][16] codes (+ the step's run) */
-                                           : (r * (SK >> a.bs_log2) + fixed_slot) * 4); /* dense [row][k] */
+                                  : kNarrow ? narrow_scale_off(r * 64 + fixed_slot * 4) /* [row][16], swizzled */
+                                            : (r * (SK >> a.bs_log2) + fixed_slot) * 4); /* dense [row][k] */
         }
     const int m_rows = (int)min(M, (size_t)MT);
     /* the activation row of accumulator column n (wgmma: the stage's row order) */
@@ -1516,22 +1534,31 @@ bool pipe_tma_encode(PipeArgs &a, const bnb4_qtensor *w, int mt, unsigned tile_r
                           CU_TENSOR_MAP_SWIZZLE_128B, false)) {
         return false;
     }
-    /* the activations as [K / 64 chunks][M rows][64 k], a stage's chunks one copy (else one 64-k box each) */
+    /* the activations as [K / 64 chunks][M rows][64 k], a stage's chunks one copy of x_rows rows (else one 64-k
+     * box of mt rows each, at whole KB) */
     const size_t x_dims[3] = {64, a.M, K / 64}, x_strides[2] = {K * 2, 128}; /* (K % 128 == 0) */
-    const unsigned x_box[3] = {64, (unsigned)mt, step_k / 64};
+    const unsigned x_box[3] = {64, a.x_rows, step_k / 64};
     a.x_one_copy = a.x_one_copy && encode_3d(&maps->x, a.x, CU_TENSOR_MAP_DATA_TYPE_UINT16, x_dims, x_strides, x_box,
                                              CU_TENSOR_MAP_SWIZZLE_128B);
-    if (!a.x_one_copy && !encode_2d(&maps->x, a.x, CU_TENSOR_MAP_DATA_TYPE_UINT16, K, a.M, K * 2, 64, (unsigned)mt,
-                                    CU_TENSOR_MAP_SWIZZLE_128B, false))
-        return false;
+    if (!a.x_one_copy) {
+        a.x_rows = (unsigned)mt;
+        if (!encode_2d(&maps->x, a.x, CU_TENSOR_MAP_DATA_TYPE_UINT16, K, a.M, K * 2, 64, (unsigned)mt,
+                       CU_TENSOR_MAP_SWIZZLE_128B, false))
+            return false;
+    }
     const size_t per_row = K >> a.bs_log2; /* whole blocks (the TMA layouts have K % blocksize == 0) */
     if (!w->absmax && a.codes_async) /* (the producer warp copies them: no tensor map) */
         return true;
     if (!w->absmax) /* nested codes: runs of 16 (K % (16 blocksize) == 0) */
         return encode_2d(&maps->s, w->nested.codes, CU_TENSOR_MAP_DATA_TYPE_UINT8, per_row, N, per_row, 16,
                          tile_rows, CU_TENSOR_MAP_SWIZZLE_NONE, false);
-    return encode_2d(&maps->s, w->absmax, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, per_row, N, per_row * 4,
-                     step_k >> a.bs_log2, tile_rows, CU_TENSOR_MAP_SWIZZLE_NONE, false);
+    /* narrow tiles (blocksize 64): 16 scales a row, 64 bytes, swizzled (narrow_scale_off) */
+    const bool narrow = step_k > (unsigned)kStepK;
+    const unsigned s_box = step_k >> a.bs_log2;
+    if (narrow && s_box != 16)
+        return false;
+    return encode_2d(&maps->s, w->absmax, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, per_row, N, per_row * 4, s_box, tile_rows,
+                     narrow ? CU_TENSOR_MAP_SWIZZLE_64B : CU_TENSOR_MAP_SWIZZLE_NONE, false);
 }
 
 /* The TMA producer's activations as one copy of a 3D view per stage rather than one copy per 64-k box:
@@ -1539,6 +1566,15 @@ bool pipe_tma_encode(PipeArgs &a, const bnb4_qtensor *w, int mt, unsigned tile_r
 unsigned pipe_x_one_copy() {
     static const unsigned on = bnb4_env_size("BNB4_CUDA_PIPE_X3D", 1) != 0;
     return on;
+}
+
+/* The activation rows a stage's copy brings (PipeArgs::x_rows): the post-scaled math (m <= 16) reads no row past
+ * m, so a copy of m rows where m < MT rather than MT with the rest zero-filled (m = 1 on narrow tiles: 2 KB a
+ * step instead of 16 KB of shared-memory writes; docs/performance.md v34); the consumers' offsets follow the
+ * box's row count (x_off). BNB4_CUDA_PIPE_X_ROWS=0 copies MT rows everywhere (for measuring; read once). */
+unsigned pipe_x_rows(bool postscaled, size_t m, unsigned mt) {
+    static const bool full = bnb4_env_size("BNB4_CUDA_PIPE_X_ROWS", 1) == 0;
+    return postscaled && !full && m < mt ? (unsigned)m : mt;
 }
 
 /* Nested codes on the TMA variant: a tensor copy of 16-code runs where a row's codes are 16-byte strided and
@@ -1642,6 +1678,7 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     }
     if constexpr (TMA) {
         a.x_one_copy = pipe_x_one_copy();
+        a.x_rows = pipe_x_rows(PS != kPsOff, a.M, S::MT);
         a.codes_async = pipe_codes_async(w);
         /* (failing is not expected: the layouts were checked) */
         if (!pipe_tma_encode(a, w, S::MT, S::TileRows, S::StepK, &maps)) {

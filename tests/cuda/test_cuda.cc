@@ -745,7 +745,8 @@ TEST(CudaGrid, NarrowTilesWhereWideOnesAreShared) {
 // 70 x 384, 520 x 2304), and those are forced on the others too (BNB4_CUDA_PIPE_CODES_ASYNC=1); the post-scaled
 // math takes instead a whole tile's codes by one bulk copy where its tiles are whole (256 x 1280, 128 x 3328:
 // 20 and 52 codes a row; code buffers refilled as a CTA's run crosses tiles on the small grids), and the lanes'
-// words forced there too (BNB4_CUDA_PIPE_CODES_TILE=0).
+// words forced there too (BNB4_CUDA_PIPE_CODES_TILE=0). The post-scaled math's stages hold m activation rows
+// where m < 8 or 16 (m = 1, 2, 5, 9, 13: boxes whose 128-byte rows cross the swizzle's 8-row period anywhere).
 TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
     auto g = rng(106);
     // (70 x 384 bs32 and 200 x 1280 bs64 take the 16-byte scale copies, the first with a half last step;
@@ -760,7 +761,7 @@ TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
                                  {64, 8192, 128},    {70, 384, 32},    {200, 1280, 64},  {136, 1024, 64},
                                  {520, 2304, 32},    {520, 2560, 32},  {264, 1024, 32, 4}, {136, 2048, 64, 2},
                                  {264, 1024, 32, 2}, {256, 1280, 64},  {128, 3328, 64, 2}};
-    std::vector<size_t> ms = {1, 2, 9, 17, 40, 64};
+    std::vector<size_t> ms = {1, 2, 5, 9, 13, 17, 40, 64};
     const std::vector<const char *> grids = {"1", "2", "5", "13", "0"}; // "0": the default (one CTA per SM)
     if (quick()) {
         shapes = {{300, 1056, 64}, {257, 512, 4096}, {70, 384, 32}, {136, 1024, 64}, {200, 1280, 64},
