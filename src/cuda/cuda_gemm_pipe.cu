@@ -598,7 +598,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                 const int n0 = (int)(tile * TR);
                 if (it - it_begin >= early) /* (early: weights and scales issued before the wait) */
                     copy_weights(base, fb, k0, n0);
-                if (lead) { /* activations: 64-k boxes (4, narrow 16) of MT rows, one copy or one each */
+                if (lead) { /* activations: 64-k boxes (4, narrow 16) of x_rows rows, one copy or one each */
                     if (a.x_one_copy) {
                         tma_load_3d(base + kWBytes, &x_map, 0, 0, (int)(k0 / 64), fb);
                     } else {
@@ -1512,9 +1512,10 @@ template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS, bool CT> in
 
 /* The TMA variant's tensor maps: the weight tile as one 128-row x 128-byte box (128-byte swizzle) of the
  * packed rows (K / 2 bytes apart), the activations as 64-k x MT-row boxes (128-byte swizzle; rows past m
- * come as zeros), plain scales as 128-row x (256 / blocksize) boxes of absmax seen as N x (K / blocksize),
- * nested codes as 128-row x 16 boxes of the codes seen the same way. Narrow tiles (tile_rows 32, step_k
- * 1024): the weights as one 3D box of four 256-k chunks x 32 rows, 16 scales or codes a row. Either width:
+ * come as zeros; x_rows rows where pipe_x_rows takes fewer), plain scales as 128-row x (256 / blocksize) boxes
+ * of absmax seen as N x (K / blocksize), nested codes as 128-row x 16 boxes of the codes seen the same way.
+ * Narrow tiles (tile_rows 32, step_k 1024): the weights as one 3D box of four 256-k chunks x 32 rows, 16
+ * scales (64-byte swizzle: narrow_scale_off) or codes a row. Either width:
  * the activations as one 3D box of a stage's 64-k chunks where x_one_copy. No L2 promotion: with 256-byte
  * lines (the tile kernel's) m = 2..64 ran 2-4 % slower on the mid shapes, and a pure read of the weights
  * in these boxes 2-5 % slower (docs/performance.md v15). */
@@ -1524,7 +1525,8 @@ struct PipeMaps {
 bool pipe_tma_encode(PipeArgs &a, const bnb4_qtensor *w, int mt, unsigned tile_rows, unsigned step_k,
                      PipeMaps *maps) {
     const size_t K = a.K, N = a.N;
-    if (step_k > (unsigned)kStepK) { /* narrow: the packed rows as [K / 256 chunks][N rows][128 bytes] */
+    const bool narrow = step_k > (unsigned)kStepK;
+    if (narrow) { /* the packed rows as [K / 256 chunks][N rows][128 bytes] */
         const size_t dims[3] = {kRowBytes, N, K / kStepK}, strides[2] = {K / 2, kRowBytes}; /* (K % 256 == 0) */
         const unsigned box[3] = {kRowBytes, tile_rows, step_k / kStepK};
         if (!encode_3d(&maps->w, w->packed, CU_TENSOR_MAP_DATA_TYPE_UINT8, dims, strides, box,
@@ -1553,7 +1555,6 @@ bool pipe_tma_encode(PipeArgs &a, const bnb4_qtensor *w, int mt, unsigned tile_r
         return encode_2d(&maps->s, w->nested.codes, CU_TENSOR_MAP_DATA_TYPE_UINT8, per_row, N, per_row, 16,
                          tile_rows, CU_TENSOR_MAP_SWIZZLE_NONE, false);
     /* narrow tiles (blocksize 64): 16 scales a row, 64 bytes, swizzled (narrow_scale_off) */
-    const bool narrow = step_k > (unsigned)kStepK;
     const unsigned s_box = step_k >> a.bs_log2;
     if (narrow && s_box != 16)
         return false;
