@@ -45,11 +45,12 @@ BUDGETS = {
     'Li4ELb1ELb1ELi1ELi0E': ('m = 17..32 wgmma, nested', 182 + 4),
     'Li8ELb0ELb1ELi1ELi0E': ('m = 33..64 wgmma, plain', 154 + 4),
     'Li8ELb1ELb1ELi1ELi0E': ('m = 33..64 wgmma, nested', 185 + 4),
-    # wgmma on the activations as they are, blocksize 64 (weights up to 2^25 elements: the quad's byte
-    # trade, 16 PRMT, 6 SHFL and 16 SEL a step, and four scales a row; v26)
-    'Li2ELb0ELb1ELi2ELi0E': ('m = 9..16 wgmma natural, plain', 194 + 4),
-    'Li4ELb0ELb1ELi2ELi0E': ('m = 17..32 wgmma natural, plain', 193 + 4),
-    'Li4ELb1ELb1ELi2ELi0E': ('m = 17..32 wgmma natural, nested', 240 + 4),
+    # wgmma on the activations as they are, blocksize 64 (weights up to 2^26 elements; four scales a row):
+    # at m <= 32 whole-half reads, byte c picked by the table offset's PRMT (v35); at m = 33..64 the quad's
+    # byte trade, 16 PRMT, 6 SHFL and 16 SEL a step (v26)
+    'Li2ELb0ELb1ELi2ELi0E': ('m = 9..16 wgmma natural, plain', 163 + 4),
+    'Li4ELb0ELb1ELi2ELi0E': ('m = 17..32 wgmma natural, plain', 163 + 4),
+    'Li4ELb1ELb1ELi2ELi0E': ('m = 17..32 wgmma natural, nested', 207 + 4),
     'Li8ELb0ELb1ELi2ELi0E': ('m = 33..64 wgmma natural, plain', 194 + 4),
     'Li8ELb1ELb1ELi2ELi0E': ('m = 33..64 wgmma natural, nested', 242 + 4),
 }

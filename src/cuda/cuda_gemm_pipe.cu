@@ -68,12 +68,14 @@
  *    K-major with the copy's 128-byte swizzle) instead of per warp through registers: the per-warp
  *    activation reads and mma.sync issue were what bound m = 32/64. B comes in the activations' own k
  *    order (the copy's 16-byte rows are 8 consecutive k), so the fragments must take it too. Two ways
- *    (PipeShape's WG values, pipe_use_natural): on weights past 2^25 elements a small kernel first writes
+ *    (PipeShape's WG values, pipe_use_natural): on weights past 2^26 elements a small kernel first writes
  *    the activations permuted into the fragments' order (pipe_permute_x, into the context's scratch:
- *    bnb4_cuda_scratch); on smaller ones, whose CTAs run few steps and to which that kernel's cost per
- *    call matters more, the quad trades weight bytes after each read (quad_natural: 16 PRMT, 6 SHFL, 16 SEL
- *    per warp and step) and a thread takes the scales of every block of its 128-k half (docs/performance.md
- *    v26).
+ *    bnb4_cuda_scratch); on smaller ones, whose CTAs run fewer steps and to which that kernel's cost per
+ *    call matters more, a thread reads its rows' whole 128-k half and decodes byte c of each word, its
+ *    quad's reads being broadcasts (decode_fragment_natural: 6 more shared-memory reads a thread and step
+ *    than the permuted order; at m = 33..64, short of registers, the quad trades weight bytes after each
+ *    read instead: quad_natural, 16 PRMT, 6 SHFL, 16 SEL per warp and step), and a thread takes the scales
+ *    of every block of its 128-k half (docs/performance.md v26, v35).
  *    m <= 8, and nested absmax at m <= 16, keep mma.sync (post-scaled at blocksize 64): measured faster
  *    (docs/performance.md v16).
  *  - Programmatic dependent launch (TMA variant): the kernel lets the next one on the stream start once
@@ -122,8 +124,8 @@ constexpr int kNcodeBytes = 256 * 4;
 
 /* The pipe kernel's math (its template parameter WG): mma.sync (0), or wgmma (TMA variant) on activations
  * permuted beforehand into the decoded fragments' k order (kWgPermuted: pipe_permute_x), or on the
- * activations as they are, the quad trading its weight bytes into their k order (quad_natural; 2 or 4 blocks
- * of scales in a 128-k half: kWgNatural64 / kWgNatural32, blocksize 64 / 32). */
+ * activations as they are, the weights decoded in their k order (decode_fragment_natural, or quad_natural at
+ * m = 33..64; 2 or 4 blocks of scales in a 128-k half: kWgNatural64 / kWgNatural32, blocksize 64 / 32). */
 constexpr int kWgPermuted = 1, kWgNatural64 = 2, kWgNatural32 = 4;
 
 /* The post-scaled mma.sync math (template parameter PS): off, in k quarters of 128-row tiles, or in narrow
@@ -264,7 +266,7 @@ __device__ __forceinline__ void decode_codes(uint32_t af[4], uint32_t table_s, u
     af[3] = lds_pair(table_s + pair_offset(wB, lane4, sel1));
 }
 
-/* wgmma (natural k order): thread (g, c) reads chunk c (16 bytes, 4 words, 32 k) of its row's 64-byte half, but
+/* wgmma (natural k order), m = 33..64 (kTradeNatural): thread (g, c) reads chunk c (16 bytes, 4 words, 32 k) of its row's 64-byte half, but
  * the wgmma A fragment of k-step ks wants byte c of the half's words 2 ks and 2 ks + 1 (the mma's k 2c, 2c+1
  * and 2c+8, 2c+9 of the tensor copy's natural 16 k), which lie in chunk ks / 2. The quad trades bytes so
  * that word u of the result is byte c of chunk u's four words (byte i of it from word i): then k-step 2u + h
@@ -288,6 +290,30 @@ __device__ __forceinline__ uint4 quad_natural(uint4 q, uint32_t sel_lo, uint32_t
     const uint32_t s0 = c_odd ? r1 : r0, s1 = c_odd ? r0 : r1, s2 = c_odd ? r3 : r2, s3 = c_odd ? r2 : r3;
     r0 = c_high ? s2 : s0, r1 = c_high ? s3 : s1, r2 = c_high ? s0 : s2, r3 = c_high ? s1 : s3;
     return make_uint4(r0, r1, r2, r3);
+}
+
+/* wgmma (natural k order), m <= 32: the A fragment of k-step ks wants, for thread (g, c), byte c of words 2 ks and
+ * 2 ks + 1 of its row's 64-byte half (the mma's k 2c, 2c+1 and 2c+8, 2c+9 of the tensor copy's natural 16 k).
+ * So the thread reads the whole half - its quad reads the same 16 bytes at each of the 4 reads, which shared
+ * memory serves as one broadcast - and picks byte c with the table offset's PRMT (a selector in a register
+ * instead of an immediate): the decode costs what the permuted order's does, plus 3 reads a row and step.
+ * wX0 / wX1: words 2 ks and 2 ks + 1 of row g (A) and row g + 8 (B); sel: pair_sel(c). */
+template <typename T>
+__device__ __forceinline__ void decode_fragment_natural(uint32_t af[4], uint32_t table_s, uint32_t wA0, uint32_t wA1,
+                                                        uint32_t wB0, uint32_t wB1, uint32_t lane4, uint32_t sel,
+                                                        uint32_t sA2, uint32_t sB2) {
+    af[0] = PipeOps<T>::mul2(lds_pair(table_s + pair_offset(wA0, lane4, sel)), sA2);
+    af[1] = PipeOps<T>::mul2(lds_pair(table_s + pair_offset(wB0, lane4, sel)), sB2);
+    af[2] = PipeOps<T>::mul2(lds_pair(table_s + pair_offset(wA1, lane4, sel)), sA2);
+    af[3] = PipeOps<T>::mul2(lds_pair(table_s + pair_offset(wB1, lane4, sel)), sB2);
+}
+
+/* 16 bytes of a stage at shared address `addr` (volatile: kept after the wgmma wait before it, where the
+ * fragments it replaces are free; hoisted, the m = 33..64 loops ran out of registers) */
+__device__ __forceinline__ uint4 lds128_at(uint32_t addr) {
+    uint4 v;
+    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr));
+    return v;
 }
 
 /* ---- cp.async (sm_80+) ---------------------------------------------------------------------------------
@@ -352,7 +378,10 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
     using S = PipeShape<NT, TMA, WG, PS, CT>;
     static_assert(!WG || TMA, "wgmma reads the activations as the tensor copy lays them out");
     static_assert(WG == 0 || WG == kWgPermuted || WG == kWgNatural64 || WG == kWgNatural32, "the math (PipeShape)");
-    constexpr bool kNatural = WG >= kWgNatural64; /* wgmma on the activations as they are (quad_natural) */
+    constexpr bool kNatural = WG >= kWgNatural64; /* wgmma on the activations as they are: */
+    /* a thread reads its rows' whole 128-k half (decode_fragment_natural); at m = 33..64, where its registers would
+     * spill, the quad trades its bytes (quad_natural) */
+    constexpr bool kTradeNatural = kNatural && NT == 8, kReadNatural = kNatural && !kTradeNatural;
     static_assert(!PS || (TMA && !WG && NT <= 2), "post-scaled quarters: the TMA layouts' mma.sync at m <= 16");
     constexpr int MT = S::MT, STAGES = S::Stages;
     constexpr int kConsumerWarps = S::ConsumerWarps, kConsumerThreads = kConsumerWarps * 32;
@@ -811,9 +840,11 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                 acc[f][nt][i] = acc2[f][nt][i] = 0.0f;
 
     const uint32_t lane4 = pin((uint32_t)lane * 4);
-    /* wgmma: the quad's byte trade into natural k order (quad_natural) */
-    [[maybe_unused]] const uint32_t trade_sel = pin_if<kNatural>(pair_trade_sel(c));
-    [[maybe_unused]] const uint32_t trade_odd = pin_if<kNatural>(c & 1), trade_high = pin_if<kNatural>(c & 2);
+    /* wgmma on the activations as they are: the byte of each weight word the thread decodes
+     * (decode_fragment_natural) */
+    [[maybe_unused]] const uint32_t natural_sel = pin_if<kReadNatural>(pair_sel(c));
+    [[maybe_unused]] const uint32_t trade_sel = pin_if<kTradeNatural>(pair_trade_sel(c));
+    [[maybe_unused]] const uint32_t trade_odd = pin_if<kTradeNatural>(c & 1), trade_high = pin_if<kTradeNatural>(c & 2);
     /* this thread's k within the step: 32 k of a 128-k half (PS: 16 k of a 64-k quarter; narrow: of 256-k
      * chunk warp % RG) */
     const uint32_t kk = pin(kNarrow ? 256 * (warp % RG) + 64 * j + 16 * c
@@ -828,8 +859,10 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
     for (int f = 0; f < RF; f++) {
         row0[f] = (warp % RG) * 16 * RF + 16 * f + gr;
         trow0[f] = kNarrow ? 16 * f + gr : row0[f];
+        /* (kReadNatural: the half's chunk 0; chunk u is at this offset XOR 16 u) */
+        const int chunk = 4 * j + (kReadNatural ? 0 : c);
         w_off[f] = pin(row0[f] * kRowBytes + (PS ? (((2 * j + (c >> 1)) ^ gr) << 4) + 8 * (c & 1) /* 8 bytes */
-                                              : (TMA ? (4 * j + c) ^ gr : w_slot(g, 4 * j + c)) << 4));
+                                              : (TMA ? chunk ^ gr : w_slot(g, chunk)) << 4));
     }
     /* the activation row (within 8) of the thread's mma column g (PS: the rows of a quarter-warp, g = 2i and
      * 2i + 1, differ in parity, which moves their 16-byte pieces 2c + u to distinct bank groups) */
@@ -1030,7 +1063,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
 #pragma unroll
                 for (int f = 0; f < RF; f++) {
 #pragma unroll
-                    for (int h = 0; h < 2; h++) {
+                    for (int h = 0; h < 2 && !kReadNatural; h++) { /* (kReadNatural: read at the wgmmas) */
                         uint4 q;
                         if constexpr (PS) {
                             const uint2 v = *reinterpret_cast<const uint2 *>(ws_ + w_off[f] + h * 8 * kRowBytes);
@@ -1133,10 +1166,13 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
 #if BNB4_HAS_WGMMA
                 if constexpr (WG) { /* k-step 2u + h: bytes 2h, 2h + 1 of word u (as below); one wgmma per k-step,
                                      * the stage's activations its B */
-                    uint4 qA = qw[0][0], qB = qw[0][1];
-                    if constexpr (kNatural) {
-                        qA = quad_natural(qA, trade_sel, trade_odd, trade_high);
-                        qB = quad_natural(qB, trade_sel, trade_odd, trade_high);
+                    [[maybe_unused]] uint4 qA = {}, qB = {}; /* (kReadNatural: read per chunk below) */
+                    if constexpr (!kReadNatural) {
+                        qA = qw[0][0], qB = qw[0][1];
+                        if constexpr (kTradeNatural) {
+                            qA = quad_natural(qA, trade_sel, trade_odd, trade_high);
+                            qB = quad_natural(qB, trade_sel, trade_odd, trade_high);
+                        }
                     }
                     /* k-step ks of half j: 64-k box 2 j + ks / 4, 32 bytes per k-step inside its 128-byte rows (the
                      * descriptor counts 16-byte units) */
@@ -1145,13 +1181,22 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                     for (int half = 0; half < 2; half++) {
 #pragma unroll
                         for (int u = 2 * half; u < 2 * half + 2; u++) {
-                            const uint32_t wA = u == 0 ? qA.x : u == 1 ? qA.y : u == 2 ? qA.z : qA.w;
-                            const uint32_t wB = u == 0 ? qB.x : u == 1 ? qB.y : u == 2 ? qB.z : qB.w;
+                            if constexpr (kReadNatural) { /* chunk u of the half (k-steps 2u, 2u + 1), rows g and g + 8 */
+                                const uint32_t ca = (stages_addr + slot * S::StageBytes + w_off[0]) ^ (u << 4);
+                                const uint4 cA = lds128_at(ca), cB = lds128_at(ca + 8 * kRowBytes);
+                                decode_fragment_natural<T>(wg_af[2 * u], table_s, cA.x, cA.y, cB.x, cB.y, lane4,
+                                                           natural_sel, wg_s2[0][u], wg_s2[1][u]);
+                                decode_fragment_natural<T>(wg_af[2 * u + 1], table_s, cA.z, cA.w, cB.z, cB.w, lane4,
+                                                           natural_sel, wg_s2[0][u], wg_s2[1][u]);
+                            } else {
+                                const uint32_t wA = u == 0 ? qA.x : u == 1 ? qA.y : u == 2 ? qA.z : qA.w;
+                                const uint32_t wB = u == 0 ? qB.x : u == 1 ? qB.y : u == 2 ? qB.z : qB.w;
 #pragma unroll
-                            for (int h = 0; h < 2; h++)
-                                decode_fragment<T>(wg_af[2 * u + h], table_s, wA, wB, lane4, h,
-                                                   kNatural ? wg_s2[0][u] : s2[0][0],
-                                                   kNatural ? wg_s2[1][u] : s2[0][1]);
+                                for (int h = 0; h < 2; h++)
+                                    decode_fragment<T>(wg_af[2 * u + h], table_s, wA, wB, lane4, h,
+                                                       kNatural ? wg_s2[0][u] : s2[0][0],
+                                                       kNatural ? wg_s2[1][u] : s2[0][1]);
+                            }
                         }
                         wg_fence();
 #pragma unroll
@@ -1823,15 +1868,17 @@ bool pipe_use_wgmma(const bnb4_cuda_state *s, size_t m, bool nested) {
 }
 
 /* wgmma on the activations as they are (kWgNatural*) rather than permuted beforehand (kWgPermuted): on
- * weights of up to 2^25 elements, whose CTAs run few steps, so the permutation kernel's cost per call
- * weighs more than the quad's byte trade per step (H200, docs/performance.md v26: m = 17..64 up to 20 %
- * faster on 1024x4096 .. 8192x4096, plain m = 64 -4..+1 %; 14336x4096 and larger 0-15 % slower); on them
+ * weights of up to 2^26 elements, whose CTAs run fewer steps, so the permutation kernel's cost per call
+ * weighs more than the natural order's reads per step (H200: docs/performance.md v26, the quad's byte trade:
+ * m = 17..64 up to 20 % faster on 1024x4096 .. 8192x4096, 14336x4096 and larger 0-15 % slower; v35, whole-half
+ * reads at m <= 32: 11008x4096 and 4096x11008 m = 24..32 8-10 % faster, 14336x4096, 4096x14336 and 8192x8192
+ * 0-5 %, 28672x8192 5-10 % slower); on them
  * plain absmax at m = 9..16 also takes wgmma rather than mma.sync (pipe_use_wgmma). BNB4_CUDA_PIPE_NATURAL_MAX=n
  * moves the limit to n elements (for measuring; 0: never). Each thread decodes all blocks of a 128-k half
  * (2 at blocksize 64, 4 at 32) with one nested absmax: nested blocksizes of fewer blocks (1, or 2 at
  * blocksize 32) keep the permutation. */
 bool pipe_use_natural(const bnb4_qtensor *w) {
-    static const size_t max = bnb4_env_size("BNB4_CUDA_PIPE_NATURAL_MAX", (size_t)1 << 25);
+    static const size_t max = bnb4_env_size("BNB4_CUDA_PIPE_NATURAL_MAX", (size_t)1 << 26);
     return w->rows * w->cols <= max && (w->absmax || w->nested.blocksize * w->blocksize >= 128);
 }
 
@@ -1891,7 +1938,8 @@ bool pipe_use_narrow(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) 
  * tiles the grid shares in runs of fewer than 32 steps: the post-scaled mma.sync instead (H200,
  * docs/performance.md v27, bs64: 4096x14336, 8192x8192, 4096x11008, 11008x4096 and 5120x13824, runs of
  * 11-18 steps, 1-7 % faster; whole tiles (14336x4096, 28672x8192) and 8192x28672's runs of 56 steps
- * 0-8 % slower). Not where BNB4_CUDA_PIPE_WGMMA_MIN_M sets the threshold. */
+ * 0-8 % slower; measured against the permuted wgmma: of those, all but 5120x13824 now take the natural one,
+ * within 1-2 % of this rule's choice at m = 9..16, v35). Not where BNB4_CUDA_PIPE_WGMMA_MIN_M sets the threshold. */
 bool pipe_prefer_postscale(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) {
     if (!w->absmax || !pipe_use_postscale(w, m) || pipe_wgmma_min_m_env() != 0) /* (postscale: m <= 16) */
         return false;
