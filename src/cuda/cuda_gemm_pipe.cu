@@ -71,9 +71,9 @@
  *    (PipeShape's WG values, pipe_use_natural): on weights past 2^26 elements a small kernel first writes
  *    the activations permuted into the fragments' order (pipe_permute_x, into the context's scratch:
  *    bnb4_cuda_scratch); on smaller ones, whose CTAs run fewer steps and to which that kernel's cost per
- *    call matters more, a thread reads its rows' whole 128-k half and decodes byte c of each word, its
- *    quad's reads being broadcasts (decode_fragment_natural: 6 more shared-memory reads a thread and step
- *    than the permuted order; at m = 33..64, short of registers, the quad trades weight bytes after each
+ *    call matters more, a thread reads its rows' whole 128-k half and decodes byte c of each word
+ *    (decode_fragment_natural: 6 more shared-memory reads a thread and step than the permuted order, the
+ *    same as its quad's; at m = 33..64, short of registers, the quad trades weight bytes after each
  *    read instead: quad_natural, 16 PRMT, 6 SHFL, 16 SEL per warp and step), and a thread takes the scales
  *    of every block of its 128-k half (docs/performance.md v26, v35).
  *    m <= 8, and nested absmax at m <= 16, keep mma.sync (post-scaled at blocksize 64): measured faster
@@ -266,11 +266,12 @@ __device__ __forceinline__ void decode_codes(uint32_t af[4], uint32_t table_s, u
     af[3] = lds_pair(table_s + pair_offset(wB, lane4, sel1));
 }
 
-/* wgmma (natural k order), m = 33..64 (kTradeNatural): thread (g, c) reads chunk c (16 bytes, 4 words, 32 k) of its row's 64-byte half, but
- * the wgmma A fragment of k-step ks wants byte c of the half's words 2 ks and 2 ks + 1 (the mma's k 2c, 2c+1
- * and 2c+8, 2c+9 of the tensor copy's natural 16 k), which lie in chunk ks / 2. The quad trades bytes so
- * that word u of the result is byte c of chunk u's four words (byte i of it from word i): then k-step 2u + h
- * is bytes 2h and 2h + 1 of word u, the same as the permuted order's fragments. The sender packs byte c ^ x
+/* wgmma (natural k order), m = 33..64 (kTradeNatural): thread (g, c) reads chunk c (16 bytes, 4 words, 32 k)
+ * of its row's 64-byte half, but the wgmma A fragment of k-step ks wants byte c of the half's words 2 ks and
+ * 2 ks + 1 (the mma's k 2c, 2c+1 and 2c+8, 2c+9 of the tensor copy's natural 16 k), which lie in chunk ks / 2.
+ * The quad trades bytes so that word u of the result is byte c of chunk u's four words (byte i of it from word
+ * i): then k-step 2u + h is bytes 2h and 2h + 1 of word u, the same as the permuted order's fragments. The
+ * sender packs byte c ^ x
  * of its four words for lane c ^ x (4 PRMT with the lane's selectors, 4 with constant ones), three
  * butterfly shuffles deliver them, and the received words, which came from lane c ^ x, are put in chunk
  * order by two conditional swaps (c's two bits). sel_lo: bytes c, c ^ 1 of a pair of words (pair_trade_sel);
@@ -294,9 +295,10 @@ __device__ __forceinline__ uint4 quad_natural(uint4 q, uint32_t sel_lo, uint32_t
 
 /* wgmma (natural k order), m <= 32: the A fragment of k-step ks wants, for thread (g, c), byte c of words 2 ks and
  * 2 ks + 1 of its row's 64-byte half (the mma's k 2c, 2c+1 and 2c+8, 2c+9 of the tensor copy's natural 16 k).
- * So the thread reads the whole half - its quad reads the same 16 bytes at each of the 4 reads, which shared
- * memory serves as one broadcast - and picks byte c with the table offset's PRMT (a selector in a register
- * instead of an immediate): the decode costs what the permuted order's does, plus 3 reads a row and step.
+ * So the thread reads the whole half (its quad reads the same 16 bytes at each of the 4 reads) and picks byte c
+ * with the table offset's PRMT (a selector in a register instead of an immediate): the decode costs what the
+ * permuted order's does, plus 3 reads a row and step - 24 shared-memory wavefronts a warp and step, as a
+ * quarter-warp's two quads' identical reads cost what distinct ones do (ncu, docs/performance.md v35).
  * wX0 / wX1: words 2 ks and 2 ks + 1 of row g (A) and row g + 8 (B); sel: pair_sel(c). */
 template <typename T>
 __device__ __forceinline__ void decode_fragment_natural(uint32_t af[4], uint32_t table_s, uint32_t wA0, uint32_t wA1,
@@ -308,8 +310,9 @@ __device__ __forceinline__ void decode_fragment_natural(uint32_t af[4], uint32_t
     af[3] = PipeOps<T>::mul2(lds_pair(table_s + pair_offset(wB1, lane4, sel)), sB2);
 }
 
-/* 16 bytes of a stage at shared address `addr` (volatile: kept after the wgmma wait before it, where the
- * fragments it replaces are free; hoisted, the m = 33..64 loops ran out of registers) */
+/* 16 bytes of a stage at shared address `addr`: the chunk's XOR applies to the address itself (through a
+ * generic pointer the loop took 4 instructions more a step); volatile, so it stays after the stage's
+ * full-barrier wait (an asm volatile too) */
 __device__ __forceinline__ uint4 lds128_at(uint32_t addr) {
     uint4 v;
     asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr));
@@ -1181,7 +1184,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                     for (int half = 0; half < 2; half++) {
 #pragma unroll
                         for (int u = 2 * half; u < 2 * half + 2; u++) {
-                            if constexpr (kReadNatural) { /* chunk u of the half (k-steps 2u, 2u + 1), rows g and g + 8 */
+                            if constexpr (kReadNatural) { /* chunk u of the half (k-steps 2u, 2u + 1), rows g, g + 8 */
                                 const uint32_t ca = (stages_addr + slot * S::StageBytes + w_off[0]) ^ (u << 4);
                                 const uint4 cA = lds128_at(ca), cB = lds128_at(ca + 8 * kRowBytes);
                                 decode_fragment_natural<T>(wg_af[2 * u], table_s, cA.x, cA.y, cB.x, cB.y, lane4,
@@ -1872,7 +1875,7 @@ bool pipe_use_wgmma(const bnb4_cuda_state *s, size_t m, bool nested) {
  * weighs more than the natural order's reads per step (H200: docs/performance.md v26, the quad's byte trade:
  * m = 17..64 up to 20 % faster on 1024x4096 .. 8192x4096, 14336x4096 and larger 0-15 % slower; v35, whole-half
  * reads at m <= 32: 11008x4096 and 4096x11008 m = 24..32 8-10 % faster, 14336x4096, 4096x14336 and 8192x8192
- * 0-5 %, 28672x8192 5-10 % slower); on them
+ * 0-5 %, 28672x8192 4-15 % slower); on them
  * plain absmax at m = 9..16 also takes wgmma rather than mma.sync (pipe_use_wgmma). BNB4_CUDA_PIPE_NATURAL_MAX=n
  * moves the limit to n elements (for measuring; 0: never). Each thread decodes all blocks of a 128-k half
  * (2 at blocksize 64, 4 at 32) with one nested absmax: nested blocksizes of fewer blocks (1, or 2 at
