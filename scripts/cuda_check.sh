@@ -12,7 +12,8 @@
 # built elsewhere with the same nvcc; (2) the CUDA tests, conformance included (BNB4_CONFORMANCE_DIR,
 # default .device/shared/conformance, then ../shared/conformance), and the matmul tests again with m = 1
 # on the pipe kernel, with its TMA variant off, and with its wgmma math at every m and the tile kernel at every
-# m >= 65 on every weight size, and the pipe tests with its mma.sync math up to m = 16; (3) the wgmma
+# m >= 65 on every weight size, with the wgmma math on permuted activations on every weight size, and the pipe
+# tests with its mma.sync math up to m = 16; (3) the wgmma
 # kernels' machine code checked for register hazards (scripts/check_wgmma_hazards.py) and the small-m and k-split
 # kernels' main loops for their instruction budgets (scripts/check_loop_budget.py); (4) bench_cuda,
 # which measures its own ceilings (copy bandwidth, cuBLAS) in the same run, and (not with --quick)
@@ -115,9 +116,16 @@ if [ -x "$TESTS" ]; then
   else
     RESULT[tests_wgmma]="FAILED"
   fi
-  # plain absmax at m = 9..16 takes wgmma by default on weights of 2^25+ elements (the tests' are smaller, so
-  # the default pass checks the post-scaled mma.sync kernel there): once more (quick) with mma.sync to
-  # m = 16 whatever the size
+  # the wgmma math reads the activations as they are on weights of up to 2^26 elements (all the tests'), and
+  # permuted by a kernel first on larger ones: once more with the permutation on every weight size
+  step "CUDA matmul tests with the wgmma math on permuted activations (BNB4_CUDA_PIPE_NATURAL_MAX=0)"
+  if BNB4_CUDA_PIPE_NATURAL_MAX=0 timeout "$T_TESTS" "$TESTS" --gtest_color=no --gtest_brief=1 --gtest_filter='*Matmul*:*Pipe*'; then
+    RESULT[tests_permuted]="ok"
+  else
+    RESULT[tests_permuted]="FAILED"
+  fi
+  # plain absmax at m = 9..16 takes wgmma, or the post-scaled mma.sync on narrow tiles, by the weight's shape:
+  # once more (quick) with mma.sync to m = 16 whatever the shape
   step "CUDA pipe tests with the mma.sync math up to m = 16 (BNB4_CUDA_PIPE_WGMMA_MIN_M=17, quick)"
   if BNB4_CUDA_PIPE_WGMMA_MIN_M=17 BNB4_CUDA_TEST_QUICK=1 timeout "$T_TESTS" "$TESTS" --gtest_color=no --gtest_brief=1 --gtest_filter='*Pipe*:*MatmulAgrees*'; then
     RESULT[tests_mma]="ok"
@@ -180,7 +188,7 @@ if [ -x "$TESTS" ]; then
 fi
 
 step "summary"
-STEPS=(build tests tests_m1 tests_cpasync tests_wgmma tests_mma tests_window wgmma_sass loop_budget memcheck racecheck bench read_floor)
+STEPS=(build tests tests_m1 tests_cpasync tests_wgmma tests_permuted tests_mma tests_window wgmma_sass loop_budget memcheck racecheck bench read_floor)
 for k in "${STEPS[@]}"; do
   printf '%-10s %s\n' "$k" "${RESULT[$k]:-skipped}"
 done

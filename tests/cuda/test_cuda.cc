@@ -992,8 +992,8 @@ static GraphCensus census_of(cudaGraph_t graph) {
 // direct calls (the kernels are deterministic). Either way the graph holds the calls' kernels and nothing
 // else (no allocation, memset or free node), and on sm_90 the wgmma kernels' programmatic launch is kept
 // on every edge. The grids are forced small so tiles are shared between CTAs (split-K): the pipe kernel
-// (m = 9 and, with wgmma, 40: its permuted activations in the scratch) and the tile kernel (m = 130: its
-// scales there).
+// (m = 9 and, with wgmma, 40: with BNB4_CUDA_PIPE_NATURAL_MAX=0, a pass of cuda_check.sh, its permuted
+// activations in the scratch) and the tile kernel (m = 130: its scales there).
 TEST_F(CudaTest, MatmulsCapturedInAGraphMatchDirectCalls) {
     const SmallGridsEverywhere env;
     auto g = rng(108);
