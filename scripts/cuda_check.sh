@@ -116,7 +116,7 @@ if [ -x "$TESTS" ]; then
   else
     RESULT[tests_wgmma]="FAILED"
   fi
-  # the wgmma math reads the activations as they are on weights of up to 2^26 elements (all the tests'), and
+  # the wgmma math reads the activations as they are on weights of up to 5 x 2^24 elements (all the tests'), and
   # permuted by a kernel first on larger ones: once more with the permutation on every weight size
   step "CUDA matmul tests with the wgmma math on permuted activations (BNB4_CUDA_PIPE_NATURAL_MAX=0)"
   if BNB4_CUDA_PIPE_NATURAL_MAX=0 timeout "$T_TESTS" "$TESTS" --gtest_color=no --gtest_brief=1 --gtest_filter='*Matmul*:*Pipe*'; then

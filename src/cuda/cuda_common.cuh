@@ -278,7 +278,7 @@ int bnb4_cuda_pipe_fits(const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const vo
 /* whether the pipe kernel would run its TMA variant (sm_90, the common layouts) */
 int bnb4_cuda_pipe_tma_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m);
 /* whether the pipe kernel's TMA variant does its math with wgmma at this m for plain absmax on large weights
- * (compute capability 9.0, sm_90a build; nested absmax and weights of up to 2^26 elements from m = 17) */
+ * (compute capability 9.0, sm_90a build; nested absmax and weights of up to 5 x 2^24 elements from m = 17) */
 int bnb4_cuda_pipe_wgmma(const bnb4_cuda_state *s, size_t m);
 bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
                                 const void *bias, void *y);

@@ -68,7 +68,7 @@
  *    K-major with the copy's 128-byte swizzle) instead of per warp through registers: the per-warp
  *    activation reads and mma.sync issue were what bound m = 32/64. B comes in the activations' own k
  *    order (the copy's 16-byte rows are 8 consecutive k), so the fragments must take it too. Two ways
- *    (PipeShape's WG values, pipe_use_natural): on weights past 2^26 elements a small kernel first writes
+ *    (PipeShape's WG values, pipe_use_natural): on weights past 5 x 2^24 elements a small kernel first writes
  *    the activations permuted into the fragments' order (pipe_permute_x, into the context's scratch:
  *    bnb4_cuda_scratch); on smaller ones, whose CTAs run fewer steps and to which that kernel's cost per
  *    call matters more, a thread reads its rows' whole 128-k half and decodes byte c of each word
@@ -1871,17 +1871,18 @@ bool pipe_use_wgmma(const bnb4_cuda_state *s, size_t m, bool nested) {
 }
 
 /* wgmma on the activations as they are (kWgNatural*) rather than permuted beforehand (kWgPermuted): on
- * weights of up to 2^26 elements, whose CTAs run fewer steps, so the permutation kernel's cost per call
- * weighs more than the natural order's reads per step (H200: docs/performance.md v26, the quad's byte trade:
- * m = 17..64 up to 20 % faster on 1024x4096 .. 8192x4096, 14336x4096 and larger 0-15 % slower; v35, whole-half
- * reads at m <= 32: 11008x4096 and 4096x11008 m = 24..32 8-10 % faster, 14336x4096, 4096x14336 and 8192x8192
- * 0-5 %, 28672x8192 4-15 % slower); on them
+ * weights of up to 5 x 2^24 (84 M) elements, whose CTAs run fewer steps, so the permutation kernel's cost per
+ * call weighs more than the natural order's reads per step (H200: docs/performance.md v26, the quad's byte
+ * trade: m = 17..64 up to 20 % faster on 1024x4096 .. 8192x4096, 14336x4096 and larger 0-15 % slower; v35,
+ * whole-half reads at m <= 32: 11008x4096 and 4096x11008 m = 24..32 8-10 % faster, 14336x4096, 4096x14336,
+ * 8192x8192, 18944x3584, 3584x18944, 13824x5120 and 5120x13824 (59-71 M) 0-6 %; 8192x11008 (90 M) -4..+6 %,
+ * 28672x8192 4-15 % slower); on them
  * plain absmax at m = 9..16 also takes wgmma rather than mma.sync (pipe_use_wgmma). BNB4_CUDA_PIPE_NATURAL_MAX=n
  * moves the limit to n elements (for measuring; 0: never). Each thread decodes all blocks of a 128-k half
  * (2 at blocksize 64, 4 at 32) with one nested absmax: nested blocksizes of fewer blocks (1, or 2 at
  * blocksize 32) keep the permutation. */
 bool pipe_use_natural(const bnb4_qtensor *w) {
-    static const size_t max = bnb4_env_size("BNB4_CUDA_PIPE_NATURAL_MAX", (size_t)1 << 26);
+    static const size_t max = bnb4_env_size("BNB4_CUDA_PIPE_NATURAL_MAX", (size_t)5 << 24);
     return w->rows * w->cols <= max && (w->absmax || w->nested.blocksize * w->blocksize >= 128);
 }
 
@@ -1941,8 +1942,8 @@ bool pipe_use_narrow(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) 
  * tiles the grid shares in runs of fewer than 32 steps: the post-scaled mma.sync instead (H200,
  * docs/performance.md v27, bs64: 4096x14336, 8192x8192, 4096x11008, 11008x4096 and 5120x13824, runs of
  * 11-18 steps, 1-7 % faster; whole tiles (14336x4096, 28672x8192) and 8192x28672's runs of 56 steps
- * 0-8 % slower; measured against the permuted wgmma: of those, all but 5120x13824 now take the natural one,
- * within 1-2 % of this rule's choice at m = 9..16, v35). Not where BNB4_CUDA_PIPE_WGMMA_MIN_M sets the threshold. */
+ * 0-8 % slower; measured against the permuted wgmma: those now take the natural one, within 1-2 % of this
+ * rule's choice at m = 9..16, v35). Not where BNB4_CUDA_PIPE_WGMMA_MIN_M sets the threshold. */
 bool pipe_prefer_postscale(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) {
     if (!w->absmax || !pipe_use_postscale(w, m) || pipe_wgmma_min_m_env() != 0) /* (postscale: m <= 16) */
         return false;
