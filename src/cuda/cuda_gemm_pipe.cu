@@ -1486,36 +1486,45 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
         consumer_sync<kConsumerThreads>();
         if (!s_last)
             continue;
-        const size_t first = (size_t)cur_t * a.max_contrib * MT * TR;
-        /* The thread's elements (one row n, every kConsumerThreads / 128-th m) in chunks of up to 8: every
-         * contributor's partial sums of a chunk are loaded before its first store. A store to y orders the
-         * loads after it, so element by element the last CTA's fix-up, on the kernel's critical path, took
-         * one round trip to L2 per element: up to 32 at m = 64 (docs/performance.md v21). */
-        constexpr int kE = (MT * TR + kConsumerThreads - 1) / kConsumerThreads; /* elements per thread */
-        /* (the m = 33..64 nested wgmma main loop spills with more: scripts/check_loop_budget.py) */
-        constexpr int kMaxChunk = WG && NESTED && NT == 8 ? 2 : 8;
-        constexpr int kChunk = kE < kMaxChunk ? kE : kMaxChunk;
-        static_assert(kConsumerThreads % TR == 0, "a thread's elements share their row n");
-        const int e_end = (int)min(M, (size_t)MT) * TR;
-        const size_t n = (size_t)cur_t * TR + tid % TR;
-        for (int e0 = tid; e0 < e_end && n < N; e0 += kChunk * kConsumerThreads) {
-            /* element e0 + q kConsumerThreads of contributor ci: part[ci MT 128 + q kConsumerThreads] */
-            const float *part = a.ws + first + e0;
-            const int q_end = min(kChunk, (e_end - e0 + kConsumerThreads - 1) / kConsumerThreads);
-            float v[kChunk];
+        /* The last CTA adds every contributor's slot, in contributor order (deterministic), on the kernel's
+         * critical path. A thread takes float4s of 4 rows n (the same 4 rows at each of its m), and
+         * kFixBatch contributors' float4s at a time, all loads issued before the first add: one L2 round
+         * trip a batch. Element by element, a contributor at a time, ptxas waited for a chunk's first load
+         * before issuing the others: 2 round trips a contributor and chunk of 8 elements, 16 at m = 64 in 4
+         * parts (docs/performance.md v36). And all loads before the first store, which would order loads
+         * after it behind it (v21). More float4s a thread at once made ptxas spill in more kernels. */
+        constexpr int kRowUnits = TR / 4, kFixBatch = 4; /* (kRowUnits: the float4s of a tile row m) */
+        static_assert(kConsumerThreads % kRowUnits == 0, "a thread's float4s share their rows n");
+        const float4 *slots = reinterpret_cast<const float4 *>(a.ws + (size_t)cur_t * a.max_contrib * MT * TR);
+        const unsigned n_contrib = c_hi - c_lo + 1;
+        const int u_end = (int)min(M, (size_t)MT) * kRowUnits;
+        const size_t n0 = (size_t)cur_t * TR + 4 * (tid % kRowUnits);
+        float b[4];
 #pragma unroll
-            for (int q = 0; q < kChunk; q++)
-                v[q] = 0.0f;
-            for (unsigned ci = 0; ci <= c_hi - c_lo; ci++) /* fixed order: deterministic */
+        for (int i = 0; i < 4; i++)
+            b[i] = a.bias && n0 + i < N ? bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n0 + i]) : 0.0f;
+        for (int u = tid; u < u_end && n0 < N; u += kConsumerThreads) {
+            float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            for (unsigned c0 = 0; c0 < n_contrib; c0 += kFixBatch) {
+                float4 part[kFixBatch];
 #pragma unroll
-                for (int q = 0; q < kChunk; q++)
-                    if (q < q_end)
-                        v[q] += __ldcg(part + (size_t)ci * (MT * TR) + q * kConsumerThreads);
-            const float b = a.bias ? bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n]) : 0.0f;
+                for (int i = 0; i < kFixBatch; i++) /* (a missing contributor reads the first one's slot) */
+                    part[i] = __ldcg(slots + (size_t)(c0 + i < n_contrib ? c0 + i : 0) * (MT * TR / 4) + u);
 #pragma unroll
-            for (int q = 0; q < kChunk; q++)
-                if (q < q_end)
-                    y[(size_t)((e0 + q * kConsumerThreads) / TR) * N + n] = bnb4_dt<T>::from_f32(v[q] + b);
+                for (int i = 0; i < kFixBatch; i++)
+                    if (c0 + i < n_contrib) { /* (not + 0.0f for a missing one: it turns -0.0f into 0.0f) */
+                        v.x += part[i].x;
+                        v.y += part[i].y;
+                        v.z += part[i].z;
+                        v.w += part[i].w;
+                    }
+            }
+            T *row = y + (size_t)(u / kRowUnits) * N;
+            const float sums[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                if (n0 + i < N)
+                    row[n0 + i] = bnb4_dt<T>::from_f32(sums[i] + b[i]);
         }
         if (tid == 0)
             a.counters[cur_t] = 0; /* ready for the next launch on this stream */
