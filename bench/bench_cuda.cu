@@ -17,7 +17,8 @@
  * exceeds the kernel's (rows "direct launches": graph time / that), and the host's time to issue a call
  * is measured against the kernel's (rows "host time per call"; its floor, one launch of an empty kernel,
  * is a ceiling row), and the graph is also captured by a fresh context with no call before it (rows "graph
- * of a fresh context": warm time / that). At m >= 512 cuBLAS is also timed on one dequantized NF4 weight
+ * of a fresh context": warm time / that). At every m (f16, plain absmax) the calls are also timed with a bias
+ * (rows "with a bias": that time / the time without; the benchmark's own rows pass none). At m >= 512 cuBLAS is also timed on one dequantized NF4 weight
  * (rows "on one dequantized NF4 weight": the dequantize + cuBLAS path's second half, against the ceiling). Prints every row, then a summary
  * table with the issue's targets as ratios. bnb4_bench_cuda_main() is the entry point (the `bnb4 bench` CLI can call it).
  */
@@ -256,10 +257,12 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
             BK(bnb4_nested_offset(ctx, absmax[c], nb, &offset[c]));
             BK(bnb4_quantize_nested(ctx, absmax[c], nb, offset[c], 256, codes[c], nabs[c]));
         }
-        void *x, *y, *wdq = nullptr; /* wdq: a dequantized weight (m >= 512 rows) */
+        void *x, *y, *bias, *wdq = nullptr; /* wdq: a dequantized weight (m >= 512 rows) */
         CK(cudaMalloc(&x, max_m * K * 2));
         CK(cudaMalloc(&y, max_m * N * 2));
+        CK(cudaMalloc(&bias, N * 2));
         fill_randn_f16<<<1024, 256, 0, stream>>>((__half *)x, max_m * K, 99, 1.0f);
+        fill_randn_f16<<<64, 256, 0, stream>>>((__half *)bias, N, 98, 1.0f);
         CK(cudaStreamSynchronize(stream));
         char name[160];
 
@@ -313,12 +316,13 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
                 }
                 for (int nested = 0; nested < 2; nested++) {
                     bnb4_ctx *call_ctx = ctx; /* (the fresh-context rows below switch it) */
+                    const void *call_bias = nullptr; /* (the bias rows below set it) */
                     const auto call = [&](int i) { /* one linear on the i-th copy of the weights */
                         const int c = i % copies_q;
                         const bnb4_qtensor q =
                             nested ? bnb4_qtensor_nested(N, K, bs, BNB4_NF4, packed[c], codes[c], nabs[c], dcode, offset[c], 256)
                                    : bnb4_qtensor_plain(N, K, bs, BNB4_NF4, packed[c], absmax[c]);
-                        bnb4_linear(call_ctx, &q, dt, m, xd, nullptr, y);
+                        bnb4_linear(call_ctx, &q, dt, m, xd, call_bias, y);
                     };
                     const double ours_ms = timer.run(iters, call);
                     const char *nn = nested ? "nested" : "plain";
@@ -335,6 +339,14 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
                     }
                     std::snprintf(name, sizeof name, "bnb4 %s %s %zux%zu m=%zu vs-cublas", dn, nn, N, K, m);
                     report(name, ours_ms, flops / (ours_ms * 1e-3) / 1e12, "TFLOP/s", blas_tf);
+                    if (dt == BNB4_F16 && !nested) { /* a bias costs the epilogue's loads and adds only */
+                        call_bias = bias;
+                        const double bias_ms = timer.run(iters, call);
+                        call_bias = nullptr;
+                        std::snprintf(name, sizeof name, "bnb4 %s %s %zux%zu m=%zu with a bias, this/without", dn, nn,
+                                      N, K, m);
+                        report(name, bias_ms, bias_ms / ours_ms, "x", 1.0);
+                    }
                     if ((m == 1 || m == 16) && dt == BNB4_F16 && !nested) {
                         /* the same graph captured by a context that has made no call before (its split-K
                          * space and scratch grow during the capture); ratio: the warm context's graph time
@@ -406,6 +418,7 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
         }
         CK(cudaFree(dcode));
         CK(cudaFree(x));
+        CK(cudaFree(bias));
         CK(cudaFree(y));
         if (wdq)
             CK(cudaFree(wdq));

@@ -103,6 +103,8 @@ __global__ void __launch_bounds__(kSimtWarps * 32) gemm_4bit_simt_kernel(GemmArg
                     acc[r] = fmaf(load_f32<T>(a.x, r * K + k), w, acc[r]);
         }
     }
+    const float b = a.bias && lane == 0 ? load_f32<T>(a.bias, j) : 0.0f; /* (before the first store, which
+                                                                              * would order the load behind it) */
 #pragma unroll
     for (int r = 0; r < MT; r++) {
         float v = acc[r];
@@ -111,7 +113,7 @@ __global__ void __launch_bounds__(kSimtWarps * 32) gemm_4bit_simt_kernel(GemmArg
             v += __shfl_xor_sync(0xffffffffu, v, off);
         if (lane == 0 && r < (int)M) {
             if (a.bias)
-                v += load_f32<T>(a.bias, j);
+                v += b;
             reinterpret_cast<T *>(a.y)[r * a.N + j] = bnb4_dt<T>::from_f32(v);
         }
     }

@@ -1430,16 +1430,30 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
         const bool whole = kCompactEnd ? cur_t * a.k_steps >= it_begin && (cur_t + 1) * a.k_steps <= it_stop
                                        : (cur_t * a.k_steps) / a.per_cta == ((cur_t + 1) * a.k_steps - 1) / a.per_cta;
         if (whole) {
+            /* (the bias loads come before the first store: a store orders the loads after it, so loaded
+             * beside each store they took an L2 round trip each, up to 32 a tile - docs/performance.md v36) */
+            const T *bias = reinterpret_cast<const T *>(a.bias);
             if constexpr (kCompactEnd) {
-                const T *bias = reinterpret_cast<const T *>(a.bias);
+                float b[kCE];
+#pragma unroll
+                for (int q = 0; q < kCE; q++) {
+                    const size_t n = (size_t)cur_t * TR + (tid + q * kConsumerThreads) % TR;
+                    b[q] = bias && n < N ? bnb4_dt<T>::to_f32(bias[n]) : 0.0f;
+                }
 #pragma unroll
                 for (int q = 0; q < kCE; q++) {
                     const int e = tid + q * kConsumerThreads, m = e / TR;
                     const size_t n = (size_t)cur_t * TR + e % TR;
                     if (m < m_rows && n < N)
-                        y[m * N + n] = bnb4_dt<T>::from_f32(ev[q] + (bias ? bnb4_dt<T>::to_f32(bias[n]) : 0.0f));
+                        y[m * N + n] = bnb4_dt<T>::from_f32(ev[q] + b[q]);
                 }
             } else {
+                float b[RF][2];
+#pragma unroll
+                for (int f = 0; f < RF; f++)
+#pragma unroll
+                    for (int h = 0; h < 2; h++)
+                        b[f][h] = bias && j == 0 && n_[f][h] < N ? bnb4_dt<T>::to_f32(bias[n_[f][h]]) : 0.0f;
 #pragma unroll
                 for (int f = 0; f < RF; f++)
 #pragma unroll
@@ -1449,8 +1463,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                             const size_t n = n_[f][i >> 1], m = (size_t)nt * 8 + out_col(2 * c + (i & 1));
                             if (j == 0 && n < N && m < M) {
                                 float v = acc[f][nt][i];
-                                if (a.bias)
-                                    v += bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n]);
+                                if (bias) /* (no + 0.0f without one: this path keeps a -0.0f sum) */
+                                    v += b[f][i >> 1];
                                 y[m * N + n] = bnb4_dt<T>::from_f32(v);
                             }
                             acc[f][nt][i] = 0.0f;

@@ -321,19 +321,24 @@ __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
         unsigned c_lo, c_hi;
         tile_ctas(cur_t, c_lo, c_hi);
         if (c_lo == c_hi) { /* the whole tile was ours */
+            float b[2]; /* (loaded before the first store, which would order them behind it) */
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+                b[h] = a.bias && n_base + 8 * h < a.N
+                           ? bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n_base + 8 * h])
+                           : 0.0f;
 #pragma unroll
             for (int h = 0; h < 2; h++) {
                 const size_t n = n_base + 8 * h;
                 if (n >= a.N)
                     continue;
-                const float b = a.bias ? bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n]) : 0.0f;
 #pragma unroll
                 for (int nt = 0; nt < NT; nt++)
 #pragma unroll
                     for (int e = 0; e < 2; e++) {
                         const size_t m = m_base + 8 * nt + e;
                         if (m < a.M)
-                            y[m * a.N + n] = bnb4_dt<T>::from_f32(acc[nt][2 * h + e] + b);
+                            y[m * a.N + n] = bnb4_dt<T>::from_f32(acc[nt][2 * h + e] + b[h]);
                     }
             }
         } else { /* partial sums to this CTA's slot (0: its first tile, 1: its last), the last to arrive adds */
@@ -352,6 +357,14 @@ __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
             handover_sync();
             if (s_last) { /* float4s of 4 rows, 4 per thread at a time (their loads in flight together) */
                 constexpr int kVec = BX * kTileRows / 4, kStride = kGroupThreads * 4;
+                /* a thread's float4s are the same 4 rows n at each m: their bias, loaded before the first
+                 * store (which would order the loads behind it) */
+                static_assert(4 * kGroupThreads % kTileRows == 0, "a thread's float4s share their rows");
+                const size_t n0 = (size_t)wt * kTileRows + 4 * gtid % kTileRows;
+                float b[4];
+#pragma unroll
+                for (int q = 0; q < 4; q++)
+                    b[q] = a.bias && n0 + q < a.N ? bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n0 + q]) : 0.0f;
                 for (int v0 = gtid; v0 < kVec; v0 += kStride) {
                     float4 sum[4];
 #pragma unroll
@@ -374,16 +387,15 @@ __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
                     }
 #pragma unroll
                     for (int u = 0; u < 4; u++) {
-                        const int e = 4 * (v0 + u * kGroupThreads), ml = e / kTileRows, r = e % kTileRows;
-                        const size_t n = (size_t)wt * kTileRows + r, m = (size_t)mt * BX + ml;
+                        const int e = 4 * (v0 + u * kGroupThreads);
+                        const size_t m = (size_t)mt * BX + e / kTileRows;
                         if (e >= BX * kTileRows || m >= a.M)
                             continue;
                         const float vals[4] = {sum[u].x, sum[u].y, sum[u].z, sum[u].w};
 #pragma unroll
                         for (int q = 0; q < 4; q++)
-                            if (n + q < a.N)
-                                y[m * a.N + n + q] = bnb4_dt<T>::from_f32(
-                                    vals[q] + (a.bias ? bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n + q]) : 0.0f));
+                            if (n0 + q < a.N)
+                                y[m * a.N + n0 + q] = bnb4_dt<T>::from_f32(vals[q] + b[q]);
                     }
                 }
                 if (gtid == 0)

@@ -275,6 +275,12 @@ __global__ void __launch_bounds__(kWarps * 32, gemv_min_ctas<MT>()) gemv_4bit_ke
                 }
             }
             if (cs == steps - 1) { /* the row pair is complete: reduce across lanes and store */
+                float b[kRows]; /* (loaded before the first store, which would order them behind it) */
+#pragma unroll
+                for (int rr = 0; rr < kRows; rr++)
+                    b[rr] = a.bias && lane == 0 && cg * kRows + rr < a.N
+                                ? bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[cg * kRows + rr])
+                                : 0.0f;
 #pragma unroll
                 for (int rr = 0; rr < kRows; rr++) {
                     const unsigned j = cg * kRows + rr;
@@ -287,7 +293,7 @@ __global__ void __launch_bounds__(kWarps * 32, gemv_min_ctas<MT>()) gemv_4bit_ke
                         acc[rr][r] = 0.0f;
                         if (lane == 0 && r < (int)a.M && j < a.N) {
                             if (a.bias)
-                                v += bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[j]);
+                                v += b[rr];
                             reinterpret_cast<T *>(a.y)[(size_t)r * a.N + j] = bnb4_dt<T>::from_f32(v);
                         }
                     }
@@ -425,7 +431,13 @@ __global__ void __launch_bounds__(kWarps * 32, stream_min_ctas<kStreamU>()) gemv
                 }
             }
         }
-        /* warp-shuffle sums in a fixed order (deterministic), bias in float32, one rounding */
+        /* warp-shuffle sums in a fixed order (deterministic), bias in float32, one rounding; the bias loaded
+         * before the first store, which would order the loads behind it */
+        float b[kRows];
+#pragma unroll
+        for (int rr = 0; rr < kRows; rr++)
+            b[rr] = a.bias && lane == 0 && row0 + rr < a.N ? bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[row0 + rr])
+                                                           : 0.0f;
 #pragma unroll
         for (int rr = 0; rr < kRows; rr++) {
             float v = acc[rr];
@@ -435,7 +447,7 @@ __global__ void __launch_bounds__(kWarps * 32, stream_min_ctas<kStreamU>()) gemv
             const unsigned j = row0 + rr;
             if (lane == 0 && j < a.N) {
                 if (a.bias)
-                    v += bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[j]);
+                    v += b[rr];
                 reinterpret_cast<T *>(a.y)[j] = bnb4_dt<T>::from_f32(v);
             }
         }
