@@ -364,7 +364,8 @@ __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
                 float b[4];
 #pragma unroll
                 for (int q = 0; q < 4; q++)
-                    b[q] = a.bias && n0 + q < a.N ? bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n0 + q]) : 0.0f;
+                    b[q] = a.bias && n0 + q < a.N ? bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n0 + q])
+                                                  : 0.0f;
                 for (int v0 = gtid; v0 < kVec; v0 += kStride) {
                     float4 sum[4];
 #pragma unroll

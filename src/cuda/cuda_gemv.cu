@@ -436,8 +436,9 @@ __global__ void __launch_bounds__(kWarps * 32, stream_min_ctas<kStreamU>()) gemv
         float b[kRows];
 #pragma unroll
         for (int rr = 0; rr < kRows; rr++)
-            b[rr] = a.bias && lane == 0 && row0 + rr < a.N ? bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[row0 + rr])
-                                                           : 0.0f;
+            b[rr] = a.bias && lane == 0 && row0 + rr < a.N
+                        ? bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[row0 + rr])
+                        : 0.0f;
 #pragma unroll
         for (int rr = 0; rr < kRows; rr++) {
             float v = acc[rr];
