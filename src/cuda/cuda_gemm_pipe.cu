@@ -1338,6 +1338,17 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
          * m <= 8, and m = 9..16 on wgmma (two parts; mma.sync's four do not fit there, and at m = 17..32 the
          * registers are short). */
         float ev[kCE]; /* this thread's tile elements e = tid + q kConsumerThreads: row e % 128, m e / 128 */
+        /* The bias of the rows n this thread stores if the tile is whole (compact: those of its elements; else
+         * its fragments' rows, in warps of the first k part), loaded here so that its L2 round trip runs
+         * beside the k parts' reduction instead of after it, on the CTA's critical path (v36) */
+        const T *bias = reinterpret_cast<const T *>(a.bias);
+        constexpr int kBiasN = kCompactEnd ? kCE : 2 * RF;
+        float bias_n[kBiasN];
+#pragma unroll
+        for (int q = 0; q < kBiasN; q++) {
+            const size_t n = kCompactEnd ? (size_t)cur_t * TR + (tid + q * kConsumerThreads) % TR : n_[q / 2][q % 2];
+            bias_n[q] = bias && (kCompactEnd || j == 0) && n < N ? bnb4_dt<T>::to_f32(bias[n]) : 0.0f;
+        }
         { /* the other k parts' sums join the first's (in part order), through the stage just used (refilled
              only after the next iteration's barrier, TMA: after every consumer warp released it below) */
             if constexpr (kTwoChains)
@@ -1430,30 +1441,17 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
         const bool whole = kCompactEnd ? cur_t * a.k_steps >= it_begin && (cur_t + 1) * a.k_steps <= it_stop
                                        : (cur_t * a.k_steps) / a.per_cta == ((cur_t + 1) * a.k_steps - 1) / a.per_cta;
         if (whole) {
-            /* (the bias loads come before the first store: a store orders the loads after it, so loaded
-             * beside each store they took an L2 round trip each, up to 32 a tile - docs/performance.md v36) */
-            const T *bias = reinterpret_cast<const T *>(a.bias);
+            /* (the bias was loaded above: a store orders the loads after it, so loaded beside each store it
+             * took an L2 round trip each, up to 32 a tile - docs/performance.md v36) */
             if constexpr (kCompactEnd) {
-                float b[kCE];
-#pragma unroll
-                for (int q = 0; q < kCE; q++) {
-                    const size_t n = (size_t)cur_t * TR + (tid + q * kConsumerThreads) % TR;
-                    b[q] = bias && n < N ? bnb4_dt<T>::to_f32(bias[n]) : 0.0f;
-                }
 #pragma unroll
                 for (int q = 0; q < kCE; q++) {
                     const int e = tid + q * kConsumerThreads, m = e / TR;
                     const size_t n = (size_t)cur_t * TR + e % TR;
                     if (m < m_rows && n < N)
-                        y[m * N + n] = bnb4_dt<T>::from_f32(ev[q] + b[q]);
+                        y[m * N + n] = bnb4_dt<T>::from_f32(ev[q] + bias_n[q]);
                 }
             } else {
-                float b[RF][2];
-#pragma unroll
-                for (int f = 0; f < RF; f++)
-#pragma unroll
-                    for (int h = 0; h < 2; h++)
-                        b[f][h] = bias && j == 0 && n_[f][h] < N ? bnb4_dt<T>::to_f32(bias[n_[f][h]]) : 0.0f;
 #pragma unroll
                 for (int f = 0; f < RF; f++)
 #pragma unroll
@@ -1464,7 +1462,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                             if (j == 0 && n < N && m < M) {
                                 float v = acc[f][nt][i];
                                 if (bias) /* (no + 0.0f without one: this path keeps a -0.0f sum) */
-                                    v += b[f][i >> 1];
+                                    v += bias_n[2 * f + (i >> 1)];
                                 y[m * N + n] = bnb4_dt<T>::from_f32(v);
                             }
                             acc[f][nt][i] = 0.0f;
