@@ -93,7 +93,7 @@ void bnb4_cuda_ctx_free(bnb4_ctx *ctx) {
         return;
     cudaSetDevice(s->device);
     cudaStreamSynchronize(s->stream); /* temporaries of ops still in flight return to the pool first */
-    bnb4_cuda_blas_destroy(s->cublas);
+    bnb4_cuda_blas_destroy(s);
     if (s->counters)
         cudaFree(s->counters);
     if (s->partials)

@@ -39,6 +39,7 @@ struct bnb4_cuda_state {
     size_t n_retired;
     cudaStream_t side;        /* non-blocking, created on first use: zeroes a grown buffer outside any capture */
     void *cublas;             /* cublasHandle_t, created on first use (cuBLAS is dlopen'ed) */
+    void *cublaslt;           /* cuBLASLt handle and its plans (cuda_gemm.cu), created on first use */
 };
 
 /* ---- exact arithmetic ------------------------------------------------------------------------------ */
@@ -295,8 +296,8 @@ bnb4_cuda_gemm_path bnb4_cuda_pick_gemm(const bnb4_cuda_state *s, const bnb4_qte
                                         const void *x);
 bnb4_status bnb4_cuda_gemm_simt(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
                                 const void *bias, void *y);
-/* Destroy a cuBLAS handle created by the dequantize + cuBLAS path (cuBLAS is loaded at run time). */
-void bnb4_cuda_blas_destroy(void *handle);
+/* Destroy the cuBLAS and cuBLASLt handles the dequantize + cuBLAS path created (loaded at run time). */
+void bnb4_cuda_blas_destroy(bnb4_cuda_state *s);
 bnb4_status bnb4_cuda_gemm_dequant_blas(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m,
                                         const void *x, const void *bias, void *y);
 

@@ -9,14 +9,18 @@
  *    arithmetic.
  *  dequantize + cuBLAS: large m where the tile kernel does not run (float32, other GPUs, weights under
  *    BNB4_CUDA_TILE_MIN_WEIGHTS, odd layouts): dequantize into a
- *    temporary in the activation dtype, then cublasGemmEx with float32 accumulation. cuBLAS is loaded
- *    with dlopen on first use, not linked: linking it costs every process ~200 MB of resident memory
- *    (CPU-only users of the library included). Without it, large m falls back to the SIMT kernel.
+ *    temporary in the activation dtype, then cublasGemmEx with float32 accumulation; with a bias,
+ *    cublasLtMatmul and its bias epilogue (the bias added in float32 before the one rounding), where a
+ *    broadcast of the bias into y and cuBLAS with beta = 1 cost 10-22 % of a call (docs/performance.md
+ *    v36). cuBLAS and cuBLASLt are loaded with dlopen on first use, not linked: linking them costs every
+ *    process ~200 MB of resident memory (CPU-only users of the library included). Without cuBLAS, large m
+ *    falls back to the SIMT kernel; without cuBLASLt, a bias takes the broadcast.
  */
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdlib.h>
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 
 #include "cuda_common.cuh"
@@ -200,12 +204,50 @@ BlasApi g_blas;
 pthread_once_t g_blas_once = PTHREAD_ONCE_INIT;
 #define BNB4_STR2(x) #x
 #define BNB4_STR(x) BNB4_STR2(x)
+/* cuBLASLt, for the bias epilogue */
+struct BlasLtApi {
+    bool ok;
+    decltype(&cublasLtCreate) create;
+    decltype(&cublasLtDestroy) destroy;
+    decltype(&cublasLtMatmulDescCreate) desc_create;
+    decltype(&cublasLtMatmulDescDestroy) desc_destroy;
+    decltype(&cublasLtMatmulDescSetAttribute) desc_set;
+    decltype(&cublasLtMatrixLayoutCreate) layout_create;
+    decltype(&cublasLtMatrixLayoutDestroy) layout_destroy;
+    decltype(&cublasLtMatmulPreferenceCreate) pref_create;
+    decltype(&cublasLtMatmulPreferenceDestroy) pref_destroy;
+    decltype(&cublasLtMatmulPreferenceSetAttribute) pref_set;
+    decltype(&cublasLtMatmulAlgoGetHeuristic) heuristic;
+    decltype(&cublasLtMatmul) matmul;
+};
+BlasLtApi g_lt;
+void *open_first(const char *const *names, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (void *lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL))
+            return lib;
+    return NULL;
+}
 void load_blas() {
     const char *names[] = {"libcublas.so." BNB4_STR(CUBLAS_VER_MAJOR), "libcublas.so"};
-    void *lib = NULL;
-    for (const char *name : names)
-        if ((lib = dlopen(name, RTLD_NOW | RTLD_LOCAL)) != NULL)
-            break;
+    const char *lt_names[] = {"libcublasLt.so." BNB4_STR(CUBLAS_VER_MAJOR), "libcublasLt.so"};
+    if (void *lt = open_first(lt_names, 2)) {
+        g_lt.create = (decltype(g_lt.create))dlsym(lt, "cublasLtCreate");
+        g_lt.destroy = (decltype(g_lt.destroy))dlsym(lt, "cublasLtDestroy");
+        g_lt.desc_create = (decltype(g_lt.desc_create))dlsym(lt, "cublasLtMatmulDescCreate");
+        g_lt.desc_destroy = (decltype(g_lt.desc_destroy))dlsym(lt, "cublasLtMatmulDescDestroy");
+        g_lt.desc_set = (decltype(g_lt.desc_set))dlsym(lt, "cublasLtMatmulDescSetAttribute");
+        g_lt.layout_create = (decltype(g_lt.layout_create))dlsym(lt, "cublasLtMatrixLayoutCreate");
+        g_lt.layout_destroy = (decltype(g_lt.layout_destroy))dlsym(lt, "cublasLtMatrixLayoutDestroy");
+        g_lt.pref_create = (decltype(g_lt.pref_create))dlsym(lt, "cublasLtMatmulPreferenceCreate");
+        g_lt.pref_destroy = (decltype(g_lt.pref_destroy))dlsym(lt, "cublasLtMatmulPreferenceDestroy");
+        g_lt.pref_set = (decltype(g_lt.pref_set))dlsym(lt, "cublasLtMatmulPreferenceSetAttribute");
+        g_lt.heuristic = (decltype(g_lt.heuristic))dlsym(lt, "cublasLtMatmulAlgoGetHeuristic");
+        g_lt.matmul = (decltype(g_lt.matmul))dlsym(lt, "cublasLtMatmul");
+        g_lt.ok = g_lt.create && g_lt.destroy && g_lt.desc_create && g_lt.desc_destroy && g_lt.desc_set &&
+                  g_lt.layout_create && g_lt.layout_destroy && g_lt.pref_create && g_lt.pref_destroy &&
+                  g_lt.pref_set && g_lt.heuristic && g_lt.matmul;
+    }
+    void *lib = open_first(names, 2);
     if (!lib)
         return;
     g_blas.create = (decltype(g_blas.create))dlsym(lib, "cublasCreate_v2");
@@ -218,11 +260,122 @@ bool blas_available() {
     pthread_once(&g_blas_once, load_blas);
     return g_blas.ok;
 }
+
+/* A context's cuBLASLt handle and the algorithms its heuristic chose, by problem (the query costs the host
+ * tens of microseconds; a call's descriptors are rebuilt, which costs little). */
+struct LtPlan {
+    bool used;
+    int dt;
+    size_t N, K, m;
+    unsigned align; /* the operands' common alignment, which the heuristic's choice depends on */
+    cublasLtMatmulAlgo_t algo;
+};
+constexpr int kLtPlans = 16;
+constexpr size_t kLtWorkspace = 32u << 20; /* cuBLAS's own default on Hopper */
+struct BlasLt {
+    cublasLtHandle_t h;
+    LtPlan plans[kLtPlans];
+    unsigned next; /* the plan a new problem replaces (round robin) */
+};
+
+unsigned common_alignment(const void *const *ptrs, size_t n) {
+    unsigned a = 256;
+    for (size_t i = 0; i < n; i++)
+        while (a > 1 && !bnb4_aligned(ptrs[i], a))
+            a /= 2;
+    return a;
+}
+
+/* y[m, N] = x[m, K] wd[N, K]^T + bias through cublasLtMatmul's bias epilogue. BNB4_ERR_UNSUPPORTED (nothing
+ * launched) where cuBLASLt is missing or offers no algorithm: the caller takes the broadcast instead. */
+bnb4_status lt_matmul_bias(bnb4_cuda_state *s, bnb4_dtype dt, size_t N, size_t K, size_t m, const void *wd,
+                           const void *x, const void *bias, void *y, const char *fn) {
+    if (!g_lt.ok)
+        return BNB4_ERR_UNSUPPORTED;
+    if (!s->cublaslt) {
+        const bnb4_cuda_relaxed_capture relaxed; /* (the stream may be being captured) */
+        BlasLt *lt = (BlasLt *)calloc(1, sizeof(BlasLt));
+        if (!lt)
+            return bnb4_fail(BNB4_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
+        if (g_lt.create(&lt->h) != CUBLAS_STATUS_SUCCESS) {
+            free(lt);
+            return BNB4_ERR_UNSUPPORTED;
+        }
+        s->cublaslt = lt;
+    }
+    BlasLt *lt = (BlasLt *)s->cublaslt;
+    const cudaDataType_t t = dt == BNB4_F16 ? CUDA_R_16F : dt == BNB4_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    const void *ptrs[] = {wd, x, bias, y};
+    const unsigned align = common_alignment(ptrs, 4);
+    /* Row-major Y[m,N] = X[m,K] W[N,K]^T is column-major Y^T[N,m] = W^T' X^T with W read as K x N; the
+     * bias runs along Y^T's rows. */
+    const cublasOperation_t op_t = CUBLAS_OP_T, op_n = CUBLAS_OP_N;
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    cublasLtMatmulDesc_t desc = NULL;
+    cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
+    bnb4_status st = BNB4_ERR_UNSUPPORTED;
+    void *ws = NULL;
+    if (g_lt.desc_create(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS)
+        return BNB4_ERR_UNSUPPORTED;
+    if (g_lt.desc_set(desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_t, sizeof op_t) == CUBLAS_STATUS_SUCCESS &&
+        g_lt.desc_set(desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_n, sizeof op_n) == CUBLAS_STATUS_SUCCESS &&
+        g_lt.desc_set(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue) == CUBLAS_STATUS_SUCCESS &&
+        g_lt.desc_set(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias) == CUBLAS_STATUS_SUCCESS &&
+        g_lt.desc_set(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &t, sizeof t) == CUBLAS_STATUS_SUCCESS &&
+        g_lt.layout_create(&la, t, K, N, K) == CUBLAS_STATUS_SUCCESS &&
+        g_lt.layout_create(&lb, t, K, m, K) == CUBLAS_STATUS_SUCCESS &&
+        g_lt.layout_create(&lc, t, N, m, N) == CUBLAS_STATUS_SUCCESS) {
+        LtPlan *plan = NULL;
+        for (LtPlan &p : lt->plans)
+            if (p.used && p.dt == (int)dt && p.N == N && p.K == K && p.m == m && p.align == align)
+                plan = &p;
+        if (!plan) {
+            cublasLtMatmulPreference_t pref = NULL;
+            cublasLtMatmulHeuristicResult_t result;
+            int found = 0;
+            const size_t ws_bytes = kLtWorkspace;
+            if (g_lt.pref_create(&pref) == CUBLAS_STATUS_SUCCESS) {
+                if (g_lt.pref_set(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes, sizeof ws_bytes) ==
+                        CUBLAS_STATUS_SUCCESS &&
+                    g_lt.heuristic(lt->h, desc, la, lb, lc, lc, pref, 1, &result, &found) != CUBLAS_STATUS_SUCCESS)
+                    found = 0;
+                g_lt.pref_destroy(pref);
+            }
+            if (found > 0 && result.state == CUBLAS_STATUS_SUCCESS) {
+                plan = &lt->plans[lt->next];
+                lt->next = (lt->next + 1) % kLtPlans;
+                *plan = LtPlan{true, (int)dt, N, K, m, align, result.algo};
+            }
+        }
+        if (plan && (st = bnb4_cuda_alloc(s, kLtWorkspace, &ws, fn)) == BNB4_OK) {
+            const float alpha = 1.0f, beta = 0.0f;
+            const cublasStatus_t cs = g_lt.matmul(lt->h, desc, &alpha, wd, la, x, lb, &beta, y, lc, y, lc,
+                                                  &plan->algo, ws, kLtWorkspace, s->stream);
+            st = cs == CUBLAS_STATUS_SUCCESS
+                     ? BNB4_OK
+                     : bnb4_fail(BNB4_ERR_DEVICE, "%s: cublasLtMatmul failed (status %d)", fn, (int)cs);
+            bnb4_cuda_free(s, ws);
+        }
+    }
+    if (lc)
+        g_lt.layout_destroy(lc);
+    if (lb)
+        g_lt.layout_destroy(lb);
+    if (la)
+        g_lt.layout_destroy(la);
+    g_lt.desc_destroy(desc);
+    return st;
+}
 } // namespace
 
-void bnb4_cuda_blas_destroy(void *handle) {
-    if (handle && blas_available())
-        g_blas.destroy((cublasHandle_t)handle);
+void bnb4_cuda_blas_destroy(bnb4_cuda_state *s) {
+    if (s->cublas && blas_available())
+        g_blas.destroy((cublasHandle_t)s->cublas);
+    if (s->cublaslt) {
+        g_lt.destroy(((BlasLt *)s->cublaslt)->h);
+        free(s->cublaslt);
+    }
+    s->cublas = s->cublaslt = NULL;
 }
 
 bnb4_status bnb4_cuda_gemm_dequant_blas(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m,
@@ -255,6 +408,13 @@ bnb4_status bnb4_cuda_gemm_dequant_blas(bnb4_cuda_state *s, const bnb4_qtensor *
     if (st != BNB4_OK)
         return st;
     st = bnb4_cuda_launch_dequantize(s, w, dt, wd);
+    if (st == BNB4_OK && bias) { /* the bias epilogue; BNB4_ERR_UNSUPPORTED: the broadcast below */
+        const bnb4_status lt = lt_matmul_bias(s, dt, N, K, m, wd, x, bias, y, fn);
+        if (lt != BNB4_ERR_UNSUPPORTED) {
+            bnb4_cuda_free(s, wd);
+            return lt;
+        }
+    }
     float beta = 0.0f;
     if (st == BNB4_OK && bias) {
         const size_t total = m * N;

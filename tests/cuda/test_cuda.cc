@@ -1058,7 +1058,8 @@ TEST_F(CudaTest, MatmulsCapturedInAGraphMatchDirectCalls) {
 
 // A context's first large-m matmul (dequantize + cuBLAS, where it creates its cuBLAS handle) captured into a
 // CUDA graph in the strictest capture mode, global: the capture stays valid, and replays agree with the
-// float64 reference (cuBLAS may pick another algorithm in a graph: no byte comparison).
+// float64 reference (cuBLAS may pick another algorithm in a graph: no byte comparison). Then its first with a
+// bias (cuBLASLt's bias epilogue: its handle, heuristic and workspace), captured the same way.
 TEST_F(CudaTest, FirstBlasCallCapturedInAGraph) {
     struct NoTileKernel { // large m: dequantize + cuBLAS (read per call)
         NoTileKernel() { setenv("BNB4_CUDA_TILE_MAX_M", "0", 1); }
@@ -1073,16 +1074,18 @@ TEST_F(CudaTest, FirstBlasCallCapturedInAGraph) {
     const CtxPtr fresh_owner = context_on_stream();
     bnb4_ctx *fresh = fresh_owner.get();
     ASSERT_NE(nullptr, fresh);
+    for (int with_bias = 0; with_bias < 2; with_bias++)
     for (bnb4_dtype dt : {BNB4_F16, BNB4_F32}) {
-        const std::string what =
-            std::string(bnb4_dtype_name(dt)) + " (" + bnb4_kernel_name(fresh, BNB4_OP_GEMM, dt, m) + ")";
+        const std::string what = std::string(bnb4_dtype_name(dt)) + " (" + bnb4_kernel_name(fresh, BNB4_OP_GEMM, dt, m) +
+                                 (with_bias ? ", bias)" : ")");
         const size_t es = bnb4_dtype_size(dt);
-        const Array x = randn(dt, m * K, g);
-        DevBuf dx(x.data(), m * K * es), dy(m * N * es);
+        const Array x = randn(dt, m * K, g), bias = randn(dt, N, g);
+        DevBuf dx(x.data(), m * K * es), dy(m * N * es), db(bias.data(), N * es);
         cudaGraph_t graph = nullptr;
         cudaGraphExec_t exec = nullptr;
         CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-        const bnb4_status st = bnb4_gemm(fresh, &wd, dt, m, dx.as<void>(), nullptr, dy.as<void>());
+        const bnb4_status st =
+            bnb4_gemm(fresh, &wd, dt, m, dx.as<void>(), with_bias ? db.as<void>() : nullptr, dy.as<void>());
         const std::string err = bnb4_last_error();
         CUDA_OK(cudaStreamEndCapture(stream, &graph));
         ASSERT_EQ(BNB4_OK, st) << what << ": " << err;
@@ -1091,7 +1094,8 @@ TEST_F(CudaTest, FirstBlasCallCapturedInAGraph) {
         sync();
         cudaGraphExecDestroy(exec);
         cudaGraphDestroy(graph);
-        expect_close(values_of(dy.get(), dt, m * N), reference_matmul(wh, x, m, nullptr), dt, what);
+        expect_close(values_of(dy.get(), dt, m * N), reference_matmul(wh, x, m, with_bias ? &bias : nullptr), dt,
+                     what);
     }
 }
 
