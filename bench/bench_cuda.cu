@@ -18,8 +18,9 @@
  * is measured against the kernel's (rows "host time per call"; its floor, one launch of an empty kernel,
  * is a ceiling row), and the graph is also captured by a fresh context with no call before it (rows "graph
  * of a fresh context": warm time / that). At every m (f16, plain absmax) the calls are also timed with a bias
- * (rows "with a bias": that time / the time without; the benchmark's own rows pass none). At m >= 512 cuBLAS is also timed on one dequantized NF4 weight
- * (rows "on one dequantized NF4 weight": the dequantize + cuBLAS path's second half, against the ceiling). Prints every row, then a summary
+ * (rows "with a bias": that time / the time without; the benchmark's own rows pass none). At m >= 512
+ * cuBLAS is also timed on one dequantized NF4 weight (rows "on one dequantized NF4 weight": the dequantize
+ * + cuBLAS path's second half, against the ceiling). Prints every row, then a summary
  * table with the issue's targets as ratios. bnb4_bench_cuda_main() is the entry point (the `bnb4 bench` CLI can call it).
  */
 #include <algorithm>

@@ -1074,28 +1074,29 @@ TEST_F(CudaTest, FirstBlasCallCapturedInAGraph) {
     const CtxPtr fresh_owner = context_on_stream();
     bnb4_ctx *fresh = fresh_owner.get();
     ASSERT_NE(nullptr, fresh);
-    for (int with_bias = 0; with_bias < 2; with_bias++)
-    for (bnb4_dtype dt : {BNB4_F16, BNB4_F32}) {
-        const std::string what = std::string(bnb4_dtype_name(dt)) + " (" + bnb4_kernel_name(fresh, BNB4_OP_GEMM, dt, m) +
-                                 (with_bias ? ", bias)" : ")");
-        const size_t es = bnb4_dtype_size(dt);
-        const Array x = randn(dt, m * K, g), bias = randn(dt, N, g);
-        DevBuf dx(x.data(), m * K * es), dy(m * N * es), db(bias.data(), N * es);
-        cudaGraph_t graph = nullptr;
-        cudaGraphExec_t exec = nullptr;
-        CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-        const bnb4_status st =
-            bnb4_gemm(fresh, &wd, dt, m, dx.as<void>(), with_bias ? db.as<void>() : nullptr, dy.as<void>());
-        const std::string err = bnb4_last_error();
-        CUDA_OK(cudaStreamEndCapture(stream, &graph));
-        ASSERT_EQ(BNB4_OK, st) << what << ": " << err;
-        CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
-        CUDA_OK(cudaGraphLaunch(exec, stream));
-        sync();
-        cudaGraphExecDestroy(exec);
-        cudaGraphDestroy(graph);
-        expect_close(values_of(dy.get(), dt, m * N), reference_matmul(wh, x, m, with_bias ? &bias : nullptr), dt,
-                     what);
+    for (int with_bias = 0; with_bias < 2; with_bias++) {
+        for (bnb4_dtype dt : {BNB4_F16, BNB4_F32}) {
+            const std::string what = std::string(bnb4_dtype_name(dt)) + " (" +
+                                     bnb4_kernel_name(fresh, BNB4_OP_GEMM, dt, m) + (with_bias ? ", bias)" : ")");
+            const size_t es = bnb4_dtype_size(dt);
+            const Array x = randn(dt, m * K, g), bias = randn(dt, N, g);
+            DevBuf dx(x.data(), m * K * es), dy(m * N * es), db(bias.data(), N * es);
+            cudaGraph_t graph = nullptr;
+            cudaGraphExec_t exec = nullptr;
+            CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+            const bnb4_status st =
+                bnb4_gemm(fresh, &wd, dt, m, dx.as<void>(), with_bias ? db.as<void>() : nullptr, dy.as<void>());
+            const std::string err = bnb4_last_error();
+            CUDA_OK(cudaStreamEndCapture(stream, &graph));
+            ASSERT_EQ(BNB4_OK, st) << what << ": " << err;
+            CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+            CUDA_OK(cudaGraphLaunch(exec, stream));
+            sync();
+            cudaGraphExecDestroy(exec);
+            cudaGraphDestroy(graph);
+            expect_close(values_of(dy.get(), dt, m * N), reference_matmul(wh, x, m, with_bias ? &bias : nullptr), dt,
+                         what);
+        }
     }
 }
 
