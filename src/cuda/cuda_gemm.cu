@@ -227,34 +227,31 @@ void *open_first(const char *const *names, size_t n) {
             return lib;
     return NULL;
 }
+/* fn = lib's symbol `name`; whether it was found */
+template <typename F> bool load_symbol(void *lib, const char *name, F &fn) {
+    fn = (F)dlsym(lib, name);
+    return fn != NULL;
+}
 void load_blas() {
     const char *names[] = {"libcublas.so." BNB4_STR(CUBLAS_VER_MAJOR), "libcublas.so"};
     const char *lt_names[] = {"libcublasLt.so." BNB4_STR(CUBLAS_VER_MAJOR), "libcublasLt.so"};
-    if (void *lt = open_first(lt_names, 2)) {
-        g_lt.create = (decltype(g_lt.create))dlsym(lt, "cublasLtCreate");
-        g_lt.destroy = (decltype(g_lt.destroy))dlsym(lt, "cublasLtDestroy");
-        g_lt.desc_create = (decltype(g_lt.desc_create))dlsym(lt, "cublasLtMatmulDescCreate");
-        g_lt.desc_destroy = (decltype(g_lt.desc_destroy))dlsym(lt, "cublasLtMatmulDescDestroy");
-        g_lt.desc_set = (decltype(g_lt.desc_set))dlsym(lt, "cublasLtMatmulDescSetAttribute");
-        g_lt.layout_create = (decltype(g_lt.layout_create))dlsym(lt, "cublasLtMatrixLayoutCreate");
-        g_lt.layout_destroy = (decltype(g_lt.layout_destroy))dlsym(lt, "cublasLtMatrixLayoutDestroy");
-        g_lt.pref_create = (decltype(g_lt.pref_create))dlsym(lt, "cublasLtMatmulPreferenceCreate");
-        g_lt.pref_destroy = (decltype(g_lt.pref_destroy))dlsym(lt, "cublasLtMatmulPreferenceDestroy");
-        g_lt.pref_set = (decltype(g_lt.pref_set))dlsym(lt, "cublasLtMatmulPreferenceSetAttribute");
-        g_lt.heuristic = (decltype(g_lt.heuristic))dlsym(lt, "cublasLtMatmulAlgoGetHeuristic");
-        g_lt.matmul = (decltype(g_lt.matmul))dlsym(lt, "cublasLtMatmul");
-        g_lt.ok = g_lt.create && g_lt.destroy && g_lt.desc_create && g_lt.desc_destroy && g_lt.desc_set &&
-                  g_lt.layout_create && g_lt.layout_destroy && g_lt.pref_create && g_lt.pref_destroy &&
-                  g_lt.pref_set && g_lt.heuristic && g_lt.matmul;
-    }
-    void *lib = open_first(names, 2);
-    if (!lib)
-        return;
-    g_blas.create = (decltype(g_blas.create))dlsym(lib, "cublasCreate_v2");
-    g_blas.destroy = (decltype(g_blas.destroy))dlsym(lib, "cublasDestroy_v2");
-    g_blas.set_stream = (decltype(g_blas.set_stream))dlsym(lib, "cublasSetStream_v2");
-    g_blas.gemm_ex = (decltype(g_blas.gemm_ex))dlsym(lib, "cublasGemmEx");
-    g_blas.ok = g_blas.create && g_blas.destroy && g_blas.set_stream && g_blas.gemm_ex;
+    if (void *lt = open_first(lt_names, 2))
+        g_lt.ok = load_symbol(lt, "cublasLtCreate", g_lt.create) & load_symbol(lt, "cublasLtDestroy", g_lt.destroy) &
+                  load_symbol(lt, "cublasLtMatmulDescCreate", g_lt.desc_create) &
+                  load_symbol(lt, "cublasLtMatmulDescDestroy", g_lt.desc_destroy) &
+                  load_symbol(lt, "cublasLtMatmulDescSetAttribute", g_lt.desc_set) &
+                  load_symbol(lt, "cublasLtMatrixLayoutCreate", g_lt.layout_create) &
+                  load_symbol(lt, "cublasLtMatrixLayoutDestroy", g_lt.layout_destroy) &
+                  load_symbol(lt, "cublasLtMatmulPreferenceCreate", g_lt.pref_create) &
+                  load_symbol(lt, "cublasLtMatmulPreferenceDestroy", g_lt.pref_destroy) &
+                  load_symbol(lt, "cublasLtMatmulPreferenceSetAttribute", g_lt.pref_set) &
+                  load_symbol(lt, "cublasLtMatmulAlgoGetHeuristic", g_lt.heuristic) &
+                  load_symbol(lt, "cublasLtMatmul", g_lt.matmul);
+    if (void *lib = open_first(names, 2))
+        g_blas.ok = load_symbol(lib, "cublasCreate_v2", g_blas.create) &
+                    load_symbol(lib, "cublasDestroy_v2", g_blas.destroy) &
+                    load_symbol(lib, "cublasSetStream_v2", g_blas.set_stream) &
+                    load_symbol(lib, "cublasGemmEx", g_blas.gemm_ex);
 }
 bool blas_available() {
     pthread_once(&g_blas_once, load_blas);
