@@ -236,21 +236,22 @@ void load_blas() {
     const char *names[] = {"libcublas.so." BNB4_STR(CUBLAS_VER_MAJOR), "libcublas.so"};
     const char *lt_names[] = {"libcublasLt.so." BNB4_STR(CUBLAS_VER_MAJOR), "libcublasLt.so"};
     if (void *lt = open_first(lt_names, 2))
-        g_lt.ok = load_symbol(lt, "cublasLtCreate", g_lt.create) & load_symbol(lt, "cublasLtDestroy", g_lt.destroy) &
-                  load_symbol(lt, "cublasLtMatmulDescCreate", g_lt.desc_create) &
-                  load_symbol(lt, "cublasLtMatmulDescDestroy", g_lt.desc_destroy) &
-                  load_symbol(lt, "cublasLtMatmulDescSetAttribute", g_lt.desc_set) &
-                  load_symbol(lt, "cublasLtMatrixLayoutCreate", g_lt.layout_create) &
-                  load_symbol(lt, "cublasLtMatrixLayoutDestroy", g_lt.layout_destroy) &
-                  load_symbol(lt, "cublasLtMatmulPreferenceCreate", g_lt.pref_create) &
-                  load_symbol(lt, "cublasLtMatmulPreferenceDestroy", g_lt.pref_destroy) &
-                  load_symbol(lt, "cublasLtMatmulPreferenceSetAttribute", g_lt.pref_set) &
-                  load_symbol(lt, "cublasLtMatmulAlgoGetHeuristic", g_lt.heuristic) &
+        g_lt.ok = load_symbol(lt, "cublasLtCreate", g_lt.create) &&
+                  load_symbol(lt, "cublasLtDestroy", g_lt.destroy) &&
+                  load_symbol(lt, "cublasLtMatmulDescCreate", g_lt.desc_create) &&
+                  load_symbol(lt, "cublasLtMatmulDescDestroy", g_lt.desc_destroy) &&
+                  load_symbol(lt, "cublasLtMatmulDescSetAttribute", g_lt.desc_set) &&
+                  load_symbol(lt, "cublasLtMatrixLayoutCreate", g_lt.layout_create) &&
+                  load_symbol(lt, "cublasLtMatrixLayoutDestroy", g_lt.layout_destroy) &&
+                  load_symbol(lt, "cublasLtMatmulPreferenceCreate", g_lt.pref_create) &&
+                  load_symbol(lt, "cublasLtMatmulPreferenceDestroy", g_lt.pref_destroy) &&
+                  load_symbol(lt, "cublasLtMatmulPreferenceSetAttribute", g_lt.pref_set) &&
+                  load_symbol(lt, "cublasLtMatmulAlgoGetHeuristic", g_lt.heuristic) &&
                   load_symbol(lt, "cublasLtMatmul", g_lt.matmul);
     if (void *lib = open_first(names, 2))
-        g_blas.ok = load_symbol(lib, "cublasCreate_v2", g_blas.create) &
-                    load_symbol(lib, "cublasDestroy_v2", g_blas.destroy) &
-                    load_symbol(lib, "cublasSetStream_v2", g_blas.set_stream) &
+        g_blas.ok = load_symbol(lib, "cublasCreate_v2", g_blas.create) &&
+                    load_symbol(lib, "cublasDestroy_v2", g_blas.destroy) &&
+                    load_symbol(lib, "cublasSetStream_v2", g_blas.set_stream) &&
                     load_symbol(lib, "cublasGemmEx", g_blas.gemm_ex);
 }
 bool blas_available() {
