@@ -325,8 +325,10 @@ bnb4_status lt_matmul_bias(bnb4_cuda_state *s, bnb4_dtype dt, size_t N, size_t K
         g_lt.layout_create(&lc, t, N, m, N) == CUBLAS_STATUS_SUCCESS) {
         LtPlan *plan = NULL;
         for (LtPlan &p : lt->plans)
-            if (p.used && p.dt == (int)dt && p.N == N && p.K == K && p.m == m && p.align == align)
+            if (p.used && p.dt == (int)dt && p.N == N && p.K == K && p.m == m && p.align == align) {
                 plan = &p;
+                break;
+            }
         if (!plan) {
             cublasLtMatmulPreference_t pref = NULL;
             cublasLtMatmulHeuristicResult_t result;

@@ -1514,7 +1514,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
         float b[4];
 #pragma unroll
         for (int i = 0; i < 4; i++)
-            b[i] = a.bias && n0 + i < N ? bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n0 + i]) : 0.0f;
+            b[i] = bias && n0 + i < N ? bnb4_dt<T>::to_f32(bias[n0 + i]) : 0.0f;
         for (int u = tid; u < u_end && n0 < N; u += kConsumerThreads) {
             float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             for (unsigned c0 = 0; c0 < n_contrib; c0 += kFixBatch) {
