@@ -72,14 +72,19 @@ template <int BX> struct TileShape {
     static constexpr int StageBytes = XBytes + kWBytes + kSBytes; /* a multiple of 1024 (the swizzles' period) */
     /* k split: the odd group's sums cross to the even one through shared memory, half a set at a time */
     static constexpr int RedBytes = KSplit ? NT * 4 / 2 * kGroupThreads * 4 : 0;
+    /* a whole tile's stores go through 512 bytes a warp of the group that stores it (finish_tile); with the
+     * k split the sums' buffer, free by then, holds them */
+    static constexpr int EpiBytes = KSplit ? 0 : kGroupWarps * 512;
+    static_assert(!KSplit || RedBytes >= kGroupWarps * 512, "the store buffers fit in the sums' buffer");
     /* as many as fit beside the table (and the sums' buffer) in the 227 KB an SM gives one CTA (2 KB kept for
      * the static data, after which the dynamic shared memory starts at a whole KB: see the kernel's smem);
      * k split: an even number, so each group's steps keep to their own slots */
-    static constexpr int FitStages = (227 * 1024 - 2048 - kPairTableBytes - RedBytes) / StageBytes;
+    static constexpr int FitStages = (227 * 1024 - 2048 - kPairTableBytes - RedBytes - EpiBytes) / StageBytes;
     static constexpr int Stages = (FitStages > 8 ? 8 : FitStages) & (KSplit ? ~1 : ~0);
-    static constexpr int SmemBytes = kPairTableBytes + RedBytes + Stages * StageBytes;
+    static constexpr int SmemBytes = kPairTableBytes + RedBytes + EpiBytes + Stages * StageBytes;
     static_assert(Stages >= 3 + KSplit, "a pipeline needs 3 stages (k split: 2 per group)");
-    static_assert(StageBytes % 1024 == 0 && RedBytes % 1024 == 0, "stages keep the swizzles' 1024-byte alignment");
+    static_assert(StageBytes % 1024 == 0 && RedBytes % 1024 == 0 && EpiBytes % 1024 == 0,
+                  "stages keep the swizzles' 1024-byte alignment");
 };
 
 /* named barrier `kId` of kThreads threads (1: the only k group, at BX = 256; 2: both groups of the k split) */
@@ -95,6 +100,7 @@ struct TileArgs : bnb4_cuda_weight_args {
     unsigned *counters; /* one per tile */
     unsigned k_steps, m_tiles, iters, per_cta;
     unsigned pairs;     /* scales per row and step: 2 (one per 32-k half: blocksize 32, or K % 64 == 32) or 1 */
+    unsigned vec_y;     /* y 16-byte aligned and N % 8 == 0: whole tiles stored as 16-byte runs of 8 rows */
 };
 
 /* The scales of every (step, row): scales[step][row * pairs + p] = the scale of k 64 step + 32 p of the
@@ -196,7 +202,8 @@ __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
     static_assert(kPairTableBytes % 1024 == 0, "the stages follow the table at a whole KB");
     unsigned char *table = smem; /* at the base: its loads take the address as a register + constant */
     [[maybe_unused]] float *red = reinterpret_cast<float *>(smem + kPairTableBytes); /* k split: [NT * 2][group thread] */
-    unsigned char *stages = smem + kPairTableBytes + S::RedBytes;
+    unsigned char *epi = smem + kPairTableBytes; /* the store buffers: the sums' buffer with the k split, else their own */
+    unsigned char *stages = smem + kPairTableBytes + S::RedBytes + S::EpiBytes;
     const uint32_t stages_addr = (uint32_t)__cvta_generic_to_shared(stages);
     __shared__ int s_last;
     __shared__ __align__(8) uint64_t s_bars[2 * 8]; /* full[STAGES], then empty[STAGES] */
@@ -327,6 +334,34 @@ __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
                 b[h] = a.bias && n_base + 8 * h < a.N
                            ? bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n_base + 8 * h])
                            : 0.0f;
+            if (a.vec_y) {
+                /* 16-byte stores of 8 rows at one m (a full 32-byte sector per pair of lanes) where the
+                 * fragments' own stores were 2-byte ones (each warp instruction writing half-sectors of 4
+                 * m): stmatrix.trans turns the warp's fragments of two nt (its 16 rows x 16 m) into 16 m rows
+                 * of 32 bytes in its buffer, and lane l stores bytes 16 l.. of it. Row r's halves swap when
+                 * bit 2 of r is set, so the 8 rows of a matrix hit distinct banks. */
+                unsigned char *buf = epi + gwarp * 512;
+                const uint32_t st = (uint32_t)__cvta_generic_to_shared(buf) + (8 * (lane >> 4) + (lane & 7)) * 32 +
+                                    16 * (((lane >> 3) ^ (lane >> 2)) & 1);
+                const size_t n_ld = n_base - g + 8 * ((lane ^ (lane >> 3)) & 1); /* the rows lane l stores */
+#pragma unroll
+                for (int p = 0; p < NT / 2; p++) {
+                    uint32_t r[4]; /* matrix 2 q + h: nt 2 p + q, rows + 8 h */
+#pragma unroll
+                    for (int q = 0; q < 2; q++)
+#pragma unroll
+                        for (int h = 0; h < 2; h++)
+                            r[2 * q + h] = PairOps<T>::pack(acc[2 * p + q][2 * h] + b[h], acc[2 * p + q][2 * h + 1] + b[h]);
+                    stmatrix_x4_trans(st, r[0], r[1], r[2], r[3]);
+                    __syncwarp();
+                    const uint4 v = lds128(buf + 16 * lane);
+                    __syncwarp(); /* read before the next pair's stmatrix */
+                    const size_t m = (size_t)mt * BX + 16 * p + (lane >> 1);
+                    if (n_ld < a.N && m < a.M)
+                        *reinterpret_cast<uint4 *>(y + m * a.N + n_ld) = v;
+                }
+                return;
+            }
 #pragma unroll
             for (int h = 0; h < 2; h++) {
                 const size_t n = n_base + 8 * h;
@@ -355,10 +390,16 @@ __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
             if (gtid == 0)
                 s_last = bnb4_dev_arrive_acq_rel(a.counters + cur_t) == c_hi - c_lo;
             handover_sync();
-            if (s_last) { /* float4s of 4 rows, 4 per thread at a time (their loads in flight together) */
-                constexpr int kVec = BX * kTileRows / 4, kStride = kGroupThreads * 4;
-                /* a thread's float4s are the same 4 rows n at each m: their bias, loaded before the first
-                 * store (which would order the loads behind it) */
+            if (s_last) {
+                /* A thread takes float4s of 4 rows n (the same 4 at each m), kUnits at a time, and loads
+                 * kFixBatch contributors' float4s of them before the first add: one L2 round trip a batch of 4
+                 * loads (a 128-row tile has 4 parts where tiles are shared, a 256-row one 2). With a contributor
+                 * at a time, or a branch around a missing one's add, ptxas moved each load down to its add: a
+                 * round trip each, and the k split's m = 96 / 128 on 4096x14336 12 % slower for it
+                 * (docs/performance.md v37). The sum's order is fixed: 0, then the contributors in order. */
+                constexpr int kVec = BX * kTileRows / 4, kUnits = BX == 256 ? 2 : 1, kFixBatch = 4 / kUnits;
+                static_assert(kVec % (kUnits * kGroupThreads) == 0, "every thread takes whole rounds");
+                /* their bias, loaded before the first store (which would order the loads behind it) */
                 static_assert(4 * kGroupThreads % kTileRows == 0, "a thread's float4s share their rows");
                 const size_t n0 = (size_t)wt * kTileRows + 4 * gtid % kTileRows;
                 float b[4];
@@ -366,31 +407,39 @@ __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
                 for (int q = 0; q < 4; q++)
                     b[q] = a.bias && n0 + q < a.N ? bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(a.bias)[n0 + q])
                                                   : 0.0f;
-                for (int v0 = gtid; v0 < kVec; v0 += kStride) {
-                    float4 sum[4];
+                for (int v0 = gtid; v0 < kVec; v0 += kUnits * kGroupThreads) {
+                    float4 sum[kUnits];
 #pragma unroll
-                    for (int u = 0; u < 4; u++)
+                    for (int u = 0; u < kUnits; u++)
                         sum[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-                    for (unsigned cc = c_lo; cc <= c_hi; cc++) { /* fixed order: deterministic */
-                        const float4 *src = reinterpret_cast<const float4 *>(a.ws + slot_of(cc) * (BX * kTileRows));
-                        float4 q[4];
+                    for (unsigned c0 = c_lo; c0 <= c_hi; c0 += kFixBatch) {
+                        float4 part[kFixBatch][kUnits];
 #pragma unroll
-                        for (int u = 0; u < 4; u++)
-                            q[u] = v0 + u * kGroupThreads < kVec ? __ldcg(src + v0 + u * kGroupThreads)
-                                                                 : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                        for (int i = 0; i < kFixBatch; i++) { /* (one past the last reads the first one's slot) */
+                            const unsigned cc = c0 + i <= c_hi ? c0 + i : c_lo;
+                            const float4 *src = reinterpret_cast<const float4 *>(a.ws + slot_of(cc) * (BX * kTileRows));
 #pragma unroll
-                        for (int u = 0; u < 4; u++) {
-                            sum[u].x += q[u].x;
-                            sum[u].y += q[u].y;
-                            sum[u].z += q[u].z;
-                            sum[u].w += q[u].w;
+                            for (int u = 0; u < kUnits; u++)
+                                part[i][u] = __ldcg(src + v0 + u * kGroupThreads);
+                        }
+#pragma unroll
+                        for (int i = 0; i < kFixBatch; i++) {
+                            /* a missing one adds -0.0f, which changes no sum (+ 0.0f would turn -0.0f into
+                             * 0.0f); no branch, so ptxas keeps the loads together */
+                            const bool in = c0 + i <= c_hi;
+#pragma unroll
+                            for (int u = 0; u < kUnits; u++) {
+                                sum[u].x += in ? part[i][u].x : -0.0f;
+                                sum[u].y += in ? part[i][u].y : -0.0f;
+                                sum[u].z += in ? part[i][u].z : -0.0f;
+                                sum[u].w += in ? part[i][u].w : -0.0f;
+                            }
                         }
                     }
 #pragma unroll
-                    for (int u = 0; u < 4; u++) {
-                        const int e = 4 * (v0 + u * kGroupThreads);
-                        const size_t m = (size_t)mt * BX + e / kTileRows;
-                        if (e >= BX * kTileRows || m >= a.M)
+                    for (int u = 0; u < kUnits; u++) {
+                        const size_t m = (size_t)mt * BX + 4 * (v0 + u * kGroupThreads) / kTileRows;
+                        if (m >= a.M)
                             continue;
                         const float vals[4] = {sum[u].x, sum[u].y, sum[u].z, sum[u].w};
 #pragma unroll
@@ -462,6 +511,13 @@ __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
                             acc[lo + nt][i] += red[(nt * 4 + i) * kGroupThreads + gtid];
                 bar_sync<2, S::ConsumerThreads>(); /* read before the next half (or tile) rewrites it */
             };
+            if (a.vec_y && t * a.k_steps > it_begin) { /* the even group stored the CTA's last tile (whole ones only)
+                                                          through the sums' buffer: done with it */
+                unsigned c_lo, c_hi;
+                tile_ctas(t - 1, c_lo, c_hi);
+                if (c_lo == c_hi)
+                    bar_sync<2, S::ConsumerThreads>();
+            }
             join_half(std::integral_constant<int, 0>());
             join_half(std::integral_constant<int, 1>());
             if (group == 0) {
@@ -546,6 +602,7 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
     /* a step's two 32-k halves are in one block unless blocksize is 32 or K % 64 == 32 (rows, and so steps,
      * may then start mid-block); each half always is (K % 32 == 0, blocksizes are multiples of 32) */
     a.pairs = w->blocksize == 32 || a.K % kStepK != 0 ? 2 : 1;
+    a.vec_y = a.N % 8 == 0 && bnb4_aligned(a.y, 16);
     const size_t row_pad = bnb4_div_up(a.N * a.pairs, 4) * 4;
     void *scales = nullptr; /* the context's scratch: see tile_scales_kernel */
     bnb4_status st = bnb4_cuda_scratch(s, row_pad * k_steps * sizeof(uint32_t), &scales);

@@ -176,6 +176,14 @@ __device__ __forceinline__ void tma_load_3d(uint32_t dst, const CUtensorMap *map
                  ::"r"(dst), "l"(reinterpret_cast<uint64_t>(map)), "r"(x0), "r"(y0), "r"(z0), "r"(bar)
                  : "memory");
 }
+/* stmatrix.trans: four 8x8 b16 matrices from a warp's mma fragments (register i of lane (g, c): row g,
+ * columns 2c and 2c + 1 of matrix i, the lower column in the low half) to shared memory transposed: column
+ * k of matrix i becomes the 16-byte row whose address lane 8 i + k gives */
+__device__ __forceinline__ void stmatrix_x4_trans(uint32_t addr, uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3) {
+    asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};" ::"r"(addr), "r"(r0),
+                 "r"(r1), "r"(r2), "r"(r3)
+                 : "memory");
+}
 /* ---- wgmma (sm_90a, the arch-specific target the build adds for Hopper) ---- */
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define BNB4_HAS_WGMMA 1
