@@ -343,7 +343,8 @@ const char *bnb4_cuda_kernel_name(bnb4_ctx *ctx, bnb4_op op, bnb4_dtype dt, size
      * short runs (pipe_prefer_postscale) take the mma.sync math where the name says wgmma; on compute
      * capability 9.0
      * from an sm_90a build, m = BNB4_CUDA_TILE_MIN_M..BNB4_CUDA_TILE_MAX_M takes the tile kernel on
-     * weights of BNB4_CUDA_TILE_MIN_WEIGHTS or more, dequantize + cuBLAS on smaller ones).
+     * weights of BNB4_CUDA_TILE_MIN_WEIGHTS or more and on smaller ones whose tiles fill the grid, else
+     * dequantize + cuBLAS).
      * gemv_4bit_<dt>__cuda names both CUDA-core kernels of cuda_gemv.cu. */
     if (m <= bnb4_cuda_gemv_max_m())
         return dt == BNB4_F32 ? "gemv_4bit_f32__cuda" : dt == BNB4_F16 ? "gemv_4bit_f16__cuda" : "gemv_4bit_bf16__cuda";

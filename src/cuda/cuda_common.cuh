@@ -252,13 +252,15 @@ bnb4_status bnb4_cuda_launch_dequantize(bnb4_cuda_state *s, const bnb4_qtensor *
  * 4.8 / 3.9 us against 5.0-6.0 / 5.3-6.2 / 5.7-6.8). Smaller weights are not measured. */
 #define BNB4_CUDA_PIPE_M1_MIN_WEIGHTS ((size_t)1 << 22)
 /* m = BNB4_CUDA_TILE_MIN_M..BNB4_CUDA_TILE_MAX_M with f16/bf16 activations on compute capability 9.0 (sm_90a
- * build), on weights of BNB4_CUDA_TILE_MIN_WEIGHTS (N x K) or more: the fused wgmma tile kernel
- * (cuda_gemm_tile.cu) instead of dequantize + cuBLAS. The environment variables of those names override
+ * build), on weights of BNB4_CUDA_TILE_MIN_WEIGHTS (N x K) or more, and on smaller ones where its whole
+ * tiles fill the grid (bnb4_grid_small_tile_rows): the fused wgmma tile kernel (cuda_gemm_tile.cu) instead
+ * of dequantize + cuBLAS. The environment variables of those names override
  * them (MIN_M once, the others per call: tests use them). H200 (docs/performance.md v13, v14): at m = 96 /
  * 128 it took 48-53 us on 14336x4096 and 4096x14336 and 148-188 us on 28672x8192 where the pipe kernel on
  * two 64-row chunks (the path before it) took 59-66 and 172-189 us; with 256-row tiles past m = 128 it
  * took 0.71-0.78 of cuBLAS at m = 512 and 0.76-0.93 at m = 2048, where dequantize + cuBLAS (the path
- * before it) took 0.65-0.76 and 0.76-0.90 in the same session; on 4096x4096 it lost at every m. */
+ * before it) took 0.65-0.76 and 0.76-0.90 in the same session; on 4096x4096 it lost at every m then, and
+ * wins since v37 where its tiles fill the grid. */
 #define BNB4_CUDA_TILE_MIN_M 65
 #define BNB4_CUDA_TILE_MAX_M SIZE_MAX
 #define BNB4_CUDA_TILE_MIN_WEIGHTS ((size_t)1 << 25)

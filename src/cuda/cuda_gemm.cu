@@ -8,7 +8,7 @@
  *  gemm_4bit_<dt>__simt: any dtype, shape and alignment, m <= 16; one warp per weight row, float32
  *    arithmetic.
  *  dequantize + cuBLAS: large m where the tile kernel does not run (float32, other GPUs, weights under
- *    BNB4_CUDA_TILE_MIN_WEIGHTS, odd layouts): dequantize into a
+ *    BNB4_CUDA_TILE_MIN_WEIGHTS whose tiles would not fill the grid, odd layouts): dequantize into a
  *    temporary in the activation dtype, then cublasGemmEx with float32 accumulation; with a bias,
  *    cublasLtMatmul and its bias epilogue (the bias added in float32 before the one rounding), where a
  *    broadcast of the bias into y and cuBLAS with beta = 1 cost 10-22 % of a call (docs/performance.md

@@ -1,10 +1,12 @@
 /*
  * cuda_gemm_tile.cu - Y[m, N] = X[m, K] W^T + bias for m past the pipe kernel's 64 (by default every m >= 65
- * on large weights: BNB4_CUDA_TILE_*) with f16/bf16 activations on compute capability 9.0 (sm_90a code):
+ * on large weights, and on smaller ones where its tiles fill the grid: BNB4_CUDA_TILE_*, tile_rows) with
+ * f16/bf16 activations on compute capability 9.0 (sm_90a code):
  * gemm_4bit_<dt>__tile_wgmma_m64nNk16, a fused tensor-core kernel where the weights are decoded into
  * registers and never written out (dequantize + cuBLAS writes and reads the whole dense weight per call).
  *
- *  - Tiles: 128 weight rows x BX activation rows (the wgmma's n: 128 up to m = 128, else 256), all of K.
+ *  - Tiles: 128 weight rows x BX activation rows (the wgmma's n: 128 at m <= 128 and 257..384, else 256;
+ *    on weights under BNB4_CUDA_TILE_MIN_WEIGHTS the one that fills the grid), all of K.
  *    Tile t is (weight tile t / m_tiles, activation tile t % m_tiles), so CTAs running side by side share
  *    weight tiles (one DRAM read) and the activations' k slices (L2). A tile is a run of K / 64 steps of 64 k;
  *    the steps of all tiles are cut into equal runs over a persistent grid of at most one CTA per SM:
@@ -689,9 +691,19 @@ size_t tile_bx(size_t m) {
     return 3 * bnb4_div_up(m, 128) < 5 * bnb4_div_up(m, 256) ? 128 : 256;
 }
 
+/* Activation rows per tile for this call, or 0 where the tile kernel does not take it: weights under
+ * BNB4_CUDA_TILE_MIN_WEIGHTS (read per call) only where its tiles fill the grid (bnb4_grid_small_tile_rows). */
+size_t tile_rows(const bnb4_cuda_state *s, size_t N, size_t K, size_t m) {
+    if (N * K >= bnb4_env_size("BNB4_CUDA_TILE_MIN_WEIGHTS", BNB4_CUDA_TILE_MIN_WEIGHTS))
+        return tile_bx(m);
+    const size_t bx = bnb4_grid_small_tile_rows(bnb4_div_up(N, kTileRows), K, m, s->sm_count > 0 ? s->sm_count : 1);
+    static const size_t forced = bnb4_env_size("BNB4_CUDA_TILE_BX", 0);
+    return bx != 0 && (forced == 128 || forced == 256) ? forced : bx;
+}
+
 template <typename T>
 bnb4_status launch_tile_t(bnb4_cuda_state *s, const TileArgs &a, const bnb4_qtensor *w, const void *x) {
-    return tile_bx(a.M) == 256 ? launch_tile<T, 256>(s, a, w, x) : launch_tile<T, 128>(s, a, w, x);
+    return tile_rows(s, a.N, a.K, a.M) == 256 ? launch_tile<T, 256>(s, a, w, x) : launch_tile<T, 128>(s, a, w, x);
 }
 
 } // namespace
@@ -708,8 +720,10 @@ int bnb4_cuda_tile_enabled(const bnb4_cuda_state *s, size_t m) {
 }
 
 int bnb4_cuda_tile_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x) {
-    if (!bnb4_cuda_tile_enabled(s, m) ||
-        w->rows * w->cols < bnb4_env_size("BNB4_CUDA_TILE_MIN_WEIGHTS", BNB4_CUDA_TILE_MIN_WEIGHTS))
+    if (!bnb4_cuda_tile_enabled(s, m))
+        return 0;
+    const size_t bx = tile_rows(s, w->rows, w->cols, m);
+    if (bx == 0)
         return 0;
     if (dt == BNB4_F32 || w->cols % 32 != 0 || !bnb4_aligned(w->packed, 16) || !bnb4_aligned(x, 16))
         return 0;
@@ -717,7 +731,7 @@ int bnb4_cuda_tile_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dt
     const size_t lim = (size_t)1 << 31;
     if (w->cols >= lim || w->rows >= lim || m >= lim)
         return 0;
-    const size_t tiles = bnb4_div_up(w->rows, kTileRows) * bnb4_div_up(m, tile_bx(m)), k_steps = bnb4_div_up(w->cols, kStepK);
+    const size_t tiles = bnb4_div_up(w->rows, kTileRows) * bnb4_div_up(m, bx), k_steps = bnb4_div_up(w->cols, kStepK);
     return tiles <= UINT32_MAX / k_steps;
 }
 

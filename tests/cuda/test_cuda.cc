@@ -661,6 +661,33 @@ TEST(CudaGrid, AlignedRunsWhereTheyCostLittle) {
                 }
 }
 
+// Weights under the tile kernel's size threshold take it only where its whole tiles fill the grid's waves
+// (cuda_grid.h: host code, checked on every machine): 256 activation rows at any number of waves, 128 in
+// one wave with K >= 4096.
+TEST(CudaGrid, SmallWeightsTakeTheTileKernelWhereItsTilesFillTheGrid) {
+    EXPECT_EQ(128u, bnb4_grid_small_tile_rows(32, 4096, 512, 132));  // 4096x4096 m = 512: 128 tiles of 128
+    EXPECT_EQ(256u, bnb4_grid_small_tile_rows(32, 4096, 1024, 132)); // m = 1024: 128 tiles of 256
+    EXPECT_EQ(256u, bnb4_grid_small_tile_rows(32, 4096, 2048, 132)); // m = 2048: 256 tiles, 2 waves of 132
+    EXPECT_EQ(0u, bnb4_grid_small_tile_rows(32, 4096, 384, 132));    // 96 tiles of 128 either way
+    EXPECT_EQ(0u, bnb4_grid_small_tile_rows(32, 4096, 768, 132));    // 96 of 256, 192 of 128 (2 waves)
+    EXPECT_EQ(0u, bnb4_grid_small_tile_rows(32, 4096, 128, 132));    // 32 tiles
+    EXPECT_EQ(256u, bnb4_grid_small_tile_rows(64, 2048, 512, 132));  // 8192x2048 m = 512: 128 of 256
+    EXPECT_EQ(0u, bnb4_grid_small_tile_rows(32, 2048, 512, 132));    // 4096x2048: 128 rows needs K >= 4096
+    for (size_t row_tiles = 1; row_tiles <= 80; row_tiles++)
+        for (size_t m = 65; m <= 4096; m += 37)
+            for (size_t ctas : {1, 7, 132}) {
+                const size_t bx = bnb4_grid_small_tile_rows(row_tiles, 4096, m, ctas);
+                const std::string what = std::to_string(row_tiles) + " row tiles, m " + std::to_string(m) +
+                                         " on " + std::to_string(ctas);
+                ASSERT_TRUE(bx == 0 || bx == 128 || bx == 256) << what;
+                if (bx == 0)
+                    continue;
+                const size_t tiles = row_tiles * ((m + bx - 1) / bx), waves = (tiles + ctas - 1) / ctas;
+                ASSERT_GE(tiles * 10, waves * ctas * 9) << what;
+                ASSERT_TRUE(bx == 256 || waves == 1) << what;
+            }
+}
+
 // The log of the last matmul outputs that decides whether a matmul may read its weights before it waits
 // for the kernel before it (cuda_outputs.h: host code, checked on every machine): per stream, direct
 // launches and each capture apart, unknown streams counted as overlapping for direct launches; captured
