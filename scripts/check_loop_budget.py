@@ -56,9 +56,12 @@ BUDGETS = {
 }
 # gemm_4bit_tile_kernel<T, BX>: Li<BX>E -> the same. The k split's loop at 128 activation rows (a group's
 # step: decode, 4 wgmmas, their wait, the release; v29). The 256-row loop runs two steps a turn and its
-# smallest enclosing loop holds the tile's end too, so it has no budget here.
+# smallest enclosing loop holds the tile's end too (~4150 instructions), so it has no length budget (None),
+# only the spill check: a tile end that needs more registers than the loop leaves made ptxas spill the
+# loop's per-thread offsets, reloaded at every step (a fix-up tried in v37).
 TILE_BUDGETS = {
     'Li128E': ('m = 65..128, 257..384 tile, k split', 106 + 4),
+    'Li256E': ('m >= 129 tile, 256 rows (with the tile end)', None),
 }
 KERNELS = (('gemm_4bit_pipe_kernel', BUDGETS), ('gemm_4bit_tile_kernel', TILE_BUDGETS))
 DTYPES = (('6__half', 'f16'), ('13__nv_bfloat16', 'bf16'))
@@ -106,10 +109,11 @@ def check_listing(text, out=sys.stdout):
                     failures += 1
                     continue
                 n, spills = found
-                bad = n > budget or spills
+                bad = (budget is not None and n > budget) or spills
                 failures += bool(bad)
-                print('%-5s %-52s %4d instructions per warp and step (budget %d)%s%s' %
-                      (dt, what, n, budget, ', %d spill accesses' % spills if spills else '',
+                size = ('instructions per warp and step (budget %d)' % budget if budget is not None
+                        else 'instructions in the loop (no length budget)')
+                print('%-5s %-52s %4d %s%s%s' % (dt, what, n, size, ', %d spill accesses' % spills if spills else '',
                        ': FAILED' if bad else ''), file=out)
     for mangled, dt in DTYPES:
         for key, (what, _) in [item for _, b in KERNELS for item in b.items()]:
