@@ -51,18 +51,20 @@ static inline int bnb4_grid_prefer_narrow(size_t wide_tiles, size_t wide_steps, 
 
 /* Activation rows per tile (256 or 128) at which the tile kernel takes a weight under its size threshold
  * (BNB4_CUDA_TILE_MIN_WEIGHTS), or 0 where dequantize + cuBLAS should: `row_tiles` 128-row weight tiles, K,
- * m, `ctas` SMs. There the tile kernel wins only where its whole tiles fill the grid's waves (at least 90 %
- * of them) - 256 activation rows at any number of waves, 128 (the k split) in one wave with K >= 4096 - and
- * loses where tiles are few or shared (H200, docs/performance.md v37, against dequantize + cuBLAS: 4096x4096
- * m = 512 at 128 rows, 128 tiles, 8 % faster; m = 1024 / 2048 at 256, 128 / 256 tiles, 10 / 3-11 %; 8192x2048
- * m = 512 / 1024 / 2048 20 / 9 / 1-5 %; 4096x2048 at 128 rows 3 % slower, at 256 rows 0-4 % faster; 96
- * tiles (4096x4096 m = 384, 768) 15-35 % slower; at 128 rows past one wave (4096x4096 m = 2048) 13 %). */
+ * m, `ctas` SMs. There the tile kernel wins only where its whole tiles fill the grid's waves with rows m
+ * (at least 90 % of the waves' tiles x activation rows) - 256 activation rows at any number of waves, 128
+ * (the k split) in one wave with K >= 4096 - and loses where tiles are few or shared (H200,
+ * docs/performance.md v37, against dequantize + cuBLAS: 4096x4096 m = 512 at 128 rows, 128 tiles, 8 %
+ * faster; m = 1024 / 2048 at 256, 128 / 256 tiles, 10 / 3-11 %; 8192x2048 m = 512 / 1024 / 2048 20 / 9 /
+ * 1-5 %; 4096x2048 at 128 rows 3 % slower, at 256 rows 0-4 % faster; 96 tiles (4096x4096 m = 384, 768)
+ * 15-35 % slower; at 128 rows past one wave (4096x4096 m = 2048) 13 %). Padding rows cost the tile kernel
+ * what real ones do and dequantize + cuBLAS nothing: its 8-10 % margins are gone at about 10 % padding. */
 static inline size_t bnb4_grid_small_tile_rows(size_t row_tiles, size_t K, size_t m, size_t ctas) {
     for (size_t bx = 256; bx >= 128; bx /= 2) {
         const size_t tiles = row_tiles * ((m + bx - 1) / bx), waves = (tiles + ctas - 1) / ctas;
         if (bx == 128 && (waves > 1 || K < 4096))
             continue;
-        if (tiles * 10 >= waves * ctas * 9)
+        if (row_tiles * m * 10 >= waves * ctas * bx * 9)
             return bx;
     }
     return 0;

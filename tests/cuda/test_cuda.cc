@@ -662,8 +662,8 @@ TEST(CudaGrid, AlignedRunsWhereTheyCostLittle) {
 }
 
 // Weights under the tile kernel's size threshold take it only where its whole tiles fill the grid's waves
-// (cuda_grid.h: host code, checked on every machine): 256 activation rows at any number of waves, 128 in
-// one wave with K >= 4096.
+// with rows m, to 90 % (cuda_grid.h: host code, checked on every machine): 256 activation rows at any number
+// of waves, 128 in one wave with K >= 4096.
 TEST(CudaGrid, SmallWeightsTakeTheTileKernelWhereItsTilesFillTheGrid) {
     EXPECT_EQ(128u, bnb4_grid_small_tile_rows(32, 4096, 512, 132));  // 4096x4096 m = 512: 128 tiles of 128
     EXPECT_EQ(256u, bnb4_grid_small_tile_rows(32, 4096, 1024, 132)); // m = 1024: 128 tiles of 256
@@ -673,6 +673,8 @@ TEST(CudaGrid, SmallWeightsTakeTheTileKernelWhereItsTilesFillTheGrid) {
     EXPECT_EQ(0u, bnb4_grid_small_tile_rows(32, 4096, 128, 132));    // 32 tiles
     EXPECT_EQ(256u, bnb4_grid_small_tile_rows(64, 2048, 512, 132));  // 8192x2048 m = 512: 128 of 256
     EXPECT_EQ(0u, bnb4_grid_small_tile_rows(32, 2048, 512, 132));    // 4096x2048: 128 rows needs K >= 4096
+    EXPECT_EQ(0u, bnb4_grid_small_tile_rows(32, 4096, 400, 132));    // 128 tiles, but 22 % of their rows padding
+    EXPECT_EQ(128u, bnb4_grid_small_tile_rows(32, 4096, 480, 132));  // 6 % padding
     for (size_t row_tiles = 1; row_tiles <= 80; row_tiles++)
         for (size_t m = 65; m <= 4096; m += 37)
             for (size_t ctas : {1, 7, 132}) {
@@ -683,7 +685,7 @@ TEST(CudaGrid, SmallWeightsTakeTheTileKernelWhereItsTilesFillTheGrid) {
                 if (bx == 0)
                     continue;
                 const size_t tiles = row_tiles * ((m + bx - 1) / bx), waves = (tiles + ctas - 1) / ctas;
-                ASSERT_GE(tiles * 10, waves * ctas * 9) << what;
+                ASSERT_GE(row_tiles * m * 10, waves * ctas * bx * 9) << what; // rows m fill 90 % of the waves
                 ASSERT_TRUE(bx == 256 || waves == 1) << what;
             }
 }
