@@ -28,9 +28,10 @@
  *    gets its 128 rows' scales as a third tensor copy: the main loop reads nothing from global memory
  *    itself (loading them there, one step ahead, left every step waiting ~1 us on their DRAM latency:
  *    docs/performance.md v13).
- *  - Ends of tiles: a tile one CTA covered is stored directly (bias added in f32, one rounding); a tile
- *    several CTAs share is summed through the split-K workspace by the last to arrive, in contributor
- *    order (deterministic), as in cuda_gemm_pipe.cu.
+ *  - Ends of tiles: a tile one CTA covered is stored directly (bias added in f32, one rounding), as 16-byte
+ *    runs through shared memory (stmatrix.trans) where N % 8 == 0 and y is aligned; a tile several CTAs
+ *    share is summed through the split-K workspace by the last to arrive, in contributor order
+ *    (deterministic), as in cuda_gemm_pipe.cu.
  *
  * Requirements (bnb4_cuda_tile_fits): compute capability 9.0, an sm_90a build, f16/bf16, K % 32 == 0,
  * 16-byte-aligned packed weights and activations, fewer than 2^31 rows and columns.
@@ -78,7 +79,7 @@ template <int BX> struct TileShape {
      * k split the sums' buffer, free by then, holds them */
     static constexpr int EpiBytes = KSplit ? 0 : kGroupWarps * 512;
     static_assert(!KSplit || RedBytes >= kGroupWarps * 512, "the store buffers fit in the sums' buffer");
-    /* as many as fit beside the table (and the sums' buffer) in the 227 KB an SM gives one CTA (2 KB kept for
+    /* as many as fit beside the table (and the sums' or the store buffers) in the 227 KB an SM gives one CTA (2 KB kept for
      * the static data, after which the dynamic shared memory starts at a whole KB: see the kernel's smem);
      * k split: an even number, so each group's steps keep to their own slots */
     static constexpr int FitStages = (227 * 1024 - 2048 - kPairTableBytes - RedBytes - EpiBytes) / StageBytes;
