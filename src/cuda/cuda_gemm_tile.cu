@@ -685,9 +685,12 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
  * on 14336x4096 and 28672x8192 (5-8 % slower on 4096x14336), m = 512 13-25 % (even on 4096x14336), m = 640
  * the tie (-10..+5 %), m = 768 and 2048 5-23 %. BNB4_CUDA_TILE_BX=128 or 256 forces one (for measuring; read
  * once). */
-size_t tile_bx(size_t m) {
+size_t forced_tile_bx() { /* BNB4_CUDA_TILE_BX's 128 or 256, else 0 */
     static const size_t forced = bnb4_env_size("BNB4_CUDA_TILE_BX", 0);
-    if (forced == 128 || forced == 256)
+    return forced == 128 || forced == 256 ? forced : 0;
+}
+size_t tile_bx(size_t m) {
+    if (const size_t forced = forced_tile_bx())
         return forced;
     return 3 * bnb4_div_up(m, 128) < 5 * bnb4_div_up(m, 256) ? 128 : 256;
 }
@@ -698,8 +701,7 @@ size_t tile_rows(const bnb4_cuda_state *s, size_t N, size_t K, size_t m) {
     if (N * K >= bnb4_env_size("BNB4_CUDA_TILE_MIN_WEIGHTS", BNB4_CUDA_TILE_MIN_WEIGHTS))
         return tile_bx(m);
     const size_t bx = bnb4_grid_small_tile_rows(bnb4_div_up(N, kTileRows), K, m, s->sm_count > 0 ? s->sm_count : 1);
-    static const size_t forced = bnb4_env_size("BNB4_CUDA_TILE_BX", 0);
-    return bx != 0 && (forced == 128 || forced == 256) ? forced : bx;
+    return bx != 0 && forced_tile_bx() ? forced_tile_bx() : bx;
 }
 
 template <typename T>
