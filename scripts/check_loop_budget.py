@@ -48,7 +48,7 @@ BUDGETS = {
     # wgmma on the activations as they are, blocksize 64 (weights up to 5 x 2^24 elements; four scales a row):
     # at m <= 32 whole-half reads, byte c picked by the table offset's PRMT (v35); at m = 33..64 the quad's
     # byte trade, 16 PRMT, 6 SHFL and 16 SEL a step (v26)
-    'Li2ELb0ELb1ELi2ELi0E': ('m = 9..16 wgmma natural, plain', 163 + 4),
+    'Li2ELb0ELb1ELi2ELi0E': ('m = 9..16 wgmma natural, plain', 145 + 4),  # post-scaled groups (v38)
     'Li4ELb0ELb1ELi2ELi0E': ('m = 17..32 wgmma natural, plain', 163 + 4),
     'Li4ELb1ELb1ELi2ELi0E': ('m = 17..32 wgmma natural, nested', 207 + 4),
     'Li8ELb0ELb1ELi2ELi0E': ('m = 33..64 wgmma natural, plain', 194 + 4),

@@ -75,7 +75,9 @@
  *    (decode_fragment_natural: 6 more shared-memory reads a thread and step than the permuted order, the
  *    same as its quad's; at m = 33..64, short of registers, the quad trades weight bytes after each
  *    read instead: quad_natural, 16 PRMT, 6 SHFL, 16 SEL per warp and step), and a thread takes the scales
- *    of every block of its 128-k half (docs/performance.md v26, v35).
+ *    of every block of its 128-k half (docs/performance.md v26, v35). At m = 9..16 there, a half's 4 wgmmas (one
+ *    block) run on the unscaled codes into sums of their own, scaled into the accumulators once the next half
+ *    is decoded (kPostWG, v38).
  *    m <= 8, and nested absmax at m <= 16, keep mma.sync (post-scaled at blocksize 64): measured faster
  *    (docs/performance.md v16).
  *  - Programmatic dependent launch (TMA variant): the kernel lets the next one on the stream start once
@@ -310,6 +312,15 @@ __device__ __forceinline__ void decode_fragment_natural(uint32_t af[4], uint32_t
     af[3] = PipeOps<T>::mul2(lds_pair(table_s + pair_offset(wB1, lane4, sel)), sB2);
 }
 
+/* kPostWG: the same fragment's codes alone (the block scale is applied to the group's sums) */
+__device__ __forceinline__ void decode_codes_natural(uint32_t af[4], uint32_t table_s, uint32_t wA0, uint32_t wA1,
+                                                     uint32_t wB0, uint32_t wB1, uint32_t lane4, uint32_t sel) {
+    af[0] = lds_pair(table_s + pair_offset(wA0, lane4, sel));
+    af[1] = lds_pair(table_s + pair_offset(wB0, lane4, sel));
+    af[2] = lds_pair(table_s + pair_offset(wA1, lane4, sel));
+    af[3] = lds_pair(table_s + pair_offset(wB1, lane4, sel));
+}
+
 /* 16 bytes of a stage at shared address `addr`: the chunk's XOR applies to the address itself (through a
  * generic pointer the loop took 4 instructions more a step); volatile, so it stays after the stage's
  * full-barrier wait (an asm volatile too) */
@@ -385,6 +396,13 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
     /* a thread reads its rows' whole 128-k half (decode_fragment_natural); at m = 33..64, where its registers would
      * spill, the quad trades its bytes (quad_natural) */
     constexpr bool kTradeNatural = kNatural && NT == 8, kReadNatural = kNatural && !kTradeNatural;
+    /* wgmma, post-scaled groups (m = 9..16: plain, nested where BNB4_CUDA_PIPE_WGMMA_MIN_M forces it): on the
+     * activations as they are at blocksize 64, a half's 4 wgmmas (64 k) are one block, so they run on the unscaled
+     * codes into sums of their own (wg_sum), which take the rows' block scales once - 8 FFMA a group where its
+     * fragments took 16 HMUL2: 145 instructions a warp and step instead of 163, 14336x4096 m = 9..16 2 % faster
+     * (H200, docs/performance.md v38). At m = 17..32 the FFMA cost what the HMUL2 did, and nested m = 24..32 ran
+     * 5-15 % slower. */
+    constexpr bool kPostWG = WG == kWgNatural64 && NT <= 2;
     static_assert(!PS || (TMA && !WG && NT <= 2), "post-scaled quarters: the TMA layouts' mma.sync at m <= 16");
     constexpr int MT = S::MT, STAGES = S::Stages;
     constexpr int kConsumerWarps = S::ConsumerWarps, kConsumerThreads = kConsumerWarps * 32;
@@ -946,6 +964,16 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
      * the next half is decoded), and the slot whose release waits for its last wgmmas (-1: none) */
     [[maybe_unused]] uint32_t wg_af[8][4];
     [[maybe_unused]] int wg_pending = -1;
+    /* kPostWG: the sums of the group in flight and its block scales (rows g, g + 8); 0 where none is (its sums,
+     * finite, then add nothing) */
+    [[maybe_unused]] float wg_sum[NT][4];
+    [[maybe_unused]] float post_s[2] = {0.0f, 0.0f};
+    if constexpr (kPostWG)
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                wg_sum[nt][i] = 0.0f;
     /* wgmma: the descriptor of this warpgroup's activations (its 128-k half) in stage 0; stage i adds
      * i StageBytes / 16. Built once from a shuffled (so warp-uniform) half index: computed per wgmma from
      * the thread index, it cost ~7 instructions each and a %tid read per turn. */
@@ -1049,6 +1077,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                                       and row0[f] + 8 */
                 [[maybe_unused]] uint32_t s2[RF][2]; /* and their block scales, as pairs */
                 [[maybe_unused]] uint32_t wg_s2[2][4]; /* (kNatural: per row, chunk u's) */
+                [[maybe_unused]] float wg_sf[2][4];    /* (kPostWG: the same as floats) */
                 [[maybe_unused]] float sv[RF][2]; /* (PS: as floats) */
                 [[maybe_unused]] float quad_v = 0.0f; /* kQuadScales: own_row's scale */
                 if constexpr (kQuadScales) {
@@ -1114,8 +1143,11 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                                 v[0] = v[1] = f2.x, v[2] = v[3] = f2.y;
                             }
 #pragma unroll
-                            for (int u = 0; u < 4; u++)
-                                wg_s2[h][u] = Ops::pack(v[u], v[u]);
+                            for (int u = 0; u < 4; u++) {
+                                wg_sf[h][u] = v[u];
+                                if constexpr (!kPostWG)
+                                    wg_s2[h][u] = Ops::pack(v[u], v[u]);
+                            }
                         }
                     } else
 #pragma unroll
@@ -1187,6 +1219,13 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                             if constexpr (kReadNatural) { /* chunk u of the half (k-steps 2u, 2u + 1), rows g, g + 8 */
                                 const uint32_t ca = (stages_addr + slot * S::StageBytes + w_off[0]) ^ (u << 4);
                                 const uint4 cA = lds128_at(ca), cB = lds128_at(ca + 8 * kRowBytes);
+                                if constexpr (kPostWG) { /* (unscaled) */
+                                    decode_codes_natural(wg_af[2 * u], table_s, cA.x, cA.y, cB.x, cB.y, lane4,
+                                                         natural_sel);
+                                    decode_codes_natural(wg_af[2 * u + 1], table_s, cA.z, cA.w, cB.z, cB.w, lane4,
+                                                         natural_sel);
+                                    continue;
+                                }
                                 decode_fragment_natural<T>(wg_af[2 * u], table_s, cA.x, cA.y, cB.x, cB.y, lane4,
                                                            natural_sel, wg_s2[0][u], wg_s2[1][u]);
                                 decode_fragment_natural<T>(wg_af[2 * u + 1], table_s, cA.z, cA.w, cB.z, cB.w, lane4,
@@ -1201,17 +1240,42 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                                                        kNatural ? wg_s2[1][u] : s2[0][1]);
                             }
                         }
+                        if constexpr (kPostWG) {
+                            /* the group before this one (run while this one was decoded) is done: its fragments and
+                             * stage are free, and its sums, scaled, join acc - before this group's wgmmas, as ptxas
+                             * serializes every wgmma where sums are read with a group in flight */
+                            wg_wait<0>();
+#pragma unroll
+                            for (int ks = 4 * (1 - half); ks < 4 * (1 - half) + 4; ks++)
+#pragma unroll
+                                for (int i = 0; i < 4; i++)
+                                    wg_keep(wg_af[ks][i]);
+                            wg_keep(wg_sum);
+#pragma unroll
+                            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                                for (int i = 0; i < 4; i++)
+                                    acc[0][nt][i] = fmaf(wg_sum[nt][i], post_s[i >> 1], acc[0][nt][i]);
+                            post_s[0] = wg_sf[0][2 * half], post_s[1] = wg_sf[1][2 * half];
+                        }
                         wg_fence();
 #pragma unroll
-                        for (int ks = 4 * half; ks < 4 * half + 4; ks++)
-                            Wgmma<T, NT>::mma(acc[0], wg_af[ks], xd + ((ks >> 2) * (MT * 128) + 32 * (ks & 3)) / 16);
+                        for (int ks = 4 * half; ks < 4 * half + 4; ks++) {
+                            const uint64_t d = xd + ((ks >> 2) * (MT * 128) + 32 * (ks & 3)) / 16;
+                            if constexpr (kPostWG)
+                                Wgmma<T, NT>::mma(wg_sum, wg_af[ks], d, ks != 4 * half);
+                            else
+                                Wgmma<T, NT>::mma(acc[0], wg_af[ks], d);
+                        }
                         wg_commit();
-                        wg_wait<1>(); /* the group before this one is done: its fragments and its stage are free */
+                        if constexpr (!kPostWG) {
+                            wg_wait<1>(); /* the group before this one is done: its fragments and its stage are free */
 #pragma unroll
-                        for (int ks = 4 * (1 - half); ks < 4 * (1 - half) + 4; ks++)
+                            for (int ks = 4 * (1 - half); ks < 4 * (1 - half) + 4; ks++)
 #pragma unroll
-                            for (int i = 0; i < 4; i++)
-                                wg_keep(wg_af[ks][i]);
+                                for (int i = 0; i < 4; i++)
+                                    wg_keep(wg_af[ks][i]);
+                        }
                         if (half == 0 && wg_pending >= 0) { /* the previous stage's last wgmmas are done */
                             if (kLaneRelease || elect_one()) /* (elect.sync: every lane is past its reads) */
                                 mbar_arrive(empty_bar + 8 * wg_pending);
@@ -1318,6 +1382,15 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
 #if BNB4_HAS_WGMMA
         if constexpr (WG) { /* the sums are read below: every wgmma done */
             wg_wait<0>();
+            if constexpr (kPostWG) { /* the last group's sums join acc */
+                wg_keep(wg_sum);
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                    for (int i = 0; i < 4; i++)
+                        acc[0][nt][i] = fmaf(wg_sum[nt][i], post_s[i >> 1], acc[0][nt][i]);
+                post_s[0] = post_s[1] = 0.0f;
+            }
 #pragma unroll
             for (int nt = 0; nt < NT; nt++)
 #pragma unroll
