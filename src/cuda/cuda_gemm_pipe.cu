@@ -974,6 +974,15 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
 #pragma unroll
             for (int i = 0; i < 4; i++)
                 wg_sum[nt][i] = 0.0f;
+    /* (after a wait for every wgmma: the finished group's sums, times its rows' block scales, join acc) */
+    [[maybe_unused]] auto join_group = [&]() {
+        wg_keep(wg_sum);
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                acc[0][nt][i] = fmaf(wg_sum[nt][i], post_s[i >> 1], acc[0][nt][i]);
+    };
     /* wgmma: the descriptor of this warpgroup's activations (its 128-k half) in stage 0; stage i adds
      * i StageBytes / 16. Built once from a shuffled (so warp-uniform) half index: computed per wgmma from
      * the thread index, it cost ~7 instructions each and a %tid read per turn. */
@@ -1250,12 +1259,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
 #pragma unroll
                                 for (int i = 0; i < 4; i++)
                                     wg_keep(wg_af[ks][i]);
-                            wg_keep(wg_sum);
-#pragma unroll
-                            for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                                for (int i = 0; i < 4; i++)
-                                    acc[0][nt][i] = fmaf(wg_sum[nt][i], post_s[i >> 1], acc[0][nt][i]);
+                            join_group();
                             post_s[0] = wg_sf[0][2 * half], post_s[1] = wg_sf[1][2 * half];
                         }
                         wg_fence();
@@ -1383,12 +1387,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
         if constexpr (WG) { /* the sums are read below: every wgmma done */
             wg_wait<0>();
             if constexpr (kPostWG) { /* the last group's sums join acc */
-                wg_keep(wg_sum);
-#pragma unroll
-                for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                    for (int i = 0; i < 4; i++)
-                        acc[0][nt][i] = fmaf(wg_sum[nt][i], post_s[i >> 1], acc[0][nt][i]);
+                join_group();
                 post_s[0] = post_s[1] = 0.0f;
             }
 #pragma unroll
