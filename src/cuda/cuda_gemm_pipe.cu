@@ -974,6 +974,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
 #pragma unroll
             for (int i = 0; i < 4; i++)
                 wg_sum[nt][i] = 0.0f;
+#if BNB4_HAS_WGMMA
     /* (after a wait for every wgmma: the finished group's sums, times its rows' block scales, join acc) */
     [[maybe_unused]] auto join_group = [&]() {
         wg_keep(wg_sum);
@@ -983,6 +984,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
             for (int i = 0; i < 4; i++)
                 acc[0][nt][i] = fmaf(wg_sum[nt][i], post_s[i >> 1], acc[0][nt][i]);
     };
+#endif
     /* wgmma: the descriptor of this warpgroup's activations (its 128-k half) in stage 0; stage i adds
      * i StageBytes / 16. Built once from a shuffled (so warp-uniform) half index: computed per wgmma from
      * the thread index, it cost ~7 instructions each and a %tid read per turn. */
