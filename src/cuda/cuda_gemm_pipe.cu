@@ -966,14 +966,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
     [[maybe_unused]] int wg_pending = -1;
     /* kPostWG: the sums of the group in flight and its block scales (rows g, g + 8); 0 where none is (its sums,
      * finite, then add nothing) */
-    [[maybe_unused]] float wg_sum[NT][4];
+    [[maybe_unused]] float wg_sum[NT][4] = {};
     [[maybe_unused]] float post_s[2] = {0.0f, 0.0f};
-    if constexpr (kPostWG)
-#pragma unroll
-        for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-            for (int i = 0; i < 4; i++)
-                wg_sum[nt][i] = 0.0f;
 #if BNB4_HAS_WGMMA
     /* (after a wait for every wgmma: the finished group's sums, times its rows' block scales, join acc) */
     [[maybe_unused]] auto join_group = [&]() {
