@@ -7,7 +7,9 @@
  * 28672x8192} and m in {1, 2, 4, 8, 16, 32, 64, 128, 512, 2048}; bnb4_dequantize and bnb4_quantize.
  * Weights (ours and cuBLAS's) rotate among enough copies that no launch finds them in L2. Each number is
  * the median over several timed batches; a batch is a CUDA graph of back-to-back calls (so host launch
- * cost stays out), timed with events.
+ * cost stays out), timed with events. At each shape and m the rows of both dtypes - cuBLAS and ours - are
+ * timed together, their batches taking turns (Timer::run_together), so each ratio's two sides meet the
+ * same SM clock, which a power-capped GPU moves under sustained load.
  *
  * Usage: bench_cuda [--quick | --small-m | --m M1,M2,... | --conv] [--csv FILE]. --small-m measures only m = 1,
  * 2, 3, 4, 8, 16 on every shape (no conversion rows), for tuning the small-m kernels; --m takes any list;
@@ -24,6 +26,7 @@
  * table with the issue's targets as ratios. bnb4_bench_cuda_main() is the entry point (the `bnb4 bench` CLI can call it).
  */
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -258,126 +261,156 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
             BK(bnb4_nested_offset(ctx, absmax[c], nb, &offset[c]));
             BK(bnb4_quantize_nested(ctx, absmax[c], nb, offset[c], 256, codes[c], nabs[c]));
         }
-        void *x, *y, *bias, *wdq = nullptr; /* wdq: a dequantized weight (m >= 512 rows) */
+        /* x / xb: the activations in f16 / bf16; wdq: a dequantized weight in f16 / bf16 (m >= 512 rows) */
+        void *x, *xb, *y, *bias, *wdq[2] = {nullptr, nullptr};
         CK(cudaMalloc(&x, max_m * K * 2));
+        CK(cudaMalloc(&xb, max_m * K * 2));
         CK(cudaMalloc(&y, max_m * N * 2));
         CK(cudaMalloc(&bias, N * 2));
         fill_randn_f16<<<1024, 256, 0, stream>>>((__half *)x, max_m * K, 99, 1.0f);
+        f16_to_bf16<<<1024, 256, 0, stream>>>((const __half *)x, (__nv_bfloat16 *)xb, max_m * K); /* same values */
         fill_randn_f16<<<64, 256, 0, stream>>>((__half *)bias, N, 98, 1.0f);
         CK(cudaStreamSynchronize(stream));
         char name[160];
 
-        /* Phase 0: m <= 64 for both dtypes, phase 1: larger m. Measuring m = 1 right after the large-m GEMMs
-         * finds the GPU hot and its SM clock lowered (the small-m kernels are issue-bound: up to 20 % slower
-         * on an H100), so the bandwidth rows run first. */
+        /* Timed together (Timer::run_together), so cuBLAS and ours meet the same clock: every row of both dtypes
+         * at each m, and all of m <= 16 in one set (the m = 2..16 rows' ratio is to m = 1's time). In order of
+         * m: measuring m = 1 right after the large-m GEMMs finds the GPU hot and its SM clock lowered (the
+         * small-m kernels are issue-bound: up to 20 % slower on an H100), so the bandwidth rows run first. */
+        std::vector<size_t> sorted_ms = ms;
+        std::sort(sorted_ms.begin(), sorted_ms.end());
+        std::vector<std::vector<size_t>> groups;
+        for (size_t m : sorted_ms)
+            if (m <= 16 && !groups.empty() && groups.back().back() <= 16)
+                groups.back().push_back(m);
+            else
+                groups.push_back({m});
+        const bnb4_dtype dts[2] = {BNB4_F16, BNB4_BF16};
         double m1_ms[2][2] = {{0, 0}, {0, 0}}; /* [dtype][nested] */
-        for (int phase = 0; phase < 2; phase++)
-        for (bnb4_dtype dt : {BNB4_F16, BNB4_BF16}) {
-            const char *dn = dt == BNB4_F16 ? "f16" : "bf16";
-            void *xd = x;
-            void *xb = nullptr;
-            if (dt == BNB4_BF16) { /* same values, bf16 */
-                CK(cudaMalloc(&xb, max_m * K * 2));
-                f16_to_bf16<<<1024, 256, 0, stream>>>((const __half *)x, (__nv_bfloat16 *)xb, max_m * K);
-                xd = xb;
-            }
-            const cudaDataType_t t = dt == BNB4_F16 ? CUDA_R_16F : CUDA_R_16BF;
-            std::vector<void *> &wd = dt == BNB4_F16 ? w16 : wbf;
-            for (size_t m : ms) {
-                if ((m > 64) != (phase == 1))
-                    continue;
-                if (sh.N == shapes[0].N && sh.K == shapes[0].K)
-                    std::printf("kernel for %s m=%zu: %s\n", dn, m, bnb4_kernel_name(ctx, BNB4_OP_GEMM, dt, m));
-                const double flops = 2.0 * m * N * K;
-                const float alpha = 1.0f, beta = 0.0f;
+        for (const std::vector<size_t> &group : groups) {
+            /* one linear at m rows on the i-th copy of the weights */
+            const auto linear = [&, N, K](size_t m, bnb4_ctx *c, int d, bool nested, const void *b) {
+                return [&, m, c, d, nested, b, N, K](int i) {
+                    const int ci = i % copies_q;
+                    const bnb4_qtensor q = nested ? bnb4_qtensor_nested(N, K, bs, BNB4_NF4, packed[ci], codes[ci],
+                                                                        nabs[ci], dcode, offset[ci], 256)
+                                                  : bnb4_qtensor_plain(N, K, bs, BNB4_NF4, packed[ci], absmax[ci]);
+                    bnb4_linear(c, &q, dts[d], m, d == 0 ? x : xb, b, y);
+                };
+            };
+            /* dense cuBLAS on the i-th copy of the dense weights, or (dq) on one dequantized NF4 weight: the
+             * dequantize + cuBLAS path's second half, whose workspace it writes just before each call (so in L2
+             * as far as it fits) - whatever the values or L2 change in cuBLAS's time (a power-limited clock),
+             * not ours */
+            const auto blas_call = [&, N, K](size_t m, int d, bool dq) {
+                const cudaDataType_t t = d == 0 ? CUDA_R_16F : CUDA_R_16BF;
+                std::vector<void *> *wd = d == 0 ? &w16 : &wbf;
+                void *w_dq = wdq[d];
+                return [&, m, t, d, wd, w_dq, dq, N, K](int i) {
+                    const float alpha = 1.0f, beta = 0.0f;
+                    cb_api.gemm_ex(blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)m, (int)K, &alpha,
+                                   dq ? w_dq : (*wd)[i % copies_dense], t, (int)K, d == 0 ? x : xb, t, (int)K, &beta,
+                                   y, t, (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+                };
+            };
+            /* the jobs, per m and dtype: cuBLAS, (m >= 512) cuBLAS on a dequantized weight, plain, nested, (f16)
+             * plain with a bias (its epilogue's loads and adds) */
+            enum { kBlas, kBlasDq, kPlain, kNested, kBias, kKinds };
+            std::vector<Timer::Job> jobs;
+            std::vector<std::array<std::array<int, kKinds>, 2>> job(group.size()); /* [m][dtype][kind], -1: none */
+            for (size_t gi = 0; gi < group.size(); gi++) {
+                const size_t m = group[gi];
                 const int iters = m >= 512 ? 10 : 50;
-                const double blas_ms = timer.run(iters, [&](int i) {
-                    cb_api.gemm_ex(blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)m, (int)K, &alpha, wd[i % copies_dense], t,
-                                 (int)K, xd, t, (int)K, &beta, y, t, (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-                });
-                const double blas_tf = flops / (blas_ms * 1e-3) / 1e12;
-                std::snprintf(name, sizeof name, "cublas %s %zux%zu m=%zu", dn, N, K, m);
-                report(name, blas_ms, blas_tf, "TFLOP/s", 0);
-                if (m >= 512) {
-                    /* cuBLAS as the dequantize + cuBLAS path runs it: on NF4's values (the weight dequantized)
-                     * in one buffer every call, the path's workspace (written just before each call there,
-                     * so in L2 as far as it fits). Ratio: against the ceiling above, on rotated randn weights:
-                     * whatever the values or L2 change in cuBLAS's time (a power-limited clock), not ours. */
-                    if (!wdq)
-                        CK(cudaMalloc(&wdq, dense_bytes));
-                    const bnb4_qtensor q0 = bnb4_qtensor_plain(N, K, bs, BNB4_NF4, packed[0], absmax[0]);
-                    BK(bnb4_dequantize(ctx, &q0, dt, wdq));
-                    const double dq_ms = timer.run(iters, [&](int) {
-                        cb_api.gemm_ex(blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)m, (int)K, &alpha, wdq, t, (int)K,
-                                       xd, t, (int)K, &beta, y, t, (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-                    });
-                    std::snprintf(name, sizeof name, "cublas %s %zux%zu m=%zu on one dequantized NF4 weight", dn, N,
-                                  K, m);
-                    report(name, dq_ms, flops / (dq_ms * 1e-3) / 1e12, "TFLOP/s", blas_tf);
-                }
-                for (int nested = 0; nested < 2; nested++) {
-                    bnb4_ctx *call_ctx = ctx; /* (the fresh-context rows below switch it) */
-                    const void *call_bias = nullptr; /* (the bias rows below set it) */
-                    const auto call = [&](int i) { /* one linear on the i-th copy of the weights */
-                        const int c = i % copies_q;
-                        const bnb4_qtensor q =
-                            nested ? bnb4_qtensor_nested(N, K, bs, BNB4_NF4, packed[c], codes[c], nabs[c], dcode, offset[c], 256)
-                                   : bnb4_qtensor_plain(N, K, bs, BNB4_NF4, packed[c], absmax[c]);
-                        bnb4_linear(call_ctx, &q, dt, m, xd, call_bias, y);
+                for (int d = 0; d < 2; d++) {
+                    job[gi][d].fill(-1);
+                    const auto add = [&](int kind, std::function<void(int)> f) {
+                        job[gi][d][kind] = (int)jobs.size();
+                        jobs.push_back({iters, std::move(f)});
                     };
-                    const double ours_ms = timer.run(iters, call);
-                    const char *nn = nested ? "nested" : "plain";
-                    if (m == 1)
-                        m1_ms[dt == BNB4_BF16][nested] = ours_ms;
-                    const double wbytes = nested ? qn_bytes : q_bytes;
-                    if (m <= 16) {
-                        std::snprintf(name, sizeof name, "bnb4 %s %s %zux%zu m=%zu weight-BW/copy", dn, nn, N, K, m);
-                        report(name, ours_ms, wbytes / (ours_ms * 1e-3) / 1e9, "GB/s", copy_bw);
+                    add(kBlas, blas_call(m, d, false));
+                    if (m >= 512) {
+                        if (!wdq[d]) {
+                            const bnb4_qtensor q0 = bnb4_qtensor_plain(N, K, bs, BNB4_NF4, packed[0], absmax[0]);
+                            CK(cudaMalloc(&wdq[d], dense_bytes));
+                            BK(bnb4_dequantize(ctx, &q0, dts[d], wdq[d]));
+                        }
+                        add(kBlasDq, blas_call(m, d, true));
                     }
-                    if (m >= 2 && m <= 16) {
-                        std::snprintf(name, sizeof name, "bnb4 %s %s %zux%zu m=%zu time/m1time", dn, nn, N, K, m);
-                        report(name, ours_ms, m1_ms[dt == BNB4_BF16][nested] > 0 ? ours_ms / m1_ms[dt == BNB4_BF16][nested] : NAN, "x", 1.0);
+                    add(kPlain, linear(m, ctx, d, false, nullptr));
+                    add(kNested, linear(m, ctx, d, true, nullptr));
+                    if (d == 0)
+                        add(kBias, linear(m, ctx, d, false, bias));
+                }
+            }
+            const std::vector<double> t = timer.run_together(jobs);
+            for (size_t gi = 0; gi < group.size(); gi++) {
+                const size_t m = group[gi];
+                const double flops = 2.0 * m * N * K;
+                const int iters = m >= 512 ? 10 : 50;
+                for (int d = 0; d < 2; d++) {
+                    const char *dn = d == 0 ? "f16" : "bf16";
+                    const std::array<int, kKinds> &jd = job[gi][d];
+                    if (sh.N == shapes[0].N && sh.K == shapes[0].K)
+                        std::printf("kernel for %s m=%zu: %s\n", dn, m, bnb4_kernel_name(ctx, BNB4_OP_GEMM, dts[d], m));
+                    const double blas_ms = t[jd[kBlas]], blas_tf = flops / (blas_ms * 1e-3) / 1e12;
+                    std::snprintf(name, sizeof name, "cublas %s %zux%zu m=%zu", dn, N, K, m);
+                    report(name, blas_ms, blas_tf, "TFLOP/s", 0);
+                    if (jd[kBlasDq] >= 0) {
+                        const double dq_ms = t[jd[kBlasDq]];
+                        std::snprintf(name, sizeof name, "cublas %s %zux%zu m=%zu on one dequantized NF4 weight", dn, N,
+                                      K, m);
+                        report(name, dq_ms, flops / (dq_ms * 1e-3) / 1e12, "TFLOP/s", blas_tf);
                     }
-                    std::snprintf(name, sizeof name, "bnb4 %s %s %zux%zu m=%zu vs-cublas", dn, nn, N, K, m);
-                    report(name, ours_ms, flops / (ours_ms * 1e-3) / 1e12, "TFLOP/s", blas_tf);
-                    if (dt == BNB4_F16 && !nested) { /* a bias costs the epilogue's loads and adds only */
-                        call_bias = bias;
-                        const double bias_ms = timer.run(iters, call);
-                        call_bias = nullptr;
-                        std::snprintf(name, sizeof name, "bnb4 %s %s %zux%zu m=%zu with a bias, this/without", dn, nn,
-                                      N, K, m);
-                        report(name, bias_ms, bias_ms / ours_ms, "x", 1.0);
-                    }
-                    if ((m == 1 || m == 16) && dt == BNB4_F16 && !nested) {
-                        /* the same graph captured by a context that has made no call before (its split-K
-                         * space and scratch grow during the capture); ratio: the warm context's graph time
-                         * over this (1: nothing in the cold graph costs time) */
-                        BK(bnb4_ctx_create(&p, &call_ctx));
+                    for (int nested = 0; nested < 2; nested++) {
+                        const double ours_ms = t[jd[nested ? kNested : kPlain]];
+                        const char *nn = nested ? "nested" : "plain";
+                        if (m == 1)
+                            m1_ms[d][nested] = ours_ms;
+                        const double wbytes = nested ? qn_bytes : q_bytes;
+                        if (m <= 16) {
+                            std::snprintf(name, sizeof name, "bnb4 %s %s %zux%zu m=%zu weight-BW/copy", dn, nn, N, K, m);
+                            report(name, ours_ms, wbytes / (ours_ms * 1e-3) / 1e9, "GB/s", copy_bw);
+                        }
+                        if (m >= 2 && m <= 16) {
+                            std::snprintf(name, sizeof name, "bnb4 %s %s %zux%zu m=%zu time/m1time", dn, nn, N, K, m);
+                            report(name, ours_ms, m1_ms[d][nested] > 0 ? ours_ms / m1_ms[d][nested] : NAN, "x", 1.0);
+                        }
+                        std::snprintf(name, sizeof name, "bnb4 %s %s %zux%zu m=%zu vs-cublas", dn, nn, N, K, m);
+                        report(name, ours_ms, flops / (ours_ms * 1e-3) / 1e12, "TFLOP/s", blas_tf);
+                        if (jd[kBias] < 0 || nested)
+                            continue;
+                        std::snprintf(name, sizeof name, "bnb4 %s %s %zux%zu m=%zu with a bias, this/without", dn, nn, N,
+                                      K, m);
+                        report(name, t[jd[kBias]], t[jd[kBias]] / ours_ms, "x", 1.0);
+                        if (m != 1 && m != 16)
+                            continue;
+                        /* the same graph captured by a context that has made no call before (its split-K space and
+                         * scratch grow during the capture); ratio: the warm context's graph time over this (1:
+                         * nothing in the cold graph costs time) */
+                        bnb4_ctx *fresh = nullptr;
+                        BK(bnb4_ctx_create(&p, &fresh));
                         Timer cold_timer = timer;
                         cold_timer.warm_up = false;
-                        const double cold_ms = cold_timer.run(iters, call);
-                        bnb4_ctx_destroy(call_ctx);
-                        call_ctx = ctx;
+                        const double cold_ms = cold_timer.run(iters, linear(m, fresh, d, false, nullptr));
+                        bnb4_ctx_destroy(fresh);
                         std::snprintf(name, sizeof name, "bnb4 %s %s %zux%zu m=%zu graph of a fresh context, warm/this",
                                       dn, nn, N, K, m);
                         report(name, cold_ms, ours_ms / cold_ms, "x", 1.0);
-                        /* the same calls without a graph: the host's work per call (argument checks, path
-                         * choice, tensor maps, launch) is then on the critical path wherever it exceeds
-                         * the kernel's time; ratio: graph time over this (1: the GPU sets the pace) */
-                        const double direct_ms = direct.run(iters, call);
-                        std::snprintf(name, sizeof name, "bnb4 %s %s %zux%zu m=%zu direct launches, graph/this", dn,
-                                      nn, N, K, m);
+                        /* the same calls without a graph: the host's work per call (argument checks, path choice,
+                         * tensor maps, launch) is then on the critical path wherever it exceeds the kernel's time;
+                         * ratio: graph time over this (1: the GPU sets the pace) */
+                        const double direct_ms = direct.run(iters, linear(m, ctx, d, false, nullptr));
+                        std::snprintf(name, sizeof name, "bnb4 %s %s %zux%zu m=%zu direct launches, graph/this", dn, nn,
+                                      N, K, m);
                         report(name, direct_ms, ours_ms / direct_ms, "x", 1.0);
                         /* and the host's own time per call, against the kernel's (graph) time */
-                        const double host_ms = direct.host(iters, call);
-                        std::snprintf(name, sizeof name, "bnb4 %s %s %zux%zu m=%zu host time per call/kernel", dn,
-                                      nn, N, K, m);
+                        const double host_ms = direct.host(iters, linear(m, ctx, d, false, nullptr));
+                        std::snprintf(name, sizeof name, "bnb4 %s %s %zux%zu m=%zu host time per call/kernel", dn, nn,
+                                      N, K, m);
                         report(name, host_ms, host_ms / ours_ms, "x", 1.0);
                     }
                 }
             }
-            if (xb)
-                CK(cudaFree(xb));
         }
 
         /* dequantize (f16 out) and quantize (f16 in): bytes read + written over copy bandwidth */
@@ -419,10 +452,12 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
         }
         CK(cudaFree(dcode));
         CK(cudaFree(x));
+        CK(cudaFree(xb));
         CK(cudaFree(bias));
         CK(cudaFree(y));
-        if (wdq)
-            CK(cudaFree(wdq));
+        for (void *pp : wdq)
+            if (pp)
+                CK(cudaFree(pp));
     }
 
     /* ---- summary: the issue's targets as ratios ---------------------------------------------------- */

@@ -49,27 +49,51 @@ struct Timer {
     bool graphs = true; /* false: every batch launches its calls one by one, the host's cost included */
     bool warm_up = true; /* false: the graph is captured from the first calls (nothing run before it) */
     /* Median ms per call of f(i) over `reps` batches of `iters` calls, each batch a graph replay. */
-    double run(int iters, const std::function<void(int)> &f) {
-        for (int i = 0; i < (warm_up ? 3 : 0); i++) /* warm-up: module load, handles, pools, counters */
-            f(i);
+    double run(int iters, const std::function<void(int)> &f) { return run_together({{iters, f}})[0]; }
+
+    struct Job {
+        int iters;
+        std::function<void(int)> f;
+    };
+    /* The same for several jobs timed together: each of `reps` rounds times one batch of every job, the job
+     * that goes first rotating, so all of them are timed over the same stretch of time. Why: under a
+     * sustained load the H200 holds its power cap by moving the SM clock (1600-1980 MHz, in swings of about
+     * 0.7 s, docs/performance.md v38); timed one after another, a ratio's two sides could meet different
+     * clocks (15-35 % apart at 28672x8192 m = 16..64, v38 and v39). */
+    std::vector<double> run_together(const std::vector<Job> &jobs) {
+        const size_t n = jobs.size();
+        std::vector<cudaGraph_t> graph(n, nullptr);
+        std::vector<cudaGraphExec_t> exec(n, nullptr);
+        /* warm-up: module load, handles, pools, counters - every job's before any capture, so the context's
+         * buffers have grown to what all the jobs need before the first graph is captured */
+        for (size_t j = 0; j < n; j++)
+            for (int i = 0; i < (warm_up ? 3 : 0); i++)
+                jobs[j].f(i);
         CK(cudaStreamSynchronize(s));
-        cudaGraph_t graph = nullptr;
-        cudaGraphExec_t exec = nullptr;
-        bool graphed = graphs && cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
-        if (graphed) {
-            for (int i = 0; i < iters; i++)
-                f(i);
-            graphed = cudaStreamEndCapture(s, &graph) == cudaSuccess &&
-                      cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+        for (size_t j = 0; j < n; j++) {
+            bool graphed = graphs && cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
+            if (graphed) {
+                for (int i = 0; i < jobs[j].iters; i++)
+                    jobs[j].f(i);
+                graphed = cudaStreamEndCapture(s, &graph[j]) == cudaSuccess &&
+                          cudaGraphInstantiate(&exec[j], graph[j], 0) == cudaSuccess;
+            }
+            const cudaError_t capture_err = cudaGetLastError();
+            if (!graphed && graphs) { /* timed all the same, but launch overhead is then part of every call */
+                static bool told = false;
+                if (!told)
+                    std::fprintf(stderr, BNB4_BENCH_NAME ": graph capture failed (%s): timing plain launches\n",
+                                 cudaGetErrorString(capture_err));
+                told = true;
+            }
         }
-        const cudaError_t capture_err = cudaGetLastError();
-        if (!graphed && graphs) { /* timed all the same, but launch overhead is then part of every call */
-            static bool told = false;
-            if (!told)
-                std::fprintf(stderr, BNB4_BENCH_NAME ": graph capture failed (%s): timing plain launches\n",
-                             cudaGetErrorString(capture_err));
-            told = true;
-        }
+        const auto batch = [&](size_t j) {
+            if (exec[j])
+                CK(cudaGraphLaunch(exec[j], s));
+            else
+                for (int i = 0; i < jobs[j].iters; i++)
+                    jobs[j].f(i);
+        };
         cudaEvent_t e0, e1;
         CK(cudaEventCreate(&e0));
         CK(cudaEventCreate(&e1));
@@ -78,35 +102,34 @@ struct Timer {
          * ran at a lowered clock, 5-15 % slower for the issue-bound small-m kernels (2026-11-28 16:21 run). */
         const auto settle_end = std::chrono::steady_clock::now() + std::chrono::milliseconds(50);
         while (std::chrono::steady_clock::now() < settle_end) {
-            if (graphed)
-                CK(cudaGraphLaunch(exec, s));
-            else
-                for (int i = 0; i < iters; i++)
-                    f(i);
+            for (size_t j = 0; j < n; j++)
+                batch(j);
             CK(cudaStreamSynchronize(s));
         }
-        std::vector<float> t;
-        for (int r = 0; r < reps; r++) {
-            CK(cudaEventRecord(e0, s));
-            if (graphed)
-                CK(cudaGraphLaunch(exec, s));
-            else
-                for (int i = 0; i < iters; i++)
-                    f(i);
-            CK(cudaEventRecord(e1, s));
-            CK(cudaEventSynchronize(e1));
-            float ms = 0;
-            CK(cudaEventElapsedTime(&ms, e0, e1));
-            t.push_back(ms / iters);
+        std::vector<std::vector<float>> t(n);
+        for (int r = 0; r < reps; r++)
+            for (size_t q = 0; q < n; q++) {
+                const size_t j = (r + q) % n;
+                CK(cudaEventRecord(e0, s));
+                batch(j);
+                CK(cudaEventRecord(e1, s));
+                CK(cudaEventSynchronize(e1));
+                float ms = 0;
+                CK(cudaEventElapsedTime(&ms, e0, e1));
+                t[j].push_back(ms / jobs[j].iters);
+            }
+        std::vector<double> median(n);
+        for (size_t j = 0; j < n; j++) {
+            if (exec[j])
+                cudaGraphExecDestroy(exec[j]);
+            if (graph[j])
+                cudaGraphDestroy(graph[j]);
+            std::sort(t[j].begin(), t[j].end());
+            median[j] = t[j][t[j].size() / 2];
         }
-        if (exec)
-            cudaGraphExecDestroy(exec);
-        if (graph)
-            cudaGraphDestroy(graph);
         cudaEventDestroy(e0);
         cudaEventDestroy(e1);
-        std::sort(t.begin(), t.end());
-        return t[t.size() / 2];
+        return median;
     }
     /* Median host ms per call spent issuing `iters` calls of f(i) one by one (the stream drained between
      * batches, so a full queue never blocks the issuing). */
