@@ -7,9 +7,9 @@
  * 28672x8192} and m in {1, 2, 4, 8, 16, 32, 64, 128, 512, 2048}; bnb4_dequantize and bnb4_quantize.
  * Weights (ours and cuBLAS's) rotate among enough copies that no launch finds them in L2. Each number is
  * the median over several timed batches; a batch is a CUDA graph of back-to-back calls (so host launch
- * cost stays out), timed with events. At each shape and m the rows of both dtypes - cuBLAS and ours - are
- * timed together, their batches taking turns (Timer::run_together), so each ratio's two sides meet the
- * same SM clock, which a power-capped GPU moves under sustained load.
+ * cost stays out), timed with events. At each shape and m (all of m <= 16 at once) the rows of both dtypes -
+ * cuBLAS and ours - are timed together, their batches taking turns (Timer::run_together), so each ratio's two
+ * sides meet the same SM clock, which a power-capped GPU moves under sustained load.
  *
  * Usage: bench_cuda [--quick | --small-m | --m M1,M2,... | --conv] [--csv FILE]. --small-m measures only m = 1,
  * 2, 3, 4, 8, 16 on every shape (no conversion rows), for tuning the small-m kernels; --m takes any list;

@@ -57,9 +57,9 @@ struct Timer {
     };
     /* The same for several jobs timed together: each of `reps` rounds times one batch of every job, the job
      * that goes first rotating, so all of them are timed over the same stretch of time. Why: under a
-     * sustained load the H200 holds its power cap by moving the SM clock (1600-1980 MHz, in swings of about
-     * 0.7 s, docs/performance.md v38); timed one after another, a ratio's two sides could meet different
-     * clocks (15-35 % apart at 28672x8192 m = 16..64, v38 and v39). */
+     * sustained load the H200 holds its power cap by moving the SM clock (1590-1980 MHz, in swings of about
+     * 0.7 s, docs/performance.md v38, v39); timed one after another, a ratio's two sides could meet different
+     * clocks (one row 15-35 % apart between processes at 28672x8192 m = 16..64). */
     std::vector<double> run_together(const std::vector<Job> &jobs) {
         const size_t n = jobs.size();
         std::vector<cudaGraph_t> graph(n, nullptr);
