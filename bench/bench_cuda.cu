@@ -286,6 +286,7 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
             else
                 groups.push_back({m});
         const bnb4_dtype dts[2] = {BNB4_F16, BNB4_BF16};
+        const auto iters_of = [](size_t m) { return m >= 512 ? 10 : 50; }; /* calls a batch */
         double m1_ms[2][2] = {{0, 0}, {0, 0}}; /* [dtype][nested] */
         for (const std::vector<size_t> &group : groups) {
             /* one linear at m rows on the i-th copy of the weights */
@@ -320,7 +321,7 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
             std::vector<std::array<std::array<int, kKinds>, 2>> job(group.size()); /* [m][dtype][kind], -1: none */
             for (size_t gi = 0; gi < group.size(); gi++) {
                 const size_t m = group[gi];
-                const int iters = m >= 512 ? 10 : 50;
+                const int iters = iters_of(m);
                 for (int d = 0; d < 2; d++) {
                     job[gi][d].fill(-1);
                     const auto add = [&](int kind, std::function<void(int)> f) {
@@ -346,7 +347,7 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
             for (size_t gi = 0; gi < group.size(); gi++) {
                 const size_t m = group[gi];
                 const double flops = 2.0 * m * N * K;
-                const int iters = m >= 512 ? 10 : 50;
+                const int iters = iters_of(m);
                 for (int d = 0; d < 2; d++) {
                     const char *dn = d == 0 ? "f16" : "bf16";
                     const std::array<int, kKinds> &jd = job[gi][d];
