@@ -27,7 +27,8 @@
  *    (nested absmax decoded), steps-major, into the context's scratch (bnb4_cuda_scratch), so each stage
  *    gets its 128 rows' scales as a third tensor copy: the main loop reads nothing from global memory
  *    itself (loading them there, one step ahead, left every step waiting ~1 us on their DRAM latency:
- *    docs/performance.md v13).
+ *    docs/performance.md v13). 256-row tiles with plain absmax skip that kernel: their third copy brings
+ *    each row's 16-byte run of absmax holding the step's, which the consumers round (tile_raw_scales, v40).
  *  - Ends of tiles: a tile one CTA covered is stored directly (bias added in f32, one rounding), as 16-byte
  *    runs through shared memory (stmatrix.trans) where N % 8 == 0 and y is aligned; a tile several CTAs
  *    share is summed through the split-K workspace by the last to arrive, in contributor order
@@ -52,6 +53,10 @@ constexpr int kWBytes = kTileRows * kWRowBytes;  /* 4 KB */
 constexpr int kSBytes = kTileRows * 2 * 4;      /* the rows' scales: 1 or 2 per row (TileArgs::pairs) */
 constexpr int kGroupWarps = 8, kGroupThreads = kGroupWarps * 32; /* a k group: 2 consumer warpgroups, 128 rows */
 constexpr int kProducerThreads = 128;           /* the producer warpgroup (one lane of it issues the copies) */
+/* Plain scales straight from absmax (TileArgs::raw_scales, 256-row tiles): per step a box of each row's 4
+ * absmax floats, the 16-byte aligned run holding the step's block(s) (a tensor copy's start must be 16-byte
+ * aligned along the row: from the step's own column on it faulted), which the consumers round to their pairs */
+constexpr int kRawRowBytes = 16, kRawBytes = kTileRows * kRawRowBytes;
 
 /* Consumers: at BX = 256, one k group (every step) with two fragment sets, so a step's wgmmas run while the
  * next step is decoded. At BX = 128 two k groups, the even and the odd steps of the CTA's run, each with one
@@ -72,7 +77,10 @@ template <int BX> struct TileShape {
                   "the consumers' registers come from the producer's");
     static constexpr int NT = BX / 8;                          /* 8-column accumulator tiles */
     static constexpr int XBytes = BX * kStepK * 2;             /* BX rows x 128 bytes */
-    static constexpr int StageBytes = XBytes + kWBytes + kSBytes; /* a multiple of 1024 (the swizzles' period) */
+    /* the scales' area: the pairs, or at 256 rows room for the raw scales' box (at 128 it would cost 2 of the
+     * 6 stages) */
+    static constexpr int SBytes = KSplit ? kSBytes : kRawBytes;
+    static constexpr int StageBytes = XBytes + kWBytes + SBytes; /* a multiple of 1024 (the swizzles' period) */
     /* k split: the odd group's sums cross to the even one through shared memory, half a set at a time */
     static constexpr int RedBytes = KSplit ? NT * 4 / 2 * kGroupThreads * 4 : 0;
     /* a whole tile's stores go through 512 bytes a warp of the group that stores it (finish_tile); with the
@@ -104,7 +112,12 @@ struct TileArgs : bnb4_cuda_weight_args {
     unsigned k_steps, m_tiles, iters, per_cta;
     unsigned pairs;     /* scales per row and step: 2 (one per 32-k half: blocksize 32, or K % 64 == 32) or 1 */
     unsigned vec_y;     /* y 16-byte aligned and N % 8 == 0: whole tiles stored as 16-byte runs of 8 rows */
+    unsigned raw_scales; /* 256-row tiles, plain absmax: the stages take the rows' absmax (kRawRowBytes a row), not
+                            tile_scales_kernel's pairs (tile_raw_scales) */
 };
+/* The absmax column of step `step`'s first block (blocksize 32: two a step, pairs = 2, an even column; from 64
+ * on one block holds the step: K % 64 == 0 where raw scales are taken) */
+__host__ __device__ inline unsigned raw_scale_col(unsigned step, int bs_log2) { return (step * kStepK) >> bs_log2; }
 
 /* The scales of every (step, row): scales[step][row * pairs + p] = the scale of k 64 step + 32 p of the
  * row (0 past K), nested absmax decoded as bnb4_dequantize does, as the T pair (scale, scale) the decode
@@ -245,10 +258,15 @@ __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
             mbar_wait(empty_bar + 8 * slot, phase ^ 1u); /* the consumers are done with the slot */
             const uint32_t base = stages_addr + slot * S::StageBytes, fb = full_bar + 8 * slot;
             const unsigned wt = tile / a.m_tiles, mt = tile - wt * a.m_tiles;
-            mbar_arrive_tx(fb, S::XBytes + kWBytes + kTileRows * 4 * a.pairs); /* the three boxes' bytes */
+            /* the three boxes' bytes */
+            mbar_arrive_tx(fb, S::XBytes + kWBytes + (a.raw_scales ? kRawBytes : kTileRows * 4 * a.pairs));
             tma_load_2d(base, &x_map, (int)(step * kStepK), (int)(mt * BX), fb);
             tma_load_2d(base + S::XBytes, &w_map, (int)(step * kWRowBytes), (int)(wt * kTileRows), fb);
-            tma_load_2d(base + S::XBytes + kWBytes, &s_map, (int)(wt * kTileRows * a.pairs), (int)step, fb);
+            if (a.raw_scales) /* (the run of 4 columns holding the step's) */
+                tma_load_2d(base + S::XBytes + kWBytes, &s_map, (int)(raw_scale_col(step, a.bs_log2) & ~3u),
+                            (int)(wt * kTileRows), fb);
+            else
+                tma_load_2d(base + S::XBytes + kWBytes, &s_map, (int)(wt * kTileRows * a.pairs), (int)step, fb);
             if (++slot == STAGES) {
                 slot = 0;
                 phase ^= 1u;
@@ -293,14 +311,32 @@ __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
     const uint64_t desc0 = wg_desc(stages_addr); /* the activations of stage 0; stage i: + i StageBytes / 16 */
     const unsigned it_stop = pin(it_end);
     T *y = reinterpret_cast<T *>(a.y);
-    /* A step's operands from its stage: the rows' scale pairs (rows past N, k past K: scale 0) and weights */
-    const auto load_step = [&](int slot, uint32_t(&s2)[2][2], uint4(&wq)[2][2]) {
+    /* raw scales: rows r0 and r0 + 8's absmax runs in a stage, and the blocks' place in them */
+    [[maybe_unused]] uint32_t raw_off[2];
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+        raw_off[h] = pin(S::XBytes + kWBytes + (r0 + 8 * h) * kRawRowBytes);
+    [[maybe_unused]] const uint32_t raw_p1 = pin(a.pairs == 2 ? 4u : 0u); /* k-steps 2-3's block, bytes on */
+    /* A step's operands from its stage: the rows' scale pairs (rows past N, k past K: scale 0; raw scales: the
+     * absmax of step `step`, rounded here) and weights */
+    const auto load_step = [&](int slot, unsigned step, uint32_t(&s2)[2][2], uint4(&wq)[2][2]) {
         const unsigned char *st = stages + slot * S::StageBytes;
+        if (!S::KSplit && a.raw_scales) {
+            const uint32_t in_run = (raw_scale_col(step, a.bs_log2) & 3u) * 4;
 #pragma unroll
-        for (int h = 0; h < 2; h++)
+            for (int h = 0; h < 2; h++) {
+                const float v0 = *reinterpret_cast<const float *>(st + raw_off[h] + in_run);
+                const float v1 = *reinterpret_cast<const float *>(st + raw_off[h] + in_run + raw_p1);
+                s2[h][0] = PairOps<T>::pack(v0, v0);
+                s2[h][1] = PairOps<T>::pack(v1, v1);
+            }
+        } else {
 #pragma unroll
-            for (int p = 0; p < 2; p++)
-                s2[h][p] = *reinterpret_cast<const uint32_t *>(st + s_off[h][p]);
+            for (int h = 0; h < 2; h++)
+#pragma unroll
+                for (int p = 0; p < 2; p++)
+                    s2[h][p] = *reinterpret_cast<const uint32_t *>(st + s_off[h][p]);
+        }
 #pragma unroll
         for (int h = 0; h < 2; h++)
 #pragma unroll
@@ -473,7 +509,7 @@ __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
                 mbar_wait(full_bar + 8 * slot, phase); /* the producer's copies for the step have landed */
                 uint32_t s2[2][2];
                 uint4 wq[2][2];
-                load_step(slot, s2, wq);
+                load_step(slot, 0u, s2, wq); /* (k split: 128-row tiles, no raw scales) */
                 tile_step<T, NT>(acc, af, table, wq, s2, lane4, sel, desc0 + (uint64_t)(slot * (S::StageBytes >> 4)),
                                  has);
                 wg_wait<0>(); /* its fragments and its stage are free */
@@ -549,6 +585,7 @@ __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
          * or this CTA's range in it, ends with the step (end_t: that tile). */
         const auto step_once = [&](uint32_t(&cur)[4][4], uint32_t(&prev)[4][4]) -> bool {
             const uint32_t accumulate = step != 0 && it != it_begin; /* 0: the tile's first step here */
+            const unsigned this_step = step;
             const bool tile_end = step + 1 == a.k_steps || it + 1 == it_stop;
             end_t = t;
             if (++step == a.k_steps) {
@@ -559,7 +596,7 @@ __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
             mbar_wait(full_bar + 8 * slot, phase); /* the producer's copies for the step have landed */
             uint32_t s2[2][2];
             uint4 wq[2][2];
-            load_step(slot, s2, wq);
+            load_step(slot, this_step, s2, wq);
             const uint64_t x_desc = desc0 + (uint64_t)(slot * (S::StageBytes >> 4));
             tile_step<T, NT>(acc, cur, table, wq, s2, lane4, sel, x_desc, accumulate);
             wg_wait<1>(); /* the previous step's wgmmas are done: its fragments and its stage are free */
@@ -596,6 +633,19 @@ __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
 /* Per device: whether the kernel's dynamic shared memory limit was raised. */
 template <typename T, int BX> int g_tile_smem_set[64];
 
+/* Whether the 256-row tile kernel takes plain scales straight from absmax (TileArgs::raw_scales) instead of the
+ * pairs tile_scales_kernel writes: whole 64-k steps and blocks (K % 64 == 0, K % blocksize == 0), a row's
+ * absmax 16-byte aligned and strided (its tensor copy). The pre-pass costs a call more than its own run: the
+ * tile kernel's start waits for it instead of overlapping the previous kernel's end. H200 (docs/performance.md
+ * v40): 4096x14336 plain m = 512 110.4 -> 103.2 us; 4096x4096 unchanged. Nested scales keep the pre-pass:
+ * decoded in the kernel by two producer warps, nested m = 512 ran 8 % slower (and plain 1 %).
+ * BNB4_CUDA_TILE_SCALE_PASS=1 keeps it for plain too (read per call: tests, measuring). */
+bool tile_raw_scales(const bnb4_qtensor *w) {
+    const char *e = getenv("BNB4_CUDA_TILE_SCALE_PASS");
+    return !(e && *e == '1') && w->absmax && w->cols % kStepK == 0 && w->cols % w->blocksize == 0 &&
+           (w->cols / w->blocksize) % 4 == 0 && bnb4_aligned(w->absmax, 16);
+}
+
 template <typename T, int BX>
 bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, const void *x) {
     static const char fn[] = "bnb4_gemm (tile)";
@@ -607,18 +657,25 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
     a.pairs = w->blocksize == 32 || a.K % kStepK != 0 ? 2 : 1;
     a.vec_y = a.N % 8 == 0 && bnb4_aligned(a.y, 16);
     const size_t row_pad = bnb4_div_up(a.N * a.pairs, 4) * 4;
+    a.raw_scales = BX == 256 && tile_raw_scales(w);
     void *scales = nullptr; /* the context's scratch: see tile_scales_kernel */
-    bnb4_status st = bnb4_cuda_scratch(s, row_pad * k_steps * sizeof(uint32_t), &scales);
-    if (st != BNB4_OK)
+    bnb4_status st = BNB4_OK;
+    if (!a.raw_scales && (st = bnb4_cuda_scratch(s, row_pad * k_steps * sizeof(uint32_t), &scales)) != BNB4_OK)
         return st;
     CUtensorMap w_map, x_map, s_map;
     /* weights: 128 rows x 32 bytes (32-byte swizzle); activations: BX rows x 64 k (128-byte swizzle); scales:
-     * a step's 128 rows; rows past N or m and k past K come as zeros */
+     * a step's 128 rows (raw scales: 4 absmax floats a row, absmax seen as N x K / blocksize); rows past N or m
+     * and k past K come as zeros */
+    const size_t per_row = a.K >> a.bs_log2;
+    const bool s_ok = a.raw_scales ? encode_2d(&s_map, w->absmax, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, per_row, a.N,
+                                               per_row * 4, kRawRowBytes / 4, kTileRows, CU_TENSOR_MAP_SWIZZLE_NONE,
+                                               false)
+                                   : encode_2d(&s_map, scales, CU_TENSOR_MAP_DATA_TYPE_UINT32, row_pad, k_steps,
+                                               row_pad * 4, kTileRows * a.pairs, 1, CU_TENSOR_MAP_SWIZZLE_NONE);
     if (!encode_2d(&w_map, w->packed, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.K / 2, a.N, a.K / 2, kWRowBytes, kTileRows,
                    CU_TENSOR_MAP_SWIZZLE_32B) ||
         !encode_2d(&x_map, x, CU_TENSOR_MAP_DATA_TYPE_UINT16, a.K, a.M, a.K * 2, kStepK, BX, CU_TENSOR_MAP_SWIZZLE_128B) ||
-        !encode_2d(&s_map, scales, CU_TENSOR_MAP_DATA_TYPE_UINT32, row_pad, k_steps, row_pad * 4, kTileRows * a.pairs, 1,
-                   CU_TENSOR_MAP_SWIZZLE_NONE)) {
+        !s_ok) {
         return bnb4_cuda_gemm_dequant_blas(s, w, std::is_same<T, __half>::value ? BNB4_F16 : BNB4_BF16, a.M, x, a.bias,
                                            a.y); /* (not expected: the layout was checked) */
     }
@@ -664,7 +721,7 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
     sc.gridDim = dim3((unsigned)bnb4_div_up(row_pad, kScaleTile), (unsigned)(step_tiles < y_cap ? step_tiles : y_cap));
     sc.blockDim = dim3(kScaleTile, kScaleRowsPerPass);
     sc.stream = s->stream;
-    cudaError_t e = bnb4_launch_ex(sc, pdl, tile_scales_kernel<T>, sa);
+    cudaError_t e = a.raw_scales ? cudaSuccess : bnb4_launch_ex(sc, pdl, tile_scales_kernel<T>, sa);
     if (e == cudaSuccess) {
         cudaLaunchConfig_t cfg = {};
         cfg.gridDim = dim3((unsigned)ctas);

@@ -872,14 +872,17 @@ TEST_F(CudaTest, PipeKernelCodesByTile) {
 // 257..384, else 256 (m = 130, 200, 400 here), 64-k steps cut into equal runs over the grid as the pipe
 // kernel's. The grid is forced small (BNB4_CUDA_TILE_CTAS, read per call) so tiles are shared by 2..many CTAs
 // and CTAs run across tiles; odd N and m (rows past the matrix in the boxes), a partial last step (K % 64 == 32),
-// blocksize 32 (two scales per step) and blocks longer than a row (bs 4096 > K).
+// blocksize 32 (two scales per step) and blocks longer than a row (bs 4096 > K). With plain absmax, 256-row tiles
+// take the rows' absmax themselves where K % 64 == 0 and a row's blocks are 16-byte strided (129 x 4096, 136 x
+// 1024 bs 32, 64 x 8192 bs 256), else (nested, the other shapes, and forced: BNB4_CUDA_TILE_SCALE_PASS=1, read
+// per call) the scale pairs a pre-pass kernel wrote.
 TEST_F(CudaTest, TileKernelSplitsTilesOverAnyGrid) {
     // every weight size here (by default only weights of 2^25+ elements: read per call)
     struct Env {
         Env() { setenv("BNB4_CUDA_TILE_MAX_M", "1000000", 1), setenv("BNB4_CUDA_TILE_MIN_WEIGHTS", "0", 1); }
         ~Env() {
             unsetenv("BNB4_CUDA_TILE_MAX_M"), unsetenv("BNB4_CUDA_TILE_MIN_WEIGHTS");
-            unsetenv("BNB4_CUDA_TILE_SCALE_GRID_Y");
+            unsetenv("BNB4_CUDA_TILE_SCALE_GRID_Y"), unsetenv("BNB4_CUDA_TILE_SCALE_PASS");
         }
     } env;
     if (std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F16, 130), "tile") == nullptr)
@@ -904,22 +907,27 @@ TEST_F(CudaTest, TileKernelSplitsTilesOverAnyGrid) {
             DeviceWeight dw(w);
             const bnb4_qtensor wd = dw.device(nested), wh = dw.host(nested);
             for (size_t m : ms)
-                for (bnb4_dtype dt : {BNB4_F16, BNB4_BF16}) {
-                    ASSERT_NE(nullptr, std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMM, dt, m), "tile"));
-                    const size_t es = bnb4_dtype_size(dt);
-                    const Array x = randn(dt, m * s.K, g), bias = randn(dt, s.N, g);
-                    const bool with_bias = (m + s.N) % 2 == 0;
-                    const MatmulRef want = reference_matmul(wh, x, m, with_bias ? &bias : nullptr);
-                    DevBuf dx(x.data(), m * s.K * es), db(bias.data(), s.N * es);
-                    check_gemm_on_grids(wd, dt, m, dx.as<void>(), with_bias ? db.as<void>() : nullptr, want,
-                                        "BNB4_CUDA_TILE_CTAS", grids,
-                                        "N " + std::to_string(s.N) + " K " + std::to_string(s.K) + " bs " +
-                                            std::to_string(s.bs) + " m " + std::to_string(m) + " " +
-                                            bnb4_dtype_name(dt) + (nested ? " nested fp4" : " nf4") +
-                                            (with_bias ? " bias" : ""));
-                    if (HasFatalFailure())
-                        return;
-                }
+                for (bnb4_dtype dt : {BNB4_F16, BNB4_BF16})
+                    // (the pre-pass forced where the tiles have 256 rows, m = 130, 200, 400, and absmax is plain)
+                    for (const char *pass : {"0", "1"}) {
+                        if (*pass == '1' && (nested || m <= 128 || (m > 256 && m <= 384)))
+                            continue;
+                        setenv("BNB4_CUDA_TILE_SCALE_PASS", pass, 1);
+                        ASSERT_NE(nullptr, std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMM, dt, m), "tile"));
+                        const size_t es = bnb4_dtype_size(dt);
+                        const Array x = randn(dt, m * s.K, g), bias = randn(dt, s.N, g);
+                        const bool with_bias = (m + s.N) % 2 == 0;
+                        const MatmulRef want = reference_matmul(wh, x, m, with_bias ? &bias : nullptr);
+                        DevBuf dx(x.data(), m * s.K * es), db(bias.data(), s.N * es);
+                        check_gemm_on_grids(wd, dt, m, dx.as<void>(), with_bias ? db.as<void>() : nullptr, want,
+                                            "BNB4_CUDA_TILE_CTAS", grids,
+                                            "N " + std::to_string(s.N) + " K " + std::to_string(s.K) + " bs " +
+                                                std::to_string(s.bs) + " m " + std::to_string(m) + " " +
+                                                bnb4_dtype_name(dt) + (nested ? " nested fp4" : " nf4") +
+                                                (with_bias ? " bias" : "") + (*pass == '1' ? " scale pre-pass" : ""));
+                        if (HasFatalFailure())
+                            return;
+                    }
         }
 }
 
