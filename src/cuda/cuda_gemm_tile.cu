@@ -637,7 +637,7 @@ template <typename T, int BX> int g_tile_smem_set[64];
  * pairs tile_scales_kernel writes: whole 64-k steps and blocks (K % 64 == 0, K % blocksize == 0), a row's
  * absmax 16-byte aligned and strided (its tensor copy). The pre-pass costs a call more than its own run: the
  * tile kernel's start waits for it instead of overlapping the previous kernel's end. H200 (docs/performance.md
- * v40): 4096x14336 plain m = 512 110.4 -> 103.2 us; 4096x4096 unchanged. Nested scales keep the pre-pass:
+ * v40): 4096x14336 plain m = 512 110.4 -> 103.2 us. Nested scales keep the pre-pass:
  * decoded in the kernel by two producer warps, nested m = 512 ran 8 % slower (and plain 1 %).
  * BNB4_CUDA_TILE_SCALE_PASS=1 keeps it for plain too (read per call: tests, measuring). */
 bool tile_raw_scales(const bnb4_qtensor *w) {
