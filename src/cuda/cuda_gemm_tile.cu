@@ -316,7 +316,8 @@ __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
 #pragma unroll
     for (int h = 0; h < 2; h++)
         raw_off[h] = pin(S::XBytes + kWBytes + (r0 + 8 * h) * kRawRowBytes);
-    [[maybe_unused]] const uint32_t raw_p1 = pin(a.pairs == 2 ? 4u : 0u); /* k-steps 2-3's block, bytes on */
+    /* (blocksize 32: k-steps 2-3 are the step's second block, 4 bytes on; else the same block) */
+    [[maybe_unused]] const uint32_t raw_p1 = pin(a.pairs == 2 ? 4u : 0u);
     /* A step's operands from its stage: the rows' scale pairs (rows past N, k past K: scale 0; raw scales: the
      * absmax of step `step`, rounded here) and weights */
     const auto load_step = [&](int slot, unsigned step, uint32_t(&s2)[2][2], uint4(&wq)[2][2]) {
