@@ -27,8 +27,8 @@
  *    (nested absmax decoded), steps-major, into the context's scratch (bnb4_cuda_scratch), so each stage
  *    gets its 128 rows' scales as a third tensor copy: the main loop reads nothing from global memory
  *    itself (loading them there, one step ahead, left every step waiting ~1 us on their DRAM latency:
- *    docs/performance.md v13). 256-row tiles with plain absmax skip that kernel: their third copy brings
- *    each row's 16-byte run of absmax holding the step's, which the consumers round (tile_raw_scales, v40).
+ *    docs/performance.md v13). With plain absmax it is skipped: the third copy brings each row's 16-byte run
+ *    of absmax holding the step's, which the consumers round (tile_raw_scales, v40).
  *  - Ends of tiles: a tile one CTA covered is stored directly (bias added in f32, one rounding), as 16-byte
  *    runs through shared memory (stmatrix.trans) where N % 8 == 0 and y is aligned; a tile several CTAs
  *    share is summed through the split-K workspace by the last to arrive, in contributor order
@@ -53,7 +53,7 @@ constexpr int kWBytes = kTileRows * kWRowBytes;  /* 4 KB */
 constexpr int kSBytes = kTileRows * 2 * 4;      /* the rows' scales: 1 or 2 per row (TileArgs::pairs) */
 constexpr int kGroupWarps = 8, kGroupThreads = kGroupWarps * 32; /* a k group: 2 consumer warpgroups, 128 rows */
 constexpr int kProducerThreads = 128;           /* the producer warpgroup (one lane of it issues the copies) */
-/* Plain scales straight from absmax (TileArgs::raw_scales, 256-row tiles): per step a box of each row's 4
+/* Plain scales straight from absmax (TileArgs::raw_scales): per step a box of each row's 4
  * absmax floats, the 16-byte aligned run holding the step's block(s) (a tensor copy's start must be 16-byte
  * aligned along the row: from the step's own column on it faulted), which the consumers round to their pairs */
 constexpr int kRawRowBytes = 16, kRawBytes = kTileRows * kRawRowBytes;
@@ -77,12 +77,13 @@ template <int BX> struct TileShape {
                   "the consumers' registers come from the producer's");
     static constexpr int NT = BX / 8;                          /* 8-column accumulator tiles */
     static constexpr int XBytes = BX * kStepK * 2;             /* BX rows x 128 bytes */
-    /* the scales' area: the pairs, or at 256 rows room for the raw scales' box (at 128 it would cost 2 of the
-     * 6 stages) */
-    static constexpr int SBytes = KSplit ? kSBytes : kRawBytes;
+    /* the scales' area: the pre-pass's pairs or the raw scales' box */
+    static constexpr int SBytes = kRawBytes;
+    static_assert(kRawBytes >= kSBytes, "the scales' area holds either");
     static constexpr int StageBytes = XBytes + kWBytes + SBytes; /* a multiple of 1024 (the swizzles' period) */
-    /* k split: the odd group's sums cross to the even one through shared memory, half a set at a time */
-    static constexpr int RedBytes = KSplit ? NT * 4 / 2 * kGroupThreads * 4 : 0;
+    /* k split: the odd group's sums cross to the even one through shared memory, a quarter of a set at a time
+     * (a half's 32 KB took the raw scales' room: 4 stages instead of 6) */
+    static constexpr int RedBytes = KSplit ? NT * 4 / 4 * kGroupThreads * 4 : 0;
     /* a whole tile's stores go through 512 bytes a warp of the group that stores it (finish_tile); with the
      * k split the sums' buffer, free by then, holds them */
     static constexpr int EpiBytes = KSplit ? 0 : kGroupWarps * 512;
@@ -94,6 +95,7 @@ template <int BX> struct TileShape {
     static constexpr int Stages = (FitStages > 8 ? 8 : FitStages) & (KSplit ? ~1 : ~0);
     static constexpr int SmemBytes = kPairTableBytes + RedBytes + EpiBytes + Stages * StageBytes;
     static_assert(Stages >= 3 + KSplit, "a pipeline needs 3 stages (k split: 2 per group)");
+    static_assert(Stages == (KSplit ? 6 : 4), "the stages measured (docs/performance.md v29, v40)");
     static_assert(StageBytes % 1024 == 0 && RedBytes % 1024 == 0 && EpiBytes % 1024 == 0,
                   "stages keep the swizzles' 1024-byte alignment");
 };
@@ -112,7 +114,7 @@ struct TileArgs : bnb4_cuda_weight_args {
     unsigned k_steps, m_tiles, iters, per_cta;
     unsigned pairs;     /* scales per row and step: 2 (one per 32-k half: blocksize 32, or K % 64 == 32) or 1 */
     unsigned vec_y;     /* y 16-byte aligned and N % 8 == 0: whole tiles stored as 16-byte runs of 8 rows */
-    unsigned raw_scales; /* 256-row tiles, plain absmax: the stages take the rows' absmax (kRawRowBytes a row), not
+    unsigned raw_scales; /* plain absmax: the stages take the rows' absmax (kRawRowBytes a row), not
                             tile_scales_kernel's pairs (tile_raw_scales) */
 };
 /* The absmax column of step `step`'s first block (blocksize 32: two a step, pairs = 2, an even column; from 64
@@ -202,7 +204,9 @@ __device__ __forceinline__ void tile_step(float (&acc)[NT][4], uint32_t (&af)[4]
 #endif
 }
 
-template <typename T, int BX>
+/* RAW: plain scales straight from absmax (TileArgs::raw_scales; a template parameter: a run-time branch cost the
+ * k split's loop 25 instructions a step) */
+template <typename T, int BX, bool RAW>
 __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
     gemm_4bit_tile_kernel(TileArgs a, const __grid_constant__ CUtensorMap w_map, const __grid_constant__ CUtensorMap x_map,
                           const __grid_constant__ CUtensorMap s_map) {
@@ -259,10 +263,10 @@ __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
             const uint32_t base = stages_addr + slot * S::StageBytes, fb = full_bar + 8 * slot;
             const unsigned wt = tile / a.m_tiles, mt = tile - wt * a.m_tiles;
             /* the three boxes' bytes */
-            mbar_arrive_tx(fb, S::XBytes + kWBytes + (a.raw_scales ? kRawBytes : kTileRows * 4 * a.pairs));
+            mbar_arrive_tx(fb, S::XBytes + kWBytes + (RAW ? kRawBytes : kTileRows * 4 * a.pairs));
             tma_load_2d(base, &x_map, (int)(step * kStepK), (int)(mt * BX), fb);
             tma_load_2d(base + S::XBytes, &w_map, (int)(step * kWRowBytes), (int)(wt * kTileRows), fb);
-            if (a.raw_scales) /* (the run of 4 columns holding the step's) */
+            if (RAW) /* (the run of 4 columns holding the step's) */
                 tma_load_2d(base + S::XBytes + kWBytes, &s_map, (int)(raw_scale_col(step, a.bs_log2) & ~3u),
                             (int)(wt * kTileRows), fb);
             else
@@ -322,7 +326,7 @@ __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
      * absmax of step `step`, rounded here) and weights */
     const auto load_step = [&](int slot, unsigned step, uint32_t(&s2)[2][2], uint4(&wq)[2][2]) {
         const unsigned char *st = stages + slot * S::StageBytes;
-        if (!S::KSplit && a.raw_scales) {
+        if constexpr (RAW) {
             const uint32_t in_run = (raw_scale_col(step, a.bs_log2) & 3u) * 4;
 #pragma unroll
             for (int h = 0; h < 2; h++) {
@@ -510,7 +514,7 @@ __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
                 mbar_wait(full_bar + 8 * slot, phase); /* the producer's copies for the step have landed */
                 uint32_t s2[2][2];
                 uint4 wq[2][2];
-                load_step(slot, 0u, s2, wq); /* (k split: 128-row tiles, no raw scales) */
+                load_step(slot, it - t * a.k_steps, s2, wq);
                 tile_step<T, NT>(acc, af, table, wq, s2, lane4, sel, desc0 + (uint64_t)(slot * (S::StageBytes >> 4)),
                                  has);
                 wg_wait<0>(); /* its fragments and its stage are free */
@@ -531,25 +535,25 @@ __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
 #pragma unroll
                     for (int i = 0; i < 4; i++)
                         acc[nt][i] = 0.0f;
-            /* the odd group's sums to the even group's, half a set at a time (fixed order: deterministic; the
-             * half a template constant: a loop over it, not unrolled around its barriers, indexed acc at run
-             * time, which put it in local memory) */
-            const auto join_half = [&](auto half) {
-                constexpr int lo = decltype(half)::value * (NT / 2);
+            /* the odd group's sums to the even group's, a quarter of a set at a time (fixed order: deterministic;
+             * the quarter a template constant: a loop over it, not unrolled around its barriers, indexed acc at
+             * run time, which put it in local memory) */
+            const auto join_quarter = [&](auto quarter) {
+                constexpr int lo = decltype(quarter)::value * (NT / 4);
                 if (group == 1)
 #pragma unroll
-                    for (int nt = 0; nt < NT / 2; nt++)
+                    for (int nt = 0; nt < NT / 4; nt++)
 #pragma unroll
                         for (int i = 0; i < 4; i++)
                             red[(nt * 4 + i) * kGroupThreads + gtid] = acc[lo + nt][i];
                 bar_sync<2, S::ConsumerThreads>();
                 if (group == 0)
 #pragma unroll
-                    for (int nt = 0; nt < NT / 2; nt++)
+                    for (int nt = 0; nt < NT / 4; nt++)
 #pragma unroll
                         for (int i = 0; i < 4; i++)
                             acc[lo + nt][i] += red[(nt * 4 + i) * kGroupThreads + gtid];
-                bar_sync<2, S::ConsumerThreads>(); /* read before the next half (or tile) rewrites it */
+                bar_sync<2, S::ConsumerThreads>(); /* read before the next quarter (or tile) rewrites it */
             };
             if (a.vec_y && t * a.k_steps > it_begin) { /* the even group stored the CTA's last tile (whole ones only)
                                                           through the sums' buffer: done with it */
@@ -558,8 +562,10 @@ __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
                 if (c_lo == c_hi)
                     bar_sync<2, S::ConsumerThreads>();
             }
-            join_half(std::integral_constant<int, 0>());
-            join_half(std::integral_constant<int, 1>());
+            join_quarter(std::integral_constant<int, 0>());
+            join_quarter(std::integral_constant<int, 1>());
+            join_quarter(std::integral_constant<int, 2>());
+            join_quarter(std::integral_constant<int, 3>());
             if (group == 0) {
                 finish_tile(t);
             } else {
@@ -632,13 +638,15 @@ __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
 }
 
 /* Per device: whether the kernel's dynamic shared memory limit was raised. */
-template <typename T, int BX> int g_tile_smem_set[64];
+template <typename T, int BX, bool RAW> int g_tile_smem_set[64];
 
-/* Whether the 256-row tile kernel takes plain scales straight from absmax (TileArgs::raw_scales) instead of the
+/* Whether the tile kernel takes plain scales straight from absmax (TileArgs::raw_scales) instead of the
  * pairs tile_scales_kernel writes: whole 64-k steps and blocks (K % 64 == 0, K % blocksize == 0), a row's
  * absmax 16-byte aligned and strided (its tensor copy). The pre-pass costs a call more than its own run: the
  * tile kernel's start waits for it instead of overlapping the previous kernel's end. H200 (docs/performance.md
- * v40): 4096x14336 plain m = 512 110.4 -> 103.2 us. Nested scales keep the pre-pass:
+ * v40): 4096x14336 plain m = 512 110.4 -> 103.2 us (256-row tiles; 128-row ones since their k groups' sums
+ * cross in quarters, which leaves room for the absmax box: NOT YET MEASURED - a timing probe without the pre-pass
+ * ran m = 128 on 4096x14336 13 % and 4096x4096 m = 512 6 % faster). Nested scales keep the pre-pass:
  * decoded in the kernel by two producer warps, nested m = 512 ran 8 % slower (and plain 1 %).
  * BNB4_CUDA_TILE_SCALE_PASS=1 keeps it for plain too (read per call: tests, measuring). */
 bool tile_raw_scales(const bnb4_qtensor *w) {
@@ -658,7 +666,7 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
     a.pairs = w->blocksize == 32 || a.K % kStepK != 0 ? 2 : 1;
     a.vec_y = a.N % 8 == 0 && bnb4_aligned(a.y, 16);
     const size_t row_pad = bnb4_div_up(a.N * a.pairs, 4) * 4;
-    a.raw_scales = BX == 256 && tile_raw_scales(w);
+    a.raw_scales = tile_raw_scales(w);
     void *scales = nullptr; /* the context's scratch: see tile_scales_kernel */
     bnb4_status st = BNB4_OK;
     if (!a.raw_scales && (st = bnb4_cuda_scratch(s, row_pad * k_steps * sizeof(uint32_t), &scales)) != BNB4_OK)
@@ -680,9 +688,10 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
         return bnb4_cuda_gemm_dequant_blas(s, w, std::is_same<T, __half>::value ? BNB4_F16 : BNB4_BF16, a.M, x, a.bias,
                                            a.y); /* (not expected: the layout was checked) */
     }
-    int &set = g_tile_smem_set<T, BX>[s->device & 63];
+    auto kernel = a.raw_scales ? gemm_4bit_tile_kernel<T, BX, true> : gemm_4bit_tile_kernel<T, BX, false>;
+    int &set = (a.raw_scales ? g_tile_smem_set<T, BX, true> : g_tile_smem_set<T, BX, false>)[s->device & 63];
     if (!set) {
-        st = bnb4_cuda_check(cudaFuncSetAttribute(gemm_4bit_tile_kernel<T, BX>,
+        st = bnb4_cuda_check(cudaFuncSetAttribute(kernel,
                                                   cudaFuncAttributeMaxDynamicSharedMemorySize, S::SmemBytes),
                              "bnb4_gemm (tile): shared memory");
         if (st != BNB4_OK)
@@ -729,7 +738,7 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
         cfg.blockDim = dim3(S::Threads);
         cfg.dynamicSmemBytes = S::SmemBytes;
         cfg.stream = s->stream;
-        e = bnb4_launch_ex(cfg, pdl, gemm_4bit_tile_kernel<T, BX>, a, w_map, x_map, s_map);
+        e = bnb4_launch_ex(cfg, pdl, kernel, a, w_map, x_map, s_map);
     }
     return bnb4_cuda_check(e, fn);
 }
