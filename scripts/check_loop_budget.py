@@ -54,19 +54,23 @@ BUDGETS = {
     'Li8ELb0ELb1ELi2ELi0E': ('m = 33..64 wgmma natural, plain', 194 + 4),
     'Li8ELb1ELb1ELi2ELi0E': ('m = 33..64 wgmma natural, nested', 242 + 4),
 }
-# gemm_4bit_tile_kernel<T, BX>: Li<BX>E -> the same. The k split's loop at 128 activation rows (a group's
-# step: decode, 4 wgmmas, their wait, the release; v29). The 256-row loop runs two steps a turn and its
-# smallest enclosing loop holds the tile's end too (~4150 instructions), so it has no length budget (None),
-# only the spill check: a tile end that needs more registers than the loop leaves made ptxas spill the
-# loop's per-thread offsets, reloaded at every step (a fix-up tried in v37).
+# gemm_4bit_tile_kernel<T, BX, SRC>: Li<BX>E and the scale source (TileScales: 0 the pre-pass's pairs, 1 plain
+# absmax, 2 nested codes, from the weight) -> the same. The k split's loop at 128 activation rows (a group's
+# step: decode, 4 wgmmas, their wait, the release; v29; from absmax: the step's run offset, 2 loads and 2
+# roundings where it loaded 4 pairs, v41). The 256-row loop runs two steps a turn and its smallest enclosing
+# loop holds the tile's end too (~4150 instructions), so it has no length budget (None), only the spill check: a
+# tile end that needs more registers than the loop leaves made ptxas spill the loop's per-thread offsets,
+# reloaded at every step (a fix-up tried in v37).
 TILE_BUDGETS = {
-    'Li128E': ('m = 65..128, 257..384 tile, k split', 106 + 4),
-    'Li256E': ('m >= 129 tile, 256 rows (with the tile end)', None),
+    'Li128ELNS_10TileScalesE0E': ('m = 65..128, 257..384 tile, k split', 106 + 4),
+    'Li128ELNS_10TileScalesE1E': ('m = 65..128, 257..384 tile, k split, absmax', 104 + 4),
+    'Li256ELNS_10TileScalesE0E': ('m >= 129 tile, 256 rows (with the tile end)', None),
+    'Li256ELNS_10TileScalesE1E': ('m >= 129 tile, 256 rows (with the tile end), absmax', None),
+    'Li256ELNS_10TileScalesE2E': ('m >= 129 tile, 256 rows (with the tile end), nested codes', None),
 }
 # (kernel, budgets, what its last bool template argument set to 1 adds to the line, instructions it may add): the
-# pipe kernel's CT (nested codes by tile: the same loop budget), the tile kernel's RAW (plain scales straight from
-# absmax: the step's run offset, 4 loads and 4 roundings where it loaded 4 pairs, v40)
-KERNELS = (('gemm_4bit_pipe_kernel', BUDGETS, ', by tile', 0), ('gemm_4bit_tile_kernel', TILE_BUDGETS, ', raw scales', 11))
+# pipe kernel's CT (nested codes by tile: the same loop budget)
+KERNELS = (('gemm_4bit_pipe_kernel', BUDGETS, ', by tile', 0), ('gemm_4bit_tile_kernel', TILE_BUDGETS, '', 0))
 DTYPES = (('6__half', 'f16'), ('13__nv_bfloat16', 'bf16'))
 
 

@@ -27,8 +27,9 @@
  *    (nested absmax decoded), steps-major, into the context's scratch (bnb4_cuda_scratch), so each stage
  *    gets its 128 rows' scales as a third tensor copy: the main loop reads nothing from global memory
  *    itself (loading them there, one step ahead, left every step waiting ~1 us on their DRAM latency:
- *    docs/performance.md v13). With plain absmax it is skipped: the third copy brings each row's 16-byte run
- *    of absmax holding the step's, which the consumers round (tile_raw_scales, v40).
+ *    docs/performance.md v13). Where the layout allows it is skipped (TileScales): the third copy brings
+ *    each row's 16-byte run of absmax (or, nested at 256 rows, of 8-bit codes) holding the step's block, and
+ *    the consumers decode and round it (tile_scale_source, v40, v41).
  *  - Ends of tiles: a tile one CTA covered is stored directly (bias added in f32, one rounding), as 16-byte
  *    runs through shared memory (stmatrix.trans) where N % 8 == 0 and y is aligned; a tile several CTAs
  *    share is summed through the split-K workspace by the last to arrive, in contributor order
@@ -53,10 +54,17 @@ constexpr int kWBytes = kTileRows * kWRowBytes;  /* 4 KB */
 constexpr int kSBytes = kTileRows * 2 * 4;      /* the rows' scales: 1 or 2 per row (TileArgs::pairs) */
 constexpr int kGroupWarps = 8, kGroupThreads = kGroupWarps * 32; /* a k group: 2 consumer warpgroups, 128 rows */
 constexpr int kProducerThreads = 128;           /* the producer warpgroup (one lane of it issues the copies) */
-/* Plain scales straight from absmax (TileArgs::raw_scales): per step a box of each row's 4
- * absmax floats, the 16-byte aligned run holding the step's block(s) (a tensor copy's start must be 16-byte
- * aligned along the row: from the step's own column on it faulted), which the consumers round to their pairs */
+/* Where a step's block scales come from (a template parameter of the kernel; tile_scale_source picks it):
+ *  - kScalesPrePass: tile_scales_kernel's pairs, one box of the step's 128 rows;
+ *  - kScalesAbsmax: plain absmax straight from the weight, per step a box of each row's 16-byte aligned run of
+ *    4 floats holding the step's block (a tensor copy's start must be 16-byte aligned along the row: from the
+ *    step's own column on it faulted), which the consumers round to their pairs;
+ *  - kScalesNested: nested absmax, per step a box of each row's 16-byte run of 16 codes; the consumers look
+ *    the code up (a 256-entry table in shared memory) and scale it by its nested absmax, loaded one step ahead.
+ * The last two need whole 64-k steps each inside one block (blocksize >= 64: one scale a step). */
+enum TileScales { kScalesPrePass, kScalesAbsmax, kScalesNested };
 constexpr int kRawRowBytes = 16, kRawBytes = kTileRows * kRawRowBytes;
+constexpr int kNestedTableBytes = 1024; /* the nested code's 256 floats */
 
 /* Consumers: at BX = 256, one k group (every step) with two fragment sets, so a step's wgmmas run while the
  * next step is decoded. At BX = 128 two k groups, the even and the odd steps of the CTA's run, each with one
@@ -65,7 +73,7 @@ constexpr int kRawRowBytes = 16, kRawBytes = kTileRows * kRawRowBytes;
  * bounds give every thread 65536 / threads; the producer warpgroup gives most of its share back
  * (setmaxnreg), so the consumers' accumulators (BX / 2 per thread) and fragments fit without spills (112 at
  * BX = 128: one fragment set, not two). */
-template <int BX> struct TileShape {
+template <int BX, TileScales SRC> struct TileShape {
     static constexpr bool KSplit = BX == 128;
     static constexpr int Groups = KSplit ? 2 : 1;
     static constexpr int ConsumerThreads = Groups * kGroupThreads, Threads = ConsumerThreads + kProducerThreads;
@@ -77,26 +85,29 @@ template <int BX> struct TileShape {
                   "the consumers' registers come from the producer's");
     static constexpr int NT = BX / 8;                          /* 8-column accumulator tiles */
     static constexpr int XBytes = BX * kStepK * 2;             /* BX rows x 128 bytes */
-    /* the scales' area: the pre-pass's pairs or the raw scales' box */
-    static constexpr int SBytes = kRawBytes;
+    /* the scales' area: the pre-pass's pairs or a box of the rows' absmax (or codes) runs; with the k split the
+     * pairs' 1 KB unless the box is taken (256 rows: always 2 KB, the stages' room is the same) */
+    static constexpr int SBytes = KSplit && SRC == kScalesPrePass ? kSBytes : kRawBytes;
     static_assert(kRawBytes >= kSBytes, "the scales' area holds either");
+    static_assert(!KSplit || SRC != kScalesNested, "nested scales at 128 rows keep the pre-pass");
     static constexpr int StageBytes = XBytes + kWBytes + SBytes; /* a multiple of 1024 (the swizzles' period) */
-    /* k split: the odd group's sums cross to the even one through shared memory, a quarter of a set at a time
-     * (a half's 32 KB took the raw scales' room: 4 stages instead of 6) */
-    static constexpr int RedBytes = KSplit ? NT * 4 / 4 * kGroupThreads * 4 : 0;
-    /* a whole tile's stores go through 512 bytes a warp of the group that stores it (finish_tile); with the
-     * k split the sums' buffer, free by then, holds them */
-    static constexpr int EpiBytes = KSplit ? 0 : kGroupWarps * 512;
-    static_assert(!KSplit || RedBytes >= kGroupWarps * 512, "the store buffers fit in the sums' buffer");
-    /* as many as fit beside the table (and the sums' or the store buffers) in the 227 KB an SM gives one CTA (2 KB kept for
+    /* k split: the odd group's sums cross to the even one half a set at a time through the pair table's unused
+     * upper halves (each 256-byte row holds its 32 lanes' entries in the first 128 bytes): 32 KB a half, which
+     * as a buffer of its own left room for 6 stages only with the pre-pass's 1 KB of scales (docs/performance.md
+     * v41; crossing in quarters instead made ptxas schedule the step's loads later, 20 % slower) */
+    static_assert(!KSplit || NT * 4 / 2 * kGroupWarps * 256 <= kPairTableBytes, "a half of the sums fits the table");
+    static constexpr int NestedBytes = SRC == kScalesNested ? kNestedTableBytes : 0;
+    /* a whole tile's stores go through 512 bytes a warp of the group that stores it (finish_tile) */
+    static constexpr int EpiBytes = kGroupWarps * 512;
+    /* as many as fit beside the tables and the store buffers in the 227 KB an SM gives one CTA (2 KB kept for
      * the static data, after which the dynamic shared memory starts at a whole KB: see the kernel's smem);
      * k split: an even number, so each group's steps keep to their own slots */
-    static constexpr int FitStages = (227 * 1024 - 2048 - kPairTableBytes - RedBytes - EpiBytes) / StageBytes;
+    static constexpr int FitStages = (227 * 1024 - 2048 - kPairTableBytes - EpiBytes - NestedBytes) / StageBytes;
     static constexpr int Stages = (FitStages > 8 ? 8 : FitStages) & (KSplit ? ~1 : ~0);
-    static constexpr int SmemBytes = kPairTableBytes + RedBytes + EpiBytes + Stages * StageBytes;
+    static constexpr int SmemBytes = kPairTableBytes + EpiBytes + NestedBytes + Stages * StageBytes;
     static_assert(Stages >= 3 + KSplit, "a pipeline needs 3 stages (k split: 2 per group)");
     static_assert(Stages == (KSplit ? 6 : 4), "the stages measured (docs/performance.md v29, v40)");
-    static_assert(StageBytes % 1024 == 0 && RedBytes % 1024 == 0 && EpiBytes % 1024 == 0,
+    static_assert(StageBytes % 1024 == 0 && EpiBytes % 1024 == 0 && NestedBytes % 1024 == 0,
                   "stages keep the swizzles' 1024-byte alignment");
 };
 
@@ -114,12 +125,8 @@ struct TileArgs : bnb4_cuda_weight_args {
     unsigned k_steps, m_tiles, iters, per_cta;
     unsigned pairs;     /* scales per row and step: 2 (one per 32-k half: blocksize 32, or K % 64 == 32) or 1 */
     unsigned vec_y;     /* y 16-byte aligned and N % 8 == 0: whole tiles stored as 16-byte runs of 8 rows */
-    unsigned raw_scales; /* plain absmax: the stages take the rows' absmax (kRawRowBytes a row), not
-                            tile_scales_kernel's pairs (tile_raw_scales) */
+    unsigned per_row;   /* kScalesAbsmax / kScalesNested: blocks a row (K / blocksize) */
 };
-/* The absmax column of step `step`'s first block (blocksize 32: two a step, pairs = 2, an even column; from 64
- * on one block holds the step: K % 64 == 0 where raw scales are taken) */
-__host__ __device__ inline unsigned raw_scale_col(unsigned step, int bs_log2) { return (step * kStepK) >> bs_log2; }
 
 /* The scales of every (step, row): scales[step][row * pairs + p] = the scale of k 64 step + 32 p of the
  * row (0 past K), nested absmax decoded as bnb4_dequantize does, as the T pair (scale, scale) the decode
@@ -204,26 +211,27 @@ __device__ __forceinline__ void tile_step(float (&acc)[NT][4], uint32_t (&af)[4]
 #endif
 }
 
-/* RAW: plain scales straight from absmax (TileArgs::raw_scales; a template parameter: a run-time branch cost the
- * k split's loop 25 instructions a step) */
-template <typename T, int BX, bool RAW>
-__global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
+/* SRC: where the block scales come from (TileScales; a template parameter: a run-time branch cost the k split's
+ * loop 25 instructions a step) */
+template <typename T, int BX, TileScales SRC>
+__global__ void __launch_bounds__(TileShape<BX, SRC>::Threads, 1)
     gemm_4bit_tile_kernel(TileArgs a, const __grid_constant__ CUtensorMap w_map, const __grid_constant__ CUtensorMap x_map,
                           const __grid_constant__ CUtensorMap s_map) {
 #if !BNB4_HAS_WGMMA
     __trap(); /* only launched on compute capability 9.0 from an sm_90a build (bnb4_cuda_tile_fits) */
 #else
-    using S = TileShape<BX>;
+    using S = TileShape<BX, SRC>;
     constexpr int NT = S::NT, STAGES = S::Stages;
+    constexpr bool kFromWeight = SRC != kScalesPrePass; /* the stages take the weight's absmax or codes */
     /* the stages start 1024-byte aligned (the swizzles' period): the declaration's alignment places the
      * dynamic shared memory so, and the table (and the sums' buffer) before them take whole KB (as in the
      * pipe kernel: no fix computed from the address at run time) */
     extern __shared__ __align__(1024) unsigned char smem[];
     static_assert(kPairTableBytes % 1024 == 0, "the stages follow the table at a whole KB");
     unsigned char *table = smem; /* at the base: its loads take the address as a register + constant */
-    [[maybe_unused]] float *red = reinterpret_cast<float *>(smem + kPairTableBytes); /* k split: [NT * 2][group thread] */
-    unsigned char *epi = smem + kPairTableBytes; /* the store buffers: the sums' buffer with the k split, else their own */
-    unsigned char *stages = smem + kPairTableBytes + S::RedBytes + S::EpiBytes;
+    unsigned char *epi = smem + kPairTableBytes; /* the store buffers */
+    [[maybe_unused]] float *nested_table = reinterpret_cast<float *>(smem + kPairTableBytes + S::EpiBytes);
+    unsigned char *stages = smem + kPairTableBytes + S::EpiBytes + S::NestedBytes;
     const uint32_t stages_addr = (uint32_t)__cvta_generic_to_shared(stages);
     __shared__ int s_last;
     __shared__ __align__(8) uint64_t s_bars[2 * 8]; /* full[STAGES], then empty[STAGES] */
@@ -263,11 +271,12 @@ __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
             const uint32_t base = stages_addr + slot * S::StageBytes, fb = full_bar + 8 * slot;
             const unsigned wt = tile / a.m_tiles, mt = tile - wt * a.m_tiles;
             /* the three boxes' bytes */
-            mbar_arrive_tx(fb, S::XBytes + kWBytes + (RAW ? kRawBytes : kTileRows * 4 * a.pairs));
+            mbar_arrive_tx(fb, S::XBytes + kWBytes + (kFromWeight ? kRawBytes : kTileRows * 4 * a.pairs));
             tma_load_2d(base, &x_map, (int)(step * kStepK), (int)(mt * BX), fb);
             tma_load_2d(base + S::XBytes, &w_map, (int)(step * kWRowBytes), (int)(wt * kTileRows), fb);
-            if (RAW) /* (the run of 4 columns holding the step's) */
-                tma_load_2d(base + S::XBytes + kWBytes, &s_map, (int)(raw_scale_col(step, a.bs_log2) & ~3u),
+            if (kFromWeight) /* (the 16-byte run holding the step's block: 4 absmax floats or 16 codes) */
+                tma_load_2d(base + S::XBytes + kWBytes, &s_map,
+                            (int)((step >> (a.bs_log2 - 6)) & (SRC == kScalesNested ? ~15u : ~3u)),
                             (int)(wt * kTileRows), fb);
             else
                 tma_load_2d(base + S::XBytes + kWBytes, &s_map, (int)(wt * kTileRows * a.pairs), (int)step, fb);
@@ -286,7 +295,10 @@ __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
     /* ---- consumers ---- */
     setmaxnreg_inc<S::ConsumerRegs>();
     build_pair_table<T>(table, a.quant_type == BNB4_NF4 ? c_tile_nf4 : c_tile_fp4, tid, S::ConsumerThreads);
-    pdl_wait(); /* everything below may come from the previous kernel (bias, workspace, y) */
+    pdl_wait(); /* everything below may come from the previous kernel (bias, workspace, y, the weight) */
+    if constexpr (SRC == kScalesNested)
+        for (int i = tid; i < 256; i += S::ConsumerThreads)
+            nested_table[i] = a.nested_code[i];
     bar_sync<S::KSplit ? 2 : 1, S::ConsumerThreads>();
 
     /* the thread's k group (k split: the CTA's even or odd steps) and its index there; its warpgroup's rows */
@@ -305,35 +317,65 @@ __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
         }
 
     float acc[NT][4]; /* (a tile's first wgmma here overwrites them: accumulate = 0) */
+    /* The per-thread offsets are pinned (kept in registers) only where the instance uses them: a pinned value is
+     * never dropped, and one register more at the k split's 112 made ptxas issue its step's shared-memory loads
+     * later (nested m = 128 on 4096x14336 20 % slower, docs/performance.md v41). */
     /* its scales in a stage: rows r0 and r0 + 8, k-steps 0-1 and 2-3 (the same entry unless 2 pairs) */
-    uint32_t s_off[2][2];
+    [[maybe_unused]] uint32_t s_off[2][2];
+    if constexpr (!kFromWeight)
 #pragma unroll
-    for (int h = 0; h < 2; h++)
+        for (int h = 0; h < 2; h++)
 #pragma unroll
-        for (int p = 0; p < 2; p++)
-            s_off[h][p] = pin(S::XBytes + kWBytes + ((r0 + 8 * h) * a.pairs + (a.pairs == 2 ? p : 0)) * 4);
+            for (int p = 0; p < 2; p++)
+                s_off[h][p] = pin(S::XBytes + kWBytes + ((r0 + 8 * h) * a.pairs + (a.pairs == 2 ? p : 0)) * 4);
     const uint64_t desc0 = wg_desc(stages_addr); /* the activations of stage 0; stage i: + i StageBytes / 16 */
     const unsigned it_stop = pin(it_end);
     T *y = reinterpret_cast<T *>(a.y);
-    /* raw scales: rows r0 and r0 + 8's absmax runs in a stage, and the blocks' place in them */
-    [[maybe_unused]] uint32_t raw_off[2];
+    /* scales from the weight: rows r0 and r0 + 8's runs in a stage, and a step's block column is step >> col_shift
+     * (blocksize >= 64) */
+    [[maybe_unused]] uint32_t raw_off[2], col_shift = 0;
+    if constexpr (kFromWeight) {
 #pragma unroll
-    for (int h = 0; h < 2; h++)
-        raw_off[h] = pin(S::XBytes + kWBytes + (r0 + 8 * h) * kRawRowBytes);
-    /* (blocksize 32: k-steps 2-3 are the step's second block, 4 bytes on; else the same block) */
-    [[maybe_unused]] const uint32_t raw_p1 = pin(a.pairs == 2 ? 4u : 0u);
-    /* A step's operands from its stage: the rows' scale pairs (rows past N, k past K: scale 0; raw scales: the
-     * absmax of step `step`, rounded here) and weights */
-    const auto load_step = [&](int slot, unsigned step, uint32_t(&s2)[2][2], uint4(&wq)[2][2]) {
-        const unsigned char *st = stages + slot * S::StageBytes;
-        if constexpr (RAW) {
-            const uint32_t in_run = (raw_scale_col(step, a.bs_log2) & 3u) * 4;
+        for (int h = 0; h < 2; h++)
+            raw_off[h] = pin(S::XBytes + kWBytes + (r0 + 8 * h) * kRawRowBytes);
+        col_shift = (uint32_t)(a.bs_log2 - 6); /* (not pinned: uniform, from the parameters) */
+    }
+    /* nested: the nested absmax of rows r0 and r0 + 8 for the next step, loaded a step ahead (nested_next);
+     * row_blocks: those rows' first block (rows past N: the last row's, whose loads are in bounds) for tile
+     * rows_tile */
+    [[maybe_unused]] float next_nabs[2] = {0.0f, 0.0f};
+    [[maybe_unused]] size_t row_blocks[2] = {0, 0};
+    [[maybe_unused]] unsigned rows_tile = ~0u;
+    [[maybe_unused]] const auto nested_next = [&](unsigned tile, unsigned step) {
+        if (tile != rows_tile) { /* (a tile's first step: rare) */
+            rows_tile = tile;
 #pragma unroll
             for (int h = 0; h < 2; h++) {
-                const float v0 = *reinterpret_cast<const float *>(st + raw_off[h] + in_run);
-                const float v1 = *reinterpret_cast<const float *>(st + raw_off[h] + in_run + raw_p1);
-                s2[h][0] = PairOps<T>::pack(v0, v0);
-                s2[h][1] = PairOps<T>::pack(v1, v1);
+                const size_t row = (size_t)(tile / a.m_tiles) * kTileRows + r0 + 8 * h;
+                row_blocks[h] = (row < a.N ? row : a.N - 1) * a.per_row;
+            }
+        }
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+            next_nabs[h] = __ldg(a.nested_absmax + ((row_blocks[h] + (step >> col_shift)) >> a.nbs_log2));
+    };
+    /* A step's operands from its stage: the rows' scale pairs (rows past N, k past K: scale 0; from the weight:
+     * step `step`'s block's scale, decoded and rounded here) and weights */
+    const auto load_step = [&](int slot, unsigned step, uint32_t(&s2)[2][2], uint4(&wq)[2][2]) {
+        const unsigned char *st = stages + slot * S::StageBytes;
+        if constexpr (SRC == kScalesAbsmax) {
+            const uint32_t in_run = ((step >> col_shift) & 3u) * 4;
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const float v = *reinterpret_cast<const float *>(st + raw_off[h] + in_run);
+                s2[h][0] = s2[h][1] = PairOps<T>::pack(v, v);
+            }
+        } else if constexpr (SRC == kScalesNested) {
+            const uint32_t in_run = (step >> col_shift) & 15u;
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const float v = bnb4_dev_nested_scale(nested_table[st[raw_off[h] + in_run]], next_nabs[h], a.offset);
+                s2[h][0] = s2[h][1] = PairOps<T>::pack(v, v);
             }
         } else {
 #pragma unroll
@@ -535,37 +577,41 @@ __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
 #pragma unroll
                     for (int i = 0; i < 4; i++)
                         acc[nt][i] = 0.0f;
-            /* the odd group's sums to the even group's, a quarter of a set at a time (fixed order: deterministic;
-             * the quarter a template constant: a loop over it, not unrolled around its barriers, indexed acc at
-             * run time, which put it in local memory) */
-            const auto join_quarter = [&](auto quarter) {
-                constexpr int lo = decltype(quarter)::value * (NT / 4);
+            /* the odd group's sums to the even group's, half a set at a time through the pair table's upper
+             * halves: value j of the thread's half at float j * 512 + 64 gwarp + 32 + lane (row 8 j + gwarp, bytes
+             * 128 + 4 lane: a warp's stores and loads hit 32 banks). Fixed order: deterministic; the half a
+             * template constant: a loop over it, not unrolled around its barriers, indexed acc at run time,
+             * which put it in local memory. The decode reads only the rows' first halves. */
+            float *red = reinterpret_cast<float *>(table + 128 + lane4) + 64 * gwarp;
+            const auto join_half = [&](auto half) {
+                constexpr int lo = decltype(half)::value * (NT / 2);
                 if (group == 1)
 #pragma unroll
-                    for (int nt = 0; nt < NT / 4; nt++)
+                    for (int nt = 0; nt < NT / 2; nt++)
 #pragma unroll
                         for (int i = 0; i < 4; i++)
-                            red[(nt * 4 + i) * kGroupThreads + gtid] = acc[lo + nt][i];
+                            red[(nt * 4 + i) * 512] = acc[lo + nt][i];
                 bar_sync<2, S::ConsumerThreads>();
                 if (group == 0)
 #pragma unroll
-                    for (int nt = 0; nt < NT / 4; nt++)
+                    for (int nt = 0; nt < NT / 2; nt++)
 #pragma unroll
                         for (int i = 0; i < 4; i++)
-                            acc[lo + nt][i] += red[(nt * 4 + i) * kGroupThreads + gtid];
-                bar_sync<2, S::ConsumerThreads>(); /* read before the next quarter (or tile) rewrites it */
+                            acc[lo + nt][i] += red[(nt * 4 + i) * 512];
+                bar_sync<2, S::ConsumerThreads>(); /* read before the next half (or tile) rewrites it */
             };
-            if (a.vec_y && t * a.k_steps > it_begin) { /* the even group stored the CTA's last tile (whole ones only)
-                                                          through the sums' buffer: done with it */
+            /* Where the CTA's last tile was whole and stored (vec_y), both groups meet once more first. Not for
+             * the data (the sums now cross through the table, the stores through their own buffers): without
+             * it ptxas scheduled every step's shared-memory loads later (as in v41's quarter-set join, 20 %
+             * slower), so it stays. */
+            if (a.vec_y && t * a.k_steps > it_begin) {
                 unsigned c_lo, c_hi;
                 tile_ctas(t - 1, c_lo, c_hi);
                 if (c_lo == c_hi)
                     bar_sync<2, S::ConsumerThreads>();
             }
-            join_quarter(std::integral_constant<int, 0>());
-            join_quarter(std::integral_constant<int, 1>());
-            join_quarter(std::integral_constant<int, 2>());
-            join_quarter(std::integral_constant<int, 3>());
+            join_half(std::integral_constant<int, 0>());
+            join_half(std::integral_constant<int, 1>());
             if (group == 0) {
                 finish_tile(t);
             } else {
@@ -587,6 +633,8 @@ __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
         int slot = 0, pending = -1; /* pending: the slot whose release waits for its wgmmas */
         uint32_t phase = 0;
         unsigned it = it_begin;
+        if constexpr (SRC == kScalesNested)
+            nested_next(t, step);
         /* One step: wait for its stage, decode it into `cur`, issue its wgmmas, wait for the previous step's
          * (whose fragments, `prev`, and stage are then free) and release that stage. Returns whether a tile,
          * or this CTA's range in it, ends with the step (end_t: that tile). */
@@ -604,6 +652,8 @@ __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
             uint32_t s2[2][2];
             uint4 wq[2][2];
             load_step(slot, this_step, s2, wq);
+            if constexpr (SRC == kScalesNested)
+                nested_next(t, step); /* (t, step: the next step, or past the run: harmless, rows clamped) */
             const uint64_t x_desc = desc0 + (uint64_t)(slot * (S::StageBytes >> 4));
             tile_step<T, NT>(acc, cur, table, wq, s2, lane4, sel, x_desc, accumulate);
             wg_wait<1>(); /* the previous step's wgmmas are done: its fragments and its stage are free */
@@ -638,27 +688,33 @@ __global__ void __launch_bounds__(TileShape<BX>::Threads, 1)
 }
 
 /* Per device: whether the kernel's dynamic shared memory limit was raised. */
-template <typename T, int BX, bool RAW> int g_tile_smem_set[64];
+template <typename T, int BX, TileScales SRC> int g_tile_smem_set[64];
 
-/* Whether the tile kernel takes plain scales straight from absmax (TileArgs::raw_scales) instead of the
- * pairs tile_scales_kernel writes: whole 64-k steps and blocks (K % 64 == 0, K % blocksize == 0), a row's
- * absmax 16-byte aligned and strided (its tensor copy). The pre-pass costs a call more than its own run: the
- * tile kernel's start waits for it instead of overlapping the previous kernel's end. H200 (docs/performance.md
- * v40): 4096x14336 plain m = 512 110.4 -> 103.2 us (256-row tiles; 128-row ones since their k groups' sums
- * cross in quarters, which leaves room for the absmax box: NOT YET MEASURED - a timing probe without the pre-pass
- * ran m = 128 on 4096x14336 13 % and 4096x4096 m = 512 6 % faster). Nested scales keep the pre-pass:
- * decoded in the kernel by two producer warps, nested m = 512 ran 8 % slower (and plain 1 %).
- * BNB4_CUDA_TILE_SCALE_PASS=1 keeps it for plain too (read per call: tests, measuring). */
-bool tile_raw_scales(const bnb4_qtensor *w) {
+/* Where the tile kernel takes its block scales (TileScales). From the weight itself where whole 64-k steps sit
+ * in one block (K % 64 == 0, K % blocksize == 0, blocksize >= 64) and a row's 16-byte runs are the tensor copy's
+ * (16-byte aligned, K / blocksize a multiple of 4 floats or 16 codes), else from the pre-pass. The pre-pass costs
+ * a call more than its own run: the tile kernel's start waits for it instead of overlapping the previous kernel's
+ * end (H200, docs/performance.md v40, v41: plain 4096x14336 m = 512 110.4 -> 103.2 us at 256 rows; 14336x4096 m =
+ * 128 and 4096x4096 m = 512, 128 rows, 8-12 % faster). Nested absmax only at 256 rows: at 128 rows the k split's
+ * loop is bound by its decode, and two warps decoding for the stages ran nested m = 512 8 % slower (v40).
+ * BNB4_CUDA_TILE_SCALE_PASS=1 keeps the pre-pass (read per call: tests, measuring). */
+TileScales tile_scale_source(const bnb4_qtensor *w, size_t bx) {
     const char *e = getenv("BNB4_CUDA_TILE_SCALE_PASS");
-    return !(e && *e == '1') && w->absmax && w->cols % kStepK == 0 && w->cols % w->blocksize == 0 &&
-           (w->cols / w->blocksize) % 4 == 0 && bnb4_aligned(w->absmax, 16);
+    if ((e && *e == '1') || w->blocksize < 64 || w->cols % kStepK != 0 || w->cols % w->blocksize != 0)
+        return kScalesPrePass;
+    const size_t per_row = w->cols / w->blocksize, nbs = w->nested.blocksize;
+    if (w->absmax)
+        return per_row % 4 == 0 && bnb4_aligned(w->absmax, 16) ? kScalesAbsmax : kScalesPrePass;
+    return bx == 256 && per_row % 16 == 0 && bnb4_aligned(w->nested.codes, 16) && nbs != 0 && (nbs & (nbs - 1)) == 0
+               ? kScalesNested
+               : kScalesPrePass;
 }
 
-template <typename T, int BX>
-bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, const void *x) {
+template <typename T, int BX, TileScales SRC>
+bnb4_status launch_tile_from(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, const void *x) {
     static const char fn[] = "bnb4_gemm (tile)";
-    using S = TileShape<BX>;
+    using S = TileShape<BX, SRC>;
+    constexpr bool kFromWeight = SRC != kScalesPrePass;
     const size_t m_tiles = bnb4_div_up(a.M, BX), tiles = bnb4_div_up(a.N, kTileRows) * m_tiles;
     const size_t k_steps = bnb4_div_up(a.K, kStepK), iters = tiles * k_steps;
     /* a step's two 32-k halves are in one block unless blocksize is 32 or K % 64 == 32 (rows, and so steps,
@@ -666,21 +722,26 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
     a.pairs = w->blocksize == 32 || a.K % kStepK != 0 ? 2 : 1;
     a.vec_y = a.N % 8 == 0 && bnb4_aligned(a.y, 16);
     const size_t row_pad = bnb4_div_up(a.N * a.pairs, 4) * 4;
-    a.raw_scales = tile_raw_scales(w);
+    const size_t per_row = a.K >> a.bs_log2;
+    a.per_row = (unsigned)per_row;
     void *scales = nullptr; /* the context's scratch: see tile_scales_kernel */
     bnb4_status st = BNB4_OK;
-    if (!a.raw_scales && (st = bnb4_cuda_scratch(s, row_pad * k_steps * sizeof(uint32_t), &scales)) != BNB4_OK)
+    if (!kFromWeight && (st = bnb4_cuda_scratch(s, row_pad * k_steps * sizeof(uint32_t), &scales)) != BNB4_OK)
         return st;
     CUtensorMap w_map, x_map, s_map;
     /* weights: 128 rows x 32 bytes (32-byte swizzle); activations: BX rows x 64 k (128-byte swizzle); scales:
-     * a step's 128 rows (raw scales: 4 absmax floats a row, absmax seen as N x K / blocksize); rows past N or m
-     * and k past K come as zeros */
-    const size_t per_row = a.K >> a.bs_log2;
-    const bool s_ok = a.raw_scales ? encode_2d(&s_map, w->absmax, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, per_row, a.N,
-                                               per_row * 4, kRawRowBytes / 4, kTileRows, CU_TENSOR_MAP_SWIZZLE_NONE,
-                                               false)
-                                   : encode_2d(&s_map, scales, CU_TENSOR_MAP_DATA_TYPE_UINT32, row_pad, k_steps,
-                                               row_pad * 4, kTileRows * a.pairs, 1, CU_TENSOR_MAP_SWIZZLE_NONE);
+     * a step's 128 rows (from the weight: 16 bytes a row, absmax or codes seen as N x K / blocksize); rows past N
+     * or m and k past K come as zeros */
+    bool s_ok;
+    if (SRC == kScalesAbsmax)
+        s_ok = encode_2d(&s_map, w->absmax, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, per_row, a.N, per_row * 4,
+                         kRawRowBytes / 4, kTileRows, CU_TENSOR_MAP_SWIZZLE_NONE, false);
+    else if (SRC == kScalesNested)
+        s_ok = encode_2d(&s_map, w->nested.codes, CU_TENSOR_MAP_DATA_TYPE_UINT8, per_row, a.N, per_row, kRawRowBytes,
+                         kTileRows, CU_TENSOR_MAP_SWIZZLE_NONE, false);
+    else
+        s_ok = encode_2d(&s_map, scales, CU_TENSOR_MAP_DATA_TYPE_UINT32, row_pad, k_steps, row_pad * 4,
+                         kTileRows * a.pairs, 1, CU_TENSOR_MAP_SWIZZLE_NONE);
     if (!encode_2d(&w_map, w->packed, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.K / 2, a.N, a.K / 2, kWRowBytes, kTileRows,
                    CU_TENSOR_MAP_SWIZZLE_32B) ||
         !encode_2d(&x_map, x, CU_TENSOR_MAP_DATA_TYPE_UINT16, a.K, a.M, a.K * 2, kStepK, BX, CU_TENSOR_MAP_SWIZZLE_128B) ||
@@ -688,8 +749,8 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
         return bnb4_cuda_gemm_dequant_blas(s, w, std::is_same<T, __half>::value ? BNB4_F16 : BNB4_BF16, a.M, x, a.bias,
                                            a.y); /* (not expected: the layout was checked) */
     }
-    auto kernel = a.raw_scales ? gemm_4bit_tile_kernel<T, BX, true> : gemm_4bit_tile_kernel<T, BX, false>;
-    int &set = (a.raw_scales ? g_tile_smem_set<T, BX, true> : g_tile_smem_set<T, BX, false>)[s->device & 63];
+    auto kernel = gemm_4bit_tile_kernel<T, BX, SRC>;
+    int &set = g_tile_smem_set<T, BX, SRC>[s->device & 63];
     if (!set) {
         st = bnb4_cuda_check(cudaFuncSetAttribute(kernel,
                                                   cudaFuncAttributeMaxDynamicSharedMemorySize, S::SmemBytes),
@@ -731,7 +792,7 @@ bnb4_status launch_tile(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, c
     sc.gridDim = dim3((unsigned)bnb4_div_up(row_pad, kScaleTile), (unsigned)(step_tiles < y_cap ? step_tiles : y_cap));
     sc.blockDim = dim3(kScaleTile, kScaleRowsPerPass);
     sc.stream = s->stream;
-    cudaError_t e = a.raw_scales ? cudaSuccess : bnb4_launch_ex(sc, pdl, tile_scales_kernel<T>, sa);
+    cudaError_t e = kFromWeight ? cudaSuccess : bnb4_launch_ex(sc, pdl, tile_scales_kernel<T>, sa);
     if (e == cudaSuccess) {
         cudaLaunchConfig_t cfg = {};
         cfg.gridDim = dim3((unsigned)ctas);
@@ -773,7 +834,17 @@ size_t tile_rows(const bnb4_cuda_state *s, size_t N, size_t K, size_t m) {
 
 template <typename T>
 bnb4_status launch_tile_t(bnb4_cuda_state *s, const TileArgs &a, const bnb4_qtensor *w, const void *x) {
-    return tile_rows(s, a.N, a.K, a.M) == 256 ? launch_tile<T, 256>(s, a, w, x) : launch_tile<T, 128>(s, a, w, x);
+    const size_t bx = tile_rows(s, a.N, a.K, a.M);
+    switch (tile_scale_source(w, bx)) {
+    case kScalesAbsmax:
+        return bx == 256 ? launch_tile_from<T, 256, kScalesAbsmax>(s, a, w, x)
+                         : launch_tile_from<T, 128, kScalesAbsmax>(s, a, w, x);
+    case kScalesNested: /* (256 rows only) */
+        return launch_tile_from<T, 256, kScalesNested>(s, a, w, x);
+    default:
+        return bx == 256 ? launch_tile_from<T, 256, kScalesPrePass>(s, a, w, x)
+                         : launch_tile_from<T, 128, kScalesPrePass>(s, a, w, x);
+    }
 }
 
 } // namespace

@@ -872,10 +872,11 @@ TEST_F(CudaTest, PipeKernelCodesByTile) {
 // 257..384, else 256 (m = 130, 200, 400 here), 64-k steps cut into equal runs over the grid as the pipe
 // kernel's. The grid is forced small (BNB4_CUDA_TILE_CTAS, read per call) so tiles are shared by 2..many CTAs
 // and CTAs run across tiles; odd N and m (rows past the matrix in the boxes), a partial last step (K % 64 == 32),
-// blocksize 32 (two scales per step) and blocks longer than a row (bs 4096 > K). With plain absmax the tiles
-// take the rows' absmax themselves where K % 64 == 0 and a row's blocks are 16-byte strided (129 x 4096, 136 x
-// 1024 bs 32, 64 x 8192 bs 256), else (nested, the other shapes, and forced: BNB4_CUDA_TILE_SCALE_PASS=1, read
-// per call) the scale pairs a pre-pass kernel wrote.
+// blocksize 32 (two scales per step) and blocks longer than a row (bs 4096 > K). The tiles take the rows' block
+// scales from the weight itself where K % 64 == 0, blocksize >= 64 and a row's blocks are 16-byte strided: plain
+// absmax (129 x 4096, 136 x 1024, 64 x 8192 bs 256) and, at 256 rows (m = 130, 200, 400), nested codes (the same
+// shapes); else (the other shapes, nested at 128 rows, and forced: BNB4_CUDA_TILE_SCALE_PASS=1, read per call)
+// the scale pairs a pre-pass kernel wrote.
 TEST_F(CudaTest, TileKernelSplitsTilesOverAnyGrid) {
     // every weight size here (by default only weights of 2^25+ elements: read per call)
     struct Env {
@@ -891,11 +892,11 @@ TEST_F(CudaTest, TileKernelSplitsTilesOverAnyGrid) {
     auto g = rng(107);
     struct Shape { size_t N, K, bs; };
     std::vector<Shape> shapes = {{300, 1056, 64}, {129, 4096, 64}, {257, 512, 4096},
-                                 {136, 1024, 32}, {520, 2304, 128}, {64, 8192, 256}};
+                                 {136, 1024, 32}, {520, 2304, 128}, {64, 8192, 256}, {136, 1024, 64}};
     std::vector<size_t> ms = {65, 130, 200, 257, 300, 400};
     const std::vector<const char *> grids = {"1", "2", "5", "13", "0"}; // "0": the default (one CTA per SM)
     if (quick()) {
-        shapes = {{300, 1056, 64}, {136, 1024, 32}};
+        shapes = {{300, 1056, 64}, {136, 1024, 64}}; // the pre-pass (two scales a step), scales from the weight
         ms = {65, 130, 300}; // 128, 256 and 3 x 128 rows
     }
     for (const Shape &s : shapes)
@@ -908,10 +909,7 @@ TEST_F(CudaTest, TileKernelSplitsTilesOverAnyGrid) {
             const bnb4_qtensor wd = dw.device(nested), wh = dw.host(nested);
             for (size_t m : ms)
                 for (bnb4_dtype dt : {BNB4_F16, BNB4_BF16})
-                    // (the pre-pass forced where absmax is plain)
-                    for (const char *pass : {"0", "1"}) {
-                        if (*pass == '1' && nested)
-                            continue;
+                    for (const char *pass : {"0", "1"}) { // (1: the pre-pass forced)
                         setenv("BNB4_CUDA_TILE_SCALE_PASS", pass, 1);
                         ASSERT_NE(nullptr, std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMM, dt, m), "tile"));
                         const size_t es = bnb4_dtype_size(dt);
