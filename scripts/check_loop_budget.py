@@ -55,7 +55,7 @@ BUDGETS = {
     'Li8ELb1ELb1ELi2ELi0E': ('m = 33..64 wgmma natural, nested', 242 + 4),
 }
 # gemm_4bit_tile_kernel<T, BX, SRC>: Li<BX>E and the scale source (TileScales: 0 the pre-pass's pairs, 1 plain
-# absmax, 2 nested codes, from the weight) -> the same. The k split's loop at 128 activation rows (a group's
+# absmax from the weight) -> the same. The k split's loop at 128 activation rows (a group's
 # step: decode, 4 wgmmas, their wait, the release; v29; from absmax: the step's run offset, 2 loads and 2
 # roundings where it loaded 4 pairs, v41). The 256-row loop runs two steps a turn and its smallest enclosing
 # loop holds the tile's end too (~4150 instructions), so it has no length budget (None), only the spill check: a
@@ -66,7 +66,6 @@ TILE_BUDGETS = {
     'Li128ELNS_10TileScalesE1E': ('m = 65..128, 257..384 tile, k split, absmax', 104 + 4),
     'Li256ELNS_10TileScalesE0E': ('m >= 129 tile, 256 rows (with the tile end)', None),
     'Li256ELNS_10TileScalesE1E': ('m >= 129 tile, 256 rows (with the tile end), absmax', None),
-    'Li256ELNS_10TileScalesE2E': ('m >= 129 tile, 256 rows (with the tile end), nested codes', None),
 }
 # (kernel, budgets, what its last bool template argument set to 1 adds to the line, instructions it may add): the
 # pipe kernel's CT (nested codes by tile: the same loop budget)

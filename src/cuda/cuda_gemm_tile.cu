@@ -27,9 +27,9 @@
  *    (nested absmax decoded), steps-major, into the context's scratch (bnb4_cuda_scratch), so each stage
  *    gets its 128 rows' scales as a third tensor copy: the main loop reads nothing from global memory
  *    itself (loading them there, one step ahead, left every step waiting ~1 us on their DRAM latency:
- *    docs/performance.md v13). Where the layout allows it is skipped (TileScales): the third copy brings
- *    each row's 16-byte run of absmax (or, nested at 256 rows, of 8-bit codes) holding the step's block, and
- *    the consumers decode and round it (tile_scale_source, v40, v41).
+ *    docs/performance.md v13). With plain absmax it is mostly skipped (TileScales, tile_scale_source): the
+ *    third copy brings each row's 16-byte run of absmax holding the step's block, which the consumers round
+ *    (v40, v41).
  *  - Ends of tiles: a tile one CTA covered is stored directly (bias added in f32, one rounding), as 16-byte
  *    runs through shared memory (stmatrix.trans) where N % 8 == 0 and y is aligned; a tile several CTAs
  *    share is summed through the split-K workspace by the last to arrive, in contributor order
@@ -58,13 +58,10 @@ constexpr int kProducerThreads = 128;           /* the producer warpgroup (one l
  *  - kScalesPrePass: tile_scales_kernel's pairs, one box of the step's 128 rows;
  *  - kScalesAbsmax: plain absmax straight from the weight, per step a box of each row's 16-byte aligned run of
  *    4 floats holding the step's block (a tensor copy's start must be 16-byte aligned along the row: from the
- *    step's own column on it faulted), which the consumers round to their pairs;
- *  - kScalesNested: nested absmax, per step a box of each row's 16-byte run of 16 codes; the consumers look
- *    the code up (a 256-entry table in shared memory) and scale it by its nested absmax, loaded one step ahead.
- * The last two need whole 64-k steps each inside one block (blocksize >= 64: one scale a step). */
-enum TileScales { kScalesPrePass, kScalesAbsmax, kScalesNested };
+ *    step's own column on it faulted), which the consumers round to their pairs; whole 64-k steps each inside
+ *    one block (blocksize >= 64: one scale a step). */
+enum TileScales { kScalesPrePass, kScalesAbsmax };
 constexpr int kRawRowBytes = 16, kRawBytes = kTileRows * kRawRowBytes;
-constexpr int kNestedTableBytes = 1024; /* the nested code's 256 floats */
 
 /* Consumers: at BX = 256, one k group (every step) with two fragment sets, so a step's wgmmas run while the
  * next step is decoded. At BX = 128 two k groups, the even and the odd steps of the CTA's run, each with one
@@ -85,29 +82,27 @@ template <int BX, TileScales SRC> struct TileShape {
                   "the consumers' registers come from the producer's");
     static constexpr int NT = BX / 8;                          /* 8-column accumulator tiles */
     static constexpr int XBytes = BX * kStepK * 2;             /* BX rows x 128 bytes */
-    /* the scales' area: the pre-pass's pairs or a box of the rows' absmax (or codes) runs; with the k split the
-     * pairs' 1 KB unless the box is taken (256 rows: always 2 KB, the stages' room is the same) */
+    /* the scales' area: the pre-pass's pairs or a box of the rows' absmax runs; with the k split the pairs' 1 KB
+     * unless the box is taken (256 rows: always 2 KB, the stages' room is the same) */
     static constexpr int SBytes = KSplit && SRC == kScalesPrePass ? kSBytes : kRawBytes;
     static_assert(kRawBytes >= kSBytes, "the scales' area holds either");
-    static_assert(!KSplit || SRC != kScalesNested, "nested scales at 128 rows keep the pre-pass");
     static constexpr int StageBytes = XBytes + kWBytes + SBytes; /* a multiple of 1024 (the swizzles' period) */
     /* k split: the odd group's sums cross to the even one half a set at a time through the pair table's unused
      * upper halves (each 256-byte row holds its 32 lanes' entries in the first 128 bytes): 32 KB a half, which
      * as a buffer of its own left room for 6 stages only with the pre-pass's 1 KB of scales (docs/performance.md
      * v41; crossing in quarters instead made ptxas schedule the step's loads later, 20 % slower) */
     static_assert(!KSplit || NT * 4 / 2 * kGroupWarps * 256 <= kPairTableBytes, "a half of the sums fits the table");
-    static constexpr int NestedBytes = SRC == kScalesNested ? kNestedTableBytes : 0;
     /* a whole tile's stores go through 512 bytes a warp of the group that stores it (finish_tile) */
     static constexpr int EpiBytes = kGroupWarps * 512;
     /* as many as fit beside the tables and the store buffers in the 227 KB an SM gives one CTA (2 KB kept for
      * the static data, after which the dynamic shared memory starts at a whole KB: see the kernel's smem);
      * k split: an even number, so each group's steps keep to their own slots */
-    static constexpr int FitStages = (227 * 1024 - 2048 - kPairTableBytes - EpiBytes - NestedBytes) / StageBytes;
+    static constexpr int FitStages = (227 * 1024 - 2048 - kPairTableBytes - EpiBytes) / StageBytes;
     static constexpr int Stages = (FitStages > 8 ? 8 : FitStages) & (KSplit ? ~1 : ~0);
-    static constexpr int SmemBytes = kPairTableBytes + EpiBytes + NestedBytes + Stages * StageBytes;
+    static constexpr int SmemBytes = kPairTableBytes + EpiBytes + Stages * StageBytes;
     static_assert(Stages >= 3 + KSplit, "a pipeline needs 3 stages (k split: 2 per group)");
     static_assert(Stages == (KSplit ? 6 : 4), "the stages measured (docs/performance.md v29, v40)");
-    static_assert(StageBytes % 1024 == 0 && EpiBytes % 1024 == 0 && NestedBytes % 1024 == 0,
+    static_assert(StageBytes % 1024 == 0 && EpiBytes % 1024 == 0,
                   "stages keep the swizzles' 1024-byte alignment");
 };
 
@@ -125,7 +120,6 @@ struct TileArgs : bnb4_cuda_weight_args {
     unsigned k_steps, m_tiles, iters, per_cta;
     unsigned pairs;     /* scales per row and step: 2 (one per 32-k half: blocksize 32, or K % 64 == 32) or 1 */
     unsigned vec_y;     /* y 16-byte aligned and N % 8 == 0: whole tiles stored as 16-byte runs of 8 rows */
-    unsigned per_row;   /* kScalesAbsmax / kScalesNested: blocks a row (K / blocksize) */
 };
 
 /* The scales of every (step, row): scales[step][row * pairs + p] = the scale of k 64 step + 32 p of the
@@ -222,7 +216,7 @@ __global__ void __launch_bounds__(TileShape<BX, SRC>::Threads, 1)
 #else
     using S = TileShape<BX, SRC>;
     constexpr int NT = S::NT, STAGES = S::Stages;
-    constexpr bool kFromWeight = SRC != kScalesPrePass; /* the stages take the weight's absmax or codes */
+    constexpr bool kFromWeight = SRC == kScalesAbsmax; /* the stages take the weight's absmax */
     /* the stages start 1024-byte aligned (the swizzles' period): the declaration's alignment places the
      * dynamic shared memory so, and the table (and the sums' buffer) before them take whole KB (as in the
      * pipe kernel: no fix computed from the address at run time) */
@@ -230,8 +224,7 @@ __global__ void __launch_bounds__(TileShape<BX, SRC>::Threads, 1)
     static_assert(kPairTableBytes % 1024 == 0, "the stages follow the table at a whole KB");
     unsigned char *table = smem; /* at the base: its loads take the address as a register + constant */
     unsigned char *epi = smem + kPairTableBytes; /* the store buffers */
-    [[maybe_unused]] float *nested_table = reinterpret_cast<float *>(smem + kPairTableBytes + S::EpiBytes);
-    unsigned char *stages = smem + kPairTableBytes + S::EpiBytes + S::NestedBytes;
+    unsigned char *stages = smem + kPairTableBytes + S::EpiBytes;
     const uint32_t stages_addr = (uint32_t)__cvta_generic_to_shared(stages);
     __shared__ int s_last;
     __shared__ __align__(8) uint64_t s_bars[2 * 8]; /* full[STAGES], then empty[STAGES] */
@@ -274,9 +267,8 @@ __global__ void __launch_bounds__(TileShape<BX, SRC>::Threads, 1)
             mbar_arrive_tx(fb, S::XBytes + kWBytes + (kFromWeight ? kRawBytes : kTileRows * 4 * a.pairs));
             tma_load_2d(base, &x_map, (int)(step * kStepK), (int)(mt * BX), fb);
             tma_load_2d(base + S::XBytes, &w_map, (int)(step * kWRowBytes), (int)(wt * kTileRows), fb);
-            if (kFromWeight) /* (the 16-byte run holding the step's block: 4 absmax floats or 16 codes) */
-                tma_load_2d(base + S::XBytes + kWBytes, &s_map,
-                            (int)((step >> (a.bs_log2 - 6)) & (SRC == kScalesNested ? ~15u : ~3u)),
+            if (kFromWeight) /* (the 16-byte run of 4 absmax floats holding the step's block) */
+                tma_load_2d(base + S::XBytes + kWBytes, &s_map, (int)((step >> (a.bs_log2 - 6)) & ~3u),
                             (int)(wt * kTileRows), fb);
             else
                 tma_load_2d(base + S::XBytes + kWBytes, &s_map, (int)(wt * kTileRows * a.pairs), (int)step, fb);
@@ -295,10 +287,7 @@ __global__ void __launch_bounds__(TileShape<BX, SRC>::Threads, 1)
     /* ---- consumers ---- */
     setmaxnreg_inc<S::ConsumerRegs>();
     build_pair_table<T>(table, a.quant_type == BNB4_NF4 ? c_tile_nf4 : c_tile_fp4, tid, S::ConsumerThreads);
-    pdl_wait(); /* everything below may come from the previous kernel (bias, workspace, y, the weight) */
-    if constexpr (SRC == kScalesNested)
-        for (int i = tid; i < 256; i += S::ConsumerThreads)
-            nested_table[i] = a.nested_code[i];
+    pdl_wait(); /* everything below may come from the previous kernel (bias, workspace, y) */
     bar_sync<S::KSplit ? 2 : 1, S::ConsumerThreads>();
 
     /* the thread's k group (k split: the CTA's even or odd steps) and its index there; its warpgroup's rows */
@@ -318,8 +307,8 @@ __global__ void __launch_bounds__(TileShape<BX, SRC>::Threads, 1)
 
     float acc[NT][4]; /* (a tile's first wgmma here overwrites them: accumulate = 0) */
     /* The per-thread offsets are pinned (kept in registers) only where the instance uses them: a pinned value is
-     * never dropped, and one register more at the k split's 112 made ptxas issue its step's shared-memory loads
-     * later (nested m = 128 on 4096x14336 20 % slower, docs/performance.md v41). */
+     * never dropped, and the k split's loop has no register to spare at 112 (when ptxas runs short it issues the
+     * step's shared-memory loads later: docs/performance.md v41). */
     /* its scales in a stage: rows r0 and r0 + 8, k-steps 0-1 and 2-3 (the same entry unless 2 pairs) */
     [[maybe_unused]] uint32_t s_off[2][2];
     if constexpr (!kFromWeight)
@@ -331,7 +320,7 @@ __global__ void __launch_bounds__(TileShape<BX, SRC>::Threads, 1)
     const uint64_t desc0 = wg_desc(stages_addr); /* the activations of stage 0; stage i: + i StageBytes / 16 */
     const unsigned it_stop = pin(it_end);
     T *y = reinterpret_cast<T *>(a.y);
-    /* scales from the weight: rows r0 and r0 + 8's runs in a stage, and a step's block column is step >> col_shift
+    /* absmax from the weight: rows r0 and r0 + 8's runs in a stage, and a step's block column is step >> col_shift
      * (blocksize >= 64) */
     [[maybe_unused]] uint32_t raw_off[2], col_shift = 0;
     if constexpr (kFromWeight) {
@@ -340,25 +329,6 @@ __global__ void __launch_bounds__(TileShape<BX, SRC>::Threads, 1)
             raw_off[h] = pin(S::XBytes + kWBytes + (r0 + 8 * h) * kRawRowBytes);
         col_shift = (uint32_t)(a.bs_log2 - 6); /* (not pinned: uniform, from the parameters) */
     }
-    /* nested: the nested absmax of rows r0 and r0 + 8 for the next step, loaded a step ahead (nested_next);
-     * row_blocks: those rows' first block (rows past N: the last row's, whose loads are in bounds) for tile
-     * rows_tile */
-    [[maybe_unused]] float next_nabs[2] = {0.0f, 0.0f};
-    [[maybe_unused]] size_t row_blocks[2] = {0, 0};
-    [[maybe_unused]] unsigned rows_tile = ~0u;
-    [[maybe_unused]] const auto nested_next = [&](unsigned tile, unsigned step) {
-        if (tile != rows_tile) { /* (a tile's first step: rare) */
-            rows_tile = tile;
-#pragma unroll
-            for (int h = 0; h < 2; h++) {
-                const size_t row = (size_t)(tile / a.m_tiles) * kTileRows + r0 + 8 * h;
-                row_blocks[h] = (row < a.N ? row : a.N - 1) * a.per_row;
-            }
-        }
-#pragma unroll
-        for (int h = 0; h < 2; h++)
-            next_nabs[h] = __ldg(a.nested_absmax + ((row_blocks[h] + (step >> col_shift)) >> a.nbs_log2));
-    };
     /* A step's operands from its stage: the rows' scale pairs (rows past N, k past K: scale 0; from the weight:
      * step `step`'s block's scale, decoded and rounded here) and weights */
     const auto load_step = [&](int slot, unsigned step, uint32_t(&s2)[2][2], uint4(&wq)[2][2]) {
@@ -368,13 +338,6 @@ __global__ void __launch_bounds__(TileShape<BX, SRC>::Threads, 1)
 #pragma unroll
             for (int h = 0; h < 2; h++) {
                 const float v = *reinterpret_cast<const float *>(st + raw_off[h] + in_run);
-                s2[h][0] = s2[h][1] = PairOps<T>::pack(v, v);
-            }
-        } else if constexpr (SRC == kScalesNested) {
-            const uint32_t in_run = (step >> col_shift) & 15u;
-#pragma unroll
-            for (int h = 0; h < 2; h++) {
-                const float v = bnb4_dev_nested_scale(nested_table[st[raw_off[h] + in_run]], next_nabs[h], a.offset);
                 s2[h][0] = s2[h][1] = PairOps<T>::pack(v, v);
             }
         } else {
@@ -633,8 +596,6 @@ __global__ void __launch_bounds__(TileShape<BX, SRC>::Threads, 1)
         int slot = 0, pending = -1; /* pending: the slot whose release waits for its wgmmas */
         uint32_t phase = 0;
         unsigned it = it_begin;
-        if constexpr (SRC == kScalesNested)
-            nested_next(t, step);
         /* One step: wait for its stage, decode it into `cur`, issue its wgmmas, wait for the previous step's
          * (whose fragments, `prev`, and stage are then free) and release that stage. Returns whether a tile,
          * or this CTA's range in it, ends with the step (end_t: that tile). */
@@ -652,8 +613,6 @@ __global__ void __launch_bounds__(TileShape<BX, SRC>::Threads, 1)
             uint32_t s2[2][2];
             uint4 wq[2][2];
             load_step(slot, this_step, s2, wq);
-            if constexpr (SRC == kScalesNested)
-                nested_next(t, step); /* (t, step: the next step, or past the run: harmless, rows clamped) */
             const uint64_t x_desc = desc0 + (uint64_t)(slot * (S::StageBytes >> 4));
             tile_step<T, NT>(acc, cur, table, wq, s2, lane4, sel, x_desc, accumulate);
             wg_wait<1>(); /* the previous step's wgmmas are done: its fragments and its stage are free */
@@ -690,31 +649,32 @@ __global__ void __launch_bounds__(TileShape<BX, SRC>::Threads, 1)
 /* Per device: whether the kernel's dynamic shared memory limit was raised. */
 template <typename T, int BX, TileScales SRC> int g_tile_smem_set[64];
 
-/* Where the tile kernel takes its block scales (TileScales). From the weight itself where whole 64-k steps sit
- * in one block (K % 64 == 0, K % blocksize == 0, blocksize >= 64) and a row's 16-byte runs are the tensor copy's
- * (16-byte aligned, K / blocksize a multiple of 4 floats or 16 codes), else from the pre-pass. The pre-pass costs
- * a call more than its own run: the tile kernel's start waits for it instead of overlapping the previous kernel's
- * end (H200, docs/performance.md v40, v41: plain 4096x14336 m = 512 110.4 -> 103.2 us at 256 rows; 14336x4096 m =
- * 128 and 4096x4096 m = 512, 128 rows, 8-12 % faster). Nested absmax only at 256 rows: at 128 rows the k split's
- * loop is bound by its decode, and two warps decoding for the stages ran nested m = 512 8 % slower (v40).
+/* Where the tile kernel takes its block scales (TileScales): plain absmax straight from the weight where whole
+ * 64-k steps sit in one block (K % 64 == 0, K % blocksize == 0, blocksize >= 64), a row's 16-byte runs are the
+ * tensor copy's (absmax 16-byte aligned, K / blocksize % 4 == 0) and, with 128-row tiles, each CTA runs whole
+ * tiles (`whole_tiles`); else the pre-pass's pairs. The pre-pass costs a call more than its own run: the tile
+ * kernel's start waits for it instead of overlapping the previous kernel's end (H200, docs/performance.md v40,
+ * v41): 256 rows, 4096x14336 m = 512 110.4 -> 103.2 us, and 4-5 % on the other shapes' m = 512 / 2048; 128 rows
+ * run whole, 14336x4096 m = 128 and 4096x4096 m = 512 12-14 % faster. Where 128-row tiles are shared by CTAs
+ * (4096x14336 m = 128 / 320) the absmax step ran 1-2 % slower than the pre-pass saved: ptxas schedules the k
+ * split's loop with its rounding less well (its shared-memory loads later). Nested absmax keeps the pre-pass:
+ * decoded in the kernel, by two producer warps for the stages (v40) or by the consumers from a box of the rows'
+ * codes (v41), nested m = 512 ran 8 % slower and -1..+3 %.
  * BNB4_CUDA_TILE_SCALE_PASS=1 keeps the pre-pass (read per call: tests, measuring). */
-TileScales tile_scale_source(const bnb4_qtensor *w, size_t bx) {
+TileScales tile_scale_source(const bnb4_qtensor *w, size_t bx, bool whole_tiles) {
     const char *e = getenv("BNB4_CUDA_TILE_SCALE_PASS");
-    if ((e && *e == '1') || w->blocksize < 64 || w->cols % kStepK != 0 || w->cols % w->blocksize != 0)
+    if ((e && *e == '1') || !w->absmax || (bx == 128 && !whole_tiles) || w->blocksize < 64 ||
+        w->cols % kStepK != 0 || w->cols % w->blocksize != 0)
         return kScalesPrePass;
-    const size_t per_row = w->cols / w->blocksize, nbs = w->nested.blocksize;
-    if (w->absmax)
-        return per_row % 4 == 0 && bnb4_aligned(w->absmax, 16) ? kScalesAbsmax : kScalesPrePass;
-    return bx == 256 && per_row % 16 == 0 && bnb4_aligned(w->nested.codes, 16) && nbs != 0 && (nbs & (nbs - 1)) == 0
-               ? kScalesNested
-               : kScalesPrePass;
+    return (w->cols / w->blocksize) % 4 == 0 && bnb4_aligned(w->absmax, 16) ? kScalesAbsmax : kScalesPrePass;
 }
 
+/* `per`: steps per CTA (bnb4_cuda_steps_per_cta, over the tiles of BX rows) */
 template <typename T, int BX, TileScales SRC>
-bnb4_status launch_tile_from(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, const void *x) {
+bnb4_status launch_tile_from(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, const void *x, size_t per) {
     static const char fn[] = "bnb4_gemm (tile)";
     using S = TileShape<BX, SRC>;
-    constexpr bool kFromWeight = SRC != kScalesPrePass;
+    constexpr bool kFromWeight = SRC == kScalesAbsmax;
     const size_t m_tiles = bnb4_div_up(a.M, BX), tiles = bnb4_div_up(a.N, kTileRows) * m_tiles;
     const size_t k_steps = bnb4_div_up(a.K, kStepK), iters = tiles * k_steps;
     /* a step's two 32-k halves are in one block unless blocksize is 32 or K % 64 == 32 (rows, and so steps,
@@ -723,25 +683,19 @@ bnb4_status launch_tile_from(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor 
     a.vec_y = a.N % 8 == 0 && bnb4_aligned(a.y, 16);
     const size_t row_pad = bnb4_div_up(a.N * a.pairs, 4) * 4;
     const size_t per_row = a.K >> a.bs_log2;
-    a.per_row = (unsigned)per_row;
     void *scales = nullptr; /* the context's scratch: see tile_scales_kernel */
     bnb4_status st = BNB4_OK;
     if (!kFromWeight && (st = bnb4_cuda_scratch(s, row_pad * k_steps * sizeof(uint32_t), &scales)) != BNB4_OK)
         return st;
     CUtensorMap w_map, x_map, s_map;
     /* weights: 128 rows x 32 bytes (32-byte swizzle); activations: BX rows x 64 k (128-byte swizzle); scales:
-     * a step's 128 rows (from the weight: 16 bytes a row, absmax or codes seen as N x K / blocksize); rows past N
+     * a step's 128 rows (from the weight: 4 absmax floats a row, absmax seen as N x K / blocksize); rows past N
      * or m and k past K come as zeros */
-    bool s_ok;
-    if (SRC == kScalesAbsmax)
-        s_ok = encode_2d(&s_map, w->absmax, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, per_row, a.N, per_row * 4,
-                         kRawRowBytes / 4, kTileRows, CU_TENSOR_MAP_SWIZZLE_NONE, false);
-    else if (SRC == kScalesNested)
-        s_ok = encode_2d(&s_map, w->nested.codes, CU_TENSOR_MAP_DATA_TYPE_UINT8, per_row, a.N, per_row, kRawRowBytes,
-                         kTileRows, CU_TENSOR_MAP_SWIZZLE_NONE, false);
-    else
-        s_ok = encode_2d(&s_map, scales, CU_TENSOR_MAP_DATA_TYPE_UINT32, row_pad, k_steps, row_pad * 4,
-                         kTileRows * a.pairs, 1, CU_TENSOR_MAP_SWIZZLE_NONE);
+    const bool s_ok = kFromWeight ? encode_2d(&s_map, w->absmax, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, per_row, a.N,
+                                              per_row * 4, kRawRowBytes / 4, kTileRows, CU_TENSOR_MAP_SWIZZLE_NONE,
+                                              false)
+                                  : encode_2d(&s_map, scales, CU_TENSOR_MAP_DATA_TYPE_UINT32, row_pad, k_steps,
+                                              row_pad * 4, kTileRows * a.pairs, 1, CU_TENSOR_MAP_SWIZZLE_NONE);
     if (!encode_2d(&w_map, w->packed, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.K / 2, a.N, a.K / 2, kWRowBytes, kTileRows,
                    CU_TENSOR_MAP_SWIZZLE_32B) ||
         !encode_2d(&x_map, x, CU_TENSOR_MAP_DATA_TYPE_UINT16, a.K, a.M, a.K * 2, kStepK, BX, CU_TENSOR_MAP_SWIZZLE_128B) ||
@@ -759,11 +713,6 @@ bnb4_status launch_tile_from(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor 
             return st;
         set = 1;
     }
-    /* BNB4_CUDA_TILE_CTAS=n: n CTAs, stream-K (read per call: tests use it to force tiles shared by many
-     * CTAs). Aligned runs (H200, v17): 14336x4096 m = 128 / 512 with 16-17 % longer runs 11-24 % faster,
-     * 4096x14336 tiles in halves or quarters 6-10 %; 28672x8192 m = 512, 18 % longer, 2-9 % slower. No
-     * limit on the CTAs a tile: unlike the pipe kernel's, bound by the math (v26: fewer, 11-62 % slower) */
-    const size_t per = bnb4_cuda_steps_per_cta(s, tiles, k_steps, 0, "BNB4_CUDA_TILE_CTAS");
     const size_t ctas = bnb4_div_up(iters, per);
     a.k_steps = (unsigned)k_steps;
     a.m_tiles = (unsigned)m_tiles;
@@ -835,16 +784,17 @@ size_t tile_rows(const bnb4_cuda_state *s, size_t N, size_t K, size_t m) {
 template <typename T>
 bnb4_status launch_tile_t(bnb4_cuda_state *s, const TileArgs &a, const bnb4_qtensor *w, const void *x) {
     const size_t bx = tile_rows(s, a.N, a.K, a.M);
-    switch (tile_scale_source(w, bx)) {
-    case kScalesAbsmax:
-        return bx == 256 ? launch_tile_from<T, 256, kScalesAbsmax>(s, a, w, x)
-                         : launch_tile_from<T, 128, kScalesAbsmax>(s, a, w, x);
-    case kScalesNested: /* (256 rows only) */
-        return launch_tile_from<T, 256, kScalesNested>(s, a, w, x);
-    default:
-        return bx == 256 ? launch_tile_from<T, 256, kScalesPrePass>(s, a, w, x)
-                         : launch_tile_from<T, 128, kScalesPrePass>(s, a, w, x);
-    }
+    const size_t tiles = bnb4_div_up(a.N, kTileRows) * bnb4_div_up(a.M, bx), k_steps = bnb4_div_up(a.K, kStepK);
+    /* BNB4_CUDA_TILE_CTAS=n: n CTAs, stream-K (read per call: tests use it to force tiles shared by many
+     * CTAs). Aligned runs (H200, v17): 14336x4096 m = 128 / 512 with 16-17 % longer runs 11-24 % faster,
+     * 4096x14336 tiles in halves or quarters 6-10 %; 28672x8192 m = 512, 18 % longer, 2-9 % slower. No
+     * limit on the CTAs a tile: unlike the pipe kernel's, bound by the math (v26: fewer, 11-62 % slower) */
+    const size_t per = bnb4_cuda_steps_per_cta(s, tiles, k_steps, 0, "BNB4_CUDA_TILE_CTAS");
+    if (tile_scale_source(w, bx, per % k_steps == 0) == kScalesAbsmax)
+        return bx == 256 ? launch_tile_from<T, 256, kScalesAbsmax>(s, a, w, x, per)
+                         : launch_tile_from<T, 128, kScalesAbsmax>(s, a, w, x, per);
+    return bx == 256 ? launch_tile_from<T, 256, kScalesPrePass>(s, a, w, x, per)
+                     : launch_tile_from<T, 128, kScalesPrePass>(s, a, w, x, per);
 }
 
 } // namespace
