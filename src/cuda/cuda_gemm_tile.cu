@@ -218,7 +218,7 @@ __global__ void __launch_bounds__(TileShape<BX, SRC>::Threads, 1)
     constexpr int NT = S::NT, STAGES = S::Stages;
     constexpr bool kFromWeight = SRC == kScalesAbsmax; /* the stages take the weight's absmax */
     /* the stages start 1024-byte aligned (the swizzles' period): the declaration's alignment places the
-     * dynamic shared memory so, and the table (and the sums' buffer) before them take whole KB (as in the
+     * dynamic shared memory so, and the table and the store buffers before them take whole KB (as in the
      * pipe kernel: no fix computed from the address at run time) */
     extern __shared__ __align__(1024) unsigned char smem[];
     static_assert(kPairTableBytes % 1024 == 0, "the stages follow the table at a whole KB");
@@ -330,7 +330,7 @@ __global__ void __launch_bounds__(TileShape<BX, SRC>::Threads, 1)
         col_shift = (uint32_t)(a.bs_log2 - 6); /* (not pinned: uniform, from the parameters) */
     }
     /* A step's operands from its stage: the rows' scale pairs (rows past N, k past K: scale 0; from the weight:
-     * step `step`'s block's scale, decoded and rounded here) and weights */
+     * step `step`'s block's absmax, rounded here) and weights */
     const auto load_step = [&](int slot, unsigned step, uint32_t(&s2)[2][2], uint4(&wq)[2][2]) {
         const unsigned char *st = stages + slot * S::StageBytes;
         if constexpr (SRC == kScalesAbsmax) {
@@ -658,8 +658,8 @@ template <typename T, int BX, TileScales SRC> int g_tile_smem_set[64];
  * run whole, 14336x4096 m = 128 and 4096x4096 m = 512 12-14 % faster. Where 128-row tiles are shared by CTAs
  * (4096x14336 m = 128 / 320) the absmax step ran 1-2 % slower than the pre-pass saved: ptxas schedules the k
  * split's loop with its rounding less well (its shared-memory loads later). Nested absmax keeps the pre-pass:
- * decoded in the kernel, by two producer warps for the stages (v40) or by the consumers from a box of the rows'
- * codes (v41), nested m = 512 ran 8 % slower and -1..+3 %.
+ * decoded in the kernel, by two producer warps for the stages (v40: m = 512 8 % slower) or by the consumers from
+ * a box of the rows' codes (v41: -1..+3 % at 256 rows), it cost what the pre-pass did.
  * BNB4_CUDA_TILE_SCALE_PASS=1 keeps the pre-pass (read per call: tests, measuring). */
 TileScales tile_scale_source(const bnb4_qtensor *w, size_t bx, bool whole_tiles) {
     const char *e = getenv("BNB4_CUDA_TILE_SCALE_PASS");
