@@ -147,29 +147,55 @@ template <typename T> __global__ void __launch_bounds__(kScaleTile * kScaleRowsP
     pdl_wait(); /* the weight may come from the previous kernel, which may also still read the scratch */
 #endif
     __shared__ uint32_t tile[kScaleTile][kScaleTile + 1]; /* [entry][step], padded: no bank conflicts */
+    /* nested: the 8-bit code's 256 values, one a thread, looked up here instead of in global memory - the
+     * code's load then no longer waits for the block's code (one round trip to memory, not two, before the
+     * first write; the pre-pass is on the tile kernel's critical path) */
+    __shared__ float code_values[256];
+    static_assert(kScaleTile * kScaleRowsPerPass == 256, "a thread per code value");
     const int tx = threadIdx.x, ty = threadIdx.y;
+    const bool nested = a.absmax == nullptr;
+    const float code_value = nested ? __ldg(a.nested_code + ty * kScaleTile + tx) : 0.0f;
+    bool codes_ready = !nested;
     const size_t e0 = (size_t)blockIdx.x * kScaleTile;
     for (size_t s0 = (size_t)blockIdx.y * kScaleTile; s0 < a.k_steps; s0 += (size_t)gridDim.y * kScaleTile) {
         const size_t step = s0 + tx;
+        /* every load of the pass first (plain: the absmax; nested: the code and its nested absmax) */
+        constexpr int kPer = kScaleTile / kScaleRowsPerPass;
+        float got[kPer];
+        uint32_t code[kPer];
+        bool in[kPer]; /* (past N or K: scale 0) */
 #pragma unroll
-        for (int j = 0; j < kScaleTile / kScaleRowsPerPass; j++) {
+        for (int j = 0; j < kPer; j++) {
             const int el = ty + kScaleRowsPerPass * j;
             const size_t e = e0 + el, n = a.pairs == 2 ? e >> 1 : e;
             const size_t k = step * kStepK + (a.pairs == 2 ? 32 * (e & 1) : 0);
-            float v = 0.0f;
-            if (n < a.N && k < a.K && step < a.k_steps) {
+            got[j] = 0.0f;
+            code[j] = 0;
+            in[j] = n < a.N && k < a.K && step < a.k_steps;
+            if (in[j]) {
                 const size_t b = (n * a.K + k) >> a.bs_log2;
-                v = a.absmax ? __ldg(a.absmax + b)
-                             : bnb4_dev_nested_scale(__ldg(a.nested_code + __ldg(a.codes + b)),
-                                                     __ldg(a.nested_absmax + (a.nbs_log2 >= 0 ? b >> a.nbs_log2
-                                                                                              : b / a.nested_blocksize)),
-                                                     a.offset);
+                if (nested) {
+                    code[j] = __ldg(a.codes + b);
+                    got[j] = __ldg(a.nested_absmax + (a.nbs_log2 >= 0 ? b >> a.nbs_log2 : b / a.nested_blocksize));
+                } else {
+                    got[j] = __ldg(a.absmax + b);
+                }
             }
+        }
+        if (!codes_ready) { /* (the first pass: block-uniform) */
+            code_values[ty * kScaleTile + tx] = code_value;
+            __syncthreads();
+            codes_ready = true;
+        }
+#pragma unroll
+        for (int j = 0; j < kPer; j++) {
+            const int el = ty + kScaleRowsPerPass * j;
+            const float v = nested && in[j] ? bnb4_dev_nested_scale(code_values[code[j]], got[j], a.offset) : got[j];
             tile[el][tx] = PairOps<T>::pack(v, v);
         }
         __syncthreads();
 #pragma unroll
-        for (int j = 0; j < kScaleTile / kScaleRowsPerPass; j++) {
+        for (int j = 0; j < kPer; j++) {
             const int sl = ty + kScaleRowsPerPass * j;
             if (s0 + sl < a.k_steps && e0 + tx < a.row_pad)
                 a.scales[(s0 + sl) * a.row_pad + e0 + tx] = tile[tx][sl];
