@@ -978,6 +978,14 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
             for (int i = 0; i < 4; i++)
                 acc[0][nt][i] = fmaf(wg_sum[nt][i], post_s[i >> 1], acc[0][nt][i]);
     };
+    /* (after a wait that covers half `h`'s wgmmas: its fragments, which they read until then, are free) */
+    [[maybe_unused]] auto keep_half = [&](int h) {
+#pragma unroll
+        for (int ks = 4 * h; ks < 4 * h + 4; ks++)
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                wg_keep(wg_af[ks][i]);
+    };
 #endif
     /* wgmma: the descriptor of this warpgroup's activations (its 128-k half) in stage 0; stage i adds
      * i StageBytes / 16. Built once from a shuffled (so warp-uniform) half index: computed per wgmma from
@@ -1250,11 +1258,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                              * stage are free, and its sums, scaled, join acc - before this group's wgmmas, as ptxas
                              * serializes every wgmma where sums are read with a group in flight */
                             wg_wait<0>();
-#pragma unroll
-                            for (int ks = 4 * (1 - half); ks < 4 * (1 - half) + 4; ks++)
-#pragma unroll
-                                for (int i = 0; i < 4; i++)
-                                    wg_keep(wg_af[ks][i]);
+                            keep_half(1 - half);
                             join_group();
                             post_s[0] = wg_sf[0][2 * half], post_s[1] = wg_sf[1][2 * half];
                         }
@@ -1270,11 +1274,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                         wg_commit();
                         if constexpr (!kPostWG) {
                             wg_wait<1>(); /* the group before this one is done: its fragments and its stage are free */
-#pragma unroll
-                            for (int ks = 4 * (1 - half); ks < 4 * (1 - half) + 4; ks++)
-#pragma unroll
-                                for (int i = 0; i < 4; i++)
-                                    wg_keep(wg_af[ks][i]);
+                            keep_half(1 - half);
                         }
                         if (half == 0 && wg_pending >= 0) { /* the previous stage's last wgmmas are done */
                             if (kLaneRelease || elect_one()) /* (elect.sync: every lane is past its reads) */
@@ -1391,11 +1391,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
 #pragma unroll
                 for (int i = 0; i < 4; i++)
                     wg_keep(acc[0][nt][i]);
-#pragma unroll
-            for (int ks = 4; ks < 8; ks++)
-#pragma unroll
-                for (int i = 0; i < 4; i++)
-                    wg_keep(wg_af[ks][i]);
+            keep_half(1);
         }
 #endif
         /* kCompactEnd: the tile's sums leave the registers for shared memory before the stores, so the stores
