@@ -62,6 +62,8 @@ constexpr int kProducerThreads = 128;           /* the producer warpgroup (one l
  *    one block (blocksize >= 64: one scale a step). */
 enum TileScales { kScalesPrePass, kScalesAbsmax };
 constexpr int kRawRowBytes = 16, kRawBytes = kTileRows * kRawRowBytes;
+/* kScalesAbsmax: the absmax column (a row's block) of step `step`, one block a step (blocksize >= 64) */
+__device__ __forceinline__ unsigned step_block(unsigned step, int bs_log2) { return step >> (bs_log2 - 6); }
 
 /* Consumers: at BX = 256, one k group (every step) with two fragment sets, so a step's wgmmas run while the
  * next step is decoded. At BX = 128 two k groups, the even and the odd steps of the CTA's run, each with one
@@ -294,7 +296,7 @@ __global__ void __launch_bounds__(TileShape<BX, SRC>::Threads, 1)
             tma_load_2d(base, &x_map, (int)(step * kStepK), (int)(mt * BX), fb);
             tma_load_2d(base + S::XBytes, &w_map, (int)(step * kWRowBytes), (int)(wt * kTileRows), fb);
             if (kFromWeight) /* (the 16-byte run of 4 absmax floats holding the step's block) */
-                tma_load_2d(base + S::XBytes + kWBytes, &s_map, (int)((step >> (a.bs_log2 - 6)) & ~3u),
+                tma_load_2d(base + S::XBytes + kWBytes, &s_map, (int)(step_block(step, a.bs_log2) & ~3u),
                             (int)(wt * kTileRows), fb);
             else
                 tma_load_2d(base + S::XBytes + kWBytes, &s_map, (int)(wt * kTileRows * a.pairs), (int)step, fb);
@@ -346,21 +348,18 @@ __global__ void __launch_bounds__(TileShape<BX, SRC>::Threads, 1)
     const uint64_t desc0 = wg_desc(stages_addr); /* the activations of stage 0; stage i: + i StageBytes / 16 */
     const unsigned it_stop = pin(it_end);
     T *y = reinterpret_cast<T *>(a.y);
-    /* absmax from the weight: rows r0 and r0 + 8's runs in a stage, and a step's block column is step >> col_shift
-     * (blocksize >= 64) */
-    [[maybe_unused]] uint32_t raw_off[2], col_shift = 0;
-    if constexpr (kFromWeight) {
+    /* absmax from the weight: rows r0 and r0 + 8's runs in a stage */
+    [[maybe_unused]] uint32_t raw_off[2];
+    if constexpr (kFromWeight)
 #pragma unroll
         for (int h = 0; h < 2; h++)
             raw_off[h] = pin(S::XBytes + kWBytes + (r0 + 8 * h) * kRawRowBytes);
-        col_shift = (uint32_t)(a.bs_log2 - 6); /* (not pinned: uniform, from the parameters) */
-    }
     /* A step's operands from its stage: the rows' scale pairs (rows past N, k past K: scale 0; from the weight:
      * step `step`'s block's absmax, rounded here) and weights */
     const auto load_step = [&](int slot, unsigned step, uint32_t(&s2)[2][2], uint4(&wq)[2][2]) {
         const unsigned char *st = stages + slot * S::StageBytes;
-        if constexpr (SRC == kScalesAbsmax) {
-            const uint32_t in_run = ((step >> col_shift) & 3u) * 4;
+        if constexpr (kFromWeight) {
+            const uint32_t in_run = (step_block(step, a.bs_log2) & 3u) * 4; /* (its place in the row's run) */
 #pragma unroll
             for (int h = 0; h < 2; h++) {
                 const float v = *reinterpret_cast<const float *>(st + raw_off[h] + in_run);
