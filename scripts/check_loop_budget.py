@@ -67,9 +67,7 @@ TILE_BUDGETS = {
     'Li256ELNS_10TileScalesE0E': ('m >= 129 tile, 256 rows (with the tile end)', None),
     'Li256ELNS_10TileScalesE1E': ('m >= 129 tile, 256 rows (with the tile end), absmax', None),
 }
-# (kernel, budgets, what its last bool template argument set to 1 adds to the line, instructions it may add): the
-# pipe kernel's CT (nested codes by tile: the same loop budget)
-KERNELS = (('gemm_4bit_pipe_kernel', BUDGETS, ', by tile', 0), ('gemm_4bit_tile_kernel', TILE_BUDGETS, '', 0))
+KERNELS = (('gemm_4bit_pipe_kernel', BUDGETS), ('gemm_4bit_tile_kernel', TILE_BUDGETS))
 DTYPES = (('6__half', 'f16'), ('13__nv_bfloat16', 'bf16'))
 
 
@@ -97,20 +95,18 @@ def check_listing(text, out=sys.stdout):
     seen, failures = set(), 0
     for part in re.split(r'\n\s*Function : ', text)[1:]:
         name, body = part.split('\n', 1)
-        found_kernel = next((k for k in KERNELS if k[0] in name), None)
-        if found_kernel is None:
+        budgets = next((b for kernel, b in KERNELS if kernel in name), None)
+        if budgets is None:
             continue
-        _, budgets, flag_what, flag_extra = found_kernel
         for mangled, dt in DTYPES:
             for key, (what, budget) in budgets.items():
-                # (the last bool template argument: see KERNELS)
+                # (the pipe kernel's seventh argument, CT: nested codes by tile - the same loop budget)
                 hit = re.search('I' + re.escape(mangled + key) + '(?:Lb([01])E)?E', name)
                 if not hit:
                     continue
                 seen.add((dt, what))
                 if hit.group(1) == '1':
-                    what += flag_what
-                    budget = budget + flag_extra if budget is not None else None
+                    what += ', by tile'
                 found = main_loop(body)
                 if found is None:
                     print('%-5s %-52s no loop with a tensor-core instruction found: FAILED' % (dt, what), file=out)
@@ -124,7 +120,7 @@ def check_listing(text, out=sys.stdout):
                 print('%-5s %-52s %4d %s%s%s' % (dt, what, n, size, ', %d spill accesses' % spills if spills else '',
                        ': FAILED' if bad else ''), file=out)
     for mangled, dt in DTYPES:
-        for key, (what, _) in [item for k in KERNELS for item in k[1].items()]:
+        for key, (what, _) in [item for _, b in KERNELS for item in b.items()]:
             if (dt, what) not in seen:
                 print('%-5s %-52s not in the listing: FAILED' % (dt, what), file=out)
                 failures += 1
