@@ -302,7 +302,7 @@ bnb4_status bnb4_cuda_gemm(bnb4_ctx *ctx, const bnb4_qtensor *w, bnb4_dtype dt, 
     return st;
 }
 
-/* Whether w's packed weights, block scales or nested map may overlap the output of a matmul still
+/* Whether w's packed weights, block scales, nested absmax or nested map may overlap the output of a matmul still
  * running when the next kernel starts (cuda_outputs.h: why only a matmul's y matters; a caller's kernel
  * that lets ours start early must not write them, README, CUDA). */
 int bnb4_cuda_weights_may_be_pending(bnb4_cuda_state *s, const bnb4_qtensor *w) {
@@ -312,10 +312,13 @@ int bnb4_cuda_weights_may_be_pending(bnb4_cuda_state *s, const bnb4_qtensor *w) 
     const size_t n = w->rows * w->cols, nblocks = bnb4_div_up(n, w->blocksize);
     const uintptr_t packed = (uintptr_t)w->packed, scales = w->absmax ? (uintptr_t)w->absmax : (uintptr_t)w->nested.codes;
     const uintptr_t map = w->absmax ? 0 : (uintptr_t)w->nested.code;
-    const bnb4_range parts[3] = {{packed, packed + bnb4_div_up(n, 2)},
+    const uintptr_t nabs = w->absmax ? 0 : (uintptr_t)w->nested.absmax;
+    const size_t n_nabs = w->absmax ? 0 : bnb4_div_up(nblocks, w->nested.blocksize);
+    const bnb4_range parts[4] = {{packed, packed + bnb4_div_up(n, 2)},
                                  {scales, scales + (w->absmax ? nblocks * sizeof(float) : nblocks)},
-                                 {map, map ? map + 256 * sizeof(float) : 0}};
-    return g_outputs.may_overlap(s->stream, capture, parts, 3);
+                                 {map, map ? map + 256 * sizeof(float) : 0},
+                                 {nabs, nabs + n_nabs * sizeof(float)}};
+    return g_outputs.may_overlap(s->stream, capture, parts, 4);
 }
 
 const char *bnb4_cuda_kernel_name(bnb4_ctx *ctx, bnb4_op op, bnb4_dtype dt, size_t m) {

@@ -137,6 +137,8 @@ struct TileArgs : bnb4_cuda_weight_args {
 struct TileScaleArgs : bnb4_cuda_weight_args {
     size_t N, K, row_pad, k_steps;
     unsigned pairs;
+    unsigned early; /* the weight is no output the previous kernel may still write (bnb4_cuda_weights_may_be_
+                       pending): the first pass's loads go before the wait, overlapping that kernel's end */
     uint32_t *scales;
 };
 constexpr int kScaleTile = 32, kScaleRowsPerPass = 8; /* 32 x 8 threads, 4 entries each per tile */
@@ -146,8 +148,10 @@ template <typename T> __global__ void __launch_bounds__(kScaleTile * kScaleRowsP
     /* (before the wait: the tile kernel that follows reads nothing before its own; it is the one whose
      * signal must come after its wait, see the pipe kernel's early stages, cuda_gemm_pipe.cu) */
     pdl_launch_dependents();
-    pdl_wait(); /* the weight may come from the previous kernel, which may also still read the scratch */
+    if (!a.early)
+        pdl_wait(); /* the weight may come from the previous kernel */
 #endif
+    [[maybe_unused]] bool waited = !a.early; /* (the previous kernel may still read the scratch: every write comes after the wait) */
     __shared__ uint32_t tile[kScaleTile][kScaleTile + 1]; /* [entry][step], padded: no bank conflicts */
     /* nested: the 8-bit code's 256 values, one a thread, looked up here instead of in global memory - the
      * code's load then no longer waits for the block's code (one round trip to memory, not two, before the
@@ -184,6 +188,12 @@ template <typename T> __global__ void __launch_bounds__(kScaleTile * kScaleRowsP
                 }
             }
         }
+#if BNB4_HAS_TMA
+        if (!waited) {
+            pdl_wait();
+            waited = true;
+        }
+#endif
         if (!codes_ready) { /* (the first pass: block-uniform) */
             code_values[ty * kScaleTile + tx] = code_value;
             __syncthreads();
@@ -757,6 +767,7 @@ bnb4_status launch_tile_from(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor 
     sa.pairs = a.pairs;
     sa.scales = static_cast<uint32_t *>(scales);
     const bool pdl = bnb4_pdl_enabled();
+    sa.early = pdl && !bnb4_cuda_weights_may_be_pending(s, w);
     cudaLaunchConfig_t sc = {};
     /* x: every 32-entry tile (row_pad / 32 < 2^27: rows < 2^31 were checked); y: up to 65535 step tiles, each
      * CTA striding over the rest. BNB4_CUDA_TILE_SCALE_GRID_Y=n caps y at n (read per call: tests use it to

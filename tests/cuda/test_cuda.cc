@@ -1254,6 +1254,65 @@ TEST_F(CudaTest, ChainedOpsSeeTheirPredecessorsOutput) {
     }
 }
 
+// The tile kernel's scale pre-pass issues its loads of the weight's block scales before it waits for the kernel
+// before it where the library knows that kernel writes none of them (the stream's last matmul output y), and
+// writes its scratch only after the wait. Here, queued back to back with no sync, a nested weight whose 8-bit
+// codes are the bytes of the previous matmul's y (the pre-pass must wait first: even rounds) and one whose codes
+// are its own (it need not: odd rounds), both at m = 130 on the tile kernel; each must see the right bytes.
+TEST_F(CudaTest, TileScalePassSeesItsPredecessorsOutput) {
+    struct Env {
+        Env() { setenv("BNB4_CUDA_TILE_MAX_M", "1000000", 1), setenv("BNB4_CUDA_TILE_MIN_WEIGHTS", "0", 1); }
+        ~Env() { unsetenv("BNB4_CUDA_TILE_MAX_M"), unsetenv("BNB4_CUDA_TILE_MIN_WEIGHTS"); }
+    } env;
+    const bnb4_dtype dt = BNB4_F16;
+    const size_t es = bnb4_dtype_size(dt), bs = 64, ma = 4, mb = 130;
+    if (std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMM, dt, mb), "tile") == nullptr)
+        GTEST_SKIP() << "the tile kernel needs compute capability 9.0 and an sm_90a build (m = 130 takes "
+                     << bnb4_kernel_name(ctx, BNB4_OP_GEMM, dt, mb) << " here)";
+    auto g = rng(111);
+    const size_t NA = 4096, KA = 1024, NB = 256;
+    const size_t KB = ma * NA * es * bs / NB; // B's codes are exactly A's output bytes
+    const HostWeight wa = make_weight(NA, KA, bs, BNB4_NF4, g);
+    DeviceWeight dwa(wa);
+    const bnb4_qtensor qa = dwa.device(false);
+    const Array xa = randn(dt, ma * KA, g), xb = randn(dt, mb * KB, g);
+    std::vector<uint8_t> packed_b(NB * KB / 2), own_codes(NB * KB / bs);
+    std::vector<float> nabs_b(ceil_div(NB * KB / bs, 256));
+    std::uniform_int_distribution<int> byte(0, 255);
+    std::uniform_real_distribution<float> scale(0.5f, 2.0f);
+    for (uint8_t &b : packed_b)
+        b = (uint8_t)byte(g);
+    for (uint8_t &b : own_codes)
+        b = (uint8_t)byte(g);
+    for (float &a : nabs_b)
+        a = scale(g);
+    const float offset = 0.125f;
+    DevBuf dxa(xa.data(), ma * KA * es), dxb(xb.data(), mb * KB * es), dya(ma * NA * es), dyb(mb * NB * es);
+    DevBuf dpacked_b(packed_b.data(), packed_b.size()), dnabs_b(nabs_b.data(), nabs_b.size() * 4);
+    DevBuf downcodes(own_codes.data(), own_codes.size()), dcode(bnb4_nested_code(), 1024);
+    for (int round = 0; round < 4; round++) {
+        const bool from_y = round % 2 == 0;
+        CUDA_OK(cudaMemsetAsync(dya.p, 0xFF, dya.bytes, stream));
+        CUDA_OK(cudaMemsetAsync(dyb.p, 0xFF, dyb.bytes, stream));
+        ASSERT_EQ(BNB4_OK, bnb4_gemm(ctx, &qa, dt, ma, dxa.p, nullptr, dya.p)) << bnb4_last_error();
+        const uint8_t *codes = from_y ? dya.as<uint8_t>() : downcodes.as<uint8_t>();
+        const bnb4_qtensor qb = bnb4_qtensor_nested(NB, KB, bs, BNB4_NF4, dpacked_b.as<uint8_t>(), codes,
+                                                    dnabs_b.as<float>(), dcode.as<float>(), offset, 256);
+        ASSERT_EQ(BNB4_OK, bnb4_gemm(ctx, &qb, dt, mb, dxb.p, nullptr, dyb.p)) << bnb4_last_error();
+        sync();
+        const std::string what = "round " + std::to_string(round) + (from_y ? " (codes: the previous y)" : " (own codes)");
+        const std::vector<uint8_t> ya = dya.get(), yb = dyb.get();
+        expect_close(values_of(ya, dt, ma * NA), reference_matmul(dwa.host(false), xa, ma, nullptr), dt,
+                     what + ": the first matmul");
+        const bnb4_qtensor hb = bnb4_qtensor_nested(NB, KB, bs, BNB4_NF4, packed_b.data(),
+                                                    from_y ? ya.data() : own_codes.data(), nabs_b.data(),
+                                                    bnb4_nested_code(), offset, 256);
+        expect_close(values_of(yb, dt, mb * NB), reference_matmul(hb, xb, mb, nullptr), dt, what + ": the tile kernel");
+        if (HasFailure())
+            return;
+    }
+}
+
 // ---- conformance: bitsandbytes' recorded outputs ---------------------------------------------------------------
 std::string conformance_file(const char *name) {
     const char *env = std::getenv("BNB4_CONFORMANCE_DIR");
