@@ -1253,13 +1253,12 @@ TEST_F(CudaTest, ChainedOpsSeeTheirPredecessorsOutput) {
             return;
     }
 }
-
-// The tile kernel's scale pre-pass issues its loads of the weight's block scales before it waits for the kernel
-// before it where the library knows that kernel writes none of them (the stream's last matmul output y), and
-// writes its scratch only after the wait. Here, queued back to back with no sync, a nested weight whose 8-bit
-// codes are the bytes of the previous matmul's y (the pre-pass must wait first: even rounds) and one whose codes
-// are its own (it need not: odd rounds), both at m = 130 on the tile kernel; each must see the right bytes.
-TEST_F(CudaTest, TileScalePassSeesItsPredecessorsOutput) {
+// The tile kernel's scale pre-pass loads a nested weight's codes and nested absmax before griddepcontrol.wait
+// where the host's output log says the previous matmul's y is no part of them, and writes its scratch only after
+// it. Queued back to back with no sync: a weight whose nested codes (the pre-pass) or packed bytes (plain: the
+// tile kernel takes absmax straight from the weight) are the bytes of the previous y must wait for it (even
+// rounds); with its own bytes it need not (odd rounds). Each must see the right bytes, at m = 130.
+TEST_F(CudaTest, TileKernelSeesItsPredecessorsOutput) {
     struct Env {
         Env() { setenv("BNB4_CUDA_TILE_MAX_M", "1000000", 1), setenv("BNB4_CUDA_TILE_MIN_WEIGHTS", "0", 1); }
         ~Env() { unsetenv("BNB4_CUDA_TILE_MAX_M"), unsetenv("BNB4_CUDA_TILE_MIN_WEIGHTS"); }
@@ -1270,46 +1269,57 @@ TEST_F(CudaTest, TileScalePassSeesItsPredecessorsOutput) {
         GTEST_SKIP() << "the tile kernel needs compute capability 9.0 and an sm_90a build (m = 130 takes "
                      << bnb4_kernel_name(ctx, BNB4_OP_GEMM, dt, mb) << " here)";
     auto g = rng(111);
-    const size_t NA = 4096, KA = 1024, NB = 256;
-    const size_t KB = ma * NA * es * bs / NB; // B's codes are exactly A's output bytes
+    const size_t NA = 4096, KA = 1024, NB = 256, y_bytes = ma * NA * es;
     const HostWeight wa = make_weight(NA, KA, bs, BNB4_NF4, g);
     DeviceWeight dwa(wa);
     const bnb4_qtensor qa = dwa.device(false);
-    const Array xa = randn(dt, ma * KA, g), xb = randn(dt, mb * KB, g);
-    std::vector<uint8_t> packed_b(NB * KB / 2), own_codes(NB * KB / bs);
-    std::vector<float> nabs_b(ceil_div(NB * KB / bs, 256));
+    const Array xa = randn(dt, ma * KA, g);
+    DevBuf dxa(xa.data(), ma * KA * es), dya(y_bytes), dcode(bnb4_nested_code(), 1024);
     std::uniform_int_distribution<int> byte(0, 255);
     std::uniform_real_distribution<float> scale(0.5f, 2.0f);
-    for (uint8_t &b : packed_b)
-        b = (uint8_t)byte(g);
-    for (uint8_t &b : own_codes)
-        b = (uint8_t)byte(g);
-    for (float &a : nabs_b)
-        a = scale(g);
     const float offset = 0.125f;
-    DevBuf dxa(xa.data(), ma * KA * es), dxb(xb.data(), mb * KB * es), dya(ma * NA * es), dyb(mb * NB * es);
-    DevBuf dpacked_b(packed_b.data(), packed_b.size()), dnabs_b(nabs_b.data(), nabs_b.size() * 4);
-    DevBuf downcodes(own_codes.data(), own_codes.size()), dcode(bnb4_nested_code(), 1024);
-    for (int round = 0; round < 4; round++) {
-        const bool from_y = round % 2 == 0;
-        CUDA_OK(cudaMemsetAsync(dya.p, 0xFF, dya.bytes, stream));
-        CUDA_OK(cudaMemsetAsync(dyb.p, 0xFF, dyb.bytes, stream));
-        ASSERT_EQ(BNB4_OK, bnb4_gemm(ctx, &qa, dt, ma, dxa.p, nullptr, dya.p)) << bnb4_last_error();
-        const uint8_t *codes = from_y ? dya.as<uint8_t>() : downcodes.as<uint8_t>();
-        const bnb4_qtensor qb = bnb4_qtensor_nested(NB, KB, bs, BNB4_NF4, dpacked_b.as<uint8_t>(), codes,
-                                                    dnabs_b.as<float>(), dcode.as<float>(), offset, 256);
-        ASSERT_EQ(BNB4_OK, bnb4_gemm(ctx, &qb, dt, mb, dxb.p, nullptr, dyb.p)) << bnb4_last_error();
-        sync();
-        const std::string what = "round " + std::to_string(round) + (from_y ? " (codes: the previous y)" : " (own codes)");
-        const std::vector<uint8_t> ya = dya.get(), yb = dyb.get();
-        expect_close(values_of(ya, dt, ma * NA), reference_matmul(dwa.host(false), xa, ma, nullptr), dt,
-                     what + ": the first matmul");
-        const bnb4_qtensor hb = bnb4_qtensor_nested(NB, KB, bs, BNB4_NF4, packed_b.data(),
-                                                    from_y ? ya.data() : own_codes.data(), nabs_b.data(),
-                                                    bnb4_nested_code(), offset, 256);
-        expect_close(values_of(yb, dt, mb * NB), reference_matmul(hb, xb, mb, nullptr), dt, what + ": the tile kernel");
-        if (HasFailure())
-            return;
+    for (const bool nested : {true, false}) {
+        // B's nested codes (a byte a block: the pre-pass's input) or packed bytes (two weights a byte) are A's y
+        const size_t KB = nested ? y_bytes * bs / NB : y_bytes * 2 / NB, blocks = NB * KB / bs;
+        const Array xb = randn(dt, mb * KB, g);
+        std::vector<uint8_t> packed_b(NB * KB / 2), codes_b(blocks);
+        std::vector<float> absmax_b(nested ? ceil_div(blocks, 256) : blocks); // (nested: its nested absmax)
+        for (uint8_t &b : packed_b)
+            b = (uint8_t)byte(g);
+        for (uint8_t &b : codes_b)
+            b = (uint8_t)byte(g);
+        for (float &a : absmax_b)
+            a = scale(g);
+        DevBuf dxb(xb.data(), mb * KB * es), dyb(mb * NB * es), dpacked_b(packed_b.data(), packed_b.size());
+        DevBuf dcodes_b(codes_b.data(), codes_b.size()), dabsmax_b(absmax_b.data(), absmax_b.size() * 4);
+        for (int round = 0; round < 4; round++) {
+            const bool from_y = round % 2 == 0;
+            CUDA_OK(cudaMemsetAsync(dya.p, 0xFF, dya.bytes, stream));
+            CUDA_OK(cudaMemsetAsync(dyb.p, 0xFF, dyb.bytes, stream));
+            ASSERT_EQ(BNB4_OK, bnb4_gemm(ctx, &qa, dt, ma, dxa.p, nullptr, dya.p)) << bnb4_last_error();
+            const uint8_t *packed = !nested && from_y ? dya.as<uint8_t>() : dpacked_b.as<uint8_t>();
+            const uint8_t *codes = nested && from_y ? dya.as<uint8_t>() : dcodes_b.as<uint8_t>();
+            const bnb4_qtensor qb = nested ? bnb4_qtensor_nested(NB, KB, bs, BNB4_NF4, packed, codes, dabsmax_b.as<float>(),
+                                                                 dcode.as<float>(), offset, 256)
+                                           : bnb4_qtensor_plain(NB, KB, bs, BNB4_NF4, packed, dabsmax_b.as<float>());
+            ASSERT_EQ(BNB4_OK, bnb4_gemm(ctx, &qb, dt, mb, dxb.p, nullptr, dyb.p)) << bnb4_last_error();
+            sync();
+            const std::string what = std::string(nested ? "nested" : "plain") + ", round " + std::to_string(round) +
+                                     (from_y ? (nested ? " (codes: the previous y)" : " (packed: the previous y)")
+                                             : " (own bytes)");
+            const std::vector<uint8_t> ya = dya.get(), yb = dyb.get();
+            expect_close(values_of(ya, dt, ma * NA), reference_matmul(dwa.host(false), xa, ma, nullptr), dt,
+                         what + ": the first matmul");
+            const uint8_t *hpacked = !nested && from_y ? ya.data() : packed_b.data();
+            const uint8_t *hcodes = nested && from_y ? ya.data() : codes_b.data();
+            const bnb4_qtensor hb = nested ? bnb4_qtensor_nested(NB, KB, bs, BNB4_NF4, hpacked, hcodes, absmax_b.data(),
+                                                                 bnb4_nested_code(), offset, 256)
+                                           : bnb4_qtensor_plain(NB, KB, bs, BNB4_NF4, hpacked, absmax_b.data());
+            expect_close(values_of(yb, dt, mb * NB), reference_matmul(hb, xb, mb, nullptr), dt,
+                         what + ": the tile kernel");
+            if (HasFailure())
+                return;
+        }
     }
 }
 
