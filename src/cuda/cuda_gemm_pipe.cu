@@ -918,6 +918,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                                   : kNarrow ? narrow_scale_off(r * 64 + fixed_slot * 4) /* [row][16], swizzled */
                                             : (r * (SK >> a.bs_log2) + fixed_slot) * 4); /* dense [row][k] */
         }
+    /* kNaturalQuad: where this lane's code is (row c % 2's run, block c / 2 of the half) */
+    [[maybe_unused]] const uint32_t natural_quad_off = pin((c & 1 ? fixed_off[0][1] : fixed_off[0][0]) + (c >> 1));
     const int m_rows = (int)min(M, (size_t)MT);
     /* the activation row of accumulator column n (wgmma: the stage's row order) */
     auto out_col = [](int n) { return TMA && !WG && !PS ? tma_xrow(n) : n; };
@@ -940,9 +942,13 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
         pin_if<kQuadScales>((kNarrow ? 0 : (warp % RG) * 16 * RF) + 16 * (c >> 1) + gr + 8 * (c & 1));
     [[maybe_unused]] size_t own_first = 0;
     [[maybe_unused]] bool own_on = false;
+    /* wgmma on the activations as they are, nested, blocksize 64: a quad's four lanes take the same two rows
+     * (h) and the same two blocks of their 128-k half, so lane c decodes the scale of row h = c % 2, block
+     * c / 2, and the quad trades the four by shuffles (as kQuadScales does at m <= 16) */
+    constexpr bool kNaturalQuad = TMA && NESTED && WG == kWgNatural64;
     auto compute_tile = [&]() {
-        if constexpr (kQuadScales) {
-            const size_t n = (size_t)t * TR + own_row;
+        if constexpr (kQuadScales || kNaturalQuad) {
+            const size_t n = (size_t)t * TR + (kQuadScales ? own_row : trow0[0] + 8 * (c & 1));
             own_on = n < N;
             own_first = (n * K) >> a.bs_log2;
         }
@@ -1121,11 +1127,25 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                         qw[f][h] = q;
                     }
                     if constexpr (kNatural) { /* the scales of the half's four 32-k chunks (k-step 2u + h: chunk u's) */
+                        [[maybe_unused]] float natural_quad[2][2]; /* kNaturalQuad: [h][block] */
+                        if constexpr (kNaturalQuad) {
+                            const float nab = load_nab_at(own_on, own_first, step);
+                            const unsigned q = ss[natural_quad_off + ((k0 >> a.bs_log2) & 15u)];
+                            const float own = own_on && kin ? bnb4_dev_nested_scale(ncode[q], nab, a.offset) : 0.0f;
+#pragma unroll
+                            for (int h = 0; h < 2; h++)
+#pragma unroll
+                                for (int b = 0; b < 2; b++)
+                                    natural_quad[h][b] = __shfl_sync(~0u, own, h + 2 * b, 4);
+                        }
 #pragma unroll
                         for (int h = 0; h < 2; h++) {
                             const unsigned char *sp = ss + fixed_off[0][h];
                             float v[4];
-                            if constexpr (NESTED) {
+                            if constexpr (kNaturalQuad) {
+                                v[0] = v[1] = natural_quad[h][0];
+                                v[2] = v[3] = natural_quad[h][1];
+                            } else if constexpr (NESTED) {
                                 float nab;
                                 if constexpr (kNabAhead) {
                                     nab = nab_next[0][h];
