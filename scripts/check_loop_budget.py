@@ -50,9 +50,10 @@ BUDGETS = {
     # byte trade, 16 PRMT, 6 SHFL and 16 SEL a step (v26)
     'Li2ELb0ELb1ELi2ELi0E': ('m = 9..16 wgmma natural, plain', 145 + 4),  # post-scaled groups (v38)
     'Li4ELb0ELb1ELi2ELi0E': ('m = 17..32 wgmma natural, plain', 163 + 4),
-    'Li4ELb1ELb1ELi2ELi0E': ('m = 17..32 wgmma natural, nested', 207 + 4),
+    # nested: the quad's lanes decode one (row, block) scale each and trade them by shuffles (v42: 207, 244)
+    'Li4ELb1ELb1ELi2ELi0E': ('m = 17..32 wgmma natural, nested', 182 + 4),
     'Li8ELb0ELb1ELi2ELi0E': ('m = 33..64 wgmma natural, plain', 194 + 4),
-    'Li8ELb1ELb1ELi2ELi0E': ('m = 33..64 wgmma natural, nested', 242 + 4),
+    'Li8ELb1ELb1ELi2ELi0E': ('m = 33..64 wgmma natural, nested', 223 + 4),
 }
 # gemm_4bit_tile_kernel<T, BX, SRC>: Li<BX>E and the scale source (TileScales: 0 the pre-pass's pairs, 1 plain
 # absmax from the weight) -> the same. The k split's loop at 128 activation rows (a group's
