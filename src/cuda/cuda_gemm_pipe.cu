@@ -373,6 +373,7 @@ __device__ __forceinline__ int ps_row(int g) { return ((g & 3) << 1) | (g >> 2);
  * by the tensor cores straight from the stage (B), permuted beforehand so their k order matches the
  * decoded fragments' (kWgPermuted: pipe_permute_x) or as they are, the quad trading its weight bytes into
  * their order (kWgNatural64 / 32: quad_natural); a warpgroup takes 64 rows x one 128-k half of every step.
+ * (kWgNatural64, nested: the quad's lanes need the same four scales and decode one each, kNaturalQuad.)
  * w_map / x_map / s_map: the TMA variant's tensor maps (zeros, unused, for the cp.async one). */
 template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS, bool CT = false>
 __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)

@@ -1253,6 +1253,7 @@ TEST_F(CudaTest, ChainedOpsSeeTheirPredecessorsOutput) {
             return;
     }
 }
+
 // The tile kernel's scale pre-pass loads a nested weight's codes and nested absmax before griddepcontrol.wait
 // where the host's output log says the previous matmul's y is no part of them, and writes its scratch only after
 // it. Queued back to back with no sync: a weight whose nested codes (the pre-pass) or packed bytes (plain: the
