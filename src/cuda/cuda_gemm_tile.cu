@@ -151,7 +151,6 @@ template <typename T> __global__ void __launch_bounds__(kScaleTile * kScaleRowsP
     if (!a.early)
         pdl_wait(); /* the weight may come from the previous kernel */
 #endif
-    [[maybe_unused]] bool waited = !a.early; /* (the previous kernel may still read the scratch: every write comes after the wait) */
     __shared__ uint32_t tile[kScaleTile][kScaleTile + 1]; /* [entry][step], padded: no bank conflicts */
     /* nested: the 8-bit code's 256 values, one a thread, looked up here instead of in global memory - the
      * code's load then no longer waits for the block's code (one round trip to memory, not two, before the
@@ -161,7 +160,7 @@ template <typename T> __global__ void __launch_bounds__(kScaleTile * kScaleRowsP
     const int tx = threadIdx.x, ty = threadIdx.y;
     const bool nested = a.absmax == nullptr;
     const float code_value = nested ? __ldg(a.nested_code + ty * kScaleTile + tx) : 0.0f;
-    bool codes_ready = !nested;
+    bool first_pass = true;
     const size_t e0 = (size_t)blockIdx.x * kScaleTile;
     for (size_t s0 = (size_t)blockIdx.y * kScaleTile; s0 < a.k_steps; s0 += (size_t)gridDim.y * kScaleTile) {
         const size_t step = s0 + tx;
@@ -188,16 +187,16 @@ template <typename T> __global__ void __launch_bounds__(kScaleTile * kScaleRowsP
                 }
             }
         }
+        if (first_pass) { /* (block-uniform) */
 #if BNB4_HAS_TMA
-        if (!waited) {
-            pdl_wait();
-            waited = true;
-        }
+            if (a.early)
+                pdl_wait(); /* the previous kernel may still read the scratch: every write comes after the wait */
 #endif
-        if (!codes_ready) { /* (the first pass: block-uniform) */
-            code_values[ty * kScaleTile + tx] = code_value;
-            __syncthreads();
-            codes_ready = true;
+            if (nested) {
+                code_values[ty * kScaleTile + tx] = code_value;
+                __syncthreads();
+            }
+            first_pass = false;
         }
 #pragma unroll
         for (int j = 0; j < kPer; j++) {
