@@ -1324,6 +1324,58 @@ TEST_F(CudaTest, TileKernelSeesItsPredecessorsOutput) {
     }
 }
 
+// The pipe kernel copies its first stages' activations before griddepcontrol.wait where the host's output log says
+// the previous matmul's y is no part of x. Chained layers queued back to back with no sync: B's activations are
+// A's output (it must wait: even rounds) or its own (odd rounds), on the default grid and on one whose CTAs share
+// tiles (both then use the split-K workspace and counters), m = 1..64, plain and nested.
+TEST_F(CudaTest, PipeKernelSeesItsPredecessorsOutputAsActivations) {
+    auto g = rng(112);
+    const bnb4_dtype dt = BNB4_F16;
+    const size_t es = bnb4_dtype_size(dt), bs = 64;
+    const size_t NA = 1024, KA = 8192, NB = 4096, KB = NA; // (2^23 and 2^22 weights: the pipe kernel at m = 1)
+    const HostWeight wa = make_weight(NA, KA, bs, BNB4_NF4, g), wb = make_weight(NB, KB, bs, BNB4_NF4, g);
+    DeviceWeight dwa(wa), dwb(wb);
+    std::vector<size_t> ms = {1, 4, 16, 32, 64};
+    if (quick())
+        ms = {1, 16, 32};
+    for (const size_t m : ms) {
+        const Array xa = randn(dt, m * KA, g), xb = randn(dt, m * KB, g), bias = randn(dt, NB, g);
+        DevBuf dxa(xa.data(), m * KA * es), dxb(xb.data(), m * KB * es), dbias(bias.data(), NB * es);
+        DevBuf dya(m * NA * es), dyb(m * NB * es);
+        const MatmulRef want_a = reference_matmul(dwa.host(false), xa, m, nullptr);
+        const MatmulRef want_own = reference_matmul(dwb.host(false), xb, m, &bias);
+        for (const char *grid : {"0", "100"}) { // ("100": stream-K on 100 CTAs, tiles shared)
+            setenv("BNB4_CUDA_PIPE_CTAS", grid, 1);
+            for (int round = 0; round < 4; round++) {
+                const bool from_y = round % 2 == 0;
+                const bnb4_qtensor qa = dwa.device(round >= 2), qb = dwb.device(round >= 2);
+                CUDA_OK(cudaMemsetAsync(dya.p, 0xFF, dya.bytes, stream));
+                CUDA_OK(cudaMemsetAsync(dyb.p, 0xFF, dyb.bytes, stream));
+                ASSERT_EQ(BNB4_OK, bnb4_gemm(ctx, &qa, dt, m, dxa.p, nullptr, dya.p)) << bnb4_last_error();
+                ASSERT_EQ(BNB4_OK, bnb4_gemm(ctx, &qb, dt, m, from_y ? dya.p : dxb.p, dbias.p, dyb.p))
+                    << bnb4_last_error();
+                sync();
+                const std::string what = "m " + std::to_string(m) + " grid " + grid + (round >= 2 ? " nested" : "") +
+                                         (from_y ? " (x: the previous y)" : " (own x)") + " (" +
+                                         bnb4_kernel_name(ctx, BNB4_OP_GEMM, dt, m) + ")";
+                const std::vector<uint8_t> ya = dya.get(), yb = dyb.get();
+                // (the nested weights' scales differ from the plain ones: each their own reference)
+                const MatmulRef ref_a = round >= 2 ? reference_matmul(dwa.host(true), xa, m, nullptr) : want_a;
+                expect_close(values_of(ya, dt, m * NA), ref_a, dt, what + ": A");
+                const MatmulRef ref_b = from_y ? reference_matmul(dwb.host(round >= 2), Array{dt, ya}, m, &bias)
+                                        : round >= 2 ? reference_matmul(dwb.host(true), xb, m, &bias)
+                                                     : want_own;
+                expect_close(values_of(yb, dt, m * NB), ref_b, dt, what + ": B");
+                if (HasFailure()) {
+                    unsetenv("BNB4_CUDA_PIPE_CTAS");
+                    return;
+                }
+            }
+        }
+        unsetenv("BNB4_CUDA_PIPE_CTAS");
+    }
+}
+
 // ---- conformance: bitsandbytes' recorded outputs ---------------------------------------------------------------
 std::string conformance_file(const char *name) {
     const char *env = std::getenv("BNB4_CONFORMANCE_DIR");
