@@ -1324,11 +1324,11 @@ TEST_F(CudaTest, TileKernelSeesItsPredecessorsOutput) {
     }
 }
 
-// The pipe kernel copies its first stages' activations before griddepcontrol.wait where the host's output log says
-// the previous matmul's y is no part of x. Chained layers queued back to back with no sync: B's activations are
-// A's output (it must wait: even rounds) or its own (odd rounds), on the default grid and on one whose CTAs share
-// tiles (both then use the split-K workspace and counters), m = 1..64, plain and nested.
-TEST_F(CudaTest, PipeKernelSeesItsPredecessorsOutputAsActivations) {
+// Chained layers queued back to back with no sync, as a model runs them: B's activations are A's output (even
+// rounds) or its own (odd rounds). The matmul kernels let the next kernel start before they end and copy their
+// first weights before they wait for the one before; B must still read A's finished y, on the default grid and on
+// one whose CTAs share tiles (both then use the split-K workspace and counters), m = 1..64, plain and nested.
+TEST_F(CudaTest, ChainedLayersSeeTheirPredecessorsOutput) {
     auto g = rng(112);
     const bnb4_dtype dt = BNB4_F16;
     const size_t es = bnb4_dtype_size(dt), bs = 64;
