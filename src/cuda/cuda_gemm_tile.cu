@@ -703,14 +703,18 @@ TileScales tile_scale_source(const bnb4_qtensor *w, size_t bx, bool whole_tiles)
     return (w->cols / w->blocksize) % 4 == 0 && bnb4_aligned(w->absmax, 16) ? kScalesAbsmax : kScalesPrePass;
 }
 
-/* `per`: steps per CTA (bnb4_cuda_steps_per_cta, over the tiles of BX rows) */
+/* A call's cut into tiles (of kTileRows weight rows x BX activation rows) and steps, and its steps per CTA
+ * (bnb4_cuda_steps_per_cta): the grid split decides the kernel's template parameters (tile_scale_source) */
+struct TileGrid {
+    size_t m_tiles, tiles, k_steps, per;
+};
+
 template <typename T, int BX, TileScales SRC>
-bnb4_status launch_tile_from(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, const void *x, size_t per) {
+bnb4_status launch_tile_from(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor *w, const void *x, const TileGrid &g) {
     static const char fn[] = "bnb4_gemm (tile)";
     using S = TileShape<BX, SRC>;
     constexpr bool kFromWeight = SRC == kScalesAbsmax;
-    const size_t m_tiles = bnb4_div_up(a.M, BX), tiles = bnb4_div_up(a.N, kTileRows) * m_tiles;
-    const size_t k_steps = bnb4_div_up(a.K, kStepK), iters = tiles * k_steps;
+    const size_t m_tiles = g.m_tiles, tiles = g.tiles, k_steps = g.k_steps, per = g.per, iters = tiles * k_steps;
     /* a step's two 32-k halves are in one block unless blocksize is 32 or K % 64 == 32 (rows, and so steps,
      * may then start mid-block); each half always is (K % 32 == 0, blocksizes are multiples of 32) */
     a.pairs = w->blocksize == 32 || a.K % kStepK != 0 ? 2 : 1;
@@ -818,18 +822,18 @@ size_t tile_rows(const bnb4_cuda_state *s, size_t N, size_t K, size_t m) {
 
 template <typename T>
 bnb4_status launch_tile_t(bnb4_cuda_state *s, const TileArgs &a, const bnb4_qtensor *w, const void *x) {
-    const size_t bx = tile_rows(s, a.N, a.K, a.M);
-    const size_t tiles = bnb4_div_up(a.N, kTileRows) * bnb4_div_up(a.M, bx), k_steps = bnb4_div_up(a.K, kStepK);
+    const size_t bx = tile_rows(s, a.N, a.K, a.M), m_tiles = bnb4_div_up(a.M, bx);
+    const size_t tiles = bnb4_div_up(a.N, kTileRows) * m_tiles, k_steps = bnb4_div_up(a.K, kStepK);
     /* BNB4_CUDA_TILE_CTAS=n: n CTAs, stream-K (read per call: tests use it to force tiles shared by many
      * CTAs). Aligned runs (H200, v17): 14336x4096 m = 128 / 512 with 16-17 % longer runs 11-24 % faster,
      * 4096x14336 tiles in halves or quarters 6-10 %; 28672x8192 m = 512, 18 % longer, 2-9 % slower. No
      * limit on the CTAs a tile: unlike the pipe kernel's, bound by the math (v26: fewer, 11-62 % slower) */
-    const size_t per = bnb4_cuda_steps_per_cta(s, tiles, k_steps, 0, "BNB4_CUDA_TILE_CTAS");
-    if (tile_scale_source(w, bx, per % k_steps == 0) == kScalesAbsmax)
-        return bx == 256 ? launch_tile_from<T, 256, kScalesAbsmax>(s, a, w, x, per)
-                         : launch_tile_from<T, 128, kScalesAbsmax>(s, a, w, x, per);
-    return bx == 256 ? launch_tile_from<T, 256, kScalesPrePass>(s, a, w, x, per)
-                     : launch_tile_from<T, 128, kScalesPrePass>(s, a, w, x, per);
+    const TileGrid g{m_tiles, tiles, k_steps, bnb4_cuda_steps_per_cta(s, tiles, k_steps, 0, "BNB4_CUDA_TILE_CTAS")};
+    if (tile_scale_source(w, bx, g.per % k_steps == 0) == kScalesAbsmax)
+        return bx == 256 ? launch_tile_from<T, 256, kScalesAbsmax>(s, a, w, x, g)
+                         : launch_tile_from<T, 128, kScalesAbsmax>(s, a, w, x, g);
+    return bx == 256 ? launch_tile_from<T, 256, kScalesPrePass>(s, a, w, x, g)
+                     : launch_tile_from<T, 128, kScalesPrePass>(s, a, w, x, g);
 }
 
 } // namespace
