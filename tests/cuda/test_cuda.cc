@@ -1329,6 +1329,9 @@ TEST_F(CudaTest, TileKernelSeesItsPredecessorsOutput) {
 // first weights before they wait for the one before; B must still read A's finished y, on the default grid and on
 // one whose CTAs share tiles (both then use the split-K workspace and counters), m = 1..64, plain and nested.
 TEST_F(CudaTest, ChainedLayersSeeTheirPredecessorsOutput) {
+    struct GridEnv { // (unset however the test ends)
+        ~GridEnv() { unsetenv("BNB4_CUDA_PIPE_CTAS"); }
+    } grid_env;
     auto g = rng(112);
     const bnb4_dtype dt = BNB4_F16;
     const size_t es = bnb4_dtype_size(dt), bs = 64;
@@ -1342,37 +1345,34 @@ TEST_F(CudaTest, ChainedLayersSeeTheirPredecessorsOutput) {
         const Array xa = randn(dt, m * KA, g), xb = randn(dt, m * KB, g), bias = randn(dt, NB, g);
         DevBuf dxa(xa.data(), m * KA * es), dxb(xb.data(), m * KB * es), dbias(bias.data(), NB * es);
         DevBuf dya(m * NA * es), dyb(m * NB * es);
-        const MatmulRef want_a = reference_matmul(dwa.host(false), xa, m, nullptr);
-        const MatmulRef want_own = reference_matmul(dwb.host(false), xb, m, &bias);
+        // [nested]: the nested weights' scales differ from the plain ones
+        const MatmulRef want_a[2] = {reference_matmul(dwa.host(false), xa, m, nullptr),
+                                     reference_matmul(dwa.host(true), xa, m, nullptr)};
+        const MatmulRef want_own[2] = {reference_matmul(dwb.host(false), xb, m, &bias),
+                                       reference_matmul(dwb.host(true), xb, m, &bias)};
         for (const char *grid : {"0", "100"}) { // ("100": stream-K on 100 CTAs, tiles shared)
             setenv("BNB4_CUDA_PIPE_CTAS", grid, 1);
             for (int round = 0; round < 4; round++) {
-                const bool from_y = round % 2 == 0;
-                const bnb4_qtensor qa = dwa.device(round >= 2), qb = dwb.device(round >= 2);
+                const bool from_y = round % 2 == 0, nested = round >= 2;
+                const bnb4_qtensor qa = dwa.device(nested), qb = dwb.device(nested);
                 CUDA_OK(cudaMemsetAsync(dya.p, 0xFF, dya.bytes, stream));
                 CUDA_OK(cudaMemsetAsync(dyb.p, 0xFF, dyb.bytes, stream));
                 ASSERT_EQ(BNB4_OK, bnb4_gemm(ctx, &qa, dt, m, dxa.p, nullptr, dya.p)) << bnb4_last_error();
                 ASSERT_EQ(BNB4_OK, bnb4_gemm(ctx, &qb, dt, m, from_y ? dya.p : dxb.p, dbias.p, dyb.p))
                     << bnb4_last_error();
                 sync();
-                const std::string what = "m " + std::to_string(m) + " grid " + grid + (round >= 2 ? " nested" : "") +
+                const std::string what = "m " + std::to_string(m) + " grid " + grid + (nested ? " nested" : "") +
                                          (from_y ? " (x: the previous y)" : " (own x)") + " (" +
                                          bnb4_kernel_name(ctx, BNB4_OP_GEMM, dt, m) + ")";
                 const std::vector<uint8_t> ya = dya.get(), yb = dyb.get();
-                // (the nested weights' scales differ from the plain ones: each their own reference)
-                const MatmulRef ref_a = round >= 2 ? reference_matmul(dwa.host(true), xa, m, nullptr) : want_a;
-                expect_close(values_of(ya, dt, m * NA), ref_a, dt, what + ": A");
-                const MatmulRef ref_b = from_y ? reference_matmul(dwb.host(round >= 2), Array{dt, ya}, m, &bias)
-                                        : round >= 2 ? reference_matmul(dwb.host(true), xb, m, &bias)
-                                                     : want_own;
-                expect_close(values_of(yb, dt, m * NB), ref_b, dt, what + ": B");
-                if (HasFailure()) {
-                    unsetenv("BNB4_CUDA_PIPE_CTAS");
+                expect_close(values_of(ya, dt, m * NA), want_a[nested], dt, what + ": A");
+                expect_close(values_of(yb, dt, m * NB),
+                             from_y ? reference_matmul(dwb.host(nested), Array{dt, ya}, m, &bias) : want_own[nested],
+                             dt, what + ": B");
+                if (HasFailure())
                     return;
-                }
             }
         }
-        unsetenv("BNB4_CUDA_PIPE_CTAS");
     }
 }
 
