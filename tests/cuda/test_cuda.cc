@@ -6,7 +6,8 @@
 // tolerances of the core tests, on every kernel path (tensor-core, SIMT, dequantize + cuBLAS), odd
 // shapes and misaligned pointers included. Without a GPU every test skips with a message saying so
 // (the build without CUDA checks that a CUDA context is refused with BNB4_ERR_UNSUPPORTED).
-// BNB4_CUDA_TEST_QUICK=1 shrinks the sweeps (used under compute-sanitizer, which is slow).
+// BNB4_CUDA_TEST_QUICK=1 shrinks the sweeps (used under compute-sanitizer, which is slow). BNB4_CUDA_TEST_TRACE=1
+// prints each matmul configuration of the sweeps before it runs, so a hang or a crash names the one it stopped in.
 #include <gtest/gtest.h>
 
 #include <cfloat>
@@ -61,6 +62,17 @@ TEST(Cuda, BuiltWithoutCudaRefusesContexts) {
 bool quick() {
     const char *e = std::getenv("BNB4_CUDA_TEST_QUICK");
     return e && *e && *e != '0';
+}
+// BNB4_CUDA_TEST_TRACE=1: the configuration about to run, flushed at once
+void trace(const std::string &what) {
+    static const bool on = [] {
+        const char *e = std::getenv("BNB4_CUDA_TEST_TRACE");
+        return e && *e && *e != '0';
+    }();
+    if (on) {
+        std::printf("[ trace    ] %s\n", what.c_str());
+        std::fflush(stdout);
+    }
 }
 size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
 // Whether the environment sets `name` to 0 (the library's switches, read as it reads them).
@@ -567,6 +579,7 @@ TEST_F(CudaTest, MatmulAgreesWithFloat64OnEveryPath) {
                                                  std::to_string(s.bs) + " m " + std::to_string(m) + " " +
                                                  bnb4_dtype_name(dt) + " " + bnb4_quant_type_name(qt) +
                                                  (nested ? " nested" : "") + (with_bias ? " bias" : "");
+                        trace(what);
                         ASSERT_EQ(BNB4_OK, bnb4_linear(ctx, &wd, dt, m, dx.as<void>(), with_bias ? db.as<void>() : nullptr,
                                                        dy.as<void>()))
                             << what << ": " << bnb4_last_error();
@@ -602,6 +615,7 @@ void CudaTest::check_gemm_on_grids(const bnb4_qtensor &wd, bnb4_dtype dt, size_t
         std::vector<uint8_t> out[2];
         bnb4_status st[2];
         setenv(grid_env, grid, 1);
+        trace(what);
         for (int rep = 0; rep < 2; rep++) {
             DevBuf dy(n_out * es + 16);
             st[rep] = bnb4_gemm(ctx, &wd, dt, m, x, bias, dy.as<void>());
@@ -1355,15 +1369,16 @@ TEST_F(CudaTest, ChainedLayersSeeTheirPredecessorsOutput) {
             for (int round = 0; round < 4; round++) {
                 const bool from_y = round % 2 == 0, nested = round >= 2;
                 const bnb4_qtensor qa = dwa.device(nested), qb = dwb.device(nested);
+                const std::string what = "m " + std::to_string(m) + " grid " + grid + (nested ? " nested" : "") +
+                                         (from_y ? " (x: the previous y)" : " (own x)") + " (" +
+                                         bnb4_kernel_name(ctx, BNB4_OP_GEMM, dt, m) + ")";
+                trace(what);
                 CUDA_OK(cudaMemsetAsync(dya.p, 0xFF, dya.bytes, stream));
                 CUDA_OK(cudaMemsetAsync(dyb.p, 0xFF, dyb.bytes, stream));
                 ASSERT_EQ(BNB4_OK, bnb4_gemm(ctx, &qa, dt, m, dxa.p, nullptr, dya.p)) << bnb4_last_error();
                 ASSERT_EQ(BNB4_OK, bnb4_gemm(ctx, &qb, dt, m, from_y ? dya.p : dxb.p, dbias.p, dyb.p))
                     << bnb4_last_error();
                 sync();
-                const std::string what = "m " + std::to_string(m) + " grid " + grid + (nested ? " nested" : "") +
-                                         (from_y ? " (x: the previous y)" : " (own x)") + " (" +
-                                         bnb4_kernel_name(ctx, BNB4_OP_GEMM, dt, m) + ")";
                 const std::vector<uint8_t> ya = dya.get(), yb = dyb.get();
                 expect_close(values_of(ya, dt, m * NA), want_a[nested], dt, what + ": A");
                 expect_close(values_of(yb, dt, m * NB),
