@@ -1354,7 +1354,7 @@ TEST_F(CudaTest, ChainedLayersSeeTheirPredecessorsOutput) {
     DeviceWeight dwa(wa), dwb(wb);
     std::vector<size_t> ms = {1, 4, 16, 32, 64};
     if (quick())
-        ms = {1, 16, 32};
+        ms = {1, 32}; // (the post-scaled mma.sync and the wgmma math)
     for (const size_t m : ms) {
         const Array xa = randn(dt, m * KA, g), xb = randn(dt, m * KB, g), bias = randn(dt, NB, g);
         DevBuf dxa(xa.data(), m * KA * es), dxb(xb.data(), m * KB * es), dbias(bias.data(), NB * es);
