@@ -59,16 +59,15 @@ TEST(Cuda, BuiltWithoutCudaRefusesContexts) {
 
 #else
 
-bool quick() {
-    const char *e = std::getenv("BNB4_CUDA_TEST_QUICK");
+// Whether a test switch is set (to anything but empty or 0)
+bool test_switch(const char *name) {
+    const char *e = std::getenv(name);
     return e && *e && *e != '0';
 }
+bool quick() { return test_switch("BNB4_CUDA_TEST_QUICK"); }
 // BNB4_CUDA_TEST_TRACE=1: the configuration about to run, flushed at once
 void trace(const std::string &what) {
-    static const bool on = [] {
-        const char *e = std::getenv("BNB4_CUDA_TEST_TRACE");
-        return e && *e && *e != '0';
-    }();
+    static const bool on = test_switch("BNB4_CUDA_TEST_TRACE");
     if (on) {
         std::printf("[ trace    ] %s\n", what.c_str());
         std::fflush(stdout);
@@ -1293,6 +1292,7 @@ TEST_F(CudaTest, TileKernelSeesItsPredecessorsOutput) {
     std::uniform_int_distribution<int> byte(0, 255);
     std::uniform_real_distribution<float> scale(0.5f, 2.0f);
     const float offset = 0.125f;
+    const MatmulRef want_a = reference_matmul(dwa.host(false), xa, ma, nullptr);
     for (const bool nested : {true, false}) {
         // B's nested codes (a byte a block: the pre-pass's input) or packed bytes (two weights a byte) are A's y
         const size_t KB = nested ? y_bytes * bs / NB : y_bytes * 2 / NB, blocks = NB * KB / bs;
@@ -1323,8 +1323,7 @@ TEST_F(CudaTest, TileKernelSeesItsPredecessorsOutput) {
                                      (from_y ? (nested ? " (codes: the previous y)" : " (packed: the previous y)")
                                              : " (own bytes)");
             const std::vector<uint8_t> ya = dya.get(), yb = dyb.get();
-            expect_close(values_of(ya, dt, ma * NA), reference_matmul(dwa.host(false), xa, ma, nullptr), dt,
-                         what + ": the first matmul");
+            expect_close(values_of(ya, dt, ma * NA), want_a, dt, what + ": the first matmul");
             const uint8_t *hpacked = !nested && from_y ? ya.data() : packed_b.data();
             const uint8_t *hcodes = nested && from_y ? ya.data() : codes_b.data();
             const bnb4_qtensor hb = nested ? bnb4_qtensor_nested(NB, KB, bs, BNB4_NF4, hpacked, hcodes, absmax_b.data(),
