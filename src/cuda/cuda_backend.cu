@@ -321,6 +321,16 @@ int bnb4_cuda_weights_may_be_pending(bnb4_cuda_state *s, const bnb4_qtensor *w) 
     return g_outputs.may_overlap(s->stream, capture, parts, 4);
 }
 
+/* Whether a matmul's activations (bytes at x) may overlap the output of a matmul still running when the next
+ * kernel starts: the same log, for kernels that would read them before their griddepcontrol.wait. */
+int bnb4_cuda_activations_may_be_pending(bnb4_cuda_state *s, const void *x, size_t bytes) {
+    unsigned long long capture = 0;
+    if (!capture_id(s, &capture))
+        return 1;
+    const bnb4_range part{(uintptr_t)x, (uintptr_t)x + bytes};
+    return g_outputs.may_overlap(s->stream, capture, &part, 1);
+}
+
 const char *bnb4_cuda_kernel_name(bnb4_ctx *ctx, bnb4_op op, bnb4_dtype dt, size_t m) {
     switch (op) {
     case BNB4_OP_QUANTIZE:

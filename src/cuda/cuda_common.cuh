@@ -289,6 +289,8 @@ bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_
  * kernel on the context's stream starts (cuda_backend.cu, cuda_outputs.h): then no kernel may read them
  * before its griddepcontrol.wait */
 int bnb4_cuda_weights_may_be_pending(bnb4_cuda_state *s, const bnb4_qtensor *w);
+/* the same for a matmul's activations (bytes at x) */
+int bnb4_cuda_activations_may_be_pending(bnb4_cuda_state *s, const void *x, size_t bytes);
 /* whether m takes the tile kernel on this device (where the layout fits: bnb4_cuda_tile_fits) */
 int bnb4_cuda_tile_enabled(const bnb4_cuda_state *s, size_t m);
 int bnb4_cuda_tile_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x);

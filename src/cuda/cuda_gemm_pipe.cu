@@ -84,9 +84,10 @@
  *    it has passed its own griddepcontrol.wait, and waits before reading the activations or anything
  *    else a previous kernel may write, so launch and prologue (barriers, the code-pair table) overlap the
  *    previous kernel's tail. The first stages' weights and scales are copied before the wait: the
- *    previous kernel, if it may still run, is one of ours and writes no weights (pipe_early), so only the
- *    activations wait. (Where the weights are the previous matmul's output, m <= 16 prefetches them into
- *    L2 instead: pipe_prefetch.)
+ *    previous kernel, if it may still run, is one of ours and writes no weights (pipe_early), and with them
+ *    their activations where the host's log says the previous matmul did not write x (pipe_x_early: those
+ *    stages are whole when the wait returns). (Where the weights are the previous matmul's output, m <= 16
+ *    prefetches them into L2 instead: pipe_prefetch.)
  *  - Partial tiles: a tile covered by one CTA is stored directly (bias in f32, one rounding). A tile shared
  *    by several CTAs: each writes its f32 partial sums to a slot of the context's split-K workspace; the
  *    last to arrive (a per-tile counter) adds the slots in contributor order, so the result does not
@@ -207,6 +208,7 @@ struct PipeArgs : bnb4_cuda_weight_args {
     unsigned inflight;          /* TMA: stages the producer keeps issued but not landed (0: no limit) */
     unsigned prefetch;          /* TMA, m <= 16 without early stages: first stages prefetched into L2 before it */
     unsigned early;             /* TMA: first stages whose weights and scales are copied before it (<= STAGES) */
+    unsigned x_early;           /* TMA: their activations too (pipe_x_early: the previous kernel does not write x) */
     unsigned x_one_copy;        /* TMA: a stage's activations are one copy of a 3D view (else one a 64-k box) */
     unsigned x_rows;            /* TMA: the activation rows a stage's copy brings - MT, or (post-scaled, one copy)
                                    m where m < MT (pipe_x_rows) */
@@ -215,6 +217,27 @@ struct PipeArgs : bnb4_cuda_weight_args {
                                    tensor copy needs) or kCodesTile (post-scaled: a tile's codes in one bulk copy) */
     unsigned codes_nbuf;        /* kCodesTile: code buffers, 1 (every CTA's run inside one tile) or 2 */
 };
+
+/* Debugging a hang (build with -DBNB4_PIPE_WATCHDOG, e.g. CMAKE_CUDA_FLAGS=-DBNB4_PIPE_WATCHDOG): the pipeline's
+ * waits give up after about 2 s, printing the CTA, thread, barrier, the parity waited for, the barrier's raw state
+ * and the iteration, then trap (the message shows at the host's next sync, as a device assert's does). */
+#if defined(BNB4_PIPE_WATCHDOG) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+__device__ __noinline__ void pipe_watchdog_wait(uint32_t bar, uint32_t parity, const char *what, unsigned it) {
+    const long long t0 = clock64();
+    while (!mbar_try_wait(bar, parity)) {
+        if (clock64() - t0 > 4000000000LL) {
+            unsigned long long state;
+            asm volatile("ld.shared.b64 %0, [%1];" : "=l"(state) : "r"(bar));
+            printf("[pipe hang] cta %d thread %d: %s barrier at smem 0x%x, parity %u, raw state 0x%016llx, iteration %u\n",
+                   (int)blockIdx.x, (int)threadIdx.x, what, bar, parity, state, it);
+            __trap();
+        }
+    }
+}
+#define BNB4_PIPE_WAIT(bar, parity, what, it) pipe_watchdog_wait(bar, parity, what, it)
+#else
+#define BNB4_PIPE_WAIT(bar, parity, what, it) mbar_wait(bar, parity)
+#endif
 
 /* PairOps (cuda_sm90.cuh) plus the mma.sync of the dtype */
 template <typename T> struct PipeOps;
@@ -542,6 +565,16 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                         tma_load_2d(base + kWBytes + S::XBytes, &s_map, (int)((k0 >> bs_log2) & s_mask), n0, fb);
                 }
             };
+            /* a stage's activations: 64-k boxes (4, narrow 16) of x_rows rows, one copy or one each */
+            auto copy_x = [&](uint32_t base, uint32_t fb, unsigned k0) {
+                if (a.x_one_copy) {
+                    tma_load_3d(base + kWBytes, &x_map, 0, 0, (int)(k0 / 64), fb);
+                } else {
+#pragma unroll
+                    for (int q = 0; q < SK / 64; q++)
+                        tma_load_2d(base + kWBytes + q * (MT * 128), &x_map, (int)(k0 + 64 * q), 0, fb);
+                }
+            };
             /* kCodesTile: the codes of the run's tiles, one bulk copy each (the tile's rows are contiguous: TR rows
              * of per_row bytes, a multiple of 16, at a 16-byte aligned start - pipe_codes_tile); the first
              * code_nbuf now (they are weights: safe before the wait, as the early stages), each later one once the
@@ -576,6 +609,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                     if (kCodesAhead == 1 && codes_async)
                         load_codes(codes_w[0], k0, n0);
                     copy_weights(base, fb, k0, n0);
+                    if (a.x_early && lead)
+                        copy_x(base, fb, k0);
                     if (kCodesAhead == 1 && codes_async)
                         store_codes(codes_w[0], base, fb, k0);
                 } else if (lead) {
@@ -605,7 +640,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                                     (it - t * a.k_steps) * SK);
                 }
             }
-            pdl_wait(); /* the activations may come from the previous kernel */
+            pdl_wait(); /* the activations may come from the previous kernel (unless x_early) */
             /* Only now may the next kernel start: so when any of ours starts, everything before the kernel
              * just before it is complete (what makes the early stages safe; the whole grid is resident, one
              * CTA per SM at most, so nothing can starve). One lane's signal counts for its CTA. */
@@ -633,12 +668,18 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
             }
             unsigned ring = 0; /* codes_async: the ring entry holding this stage's codes */
             for (unsigned it = it_begin; it < it_end; it++) {
-                mbar_wait(empty_bar + 8 * slot, phase ^ 1u); /* the consumers are done with the slot */
+                /* the consumers are done with the slot - from its second use on. A slot's first use waits for
+                 * nothing, and must not: an early stage whose activations came early too (x_early) is whole
+                 * before this loop starts, so the consumers may have finished it and released its slot once
+                 * already, and a wait for parity 1 would then wait for the second release - which needs a stage
+                 * only this producer can issue (the hang of docs/performance.md v43) */
+                if (it - it_begin >= STAGES)
+                    BNB4_PIPE_WAIT(empty_bar + 8 * slot, phase ^ 1u, "producer: empty", it);
                 /* at most `inflight` stages on their way: the memory serves a CTA's queued copies together,
                  * so with all stages queued at once the first landed late (v17: m = 1 on the mid shapes
                  * 1-5 % faster with 3) */
                 if (a.inflight && it - it_begin >= a.inflight) {
-                    mbar_wait(full_bar + 8 * lag_slot, lag_phase);
+                    BNB4_PIPE_WAIT(full_bar + 8 * lag_slot, lag_phase, "producer: lag full", it);
                     if (++lag_slot == STAGES) {
                         lag_slot = 0;
                         lag_phase ^= 1u;
@@ -649,14 +690,9 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                 const int n0 = (int)(tile * TR);
                 if (it - it_begin >= early) /* (early: weights and scales issued before the wait) */
                     copy_weights(base, fb, k0, n0);
-                if (lead) { /* activations: 64-k boxes (4, narrow 16) of x_rows rows, one copy or one each */
-                    if (a.x_one_copy) {
-                        tma_load_3d(base + kWBytes, &x_map, 0, 0, (int)(k0 / 64), fb);
-                    } else {
-#pragma unroll
-                        for (int q = 0; q < SK / 64; q++)
-                            tma_load_2d(base + kWBytes + q * (MT * 128), &x_map, (int)(k0 + 64 * q), 0, fb);
-                    }
+                if (lead) {
+                    if (!a.x_early || it - it_begin >= early)
+                        copy_x(base, fb, k0);
                     /* kCodesTile: the next tile's codes as soon as their buffer is free (probed each turn, after
                      * the slot's wait: so it is issued at the latest a turn after the consumers leave the tile
                      * before, which they can only do once the slots of its stages are released) */
@@ -840,7 +876,10 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
             load_ncode();
 #if BNB4_HAS_TMA
         if constexpr (TMA) /* the table came from this module's constants; everything below may come from the
-                            * previous kernel (nested absmax, bias, split-K workspace, y) */
+                            * previous kernel (nested absmax, bias, split-K workspace, y). Every consumer thread
+                            * waits here, x_early or not: with the consumers' wait moved to their first tile end
+                            * (or left to the producer's, passed on by an mbarrier) the kernel hung on the H200 -
+                            * the producer's wait did not return while they ran (docs/performance.md v43) */
             pdl_wait();
 #endif
         if (NESTED && !ncode_early)
@@ -1076,11 +1115,15 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
 #if BNB4_HAS_TMA
                 /* the producer's copies for `it` have landed (mma.sync: the retry loop in C++, which spares the
                  * asm loop's convergence block, 2 instructions per step; wgmma: the asm loop, 1-2 fewer) */
+#ifdef BNB4_PIPE_WATCHDOG
+                BNB4_PIPE_WAIT(full_bar + 8 * slot, phase, "consumer: full", it);
+#else
                 if constexpr (WG)
                     mbar_wait(full_bar + 8 * slot, phase);
                 else
                     while (!mbar_try_wait(full_bar + 8 * slot, phase)) {
                     }
+#endif
 #endif
             } else {
                 cp_async_wait<STAGES - 2>(); /* this thread's copies for `it` have landed ... */
@@ -1803,6 +1846,16 @@ unsigned pipe_early(bool wgmma, unsigned stages) {
     return want < stages ? (unsigned)want : stages;
 }
 
+/* Whether the early stages bring their activations too, before griddepcontrol.wait, where the host's output log
+ * says the previous matmul's y is no part of x (bnb4_cuda_activations_may_be_pending; not with kWgPermuted, whose
+ * x pipe_permute_x has just written): then the first stages are whole when the wait returns, instead of waiting
+ * for their activations' copies then (H200, docs/performance.md v43). BNB4_CUDA_PIPE_X_EARLY=0 turns it off, for
+ * measuring (read once). */
+bool pipe_x_early() {
+    static const bool on = bnb4_env_size("BNB4_CUDA_PIPE_X_EARLY", 1) != 0;
+    return on;
+}
+
 /* Steps per CTA of the kernel's grid on N x K weights at MT activation rows (bnb4_cuda_steps_per_cta):
  * at most 8 CTAs a tile, 4 past m = 32 (each part's sums are 4 MT x 128 bytes: 1024x4096, v26).
  * BNB4_CUDA_PIPE_CTAS=n: n CTAs, stream-K (read per call: tests use it to force tiles shared by many
@@ -1866,6 +1919,8 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     const unsigned inflight = pipe_inflight();
     a.inflight = inflight < stages ? inflight : 0;
     a.early = TMA && (WG == kWgPermuted || !bnb4_cuda_weights_may_be_pending(s, w)) ? pipe_early(WG != 0, stages) : 0;
+    a.x_early = a.early && WG != kWgPermuted && pipe_x_early() &&
+                !bnb4_cuda_activations_may_be_pending(s, x, a.M * a.K * sizeof(T));
     a.prefetch = NT <= 2 && WG != kWgPermuted && !a.early ? pipe_prefetch() : 0;
     if (per % k_steps != 0) { /* some tile is shared by CTAs: workspace and counters */
         const bnb4_status st = bnb4_cuda_splitk(s, tiles, tiles * a.max_contrib * S::MT * S::TileRows * sizeof(float),
