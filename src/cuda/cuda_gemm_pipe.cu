@@ -880,7 +880,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                             * waits here, x_early or not: with the consumers' wait moved to their first tile end
                             * (or left to the producer's, passed on by an mbarrier) the kernel hung on the H200 -
                             * the producer's wait did not return while they ran (docs/performance.md v43) */
-            pdl_wait();
+            if (a.x_early < 2) /* (experiment, BNB4_CUDA_PIPE_X_EARLY=2: at the first tile end instead) */
+                pdl_wait();
 #endif
         if (NESTED && !ncode_early)
             load_ncode();
@@ -1088,6 +1089,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
     /* One turn of the outer loop per tile this CTA works on (or the part of it in its range); the inner
      * loop runs that tile's steps with no tile-end tests, the tile's end follows it. */
     unsigned it = it_begin;
+    [[maybe_unused]] bool consumer_waited = false;
     while (it < it_stop) {
         if (it != it_begin)
             compute_tile();
@@ -1440,6 +1442,13 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
         }
 #endif
         /* ---- end of a tile (or of this CTA's range inside it): store or hand over the sums ---- */
+#if BNB4_HAS_TMA
+        if constexpr (TMA)
+            if (a.x_early >= 2 && !consumer_waited) { /* (experiment: the prologue's wait moved here) */
+                pdl_wait();
+                consumer_waited = true;
+            }
+#endif
         const unsigned cur_t = t;
         step = 0; /* the next turn starts the next tile */
         t++;
@@ -1851,9 +1860,9 @@ unsigned pipe_early(bool wgmma, unsigned stages) {
  * x pipe_permute_x has just written): then the first stages are whole when the wait returns, instead of waiting
  * for their activations' copies then (H200, docs/performance.md v43). BNB4_CUDA_PIPE_X_EARLY=0 turns it off, for
  * measuring (read once). */
-bool pipe_x_early() {
-    static const bool on = bnb4_env_size("BNB4_CUDA_PIPE_X_EARLY", 1) != 0;
-    return on;
+unsigned pipe_x_early() {
+    static const unsigned level = (unsigned)bnb4_env_size("BNB4_CUDA_PIPE_X_EARLY", 1);
+    return level;
 }
 
 /* Steps per CTA of the kernel's grid on N x K weights at MT activation rows (bnb4_cuda_steps_per_cta):
@@ -1920,7 +1929,9 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     a.inflight = inflight < stages ? inflight : 0;
     a.early = TMA && (WG == kWgPermuted || !bnb4_cuda_weights_may_be_pending(s, w)) ? pipe_early(WG != 0, stages) : 0;
     a.x_early = a.early && WG != kWgPermuted && pipe_x_early() &&
-                !bnb4_cuda_activations_may_be_pending(s, x, a.M * a.K * sizeof(T));
+                        !bnb4_cuda_activations_may_be_pending(s, x, a.M * a.K * sizeof(T))
+                    ? pipe_x_early()
+                    : 0;
     a.prefetch = NT <= 2 && WG != kWgPermuted && !a.early ? pipe_prefetch() : 0;
     if (per % k_steps != 0) { /* some tile is shared by CTAs: workspace and counters */
         const bnb4_status st = bnb4_cuda_splitk(s, tiles, tiles * a.max_contrib * S::MT * S::TileRows * sizeof(float),
