@@ -86,7 +86,8 @@
  *    previous kernel's tail. The first stages' weights and scales are copied before the wait: the
  *    previous kernel, if it may still run, is one of ours and writes no weights (pipe_early), and with them
  *    their activations where the host's log says the previous matmul did not write x (pipe_x_early: those
- *    stages are whole when the wait returns). (Where the weights are the previous matmul's output, m <= 16
+ *    stages are whole when the wait returns; at m <= 16 the consumers then wait only at their first tile
+ *    end, kLateWait). (Where the weights are the previous matmul's output, m <= 16
  *    prefetches them into L2 instead: pipe_prefetch.)
  *  - Partial tiles: a tile covered by one CTA is stored directly (bias in f32, one rounding). A tile shared
  *    by several CTAs: each writes its f32 partial sums to a slot of the context's split-K workspace; the
@@ -436,6 +437,11 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
      * was reported as racing (docs/performance.md v31). The CT kernels' stages get no lanes' stores, but with
      * one elected lane racecheck reported hazards there too (v33; no faster either). */
     constexpr bool kLaneRelease = TMA && NESTED;
+    /* x_early (the early stages whole before the producer's griddepcontrol.wait): at m <= 16 the consumers wait for
+     * the previous kernel only at their first tile end, the first place they touch what it may write (bias,
+     * split-K workspace, y), so they run the early stages during its tail: 0.8 % faster there (nested 4096x4096
+     * m = 1..8 3 %), 0.4 % slower at m = 64 (H200, docs/performance.md v44) */
+    constexpr bool kLateWait = NT <= 2;
     constexpr int RF = S::RF, KP = S::KParts, RG = S::RowGroups;
     constexpr int U = PS ? 2 : 4; /* 4-byte words of a weight row a thread takes per step */
     constexpr bool kNarrow = S::Narrow; /* 32-row tiles, 1024-k steps (PipeShape) */
@@ -875,12 +881,10 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
         if (NESTED && ncode_early)
             load_ncode();
 #if BNB4_HAS_TMA
-        if constexpr (TMA) /* the table came from this module's constants; everything below may come from the
-                            * previous kernel (nested absmax, bias, split-K workspace, y). Every consumer thread
-                            * waits here, x_early or not: with the consumers' wait moved to their first tile end
-                            * (or left to the producer's, passed on by an mbarrier) the kernel hung on the H200 -
-                            * the producer's wait did not return while they ran (docs/performance.md v43) */
-            if (a.x_early < 2) /* (experiment, BNB4_CUDA_PIPE_X_EARLY=2: at the first tile end instead) */
+        if constexpr (TMA) /* the table came from this module's constants; the bias, the split-K workspace and y
+                            * may be the previous kernel's (and the nested absmax, unless the early stages are
+                            * safe: then ncode_early). kLateWait with x_early: at the first tile end instead */
+            if (!(kLateWait && a.x_early))
                 pdl_wait();
 #endif
         if (NESTED && !ncode_early)
@@ -1444,7 +1448,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
         /* ---- end of a tile (or of this CTA's range inside it): store or hand over the sums ---- */
 #if BNB4_HAS_TMA
         if constexpr (TMA)
-            if (a.x_early >= 2 && !consumer_waited) { /* (experiment: the prologue's wait moved here) */
+            if (kLateWait && a.x_early && !consumer_waited) { /* (the prologue's wait, moved here) */
                 pdl_wait();
                 consumer_waited = true;
             }
@@ -1858,11 +1862,12 @@ unsigned pipe_early(bool wgmma, unsigned stages) {
 /* Whether the early stages bring their activations too, before griddepcontrol.wait, where the host's output log
  * says the previous matmul's y is no part of x (bnb4_cuda_activations_may_be_pending; not with kWgPermuted, whose
  * x pipe_permute_x has just written): then the first stages are whole when the wait returns, instead of waiting
- * for their activations' copies then (H200, docs/performance.md v43). BNB4_CUDA_PIPE_X_EARLY=0 turns it off, for
+ * for their activations' copies then (H200, docs/performance.md v44: 1.8 % faster at m <= 16, 0.7 % at m = 32 /
+ * 64; 4096x4096 m = 16 5.64 -> 5.25 us). BNB4_CUDA_PIPE_X_EARLY=0 turns it off, for
  * measuring (read once). */
-unsigned pipe_x_early() {
-    static const unsigned level = (unsigned)bnb4_env_size("BNB4_CUDA_PIPE_X_EARLY", 1);
-    return level;
+bool pipe_x_early() {
+    static const bool on = bnb4_env_size("BNB4_CUDA_PIPE_X_EARLY", 1) != 0;
+    return on;
 }
 
 /* Steps per CTA of the kernel's grid on N x K weights at MT activation rows (bnb4_cuda_steps_per_cta):
@@ -1929,9 +1934,7 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     a.inflight = inflight < stages ? inflight : 0;
     a.early = TMA && (WG == kWgPermuted || !bnb4_cuda_weights_may_be_pending(s, w)) ? pipe_early(WG != 0, stages) : 0;
     a.x_early = a.early && WG != kWgPermuted && pipe_x_early() &&
-                        !bnb4_cuda_activations_may_be_pending(s, x, a.M * a.K * sizeof(T))
-                    ? pipe_x_early()
-                    : 0;
+                !bnb4_cuda_activations_may_be_pending(s, x, a.M * a.K * sizeof(T));
     a.prefetch = NT <= 2 && WG != kWgPermuted && !a.early ? pipe_prefetch() : 0;
     if (per % k_steps != 0) { /* some tile is shared by CTAs: workspace and counters */
         const bnb4_status st = bnb4_cuda_splitk(s, tiles, tiles * a.max_contrib * S::MT * S::TileRows * sizeof(float),
