@@ -220,8 +220,10 @@ struct PipeArgs : bnb4_cuda_weight_args {
 };
 
 /* Debugging a hang (build with -DBNB4_PIPE_WATCHDOG, e.g. CMAKE_CUDA_FLAGS=-DBNB4_PIPE_WATCHDOG): the pipeline's
- * waits give up after about 2 s, printing the CTA, thread, barrier, the parity waited for, the barrier's raw state
- * and the iteration, then trap (the message shows at the host's next sync, as a device assert's does). */
+ * waits give up after about 2 s, printing the CTA, thread, barrier, the parity waited for, the barrier's word as a
+ * plain load reads it (on the H200 not the barrier's state: read it as noise) and the iteration, then trap (the
+ * message shows at the host's next sync, as a device assert's does). Which thread waits where, at which iteration,
+ * named v43's hang in one call (docs/performance.md v44). */
 #if defined(BNB4_PIPE_WATCHDOG) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 __device__ __noinline__ void pipe_watchdog_wait(uint32_t bar, uint32_t parity, const char *what, unsigned it) {
     const long long t0 = clock64();
