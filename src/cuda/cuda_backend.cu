@@ -142,6 +142,19 @@ static bool capture_id(bnb4_cuda_state *s, unsigned long long *id) {
     return status != cudaStreamCaptureStatusInvalidated;
 }
 
+/* The capture's one open node on the context's stream - what the next captured kernel will follow - or null
+ * (none, several: another stream joined in, or not capturing) */
+static const void *capture_tail(bnb4_cuda_state *s) {
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    const cudaGraphNode_t *deps = nullptr;
+    size_t n = 0;
+    if (cudaStreamGetCaptureInfo(s->stream, &status, nullptr, nullptr, &deps, nullptr, &n) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return nullptr;
+    }
+    return status == cudaStreamCaptureStatusActive && n == 1 ? (const void *)deps[0] : nullptr;
+}
+
 /* A context-owned buffer being replaced stays allocated until the context goes: a CUDA graph captured
  * earlier holds its address and may still be replayed (growth at most doubles what the buffers take, as
  * each one grows by half again). */
@@ -296,7 +309,7 @@ bnb4_status bnb4_cuda_gemm(bnb4_ctx *ctx, const bnb4_qtensor *w, bnb4_dtype dt, 
     const bnb4_range out = st == BNB4_OK ? bnb4_range{y0, y0 + bytes} : bnb4_range{0, UINTPTR_MAX};
     unsigned long long capture = 0;
     if (capture_id(s, &capture))
-        g_outputs.record(s->stream, capture, out);
+        g_outputs.record(s->stream, capture, out, capture ? capture_tail(s) : nullptr);
     else /* (not known whether the call was captured: as if it was, and the stream's direct record is void) */
         g_outputs.record(s->stream, 0, bnb4_range{0, UINTPTR_MAX});
     return st;
@@ -321,11 +334,16 @@ int bnb4_cuda_weights_may_be_pending(bnb4_cuda_state *s, const bnb4_qtensor *w) 
     return g_outputs.may_overlap(s->stream, capture, parts, 4);
 }
 
-/* Whether a matmul's activations (bytes at x) may overlap the output of a matmul still running when the next
- * kernel starts: the same log, for kernels that would read them before their griddepcontrol.wait. */
+/* Whether a matmul's activations (bytes at x) may still be being written when its kernel starts, for kernels that
+ * would read them before their griddepcontrol.wait: unless the call is captured right after a matmul of ours
+ * (the capture's one open node is the one that matmul left) whose output is no part of x - the caller's kernels
+ * write activations, and one of theirs may let ours start before its writes are visible (cuda_outputs.h). */
 int bnb4_cuda_activations_may_be_pending(bnb4_cuda_state *s, const void *x, size_t bytes) {
     unsigned long long capture = 0;
-    if (!capture_id(s, &capture))
+    if (!capture_id(s, &capture) || !capture)
+        return 1;
+    const void *tail = capture_tail(s);
+    if (!tail || !g_outputs.our_node(capture, tail))
         return 1;
     const bnb4_range part{(uintptr_t)x, (uintptr_t)x + bytes};
     return g_outputs.may_overlap(s->stream, capture, &part, 1);

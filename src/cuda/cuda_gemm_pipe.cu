@@ -85,9 +85,9 @@
  *    else a previous kernel may write, so launch and prologue (barriers, the code-pair table) overlap the
  *    previous kernel's tail. The first stages' weights and scales are copied before the wait: the
  *    previous kernel, if it may still run, is one of ours and writes no weights (pipe_early), and with them
- *    their activations where the host's log says the previous matmul did not write x (pipe_x_early: those
- *    stages are whole when the wait returns; at m <= 16 the consumers then wait only at their first tile
- *    end, kLateWait). (Where the weights are the previous matmul's output, m <= 16
+ *    their activations where the call is captured right after a matmul of ours whose y is no part of x
+ *    (pipe_x_early: those stages are whole when the wait returns; at m <= 16 the consumers then wait only at
+ *    their first tile end, kLateWait). (Where the weights are the previous matmul's output, m <= 16
  *    prefetches them into L2 instead: pipe_prefetch.)
  *  - Partial tiles: a tile covered by one CTA is stored directly (bias in f32, one rounding). A tile shared
  *    by several CTAs: each writes its f32 partial sums to a slot of the context's split-K workspace; the
@@ -209,7 +209,8 @@ struct PipeArgs : bnb4_cuda_weight_args {
     unsigned inflight;          /* TMA: stages the producer keeps issued but not landed (0: no limit) */
     unsigned prefetch;          /* TMA, m <= 16 without early stages: first stages prefetched into L2 before it */
     unsigned early;             /* TMA: first stages whose weights and scales are copied before it (<= STAGES) */
-    unsigned x_early;           /* TMA: their activations too (pipe_x_early: the previous kernel does not write x) */
+    unsigned x_early;           /* TMA: their activations too (pipe_x_early: the previous kernel is a matmul of
+                                   ours, which does not write x) */
     unsigned x_one_copy;        /* TMA: a stage's activations are one copy of a 3D view (else one a 64-k box) */
     unsigned x_rows;            /* TMA: the activation rows a stage's copy brings - MT, or (post-scaled, one copy)
                                    m where m < MT (pipe_x_rows) */
@@ -1861,10 +1862,11 @@ unsigned pipe_early(bool wgmma, unsigned stages) {
     return want < stages ? (unsigned)want : stages;
 }
 
-/* Whether the early stages bring their activations too, before griddepcontrol.wait, where the host's output log
- * says the previous matmul's y is no part of x (bnb4_cuda_activations_may_be_pending; not with kWgPermuted, whose
- * x pipe_permute_x has just written): then the first stages are whole when the wait returns, instead of waiting
- * for their activations' copies then (H200, docs/performance.md v44: 1.8 % faster at m <= 16, 0.7 % at m = 32 /
+/* Whether the early stages bring their activations too, before griddepcontrol.wait, where the kernel is known to
+ * follow a matmul of ours whose y is no part of x - in a capture, right after it (bnb4_cuda_activations_may_be_
+ * pending: a caller's kernel writing x may let ours start before its writes are visible; not with kWgPermuted,
+ * whose x pipe_permute_x has just written): then the first stages are whole when the wait returns, instead of
+ * waiting for their activations' copies then (H200, docs/performance.md v44: 1.8 % faster at m <= 16, 0.7 % at m = 32 /
  * 64; 4096x4096 m = 16 5.64 -> 5.25 us). BNB4_CUDA_PIPE_X_EARLY=0 turns it off, for
  * measuring (read once). */
 bool pipe_x_early() {

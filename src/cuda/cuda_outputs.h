@@ -15,6 +15,13 @@
  *  - the last kCaptured outputs of captured calls, with their capture: a captured kernel's predecessor
  *    may also be a node of another stream joined into the capture, so a captured call is compared with
  *    those of its capture too (and with nothing else: a graph's first node waits for all before it).
+ * Activations are another matter: the caller's own kernels write them (a norm, an activation function), and one
+ * that lets the next kernel start early (griddepcontrol.launch_dependents, common in inference engines) may still
+ * be writing them when ours starts - as may, in principle, any kernel whose blocks have all ended but whose writes
+ * have not yet been made visible, which only griddepcontrol.wait guarantees. So a kernel may read them before its
+ * wait only where its predecessor is known to be one of our matmuls: in a capture, where the node the call will
+ * follow is the last node a matmul of ours left (recorded with its output: our_node); never on direct launches,
+ * where a caller's kernel in between cannot be seen.
  */
 #ifndef BNB4_CUDA_OUTPUTS_H
 #define BNB4_CUDA_OUTPUTS_H
@@ -34,10 +41,11 @@ class bnb4_output_log {
     static constexpr int kStreams = 16, kCaptured = 256;
 
     /* capture: the id of the capture the call is recorded into (cudaStreamGetCaptureInfo), 0 if none */
-    void record(const void *stream, unsigned long long capture, bnb4_range y) {
+    /* node: captured calls, the graph node the matmul's last kernel became (null if not known) */
+    void record(const void *stream, unsigned long long capture, bnb4_range y, const void *node = nullptr) {
         std::lock_guard<std::mutex> lock(mutex_);
         if (capture)
-            captured_[n_captured_++ % kCaptured] = Output{capture, y};
+            captured_[n_captured_++ % kCaptured] = Output{capture, y, node};
         Last *slot = &last_[0];
         for (Last &e : last_) {
             if (e.used && e.stream == stream && e.capture == capture) {
@@ -69,6 +77,16 @@ class bnb4_output_log {
         return false;
     }
 
+    /* whether node (of capture) is the last node of a recorded matmul of ours, among the last kCaptured */
+    bool our_node(unsigned long long capture, const void *node) const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        const size_t kept = n_captured_ < (size_t)kCaptured ? n_captured_ : (size_t)kCaptured;
+        for (size_t i = 0; node && capture && i < kept; i++)
+            if (captured_[i].capture == capture && captured_[i].node == node)
+                return true;
+        return false;
+    }
+
   private:
     static bool any_overlap(const bnb4_range &y, const bnb4_range *ranges, size_t n) {
         for (size_t i = 0; i < n; i++)
@@ -85,6 +103,7 @@ class bnb4_output_log {
     struct Output {
         unsigned long long capture;
         bnb4_range y;
+        const void *node;
     };
     mutable std::mutex mutex_;
     Last last_[kStreams] = {};

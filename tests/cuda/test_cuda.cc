@@ -32,6 +32,8 @@
 
 #ifdef BNB4_WITH_CUDA
 #include <cuda_runtime.h>
+
+#include "caller_kernels.h"
 #endif
 
 using namespace bnb4test;
@@ -749,6 +751,29 @@ TEST(CudaOutputs, WeightsInAPendingOutputWait) {
     EXPECT_FALSE(log.may_overlap(&streams[2], 0, &inside, 1));
 }
 
+// The graph nodes our matmuls left, by which a captured call knows its predecessor is one of them (our_node: the
+// early activations' condition, cuda_outputs.h)
+TEST(CudaOutputs, OurMatmulsNodesAreKnownInTheirCaptureOnly) {
+    bnb4_output_log log;
+    int nodes[4];
+    const void *stream = &nodes[3];
+    EXPECT_FALSE(log.our_node(7, &nodes[0])) << "nothing recorded";
+    log.record(stream, 7, {1000, 2000}, &nodes[0]);
+    log.record(stream, 7, {3000, 4000}); // (a node not known)
+    log.record(stream, 8, {5000, 6000}, &nodes[1]);
+    EXPECT_TRUE(log.our_node(7, &nodes[0]));
+    EXPECT_TRUE(log.our_node(8, &nodes[1]));
+    EXPECT_FALSE(log.our_node(8, &nodes[0])) << "another capture's node";
+    EXPECT_FALSE(log.our_node(7, &nodes[2])) << "a node no matmul of ours left (a caller's kernel)";
+    EXPECT_FALSE(log.our_node(7, nullptr)) << "no node: not ours";
+    EXPECT_FALSE(log.our_node(0, &nodes[0])) << "direct launches have no nodes";
+    log.record(stream, 0, {7000, 8000}, &nodes[2]);
+    EXPECT_FALSE(log.our_node(0, &nodes[2])) << "nor does a direct record keep one";
+    for (int i = 0; i < bnb4_output_log::kCaptured; i++)
+        log.record(stream, 9, {10000, 10010});
+    EXPECT_FALSE(log.our_node(7, &nodes[0])) << "pushed out of the ring: not known, so not ours";
+}
+
 // Where the pipe kernel's post-scaled math takes narrow tiles (32 rows x 1024-k steps) on 132 SMs, as
 // measured (docs/performance.md v30): 128-row tiles of 4096-row weights are cut in parts, narrow ones run
 // whole; 1024-row weights run narrow tiles in parts on 128 CTAs instead of 64; 2048-row ones on as many CTAs
@@ -1383,6 +1408,70 @@ TEST_F(CudaTest, ChainedLayersSeeTheirPredecessorsOutput) {
                 expect_close(values_of(yb, dt, m * NB),
                              from_y ? reference_matmul(dwb.host(nested), Array{dt, ya}, m, &bias) : want_own[nested],
                              dt, what + ": B");
+                if (HasFailure())
+                    return;
+            }
+        }
+    }
+}
+
+// Activations a caller's kernel wrote just before: such a kernel may let ours start before its writes are visible
+// (griddepcontrol.launch_dependents, as inference engines' kernels do). Here one does so and writes x 30 us later
+// (test_copy_late), between two matmuls of ours (A, then B on that x), then C runs on the same x: B must not read
+// x before its griddepcontrol.wait, while C, right after a matmul of ours whose y is no part of x, may (the pipe
+// kernel's early activations: in a capture only). Captured into a graph and replayed, and called directly; x holds
+// other values before, so an early read shows in B's output.
+TEST_F(CudaTest, ActivationsACallersKernelWritesLateAreSeen) {
+    auto g = rng(113);
+    const bnb4_dtype dt = BNB4_F16;
+    const size_t es = bnb4_dtype_size(dt), N = 4096, K = 4096, bs = 64; // (2^24 weights: the pipe kernel at m = 1)
+    const HostWeight hw = make_weight(N, K, bs, BNB4_NF4, g);
+    DeviceWeight dw(hw);
+    std::vector<size_t> ms = {1, 4, 16, 32, 64};
+    if (quick())
+        ms = {1, 32};
+    for (const size_t m : ms) {
+        const Array xa = randn(dt, m * K, g), x_old = randn(dt, m * K, g), x_new = randn(dt, m * K, g);
+        DevBuf dxa(xa.data(), m * K * es), dold(x_old.data(), m * K * es), dnew(x_new.data(), m * K * es);
+        DevBuf dx(m * K * es), dya(m * N * es), dyb(m * N * es), dyc(m * N * es);
+        for (int nested = 0; nested < 2; nested++) {
+            const bnb4_qtensor w = dw.device(nested);
+            const MatmulRef want = reference_matmul(dw.host(nested), x_new, m, nullptr);
+            for (int captured = 0; captured < 2; captured++) {
+                const std::string what = "m " + std::to_string(m) + (nested ? " nested" : " plain") +
+                                         (captured ? " captured" : " direct") + " (" +
+                                         bnb4_kernel_name(ctx, BNB4_OP_GEMM, dt, m) + ")";
+                trace(what);
+                CUDA_OK(cudaMemcpyAsync(dx.p, dold.p, dx.bytes, cudaMemcpyDeviceToDevice, stream));
+                CUDA_OK(cudaMemsetAsync(dyb.p, 0xFF, dyb.bytes, stream));
+                CUDA_OK(cudaMemsetAsync(dyc.p, 0xFF, dyc.bytes, stream));
+                sync();
+                cudaGraph_t graph = nullptr;
+                if (captured)
+                    CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+                const bnb4_status sa = bnb4_gemm(ctx, &w, dt, m, dxa.p, nullptr, dya.p);
+                const cudaError_t sw = test_copy_late(dnew.p, dx.p, dx.bytes, 30, stream);
+                const bnb4_status sb = bnb4_gemm(ctx, &w, dt, m, dx.p, nullptr, dyb.p);
+                const bnb4_status sc = bnb4_gemm(ctx, &w, dt, m, dx.p, nullptr, dyc.p);
+                const std::string err = bnb4_last_error();
+                if (captured) {
+                    CUDA_OK(cudaStreamEndCapture(stream, &graph));
+                    cudaGraphExec_t exec = nullptr;
+                    const cudaError_t ie = cudaGraphInstantiate(&exec, graph, 0);
+                    const cudaError_t le = ie == cudaSuccess ? cudaGraphLaunch(exec, stream) : ie;
+                    sync();
+                    if (exec)
+                        cudaGraphExecDestroy(exec);
+                    cudaGraphDestroy(graph);
+                    ASSERT_EQ(cudaSuccess, le) << what;
+                }
+                ASSERT_EQ(BNB4_OK, sa) << what << ": " << err;
+                ASSERT_EQ(cudaSuccess, sw) << what;
+                ASSERT_EQ(BNB4_OK, sb) << what << ": " << err;
+                ASSERT_EQ(BNB4_OK, sc) << what << ": " << err;
+                sync();
+                expect_close(values_of(dyb.get(), dt, m * N), want, dt, what + ": B, right after the caller's kernel");
+                expect_close(values_of(dyc.get(), dt, m * N), want, dt, what + ": C, after B");
                 if (HasFailure())
                     return;
             }
