@@ -232,7 +232,8 @@ __device__ __noinline__ void pipe_watchdog_wait(uint32_t bar, uint32_t parity, c
         if (clock64() - t0 > 4000000000LL) {
             unsigned long long state;
             asm volatile("ld.shared.b64 %0, [%1];" : "=l"(state) : "r"(bar));
-            printf("[pipe hang] cta %d thread %d: %s barrier at smem 0x%x, parity %u, raw state 0x%016llx, iteration %u\n",
+            printf("[pipe hang] cta %d thread %d: %s barrier at smem 0x%x, parity %u, raw state 0x%016llx, "
+                   "iteration %u\n",
                    (int)blockIdx.x, (int)threadIdx.x, what, bar, parity, state, it);
             __trap();
         }
@@ -1866,9 +1867,8 @@ unsigned pipe_early(bool wgmma, unsigned stages) {
  * follow a matmul of ours whose y is no part of x - in a capture, right after it (bnb4_cuda_activations_may_be_
  * pending: a caller's kernel writing x may let ours start before its writes are visible; not with kWgPermuted,
  * whose x pipe_permute_x has just written): then the first stages are whole when the wait returns, instead of
- * waiting for their activations' copies then (H200, docs/performance.md v44: 1.8 % faster at m <= 16, 0.7 % at m = 32 /
- * 64; 4096x4096 m = 16 5.64 -> 5.25 us). BNB4_CUDA_PIPE_X_EARLY=0 turns it off, for
- * measuring (read once). */
+ * waiting for their activations' copies then (H200, docs/performance.md v44: 2.5 % faster at m <= 16, 1.3 % at
+ * m = 64; 4096x4096 m = 16 5.66 -> 5.16 us). BNB4_CUDA_PIPE_X_EARLY=0 turns it off, for measuring (read once). */
 bool pipe_x_early() {
     static const bool on = bnb4_env_size("BNB4_CUDA_PIPE_X_EARLY", 1) != 0;
     return on;
