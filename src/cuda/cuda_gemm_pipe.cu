@@ -1856,10 +1856,12 @@ unsigned pipe_prefetch() {
  * Fewer than the window: the copies share the memory with the previous kernel's last CTAs, whose end this
  * kernel's wait waits for (H200, docs/performance.md v22: mma.sync 2 stages, m = 1..8 on 4096x4096 8-10 %
  * faster than none and 4-5 % than 3, on the mid shapes 1-3 %; wgmma 1 stage, m = 32 / 64 on 4096x4096 3 %
- * faster than 2 and 8 % than 3). BNB4_CUDA_PIPE_EARLY=n for measuring (read once; 0: none). */
-unsigned pipe_early(bool wgmma, unsigned stages) {
+ * faster than 2 and 8 % than 3) - but wgmma 2 where their activations come early too (x_early: the stages are
+ * whole when the wait returns; v44: m = 16 / 32 / 64 2.2 / 1.5 / 0.5-1 % faster than 1).
+ * BNB4_CUDA_PIPE_EARLY=n for measuring (read once; 0: none). */
+unsigned pipe_early(bool wgmma, bool x_early, unsigned stages) {
     static const size_t n = bnb4_env_size("BNB4_CUDA_PIPE_EARLY", (size_t)-1);
-    const size_t want = n != (size_t)-1 ? n : wgmma ? 1 : 2;
+    const size_t want = n != (size_t)-1 ? n : wgmma && !x_early ? 1 : 2;
     return want < stages ? (unsigned)want : stages;
 }
 
@@ -1936,9 +1938,11 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
      * and waiting on a stage more than a ring turn back would read a full barrier a phase later (a hang) */
     const unsigned inflight = pipe_inflight();
     a.inflight = inflight < stages ? inflight : 0;
-    a.early = TMA && (WG == kWgPermuted || !bnb4_cuda_weights_may_be_pending(s, w)) ? pipe_early(WG != 0, stages) : 0;
-    a.x_early = a.early && WG != kWgPermuted && pipe_x_early() &&
-                !bnb4_cuda_activations_may_be_pending(s, x, a.M * a.K * sizeof(T));
+    const bool w_early = TMA && (WG == kWgPermuted || !bnb4_cuda_weights_may_be_pending(s, w));
+    const bool x_early = w_early && WG != kWgPermuted && pipe_x_early() &&
+                         !bnb4_cuda_activations_may_be_pending(s, x, a.M * a.K * sizeof(T));
+    a.early = w_early ? pipe_early(WG != 0, x_early, stages) : 0;
+    a.x_early = x_early && a.early;
     a.prefetch = NT <= 2 && WG != kWgPermuted && !a.early ? pipe_prefetch() : 0;
     if (per % k_steps != 0) { /* some tile is shared by CTAs: workspace and counters */
         const bnb4_status st = bnb4_cuda_splitk(s, tiles, tiles * a.max_contrib * S::MT * S::TileRows * sizeof(float),
