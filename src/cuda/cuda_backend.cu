@@ -130,29 +130,25 @@ size_t bnb4_cuda_steps_per_cta(const bnb4_cuda_state *s, size_t tiles, size_t k_
 
 /* The id of the graph capture the context's stream is in, 0 if none; false if that is not known (the
  * query failed - its error cleared, it launched nothing - or the capture was invalidated). It fails no op:
- * the output log (cuda_outputs.h) takes "not known" as pending. */
-static bool capture_id(bnb4_cuda_state *s, unsigned long long *id) {
+ * the output log (cuda_outputs.h) takes "not known" as pending. tail (optional): the capture's one open node
+ * on the stream - what the next captured kernel will follow - or null (none, several: another stream joined
+ * in, or not capturing). */
+static bool capture_id(bnb4_cuda_state *s, unsigned long long *id, const void **tail = nullptr) {
     cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
     unsigned long long got = 0;
-    if (cudaStreamGetCaptureInfo(s->stream, &status, &got) != cudaSuccess) {
+    const cudaGraphNode_t *deps = nullptr;
+    size_t n = 0;
+    if (tail)
+        *tail = nullptr;
+    if (cudaStreamGetCaptureInfo(s->stream, &status, &got, nullptr, tail ? &deps : nullptr, nullptr,
+                                 tail ? &n : nullptr) != cudaSuccess) {
         (void)cudaGetLastError();
         return false;
     }
     *id = status == cudaStreamCaptureStatusActive ? got : 0;
+    if (tail && *id && n == 1)
+        *tail = deps[0];
     return status != cudaStreamCaptureStatusInvalidated;
-}
-
-/* The capture's one open node on the context's stream - what the next captured kernel will follow - or null
- * (none, several: another stream joined in, or not capturing) */
-static const void *capture_tail(bnb4_cuda_state *s) {
-    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-    const cudaGraphNode_t *deps = nullptr;
-    size_t n = 0;
-    if (cudaStreamGetCaptureInfo(s->stream, &status, nullptr, nullptr, &deps, nullptr, &n) != cudaSuccess) {
-        (void)cudaGetLastError();
-        return nullptr;
-    }
-    return status == cudaStreamCaptureStatusActive && n == 1 ? (const void *)deps[0] : nullptr;
 }
 
 /* A context-owned buffer being replaced stays allocated until the context goes: a CUDA graph captured
@@ -308,8 +304,9 @@ bnb4_status bnb4_cuda_gemm(bnb4_ctx *ctx, const bnb4_qtensor *w, bnb4_dtype dt, 
     const uintptr_t y0 = (uintptr_t)y, bytes = m * w->rows * bnb4_dtype_size(dt); /* (validated) */
     const bnb4_range out = st == BNB4_OK ? bnb4_range{y0, y0 + bytes} : bnb4_range{0, UINTPTR_MAX};
     unsigned long long capture = 0;
-    if (capture_id(s, &capture))
-        g_outputs.record(s->stream, capture, out, capture ? capture_tail(s) : nullptr);
+    const void *tail = nullptr; /* (captured: the node the matmul's last kernel became) */
+    if (capture_id(s, &capture, &tail))
+        g_outputs.record(s->stream, capture, out, tail);
     else /* (not known whether the call was captured: as if it was, and the stream's direct record is void) */
         g_outputs.record(s->stream, 0, bnb4_range{0, UINTPTR_MAX});
     return st;
@@ -340,10 +337,8 @@ int bnb4_cuda_weights_may_be_pending(bnb4_cuda_state *s, const bnb4_qtensor *w) 
  * write activations, and one of theirs may let ours start before its writes are visible (cuda_outputs.h). */
 int bnb4_cuda_activations_may_be_pending(bnb4_cuda_state *s, const void *x, size_t bytes) {
     unsigned long long capture = 0;
-    if (!capture_id(s, &capture) || !capture)
-        return 1;
-    const void *tail = capture_tail(s);
-    if (!tail || !g_outputs.our_node(capture, tail))
+    const void *tail = nullptr;
+    if (!capture_id(s, &capture, &tail) || !tail || !g_outputs.our_node(capture, tail))
         return 1;
     const bnb4_range part{(uintptr_t)x, (uintptr_t)x + bytes};
     return g_outputs.may_overlap(s->stream, capture, &part, 1);
