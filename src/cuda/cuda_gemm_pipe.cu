@@ -218,6 +218,9 @@ struct PipeArgs : bnb4_cuda_weight_args {
                                    the codes in 4-byte words: a row's codes are not 16-byte strided, which their
                                    tensor copy needs) or kCodesTile (post-scaled: a tile's codes in one bulk copy) */
     unsigned codes_nbuf;        /* kCodesTile: code buffers, 1 (every CTA's run inside one tile) or 2 */
+    unsigned nab_steps;         /* TMA, nested: the steps of a window (nab_window): nested blocksize x blocksize k,
+                                   at least 1 */
+    uint32_t nnab;              /* TMA, nested: the nested absmax's count */
 };
 
 /* Debugging a hang (build with -DBNB4_PIPE_WATCHDOG, e.g. CMAKE_CUDA_FLAGS=-DBNB4_PIPE_WATCHDOG): the pipeline's
@@ -1075,20 +1078,56 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
 #pragma unroll
         for (int nt = 0; nt < NT; nt++)
             xr[u][nt] = make_uint4(0, 0, 0, 0);
-    /* TMA, nested, m <= 16: each row's nested absmax for the next step, loaded a step ahead (a dependent
-     * global load per row and step, its latency otherwise in every step's path; at larger m the registers
-     * are short and more warps share the latency) */
-    constexpr bool kNabAhead = TMA && NESTED && NT <= 2;
-    [[maybe_unused]] float nab_next[RF][2]; /* (kQuadScales: [0][0], own_row's) */
-    [[maybe_unused]] auto load_nab_at = [&](bool on, size_t first, unsigned at_step) {
+    /* TMA, nested: each row's nested absmax. A thread's scales of a step are those of one k of its rows (kk on
+     * from the step's start), so over a window of PipeArgs::nab_steps steps its k span less than a nested block
+     * (nested blocksize x blocksize k) and touch at most two: at a tile's start and then every window, each row's
+     * two values and the k where the second's blocks start are loaded (nab_window), and a step picks its row's
+     * with a compare and a select, where a load per row and step took ~10 instructions and its latency
+     * (docs/performance.md v45; bitsandbytes' nested blocksize 256, K <= 16384 at blocksize 64: one window a
+     * tile). That takes 3 registers a row: at m <= 32, where a thread has one row (kOwnRow) and on the permuted
+     * wgmma path (two). At m = 33..64 the permuted path spilled and the natural one ran 1-3 % slower with it, and
+     * at blocksize 32 ptxas spilled: there the loads stay per step, at m <= 16 a step ahead (kNabAhead: a
+     * dependent global load per row and step, its latency otherwise in every step's path). */
+    constexpr bool kOwnRow = kQuadScales || kNaturalQuad; /* one row a lane: own_row ([0][0]) */
+    constexpr bool kNabWindow = TMA && NESTED && NT <= 4 && (kOwnRow || WG == kWgPermuted);
+    constexpr bool kNabAhead = TMA && NESTED && !kNabWindow && NT <= 2;
+    [[maybe_unused]] float nab_lo[RF][2], nab_hi[RF][2]; /* (kNabAhead: nab_lo, the next step's) */
+    [[maybe_unused]] unsigned nab_k[RF][2];
+    [[maybe_unused]] unsigned nab_until = 0; /* the step that starts the next window */
+    [[maybe_unused]] auto nab_window = [&]() { /* from `step` on */
+#pragma unroll
+        for (int f = 0; f < (kOwnRow || kNatural ? 1 : RF); f++)
+#pragma unroll
+            for (int h = 0; h < (kOwnRow ? 1 : 2); h++) {
+                const bool on = kOwnRow ? own_on : on_[f][h];
+                /* (the TMA layouts have fewer than 2^32 blocks and rows of whole blocks, pipe_use_tma) */
+                const uint32_t first = (uint32_t)(kOwnRow ? own_first : first_[f][h]);
+                const uint32_t nb = on ? (first + ((step * SK + kk) >> a.bs_log2)) >> a.nbs_log2 : 0u, next = nb + 1;
+                nab_lo[f][h] = __ldg(a.nested_absmax + nb);
+                nab_hi[f][h] = __ldg(a.nested_absmax + (next < a.nnab ? next : nb));
+                /* (< K + nested blocksize x blocksize <= 2^31 + 2^30, pipe_use_tma) */
+                nab_k[f][h] = ((next << a.nbs_log2) - first) << a.bs_log2;
+            }
+        nab_until = step + a.nab_steps;
+    };
+    [[maybe_unused]] auto load_nab = [&](int f, int h, unsigned at_step) {
         /* (the TMA layouts have fewer than 2^32 blocks, pipe_use_tma: 32-bit block indices, 5 instructions
          * a step fewer than 64-bit ones) */
         const unsigned k = at_step * SK + kk;
-        const uint32_t b = on && k < (unsigned)K ? (uint32_t)first + (k >> a.bs_log2) : 0u;
+        const bool on = kOwnRow ? own_on : on_[f][h];
+        const uint32_t first = (uint32_t)(kOwnRow ? own_first : first_[f][h]);
+        const uint32_t b = on && k < (unsigned)K ? first + (k >> a.bs_log2) : 0u;
         return __ldg(a.nested_absmax + (b >> a.nbs_log2)); /* nested blocksize: a power of 2 (TMA layouts) */
     };
-    [[maybe_unused]] auto load_nab = [&](int f, int h, unsigned at_step) {
-        return kQuadScales ? load_nab_at(own_on, own_first, at_step) : load_nab_at(on_[f][h], first_[f][h], at_step);
+    [[maybe_unused]] auto nab_at = [&](int f, int h, unsigned at_step) {
+        if constexpr (kNabWindow)
+            return at_step * SK + kk < nab_k[f][h] ? nab_lo[f][h] : nab_hi[f][h];
+        if constexpr (kNabAhead) {
+            const float v = nab_lo[f][h];
+            nab_lo[f][h] = load_nab(f, h, at_step + 1); /* (past K: entry 0, unused) */
+            return v;
+        }
+        return load_nab(f, h, at_step);
     };
     /* kCodesTile: own_row's codes in the current tile's buffer, from the quad's block of a step's first k on
      * (a step adds k0 / blocksize), and the buffers' uses so far */
@@ -1110,12 +1149,15 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                        own_row * (unsigned)(K >> a.bs_log2) + fixed_slot;
         }
 #endif
-        if constexpr (kNabAhead)
+        if constexpr (kNabWindow) {
+            nab_window();
+        } else if constexpr (kNabAhead) {
 #pragma unroll
-            for (int f = 0; f < (kQuadScales ? 1 : RF); f++)
+            for (int f = 0; f < RF; f++)
 #pragma unroll
-                for (int h = 0; h < (kQuadScales ? 1 : 2); h++)
-                    nab_next[f][h] = load_nab(f, h, step);
+                for (int h = 0; h < 2; h++)
+                    nab_lo[f][h] = load_nab(f, h, step);
+        }
         const unsigned seg_stop = pin_if<(NT < 8)>(min(it_stop, it + (a.k_steps - step))); /* the tile's end */
         int used; /* the slot of the tile's last step, released once its sums are read */
         for (;;) {
@@ -1154,16 +1196,11 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                 [[maybe_unused]] float sv[RF][2]; /* (PS: as floats) */
                 [[maybe_unused]] float quad_v = 0.0f; /* kQuadScales: own_row's scale */
                 if constexpr (kQuadScales) {
-                    float nab;
-                    if constexpr (kNabAhead) {
-                        nab = nab_next[0][0];
-                        nab_next[0][0] = load_nab(0, 0, step + 1); /* (past K: entry 0, unused) */
-                    } else {
-                        nab = load_nab(0, 0, step);
-                    }
+                    const float nab = nab_at(0, 0, step);
                     const unsigned kb = k0 >> a.bs_log2; /* the step's first block in the row */
                     const unsigned q = codes_tile ? code_row[kb] : ss[own_row * 16 + fixed_slot + (kb & 15u)];
-                    quad_v = own_on && kin ? bnb4_dev_nested_scale(ncode[q], nab, a.offset) : 0.0f;
+                    const float v = bnb4_dev_nested_scale(ncode[q], nab, a.offset);
+                    quad_v = own_on && kin ? v : 0.0f; /* (v computed first: ptxas put a branch around the loads) */
                 }
 #pragma unroll
                 for (int f = 0; f < RF; f++) {
@@ -1183,9 +1220,10 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                     if constexpr (kNatural) { /* the scales of the half's four 32-k chunks (k-step 2u + h: chunk u's) */
                         [[maybe_unused]] float natural_quad[2][2]; /* kNaturalQuad: [h][block] */
                         if constexpr (kNaturalQuad) {
-                            const float nab = load_nab_at(own_on, own_first, step);
+                            const float nab = nab_at(0, 0, step);
                             const unsigned q = ss[natural_quad_off + ((k0 >> a.bs_log2) & 15u)];
-                            const float own = own_on && kin ? bnb4_dev_nested_scale(ncode[q], nab, a.offset) : 0.0f;
+                            const float v = bnb4_dev_nested_scale(ncode[q], nab, a.offset);
+                            const float own = own_on && kin ? v : 0.0f; /* (as quad_v) */
 #pragma unroll
                             for (int h = 0; h < 2; h++)
 #pragma unroll
@@ -1200,13 +1238,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                                 v[0] = v[1] = natural_quad[h][0];
                                 v[2] = v[3] = natural_quad[h][1];
                             } else if constexpr (NESTED) {
-                                float nab;
-                                if constexpr (kNabAhead) {
-                                    nab = nab_next[0][h];
-                                    nab_next[0][h] = load_nab(0, h, step + 1); /* (past K: entry 0, unused) */
-                                } else {
-                                    nab = load_nab(0, h, step);
-                                }
+                                const float nab = nab_at(0, h, step);
                                 const bool on = on_[0][h] && kin;
                                 sp += (k0 >> a.bs_log2) & 15u; /* the step's codes in the row's run of 16 */
                                 if constexpr (WG == kWgNatural32) {
@@ -1246,13 +1278,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                             v = __shfl_sync(~0u, quad_v, 2 * f + h, 4); /* from lane 2f + h of the quad */
                         } else if constexpr (TMA) { /* K % blocksize == 0, blocksize <= 64: the chunk's slot is fixed */
                             if (NESTED) {
-                                float nab;
-                                if constexpr (kNabAhead) {
-                                    nab = nab_next[f][h];
-                                    nab_next[f][h] = load_nab(f, h, step + 1); /* (past K: entry 0, unused) */
-                                } else {
-                                    nab = load_nab(f, h, step);
-                                }
+                                const float nab = nab_at(f, h, step);
                                 const unsigned q = ss[fixed_off[f][h] + ((k0 >> a.bs_log2) & 15u)];
                                 v = bnb4_dev_nested_scale(ncode[q], nab, a.offset);
                             } else if (PS) { /* blocksize 64: rows 16 f + 8 h on, SK / 16 bytes each (constant
@@ -1441,6 +1467,9 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                     mbar_arrive_elected(empty_bar + 8 * this_slot);
             }
 #endif
+            if constexpr (kNabWindow)
+                if (step == nab_until)
+                    nab_window();
         }
 
 #if BNB4_HAS_TMA
@@ -1908,6 +1937,11 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
         a.x_one_copy = pipe_x_one_copy();
         a.x_rows = pipe_x_rows(PS != kPsOff, a.M, S::MT);
         a.codes_async = pipe_codes_async(w);
+        if (NESTED) { /* (pipe_use_tma: nested blocksize x blocksize <= 2^30, fewer than 2^32 blocks) */
+            const size_t nested_k = w->nested.blocksize * w->blocksize;
+            a.nab_steps = nested_k > (size_t)S::StepK ? (unsigned)(nested_k / S::StepK) : 1u;
+            a.nnab = (uint32_t)bnb4_div_up(a.nblocks, w->nested.blocksize);
+        }
         /* (failing is not expected: the layouts were checked) */
         if (!pipe_tma_encode(a, w, S::MT, S::TileRows, S::StepK, &maps)) {
             a.x = x;
@@ -2083,12 +2117,13 @@ bool pipe_use_tma(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) {
         return e && *e == '0';
     }();
     if (off || s->cc_major < 9 || w->rows >= ((size_t)1 << 31) || !encode_tiled() ||
-        bnb4_div_up(w->rows * w->cols, w->blocksize) > UINT32_MAX) /* (32-bit block indices: load_nab_at) */
+        bnb4_div_up(w->rows * w->cols, w->blocksize) > UINT32_MAX) /* (32-bit block indices: nab_window) */
         return false;
     const size_t bs = w->blocksize, nbs = w->nested.blocksize;
+    /* (nested: a nested block's k fit 2^30, nab_window) */
     return w->absmax ? scale_vec_fits(w)
                      : (bs == 32 || bs == 64) && w->cols % (4 * bs) == 0 && bnb4_aligned(w->nested.codes, 4) && nbs &&
-                           (nbs & (nbs - 1)) == 0;
+                           (nbs & (nbs - 1)) == 0 && nbs * bs <= ((size_t)1 << 30);
 }
 
 /* The TMA variant's mma.sync math post-scaled in k quarters (PS): blocksize 64 (a quarter is one block),

@@ -822,17 +822,20 @@ TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
     // their 16-code run, and at m = 17 / 40 activation rows past m in the boxes; bs64 at m <= 16 the
     // post-scaled k quarters; nested blocksizes 2 and 4, under a step's 4 / 8 blocks of a row, so a row's
     // blocks in one step have different nested absmax; wgmma takes a 128-k half's blocks under one nested
-    // absmax, so bs32 with nested blocksize 2 runs on mma.sync)
+    // absmax, so bs32 with nested blocksize 2 runs on mma.sync; TMA, nested: the consumers load each row's two
+    // nested absmax per window of nested blocksize x blocksize k - one step where that is less than a step
+    // (nested blocksizes 2 and 4), and 136 x 2304 bs64 with nested blocksize 8 two 256-k steps a window, so a
+    // tile's run crosses windows, and rows cross nested blocks inside them)
     struct Shape { size_t N, K, bs, nbs = 256; };
     std::vector<Shape> shapes = {{300, 1056, 64},    {1000, 2080, 32}, {130, 4096, 256}, {257, 512, 4096},
                                  {64, 8192, 128},    {70, 384, 32},    {200, 1280, 64},  {136, 1024, 64},
                                  {520, 2304, 32},    {520, 2560, 32},  {264, 1024, 32, 4}, {136, 2048, 64, 2},
-                                 {264, 1024, 32, 2}, {256, 1280, 64},  {128, 3328, 64, 2}};
+                                 {264, 1024, 32, 2}, {256, 1280, 64},  {128, 3328, 64, 2}, {136, 2304, 64, 8}};
     std::vector<size_t> ms = {1, 2, 5, 9, 13, 17, 40, 64};
     const std::vector<const char *> grids = {"1", "2", "5", "13", "0"}; // "0": the default (one CTA per SM)
     if (quick()) {
         shapes = {{300, 1056, 64}, {257, 512, 4096}, {70, 384, 32}, {136, 1024, 64}, {200, 1280, 64},
-                  {264, 1024, 32, 4}, {256, 1280, 64}};
+                  {264, 1024, 32, 4}, {256, 1280, 64}, {136, 2304, 64, 8}};
         ms = {1, 2, 9, 40};
     }
     const bool pipe_m1 = std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMV, BNB4_F16, 1), "pipe") != nullptr;
