@@ -62,7 +62,7 @@
  *    fit a narrow stage's 48 KB of weights and activations. Their plain scales (64 bytes a row and step) come
  *    64-byte swizzled (narrow_scale_off), and the post-scaled math's stages hold only m activation rows
  *    (pipe_x_rows): m = 1 13-15 % faster on 4096x14336 and 4096x4096 (docs/performance.md v34).
- *  - wgmma (TMA variant, compute capability 9.0, sm_90a build; m >= 17, plain absmax m >= 9:
+ *  - wgmma (TMA variant, compute capability 9.0, sm_90a build; m >= 17, plain absmax m >= 9, nested natural m >= 9:
  *    pipe_use_wgmma): the same decoded fragments are the A operand of wgmma.m64nNk16 (a warpgroup's 4
  *    warps hold its 64 rows), and the activations are read by the tensor cores straight from the stage (B,
  *    K-major with the copy's 128-byte swizzle) instead of per warp through registers: the per-warp
@@ -78,8 +78,8 @@
  *    of every block of its 128-k half (docs/performance.md v26, v35). At m = 9..16 there, a half's 4 wgmmas (one
  *    block) run on the unscaled codes into sums of their own, scaled into the accumulators once the next half
  *    is decoded (kPostWG, v38).
- *    m <= 8, and nested absmax at m <= 16, keep mma.sync (post-scaled at blocksize 64): measured faster
- *    (docs/performance.md v16).
+ *    m <= 8, and nested absmax at m <= 16 but on the activations as they are at blocksize 64, keep mma.sync
+ *    (post-scaled at blocksize 64): measured faster (docs/performance.md v16, v45).
  *  - Programmatic dependent launch (TMA variant): the kernel lets the next one on the stream start once
  *    it has passed its own griddepcontrol.wait, and waits before reading the activations or anything
  *    else a previous kernel may write, so launch and prologue (barriers, the code-pair table) overlap the
@@ -428,7 +428,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
     /* a thread reads its rows' whole 128-k half (decode_fragment_natural); at m = 33..64, where its registers would
      * spill, the quad trades its bytes (quad_natural) */
     constexpr bool kTradeNatural = kNatural && NT == 8, kReadNatural = kNatural && !kTradeNatural;
-    /* wgmma, post-scaled groups (m = 9..16: plain, nested where BNB4_CUDA_PIPE_WGMMA_MIN_M forces it): on the
+    /* wgmma, post-scaled groups (m = 9..16: plain, and nested on the activations as they are, v45): on the
      * activations as they are at blocksize 64, a half's 4 wgmmas (64 k) are one block, so they run on the unscaled
      * codes into sums of their own (wg_sum), which take the rows' block scales once - 8 FFMA a group where its
      * fragments took 16 HMUL2: 145 instructions a warp and step instead of 163, 14336x4096 m = 9..16 2 % faster
@@ -1099,10 +1099,12 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
         for (int f = 0; f < (kOwnRow || kNatural ? 1 : RF); f++)
 #pragma unroll
             for (int h = 0; h < (kOwnRow ? 1 : 2); h++) {
-                const bool on = kOwnRow ? own_on : on_[f][h];
+                /* (a window from past K's end: steps whose scales go unused, kin; entry 0 then) */
+                const unsigned k = step * SK + kk;
+                const bool on = (kOwnRow ? own_on : on_[f][h]) && k < (unsigned)K;
                 /* (the TMA layouts have fewer than 2^32 blocks and rows of whole blocks, pipe_use_tma) */
                 const uint32_t first = (uint32_t)(kOwnRow ? own_first : first_[f][h]);
-                const uint32_t nb = on ? (first + ((step * SK + kk) >> a.bs_log2)) >> a.nbs_log2 : 0u, next = nb + 1;
+                const uint32_t nb = on ? (first + (k >> a.bs_log2)) >> a.nbs_log2 : 0u, next = nb + 1;
                 nab_lo[f][h] = __ldg(a.nested_absmax + nb);
                 nab_hi[f][h] = __ldg(a.nested_absmax + (next < a.nnab ? next : nb));
                 /* (< K + nested blocksize x blocksize <= 2^31 + 2^30, pipe_use_tma) */
@@ -2067,22 +2069,27 @@ bnb4_status launch_pipe_t(bnb4_cuda_state *s, const PipeArgs &a, const bnb4_qten
 }
 
 /* The TMA variant's math is wgmma (sm_90a code: compute capability 9.0 and a build for sm_90a) from
- * m = 17 on, with plain absmax from m = 9 on (A/B on the H200 against the post-scaled mma.sync at m = 9..16,
- * plain: docs/performance.md v16 and v18, 7 % faster on 14336x4096, 0-10 % on 28672x8192, 1-2 % slower
- * on 4096x14336; v26, on the activations as they are, 1-5 % faster on 1024x4096 .. 6144x4096, where with
- * the permutation kernel it had been 12 % slower on 4096x4096; nested: v16 15-30 % slower, v26 on small
- * weights +6..-6 %); at m <= 8 mma.sync (v26: wgmma 1-18 % slower). BNB4_CUDA_PIPE_WGMMA_MIN_M sets one
- * threshold for every case (past 64: never; pipe_prefer_postscale then never applies). */
+ * m = 17 on, with plain absmax, and nested on the activations as they are at blocksize 64, from m = 9 on (A/B
+ * on the H200 against the post-scaled mma.sync at m = 9..16, plain: docs/performance.md v16 and v18, 7 % faster
+ * on 14336x4096, 0-10 % on 28672x8192, 1-2 % slower on 4096x14336; v26, on the activations as they are, 1-5 %
+ * faster on 1024x4096 .. 6144x4096, where with the permutation kernel it had been 12 % slower on 4096x4096;
+ * nested: v16 15-30 % slower, v26 on small weights +6..-6 %; v45, with a row's nested absmax per window, on the
+ * activations as they are 14336x4096 5 % faster, on permuted ones 28672x8192 within -1..+0.4 %: there mma.sync
+ * stays); at m <= 8 mma.sync (v26: wgmma 1-18 % slower). Narrow tiles, where they apply at m <= 16, beat both
+ * (bnb4_cuda_gemm_pipe). BNB4_CUDA_PIPE_WGMMA_MIN_M sets one threshold for every case (past 64: never;
+ * pipe_prefer_postscale then never applies). w: the weight (NULL: plain). */
 size_t pipe_wgmma_min_m_env() {
     static const size_t min_m = bnb4_env_size("BNB4_CUDA_PIPE_WGMMA_MIN_M", 0);
     return min_m;
 }
-bool pipe_use_wgmma(const bnb4_cuda_state *s, size_t m, bool nested) {
+bool pipe_use_natural(const bnb4_qtensor *w);
+bool pipe_use_wgmma(const bnb4_cuda_state *s, size_t m, const bnb4_qtensor *w) {
 #if defined(BNB4_CUDA_SM90A)
     const size_t min_m = pipe_wgmma_min_m_env();
-    return s->cc_major == 9 && s->cc_minor == 0 && m >= (min_m >= 1 ? min_m : nested ? 17 : 9);
+    const bool nested_mma = w && !w->absmax && !(w->blocksize == 64 && pipe_use_natural(w));
+    return s->cc_major == 9 && s->cc_minor == 0 && m >= (min_m >= 1 ? min_m : nested_mma ? 17 : 9);
 #else
-    (void)s, (void)m, (void)nested;
+    (void)s, (void)m, (void)w;
     return false;
 #endif
 }
@@ -2196,7 +2203,7 @@ int bnb4_cuda_pipe_fits(const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const vo
 }
 
 int bnb4_cuda_pipe_tma_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) { return pipe_use_tma(s, w, m); }
-int bnb4_cuda_pipe_wgmma(const bnb4_cuda_state *s, size_t m) { return pipe_use_wgmma(s, m, false); }
+int bnb4_cuda_pipe_wgmma(const bnb4_cuda_state *s, size_t m) { return pipe_use_wgmma(s, m, nullptr); }
 
 bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
                                 const void *bias, void *y) {
@@ -2216,10 +2223,11 @@ bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_
     int variant = 1; /* (launch_pipe_t's numbers) */
     if (!pipe_use_tma(s, w, m))
         variant = 0;
-    else if (pipe_use_wgmma(s, m, nested))
-        /* plain m = 9..16: the post-scaled math on narrow tiles where they apply (H200, docs/performance.md
-         * v30: 4096x4096 / 1024x4096 14-21 % and 8192x4096 2-5 % faster than wgmma; on 2048x4096's 128-row
-         * tiles 5-6 % slower); not where BNB4_CUDA_PIPE_WGMMA_MIN_M sets the threshold */
+    else if (pipe_use_wgmma(s, m, w))
+        /* m = 9..16: the post-scaled math on narrow tiles where they apply (H200, docs/performance.md v30, plain:
+         * 4096x4096 / 1024x4096 14-21 % and 8192x4096 2-5 % faster than wgmma, on 2048x4096's 128-row tiles
+         * 5-6 % slower; v45, nested: 4096x14336 15 %, 4096x4096 23 % faster); not where
+         * BNB4_CUDA_PIPE_WGMMA_MIN_M sets the threshold */
         variant = m <= 16 && pipe_wgmma_min_m_env() == 0 && pipe_use_narrow(s, w, m) ? 5
                   : pipe_use_natural(w)                                              ? 4
                   : pipe_prefer_postscale(s, w, m)                                   ? 3

@@ -825,17 +825,20 @@ TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
     // absmax, so bs32 with nested blocksize 2 runs on mma.sync; TMA, nested: the consumers load each row's two
     // nested absmax per window of nested blocksize x blocksize k - one step where that is less than a step
     // (nested blocksizes 2 and 4), and 136 x 2304 bs64 with nested blocksize 8 two 256-k steps a window, so a
-    // tile's run crosses windows, and rows cross nested blocks inside them)
+    // tile's run crosses windows, and rows cross nested blocks inside them; at m = 9..16 nested blocks of 2+ at
+    // blocksize 64 take the wgmma math where tiles are not narrow, and 200 x 1280 with nested blocksize 1 the
+    // post-scaled one)
     struct Shape { size_t N, K, bs, nbs = 256; };
     std::vector<Shape> shapes = {{300, 1056, 64},    {1000, 2080, 32}, {130, 4096, 256}, {257, 512, 4096},
                                  {64, 8192, 128},    {70, 384, 32},    {200, 1280, 64},  {136, 1024, 64},
                                  {520, 2304, 32},    {520, 2560, 32},  {264, 1024, 32, 4}, {136, 2048, 64, 2},
-                                 {264, 1024, 32, 2}, {256, 1280, 64},  {128, 3328, 64, 2}, {136, 2304, 64, 8}};
+                                 {264, 1024, 32, 2}, {256, 1280, 64},  {128, 3328, 64, 2}, {136, 2304, 64, 8},
+                                 {200, 1280, 64, 1}};
     std::vector<size_t> ms = {1, 2, 5, 9, 13, 17, 40, 64};
     const std::vector<const char *> grids = {"1", "2", "5", "13", "0"}; // "0": the default (one CTA per SM)
     if (quick()) {
         shapes = {{300, 1056, 64}, {257, 512, 4096}, {70, 384, 32}, {136, 1024, 64}, {200, 1280, 64},
-                  {264, 1024, 32, 4}, {256, 1280, 64}, {136, 2304, 64, 8}};
+                  {264, 1024, 32, 4}, {256, 1280, 64}, {136, 2304, 64, 8}, {200, 1280, 64, 1}};
         ms = {1, 2, 9, 40};
     }
     const bool pipe_m1 = std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMV, BNB4_F16, 1), "pipe") != nullptr;
@@ -886,11 +889,12 @@ TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
 
 // Nested codes by tile alone (the post-scaled math at m <= 16, blocksize 64, whole 32- and 128-row tiles, K %
 // 1024 != 0): a small case of the sweep above, cheap enough to run under compute-sanitizer's race check - one CTA
-// refilling both code buffers tile after tile, CTAs crossing tiles, and whole tiles on the default grid.
+// refilling both code buffers tile after tile, CTAs crossing tiles, and whole tiles on the default grid. (Nested
+// blocksize 1: at m = 9 wider nested blocks would take the wgmma math, pipe_use_wgmma.)
 TEST_F(CudaTest, PipeKernelCodesByTile) {
     auto g = rng(109);
     const size_t N = 256, K = 1280, bs = 64;
-    const HostWeight w = make_weight(N, K, bs, BNB4_NF4, g, 4);
+    const HostWeight w = make_weight(N, K, bs, BNB4_NF4, g, 1);
     DeviceWeight dw(w);
     const bnb4_qtensor wd = dw.device(true), wh = dw.host(true);
     for (size_t m : {2, 9}) { // (m = 2: m = 1's kernel, which small weights' m = 1 does not take)
