@@ -1096,7 +1096,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
     [[maybe_unused]] unsigned nab_until = 0; /* the step that starts the next window */
     [[maybe_unused]] auto nab_window = [&]() { /* from `step` on */
 #pragma unroll
-        for (int f = 0; f < (kOwnRow || kNatural ? 1 : RF); f++)
+        for (int f = 0; f < (kOwnRow ? 1 : RF); f++)
 #pragma unroll
             for (int h = 0; h < (kOwnRow ? 1 : 2); h++) {
                 /* (a window from past K's end: steps whose scales go unused, kin; entry 0 then) */
