@@ -52,8 +52,8 @@ BUDGETS = {
     'Li2ELb0ELb1ELi2ELi0E': ('m = 9..16 wgmma natural, plain', 145 + 4),  # post-scaled groups (v38)
     'Li4ELb0ELb1ELi2ELi0E': ('m = 17..32 wgmma natural, plain', 163 + 4),
     # nested: the quad's lanes decode one (row, block) scale each and trade them by shuffles (v42: 207, 244)
-    'Li2ELb1ELb1ELi2ELi0E': ('m = 9..16 wgmma natural, nested', 156 + 4),  # (v45: nested from m = 9 here)
-    'Li4ELb1ELb1ELi2ELi0E': ('m = 17..32 wgmma natural, nested', 178 + 4),
+    'Li2ELb1ELb1ELi2ELi0E': ('m = 9..16 wgmma natural, nested', 154 + 4),  # (v45: nested from m = 9 here)
+    'Li4ELb1ELb1ELi2ELi0E': ('m = 17..32 wgmma natural, nested', 174 + 4),
     'Li8ELb0ELb1ELi2ELi0E': ('m = 33..64 wgmma natural, plain', 194 + 4),
     'Li8ELb1ELb1ELi2ELi0E': ('m = 33..64 wgmma natural, nested', 219 + 4),
 }

@@ -994,6 +994,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
         pin_if<kQuadScales>((kNarrow ? 0 : (warp % RG) * 16 * RF) + 16 * (c >> 1) + gr + 8 * (c & 1));
     [[maybe_unused]] size_t own_first = 0;
     [[maybe_unused]] bool own_on = false;
+    [[maybe_unused]] unsigned own_k = 0; /* K where own_row is in the matrix, else 0 (k < own_k: both tests) */
     /* wgmma on the activations as they are, nested, blocksize 64: a quad's four lanes take the same two rows
      * (h) and the same two blocks of their 128-k half, so lane c decodes the scale of row h = c % 2, block
      * c / 2, and the quad trades the four by shuffles (as kQuadScales does at m <= 16) */
@@ -1002,6 +1003,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
         if constexpr (kQuadScales || kNaturalQuad) {
             const size_t n = (size_t)t * TR + (kQuadScales ? own_row : trow0[0] + 8 * (c & 1));
             own_on = n < N;
+            own_k = own_on ? (unsigned)K : 0u;
             own_first = (n * K) >> a.bs_log2;
         }
 #pragma unroll
@@ -1223,9 +1225,9 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                         [[maybe_unused]] float natural_quad[2][2]; /* kNaturalQuad: [h][block] */
                         if constexpr (kNaturalQuad) {
                             const float nab = nab_at(0, 0, step);
-                            const unsigned q = ss[natural_quad_off + ((k0 >> a.bs_log2) & 15u)];
+                            const unsigned q = ss[natural_quad_off + ((k0 >> 6) & 15u)]; /* (blocksize 64) */
                             const float v = bnb4_dev_nested_scale(ncode[q], nab, a.offset);
-                            const float own = own_on && kin ? v : 0.0f; /* (as quad_v) */
+                            const float own = k0 + kk < own_k ? v : 0.0f; /* (own_on && kin, as quad_v) */
 #pragma unroll
                             for (int h = 0; h < 2; h++)
 #pragma unroll
