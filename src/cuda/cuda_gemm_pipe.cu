@@ -1093,9 +1093,14 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
     constexpr bool kOwnRow = kQuadScales || kNaturalQuad; /* one row a lane: own_row ([0][0]) */
     constexpr bool kNabWindow = TMA && NESTED && NT <= 4 && (kOwnRow || WG == kWgPermuted);
     constexpr bool kNabAhead = TMA && NESTED && !kNabWindow && NT <= 2;
-    [[maybe_unused]] float nab_lo[RF][2], nab_hi[RF][2]; /* (kNabAhead: nab_lo, the next step's) */
+    [[maybe_unused]] float nab_lo[RF][2], nab_hi[RF][2]; /* kNabWindow */
     [[maybe_unused]] unsigned nab_k[RF][2];
     [[maybe_unused]] unsigned nab_until = 0; /* the step that starts the next window */
+    [[maybe_unused]] float nab_next[RF][2];  /* kNabAhead: the next step's */
+    /* a row's: whether it is in the matrix, and its first block (the TMA layouts have fewer than 2^32 blocks
+     * and rows of whole blocks, pipe_use_tma) */
+    [[maybe_unused]] auto row_on = [&](int f, int h) { return kOwnRow ? own_on : on_[f][h]; };
+    [[maybe_unused]] auto row_first = [&](int f, int h) { return (uint32_t)(kOwnRow ? own_first : first_[f][h]); };
     [[maybe_unused]] auto nab_window = [&]() { /* from `step` on */
 #pragma unroll
         for (int f = 0; f < (kOwnRow ? 1 : RF); f++)
@@ -1103,9 +1108,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
             for (int h = 0; h < (kOwnRow ? 1 : 2); h++) {
                 /* (a window from past K's end: steps whose scales go unused, kin; entry 0 then) */
                 const unsigned k = step * SK + kk;
-                const bool on = (kOwnRow ? own_on : on_[f][h]) && k < (unsigned)K;
-                /* (the TMA layouts have fewer than 2^32 blocks and rows of whole blocks, pipe_use_tma) */
-                const uint32_t first = (uint32_t)(kOwnRow ? own_first : first_[f][h]);
+                const bool on = row_on(f, h) && k < (unsigned)K;
+                const uint32_t first = row_first(f, h);
                 const uint32_t nb = on ? (first + (k >> a.bs_log2)) >> a.nbs_log2 : 0u, next = nb + 1;
                 nab_lo[f][h] = __ldg(a.nested_absmax + nb);
                 nab_hi[f][h] = __ldg(a.nested_absmax + (next < a.nnab ? next : nb));
@@ -1118,17 +1122,15 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
         /* (the TMA layouts have fewer than 2^32 blocks, pipe_use_tma: 32-bit block indices, 5 instructions
          * a step fewer than 64-bit ones) */
         const unsigned k = at_step * SK + kk;
-        const bool on = kOwnRow ? own_on : on_[f][h];
-        const uint32_t first = (uint32_t)(kOwnRow ? own_first : first_[f][h]);
-        const uint32_t b = on && k < (unsigned)K ? first + (k >> a.bs_log2) : 0u;
+        const uint32_t b = row_on(f, h) && k < (unsigned)K ? row_first(f, h) + (k >> a.bs_log2) : 0u;
         return __ldg(a.nested_absmax + (b >> a.nbs_log2)); /* nested blocksize: a power of 2 (TMA layouts) */
     };
     [[maybe_unused]] auto nab_at = [&](int f, int h, unsigned at_step) {
         if constexpr (kNabWindow)
             return at_step * SK + kk < nab_k[f][h] ? nab_lo[f][h] : nab_hi[f][h];
         if constexpr (kNabAhead) {
-            const float v = nab_lo[f][h];
-            nab_lo[f][h] = load_nab(f, h, at_step + 1); /* (past K: entry 0, unused) */
+            const float v = nab_next[f][h];
+            nab_next[f][h] = load_nab(f, h, at_step + 1); /* (past K: entry 0, unused) */
             return v;
         }
         return load_nab(f, h, at_step);
@@ -1160,7 +1162,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
             for (int f = 0; f < RF; f++)
 #pragma unroll
                 for (int h = 0; h < 2; h++)
-                    nab_lo[f][h] = load_nab(f, h, step);
+                    nab_next[f][h] = load_nab(f, h, step);
         }
         const unsigned seg_stop = pin_if<(NT < 8)>(min(it_stop, it + (a.k_steps - step))); /* the tile's end */
         int used; /* the slot of the tile's last step, released once its sums are read */
@@ -1227,7 +1229,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                             const float nab = nab_at(0, 0, step);
                             const unsigned q = ss[natural_quad_off + ((k0 >> 6) & 15u)]; /* (blocksize 64) */
                             const float v = bnb4_dev_nested_scale(ncode[q], nab, a.offset);
-                            const float own = k0 + kk < own_k ? v : 0.0f; /* (own_on && kin, as quad_v) */
+                            const float own = k0 + kk < own_k ? v : 0.0f; /* (own_on && kin in one compare) */
 #pragma unroll
                             for (int h = 0; h < 2; h++)
 #pragma unroll
