@@ -10,6 +10,7 @@
 // prints each matmul configuration of the sweeps before it runs, so a hang or a crash names the one it stopped in.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstdio>
@@ -18,6 +19,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -498,7 +500,9 @@ struct DeviceWeight {
 };
 
 // float64 reference on the float32-dequantized weight (as the core tests compute it), with each output's
-// magnitude (the sum of its terms' absolute values) for the rounding bound.
+// magnitude (the sum of its terms' absolute values) for the rounding bound. Each output is one sequential
+// sum over k; the outputs are shared among the host's cores (the sweeps' references were most of the CUDA
+// suite's time: 150 of its 200 s on the GPU machine, one core converting an activation per term).
 struct MatmulRef {
     size_t K;
     std::vector<double> y, magnitude;
@@ -507,17 +511,37 @@ MatmulRef reference_matmul(const bnb4_qtensor &wq, const Array &x, size_t m, con
     const size_t N = wq.rows, K = wq.cols;
     std::vector<float> wf(N * K);
     bnb4_ref_dequantize_range(&wq, BNB4_F32, 0, N * K, wf.data());
+    std::vector<double> xd(m * K);
+    for (size_t i = 0; i < m * K; i++)
+        xd[i] = x.get(i);
     MatmulRef ref{K, std::vector<double>(m * N), std::vector<double>(m * N)};
-    for (size_t r = 0; r < m; r++)
-        for (size_t j = 0; j < N; j++) {
-            double acc = bias ? bias->get(j) : 0.0, mag = std::fabs(acc);
+    auto rows = [&](size_t j0, size_t j1) { // weight rows j0 .. j1 - 1, every activation row
+        for (size_t j = j0; j < j1; j++) {
             const float *wr = wf.data() + j * K;
-            for (size_t k = 0; k < K; k++) {
-                const double t = (double)x.get(r * K + k) * wr[k];
-                acc += t, mag += std::fabs(t);
+            const double b = bias ? bias->get(j) : 0.0;
+            for (size_t r0 = 0; r0 < m; r0 += 4) { // four activation rows at a time: independent sums
+                const size_t rn = std::min<size_t>(4, m - r0);
+                double acc[4] = {b, b, b, b}, mag[4];
+                for (size_t i = 0; i < 4; i++)
+                    mag[i] = std::fabs(b);
+                for (size_t k = 0; k < K; k++)
+                    for (size_t i = 0; i < rn; i++) {
+                        const double t = xd[(r0 + i) * K + k] * wr[k];
+                        acc[i] += t, mag[i] += std::fabs(t);
+                    }
+                for (size_t i = 0; i < rn; i++)
+                    ref.y[(r0 + i) * N + j] = acc[i], ref.magnitude[(r0 + i) * N + j] = mag[i];
             }
-            ref.y[r * N + j] = acc, ref.magnitude[r * N + j] = mag;
         }
+    };
+    const size_t work = N * K * m, threads = std::min<size_t>({std::max(1u, std::thread::hardware_concurrency()),
+                                                                N, 1 + work / (1u << 22)});
+    std::vector<std::thread> pool;
+    for (size_t t = 1; t < threads; t++)
+        pool.emplace_back(rows, N * t / threads, N * (t + 1) / threads);
+    rows(0, N / threads);
+    for (std::thread &th : pool)
+        th.join();
     return ref;
 }
 
@@ -1454,8 +1478,9 @@ TEST_F(CudaTest, ActivationsACallersKernelWritesLateAreSeen) {
                 CUDA_OK(cudaMemsetAsync(dyc.p, 0xFF, dyc.bytes, stream));
                 sync();
                 cudaGraph_t graph = nullptr;
-                if (captured)
+                if (captured) {
                     CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+                }
                 const bnb4_status sa = bnb4_gemm(ctx, &w, dt, m, dxa.p, nullptr, dya.p);
                 const cudaError_t sw = test_copy_late(dnew.p, dx.p, dx.bytes, 30, stream);
                 const bnb4_status sb = bnb4_gemm(ctx, &w, dt, m, dx.p, nullptr, dyb.p);

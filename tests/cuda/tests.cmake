@@ -3,7 +3,7 @@
 # refused. On the GPU machine, scripts/cuda_check.sh also runs them under compute-sanitizer.
 add_executable(bnb4_cuda_tests ${CMAKE_CURRENT_LIST_DIR}/test_cuda.cc ${CMAKE_CURRENT_LIST_DIR}/../unit/test_util.cc)
 target_include_directories(bnb4_cuda_tests PRIVATE ${CMAKE_CURRENT_LIST_DIR} ${CMAKE_CURRENT_LIST_DIR}/../unit)
-target_link_libraries(bnb4_cuda_tests PRIVATE bnb4_internal GTest::gtest GTest::gtest_main)
+target_link_libraries(bnb4_cuda_tests PRIVATE bnb4_internal GTest::gtest GTest::gtest_main Threads::Threads)
 target_compile_definitions(bnb4_cuda_tests PRIVATE BNB4_CONFORMANCE_DIR="${BNB4_CONFORMANCE_DIR}")
 if(BNB4_CUDA)
   target_compile_definitions(bnb4_cuda_tests PRIVATE BNB4_WITH_CUDA=1)
