@@ -364,7 +364,8 @@ const char *bnb4_cuda_kernel_name(bnb4_ctx *ctx, bnb4_op op, bnb4_dtype dt, size
      * tensor-core or SIMT kernel, or dequantize + cuBLAS; with BNB4_CUDA_GEMV_KERNEL=table, f16/bf16
      * plain-absmax tensors of more than BNB4_CUDA_GEMV_PLAIN_MAX_N rows take the tensor-core kernel at
      * m = 1 too; on sm_90 weights of BNB4_CUDA_PIPE_M1_MIN_WEIGHTS or more take the pipe kernel at m = 1;
-     * layouts outside its TMA variant's, nested absmax at m = 9..16, and plain absmax at m = 9..16 where
+     * layouts outside its TMA variant's, nested absmax at m = 9..16 but at blocksize 64 (pipe_use_natural), and
+     * plain absmax at m = 9..16 where
      * narrow tiles apply (pipe_use_narrow) or on weights past 5 x 2^24 elements whose tiles the grid shares in
      * short runs (pipe_prefer_postscale) take the mma.sync math where the name says wgmma; on compute
      * capability 9.0

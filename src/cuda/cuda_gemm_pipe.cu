@@ -68,10 +68,10 @@
  *    K-major with the copy's 128-byte swizzle) instead of per warp through registers: the per-warp
  *    activation reads and mma.sync issue were what bound m = 32/64. B comes in the activations' own k
  *    order (the copy's 16-byte rows are 8 consecutive k), so the fragments must take it too. Two ways
- *    (PipeShape's WG values, pipe_use_natural): on weights past 5 x 2^24 elements a small kernel first writes
- *    the activations permuted into the fragments' order (pipe_permute_x, into the context's scratch:
- *    bnb4_cuda_scratch); on smaller ones, whose CTAs run fewer steps and to which that kernel's cost per
- *    call matters more, a thread reads its rows' whole 128-k half and decodes byte c of each word
+ *    (PipeShape's WG values, pipe_use_natural): on weights past 5 x 2^24 elements (but nested at m = 9..16)
+ *    a small kernel first writes the activations permuted into the fragments' order (pipe_permute_x, into
+ *    the context's scratch: bnb4_cuda_scratch); on smaller ones, whose CTAs run fewer steps and to which
+ *    that kernel's cost per call matters more, a thread reads its rows' whole 128-k half and decodes byte c of each word
  *    (decode_fragment_natural: 6 more shared-memory reads a thread and step than the permuted order, the
  *    same as its quad's; at m = 33..64, short of registers, the quad trades weight bytes after each
  *    read instead: quad_natural, 16 PRMT, 6 SHFL, 16 SEL per warp and step), and a thread takes the scales
@@ -1096,7 +1096,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
     [[maybe_unused]] float nab_lo[RF][2], nab_hi[RF][2]; /* kNabWindow */
     [[maybe_unused]] unsigned nab_k[RF][2];
     [[maybe_unused]] unsigned nab_until = 0; /* the step that starts the next window */
-    [[maybe_unused]] float nab_next[RF][2];  /* kNabAhead: the next step's */
+    [[maybe_unused]] float nab_next[RF][2] = {}; /* kNabAhead: the next step's */
     /* a row's: whether it is in the matrix, and its first block (the TMA layouts have fewer than 2^32 blocks
      * and rows of whole blocks, pipe_use_tma) */
     [[maybe_unused]] auto row_on = [&](int f, int h) { return kOwnRow ? own_on : on_[f][h]; };
@@ -2078,19 +2078,20 @@ bnb4_status launch_pipe_t(bnb4_cuda_state *s, const PipeArgs &a, const bnb4_qten
  * on 14336x4096, 0-10 % on 28672x8192, 1-2 % slower on 4096x14336; v26, on the activations as they are, 1-5 %
  * faster on 1024x4096 .. 6144x4096, where with the permutation kernel it had been 12 % slower on 4096x4096;
  * nested: v16 15-30 % slower, v26 on small weights +6..-6 %; v45, with a row's nested absmax per window, on the
- * activations as they are 14336x4096 5 % faster, on permuted ones 28672x8192 within -1..+0.4 %: there mma.sync
- * stays); at m <= 8 mma.sync (v26: wgmma 1-18 % slower). Narrow tiles, where they apply at m <= 16, beat both
+ * activations as they are 14336x4096 5 % faster, on permuted ones 28672x8192 within -1..+0.4 %; v46, on the
+ * activations as they are there too, 2-4 % faster: so at m = 9..16 they take them at any size,
+ * pipe_use_natural); at m <= 8 mma.sync (v26: wgmma 1-18 % slower). Narrow tiles, where they apply at m <= 16, beat both
  * (bnb4_cuda_gemm_pipe). BNB4_CUDA_PIPE_WGMMA_MIN_M sets one threshold for every case (past 64: never;
  * pipe_prefer_postscale then never applies). w: the weight (NULL: plain). */
 size_t pipe_wgmma_min_m_env() {
     static const size_t min_m = bnb4_env_size("BNB4_CUDA_PIPE_WGMMA_MIN_M", 0);
     return min_m;
 }
-bool pipe_use_natural(const bnb4_qtensor *w);
+bool pipe_use_natural(const bnb4_qtensor *w, size_t m);
 bool pipe_use_wgmma(const bnb4_cuda_state *s, size_t m, const bnb4_qtensor *w) {
 #if defined(BNB4_CUDA_SM90A)
     const size_t min_m = pipe_wgmma_min_m_env();
-    const bool nested_mma = w && !w->absmax && !(w->blocksize == 64 && pipe_use_natural(w));
+    const bool nested_mma = w && !w->absmax && !(w->blocksize == 64 && pipe_use_natural(w, m));
     return s->cc_major == 9 && s->cc_minor == 0 && m >= (min_m >= 1 ? min_m : nested_mma ? 17 : 9);
 #else
     (void)s, (void)m, (void)w;
@@ -2106,12 +2107,17 @@ bool pipe_use_wgmma(const bnb4_cuda_state *s, size_t m, const bnb4_qtensor *w) {
  * 8192x8192, 18944x3584, 3584x18944, 13824x5120 and 5120x13824 (59-71 M) 0-6 %; 8192x11008 (90 M) -4..+6 %,
  * 28672x8192 4-15 % slower); on them
  * plain absmax at m = 9..16 also takes wgmma rather than mma.sync (pipe_use_wgmma). BNB4_CUDA_PIPE_NATURAL_MAX=n
- * moves the limit to n elements (for measuring; 0: never). Each thread decodes all blocks of a 128-k half
- * (2 at blocksize 64, 4 at 32) with one nested absmax: nested blocksizes of fewer blocks (1, or 2 at
- * blocksize 32) keep the permutation. */
-bool pipe_use_natural(const bnb4_qtensor *w) {
+ * moves the limit to n elements (for measuring; 0: never). Nested absmax at m = 9..16 takes it on weights of
+ * any size: its post-scaled groups (kPostWG) with a row's nested absmax per window beat both the permuted
+ * wgmma and mma.sync there (H200, docs/performance.md v46: 28672x8192 2-4 % faster than mma.sync; plain
+ * 1-2 % slower, m = 17..32 nested 4-5 % slower), unless the variable is set. Each thread decodes all blocks
+ * of a 128-k half (2 at blocksize 64, 4 at 32) with one nested absmax: nested blocksizes of fewer blocks
+ * (1, or 2 at blocksize 32) keep the permutation. */
+bool pipe_use_natural(const bnb4_qtensor *w, size_t m) {
+    static const char *env = getenv("BNB4_CUDA_PIPE_NATURAL_MAX");
     static const size_t max = bnb4_env_size("BNB4_CUDA_PIPE_NATURAL_MAX", (size_t)5 << 24);
-    return w->rows * w->cols <= max && (w->absmax || w->nested.blocksize * w->blocksize >= 128);
+    const bool any_size = !w->absmax && m <= 16 && !(env && *env);
+    return (any_size || w->rows * w->cols <= max) && (w->absmax || w->nested.blocksize * w->blocksize >= 128);
 }
 
 /* The TMA variant: compute capability 9.x (its copies and barriers), not switched off with
@@ -2233,7 +2239,7 @@ bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_
          * 5-6 % slower; v45, nested: 4096x14336 15 %, 4096x4096 23 % faster); not where
          * BNB4_CUDA_PIPE_WGMMA_MIN_M sets the threshold */
         variant = m <= 16 && pipe_wgmma_min_m_env() == 0 && pipe_use_narrow(s, w, m) ? 5
-                  : pipe_use_natural(w)                                              ? 4
+                  : pipe_use_natural(w, m)                                           ? 4
                   : pipe_prefer_postscale(s, w, m)                                   ? 3
                                                                                      : 2;
     else if (pipe_use_postscale(w, m))

@@ -936,6 +936,53 @@ TEST_F(CudaTest, PipeKernelCodesByTile) {
     }
 }
 
+// Nested absmax on a weight past the natural wgmma path's size limit (5 x 2^24 elements: pipe_use_natural), where
+// m = 9..16 still take that path and m = 17..64 the permuted activations (the sweeps' weights are all under it).
+// Random bytes are a valid 4-bit tensor (any nibble and any 8-bit code decode), so the weight is drawn as such,
+// not quantized: 88 M elements in well under a second.
+TEST_F(CudaTest, PipeKernelNestedOnALargeWeight) {
+    auto g = rng(110);
+    const size_t N = 6144, K = 14336, bs = 64, nbs = 256, n = N * K, nb = n / bs;
+    ASSERT_GT(n, (size_t)5 << 24);
+    HostWeight w{N, K, bs, BNB4_NF4, {}, {}, {}, {}, 0.0f, nbs};
+    w.packed.resize(n / 2);
+    w.codes.resize(nb);
+    w.nabs.resize(ceil_div(nb, nbs));
+    for (size_t i = 0; i < w.packed.size(); i += 8) { // (n / 2 is a multiple of 8)
+        const uint64_t r = g();
+        std::memcpy(w.packed.data() + i, &r, 8);
+    }
+    for (uint8_t &c : w.codes)
+        c = (uint8_t)g();
+    std::uniform_real_distribution<float> nab(0.01f, 0.1f);
+    for (float &v : w.nabs)
+        v = nab(g);
+    w.offset = 0.03f;
+    DeviceWeight dw(w);
+    const bnb4_qtensor wd = dw.device(true), wh = dw.host(true);
+    const std::vector<size_t> ms = quick() ? std::vector<size_t>{16} : std::vector<size_t>{1, 9, 16, 17, 32, 64};
+    for (size_t m : ms)
+        for (bnb4_dtype dt : {BNB4_F16, BNB4_BF16}) {
+            if (quick() && dt == BNB4_BF16)
+                continue;
+            const size_t es = bnb4_dtype_size(dt);
+            const Array x = randn(dt, m * K, g);
+            const std::string what = "6144x14336 nested m " + std::to_string(m) + " " + bnb4_dtype_name(dt) + " (" +
+                                     bnb4_kernel_name(ctx, BNB4_OP_GEMM, dt, m) + ")";
+            trace(what);
+            DevBuf dx(x.data(), m * K * es), dy(m * N * es + 16);
+            ASSERT_EQ(BNB4_OK, bnb4_gemm(ctx, &wd, dt, m, dx.as<void>(), nullptr, dy.as<void>()))
+                << what << ": " << bnb4_last_error();
+            sync();
+            const std::vector<uint8_t> yb = dy.get();
+            const std::vector<double> got = values_of(yb, dt, m * N);
+            ASSERT_EQ(0u, count_nonfinite(got)) << what << ": unwritten or non-finite outputs";
+            expect_close(got, reference_matmul(wh, x, m, nullptr), dt, what);
+            ASSERT_EQ(std::vector<uint8_t>(16, 0xFF), std::vector<uint8_t>(yb.end() - 16, yb.end()))
+                << what << ": wrote past the output";
+        }
+}
+
 // The fused wgmma tile kernel for m past 64 (compute capability 9.0, sm_90a build): 128 weight rows x 128
 // activation rows per tile (the k split: two groups of warpgroups on the even and odd steps) at m <= 128 and
 // 257..384, else 256 (m = 130, 200, 400 here), 64-k steps cut into equal runs over the grid as the pipe
