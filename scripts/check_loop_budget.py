@@ -43,9 +43,13 @@ BUDGETS = {
     'Li2ELb1ELb1ELi0ELi1E': ('m = 9..16 post-scaled mma.sync, nested', 155 + 4),
     'Li2ELb0ELb1ELi1ELi0E': ('m = 9..16 wgmma, plain', 150 + 4),
     'Li4ELb0ELb1ELi1ELi0E': ('m = 17..32 wgmma, plain', 153 + 4),
-    'Li4ELb1ELb1ELi1ELi0E': ('m = 17..32 wgmma, nested', 177 + 4),
+    'Li4ELb1ELb1ELi1ELi0E': ('m = 17..32 wgmma, nested, blocksize 32', 177 + 4),
     'Li8ELb0ELb1ELi1ELi0E': ('m = 33..64 wgmma, plain', 154 + 4),
-    'Li8ELb1ELb1ELi1ELi0E': ('m = 33..64 wgmma, nested', 185 + 4),
+    'Li8ELb1ELb1ELi1ELi0E': ('m = 33..64 wgmma, nested, blocksize 32', 185 + 4),
+    # nested at blocksize 64 (kWgPermuted64, v46): a pair of lanes shares a block, so each decodes one row's scale
+    'Li2ELb1ELb1ELi8ELi0E': ('m = 9..16 wgmma, nested, blocksize 64', 164 + 4),
+    'Li4ELb1ELb1ELi8ELi0E': ('m = 17..32 wgmma, nested, blocksize 64', 164 + 4),
+    'Li8ELb1ELb1ELi8ELi0E': ('m = 33..64 wgmma, nested, blocksize 64', 174 + 4),
     # wgmma on the activations as they are, blocksize 64 (weights up to 5 x 2^24 elements; four scales a row):
     # at m <= 32 whole-half reads, byte c picked by the table offset's PRMT (v35); at m = 33..64 the quad's
     # byte trade, 16 PRMT, 6 SHFL and 16 SEL a step (v26)

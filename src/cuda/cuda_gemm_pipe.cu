@@ -127,10 +127,12 @@ constexpr int kTableBytes = kPairTableBytes;    /* the code-pair table (cuda_sm9
 constexpr int kNcodeBytes = 256 * 4;
 
 /* The pipe kernel's math (its template parameter WG): mma.sync (0), or wgmma (TMA variant) on activations
- * permuted beforehand into the decoded fragments' k order (kWgPermuted: pipe_permute_x), or on the
+ * permuted beforehand into the decoded fragments' k order (kWgPermuted: pipe_permute_x; kWgPermuted64 the same
+ * for nested absmax at blocksize 64, where two lanes of a quad share a block: kPermutedQuad), or on the
  * activations as they are, the weights decoded in their k order (decode_fragment_natural, or quad_natural at
  * m = 33..64; 2 or 4 blocks of scales in a 128-k half: kWgNatural64 / kWgNatural32, blocksize 64 / 32). */
-constexpr int kWgPermuted = 1, kWgNatural64 = 2, kWgNatural32 = 4;
+constexpr int kWgPermuted = 1, kWgNatural64 = 2, kWgNatural32 = 4, kWgPermuted64 = 8;
+__host__ __device__ constexpr bool wg_permuted(int wg) { return wg == kWgPermuted || wg == kWgPermuted64; }
 
 /* The post-scaled mma.sync math (template parameter PS): off, in k quarters of 128-row tiles, or in narrow
  * tiles - 32 rows x steps of 1024 k (kPsNarrow, m <= 16: pipe_use_narrow). A narrow stage holds the same 16 KB
@@ -423,8 +425,9 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
     using Ops = PipeOps<T>;
     using S = PipeShape<NT, TMA, WG, PS, CT>;
     static_assert(!WG || TMA, "wgmma reads the activations as the tensor copy lays them out");
-    static_assert(WG == 0 || WG == kWgPermuted || WG == kWgNatural64 || WG == kWgNatural32, "the math (PipeShape)");
-    constexpr bool kNatural = WG >= kWgNatural64; /* wgmma on the activations as they are: */
+    static_assert(WG == 0 || wg_permuted(WG) || WG == kWgNatural64 || WG == kWgNatural32, "the math (PipeShape)");
+    static_assert(WG != kWgPermuted64 || NESTED, "kWgPermuted64: nested absmax at blocksize 64");
+    constexpr bool kNatural = WG == kWgNatural64 || WG == kWgNatural32; /* wgmma on the activations as they are: */
     /* a thread reads its rows' whole 128-k half (decode_fragment_natural); at m = 33..64, where its registers would
      * spill, the quad trades its bytes (quad_natural) */
     constexpr bool kTradeNatural = kNatural && NT == 8, kReadNatural = kNatural && !kTradeNatural;
@@ -970,8 +973,14 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                                   : kNarrow ? narrow_scale_off(r * 64 + fixed_slot * 4) /* [row][16], swizzled */
                                             : (r * (SK >> a.bs_log2) + fixed_slot) * 4); /* dense [row][k] */
         }
-    /* kNaturalQuad: where this lane's code is (row c % 2's run, block c / 2 of the half) */
+    /* wgmma on permuted activations, nested, blocksize 64 (kWgPermuted64): lanes c and c ^ 1 of a quad read
+     * chunks of one block (k 32 c of their 128-k half) of the same two rows, so lane c decodes row c % 2's
+     * scale and the pair trades them by shuffles (two decodes a thread and step become one) */
+    constexpr bool kPermutedQuad = TMA && NESTED && WG == kWgPermuted64;
+    /* kNaturalQuad: where this lane's code is (row c % 2's run, block c / 2 of the half); kPermutedQuad: row c %
+     * 2's run, the block of the lane's chunk */
     [[maybe_unused]] const uint32_t natural_quad_off = pin((c & 1 ? fixed_off[0][1] : fixed_off[0][0]) + (c >> 1));
+    [[maybe_unused]] const uint32_t permuted_quad_off = pin_if<kPermutedQuad>(c & 1 ? fixed_off[0][1] : fixed_off[0][0]);
     const int m_rows = (int)min(M, (size_t)MT);
     /* the activation row of accumulator column n (wgmma: the stage's row order) */
     auto out_col = [](int n) { return TMA && !WG && !PS ? tma_xrow(n) : n; };
@@ -1000,7 +1009,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
      * c / 2, and the quad trades the four by shuffles (as kQuadScales does at m <= 16) */
     constexpr bool kNaturalQuad = TMA && NESTED && WG == kWgNatural64;
     auto compute_tile = [&]() {
-        if constexpr (kQuadScales || kNaturalQuad) {
+        if constexpr (kQuadScales || kNaturalQuad || kPermutedQuad) {
             const size_t n = (size_t)t * TR + (kQuadScales ? own_row : trow0[0] + 8 * (c & 1));
             own_on = n < N;
             own_k = own_on ? (unsigned)K : 0u;
@@ -1090,7 +1099,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
      * wgmma path (two). At m = 33..64 the permuted path spilled and the natural one ran 1-3 % slower with it, and
      * at blocksize 32 ptxas spilled: there the loads stay per step, at m <= 16 a step ahead (kNabAhead: a
      * dependent global load per row and step, its latency otherwise in every step's path). */
-    constexpr bool kOwnRow = kQuadScales || kNaturalQuad; /* one row a lane: own_row ([0][0]) */
+    constexpr bool kOwnRow = kQuadScales || kNaturalQuad || kPermutedQuad; /* one row a lane: own_row ([0][0]) */
     constexpr bool kNabWindow = TMA && NESTED && NT <= 4 && (kOwnRow || WG == kWgPermuted);
     constexpr bool kNabAhead = TMA && NESTED && !kNabWindow && NT <= 2;
     [[maybe_unused]] float nab_lo[RF][2], nab_hi[RF][2]; /* kNabWindow */
@@ -1200,7 +1209,13 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                 [[maybe_unused]] uint32_t wg_s2[2][4]; /* (kNatural: per row, chunk u's) */
                 [[maybe_unused]] float wg_sf[2][4];    /* (kPostWG: the same as floats) */
                 [[maybe_unused]] float sv[RF][2]; /* (PS: as floats) */
-                [[maybe_unused]] float quad_v = 0.0f; /* kQuadScales: own_row's scale */
+                [[maybe_unused]] float quad_v = 0.0f; /* kQuadScales, kPermutedQuad: own row's scale */
+                if constexpr (kPermutedQuad) {
+                    const float nab = nab_at(0, 0, step);
+                    const unsigned q = ss[permuted_quad_off + ((k0 >> 6) & 15u)]; /* (blocksize 64) */
+                    const float v = bnb4_dev_nested_scale(ncode[q], nab, a.offset);
+                    quad_v = k0 + kk < own_k ? v : 0.0f; /* (own row in the matrix and k in K: one compare) */
+                }
                 if constexpr (kQuadScales) {
                     const float nab = nab_at(0, 0, step);
                     const unsigned kb = k0 >> a.bs_log2; /* the step's first block in the row */
@@ -1282,6 +1297,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                         float v;
                         if constexpr (kQuadScales) {
                             v = __shfl_sync(~0u, quad_v, 2 * f + h, 4); /* from lane 2f + h of the quad */
+                        } else if constexpr (kPermutedQuad) {
+                            v = __shfl_sync(~0u, quad_v, (c & 2) | h, 4); /* row h, this lane's block */
                         } else if constexpr (TMA) { /* K % blocksize == 0, blocksize <= 64: the chunk's slot is fixed */
                             if (NESTED) {
                                 const float nab = nab_at(f, h, step);
@@ -1311,7 +1328,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                                                   : sf[r * kScaleSlots + b_chunk - b_step];
                             }
                         }
-                        if ((NESTED && !kQuadScales) || !TMA)
+                        if ((NESTED && !kQuadScales && !kPermutedQuad) || !TMA)
                             v = on ? v : 0.0f;
                         sv[f][h] = v;
                         s2[f][h] = Ops::pack(v, v);
@@ -1933,7 +1950,7 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     memset(&maps, 0, sizeof maps);
     void *xp = nullptr; /* kWgPermuted: the permuted activations (the context's scratch) */
     const void *x = a.x;
-    if constexpr (WG == kWgPermuted) {
+    if constexpr (wg_permuted(WG)) {
         const bnb4_status st = bnb4_cuda_scratch(s, a.M * a.K * sizeof(T), &xp);
         if (st != BNB4_OK)
             return st;
@@ -1978,12 +1995,12 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
      * and waiting on a stage more than a ring turn back would read a full barrier a phase later (a hang) */
     const unsigned inflight = pipe_inflight();
     a.inflight = inflight < stages ? inflight : 0;
-    const bool w_early = TMA && (WG == kWgPermuted || !bnb4_cuda_weights_may_be_pending(s, w));
-    const bool x_early = w_early && WG != kWgPermuted && pipe_x_early() &&
+    const bool w_early = TMA && (wg_permuted(WG) || !bnb4_cuda_weights_may_be_pending(s, w));
+    const bool x_early = w_early && !wg_permuted(WG) && pipe_x_early() &&
                          !bnb4_cuda_activations_may_be_pending(s, x, a.M * a.K * sizeof(T));
     a.early = w_early ? pipe_early(WG != 0, x_early, stages) : 0;
     a.x_early = x_early && a.early;
-    a.prefetch = NT <= 2 && WG != kWgPermuted && !a.early ? pipe_prefetch() : 0;
+    a.prefetch = NT <= 2 && !wg_permuted(WG) && !a.early ? pipe_prefetch() : 0;
     if (per % k_steps != 0) { /* some tile is shared by CTAs: workspace and counters */
         const bnb4_status st = bnb4_cuda_splitk(s, tiles, tiles * a.max_contrib * S::MT * S::TileRows * sizeof(float),
                                                 &a.counters, &a.ws);
@@ -1994,7 +2011,7 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
      * kernel's end */
     const bool pdl = TMA && bnb4_pdl_enabled();
     cudaError_t e = cudaSuccess;
-    if constexpr (WG == kWgPermuted) {
+    if constexpr (wg_permuted(WG)) {
         const size_t total8 = a.M * a.K / 8;
         cudaLaunchConfig_t pc = {};
         pc.gridDim = dim3((unsigned)bnb4_div_up(total8, 256) < 4u * s->sm_count ? (unsigned)bnb4_div_up(total8, 256)
@@ -2060,8 +2077,9 @@ bnb4_status launch_pipe_t(bnb4_cuda_state *s, const PipeArgs &a, const bnb4_qten
     if (variant == 3)
         return launch_pipe_postscaled<T, kPsQuarters>(s, a, w, nested);
     if (variant == 2)
-        return nested ? launch_pipe_m<T, true, true, kWgPermuted>(s, a, w)
-                      : launch_pipe_m<T, false, true, kWgPermuted>(s, a, w);
+        return !nested                ? launch_pipe_m<T, false, true, kWgPermuted>(s, a, w)
+               : w->blocksize == 64 ? launch_pipe_m<T, true, true, kWgPermuted64>(s, a, w)
+                                    : launch_pipe_m<T, true, true, kWgPermuted>(s, a, w);
     if (variant == 4)
         return w->blocksize == 32 ? nested ? launch_pipe_m<T, true, true, kWgNatural32>(s, a, w)
                                            : launch_pipe_m<T, false, true, kWgNatural32>(s, a, w)
