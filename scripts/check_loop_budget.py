@@ -33,14 +33,14 @@ from check_wgmma_hazards import instructions, listings_to_check, parse  # noqa: 
 BUDGETS = {
     # (nested at m <= 32: a row's two nested absmax per window instead of a load per step, v45: 136 -> 129 at m <= 8)
     'Li1ELb0ELb1ELi0ELi1E': ('m = 1..8 post-scaled mma.sync, plain', 113 + 4),
-    'Li1ELb1ELb1ELi0ELi1E': ('m = 1..8 post-scaled mma.sync, nested', 126 + 4),  # (v46: code offset pinned, one compare)
+    'Li1ELb1ELb1ELi0ELi1E': ('m = 1..8 post-scaled mma.sync, nested', 129 + 4),
     # narrow tiles (32 rows x 1024-k steps, v30): the same loop as 128-row tiles'
     'Li1ELb0ELb1ELi0ELi2E': ('m = 1..8 post-scaled narrow, plain', 112 + 4),
-    'Li1ELb1ELb1ELi0ELi2E': ('m = 1..8 post-scaled narrow, nested', 125 + 4),
+    'Li1ELb1ELb1ELi0ELi2E': ('m = 1..8 post-scaled narrow, nested', 129 + 4),
     'Li2ELb0ELb1ELi0ELi2E': ('m = 9..16 post-scaled narrow, plain', 131 + 4),
-    'Li2ELb1ELb1ELi0ELi2E': ('m = 9..16 post-scaled narrow, nested', 143 + 4),
+    'Li2ELb1ELb1ELi0ELi2E': ('m = 9..16 post-scaled narrow, nested', 150 + 4),
     'Li2ELb0ELb1ELi0ELi1E': ('m = 9..16 post-scaled mma.sync, plain', 134 + 4),
-    'Li2ELb1ELb1ELi0ELi1E': ('m = 9..16 post-scaled mma.sync, nested', 152 + 4),
+    'Li2ELb1ELb1ELi0ELi1E': ('m = 9..16 post-scaled mma.sync, nested', 155 + 4),
     'Li2ELb0ELb1ELi1ELi0E': ('m = 9..16 wgmma, plain', 150 + 4),
     'Li4ELb0ELb1ELi1ELi0E': ('m = 17..32 wgmma, plain', 153 + 4),
     'Li4ELb1ELb1ELi1ELi0E': ('m = 17..32 wgmma, nested, blocksize 32', 177 + 4),

@@ -1001,8 +1001,6 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
     constexpr bool kQuadScales = PS && NESTED;
     [[maybe_unused]] const uint32_t own_row = /* (its tile row) */
         pin_if<kQuadScales>((kNarrow ? 0 : (warp % RG) * 16 * RF) + 16 * (c >> 1) + gr + 8 * (c & 1));
-    /* kQuadScales: own_row's run of codes (its block in a step: + k0 / 64 mod 16) */
-    [[maybe_unused]] const uint32_t quad_code_off = pin_if<kQuadScales>(own_row * 16 + fixed_slot);
     [[maybe_unused]] size_t own_first = 0;
     [[maybe_unused]] bool own_on = false;
     [[maybe_unused]] unsigned own_k = 0; /* K where own_row is in the matrix, else 0 (k < own_k: both tests) */
@@ -1220,11 +1218,10 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                 }
                 if constexpr (kQuadScales) {
                     const float nab = nab_at(0, 0, step);
-                    const unsigned kb = k0 >> 6; /* the step's first block in the row (PS: blocksize 64) */
-                    const unsigned q = codes_tile ? code_row[kb] : ss[quad_code_off + (kb & 15u)];
+                    const unsigned kb = k0 >> a.bs_log2; /* the step's first block in the row */
+                    const unsigned q = codes_tile ? code_row[kb] : ss[own_row * 16 + fixed_slot + (kb & 15u)];
                     const float v = bnb4_dev_nested_scale(ncode[q], nab, a.offset);
-                    /* (v computed first: ptxas put a branch around the loads; own row and k in K: one compare) */
-                    quad_v = k0 + kk < own_k ? v : 0.0f;
+                    quad_v = own_on && kin ? v : 0.0f; /* (v computed first: ptxas put a branch around the loads) */
                 }
 #pragma unroll
                 for (int f = 0; f < RF; f++) {
