@@ -71,8 +71,8 @@
  *    (PipeShape's WG values, pipe_use_natural): on weights past 5 x 2^24 elements (but nested at m = 9..16)
  *    a small kernel first writes the activations permuted into the fragments' order (pipe_permute_x, into
  *    the context's scratch: bnb4_cuda_scratch); on smaller ones, whose CTAs run fewer steps and to which
- *    that kernel's cost per call matters more, a thread reads its rows' whole 128-k half and decodes byte c of each word
- *    (decode_fragment_natural: 6 more shared-memory reads a thread and step than the permuted order, the
+ *    that kernel's cost per call matters more, a thread reads its rows' whole 128-k half and decodes byte c
+ *    of each word (decode_fragment_natural: 6 more shared-memory reads a thread and step than the permuted order, the
  *    same as its quad's; at m = 33..64, short of registers, the quad trades weight bytes after each
  *    read instead: quad_natural, 16 PRMT, 6 SHFL, 16 SEL per warp and step), and a thread takes the scales
  *    of every block of its 128-k half (docs/performance.md v26, v35). At m = 9..16 there, a half's 4 wgmmas (one
@@ -980,7 +980,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
     /* kNaturalQuad: where this lane's code is (row c % 2's run, block c / 2 of the half); kPermutedQuad: row c %
      * 2's run, the block of the lane's chunk */
     [[maybe_unused]] const uint32_t natural_quad_off = pin((c & 1 ? fixed_off[0][1] : fixed_off[0][0]) + (c >> 1));
-    [[maybe_unused]] const uint32_t permuted_quad_off = pin_if<kPermutedQuad>(c & 1 ? fixed_off[0][1] : fixed_off[0][0]);
+    [[maybe_unused]] const uint32_t permuted_quad_off =
+        pin_if<kPermutedQuad>(c & 1 ? fixed_off[0][1] : fixed_off[0][0]);
     const int m_rows = (int)min(M, (size_t)MT);
     /* the activation row of accumulator column n (wgmma: the stage's row order) */
     auto out_col = [](int n) { return TMA && !WG && !PS ? tma_xrow(n) : n; };
@@ -2098,8 +2099,8 @@ bnb4_status launch_pipe_t(bnb4_cuda_state *s, const PipeArgs &a, const bnb4_qten
  * nested: v16 15-30 % slower, v26 on small weights +6..-6 %; v45, with a row's nested absmax per window, on the
  * activations as they are 14336x4096 5 % faster, on permuted ones 28672x8192 within -1..+0.4 %; v46, on the
  * activations as they are there too, 2-4 % faster: so at m = 9..16 they take them at any size,
- * pipe_use_natural); at m <= 8 mma.sync (v26: wgmma 1-18 % slower). Narrow tiles, where they apply at m <= 16, beat both
- * (bnb4_cuda_gemm_pipe). BNB4_CUDA_PIPE_WGMMA_MIN_M sets one threshold for every case (past 64: never;
+ * pipe_use_natural); at m <= 8 mma.sync (v26: wgmma 1-18 % slower). Narrow tiles, where they apply at m <= 16,
+ * beat both (bnb4_cuda_gemm_pipe). BNB4_CUDA_PIPE_WGMMA_MIN_M sets one threshold for every case (past 64: never;
  * pipe_prefer_postscale then never applies). w: the weight (NULL: plain). */
 size_t pipe_wgmma_min_m_env() {
     static const size_t min_m = bnb4_env_size("BNB4_CUDA_PIPE_WGMMA_MIN_M", 0);
@@ -2128,7 +2129,7 @@ bool pipe_use_wgmma(const bnb4_cuda_state *s, size_t m, const bnb4_qtensor *w) {
  * moves the limit to n elements (for measuring; 0: never). Nested absmax at m = 9..16 takes it on weights of
  * any size: its post-scaled groups (kPostWG) with a row's nested absmax per window beat both the permuted
  * wgmma and mma.sync there (H200, docs/performance.md v46: 28672x8192 2-4 % faster than mma.sync; plain
- * 1-2 % slower, m = 17..32 nested 4-5 % slower), unless the variable is set. Each thread decodes all blocks
+ * 1-3 % slower, m = 17..32 nested 4-5 % slower), unless the variable is set. Each thread decodes all blocks
  * of a 128-k half (2 at blocksize 64, 4 at 32) with one nested absmax: nested blocksizes of fewer blocks
  * (1, or 2 at blocksize 32) keep the permutation. */
 bool pipe_use_natural(const bnb4_qtensor *w, size_t m) {
