@@ -18,7 +18,8 @@
 # kernels' main loops for their instruction budgets (scripts/check_loop_budget.py); (4) bench_cuda,
 # which measures its own ceilings (copy bandwidth, cuBLAS) in the same run, and (not with --quick)
 # bench_cuda_read, the read floor of the small-m kernels' access pattern at each shape, where DIR or the
-# build has it; (5) the tests in quick mode under compute-sanitizer memcheck and racecheck.
+# build has it; (5) the tests in quick mode under compute-sanitizer memcheck and racecheck (racecheck without
+# the three largest sweeps, too slow under it).
 # Logs go to $OUT (default build-cuda/check): log, bench.csv, read.txt, wgmma_hazards.txt, loop_budget.txt.
 #
 # With the device tool (the GPU machine has nvcc 13.0 and CMake but no GoogleTest), build here and carry
@@ -175,10 +176,16 @@ fi
 
 if [ -x "$TESTS" ]; then
   if [ "$SANITIZE" = 1 ]; then
+    # racecheck follows every shared-memory access: under it each of the three sweeps named here ran past 40 s even
+    # quick (H200, docs/performance.md v46) and the whole quick suite past this step's limit, so it leaves them
+    # out; the other tests run the same kernels (pipe, tile, gemv, quantize) on smaller sets of shapes
+    RACE_SKIP='-*MatmulAgreesWithFloat64OnEveryPath*:*SplitsTilesOverAnyGrid*'
     for tool in memcheck racecheck; do
-      step "compute-sanitizer $tool (quick sweep)"
+      filter='*' what="quick sweep"
+      [ "$tool" = racecheck ] && filter="$RACE_SKIP" what="quick sweep without $RACE_SKIP"
+      step "compute-sanitizer $tool ($what)"
       if BNB4_CUDA_TEST_QUICK=1 timeout "$T_SANITIZER" compute-sanitizer --tool "$tool" --error-exitcode 99 \
-           "$TESTS" --gtest_color=no --gtest_brief=1; then
+           "$TESTS" --gtest_color=no --gtest_brief=1 --gtest_filter="$filter"; then
         RESULT[$tool]="ok"
       else
         RESULT[$tool]="FAILED"
