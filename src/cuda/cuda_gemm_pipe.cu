@@ -977,11 +977,10 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
      * chunks of one block (k 32 c of their 128-k half) of the same two rows, so lane c decodes row c % 2's
      * scale and the pair trades them by shuffles (two decodes a thread and step become one) */
     constexpr bool kPermutedQuad = TMA && NESTED && WG == kWgPermuted64;
-    /* kNaturalQuad: where this lane's code is (row c % 2's run, block c / 2 of the half); kPermutedQuad: row c %
-     * 2's run, the block of the lane's chunk */
-    [[maybe_unused]] const uint32_t natural_quad_off = pin((c & 1 ? fixed_off[0][1] : fixed_off[0][0]) + (c >> 1));
-    [[maybe_unused]] const uint32_t permuted_quad_off =
-        pin_if<kPermutedQuad>(c & 1 ? fixed_off[0][1] : fixed_off[0][0]);
+    /* kNaturalQuad, kPermutedQuad: where this lane's code is - row c % 2's run, at block c / 2 of the half
+     * (kNaturalQuad) or the block of the lane's chunk (kPermutedQuad: fixed_off has it) */
+    [[maybe_unused]] const uint32_t quad_code_off =
+        pin((c & 1 ? fixed_off[0][1] : fixed_off[0][0]) + (kNatural ? c >> 1 : 0));
     const int m_rows = (int)min(M, (size_t)MT);
     /* the activation row of accumulator column n (wgmma: the stage's row order) */
     auto out_col = [](int n) { return TMA && !WG && !PS ? tma_xrow(n) : n; };
@@ -1203,6 +1202,14 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
             const unsigned char *ws_ = stages + slot * S::StageBytes;
             const unsigned char *xs_ = ws_ + kWBytes;
             const unsigned char *ss = xs_ + S::XBytes;
+            /* kNaturalQuad, kPermutedQuad: the step's scale of this lane's row (blocksize 64), 0 past N and K (one
+             * compare: own_k) */
+            [[maybe_unused]] auto own_quad_scale = [&]() {
+                const float nab = nab_at(0, 0, step);
+                const unsigned q = ss[quad_code_off + ((k0 >> 6) & 15u)];
+                const float v = bnb4_dev_nested_scale(ncode[q], nab, a.offset);
+                return k0 + kk < own_k ? v : 0.0f;
+            };
             {
                 uint4 qw[RF][2];   /* fragment f's 16-byte chunks (PS: 8 bytes, .x .y) of rows row0[f] (h = 0)
                                       and row0[f] + 8 */
@@ -1211,12 +1218,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                 [[maybe_unused]] float wg_sf[2][4];    /* (kPostWG: the same as floats) */
                 [[maybe_unused]] float sv[RF][2]; /* (PS: as floats) */
                 [[maybe_unused]] float quad_v = 0.0f; /* kQuadScales, kPermutedQuad: own row's scale */
-                if constexpr (kPermutedQuad) {
-                    const float nab = nab_at(0, 0, step);
-                    const unsigned q = ss[permuted_quad_off + ((k0 >> 6) & 15u)]; /* (blocksize 64) */
-                    const float v = bnb4_dev_nested_scale(ncode[q], nab, a.offset);
-                    quad_v = k0 + kk < own_k ? v : 0.0f; /* (own row in the matrix and k in K: one compare) */
-                }
+                if constexpr (kPermutedQuad)
+                    quad_v = own_quad_scale();
                 if constexpr (kQuadScales) {
                     const float nab = nab_at(0, 0, step);
                     const unsigned kb = k0 >> a.bs_log2; /* the step's first block in the row */
@@ -1242,10 +1245,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
                     if constexpr (kNatural) { /* the scales of the half's four 32-k chunks (k-step 2u + h: chunk u's) */
                         [[maybe_unused]] float natural_quad[2][2]; /* kNaturalQuad: [h][block] */
                         if constexpr (kNaturalQuad) {
-                            const float nab = nab_at(0, 0, step);
-                            const unsigned q = ss[natural_quad_off + ((k0 >> 6) & 15u)]; /* (blocksize 64) */
-                            const float v = bnb4_dev_nested_scale(ncode[q], nab, a.offset);
-                            const float own = k0 + kk < own_k ? v : 0.0f; /* (own_on && kin in one compare) */
+                            const float own = own_quad_scale();
 #pragma unroll
                             for (int h = 0; h < 2; h++)
 #pragma unroll
