@@ -8,12 +8,14 @@
 # tuning the small-m kernels; BNB4_CUDA_GEMV_MAX_M / BNB4_CUDA_GEMV_KERNEL / BNB4_CUDA_GEMV_TABLE /
 # BNB4_CUDA_GEMV_CTAS in the environment select the gemv kernels' settings (src/cuda/cuda_gemv.cu).
 #
-# Steps: (1) build build-cuda (sm_80, sm_90a, compute_90) unless --prebuilt DIR holds bnb4_cuda_tests and bench_cuda
-# built elsewhere with the same nvcc; (2) the CUDA tests, conformance included (BNB4_CONFORMANCE_DIR,
+# Steps: (1) build build-cuda (sm_80, sm_90a, compute_90), and build-cuda-sm80 (the tests as compute_80 PTX alone),
+# unless --prebuilt DIR holds bnb4_cuda_tests and bench_cuda (and sm80/bnb4_cuda_tests) built elsewhere with the
+# same nvcc; (2) the CUDA tests, conformance included (BNB4_CONFORMANCE_DIR,
 # default .device/shared/conformance, then ../shared/conformance), and the matmul tests again with m = 1
 # on the pipe kernel, with its TMA variant off, and with its wgmma math at every m and the tile kernel at every
 # m >= 65 on every weight size, with the wgmma math on permuted activations on every weight size, and the pipe
-# tests with its mma.sync math up to m = 16; (3) the wgmma
+# tests with its mma.sync math up to m = 16, and the sm_80 build's tests: the driver compiles their compute_80 PTX
+# for this GPU, so the kernels run as an A100 runs them (no TMA, wgmma or tile kernel); (3) the wgmma
 # kernels' machine code checked for register hazards (scripts/check_wgmma_hazards.py) and the small-m and k-split
 # kernels' main loops for their instruction budgets (scripts/check_loop_budget.py); (4) bench_cuda,
 # which measures its own ceilings (copy bandwidth, cuBLAS) in the same run, and (not with --quick)
@@ -27,6 +29,8 @@
 #   cmake -S . -B build-cuda -DBNB4_CUDA=ON && cmake --build build-cuda -j2 --target bnb4_cuda_tests bench_cuda bench_cuda_read
 #   mkdir -p .device/bin .device/shared
 #   cp build-cuda/tests/bnb4_cuda_tests build-cuda/bench/bench_cuda build-cuda/bench/bench_cuda_read .device/bin/
+#   cmake -S . -B build-cuda-sm80 -DBNB4_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=80-virtual && cmake --build build-cuda-sm80 -j2 --target bnb4_cuda_tests
+#   mkdir -p .device/bin/sm80 && cp build-cuda-sm80/tests/bnb4_cuda_tests .device/bin/sm80/
 #   cp -r ../shared/conformance .device/shared/
 #   run: OUT=$OUT scripts/cuda_check.sh --prebuilt .device/bin      (carry: [".device"])
 set -u -o pipefail
@@ -68,13 +72,17 @@ done
 
 if [ -n "$PREBUILT" ]; then
   TESTS="$PREBUILT/bnb4_cuda_tests" BENCHBIN="$PREBUILT/bench_cuda" READBIN="$PREBUILT/bench_cuda_read"
+  TESTS_SM80="$PREBUILT/sm80/bnb4_cuda_tests"
   step "using prebuilt binaries from $PREBUILT"
   RESULT[build]="prebuilt"
 else
   step "build"
   TESTS=build-cuda/tests/bnb4_cuda_tests BENCHBIN=build-cuda/bench/bench_cuda READBIN=build-cuda/bench/bench_cuda_read
+  TESTS_SM80=build-cuda-sm80/tests/bnb4_cuda_tests
   if cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DBNB4_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="80-real;90a-real;90-virtual" >/dev/null &&
-     cmake --build build-cuda -j"$(nproc)" --target bnb4_cuda_tests bench_cuda bench_cuda_read; then
+     cmake --build build-cuda -j"$(nproc)" --target bnb4_cuda_tests bench_cuda bench_cuda_read &&
+     cmake -S . -B build-cuda-sm80 -DCMAKE_BUILD_TYPE=Release -DBNB4_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=80-virtual >/dev/null &&
+     cmake --build build-cuda-sm80 -j"$(nproc)" --target bnb4_cuda_tests; then
     RESULT[build]="ok"
   else
     RESULT[build]="FAILED"
@@ -141,6 +149,13 @@ if [ -x "$TESTS" ]; then
     RESULT[tests_window]="FAILED"
   fi
   unset BNB4_CUDA_TEST_QUICK
+  # sm_80 code: the kernels an A100 runs (cp.async pipe, mma.sync, gemv, dequantize + cuBLAS at large m), built
+  # as compute_80 PTX, which the driver compiles for this GPU; the library must see that its sm_90 paths are
+  # compiled out there (bnb4_cuda_sm90_code) - they would trap
+  if [ -x "$TESTS_SM80" ]; then
+    step "CUDA tests on sm_80 code (compute_80 PTX compiled by the driver for this GPU)"
+    if timeout "$T_TESTS" "$TESTS_SM80" --gtest_color=no; then RESULT[tests_sm80]="ok"; else RESULT[tests_sm80]="FAILED"; fi
+  fi
 else
   RESULT[tests]="not built"
 fi
@@ -180,22 +195,30 @@ if [ -x "$TESTS" ]; then
     # quick (H200, docs/performance.md v46) and the whole quick suite past this step's limit, so it leaves them
     # out; the other tests run the same kernels (pipe, tile, gemv, quantize) on smaller sets of shapes
     RACE_SKIP='-*MatmulAgreesWithFloat64OnEveryPath*:*SplitsTilesOverAnyGrid*'
+    # then the sm_80 build's (its kernels are other code: the cp.async pipe variant, and mma.sync where sm_90 takes
+    # wgmma); racecheck leaves cuBLAS's nvjet kernels out (dequantize + cuBLAS at large m: it reports hazards in them)
     for tool in memcheck racecheck; do
-      filter='*' what="quick sweep"
-      [ "$tool" = racecheck ] && filter="$RACE_SKIP" what="quick sweep without $RACE_SKIP"
-      step "compute-sanitizer $tool ($what)"
-      if BNB4_CUDA_TEST_QUICK=1 timeout "$T_SANITIZER" compute-sanitizer --tool "$tool" --error-exitcode 99 \
-           "$TESTS" --gtest_color=no --gtest_brief=1 --gtest_filter="$filter"; then
-        RESULT[$tool]="ok"
-      else
-        RESULT[$tool]="FAILED"
-      fi
+      for bin in "$TESTS" "$TESTS_SM80"; do
+        [ -x "$bin" ] || continue
+        key=$tool opts=()
+        [ "$bin" = "$TESTS_SM80" ] && key=${tool}_sm80
+        [ "$key" = racecheck_sm80 ] && opts=(--kernel-name-exclude kns=nvjet)
+        filter='*' what="quick sweep"
+        [ "$tool" = racecheck ] && filter="$RACE_SKIP" what="quick sweep without $RACE_SKIP"
+        step "compute-sanitizer $tool ($what, $bin)"
+        if BNB4_CUDA_TEST_QUICK=1 timeout "$T_SANITIZER" compute-sanitizer --tool "$tool" --error-exitcode 99 "${opts[@]}" \
+             "$bin" --gtest_color=no --gtest_brief=1 --gtest_filter="$filter"; then
+          RESULT[$key]="ok"
+        else
+          RESULT[$key]="FAILED"
+        fi
+      done
     done
   fi
 fi
 
 step "summary"
-STEPS=(build tests tests_m1 tests_cpasync tests_wgmma tests_permuted tests_mma tests_window wgmma_sass loop_budget memcheck racecheck bench read_floor)
+STEPS=(build tests tests_m1 tests_cpasync tests_wgmma tests_permuted tests_mma tests_window tests_sm80 wgmma_sass loop_budget memcheck memcheck_sm80 racecheck racecheck_sm80 bench read_floor)
 for k in "${STEPS[@]}"; do
   printf '%-10s %s\n' "$k" "${RESULT[$k]:-skipped}"
 done

@@ -35,6 +35,9 @@ static bnb4_status use_device(bnb4_cuda_state *s, const char *what) {
     return bnb4_cuda_check(cudaSetDevice(s->device), what);
 }
 
+/* an empty kernel: its attributes say which code the driver loaded for the device (bnb4_cuda_ctx_init) */
+static __global__ void code_arch_probe() {}
+
 bnb4_status bnb4_cuda_ctx_init(bnb4_ctx *ctx) {
     static const char fn[] = "bnb4_ctx_create";
     int count = 0;
@@ -64,6 +67,23 @@ bnb4_status bnb4_cuda_ctx_init(bnb4_ctx *ctx) {
         if (prop.major < 8)
             st = bnb4_fail(BNB4_ERR_UNSUPPORTED, "%s: %s is compute capability %d.%d; bnb4 needs 8.0 or newer", fn,
                            prop.name, prop.major, prop.minor);
+    }
+    if (st == BNB4_OK) {
+        /* which of the build's images the driver loads for this device (all kernel files are built for the
+         * same architectures): none fails here, with the reason, rather than at the first op */
+        cudaFuncAttributes fa;
+        const cudaError_t e = cudaFuncGetAttributes(&fa, code_arch_probe);
+        if (e == cudaErrorNoKernelImageForDevice || e == cudaErrorInvalidPtx || e == cudaErrorUnsupportedPtxVersion) {
+            cudaGetLastError();
+            st = bnb4_fail(BNB4_ERR_UNSUPPORTED,
+                           "%s: this build of bnb4 has no code for %s (compute capability %d.%d: %s); rebuild with "
+                           "its architecture in CMAKE_CUDA_ARCHITECTURES",
+                           fn, prop.name, prop.major, prop.minor, cudaGetErrorString(e));
+        } else if ((st = bnb4_cuda_check(e, fn)) == BNB4_OK) {
+            /* ptxVersion: the virtual architecture the image came from (SASS built from compute_90a: 90; an
+             * sm_80 build's PTX compiled by the driver for Hopper: 80) */
+            s->code_arch = fa.ptxVersion > 0 ? fa.ptxVersion : fa.binaryVersion;
+        }
     }
     if (st == BNB4_OK) {
         cudaMemPoolProps props = {};
@@ -176,15 +196,15 @@ static bnb4_status zero_now(bnb4_cuda_state *s, void *p, size_t bytes, const cha
     return st != BNB4_OK ? st : bnb4_cuda_check(cudaStreamSynchronize(s->side), what);
 }
 
-/* Grow a context-owned device buffer to at least `bytes` (with half again as headroom against regrowth),
- * zeroed if `zero`. Kernels still queued, and graphs captured earlier, may use the old buffer: it is
- * retired, not freed, so nothing waits for them. */
+/* Grow a context-owned device buffer to at least `bytes` (with half again as headroom against regrowth, up to
+ * 64 MiB: a dequantized weight would make that hundreds of MB), zeroed if `zero`. Kernels still queued, and
+ * graphs captured earlier, may use the old buffer: it is retired, not freed, so nothing waits for them. */
 static bnb4_status grow_buffer(bnb4_cuda_state *s, void **buf, size_t *have, size_t bytes, bool zero,
                                const char *what) {
     if (bytes <= *have)
         return BNB4_OK;
     const bnb4_cuda_relaxed_capture relaxed; /* the stream may be being captured */
-    const size_t want = bytes + bytes / 2 < bytes ? bytes : bytes + bytes / 2;
+    const size_t want = bytes >= ((size_t)64 << 20) ? bytes : bytes + bytes / 2;
     void *fresh = NULL;
     bnb4_status st = bnb4_cuda_check(cudaMalloc(&fresh, want), what);
     if (st == BNB4_OK && zero)
@@ -223,6 +243,20 @@ bnb4_status bnb4_cuda_scratch(bnb4_cuda_state *s, size_t bytes, void **out) {
     if (st == BNB4_OK)
         *out = s->scratch;
     return st;
+}
+
+bnb4_status bnb4_cuda_temp(bnb4_cuda_state *s, size_t bytes, void **out, const char *what) {
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(s->stream, &cs) != cudaSuccess) {
+        cudaGetLastError(); /* (not known: the scratch is right either way) */
+        cs = cudaStreamCaptureStatusActive;
+    }
+    return cs == cudaStreamCaptureStatusNone ? bnb4_cuda_alloc(s, bytes, out, what) : bnb4_cuda_scratch(s, bytes, out);
+}
+
+void bnb4_cuda_temp_done(bnb4_cuda_state *s, void *p) {
+    if (p != s->scratch)
+        bnb4_cuda_free(s, p);
 }
 
 /* ---- ops ------------------------------------------------------------------------------------------- */

@@ -27,6 +27,9 @@ struct bnb4_cuda_state {
     cudaStream_t stream;
     int sm_count;
     int cc_major, cc_minor;
+    int code_arch;            /* the PTX architecture the loaded kernels were compiled from (10 x major + minor):
+                               * below 90 on a Hopper GPU when the build has no sm_90 code and the driver
+                               * compiled its compute_80 PTX (bnb4_cuda_sm90_code) */
     size_t l2_bytes;
     cudaMemPool_t pool;       /* stream-ordered pool for temporaries, cached between calls */
     unsigned *counters;       /* zeroed split-K semaphores, each kernel leaves them zero again */
@@ -41,6 +44,11 @@ struct bnb4_cuda_state {
     void *cublas;             /* cublasHandle_t, created on first use (cuBLAS is dlopen'ed) */
     void *cublaslt;           /* cuBLASLt handle and its plans (cuda_gemm.cu), created on first use */
 };
+
+/* Whether the kernels can take their sm_90 paths (TMA copies, mbarriers, programmatic launch): a device of
+ * compute capability 9.0 or newer running code compiled for it. A build for sm_80 alone still runs on Hopper
+ * (the driver compiles its compute_80 PTX), but there those paths are compiled out and their kernels trap. */
+static inline bool bnb4_cuda_sm90_code(const bnb4_cuda_state *s) { return s->cc_major >= 9 && s->code_arch >= 90; }
 
 /* ---- exact arithmetic ------------------------------------------------------------------------------ */
 /* The GPU's approximate reciprocal, exactly what --use_fast_math makes of 1.0f / x. */
@@ -180,6 +188,11 @@ bnb4_status bnb4_cuda_check(cudaError_t err, const char *what);
 /* Stream-ordered temporaries from the context's pool. */
 bnb4_status bnb4_cuda_alloc(bnb4_cuda_state *s, size_t bytes, void **out, const char *what);
 void bnb4_cuda_free(bnb4_cuda_state *s, void *p);
+/* A temporary one op's kernels pass to each other (dequantize + cuBLAS: the dequantized weight): from the pool,
+ * or while the context's stream is being captured, the context's scratch (bnb4_cuda_scratch), so the graph
+ * holds the op's kernels and no allocation or free node. Give it back with bnb4_cuda_temp_done. */
+bnb4_status bnb4_cuda_temp(bnb4_cuda_state *s, size_t bytes, void **out, const char *what);
+void bnb4_cuda_temp_done(bnb4_cuda_state *s, void *p);
 /* This thread's stream-capture mode set to relaxed while it lives, so an op may allocate what it keeps
  * (the context's buffers, the cuBLAS handle) while its stream is being captured into a CUDA graph:
  * cudaMalloc, and synchronizing a stream outside the capture, are "potentially unsafe" calls that the
@@ -201,7 +214,7 @@ struct bnb4_cuda_relaxed_capture {
 bnb4_status bnb4_cuda_splitk(bnb4_cuda_state *s, size_t count, size_t bytes, unsigned **counters, float **partials);
 /* At least `bytes` of device memory owned by the context, grown as the split-K space is: for an operand one
  * kernel prepares for the next (the wgmma pipe kernel's permuted activations, the tile kernel's block
- * scales). Unlike a stream-ordered temporary it puts no allocation node between one op's kernels and the
+ * scales, a captured dequantize + cuBLAS call's dequantized weight: bnb4_cuda_temp). Unlike a stream-ordered temporary it puts no allocation node between one op's kernels and the
  * next op's in a CUDA graph, where the node would stand in the programmatic launch edge between them.
  * Each op's first kernel writes it only after griddepcontrol.wait, so the previous op's kernels are done
  * with it. */

@@ -284,10 +284,11 @@ unsigned common_alignment(const void *const *ptrs, size_t n) {
     return a;
 }
 
-/* y[m, N] = x[m, K] wd[N, K]^T + bias through cublasLtMatmul's bias epilogue. BNB4_ERR_UNSUPPORTED (nothing
- * launched) where cuBLASLt is missing or offers no algorithm: the caller takes the broadcast instead. */
+/* y[m, N] = x[m, K] wd[N, K]^T + bias through cublasLtMatmul's bias epilogue, ws its workspace (kLtWorkspace
+ * bytes). BNB4_ERR_UNSUPPORTED (nothing launched) where cuBLASLt is missing or offers no algorithm: the caller
+ * takes the broadcast instead. */
 bnb4_status lt_matmul_bias(bnb4_cuda_state *s, bnb4_dtype dt, size_t N, size_t K, size_t m, const void *wd,
-                           const void *x, const void *bias, void *y, const char *fn) {
+                           const void *x, const void *bias, void *y, void *ws, const char *fn) {
     if (!g_lt.ok)
         return BNB4_ERR_UNSUPPORTED;
     if (!s->cublaslt) {
@@ -312,7 +313,6 @@ bnb4_status lt_matmul_bias(bnb4_cuda_state *s, bnb4_dtype dt, size_t N, size_t K
     cublasLtMatmulDesc_t desc = NULL;
     cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
     bnb4_status st = BNB4_ERR_UNSUPPORTED;
-    void *ws = NULL;
     if (g_lt.desc_create(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS)
         return BNB4_ERR_UNSUPPORTED;
     if (g_lt.desc_set(desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_t, sizeof op_t) == CUBLAS_STATUS_SUCCESS &&
@@ -347,14 +347,13 @@ bnb4_status lt_matmul_bias(bnb4_cuda_state *s, bnb4_dtype dt, size_t N, size_t K
                 *plan = LtPlan{true, (int)dt, N, K, m, align, result.algo};
             }
         }
-        if (plan && (st = bnb4_cuda_alloc(s, kLtWorkspace, &ws, fn)) == BNB4_OK) {
+        if (plan) {
             const float alpha = 1.0f, beta = 0.0f;
             const cublasStatus_t cs = g_lt.matmul(lt->h, desc, &alpha, wd, la, x, lb, &beta, y, lc, y, lc,
                                                   &plan->algo, ws, kLtWorkspace, s->stream);
             st = cs == CUBLAS_STATUS_SUCCESS
                      ? BNB4_OK
                      : bnb4_fail(BNB4_ERR_DEVICE, "%s: cublasLtMatmul failed (status %d)", fn, (int)cs);
-            bnb4_cuda_free(s, ws);
         }
     }
     if (lc)
@@ -403,15 +402,21 @@ bnb4_status bnb4_cuda_gemm_dequant_blas(bnb4_cuda_state *s, const bnb4_qtensor *
     cublasHandle_t h = (cublasHandle_t)s->cublas;
     if (g_blas.set_stream(h, s->stream) != CUBLAS_STATUS_SUCCESS)
         return bnb4_fail(BNB4_ERR_DEVICE, "%s: cublasSetStream failed", fn);
+    /* one temporary: the dequantized weight, then (with a bias) cuBLASLt's workspace */
+    size_t wd_bytes = 0, temp_bytes = 0;
+    if (__builtin_mul_overflow(N * K, es, &wd_bytes) ||
+        __builtin_add_overflow(bnb4_div_up(wd_bytes, 256) * 256, bias ? kLtWorkspace : 0, &temp_bytes))
+        return bnb4_fail(BNB4_ERR_OVERFLOW, "%s: a %zu x %zu dequantized weight overflows size_t bytes", fn, N, K);
     void *wd = NULL;
-    bnb4_status st = bnb4_cuda_alloc(s, N * K * es, &wd, fn);
+    bnb4_status st = bnb4_cuda_temp(s, temp_bytes, &wd, fn);
     if (st != BNB4_OK)
         return st;
     st = bnb4_cuda_launch_dequantize(s, w, dt, wd);
     if (st == BNB4_OK && bias) { /* the bias epilogue; BNB4_ERR_UNSUPPORTED: the broadcast below */
-        const bnb4_status lt = lt_matmul_bias(s, dt, N, K, m, wd, x, bias, y, fn);
+        void *ws = (unsigned char *)wd + bnb4_div_up(wd_bytes, 256) * 256;
+        const bnb4_status lt = lt_matmul_bias(s, dt, N, K, m, wd, x, bias, y, ws, fn);
         if (lt != BNB4_ERR_UNSUPPORTED) {
-            bnb4_cuda_free(s, wd);
+            bnb4_cuda_temp_done(s, wd);
             return lt;
         }
     }
@@ -438,6 +443,6 @@ bnb4_status bnb4_cuda_gemm_dequant_blas(bnb4_cuda_state *s, const bnb4_qtensor *
         if (cs != CUBLAS_STATUS_SUCCESS)
             st = bnb4_fail(BNB4_ERR_DEVICE, "%s: cublasGemmEx failed (status %d)", fn, (int)cs);
     }
-    bnb4_cuda_free(s, wd);
+    bnb4_cuda_temp_done(s, wd);
     return st;
 }

@@ -314,7 +314,7 @@ __device__ __forceinline__ void decode_codes(uint32_t af[4], uint32_t table_s, u
 __device__ __forceinline__ uint32_t pair_trade_sel(uint32_t c) {
     return c | (4u + c) << 4 | (c ^ 1u) << 8 | (4u + (c ^ 1u)) << 12;
 }
-__device__ __forceinline__ uint4 quad_natural(uint4 q, uint32_t sel_lo, uint32_t c_odd, uint32_t c_high) {
+[[maybe_unused]] __device__ __forceinline__ uint4 quad_natural(uint4 q, uint32_t sel_lo, uint32_t c_odd, uint32_t c_high) {
     const uint32_t sel_hi = sel_lo ^ 0x2222u; /* c ^ 2 in each selector nibble */
     const uint32_t a01 = __byte_perm(q.x, q.y, sel_lo), a23 = __byte_perm(q.z, q.w, sel_lo);
     const uint32_t b01 = __byte_perm(q.x, q.y, sel_hi), b23 = __byte_perm(q.z, q.w, sel_hi);
@@ -346,7 +346,7 @@ __device__ __forceinline__ void decode_fragment_natural(uint32_t af[4], uint32_t
 }
 
 /* kPostWG: the same fragment's codes alone (the block scale is applied to the group's sums) */
-__device__ __forceinline__ void decode_codes_natural(uint32_t af[4], uint32_t table_s, uint32_t wA0, uint32_t wA1,
+[[maybe_unused]] __device__ __forceinline__ void decode_codes_natural(uint32_t af[4], uint32_t table_s, uint32_t wA0, uint32_t wA1,
                                                      uint32_t wB0, uint32_t wB1, uint32_t lane4, uint32_t sel) {
     af[0] = lds_pair(table_s + pair_offset(wA0, lane4, sel));
     af[1] = lds_pair(table_s + pair_offset(wB0, lane4, sel));
@@ -357,7 +357,7 @@ __device__ __forceinline__ void decode_codes_natural(uint32_t af[4], uint32_t ta
 /* 16 bytes of a stage at shared address `addr`: the chunk's XOR applies to the address itself (through a
  * generic pointer the loop took 4 instructions more a step); volatile, so it stays after the stage's
  * full-barrier wait (an asm volatile too) */
-__device__ __forceinline__ uint4 lds128_at(uint32_t addr) {
+[[maybe_unused]] __device__ __forceinline__ uint4 lds128_at(uint32_t addr) {
     uint4 v;
     asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr));
     return v;
@@ -372,7 +372,7 @@ __device__ __forceinline__ void cp_async4(uint32_t dst, const void *src, uint32_
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-__device__ __forceinline__ void st_shared_u32(uint32_t dst, uint32_t v) {
+[[maybe_unused]] __device__ __forceinline__ void st_shared_u32(uint32_t dst, uint32_t v) {
     asm volatile("st.shared.u32 [%0], %1;" ::"r"(dst), "r"(v) : "memory");
 }
 template <int N> __device__ __forceinline__ void cp_async_wait() {
@@ -446,12 +446,12 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
      * before them for the sanitizer's race check: one elected lane's arrival, a warp barrier before it or not,
      * was reported as racing (docs/performance.md v31). The CT kernels' stages get no lanes' stores, but with
      * one elected lane racecheck reported hazards there too (v33; no faster either). */
-    constexpr bool kLaneRelease = TMA && NESTED;
+    [[maybe_unused]] constexpr bool kLaneRelease = TMA && NESTED;
     /* x_early (the early stages whole before the producer's griddepcontrol.wait): at m <= 16 the consumers wait for
      * the previous kernel only at their first tile end, the first place they touch what it may write (bias,
      * split-K workspace, y), so they run the early stages during its tail: 0.8 % faster there (nested 4096x4096
      * m = 1..8 3 %), 0.4 % slower at m = 64 (H200, docs/performance.md v44) */
-    constexpr bool kLateWait = NT <= 2;
+    [[maybe_unused]] constexpr bool kLateWait = NT <= 2;
     constexpr int RF = S::RF, KP = S::KParts, RG = S::RowGroups;
     constexpr int U = PS ? 2 : 4; /* 4-byte words of a weight row a thread takes per step */
     constexpr bool kNarrow = S::Narrow; /* 32-row tiles, 1024-k steps (PipeShape) */
@@ -2111,7 +2111,7 @@ bool pipe_use_wgmma(const bnb4_cuda_state *s, size_t m, const bnb4_qtensor *w) {
 #if defined(BNB4_CUDA_SM90A)
     const size_t min_m = pipe_wgmma_min_m_env();
     const bool nested_mma = w && !w->absmax && !(w->blocksize == 64 && pipe_use_natural(w, m));
-    return s->cc_major == 9 && s->cc_minor == 0 && m >= (min_m >= 1 ? min_m : nested_mma ? 17 : 9);
+    return s->cc_major == 9 && s->cc_minor == 0 && bnb4_cuda_sm90_code(s) && m >= (min_m >= 1 ? min_m : nested_mma ? 17 : 9);
 #else
     (void)s, (void)m, (void)w;
     return false;
@@ -2152,7 +2152,7 @@ bool pipe_use_tma(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) {
         const char *e = getenv("BNB4_CUDA_PIPE_TMA");
         return e && *e == '0';
     }();
-    if (off || s->cc_major < 9 || w->rows >= ((size_t)1 << 31) || !encode_tiled() ||
+    if (off || !bnb4_cuda_sm90_code(s) || w->rows >= ((size_t)1 << 31) || !encode_tiled() ||
         bnb4_div_up(w->rows * w->cols, w->blocksize) > UINT32_MAX) /* (32-bit block indices: nab_window) */
         return false;
     const size_t bs = w->blocksize, nbs = w->nested.blocksize;

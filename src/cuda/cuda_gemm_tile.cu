@@ -44,8 +44,8 @@
 
 namespace {
 
-__constant__ float c_tile_nf4[16] = {BNB4_NF4_CODEBOOK_VALUES};
-__constant__ float c_tile_fp4[16] = {BNB4_FP4_CODEBOOK_VALUES};
+[[maybe_unused]] __constant__ float c_tile_nf4[16] = {BNB4_NF4_CODEBOOK_VALUES};
+[[maybe_unused]] __constant__ float c_tile_fp4[16] = {BNB4_FP4_CODEBOOK_VALUES};
 
 constexpr int kTileRows = 128;                   /* weight rows per tile: 2 warpgroups x 64 */
 constexpr int kStepK = 64;                       /* k per step */
@@ -63,7 +63,7 @@ constexpr int kProducerThreads = 128;           /* the producer warpgroup (one l
 enum TileScales { kScalesPrePass, kScalesAbsmax };
 constexpr int kRawRowBytes = 16, kRawBytes = kTileRows * kRawRowBytes;
 /* kScalesAbsmax: the absmax column (a row's block) of step `step`, one block a step (blocksize >= 64) */
-__device__ __forceinline__ unsigned step_block(unsigned step, int bs_log2) { return step >> (bs_log2 - 6); }
+[[maybe_unused]] __device__ __forceinline__ unsigned step_block(unsigned step, int bs_log2) { return step >> (bs_log2 - 6); }
 
 /* Consumers: at BX = 256, one k group (every step) with two fragment sets, so a step's wgmmas run while the
  * next step is decoded. At BX = 128 two k groups, the even and the odd steps of the CTA's run, each with one
@@ -841,7 +841,7 @@ bnb4_status launch_tile_t(bnb4_cuda_state *s, const TileArgs &a, const bnb4_qten
 int bnb4_cuda_tile_enabled(const bnb4_cuda_state *s, size_t m) {
 #if defined(BNB4_CUDA_SM90A)
     static const size_t min_m = bnb4_env_size("BNB4_CUDA_TILE_MIN_M", BNB4_CUDA_TILE_MIN_M);
-    return s->cc_major == 9 && s->cc_minor == 0 && m >= min_m &&
+    return s->cc_major == 9 && s->cc_minor == 0 && bnb4_cuda_sm90_code(s) && m >= min_m &&
            m <= bnb4_env_size("BNB4_CUDA_TILE_MAX_M", BNB4_CUDA_TILE_MAX_M) && encode_tiled() != nullptr;
 #else
     (void)s, (void)m;

@@ -27,3 +27,12 @@ cudaError_t test_copy_late(const void *src, void *dst, size_t bytes, unsigned de
                                             1000ull * delay_us);
     return cudaGetLastError();
 }
+
+int test_code_arch(void) {
+    cudaFuncAttributes fa;
+    if (cudaFuncGetAttributes(&fa, copy_late_kernel) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return fa.ptxVersion > 0 ? fa.ptxVersion : fa.binaryVersion;
+}

@@ -11,4 +11,9 @@
 // lets the next kernel start at once (griddepcontrol.launch_dependents, sm_90) and writes only after delay_us.
 cudaError_t test_copy_late(const void *src, void *dst, size_t bytes, unsigned delay_us, cudaStream_t stream);
 
+// The PTX architecture (10 x major + minor) of the code the driver loaded for the current device from this build
+// (the tests and the library are built for the same architectures): below 90 on a Hopper GPU when the build has
+// only compute_80 PTX; 0 if it has no code for the device.
+int test_code_arch(void);
+
 #endif

@@ -308,6 +308,21 @@ TEST_F(CudaTest, KernelNamesSayCuda) {
         EXPECT_TRUE(std::strstr(name, "tile_wgmma") != nullptr || std::strstr(name, "cublas") != nullptr) << name;
     }
     EXPECT_NE(nullptr, std::strstr(bnb4_kernel_name(ctx, BNB4_OP_QUANTIZE, BNB4_BF16, 0), "cuda"));
+    // a build without sm_90 code on a Hopper GPU (the driver compiles its compute_80 PTX): the sm_90 kernels are
+    // compiled out there and trap, so nothing may pick them (scripts/cuda_check.sh runs such a build)
+    int dev = 0;
+    cudaDeviceProp prop;
+    ASSERT_EQ(cudaSuccess, cudaGetDevice(&dev));
+    ASSERT_EQ(cudaSuccess, cudaGetDeviceProperties(&prop, dev));
+    const int code = test_code_arch();
+    ASSERT_GT(code, 0);
+    if (code < 90) {
+        for (size_t m : {1, 9, 16, 32, 64, 128, 512})
+            EXPECT_EQ(nullptr, std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F16, m), "wgmma")) << m;
+        std::printf("[bnb4] %s (compute capability %d.%d) runs compute_%d code: m = 32 takes %s, m = 128 %s\n",
+                    prop.name, prop.major, prop.minor, code, bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F16, 32),
+                    bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F16, 128));
+    }
 }
 
 // ---- quantize --------------------------------------------------------------------------------------------
@@ -1109,10 +1124,10 @@ struct SmallGridsEverywhere {
     }
 };
 
-// The nodes of a captured graph by kind, and its edges: all, and those that keep the programmatic
-// (early) launch between two kernels.
+// The nodes of a captured graph by kind (kernels, memory allocations and frees, memsets, the rest), and its
+// edges: all, and those that keep the programmatic (early) launch between two kernels.
 struct GraphCensus {
-    size_t kernels = 0, others = 0, edges = 0, programmatic = 0;
+    size_t kernels = 0, memory = 0, memsets = 0, others = 0, edges = 0, programmatic = 0;
 };
 static GraphCensus census_of(cudaGraph_t graph) {
     GraphCensus c;
@@ -1125,7 +1140,10 @@ static GraphCensus census_of(cudaGraph_t graph) {
     for (cudaGraphNode_t node : nodes) {
         cudaGraphNodeType type = cudaGraphNodeTypeEmpty;
         EXPECT_EQ(cudaSuccess, cudaGraphNodeGetType(node, &type));
-        (type == cudaGraphNodeTypeKernel ? c.kernels : c.others)++;
+        (type == cudaGraphNodeTypeKernel                                          ? c.kernels
+         : type == cudaGraphNodeTypeMemAlloc || type == cudaGraphNodeTypeMemFree ? c.memory
+         : type == cudaGraphNodeTypeMemset                                        ? c.memsets
+                                                                                  : c.others)++;
     }
     size_t e = 0;
     EXPECT_EQ(cudaSuccess, cudaGraphGetEdges(graph, nullptr, nullptr, nullptr, &e));
@@ -1144,10 +1162,11 @@ static GraphCensus census_of(cudaGraph_t graph) {
 // grow during the capture, which is in the strictest mode, global) and on one whose buffers earlier direct
 // calls have grown. Each graph holds two calls and is replayed twice; every replay gives the bytes of
 // direct calls (the kernels are deterministic). Either way the graph holds the calls' kernels and nothing
-// else (no allocation, memset or free node), and on sm_90 the wgmma kernels' programmatic launch is kept
-// on every edge. The grids are forced small so tiles are shared between CTAs (split-K): the pipe kernel
-// (m = 9 and, with wgmma, 40: with BNB4_CUDA_PIPE_NATURAL_MAX=0, a pass of cuda_check.sh, its permuted
-// activations in the scratch) and the tile kernel (m = 130: its scales there).
+// else (no allocation, memset or free node; where m = 130 takes dequantize + cuBLAS - sm_80 code - cuBLAS's
+// memsets are its own), and on sm_90 the wgmma kernels' programmatic launch is kept on every edge. The grids
+// are forced small so tiles are shared between CTAs (split-K): the pipe kernel (m = 9 and, with wgmma, 40:
+// with BNB4_CUDA_PIPE_NATURAL_MAX=0, a pass of cuda_check.sh, its permuted activations in the scratch) and the
+// tile kernel (m = 130: its scales there; or dequantize + cuBLAS, the dequantized weight there).
 TEST_F(CudaTest, MatmulsCapturedInAGraphMatchDirectCalls) {
     const SmallGridsEverywhere env;
     auto g = rng(108);
@@ -1188,7 +1207,12 @@ TEST_F(CudaTest, MatmulsCapturedInAGraphMatchDirectCalls) {
                     EXPECT_EQ(BNB4_OK, s1) << which << ": " << e1;
                     const GraphCensus nodes = census_of(graph);
                     EXPECT_GE(nodes.kernels, 2u) << which;
+                    EXPECT_EQ(0u, nodes.memory) << which << ": allocation or free nodes in the graph";
                     EXPECT_EQ(0u, nodes.others) << which << ": nodes other than kernels in the graph";
+                    // (cuBLAS may zero what its split-K algorithms accumulate into with a memset of its own)
+                    if (!std::strstr(bnb4_kernel_name(c, BNB4_OP_GEMM, dt, m), "cublas")) {
+                        EXPECT_EQ(0u, nodes.memsets) << which << ": memset nodes in the graph";
+                    }
                     if (launches_early(bnb4_kernel_name(c, BNB4_OP_GEMM, dt, m))) {
                         EXPECT_EQ(nodes.edges, nodes.programmatic) << which << ": an edge lost its early launch";
                     }
