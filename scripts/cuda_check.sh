@@ -21,7 +21,8 @@
 # which measures its own ceilings (copy bandwidth, cuBLAS) in the same run, and (not with --quick)
 # bench_cuda_read, the read floor of the small-m kernels' access pattern at each shape, where DIR or the
 # build has it; (5) the tests in quick mode under compute-sanitizer memcheck and racecheck (racecheck without
-# the three largest sweeps, too slow under it).
+# the three largest sweeps, too slow under it), memcheck on the sm_80 build's tests too, and racecheck on the pipe
+# kernel's cp.async variant.
 # Logs go to $OUT (default build-cuda/check): log, bench.csv, read.txt, wgmma_hazards.txt, loop_budget.txt.
 #
 # With the device tool (the GPU machine has nvcc 13.0 and CMake but no GoogleTest), build here and carry
@@ -195,30 +196,29 @@ if [ -x "$TESTS" ]; then
     # quick (H200, docs/performance.md v46) and the whole quick suite past this step's limit, so it leaves them
     # out; the other tests run the same kernels (pipe, tile, gemv, quantize) on smaller sets of shapes
     RACE_SKIP='-*MatmulAgreesWithFloat64OnEveryPath*:*SplitsTilesOverAnyGrid*'
-    # then the sm_80 build's (its kernels are other code: the cp.async pipe variant, and mma.sync where sm_90 takes
-    # wgmma); racecheck leaves cuBLAS's nvjet kernels out (dequantize + cuBLAS at large m: it reports hazards in them)
-    for tool in memcheck racecheck; do
-      for bin in "$TESTS" "$TESTS_SM80"; do
-        [ -x "$bin" ] || continue
-        key=$tool opts=()
-        [ "$bin" = "$TESTS_SM80" ] && key=${tool}_sm80
-        [ "$key" = racecheck_sm80 ] && opts=(--kernel-name-exclude kns=nvjet)
-        filter='*' what="quick sweep"
-        [ "$tool" = racecheck ] && filter="$RACE_SKIP" what="quick sweep without $RACE_SKIP"
-        step "compute-sanitizer $tool ($what, $bin)"
-        if BNB4_CUDA_TEST_QUICK=1 timeout "$T_SANITIZER" compute-sanitizer --tool "$tool" --error-exitcode 99 "${opts[@]}" \
-             "$bin" --gtest_color=no --gtest_brief=1 --gtest_filter="$filter"; then
-          RESULT[$key]="ok"
-        else
-          RESULT[$key]="FAILED"
-        fi
-      done
+    # memcheck then on the sm_80 build's tests (other code: the cp.async pipe variant, mma.sync where sm_90 takes
+    # wgmma); racecheck on the cp.async pipe variant (BNB4_CUDA_PIPE_TMA=0: the same synchronization as sm_80
+    # code's) rather than on that build, whose large m runs cuBLAS's kernels, in which racecheck reports hazards
+    for pass in memcheck memcheck_sm80 racecheck racecheck_cpasync; do
+      tool=${pass%%_*} bin=$TESTS filter='*' what="quick sweep" envs=()
+      [ "$tool" = racecheck ] && filter="$RACE_SKIP" what="quick sweep without $RACE_SKIP"
+      case $pass in
+        memcheck_sm80) bin=$TESTS_SM80; [ -x "$bin" ] || continue; what="$what, sm_80 build" ;;
+        racecheck_cpasync) envs=(BNB4_CUDA_PIPE_TMA=0); filter="*Pipe*:*Matmul*$RACE_SKIP"; what="the matmul and pipe tests with BNB4_CUDA_PIPE_TMA=0, without the sweeps" ;;
+      esac
+      step "compute-sanitizer $tool ($what)"
+      if env BNB4_CUDA_TEST_QUICK=1 "${envs[@]}" timeout "$T_SANITIZER" compute-sanitizer --tool "$tool" --error-exitcode 99 \
+           "$bin" --gtest_color=no --gtest_brief=1 --gtest_filter="$filter"; then
+        RESULT[$pass]="ok"
+      else
+        RESULT[$pass]="FAILED"
+      fi
     done
   fi
 fi
 
 step "summary"
-STEPS=(build tests tests_m1 tests_cpasync tests_wgmma tests_permuted tests_mma tests_window tests_sm80 wgmma_sass loop_budget memcheck memcheck_sm80 racecheck racecheck_sm80 bench read_floor)
+STEPS=(build tests tests_m1 tests_cpasync tests_wgmma tests_permuted tests_mma tests_window tests_sm80 wgmma_sass loop_budget memcheck memcheck_sm80 racecheck racecheck_cpasync bench read_floor)
 for k in "${STEPS[@]}"; do
   printf '%-10s %s\n' "$k" "${RESULT[$k]:-skipped}"
 done

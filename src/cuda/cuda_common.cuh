@@ -43,6 +43,7 @@ struct bnb4_cuda_state {
     cudaStream_t side;        /* non-blocking, created on first use: zeroes a grown buffer outside any capture */
     void *cublas;             /* cublasHandle_t, created on first use (cuBLAS is dlopen'ed) */
     void *cublaslt;           /* cuBLASLt handle and its plans (cuda_gemm.cu), created on first use */
+    void *blas_workspace;     /* cuBLAS's and cuBLASLt's workspace, made with the cuBLAS handle (cuda_gemm.cu) */
 };
 
 /* Whether the kernels can take their sm_90 paths (TMA copies, mbarriers, programmatic launch): a device of

@@ -196,6 +196,7 @@ struct BlasApi {
     decltype(&cublasCreate_v2) create;
     decltype(&cublasDestroy_v2) destroy;
     decltype(&cublasSetStream_v2) set_stream;
+    decltype(&cublasSetWorkspace_v2) set_workspace;
     cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void *,
                               const void *, cudaDataType, int, const void *, cudaDataType, int, const void *, void *,
                               cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t);
@@ -252,6 +253,7 @@ void load_blas() {
         g_blas.ok = load_symbol(lib, "cublasCreate_v2", g_blas.create) &&
                     load_symbol(lib, "cublasDestroy_v2", g_blas.destroy) &&
                     load_symbol(lib, "cublasSetStream_v2", g_blas.set_stream) &&
+                    load_symbol(lib, "cublasSetWorkspace_v2", g_blas.set_workspace) &&
                     load_symbol(lib, "cublasGemmEx", g_blas.gemm_ex);
 }
 bool blas_available() {
@@ -269,7 +271,10 @@ struct LtPlan {
     cublasLtMatmulAlgo_t algo;
 };
 constexpr int kLtPlans = 16;
-constexpr size_t kLtWorkspace = 32u << 20; /* cuBLAS's own default on Hopper */
+/* cuBLAS's and cuBLASLt's workspace: the context's own (s->blas_workspace, made with the handle), so cuBLAS
+ * allocates nothing per call - in a captured graph that would be an allocation node (its default pool does
+ * that for some algorithms) */
+constexpr size_t kBlasWorkspace = 32u << 20; /* cuBLAS's own default on Hopper */
 struct BlasLt {
     cublasLtHandle_t h;
     LtPlan plans[kLtPlans];
@@ -284,11 +289,10 @@ unsigned common_alignment(const void *const *ptrs, size_t n) {
     return a;
 }
 
-/* y[m, N] = x[m, K] wd[N, K]^T + bias through cublasLtMatmul's bias epilogue, ws its workspace (kLtWorkspace
- * bytes). BNB4_ERR_UNSUPPORTED (nothing launched) where cuBLASLt is missing or offers no algorithm: the caller
- * takes the broadcast instead. */
+/* y[m, N] = x[m, K] wd[N, K]^T + bias through cublasLtMatmul's bias epilogue. BNB4_ERR_UNSUPPORTED (nothing
+ * launched) where cuBLASLt is missing or offers no algorithm: the caller takes the broadcast instead. */
 bnb4_status lt_matmul_bias(bnb4_cuda_state *s, bnb4_dtype dt, size_t N, size_t K, size_t m, const void *wd,
-                           const void *x, const void *bias, void *y, void *ws, const char *fn) {
+                           const void *x, const void *bias, void *y, const char *fn) {
     if (!g_lt.ok)
         return BNB4_ERR_UNSUPPORTED;
     if (!s->cublaslt) {
@@ -333,7 +337,7 @@ bnb4_status lt_matmul_bias(bnb4_cuda_state *s, bnb4_dtype dt, size_t N, size_t K
             cublasLtMatmulPreference_t pref = NULL;
             cublasLtMatmulHeuristicResult_t result;
             int found = 0;
-            const size_t ws_bytes = kLtWorkspace;
+            const size_t ws_bytes = kBlasWorkspace;
             if (g_lt.pref_create(&pref) == CUBLAS_STATUS_SUCCESS) {
                 if (g_lt.pref_set(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes, sizeof ws_bytes) ==
                         CUBLAS_STATUS_SUCCESS &&
@@ -350,7 +354,7 @@ bnb4_status lt_matmul_bias(bnb4_cuda_state *s, bnb4_dtype dt, size_t N, size_t K
         if (plan) {
             const float alpha = 1.0f, beta = 0.0f;
             const cublasStatus_t cs = g_lt.matmul(lt->h, desc, &alpha, wd, la, x, lb, &beta, y, lc, y, lc,
-                                                  &plan->algo, ws, kLtWorkspace, s->stream);
+                                                  &plan->algo, s->blas_workspace, kBlasWorkspace, s->stream);
             st = cs == CUBLAS_STATUS_SUCCESS
                      ? BNB4_OK
                      : bnb4_fail(BNB4_ERR_DEVICE, "%s: cublasLtMatmul failed (status %d)", fn, (int)cs);
@@ -374,7 +378,9 @@ void bnb4_cuda_blas_destroy(bnb4_cuda_state *s) {
         g_lt.destroy(((BlasLt *)s->cublaslt)->h);
         free(s->cublaslt);
     }
-    s->cublas = s->cublaslt = NULL;
+    if (s->blas_workspace)
+        cudaFree(s->blas_workspace);
+    s->cublas = s->cublaslt = s->blas_workspace = NULL;
 }
 
 bnb4_status bnb4_cuda_gemm_dequant_blas(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m,
@@ -394,27 +400,33 @@ bnb4_status bnb4_cuda_gemm_dequant_blas(bnb4_cuda_state *s, const bnb4_qtensor *
     }
     if (!s->cublas) {
         const bnb4_cuda_relaxed_capture relaxed; /* (it allocates; the stream may be being captured) */
+        bnb4_status st = bnb4_cuda_check(cudaMalloc(&s->blas_workspace, kBlasWorkspace), fn);
         cublasHandle_t h;
-        if (g_blas.create(&h) != CUBLAS_STATUS_SUCCESS)
-            return bnb4_fail(BNB4_ERR_DEVICE, "%s: cublasCreate failed", fn);
+        if (st == BNB4_OK && g_blas.create(&h) != CUBLAS_STATUS_SUCCESS)
+            st = bnb4_fail(BNB4_ERR_DEVICE, "%s: cublasCreate failed", fn);
+        if (st != BNB4_OK) {
+            if (s->blas_workspace)
+                cudaFree(s->blas_workspace);
+            s->blas_workspace = NULL;
+            return st;
+        }
         s->cublas = h;
     }
     cublasHandle_t h = (cublasHandle_t)s->cublas;
-    if (g_blas.set_stream(h, s->stream) != CUBLAS_STATUS_SUCCESS)
-        return bnb4_fail(BNB4_ERR_DEVICE, "%s: cublasSetStream failed", fn);
-    /* one temporary: the dequantized weight, then (with a bias) cuBLASLt's workspace */
-    size_t wd_bytes = 0, temp_bytes = 0;
-    if (__builtin_mul_overflow(N * K, es, &wd_bytes) ||
-        __builtin_add_overflow(bnb4_div_up(wd_bytes, 256) * 256, bias ? kLtWorkspace : 0, &temp_bytes))
+    /* (setting the stream puts cuBLAS back on its default workspace: ours again after it) */
+    if (g_blas.set_stream(h, s->stream) != CUBLAS_STATUS_SUCCESS ||
+        g_blas.set_workspace(h, s->blas_workspace, kBlasWorkspace) != CUBLAS_STATUS_SUCCESS)
+        return bnb4_fail(BNB4_ERR_DEVICE, "%s: cublasSetStream / cublasSetWorkspace failed", fn);
+    size_t wd_bytes = 0;
+    if (__builtin_mul_overflow(N * K, es, &wd_bytes))
         return bnb4_fail(BNB4_ERR_OVERFLOW, "%s: a %zu x %zu dequantized weight overflows size_t bytes", fn, N, K);
     void *wd = NULL;
-    bnb4_status st = bnb4_cuda_temp(s, temp_bytes, &wd, fn);
+    bnb4_status st = bnb4_cuda_temp(s, wd_bytes, &wd, fn);
     if (st != BNB4_OK)
         return st;
     st = bnb4_cuda_launch_dequantize(s, w, dt, wd);
     if (st == BNB4_OK && bias) { /* the bias epilogue; BNB4_ERR_UNSUPPORTED: the broadcast below */
-        void *ws = (unsigned char *)wd + bnb4_div_up(wd_bytes, 256) * 256;
-        const bnb4_status lt = lt_matmul_bias(s, dt, N, K, m, wd, x, bias, y, ws, fn);
+        const bnb4_status lt = lt_matmul_bias(s, dt, N, K, m, wd, x, bias, y, fn);
         if (lt != BNB4_ERR_UNSUPPORTED) {
             bnb4_cuda_temp_done(s, wd);
             return lt;
