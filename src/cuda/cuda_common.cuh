@@ -215,10 +215,11 @@ struct bnb4_cuda_relaxed_capture {
 bnb4_status bnb4_cuda_splitk(bnb4_cuda_state *s, size_t count, size_t bytes, unsigned **counters, float **partials);
 /* At least `bytes` of device memory owned by the context, grown as the split-K space is: for an operand one
  * kernel prepares for the next (the wgmma pipe kernel's permuted activations, the tile kernel's block
- * scales, a captured dequantize + cuBLAS call's dequantized weight: bnb4_cuda_temp). Unlike a stream-ordered temporary it puts no allocation node between one op's kernels and the
- * next op's in a CUDA graph, where the node would stand in the programmatic launch edge between them.
- * Each op's first kernel writes it only after griddepcontrol.wait, so the previous op's kernels are done
- * with it. */
+ * scales, a captured dequantize + cuBLAS call's dequantized weight: bnb4_cuda_temp). Unlike a stream-ordered
+ * temporary it puts no allocation node between one op's kernels and the next op's in a CUDA graph, where the
+ * node would stand in the programmatic launch edge between them. Each op's first kernel writes it only after
+ * griddepcontrol.wait (the dequantize kernel: launched without the early start), so the previous op's kernels
+ * are done with it. */
 bnb4_status bnb4_cuda_scratch(bnb4_cuda_state *s, size_t bytes, void **out);
 
 /* Steps per CTA of the persistent matmul kernels: with `grid_env` set (tests, measuring) that many CTAs
