@@ -196,15 +196,15 @@ static bnb4_status zero_now(bnb4_cuda_state *s, void *p, size_t bytes, const cha
     return st != BNB4_OK ? st : bnb4_cuda_check(cudaStreamSynchronize(s->side), what);
 }
 
-/* Grow a context-owned device buffer to at least `bytes` (with half again as headroom against regrowth, up to
- * 64 MiB: a dequantized weight would make that hundreds of MB), zeroed if `zero`. Kernels still queued, and
- * graphs captured earlier, may use the old buffer: it is retired, not freed, so nothing waits for them. */
+/* Grow a context-owned device buffer to at least `bytes` (with half again as headroom against regrowth),
+ * zeroed if `zero`. Kernels still queued, and graphs captured earlier, may use the old buffer: it is
+ * retired, not freed, so nothing waits for them. */
 static bnb4_status grow_buffer(bnb4_cuda_state *s, void **buf, size_t *have, size_t bytes, bool zero,
                                const char *what) {
     if (bytes <= *have)
         return BNB4_OK;
     const bnb4_cuda_relaxed_capture relaxed; /* the stream may be being captured */
-    const size_t want = bytes >= ((size_t)64 << 20) ? bytes : bytes + bytes / 2;
+    const size_t want = bytes + bytes / 2 < bytes ? bytes : bytes + bytes / 2;
     void *fresh = NULL;
     bnb4_status st = bnb4_cuda_check(cudaMalloc(&fresh, want), what);
     if (st == BNB4_OK && zero)
@@ -246,12 +246,9 @@ bnb4_status bnb4_cuda_scratch(bnb4_cuda_state *s, size_t bytes, void **out) {
 }
 
 bnb4_status bnb4_cuda_temp(bnb4_cuda_state *s, size_t bytes, void **out, const char *what) {
-    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
-    if (cudaStreamIsCapturing(s->stream, &cs) != cudaSuccess) {
-        cudaGetLastError(); /* (not known: the scratch is right either way) */
-        cs = cudaStreamCaptureStatusActive;
-    }
-    return cs == cudaStreamCaptureStatusNone ? bnb4_cuda_alloc(s, bytes, out, what) : bnb4_cuda_scratch(s, bytes, out);
+    unsigned long long capture = 0;
+    const bool capturing = !capture_id(s, &capture) || capture != 0; /* (not known: the scratch is right either way) */
+    return capturing ? bnb4_cuda_scratch(s, bytes, out) : bnb4_cuda_alloc(s, bytes, out, what);
 }
 
 void bnb4_cuda_temp_done(bnb4_cuda_state *s, void *p) {

@@ -50,6 +50,16 @@ struct bnb4_cuda_state {
  * compute capability 9.0 or newer running code compiled for it. A build for sm_80 alone still runs on Hopper
  * (the driver compiles its compute_80 PTX), but there those paths are compiled out and their kernels trap. */
 static inline bool bnb4_cuda_sm90_code(const bnb4_cuda_state *s) { return s->cc_major >= 9 && s->code_arch >= 90; }
+/* Whether the wgmma kernels can run: a build with sm_90a code (BNB4_CUDA_SM90A), on compute capability 9.0 (the
+ * one sm_90a code runs on), which the driver loaded it for */
+static inline bool bnb4_cuda_wgmma_code(const bnb4_cuda_state *s) {
+#if defined(BNB4_CUDA_SM90A)
+    return s->cc_major == 9 && s->cc_minor == 0 && bnb4_cuda_sm90_code(s);
+#else
+    (void)s;
+    return false;
+#endif
+}
 
 /* ---- exact arithmetic ------------------------------------------------------------------------------ */
 /* The GPU's approximate reciprocal, exactly what --use_fast_math makes of 1.0f / x. */

@@ -2108,14 +2108,11 @@ size_t pipe_wgmma_min_m_env() {
 }
 bool pipe_use_natural(const bnb4_qtensor *w, size_t m);
 bool pipe_use_wgmma(const bnb4_cuda_state *s, size_t m, const bnb4_qtensor *w) {
-#if defined(BNB4_CUDA_SM90A)
+    if (!bnb4_cuda_wgmma_code(s))
+        return false;
     const size_t min_m = pipe_wgmma_min_m_env();
     const bool nested_mma = w && !w->absmax && !(w->blocksize == 64 && pipe_use_natural(w, m));
-    return s->cc_major == 9 && s->cc_minor == 0 && bnb4_cuda_sm90_code(s) && m >= (min_m >= 1 ? min_m : nested_mma ? 17 : 9);
-#else
-    (void)s, (void)m, (void)w;
-    return false;
-#endif
+    return m >= (min_m >= 1 ? min_m : nested_mma ? 17 : 9);
 }
 
 /* wgmma on the activations as they are (kWgNatural*) rather than permuted beforehand (kWgPermuted): on

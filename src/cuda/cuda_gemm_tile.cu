@@ -839,14 +839,9 @@ bnb4_status launch_tile_t(bnb4_cuda_state *s, const TileArgs &a, const bnb4_qten
 } // namespace
 
 int bnb4_cuda_tile_enabled(const bnb4_cuda_state *s, size_t m) {
-#if defined(BNB4_CUDA_SM90A)
     static const size_t min_m = bnb4_env_size("BNB4_CUDA_TILE_MIN_M", BNB4_CUDA_TILE_MIN_M);
-    return s->cc_major == 9 && s->cc_minor == 0 && bnb4_cuda_sm90_code(s) && m >= min_m &&
+    return bnb4_cuda_wgmma_code(s) && m >= min_m &&
            m <= bnb4_env_size("BNB4_CUDA_TILE_MAX_M", BNB4_CUDA_TILE_MAX_M) && encode_tiled() != nullptr;
-#else
-    (void)s, (void)m;
-    return 0;
-#endif
 }
 
 int bnb4_cuda_tile_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x) {
