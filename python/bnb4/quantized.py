@@ -45,11 +45,12 @@ class NestedAbsmax:
                 f"blocksize={self.blocksize})")
 
 
-def double_quantize(absmax, nested_blocksize=256):
+def double_quantize(absmax, nested_blocksize=256, offset=None):
     """Double quantization of a float32 absmax vector, as bitsandbytes' compress_statistics=True does:
     offset = mean(absmax), then 8-bit blockwise quantization of absmax - offset. Codes and nested
     absmax are byte-identical to bitsandbytes' CUDA quantize_blockwise for the same offset (the mean is
-    within one ulp of torch's)."""
+    within one ulp of torch's). `offset` (a float) replaces the mean, e.g. to reproduce a QuantState
+    whose offset torch computed."""
     kind = kind_of(absmax, "absmax")
     if not kind.is_float32(absmax):
         raise ValueError(f"bnb4: absmax must be float32, got {kind.dtype_name(absmax)}")
@@ -60,9 +61,11 @@ def double_quantize(absmax, nested_blocksize=256):
         raise ValueError("bnb4: double_quantize got an empty absmax")
     codes = kind.empty_bytes((nb,))
     nested_absmax = kind.empty_f32((max(blocks(nb, nbs), 1),))
-    offset = ctypes.c_float()
+    given = offset is not None
+    offset = ctypes.c_float(float(offset) if given else 0.0)
     with kind.run(a) as ctx:
-        _lib.check(_lib.lib.bnb4_nested_offset(ctx, kind.ptr(a), nb, ctypes.byref(offset)))
+        if not given:
+            _lib.check(_lib.lib.bnb4_nested_offset(ctx, kind.ptr(a), nb, ctypes.byref(offset)))
         _lib.check(_lib.lib.bnb4_quantize_nested(ctx, kind.ptr(a), nb, offset.value, nbs, kind.ptr(codes),
                                                  kind.ptr(nested_absmax)))
     return NestedAbsmax(codes, nested_absmax, kind.f32_from(nested_code()), offset.value, nbs)

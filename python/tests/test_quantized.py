@@ -18,12 +18,14 @@ def _storage(kind, name):
 
 @pytest.mark.parametrize("nested_blocksize", [256, 7])
 def test_double_quantize_rules(kind, rng, nested_blocksize):
-    """offset = mean(absmax) (float64 sum, one rounding); absmax' = f32(f32(code[q] * nested) + offset)
-    is close to absmax; codes index the nearest dynamic-map value of (absmax - offset) / nested."""
+    """offset = mean(absmax) (torch's float32 order: within 2 ulps of the exact mean, see
+    test_offset_is_torch_cuda_mean); absmax' = f32(f32(code[q] * nested) + offset) is close to absmax;
+    codes index the nearest dynamic-map value of (absmax - offset) / nested."""
     nb = 1000
     absmax = np.abs(rng.standard_normal(nb)).astype(np.float32) * 3
     nested = bnb4.double_quantize(kind.arr(absmax), nested_blocksize)
-    assert nested.offset == np.float32(absmax.astype(np.float64).mean())
+    exact = np.float32(absmax.astype(np.float64).mean())
+    assert abs(int(np.float32(nested.offset).view(np.int32)) - int(exact.view(np.int32))) <= 2
     assert nested.blocksize == nested_blocksize
     codes, nabs = kind.np(nested.codes), kind.np(nested.absmax)
     code = np.array(bnb4.nested_code(), np.float32)
@@ -147,3 +149,27 @@ def test_from_state_dict_checks(numpy_kind, rng):
         bnb4.QuantizedTensor(q.packed, q.absmax, (4, 0))
     with pytest.raises(ValueError, match="needs a 2-D weight"):
         bnb4.QuantizedTensor(q.packed, q.absmax, (256,)).linear(np.zeros(256, np.float32))
+
+
+# sizes where torch's reduction changes shape: vectorized loads from 129, 512-thread blocks from 2048, several
+# blocks from 130561, the SM count's cap from 4325377 (132 SMs), a float32 count that rounds past 2^24
+OFFSET_SIZES = [1, 2, 3, 5, 100, 128, 129, 131, 513, 769, 2047, 2049, 4097, 65537, 130560, 130561, 262147, 704512,
+                1000003, 4325376, 4325377, 5000001, 16777217]
+
+
+def test_offset_is_torch_cuda_mean(rng):
+    """bitsandbytes' offset is absmax.mean() on the GPU: bnb4's offset (CPU and CUDA contexts) has its bits
+    for every size, on values spread over 2^-32 .. 2^32 (so the summation order shows)."""
+    torch = pytest.importorskip("torch", reason="torch is not installed: torch's mean cannot be compared")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device: torch's CUDA mean cannot be compared")
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    for n in OFFSET_SIZES:
+        if n > 3_500_000 and sms != 132:
+            continue  # torch's block count there follows the SM count; bnb4 follows the H100 / H200 (132)
+        absmax = np.exp2(rng.uniform(-32, 32, n)).astype(np.float32)
+        want = torch.from_numpy(absmax).cuda().mean().item()
+        for arr in [absmax] + ([torch.from_numpy(absmax).cuda()] if bnb4.cuda_device_count() else []):
+            got = bnb4.double_quantize(arr).offset
+            assert np.float32(got).view(np.int32) == np.float32(want).view(np.int32), (
+                f"n={n} on {type(arr).__module__}: bnb4 {got!r}, torch {want!r}")

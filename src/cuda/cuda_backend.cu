@@ -11,6 +11,7 @@
 
 #include "cuda_common.cuh"
 #include "cuda_outputs.h"
+#include "bnb4_torch_mean.h"
 
 bnb4_status bnb4_cuda_check(cudaError_t err, const char *what) {
     if (err == cudaSuccess)
@@ -264,26 +265,26 @@ bnb4_status bnb4_cuda_quantize(bnb4_ctx *ctx, const void *src, bnb4_dtype dt, si
     return st != BNB4_OK ? st : bnb4_cuda_launch_quantize(ctx->cuda, src, dt, n, blocksize, qt, packed, absmax);
 }
 
-/* The mean with a float64 sum, rounded once to float32 (as the CPU backend computes it; the order of the
- * float64 additions differs, which can move the float32 result by at most one ulp in rare ties). */
+/* bitsandbytes' offset is torch's CUDA mean, whose summation order bnb4_torch_cuda_mean_f32 restates on
+ * the host; the absmax comes over for it (4 bytes a block: a 32nd of a float16 weight's bytes, and this op
+ * returns a host value, so it waits for the stream anyway). */
 bnb4_status bnb4_cuda_nested_offset(bnb4_ctx *ctx, const float *absmax, size_t nblocks, float *offset) {
     static const char fn[] = "bnb4_nested_offset";
     bnb4_cuda_state *s = ctx->cuda;
     bnb4_status st = use_device(s, fn);
     if (st != BNB4_OK)
         return st;
-    double *sum_dev = NULL;
-    if ((st = bnb4_cuda_alloc(s, sizeof(double), (void **)&sum_dev, fn)) != BNB4_OK)
-        return st;
-    double sum = 0.0;
-    st = bnb4_cuda_launch_nested_sum(s, absmax, nblocks, sum_dev);
-    if (st == BNB4_OK)
-        st = bnb4_cuda_check(cudaMemcpyAsync(&sum, sum_dev, sizeof sum, cudaMemcpyDeviceToHost, s->stream), fn);
-    bnb4_cuda_free(s, sum_dev);
+    if (nblocks > SIZE_MAX / sizeof(float))
+        return bnb4_fail(BNB4_ERR_INVALID_ARGUMENT, "%s: nblocks = %zu is too large", fn, nblocks);
+    float *host = (float *)malloc(nblocks * sizeof(float));
+    if (!host)
+        return bnb4_fail(BNB4_ERR_OUT_OF_MEMORY, "%s: out of host memory (%zu bytes)", fn, nblocks * sizeof(float));
+    st = bnb4_cuda_check(cudaMemcpyAsync(host, absmax, nblocks * sizeof(float), cudaMemcpyDeviceToHost, s->stream), fn);
     if (st == BNB4_OK)
         st = bnb4_cuda_check(cudaStreamSynchronize(s->stream), fn);
     if (st == BNB4_OK)
-        *offset = (float)(sum / (double)nblocks);
+        *offset = bnb4_torch_cuda_mean_f32(host, nblocks);
+    free(host);
     return st;
 }
 

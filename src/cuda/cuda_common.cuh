@@ -243,7 +243,6 @@ bnb4_status bnb4_cuda_launch_quantize(bnb4_cuda_state *s, const void *src, bnb4_
                                       size_t blocksize, bnb4_quant_type qt, uint8_t *packed, float *absmax);
 bnb4_status bnb4_cuda_launch_quantize_nested(bnb4_cuda_state *s, const float *absmax, size_t nblocks, float offset,
                                              size_t nested_blocksize, uint8_t *codes, float *nested_absmax);
-bnb4_status bnb4_cuda_launch_nested_sum(bnb4_cuda_state *s, const float *absmax, size_t nblocks, double *sum_dev);
 bnb4_status bnb4_cuda_launch_dequantize_nested(bnb4_cuda_state *s, const bnb4_qtensor *q, float *absmax);
 bnb4_status bnb4_cuda_launch_dequantize(bnb4_cuda_state *s, const bnb4_qtensor *q, bnb4_dtype dt, void *dst);
 

@@ -521,25 +521,6 @@ __global__ void __launch_bounds__(kNestedThreads)
         codes[i] = quantize_8bit(code, bnb4_dev_mul_ftz(__fsub_rn(absmax[i], offset), inv));
 }
 
-/* Deterministic float64 sum: one CTA, fixed per-thread strides, fixed tree. */
-__global__ void __launch_bounds__(1024) nested_sum_kernel(const float *__restrict__ absmax, size_t n, double *out) {
-    __shared__ double part[32];
-    double acc = 0.0;
-    for (size_t i = threadIdx.x; i < n; i += blockDim.x)
-        acc += (double)absmax[i];
-    for (int off = 16; off > 0; off /= 2)
-        acc += __shfl_xor_sync(0xffffffffu, acc, off);
-    if (threadIdx.x % 32 == 0)
-        part[threadIdx.x / 32] = acc;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        double total = 0.0;
-        for (unsigned i = 0; i < blockDim.x / 32; i++)
-            total += part[i];
-        *out = total;
-    }
-}
-
 } // namespace
 
 bnb4_status bnb4_cuda_launch_quantize(bnb4_cuda_state *s, const void *src, bnb4_dtype dt, size_t n, size_t bs,
@@ -566,7 +547,3 @@ bnb4_status bnb4_cuda_launch_quantize_nested(bnb4_cuda_state *s, const float *ab
     return BNB4_CUDA_LAUNCH_CHECK("bnb4_quantize_nested");
 }
 
-bnb4_status bnb4_cuda_launch_nested_sum(bnb4_cuda_state *s, const float *absmax, size_t nblocks, double *sum_dev) {
-    nested_sum_kernel<<<1, 1024, 0, s->stream>>>(absmax, nblocks, sum_dev);
-    return BNB4_CUDA_LAUNCH_CHECK("bnb4_nested_offset");
-}

@@ -21,6 +21,7 @@
 #include "bnb4_format.h"
 #include "bnb4_half.h"
 #include "bnb4_rcp.h"
+#include "bnb4_torch_mean.h"
 
 static const float nf4_codebook[16] = {BNB4_NF4_CODEBOOK_VALUES};
 static const float fp4_codebook[16] = {BNB4_FP4_CODEBOOK_VALUES};
@@ -80,10 +81,7 @@ void bnb4_ref_quantize_blocks(const void *src, bnb4_dtype dt, size_t n, size_t b
 }
 
 float bnb4_ref_nested_offset(const float *absmax, size_t nblocks) {
-    double sum = 0.0;
-    for (size_t i = 0; i < nblocks; i++)
-        sum += absmax[i];
-    return (float)(sum / (double)nblocks);
+    return bnb4_torch_cuda_mean_f32(absmax, nblocks); /* bitsandbytes' absmax.mean() on CUDA */
 }
 
 static float add_ftz(float a, float b) { return bnb4_ftz(bnb4_ftz(a) + bnb4_ftz(b)); }

@@ -25,7 +25,8 @@ void bnb4_ref_quantize_blocks(const void *src, bnb4_dtype dt, size_t n, size_t b
                               bnb4_quant_type qt, size_t block_begin, size_t block_end,
                               uint8_t *packed, float *absmax);
 
-/* The float32 mean of absmax, from a float64 sum (within one ulp of torch's float32 mean). */
+/* The offset bitsandbytes subtracts: absmax.mean() as torch computes it on CUDA, bit for bit
+ * (bnb4_torch_mean.h). */
 float bnb4_ref_nested_offset(const float *absmax, size_t nblocks);
 
 /* 8-bit blockwise quantization of absmax[i] - offset, nested blocks [nb_begin, nb_end). */

@@ -220,7 +220,8 @@ TEST(Nested, QuantizeAndDecode) {
         double mean = 0;
         for (float a : absmax)
             mean += a;
-        EXPECT_EQ(f32_bits((float)(mean / nb)), f32_bits(offset));
+        // torch's float32 order (NestedOffsetIsTorchsCudaMean), close to the exact mean
+        EXPECT_LE(std::llabs((long long)f32_bits((float)(mean / nb)) - (long long)f32_bits(offset)), 2);
         std::vector<uint8_t> codes(nb);
         std::vector<float> nested(ceil_div(nb, nbs));
         ASSERT_EQ(BNB4_OK, bnb4_quantize_nested(nullptr, absmax.data(), nb, offset, nbs, codes.data(), nested.data()));
