@@ -88,6 +88,11 @@ static inline float bnb4_ftz(float f) {
     return (x & 0x7f800000u) == 0 ? bnb4_bits_f32(x & 0x80000000u) : f;
 }
 
+/* fmaxf as the GPU computes it (max.f32): a NaN operand is ignored, quiet or signaling. C's fmaxf returns a
+ * NaN for a signaling one (IEEE 754-2008 maxNum), and a float16 / bfloat16 signaling NaN widens to a float32
+ * one: the next element would then restart the running max. */
+static inline float bnb4_fmax_gpu(float a, float b) { return b != b ? a : a != a ? b : (b > a ? b : a); }
+
 /* a * b as mul.ftz.f32 computes it: subnormal inputs and results are flushed. */
 static inline float bnb4_mul_ftz(float a, float b) { return bnb4_ftz(bnb4_ftz(a) * bnb4_ftz(b)); }
 

@@ -9,8 +9,7 @@ enum {
     VEC = 4,                   /* float32 loads of 16 bytes */
     VECTORIZE_ABOVE = 128,     /* inputs of more values are read in 4-vectors */
     MIN_PER_THREAD = 16,
-    MAX_PER_THREAD = 256,
-    WARP = 32
+    MAX_PER_THREAD = 256
 };
 
 static size_t div_up(size_t a, size_t b) { return (a + b - 1) / b; }
@@ -22,20 +21,13 @@ static size_t last_pow2(size_t n) {
     return p;
 }
 
-/* One block's reduction of its threads' values v[0..w) (w a power of 2): torch's block_x_reduce,
- * thread 0's result. v is overwritten. */
+/* One block's reduction of its threads' values v[0..w) (w a power of 2): torch's block_x_reduce, thread 0's
+ * result - pairs at distance w/2, w/4, ..., 32 through shared memory, then the warp's shuffles down by 16, 8,
+ * ..., 1: one halving tree. v is overwritten. */
 static float block_reduce(float *v, size_t w) {
-    size_t lanes = w;
-    if (w > WARP) { /* shared memory: v[t] += v[t + off] for t < off, off = w/2 .. 32 */
-        for (size_t off = w / 2; off >= WARP; off /= 2)
-            for (size_t t = 0; t < off; t++)
-                v[t] = v[t] + v[t + off];
-        lanes = WARP;
-    }
-    /* the warp's shuffle-down tree: after distance d, lane t (a multiple of 2d) holds its 2d values */
-    for (size_t d = 1; d < lanes; d *= 2)
-        for (size_t t = 0; t + d < lanes; t += 2 * d)
-            v[t] = v[t] + v[t + d];
+    for (size_t off = w / 2; off >= 1; off /= 2)
+        for (size_t t = 0; t < off; t++)
+            v[t] = v[t] + v[t + off];
     return v[0];
 }
 

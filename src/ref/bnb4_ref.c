@@ -2,9 +2,9 @@
  * bnb4_ref.c - the scalar reference: bitsandbytes' CUDA kernels restated one element at a time.
  *
  * Quantize follows kQuantizeBlockwise / kQuantizeBlockwiseSmall exactly:
- *  - absmax is a running fmaxf of |x| starting at -FLT_MAX, so NaN elements are ignored and an
- *    all-NaN block stores -FLT_MAX; the kernels load a partial last block padded with zeros and
- *    reduce over the padding too, so a partial block starts at 0 instead;
+ *  - absmax is a running fmaxf of |x| starting at -FLT_MAX, so NaN elements (signaling ones too:
+ *    bnb4_fmax_gpu) are ignored and an all-NaN block stores -FLT_MAX; the kernels load a partial
+ *    last block padded with zeros and reduce over the padding too, so a partial block starts at 0;
  *  - the block is normalised by multiplying with the GPU's approximate reciprocal of absmax
  *    (bnb4_rcp_approx_f32), not by dividing;
  *  - everything runs with flush-to-zero (bitsandbytes builds with --use_fast_math): subnormal
@@ -67,7 +67,7 @@ void bnb4_ref_quantize_blocks(const void *src, bnb4_dtype dt, size_t n, size_t b
         const size_t end = n - begin < blocksize ? n : begin + blocksize;
         float amax = end - begin < blocksize ? 0.0f : -FLT_MAX;
         for (size_t i = begin; i < end; i++)
-            amax = fmaxf(amax, fabsf(bnb4_ftz(bnb4_ref_load(src, dt, i))));
+            amax = bnb4_fmax_gpu(amax, fabsf(bnb4_ftz(bnb4_ref_load(src, dt, i))));
         absmax[b] = amax;
         const float inv = bnb4_rcp_approx_f32(amax);
         const unsigned pad_code = encode(qt, bnb4_mul_ftz(0.0f, inv));
@@ -125,7 +125,7 @@ void bnb4_ref_quantize_nested_blocks(const float *absmax, size_t nblocks, float 
         /* torch computes absmax - offset in IEEE float32, then the kernel loads it with FTZ */
         float amax = end - begin < nested_blocksize ? 0.0f : -FLT_MAX;
         for (size_t i = begin; i < end; i++)
-            amax = fmaxf(amax, fabsf(bnb4_ftz(absmax[i] - offset)));
+            amax = bnb4_fmax_gpu(amax, fabsf(bnb4_ftz(absmax[i] - offset)));
         nested_absmax[j] = amax;
         const float inv = bnb4_rcp_approx_f32(amax);
         for (size_t i = begin; i < end; i++)

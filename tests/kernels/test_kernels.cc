@@ -59,6 +59,8 @@ Array special_data(bnb4_dtype dt, size_t n, size_t blocksize, std::mt19937_64 &g
             a.set(i, specials[pick(g) % 10]);
         else if (r < 5)
             a.set(i, u(g) * 1e-38f);
+        else if (r < 6) // a signaling NaN (quiet bit clear, payload nonzero): C's fmaxf does not ignore it
+            set_signaling_nan(a, i, (uint32_t)g());
     }
     const size_t nb = n / blocksize;
     if (nb > 2) { // a zero block, a subnormal-only block, a block of tiny normals
@@ -288,8 +290,11 @@ TEST(Kernels, QuantizeNestedByteExact) {
                 a = u(g);
             float offset = 0.0f;
             ASSERT_EQ(BNB4_OK, bnb4_nested_offset(nullptr, absmax.data(), nblocks, &offset));
+            uint32_t snan_bits = 0x7fa00001u; // a signaling NaN
+            float snan;
+            std::memcpy(&snan, &snan_bits, 4);
             for (size_t i = 0; i < nblocks; i += 11) // specials, including exactly the offset (difference 0)
-                absmax[i] = (const float[]){NAN, INFINITY, 0.0f, 1e-39f, offset, -1.0f}[(i / 11) % 6];
+                absmax[i] = (const float[]){NAN, INFINITY, 0.0f, 1e-39f, offset, -1.0f, snan}[(i / 11) % 7];
             const size_t nn = (nblocks + nbs - 1) / nbs;
             std::vector<uint8_t> ref_codes(nblocks);
             std::vector<float> ref_nabs(nn);

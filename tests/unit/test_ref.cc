@@ -365,3 +365,44 @@ TEST(Matmul, IdentityWeightIsExact) {
     ASSERT_EQ(BNB4_OK, bnb4_gemv(nullptr, &w, BNB4_F16, x.data(), nullptr, y.data()));
     EXPECT_EQ(x.bytes, y.bytes);
 }
+
+// bitsandbytes' double-quantization offset is absmax.mean() on the GPU: the emulation of torch's order
+// (bnb4_torch_mean.c) against torch itself, on the values of tools/gen/gen_torch_mean_table.py (recorded on
+// an H200, 132 SMs: sizes where torch's reduction changes shape, values over 16 or 64 binades).
+static std::vector<float> torch_mean_values(size_t n, uint32_t seed, uint32_t spread) {
+    std::vector<float> v(n);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t h = (uint32_t)i * 0x9E3779B1u + seed;
+        h ^= h >> 16;
+        h *= 0x85EBCA6Bu;
+        h ^= h >> 13;
+        h *= 0xC2B2AE35u;
+        h ^= h >> 16;
+        const uint32_t bits = ((127u - spread / 2 + (h & (spread - 1))) << 23) | (h >> 9);
+        std::memcpy(&v[i], &bits, 4);
+    }
+    return v;
+}
+
+TEST(Nested, NestedOffsetIsTorchsCudaMean) {
+    static const struct {
+        size_t n;
+        uint32_t seed, spread, bits;
+    } torch_mean[] = {
+#include "torch_mean_table.inc"
+    };
+    size_t differ_from_exact = 0;
+    for (const auto &t : torch_mean) {
+        const std::vector<float> x = torch_mean_values(t.n, t.seed, t.spread);
+        float offset;
+        ASSERT_EQ(BNB4_OK, bnb4_nested_offset(nullptr, x.data(), t.n, &offset));
+        EXPECT_EQ(t.bits, f32_bits(offset)) << "n " << t.n << " seed " << t.seed << ": " << offset;
+        double sum = 0;
+        for (float a : x)
+            sum += a;
+        differ_from_exact += f32_bits((float)(sum / t.n)) != t.bits;
+    }
+    // the order matters: a correctly rounded mean misses torch's on a good share of these
+    std::printf("[bnb4] torch's mean differs from the correctly rounded one on %zu of %zu sizes\n", differ_from_exact,
+                sizeof torch_mean / sizeof torch_mean[0]);
+}

@@ -59,6 +59,18 @@ void Array::set(size_t i, float v) {
     }
 }
 
+void set_signaling_nan(Array &a, size_t i, uint32_t bits) {
+    const uint32_t sign = bits >> 31;
+    if (a.dtype == BNB4_F32) {
+        const uint32_t v = sign << 31 | 0x7f800000u | ((bits & 0x3fffffu) | 1u);
+        std::memcpy(a.bytes.data() + 4 * i, &v, 4);
+    } else {
+        const uint16_t v = a.dtype == BNB4_F16 ? (uint16_t)(sign << 15 | 0x7c00u | ((bits & 0x1ffu) | 1u))
+                                               : (uint16_t)(sign << 15 | 0x7f80u | ((bits & 0x3fu) | 1u));
+        std::memcpy(a.bytes.data() + 2 * i, &v, 2);
+    }
+}
+
 Array make_array(bnb4_dtype dt, size_t n) {
     Array a;
     a.dtype = dt;

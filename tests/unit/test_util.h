@@ -30,6 +30,9 @@ struct Array {
     void set(size_t i, float v);
 };
 Array make_array(bnb4_dtype dt, size_t n);
+// A signaling NaN of a's dtype at i, either sign (the quiet bit clear, a nonzero payload from bits): what
+// set() cannot make, as a conversion quiets a NaN.
+void set_signaling_nan(Array &a, size_t i, uint32_t bits);
 // randn * scale rounded to dt.
 Array randn(bnb4_dtype dt, size_t n, std::mt19937_64 &g, float scale = 1.0f);
 
