@@ -276,6 +276,45 @@ TEST(Kernels, QuantizeThresholdTies) {
     }
 }
 
+// FP4's sign where x * rcp(absmax) meets the flush boundary: a product of exactly -FLT_MIN is normal, so the
+// code is 8 (negative, smallest magnitude); just above it in magnitude too; just below, it is flushed to -0
+// and the code is 0. absmax 2^e (an exact reciprocal) from the fast path's range (>= 2^-110) down to below it;
+// float32 and bfloat16 (float16 cannot come near: its values are >= 2^-24).
+TEST(Kernels, QuantizeFp4SignAtTheFlushBoundary) {
+    Ctx one(1);
+    for (bnb4_dtype dt : {BNB4_F32, BNB4_BF16})
+        for (int e : {126, 100, 40, 20, 1, 0, -90, -110, -111, -120})
+            for (size_t bs : {(size_t)32, (size_t)64, (size_t)4096}) {
+                SCOPED_TRACE(std::string(dtype_name(dt)) + " absmax 2^" + std::to_string(e) + " bs " + std::to_string(bs));
+                Array x = make_array(dt, bs);
+                const float fmin_x = std::ldexp(1.0f, e - 126);  // times 2^-e: exactly FLT_MIN
+                const float vals[] = {-fmin_x, -fmin_x * (1.0f + 0x1p-7f), -fmin_x * (1.0f - 0x1p-8f), fmin_x,
+                                      -fmin_x * 2.0f, -fmin_x * 0.5f};
+                for (size_t i = 0; i < bs; i++)
+                    x.set(i, i == 0 ? std::ldexp(1.0f, e) : vals[i % 6]);
+                std::vector<uint8_t> ref(bs / 2);
+                float ref_absmax;
+                bnb4_ref_quantize_blocks(x.data(), dt, bs, bs, BNB4_FP4, 0, 1, ref.data(), &ref_absmax);
+                if (e >= 0) { // normal inputs: products of -FLT_MIN and beyond keep the sign, flushed ones not
+                    auto nibble = [&](size_t i) { return i % 2 ? ref[i / 2] & 15 : ref[i / 2] >> 4; };
+                    EXPECT_EQ(8, nibble(6)) << "x * rcp(absmax) = -FLT_MIN";
+                    EXPECT_EQ(8, nibble(1)) << "just above FLT_MIN in magnitude";
+                    if (std::fabs(x.get(2)) < fmin_x) { // (bfloat16 at 2^0 rounds it up to FLT_MIN)
+                        EXPECT_EQ(0, nibble(2)) << "just below: flushed to -0";
+                    }
+                    EXPECT_EQ(0, nibble(3)) << "+FLT_MIN";
+                }
+                for (Ctx *c : {(Ctx *)nullptr, &one}) {
+                    std::vector<uint8_t> got(bs / 2);
+                    float got_absmax;
+                    ASSERT_EQ(BNB4_OK, bnb4_quantize(c ? c->ctx : nullptr, x.data(), dt, bs, bs, BNB4_FP4, got.data(),
+                                                     &got_absmax));
+                    EXPECT_EQ(ref, got);
+                    EXPECT_EQ(f32_bits(ref_absmax), f32_bits(got_absmax));
+                }
+            }
+}
+
 // Nested (8-bit) quantization of absmax: every nested blocksize shape (1, below/at/above the 16 lanes,
 // bitsandbytes' 256, odd), absmax with NaN, inf, ties and values equal to the offset.
 TEST(Kernels, QuantizeNestedByteExact) {

@@ -259,7 +259,8 @@ ALWAYS_INLINE void quantize_blocks_impl(const void *src, bnb4_dtype dt, size_t b
         if (amax >= 0x1p-110f) {
             /* Common case: inv <= 2^110, so a flushed input would only have given |xn| < 2^-16, which encodes
              * like 0 (NF4: code 7; FP4: rank 0) as does a subnormal product; only FP4's sign needs both the
-             * input and the product to be normal negatives. No flushing needed. */
+             * input and the product to be normal negatives (<= -FLT_MIN: -FLT_MIN itself is normal). No
+             * flushing needed. */
             for (size_t i = 0; i < bs; i += 32) {
                 const __m512 x0 = load16_f32(src, dt, e0 + i), x1 = load16_f32(src, dt, e0 + i + 16);
                 const __m512 n0 = _mm512_mul_ps(x0, inv), n1 = _mm512_mul_ps(x1, inv);
@@ -267,10 +268,10 @@ ALWAYS_INLINE void quantize_blocks_impl(const void *src, bnb4_dtype dt, size_t b
                 if (nf4) {
                     c0 = nf4_codes(n0, &k), c1 = nf4_codes(n1, &k);
                 } else {
-                    c0 = fp4_codes_signed(n0, _mm512_cmp_ps_mask(x0, k.nfmin, _CMP_LT_OQ) &
-                                                  _mm512_cmp_ps_mask(n0, k.nfmin, _CMP_LT_OQ), &k);
-                    c1 = fp4_codes_signed(n1, _mm512_cmp_ps_mask(x1, k.nfmin, _CMP_LT_OQ) &
-                                                  _mm512_cmp_ps_mask(n1, k.nfmin, _CMP_LT_OQ), &k);
+                    c0 = fp4_codes_signed(n0, _mm512_cmp_ps_mask(x0, k.nfmin, _CMP_LE_OQ) &
+                                                  _mm512_cmp_ps_mask(n0, k.nfmin, _CMP_LE_OQ), &k);
+                    c1 = fp4_codes_signed(n1, _mm512_cmp_ps_mask(x1, k.nfmin, _CMP_LE_OQ) &
+                                                  _mm512_cmp_ps_mask(n1, k.nfmin, _CMP_LE_OQ), &k);
                 }
                 _mm_storeu_si128((__m128i *)(out + i / 2), pack_codes(c0, c1));
             }
