@@ -8,7 +8,8 @@ feed such data to bitsandbytes' CUDA kernels - the reference - and to bnb4 on th
 and require the same bits:
 - quantize: every float16 and every bfloat16 bit pattern (as they come, and finite ones ordered by
   magnitude, so blocks of every exponent exist), random float32 bit patterns, and blocks whose
-  elements lie within a few ulps of each threshold times their absmax, on every blocksize;
+  elements lie within a few ulps of each threshold times their absmax, or of FLT_MIN times it (where
+  the product is flushed or not), on every blocksize;
 - dequantize: random codes with absmax of every kind (random bit patterns: NaN, Inf, subnormal,
   huge), into every output dtype;
 - double quantization: absmax vectors of many ranges, codes and nested absmax for bitsandbytes'
@@ -173,6 +174,25 @@ def test_quantize_near_thresholds(ours, dtype, qt, gen):
     for blocksize in BLOCKSIZES:
         A = _near_thresholds(gen, DTYPES[dtype], qt, blocksize, max(8, (1 << 17) // blocksize))
         _check_quantize(A, blocksize, qt, ours, f"near thresholds {dtype} {qt} bs{blocksize}", trim=False)
+
+
+@pytest.mark.parametrize("ours", OURS)
+@pytest.mark.parametrize("qt", ["nf4", "fp4"])
+@pytest.mark.parametrize("dtype", ["f32", "bf16"], ids=str)
+def test_quantize_near_flush(ours, dtype, qt, gen):
+    """Elements whose x * rcp(absmax) lies within a few ulps of +-FLT_MIN: a normal product keeps FP4's
+    sign, a flushed one does not (float16 cannot get there: its values are >= 2^-24)."""
+    dt = DTYPES[dtype]
+    for blocksize in BLOCKSIZES:
+        nblocks = max(8, (1 << 16) // blocksize)
+        a = np.exp2(gen.uniform(0, 126, nblocks)) * gen.uniform(1, 2, nblocks)
+        a = torch.from_numpy(a).to(torch.float32).to(dt).float().numpy().astype(np.float64)
+        tiny = np.float64(np.finfo(np.float32).tiny)
+        x = torch.from_numpy(tiny * a[:, None] * gen.choice([-1.0, 1.0], (nblocks, blocksize))).to(torch.float32).to(dt)
+        xi = x.view(INT_OF[dt]).to(torch.int64) + torch.from_numpy(gen.integers(-2, 3, (nblocks, blocksize)))
+        x = xi.to(INT_OF[dt]).view(dt)
+        x[:, 0] = torch.from_numpy(a).to(torch.float32).to(dt)
+        _check_quantize(x.reshape(-1), blocksize, qt, ours, f"near flush {dtype} {qt} bs{blocksize}", trim=False)
 
 
 @pytest.mark.parametrize("ours", OURS)
