@@ -9,6 +9,7 @@
 #ifndef BNB4_HALF_H
 #define BNB4_HALF_H
 
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -93,7 +94,15 @@ static inline float bnb4_ftz(float f) {
  * one: the next element would then restart the running max. */
 static inline float bnb4_fmax_gpu(float a, float b) { return b != b ? a : a != a ? b : (b > a ? b : a); }
 
-/* a * b as mul.ftz.f32 computes it: subnormal inputs and results are flushed. */
-static inline float bnb4_mul_ftz(float a, float b) { return bnb4_ftz(bnb4_ftz(a) * bnb4_ftz(b)); }
+/* a * b as mul.ftz.f32 computes it: subnormal inputs are flushed, and so is a product that, rounded to 24
+ * bits with an unbounded exponent, lies below FLT_MIN (tininess after rounding). IEEE's gradual underflow
+ * rounds up to FLT_MIN every product less than half of 2^-149 below it; the GPU keeps only those less than a
+ * quarter below (the midpoint with FLT_MIN's 24-bit predecessor 2^-126 - 2^-150; a tie rounds to FLT_MIN, the
+ * even one) and flushes the rest to the zero of their sign (measured on the H200: FP4's sign of such products,
+ * tests/kernels QuantizeFp4SignAtTheFlushBoundary). Two floats' product is exact in double. */
+static inline float bnb4_mul_ftz(float a, float b) {
+    const double p = (double)bnb4_ftz(a) * (double)bnb4_ftz(b);
+    return fabs(p) < 0x1p-126 - 0x1p-151 ? (float)copysign(0.0, p) : (float)p;
+}
 
 #endif /* BNB4_HALF_H */

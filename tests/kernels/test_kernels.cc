@@ -315,6 +315,59 @@ TEST(Kernels, QuantizeFp4SignAtTheFlushBoundary) {
             }
 }
 
+// mul.ftz flushes a product that, rounded to 24 bits with an unbounded exponent, is below FLT_MIN: one less
+// than a quarter of 2^-149 below FLT_MIN is kept, one further below is flushed, though IEEE's gradual
+// underflow rounds both up to FLT_MIN. Recorded on the H200 (bnb4's CUDA kernel and bitsandbytes' agreed):
+// absmax a, x, and whether FP4 kept x's sign (x * rcp(a) at -0.07..-0.21 (kept), -0.31..-0.42 (flushed) and
+// +0.03..+0.36 (kept) units of 2^-149 from -FLT_MIN).
+TEST(Kernels, QuantizeFlushesAsTheGpuRoundsFirst) {
+    static const struct {
+        uint32_t a, x;
+        bool kept;
+    } rows[] = {
+        {0x65732d9cu, 0xa6732d9bu, true},  {0x4200474du, 0x8300474du, true},  {0x787ca764u, 0xb97ca764u, true},
+        {0x5c0cc4d0u, 0x9d0cc4d0u, true},  {0x6c7e5ea0u, 0xad7e5ea0u, false}, {0x40e5b2ceu, 0x81e5b2cdu, false},
+        {0x5112b416u, 0x9212b416u, false}, {0x6da173b4u, 0xaea173b4u, false}, {0x65732d9cu, 0xa6732d9cu, true},
+        {0x6fc0205cu, 0xb0c0205cu, true},  {0x6c7e5ea0u, 0xad7e5ea1u, true},  {0x787ca764u, 0xb97ca765u, true},
+    };
+    Ctx one(1);
+    for (size_t bs : {(size_t)32, (size_t)64, (size_t)4096})
+        for (const auto &r : rows) {
+            std::vector<float> x(bs, bnb4_bits_f32(r.x));
+            x[0] = bnb4_bits_f32(r.a);
+            std::vector<uint8_t> ref(bs / 2);
+            float ref_absmax;
+            bnb4_ref_quantize_blocks(x.data(), BNB4_F32, bs, bs, BNB4_FP4, 0, 1, ref.data(), &ref_absmax);
+            EXPECT_EQ(r.kept ? 8 : 0, ref[0] & 15) << std::hex << r.a << " " << r.x;
+            for (Ctx *c : {(Ctx *)nullptr, &one}) {
+                std::vector<uint8_t> got(bs / 2);
+                float got_absmax;
+                ASSERT_EQ(BNB4_OK,
+                          bnb4_quantize(c ? c->ctx : nullptr, x.data(), BNB4_F32, bs, bs, BNB4_FP4, got.data(), &got_absmax));
+                EXPECT_EQ(ref, got) << std::hex << r.a << " " << r.x << " bs " << std::dec << bs;
+            }
+        }
+    // the same rule on dequantize's products: code * absmax around FLT_MIN, every ISA against the reference
+    const float c1 = bnb4_bits_f32(0x3baaaaabu); // FP4 code 1
+    std::vector<float> absmax;
+    for (int k = -40; k <= 40; k++)
+        absmax.push_back(bnb4_bits_f32(bnb4_f32_bits(0x1p-126f / c1) + k));
+    const size_t bs = 64, n = absmax.size() * bs;
+    std::vector<uint8_t> packed(n / 2, 0x19); // codes 1 and 9 (-code 1)
+    const bnb4_qtensor q = bnb4_qtensor_plain(1, n, bs, BNB4_FP4, packed.data(), absmax.data());
+    std::vector<float> ref(n), got(n);
+    bnb4_ref_dequantize_range(&q, BNB4_F32, 0, n, ref.data());
+    size_t kept = 0;
+    for (float v : ref)
+        kept += v != 0.0f;
+    EXPECT_GT(kept, 0u);
+    EXPECT_LT(kept, n);
+    for (Ctx *c : {(Ctx *)nullptr, &one}) {
+        ASSERT_EQ(BNB4_OK, bnb4_dequantize(c ? c->ctx : nullptr, &q, BNB4_F32, got.data()));
+        EXPECT_EQ(0, std::memcmp(ref.data(), got.data(), n * sizeof(float)));
+    }
+}
+
 // Nested (8-bit) quantization of absmax: every nested blocksize shape (1, below/at/above the 16 lanes,
 // bitsandbytes' 256, odd), absmax with NaN, inf, ties and values equal to the offset.
 TEST(Kernels, QuantizeNestedByteExact) {

@@ -60,9 +60,23 @@ static const uint8_t fp4_rank_to_code[16] = {BNB4_FP4_RANK_TO_CODE, 0, 0, 0, 0, 
 ALWAYS_INLINE float32x4_t mul_ftz(float32x4_t x, float32x4_t inv) {
     const float32x4_t fmin = vdupq_n_f32(0x1p-126f);
     /* zero lanes with |v| < FLT_MIN (NaN compares false and is kept; a zero's sign never matters) */
-    x = vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(x), vcaltq_f32(x, fmin)));
-    const float32x4_t p = vmulq_f32(x, inv);
-    return vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(p), vcaltq_f32(p, fmin)));
+    const float32x4_t xf = vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(x), vcaltq_f32(x, fmin)));
+    float32x4_t p = vmulq_f32(xf, inv);
+    p = vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(p), vcaltq_f32(p, fmin)));
+    /* mul.ftz's flush at FLT_MIN itself (bnb4_mul_ftz): a product IEEE rounds to +-FLT_MIN may be one the GPU
+     * flushes (it rounds to 24 bits first); such lanes are rare and get the scalar emulation */
+    const uint32x4_t edge = vceqq_f32(vabsq_f32(p), fmin);
+    if (__builtin_expect(vmaxvq_u32(edge) != 0, 0)) {
+        float pv[4], xv[4], yv[4];
+        uint32_t e[4];
+        vst1q_f32(pv, p), vst1q_f32(xv, x), vst1q_f32(yv, inv);
+        vst1q_u32(e, edge);
+        for (int l = 0; l < 4; l++)
+            if (e[l])
+                pv[l] = bnb4_mul_ftz(xv[l], yv[l]);
+        p = vld1q_f32(pv);
+    }
+    return p;
 }
 
 ALWAYS_INLINE uint32x4_t codes4(float32x4_t xn, int nf4, uint8x16_t rank_to_code) {

@@ -67,13 +67,27 @@ static const float nf4_t[15] = {BNB4_NF4_T0, BNB4_NF4_T1, BNB4_NF4_T2,  BNB4_NF4
 static const float fp4_u[7] = {BNB4_FP4_U0, BNB4_FP4_U1, BNB4_FP4_U2, BNB4_FP4_U3, BNB4_FP4_U4, BNB4_FP4_U5, BNB4_FP4_U6};
 static const int32_t fp4_rank_to_code[8] = {BNB4_FP4_RANK_TO_CODE};
 
+/* mul.ftz's flush at FLT_MIN itself (bnb4_mul_ftz): a product IEEE rounds to +-FLT_MIN may be one the GPU
+ * flushes (it rounds to 24 bits first). Such lanes of p = x * y are rare; the scalar emulation redoes them. */
+ALWAYS_INLINE __m256 ftz_edge_fixup8(__m256 p, __m256 x, __m256 y) {
+    const int edge = _mm256_movemask_ps(_mm256_cmp_ps(abs8(p), _mm256_set1_ps(0x1p-126f), _CMP_EQ_OQ));
+    if (__builtin_expect(edge == 0, 1))
+        return p;
+    float pv[8], xv[8], yv[8];
+    _mm256_storeu_ps(pv, p), _mm256_storeu_ps(xv, x), _mm256_storeu_ps(yv, y);
+    for (int l = 0; l < 8; l++)
+        if (edge >> l & 1)
+            pv[l] = bnb4_mul_ftz(xv[l], yv[l]);
+    return _mm256_loadu_ps(pv);
+}
+
 ALWAYS_INLINE __m256 mul_ftz(__m256 x, __m256 inv) {
     const __m256 fmin = _mm256_set1_ps(0x1p-126f);
     /* keep lanes where !(|v| < FLT_MIN): NaN is kept, subnormals become +0 (the sign of a zero never
      * changes a code: 0 > every negative threshold and fails "xn < 0") */
-    x = _mm256_and_ps(x, _mm256_cmp_ps(abs8(x), fmin, _CMP_NLT_UQ));
-    const __m256 p = _mm256_mul_ps(x, inv);
-    return _mm256_and_ps(p, _mm256_cmp_ps(abs8(p), fmin, _CMP_NLT_UQ));
+    const __m256 xf = _mm256_and_ps(x, _mm256_cmp_ps(abs8(x), fmin, _CMP_NLT_UQ));
+    const __m256 p = _mm256_mul_ps(xf, inv);
+    return ftz_edge_fixup8(_mm256_and_ps(p, _mm256_cmp_ps(abs8(p), fmin, _CMP_NLT_UQ)), x, inv);
 }
 
 ALWAYS_INLINE __m256i codes8(__m256 xn, int nf4, __m256i rank_to_code) {
@@ -210,8 +224,10 @@ static void nested_tabs_build(const bnb4_qtensor *q, size_t b0, size_t b1, float
             for (int i = 0; i < 32; i++)
                 _mm256_storeu_ps(tt + 8 * i, _mm256_add_ps(_mm256_mul_ps(_mm256_load_ps(fc + 8 * i), nv), offset));
         } else {
-            for (int i = 0; i < 32; i++)
-                _mm256_storeu_ps(tt + 8 * i, _mm256_add_ps(ftz_signed8(_mm256_mul_ps(_mm256_load_ps(fc + 8 * i), nv)), offset));
+            for (int i = 0; i < 32; i++) {
+                const __m256 c = _mm256_load_ps(fc + 8 * i);
+                _mm256_storeu_ps(tt + 8 * i, _mm256_add_ps(ftz_edge_fixup8(ftz_signed8(_mm256_mul_ps(c, nv)), c, nv), offset));
+            }
         }
         const size_t e0 = t * nbs < b0 ? b0 : t * nbs, e1 = (t + 1) * nbs < b1 ? (t + 1) * nbs : b1;
         const uint32_t base = (uint32_t)((t - t0) * 256);

@@ -207,11 +207,37 @@ ALWAYS_INLINE __m512i fp4_codes(__m512 xn, const code_consts *k) {
     return fp4_codes_signed(xn, _mm512_cmp_ps_mask(xn, _mm512_setzero_ps(), _CMP_LT_OQ), k);
 }
 
+/* bnb4_ftz: a subnormal becomes the zero of its sign. */
+ALWAYS_INLINE __m512 ftz_signed(__m512 v, __m512 fmin) {
+    const __mmask16 sub = _mm512_cmp_ps_mask(_mm512_abs_ps(v), fmin, _CMP_LT_OQ);
+    return _mm512_mask_mov_ps(v, sub, _mm512_and_ps(v, _mm512_set1_ps(-0.0f)));
+}
+
+/* mul.ftz's flush at FLT_MIN itself (bnb4_mul_ftz): a product IEEE rounds to +-FLT_MIN may be one the GPU
+ * flushes (it rounds to 24 bits first). Such lanes of p = x * y are rare; the scalar emulation redoes them. */
+ALWAYS_INLINE __m512 ftz_edge_fixup(__m512 p, __m512 x, __m512 y, __m512 fmin) {
+    const __mmask16 edge = _mm512_cmp_ps_mask(_mm512_abs_ps(p), fmin, _CMP_EQ_OQ);
+    if (__builtin_expect(edge == 0, 1))
+        return p;
+    float pv[16], xv[16], yv[16];
+    _mm512_storeu_ps(pv, p), _mm512_storeu_ps(xv, x), _mm512_storeu_ps(yv, y);
+    for (int l = 0; l < 16; l++)
+        if (edge >> l & 1)
+            pv[l] = bnb4_mul_ftz(xv[l], yv[l]);
+    return _mm512_loadu_ps(pv);
+}
+
+/* bnb4_mul_ftz in 16 lanes: inputs and product flushed to the zero of their sign. */
+ALWAYS_INLINE __m512 mul_ftz_signed(__m512 x, __m512 y, __m512 fmin) {
+    const __m512 p = ftz_signed(_mm512_mul_ps(ftz_signed(x, fmin), ftz_signed(y, fmin)), fmin);
+    return ftz_edge_fixup(p, x, y, fmin);
+}
+
 /* x * inv as mul.ftz.f32: subnormal x counts as 0 (so 0 * inf = NaN stays), subnormal products flush. */
 ALWAYS_INLINE __m512 mul_ftz(__m512 x, __m512 inv, __m512 fmin) {
-    x = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_abs_ps(x), fmin, _CMP_NLT_UQ), x);
-    const __m512 p = _mm512_mul_ps(x, inv);
-    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_abs_ps(p), fmin, _CMP_NLT_UQ), p);
+    const __m512 xf = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_abs_ps(x), fmin, _CMP_NLT_UQ), x);
+    const __m512 p = _mm512_mul_ps(xf, inv);
+    return ftz_edge_fixup(_mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_abs_ps(p), fmin, _CMP_NLT_UQ), p), x, inv, fmin);
 }
 
 /* 32 codes (two vectors of dwords, element 2i in the low dword of each qword) -> 16 packed bytes. */
@@ -259,8 +285,8 @@ ALWAYS_INLINE void quantize_blocks_impl(const void *src, bnb4_dtype dt, size_t b
         if (amax >= 0x1p-110f) {
             /* Common case: inv <= 2^110, so a flushed input would only have given |xn| < 2^-16, which encodes
              * like 0 (NF4: code 7; FP4: rank 0) as does a subnormal product; only FP4's sign needs both the
-             * input and the product to be normal negatives (<= -FLT_MIN: -FLT_MIN itself is normal). No
-             * flushing needed. */
+             * input and the product to be normal negatives (<= -FLT_MIN: -FLT_MIN itself is normal; a product
+             * IEEE rounds to it, the GPU may flush: ftz_edge_fixup). No other flushing needed. */
             for (size_t i = 0; i < bs; i += 32) {
                 const __m512 x0 = load16_f32(src, dt, e0 + i), x1 = load16_f32(src, dt, e0 + i + 16);
                 const __m512 n0 = _mm512_mul_ps(x0, inv), n1 = _mm512_mul_ps(x1, inv);
@@ -268,10 +294,11 @@ ALWAYS_INLINE void quantize_blocks_impl(const void *src, bnb4_dtype dt, size_t b
                 if (nf4) {
                     c0 = nf4_codes(n0, &k), c1 = nf4_codes(n1, &k);
                 } else {
+                    const __m512 s0 = ftz_edge_fixup(n0, x0, inv, k.fmin), s1 = ftz_edge_fixup(n1, x1, inv, k.fmin);
                     c0 = fp4_codes_signed(n0, _mm512_cmp_ps_mask(x0, k.nfmin, _CMP_LE_OQ) &
-                                                  _mm512_cmp_ps_mask(n0, k.nfmin, _CMP_LE_OQ), &k);
+                                                  _mm512_cmp_ps_mask(s0, k.nfmin, _CMP_LE_OQ), &k);
                     c1 = fp4_codes_signed(n1, _mm512_cmp_ps_mask(x1, k.nfmin, _CMP_LE_OQ) &
-                                                  _mm512_cmp_ps_mask(n1, k.nfmin, _CMP_LE_OQ), &k);
+                                                  _mm512_cmp_ps_mask(s1, k.nfmin, _CMP_LE_OQ), &k);
                 }
                 _mm_storeu_si128((__m128i *)(out + i / 2), pack_codes(c0, c1));
             }
@@ -348,14 +375,6 @@ static void dequantize_blocks_avx512(const uint8_t *packed, const float *scales,
 
 /* ---- nested scales ------------------------------------------------------------------------------------------ */
 
-/* f32(ftz(code[c] * nested_absmax) + offset) for 16 blocks at a time: a gather of the 256-entry map, FTZ by
- * compare-and-zero (inputs and product), then the plain addition, as bnb4_ref_block_scale. */
-/* bnb4_ftz: a subnormal becomes the zero of its sign. */
-ALWAYS_INLINE __m512 ftz_signed(__m512 v, __m512 fmin) {
-    const __mmask16 sub = _mm512_cmp_ps_mask(_mm512_abs_ps(v), fmin, _CMP_LT_OQ);
-    return _mm512_mask_mov_ps(v, sub, _mm512_and_ps(v, _mm512_set1_ps(-0.0f)));
-}
-
 /* table[idx] for a 256-entry float table held in 16 registers, idx in 0..255: vpermt2ps looks up 32
  * entries by the low 5 bits, then bits 5, 6 and 7 pick among the 8 results (cheaper than a gather on
  * Zen 4). */
@@ -372,6 +391,8 @@ ALWAYS_INLINE __m512 lookup256(const __m512 table[16], __m512i idx) {
     return _mm512_mask_blend_ps(m7, s0, s1);
 }
 
+/* f32(ftz(code[c] * nested_absmax) + offset) for 16 blocks at a time: a gather of the 256-entry map, FTZ by
+ * compare-and-zero (inputs and product, mul_ftz_signed), then the plain addition, as bnb4_ref_block_scale. */
 static void nested_scales_avx512(const bnb4_qtensor *q, size_t b0, size_t b1, float *out) {
     const uint8_t *codes = q->nested.codes;
     const float *code = q->nested.code, *nabs = q->nested.absmax;
@@ -386,8 +407,7 @@ static void nested_scales_avx512(const bnb4_qtensor *q, size_t b0, size_t b1, fl
             const __m512 nv = ftz_signed(_mm512_set1_ps(nabs[j]), fmin);
             __m512 table[16];
             for (int i = 0; i < 16; i++)
-                table[i] = _mm512_add_ps(
-                    ftz_signed(_mm512_mul_ps(ftz_signed(_mm512_loadu_ps(code + 16 * i), fmin), nv), fmin), offset);
+                table[i] = _mm512_add_ps(mul_ftz_signed(_mm512_loadu_ps(code + 16 * i), nv, fmin), offset);
             for (; b + 16 <= jend; b += 16)
                 _mm512_storeu_ps(out + (b - b0),
                                  lookup256(table, _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + b)))));
@@ -410,7 +430,7 @@ static void nested_scales_avx512(const bnb4_qtensor *q, size_t b0, size_t b1, fl
                 t[i] = nabs[(b + (size_t)i) / nbs];
             nv = _mm512_loadu_ps(t);
         }
-        const __m512 p = ftz_signed(_mm512_mul_ps(ftz_signed(cv, fmin), ftz_signed(nv, fmin)), fmin);
+        const __m512 p = mul_ftz_signed(cv, nv, fmin);
         _mm512_storeu_ps(out + (b - b0), _mm512_add_ps(p, offset));
     }
     for (; b < b1; b++)
@@ -446,7 +466,7 @@ static void quantize_nested_blocks_avx512(const float *absmax, size_t nblocks, f
         for (size_t i = begin; i < end; i += 16) {
             const __mmask16 live = end - i >= 16 ? 0xffff : (__mmask16)((1u << (end - i)) - 1u);
             const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(live, absmax + i), voff);
-            const __m512 x = ftz_signed(_mm512_mul_ps(ftz_signed(d, fmin), ftz_signed(inv, fmin)), fmin);
+            const __m512 x = mul_ftz_signed(d, inv, fmin);
             __m512i pivot = _mm512_set1_epi32(127), upper_pivot = _mm512_set1_epi32(255);
             __m512i lower_pivot = _mm512_setzero_si512();
             __m512 lower = _mm512_set1_ps(-1.0f), upper = _mm512_set1_ps(1.0f), val = _mm512_set1_ps(map[127]);
@@ -539,7 +559,7 @@ static void nested_tabs_build(const bnb4_qtensor *q, size_t b0, size_t b1, float
                 _mm512_storeu_ps(tt + 16 * i, _mm512_add_ps(_mm512_mul_ps(_mm512_load_ps(fc + 16 * i), nv), offset));
         } else {
             for (int i = 0; i < 16; i++)
-                _mm512_storeu_ps(tt + 16 * i, _mm512_add_ps(ftz_signed(_mm512_mul_ps(_mm512_load_ps(fc + 16 * i), nv), fmin), offset));
+                _mm512_storeu_ps(tt + 16 * i, _mm512_add_ps(mul_ftz_signed(_mm512_load_ps(fc + 16 * i), nv, fmin), offset));
         }
         const size_t e0 = t * nbs < b0 ? b0 : t * nbs, e1 = (t + 1) * nbs < b1 ? (t + 1) * nbs : b1;
         const uint32_t base = (uint32_t)((t - t0) * 256);
@@ -1207,7 +1227,7 @@ static void panel_decode(const uint8_t *const rows[PANEL_COLS], const float *con
         /* |scale| < 2^-118 (or NaN): products may be subnormal, flush them as dequantize does */
         if (_mm512_cmp_ps_mask(_mm512_abs_ps(sv), smin, _CMP_NGE_UQ)) {
             for (int p = 0; p < 8; p++)
-                _mm512_store_ps(out + 16 * p, ftz_signed(_mm512_mul_ps(_mm512_permutexvar_ps(nibble_plane(d, p), cb), sv), fmin));
+                _mm512_store_ps(out + 16 * p, mul_ftz_signed(_mm512_permutexvar_ps(nibble_plane(d, p), cb), sv, fmin));
             continue;
         }
 #pragma GCC unroll 8
