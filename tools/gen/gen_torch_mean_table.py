@@ -26,6 +26,8 @@ SIZES = [1, 2, 3, 4, 5, 7, 31, 32, 33, 64, 100, 127, 128, 129, 130, 131, 132, 13
          65536, 65537, 130560, 130561, 131072, 131075, 262144, 262147, 524288, 704512, 1000003, 1048576,
          4325376, 4325377, 4325888, 5000001, 16777217, 16777219]
 SPREADS = [16, 64]  # binades of the values: the wider, the more the summation order shows
+# (n, seed, spread) rows where single values and loads of 4 sum differently at n = 128, the edge between them
+EXTRA = [(128, seed, 64) for seed in (90007, 90009, 90011, 90012, 90014, 90015)]
 
 
 def torch_mean_values(n, seed, spread):
@@ -45,12 +47,11 @@ def main():
     props = torch.cuda.get_device_properties(0)
     print(f"/* torch {torch.__version__} on {props.name} ({props.multi_processor_count} SMs): "
           f"tools/gen/gen_torch_mean_table.py */")
-    for spread in SPREADS:
-        for i, n in enumerate(SIZES):
-            seed = 1000 * spread + i
-            x = torch.from_numpy(torch_mean_values(n, seed, spread)).cuda()
-            bits = int(np.float32(x.mean().item()).view(np.uint32))
-            print(f"{{{n}, {seed}, {spread}, 0x{bits:08x}u}},")
+    rows = [(n, 1000 * spread + i, spread) for spread in SPREADS for i, n in enumerate(SIZES)] + EXTRA
+    for n, seed, spread in rows:
+        x = torch.from_numpy(torch_mean_values(n, seed, spread)).cuda()
+        bits = int(np.float32(x.mean().item()).view(np.uint32))
+        print(f"{{{n}, {seed}, {spread}, 0x{bits:08x}u}},")
     if props.multi_processor_count != 132:
         print(f"warning: {props.multi_processor_count} SMs; rows past 3.5 M values follow this GPU, not the "
               f"132-SM reference", file=sys.stderr)
