@@ -151,7 +151,7 @@ def test_from_state_dict_checks(numpy_kind, rng):
         bnb4.QuantizedTensor(q.packed, q.absmax, (256,)).linear(np.zeros(256, np.float32))
 
 
-# sizes where torch's reduction changes shape: vectorized loads from 129, 512-thread blocks from 2048, several
+# sizes where torch's reduction changes shape: loads of 4 from 128, 512-thread blocks from 2048, several
 # blocks from 130561, the SM count's cap from 4325377 (132 SMs), a float32 count that rounds past 2^24
 OFFSET_SIZES = [1, 2, 3, 5, 100, 128, 129, 131, 513, 769, 2047, 2049, 4097, 65537, 130560, 130561, 262147, 704512,
                 1000003, 4325376, 4325377, 5000001, 16777217]

@@ -7,7 +7,7 @@ enum {
     MAX_THREADS = 512,         /* ReduceConfig's block size cap */
     SM_THREADS = 2048,         /* maxThreadsPerMultiProcessor (sm_80, sm_90) */
     VEC = 4,                   /* float32 loads of 16 bytes */
-    VECTORIZE_ABOVE = 128,     /* inputs of more values are read in 4-vectors */
+    VECTORIZE_FROM = 128,      /* inputs of this many values or more are read in 4-vectors */
     MIN_PER_THREAD = 16,
     MAX_PER_THREAD = 256
 };
@@ -43,7 +43,7 @@ static float thread_vectorized(const float *x, size_t n, size_t t, size_t c, siz
     return ((a[0] + a[1]) + a[2]) + a[3];
 }
 
-/* n <= 128: thread t sums x[t] and x[t + W] in the first two of its four accumulators. */
+/* n < 128: thread t sums x[t] and x[t + W] in the first two of its four accumulators. */
 static float thread_scalar(const float *x, size_t n, size_t t, size_t w) {
     float a[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     for (size_t i = 0, idx = t; i < 4 && idx < n; i++, idx += w)
@@ -58,7 +58,7 @@ float bnb4_torch_cuda_mean_f32(const float *x, size_t n) {
             sum += x[i];
         return (float)(sum / (double)n);
     }
-    const int vectorized = n > VECTORIZE_ABOVE;
+    const int vectorized = n >= VECTORIZE_FROM;
     const size_t dim0 = vectorized ? n / VEC : n;
     const size_t w = dim0 >= MAX_THREADS ? MAX_THREADS : last_pow2(dim0);
     const size_t per_thread = div_up(n, w); /* counted in values, as torch counts it */

@@ -6,8 +6,8 @@
  * configuration. A correctly rounded mean misses it by an ulp on many tensors (2 of the 6 nested ones in
  * shared/conformance), and then nested codes and scales may differ too.
  *
- * The order, for n float32 values (n > 128: loads of 4; else single values):
- *   threads:  a block of W = min(512, largest power of 2 <= n/4) threads (n <= 128: <= n), and C
+ * The order, for n float32 values (n >= 128: loads of 4; else single values):
+ *   threads:  a block of W = min(512, largest power of 2 <= n/4) threads (n < 128: <= n), and C
  *             blocks: C = max(min(132 SMs x 2048 / W, ceil(v / 16)), ceil(v / 256)) where v = ceil(n /
  *             W) >= 256, else 1. Thread t of block c takes the 4-vectors t + cW, t + cW + WC, ...,
  *             summing lane i of each into its own accumulator a_i (from +0), the last n % 4 values into
@@ -19,7 +19,7 @@
  *   mean:     sum * (1.0f / (float)n), one float32 multiply (not a division).
  * C depends on the GPU's SM count only past 528 x 16 x 512 = 4.3 M values (here: 132, the H100 SXM and
  * H200 on which bitsandbytes' reference outputs were recorded; an A100's 108 SMs change C past 3.5 M).
- * Checked against torch 2.11 on an H200: the 118 sizes of tests/unit/test_ref.cc's table (1 to 16777219
+ * Checked against torch 2.11 on an H200: the 124 rows of tests/unit/test_ref.cc's table (1 to 16777219
  * values; a correctly rounded mean misses 44 of them) and every nested tensor of shared/conformance. */
 #ifndef BNB4_TORCH_MEAN_H
 #define BNB4_TORCH_MEAN_H

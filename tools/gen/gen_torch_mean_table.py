@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import torch
 
-# where torch's reduction changes shape: single values up to 128, loads of 4 from 129, blocks of up to 512
+# where torch's reduction changes shape: single values below 128, loads of 4 from 128, blocks of up to 512
 # threads (2048 values), several blocks from 130561, the SM count's cap from 4325377, and float32 counts
 # that round past 2^24
 SIZES = [1, 2, 3, 4, 5, 7, 31, 32, 33, 64, 100, 127, 128, 129, 130, 131, 132, 133, 200, 255, 256, 257, 511,
