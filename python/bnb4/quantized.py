@@ -47,10 +47,10 @@ class NestedAbsmax:
 
 def double_quantize(absmax, nested_blocksize=256, offset=None):
     """Double quantization of a float32 absmax vector, as bitsandbytes' compress_statistics=True does:
-    offset = mean(absmax), then 8-bit blockwise quantization of absmax - offset. Codes and nested
-    absmax are byte-identical to bitsandbytes' CUDA quantize_blockwise for the same offset (the mean is
-    within one ulp of torch's). `offset` (a float) replaces the mean, e.g. to reproduce a QuantState
-    whose offset torch computed."""
+    offset = mean(absmax) (torch's CUDA float32 mean, bit for bit), then 8-bit blockwise quantization of
+    absmax - offset. Codes and nested absmax are byte-identical to bitsandbytes' CUDA quantize_blockwise
+    for the same offset. `offset` (a float) replaces the mean, e.g. to reproduce a QuantState made
+    elsewhere (bitsandbytes on the CPU takes torch's CPU mean, another summation order)."""
     kind = kind_of(absmax, "absmax")
     if not kind.is_float32(absmax):
         raise ValueError(f"bnb4: absmax must be float32, got {kind.dtype_name(absmax)}")
