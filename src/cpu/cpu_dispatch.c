@@ -114,3 +114,9 @@ void bnb4_cpu_decode(const bnb4_cpu_kernels *k, const bnb4_qtensor *q, size_t be
             bnb4_ref_store(out, dt, i - begin, bnb4_mul_ftz(cb[bnb4_nibble_at(q->packed, i)], s));
     }
 }
+
+void bnb4_cpu_ftz_edge_lanes(float *p, const float *x, const float *y, unsigned edge, int lanes) {
+    for (int l = 0; l < lanes; l++)
+        if (edge >> l & 1)
+            p[l] = bnb4_mul_ftz(x[l], y[l]);
+}

@@ -131,6 +131,11 @@ void bnb4_avx512_rcp_approx(const float *x, size_t n, float *out);
 /* v rounded up to a multiple of a (a > 0) */
 static inline size_t bnb4_round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
+/* mul.ftz's flush at FLT_MIN itself, for the SIMD kernels: a product p = x * y that IEEE rounds to +-FLT_MIN
+ * may be one the GPU flushes (it rounds to 24 bits first: bnb4_mul_ftz). Lanes set in edge - rare - are
+ * redone by the scalar emulation. */
+void bnb4_cpu_ftz_edge_lanes(float *p, const float *x, const float *y, unsigned edge, int lanes);
+
 /* Scales of blocks [b0, b1) of q into out (plain: copies absmax; nested: decodes as the reference). */
 void bnb4_cpu_block_scales(const bnb4_qtensor *q, size_t b0, size_t b1, float *out);
 

@@ -63,17 +63,14 @@ ALWAYS_INLINE float32x4_t mul_ftz(float32x4_t x, float32x4_t inv) {
     const float32x4_t xf = vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(x), vcaltq_f32(x, fmin)));
     float32x4_t p = vmulq_f32(xf, inv);
     p = vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(p), vcaltq_f32(p, fmin)));
-    /* mul.ftz's flush at FLT_MIN itself (bnb4_mul_ftz): a product IEEE rounds to +-FLT_MIN may be one the GPU
-     * flushes (it rounds to 24 bits first); such lanes are rare and get the scalar emulation */
+    /* lanes at +-FLT_MIN through bnb4_cpu_ftz_edge_lanes (the GPU may flush them) */
     const uint32x4_t edge = vceqq_f32(vabsq_f32(p), fmin);
     if (__builtin_expect(vmaxvq_u32(edge) != 0, 0)) {
         float pv[4], xv[4], yv[4];
         uint32_t e[4];
         vst1q_f32(pv, p), vst1q_f32(xv, x), vst1q_f32(yv, inv);
         vst1q_u32(e, edge);
-        for (int l = 0; l < 4; l++)
-            if (e[l])
-                pv[l] = bnb4_mul_ftz(xv[l], yv[l]);
+        bnb4_cpu_ftz_edge_lanes(pv, xv, yv, (e[0] & 1) | (e[1] & 2) | (e[2] & 4) | (e[3] & 8), 4);
         p = vld1q_f32(pv);
     }
     return p;

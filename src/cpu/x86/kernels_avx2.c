@@ -67,17 +67,14 @@ static const float nf4_t[15] = {BNB4_NF4_T0, BNB4_NF4_T1, BNB4_NF4_T2,  BNB4_NF4
 static const float fp4_u[7] = {BNB4_FP4_U0, BNB4_FP4_U1, BNB4_FP4_U2, BNB4_FP4_U3, BNB4_FP4_U4, BNB4_FP4_U5, BNB4_FP4_U6};
 static const int32_t fp4_rank_to_code[8] = {BNB4_FP4_RANK_TO_CODE};
 
-/* mul.ftz's flush at FLT_MIN itself (bnb4_mul_ftz): a product IEEE rounds to +-FLT_MIN may be one the GPU
- * flushes (it rounds to 24 bits first). Such lanes of p = x * y are rare; the scalar emulation redoes them. */
+/* p = x * y's lanes at +-FLT_MIN through bnb4_cpu_ftz_edge_lanes (the GPU may flush them). */
 ALWAYS_INLINE __m256 ftz_edge_fixup8(__m256 p, __m256 x, __m256 y) {
     const int edge = _mm256_movemask_ps(_mm256_cmp_ps(abs8(p), _mm256_set1_ps(0x1p-126f), _CMP_EQ_OQ));
     if (__builtin_expect(edge == 0, 1))
         return p;
     float pv[8], xv[8], yv[8];
     _mm256_storeu_ps(pv, p), _mm256_storeu_ps(xv, x), _mm256_storeu_ps(yv, y);
-    for (int l = 0; l < 8; l++)
-        if (edge >> l & 1)
-            pv[l] = bnb4_mul_ftz(xv[l], yv[l]);
+    bnb4_cpu_ftz_edge_lanes(pv, xv, yv, (unsigned)edge, 8);
     return _mm256_loadu_ps(pv);
 }
 

@@ -213,17 +213,14 @@ ALWAYS_INLINE __m512 ftz_signed(__m512 v, __m512 fmin) {
     return _mm512_mask_mov_ps(v, sub, _mm512_and_ps(v, _mm512_set1_ps(-0.0f)));
 }
 
-/* mul.ftz's flush at FLT_MIN itself (bnb4_mul_ftz): a product IEEE rounds to +-FLT_MIN may be one the GPU
- * flushes (it rounds to 24 bits first). Such lanes of p = x * y are rare; the scalar emulation redoes them. */
+/* p = x * y's lanes at +-FLT_MIN through bnb4_cpu_ftz_edge_lanes (the GPU may flush them). */
 ALWAYS_INLINE __m512 ftz_edge_fixup(__m512 p, __m512 x, __m512 y, __m512 fmin) {
     const __mmask16 edge = _mm512_cmp_ps_mask(_mm512_abs_ps(p), fmin, _CMP_EQ_OQ);
     if (__builtin_expect(edge == 0, 1))
         return p;
     float pv[16], xv[16], yv[16];
     _mm512_storeu_ps(pv, p), _mm512_storeu_ps(xv, x), _mm512_storeu_ps(yv, y);
-    for (int l = 0; l < 16; l++)
-        if (edge >> l & 1)
-            pv[l] = bnb4_mul_ftz(xv[l], yv[l]);
+    bnb4_cpu_ftz_edge_lanes(pv, xv, yv, edge, 16);
     return _mm512_loadu_ps(pv);
 }
 
