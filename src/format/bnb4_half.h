@@ -99,7 +99,7 @@ static inline float bnb4_fmax_gpu(float a, float b) { return b != b ? a : a != a
  * rounds up to FLT_MIN every product less than half of 2^-149 below it; the GPU keeps only those less than a
  * quarter below (the midpoint with FLT_MIN's 24-bit predecessor 2^-126 - 2^-150; a tie rounds to FLT_MIN, the
  * even one) and flushes the rest to the zero of their sign (measured on the H200: FP4's sign of such products,
- * tests/kernels QuantizeFp4SignAtTheFlushBoundary). Two floats' product is exact in double. */
+ * tests/kernels QuantizeFlushesAsTheGpuRoundsFirst). Two floats' product is exact in double. */
 static inline float bnb4_mul_ftz(float a, float b) {
     const double p = (double)bnb4_ftz(a) * (double)bnb4_ftz(b);
     return fabs(p) < 0x1p-126 - 0x1p-151 ? (float)copysign(0.0, p) : (float)p;
