@@ -11,7 +11,7 @@ and require the same bits:
   elements lie within a few ulps of each threshold times their absmax, or of FLT_MIN times it (where
   the product is flushed or not), on every blocksize;
 - dequantize: random codes with absmax of every kind (random bit patterns: NaN, Inf, subnormal,
-  huge), into every output dtype;
+  huge), into every output dtype, and with products within ulps of FLT_MIN;
 - double quantization: absmax vectors of many ranges, codes and nested absmax for bitsandbytes'
   offset, the offset itself, and the decoded absmax;
 - linear on model-sized weights: within bitsandbytes' own matmul limits of its output.
@@ -217,6 +217,25 @@ def test_dequantize_any_absmax(ours, blocksize, qt, gen):
                           quant_type=qt)
         got = bnb4.dequantize_4bit(packed.to(ours), absmax.to(ours), blocksize, qt, n, dtype)
         _assert_same_values(got, ref, f"dequantize {qt} bs{blocksize} -> {dtype}")
+
+
+@pytest.mark.parametrize("ours", OURS)
+@pytest.mark.parametrize("qt", ["nf4", "fp4"])
+def test_dequantize_near_flush(ours, qt, gen):
+    """code * absmax within ulps of FLT_MIN: the GPU flushes a product whose 24-bit rounding is below it,
+    which IEEE's gradual underflow would round up to FLT_MIN."""
+    book = np.array(bnb4.codebook(qt), np.float64)
+    nonzero = np.abs(book[book != 0])
+    bs, nb = 64, 4096
+    c = gen.choice(nonzero, nb)
+    absmax = torch.from_numpy(np.float64(np.finfo(np.float32).tiny) / c * (1 + gen.integers(-64, 65, nb) * 2.0 ** -25))
+    absmax = absmax.to(torch.float32)
+    packed = torch.from_numpy(gen.integers(0, 256, nb * bs // 2, dtype=np.uint8))
+    for dtype in (torch.float32, torch.bfloat16):
+        ref = torch.empty(nb * bs, dtype=dtype, device="cuda")
+        F.dequantize_4bit(packed.cuda().reshape(-1, 1), absmax=absmax.cuda(), out=ref, blocksize=bs, quant_type=qt)
+        got = bnb4.dequantize_4bit(packed.to(ours), absmax.to(ours), bs, qt, nb * bs, dtype)
+        _assert_same_bits(got, ref, f"dequantize near FLT_MIN {qt} -> {dtype}")
 
 
 def _absmax_vectors(gen, nb):
