@@ -15,7 +15,8 @@
 # on the pipe kernel, with its TMA variant off, and with its wgmma math at every m and the tile kernel at every
 # m >= 65 on every weight size, with the wgmma math on permuted activations on every weight size, and the pipe
 # tests with its mma.sync math up to m = 16, and the sm_80 build's tests: the driver compiles their compute_80 PTX
-# for this GPU, so the kernels run as an A100 runs them (no TMA, wgmma or tile kernel); (3) the wgmma
+# for this GPU, so the kernels run as an A100 runs them (no TMA, wgmma or tile kernel), and where torch and
+# bitsandbytes import, bnb4 against bitsandbytes' CUDA kernels through the Python package; (3) the wgmma
 # kernels' machine code checked for register hazards (scripts/check_wgmma_hazards.py) and the small-m and k-split
 # kernels' main loops for their instruction budgets (scripts/check_loop_budget.py); (4) bench_cuda,
 # which measures its own ceilings (copy bandwidth, cuBLAS) in the same run, and (not with --quick)
@@ -30,6 +31,8 @@
 #   cmake -S . -B build-cuda -DBNB4_CUDA=ON && cmake --build build-cuda -j2 --target bnb4_cuda_tests bench_cuda bench_cuda_read
 #   mkdir -p .device/bin .device/shared
 #   cp build-cuda/tests/bnb4_cuda_tests build-cuda/bench/bench_cuda build-cuda/bench/bench_cuda_read .device/bin/
+#   (optional, for the bitsandbytes parity step: cmake --build build-cuda --target bnb4, cp -a build-cuda/libbnb4.so*
+#    .device/bin/, and bitsandbytes' Python files with its libbitsandbytes_cuda130.so in .device/bnb/)
 #   cmake -S . -B build-cuda-sm80 -DBNB4_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=80-virtual && cmake --build build-cuda-sm80 -j2 --target bnb4_cuda_tests
 #   mkdir -p .device/bin/sm80 && cp build-cuda-sm80/tests/bnb4_cuda_tests .device/bin/sm80/
 #   cp -r ../shared/conformance .device/shared/
@@ -73,15 +76,15 @@ done
 
 if [ -n "$PREBUILT" ]; then
   TESTS="$PREBUILT/bnb4_cuda_tests" BENCHBIN="$PREBUILT/bench_cuda" READBIN="$PREBUILT/bench_cuda_read"
-  TESTS_SM80="$PREBUILT/sm80/bnb4_cuda_tests"
+  TESTS_SM80="$PREBUILT/sm80/bnb4_cuda_tests" LIBBNB4="$PREBUILT/libbnb4.so"
   step "using prebuilt binaries from $PREBUILT"
   RESULT[build]="prebuilt"
 else
   step "build"
   TESTS=build-cuda/tests/bnb4_cuda_tests BENCHBIN=build-cuda/bench/bench_cuda READBIN=build-cuda/bench/bench_cuda_read
-  TESTS_SM80=build-cuda-sm80/tests/bnb4_cuda_tests
+  TESTS_SM80=build-cuda-sm80/tests/bnb4_cuda_tests LIBBNB4=build-cuda/libbnb4.so
   if cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DBNB4_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="80-real;90a-real;90-virtual" >/dev/null &&
-     cmake --build build-cuda -j"$(nproc)" --target bnb4_cuda_tests bench_cuda bench_cuda_read &&
+     cmake --build build-cuda -j"$(nproc)" --target bnb4_cuda_tests bench_cuda bench_cuda_read bnb4 &&
      cmake -S . -B build-cuda-sm80 -DCMAKE_BUILD_TYPE=Release -DBNB4_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=80-virtual >/dev/null &&
      cmake --build build-cuda-sm80 -j"$(nproc)" --target bnb4_cuda_tests; then
     RESULT[build]="ok"
@@ -161,6 +164,24 @@ else
   RESULT[tests]="not built"
 fi
 
+# bnb4 (CPU and CUDA) against bitsandbytes' own CUDA kernels through the Python package, where torch and
+# bitsandbytes can be imported (bitsandbytes' files may sit in BNB_SITE, default .device/bnb): every float16 /
+# bfloat16 bit pattern, thresholds, FLT_MIN products, double quantization, model-sized linear layers
+# (python/tests/test_bitsandbytes_edges.py), the parity suite and torch's mean as the nested offset
+BNB_SITE="${BNB_SITE:-.device/bnb}"
+PARITY_PATH="$PWD/python${BNB_SITE:+:$BNB_SITE}${PYTHONPATH:+:$PYTHONPATH}"
+if [ -f "$LIBBNB4" ] && PYTHONPATH="$PARITY_PATH" python3 -c "import torch, bitsandbytes, numpy, pytest" 2>/dev/null; then
+  step "bitsandbytes parity, edge cases and nested offset (pytest, libbnb4 from $LIBBNB4)"
+  if BNB4_LIBRARY="$LIBBNB4" PYTHONPATH="$PARITY_PATH" timeout "$T_TESTS" python3 -m pytest -q -p no:cacheprovider \
+       python/tests/test_bitsandbytes_edges.py python/tests/test_bitsandbytes.py python/tests/test_quantized.py; then
+    RESULT[parity_bnb]="ok"
+  else
+    RESULT[parity_bnb]="FAILED"
+  fi
+else
+  RESULT[parity_bnb]="skipped (no libbnb4.so, torch or bitsandbytes)"
+fi
+
 # the wgmma kernels' machine code: no register an in-flight wgmma uses is overwritten on any path
 if [ -x "$TESTS" ]; then
   step "wgmma register hazards in the SASS (scripts/check_wgmma_hazards.py)"
@@ -218,7 +239,7 @@ if [ -x "$TESTS" ]; then
 fi
 
 step "summary"
-STEPS=(build tests tests_m1 tests_cpasync tests_wgmma tests_permuted tests_mma tests_window tests_sm80 wgmma_sass loop_budget memcheck memcheck_sm80 racecheck racecheck_cpasync bench read_floor)
+STEPS=(build tests tests_m1 tests_cpasync tests_wgmma tests_permuted tests_mma tests_window tests_sm80 parity_bnb wgmma_sass loop_budget memcheck memcheck_sm80 racecheck racecheck_cpasync bench read_floor)
 for k in "${STEPS[@]}"; do
   printf '%-10s %s\n' "$k" "${RESULT[$k]:-skipped}"
 done
