@@ -42,9 +42,15 @@ _lock = threading.Lock()
 _registered = {"lib": None, "devices": (), "patch": None}
 
 
+_TORCH = []
+
+
 def _torch():
-    import torch
-    return torch
+    """torch, imported on first use (an import statement per call costs more than the rest of a check)."""
+    if not _TORCH:
+        import torch
+        _TORCH.append(torch)
+    return _TORCH[0]
 
 
 _DTYPE_CODES = {}
@@ -139,7 +145,7 @@ def _code_quant_type(code):
     return _cached_host(code, classify)
 
 
-_GPU_COUNT = []
+_GPU_COUNT = []  # [torch.cuda.device_count(), torch's raw current-stream getter], filled on first use
 
 
 class _Guard:
@@ -166,18 +172,21 @@ class _Guard:
 _NO_GUARD = _Guard(None)
 
 
-def _context(t):
-    """(bnb4 context, device guard) for tensor t: the NULL CPU context, or the CUDA context of t's
-    device and torch's current stream there."""
-    device = t.device
+def _context(t, device=None):
+    """(bnb4 context, device guard) for tensor t (on `device`, where the caller has it already): the NULL
+    CPU context, or the CUDA context of t's device and torch's current stream there."""
+    if device is None:
+        device = t.device
     if device.type != "cuda":
         return None, _NO_GUARD
     torch = _torch()
     index = device.index if device.index is not None else torch.cuda.current_device()
-    raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)  # what bitsandbytes itself uses
-    stream = raw_stream(index) if raw_stream else torch.cuda.current_stream(index).cuda_stream
     if not _GPU_COUNT:
         _GPU_COUNT.append(torch.cuda.device_count())
+        # what bitsandbytes itself uses, where this torch has it
+        _GPU_COUNT.append(getattr(torch._C, "_cuda_getCurrentRawStream", None))
+    raw_stream = _GPU_COUNT[1]
+    stream = raw_stream(index) if raw_stream else torch.cuda.current_stream(index).cuda_stream
     return _lib.cuda_context(index, stream), (_Guard(index) if _GPU_COUNT[0] > 1 else _NO_GUARD)
 
 
@@ -262,7 +271,8 @@ def _matmul(A, B, shapeB, absmax, blocksize, qt, bias=None, absmax_8bit=None, ab
     dt = _dtype_code(A.dtype, "A")
     if not A.is_contiguous():
         A = A.contiguous()
-    out = torch.empty((*A.shape[:-1], n_out), dtype=A.dtype, device=A.device)
+    device = A.device
+    out = torch.empty((*A.shape[:-1], n_out), dtype=A.dtype, device=device)
     m = A.numel() // k if k else 0
     if m == 0 or n_out == 0:
         return out
@@ -290,9 +300,14 @@ def _matmul(A, B, shapeB, absmax, blocksize, qt, bias=None, absmax_8bit=None, ab
     else:
         am = _absmax_f32(absmax, nb)
         q = _view((n_out, k, blocksize, qt, packed.data_ptr(), am.data_ptr(), None))
-    ctx, guard = _context(A)
-    with guard:
-        _lib.check(_lib.lib.bnb4_linear(ctx, q, dt, m, A.data_ptr(), bias_ptr, out.data_ptr()))
+    ctx, guard = _context(A, device)
+    if guard is _NO_GUARD:  # (one GPU, or the CPU: no device switch around the call)
+        status = _lib.lib.bnb4_linear(ctx, q, dt, m, A.data_ptr(), bias_ptr, out.data_ptr())
+    else:
+        with guard:
+            status = _lib.lib.bnb4_linear(ctx, q, dt, m, A.data_ptr(), bias_ptr, out.data_ptr())
+    if status:
+        _lib.check(status)
     return out
 
 
