@@ -8,7 +8,9 @@ bnb_4bit_use_double_quant=True):
   2. with bnb4's kernels registered (bnb4.bitsandbytes_backend.register()), so bnb4 quantizes it;
      every 4-bit tensor of the two loads must be byte-identical on CUDA.
 Then the first model generates 20 tokens greedily with bitsandbytes' kernels and again with bnb4's:
-the tokens must be the same and the logits within tolerance. One decode step (one token, KV cache of
+the tokens must be the same, or part only at a step where bitsandbytes' two best logits lie within the
+tolerance (a tie the two kernels' rounding decides; the logits are compared up to that step), and the
+logits within tolerance. One decode step (one token, KV cache of
 the prompt) is timed both ways: median of --reps steps after warm-up, synchronized.
 
 Exit status 0 when every check passes. Needs torch, transformers, accelerate, bitsandbytes and bnb4 (in-tree:
@@ -174,20 +176,26 @@ def main():
     with backend.enabled():
         tokens_bnb4, logits_bnb4 = generate(model, prompt, args)
     same = tokens_bnb == tokens_bnb4
-    steps = min(len(logits_bnb), len(logits_bnb4))
-    diff = (logits_bnb4[:steps] - logits_bnb[:steps]).abs().max().item()
     scale = logits_bnb.abs().max().item()
+    steps = min(len(logits_bnb), len(logits_bnb4))
+    first = None if same else next(i for i, (x, y) in enumerate(zip(tokens_bnb, tokens_bnb4)) if x != y)
+    if first is not None:  # greedy decoding parts at a near tie; past it the contexts differ, so compare up to it
+        steps = first + 1
+    diff = (logits_bnb4[:steps] - logits_bnb[:steps]).abs().max().item()
     results.update(tokens_bnb=tokens_bnb, tokens_bnb4=tokens_bnb4, same_tokens=same,
                    logits_max_abs_diff=diff, logits_max_abs=scale, logits_rel_diff=diff / scale)
     print(f"generate {args.new_tokens} tokens: bitsandbytes {tokens_bnb}")
     print(f"                        bnb4         {tokens_bnb4}  -> {'same tokens' if same else 'DIFFERENT'}")
-    print(f"logits: max |bnb4 - bitsandbytes| = {diff:.4g} (max |logit| {scale:.4g}, relative {diff / scale:.3g}, "
-          f"tolerance {args.logit_rtol})")
-    if not same:
-        first = next(i for i, (x, y) in enumerate(zip(tokens_bnb, tokens_bnb4)) if x != y)
+    print(f"logits{'' if same else f' (steps 0..{first})'}: max |bnb4 - bitsandbytes| = {diff:.4g} "
+          f"(max |logit| {scale:.4g}, relative {diff / scale:.3g}, tolerance {args.logit_rtol})")
+    if first is not None:
         top2 = logits_bnb[first].topk(2).values
-        failures.append(f"tokens differ from step {first} (bitsandbytes' top-2 logit gap there: "
-                        f"{(top2[0] - top2[1]).item():.4g})")
+        gap = (top2[0] - top2[1]).item()
+        note = f"tokens part at step {first}, where bitsandbytes' top-2 logit gap is {gap:.4g}"
+        if gap > args.logit_rtol * scale:  # not a tie within the rounding both may do: a real difference
+            failures.append(note)
+        else:
+            print(f"e2e: {note}, within the tolerance: a tie that rounding decides")
     if diff > args.logit_rtol * scale:
         failures.append(f"logits differ by {diff:.4g} > {args.logit_rtol} * {scale:.4g}")
 
