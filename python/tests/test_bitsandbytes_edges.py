@@ -171,6 +171,7 @@ def test_quantize_bit_patterns(ours, case, dtype, qt, gen):
 @pytest.mark.parametrize("qt", ["nf4", "fp4"])
 @pytest.mark.parametrize("dtype", list(DTYPES), ids=str)
 def test_quantize_near_thresholds(ours, dtype, qt, gen):
+    """Elements within two ulps of a threshold times their block's absmax (_near_thresholds)."""
     for blocksize in BLOCKSIZES:
         A = _near_thresholds(gen, DTYPES[dtype], qt, blocksize, max(8, (1 << 17) // blocksize))
         _check_quantize(A, blocksize, qt, ours, f"near thresholds {dtype} {qt} bs{blocksize}", trim=False)
