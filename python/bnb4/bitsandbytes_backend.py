@@ -145,7 +145,9 @@ def _code_quant_type(code):
     return _cached_host(code, classify)
 
 
-_GPU_COUNT = []  # [torch.cuda.device_count(), torch's raw current-stream getter], filled on first use
+# Read once, at the first CUDA call: "gpus" (torch.cuda.device_count()) and "raw_stream" (torch's raw
+# current-stream getter, what bitsandbytes itself uses; None where this torch has none).
+_CUDA = {}
 
 
 class _Guard:
@@ -181,13 +183,11 @@ def _context(t, device=None):
         return None, _NO_GUARD
     torch = _torch()
     index = device.index if device.index is not None else torch.cuda.current_device()
-    if not _GPU_COUNT:
-        _GPU_COUNT.append(torch.cuda.device_count())
-        # what bitsandbytes itself uses, where this torch has it
-        _GPU_COUNT.append(getattr(torch._C, "_cuda_getCurrentRawStream", None))
-    raw_stream = _GPU_COUNT[1]
+    if not _CUDA:
+        _CUDA.update(gpus=torch.cuda.device_count(), raw_stream=getattr(torch._C, "_cuda_getCurrentRawStream", None))
+    raw_stream = _CUDA["raw_stream"]
     stream = raw_stream(index) if raw_stream else torch.cuda.current_stream(index).cuda_stream
-    return _lib.cuda_context(index, stream), (_Guard(index) if _GPU_COUNT[0] > 1 else _NO_GUARD)
+    return _lib.cuda_context(index, stream), (_Guard(index) if _CUDA["gpus"] > 1 else _NO_GUARD)
 
 
 # The bnb4_qtensor views of recent calls: a view holds only sizes, pointers and the offset, so one

@@ -79,6 +79,12 @@ def _from_bits(bits, dtype):
     return torch.from_numpy(np.ascontiguousarray(bits.astype(np.int64).astype(np_int))).view(dtype)
 
 
+def _nudged(x, gen):
+    """x (a CPU tensor) with each element moved by -2..2 units in the last place of its dtype."""
+    xi = x.view(INT_OF[x.dtype]).to(torch.int64) + torch.from_numpy(gen.integers(-2, 3, tuple(x.shape)))
+    return xi.to(INT_OF[x.dtype]).view(x.dtype)
+
+
 def _grouped_by_magnitude(t, gen):
     """t's values ordered by magnitude, shuffled within runs of 32: every block (32 or more, aligned)
     then holds values of one range, so blocks exist at every exponent, the subnormal range included."""
@@ -122,9 +128,7 @@ def _near_thresholds(gen, dtype, qt, blocksize, nblocks):
     if qt == "fp4":
         picks = picks * gen.choice([-1.0, 1.0], (nblocks, blocksize))
     x = torch.from_numpy(picks * a[:, None]).to(torch.float32).to(dtype)  # t * a, rounded to the type
-    nudge = torch.from_numpy(gen.integers(-2, 3, (nblocks, blocksize)))
-    xi = x.view(INT_OF[dtype]).to(torch.int64) + nudge
-    x = xi.to(INT_OF[dtype]).view(dtype)
+    x = _nudged(x, gen)
     x = torch.where(torch.isfinite(x) & (x.float().abs() < torch.from_numpy(a).float()[:, None]), x,
                     torch.zeros_like(x))  # a nudge must not make an element the block's max (or NaN)
     pivot = torch.from_numpy(a * gen.choice([-1.0, 1.0], nblocks)).to(torch.float32).to(dtype)
@@ -190,8 +194,7 @@ def test_quantize_near_flush(ours, dtype, qt, gen):
         a = torch.from_numpy(a).to(torch.float32).to(dt).float().numpy().astype(np.float64)
         tiny = np.float64(np.finfo(np.float32).tiny)
         x = torch.from_numpy(tiny * a[:, None] * gen.choice([-1.0, 1.0], (nblocks, blocksize))).to(torch.float32).to(dt)
-        xi = x.view(INT_OF[dt]).to(torch.int64) + torch.from_numpy(gen.integers(-2, 3, (nblocks, blocksize)))
-        x = xi.to(INT_OF[dt]).view(dt)
+        x = _nudged(x, gen)
         x[:, 0] = torch.from_numpy(a).to(torch.float32).to(dt)
         _check_quantize(x.reshape(-1), blocksize, qt, ours, f"near flush {dtype} {qt} bs{blocksize}", trim=False)
 
