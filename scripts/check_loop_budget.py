@@ -26,7 +26,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from check_wgmma_hazards import instructions, listings_to_check, parse  # noqa: E402 (the sibling script's helpers)
 
-# gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, CT>: its template arguments after the type up to PS, as
+# gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, CT, CPS>: its template arguments after the type up to PS, as
 # mangled (Li<NT>E, Lb<0|1>E for NESTED and TMA, Li<n>E for WG and PS; CT's Lb1E, nested codes by tile, is
 # reported apart with the same budget) -> (what it runs, instructions per warp and step at
 # most). The measured counts (nvcc 13.0, v18; nested v27) plus 4 for register allocation's whims.
@@ -107,8 +107,9 @@ def check_listing(text, out=sys.stdout):
             continue
         for mangled, dt in DTYPES:
             for key, (what, budget) in budgets.items():
-                # (the pipe kernel's seventh argument, CT: nested codes by tile - the same loop budget)
-                hit = re.search('I' + re.escape(mangled + key) + '(?:Lb([01])E)?E', name)
+                # (the pipe kernel's seventh argument, CT: nested codes by tile - the same loop budget; its eighth,
+                # CPS, the cp.async variant's stage count on smaller devices, is 0 in the TMA kernels budgeted here)
+                hit = re.search('I' + re.escape(mangled + key) + '(?:Lb([01])E)?(?:Li0E)?E', name)
                 if not hit:
                     continue
                 seen.add((dt, what))

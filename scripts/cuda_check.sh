@@ -14,8 +14,9 @@
 # default .device/shared/conformance, then ../shared/conformance), and the matmul tests again with m = 1
 # on the pipe kernel, with its TMA variant off, and with its wgmma math at every m and the tile kernel at every
 # m >= 65 on every weight size, with the wgmma math on permuted activations on every weight size, and the pipe
-# tests with its mma.sync math up to m = 16, and the sm_80 build's tests: the driver compiles their compute_80 PTX
-# for this GPU, so the kernels run as an A100 runs them (no TMA, wgmma or tile kernel), and where torch and
+# tests with its mma.sync math up to m = 16, the matmul tests as on a device with 99 KB of shared memory a CTA
+# (BNB4_CUDA_SMEM_OPTIN), and the sm_80 build's tests: the driver compiles their compute_80 PTX for this GPU, so the
+# kernels run as an A100 runs them (no TMA, wgmma or tile kernel), once more with an A100's 163 KB, and where torch and
 # bitsandbytes import, bnb4 against bitsandbytes' CUDA kernels through the Python package; (3) the wgmma
 # kernels' machine code checked for register hazards (scripts/check_wgmma_hazards.py) and the small-m and k-split
 # kernels' main loops for their instruction budgets (scripts/check_loop_budget.py); (4) bench_cuda,
@@ -152,6 +153,15 @@ if [ -x "$TESTS" ]; then
   else
     RESULT[tests_window]="FAILED"
   fi
+  # devices that give a CTA less shared memory than Hopper's 227 KB (BNB4_CUDA_SMEM_OPTIN lowers what the library
+  # reads): 99 KB (sm_86 / 89 / 120: no pipe kernel; SIMT to m = 16, then cuBLAS) on this build; 163 KB (A100: the
+  # pipe kernel's cp.async variant in 3 stages, m > 16 in chunks of 16 rows) below, on the sm_80 build
+  step "CUDA matmul tests as on a 99 KB device (BNB4_CUDA_SMEM_OPTIN=101376, quick)"
+  if BNB4_CUDA_SMEM_OPTIN=101376 BNB4_CUDA_TEST_QUICK=1 timeout "$T_TESTS" "$TESTS" --gtest_color=no --gtest_brief=1 --gtest_filter='*Matmul*:*KernelNames*'; then
+    RESULT[tests_smem99]="ok"
+  else
+    RESULT[tests_smem99]="FAILED"
+  fi
   unset BNB4_CUDA_TEST_QUICK
   # sm_80 code: the kernels an A100 runs (cp.async pipe, mma.sync, gemv, dequantize + cuBLAS at large m), built
   # as compute_80 PTX, which the driver compiles for this GPU; the library must see that its sm_90 paths are
@@ -159,6 +169,12 @@ if [ -x "$TESTS" ]; then
   if [ -x "$TESTS_SM80" ]; then
     step "CUDA tests on sm_80 code (compute_80 PTX compiled by the driver for this GPU)"
     if timeout "$T_TESTS" "$TESTS_SM80" --gtest_color=no; then RESULT[tests_sm80]="ok"; else RESULT[tests_sm80]="FAILED"; fi
+    step "CUDA matmul tests on sm_80 code with an A100's shared memory (BNB4_CUDA_SMEM_OPTIN=166912)"
+    if BNB4_CUDA_SMEM_OPTIN=166912 timeout "$T_TESTS" "$TESTS_SM80" --gtest_color=no --gtest_brief=1 --gtest_filter='*Matmul*:*Pipe*:*KernelNames*'; then
+      RESULT[tests_a100]="ok"
+    else
+      RESULT[tests_a100]="FAILED"
+    fi
   fi
 else
   RESULT[tests]="not built"
@@ -239,7 +255,7 @@ if [ -x "$TESTS" ]; then
 fi
 
 step "summary"
-STEPS=(build tests tests_m1 tests_cpasync tests_wgmma tests_permuted tests_mma tests_window tests_sm80 parity_bnb wgmma_sass loop_budget memcheck memcheck_sm80 racecheck racecheck_cpasync bench read_floor)
+STEPS=(build tests tests_m1 tests_cpasync tests_wgmma tests_permuted tests_mma tests_window tests_smem99 tests_sm80 tests_a100 parity_bnb wgmma_sass loop_budget memcheck memcheck_sm80 racecheck racecheck_cpasync bench read_floor)
 for k in "${STEPS[@]}"; do
   printf '%-10s %s\n' "$k" "${RESULT[$k]:-skipped}"
 done

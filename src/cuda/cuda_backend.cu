@@ -65,6 +65,11 @@ bnb4_status bnb4_cuda_ctx_init(bnb4_ctx *ctx) {
         s->cc_major = prop.major;
         s->cc_minor = prop.minor;
         s->l2_bytes = (size_t)prop.l2CacheSize;
+        s->smem_optin = (size_t)prop.sharedMemPerBlockOptin;
+        /* (tests: the kernel choices of a device with less shared memory, on this one) */
+        const size_t smem_env = bnb4_env_size("BNB4_CUDA_SMEM_OPTIN", s->smem_optin);
+        if (smem_env < s->smem_optin)
+            s->smem_optin = smem_env;
         if (prop.major < 8)
             st = bnb4_fail(BNB4_ERR_UNSUPPORTED, "%s: %s is compute capability %d.%d; bnb4 needs 8.0 or newer", fn,
                            prop.name, prop.major, prop.minor);
@@ -405,7 +410,7 @@ const char *bnb4_cuda_kernel_name(bnb4_ctx *ctx, bnb4_op op, bnb4_dtype dt, size
      * weights of BNB4_CUDA_TILE_MIN_WEIGHTS or more and on smaller ones whose tiles fill the grid, else
      * dequantize + cuBLAS).
      * gemv_4bit_<dt>__cuda names both CUDA-core kernels of cuda_gemv.cu. */
-    if (m <= bnb4_cuda_gemv_max_m())
+    if (m <= bnb4_cuda_gemv_max_m()) /* (its 66 KB of shared memory: every device of compute capability 8.0 on) */
         return dt == BNB4_F32 ? "gemv_4bit_f32__cuda" : dt == BNB4_F16 ? "gemv_4bit_f16__cuda" : "gemv_4bit_bf16__cuda";
     if (dt == BNB4_F32)
         return m <= BNB4_CUDA_SIMT_MAX_M ? "gemm_4bit_f32__simt" : "dequantize_4bit_f32+cublas_sgemm";
@@ -413,7 +418,7 @@ const char *bnb4_cuda_kernel_name(bnb4_ctx *ctx, bnb4_op op, bnb4_dtype dt, size
         return dt == BNB4_F16 ? "gemm_4bit_f16__tile_wgmma_m64nNk16" : "gemm_4bit_bf16__tile_wgmma_m64nNk16";
     if (m <= bnb4_cuda_pipe_max_m() && ctx->cuda && bnb4_cuda_pipe_wgmma(ctx->cuda, m))
         return dt == BNB4_F16 ? "gemm_4bit_f16__pipe_wgmma_m64nNk16" : "gemm_4bit_bf16__pipe_wgmma_m64nNk16";
-    if (m <= bnb4_cuda_pipe_max_m())
+    if (m <= bnb4_cuda_pipe_max_m() && (!ctx->cuda || bnb4_cuda_pipe_rows(ctx->cuda) > 0))
         return dt == BNB4_F16 ? "gemm_4bit_f16__pipe_mma_m16n8k16" : "gemm_4bit_bf16__pipe_mma_m16n8k16";
     if (m <= BNB4_CUDA_SIMT_MAX_M)
         return dt == BNB4_F16 ? "gemm_4bit_f16__simt" : "gemm_4bit_bf16__simt";

@@ -31,6 +31,9 @@ struct bnb4_cuda_state {
                                * below 90 on a Hopper GPU when the build has no sm_90 code and the driver
                                * compiled its compute_80 PTX (bnb4_cuda_sm90_code) */
     size_t l2_bytes;
+    size_t smem_optin;        /* the shared memory one CTA may take (cudaDevAttrMaxSharedMemoryPerBlockOptin: 227 KB
+                               * on Hopper, 163 KB on A100, 99 KB on sm_86 / 89 / 120); BNB4_CUDA_SMEM_OPTIN may lower
+                               * it, so tests on a larger GPU take the paths a smaller one takes */
     cudaMemPool_t pool;       /* stream-ordered pool for temporaries, cached between calls */
     unsigned *counters;       /* zeroed split-K semaphores, each kernel leaves them zero again */
     size_t counters_bytes;
@@ -50,6 +53,13 @@ struct bnb4_cuda_state {
  * compute capability 9.0 or newer running code compiled for it. A build for sm_80 alone still runs on Hopper
  * (the driver compiles its compute_80 PTX), but there those paths are compiled out and their kernels trap. */
 static inline bool bnb4_cuda_sm90_code(const bnb4_cuda_state *s) { return s->cc_major >= 9 && s->code_arch >= 90; }
+/* Whether a kernel taking `dynamic_bytes` of dynamic shared memory fits one CTA on this device. Every kernel that
+ * asks for more than the default 48 KB checks this before it is chosen (a larger request than the device gives
+ * fails at its launch); 1 KB is kept for the kernels' static shared memory, as their shapes keep it. */
+constexpr size_t kBnb4StaticSmemReserve = 1024;
+static inline bool bnb4_cuda_smem_fits(const bnb4_cuda_state *s, size_t dynamic_bytes) {
+    return dynamic_bytes + kBnb4StaticSmemReserve <= s->smem_optin;
+}
 /* Whether the wgmma kernels can run: a build with sm_90a code (BNB4_CUDA_SM90A), on compute capability 9.0 (the
  * one sm_90a code runs on), which the driver loaded it for */
 static inline bool bnb4_cuda_wgmma_code(const bnb4_cuda_state *s) {
@@ -297,11 +307,14 @@ typedef enum bnb4_cuda_gemm_path {
     BNB4_CUDA_GEMM_DEQUANT_BLAS /* dequantize into a temporary, then cuBLAS */
 } bnb4_cuda_gemm_path;
 size_t bnb4_cuda_gemv_max_m(void);
-int bnb4_cuda_gemv_fits(const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x);
+int bnb4_cuda_gemv_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x);
 bnb4_status bnb4_cuda_gemv(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
                            const void *bias, void *y);
 size_t bnb4_cuda_pipe_max_m(void);
-int bnb4_cuda_pipe_fits(const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x);
+int bnb4_cuda_pipe_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x);
+/* the activation rows one launch of the pipe kernel takes on this device (64 but where its shared memory is short:
+ * A100 16, bnb4_cuda_gemm_pipe running more in chunks; sm_86 / 89 / 120 0, where it does not fit) */
+size_t bnb4_cuda_pipe_rows(const bnb4_cuda_state *s);
 /* whether the pipe kernel would run its TMA variant (sm_90, the common layouts) */
 int bnb4_cuda_pipe_tma_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m);
 /* whether the pipe kernel's TMA variant does its math with wgmma at this m for plain absmax on large weights

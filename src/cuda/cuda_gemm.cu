@@ -157,15 +157,15 @@ template <typename T> bnb4_status launch_simt(bnb4_cuda_state *s, const GemmArgs
 bnb4_cuda_gemm_path bnb4_cuda_pick_gemm(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m,
                                         const void *x) {
     /* m = 1 on large weights on sm_90: the TMA pipe kernel streams faster (BNB4_CUDA_PIPE_M1_MIN_WEIGHTS) */
-    if (m == 1 && w->rows * w->cols >= BNB4_CUDA_PIPE_M1_MIN_WEIGHTS && bnb4_cuda_pipe_fits(w, dt, m, x) &&
+    if (m == 1 && w->rows * w->cols >= BNB4_CUDA_PIPE_M1_MIN_WEIGHTS && bnb4_cuda_pipe_fits(s, w, dt, m, x) &&
         bnb4_cuda_pipe_tma_fits(s, w, m))
         return BNB4_CUDA_GEMM_PIPE;
     /* m = 1: stream the weights on CUDA cores (any dtype; see BNB4_CUDA_GEMV_MAX_M for when) */
-    if (bnb4_cuda_gemv_fits(w, dt, m, x))
+    if (bnb4_cuda_gemv_fits(s, w, dt, m, x))
         return BNB4_CUDA_GEMM_GEMV;
     if (bnb4_cuda_tile_fits(s, w, dt, m, x))
         return BNB4_CUDA_GEMM_TILE;
-    if (bnb4_cuda_pipe_fits(w, dt, m, x))
+    if (bnb4_cuda_pipe_fits(s, w, dt, m, x))
         return BNB4_CUDA_GEMM_PIPE;
     if (m <= BNB4_CUDA_SIMT_MAX_M)
         return BNB4_CUDA_GEMM_SIMT;

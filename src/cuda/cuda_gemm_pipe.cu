@@ -165,7 +165,9 @@ __host__ __device__ constexpr unsigned codes_tile_stride(unsigned tile_rows, uns
  * the scales at whole KB after them). */
 __host__ __device__ constexpr unsigned narrow_scale_off(unsigned dense) { return dense ^ ((dense >> 3) & 0x30u); }
 
-template <int NT, bool TMA, int WG = 0, int PS = kPsOff, bool CT = false> struct PipeShape {
+/* CPS: the cp.async variant's stages where the device's shared memory holds fewer than the shape's (A100, 163 KB a CTA:
+ * pipe_cp_stages), 0 for the shape's own */
+template <int NT, bool TMA, int WG = 0, int PS = kPsOff, bool CT = false, int CPS = 0> struct PipeShape {
     static constexpr bool Narrow = PS == kPsNarrow;
     static constexpr int TileRows = Narrow ? kTileRows / 4 : kTileRows; /* weight rows per tile */
     static constexpr int StepK = Narrow ? 4 * kStepK : kStepK;          /* k per iteration */
@@ -178,7 +180,7 @@ template <int NT, bool TMA, int WG = 0, int PS = kPsOff, bool CT = false> struct
      * without it (the same pipeline) */
     static constexpr int BaseStages = (kSmemLimit - kTableBytes - kNcodeBytes) / (kWBytes + XBytes + kScaleBytes);
     static constexpr int RoomStages = (kSmemLimit - kTableBytes - kNcodeBytes - kCodeRoom) / StageBytes;
-    static constexpr int Stages = CT && RoomStages < BaseStages ? RoomStages : BaseStages;
+    static constexpr int Stages = CPS ? CPS : CT && RoomStages < BaseStages ? RoomStages : BaseStages;
     static constexpr int SmemBytes = kTableBytes + kNcodeBytes + Stages * StageBytes;
     /* 16-row mma fragments per consumer warp. TMA at m > 32: 8 consumer warps of 32 rows (the activations
      * they read from shared memory serve twice as many weights, and the 9 warps may take 168 registers
@@ -192,6 +194,7 @@ template <int NT, bool TMA, int WG = 0, int PS = kPsOff, bool CT = false> struct
     static constexpr int ConsumerWarps = RowGroups * KParts;
     static constexpr int Threads = ConsumerWarps * 32 + (TMA ? 32 : 0);
     static_assert(Stages >= 3 && Stages <= 8, "a pipeline needs 3 stages (8 barrier pairs at most)");
+    static_assert(!CPS || (!TMA && CPS <= BaseStages), "fewer stages: the cp.async variant");
     static_assert(!Narrow || (TMA && !WG && NT <= 2), "narrow tiles: the post-scaled TMA math at m <= 16");
     static_assert(StageBytes % 1024 == 0, "stages keep the swizzle's 1024-byte alignment");
     static_assert((kWBytes + XBytes) % 1024 == 0, "the scales start at a whole KB (narrow_scale_off's swizzle)");
@@ -408,8 +411,8 @@ __device__ __forceinline__ int ps_row(int g) { return ((g & 3) << 1) | (g >> 2);
  * their order (kWgNatural64 / 32: quad_natural); a warpgroup takes 64 rows x one 128-k half of every step.
  * (kWgNatural64, nested: the quad's lanes need the same four scales and decode one each, kNaturalQuad.)
  * w_map / x_map / s_map: the TMA variant's tensor maps (zeros, unused, for the cp.async one). */
-template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS, bool CT = false>
-__global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
+template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS, bool CT = false, int CPS = 0>
+__global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CPS>::Threads, 1)
     gemm_4bit_pipe_kernel(PipeArgs a, const __grid_constant__ CUtensorMap w_map,
                           const __grid_constant__ CUtensorMap x_map, const __grid_constant__ CUtensorMap s_map) {
 #if !BNB4_HAS_TMA
@@ -423,7 +426,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT>::Threads, 1)
 #endif
     {
     using Ops = PipeOps<T>;
-    using S = PipeShape<NT, TMA, WG, PS, CT>;
+    using S = PipeShape<NT, TMA, WG, PS, CT, CPS>;
     static_assert(!WG || TMA, "wgmma reads the activations as the tensor copy lays them out");
     static_assert(WG == 0 || wg_permuted(WG) || WG == kWgNatural64 || WG == kWgNatural32, "the math (PipeShape)");
     static_assert(WG != kWgPermuted64 || NESTED, "kWgPermuted64: nested absmax at blocksize 64");
@@ -1775,7 +1778,7 @@ __global__ void pipe_permute_x(const T *__restrict__ x, T *__restrict__ xp, size
 }
 
 /* Per device: whether the kernel's dynamic shared memory limit was raised. */
-template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS, bool CT> int g_smem_set[64];
+template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS, bool CT, int CPS> int g_smem_set[64];
 
 /* The TMA variant's tensor maps: the weight tile as one 128-row x 128-byte box (128-byte swizzle) of the
  * packed rows (K / 2 bytes apart), the activations as 64-k x MT-row boxes (128-byte swizzle; rows past m
@@ -1942,9 +1945,40 @@ size_t pipe_steps_per_cta(const bnb4_cuda_state *s, size_t N, size_t K, int mt, 
                                    "BNB4_CUDA_PIPE_CTAS");
 }
 
-template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS>
+/* The cp.async variant's stages on this device: the shape's (sized for Hopper's 227 KB a CTA) where they fit,
+ * else kCpFewStages where those do (built at m <= 16 alone: 3 stages at m = 17..64 take 175 / 224 KB, which no
+ * device between Hopper's 227 KB and A100's 163 KB gives), else 0. A100 / Orin (163 KB): m <= 16 in 3 stages,
+ * m = 17..64 in chunks of 16 rows (pipe_cp_rows); sm_86 / 89 / 120 (99 KB): none. */
+constexpr int kCpFewStages = 3;
+template <int NT> constexpr bool pipe_cp_few_built() { return NT <= 2; }
+template <int NT> int pipe_cp_stages(const bnb4_cuda_state *s) {
+    if (bnb4_cuda_smem_fits(s, PipeShape<NT, false>::SmemBytes))
+        return PipeShape<NT, false>::Stages;
+    if constexpr (pipe_cp_few_built<NT>())
+        if (bnb4_cuda_smem_fits(s, PipeShape<NT, false, 0, kPsOff, false, kCpFewStages>::SmemBytes))
+            return kCpFewStages;
+    return 0;
+}
+/* The activation rows one launch of the cp.async variant takes on this device (bnb4_cuda_gemm_pipe runs more in
+ * chunks of that many); 0: the kernel does not fit */
+size_t pipe_cp_rows(const bnb4_cuda_state *s) {
+    return pipe_cp_stages<8>(s) ? 64 : pipe_cp_stages<4>(s) ? 32 : pipe_cp_stages<2>(s) ? 16 : pipe_cp_stages<1>(s) ? 8 : 0;
+}
+/* The TMA variant's shapes take up to kSmemLimit: a Hopper SM's 227 KB (sm_90 code also runs on later GPUs,
+ * some of which give a CTA 99 KB) */
+bool pipe_tma_smem_fits(const bnb4_cuda_state *s) { return bnb4_cuda_smem_fits(s, kSmemLimit); }
+
+template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS, int CPS = 0>
 bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
-    using S = PipeShape<NT, TMA, WG, PS>;
+    using S = PipeShape<NT, TMA, WG, PS, false, CPS>;
+    if constexpr (!TMA && CPS == 0) /* (bnb4_cuda_gemm_pipe chunks m so that some count fits the device) */
+        if (pipe_cp_stages<NT>(s) != S::Stages) {
+            if constexpr (pipe_cp_few_built<NT>())
+                if (pipe_cp_stages<NT>(s) == kCpFewStages)
+                    return launch_pipe<T, NT, NESTED, false, 0, kPsOff, kCpFewStages>(s, a, w);
+            return bnb4_fail(BNB4_ERR_DEVICE, "bnb4_gemm (pipe): %zu KB of shared memory a CTA is too little",
+                             s->smem_optin / 1024);
+        }
     /* (kernels whose nested codes may come by tile: pipe_codes_tile) */
     constexpr bool kCodesByTile = TMA && NESTED && PS != kPsOff;
     PipeMaps maps;
@@ -2028,24 +2062,24 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
         cfg.blockDim = dim3(S::Threads);
         cfg.dynamicSmemBytes = smem;
         cfg.stream = s->stream;
-        /* the kernel, its shared memory limit raised once per device */
+        /* the kernel, its shared memory limit raised per device to the most it was asked for */
         auto launch = [&](auto kernel, int &set, int smem_max) {
-            if (!set) {
+            if (set < smem_max) {
                 const cudaError_t se =
                     cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_max);
                 if (se != cudaSuccess)
                     return se;
-                set = 1;
+                set = smem_max;
             }
             return bnb4_launch_ex(cfg, pdl, kernel, a, maps.w, maps.x, maps.s);
         };
         if constexpr (kCodesByTile)
             if (a.codes_async == kCodesTile)
                 return bnb4_cuda_check(launch(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, true>,
-                                              g_smem_set<T, NT, NESTED, TMA, WG, PS, true>[s->device & 63], kSmemLimit),
+                                              g_smem_set<T, NT, NESTED, TMA, WG, PS, true, 0>[s->device & 63], kSmemLimit),
                                        "bnb4_gemm (pipe)");
-        e = launch(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, false>,
-                   g_smem_set<T, NT, NESTED, TMA, WG, PS, false>[s->device & 63], S::SmemBytes);
+        e = launch(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, false, CPS>,
+                   g_smem_set<T, NT, NESTED, TMA, WG, PS, false, CPS>[s->device & 63], (int)smem);
     }
     return bnb4_cuda_check(e, "bnb4_gemm (pipe)");
 }
@@ -2149,7 +2183,7 @@ bool pipe_use_tma(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) {
         const char *e = getenv("BNB4_CUDA_PIPE_TMA");
         return e && *e == '0';
     }();
-    if (off || !bnb4_cuda_sm90_code(s) || w->rows >= ((size_t)1 << 31) || !encode_tiled() ||
+    if (off || !bnb4_cuda_sm90_code(s) || !pipe_tma_smem_fits(s) || w->rows >= ((size_t)1 << 31) || !encode_tiled() ||
         bnb4_div_up(w->rows * w->cols, w->blocksize) > UINT32_MAX) /* (32-bit block indices: nab_window) */
         return false;
     const size_t bs = w->blocksize, nbs = w->nested.blocksize;
@@ -2214,8 +2248,8 @@ size_t bnb4_cuda_pipe_max_m(void) {
     return (size_t)g_pipe_max_m;
 }
 
-int bnb4_cuda_pipe_fits(const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x) {
-    if (dt == BNB4_F32 || m == 0 || m > bnb4_cuda_pipe_max_m())
+int bnb4_cuda_pipe_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x) {
+    if (dt == BNB4_F32 || m == 0 || m > bnb4_cuda_pipe_max_m() || bnb4_cuda_pipe_rows(s) == 0)
         return 0;
     if (w->cols % 32 != 0 || w->blocksize < 32 || !bnb4_aligned(w->packed, 16) || !bnb4_aligned(x, 16))
         return 0;
@@ -2229,7 +2263,8 @@ int bnb4_cuda_pipe_fits(const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const vo
 }
 
 int bnb4_cuda_pipe_tma_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) { return pipe_use_tma(s, w, m); }
-int bnb4_cuda_pipe_wgmma(const bnb4_cuda_state *s, size_t m) { return pipe_use_wgmma(s, m, nullptr); }
+int bnb4_cuda_pipe_wgmma(const bnb4_cuda_state *s, size_t m) { return pipe_tma_smem_fits(s) && pipe_use_wgmma(s, m, nullptr); }
+size_t bnb4_cuda_pipe_rows(const bnb4_cuda_state *s) { return pipe_tma_smem_fits(s) ? 64 : pipe_cp_rows(s); }
 
 bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
                                 const void *bias, void *y) {
@@ -2246,10 +2281,27 @@ bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_
     a.bias = bias;
     a.y = y;
     const bool nested = w->absmax == NULL;
+    const auto launch = [&](const PipeArgs &args, int variant) {
+        return dt == BNB4_F16 ? launch_pipe_t<__half>(s, args, w, nested, variant)
+                              : launch_pipe_t<__nv_bfloat16>(s, args, w, nested, variant);
+    };
+    if (!pipe_use_tma(s, w, m)) {
+        /* cp.async: m in chunks of the activation rows the device's shared memory holds at once (A100: 16) - each
+         * chunk reads the weights again, which at m <= 64 still moves less than dequantize + cuBLAS would */
+        const size_t rows = pipe_cp_rows(s), es = bnb4_dtype_size(dt);
+        for (size_t r0 = 0; r0 < m; r0 += rows) {
+            PipeArgs c = a;
+            c.M = m - r0 < rows ? m - r0 : rows;
+            c.x = static_cast<const char *>(x) + r0 * a.K * es;
+            c.y = static_cast<char *>(y) + r0 * a.N * es;
+            const bnb4_status st = launch(c, 0);
+            if (st != BNB4_OK)
+                return st;
+        }
+        return BNB4_OK;
+    }
     int variant = 1; /* (launch_pipe_t's numbers) */
-    if (!pipe_use_tma(s, w, m))
-        variant = 0;
-    else if (pipe_use_wgmma(s, m, w))
+    if (pipe_use_wgmma(s, m, w))
         /* m = 9..16: the post-scaled math on narrow tiles where they apply (H200, docs/performance.md v30, plain:
          * 4096x4096 / 1024x4096 14-21 % and 8192x4096 2-5 % faster than wgmma, on 2048x4096's 128-row tiles
          * 5-6 % slower; v45, nested: 4096x14336 15 %, 4096x4096 23 % faster); not where
@@ -2260,6 +2312,5 @@ bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_
                                                                                      : 2;
     else if (pipe_use_postscale(w, m))
         variant = pipe_use_narrow(s, w, m) ? 5 : 3;
-    return dt == BNB4_F16 ? launch_pipe_t<__half>(s, a, w, nested, variant)
-                          : launch_pipe_t<__nv_bfloat16>(s, a, w, nested, variant);
+    return launch(a, variant);
 }

@@ -38,6 +38,7 @@
  * Requirements (bnb4_cuda_tile_fits): compute capability 9.0, an sm_90a build, f16/bf16, K % 32 == 0,
  * 16-byte-aligned packed weights and activations, fewer than 2^31 rows and columns.
  */
+#include <algorithm>
 #include <type_traits>
 
 #include "cuda_sm90.cuh"
@@ -838,9 +839,13 @@ bnb4_status launch_tile_t(bnb4_cuda_state *s, const TileArgs &a, const bnb4_qten
 
 } // namespace
 
+/* the most shared memory a tile kernel takes (its shapes fill what a Hopper SM gives one CTA) */
+constexpr size_t kTileSmemMax = std::max({TileShape<128, kScalesPrePass>::SmemBytes, TileShape<128, kScalesAbsmax>::SmemBytes,
+                                          TileShape<256, kScalesPrePass>::SmemBytes, TileShape<256, kScalesAbsmax>::SmemBytes});
+
 int bnb4_cuda_tile_enabled(const bnb4_cuda_state *s, size_t m) {
     static const size_t min_m = bnb4_env_size("BNB4_CUDA_TILE_MIN_M", BNB4_CUDA_TILE_MIN_M);
-    return bnb4_cuda_wgmma_code(s) && m >= min_m &&
+    return bnb4_cuda_wgmma_code(s) && bnb4_cuda_smem_fits(s, kTileSmemMax) && m >= min_m &&
            m <= bnb4_env_size("BNB4_CUDA_TILE_MAX_M", BNB4_CUDA_TILE_MAX_M) && encode_tiled() != nullptr;
 }
 

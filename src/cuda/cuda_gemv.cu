@@ -551,8 +551,12 @@ size_t bnb4_cuda_gemv_max_m(void) {
     return (size_t)g_gemv_max_m;
 }
 
-int bnb4_cuda_gemv_fits(const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x) {
+int bnb4_cuda_gemv_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x) {
     if (m == 0 || m > bnb4_cuda_gemv_max_m())
+        return 0;
+    /* both kernels' table and nested map (66 KB: every device of compute capability 8.0 on gives a CTA 99 KB) */
+    static_assert(kTableBytes == kStreamTableBytes, "one shared memory size for both kernels");
+    if (!bnb4_cuda_smem_fits(s, kTableBytes + 256 * 4))
         return 0;
     /* measured: the tensor-core kernel beats the table kernel there (cuda_common.cuh) */
     if (dt != BNB4_F32 && w->absmax != NULL && w->rows > BNB4_CUDA_GEMV_PLAIN_MAX_N && !(g_gemv_stream && m == 1))

@@ -297,12 +297,30 @@ TEST(CudaContext, DeviceIndexOutOfRangeIsADeviceError) {
                     bnb4_last_error());
 }
 
+// The shared memory one CTA may take on the test's device, as the library reads it: the device's, or less where
+// BNB4_CUDA_SMEM_OPTIN says so (scripts/cuda_check.sh runs the suite as on an A100 and as on 99 KB devices).
+size_t test_smem_optin() {
+    int dev = 0, optin = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+        return 0;
+    const char *e = std::getenv("BNB4_CUDA_SMEM_OPTIN");
+    const size_t env = e && *e ? (size_t)std::strtoull(e, nullptr, 10) : 0;
+    return env && env < (size_t)optin ? env : (size_t)optin;
+}
+// Whether BNB4_CUDA_GEMV_MAX_M=0 turns the gemv kernel off (m = 1 then takes the matmul kernels)
+bool gemv_off() { return env_off("BNB4_CUDA_GEMV_MAX_M"); }
+// What the pipe kernel takes (m <= 64, f16/bf16): 227 KB (Hopper) every shape; A100's 163 KB its cp.async variant at
+// m <= 16 (more rows in chunks); 99 KB (sm_86 / 89 / 120) none of it, the SIMT kernel to m = 16, then cuBLAS.
+const size_t kSmemHopper = 232448, kSmemA100 = 166912, kSmem99K = 101376;
+
 TEST_F(CudaTest, KernelNamesSayCuda) {
     // m = 1 streams on CUDA cores unless BNB4_CUDA_GEMV_MAX_M=0 turns that kernel off; m = 32 is tensor-core
-    const char *gemv_max = std::getenv("BNB4_CUDA_GEMV_MAX_M");
+    // where the device's shared memory holds the pipe kernel
+    const bool pipe = test_smem_optin() >= kSmemA100;
     EXPECT_NE(nullptr, std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMV, BNB4_F16, 1),
-                                   gemv_max && std::strcmp(gemv_max, "0") == 0 ? "mma" : "gemv"));
-    EXPECT_NE(nullptr, std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_BF16, 32), "mma"));
+                                   !gemv_off() ? "gemv" : pipe ? "mma" : "simt"));
+    EXPECT_NE(nullptr, std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_BF16, 32), pipe ? "mma" : "cublas"));
     EXPECT_NE(nullptr, std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F32, 2048), "cublas"));
     // m >= 65: the fused wgmma tile kernel on compute capability 9.0 (sm_90a build), else dequantize + cuBLAS
     for (size_t m : {65, 128, 2048}) {
@@ -318,11 +336,13 @@ TEST_F(CudaTest, KernelNamesSayCuda) {
     ASSERT_EQ(cudaSuccess, cudaGetDeviceProperties(&prop, dev));
     const int code = test_code_arch();
     ASSERT_GT(code, 0);
-    if (code < 90) {
+    if (code < 90 || test_smem_optin() < kSmemHopper) { // (nor where the device's shared memory is short of them)
         for (size_t m : {1, 9, 16, 32, 64, 128, 512})
             EXPECT_EQ(nullptr, std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F16, m), "wgmma")) << m;
-        std::printf("[bnb4] %s (compute capability %d.%d) runs compute_%d code: m = 32 takes %s, m = 128 %s\n",
-                    prop.name, prop.major, prop.minor, code, bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F16, 32),
+        std::printf("[bnb4] %s (compute capability %d.%d) runs compute_%d code with %zu KB of shared memory a CTA: "
+                    "m = 16 takes %s, m = 32 %s, m = 128 %s\n",
+                    prop.name, prop.major, prop.minor, code, test_smem_optin() / 1024,
+                    bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F16, 16), bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F16, 32),
                     bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F16, 128));
     }
 }
@@ -644,6 +664,82 @@ TEST_F(CudaTest, MatmulAgreesWithFloat64OnEveryPath) {
                     }
             }
         }
+    }
+}
+
+// Devices that give a CTA less shared memory than Hopper's 227 KB, emulated here by lowering what the library
+// reads (BNB4_CUDA_SMEM_OPTIN, at context creation): A100 / Orin (163 KB: the pipe kernel's cp.async variant in 3
+// stages at m <= 16, m = 17..64 in chunks of 16 rows, no TMA, wgmma or tile kernel) and sm_86 / 89 / 120 (99 KB:
+// no pipe kernel; the gemv kernel at m = 1, SIMT to m = 16, then dequantize + cuBLAS). Every kernel those choose
+// must launch and agree with the float64 reference; before, the pipe kernel asked for 209-221 KB everywhere and
+// its launches failed on such devices.
+TEST_F(CudaTest, MatmulWhereSharedMemoryIsShort) {
+    struct Shape { size_t N, K, bs; };
+    std::vector<Shape> shapes = {{129, 4096, 64}, {1024, 4096, 64}, {300, 1056, 128}, {37, 3072, 256}};
+    std::vector<size_t> ms = {1, 2, 8, 9, 16, 17, 33, 64, 65};
+    if (quick()) {
+        shapes = {{129, 4096, 64}, {300, 1056, 128}};
+        ms = {1, 9, 17, 64};
+    }
+    struct SmemEnv {
+        explicit SmemEnv(size_t bytes) { setenv("BNB4_CUDA_SMEM_OPTIN", std::to_string(bytes).c_str(), 1); }
+        ~SmemEnv() { unsetenv("BNB4_CUDA_SMEM_OPTIN"); }
+    };
+    auto g = rng(105);
+    for (size_t smem : {kSmemA100, kSmem99K}) {
+        const SmemEnv env(smem);
+        CtxPtr c = context_on_stream();
+        ASSERT_NE(nullptr, c.get());
+        const bool pipe = smem >= kSmemA100;
+        for (size_t m : {1, 9, 16, 32, 64, 65, 512}) {
+            const std::string name = bnb4_kernel_name(c.get(), BNB4_OP_GEMM, BNB4_F16, m);
+            EXPECT_EQ(std::string::npos, name.find("wgmma")) << smem << " m " << m << ": " << name;
+            const char *want = m == 1 && !gemv_off() ? "gemv"
+                               : m > 64              ? "cublas"
+                               : pipe                ? "pipe_mma"
+                               : m <= 16             ? "simt"
+                                                     : "cublas";
+            EXPECT_NE(std::string::npos, name.find(want)) << smem << " m " << m << ": " << name;
+        }
+        for (const Shape &sh : shapes)
+            for (bnb4_quant_type qt : kQuantTypes) {
+                if (qt == BNB4_FP4 && sh.N != 129)
+                    continue; // (FP4 on one shape: the paths do not depend on the code book)
+                const HostWeight w = make_weight(sh.N, sh.K, sh.bs, qt, g);
+                DeviceWeight dw(w);
+                for (int nested = 0; nested < 2; nested++) {
+                    const bnb4_qtensor wd = dw.device(nested), wh = dw.host(nested);
+                    for (size_t m : ms)
+                        for (bnb4_dtype dt : {BNB4_F16, BNB4_BF16}) {
+                            const size_t es = bnb4_dtype_size(dt);
+                            const bool with_bias = m % 2 == 1;
+                            const Array x = randn(dt, m * sh.K, g);
+                            const Array bias = randn(dt, sh.N, g);
+                            const MatmulRef want = reference_matmul(wh, x, m, with_bias ? &bias : nullptr);
+                            DevBuf dx(x.data(), m * sh.K * es), db(bias.data(), sh.N * es), dy(m * sh.N * es + 16),
+                                dy2(m * sh.N * es);
+                            const std::string what = std::to_string(smem / 1024) + " KB: N " + std::to_string(sh.N) +
+                                                     " K " + std::to_string(sh.K) + " bs " + std::to_string(sh.bs) +
+                                                     " m " + std::to_string(m) + " " + bnb4_dtype_name(dt) + " " +
+                                                     bnb4_quant_type_name(qt) + (nested ? " nested" : "");
+                            trace(what);
+                            ASSERT_EQ(BNB4_OK, bnb4_linear(c.get(), &wd, dt, m, dx.as<void>(),
+                                                           with_bias ? db.as<void>() : nullptr, dy.as<void>()))
+                                << what << ": " << bnb4_last_error();
+                            ASSERT_EQ(BNB4_OK, bnb4_gemm(c.get(), &wd, dt, m, dx.as<void>(),
+                                                         with_bias ? db.as<void>() : nullptr, dy2.as<void>()))
+                                << what << ": " << bnb4_last_error();
+                            sync();
+                            const std::vector<uint8_t> yb = dy.get();
+                            const std::vector<double> got = values_of(yb, dt, m * sh.N);
+                            ASSERT_EQ(0u, count_nonfinite(got)) << what << ": unwritten or non-finite outputs";
+                            expect_close(got, want, dt, what);
+                            ASSERT_EQ(std::vector<uint8_t>(16, 0xFF), std::vector<uint8_t>(yb.end() - 16, yb.end()))
+                                << what << ": wrote past the output";
+                            ASSERT_TRUE(same_bytes(dy.get(0, m * sh.N * es), dy2.get(), what + " gemm = linear"));
+                        }
+                }
+            }
     }
 }
 
