@@ -418,7 +418,7 @@ const char *bnb4_cuda_kernel_name(bnb4_ctx *ctx, bnb4_op op, bnb4_dtype dt, size
         return dt == BNB4_F16 ? "gemm_4bit_f16__tile_wgmma_m64nNk16" : "gemm_4bit_bf16__tile_wgmma_m64nNk16";
     if (m <= bnb4_cuda_pipe_max_m() && ctx->cuda && bnb4_cuda_pipe_wgmma(ctx->cuda, m))
         return dt == BNB4_F16 ? "gemm_4bit_f16__pipe_wgmma_m64nNk16" : "gemm_4bit_bf16__pipe_wgmma_m64nNk16";
-    if (m <= bnb4_cuda_pipe_max_m() && (!ctx->cuda || bnb4_cuda_pipe_rows(ctx->cuda) > 0))
+    if (ctx->cuda ? bnb4_cuda_pipe_takes(ctx->cuda, m) : m <= bnb4_cuda_pipe_max_m())
         return dt == BNB4_F16 ? "gemm_4bit_f16__pipe_mma_m16n8k16" : "gemm_4bit_bf16__pipe_mma_m16n8k16";
     if (m <= BNB4_CUDA_SIMT_MAX_M)
         return dt == BNB4_F16 ? "gemm_4bit_f16__simt" : "gemm_4bit_bf16__simt";

@@ -315,6 +315,9 @@ int bnb4_cuda_pipe_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dt
 /* the activation rows one launch of the pipe kernel takes on this device (64 but where its shared memory is short:
  * A100 16, bnb4_cuda_gemm_pipe running more in chunks; sm_86 / 89 / 120 0, where it does not fit) */
 size_t bnb4_cuda_pipe_rows(const bnb4_cuda_state *s);
+/* whether m takes the pipe kernel on this device where the layout fits (bnb4_cuda_pipe_fits): m <= 64, in at most 3
+ * chunks of bnb4_cuda_pipe_rows */
+int bnb4_cuda_pipe_takes(const bnb4_cuda_state *s, size_t m);
 /* whether the pipe kernel would run its TMA variant (sm_90, the common layouts) */
 int bnb4_cuda_pipe_tma_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m);
 /* whether the pipe kernel's TMA variant does its math with wgmma at this m for plain absmax on large weights

@@ -36,17 +36,42 @@ struct GemmArgs : bnb4_cuda_weight_args {
     void *y;
 };
 
-__device__ __forceinline__ uint4 ldg16(const void *p) { return __ldg(reinterpret_cast<const uint4 *>(p)); }
-
 template <typename T> __device__ __forceinline__ float load_f32(const void *p, size_t i) {
     return bnb4_dt<T>::to_f32(reinterpret_cast<const T *>(p)[i]);
 }
 
 /* ---- SIMT: any shape, dtype and alignment ------------------------------------------------------------
- * One warp per weight row; lanes take 32-element chunks (16-byte loads when K % 32 == 0 and aligned),
- * or single elements otherwise. Weights are dequantized exactly as bnb4_dequantize does (f32), then
- * multiplied with the f32 activations and accumulated in f32. */
+ * One warp per weight row; lanes take 8-element runs, a warp 256 consecutive k a turn (K % 32 == 0, packed
+ * weights and activations 16-byte aligned: 4-byte weight and 16-byte activation loads, each warp's coalesced),
+ * or single elements otherwise. Weights are dequantized exactly as bnb4_dequantize does (f32), then multiplied
+ * with the f32 activations and accumulated in f32. (Lanes took 32-element runs before, reading the activations
+ * 2 bytes at a time 64 bytes apart: 1.9 ms at m = 16 on 14336x4096, H200, docs/performance.md v48.) */
 constexpr int kSimtWarps = 8;
+
+/* 8 activations from 16-byte aligned memory, as f32 */
+template <typename T> __device__ __forceinline__ void load8_f32(const T *p, float (&v)[8]);
+template <> __device__ __forceinline__ void load8_f32<float>(const float *p, float (&v)[8]) {
+    const float4 a = __ldg(reinterpret_cast<const float4 *>(p)), b = __ldg(reinterpret_cast<const float4 *>(p) + 1);
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+template <> __device__ __forceinline__ void load8_f32<__half>(const __half *p, float (&v)[8]) {
+    const uint4 q = __ldg(reinterpret_cast<const uint4 *>(p));
+    const uint32_t w[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const float2 f = __half22float2(*reinterpret_cast<const __half2 *>(&w[i]));
+        v[2 * i] = f.x, v[2 * i + 1] = f.y;
+    }
+}
+template <> __device__ __forceinline__ void load8_f32<__nv_bfloat16>(const __nv_bfloat16 *p, float (&v)[8]) {
+    const uint4 q = __ldg(reinterpret_cast<const uint4 *>(p));
+    const uint32_t w[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&w[i]));
+        v[2 * i] = f.x, v[2 * i + 1] = f.y;
+    }
+}
 
 template <typename T, int MT>
 __global__ void __launch_bounds__(kSimtWarps * 32) gemm_4bit_simt_kernel(GemmArgs a, int vec_ok) {
@@ -70,25 +95,26 @@ __global__ void __launch_bounds__(kSimtWarps * 32) gemm_4bit_simt_kernel(GemmArg
     for (int r = 0; r < MT; r++)
         acc[r] = 0.0f;
     if (vec_ok) {
-        for (size_t k = (size_t)lane * 32; k < K; k += 32 * 32) {
-            const size_t flat = j * K + k;
+        const T *x = reinterpret_cast<const T *>(a.x);
+        for (size_t k = (size_t)lane * 8; k < K; k += 32 * 8) {
+            const size_t flat = j * K + k; /* (a multiple of 8: its 8 elements share a block, blocksize >= 32) */
             const float sc = scale_of(flat >> a.bs_log2);
-            const uint4 wv = ldg16(a.packed + flat / 2);
-            const uint32_t words[4] = {wv.x, wv.y, wv.z, wv.w};
+            const uint32_t wv = __ldg(reinterpret_cast<const uint32_t *>(a.packed + flat / 2));
+            float w[8];
 #pragma unroll
-            for (int q = 0; q < 4; q++)
+            for (int bi = 0; bi < 4; bi++) { /* byte bi: elements 2 bi (high nibble) and 2 bi + 1 */
+                const unsigned byte = (wv >> (8 * bi)) & 0xffu;
+                w[2 * bi] = bnb4_dev_mul_ftz(code[byte >> 4], sc);
+                w[2 * bi + 1] = bnb4_dev_mul_ftz(code[byte & 15u], sc);
+            }
 #pragma unroll
-                for (int bi = 0; bi < 4; bi++) {
-                    const unsigned byte = (words[q] >> (8 * bi)) & 0xffu;
-                    const float w0 = bnb4_dev_mul_ftz(code[byte >> 4], sc);
-                    const float w1 = bnb4_dev_mul_ftz(code[byte & 15u], sc);
-                    const size_t kk = k + q * 8 + bi * 2;
+            for (int r = 0; r < MT; r++)
+                if (r < (int)M) {
+                    float xv[8];
+                    load8_f32<T>(x + r * K + k, xv);
 #pragma unroll
-                    for (int r = 0; r < MT; r++)
-                        if (r < (int)M) {
-                            acc[r] = fmaf(load_f32<T>(a.x, r * K + kk), w0, acc[r]);
-                            acc[r] = fmaf(load_f32<T>(a.x, r * K + kk + 1), w1, acc[r]);
-                        }
+                    for (int e = 0; e < 8; e++)
+                        acc[r] = fmaf(xv[e], w[e], acc[r]);
                 }
         }
     } else {
@@ -177,8 +203,7 @@ bnb4_status bnb4_cuda_gemm_simt(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_
     if (bnb4_div_up(w->rows, kSimtWarps) > (size_t)INT32_MAX)
         return bnb4_fail(BNB4_ERR_UNSUPPORTED, "bnb4_gemm: %zu rows are too many for one launch", w->rows);
     const GemmArgs a = args_of(w, m, x, bias, y);
-    const size_t es = bnb4_dtype_size(dt);
-    const int vec_ok = w->cols % 32 == 0 && bnb4_aligned(w->packed, 16) && bnb4_aligned(x, es);
+    const int vec_ok = w->cols % 32 == 0 && bnb4_aligned(w->packed, 16) && bnb4_aligned(x, 16);
     switch (dt) {
     case BNB4_F16:
         return launch_simt<__half>(s, a, vec_ok);

@@ -1964,6 +1964,10 @@ template <int NT> int pipe_cp_stages(const bnb4_cuda_state *s) {
 size_t pipe_cp_rows(const bnb4_cuda_state *s) {
     return pipe_cp_stages<8>(s) ? 64 : pipe_cp_stages<4>(s) ? 32 : pipe_cp_stages<2>(s) ? 16 : pipe_cp_stages<1>(s) ? 8 : 0;
 }
+/* Past this many chunks dequantize + cuBLAS is the faster (H200 running sm_80 code with an A100's 163 KB,
+ * docs/performance.md v48: 14336x4096 f16 m = 17 / 32 in 2 chunks 38 / 44 us, m = 64 in 4 chunks 88 us, against 72
+ * for dequantize + cuBLAS at each) */
+constexpr size_t kPipeMaxChunks = 3;
 /* The TMA variant's shapes take up to kSmemLimit: a Hopper SM's 227 KB (sm_90 code also runs on later GPUs,
  * some of which give a CTA 99 KB) */
 bool pipe_tma_smem_fits(const bnb4_cuda_state *s) { return bnb4_cuda_smem_fits(s, kSmemLimit); }
@@ -2248,8 +2252,13 @@ size_t bnb4_cuda_pipe_max_m(void) {
     return (size_t)g_pipe_max_m;
 }
 
+int bnb4_cuda_pipe_takes(const bnb4_cuda_state *s, size_t m) {
+    const size_t rows = bnb4_cuda_pipe_rows(s);
+    return m >= 1 && m <= bnb4_cuda_pipe_max_m() && rows > 0 && m <= kPipeMaxChunks * rows;
+}
+
 int bnb4_cuda_pipe_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x) {
-    if (dt == BNB4_F32 || m == 0 || m > bnb4_cuda_pipe_max_m() || bnb4_cuda_pipe_rows(s) == 0)
+    if (dt == BNB4_F32 || !bnb4_cuda_pipe_takes(s, m))
         return 0;
     if (w->cols % 32 != 0 || w->blocksize < 32 || !bnb4_aligned(w->packed, 16) || !bnb4_aligned(x, 16))
         return 0;
