@@ -1777,7 +1777,7 @@ __global__ void pipe_permute_x(const T *__restrict__ x, T *__restrict__ xp, size
     }
 }
 
-/* Per device: whether the kernel's dynamic shared memory limit was raised. */
+/* Per device: the dynamic shared memory the kernel's limit was raised to (0: not yet). */
 template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS, bool CT, int CPS> int g_smem_set[64];
 
 /* The TMA variant's tensor maps: the weight tile as one 128-row x 128-byte box (128-byte swizzle) of the
@@ -1946,7 +1946,7 @@ size_t pipe_steps_per_cta(const bnb4_cuda_state *s, size_t N, size_t K, int mt, 
 }
 
 /* The cp.async variant's stages on this device: the shape's (sized for Hopper's 227 KB a CTA) where they fit,
- * else kCpFewStages where those do (built at m <= 16 alone: 3 stages at m = 17..64 take 175 / 224 KB, which no
+ * else kCpFewStages where those do (built at m <= 16 alone: 3 stages at m = 17..64 take 173 / 221 KB, which no
  * device between Hopper's 227 KB and A100's 163 KB gives), else 0. A100 / Orin (163 KB): m <= 16 in 3 stages,
  * m = 17..64 in chunks of 16 rows (pipe_cp_rows); sm_86 / 89 / 120 (99 KB): none. */
 constexpr int kCpFewStages = 3;
