@@ -157,7 +157,7 @@ if [ -x "$TESTS" ]; then
   # reads): 99 KB (sm_86 / 89 / 120: no pipe kernel; SIMT to m = 16, then cuBLAS) on this build; 163 KB (A100: the
   # pipe kernel's cp.async variant in 3 stages, m > 16 in chunks of 16 rows) below, on the sm_80 build
   step "CUDA matmul tests as on a 99 KB device (BNB4_CUDA_SMEM_OPTIN=101376, quick)"
-  if BNB4_CUDA_SMEM_OPTIN=101376 BNB4_CUDA_TEST_QUICK=1 timeout "$T_TESTS" "$TESTS" --gtest_color=no --gtest_brief=1 --gtest_filter='*Matmul*:*KernelNames*'; then
+  if BNB4_CUDA_SMEM_OPTIN=101376 BNB4_CUDA_TEST_QUICK=1 timeout "$T_TESTS" "$TESTS" --gtest_color=no --gtest_brief=1 --gtest_filter='*Matmul*:*KernelNames*:*SharedMemory*'; then
     RESULT[tests_smem99]="ok"
   else
     RESULT[tests_smem99]="FAILED"
@@ -169,8 +169,8 @@ if [ -x "$TESTS" ]; then
   if [ -x "$TESTS_SM80" ]; then
     step "CUDA tests on sm_80 code (compute_80 PTX compiled by the driver for this GPU)"
     if timeout "$T_TESTS" "$TESTS_SM80" --gtest_color=no; then RESULT[tests_sm80]="ok"; else RESULT[tests_sm80]="FAILED"; fi
-    step "CUDA matmul tests on sm_80 code with an A100's shared memory (BNB4_CUDA_SMEM_OPTIN=166912)"
-    if BNB4_CUDA_SMEM_OPTIN=166912 timeout "$T_TESTS" "$TESTS_SM80" --gtest_color=no --gtest_brief=1 --gtest_filter='*Matmul*:*Pipe*:*KernelNames*'; then
+    step "CUDA matmul tests on sm_80 code with an A100's shared memory (BNB4_CUDA_SMEM_OPTIN=166912, quick)"
+    if BNB4_CUDA_SMEM_OPTIN=166912 BNB4_CUDA_TEST_QUICK=1 timeout "$T_TESTS" "$TESTS_SM80" --gtest_color=no --gtest_brief=1 --gtest_filter='*Matmul*:*Pipe*:*KernelNames*:*SharedMemory*'; then
       RESULT[tests_a100]="ok"
     else
       RESULT[tests_a100]="FAILED"

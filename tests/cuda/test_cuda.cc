@@ -674,7 +674,7 @@ TEST_F(CudaTest, MatmulAgreesWithFloat64OnEveryPath) {
 // no pipe kernel; the gemv kernel at m = 1, SIMT to m = 16, then dequantize + cuBLAS). Every kernel those choose
 // must launch and agree with the float64 reference; before, the pipe kernel asked for 209-221 KB everywhere and
 // its launches failed on such devices.
-TEST_F(CudaTest, MatmulWhereSharedMemoryIsShort) {
+TEST_F(CudaTest, SmallerSharedMemoryTakesKernelsThatFit) {
     struct Shape { size_t N, K, bs; };
     std::vector<Shape> shapes = {{129, 4096, 64}, {1024, 4096, 64}, {300, 1056, 128}, {37, 3072, 256}};
     std::vector<size_t> ms = {1, 2, 8, 9, 16, 17, 33, 48, 49, 64, 65};
