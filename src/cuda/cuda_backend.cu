@@ -62,6 +62,7 @@ bnb4_status bnb4_cuda_ctx_init(bnb4_ctx *ctx) {
         st = bnb4_cuda_check(cudaGetDeviceProperties(&prop, dev), fn);
     if (st == BNB4_OK) {
         s->sm_count = prop.multiProcessorCount;
+        s->sm_threads = prop.maxThreadsPerMultiProcessor;
         s->cc_major = prop.major;
         s->cc_minor = prop.minor;
         s->l2_bytes = (size_t)prop.l2CacheSize;
@@ -270,9 +271,10 @@ bnb4_status bnb4_cuda_quantize(bnb4_ctx *ctx, const void *src, bnb4_dtype dt, si
     return st != BNB4_OK ? st : bnb4_cuda_launch_quantize(ctx->cuda, src, dt, n, blocksize, qt, packed, absmax);
 }
 
-/* bitsandbytes' offset is torch's CUDA mean, whose summation order bnb4_torch_cuda_mean_f32 restates on
- * the host; the absmax comes over for it (4 bytes a block: a 32nd of a float16 weight's bytes, and this op
- * returns a host value, so it waits for the stream anyway). */
+/* bitsandbytes' offset is torch's CUDA mean, whose summation order bnb4_torch_cuda_mean_f32_on restates on
+ * the host for this GPU (past 3.5-4.3 M blocks the order depends on its SM count, so bitsandbytes on the same
+ * GPU gets the same offset); the absmax comes over for it (4 bytes a block: a 32nd of a float16 weight's bytes,
+ * and this op returns a host value, so it waits for the stream anyway). */
 bnb4_status bnb4_cuda_nested_offset(bnb4_ctx *ctx, const float *absmax, size_t nblocks, float *offset) {
     static const char fn[] = "bnb4_nested_offset";
     bnb4_cuda_state *s = ctx->cuda;
@@ -288,7 +290,7 @@ bnb4_status bnb4_cuda_nested_offset(bnb4_ctx *ctx, const float *absmax, size_t n
     if (st == BNB4_OK)
         st = bnb4_cuda_check(cudaStreamSynchronize(s->stream), fn);
     if (st == BNB4_OK)
-        *offset = bnb4_torch_cuda_mean_f32(host, nblocks);
+        *offset = bnb4_torch_cuda_mean_f32_on(host, nblocks, (unsigned)s->sm_count, (unsigned)s->sm_threads);
     free(host);
     return st;
 }

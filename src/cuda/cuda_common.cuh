@@ -26,6 +26,7 @@ struct bnb4_cuda_state {
     int device;
     cudaStream_t stream;
     int sm_count;
+    int sm_threads;           /* maxThreadsPerMultiProcessor (torch's reduction sizes its grid by it: the nested offset) */
     int cc_major, cc_minor;
     int code_arch;            /* the PTX architecture the loaded kernels were compiled from (10 x major + minor):
                                * below 90 on a Hopper GPU when the build has no sm_90 code and the driver

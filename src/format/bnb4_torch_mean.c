@@ -5,7 +5,6 @@
 
 enum {
     MAX_THREADS = 512,         /* ReduceConfig's block size cap */
-    SM_THREADS = 2048,         /* maxThreadsPerMultiProcessor (sm_80, sm_90) */
     VEC = 4,                   /* float32 loads of 16 bytes */
     VECTORIZE_FROM = 128,      /* inputs of this many values or more are read in 4-vectors */
     MIN_PER_THREAD = 16,
@@ -52,6 +51,10 @@ static float thread_scalar(const float *x, size_t n, size_t t, size_t w) {
 }
 
 float bnb4_torch_cuda_mean_f32(const float *x, size_t n) {
+    return bnb4_torch_cuda_mean_f32_on(x, n, BNB4_TORCH_MEAN_SMS, BNB4_TORCH_MEAN_SM_THREADS);
+}
+
+float bnb4_torch_cuda_mean_f32_on(const float *x, size_t n, unsigned sms, unsigned threads_per_sm) {
     if (n > INT32_MAX) { /* not torch's order (documented): the correctly rounded mean */
         double sum = 0.0;
         for (size_t i = 0; i < n; i++)
@@ -64,7 +67,8 @@ float bnb4_torch_cuda_mean_f32(const float *x, size_t n) {
     const size_t per_thread = div_up(n, w); /* counted in values, as torch counts it */
     size_t ctas = 1;
     if (per_thread >= MAX_PER_THREAD) {
-        const size_t target = (size_t)BNB4_TORCH_MEAN_SMS * (SM_THREADS / w);
+        /* torch: multiProcessorCount x (maxThreadsPerMultiProcessor / block size) */
+        const size_t target = (size_t)sms * (threads_per_sm / w);
         const size_t by_min = div_up(per_thread, MIN_PER_THREAD), by_max = div_up(per_thread, MAX_PER_THREAD);
         ctas = by_min < target ? by_min : target;
         if (ctas < by_max)

@@ -17,8 +17,10 @@
  *   blocks:   thread t of the last block sums the blocks' values t, t + W, ... (from +0) and the same
  *             block tree follows;
  *   mean:     sum * (1.0f / (float)n), one float32 multiply (not a division).
- * C depends on the GPU's SM count only past 528 x 16 x 512 = 4.3 M values (here: 132, the H100 SXM and
- * H200 on which bitsandbytes' reference outputs were recorded; an A100's 108 SMs change C past 3.5 M).
+ * C depends on the GPU past S x (T / W) x 16 x 512 values, S its SM count and T its threads per SM (2048 on
+ * sm_80 / sm_90, 1536 on sm_86 / 89 / 120): 4.3 M on the 132-SM H100 SXM and H200, on which bitsandbytes'
+ * reference outputs were recorded and which bnb4_torch_cuda_mean_f32 follows; 3.5 M on an A100 (108 SMs). The
+ * CUDA backend follows its own GPU (bnb4_torch_cuda_mean_f32_on), as torch on it would.
  * Checked against torch 2.11 on an H200: the 124 rows of tests/unit/test_ref.cc's table (1 to 16777219
  * values; a correctly rounded mean misses 44 of them) and every nested tensor of shared/conformance. */
 #ifndef BNB4_TORCH_MEAN_H
@@ -30,12 +32,16 @@
 extern "C" {
 #endif
 
-/* The SM count whose launch configuration the emulation follows (see above). */
+/* The GPU whose launch configuration the emulation follows by default (see above). */
 #define BNB4_TORCH_MEAN_SMS 132
+#define BNB4_TORCH_MEAN_SM_THREADS 2048
 
 /* torch.mean() of x[0..n) as float32 on a CUDA device of BNB4_TORCH_MEAN_SMS SMs; n >= 1. Past 2^31 - 1
  * values (where torch splits the reduction into 32-bit-indexed parts) the correctly rounded mean. */
 float bnb4_torch_cuda_mean_f32(const float *x, size_t n);
+/* The same on a device of `sms` SMs of `threads_per_sm` threads each (cudaDeviceProp's multiProcessorCount and
+ * maxThreadsPerMultiProcessor; threads_per_sm >= 512). */
+float bnb4_torch_cuda_mean_f32_on(const float *x, size_t n, unsigned sms, unsigned threads_per_sm);
 
 #ifdef __cplusplus
 }

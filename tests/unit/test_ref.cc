@@ -10,6 +10,7 @@
 
 #include "bnb4_format.h"
 #include "bnb4_ref.h"
+#include "bnb4_torch_mean.h"
 #include "test_util.h"
 
 using namespace bnb4test;
@@ -391,17 +392,33 @@ TEST(Nested, NestedOffsetIsTorchsCudaMean) {
     } torch_mean[] = {
 #include "torch_mean_table.inc"
     };
-    size_t differ_from_exact = 0;
+    // other GPUs (a CUDA context follows its own): an A100's 108 SMs, an RTX 4090's 128 of 1536 threads
+    const struct { unsigned sms, threads; } gpus[] = {{108, 2048}, {128, 1536}};
+    size_t differ_from_exact = 0, past_grid = 0;
     for (const auto &t : torch_mean) {
         const std::vector<float> x = torch_mean_values(t.n, t.seed, t.spread);
         float offset;
         ASSERT_EQ(BNB4_OK, bnb4_nested_offset(nullptr, x.data(), t.n, &offset));
         EXPECT_EQ(t.bits, f32_bits(offset)) << "n " << t.n << " seed " << t.seed << ": " << offset;
+        EXPECT_EQ(t.bits, f32_bits(bnb4_torch_cuda_mean_f32_on(x.data(), t.n, 132, 2048))) << "n " << t.n;
         double sum = 0;
         for (float a : x)
             sum += a;
         differ_from_exact += f32_bits((float)(sum / t.n)) != t.bits;
+        // the GPU matters only where torch would split the sum over more blocks than that GPU's grid target
+        // (multiProcessorCount x maxThreadsPerMultiProcessor / 512); below it the order, so the value, is the same
+        const size_t per_thread = (t.n + 511) / 512, by_min = (per_thread + 15) / 16;
+        for (const auto &gpu : gpus) {
+            const float v = bnb4_torch_cuda_mean_f32_on(x.data(), t.n, gpu.sms, gpu.threads);
+            if (t.n < 2048 || per_thread < 256 || by_min <= (size_t)gpu.sms * (gpu.threads / 512)) {
+                EXPECT_EQ(t.bits, f32_bits(v)) << "n " << t.n << " on " << gpu.sms << " SMs";
+            } else {
+                past_grid++;
+                EXPECT_NEAR(sum / t.n, v, 1e-6 * std::fabs(sum / t.n)) << "n " << t.n << " on " << gpu.sms << " SMs";
+            }
+        }
     }
+    EXPECT_GT(past_grid, 0u); // (the table reaches past an A100's grid target)
     // the order matters: a correctly rounded mean misses torch's on a good share of these
     std::printf("[bnb4] torch's mean differs from the correctly rounded one on %zu of %zu sizes\n", differ_from_exact,
                 sizeof torch_mean / sizeof torch_mean[0]);
