@@ -258,12 +258,7 @@ bnb4_status bnb4_cuda_launch_dequantize_nested(bnb4_cuda_state *s, const bnb4_qt
 bnb4_status bnb4_cuda_launch_dequantize(bnb4_cuda_state *s, const bnb4_qtensor *q, bnb4_dtype dt, void *dst);
 
 /* The matmul kernels and where each takes over (by m): see bnb4_cuda_pick_gemm (cuda_gemm.cu). The SIMT kernel
- * takes m <= 16 where nothing faster fits: f32 activations, odd layouts, and on GPUs of 99 KB of shared memory a
- * block every f16/bf16 m = 2..16. On the H200 (sm_80 code, 99 KB emulated; docs/performance.md v48) it beat
- * dequantize + cuBLAS to m = 2..4 only (14336x4096: 37 / 50 / 95 / 169 us at m = 2 / 4 / 8 / 16 against 72), but
- * that GPU's 4.8 TB/s favours the dequantize pass; the 99 KB GPUs have 0.6-1.8 TB/s for as much or more
- * arithmetic, where scaling both paths by bytes and SM cycles puts the SIMT kernel ahead to m = 16 (an estimate:
- * no such GPU here). */
+ * takes m <= 16 where nothing faster fits: f32 activations and odd layouts. */
 #define BNB4_CUDA_SIMT_MAX_M 16
 /* The weight-streaming CUDA-core kernel (cuda_gemv.cu) for m <= BNB4_CUDA_GEMV_MAX_M (the environment
  * variable of that name overrides it, 0..4), with its half2 code-pair table for f16/bf16 activations
@@ -320,7 +315,7 @@ bnb4_status bnb4_cuda_gemv(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype
 size_t bnb4_cuda_pipe_max_m(void);
 int bnb4_cuda_pipe_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x);
 /* the activation rows one launch of the pipe kernel takes on this device (64 but where its shared memory is short:
- * A100 16, bnb4_cuda_gemm_pipe running more in chunks; sm_86 / 89 / 120 0, where it does not fit) */
+ * 16 on A100 and sm_86 / 89 / 120, bnb4_cuda_gemm_pipe running more in chunks; 0 where it does not fit) */
 size_t bnb4_cuda_pipe_rows(const bnb4_cuda_state *s);
 /* whether m takes the pipe kernel on this device where the layout fits (bnb4_cuda_pipe_fits): m <= 64, in at most 3
  * chunks of bnb4_cuda_pipe_rows */

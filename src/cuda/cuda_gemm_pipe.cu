@@ -125,6 +125,13 @@ constexpr int kWBytes = kTileRows * kRowBytes;  /* 16 KB */
 constexpr int kScaleBytes = kTileRows * kScaleSlots * 4;
 constexpr int kTableBytes = kPairTableBytes;    /* the code-pair table (cuda_sm90.cuh) */
 constexpr int kNcodeBytes = 256 * 4;
+/* The cp.async variant's sizing (template parameter CP) for the shared memory a device gives a CTA (pipe_cp_sizing):
+ * kCpHopper, the shape's stages beside the 64 KB table (227 KB); kCpFew, 3 stages (A100 / Orin: 163 KB); kCpSmall,
+ * 3 stages beside an 8 KB table (sm_86 / 89 / 120: 99 KB) - 8 copies of each entry instead of 32 (entry (v, copy) at
+ * v * 32 + 4 copy, lane l reading copy l % 8), so a warp's 32 lookups meet 2-way bank conflicts on average, and its
+ * offset takes a shift more than the one PRMT. */
+constexpr int kCpHopper = 0, kCpFew = 1, kCpSmall = 2;
+constexpr int kSmallTableBytes = 256 * 32;
 
 /* The pipe kernel's math (its template parameter WG): mma.sync (0), or wgmma (TMA variant) on activations
  * permuted beforehand into the decoded fragments' k order (kWgPermuted: pipe_permute_x; kWgPermuted64 the same
@@ -165,9 +172,8 @@ __host__ __device__ constexpr unsigned codes_tile_stride(unsigned tile_rows, uns
  * the scales at whole KB after them). */
 __host__ __device__ constexpr unsigned narrow_scale_off(unsigned dense) { return dense ^ ((dense >> 3) & 0x30u); }
 
-/* CPS: the cp.async variant's stages where the device's shared memory holds fewer than the shape's (A100, 163 KB a CTA:
- * pipe_cp_stages), 0 for the shape's own */
-template <int NT, bool TMA, int WG = 0, int PS = kPsOff, bool CT = false, int CPS = 0> struct PipeShape {
+/* CP: the cp.async variant's sizing where the device's shared memory holds less than Hopper's (kCpFew, kCpSmall) */
+template <int NT, bool TMA, int WG = 0, int PS = kPsOff, bool CT = false, int CP = kCpHopper> struct PipeShape {
     static constexpr bool Narrow = PS == kPsNarrow;
     static constexpr int TileRows = Narrow ? kTileRows / 4 : kTileRows; /* weight rows per tile */
     static constexpr int StepK = Narrow ? 4 * kStepK : kStepK;          /* k per iteration */
@@ -180,8 +186,9 @@ template <int NT, bool TMA, int WG = 0, int PS = kPsOff, bool CT = false, int CP
      * without it (the same pipeline) */
     static constexpr int BaseStages = (kSmemLimit - kTableBytes - kNcodeBytes) / (kWBytes + XBytes + kScaleBytes);
     static constexpr int RoomStages = (kSmemLimit - kTableBytes - kNcodeBytes - kCodeRoom) / StageBytes;
-    static constexpr int Stages = CPS ? CPS : CT && RoomStages < BaseStages ? RoomStages : BaseStages;
-    static constexpr int SmemBytes = kTableBytes + kNcodeBytes + Stages * StageBytes;
+    static constexpr int Stages = CP != kCpHopper ? 3 : CT && RoomStages < BaseStages ? RoomStages : BaseStages;
+    static constexpr int TableBytes = CP == kCpSmall ? kSmallTableBytes : kTableBytes;
+    static constexpr int SmemBytes = TableBytes + kNcodeBytes + Stages * StageBytes;
     /* 16-row mma fragments per consumer warp. TMA at m > 32: 8 consumer warps of 32 rows (the activations
      * they read from shared memory serve twice as many weights, and the 9 warps may take 168 registers
      * where 17 could take only 96, too few for m = 64). Elsewhere 16 warps of 16 rows: measured on the
@@ -194,7 +201,8 @@ template <int NT, bool TMA, int WG = 0, int PS = kPsOff, bool CT = false, int CP
     static constexpr int ConsumerWarps = RowGroups * KParts;
     static constexpr int Threads = ConsumerWarps * 32 + (TMA ? 32 : 0);
     static_assert(Stages >= 3 && Stages <= 8, "a pipeline needs 3 stages (8 barrier pairs at most)");
-    static_assert(!CPS || (!TMA && CPS <= BaseStages), "fewer stages: the cp.async variant");
+    static_assert(CP == kCpHopper || (!TMA && !WG && !PS && Stages <= BaseStages), "the cp.async variant's sizings");
+    static_assert((TableBytes + kNcodeBytes) % 1024 == 0, "the stages follow the table at a whole KB");
     static_assert(!Narrow || (TMA && !WG && NT <= 2), "narrow tiles: the post-scaled TMA math at m <= 16");
     static_assert(StageBytes % 1024 == 0, "stages keep the swizzle's 1024-byte alignment");
     static_assert((kWBytes + XBytes) % 1024 == 0, "the scales start at a whole KB (narrow_scale_off's swizzle)");
@@ -284,14 +292,26 @@ __device__ __forceinline__ uint32_t lds_pair(uint32_t addr) {
 /* The A fragment of k-step 2u + h from word u of the thread's two rows (wA: row g, wB: row g + 8): bytes
  * 2h and 2h + 1 of each decode to their code pairs (one PRMT forms the table offset), times the row's
  * block scale pair. The mma.sync and the wgmma math take the same fragments. */
-template <typename T>
+template <typename T, bool kSmallTable = false>
 __device__ __forceinline__ void decode_fragment(uint32_t af[4], uint32_t table_s, uint32_t wA, uint32_t wB,
                                                 uint32_t lane4, int h, uint32_t sA2, uint32_t sB2) {
     const uint32_t sel0 = pair_sel(2u * h), sel1 = pair_sel(2u * h + 1);
-    af[0] = PipeOps<T>::mul2(lds_pair(table_s + pair_offset(wA, lane4, sel0)), sA2);
-    af[1] = PipeOps<T>::mul2(lds_pair(table_s + pair_offset(wB, lane4, sel0)), sB2);
-    af[2] = PipeOps<T>::mul2(lds_pair(table_s + pair_offset(wA, lane4, sel1)), sA2);
-    af[3] = PipeOps<T>::mul2(lds_pair(table_s + pair_offset(wB, lane4, sel1)), sB2);
+    /* kSmallTable (kCpSmall): lane4 is the lane's copy x 32, so the PRMT gives byte x 256 + copy x 32: an eighth of
+     * it is the entry's offset */
+    auto off = [&](uint32_t w, uint32_t sel) { return kSmallTable ? pair_offset(w, lane4, sel) >> 3 : pair_offset(w, lane4, sel); };
+    af[0] = PipeOps<T>::mul2(lds_pair(table_s + off(wA, sel0)), sA2);
+    af[1] = PipeOps<T>::mul2(lds_pair(table_s + off(wB, sel0)), sB2);
+    af[2] = PipeOps<T>::mul2(lds_pair(table_s + off(wA, sel1)), sA2);
+    af[3] = PipeOps<T>::mul2(lds_pair(table_s + off(wB, sel1)), sB2);
+}
+/* kCpSmall's table: entry v's code pair (as build_pair_table's) in 8 copies, v * 32 + 4 copy */
+template <typename T>
+__device__ __forceinline__ void build_small_pair_table(unsigned char *table, const float *codebook, int tid, int nthreads) {
+    for (int e = tid; e < 256 * 2; e += nthreads) {
+        const int v = e >> 1;
+        const uint32_t p = PairOps<T>::pack(codebook[v >> 4], codebook[v & 15]);
+        reinterpret_cast<uint4 *>(table + v * 32)[e & 1] = make_uint4(p, p, p, p);
+    }
 }
 
 /* PS: the same fragment's codes alone (the block scale is applied to the mma sums). */
@@ -411,8 +431,8 @@ __device__ __forceinline__ int ps_row(int g) { return ((g & 3) << 1) | (g >> 2);
  * their order (kWgNatural64 / 32: quad_natural); a warpgroup takes 64 rows x one 128-k half of every step.
  * (kWgNatural64, nested: the quad's lanes need the same four scales and decode one each, kNaturalQuad.)
  * w_map / x_map / s_map: the TMA variant's tensor maps (zeros, unused, for the cp.async one). */
-template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS, bool CT = false, int CPS = 0>
-__global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CPS>::Threads, 1)
+template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS, bool CT = false, int CP = kCpHopper>
+__global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1)
     gemm_4bit_pipe_kernel(PipeArgs a, const __grid_constant__ CUtensorMap w_map,
                           const __grid_constant__ CUtensorMap x_map, const __grid_constant__ CUtensorMap s_map) {
 #if !BNB4_HAS_TMA
@@ -426,7 +446,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CPS>::Threads, 
 #endif
     {
     using Ops = PipeOps<T>;
-    using S = PipeShape<NT, TMA, WG, PS, CT, CPS>;
+    using S = PipeShape<NT, TMA, WG, PS, CT, CP>;
+    constexpr bool kSmallTable = CP == kCpSmall;
     static_assert(!WG || TMA, "wgmma reads the activations as the tensor copy lays them out");
     static_assert(WG == 0 || wg_permuted(WG) || WG == kWgNatural64 || WG == kWgNatural32, "the math (PipeShape)");
     static_assert(WG != kWgPermuted64 || NESTED, "kWgPermuted64: nested absmax at blocksize 64");
@@ -464,12 +485,11 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CPS>::Threads, 
     /* the table's shared address, shuffled from lane 0 so the compiler knows it is warp-uniform and keeps
      * it in a uniform register (each lookup one LDS [R + UR]) */
     const uint32_t table_s = __shfl_sync(~0u, (uint32_t)__cvta_generic_to_shared(table), 0);
-    float *ncode = reinterpret_cast<float *>(smem + kTableBytes);
-    unsigned char *stages = smem + kTableBytes + kNcodeBytes;
+    float *ncode = reinterpret_cast<float *>(smem + S::TableBytes);
+    unsigned char *stages = smem + S::TableBytes + kNcodeBytes;
     /* TMA: the stages start 1024-byte aligned (the 128-byte swizzle's period): the declaration's alignment
      * places the dynamic shared memory so, and the table and code book before them take whole KB (a fix
      * computed from the address at run time was rebuilt at every turn of the loop: 4 instructions) */
-    static_assert((kTableBytes + kNcodeBytes) % 1024 == 0, "the stages follow the table at a whole KB");
     const uint32_t stages_addr = (uint32_t)__cvta_generic_to_shared(stages);
     __shared__ int s_last;
     __shared__ __align__(8) uint64_t s_bars[2 * 8]; /* TMA: full[STAGES], then empty[STAGES] */
@@ -883,7 +903,10 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CPS>::Threads, 
         }
     }
     { /* the code-pair table (cuda_sm90.cuh) */
-        build_pair_table<T>(table, a.quant_type == BNB4_NF4 ? c_pipe_nf4 : c_pipe_fp4, tid, kConsumerThreads);
+        if constexpr (kSmallTable)
+            build_small_pair_table<T>(table, a.quant_type == BNB4_NF4 ? c_pipe_nf4 : c_pipe_fp4, tid, kConsumerThreads);
+        else
+            build_pair_table<T>(table, a.quant_type == BNB4_NF4 ? c_pipe_nf4 : c_pipe_fp4, tid, kConsumerThreads);
         /* the nested map before the wait where the early stages are safe (the same check covers it), so
          * its latency overlaps the previous kernel's end */
         const bool ncode_early = TMA && a.early;
@@ -918,7 +941,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CPS>::Threads, 
             for (int i = 0; i < 4; i++)
                 acc[f][nt][i] = acc2[f][nt][i] = 0.0f;
 
-    const uint32_t lane4 = pin((uint32_t)lane * 4);
+    const uint32_t lane4 = pin(kSmallTable ? (uint32_t)(lane & 7) << 5 : (uint32_t)lane * 4); /* (decode_fragment) */
     /* wgmma on the activations as they are: the byte of each weight word the thread decodes
      * (decode_fragment_natural) */
     [[maybe_unused]] const uint32_t natural_sel = pin_if<kReadNatural>(pair_sel(c));
@@ -1464,7 +1487,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CPS>::Threads, 
 #pragma unroll
                         for (int h = 0; h < 2; h++) { /* k-step 2u + h: bytes 2h, 2h + 1 of word u */
                             uint32_t af[4];
-                            decode_fragment<T>(af, table_s, wA, wB, lane4, h, sA2, sB2);
+                            decode_fragment<T, kSmallTable>(af, table_s, wA, wB, lane4, h, sA2, sB2);
 #pragma unroll
                             for (int nt = 0; nt < NT; nt++)
                                 Ops::mma(kTwoChains && h ? acc2[f][nt] : acc[f][nt], af, h ? xr[u][nt].z : xr[u][nt].x,
@@ -1778,7 +1801,7 @@ __global__ void pipe_permute_x(const T *__restrict__ x, T *__restrict__ xp, size
 }
 
 /* Per device: the dynamic shared memory the kernel's limit was raised to (0: not yet). */
-template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS, bool CT, int CPS> int g_smem_set[64];
+template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS, bool CT, int CP> int g_smem_set[64];
 
 /* The TMA variant's tensor maps: the weight tile as one 128-row x 128-byte box (128-byte swizzle) of the
  * packed rows (K / 2 bytes apart), the activations as 64-k x MT-row boxes (128-byte swizzle; rows past m
@@ -1945,24 +1968,27 @@ size_t pipe_steps_per_cta(const bnb4_cuda_state *s, size_t N, size_t K, int mt, 
                                    "BNB4_CUDA_PIPE_CTAS");
 }
 
-/* The cp.async variant's stages on this device: the shape's (sized for Hopper's 227 KB a CTA) where they fit,
- * else kCpFewStages where those do (built at m <= 16 alone: 3 stages at m = 17..64 take 173 / 221 KB, which no
- * device between Hopper's 227 KB and A100's 163 KB gives), else 0. A100 / Orin (163 KB): m <= 16 in 3 stages,
- * m = 17..64 in chunks of 16 rows (pipe_cp_rows); sm_86 / 89 / 120 (99 KB): none. */
-constexpr int kCpFewStages = 3;
-template <int NT> constexpr bool pipe_cp_few_built() { return NT <= 2; }
-template <int NT> int pipe_cp_stages(const bnb4_cuda_state *s) {
+/* The cp.async variant's sizing on this device (kCpHopper, kCpFew, kCpSmall: the first that fits), -1 where none
+ * does. The smaller sizings are built at m <= 16 alone (3 stages at m = 17..64 take 173 / 221 KB beside the 64 KB
+ * table, which no device between Hopper's 227 KB and A100's 163 KB gives): A100 / Orin (163 KB) run m <= 16 in 3
+ * stages, sm_86 / 89 / 120 (99 KB) with the small table too, both larger m in chunks of 16 rows (pipe_cp_rows). */
+template <int NT> constexpr bool pipe_cp_small_built() { return NT <= 2; }
+template <int NT> int pipe_cp_sizing(const bnb4_cuda_state *s) {
     if (bnb4_cuda_smem_fits(s, PipeShape<NT, false>::SmemBytes))
-        return PipeShape<NT, false>::Stages;
-    if constexpr (pipe_cp_few_built<NT>())
-        if (bnb4_cuda_smem_fits(s, PipeShape<NT, false, 0, kPsOff, false, kCpFewStages>::SmemBytes))
-            return kCpFewStages;
-    return 0;
+        return kCpHopper;
+    if constexpr (pipe_cp_small_built<NT>()) {
+        if (bnb4_cuda_smem_fits(s, PipeShape<NT, false, 0, kPsOff, false, kCpFew>::SmemBytes))
+            return kCpFew;
+        if (bnb4_cuda_smem_fits(s, PipeShape<NT, false, 0, kPsOff, false, kCpSmall>::SmemBytes))
+            return kCpSmall;
+    }
+    return -1;
 }
 /* The activation rows one launch of the cp.async variant takes on this device (bnb4_cuda_gemm_pipe runs more in
  * chunks of that many); 0: the kernel does not fit */
 size_t pipe_cp_rows(const bnb4_cuda_state *s) {
-    return pipe_cp_stages<8>(s) ? 64 : pipe_cp_stages<4>(s) ? 32 : pipe_cp_stages<2>(s) ? 16 : pipe_cp_stages<1>(s) ? 8 : 0;
+    return pipe_cp_sizing<8>(s) >= 0 ? 64 : pipe_cp_sizing<4>(s) >= 0 ? 32 : pipe_cp_sizing<2>(s) >= 0 ? 16
+           : pipe_cp_sizing<1>(s) >= 0 ? 8 : 0;
 }
 /* Past this many chunks dequantize + cuBLAS is the faster (H200 running sm_80 code with an A100's 163 KB,
  * docs/performance.md v48: 14336x4096 f16 m = 17 / 32 in 2 chunks 38 / 44 us, m = 64 in 4 chunks 88 us, against 72
@@ -1972,17 +1998,22 @@ constexpr size_t kPipeMaxChunks = 3;
  * some of which give a CTA 99 KB) */
 bool pipe_tma_smem_fits(const bnb4_cuda_state *s) { return bnb4_cuda_smem_fits(s, kSmemLimit); }
 
-template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS, int CPS = 0>
+template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS, int CP = kCpHopper>
 bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
-    using S = PipeShape<NT, TMA, WG, PS, false, CPS>;
-    if constexpr (!TMA && CPS == 0) /* (bnb4_cuda_gemm_pipe chunks m so that some count fits the device) */
-        if (pipe_cp_stages<NT>(s) != S::Stages) {
-            if constexpr (pipe_cp_few_built<NT>())
-                if (pipe_cp_stages<NT>(s) == kCpFewStages)
-                    return launch_pipe<T, NT, NESTED, false, 0, kPsOff, kCpFewStages>(s, a, w);
+    using S = PipeShape<NT, TMA, WG, PS, false, CP>;
+    if constexpr (!TMA && CP == kCpHopper) { /* (bnb4_cuda_gemm_pipe chunks m so that some sizing fits the device) */
+        const int sizing = pipe_cp_sizing<NT>(s);
+        if (sizing != kCpHopper) {
+            if constexpr (pipe_cp_small_built<NT>()) {
+                if (sizing == kCpFew)
+                    return launch_pipe<T, NT, NESTED, false, 0, kPsOff, kCpFew>(s, a, w);
+                if (sizing == kCpSmall)
+                    return launch_pipe<T, NT, NESTED, false, 0, kPsOff, kCpSmall>(s, a, w);
+            }
             return bnb4_fail(BNB4_ERR_DEVICE, "bnb4_gemm (pipe): %zu KB of shared memory a CTA is too little",
                              s->smem_optin / 1024);
         }
+    }
     /* (kernels whose nested codes may come by tile: pipe_codes_tile) */
     constexpr bool kCodesByTile = TMA && NESTED && PS != kPsOff;
     PipeMaps maps;
@@ -2082,8 +2113,8 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
                 return bnb4_cuda_check(launch(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, true>,
                                               g_smem_set<T, NT, NESTED, TMA, WG, PS, true, 0>[s->device & 63], kSmemLimit),
                                        "bnb4_gemm (pipe)");
-        e = launch(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, false, CPS>,
-                   g_smem_set<T, NT, NESTED, TMA, WG, PS, false, CPS>[s->device & 63], (int)smem);
+        e = launch(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, false, CP>,
+                   g_smem_set<T, NT, NESTED, TMA, WG, PS, false, CP>[s->device & 63], (int)smem);
     }
     return bnb4_cuda_check(e, "bnb4_gemm (pipe)");
 }
