@@ -304,15 +304,7 @@ __device__ __forceinline__ void decode_fragment(uint32_t af[4], uint32_t table_s
     af[2] = PipeOps<T>::mul2(lds_pair(table_s + off(wA, sel1)), sA2);
     af[3] = PipeOps<T>::mul2(lds_pair(table_s + off(wB, sel1)), sB2);
 }
-/* kCpSmall's table: entry v's code pair (as build_pair_table's) in 8 copies, v * 32 + 4 copy */
-template <typename T>
-__device__ __forceinline__ void build_small_pair_table(unsigned char *table, const float *codebook, int tid, int nthreads) {
-    for (int e = tid; e < 256 * 2; e += nthreads) {
-        const int v = e >> 1;
-        const uint32_t p = PairOps<T>::pack(codebook[v >> 4], codebook[v & 15]);
-        reinterpret_cast<uint4 *>(table + v * 32)[e & 1] = make_uint4(p, p, p, p);
-    }
-}
+
 
 /* PS: the same fragment's codes alone (the block scale is applied to the mma sums). */
 __device__ __forceinline__ void decode_codes(uint32_t af[4], uint32_t table_s, uint32_t wA, uint32_t wB,
@@ -903,8 +895,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
         }
     }
     { /* the code-pair table (cuda_sm90.cuh) */
-        if constexpr (kSmallTable)
-            build_small_pair_table<T>(table, a.quant_type == BNB4_NF4 ? c_pipe_nf4 : c_pipe_fp4, tid, kConsumerThreads);
+        if constexpr (kSmallTable) /* (kCpSmall: 8 copies, v * 32 + 4 copy) */
+            build_pair_table<T, 8, 32>(table, a.quant_type == BNB4_NF4 ? c_pipe_nf4 : c_pipe_fp4, tid, kConsumerThreads);
         else
             build_pair_table<T>(table, a.quant_type == BNB4_NF4 ? c_pipe_nf4 : c_pipe_fp4, tid, kConsumerThreads);
         /* the nested map before the wait where the early stages are safe (the same check covers it), so

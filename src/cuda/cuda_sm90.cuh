@@ -46,14 +46,17 @@ template <> struct PairOps<__nv_bfloat16> {
 /* The code-pair table: for every byte value v, the pair (code[v >> 4], code[v & 15]) in T (high nibble
  * first: the lower k), 32 copies, one per lane (entry (v, lane) at v * 256 + 4 lane), so a warp's 32
  * lookups never share a bank. One PRMT of a packed word with the lane's 4 * lane forms the address:
- * pair_offset. kPairTableBytes of shared memory, filled by all `nthreads` threads. */
+ * pair_offset. kPairTableBytes of shared memory, filled by all `nthreads` threads. (kCopies / kRowBytes: a
+ * smaller table, entry (v, copy) at v * kRowBytes + 4 copy: the pipe kernel's on 99 KB GPUs.) */
 constexpr int kPairTableBytes = 256 * 256;
-template <typename T>
+template <typename T, int kCopies = 32, int kRowBytes = 256>
 __device__ __forceinline__ void build_pair_table(unsigned char *table, const float *codebook, int tid, int nthreads) {
-    for (int e = tid; e < 256 * 8; e += nthreads) {
-        const int v = e >> 3;
+    constexpr int kQuads = kCopies / 4, kQuadsLog2 = kQuads == 8 ? 3 : kQuads == 2 ? 1 : -1; /* 16-byte stores */
+    static_assert(kQuadsLog2 >= 0 && kCopies * 4 <= kRowBytes, "8 or 32 copies, in the row");
+    for (int e = tid; e < 256 * kQuads; e += nthreads) {
+        const int v = e >> kQuadsLog2;
         const uint32_t p = PairOps<T>::pack(codebook[v >> 4], codebook[v & 15]);
-        reinterpret_cast<uint4 *>(table + v * 256)[e & 7] = make_uint4(p, p, p, p);
+        reinterpret_cast<uint4 *>(table + v * kRowBytes)[e & (kQuads - 1)] = make_uint4(p, p, p, p);
     }
 }
 /* The table offset of byte b (0..3) of `word` for the lane whose 4 * lane is lane4: PRMT selector
