@@ -130,8 +130,9 @@ BNB4_API bnb4_status bnb4_quantize(bnb4_ctx *ctx, const void *src, bnb4_dtype sr
 
 /* Double quantization of a float32 absmax vector, as bitsandbytes' compress_statistics=True does.
  * bnb4_nested_offset: the offset bitsandbytes subtracts first, the float32 mean of absmax: bit for bit
- * what torch.mean() gives for it on a CUDA GPU, whose summation order bnb4 restates. Past 3.5-4.3 M blocks
- * that order depends on the GPU: a CUDA context follows its own, a CPU context the 132-SM H100 / H200.
+ * what torch.mean() gives for it on a CUDA GPU, whose summation order bnb4 restates. Past a size set by the
+ * GPU's SMs (4.3 M blocks on the H100, 3.5 M on an A100, fewer on smaller GPUs) that order depends on the
+ * GPU: a CUDA context follows its own, a CPU context the 132-SM H100 / H200.
  * bnb4_quantize_nested: 8-bit blockwise quantization of (absmax[i] - offset) with the signed dynamic
  * map in blocks of nested_blocksize (any value >= 1); writes nblocks codes and
  * ceil(nblocks/nested_blocksize) nested_absmax, byte-identical to bitsandbytes' CUDA

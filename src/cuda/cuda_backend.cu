@@ -272,9 +272,9 @@ bnb4_status bnb4_cuda_quantize(bnb4_ctx *ctx, const void *src, bnb4_dtype dt, si
 }
 
 /* bitsandbytes' offset is torch's CUDA mean, whose summation order bnb4_torch_cuda_mean_f32_on restates on
- * the host for this GPU (past 3.5-4.3 M blocks the order depends on its SM count, so bitsandbytes on the same
- * GPU gets the same offset); the absmax comes over for it (4 bytes a block: a 32nd of a float16 weight's bytes,
- * and this op returns a host value, so it waits for the stream anyway). */
+ * the host for this GPU (past 4.3 M blocks on the H100, 3.5 M on an A100, the order depends on the GPU's SMs:
+ * bitsandbytes on the same GPU gets the same offset); the absmax comes over for it (4 bytes a block: a 32nd of a
+ * float16 weight's bytes, and this op returns a host value, so it waits for the stream anyway). */
 bnb4_status bnb4_cuda_nested_offset(bnb4_ctx *ctx, const float *absmax, size_t nblocks, float *offset) {
     static const char fn[] = "bnb4_nested_offset";
     bnb4_cuda_state *s = ctx->cuda;
