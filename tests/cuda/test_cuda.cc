@@ -36,6 +36,7 @@
 #include <cuda_runtime.h>
 
 #include "caller_kernels.h"
+#include "kernel_choice.h"
 #endif
 
 using namespace bnb4test;
@@ -777,6 +778,44 @@ void CudaTest::check_gemm_on_grids(const bnb4_qtensor &wd, bnb4_dtype dt, size_t
 // by at most 8 CTAs (4 past m = 32); then every (tiles, steps, CTAs, parts limit) up to a size: each run a
 // whole number of tiles or a tile's equal part (or stream-K's length), at most 17.5 % longer than
 // stream-K's (stream-K's no shorter than the limit allows), on at most the CTAs given.
+// The matmul path by device class, from the context's record of the device alone (no GPU needed: runs in CI). The
+// pipe kernel fits every class from 99 KB of shared memory a block on (3 stages, m > 16 in chunks of 16 rows to m =
+// 48 where Hopper's 227 KB are short); below the gemv kernel's 66 KB nothing but the SIMT kernel and cuBLAS fits.
+// Which of its variants runs and the TMA, wgmma and tile kernels need the driver (tests on the GPU: the CudaTest
+// suite, KernelNamesSayCuda and SmallerSharedMemoryTakesKernelsThatFit).
+TEST(CudaChoice, PathsByDeviceClass) {
+    const TestDevice a100{8, 0, 80, 108, kSmemA100}, rtx4090{8, 9, 80, 128, kSmem99K}, rtx5090{12, 0, 90, 170, kSmem99K},
+        h100{9, 0, 90, 132, kSmemHopper}, tiny{8, 0, 80, 16, 48 * 1024};
+    EXPECT_EQ(16u, test_pipe_rows(a100));
+    EXPECT_EQ(16u, test_pipe_rows(rtx4090));
+    EXPECT_EQ(16u, test_pipe_rows(rtx5090));
+    EXPECT_EQ(64u, test_pipe_rows(h100));
+    EXPECT_EQ(0u, test_pipe_rows(tiny));
+    for (bool nested : {false, true})
+        for (bnb4_dtype dt : {BNB4_F16, BNB4_BF16}) {
+            const std::string what = std::string(bnb4_dtype_name(dt)) + (nested ? " nested" : " plain");
+            for (const TestDevice &d : {a100, rtx4090, rtx5090}) {
+                const std::string dev = what + " on " + std::to_string(d.smem_optin / 1024) + " KB";
+                EXPECT_STREQ("gemv", test_gemm_path(d, 4096, 4096, nested, dt, 1)) << dev;
+                for (size_t m : {2, 9, 16, 17, 32, 48})
+                    EXPECT_STREQ("pipe", test_gemm_path(d, 4096, 4096, nested, dt, m)) << dev << " m " << m;
+                for (size_t m : {49, 64, 65, 512})
+                    EXPECT_STREQ("dequant+cublas", test_gemm_path(d, 4096, 4096, nested, dt, m)) << dev << " m " << m;
+            }
+            for (size_t m : {2, 16, 32, 64})
+                EXPECT_STREQ("pipe", test_gemm_path(h100, 4096, 4096, nested, dt, m)) << what << " m " << m;
+            EXPECT_STREQ("simt", test_gemm_path(tiny, 4096, 4096, nested, dt, 1)) << what;
+            EXPECT_STREQ("simt", test_gemm_path(tiny, 4096, 4096, nested, dt, 16)) << what;
+            EXPECT_STREQ("dequant+cublas", test_gemm_path(tiny, 4096, 4096, nested, dt, 17)) << what;
+        }
+    // float32 activations: the gemv kernel at m = 1, SIMT to 16, then cuBLAS, on every class
+    for (const TestDevice &d : {a100, rtx4090, h100}) {
+        EXPECT_STREQ("gemv", test_gemm_path(d, 4096, 4096, false, BNB4_F32, 1));
+        EXPECT_STREQ("simt", test_gemm_path(d, 4096, 4096, false, BNB4_F32, 8));
+        EXPECT_STREQ("dequant+cublas", test_gemm_path(d, 4096, 4096, false, BNB4_F32, 17));
+    }
+}
+
 TEST(CudaGrid, AlignedRunsWhereTheyCostLittle) {
     EXPECT_EQ(16u, bnb4_grid_steps_per_cta(112, 16, 132, 8));  // pipe 14336x4096
     EXPECT_EQ(64u, bnb4_grid_steps_per_cta(224, 32, 132, 8));  // pipe 28672x8192: 64 <= 1.175 x 55

@@ -8,8 +8,9 @@ target_compile_definitions(bnb4_cuda_tests PRIVATE BNB4_CONFORMANCE_DIR="${BNB4_
 if(BNB4_CUDA)
   target_compile_definitions(bnb4_cuda_tests PRIVATE BNB4_WITH_CUDA=1)
   target_link_libraries(bnb4_cuda_tests PRIVATE CUDA::cudart)
-  # (a kernel standing for a caller's own)
-  target_sources(bnb4_cuda_tests PRIVATE ${CMAKE_CURRENT_LIST_DIR}/caller_kernels.cu)
+  # (a kernel standing for a caller's own; the matmul choice on a described device)
+  target_sources(bnb4_cuda_tests PRIVATE ${CMAKE_CURRENT_LIST_DIR}/caller_kernels.cu
+                                         ${CMAKE_CURRENT_LIST_DIR}/kernel_choice.cu)
 endif()
 gtest_discover_tests(bnb4_cuda_tests DISCOVERY_TIMEOUT 60 PROPERTIES LABELS cuda)
 

@@ -1,0 +1,45 @@
+// kernel_choice.cu - the library's matmul choice on a described device (kernel_choice.h): a context's state filled in
+// by hand, no GPU needed. Only the layout's pointers' alignment is read, so they point nowhere.
+#include "kernel_choice.h"
+
+#include "cuda_common.cuh"
+
+namespace {
+bnb4_cuda_state state_of(const TestDevice &d) {
+    bnb4_cuda_state s = {};
+    s.cc_major = d.cc_major;
+    s.cc_minor = d.cc_minor;
+    s.code_arch = d.code_arch;
+    s.sm_count = d.sm_count;
+    s.sm_threads = 2048;
+    s.smem_optin = d.smem_optin;
+    s.l2_bytes = 40u << 20;
+    return s;
+}
+} // namespace
+
+const char *test_gemm_path(const TestDevice &d, size_t rows, size_t cols, bool nested, bnb4_dtype dt, size_t m) {
+    const bnb4_cuda_state s = state_of(d);
+    uint8_t *const aligned = reinterpret_cast<uint8_t *>(uintptr_t{1} << 20);
+    const bnb4_qtensor w =
+        nested ? bnb4_qtensor_nested(rows, cols, 64, BNB4_NF4, aligned, aligned, reinterpret_cast<float *>(aligned),
+                                     reinterpret_cast<float *>(aligned), 0.0f, 256)
+               : bnb4_qtensor_plain(rows, cols, 64, BNB4_NF4, aligned, reinterpret_cast<float *>(aligned));
+    switch (bnb4_cuda_pick_gemm(&s, &w, dt, m, aligned)) {
+    case BNB4_CUDA_GEMM_GEMV:
+        return "gemv";
+    case BNB4_CUDA_GEMM_PIPE:
+        return "pipe";
+    case BNB4_CUDA_GEMM_TILE:
+        return "tile";
+    case BNB4_CUDA_GEMM_SIMT:
+        return "simt";
+    default:
+        return "dequant+cublas";
+    }
+}
+
+size_t test_pipe_rows(const TestDevice &d) {
+    const bnb4_cuda_state s = state_of(d);
+    return bnb4_cuda_pipe_rows(&s);
+}

@@ -1,0 +1,23 @@
+// kernel_choice.h - the matmul path the library picks on a described device, without one (kernel_choice.cu), so the
+// choice per device class is tested on any machine, CI's included (test_cuda.cc, CudaChoice).
+#ifndef BNB4_TEST_KERNEL_CHOICE_H
+#define BNB4_TEST_KERNEL_CHOICE_H
+
+#include <stddef.h>
+
+#include "bnb4.h"
+
+// A device as the library's context records it: compute capability, the PTX architecture of the code loaded for it
+// (10 x major + minor), SM count and the shared memory a block may take.
+struct TestDevice {
+    int cc_major, cc_minor, code_arch, sm_count;
+    size_t smem_optin;
+};
+
+// The path bnb4_cuda_pick_gemm takes for a plain (nested: double-quantized) NF4 weight of rows x cols, blocksize 64,
+// with 16-byte aligned data, at m activation rows of dtype dt: "gemv", "pipe", "tile", "simt" or "dequant+cublas".
+const char *test_gemm_path(const TestDevice &d, size_t rows, size_t cols, bool nested, bnb4_dtype dt, size_t m);
+// The activation rows one launch of the pipe kernel takes there (bnb4_cuda_pipe_rows; 0: it does not fit).
+size_t test_pipe_rows(const TestDevice &d);
+
+#endif
