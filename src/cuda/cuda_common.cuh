@@ -116,6 +116,38 @@ template <> struct bnb4_dt<__nv_bfloat16> {
     static __device__ __forceinline__ __nv_bfloat16 from_bits(uint16_t v) { return __ushort_as_bfloat16(v); }
 };
 
+/* 8 activations (one packed weight word's worth) of one row, as float32, from 16-byte aligned memory (the gemv and
+ * SIMT kernels). */
+template <typename T> struct bnb4_x8;
+template <> struct bnb4_x8<float> {
+    static __device__ __forceinline__ void get(const float *p, float v[8]) {
+        const float4 a = __ldg(reinterpret_cast<const float4 *>(p)), b = __ldg(reinterpret_cast<const float4 *>(p) + 1);
+        v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+    }
+};
+template <> struct bnb4_x8<__half> {
+    static __device__ __forceinline__ void get(const __half *p, float v[8]) {
+        const uint4 a = __ldg(reinterpret_cast<const uint4 *>(p));
+        const uint32_t w[4] = {a.x, a.y, a.z, a.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const float2 f = __half22float2(*reinterpret_cast<const __half2 *>(&w[i]));
+            v[2 * i] = f.x, v[2 * i + 1] = f.y;
+        }
+    }
+};
+template <> struct bnb4_x8<__nv_bfloat16> {
+    static __device__ __forceinline__ void get(const __nv_bfloat16 *p, float v[8]) {
+        const uint4 a = __ldg(reinterpret_cast<const uint4 *>(p));
+        const uint32_t w[4] = {a.x, a.y, a.z, a.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++) { /* bf16 -> f32 is exact: the bits move up */
+            v[2 * i] = __uint_as_float(w[i] << 16);
+            v[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+        }
+    }
+};
+
 /* ---- 4-bit encoders --------------------------------------------------------------------------------
  * Binary searches over bnb4_format.h's ascending thresholds: code = #{k : xn > t[k]}, the same count
  * bnb4_nf4_encode / bnb4_fp4_encode take (NaN fails every comparison and gets code 0), in 4 and 3

@@ -48,31 +48,6 @@ template <typename T> __device__ __forceinline__ float load_f32(const void *p, s
  * 2 bytes at a time 64 bytes apart: 1.9 ms at m = 16 on 14336x4096, H200, docs/performance.md v48.) */
 constexpr int kSimtWarps = 8;
 
-/* 8 activations from 16-byte aligned memory, as f32 */
-template <typename T> __device__ __forceinline__ void load8_f32(const T *p, float (&v)[8]);
-template <> __device__ __forceinline__ void load8_f32<float>(const float *p, float (&v)[8]) {
-    const float4 a = __ldg(reinterpret_cast<const float4 *>(p)), b = __ldg(reinterpret_cast<const float4 *>(p) + 1);
-    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
-}
-template <> __device__ __forceinline__ void load8_f32<__half>(const __half *p, float (&v)[8]) {
-    const uint4 q = __ldg(reinterpret_cast<const uint4 *>(p));
-    const uint32_t w[4] = {q.x, q.y, q.z, q.w};
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        const float2 f = __half22float2(*reinterpret_cast<const __half2 *>(&w[i]));
-        v[2 * i] = f.x, v[2 * i + 1] = f.y;
-    }
-}
-template <> __device__ __forceinline__ void load8_f32<__nv_bfloat16>(const __nv_bfloat16 *p, float (&v)[8]) {
-    const uint4 q = __ldg(reinterpret_cast<const uint4 *>(p));
-    const uint32_t w[4] = {q.x, q.y, q.z, q.w};
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&w[i]));
-        v[2 * i] = f.x, v[2 * i + 1] = f.y;
-    }
-}
-
 template <typename T, int MT>
 __global__ void __launch_bounds__(kSimtWarps * 32) gemm_4bit_simt_kernel(GemmArgs a, int vec_ok) {
     __shared__ float code[16];
@@ -111,7 +86,7 @@ __global__ void __launch_bounds__(kSimtWarps * 32) gemm_4bit_simt_kernel(GemmArg
             for (int r = 0; r < MT; r++)
                 if (r < (int)M) {
                     float xv[8];
-                    load8_f32<T>(x + r * K + k, xv);
+                    bnb4_x8<T>::get(x + r * K + k, xv);
 #pragma unroll
                     for (int e = 0; e < 8; e++)
                         acc[r] = fmaf(xv[e], w[e], acc[r]);

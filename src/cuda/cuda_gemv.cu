@@ -68,37 +68,6 @@ __device__ __forceinline__ uint4 ld_stream16(const void *p) {
     return v;
 }
 
-/* 8 activations (one packed weight word's worth) of one row, as float32. */
-template <typename T> struct XLoad;
-template <> struct XLoad<float> {
-    static __device__ __forceinline__ void get(const float *p, float v[8]) {
-        const float4 a = __ldg(reinterpret_cast<const float4 *>(p)), b = __ldg(reinterpret_cast<const float4 *>(p) + 1);
-        v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
-    }
-};
-template <> struct XLoad<__half> {
-    static __device__ __forceinline__ void get(const __half *p, float v[8]) {
-        const uint4 a = __ldg(reinterpret_cast<const uint4 *>(p));
-        const uint32_t w[4] = {a.x, a.y, a.z, a.w};
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            const float2 f = __half22float2(*reinterpret_cast<const __half2 *>(&w[i]));
-            v[2 * i] = f.x, v[2 * i + 1] = f.y;
-        }
-    }
-};
-template <> struct XLoad<__nv_bfloat16> {
-    static __device__ __forceinline__ void get(const __nv_bfloat16 *p, float v[8]) {
-        const uint4 a = __ldg(reinterpret_cast<const uint4 *>(p));
-        const uint32_t w[4] = {a.x, a.y, a.z, a.w};
-#pragma unroll
-        for (int i = 0; i < 4; i++) { /* bf16 -> f32 is exact: the bits move up */
-            v[2 * i] = __uint_as_float(w[i] << 16);
-            v[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-        }
-    }
-};
-
 /* One item's raw loads for the warp's two rows: 16 packed bytes and the chunk's scale (plain: absmax;
  * nested: the 8-bit code and its nested absmax, decoded when used). */
 struct Item {
@@ -244,7 +213,7 @@ __global__ void __launch_bounds__(kWarps * 32, gemv_min_ctas<MT>()) gemv_4bit_ke
 #pragma unroll
                     for (int r = 0; r < MT; r++) {
                         if (r < (int)a.M)
-                            XLoad<T>::get(x + (size_t)r * K + k0 + qw * 8, xv[r]);
+                            bnb4_x8<T>::get(x + (size_t)r * K + k0 + qw * 8, xv[r]);
                         else
 #pragma unroll
                             for (int e = 0; e < 8; e++)
