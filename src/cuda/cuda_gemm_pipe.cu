@@ -1963,7 +1963,7 @@ size_t pipe_steps_per_cta(const bnb4_cuda_state *s, size_t N, size_t K, int mt, 
 /* The cp.async variant's sizing on this device (kCpHopper, kCpFew, kCpSmall: the first that fits), -1 where none
  * does. The smaller sizings are built at m <= 16 alone (3 stages at m = 17..64 take 173 / 221 KB beside the 64 KB
  * table, which no device between Hopper's 227 KB and A100's 163 KB gives): A100 / Orin (163 KB) run m <= 16 in 3
- * stages, sm_86 / 89 / 120 (99 KB) with the small table too, both larger m in chunks of 16 rows (pipe_cp_rows). */
+ * stages, sm_86 / 89 / 120 (99 KB) with the small table too, both larger m in chunks of 16 rows (bnb4_cuda_pipe_rows). */
 template <int NT> constexpr bool pipe_cp_small_built() { return NT <= 2; }
 template <int NT> int pipe_cp_sizing(const bnb4_cuda_state *s) {
     if (bnb4_cuda_smem_fits(s, PipeShape<NT, false>::SmemBytes))
@@ -1976,12 +1976,6 @@ template <int NT> int pipe_cp_sizing(const bnb4_cuda_state *s) {
     }
     return -1;
 }
-/* The activation rows one launch of the cp.async variant takes on this device (bnb4_cuda_gemm_pipe runs more in
- * chunks of that many); 0: the kernel does not fit */
-size_t pipe_cp_rows(const bnb4_cuda_state *s) {
-    return pipe_cp_sizing<8>(s) >= 0 ? 64 : pipe_cp_sizing<4>(s) >= 0 ? 32 : pipe_cp_sizing<2>(s) >= 0 ? 16
-           : pipe_cp_sizing<1>(s) >= 0 ? 8 : 0;
-}
 /* Past this many chunks dequantize + cuBLAS is the faster (H200 running sm_80 code with an A100's 163 KB,
  * docs/performance.md v48: 14336x4096 f16 m = 17 / 32 in 2 chunks 38 / 44 us, m = 64 in 4 chunks 88 us, against 72
  * for dequantize + cuBLAS at each) */
@@ -1989,6 +1983,7 @@ constexpr size_t kPipeMaxChunks = 3;
 /* The TMA variant's shapes take up to kSmemLimit: a Hopper SM's 227 KB (sm_90 code also runs on later GPUs,
  * some of which give a CTA 99 KB) */
 bool pipe_tma_smem_fits(const bnb4_cuda_state *s) { return bnb4_cuda_smem_fits(s, kSmemLimit); }
+static_assert(PipeShape<8, false>::SmemBytes <= kSmemLimit, "where the TMA variant fits, so does the cp.async one at m = 64");
 
 template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS, int CP = kCpHopper>
 bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
@@ -2296,7 +2291,13 @@ int bnb4_cuda_pipe_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dt
 
 int bnb4_cuda_pipe_tma_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) { return pipe_use_tma(s, w, m); }
 int bnb4_cuda_pipe_wgmma(const bnb4_cuda_state *s, size_t m) { return pipe_tma_smem_fits(s) && pipe_use_wgmma(s, m, nullptr); }
-size_t bnb4_cuda_pipe_rows(const bnb4_cuda_state *s) { return pipe_tma_smem_fits(s) ? 64 : pipe_cp_rows(s); }
+/* The cp.async variant's rows at once (bnb4_cuda_gemm_pipe runs more in chunks of that many): where the TMA variant
+ * fits, 64 as its own, since its shapes' shared memory bounds the cp.async ones' (static_assert by
+ * pipe_tma_smem_fits) */
+size_t bnb4_cuda_pipe_rows(const bnb4_cuda_state *s) {
+    return pipe_cp_sizing<8>(s) >= 0 ? 64 : pipe_cp_sizing<4>(s) >= 0 ? 32 : pipe_cp_sizing<2>(s) >= 0 ? 16
+           : pipe_cp_sizing<1>(s) >= 0 ? 8 : 0;
+}
 
 bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
                                 const void *bias, void *y) {
@@ -2320,7 +2321,7 @@ bnb4_status bnb4_cuda_gemm_pipe(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_
     if (!pipe_use_tma(s, w, m)) {
         /* cp.async: m in chunks of the activation rows the device's shared memory holds at once (A100: 16) - each
          * chunk reads the weights again, which at m <= 64 still moves less than dequantize + cuBLAS would */
-        const size_t rows = pipe_cp_rows(s), es = bnb4_dtype_size(dt);
+        const size_t rows = bnb4_cuda_pipe_rows(s), es = bnb4_dtype_size(dt);
         for (size_t r0 = 0; r0 < m; r0 += rows) {
             PipeArgs c = a;
             c.M = m - r0 < rows ? m - r0 : rows;
