@@ -11,7 +11,7 @@
  * cuBLAS and ours - are timed together, their batches taking turns (Timer::run_together), so each ratio's two
  * sides meet the same SM clock, which a power-capped GPU moves under sustained load.
  *
- * Usage: bench_cuda [--quick | --small-m | --m M1,M2,... | --conv] [--csv FILE]. --small-m measures only m = 1,
+ * Usage: bench_cuda [--quick | --small-m | --m M1,M2,... | --conv] [--no-f32] [--csv FILE]. --small-m measures only m = 1,
  * 2, 3, 4, 8, 16 on every shape (no conversion rows), for tuning the small-m kernels; --m takes any list;
  * --conv measures only the conversions (dequantize, quantize);
  * --shape NxK measures one shape only (for profilers). At m = 1 and 16 (f16, plain absmax) the same calls are
@@ -23,7 +23,10 @@
  * (rows "with a bias": that time / the time without; the benchmark's own rows pass none). At m >= 512
  * cuBLAS is also timed on one dequantized NF4 weight (rows "on one dequantized NF4 weight": the dequantize
  * + cuBLAS path's second half, against the ceiling). Prints every row, then a summary
- * table with the issue's targets as ratios. bnb4_bench_cuda_main() is the entry point (the `bnb4 bench` CLI can call it).
+ * table with the issue's targets as ratios. float32 activations (m <= 512 unless --no-f32) are measured against
+ * dense cuBLAS SGEMM (CUBLAS_COMPUTE_32F, no TF32) on float32 weights: rows "bnb4 f32 ... vs-sgemm" (and, at
+ * m <= 16, "f32-BW/copy"); the issue sets no target for them. bnb4_bench_cuda_main() is the entry point (the
+ * `bnb4 bench` CLI can call it).
  */
 #include <algorithm>
 #include <array>
@@ -73,6 +76,11 @@ __global__ void f16_to_bf16(const __half *a, __nv_bfloat16 *b, size_t n) {
         b[i] = __float2bfloat16(__half2float(a[i]));
 }
 
+__global__ void f16_to_f32(const __half *a, float *b, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        b[i] = __half2float(a[i]);
+}
+
 /* cuBLAS through dlopen, as the library does: linking it would add ~200 MB of resident memory to every
  * program that links this benchmark (the bnb4 command does). */
 struct Blas {
@@ -118,7 +126,7 @@ void report(const std::string &what, double ms, double value, const char *unit, 
 } // namespace
 
 extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
-    bool quick = false, small_m = false, conv_only = false;
+    bool quick = false, small_m = false, conv_only = false, f32_rows = true;
     const char *csv = nullptr, *m_list = nullptr, *shape_arg = nullptr;
     for (int i = 1; i < argc; i++) {
         if (!std::strcmp(argv[i], "--quick"))
@@ -127,6 +135,8 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
             small_m = true;
         else if (!std::strcmp(argv[i], "--conv"))
             conv_only = true;
+        else if (!std::strcmp(argv[i], "--no-f32"))
+            f32_rows = false;
         else if (!std::strcmp(argv[i], "--csv") && i + 1 < argc)
             csv = argv[++i];
         else if (!std::strcmp(argv[i], "--m") && i + 1 < argc)
@@ -134,7 +144,8 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
         else if (!std::strcmp(argv[i], "--shape") && i + 1 < argc)
             shape_arg = argv[++i];
         else {
-            std::fprintf(stderr, "usage: %s [--quick | --small-m | --m M1,M2,... | --conv] [--shape NxK] [--csv FILE]\n", argv[0]);
+            std::fprintf(stderr, "usage: %s [--quick | --small-m | --m M1,M2,... | --conv] [--no-f32] [--shape NxK] [--csv FILE]\n",
+                         argv[0]);
             return 2;
         }
     }
@@ -238,7 +249,10 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
         const size_t dense_bytes = n * 2, q_bytes = n / 2 + nb * 4, qn_bytes = n / 2 + nb + (nb / 256 + 1) * 4;
         const int copies_dense = (int)std::max<size_t>(2, (rotate_bytes + dense_bytes - 1) / dense_bytes);
         const int copies_q = (int)std::max<size_t>(2, (rotate_bytes + q_bytes - 1) / q_bytes);
-        std::vector<void *> w16(copies_dense), wbf(copies_dense);
+        const size_t f32_max_m = 512; /* float32 rows up to here (past it dequantize + SGEMM, as at 512) */
+        const bool any_f32 = f32_rows && !ms.empty() && *std::min_element(ms.begin(), ms.end()) <= f32_max_m;
+        const int copies_dense32 = any_f32 ? (int)std::max<size_t>(2, (rotate_bytes + 2 * dense_bytes - 1) / (2 * dense_bytes)) : 0;
+        std::vector<void *> w16(copies_dense), wbf(copies_dense), w32(copies_dense32);
         std::vector<uint8_t *> packed(copies_q), codes(copies_q);
         std::vector<float *> absmax(copies_q), nabs(copies_q);
         std::vector<float> offset(copies_q);
@@ -252,6 +266,11 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
             f16_to_bf16<<<1024, 256, 0, stream>>>((const __half *)w16[c], (__nv_bfloat16 *)wbf[c], n);
             CK(cudaGetLastError());
         }
+        for (int c = 0; c < copies_dense32; c++) {
+            CK(cudaMalloc(&w32[c], 2 * dense_bytes));
+            f16_to_f32<<<1024, 256, 0, stream>>>((const __half *)w16[c % copies_dense], (float *)w32[c], n);
+            CK(cudaGetLastError());
+        }
         for (int c = 0; c < copies_q; c++) {
             CK(cudaMalloc(&packed[c], n / 2));
             CK(cudaMalloc(&absmax[c], nb * 4));
@@ -261,14 +280,17 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
             BK(bnb4_nested_offset(ctx, absmax[c], nb, &offset[c]));
             BK(bnb4_quantize_nested(ctx, absmax[c], nb, offset[c], 256, codes[c], nabs[c]));
         }
-        /* x / xb: the activations in f16 / bf16; wdq: a dequantized weight in f16 / bf16 (m >= 512 rows) */
-        void *x, *xb, *y, *bias, *wdq[2] = {nullptr, nullptr};
+        /* x / xb / xf: the activations in f16 / bf16 / f32 (the same values); wdq: a dequantized weight in f16 /
+         * bf16 (m >= 512 rows) */
+        void *x, *xb, *xf, *y, *bias, *wdq[2] = {nullptr, nullptr};
         CK(cudaMalloc(&x, max_m * K * 2));
         CK(cudaMalloc(&xb, max_m * K * 2));
-        CK(cudaMalloc(&y, max_m * N * 2));
+        CK(cudaMalloc(&xf, max_m * K * 4));
+        CK(cudaMalloc(&y, max_m * N * 4));
         CK(cudaMalloc(&bias, N * 2));
         fill_randn_f16<<<1024, 256, 0, stream>>>((__half *)x, max_m * K, 99, 1.0f);
         f16_to_bf16<<<1024, 256, 0, stream>>>((const __half *)x, (__nv_bfloat16 *)xb, max_m * K); /* same values */
+        f16_to_f32<<<1024, 256, 0, stream>>>((const __half *)x, (float *)xf, max_m * K);
         fill_randn_f16<<<64, 256, 0, stream>>>((__half *)bias, N, 98, 1.0f);
         CK(cudaStreamSynchronize(stream));
         char name[160];
@@ -285,7 +307,8 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
                 groups.back().push_back(m);
             else
                 groups.push_back({m});
-        const bnb4_dtype dts[2] = {BNB4_F16, BNB4_BF16};
+        const bnb4_dtype dts[3] = {BNB4_F16, BNB4_BF16, BNB4_F32};
+        const void *xs[3] = {x, xb, xf};
         const auto iters_of = [](size_t m) { return m >= 512 ? 10 : 50; }; /* calls a batch */
         double m1_ms[2][2] = {{0, 0}, {0, 0}}; /* [dtype][nested] */
         for (const std::vector<size_t> &group : groups) {
@@ -296,7 +319,7 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
                     const bnb4_qtensor q = nested ? bnb4_qtensor_nested(N, K, bs, BNB4_NF4, packed[ci], codes[ci],
                                                                         nabs[ci], dcode, offset[ci], 256)
                                                   : bnb4_qtensor_plain(N, K, bs, BNB4_NF4, packed[ci], absmax[ci]);
-                    bnb4_linear(c, &q, dts[d], m, d == 0 ? x : xb, b, y);
+                    bnb4_linear(c, &q, dts[d], m, xs[d], b, y);
                 };
             };
             /* dense cuBLAS on the i-th copy of the dense weights, or (dq) on one dequantized NF4 weight: the
@@ -304,13 +327,13 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
              * as far as it fits) - whatever the values or L2 change in cuBLAS's time (a power-limited clock),
              * not ours */
             const auto blas_call = [&, N, K](size_t m, int d, bool dq) {
-                const cudaDataType_t t = d == 0 ? CUDA_R_16F : CUDA_R_16BF;
-                std::vector<void *> *wd = d == 0 ? &w16 : &wbf;
+                const cudaDataType_t t = d == 0 ? CUDA_R_16F : d == 1 ? CUDA_R_16BF : CUDA_R_32F;
+                std::vector<void *> *wd = d == 0 ? &w16 : d == 1 ? &wbf : &w32;
                 void *w_dq = wdq[d];
                 return [&, m, t, d, wd, w_dq, dq, N, K](int i) {
                     const float alpha = 1.0f, beta = 0.0f;
                     cb_api.gemm_ex(blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)m, (int)K, &alpha,
-                                   dq ? w_dq : (*wd)[i % copies_dense], t, (int)K, d == 0 ? x : xb, t, (int)K, &beta,
+                                   dq ? w_dq : (*wd)[i % wd->size()], t, (int)K, xs[d], t, (int)K, &beta,
                                    y, t, (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
                 };
             };
@@ -318,18 +341,20 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
              * plain with a bias (its epilogue's loads and adds) */
             enum { kBlas, kBlasDq, kPlain, kNested, kBias, kKinds };
             std::vector<Timer::Job> jobs;
-            std::vector<std::array<std::array<int, kKinds>, 2>> job(group.size()); /* [m][dtype][kind], -1: none */
+            std::vector<std::array<std::array<int, kKinds>, 3>> job(group.size()); /* [m][dtype][kind], -1: none */
             for (size_t gi = 0; gi < group.size(); gi++) {
                 const size_t m = group[gi];
                 const int iters = iters_of(m);
-                for (int d = 0; d < 2; d++) {
+                for (int d = 0; d < 3; d++) {
                     job[gi][d].fill(-1);
+                    if (d == 2 && !(f32_rows && m <= f32_max_m))
+                        continue;
                     const auto add = [&](int kind, std::function<void(int)> f) {
                         job[gi][d][kind] = (int)jobs.size();
                         jobs.push_back({iters, std::move(f)});
                     };
                     add(kBlas, blas_call(m, d, false));
-                    if (m >= 512) {
+                    if (m >= 512 && d < 2) {
                         if (!wdq[d]) {
                             const bnb4_qtensor q0 = bnb4_qtensor_plain(N, K, bs, BNB4_NF4, packed[0], absmax[0]);
                             CK(cudaMalloc(&wdq[d], dense_bytes));
@@ -411,6 +436,26 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
                         report(name, host_ms, host_ms / ours_ms, "x", 1.0);
                     }
                 }
+                /* float32 activations against dense SGEMM (names kept apart from the f16 / bf16 rows the summary's
+                 * targets read: "vs-sgemm", "f32-BW/copy") */
+                const std::array<int, kKinds> &jf = job[gi][2];
+                if (jf[kBlas] < 0)
+                    continue;
+                if (sh.N == shapes[0].N && sh.K == shapes[0].K)
+                    std::printf("kernel for f32 m=%zu: %s\n", m, bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F32, m));
+                const double sgemm_ms = t[jf[kBlas]], sgemm_tf = flops / (sgemm_ms * 1e-3) / 1e12;
+                std::snprintf(name, sizeof name, "cublas sgemm f32 %zux%zu m=%zu", N, K, m);
+                report(name, sgemm_ms, sgemm_tf, "TFLOP/s", 0);
+                for (int nested = 0; nested < 2; nested++) {
+                    const double ours_ms = t[jf[nested ? kNested : kPlain]];
+                    const char *nn = nested ? "nested" : "plain";
+                    if (m <= 16) {
+                        std::snprintf(name, sizeof name, "bnb4 f32 %s %zux%zu m=%zu f32-BW/copy", nn, N, K, m);
+                        report(name, ours_ms, (nested ? qn_bytes : q_bytes) / (ours_ms * 1e-3) / 1e9, "GB/s", copy_bw);
+                    }
+                    std::snprintf(name, sizeof name, "bnb4 f32 %s %zux%zu m=%zu vs-sgemm", nn, N, K, m);
+                    report(name, ours_ms, flops / (ours_ms * 1e-3) / 1e12, "TFLOP/s", sgemm_tf);
+                }
             }
         }
 
@@ -454,6 +499,9 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
         CK(cudaFree(dcode));
         CK(cudaFree(x));
         CK(cudaFree(xb));
+        CK(cudaFree(xf));
+        for (void *pp : w32)
+            CK(cudaFree(pp));
         CK(cudaFree(bias));
         CK(cudaFree(y));
         for (void *pp : wdq)
@@ -500,6 +548,10 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
         line(std::string("quantize BW/copy") + s, qq, ">= 0.70", qq >= 0.7);
         const double dl = worst(std::string(s) + "m=1 ", "direct launches", true);
         line(std::string("m=1 without graphs: graph/direct") + s, dl, "(none)", true);
+        for (const char *mm : {"m=1 ", "m=16 ", "m=64 "}) {
+            const double f = worst(std::string(s) + mm, "vs-sgemm", true);
+            line(std::string("f32 speedup vs SGEMM ") + mm + s, f, "(none)", true);
+        }
     }
     if (g_csv)
         std::fclose(g_csv);

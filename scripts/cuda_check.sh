@@ -2,8 +2,10 @@
 # cuda_check.sh - build, test and benchmark the CUDA backend in one run on a GPU machine, then print a
 # short table.
 #
-#   scripts/cuda_check.sh [--prebuilt DIR] [--quick | --small-m] [--no-sanitizer] [--no-bench]
+#   scripts/cuda_check.sh [--prebuilt DIR] [--quick | --small-m] [--no-tests] [--no-sanitizer] [--no-bench]
 #
+# A device call may run 10 minutes and all of it takes about 11 on the H200: run --no-sanitizer, then --no-tests
+# --no-bench (the sanitizers alone) in a second call.
 # --small-m benchmarks only m = 1, 2, 3, 4, 8, 16 on every shape (bench_cuda --small-m; seconds), for
 # tuning the small-m kernels; BNB4_CUDA_GEMV_MAX_M / BNB4_CUDA_GEMV_KERNEL / BNB4_CUDA_GEMV_TABLE /
 # BNB4_CUDA_GEMV_CTAS in the environment select the gemv kernels' settings (src/cuda/cuda_gemv.cu).
@@ -15,7 +17,7 @@
 # on the pipe kernel, with its TMA variant off, and with its wgmma math at every m and the tile kernel at every
 # m >= 65 on every weight size, with the wgmma math on permuted activations on every weight size, and the pipe
 # tests with its mma.sync math up to m = 16, the matmul tests as on a device with 99 KB of shared memory a CTA
-# (BNB4_CUDA_SMEM_OPTIN), and the sm_80 build's tests: the driver compiles their compute_80 PTX for this GPU, so the
+# (BNB4_CUDA_SMEM_OPTIN) and on the SIMT kernel (as under 66 KB), and the sm_80 build's tests: the driver compiles their compute_80 PTX for this GPU, so the
 # kernels run as an A100 runs them (no TMA, wgmma or tile kernel), once more with an A100's 163 KB, and where torch and
 # bitsandbytes import, bnb4 against bitsandbytes' CUDA kernels through the Python package; (3) the wgmma
 # kernels' machine code checked for register hazards (scripts/check_wgmma_hazards.py) and the small-m and k-split
@@ -24,7 +26,7 @@
 # bench_cuda_read, the read floor of the small-m kernels' access pattern at each shape, where DIR or the
 # build has it; (5) the tests in quick mode under compute-sanitizer memcheck and racecheck (racecheck without
 # the three largest sweeps, too slow under it), memcheck on the sm_80 build's tests too, and racecheck on the pipe
-# kernel's cp.async variant.
+# kernel's cp.async variant and on the SIMT kernel. --no-tests skips (2) and (3).
 # Logs go to $OUT (default build-cuda/check): log, bench.csv, read.txt, wgmma_hazards.txt, loop_budget.txt.
 #
 # With the device tool (the GPU machine has nvcc 13.0 and CMake but no GoogleTest), build here and carry
@@ -41,15 +43,16 @@
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 
-PREBUILT="" QUICK=0 SMALL_M=0 SANITIZE=1 BENCH=1
+PREBUILT="" QUICK=0 SMALL_M=0 TESTS_ON=1 SANITIZE=1 BENCH=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --prebuilt) PREBUILT="$2"; shift 2 ;;
     --quick) QUICK=1; shift ;;
     --small-m) SMALL_M=1; shift ;;
+    --no-tests) TESTS_ON=0; shift ;;
     --no-sanitizer) SANITIZE=0; shift ;;
     --no-bench) BENCH=0; shift ;;
-    *) echo "usage: $0 [--prebuilt DIR] [--quick | --small-m] [--no-sanitizer] [--no-bench]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--prebuilt DIR] [--quick | --small-m] [--no-tests] [--no-sanitizer] [--no-bench]" >&2; exit 2 ;;
   esac
 done
 
@@ -102,7 +105,9 @@ if [ -z "${BNB4_CONFORMANCE_DIR:-}" ]; then
 fi
 echo "conformance files: ${BNB4_CONFORMANCE_DIR:-none (conformance tests will skip)}"
 
-if [ -x "$TESTS" ]; then
+if [ "$TESTS_ON" = 0 ]; then
+  :
+elif [ -x "$TESTS" ]; then
   step "CUDA tests (vs CPU reference and conformance)"
   if [ "$QUICK" = 1 ]; then export BNB4_CUDA_TEST_QUICK=1; fi
   if timeout "$T_TESTS" "$TESTS" --gtest_color=no; then RESULT[tests]="ok"; else RESULT[tests]="FAILED"; fi
@@ -162,6 +167,14 @@ if [ -x "$TESTS" ]; then
   else
     RESULT[tests_smem99]="FAILED"
   fi
+  # under the gemv kernel's 66 KB nothing but the SIMT kernel fits at m <= 16, for every dtype; float32 on it to m = 130
+  # (launches of 16 rows) instead of dequantize + SGEMM
+  step "CUDA matmul tests on the SIMT kernel (BNB4_CUDA_SMEM_OPTIN=49152 BNB4_CUDA_SIMT_F32_MAX_M=130, quick)"
+  if BNB4_CUDA_SMEM_OPTIN=49152 BNB4_CUDA_SIMT_F32_MAX_M=130 BNB4_CUDA_TEST_QUICK=1 timeout "$T_TESTS" "$TESTS" --gtest_color=no --gtest_brief=1 --gtest_filter='*MatmulAgrees*'; then
+    RESULT[tests_simt]="ok"
+  else
+    RESULT[tests_simt]="FAILED"
+  fi
   unset BNB4_CUDA_TEST_QUICK
   # sm_80 code: the kernels an A100 runs (cp.async pipe, mma.sync, gemv, dequantize + cuBLAS at large m), built
   # as compute_80 PTX, which the driver compiles for this GPU; the library must see that its sm_90 paths are
@@ -186,7 +199,7 @@ fi
 # (python/tests/test_bitsandbytes_edges.py), the parity suite and torch's mean as the nested offset
 BNB_SITE="${BNB_SITE:-.device/bnb}"
 PARITY_PATH="$PWD/python${BNB_SITE:+:$BNB_SITE}${PYTHONPATH:+:$PYTHONPATH}"
-if [ -f "$LIBBNB4" ] && PYTHONPATH="$PARITY_PATH" python3 -c "import torch, bitsandbytes, numpy, pytest" 2>/dev/null; then
+if [ "$TESTS_ON" = 1 ] && [ -f "$LIBBNB4" ] && PYTHONPATH="$PARITY_PATH" python3 -c "import torch, bitsandbytes, numpy, pytest" 2>/dev/null; then
   step "bitsandbytes parity, edge cases and nested offset (pytest, libbnb4 from $LIBBNB4)"
   if BNB4_LIBRARY="$LIBBNB4" PYTHONPATH="$PARITY_PATH" timeout "$T_TESTS" python3 -m pytest -q -p no:cacheprovider \
        python/tests/test_bitsandbytes_edges.py python/tests/test_bitsandbytes.py python/tests/test_quantized.py; then
@@ -199,7 +212,7 @@ else
 fi
 
 # the wgmma kernels' machine code: no register an in-flight wgmma uses is overwritten on any path
-if [ -x "$TESTS" ]; then
+if [ "$TESTS_ON" = 1 ] && [ -x "$TESTS" ]; then
   step "wgmma register hazards in the SASS (scripts/check_wgmma_hazards.py)"
   python3 scripts/check_wgmma_hazards.py "$TESTS" > "$OUT/wgmma_hazards.txt" 2>&1
   rc=$?
@@ -235,13 +248,15 @@ if [ -x "$TESTS" ]; then
     RACE_SKIP='-*MatmulAgreesWithFloat64OnEveryPath*:*SplitsTilesOverAnyGrid*'
     # memcheck then on the sm_80 build's tests (other code: the cp.async pipe variant, mma.sync where sm_90 takes
     # wgmma); racecheck on the cp.async pipe variant (BNB4_CUDA_PIPE_TMA=0: the same synchronization as sm_80
-    # code's) rather than on that build, whose large m runs cuBLAS's kernels, in which racecheck reports hazards
-    for pass in memcheck memcheck_sm80 racecheck racecheck_cpasync; do
+    # code's) rather than on that build, whose large m runs cuBLAS's kernels, in which racecheck reports hazards;
+    # racecheck on the SIMT kernel (as under the gemv kernel's 66 KB, float32 on it to m = 130: its shared sums)
+    for pass in memcheck memcheck_sm80 racecheck racecheck_cpasync racecheck_simt; do
       tool=${pass%%_*} bin=$TESTS filter='*' what="quick sweep" envs=()
       [ "$tool" = racecheck ] && filter="$RACE_SKIP" what="quick sweep without $RACE_SKIP"
       case $pass in
         memcheck_sm80) bin=$TESTS_SM80; [ -x "$bin" ] || continue; what="$what, sm_80 build" ;;
         racecheck_cpasync) envs=(BNB4_CUDA_PIPE_TMA=0); filter="*Pipe*:*Matmul*$RACE_SKIP"; what="the matmul and pipe tests with BNB4_CUDA_PIPE_TMA=0, without the sweeps" ;;
+        racecheck_simt) envs=(BNB4_CUDA_SMEM_OPTIN=49152 BNB4_CUDA_SIMT_F32_MAX_M=130); filter='*MatmulAgrees*'; what="the matmul sweep on the SIMT kernel" ;;
       esac
       step "compute-sanitizer $tool ($what)"
       if env BNB4_CUDA_TEST_QUICK=1 "${envs[@]}" timeout "$T_SANITIZER" compute-sanitizer --tool "$tool" --error-exitcode 99 \
@@ -255,7 +270,7 @@ if [ -x "$TESTS" ]; then
 fi
 
 step "summary"
-STEPS=(build tests tests_m1 tests_cpasync tests_wgmma tests_permuted tests_mma tests_window tests_smem99 tests_sm80 tests_a100 parity_bnb wgmma_sass loop_budget memcheck memcheck_sm80 racecheck racecheck_cpasync bench read_floor)
+STEPS=(build tests tests_m1 tests_cpasync tests_wgmma tests_permuted tests_mma tests_window tests_smem99 tests_simt tests_sm80 tests_a100 parity_bnb wgmma_sass loop_budget memcheck memcheck_sm80 racecheck racecheck_cpasync racecheck_simt bench read_floor)
 for k in "${STEPS[@]}"; do
   printf '%-10s %s\n' "$k" "${RESULT[$k]:-skipped}"
 done

@@ -221,6 +221,19 @@ static inline void bnb4_cuda_set_weight(bnb4_cuda_weight_args &a, const bnb4_qte
     a.quant_type = (int)w->quant_type;
 }
 
+/* ---- cp.async (sm_80+) ---------------------------------------------------------------------------------
+ * src_bytes < the copy size zero-fills the rest (0: a pure zero fill, nothing is read). */
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, uint32_t src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async4(uint32_t dst, const void *src, uint32_t src_bytes) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
 /* ---- small utilities ------------------------------------------------------------------------------- */
 static inline size_t bnb4_div_up(size_t a, size_t b) { return a / b + (a % b != 0); }
 static inline int bnb4_aligned(const void *p, size_t a) { return ((uintptr_t)p % a) == 0; }
@@ -290,8 +303,11 @@ bnb4_status bnb4_cuda_launch_dequantize_nested(bnb4_cuda_state *s, const bnb4_qt
 bnb4_status bnb4_cuda_launch_dequantize(bnb4_cuda_state *s, const bnb4_qtensor *q, bnb4_dtype dt, void *dst);
 
 /* The matmul kernels and where each takes over (by m): see bnb4_cuda_pick_gemm (cuda_gemm.cu). The SIMT kernel
- * takes m <= 16 where nothing faster fits: f32 activations and odd layouts. */
+ * takes m <= 16 where nothing faster fits: odd layouts, and f32 activations up to BNB4_CUDA_SIMT_F32_MAX_M (the
+ * environment variable of that name overrides it), in launches of 16 rows; bnb4_cuda_simt_max_m says which. */
 #define BNB4_CUDA_SIMT_MAX_M 16
+#define BNB4_CUDA_SIMT_F32_MAX_M 16
+size_t bnb4_cuda_simt_max_m(bnb4_dtype dt);
 /* The weight-streaming CUDA-core kernel (cuda_gemv.cu) for m <= BNB4_CUDA_GEMV_MAX_M (the environment
  * variable of that name overrides it, 0..4), with its half2 code-pair table for f16/bf16 activations
  * (0 = float2 pairs, exact; 1 = half2 pairs). With the table kernel, f16/bf16 plain-absmax tensors of

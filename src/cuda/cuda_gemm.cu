@@ -5,8 +5,9 @@
  * weights, compute capability 9.0), cuda_gemm_pipe.cu's pipelined tensor-core kernel (m <= 64,
  * f16/bf16, K % 32 == 0, aligned), then the two here:
  *
- *  gemm_4bit_<dt>__simt: any dtype, shape and alignment, m <= 16; one warp per weight row, float32
- *    arithmetic.
+ *  gemm_4bit_<dt>__simt: any dtype, shape and alignment, m <= 16 (f32: BNB4_CUDA_SIMT_F32_MAX_M, in launches of
+ *    16 rows), float32 arithmetic: K % 32 == 0 with aligned data on a CTA of 16 weight rows whose 8 warps split K
+ *    (each activation load feeding 4 weight rows), else one warp per weight row.
  *  dequantize + cuBLAS: large m where the tile kernel does not run (float32, other GPUs, weights under
  *    BNB4_CUDA_TILE_MIN_WEIGHTS whose tiles would not fill the grid, odd layouts): dequantize into a
  *    temporary in the activation dtype, then cublasGemmEx with float32 accumulation; with a bias,
@@ -41,15 +42,141 @@ template <typename T> __device__ __forceinline__ float load_f32(const void *p, s
 }
 
 /* ---- SIMT: any shape, dtype and alignment ------------------------------------------------------------
- * One warp per weight row; lanes take 8-element runs, a warp 256 consecutive k a turn (K % 32 == 0, packed
- * weights and activations 16-byte aligned: 4-byte weight and 16-byte activation loads, each warp's coalesced),
- * or single elements otherwise. Weights are dequantized exactly as bnb4_dequantize does (f32), then multiplied
- * with the f32 activations and accumulated in f32. (Lanes took 32-element runs before, reading the activations
- * 2 bytes at a time 64 bytes apart: 1.9 ms at m = 16 on 14336x4096, H200, docs/performance.md v48.) */
+ * Weights are dequantized exactly as bnb4_dequantize does (f32), multiplied with the f32 activations and
+ * accumulated in f32 (fused multiply-adds). Two kernels:
+ *
+ * gemm_4bit_simt_rows_kernel (K % 32 == 0, packed weights and activations 16-byte aligned): a CTA takes
+ * kRowsCta = 16 weight rows; its kSimtWarps warps split K in 64-k chunks (warp w takes chunks w, w + 8, ...).
+ * Within a warp, lane (g, kl) = (lane / 8, lane % 8) takes rows 4 g .. 4 g + 3 at the chunk's k run 8 kl ..
+ * 8 kl + 7: a 4-byte weight load per row (a group's 8 lanes read 32 contiguous bytes of their row) and 8
+ * activations per activation row, which the four groups share (the same addresses, so one L1 wavefront serves
+ * them all). Each activation then feeds 4 weight rows: 32 fused multiply-adds per 8-activation load, where a
+ * warp per weight row gave 8 and was bound by L1 (f32, 14336x4096 m = 16: 300 -> 138 us, H200, docs/performance.md
+ * v50). The lanes' sums meet in a butterfly over the 8 k lanes (each step halves what a lane holds), then in shared
+ * memory over the warps. Plain or nested absmax is a template parameter: as a branch around the loads it took
+ * nested twice plain's time (v50); the nested blocksize must be a power of two (bitsandbytes' is 256), else the
+ * other kernel runs.
+ *
+ * gemm_4bit_simt_kernel (any other layout): one warp per weight row, single elements. */
 constexpr int kSimtWarps = 8;
+constexpr int kRowsLane = 4;               /* weight rows a lane takes */
+constexpr int kRowsCta = 4 * kRowsLane;    /* a warp's 4 lane groups' rows, shared by the CTA's warps */
+constexpr int kChunkK = 64;                /* a warp's k a turn: 8 lanes x 8 */
+
+/* Sums v[0..C) over the 8 lanes of each lane group (lanes differing in bits 0-2) by halving: after the step
+ * at distance o a lane keeps the half of the values its bit o selects, summed with its partner's copy of that
+ * half. Leaves in v[0..C/8) the sums of indices kl * C / 8 .. (kl + 1) * C / 8 - 1 (k lane kl's bits, highest
+ * first, picked the halves). */
+template <int O, int C, int N> __device__ __forceinline__ void simt_halve(float (&v)[N], int kl) {
+    const bool upper = (kl & O) != 0;
+#pragma unroll
+    for (int t = 0; t < C / 2; t++) {
+        const float keep = upper ? v[t + C / 2] : v[t], give = upper ? v[t] : v[t + C / 2];
+        v[t] = keep + __shfl_xor_sync(0xffffffffu, give, O);
+    }
+}
+template <int C> __device__ __forceinline__ void simt_reduce_k_lanes(float (&v)[C], int kl) {
+    static_assert(C % 8 == 0, "8 k lanes halve the values three times");
+    simt_halve<4, C>(v, kl);
+    simt_halve<2, C / 2>(v, kl);
+    simt_halve<1, C / 4>(v, kl);
+}
+
+template <typename T, int MT, bool NESTED>
+__global__ void __launch_bounds__(kSimtWarps * 32) gemm_4bit_simt_rows_kernel(GemmArgs a) {
+    constexpr int C = MT * kRowsLane; /* a lane's sums: [activation row][weight row] */
+    __shared__ float code[16], nested_map[256];
+    __shared__ float partial[kSimtWarps][kRowsCta / kRowsLane][C];
+    if (threadIdx.x < 16)
+        code[threadIdx.x] = a.quant_type == BNB4_NF4 ? c_nf4_code[threadIdx.x] : c_fp4_code[threadIdx.x];
+    if (NESTED)
+        for (int v = threadIdx.x; v < 256; v += blockDim.x)
+            nested_map[v] = a.nested_code[v];
+    __syncthreads();
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 3, kl = lane & 7;
+    const size_t K = a.K, N = a.N, j0 = (size_t)blockIdx.x * kRowsCta + g * kRowsLane;
+    const int M = (int)a.M;
+    const T *x = reinterpret_cast<const T *>(a.x);
+    size_t row[kRowsLane]; /* (rows past N read row N - 1 and store nothing) */
+#pragma unroll
+    for (int i = 0; i < kRowsLane; i++)
+        row[i] = j0 + i < N ? j0 + i : N - 1;
+    float acc[C];
+#pragma unroll
+    for (int v = 0; v < C; v++)
+        acc[v] = 0.0f;
+    /* a turn's packed weights and scales (nested: the 8-bit code and the nested absmax - a power-of-two nested
+     * blocksize, bitsandbytes' 256 - decoded when used, with the map in shared memory, so no load waits on another)
+     * are loaded a turn ahead; the weights bypass L1, which keeps the activations every CTA of the SM reads */
+    constexpr size_t kStride = (size_t)kSimtWarps * kChunkK;
+    uint32_t wv[kRowsLane], q[kRowsLane];
+    float sc[kRowsLane];
+    const auto load_turn = [&](size_t k) {
+#pragma unroll
+        for (int i = 0; i < kRowsLane; i++) {
+            const size_t flat = row[i] * K + k, b = flat >> a.bs_log2;
+            asm("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(wv[i]) : "l"(a.packed + flat / 2));
+            if (NESTED) {
+                q[i] = __ldg(a.codes + b);
+                sc[i] = __ldg(a.nested_absmax + (b >> a.nbs_log2));
+            } else {
+                sc[i] = __ldg(a.absmax + b);
+            }
+        }
+    };
+    size_t k = (size_t)warp * kChunkK + kl * 8;
+    if (k < K)
+        load_turn(k);
+    for (; k < K; k += kStride) {
+        /* (K % 32 == 0: a lane's 8 k are in K or all past it, and share a block, blocksize >= 32) */
+        float w[kRowsLane][8];
+#pragma unroll
+        for (int i = 0; i < kRowsLane; i++) {
+            const float scale = NESTED ? bnb4_dev_nested_scale(nested_map[q[i]], sc[i], a.offset) : sc[i];
+#pragma unroll
+            for (int bi = 0; bi < 4; bi++) { /* byte bi: elements 2 bi (high nibble) and 2 bi + 1 */
+                const unsigned byte = (wv[i] >> (8 * bi)) & 0xffu;
+                w[i][2 * bi] = bnb4_dev_mul_ftz(code[byte >> 4], scale);
+                w[i][2 * bi + 1] = bnb4_dev_mul_ftz(code[byte & 15u], scale);
+            }
+        }
+        if (k + kStride < K)
+            load_turn(k + kStride);
+#pragma unroll
+        for (int r = 0; r < MT; r++)
+            if (r < M) {
+                float xv[8];
+                bnb4_x8<T>::get(x + r * K + k, xv);
+#pragma unroll
+                for (int i = 0; i < kRowsLane; i++)
+#pragma unroll
+                    for (int e = 0; e < 8; e++)
+                        acc[r * kRowsLane + i] = fmaf(xv[e], w[i][e], acc[r * kRowsLane + i]);
+            }
+    }
+    simt_reduce_k_lanes<C>(acc, kl);
+#pragma unroll
+    for (int t = 0; t < C / 8; t++)
+        partial[warp][g][kl * (C / 8) + t] = acc[t];
+    __syncthreads();
+    /* thread (g, v): lane group g's sum v = r * kRowsLane + i over the warps */
+    for (int gv = threadIdx.x; gv < (kRowsCta / kRowsLane) * C; gv += blockDim.x) {
+        const int gg = gv / C, v = gv % C, r = v / kRowsLane, i = v % kRowsLane;
+        const size_t j = (size_t)blockIdx.x * kRowsCta + gg * kRowsLane + i;
+        if (r >= M || j >= N)
+            continue;
+        float sum = 0.0f;
+#pragma unroll
+        for (int ww = 0; ww < kSimtWarps; ww++)
+            sum += partial[ww][gg][v];
+        if (a.bias)
+            sum += load_f32<T>(a.bias, j);
+        reinterpret_cast<T *>(a.y)[r * N + j] = bnb4_dt<T>::from_f32(sum);
+    }
+}
 
 template <typename T, int MT>
-__global__ void __launch_bounds__(kSimtWarps * 32) gemm_4bit_simt_kernel(GemmArgs a, int vec_ok) {
+__global__ void __launch_bounds__(kSimtWarps * 32) gemm_4bit_simt_kernel(GemmArgs a) {
     __shared__ float code[16];
     if (threadIdx.x < 16)
         code[threadIdx.x] = a.quant_type == BNB4_NF4 ? c_nf4_code[threadIdx.x] : c_fp4_code[threadIdx.x];
@@ -69,44 +196,19 @@ __global__ void __launch_bounds__(kSimtWarps * 32) gemm_4bit_simt_kernel(GemmArg
 #pragma unroll
     for (int r = 0; r < MT; r++)
         acc[r] = 0.0f;
-    if (vec_ok) {
-        const T *x = reinterpret_cast<const T *>(a.x);
-        for (size_t k = (size_t)lane * 8; k < K; k += 32 * 8) {
-            const size_t flat = j * K + k; /* (a multiple of 8: its 8 elements share a block, blocksize >= 32) */
-            const float sc = scale_of(flat >> a.bs_log2);
-            const uint32_t wv = __ldg(reinterpret_cast<const uint32_t *>(a.packed + flat / 2));
-            float w[8];
-#pragma unroll
-            for (int bi = 0; bi < 4; bi++) { /* byte bi: elements 2 bi (high nibble) and 2 bi + 1 */
-                const unsigned byte = (wv >> (8 * bi)) & 0xffu;
-                w[2 * bi] = bnb4_dev_mul_ftz(code[byte >> 4], sc);
-                w[2 * bi + 1] = bnb4_dev_mul_ftz(code[byte & 15u], sc);
-            }
-#pragma unroll
-            for (int r = 0; r < MT; r++)
-                if (r < (int)M) {
-                    float xv[8];
-                    bnb4_x8<T>::get(x + r * K + k, xv);
-#pragma unroll
-                    for (int e = 0; e < 8; e++)
-                        acc[r] = fmaf(xv[e], w[e], acc[r]);
-                }
+    size_t block = (size_t)-1;
+    float sc = 0.0f;
+    for (size_t k = lane; k < K; k += 32) {
+        const size_t flat = j * K + k;
+        if ((flat >> a.bs_log2) != block) {
+            block = flat >> a.bs_log2;
+            sc = scale_of(block);
         }
-    } else {
-        size_t block = (size_t)-1;
-        float sc = 0.0f;
-        for (size_t k = lane; k < K; k += 32) {
-            const size_t flat = j * K + k;
-            if ((flat >> a.bs_log2) != block) {
-                block = flat >> a.bs_log2;
-                sc = scale_of(block);
-            }
-            const float w = bnb4_dev_mul_ftz(code[bnb4_nibble_at(a.packed, flat)], sc);
+        const float w = bnb4_dev_mul_ftz(code[bnb4_nibble_at(a.packed, flat)], sc);
 #pragma unroll
-            for (int r = 0; r < MT; r++)
-                if (r < (int)M)
-                    acc[r] = fmaf(load_f32<T>(a.x, r * K + k), w, acc[r]);
-        }
+        for (int r = 0; r < MT; r++)
+            if (r < (int)M)
+                acc[r] = fmaf(load_f32<T>(a.x, r * K + k), w, acc[r]);
     }
     const float b = a.bias && lane == 0 ? load_f32<T>(a.bias, j) : 0.0f; /* (before the first store, which
                                                                               * would order the load behind it) */
@@ -142,14 +244,31 @@ GemmArgs args_of(const bnb4_qtensor *w, size_t m, const void *x, const void *bia
     return a;
 }
 
+template <typename T, bool NESTED> void launch_simt_rows(bnb4_cuda_state *s, const GemmArgs &a) {
+    const unsigned ctas = (unsigned)bnb4_div_up(a.N, kRowsCta);
+    if (a.M <= 4)
+        gemm_4bit_simt_rows_kernel<T, 4, NESTED><<<ctas, kSimtWarps * 32, 0, s->stream>>>(a);
+    else if (a.M <= 8)
+        gemm_4bit_simt_rows_kernel<T, 8, NESTED><<<ctas, kSimtWarps * 32, 0, s->stream>>>(a);
+    else
+        gemm_4bit_simt_rows_kernel<T, 16, NESTED><<<ctas, kSimtWarps * 32, 0, s->stream>>>(a);
+}
+
 template <typename T> bnb4_status launch_simt(bnb4_cuda_state *s, const GemmArgs &a, int vec_ok) {
+    if (vec_ok) {
+        if (a.absmax)
+            launch_simt_rows<T, false>(s, a);
+        else
+            launch_simt_rows<T, true>(s, a);
+        return BNB4_CUDA_LAUNCH_CHECK("bnb4_gemm (simt)");
+    }
     const unsigned ctas = (unsigned)bnb4_div_up(a.N, kSimtWarps);
     if (a.M <= 1)
-        gemm_4bit_simt_kernel<T, 1><<<ctas, kSimtWarps * 32, 0, s->stream>>>(a, vec_ok);
+        gemm_4bit_simt_kernel<T, 1><<<ctas, kSimtWarps * 32, 0, s->stream>>>(a);
     else if (a.M <= 4)
-        gemm_4bit_simt_kernel<T, 4><<<ctas, kSimtWarps * 32, 0, s->stream>>>(a, vec_ok);
+        gemm_4bit_simt_kernel<T, 4><<<ctas, kSimtWarps * 32, 0, s->stream>>>(a);
     else
-        gemm_4bit_simt_kernel<T, 16><<<ctas, kSimtWarps * 32, 0, s->stream>>>(a, vec_ok);
+        gemm_4bit_simt_kernel<T, 16><<<ctas, kSimtWarps * 32, 0, s->stream>>>(a);
     return BNB4_CUDA_LAUNCH_CHECK("bnb4_gemm (simt)");
 }
 
@@ -168,25 +287,34 @@ bnb4_cuda_gemm_path bnb4_cuda_pick_gemm(const bnb4_cuda_state *s, const bnb4_qte
         return BNB4_CUDA_GEMM_TILE;
     if (bnb4_cuda_pipe_fits(s, w, dt, m, x))
         return BNB4_CUDA_GEMM_PIPE;
-    if (m <= BNB4_CUDA_SIMT_MAX_M)
+    if (m <= bnb4_cuda_simt_max_m(dt))
         return BNB4_CUDA_GEMM_SIMT;
     return BNB4_CUDA_GEMM_DEQUANT_BLAS;
+}
+
+size_t bnb4_cuda_simt_max_m(bnb4_dtype dt) {
+    static const size_t f32_max = bnb4_env_size("BNB4_CUDA_SIMT_F32_MAX_M", BNB4_CUDA_SIMT_F32_MAX_M);
+    return dt == BNB4_F32 ? f32_max : BNB4_CUDA_SIMT_MAX_M;
 }
 
 bnb4_status bnb4_cuda_gemm_simt(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
                                 const void *bias, void *y) {
     if (bnb4_div_up(w->rows, kSimtWarps) > (size_t)INT32_MAX)
         return bnb4_fail(BNB4_ERR_UNSUPPORTED, "bnb4_gemm: %zu rows are too many for one launch", w->rows);
-    const GemmArgs a = args_of(w, m, x, bias, y);
-    const int vec_ok = w->cols % 32 == 0 && bnb4_aligned(w->packed, 16) && bnb4_aligned(x, 16);
-    switch (dt) {
-    case BNB4_F16:
-        return launch_simt<__half>(s, a, vec_ok);
-    case BNB4_BF16:
-        return launch_simt<__nv_bfloat16>(s, a, vec_ok);
-    default:
-        return launch_simt<float>(s, a, vec_ok);
+    const size_t N = w->rows, K = w->cols, es = bnb4_dtype_size(dt);
+    const int vec_ok = K % 32 == 0 && bnb4_aligned(w->packed, 16) && bnb4_aligned(x, 16) &&
+                       (w->absmax || (w->nested.blocksize & (w->nested.blocksize - 1)) == 0);
+    /* BNB4_CUDA_SIMT_MAX_M activation rows a launch (each chunk stays 16-byte aligned: K % 32 == 0) */
+    for (size_t r0 = 0; r0 < m; r0 += BNB4_CUDA_SIMT_MAX_M) {
+        const size_t rows = m - r0 < BNB4_CUDA_SIMT_MAX_M ? m - r0 : BNB4_CUDA_SIMT_MAX_M;
+        const GemmArgs a = args_of(w, rows, (const uint8_t *)x + r0 * K * es, bias, (uint8_t *)y + r0 * N * es);
+        const bnb4_status st = dt == BNB4_F16    ? launch_simt<__half>(s, a, vec_ok)
+                               : dt == BNB4_BF16 ? launch_simt<__nv_bfloat16>(s, a, vec_ok)
+                                                 : launch_simt<float>(s, a, vec_ok);
+        if (st != BNB4_OK)
+            return st;
     }
+    return BNB4_OK;
 }
 
 /* ---- cuBLAS, loaded on first use ------------------------------------------------------------------ */
@@ -388,15 +516,8 @@ bnb4_status bnb4_cuda_gemm_dequant_blas(bnb4_cuda_state *s, const bnb4_qtensor *
     static const char fn[] = "bnb4_gemm (dequantize + cuBLAS)";
     const size_t N = w->rows, K = w->cols, es = bnb4_dtype_size(dt);
     if (!blas_available() || N > INT32_MAX || K > INT32_MAX || m > INT32_MAX) {
-        /* No cuBLAS here (or sizes it cannot take): the SIMT kernel, BNB4_CUDA_SIMT_MAX_M rows at a time. */
-        for (size_t r0 = 0; r0 < m; r0 += BNB4_CUDA_SIMT_MAX_M) {
-            const size_t rows = m - r0 < BNB4_CUDA_SIMT_MAX_M ? m - r0 : BNB4_CUDA_SIMT_MAX_M;
-            const bnb4_status st = bnb4_cuda_gemm_simt(s, w, dt, rows, (const uint8_t *)x + r0 * K * es, bias,
-                                                       (uint8_t *)y + r0 * N * es);
-            if (st != BNB4_OK)
-                return st;
-        }
-        return BNB4_OK;
+        /* No cuBLAS here (or sizes it cannot take): the SIMT kernel */
+        return bnb4_cuda_gemm_simt(s, w, dt, m, x, bias, y);
     }
     if (!s->cublas) {
         const bnb4_cuda_relaxed_capture relaxed; /* (it allocates; the stream may be being captured) */

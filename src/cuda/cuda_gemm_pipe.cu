@@ -378,20 +378,9 @@ __device__ __forceinline__ void decode_fragment_natural(uint32_t af[4], uint32_t
     return v;
 }
 
-/* ---- cp.async (sm_80+) ---------------------------------------------------------------------------------
- * src_bytes < the copy size zero-fills the rest (0: a pure zero fill, nothing is read). */
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, uint32_t src_bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async4(uint32_t dst, const void *src, uint32_t src_bytes) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+/* (cp.async: cuda_common.cuh) */
 [[maybe_unused]] __device__ __forceinline__ void st_shared_u32(uint32_t dst, uint32_t v) {
     asm volatile("st.shared.u32 [%0], %1;" ::"r"(dst), "r"(v) : "memory");
-}
-template <int N> __device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 /* Swizzles (16-byte units). Weight row r, chunk j (0..7): a quarter-warp reads chunk 4j'+c of rows g
  * and g+1 (g even), so odd rows move by 4 chunks. Activation row m, chunk j (0..31): a quarter-warp reads

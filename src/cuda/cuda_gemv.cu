@@ -22,11 +22,14 @@
  *  - epilogue: warp-shuffle sums in a fixed order (deterministic), bias in float32, one rounding.
  *
  * That is the table kernel (gemv_4bit_kernel). A second one, the stream kernel (gemv_4bit_stream_kernel,
- * further down), runs m = 1 with f16/bf16 activations by default: same decode and rounding (half2 code
- * pairs, f32 sums per 32-element chunk, one scale per chunk, in-kernel nested absmax), but no pipeline
+ * further down), runs m = 1 by default: same decode and rounding (f16/bf16: half2 code pairs; f32: the exact
+ * float2 pairs; f32 sums per 32-element chunk, one scale per chunk, in-kernel nested absmax), but no pipeline
  * state across row pairs: per row pair it issues the loads of U warp-steps (weights, block scales and
  * activations) before any of their math, so no load sits on the math's critical path, and its CTAs are
  * smaller in registers. H100, docs/performance.md (v9): 1.04-1.21x the speed of the 05:45 routing at m = 1.
+ * Where they fit, it reads the activations from shared memory, staged once per CTA (XS, below): read from
+ * global memory, a lane's 32-activation run made each 16-byte load of a warp touch 16 (f16) or 32 (f32) lines;
+ * f32 m = 1 took the table kernel's 42 us on 14336x4096, now 19 (H200, v50).
  *
  * The router (cuda_gemm.cu) takes these kernels for m <= bnb4_cuda_gemv_max_m() (1 by default) when K %
  * blocksize == 0, the packed weights and the activations are 16-byte aligned and the block count fits
@@ -38,6 +41,8 @@
  */
 #include <stdlib.h>
 #include <string.h>
+
+#include <type_traits>
 
 #include "cuda_common.cuh"
 
@@ -286,52 +291,89 @@ __global__ void __launch_bounds__(kWarps * 32, gemv_min_ctas<MT>()) gemv_4bit_ke
     }
 }
 
-/* ---- gemv_4bit_stream: m = 1, f16/bf16 activations (the default there) ---------------------------------
+/* ---- gemv_4bit_stream: m = 1, every dtype (the default there) ------------------------------------------
  * The table kernel above loads each item's activations inside its compute phase and carries two batches
  * of pipeline state per warp. This one has no load on the math's critical path: per row pair, the loads
  * of kStreamU warp-steps (16 packed bytes per row and lane, the block scales, the lane's 32 activations)
  * are ALL issued before any of their math, and occupancy (2-3 CTAs of 8 warps per SM) hides the rest.
- * Decode as in the table kernel: a per-lane half2 code-pair table (entry (byte, lane) at byte * 256 +
- * lane * 4, conflict-free; 64 KB of address space, so one PRMT per byte forms the offset). */
-constexpr int kStreamTableBytes = 256 * 256; /* rows of 256 B, the first 128 used: one PRMT forms an offset */
+ * Decode as in the table kernel: a per-lane code-pair table (entry (byte, lane) at byte * 256 + lane * 4 for
+ * half2 pairs, lane * 8 for f32's float2 pairs, conflict-free; 64 KB of address space, so one PRMT per byte
+ * forms the offset). */
+constexpr int kStreamTableBytes = 256 * 256; /* rows of 256 B (half2 pairs use the first 128): one PRMT forms an offset */
+constexpr int kStreamMapBytes = 256 * 4;     /* the nested map (reserved with staged activations too) */
 
-template <typename T> struct XPair; /* element pair i (0..3) of a 16-byte activation load, as float32 */
-template <> struct XPair<__half> {
-    static __device__ __forceinline__ float2 get(const uint4 &v, int i) {
-        const uint32_t u = i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+/* A lane's 32 activations of a warp-step as 16-byte loads (4 for f16 / bf16, 8 for f32), and their element pair
+ * p (0..15: elements 2 p and 2 p + 1) as float32. */
+template <typename T> struct XPair {
+    static constexpr int kWords = 32 * (int)sizeof(T) / 16;
+    static __device__ __forceinline__ uint32_t word(const uint4 &v, int i) {
+        return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+    }
+    static __device__ __forceinline__ float2 get(const uint4 (&xv)[kWords], int p) {
+        if (sizeof(T) == 4) { /* f32: two pairs a load */
+            const uint4 &v = xv[p >> 1];
+            return (p & 1) ? make_float2(__uint_as_float(v.z), __uint_as_float(v.w))
+                           : make_float2(__uint_as_float(v.x), __uint_as_float(v.y));
+        }
+        const uint32_t u = word(xv[p >> 2], p & 3);
+        if (std::is_same<T, __nv_bfloat16>::value) /* exact: the bits move up */
+            return make_float2(__uint_as_float(u << 16), __uint_as_float(u & 0xffff0000u));
         return __half22float2(*reinterpret_cast<const __half2 *>(&u));
     }
 };
-template <> struct XPair<__nv_bfloat16> {
-    static __device__ __forceinline__ float2 get(const uint4 &v, int i) {
-        const uint32_t u = i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
-        return make_float2(__uint_as_float(u << 16), __uint_as_float(u & 0xffff0000u)); /* exact */
-    }
-};
 
-/* U: warp-steps of 1024 k whose loads are issued together (2: 77-79 registers, 3 CTAs per SM, which the
- * 65 KB of shared memory also allows; 4: 2 CTAs per SM, twice the bytes per warp in flight). */
-template <int U> constexpr int stream_min_ctas() { return U <= 2 ? 3 : 2; }
+/* U: warp-steps of 1024 k whose loads are issued together (f16 / bf16: 2: 77-79 registers, 3 CTAs per SM, which
+ * the 65 KB of shared memory also allows; 4: 2 CTAs per SM, twice the bytes per warp in flight; f32 takes U = 2
+ * with twice the activation registers: 2 CTAs). */
+template <typename T, int U> constexpr int stream_min_ctas() { return U <= 2 && sizeof(T) == 2 ? 3 : 2; }
 
-template <typename T, bool NESTED, int kStreamU>
-__global__ void __launch_bounds__(kWarps * 32, stream_min_ctas<kStreamU>()) gemv_4bit_stream_kernel(GemvArgs a) {
+/* XS: the activations staged in shared memory (after the table and the nested map) for the whole kernel. Read from
+ * global memory, a lane's 32 activations are one 64- or 128-byte run, so each 16-byte load of a warp touches 16 or 32
+ * lines; from shared memory, with the 16-byte units of each 128-byte row XOR-swizzled by the row (unit u at
+ * u ^ ((u >> 3) & 7)), a quarter-warp's loads hit 8 distinct bank groups. Copied with cp.async at the kernel's start,
+ * in flight while the table is built. */
+__device__ __forceinline__ unsigned stream_x_slot(unsigned u) { return u ^ ((u >> 3) & 7u); }
+
+template <typename T, bool NESTED, int kStreamU, bool XS>
+__global__ void __launch_bounds__(kWarps * 32, (stream_min_ctas<T, kStreamU>())) gemv_4bit_stream_kernel(GemvArgs a) {
+    /* f16 / bf16: half2 code pairs (codes rounded to f16, as the tensor-core kernels round them); f32: float2 pairs,
+     * exact */
+    constexpr bool kF32 = sizeof(T) == 4;
+    constexpr int kXWords = XPair<T>::kWords;
     extern __shared__ __align__(16) unsigned char stab[];
     float *nested_map = reinterpret_cast<float *>(stab + kStreamTableBytes);
+    const unsigned char *xs = stab + kStreamTableBytes + kStreamMapBytes;
+    if (XS) { /* K % 32 == 0 (bnb4_cuda_gemv_fits): whole 16-byte units */
+        const uint32_t base = (uint32_t)__cvta_generic_to_shared(xs);
+        const unsigned units = a.K * (unsigned)sizeof(T) / 16u;
+        for (unsigned u = threadIdx.x; u < units; u += blockDim.x)
+            cp_async16(base + stream_x_slot(u) * 16u, reinterpret_cast<const uint8_t *>(a.x) + (size_t)u * 16, 16);
+        cp_async_commit();
+    }
     {
         const float *code = a.quant_type == BNB4_NF4 ? c_gemv_nf4 : c_gemv_fp4;
         for (int v = threadIdx.x; v < kStreamTableBytes / 16; v += blockDim.x) { /* 16 x 16 B per byte value */
             const int b = v >> 4;
-            const __half2 h = __floats2half2_rn(code[b >> 4], code[b & 15]);
-            const uint32_t u = *reinterpret_cast<const uint32_t *>(&h);
-            reinterpret_cast<uint4 *>(stab)[v] = make_uint4(u, u, u, u);
+            uint4 e;
+            if (kF32) {
+                const float hi = code[b >> 4], lo = code[b & 15];
+                e = make_uint4(__float_as_uint(hi), __float_as_uint(lo), __float_as_uint(hi), __float_as_uint(lo));
+            } else {
+                const __half2 h = __floats2half2_rn(code[b >> 4], code[b & 15]);
+                const uint32_t u = *reinterpret_cast<const uint32_t *>(&h);
+                e = make_uint4(u, u, u, u);
+            }
+            reinterpret_cast<uint4 *>(stab)[v] = e;
         }
         if (NESTED)
             for (int v = threadIdx.x; v < 256; v += blockDim.x)
                 nested_map[v] = a.nested_code[v];
     }
+    if (XS)
+        cp_async_wait<0>();
     __syncthreads();
 
-    const unsigned lane = threadIdx.x & 31, lane4 = lane * 4u;
+    const unsigned lane = threadIdx.x & 31, lane_off = lane * (kF32 ? 8u : 4u);
     /* warp ids count CTAs fastest, so the warps with one row pair more are spread over every SM */
     const unsigned warp_id = (threadIdx.x >> 5) * gridDim.x + blockIdx.x, warps = gridDim.x * kWarps;
     const unsigned K = a.K, kb = K >> a.bs_log2; /* blocks per row (K % blocksize == 0) */
@@ -344,7 +386,7 @@ __global__ void __launch_bounds__(kWarps * 32, stream_min_ctas<kStreamU>()) gemv
         const unsigned blk0 = (unsigned)(((size_t)row0 * K) >> a.bs_log2);
         float acc[kRows] = {0.0f, 0.0f};
         for (unsigned s0 = 0; s0 < a.steps; s0 += kStreamU) {
-            uint4 wv[kStreamU][kRows], xv[kStreamU][4];
+            uint4 wv[kStreamU][kRows], xv[kStreamU][kXWords];
             float sc[kStreamU][kRows];
             unsigned q[kStreamU][kRows];
             /* every load of the kStreamU steps first */
@@ -368,9 +410,12 @@ __global__ void __launch_bounds__(kWarps * 32, stream_min_ctas<kStreamU>()) gemv
                         }
                     }
                 }
+                const unsigned u0 = k0 * (unsigned)sizeof(T) / 16u; /* the lane's first 16-byte unit */
 #pragma unroll
-                for (int j = 0; j < 4; j++)
-                    xv[u][j] = in ? __ldg(reinterpret_cast<const uint4 *>(x + k0) + j) : make_uint4(0, 0, 0, 0);
+                for (int j = 0; j < kXWords; j++)
+                    xv[u][j] = !in ? make_uint4(0, 0, 0, 0)
+                               : XS ? *reinterpret_cast<const uint4 *>(xs + stream_x_slot(u0 + j) * 16u)
+                                    : __ldg(reinterpret_cast<const uint4 *>(x + k0) + j);
             }
             /* then the math: per packed byte one table lookup gives both codes (high nibble = even k) */
 #pragma unroll
@@ -380,13 +425,14 @@ __global__ void __launch_bounds__(kWarps * 32, stream_min_ctas<kStreamU>()) gemv
                 for (int qw = 0; qw < 4; qw++) {
 #pragma unroll
                     for (int i = 0; i < 4; i++) {
-                        const float2 xf = XPair<T>::get(xv[u][qw], i);
+                        const float2 xf = XPair<T>::get(xv[u], qw * 4 + i);
 #pragma unroll
                         for (int rr = 0; rr < kRows; rr++) {
                             const uint4 &wq = wv[u][rr];
                             const uint32_t w = qw == 0 ? wq.x : qw == 1 ? wq.y : qw == 2 ? wq.z : wq.w;
-                            const uint32_t off = __byte_perm(w, lane4, 0x5504u | ((uint32_t)i << 4));
-                            const float2 c = __half22float2(*reinterpret_cast<const __half2 *>(stab + off));
+                            const uint32_t off = __byte_perm(w, lane_off, 0x5504u | ((uint32_t)i << 4));
+                            const float2 c = kF32 ? *reinterpret_cast<const float2 *>(stab + off)
+                                                  : __half22float2(*reinterpret_cast<const __half2 *>(stab + off));
                             part[rr][0] = fmaf(c.x, xf.x, part[rr][0]);
                             part[rr][1] = fmaf(c.y, xf.y, part[rr][1]);
                         }
@@ -427,7 +473,7 @@ __global__ void __launch_bounds__(kWarps * 32, stream_min_ctas<kStreamU>()) gemv
 template <typename T, int MT, bool NESTED, int TABLE> int g_gemv_ctas[64];
 /* g_gemv_stream: 0 = the table kernel at m = 1; 1 = the stream kernel, U = 4 for plain and 2 for nested
  * absmax (the better of the two on the H100 run in docs/performance.md); 2, 4 = the stream kernel with that U */
-int g_gemv_max_m = -1, g_gemv_table = -1, g_gemv_ctas_cap = 0, g_gemv_stream = 1; /* see read_settings() */
+int g_gemv_max_m = -1, g_gemv_table = -1, g_gemv_ctas_cap = 0, g_gemv_stream = 1, g_gemv_xs = 1; /* see read_settings() */
 
 template <typename T, int MT, bool NESTED, int TABLE> bnb4_status launch(bnb4_cuda_state *s, const GemvArgs &a) {
     constexpr int smem = kTableBytes + (NESTED ? 256 * 4 : 0);
@@ -452,35 +498,75 @@ template <typename T, int MT, bool NESTED, int TABLE> bnb4_status launch(bnb4_cu
     return BNB4_CUDA_LAUNCH_CHECK("bnb4_gemm (gemv)");
 }
 
-template <typename T, bool NESTED, int U> int g_stream_ctas[64];
+/* The stream kernel's resident CTAs per SM by its dynamic shared memory, which staged activations make depend on K: the
+ * last few sizes per device (a model's layers have two or three K); and the largest size set as the kernel's limit. */
+struct StreamFit {
+    unsigned smem;
+    int per_sm;
+};
+template <typename T, bool NESTED, int U, bool XS> StreamFit g_stream_fit[64][4];
+template <typename T, bool NESTED, int U, bool XS> unsigned g_stream_smem_set[64];
 
-template <typename T, bool NESTED, int U> bnb4_status launch_stream_u(bnb4_cuda_state *s, const GemvArgs &a) {
-    constexpr int smem = kStreamTableBytes + (NESTED ? 256 * 4 : 0);
-    int &per_sm = g_stream_ctas<T, NESTED, U>[s->device & 63];
-    if (!per_sm) {
-        bnb4_status st = bnb4_cuda_check(
-            cudaFuncSetAttribute(gemv_4bit_stream_kernel<T, NESTED, U>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
-            "bnb4_gemm (gemv): shared memory");
+/* The dynamic shared memory of the stream kernel: the table, the nested map and (XS) the activations */
+size_t stream_smem(bool nested, bool xs, size_t K, size_t es) {
+    return kStreamTableBytes + (nested || xs ? kStreamMapBytes : 0) + (xs ? K * es : 0);
+}
+
+template <typename T, bool NESTED, int U, bool XS> bnb4_status launch_stream_u(bnb4_cuda_state *s, const GemvArgs &a) {
+    const auto kernel = gemv_4bit_stream_kernel<T, NESTED, U, XS>;
+    const unsigned smem = (unsigned)stream_smem(NESTED, XS, a.K, sizeof(T)), dev = (unsigned)s->device & 63;
+    unsigned &set = g_stream_smem_set<T, NESTED, U, XS>[dev];
+    if (set < smem) {
+        bnb4_status st = bnb4_cuda_check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+                                         "bnb4_gemm (gemv): shared memory");
         if (st != BNB4_OK)
             return st;
-        int v = 0;
-        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&v, gemv_4bit_stream_kernel<T, NESTED, U>, kWarps * 32, smem) !=
-                cudaSuccess ||
-            v < 1)
-            v = 1;
-        per_sm = v;
+        set = smem;
+    }
+    StreamFit(&fits)[4] = g_stream_fit<T, NESTED, U, XS>[dev];
+    int per_sm = 0;
+    for (const StreamFit &f : fits)
+        if (f.smem == smem)
+            per_sm = f.per_sm;
+    if (!per_sm) {
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWarps * 32, smem) != cudaSuccess || per_sm < 1)
+            per_sm = 1;
+        StreamFit &slot = fits[smem / 1024 % 4]; /* (a race here only sizes one grid from another size's fit) */
+        slot.per_sm = per_sm;
+        slot.smem = smem;
     }
     /* one resident wave at most (the table is built once per CTA; warps loop over row pairs) */
     const int cap = g_gemv_ctas_cap && g_gemv_ctas_cap < per_sm ? g_gemv_ctas_cap : per_sm;
     const size_t want = bnb4_div_up(a.groups, kWarps), fit = (size_t)s->sm_count * (size_t)cap;
     const unsigned ctas = (unsigned)(want < fit ? want : fit);
-    gemv_4bit_stream_kernel<T, NESTED, U><<<ctas, kWarps * 32, smem, s->stream>>>(a);
+    kernel<<<ctas, kWarps * 32, smem, s->stream>>>(a);
     return BNB4_CUDA_LAUNCH_CHECK("bnb4_gemm (gemv)");
 }
 
+/* CTAs of `smem` bytes of dynamic shared memory an SM holds (taking an SM's shared memory as what one CTA may opt in to,
+ * plus the 1 KB the driver reserves per CTA) */
+int stream_ctas_by_smem(const bnb4_cuda_state *s, size_t smem) {
+    return (int)((s->smem_optin + 1024) / (smem + 1024));
+}
+
+/* Staged activations (XS) where they fit beside the table (BNB4_CUDA_GEMV_XS=0 turns them off): f32 always (H200:
+ * 2.2-2.6x faster, one CTA an SM at K = 14336 included, docs/performance.md v50); f16 / bf16 (7-9 % faster with as
+ * many CTAs) only where an SM holds as many CTAs as without them, or as the kernel's registers allow */
+template <typename T, bool NESTED, int U> bnb4_status launch_stream_x(bnb4_cuda_state *s, const GemvArgs &a) {
+    const size_t with = stream_smem(NESTED, true, a.K, sizeof(T)), without = stream_smem(NESTED, false, a.K, sizeof(T));
+    const int regs_cap = stream_min_ctas<T, U>(), plain_ctas = stream_ctas_by_smem(s, without);
+    const bool xs = g_gemv_xs && bnb4_cuda_smem_fits(s, with) &&
+                    (sizeof(T) == 4 || stream_ctas_by_smem(s, with) >= (plain_ctas < regs_cap ? plain_ctas : regs_cap));
+    return xs ? launch_stream_u<T, NESTED, U, true>(s, a) : launch_stream_u<T, NESTED, U, false>(s, a);
+}
+
 template <typename T, bool NESTED> bnb4_status launch_stream(bnb4_cuda_state *s, const GemvArgs &a) {
-    const int u = g_gemv_stream == 1 ? (NESTED ? 2 : 4) : g_gemv_stream;
-    return u == 4 ? launch_stream_u<T, NESTED, 4>(s, a) : launch_stream_u<T, NESTED, 2>(s, a);
+    if constexpr (sizeof(T) == 4) { /* f32: U = 2 (its activations take twice the registers) */
+        return launch_stream_x<T, NESTED, 2>(s, a);
+    } else {
+        const int u = g_gemv_stream == 1 ? (NESTED ? 2 : 4) : g_gemv_stream;
+        return u == 4 ? launch_stream_x<T, NESTED, 4>(s, a) : launch_stream_x<T, NESTED, 2>(s, a);
+    }
 }
 
 template <typename T, int TABLE> bnb4_status launch_m(bnb4_cuda_state *s, const GemvArgs &a, bool nested) {
@@ -492,10 +578,11 @@ template <typename T, int TABLE> bnb4_status launch_m(bnb4_cuda_state *s, const 
 }
 
 /* Settings read once from the environment (for measuring): BNB4_CUDA_GEMV_MAX_M (0..4; 0 turns the
- * kernels off), BNB4_CUDA_GEMV_KERNEL=stream|stream2|stream4|table (m = 1 with f16/bf16: the stream
- * kernel with U = 4 for plain and 2 for nested absmax, or with that U, or the table kernel),
- * BNB4_CUDA_GEMV_TABLE=f32|h2 (the table kernel's code-pair table for f16/bf16 activations) and
- * BNB4_CUDA_GEMV_CTAS=1..8 (at most that many resident CTAs per SM in either kernel's grid). */
+ * kernels off), BNB4_CUDA_GEMV_KERNEL=stream|stream2|stream4|table (m = 1: the stream kernel with U = 4
+ * for plain and 2 for nested absmax (f32: 2), or with that U (f16/bf16), or the table kernel),
+ * BNB4_CUDA_GEMV_TABLE=f32|h2 (the table kernel's code-pair table for f16/bf16 activations),
+ * BNB4_CUDA_GEMV_CTAS=1..8 (at most that many resident CTAs per SM in either kernel's grid) and
+ * BNB4_CUDA_GEMV_XS=0 (the stream kernel's activations never staged in shared memory). */
 void read_settings() {
     if (g_gemv_max_m >= 0)
         return;
@@ -504,6 +591,7 @@ void read_settings() {
     g_gemv_table = t && t[0] == 'f' ? TABLE_F32 : t && t[0] == 'h' ? TABLE_H2 : BNB4_CUDA_GEMV_TABLE_DEFAULT;
     const char *c = getenv("BNB4_CUDA_GEMV_CTAS");
     g_gemv_ctas_cap = c && c[0] >= '1' && c[0] <= '8' && c[1] == '\0' ? c[0] - '0' : 0;
+    g_gemv_xs = (int)bnb4_env_size("BNB4_CUDA_GEMV_XS", 1);
     const char *k = getenv("BNB4_CUDA_GEMV_KERNEL");
     g_gemv_stream = k && !strcmp(k, "table")     ? 0
                     : k && !strcmp(k, "stream")  ? 1
@@ -551,10 +639,12 @@ bnb4_status bnb4_cuda_gemv(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype
     a.bias = bias;
     a.y = y;
     const bool nested = w->absmax == NULL;
-    if (g_gemv_stream && m == 1 && dt != BNB4_F32) { /* float32 activations need the exact float2 table */
+    if (g_gemv_stream && m == 1) {
         if (dt == BNB4_F16)
             return nested ? launch_stream<__half, true>(s, a) : launch_stream<__half, false>(s, a);
-        return nested ? launch_stream<__nv_bfloat16, true>(s, a) : launch_stream<__nv_bfloat16, false>(s, a);
+        if (dt == BNB4_BF16)
+            return nested ? launch_stream<__nv_bfloat16, true>(s, a) : launch_stream<__nv_bfloat16, false>(s, a);
+        return nested ? launch_stream<float, true>(s, a) : launch_stream<float, false>(s, a);
     }
     switch (dt) {
     case BNB4_F16:

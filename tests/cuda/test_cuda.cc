@@ -611,13 +611,16 @@ void expect_close(const std::vector<double> &got, const MatmulRef &ref, bnb4_dty
 TEST_F(CudaTest, MatmulAgreesWithFloat64OnEveryPath) {
     auto g = rng(104);
     struct Shape { size_t N, K, bs; };
-    // K % blocksize == 0 shapes take a CUDA-core gemv kernel at m = 1 (f16/bf16: the streaming kernel,
-    // 8200 rows included; f32: the table kernel; odd N, a partial last 1024-k step; every m tier with
-    // BNB4_CUDA_GEMV_MAX_M=4); K % 32 == 0 ones the pipelined tensor-core kernel (m = 2..64); the others the SIMT
-    // kernel or cuBLAS.
+    // K % blocksize == 0 shapes take a CUDA-core gemv kernel at m = 1 (the streaming kernel, 8200 rows included;
+    // its activations staged in shared memory where they fit (f32; f16/bf16 where an SM keeps its CTAs), not at
+    // K = 45056, whose 176 KB of f32 do not fit beside the table; odd N, a partial last 1024-k step; every m tier of
+    // the table kernel with BNB4_CUDA_GEMV_MAX_M=4);
+    // K % 32 == 0 ones the pipelined tensor-core kernel (m = 2..64, f16/bf16) or the SIMT rows kernel (f32, m <=
+    // 16); the others the SIMT kernel or cuBLAS.
     std::vector<Shape> shapes = {{64, 256, 64},   {100, 96, 32}, {33, 72, 64},  {17, 31, 32},
                                  {300, 1056, 128}, {129, 4096, 64}, {8, 64, 4096}, {5, 1000, 256},
-                                 {37, 3072, 256},  {9, 2080, 32},  {6, 8192, 4096}, {8200, 64, 64}};
+                                 {37, 3072, 256},  {9, 2080, 32},  {6, 8192, 4096}, {8200, 64, 64},
+                                 {3, 45056, 64}};
     std::vector<size_t> ms = {1, 2, 3, 4, 8, 13, 16, 17, 32, 33, 64, 65, 130};
     if (quick()) {
         shapes = {{64, 256, 64}, {33, 72, 64}, {300, 1056, 128}, {37, 3072, 256}};
