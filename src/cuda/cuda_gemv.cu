@@ -123,6 +123,29 @@ __device__ __forceinline__ float2 code_pair(const unsigned char *tab, uint32_t w
     return __half22float2(*reinterpret_cast<const __half2 *>(p));
 }
 
+/* Both kernels' 64 KB code-pair table, entry (byte, lane) at byte * 256 + lane part: float2 pairs (F32, exact) or half2
+ * pairs, each 16-byte store 4 or 2 lanes' copies; and, for nested absmax, the 8-bit map (after the table). */
+template <bool F32, bool NESTED>
+__device__ __forceinline__ void fill_code_pairs(unsigned char *tab, float *nested_map, const GemvArgs &a) {
+    const float *code = a.quant_type == BNB4_NF4 ? c_gemv_nf4 : c_gemv_fp4;
+    for (int v = threadIdx.x; v < kTableBytes / 16; v += blockDim.x) { /* 16 stores per byte value */
+        const int b = v >> 4;
+        uint4 e;
+        if (F32) {
+            const float hi = code[b >> 4], lo = code[b & 15];
+            e = make_uint4(__float_as_uint(hi), __float_as_uint(lo), __float_as_uint(hi), __float_as_uint(lo));
+        } else {
+            const __half2 h = __floats2half2_rn(code[b >> 4], code[b & 15]);
+            const uint32_t u = *reinterpret_cast<const uint32_t *>(&h);
+            e = make_uint4(u, u, u, u);
+        }
+        reinterpret_cast<uint4 *>(tab)[v] = e;
+    }
+    if (NESTED)
+        for (int v = threadIdx.x; v < 256; v += blockDim.x)
+            nested_map[v] = a.nested_code[v];
+}
+
 /* Register cap: CTAs that must fit on an SM (more activation rows need more registers). */
 template <int MT> constexpr int gemv_min_ctas() { return MT == 1 ? 3 : 2; }
 
@@ -132,25 +155,7 @@ __global__ void __launch_bounds__(kWarps * 32, gemv_min_ctas<MT>()) gemv_4bit_ke
      * 128 B used), so 32 lanes never bank-conflict; dynamic shared memory (64 KB), then the nested map. */
     extern __shared__ __align__(16) unsigned char tab[];
     float *nested_map = reinterpret_cast<float *>(tab + kTableBytes);
-    {
-        const float *code = a.quant_type == BNB4_NF4 ? c_gemv_nf4 : c_gemv_fp4;
-        for (int v = threadIdx.x; v < kTableBytes / 16; v += blockDim.x) { /* 16 stores per byte value */
-            const int b = v >> 4;
-            uint4 e;
-            if (TABLE == TABLE_F32) {
-                const float hi = code[b >> 4], lo = code[b & 15];
-                e = make_uint4(__float_as_uint(hi), __float_as_uint(lo), __float_as_uint(hi), __float_as_uint(lo));
-            } else {
-                const __half2 h = __floats2half2_rn(code[b >> 4], code[b & 15]);
-                const uint32_t u = *reinterpret_cast<const uint32_t *>(&h);
-                e = make_uint4(u, u, u, u);
-            }
-            reinterpret_cast<uint4 *>(tab)[v] = e;
-        }
-        if (NESTED)
-            for (int v = threadIdx.x; v < 256; v += blockDim.x)
-                nested_map[v] = a.nested_code[v];
-    }
+    fill_code_pairs<TABLE == TABLE_F32, NESTED>(tab, nested_map, a);
     __syncthreads();
 
     const int lane = threadIdx.x & 31;
@@ -350,25 +355,7 @@ __global__ void __launch_bounds__(kWarps * 32, (stream_min_ctas<T, kStreamU>()))
             cp_async16(base + stream_x_slot(u) * 16u, reinterpret_cast<const uint8_t *>(a.x) + (size_t)u * 16, 16);
         cp_async_commit();
     }
-    {
-        const float *code = a.quant_type == BNB4_NF4 ? c_gemv_nf4 : c_gemv_fp4;
-        for (int v = threadIdx.x; v < kStreamTableBytes / 16; v += blockDim.x) { /* 16 x 16 B per byte value */
-            const int b = v >> 4;
-            uint4 e;
-            if (kF32) {
-                const float hi = code[b >> 4], lo = code[b & 15];
-                e = make_uint4(__float_as_uint(hi), __float_as_uint(lo), __float_as_uint(hi), __float_as_uint(lo));
-            } else {
-                const __half2 h = __floats2half2_rn(code[b >> 4], code[b & 15]);
-                const uint32_t u = *reinterpret_cast<const uint32_t *>(&h);
-                e = make_uint4(u, u, u, u);
-            }
-            reinterpret_cast<uint4 *>(stab)[v] = e;
-        }
-        if (NESTED)
-            for (int v = threadIdx.x; v < 256; v += blockDim.x)
-                nested_map[v] = a.nested_code[v];
-    }
+    fill_code_pairs<kF32, NESTED>(stab, nested_map, a);
     if (XS)
         cp_async_wait<0>();
     __syncthreads();
