@@ -100,16 +100,19 @@ __device__ __forceinline__ float bnb4_dev_abs_ftz(float a) {
 /* ---- dtypes ---------------------------------------------------------------------------------------- */
 template <typename T> struct bnb4_dt;
 template <> struct bnb4_dt<float> {
+    static constexpr bnb4_dtype id = BNB4_F32;
     static __device__ __forceinline__ float to_f32(float v) { return v; }
     static __device__ __forceinline__ float from_f32(float v) { return v; }
 };
 template <> struct bnb4_dt<__half> {
+    static constexpr bnb4_dtype id = BNB4_F16;
     static __device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
     static __device__ __forceinline__ __half from_f32(float v) { return __float2half_rn(v); }
     static __device__ __forceinline__ uint16_t bits(__half v) { return __half_as_ushort(v); }
     static __device__ __forceinline__ __half from_bits(uint16_t v) { return __ushort_as_half(v); }
 };
 template <> struct bnb4_dt<__nv_bfloat16> {
+    static constexpr bnb4_dtype id = BNB4_BF16;
     static __device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
     static __device__ __forceinline__ __nv_bfloat16 from_f32(float v) { return __float2bfloat16_rn(v); }
     static __device__ __forceinline__ uint16_t bits(__nv_bfloat16 v) { return __bfloat16_as_ushort(v); }
@@ -358,6 +361,8 @@ typedef enum bnb4_cuda_gemm_path {
 } bnb4_cuda_gemm_path;
 size_t bnb4_cuda_gemv_max_m(void);
 int bnb4_cuda_gemv_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x);
+/* Whether the stream gemv kernel stages its activations in shared memory for K of dtype dt (cuda_gemv.cu) */
+int bnb4_cuda_gemv_stages_x(const bnb4_cuda_state *s, bnb4_dtype dt, int nested, size_t K);
 bnb4_status bnb4_cuda_gemv(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
                            const void *bias, void *y);
 size_t bnb4_cuda_pipe_max_m(void);

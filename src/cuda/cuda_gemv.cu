@@ -330,7 +330,7 @@ template <typename T> struct XPair {
 /* U: warp-steps of 1024 k whose loads are issued together (f16 / bf16: 2: 77-79 registers, 3 CTAs per SM, which
  * the 65 KB of shared memory also allows; 4: 2 CTAs per SM, twice the bytes per warp in flight; f32 takes U = 2
  * with twice the activation registers: 2 CTAs). */
-template <typename T, int U> constexpr int stream_min_ctas() { return U <= 2 && sizeof(T) == 2 ? 3 : 2; }
+constexpr int stream_min_ctas(size_t es, int u) { return u <= 2 && es == 2 ? 3 : 2; }
 
 /* XS: the activations staged in shared memory (after the table and the nested map) for the whole kernel. Read from
  * global memory, a lane's 32 activations are one 64- or 128-byte run, so each 16-byte load of a warp touches 16 or 32
@@ -340,7 +340,7 @@ template <typename T, int U> constexpr int stream_min_ctas() { return U <= 2 && 
 __device__ __forceinline__ unsigned stream_x_slot(unsigned u) { return u ^ ((u >> 3) & 7u); }
 
 template <typename T, bool NESTED, int kStreamU, bool XS>
-__global__ void __launch_bounds__(kWarps * 32, (stream_min_ctas<T, kStreamU>())) gemv_4bit_stream_kernel(GemvArgs a) {
+__global__ void __launch_bounds__(kWarps * 32, stream_min_ctas(sizeof(T), kStreamU)) gemv_4bit_stream_kernel(GemvArgs a) {
     /* f16 / bf16: half2 code pairs (codes rounded to f16, as the tensor-core kernels round them); f32: float2 pairs,
      * exact */
     constexpr bool kF32 = sizeof(T) == 4;
@@ -530,30 +530,26 @@ template <typename T, bool NESTED, int U, bool XS> bnb4_status launch_stream_u(b
     return BNB4_CUDA_LAUNCH_CHECK("bnb4_gemm (gemv)");
 }
 
+/* The stream kernel's U: f32 2 (its activations take twice the registers); f16 / bf16 by BNB4_CUDA_GEMV_KERNEL, 4 for
+ * plain and 2 for nested absmax by default */
+int stream_u(size_t es, bool nested) { return es == 4 ? 2 : g_gemv_stream == 1 ? (nested ? 2 : 4) : g_gemv_stream; }
+
 /* CTAs of `smem` bytes of dynamic shared memory an SM holds (taking an SM's shared memory as what one CTA may opt in to,
  * plus the 1 KB the driver reserves per CTA) */
 int stream_ctas_by_smem(const bnb4_cuda_state *s, size_t smem) {
     return (int)((s->smem_optin + 1024) / (smem + 1024));
 }
 
-/* Staged activations (XS) where they fit beside the table (BNB4_CUDA_GEMV_XS=0 turns them off): f32 always (H200:
- * 2.2-2.6x faster, one CTA an SM at K = 14336 included, docs/performance.md v50); f16 / bf16 (7-9 % faster with as
- * many CTAs) only where an SM holds as many CTAs as without them, or as the kernel's registers allow */
 template <typename T, bool NESTED, int U> bnb4_status launch_stream_x(bnb4_cuda_state *s, const GemvArgs &a) {
-    const size_t with = stream_smem(NESTED, true, a.K, sizeof(T)), without = stream_smem(NESTED, false, a.K, sizeof(T));
-    const int regs_cap = stream_min_ctas<T, U>(), plain_ctas = stream_ctas_by_smem(s, without);
-    const bool xs = g_gemv_xs && bnb4_cuda_smem_fits(s, with) &&
-                    (sizeof(T) == 4 || stream_ctas_by_smem(s, with) >= (plain_ctas < regs_cap ? plain_ctas : regs_cap));
-    return xs ? launch_stream_u<T, NESTED, U, true>(s, a) : launch_stream_u<T, NESTED, U, false>(s, a);
+    return bnb4_cuda_gemv_stages_x(s, bnb4_dt<T>::id, NESTED, a.K) ? launch_stream_u<T, NESTED, U, true>(s, a)
+                                                                     : launch_stream_u<T, NESTED, U, false>(s, a);
 }
 
 template <typename T, bool NESTED> bnb4_status launch_stream(bnb4_cuda_state *s, const GemvArgs &a) {
-    if constexpr (sizeof(T) == 4) { /* f32: U = 2 (its activations take twice the registers) */
+    if constexpr (sizeof(T) == 4)
         return launch_stream_x<T, NESTED, 2>(s, a);
-    } else {
-        const int u = g_gemv_stream == 1 ? (NESTED ? 2 : 4) : g_gemv_stream;
-        return u == 4 ? launch_stream_x<T, NESTED, 4>(s, a) : launch_stream_x<T, NESTED, 2>(s, a);
-    }
+    else
+        return stream_u(sizeof(T), NESTED) == 4 ? launch_stream_x<T, NESTED, 4>(s, a) : launch_stream_x<T, NESTED, 2>(s, a);
 }
 
 template <typename T, int TABLE> bnb4_status launch_m(bnb4_cuda_state *s, const GemvArgs &a, bool nested) {
@@ -589,6 +585,17 @@ void read_settings() {
 }
 
 } // namespace
+
+/* Staged activations (XS) where they fit beside the table (BNB4_CUDA_GEMV_XS=0 turns them off): f32 always (H200:
+ * 2.0-2.6x faster, one CTA an SM at K = 14336 included, docs/performance.md v50); f16 / bf16 (7-9 % faster with as
+ * many CTAs) only where an SM holds as many CTAs as without them, or as the kernel's registers allow */
+int bnb4_cuda_gemv_stages_x(const bnb4_cuda_state *s, bnb4_dtype dt, int nested, size_t K) {
+    read_settings();
+    const size_t es = bnb4_dtype_size(dt), with = stream_smem(nested, true, K, es), without = stream_smem(nested, false, K, es);
+    const int regs_cap = stream_min_ctas(es, stream_u(es, nested)), plain_ctas = stream_ctas_by_smem(s, without);
+    return g_gemv_xs && bnb4_cuda_smem_fits(s, with) &&
+           (es == 4 || stream_ctas_by_smem(s, with) >= (plain_ctas < regs_cap ? plain_ctas : regs_cap));
+}
 
 size_t bnb4_cuda_gemv_max_m(void) {
     read_settings();

@@ -43,3 +43,8 @@ size_t test_pipe_rows(const TestDevice &d) {
     const bnb4_cuda_state s = state_of(d);
     return bnb4_cuda_pipe_rows(&s);
 }
+
+bool test_gemv_stages_x(const TestDevice &d, bnb4_dtype dt, bool nested, size_t K) {
+    const bnb4_cuda_state s = state_of(d);
+    return bnb4_cuda_gemv_stages_x(&s, dt, nested, K) != 0;
+}

@@ -19,5 +19,8 @@ struct TestDevice {
 const char *test_gemm_path(const TestDevice &d, size_t rows, size_t cols, bool nested, bnb4_dtype dt, size_t m);
 // The activation rows one launch of the pipe kernel takes there (bnb4_cuda_pipe_rows; 0: it does not fit).
 size_t test_pipe_rows(const TestDevice &d);
+// Whether the stream gemv kernel (m = 1) stages its activations in shared memory there, for K of dtype dt
+// (bnb4_cuda_gemv_stages_x).
+bool test_gemv_stages_x(const TestDevice &d, bnb4_dtype dt, bool nested, size_t K);
 
 #endif

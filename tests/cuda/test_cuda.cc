@@ -819,6 +819,30 @@ TEST(CudaChoice, PathsByDeviceClass) {
     }
 }
 
+// m = 1's stream kernel stages its activations in shared memory where they fit beside its 66 KB: float32 always (2-2.6x
+// faster on the H200, at one CTA an SM too), f16 / bf16 only where an SM keeps as many CTAs as without (as its
+// registers allow: 2 with plain absmax, 3 nested).
+TEST(CudaChoice, GemvStagesActivationsWhereTheyFit) {
+    const TestDevice a100{8, 0, 80, 108, kSmemA100}, rtx4090{8, 9, 80, 128, kSmem99K}, h100{9, 0, 90, 132, kSmemHopper};
+    for (bool nested : {false, true}) {
+        const std::string what = nested ? "nested" : "plain";
+        for (size_t K : {4096, 14336})
+            EXPECT_TRUE(test_gemv_stages_x(h100, BNB4_F32, nested, K)) << what << " K " << K; // 81 / 121 KB
+        EXPECT_FALSE(test_gemv_stages_x(h100, BNB4_F32, nested, 45056)) << what;          // 241 KB
+        EXPECT_TRUE(test_gemv_stages_x(a100, BNB4_F32, nested, 14336)) << what;           // 121 of 163 KB
+        EXPECT_TRUE(test_gemv_stages_x(rtx4090, BNB4_F32, nested, 8192)) << what;         // 97 of 99 KB
+        EXPECT_FALSE(test_gemv_stages_x(rtx4090, BNB4_F32, nested, 14336)) << what;
+        for (bnb4_dtype dt : {BNB4_F16, BNB4_BF16}) {
+            EXPECT_TRUE(test_gemv_stages_x(h100, dt, nested, 4096)) << what; // 3 CTAs of 74 KB an SM
+            EXPECT_TRUE(test_gemv_stages_x(a100, dt, nested, 4096)) << what; // 2 of 74 KB, as of 66 KB
+            EXPECT_FALSE(test_gemv_stages_x(a100, dt, nested, 14336)) << what; // 1 of 94 KB, 2 of 66 KB
+            EXPECT_TRUE(test_gemv_stages_x(rtx4090, dt, nested, 14336)) << what; // 1 CTA either way
+        }
+        // 2 CTAs of 94 KB: the plain kernel's registers allow 2, the nested one's 3
+        EXPECT_EQ(!nested, test_gemv_stages_x(h100, BNB4_F16, nested, 14336)) << what;
+    }
+}
+
 TEST(CudaGrid, AlignedRunsWhereTheyCostLittle) {
     EXPECT_EQ(16u, bnb4_grid_steps_per_cta(112, 16, 132, 8));  // pipe 14336x4096
     EXPECT_EQ(64u, bnb4_grid_steps_per_cta(224, 32, 132, 8));  // pipe 28672x8192: 64 <= 1.175 x 55
