@@ -17,7 +17,8 @@
 # on the pipe kernel, with its TMA variant off, and with its wgmma math at every m and the tile kernel at every
 # m >= 65 on every weight size, with the wgmma math on permuted activations on every weight size, and the pipe
 # tests with its mma.sync math up to m = 16, the matmul tests as on a device with 99 KB of shared memory a CTA
-# (BNB4_CUDA_SMEM_OPTIN) and on the SIMT kernel (as under 66 KB), and the sm_80 build's tests: the driver compiles their compute_80 PTX for this GPU, so the
+# (BNB4_CUDA_SMEM_OPTIN) and on the SIMT kernel (as under 66 KB), and the sm_80 build's tests: the driver compiles
+# their compute_80 PTX for this GPU, so the
 # kernels run as an A100 runs them (no TMA, wgmma or tile kernel), once more with an A100's 163 KB, and where torch and
 # bitsandbytes import, bnb4 against bitsandbytes' CUDA kernels through the Python package; (3) the wgmma
 # kernels' machine code checked for register hazards (scripts/check_wgmma_hazards.py) and the small-m and k-split
@@ -207,6 +208,8 @@ if [ "$TESTS_ON" = 1 ] && [ -f "$LIBBNB4" ] && PYTHONPATH="$PARITY_PATH" python3
   else
     RESULT[parity_bnb]="FAILED"
   fi
+elif [ "$TESTS_ON" = 0 ]; then
+  RESULT[parity_bnb]="skipped (--no-tests)"
 else
   RESULT[parity_bnb]="skipped (no libbnb4.so, torch or bitsandbytes)"
 fi
