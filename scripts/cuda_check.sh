@@ -7,7 +7,7 @@
 # A device call may run 10 minutes and all of it takes about 11 on the H200: run --no-sanitizer, then --no-tests
 # --no-bench (the sanitizers alone) in a second call.
 # --small-m benchmarks only m = 1, 2, 3, 4, 8, 16 on every shape (bench_cuda --small-m; seconds), for
-# tuning the small-m kernels; BNB4_CUDA_GEMV_MAX_M / BNB4_CUDA_GEMV_KERNEL / BNB4_CUDA_GEMV_TABLE /
+# tuning the small-m kernels; BNB4_CUDA_GEMV_MAX_M / BNB4_CUDA_GEMV_KERNEL / BNB4_CUDA_GEMV_TABLE / BNB4_CUDA_GEMV_XS /
 # BNB4_CUDA_GEMV_CTAS in the environment select the gemv kernels' settings (src/cuda/cuda_gemv.cu).
 #
 # Steps: (1) build build-cuda (sm_80, sm_90a, compute_90), and build-cuda-sm80 (the tests as compute_80 PTX alone),
