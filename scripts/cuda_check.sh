@@ -67,6 +67,17 @@ exec > >(tee -a "$LOG") 2>&1
 
 declare -A RESULT
 step() { echo; echo "==== $* ($(date -u +%H:%M:%S))"; }
+# test_pass KEY TITLE BIN FILTER [VAR=VALUE ...]: BIN's tests matching FILTER with those variables set, as step TITLE
+test_pass() {
+  local key=$1 title=$2 bin=$3 filter=$4
+  shift 4
+  step "$title"
+  if env "$@" timeout "$T_TESTS" "$bin" --gtest_color=no --gtest_brief=1 --gtest_filter="$filter"; then
+    RESULT[$key]="ok"
+  else
+    RESULT[$key]="FAILED"
+  fi
+}
 
 step "machine"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv 2>/dev/null || echo "nvidia-smi not available"
@@ -114,68 +125,28 @@ elif [ -x "$TESTS" ]; then
   if timeout "$T_TESTS" "$TESTS" --gtest_color=no; then RESULT[tests]="ok"; else RESULT[tests]="FAILED"; fi
   # m = 1 is the gemv kernel's by default: once more with it off, so the pipelined tensor-core kernel
   # (cuda_gemm_pipe.cu) is checked at m = 1 too
-  step "CUDA matmul tests with m = 1 on the tensor-core kernels (BNB4_CUDA_GEMV_MAX_M=0)"
-  if BNB4_CUDA_GEMV_MAX_M=0 timeout "$T_TESTS" "$TESTS" --gtest_color=no --gtest_brief=1 --gtest_filter='*Matmul*:*Pipe*'; then
-    RESULT[tests_m1]="ok"
-  else
-    RESULT[tests_m1]="FAILED"
-  fi
+  test_pass tests_m1 "CUDA matmul tests with m = 1 on the tensor-core kernels (BNB4_CUDA_GEMV_MAX_M=0)" "$TESTS" '*Matmul*:*Pipe*' BNB4_CUDA_GEMV_MAX_M=0
   # sm_90 runs the pipe kernel's TMA variant where it fits: once more with it off, so the cp.async variant
   # (what sm_80 runs, and the odd layouts everywhere) is checked on every shape too
-  step "CUDA matmul tests with the pipe kernel's TMA variant off (BNB4_CUDA_PIPE_TMA=0)"
-  if BNB4_CUDA_PIPE_TMA=0 timeout "$T_TESTS" "$TESTS" --gtest_color=no --gtest_brief=1 --gtest_filter='*Matmul*:*Pipe*'; then
-    RESULT[tests_cpasync]="ok"
-  else
-    RESULT[tests_cpasync]="FAILED"
-  fi
+  test_pass tests_cpasync "CUDA matmul tests with the pipe kernel's TMA variant off (BNB4_CUDA_PIPE_TMA=0)" "$TESTS" '*Matmul*:*Pipe*' BNB4_CUDA_PIPE_TMA=0
   # on compute capability 9.0 the TMA variant's math is wgmma from m = 17 on: once more with it from m = 1,
   # and with the tile kernel at m = 65.. on every weight size (by default m = 65..128 on large ones)
-  step "CUDA matmul tests with the pipe kernel's wgmma math at every m (BNB4_CUDA_PIPE_WGMMA_MIN_M=1) and the tile kernel from m = 65"
-  if BNB4_CUDA_PIPE_WGMMA_MIN_M=1 BNB4_CUDA_TILE_MAX_M=1000000 BNB4_CUDA_TILE_MIN_WEIGHTS=0 timeout "$T_TESTS" "$TESTS" --gtest_color=no --gtest_brief=1 --gtest_filter='*Matmul*:*Pipe*'; then
-    RESULT[tests_wgmma]="ok"
-  else
-    RESULT[tests_wgmma]="FAILED"
-  fi
+  test_pass tests_wgmma "CUDA matmul tests with the pipe kernel's wgmma math at every m (BNB4_CUDA_PIPE_WGMMA_MIN_M=1) and the tile kernel from m = 65" "$TESTS" '*Matmul*:*Pipe*' BNB4_CUDA_PIPE_WGMMA_MIN_M=1 BNB4_CUDA_TILE_MAX_M=1000000 BNB4_CUDA_TILE_MIN_WEIGHTS=0
   # the wgmma math reads the activations as they are on weights of up to 5 x 2^24 elements (all the tests'), and
   # permuted by a kernel first on larger ones: once more with the permutation on every weight size
-  step "CUDA matmul tests with the wgmma math on permuted activations (BNB4_CUDA_PIPE_NATURAL_MAX=0)"
-  if BNB4_CUDA_PIPE_NATURAL_MAX=0 timeout "$T_TESTS" "$TESTS" --gtest_color=no --gtest_brief=1 --gtest_filter='*Matmul*:*Pipe*'; then
-    RESULT[tests_permuted]="ok"
-  else
-    RESULT[tests_permuted]="FAILED"
-  fi
+  test_pass tests_permuted "CUDA matmul tests with the wgmma math on permuted activations (BNB4_CUDA_PIPE_NATURAL_MAX=0)" "$TESTS" '*Matmul*:*Pipe*' BNB4_CUDA_PIPE_NATURAL_MAX=0
   # plain absmax at m = 9..16 takes wgmma, or the post-scaled mma.sync on narrow tiles, by the weight's shape:
   # once more (quick) with mma.sync to m = 16 whatever the shape
-  step "CUDA pipe tests with the mma.sync math up to m = 16 (BNB4_CUDA_PIPE_WGMMA_MIN_M=17, quick)"
-  if BNB4_CUDA_PIPE_WGMMA_MIN_M=17 BNB4_CUDA_TEST_QUICK=1 timeout "$T_TESTS" "$TESTS" --gtest_color=no --gtest_brief=1 --gtest_filter='*Pipe*:*MatmulAgrees*'; then
-    RESULT[tests_mma]="ok"
-  else
-    RESULT[tests_mma]="FAILED"
-  fi
+  test_pass tests_mma "CUDA pipe tests with the mma.sync math up to m = 16 (BNB4_CUDA_PIPE_WGMMA_MIN_M=17, quick)" "$TESTS" '*Pipe*:*MatmulAgrees*' BNB4_CUDA_PIPE_WGMMA_MIN_M=17 BNB4_CUDA_TEST_QUICK=1
   # the producer's in-flight window beyond the pipe's stage count (no limit: it hung before v32)
-  step "CUDA pipe tests with an in-flight window beyond the stage count (BNB4_CUDA_PIPE_INFLIGHT=64, quick)"
-  if BNB4_CUDA_PIPE_INFLIGHT=64 BNB4_CUDA_TEST_QUICK=1 timeout "$T_TESTS" "$TESTS" --gtest_color=no --gtest_brief=1 --gtest_filter='*Pipe*:*MatmulAgrees*'; then
-    RESULT[tests_window]="ok"
-  else
-    RESULT[tests_window]="FAILED"
-  fi
+  test_pass tests_window "CUDA pipe tests with an in-flight window beyond the stage count (BNB4_CUDA_PIPE_INFLIGHT=64, quick)" "$TESTS" '*Pipe*:*MatmulAgrees*' BNB4_CUDA_PIPE_INFLIGHT=64 BNB4_CUDA_TEST_QUICK=1
   # devices that give a CTA less shared memory than Hopper's 227 KB (BNB4_CUDA_SMEM_OPTIN lowers what the library
   # reads): 99 KB (sm_86 / 89 / 120: the pipe kernel's cp.async variant with an 8 KB code-pair table) on this build;
   # 163 KB (A100: the same with the 64 KB table) below, on the sm_80 build; both in 3 stages, m > 16 in chunks
-  step "CUDA matmul tests as on a 99 KB device (BNB4_CUDA_SMEM_OPTIN=101376, quick)"
-  if BNB4_CUDA_SMEM_OPTIN=101376 BNB4_CUDA_TEST_QUICK=1 timeout "$T_TESTS" "$TESTS" --gtest_color=no --gtest_brief=1 --gtest_filter='*Matmul*:*Pipe*:*KernelNames*:*SharedMemory*'; then
-    RESULT[tests_smem99]="ok"
-  else
-    RESULT[tests_smem99]="FAILED"
-  fi
+  test_pass tests_smem99 "CUDA matmul tests as on a 99 KB device (BNB4_CUDA_SMEM_OPTIN=101376, quick)" "$TESTS" '*Matmul*:*Pipe*:*KernelNames*:*SharedMemory*' BNB4_CUDA_SMEM_OPTIN=101376 BNB4_CUDA_TEST_QUICK=1
   # under the gemv kernel's 66 KB nothing but the SIMT kernel fits at m <= 16, for every dtype; float32 on it to m = 130
   # (launches of 16 rows) instead of dequantize + SGEMM
-  step "CUDA matmul tests on the SIMT kernel (BNB4_CUDA_SMEM_OPTIN=49152 BNB4_CUDA_SIMT_F32_MAX_M=130, quick)"
-  if BNB4_CUDA_SMEM_OPTIN=49152 BNB4_CUDA_SIMT_F32_MAX_M=130 BNB4_CUDA_TEST_QUICK=1 timeout "$T_TESTS" "$TESTS" --gtest_color=no --gtest_brief=1 --gtest_filter='*MatmulAgrees*'; then
-    RESULT[tests_simt]="ok"
-  else
-    RESULT[tests_simt]="FAILED"
-  fi
+  test_pass tests_simt "CUDA matmul tests on the SIMT kernel (BNB4_CUDA_SMEM_OPTIN=49152 BNB4_CUDA_SIMT_F32_MAX_M=130, quick)" "$TESTS" '*MatmulAgrees*' BNB4_CUDA_SMEM_OPTIN=49152 BNB4_CUDA_SIMT_F32_MAX_M=130 BNB4_CUDA_TEST_QUICK=1
   unset BNB4_CUDA_TEST_QUICK
   # sm_80 code: the kernels an A100 runs (cp.async pipe, mma.sync, gemv, dequantize + cuBLAS at large m), built
   # as compute_80 PTX, which the driver compiles for this GPU; the library must see that its sm_90 paths are
@@ -183,12 +154,7 @@ elif [ -x "$TESTS" ]; then
   if [ -x "$TESTS_SM80" ]; then
     step "CUDA tests on sm_80 code (compute_80 PTX compiled by the driver for this GPU)"
     if timeout "$T_TESTS" "$TESTS_SM80" --gtest_color=no; then RESULT[tests_sm80]="ok"; else RESULT[tests_sm80]="FAILED"; fi
-    step "CUDA matmul tests on sm_80 code with an A100's shared memory (BNB4_CUDA_SMEM_OPTIN=166912, quick)"
-    if BNB4_CUDA_SMEM_OPTIN=166912 BNB4_CUDA_TEST_QUICK=1 timeout "$T_TESTS" "$TESTS_SM80" --gtest_color=no --gtest_brief=1 --gtest_filter='*Matmul*:*Pipe*:*KernelNames*:*SharedMemory*'; then
-      RESULT[tests_a100]="ok"
-    else
-      RESULT[tests_a100]="FAILED"
-    fi
+    test_pass tests_a100 "CUDA matmul tests on sm_80 code with an A100's shared memory (BNB4_CUDA_SMEM_OPTIN=166912, quick)" "$TESTS_SM80" '*Matmul*:*Pipe*:*KernelNames*:*SharedMemory*' BNB4_CUDA_SMEM_OPTIN=166912 BNB4_CUDA_TEST_QUICK=1
   fi
 else
   RESULT[tests]="not built"
