@@ -122,32 +122,48 @@ template <> struct bnb4_dt<__nv_bfloat16> {
 /* 8 activations (one packed weight word's worth) of one row, as float32, from 16-byte aligned memory (the gemv and
  * SIMT kernels). */
 template <typename T> struct bnb4_x8;
+/* Eight activations as floats: from global memory (get, read-only path) or from 16-byte units already loaded
+ * (unpack: kUnits of them, e.g. from shared memory) */
 template <> struct bnb4_x8<float> {
+    static constexpr int kUnits = 2;
+    static __device__ __forceinline__ void unpack(const uint4 (&u)[2], float v[8]) {
+        v[0] = __uint_as_float(u[0].x), v[1] = __uint_as_float(u[0].y), v[2] = __uint_as_float(u[0].z),
+        v[3] = __uint_as_float(u[0].w), v[4] = __uint_as_float(u[1].x), v[5] = __uint_as_float(u[1].y),
+        v[6] = __uint_as_float(u[1].z), v[7] = __uint_as_float(u[1].w);
+    }
     static __device__ __forceinline__ void get(const float *p, float v[8]) {
-        const float4 a = __ldg(reinterpret_cast<const float4 *>(p)), b = __ldg(reinterpret_cast<const float4 *>(p) + 1);
-        v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+        const uint4 u[2] = {__ldg(reinterpret_cast<const uint4 *>(p)), __ldg(reinterpret_cast<const uint4 *>(p) + 1)};
+        unpack(u, v);
     }
 };
 template <> struct bnb4_x8<__half> {
-    static __device__ __forceinline__ void get(const __half *p, float v[8]) {
-        const uint4 a = __ldg(reinterpret_cast<const uint4 *>(p));
-        const uint32_t w[4] = {a.x, a.y, a.z, a.w};
+    static constexpr int kUnits = 1;
+    static __device__ __forceinline__ void unpack(const uint4 (&u)[1], float v[8]) {
+        const uint32_t w[4] = {u[0].x, u[0].y, u[0].z, u[0].w};
 #pragma unroll
         for (int i = 0; i < 4; i++) {
             const float2 f = __half22float2(*reinterpret_cast<const __half2 *>(&w[i]));
             v[2 * i] = f.x, v[2 * i + 1] = f.y;
         }
     }
+    static __device__ __forceinline__ void get(const __half *p, float v[8]) {
+        const uint4 u[1] = {__ldg(reinterpret_cast<const uint4 *>(p))};
+        unpack(u, v);
+    }
 };
 template <> struct bnb4_x8<__nv_bfloat16> {
-    static __device__ __forceinline__ void get(const __nv_bfloat16 *p, float v[8]) {
-        const uint4 a = __ldg(reinterpret_cast<const uint4 *>(p));
-        const uint32_t w[4] = {a.x, a.y, a.z, a.w};
+    static constexpr int kUnits = 1;
+    static __device__ __forceinline__ void unpack(const uint4 (&u)[1], float v[8]) {
+        const uint32_t w[4] = {u[0].x, u[0].y, u[0].z, u[0].w};
 #pragma unroll
         for (int i = 0; i < 4; i++) { /* bf16 -> f32 is exact: the bits move up */
             v[2 * i] = __uint_as_float(w[i] << 16);
             v[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
         }
+    }
+    static __device__ __forceinline__ void get(const __nv_bfloat16 *p, float v[8]) {
+        const uint4 u[1] = {__ldg(reinterpret_cast<const uint4 *>(p))};
+        unpack(u, v);
     }
 };
 
@@ -307,10 +323,16 @@ bnb4_status bnb4_cuda_launch_dequantize(bnb4_cuda_state *s, const bnb4_qtensor *
 
 /* The matmul kernels and where each takes over (by m): see bnb4_cuda_pick_gemm (cuda_gemm.cu). The SIMT kernel
  * takes m <= 16 where nothing faster fits: odd layouts, and f32 activations up to BNB4_CUDA_SIMT_F32_MAX_M (the
- * environment variable of that name overrides it), in launches of 16 rows; bnb4_cuda_simt_max_m says which. */
+ * environment variable of that name overrides it), in launches of 16 rows; bnb4_cuda_simt_max_m says which. f32 to
+ * m = 48: on the H200 its launches beat dequantize + SGEMM there on the four benchmark shapes (4096x4096 at m = 48
+ * about even) and lost at m = 64 by 12-17 % (docs/performance.md v51). */
 #define BNB4_CUDA_SIMT_MAX_M 16
-#define BNB4_CUDA_SIMT_F32_MAX_M 16
+#define BNB4_CUDA_SIMT_F32_MAX_M 48
 size_t bnb4_cuda_simt_max_m(bnb4_dtype dt);
+/* Whether the SIMT kernel's launch of m <= 16 rows (K % 32 == 0, aligned) stages its activations in shared memory:
+ * wherever its two stages a warp fit (every GPU the library runs on; not at BNB4_CUDA_SMEM_OPTIN=49152 with f32 at
+ * m > 8, which takes 65 KB); BNB4_CUDA_SIMT_XS=0 turns it off */
+int bnb4_cuda_simt_stages_x(const bnb4_cuda_state *s, bnb4_dtype dt, size_t m);
 /* The weight-streaming CUDA-core kernel (cuda_gemv.cu) for m <= BNB4_CUDA_GEMV_MAX_M (the environment
  * variable of that name overrides it, 0..4), with its half2 code-pair table for f16/bf16 activations
  * (0 = float2 pairs, exact; 1 = half2 pairs). With the table kernel, f16/bf16 plain-absmax tensors of

@@ -5,9 +5,10 @@
  * weights, compute capability 9.0), cuda_gemm_pipe.cu's pipelined tensor-core kernel (m <= 64,
  * f16/bf16, K % 32 == 0, aligned), then the two here:
  *
- *  gemm_4bit_<dt>__simt: any dtype, shape and alignment, m <= 16 (f32: BNB4_CUDA_SIMT_F32_MAX_M, in launches of
- *    16 rows), float32 arithmetic: K % 32 == 0 with aligned data on a CTA of 16 weight rows whose 8 warps split K
- *    (each activation load feeding 4 weight rows), else one warp per weight row.
+ *  gemm_4bit_<dt>__simt: any dtype, shape and alignment, m <= 16 (f32: to BNB4_CUDA_SIMT_F32_MAX_M = 48, in
+ *    launches of 16 rows), float32 arithmetic: K % 32 == 0 with aligned data on a CTA of 16 weight rows whose 8
+ *    warps split K (each activation load feeding 4 weight rows, the activations staged in shared memory), else one
+ *    warp per weight row.
  *  dequantize + cuBLAS: large m where the tile kernel does not run (float32, other GPUs, weights under
  *    BNB4_CUDA_TILE_MIN_WEIGHTS whose tiles would not fill the grid, odd layouts): dequantize into a
  *    temporary in the activation dtype, then cublasGemmEx with float32 accumulation; with a bias,
@@ -49,10 +50,10 @@ template <typename T> __device__ __forceinline__ float load_f32(const void *p, s
  * kRowsCta = 16 weight rows; its kSimtWarps warps split K in 64-k chunks (warp w takes chunks w, w + 8, ...).
  * Within a warp, lane (g, kl) = (lane / 8, lane % 8) takes rows 4 g .. 4 g + 3 at the chunk's k run 8 kl ..
  * 8 kl + 7: a 4-byte weight load per row (a group's 8 lanes read 32 contiguous bytes of their row) and 8
- * activations per activation row, which the four groups share (the same addresses, so one L1 wavefront serves
- * them all). Each activation then feeds 4 weight rows: 32 fused multiply-adds per 8-activation load, where a
- * warp per weight row gave 8 and was bound by L1 (f32, 14336x4096 m = 16: 300 -> 138 us, H200, docs/performance.md
- * v50). The lanes' sums meet in a butterfly over the 8 k lanes (each step halves what a lane holds), then in shared
+ * activations per activation row, which the four groups share (the same addresses). Each activation then feeds 4
+ * weight rows: 32 fused multiply-adds per 8-activation load, where a warp per weight row gave 8 and was bound by L1
+ * (f32, 14336x4096 m = 16: 300 -> 138 us, H200, docs/performance.md v50). The activations come from shared memory,
+ * each warp copying its next chunk's while it works on one (XS below: 138 -> 76 us, v51). The lanes' sums meet in a butterfly over the 8 k lanes (each step halves what a lane holds), then in shared
  * memory over the warps. Plain or nested absmax is a template parameter: as a branch around the loads it took
  * nested twice plain's time (v50); the nested blocksize must be a power of two (bitsandbytes' is 256), else the
  * other kernel runs.
@@ -82,17 +83,46 @@ template <int C> __device__ __forceinline__ void simt_reduce_k_lanes(float (&v)[
     simt_halve<1, C / 4>(v, kl);
 }
 
-template <typename T, int MT, bool NESTED>
-__global__ void __launch_bounds__(kSimtWarps * 32) gemm_4bit_simt_rows_kernel(GemmArgs a) {
-    constexpr int C = MT * kRowsLane; /* a lane's sums: [activation row][weight row] */
-    __shared__ float code[16], nested_map[256];
-    __shared__ float partial[kSimtWarps][kRowsCta / kRowsLane][C];
+/* XS: a warp's activations for its next chunk are copied into shared memory (cp.async) while it works on the
+ * current one, two stages a warp. Without them the activation loads waited on L2 just before their FMAs, turn after
+ * turn. A stage holds MT rows of kChunkK activations in 16-byte units; in f32 rows (16 units) a lane reads units
+ * 2 kl and 2 kl + 1, so units 8..15 trade places in pairs (simt_x_slot): a warp's 16-byte reads then cover all 8
+ * bank groups once. (f16 / bf16 rows are 8 units, a lane's one unit kl: already conflict free.) */
+template <typename T, int MT> struct SimtRowsSmem {
+    static constexpr int kUnits = kChunkK * (int)sizeof(T) / 16;                         /* units of a stage row */
+    static constexpr size_t kTables = (16 + 256) * sizeof(float);                        /* code, nested map */
+    static constexpr size_t kPartial = (size_t)kSimtWarps * kRowsCta * MT * sizeof(float); /* warps' sums */
+    static constexpr size_t kStages = (size_t)kSimtWarps * 2 * MT * kUnits * 16;
+    static constexpr size_t bytes(bool xs) { return kTables + (xs && kStages > kPartial ? kStages : kPartial); }
+};
+__device__ __forceinline__ int simt_x_slot(int u) { return u ^ ((u >> 3) & 1); }
+/* v, computed once and kept: at 128 registers the compiler otherwise recomputed shared addresses from the CTA id
+ * (S2R, several integer ops) at each use in the loop, about 100 instructions a chunk */
+__device__ __forceinline__ uint32_t simt_pinned(uint32_t v) {
+    asm volatile("mov.b32 %0, %0;" : "+r"(v));
+    return v;
+}
+
+template <typename T, int MT, bool NESTED, bool XS>
+__global__ void __launch_bounds__(kSimtWarps * 32, MT <= 4 ? 3 : 2) gemm_4bit_simt_rows_kernel(GemmArgs a) {
+    using Smem = SimtRowsSmem<T, MT>;
+    constexpr int C = MT * kRowsLane, U = Smem::kUnits; /* a lane's sums: [activation row][weight row] */
+    extern __shared__ __align__(64) unsigned char simt_smem[];
+    float *code = reinterpret_cast<float *>(simt_smem), *nested_map = code + 16;
+    const uint32_t code_s = simt_pinned((uint32_t)__cvta_generic_to_shared(code));
+    /* the code value whose index x 4 is in bits 2..5 of v: with the table 64-byte aligned its address is one
+     * 3-input logic op, (v & 0x3c) | code_s, after the shift (a mask and an add before: 3 integer ops a value) */
+    const auto code_at = [code_s](uint32_t v) {
+        float c;
+        asm("ld.shared.f32 %0, [%1];" : "=f"(c) : "r"((v & 0x3cu) | code_s));
+        return c;
+    };
+    unsigned char *area = simt_smem + Smem::kTables; /* the stages, then the warps' sums */
     if (threadIdx.x < 16)
         code[threadIdx.x] = a.quant_type == BNB4_NF4 ? c_nf4_code[threadIdx.x] : c_fp4_code[threadIdx.x];
     if (NESTED)
         for (int v = threadIdx.x; v < 256; v += blockDim.x)
             nested_map[v] = a.nested_code[v];
-    __syncthreads();
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 3, kl = lane & 7;
     const size_t K = a.K, N = a.N, j0 = (size_t)blockIdx.x * kRowsCta + g * kRowsLane;
     const int M = (int)a.M;
@@ -105,6 +135,34 @@ __global__ void __launch_bounds__(kSimtWarps * 32) gemm_4bit_simt_rows_kernel(Ge
 #pragma unroll
     for (int v = 0; v < C; v++)
         acc[v] = 0.0f;
+    /* XS: the warp's chunk at k0 into stage st, one commit group per chunk (every lane, empty or not). Lane l copies
+     * units l, l + 32, ...: unit l % U of rows l / U, l / U + 32 / U, ..., so a warp's copy takes whole rows (a few
+     * lines an instruction; a lane taking a run of one row's units made each instruction touch 32 lines and took
+     * 1.7x the time), one k test a chunk (K % 32 == 0: a unit is wholly in K or past it) and the same destination
+     * offsets every chunk. Rows past M are zeroed once (below) and never copied, so every row's FMAs run without a
+     * branch. */
+    static_assert(32 % U == 0, "a lane's units share their place in the row");
+    constexpr int kRowsCopy = 32 / U; /* rows between a lane's units */
+    const int copy_row = lane / U, copy_u = lane % U;
+    const T *copy_src = x + (size_t)copy_row * K + (size_t)copy_u * (16 / sizeof(T));
+    const size_t copy_step = (size_t)kRowsCopy * K;
+    const uint4 *stages = reinterpret_cast<const uint4 *>(area) + (size_t)warp * 2 * MT * U;
+    const uint32_t copy_dst = simt_pinned((uint32_t)__cvta_generic_to_shared(stages + copy_row * U + simt_x_slot(copy_u)));
+    const auto copy_x = [&](size_t k0, int st) {
+        if (k0 + (size_t)copy_u * (16 / sizeof(T)) < K) {
+            const T *src = copy_src + k0;
+#pragma unroll
+            for (int i = 0; i < (MT * U + 31) / 32; i++, src += copy_step) /* (lanes past MT rows: past M too) */
+                if (copy_row + i * kRowsCopy < M)
+                    cp_async16(copy_dst + (uint32_t)((st * MT + i * kRowsCopy) * U) * 16u, src, 16);
+        }
+        cp_async_commit();
+    };
+    if (XS && M < MT) {
+        uint4 *zero = const_cast<uint4 *>(stages);
+        for (int id = M * U + lane; id < MT * U; id += 32)
+            zero[id] = zero[MT * U + id] = make_uint4(0, 0, 0, 0);
+    }
     /* a turn's packed weights and scales (nested: the 8-bit code and the nested absmax - a power-of-two nested
      * blocksize, bitsandbytes' 256 - decoded when used, with the map in shared memory, so no load waits on another)
      * are loaded a turn ahead; the weights bypass L1, which keeps the activations every CTA of the SM reads */
@@ -124,37 +182,66 @@ __global__ void __launch_bounds__(kSimtWarps * 32) gemm_4bit_simt_rows_kernel(Ge
             }
         }
     };
-    size_t k = (size_t)warp * kChunkK + kl * 8;
-    if (k < K)
-        load_turn(k);
-    for (; k < K; k += kStride) {
+    size_t k0 = (size_t)warp * kChunkK; /* the warp's chunk; the lane's k run is k0 + 8 kl */
+    if (XS && k0 < K)
+        copy_x(k0, 0);
+    if (k0 + kl * 8 < K)
+        load_turn(k0 + kl * 8);
+    __syncthreads(); /* the tables */
+    for (int st = 0; k0 < K; k0 += kStride, st ^= 1) {
         /* (K % 32 == 0: a lane's 8 k are in K or all past it, and share a block, blocksize >= 32) */
+        const size_t k = k0 + kl * 8;
+        if (XS) {
+            __syncwarp(); /* every lane is done with stage st ^ 1 (the turn before) */
+            if (k0 + kStride < K)
+                copy_x(k0 + kStride, st ^ 1);
+            else
+                cp_async_commit();
+            cp_async_wait<1>(); /* this turn's chunk has landed (this lane's copies) */
+            __syncwarp();       /* (and the other lanes') */
+        }
+        if (k >= K) /* the lanes past K of a last half chunk */
+            continue;
         float w[kRowsLane][8];
 #pragma unroll
         for (int i = 0; i < kRowsLane; i++) {
             const float scale = NESTED ? bnb4_dev_nested_scale(nested_map[q[i]], sc[i], a.offset) : sc[i];
 #pragma unroll
             for (int bi = 0; bi < 4; bi++) { /* byte bi: elements 2 bi (high nibble) and 2 bi + 1 */
-                const unsigned byte = (wv[i] >> (8 * bi)) & 0xffu;
-                w[i][2 * bi] = bnb4_dev_mul_ftz(code[byte >> 4], scale);
-                w[i][2 * bi + 1] = bnb4_dev_mul_ftz(code[byte & 15u], scale);
+                const uint32_t hi = wv[i] >> (8 * bi + 2), lo = bi ? wv[i] >> (8 * bi - 2) : wv[i] << 2;
+                w[i][2 * bi] = bnb4_dev_mul_ftz(code_at(hi), scale);
+                w[i][2 * bi + 1] = bnb4_dev_mul_ftz(code_at(lo), scale);
             }
         }
         if (k + kStride < K)
             load_turn(k + kStride);
+        /* every row without a branch (rows past M: zeros from the stage, or row M - 1 again from global; their sums are
+         * not stored), so the compiler can load a row's activations while the row before it is multiplied */
 #pragma unroll
-        for (int r = 0; r < MT; r++)
-            if (r < M) {
-                float xv[8];
-                bnb4_x8<T>::get(x + r * K + k, xv);
+        for (int r = 0; r < MT; r++) {
+            float xv[8];
+            if (XS) {
+                const uint4 *xr = stages + (st * MT + r) * U;
+                uint4 units[bnb4_x8<T>::kUnits];
 #pragma unroll
-                for (int i = 0; i < kRowsLane; i++)
-#pragma unroll
-                    for (int e = 0; e < 8; e++)
-                        acc[r * kRowsLane + i] = fmaf(xv[e], w[i][e], acc[r * kRowsLane + i]);
+                for (int h = 0; h < bnb4_x8<T>::kUnits; h++)
+                    units[h] = xr[simt_x_slot(kl * bnb4_x8<T>::kUnits + h)];
+                bnb4_x8<T>::unpack(units, xv);
+            } else {
+                bnb4_x8<T>::get(x + (size_t)(r < M ? r : M - 1) * K + k, xv);
             }
+#pragma unroll
+            for (int i = 0; i < kRowsLane; i++)
+#pragma unroll
+                for (int e = 0; e < 8; e++)
+                    acc[r * kRowsLane + i] = fmaf(xv[e], w[i][e], acc[r * kRowsLane + i]);
+        }
     }
     simt_reduce_k_lanes<C>(acc, kl);
+    if (XS)
+        cp_async_wait<0>();
+    __syncthreads(); /* (XS: every warp is done with its stages, which the sums take over) */
+    float(*partial)[kRowsCta / kRowsLane][C] = reinterpret_cast<float(*)[kRowsCta / kRowsLane][C]>(area);
 #pragma unroll
     for (int t = 0; t < C / 8; t++)
         partial[warp][g][kl * (C / 8) + t] = acc[t];
@@ -244,24 +331,51 @@ GemmArgs args_of(const bnb4_qtensor *w, size_t m, const void *x, const void *bia
     return a;
 }
 
-template <typename T, bool NESTED> void launch_simt_rows(bnb4_cuda_state *s, const GemmArgs &a) {
-    const unsigned ctas = (unsigned)bnb4_div_up(a.N, kRowsCta);
-    if (a.M <= 4)
-        gemm_4bit_simt_rows_kernel<T, 4, NESTED><<<ctas, kSimtWarps * 32, 0, s->stream>>>(a);
-    else if (a.M <= 8)
-        gemm_4bit_simt_rows_kernel<T, 8, NESTED><<<ctas, kSimtWarps * 32, 0, s->stream>>>(a);
-    else
-        gemm_4bit_simt_rows_kernel<T, 16, NESTED><<<ctas, kSimtWarps * 32, 0, s->stream>>>(a);
+/* Whether the SIMT rows kernel may stage its activations (BNB4_CUDA_SIMT_XS=0: never, for measuring) */
+const bool g_simt_xs = bnb4_env_size("BNB4_CUDA_SIMT_XS", 1) != 0;
+template <typename T, int MT, bool NESTED, bool XS> bool g_simt_smem_set[64]; /* per device: the attribute set */
+
+template <typename T, int MT, bool NESTED, bool XS> bnb4_status launch_simt_rows_mt(bnb4_cuda_state *s, const GemmArgs &a) {
+    const auto kernel = gemm_4bit_simt_rows_kernel<T, MT, NESTED, XS>;
+    constexpr size_t smem = SimtRowsSmem<T, MT>::bytes(XS);
+    bool &set = g_simt_smem_set<T, MT, NESTED, XS>[(unsigned)s->device & 63];
+    if (smem > 48 * 1024 && !set) {
+        const bnb4_status st = bnb4_cuda_check(
+            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "bnb4_gemm (simt): shared memory");
+        if (st != BNB4_OK)
+            return st;
+        set = true;
+    }
+    kernel<<<(unsigned)bnb4_div_up(a.N, kRowsCta), kSimtWarps * 32, smem, s->stream>>>(a);
+    return BNB4_CUDA_LAUNCH_CHECK("bnb4_gemm (simt)");
+}
+/* The activation rows (MT) the rows kernel a launch of m <= 16 rows takes is built for: every row of MT is
+ * multiplied (m = 2 on MT = 4 took 1.25x its time) */
+int simt_rows_mt(size_t m) { return m <= 2 ? 2 : m <= 4 ? 4 : m <= 8 ? 8 : 16; }
+template <typename T> size_t simt_rows_smem_xs(int mt) {
+    return mt == 2 ? SimtRowsSmem<T, 2>::bytes(true)
+           : mt == 4 ? SimtRowsSmem<T, 4>::bytes(true)
+           : mt == 8 ? SimtRowsSmem<T, 8>::bytes(true)
+                     : SimtRowsSmem<T, 16>::bytes(true);
+}
+/* XS where the two stages a warp fit the device's shared memory (f32 at m > 8 takes 65 KB); else from global */
+template <typename T, int MT, bool NESTED> bnb4_status launch_simt_rows_xs(bnb4_cuda_state *s, const GemmArgs &a) {
+    if (bnb4_cuda_simt_stages_x(s, bnb4_dt<T>::id, a.M))
+        return launch_simt_rows_mt<T, MT, NESTED, true>(s, a);
+    return launch_simt_rows_mt<T, MT, NESTED, false>(s, a);
+}
+template <typename T, bool NESTED> bnb4_status launch_simt_rows(bnb4_cuda_state *s, const GemmArgs &a) {
+    switch (simt_rows_mt(a.M)) {
+    case 2: return launch_simt_rows_xs<T, 2, NESTED>(s, a);
+    case 4: return launch_simt_rows_xs<T, 4, NESTED>(s, a);
+    case 8: return launch_simt_rows_xs<T, 8, NESTED>(s, a);
+    default: return launch_simt_rows_xs<T, 16, NESTED>(s, a);
+    }
 }
 
 template <typename T> bnb4_status launch_simt(bnb4_cuda_state *s, const GemmArgs &a, int vec_ok) {
-    if (vec_ok) {
-        if (a.absmax)
-            launch_simt_rows<T, false>(s, a);
-        else
-            launch_simt_rows<T, true>(s, a);
-        return BNB4_CUDA_LAUNCH_CHECK("bnb4_gemm (simt)");
-    }
+    if (vec_ok)
+        return a.absmax ? launch_simt_rows<T, false>(s, a) : launch_simt_rows<T, true>(s, a);
     const unsigned ctas = (unsigned)bnb4_div_up(a.N, kSimtWarps);
     if (a.M <= 1)
         gemm_4bit_simt_kernel<T, 1><<<ctas, kSimtWarps * 32, 0, s->stream>>>(a);
@@ -290,6 +404,11 @@ bnb4_cuda_gemm_path bnb4_cuda_pick_gemm(const bnb4_cuda_state *s, const bnb4_qte
     if (m <= bnb4_cuda_simt_max_m(dt))
         return BNB4_CUDA_GEMM_SIMT;
     return BNB4_CUDA_GEMM_DEQUANT_BLAS;
+}
+
+int bnb4_cuda_simt_stages_x(const bnb4_cuda_state *s, bnb4_dtype dt, size_t m) {
+    const int mt = simt_rows_mt(m);
+    return g_simt_xs && bnb4_cuda_smem_fits(s, dt == BNB4_F32 ? simt_rows_smem_xs<float>(mt) : simt_rows_smem_xs<__half>(mt));
 }
 
 size_t bnb4_cuda_simt_max_m(bnb4_dtype dt) {

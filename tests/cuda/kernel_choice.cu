@@ -48,3 +48,8 @@ bool test_gemv_stages_x(const TestDevice &d, bnb4_dtype dt, bool nested, size_t 
     const bnb4_cuda_state s = state_of(d);
     return bnb4_cuda_gemv_stages_x(&s, dt, nested, K) != 0;
 }
+
+bool test_simt_stages_x(const TestDevice &d, bnb4_dtype dt, size_t m) {
+    const bnb4_cuda_state s = state_of(d);
+    return bnb4_cuda_simt_stages_x(&s, dt, m) != 0;
+}

@@ -22,5 +22,8 @@ size_t test_pipe_rows(const TestDevice &d);
 // Whether the stream gemv kernel (m = 1) stages its activations in shared memory there, for K of dtype dt
 // (bnb4_cuda_gemv_stages_x).
 bool test_gemv_stages_x(const TestDevice &d, bnb4_dtype dt, bool nested, size_t K);
+// Whether the SIMT rows kernel's launch of m <= 16 activation rows of dtype dt stages them in shared memory there
+// (bnb4_cuda_simt_stages_x).
+bool test_simt_stages_x(const TestDevice &d, bnb4_dtype dt, size_t m);
 
 #endif

@@ -811,12 +811,32 @@ TEST(CudaChoice, PathsByDeviceClass) {
             EXPECT_STREQ("simt", test_gemm_path(tiny, 4096, 4096, nested, dt, 16)) << what;
             EXPECT_STREQ("dequant+cublas", test_gemm_path(tiny, 4096, 4096, nested, dt, 17)) << what;
         }
-    // float32 activations: the gemv kernel at m = 1, SIMT to 16, then cuBLAS, on every class
+    // float32 activations: the gemv kernel at m = 1, SIMT to 48 (launches of 16 rows), then cuBLAS, on every class
     for (const TestDevice &d : {a100, rtx4090, h100}) {
         EXPECT_STREQ("gemv", test_gemm_path(d, 4096, 4096, false, BNB4_F32, 1));
-        EXPECT_STREQ("simt", test_gemm_path(d, 4096, 4096, false, BNB4_F32, 8));
-        EXPECT_STREQ("dequant+cublas", test_gemm_path(d, 4096, 4096, false, BNB4_F32, 17));
+        for (size_t m : {2, 8, 16, 17, 48})
+            EXPECT_STREQ("simt", test_gemm_path(d, 4096, 4096, false, BNB4_F32, m)) << "m " << m;
+        EXPECT_STREQ("dequant+cublas", test_gemm_path(d, 4096, 4096, false, BNB4_F32, 49));
     }
+}
+
+// The SIMT rows kernel stages each warp's activations in shared memory, two chunks of 64 k (f32 m = 16 on 14336x4096:
+// 138 -> 76 us on the H200): 65 KB at f32 m > 8, which every GPU the library runs on gives a CTA; under 48 KB (as
+// cuda_check.sh's SIMT pass emulates) f32 m > 8 reads them from global memory, f16 / bf16 (33 KB) still stage them.
+TEST(CudaChoice, SimtStagesActivationsWhereTheyFit) {
+    const TestDevice a100{8, 0, 80, 108, kSmemA100}, rtx4090{8, 9, 80, 128, kSmem99K}, h100{9, 0, 90, 132, kSmemHopper},
+        tiny{8, 0, 80, 16, 48 * 1024};
+    for (const TestDevice &d : {a100, rtx4090, h100})
+        for (bnb4_dtype dt : kDtypes)
+            for (size_t m : {1, 2, 3, 5, 9, 16})
+                EXPECT_TRUE(test_simt_stages_x(d, dt, m)) << bnb4_dtype_name(dt) << " m " << m << " on "
+                                                          << d.smem_optin / 1024 << " KB";
+    for (size_t m : {1, 4, 8})
+        EXPECT_TRUE(test_simt_stages_x(tiny, BNB4_F32, m)) << "m " << m;
+    for (size_t m : {9, 16})
+        EXPECT_FALSE(test_simt_stages_x(tiny, BNB4_F32, m)) << "m " << m;
+    for (bnb4_dtype dt : {BNB4_F16, BNB4_BF16})
+        EXPECT_TRUE(test_simt_stages_x(tiny, dt, 16)) << bnb4_dtype_name(dt);
 }
 
 // m = 1's stream kernel stages its activations in shared memory where they fit beside its 66 KB: float32 always (2-2.6x
