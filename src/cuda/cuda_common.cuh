@@ -325,7 +325,7 @@ bnb4_status bnb4_cuda_launch_dequantize(bnb4_cuda_state *s, const bnb4_qtensor *
  * takes m <= 16 where nothing faster fits: odd layouts, and f32 activations up to BNB4_CUDA_SIMT_F32_MAX_M (the
  * environment variable of that name overrides it), in launches of 16 rows; bnb4_cuda_simt_max_m says which. f32 to
  * m = 48: on the H200 its launches beat dequantize + SGEMM there on the four benchmark shapes (4096x4096 at m = 48
- * about even) and lost at m = 64 by 12-17 % (docs/performance.md v51). */
+ * about even) and lost at m = 64 by 15-20 % (docs/performance.md v51). */
 #define BNB4_CUDA_SIMT_MAX_M 16
 #define BNB4_CUDA_SIMT_F32_MAX_M 48
 size_t bnb4_cuda_simt_max_m(bnb4_dtype dt);
