@@ -119,11 +119,10 @@ template <> struct bnb4_dt<__nv_bfloat16> {
     static __device__ __forceinline__ __nv_bfloat16 from_bits(uint16_t v) { return __ushort_as_bfloat16(v); }
 };
 
-/* 8 activations (one packed weight word's worth) of one row, as float32, from 16-byte aligned memory (the gemv and
- * SIMT kernels). */
+/* 8 activations (one packed weight word's worth) of one row, as float32 (the gemv and SIMT kernels): from 16-byte
+ * aligned global memory (get, the read-only path) or from the kUnits 16-byte units that hold them, already loaded
+ * (unpack: from shared memory, say). */
 template <typename T> struct bnb4_x8;
-/* Eight activations as floats: from global memory (get, read-only path) or from 16-byte units already loaded
- * (unpack: kUnits of them, e.g. from shared memory) */
 template <> struct bnb4_x8<float> {
     static constexpr int kUnits = 2;
     static __device__ __forceinline__ void unpack(const uint4 (&u)[2], float v[8]) {

@@ -824,6 +824,8 @@ TEST(CudaChoice, PathsByDeviceClass) {
 // 138 -> 76 us on the H200): 65 KB at f32 m > 8, which every GPU the library runs on gives a CTA; under 48 KB (as
 // cuda_check.sh's SIMT pass emulates) f32 m > 8 reads them from global memory, f16 / bf16 (33 KB) still stage them.
 TEST(CudaChoice, SimtStagesActivationsWhereTheyFit) {
+    if (env_off("BNB4_CUDA_SIMT_XS"))
+        GTEST_SKIP() << "BNB4_CUDA_SIMT_XS=0 turns the staging off";
     const TestDevice a100{8, 0, 80, 108, kSmemA100}, rtx4090{8, 9, 80, 128, kSmem99K}, h100{9, 0, 90, 132, kSmemHopper},
         tiny{8, 0, 80, 16, 48 * 1024};
     for (const TestDevice &d : {a100, rtx4090, h100})
