@@ -3,9 +3,15 @@
 # short table.
 #
 #   scripts/cuda_check.sh [--prebuilt DIR] [--quick | --small-m] [--no-tests] [--no-sanitizer] [--no-bench]
+#                         [--only STEP,STEP,...]
 #
-# A device call may run 10 minutes and all of it takes about 11 on the H200: run --no-sanitizer, then --no-tests
-# --no-bench (the sanitizers alone) in a second call.
+# --only runs just the named steps (the summary's names: tests, tests_m1, ..., parity_bnb, memcheck, bench, ...) of
+# those the other options leave on. A device call may run 10 minutes and all of it takes about 15 on the H200 (the
+# tests alone, --no-sanitizer --no-bench, 10 minutes in v51): split it, e.g.
+#   --no-sanitizer --no-bench --only tests,tests_m1,tests_cpasync,tests_wgmma,tests_permuted,tests_mma,tests_window,tests_smem99,tests_simt,wgmma_sass,loop_budget
+#   --no-bench --only tests_sm80,tests_a100,parity_bnb,memcheck,memcheck_sm80,racecheck,racecheck_cpasync,racecheck_simt
+#   --no-tests --no-sanitizer
+# with OUT=$OUT, so each step's log comes back even from a call that runs out of time.
 # --small-m benchmarks only m = 1, 2, 3, 4, 8, 16 on every shape (bench_cuda --small-m; seconds), for
 # tuning the small-m kernels; BNB4_CUDA_GEMV_MAX_M / BNB4_CUDA_GEMV_KERNEL / BNB4_CUDA_GEMV_TABLE / BNB4_CUDA_GEMV_XS /
 # BNB4_CUDA_GEMV_CTAS in the environment select the gemv kernels' settings (src/cuda/cuda_gemv.cu).
@@ -44,7 +50,7 @@
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 
-PREBUILT="" QUICK=0 SMALL_M=0 TESTS_ON=1 SANITIZE=1 BENCH=1
+PREBUILT="" QUICK=0 SMALL_M=0 TESTS_ON=1 SANITIZE=1 BENCH=1 ONLY=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --prebuilt) PREBUILT="$2"; shift 2 ;;
@@ -53,7 +59,8 @@ while [ $# -gt 0 ]; do
     --no-tests) TESTS_ON=0; shift ;;
     --no-sanitizer) SANITIZE=0; shift ;;
     --no-bench) BENCH=0; shift ;;
-    *) echo "usage: $0 [--prebuilt DIR] [--quick | --small-m] [--no-tests] [--no-sanitizer] [--no-bench]" >&2; exit 2 ;;
+    --only) ONLY=",$2,"; shift 2 ;;
+    *) echo "usage: $0 [--prebuilt DIR] [--quick | --small-m] [--no-tests] [--no-sanitizer] [--no-bench] [--only STEP,...]" >&2; exit 2 ;;
   esac
 done
 
@@ -67,10 +74,13 @@ exec > >(tee -a "$LOG") 2>&1
 
 declare -A RESULT
 step() { echo; echo "==== $* ($(date -u +%H:%M:%S))"; }
+# want STEP: whether --only (if given) names STEP
+want() { [ -z "$ONLY" ] || [[ "$ONLY" == *",$1,"* ]]; }
 # test_pass KEY TITLE BIN FILTER [VAR=VALUE ...]: BIN's tests matching FILTER with those variables set, as step TITLE
 test_pass() {
   local key=$1 title=$2 bin=$3 filter=$4
   shift 4
+  want "$key" || return 0
   step "$title"
   if env "$@" timeout "$T_TESTS" "$bin" --gtest_color=no --gtest_brief=1 --gtest_filter="$filter"; then
     RESULT[$key]="ok"
@@ -120,9 +130,11 @@ echo "conformance files: ${BNB4_CONFORMANCE_DIR:-none (conformance tests will sk
 if [ "$TESTS_ON" = 0 ]; then
   :
 elif [ -x "$TESTS" ]; then
-  step "CUDA tests (vs CPU reference and conformance)"
   if [ "$QUICK" = 1 ]; then export BNB4_CUDA_TEST_QUICK=1; fi
-  if timeout "$T_TESTS" "$TESTS" --gtest_color=no; then RESULT[tests]="ok"; else RESULT[tests]="FAILED"; fi
+  if want tests; then
+    step "CUDA tests (vs CPU reference and conformance)"
+    if timeout "$T_TESTS" "$TESTS" --gtest_color=no; then RESULT[tests]="ok"; else RESULT[tests]="FAILED"; fi
+  fi
   # m = 1 is the gemv kernel's by default: once more with it off, so the pipelined tensor-core kernel
   # (cuda_gemm_pipe.cu) is checked at m = 1 too
   test_pass tests_m1 "CUDA matmul tests with m = 1 on the tensor-core kernels (BNB4_CUDA_GEMV_MAX_M=0)" "$TESTS" '*Matmul*:*Pipe*' BNB4_CUDA_GEMV_MAX_M=0
@@ -152,8 +164,10 @@ elif [ -x "$TESTS" ]; then
   # as compute_80 PTX, which the driver compiles for this GPU; the library must see that its sm_90 paths are
   # compiled out there (bnb4_cuda_sm90_code) - they would trap
   if [ -x "$TESTS_SM80" ]; then
-    step "CUDA tests on sm_80 code (compute_80 PTX compiled by the driver for this GPU)"
-    if timeout "$T_TESTS" "$TESTS_SM80" --gtest_color=no; then RESULT[tests_sm80]="ok"; else RESULT[tests_sm80]="FAILED"; fi
+    if want tests_sm80; then
+      step "CUDA tests on sm_80 code (compute_80 PTX compiled by the driver for this GPU)"
+      if timeout "$T_TESTS" "$TESTS_SM80" --gtest_color=no; then RESULT[tests_sm80]="ok"; else RESULT[tests_sm80]="FAILED"; fi
+    fi
     test_pass tests_a100 "CUDA matmul tests on sm_80 code with an A100's shared memory (BNB4_CUDA_SMEM_OPTIN=166912, quick)" "$TESTS_SM80" '*Matmul*:*Pipe*:*KernelNames*:*SharedMemory*' BNB4_CUDA_SMEM_OPTIN=166912 BNB4_CUDA_TEST_QUICK=1
   fi
 else
@@ -166,7 +180,9 @@ fi
 # (python/tests/test_bitsandbytes_edges.py), the parity suite and torch's mean as the nested offset
 BNB_SITE="${BNB_SITE:-.device/bnb}"
 PARITY_PATH="$PWD/python${BNB_SITE:+:$BNB_SITE}${PYTHONPATH:+:$PYTHONPATH}"
-if [ "$TESTS_ON" = 1 ] && [ -f "$LIBBNB4" ] && PYTHONPATH="$PARITY_PATH" python3 -c "import torch, bitsandbytes, numpy, pytest" 2>/dev/null; then
+if ! want parity_bnb; then
+  :
+elif [ "$TESTS_ON" = 1 ] && [ -f "$LIBBNB4" ] && PYTHONPATH="$PARITY_PATH" python3 -c "import torch, bitsandbytes, numpy, pytest" 2>/dev/null; then
   step "bitsandbytes parity, edge cases and nested offset (pytest, libbnb4 from $LIBBNB4)"
   if BNB4_LIBRARY="$LIBBNB4" PYTHONPATH="$PARITY_PATH" timeout "$T_TESTS" python3 -m pytest -q -p no:cacheprovider \
        python/tests/test_bitsandbytes_edges.py python/tests/test_bitsandbytes.py python/tests/test_quantized.py; then
@@ -181,12 +197,14 @@ else
 fi
 
 # the wgmma kernels' machine code: no register an in-flight wgmma uses is overwritten on any path
-if [ "$TESTS_ON" = 1 ] && [ -x "$TESTS" ]; then
+if [ "$TESTS_ON" = 1 ] && [ -x "$TESTS" ] && want wgmma_sass; then
   step "wgmma register hazards in the SASS (scripts/check_wgmma_hazards.py)"
   python3 scripts/check_wgmma_hazards.py "$TESTS" > "$OUT/wgmma_hazards.txt" 2>&1
   rc=$?
   tail -1 "$OUT/wgmma_hazards.txt"
   case $rc in 0) RESULT[wgmma_sass]="ok" ;; 77) RESULT[wgmma_sass]="skipped (no cuobjdump)" ;; *) RESULT[wgmma_sass]="FAILED"; cat "$OUT/wgmma_hazards.txt" ;; esac
+fi
+if [ "$TESTS_ON" = 1 ] && [ -x "$TESTS" ] && want loop_budget; then
   # the small-m and k-split kernels' main loops: added instructions cost them time (v18), so held to their measured lengths
   step "matmul loop instruction budgets in the SASS (scripts/check_loop_budget.py)"
   python3 scripts/check_loop_budget.py "$TESTS" > "$OUT/loop_budget.txt" 2>&1
@@ -195,14 +213,14 @@ if [ "$TESTS_ON" = 1 ] && [ -x "$TESTS" ]; then
   case $rc in 0) RESULT[loop_budget]="ok" ;; 77) RESULT[loop_budget]="skipped (no cuobjdump)" ;; *) RESULT[loop_budget]="FAILED" ;; esac
 fi
 
-if [ "$BENCH" = 1 ] && [ -x "$BENCHBIN" ]; then
+if [ "$BENCH" = 1 ] && [ -x "$BENCHBIN" ] && want bench; then
   step "benchmark"
   BARGS=(--csv "$OUT/bench.csv")
   [ "$QUICK" = 1 ] && BARGS+=(--quick)
   [ "$SMALL_M" = 1 ] && BARGS+=(--small-m)
   if timeout "$T_BENCH" "$BENCHBIN" "${BARGS[@]}" > "$OUT/bench.txt"; then RESULT[bench]="ok"; else RESULT[bench]="FAILED"; fi
   sed '/^==== bnb4 CUDA summary/,$d' "$OUT/bench.txt"
-  if [ -x "$READBIN" ] && [ "$QUICK" = 0 ]; then
+  if [ -x "$READBIN" ] && [ "$QUICK" = 0 ] && want read_floor; then
     step "read floor of the small-m kernels' access pattern (bench_cuda_read)"
     if timeout "$T_BENCH" "$READBIN" > "$OUT/read.txt"; then RESULT[read_floor]="ok"; else RESULT[read_floor]="FAILED"; fi
     cat "$OUT/read.txt"
@@ -220,6 +238,7 @@ if [ -x "$TESTS" ]; then
     # code's) rather than on that build, whose large m runs cuBLAS's kernels, in which racecheck reports hazards;
     # racecheck on the SIMT kernel (as under the gemv kernel's 66 KB, float32 on it to m = 130: its shared sums)
     for pass in memcheck memcheck_sm80 racecheck racecheck_cpasync racecheck_simt; do
+      want "$pass" || continue
       tool=${pass%%_*} bin=$TESTS filter='*' what="quick sweep" envs=()
       [ "$tool" = racecheck ] && filter="$RACE_SKIP" what="quick sweep without $RACE_SKIP"
       case $pass in
