@@ -121,21 +121,17 @@ template <> struct bnb4_dt<__nv_bfloat16> {
 
 /* 8 activations (one packed weight word's worth) of one row, as float32 (the gemv and SIMT kernels): from 16-byte
  * aligned global memory (get, the read-only path) or from the kUnits 16-byte units that hold them, already loaded
- * (unpack: from shared memory, say). */
-template <typename T> struct bnb4_x8;
-template <> struct bnb4_x8<float> {
+ * (unpack: from shared memory, say). bnb4_x8_units<T> unpacks per dtype; get is the same for all. */
+template <typename T> struct bnb4_x8_units;
+template <> struct bnb4_x8_units<float> {
     static constexpr int kUnits = 2;
     static __device__ __forceinline__ void unpack(const uint4 (&u)[2], float v[8]) {
         v[0] = __uint_as_float(u[0].x), v[1] = __uint_as_float(u[0].y), v[2] = __uint_as_float(u[0].z),
         v[3] = __uint_as_float(u[0].w), v[4] = __uint_as_float(u[1].x), v[5] = __uint_as_float(u[1].y),
         v[6] = __uint_as_float(u[1].z), v[7] = __uint_as_float(u[1].w);
     }
-    static __device__ __forceinline__ void get(const float *p, float v[8]) {
-        const uint4 u[2] = {__ldg(reinterpret_cast<const uint4 *>(p)), __ldg(reinterpret_cast<const uint4 *>(p) + 1)};
-        unpack(u, v);
-    }
 };
-template <> struct bnb4_x8<__half> {
+template <> struct bnb4_x8_units<__half> {
     static constexpr int kUnits = 1;
     static __device__ __forceinline__ void unpack(const uint4 (&u)[1], float v[8]) {
         const uint32_t w[4] = {u[0].x, u[0].y, u[0].z, u[0].w};
@@ -145,12 +141,8 @@ template <> struct bnb4_x8<__half> {
             v[2 * i] = f.x, v[2 * i + 1] = f.y;
         }
     }
-    static __device__ __forceinline__ void get(const __half *p, float v[8]) {
-        const uint4 u[1] = {__ldg(reinterpret_cast<const uint4 *>(p))};
-        unpack(u, v);
-    }
 };
-template <> struct bnb4_x8<__nv_bfloat16> {
+template <> struct bnb4_x8_units<__nv_bfloat16> {
     static constexpr int kUnits = 1;
     static __device__ __forceinline__ void unpack(const uint4 (&u)[1], float v[8]) {
         const uint32_t w[4] = {u[0].x, u[0].y, u[0].z, u[0].w};
@@ -160,9 +152,18 @@ template <> struct bnb4_x8<__nv_bfloat16> {
             v[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
         }
     }
-    static __device__ __forceinline__ void get(const __nv_bfloat16 *p, float v[8]) {
-        const uint4 u[1] = {__ldg(reinterpret_cast<const uint4 *>(p))};
-        unpack(u, v);
+};
+template <typename T> struct bnb4_x8 : bnb4_x8_units<T> {
+    static __device__ __forceinline__ void get(const T *p, float v[8]) {
+        const uint4 *q = reinterpret_cast<const uint4 *>(p); /* (aggregates: a loop filling the array scheduled the
+                                                              * f32 table kernel's code differently) */
+        if constexpr (bnb4_x8_units<T>::kUnits == 2) {
+            const uint4 u[2] = {__ldg(q), __ldg(q + 1)};
+            bnb4_x8_units<T>::unpack(u, v);
+        } else {
+            const uint4 u[1] = {__ldg(q)};
+            bnb4_x8_units<T>::unpack(u, v);
+        }
     }
 };
 

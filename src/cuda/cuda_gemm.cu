@@ -88,13 +88,13 @@ template <int C> __device__ __forceinline__ void simt_reduce_k_lanes(float (&v)[
  * turn. A stage holds MT rows of kChunkK activations in 16-byte units; in f32 rows (16 units) a lane reads units
  * 2 kl and 2 kl + 1, so units 8..15 trade places in pairs (simt_x_slot): a warp's 16-byte reads then cover all 8
  * bank groups once. (f16 / bf16 rows are 8 units, a lane's one unit kl: already conflict free.) */
-template <typename T, int MT> struct SimtRowsSmem {
-    static constexpr int kUnits = kChunkK * (int)sizeof(T) / 16;                         /* units of a stage row */
-    static constexpr size_t kTables = (16 + 256) * sizeof(float);                        /* code, nested map */
-    static constexpr size_t kPartial = (size_t)kSimtWarps * kRowsCta * MT * sizeof(float); /* warps' sums */
-    static constexpr size_t kStages = (size_t)kSimtWarps * 2 * MT * kUnits * 16;
-    static constexpr size_t bytes(bool xs) { return kTables + (xs && kStages > kPartial ? kStages : kPartial); }
-};
+constexpr size_t kSimtTables = (16 + 256) * sizeof(float); /* code, nested map */
+/* The rows kernel's dynamic shared memory for activations of es bytes, MT rows: the tables, then the warps' stages (XS)
+ * or their sums (which take the stages' place after the loop) */
+constexpr size_t simt_rows_smem(size_t es, int mt, bool xs) {
+    const size_t partial = (size_t)kSimtWarps * kRowsCta * mt * sizeof(float), stages = (size_t)kSimtWarps * 2 * mt * kChunkK * es;
+    return kSimtTables + (xs && stages > partial ? stages : partial);
+}
 __device__ __forceinline__ int simt_x_slot(int u) { return u ^ ((u >> 3) & 1); }
 /* v, computed once and kept: at 128 registers the compiler otherwise recomputed shared addresses from the CTA id
  * (S2R, several integer ops) at each use in the loop, about 100 instructions a chunk */
@@ -105,8 +105,7 @@ __device__ __forceinline__ uint32_t simt_pinned(uint32_t v) {
 
 template <typename T, int MT, bool NESTED, bool XS>
 __global__ void __launch_bounds__(kSimtWarps * 32, MT <= 4 ? 3 : 2) gemm_4bit_simt_rows_kernel(GemmArgs a) {
-    using Smem = SimtRowsSmem<T, MT>;
-    constexpr int C = MT * kRowsLane, U = Smem::kUnits; /* a lane's sums: [activation row][weight row] */
+    constexpr int C = MT * kRowsLane, U = kChunkK * (int)sizeof(T) / 16; /* a lane's sums; the 16-byte units of a stage row */
     extern __shared__ __align__(64) unsigned char simt_smem[];
     float *code = reinterpret_cast<float *>(simt_smem), *nested_map = code + 16;
     const uint32_t code_s = simt_pinned((uint32_t)__cvta_generic_to_shared(code));
@@ -117,7 +116,7 @@ __global__ void __launch_bounds__(kSimtWarps * 32, MT <= 4 ? 3 : 2) gemm_4bit_si
         asm("ld.shared.f32 %0, [%1];" : "=f"(c) : "r"((v & 0x3cu) | code_s));
         return c;
     };
-    unsigned char *area = simt_smem + Smem::kTables; /* the stages, then the warps' sums */
+    unsigned char *area = simt_smem + kSimtTables; /* the stages, then the warps' sums */
     if (threadIdx.x < 16)
         code[threadIdx.x] = a.quant_type == BNB4_NF4 ? c_nf4_code[threadIdx.x] : c_fp4_code[threadIdx.x];
     if (NESTED)
@@ -337,7 +336,7 @@ template <typename T, int MT, bool NESTED, bool XS> bool g_simt_smem_set[64]; /*
 
 template <typename T, int MT, bool NESTED, bool XS> bnb4_status launch_simt_rows_mt(bnb4_cuda_state *s, const GemmArgs &a) {
     const auto kernel = gemm_4bit_simt_rows_kernel<T, MT, NESTED, XS>;
-    constexpr size_t smem = SimtRowsSmem<T, MT>::bytes(XS);
+    constexpr size_t smem = simt_rows_smem(sizeof(T), MT, XS);
     bool &set = g_simt_smem_set<T, MT, NESTED, XS>[(unsigned)s->device & 63];
     if (smem > 48 * 1024 && !set) {
         const bnb4_status st = bnb4_cuda_check(
@@ -352,12 +351,6 @@ template <typename T, int MT, bool NESTED, bool XS> bnb4_status launch_simt_rows
 /* The activation rows (MT) the rows kernel a launch of m <= 16 rows takes is built for: every row of MT is
  * multiplied (m = 2 on MT = 4 took 1.25x its time) */
 int simt_rows_mt(size_t m) { return m <= 2 ? 2 : m <= 4 ? 4 : m <= 8 ? 8 : 16; }
-template <typename T> size_t simt_rows_smem_xs(int mt) {
-    return mt == 2 ? SimtRowsSmem<T, 2>::bytes(true)
-           : mt == 4 ? SimtRowsSmem<T, 4>::bytes(true)
-           : mt == 8 ? SimtRowsSmem<T, 8>::bytes(true)
-                     : SimtRowsSmem<T, 16>::bytes(true);
-}
 /* XS where the two stages a warp fit the device's shared memory (f32 at m > 8 takes 65 KB); else from global */
 template <typename T, int MT, bool NESTED> bnb4_status launch_simt_rows_xs(bnb4_cuda_state *s, const GemmArgs &a) {
     if (bnb4_cuda_simt_stages_x(s, bnb4_dt<T>::id, a.M))
@@ -407,8 +400,7 @@ bnb4_cuda_gemm_path bnb4_cuda_pick_gemm(const bnb4_cuda_state *s, const bnb4_qte
 }
 
 int bnb4_cuda_simt_stages_x(const bnb4_cuda_state *s, bnb4_dtype dt, size_t m) {
-    const int mt = simt_rows_mt(m);
-    return g_simt_xs && bnb4_cuda_smem_fits(s, dt == BNB4_F32 ? simt_rows_smem_xs<float>(mt) : simt_rows_smem_xs<__half>(mt));
+    return g_simt_xs && bnb4_cuda_smem_fits(s, simt_rows_smem(bnb4_dtype_size(dt), simt_rows_mt(m), true));
 }
 
 size_t bnb4_cuda_simt_max_m(bnb4_dtype dt) {

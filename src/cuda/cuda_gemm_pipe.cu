@@ -305,7 +305,6 @@ __device__ __forceinline__ void decode_fragment(uint32_t af[4], uint32_t table_s
     af[3] = PipeOps<T>::mul2(lds_pair(table_s + off(wB, sel1)), sB2);
 }
 
-
 /* PS: the same fragment's codes alone (the block scale is applied to the mma sums). */
 __device__ __forceinline__ void decode_codes(uint32_t af[4], uint32_t table_s, uint32_t wA, uint32_t wB,
                                              uint32_t lane4, int h) {
