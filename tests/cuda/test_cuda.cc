@@ -774,13 +774,6 @@ void CudaTest::check_gemm_on_grids(const bnb4_qtensor &wd, bnb4_dtype dt, size_t
     }
 }
 
-// How the persistent matmul kernels cut tiles x steps over a grid (cuda_grid.h: host code, checked on
-// every machine). The benchmark's cases: 14336x4096 takes whole tiles (16 steps against stream-K's 14),
-// 4096x14336 tiles in quarters, 28672x8192 at m = 512 (448 tiles of 128 steps) stays stream-K, 17.7 %
-// longer runs being past the slack; 1024x4096 and 2048x4096 on the pipe kernel, whose tiles are shared
-// by at most 8 CTAs (4 past m = 32); then every (tiles, steps, CTAs, parts limit) up to a size: each run a
-// whole number of tiles or a tile's equal part (or stream-K's length), at most 17.5 % longer than
-// stream-K's (stream-K's no shorter than the limit allows), on at most the CTAs given.
 // The matmul path by device class, from the context's record of the device alone (no GPU needed: runs in CI). The
 // pipe kernel fits every class from 99 KB of shared memory a block on (3 stages, m > 16 in chunks of 16 rows to m =
 // 48 where Hopper's 227 KB are short); below the gemv kernel's 66 KB nothing but the SIMT kernel and cuBLAS fits.
@@ -865,6 +858,13 @@ TEST(CudaChoice, GemvStagesActivationsWhereTheyFit) {
     }
 }
 
+// How the persistent matmul kernels cut tiles x steps over a grid (cuda_grid.h: host code, checked on
+// every machine). The benchmark's cases: 14336x4096 takes whole tiles (16 steps against stream-K's 14),
+// 4096x14336 tiles in quarters, 28672x8192 at m = 512 (448 tiles of 128 steps) stays stream-K, 17.7 %
+// longer runs being past the slack; 1024x4096 and 2048x4096 on the pipe kernel, whose tiles are shared
+// by at most 8 CTAs (4 past m = 32); then every (tiles, steps, CTAs, parts limit) up to a size: each run a
+// whole number of tiles or a tile's equal part (or stream-K's length), at most 17.5 % longer than
+// stream-K's (stream-K's no shorter than the limit allows), on at most the CTAs given.
 TEST(CudaGrid, AlignedRunsWhereTheyCostLittle) {
     EXPECT_EQ(16u, bnb4_grid_steps_per_cta(112, 16, 132, 8));  // pipe 14336x4096
     EXPECT_EQ(64u, bnb4_grid_steps_per_cta(224, 32, 132, 8));  // pipe 28672x8192: 64 <= 1.175 x 55
