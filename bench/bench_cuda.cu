@@ -11,7 +11,7 @@
  * cuBLAS and ours - are timed together, their batches taking turns (Timer::run_together), so each ratio's two
  * sides meet the same SM clock, which a power-capped GPU moves under sustained load.
  *
- * Usage: bench_cuda [--quick | --small-m | --m M1,M2,... | --conv] [--no-f32] [--csv FILE]. --small-m measures only m = 1,
+ * Usage: bench_cuda [--quick | --small-m | --m M1,M2,... | --conv] [--no-f32 | --f32-only] [--csv FILE]. --small-m measures only m = 1,
  * 2, 3, 4, 8, 16 on every shape (no conversion rows), for tuning the small-m kernels; --m takes any list;
  * --conv measures only the conversions (dequantize, quantize);
  * --shape NxK measures one shape only (for profilers). At m = 1 and 16 (f16, plain absmax) the same calls are
@@ -23,7 +23,7 @@
  * (rows "with a bias": that time / the time without; the benchmark's own rows pass none). At m >= 512
  * cuBLAS is also timed on one dequantized NF4 weight (rows "on one dequantized NF4 weight": the dequantize
  * + cuBLAS path's second half, against the ceiling). Prints every row, then a summary
- * table with the issue's targets as ratios. float32 activations (m <= 512 unless --no-f32) are measured against
+ * table with the issue's targets as ratios. float32 activations (every m unless --no-f32; --f32-only: them alone) are measured against
  * dense cuBLAS SGEMM (CUBLAS_COMPUTE_32F, no TF32) on float32 weights: rows "bnb4 f32 ... vs-sgemm" (and, at
  * m <= 16, "f32-BW/copy"); the issue sets no target for them. bnb4_bench_cuda_main() is the entry point (the
  * `bnb4 bench` CLI can call it).
@@ -126,7 +126,7 @@ void report(const std::string &what, double ms, double value, const char *unit, 
 } // namespace
 
 extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
-    bool quick = false, small_m = false, conv_only = false, f32_rows = true;
+    bool quick = false, small_m = false, conv_only = false, f32_rows = true, f16_rows = true;
     const char *csv = nullptr, *m_list = nullptr, *shape_arg = nullptr;
     for (int i = 1; i < argc; i++) {
         if (!std::strcmp(argv[i], "--quick"))
@@ -137,6 +137,8 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
             conv_only = true;
         else if (!std::strcmp(argv[i], "--no-f32"))
             f32_rows = false;
+        else if (!std::strcmp(argv[i], "--f32-only"))
+            f16_rows = false;
         else if (!std::strcmp(argv[i], "--csv") && i + 1 < argc)
             csv = argv[++i];
         else if (!std::strcmp(argv[i], "--m") && i + 1 < argc)
@@ -144,7 +146,7 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
         else if (!std::strcmp(argv[i], "--shape") && i + 1 < argc)
             shape_arg = argv[++i];
         else {
-            std::fprintf(stderr, "usage: %s [--quick | --small-m | --m M1,M2,... | --conv] [--no-f32] [--shape NxK] [--csv FILE]\n",
+            std::fprintf(stderr, "usage: %s [--quick | --small-m | --m M1,M2,... | --conv] [--no-f32 | --f32-only] [--shape NxK] [--csv FILE]\n",
                          argv[0]);
             return 2;
         }
@@ -249,7 +251,7 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
         const size_t dense_bytes = n * 2, q_bytes = n / 2 + nb * 4, qn_bytes = n / 2 + nb + (nb / 256 + 1) * 4;
         const int copies_dense = (int)std::max<size_t>(2, (rotate_bytes + dense_bytes - 1) / dense_bytes);
         const int copies_q = (int)std::max<size_t>(2, (rotate_bytes + q_bytes - 1) / q_bytes);
-        const size_t f32_max_m = 512; /* float32 rows up to here (past it dequantize + SGEMM, as at 512) */
+        const size_t f32_max_m = 2048; /* float32 rows up to here */
         const bool any_f32 = f32_rows && !ms.empty() && *std::min_element(ms.begin(), ms.end()) <= f32_max_m;
         const int copies_dense32 = any_f32 ? (int)std::max<size_t>(2, (rotate_bytes + 2 * dense_bytes - 1) / (2 * dense_bytes)) : 0;
         std::vector<void *> w16(copies_dense), wbf(copies_dense), w32(copies_dense32);
@@ -347,7 +349,7 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
                 const int iters = iters_of(m);
                 for (int d = 0; d < 3; d++) {
                     job[gi][d].fill(-1);
-                    if (d == 2 && !(f32_rows && m <= f32_max_m))
+                    if (d == 2 ? !(f32_rows && m <= f32_max_m) : !f16_rows)
                         continue;
                     const auto add = [&](int kind, std::function<void(int)> f) {
                         job[gi][d][kind] = (int)jobs.size();
@@ -376,6 +378,8 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
                 for (int d = 0; d < 2; d++) {
                     const char *dn = d == 0 ? "f16" : "bf16";
                     const std::array<int, kKinds> &jd = job[gi][d];
+                    if (jd[kBlas] < 0) /* (--f32-only) */
+                        continue;
                     if (sh.N == shapes[0].N && sh.K == shapes[0].K)
                         std::printf("kernel for %s m=%zu: %s\n", dn, m, bnb4_kernel_name(ctx, BNB4_OP_GEMM, dts[d], m));
                     const double blas_ms = t[jd[kBlas]], blas_tf = flops / (blas_ms * 1e-3) / 1e12;
@@ -548,7 +552,7 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
         line(std::string("quantize BW/copy") + s, qq, ">= 0.70", qq >= 0.7);
         const double dl = worst(std::string(s) + "m=1 ", "direct launches", true);
         line(std::string("m=1 without graphs: graph/direct") + s, dl, "(none)", true);
-        for (const char *mm : {"m=1 ", "m=16 ", "m=64 "}) {
+        for (const char *mm : {"m=1 ", "m=16 ", "m=64 ", "m=512 "}) {
             const double f = worst(std::string(s) + mm, "vs-sgemm", true);
             line(std::string("f32 speedup vs SGEMM ") + mm + s, f, "(none)", true);
         }

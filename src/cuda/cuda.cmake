@@ -25,6 +25,7 @@ if(BNB4_CUDA)
        ${CMAKE_CURRENT_LIST_DIR}/cuda_quantize.cu
        ${CMAKE_CURRENT_LIST_DIR}/cuda_dequantize.cu
        ${CMAKE_CURRENT_LIST_DIR}/cuda_gemm.cu
+       ${CMAKE_CURRENT_LIST_DIR}/cuda_gemm_f32_tile.cu
        ${CMAKE_CURRENT_LIST_DIR}/cuda_gemm_pipe.cu
        ${CMAKE_CURRENT_LIST_DIR}/cuda_gemm_tile.cu
        ${CMAKE_CURRENT_LIST_DIR}/cuda_gemv.cu)

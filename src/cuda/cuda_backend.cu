@@ -335,6 +335,9 @@ bnb4_status bnb4_cuda_gemm(bnb4_ctx *ctx, const bnb4_qtensor *w, bnb4_dtype dt, 
     case BNB4_CUDA_GEMM_SIMT:
         st = bnb4_cuda_gemm_simt(s, w, dt, m, x, bias, y);
         break;
+    case BNB4_CUDA_GEMM_F32_TILE:
+        st = bnb4_cuda_gemm_f32_tile(s, w, m, x, bias, y);
+        break;
     default:
         st = bnb4_cuda_gemm_dequant_blas(s, w, dt, m, x, bias, y);
         break;
@@ -415,7 +418,9 @@ const char *bnb4_cuda_kernel_name(bnb4_ctx *ctx, bnb4_op op, bnb4_dtype dt, size
     if (m <= bnb4_cuda_gemv_max_m()) /* (its 66 KB of shared memory: every device of compute capability 8.0 on) */
         return dt == BNB4_F32 ? "gemv_4bit_f32__cuda" : dt == BNB4_F16 ? "gemv_4bit_f16__cuda" : "gemv_4bit_bf16__cuda";
     if (dt == BNB4_F32)
-        return m <= bnb4_cuda_simt_max_m(dt) ? "gemm_4bit_f32__simt" : "dequantize_4bit_f32+cublas_sgemm";
+        return m <= bnb4_cuda_simt_max_m(dt)                           ? "gemm_4bit_f32__simt"
+               : ctx->cuda && bnb4_cuda_f32_tile_enabled(ctx->cuda, m) ? "gemm_4bit_f32__simt_tile"
+                                                                       : "dequantize_4bit_f32+cublas_sgemm";
     if (ctx->cuda && bnb4_cuda_tile_enabled(ctx->cuda, m))
         return dt == BNB4_F16 ? "gemm_4bit_f16__tile_wgmma_m64nNk16" : "gemm_4bit_bf16__tile_wgmma_m64nNk16";
     if (m <= bnb4_cuda_pipe_max_m() && ctx->cuda && bnb4_cuda_pipe_wgmma(ctx->cuda, m))

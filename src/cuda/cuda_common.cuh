@@ -97,6 +97,15 @@ __device__ __forceinline__ float bnb4_dev_abs_ftz(float a) {
     return r;
 }
 
+/* The float in a 16-entry code table at shared address table_s (64-byte aligned) whose index x 4 is in bits 2..5 of
+ * v (a nibble shifted left by 2): the address is one 3-input logic op, (v & 0x3c) | table_s, where a mask and an add
+ * took 3 integer ops a value (the SIMT and f32 tile kernels) */
+__device__ __forceinline__ float bnb4_dev_code_at(uint32_t table_s, uint32_t v) {
+    float c;
+    asm("ld.shared.f32 %0, [%1];" : "=f"(c) : "r"((v & 0x3cu) | table_s));
+    return c;
+}
+
 /* ---- dtypes ---------------------------------------------------------------------------------------- */
 template <typename T> struct bnb4_dt;
 template <> struct bnb4_dt<float> {
@@ -329,6 +338,18 @@ bnb4_status bnb4_cuda_launch_dequantize(bnb4_cuda_state *s, const bnb4_qtensor *
 #define BNB4_CUDA_SIMT_MAX_M 16
 #define BNB4_CUDA_SIMT_F32_MAX_M 48
 size_t bnb4_cuda_simt_max_m(bnb4_dtype dt);
+/* float32 activations past the SIMT kernel's m, to BNB4_CUDA_F32_TILE_MAX_M (the environment variable of that name
+ * overrides it), K % 32 == 0, aligned, where its 99 KB fit: the register-blocked tile kernel (cuda_gemm_f32_tile.cu)
+ * instead of dequantize + SGEMM. */
+#define BNB4_CUDA_F32_TILE_MAX_M SIZE_MAX
+size_t bnb4_cuda_f32_tile_max_m(void);
+/* whether m takes the f32 tile kernel on this device where the layout fits (bnb4_cuda_f32_tile_fits) */
+int bnb4_cuda_f32_tile_enabled(const bnb4_cuda_state *s, size_t m);
+int bnb4_cuda_f32_tile_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x);
+/* the splits of K the f32 tile kernel makes at this shape on this device (BNB4_CUDA_F32_TILE_SPLITS overrides it) */
+size_t bnb4_cuda_f32_tile_splits(const bnb4_cuda_state *s, size_t N, size_t K, size_t m);
+bnb4_status bnb4_cuda_gemm_f32_tile(bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m, const void *x, const void *bias,
+                                    void *y);
 /* Whether the SIMT kernel's launch of m <= 16 rows (K % 32 == 0, aligned) stages its activations in shared memory:
  * wherever its two stages a warp fit (every GPU the library runs on; not at BNB4_CUDA_SMEM_OPTIN=49152 with f32 at
  * m > 8, which takes 65 KB); BNB4_CUDA_SIMT_XS=0 turns it off */
@@ -379,6 +400,7 @@ typedef enum bnb4_cuda_gemm_path {
     BNB4_CUDA_GEMM_TILE,        /* m >= 65 on large weights, f16/bf16, K % 32 == 0, aligned, sm_90a:
                                    fused wgmma tiles */
     BNB4_CUDA_GEMM_SIMT,        /* fused CUDA-core kernel, any dtype and shape, small m */
+    BNB4_CUDA_GEMM_F32_TILE,    /* f32 past the SIMT kernel's m, K % 32 == 0, aligned: CUDA-core tiles */
     BNB4_CUDA_GEMM_DEQUANT_BLAS /* dequantize into a temporary, then cuBLAS */
 } bnb4_cuda_gemm_path;
 size_t bnb4_cuda_gemv_max_m(void);

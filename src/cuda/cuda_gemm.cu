@@ -109,13 +109,7 @@ __global__ void __launch_bounds__(kSimtWarps * 32, MT <= 4 ? 3 : 2) gemm_4bit_si
     extern __shared__ __align__(64) unsigned char simt_smem[];
     float *code = reinterpret_cast<float *>(simt_smem), *nested_map = code + 16;
     const uint32_t code_s = simt_pinned((uint32_t)__cvta_generic_to_shared(code));
-    /* the code value whose index x 4 is in bits 2..5 of v: with the table 64-byte aligned its address is one
-     * 3-input logic op, (v & 0x3c) | code_s, after the shift (a mask and an add before: 3 integer ops a value) */
-    const auto code_at = [code_s](uint32_t v) {
-        float c;
-        asm("ld.shared.f32 %0, [%1];" : "=f"(c) : "r"((v & 0x3cu) | code_s));
-        return c;
-    };
+    const auto code_at = [code_s](uint32_t v) { return bnb4_dev_code_at(code_s, v); };
     unsigned char *area = simt_smem + kSimtTables; /* the stages, then the warps' sums */
     if (threadIdx.x < 16)
         code[threadIdx.x] = a.quant_type == BNB4_NF4 ? c_nf4_code[threadIdx.x] : c_fp4_code[threadIdx.x];
@@ -396,6 +390,8 @@ bnb4_cuda_gemm_path bnb4_cuda_pick_gemm(const bnb4_cuda_state *s, const bnb4_qte
         return BNB4_CUDA_GEMM_PIPE;
     if (m <= bnb4_cuda_simt_max_m(dt))
         return BNB4_CUDA_GEMM_SIMT;
+    if (bnb4_cuda_f32_tile_fits(s, w, dt, m, x))
+        return BNB4_CUDA_GEMM_F32_TILE;
     return BNB4_CUDA_GEMM_DEQUANT_BLAS;
 }
 

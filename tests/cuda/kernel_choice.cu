@@ -34,6 +34,8 @@ const char *test_gemm_path(const TestDevice &d, size_t rows, size_t cols, bool n
         return "tile";
     case BNB4_CUDA_GEMM_SIMT:
         return "simt";
+    case BNB4_CUDA_GEMM_F32_TILE:
+        return "f32_tile";
     default:
         return "dequant+cublas";
     }
@@ -52,4 +54,9 @@ bool test_gemv_stages_x(const TestDevice &d, bnb4_dtype dt, bool nested, size_t 
 bool test_simt_stages_x(const TestDevice &d, bnb4_dtype dt, size_t m) {
     const bnb4_cuda_state s = state_of(d);
     return bnb4_cuda_simt_stages_x(&s, dt, m) != 0;
+}
+
+size_t test_f32_tile_splits(const TestDevice &d, size_t N, size_t K, size_t m) {
+    const bnb4_cuda_state s = state_of(d);
+    return bnb4_cuda_f32_tile_splits(&s, N, K, m);
 }

@@ -15,7 +15,8 @@ struct TestDevice {
 };
 
 // The path bnb4_cuda_pick_gemm takes for a plain (nested: double-quantized) NF4 weight of rows x cols, blocksize 64,
-// with 16-byte aligned data, at m activation rows of dtype dt: "gemv", "pipe", "tile", "simt" or "dequant+cublas".
+// with 16-byte aligned data, at m activation rows of dtype dt: "gemv", "pipe", "tile", "simt", "f32_tile" or
+// "dequant+cublas".
 const char *test_gemm_path(const TestDevice &d, size_t rows, size_t cols, bool nested, bnb4_dtype dt, size_t m);
 // The activation rows one launch of the pipe kernel takes there (bnb4_cuda_pipe_rows; 0: it does not fit).
 size_t test_pipe_rows(const TestDevice &d);
@@ -25,5 +26,7 @@ bool test_gemv_stages_x(const TestDevice &d, bnb4_dtype dt, bool nested, size_t 
 // Whether the SIMT rows kernel's launch of m <= 16 activation rows of dtype dt stages them in shared memory there
 // (bnb4_cuda_simt_stages_x).
 bool test_simt_stages_x(const TestDevice &d, bnb4_dtype dt, size_t m);
+// The splits of K the f32 tile kernel makes for an N x K weight at m activation rows there (bnb4_cuda_f32_tile_splits).
+size_t test_f32_tile_splits(const TestDevice &d, size_t N, size_t K, size_t m);
 
 #endif

@@ -804,13 +804,43 @@ TEST(CudaChoice, PathsByDeviceClass) {
             EXPECT_STREQ("simt", test_gemm_path(tiny, 4096, 4096, nested, dt, 16)) << what;
             EXPECT_STREQ("dequant+cublas", test_gemm_path(tiny, 4096, 4096, nested, dt, 17)) << what;
         }
-    // float32 activations: the gemv kernel at m = 1, SIMT to 48 (launches of 16 rows), then cuBLAS, on every class
-    for (const TestDevice &d : {a100, rtx4090, h100}) {
-        EXPECT_STREQ("gemv", test_gemm_path(d, 4096, 4096, false, BNB4_F32, 1));
-        for (size_t m : {2, 8, 16, 17, 48})
-            EXPECT_STREQ("simt", test_gemm_path(d, 4096, 4096, false, BNB4_F32, m)) << "m " << m;
-        EXPECT_STREQ("dequant+cublas", test_gemm_path(d, 4096, 4096, false, BNB4_F32, 49));
-    }
+    // float32 activations: the gemv kernel at m = 1, SIMT to 48 (launches of 16 rows), then the f32 tile kernel where
+    // its 99 KB fit (with the 1 KB kept for static shared memory: not on 99 KB GPUs, which take dequantize + SGEMM)
+    for (const TestDevice &d : {a100, rtx4090, h100})
+        for (bool nested : {false, true}) {
+            const std::string what = std::to_string(d.smem_optin / 1024) + " KB" + (nested ? " nested" : " plain");
+            EXPECT_STREQ("gemv", test_gemm_path(d, 4096, 4096, nested, BNB4_F32, 1)) << what;
+            for (size_t m : {2, 8, 16, 17, 48})
+                EXPECT_STREQ("simt", test_gemm_path(d, 4096, 4096, nested, BNB4_F32, m)) << what << " m " << m;
+            for (size_t m : {49, 64, 512, 4096})
+                EXPECT_STREQ(d.smem_optin == kSmem99K ? "dequant+cublas" : "f32_tile",
+                             test_gemm_path(d, 4096, 4096, nested, BNB4_F32, m))
+                    << what << " m " << m;
+        }
+    EXPECT_STREQ("dequant+cublas", test_gemm_path(tiny, 4096, 4096, false, BNB4_F32, 49));
+}
+
+// The f32 tile kernel splits K where its tiles leave CTA slots idle (two CTAs an SM where two fit): as many splits as
+// the slots take in one wave, each of at least 4 chunks of 64 k, at most 32, none empty.
+TEST(CudaChoice, F32TileSplitsKWhereTilesLeaveSlotsIdle) {
+    const TestDevice a100{8, 0, 80, 108, kSmemA100}, h100{9, 0, 90, 132, kSmemHopper};
+    EXPECT_EQ(8u, test_f32_tile_splits(h100, 4096, 4096, 64));    // 32 tiles, 264 slots
+    EXPECT_EQ(2u, test_f32_tile_splits(h100, 14336, 4096, 64));   // 112 tiles
+    EXPECT_EQ(1u, test_f32_tile_splits(h100, 28672, 8192, 64));   // 224 tiles
+    EXPECT_EQ(1u, test_f32_tile_splits(h100, 14336, 4096, 512));  // 896 tiles
+    EXPECT_EQ(3u, test_f32_tile_splits(a100, 4096, 4096, 64));    // one CTA an SM: 108 slots
+    EXPECT_EQ(16u, test_f32_tile_splits(h100, 129, 4096, 64));   // 2 tiles: at most 64 / 4 splits
+    EXPECT_EQ(1u, test_f32_tile_splits(h100, 129, 192, 64));     // 3 chunks: no split
+    EXPECT_EQ(32u, test_f32_tile_splits(h100, 4, 45056, 49));    // 704 chunks: at most 32 splits
+    for (size_t N : {1, 100, 129, 4096})
+        for (size_t K : {32, 64, 96, 1056, 4096, 45056})
+            for (size_t m : {49, 64, 130}) {
+                const size_t splits = test_f32_tile_splits(h100, N, K, m), chunks = (K + 63) / 64,
+                             per = (chunks + splits - 1) / splits;
+                EXPECT_GE(splits, 1u);
+                EXPECT_LE(splits, std::max<size_t>(1, std::min<size_t>(32, chunks / 4))) << N << "x" << K << " m " << m;
+                EXPECT_GT(chunks, (splits - 1) * per) << N << "x" << K << " m " << m << ": an empty split";
+            }
 }
 
 // The SIMT rows kernel stages each warp's activations in shared memory, two chunks of 64 k (f32 m = 16 on 14336x4096:
@@ -1243,6 +1273,44 @@ TEST_F(CudaTest, TileKernelSplitsTilesOverAnyGrid) {
                         if (HasFatalFailure())
                             return;
                     }
+        }
+}
+
+// The f32 tile kernel on every split of K (BNB4_CUDA_F32_TILE_SPLITS, read per call; "0": the default, "1000": as
+// many as there are chunks): partial tiles in N and m, K % 64 == 32 (a half chunk), every blocksize class, plain and
+// nested, the sums of a tile's splits added in a fixed order (the same bytes twice).
+TEST_F(CudaTest, F32TileKernelSplitsKOverAnyGrid) {
+    if (std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F32, 64), "simt_tile") == nullptr)
+        GTEST_SKIP() << "the f32 tile kernel does not fit this device (m = 64 takes "
+                     << bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F32, 64) << ")";
+    auto g = rng(108);
+    struct Shape { size_t N, K, bs; };
+    std::vector<Shape> shapes = {{300, 1056, 64}, {129, 4096, 64}, {9, 2080, 32}, {257, 512, 4096}, {136, 1024, 128}};
+    std::vector<size_t> ms = {49, 64, 65, 130, 200};
+    const std::vector<const char *> grids = {"1", "2", "3", "7", "0", "1000"};
+    if (quick()) {
+        shapes = {{300, 1056, 64}, {9, 2080, 32}};
+        ms = {49, 130};
+    }
+    for (const Shape &s : shapes)
+        for (int nested = 0; nested < 2; nested++) {
+            const bnb4_quant_type qt = nested ? BNB4_FP4 : BNB4_NF4;
+            const HostWeight w = make_weight(s.N, s.K, s.bs, qt, g);
+            DeviceWeight dw(w);
+            const bnb4_qtensor wd = dw.device(nested), wh = dw.host(nested);
+            for (size_t m : ms) {
+                const Array x = randn(BNB4_F32, m * s.K, g), bias = randn(BNB4_F32, s.N, g);
+                const bool with_bias = (m + s.N) % 2 == 0;
+                const MatmulRef want = reference_matmul(wh, x, m, with_bias ? &bias : nullptr);
+                DevBuf dx(x.data(), m * s.K * 4), db(bias.data(), s.N * 4);
+                check_gemm_on_grids(wd, BNB4_F32, m, dx.as<void>(), with_bias ? db.as<void>() : nullptr, want,
+                                    "BNB4_CUDA_F32_TILE_SPLITS", grids,
+                                    "N " + std::to_string(s.N) + " K " + std::to_string(s.K) + " bs " +
+                                        std::to_string(s.bs) + " m " + std::to_string(m) +
+                                        (nested ? " nested fp4" : " nf4") + (with_bias ? " bias" : ""));
+                if (HasFatalFailure())
+                    return;
+            }
         }
 }
 
