@@ -121,11 +121,14 @@ __global__ void __launch_bounds__(kFtThreads, 2) gemm_4bit_f32_tile_kernel(F32Ti
         cp_async_commit();
     };
 
-    /* The math: warp (wm, wn) = (warp / 2, warp % 2), lane (lm, ln) = (lane / 8, lane % 8); the thread's weight rows
-     * are cn..cn + 3 and cn + 32..cn + 35 (a warp's 8 lanes' float4s one 128-byte row of the stage, 1 wavefront), its
-     * activation rows cm + 4 i (4 lanes' float4s on 4 bank groups). */
+    /* The math: warp (wm, wn) = (warp / 2, warp % 2); lane bits 1-3 pick its weight rows, cn..cn + 3 and cn + 32..cn +
+     * 35 (8 lanes' float4s one 128-byte row of the stage), bits 0 and 4 its activation rows, cm + 4 i (4 float4s on 4
+     * bank groups). A 16-byte shared load returns 128 bytes a cycle, so a warp's takes 4 cycles, 2 where lanes l and l ^ 1
+     * (or l and l ^ 2) load the same address: here lanes l and l ^ 1 share weights and l and l ^ 2 activations. With
+     * lanes 0-7 on one activation row and 8 lanes' weight rows in turn, the weights' loads took 4 cycles and the FMA pipe
+     * was 53 % busy (ncu, H200, 14336x4096 m = 64: 3.3 cycles a load on average, docs/performance.md v52). */
     const int warp = tid / 32, lane = tid % 32;
-    const int cn = (warp % 2) * 64 + (lane % 8) * 4, cm = (warp / 2) * 16 + lane / 8;
+    const int cn = (warp % 2) * 64 + ((lane >> 1) & 7) * 4, cm = (warp / 2) * 16 + ((lane & 1) | (lane >> 4) << 1);
     float acc[4][8];
 #pragma unroll
     for (int i = 0; i < 4; i++)

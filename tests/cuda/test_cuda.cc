@@ -804,18 +804,21 @@ TEST(CudaChoice, PathsByDeviceClass) {
             EXPECT_STREQ("simt", test_gemm_path(tiny, 4096, 4096, nested, dt, 16)) << what;
             EXPECT_STREQ("dequant+cublas", test_gemm_path(tiny, 4096, 4096, nested, dt, 17)) << what;
         }
-    // float32 activations: the gemv kernel at m = 1, SIMT to 48 (launches of 16 rows), then the f32 tile kernel where
-    // its 99 KB fit (with the 1 KB kept for static shared memory: not on 99 KB GPUs, which take dequantize + SGEMM)
+    // float32 activations: the gemv kernel at m = 1, SIMT to 48 (launches of 16 rows), then to m = 64 the f32 tile
+    // kernel where its 99 KB fit (with the 1 KB kept for static shared memory: not on 99 KB GPUs), then dequantize +
+    // SGEMM
     for (const TestDevice &d : {a100, rtx4090, h100})
         for (bool nested : {false, true}) {
             const std::string what = std::to_string(d.smem_optin / 1024) + " KB" + (nested ? " nested" : " plain");
             EXPECT_STREQ("gemv", test_gemm_path(d, 4096, 4096, nested, BNB4_F32, 1)) << what;
             for (size_t m : {2, 8, 16, 17, 48})
                 EXPECT_STREQ("simt", test_gemm_path(d, 4096, 4096, nested, BNB4_F32, m)) << what << " m " << m;
-            for (size_t m : {49, 64, 512, 4096})
+            for (size_t m : {49, 64})
                 EXPECT_STREQ(d.smem_optin == kSmem99K ? "dequant+cublas" : "f32_tile",
                              test_gemm_path(d, 4096, 4096, nested, BNB4_F32, m))
                     << what << " m " << m;
+            for (size_t m : {65, 512})
+                EXPECT_STREQ("dequant+cublas", test_gemm_path(d, 4096, 4096, nested, BNB4_F32, m)) << what << " m " << m;
         }
     EXPECT_STREQ("dequant+cublas", test_gemm_path(tiny, 4096, 4096, false, BNB4_F32, 49));
 }
@@ -1280,6 +1283,10 @@ TEST_F(CudaTest, TileKernelSplitsTilesOverAnyGrid) {
 // many as there are chunks): partial tiles in N and m, K % 64 == 32 (a half chunk), every blocksize class, plain and
 // nested, the sums of a tile's splits added in a fixed order (the same bytes twice).
 TEST_F(CudaTest, F32TileKernelSplitsKOverAnyGrid) {
+    struct Env { // every m here (by default m = 49..64: read per call)
+        Env() { setenv("BNB4_CUDA_F32_TILE_MAX_M", "1000000", 1); }
+        ~Env() { unsetenv("BNB4_CUDA_F32_TILE_MAX_M"); }
+    } env;
     if (std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F32, 64), "simt_tile") == nullptr)
         GTEST_SKIP() << "the f32 tile kernel does not fit this device (m = 64 takes "
                      << bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F32, 64) << ")";
@@ -1299,6 +1306,7 @@ TEST_F(CudaTest, F32TileKernelSplitsKOverAnyGrid) {
             DeviceWeight dw(w);
             const bnb4_qtensor wd = dw.device(nested), wh = dw.host(nested);
             for (size_t m : ms) {
+                ASSERT_NE(nullptr, std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F32, m), "simt_tile")) << m;
                 const Array x = randn(BNB4_F32, m * s.K, g), bias = randn(BNB4_F32, s.N, g);
                 const bool with_bias = (m + s.N) % 2 == 0;
                 const MatmulRef want = reference_matmul(wh, x, m, with_bias ? &bias : nullptr);
