@@ -339,7 +339,7 @@ bnb4_status bnb4_cuda_launch_dequantize(bnb4_cuda_state *s, const bnb4_qtensor *
 #define BNB4_CUDA_SIMT_F32_MAX_M 48
 size_t bnb4_cuda_simt_max_m(bnb4_dtype dt);
 /* float32 activations past the SIMT kernel's m, to BNB4_CUDA_F32_TILE_MAX_M (the environment variable of that name
- * overrides it, read per call), K % 32 == 0, aligned, where its 99 KB fit: the register-blocked tile kernel
+ * overrides it, read per call), K % 32 == 0, aligned, where its 58 KB fit: the register-blocked tile kernel
  * (cuda_gemm_f32_tile.cu) instead of dequantize + SGEMM, which also needs a temporary of 4 bytes a weight. On the H200
  * (docs/performance.md v52) it took 0.82-0.95x dequantize + SGEMM's time at m = 49..64 on the four benchmark shapes,
  * and lost from m = 96 on (two 64-row tiles; SGEMM's own efficiency grows with m). */

@@ -10,12 +10,12 @@
  * flushed) into shared memory, and multiplies them with 64 activation rows, accumulating in f32 with fused
  * multiply-adds: the arithmetic of the SIMT kernel, in another order.
  *
- * A chunk of 64 k a turn, two stages: while the CTA multiplies one, the next chunk's activations are copied in
- * (cp.async) and its packed weights loaded into registers, decoded into the other stage after the math. A thread
- * takes 8 weight rows x 4 activation rows (32 sums), each k step 2 + 1 16-byte shared loads for 32 FMAs (the
- * activations as float4s of 4 k, so 12 loads a 128 FMAs); the lanes' loads fall on distinct bank groups or share an
- * address (see the layouts below). Where the tiles do not fill the device (small N and m) the CTAs split K
- * (gridDim.z) and the last of a tile's CTAs to arrive adds their partial sums in a fixed order: the result does not
+ * A chunk of 32 k a turn, two stages: while the CTA multiplies one, the next chunk's activations are copied in
+ * (cp.async) and its packed weights loaded into registers, decoded (and the activations transposed) into the other
+ * stage after the math. A CTA of 4 warps takes 128 weight rows x 64 activation rows, a thread 8 x 8 (64 sums), each
+ * k step 4 16-byte shared loads for 64 FMAs, the lanes paired so that each load returns in 2 cycles (see the math
+ * below). Where the tiles do not fill the device (small N and m) the CTAs split K (gridDim.z) and the last of a
+ * tile's CTAs to arrive adds their partial sums in a fixed order: the result does not
  * depend on which arrives last.
  */
 #include "cuda_common.cuh"
@@ -25,17 +25,20 @@ namespace {
 __constant__ float c_nf4_code[16] = {BNB4_NF4_CODEBOOK_VALUES};
 __constant__ float c_fp4_code[16] = {BNB4_FP4_CODEBOOK_VALUES};
 
-constexpr int kFtThreads = 256;
+constexpr int kFtThreads = 128;
 constexpr int kFtN = 128; /* weight rows a tile: 2 warps x 8 lanes x 8 */
-constexpr int kFtM = 64;  /* activation rows a tile: 4 warps x 4 lanes x 4 */
-constexpr int kFtK = 64;  /* k a chunk */
-/* A stage: the decoded weights k-major, [kFtK][kFtN] (a warp's 8 lanes' float4s of a k step cover one 128-byte row),
- * then the activations as they lie in memory, [kFtM][kFtXPitch]: a warp's 4 lane rows read 4 consecutive activation
- * rows, and the pitch of 68 floats (17 16-byte units) puts their float4s of the same k on 4 distinct bank groups. */
+constexpr int kFtM = 64;  /* activation rows a tile: 2 warps x 4 lanes x 8 */
+constexpr int kFtK = 32;  /* k a chunk */
+/* A stage: the decoded weights and the activations, both k-major ([kFtK][kFtN], [kFtK][kFtM]), so a k step's 8 weights
+ * and 8 activations of a thread are two float4s each. The activations come in (cp.async) as they lie in memory, into
+ * one staging area of kFtM rows of kFtXPitch floats; each thread then moves the units it copied into the stage,
+ * transposed (its own copies: visible to it once it has waited for them, so no barrier). The pitch of 36 floats (9
+ * 16-byte units) puts 8 consecutive rows' units of the same k on 8 distinct bank groups. */
 constexpr int kFtXPitch = kFtK + 4;
 constexpr size_t kFtTables = (16 + 256) * sizeof(float); /* code, nested map */
-constexpr size_t kFtWStage = (size_t)kFtK * kFtN, kFtXStage = (size_t)kFtM * kFtXPitch; /* floats */
-constexpr size_t kFtSmem = kFtTables + 2 * (kFtWStage + kFtXStage) * sizeof(float);    /* 99 KB */
+constexpr size_t kFtWStage = (size_t)kFtK * kFtN, kFtXStage = (size_t)kFtK * kFtM; /* floats */
+constexpr size_t kFtSmem = kFtTables + (2 * (kFtWStage + kFtXStage) + (size_t)kFtM * kFtXPitch) * sizeof(float); /* 58 KB */
+constexpr int kFtCtasSm = 3; /* CTAs an SM at most (the launch bound: 170 registers a thread) */
 /* a split of K takes at least 4 chunks, and a tile at most 32 splits (the last CTA adds their sums one after another) */
 constexpr size_t kFtMinChunksSplit = 4, kFtMaxSplits = 32;
 
@@ -43,16 +46,17 @@ struct F32TileArgs : bnb4_cuda_weight_args {
     size_t N, K, M;
     const float *x, *bias;
     float *y;
-    unsigned chunks_per_split; /* 64-k chunks a split of K takes (gridDim.z splits) */
+    unsigned chunks_per_split; /* chunks of kFtK a split of K takes (gridDim.z splits) */
     unsigned *counters;        /* split: a tile's arrivals (zero before and after) */
     float *partials;           /* split: [tile][split][kFtN x kFtM] */
 };
 
 template <bool NESTED>
-__global__ void __launch_bounds__(kFtThreads, 2) gemm_4bit_f32_tile_kernel(F32TileArgs a) {
+__global__ void __launch_bounds__(kFtThreads, kFtCtasSm) gemm_4bit_f32_tile_kernel(F32TileArgs a) {
     extern __shared__ __align__(64) unsigned char ft_smem[];
     float *code = reinterpret_cast<float *>(ft_smem), *nested_map = code + 16;
-    float *w_stages = reinterpret_cast<float *>(ft_smem + kFtTables), *x_stages = w_stages + 2 * kFtWStage;
+    float *w_stages = reinterpret_cast<float *>(ft_smem + kFtTables), *x_stages = w_stages + 2 * kFtWStage,
+          *x_staging = x_stages + 2 * kFtXStage;
     const int tid = threadIdx.x;
     if (tid < 16)
         code[tid] = a.quant_type == BNB4_NF4 ? c_nf4_code[tid] : c_fp4_code[tid];
@@ -64,21 +68,15 @@ __global__ void __launch_bounds__(kFtThreads, 2) gemm_4bit_f32_tile_kernel(F32Ti
     const size_t chunks = (K + kFtK - 1) / kFtK, c_begin = (size_t)blockIdx.z * a.chunks_per_split,
                  c_end = c_begin + a.chunks_per_split < chunks ? c_begin + a.chunks_per_split : chunks;
 
-    /* Decoding: thread (dh, dn) takes weight row n0 + dn's 32 k at dh x 32 of each chunk, one 16-byte load (rows past
-     * N read row N - 1 and their sums are not stored); a 32-k run lies in one block (blocksize >= 32, K % 32 == 0). */
-    const int dn = tid % kFtN, dh = tid / kFtN;
-    const size_t w_row = n0 + dn < N ? n0 + dn : N - 1;
+    /* Decoding: thread t takes weight row n0 + t's 32 k of a chunk, one 16-byte load (rows past N read row N - 1 and
+     * their sums are not stored); a chunk lies in one block (blocksize >= 32, K % 32 == 0). */
+    const size_t w_row = n0 + tid < N ? n0 + tid : N - 1;
     uint4 packed = make_uint4(0, 0, 0, 0);
     float scale = 0.0f;
     uint32_t q = 0; /* nested: the block's 8-bit code, decoded with `scale` (the nested absmax) when used */
     const auto load_chunk = [&](size_t c) {
-        const size_t k = c * kFtK + dh * 32;
-        if (k >= K)
-            return;
-        const size_t flat = w_row * K + k, b = flat >> a.bs_log2;
-        asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-            : "=r"(packed.x), "=r"(packed.y), "=r"(packed.z), "=r"(packed.w)
-            : "l"(a.packed + flat / 2));
+        const size_t flat = w_row * K + c * kFtK, b = flat >> a.bs_log2;
+        packed = __ldg(reinterpret_cast<const uint4 *>(a.packed + flat / 2));
         if (NESTED) {
             q = __ldg(a.codes + b);
             scale = __ldg(a.nested_absmax + (b >> a.nbs_log2));
@@ -86,108 +84,106 @@ __global__ void __launch_bounds__(kFtThreads, 2) gemm_4bit_f32_tile_kernel(F32Ti
             scale = __ldg(a.absmax + b);
         }
     };
-    const auto decode_chunk = [&](size_t c, int st) {
-        float *dst = w_stages + st * kFtWStage + dh * 32 * kFtN + dn;
-        if (c * kFtK + dh * 32 >= K) { /* past K (K % 64 == 32): zeros, as the activations there */
-#pragma unroll
-            for (int e = 0; e < 32; e++)
-                dst[e * kFtN] = 0.0f;
-            return;
-        }
+    const auto decode_chunk = [&](int st) {
+        float *dst = w_stages + st * kFtWStage + tid;
         const float s = NESTED ? bnb4_dev_nested_scale(nested_map[q], scale, a.offset) : scale;
         const uint32_t words[4] = {packed.x, packed.y, packed.z, packed.w};
 #pragma unroll
         for (int wi = 0; wi < 4; wi++)
 #pragma unroll
-            for (int bi = 0; bi < 4; bi++) { /* byte bi of word wi: elements 8 wi + 2 bi (high nibble) and the next */
+            for (int bi = 0; bi < 4; bi++) { /* byte bi of word wi: k 8 wi + 2 bi (high nibble) and the next */
                 const uint32_t hi = words[wi] >> (8 * bi + 2), lo = bi ? words[wi] >> (8 * bi - 2) : words[wi] << 2;
                 dst[(8 * wi + 2 * bi) * kFtN] = bnb4_dev_mul_ftz(bnb4_dev_code_at(code_s, hi), s);
                 dst[(8 * wi + 2 * bi + 1) * kFtN] = bnb4_dev_mul_ftz(bnb4_dev_code_at(code_s, lo), s);
             }
     };
-    /* Copying: a chunk's activations are kFtM rows of 16 16-byte units; thread t copies unit t % 16 of rows t / 16 +
-     * 16 j (a half warp a row's 256 bytes). Rows past M and k past K are zero-filled (nothing read). */
-    const int xq = tid % 16, xr = tid / 16;
-    const uint32_t x_dst = (uint32_t)__cvta_generic_to_shared(x_stages + xr * kFtXPitch + xq * 4);
-    const auto copy_chunk = [&](size_t c, int st) {
-        const size_t k = c * kFtK + xq * 4;
+    /* Activations: thread t copies row t % 64's 16-byte units 4 h .. 4 h + 3, h = t / 64 (half the chunk's 128 bytes);
+     * rows past M are zero-filled (nothing read). After the wait it moves them into the stage, [k][row]: a warp's 32
+     * lanes are 32 consecutive rows at the same k, 32 banks. */
+    const int xr = tid % kFtM, xh = tid / kFtM;
+    const bool x_in = m0 + xr < M;
+    const float *x_src = a.x + (x_in ? (m0 + xr) * K : 0) + xh * 16;
+    float *x_unit = x_staging + xr * kFtXPitch + xh * 16;
+    const uint32_t x_unit_s = (uint32_t)__cvta_generic_to_shared(x_unit);
+    const auto copy_chunk = [&](size_t c) {
 #pragma unroll
-        for (int j = 0; j < kFtM / 16; j++) {
-            const size_t m = m0 + xr + 16 * j;
-            const bool in = m < M && k < K;
-            cp_async16(x_dst + (uint32_t)((st * kFtXStage + 16 * j * kFtXPitch) * sizeof(float)),
-                       in ? a.x + m * K + k : a.x, in ? 16 : 0);
-        }
+        for (int j = 0; j < 4; j++)
+            cp_async16(x_unit_s + 16u * j, x_src + c * kFtK + 4 * j, x_in ? 16 : 0);
         cp_async_commit();
     };
-
-    /* The math: warp (wm, wn) = (warp / 2, warp % 2); lane bits 1-3 pick its weight rows, cn..cn + 3 and cn + 32..cn +
-     * 35 (8 lanes' float4s one 128-byte row of the stage), bits 0 and 4 its activation rows, cm + 4 i (4 float4s on 4
-     * bank groups). A 16-byte shared load returns 128 bytes a cycle, so a warp's takes 4 cycles, 2 where lanes l and l ^ 1
-     * (or l and l ^ 2) load the same address: here lanes l and l ^ 1 share weights and l and l ^ 2 activations. With
-     * lanes 0-7 on one activation row and 8 lanes' weight rows in turn, the weights' loads took 4 cycles and the FMA pipe
-     * was 53 % busy (ncu, H200, 14336x4096 m = 64: 3.3 cycles a load on average, docs/performance.md v52). */
-    const int warp = tid / 32, lane = tid % 32;
-    const int cn = (warp % 2) * 64 + ((lane >> 1) & 7) * 4, cm = (warp / 2) * 16 + ((lane & 1) | (lane >> 4) << 1);
-    float acc[4][8];
+    const auto transpose_chunk = [&](int st) {
+        float *dst = x_stages + st * kFtXStage + xh * 16 * kFtM + xr;
 #pragma unroll
-    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) {
+            const float4 v = *reinterpret_cast<const float4 *>(x_unit + 4 * j);
+            dst[(4 * j) * kFtM] = v.x, dst[(4 * j + 1) * kFtM] = v.y, dst[(4 * j + 2) * kFtM] = v.z,
+                           dst[(4 * j + 3) * kFtM] = v.w;
+        }
+    };
+
+    /* The math: warp (wm, wn) = (warp / 2, warp % 2) takes 64 weight rows x 32 activation rows; lane bits 1-3 pick the
+     * thread's weight rows, cn..cn + 3 and cn + 32..cn + 35, bits 0 and 4 its activation rows, cm..cm + 3 and cm + 16..
+     * cm + 19: each k step 4 16-byte shared loads for 64 FMAs. A 16-byte shared load returns 128 bytes a cycle, so a
+     * warp's takes 4 cycles, 2 where lanes l and l ^ 1 (or l and l ^ 2) load the same address: here lanes l and l ^ 1
+     * share weights and l and l ^ 2 activations (ncu, H200: with neither pairing the loads averaged 3.3 cycles and
+     * bounded the FMA pipe, docs/performance.md v52). */
+    const int warp = tid / 32, lane = tid % 32;
+    const int cn = (warp % 2) * 64 + ((lane >> 1) & 7) * 4, cm = (warp / 2) * 32 + ((lane & 1) | (lane >> 4) << 1) * 4;
+    float acc[8][8]; /* [activation row][weight row] */
+#pragma unroll
+    for (int i = 0; i < 8; i++)
 #pragma unroll
         for (int e = 0; e < 8; e++)
             acc[i][e] = 0.0f;
 
     __syncthreads(); /* the tables */
-    copy_chunk(c_begin, 0);
+    copy_chunk(c_begin);
     load_chunk(c_begin);
-    decode_chunk(c_begin, 0);
+    decode_chunk(0);
     cp_async_wait<0>();
+    transpose_chunk(0);
     __syncthreads();
     int st = 0;
     for (size_t c = c_begin; c < c_end; c++, st ^= 1) {
         const bool next = c + 1 < c_end;
-        if (next) { /* into the other stage, which every thread finished reading before the last barrier */
-            copy_chunk(c + 1, st ^ 1);
+        if (next) { /* the staging area: this thread's own units, moved out by it last turn */
+            copy_chunk(c + 1);
             load_chunk(c + 1);
         }
-        const float *ws = w_stages + st * kFtWStage + cn, *xs = x_stages + st * kFtXStage + cm * kFtXPitch;
+        const float *ws = w_stages + st * kFtWStage + cn, *xs = x_stages + st * kFtXStage + cm;
 #pragma unroll
-        for (int kq = 0; kq < kFtK / 4; kq++) {
-            float4 xv[4];
+        for (int k = 0; k < kFtK; k++) {
+            const float4 wl = *reinterpret_cast<const float4 *>(ws + k * kFtN),
+                         wh = *reinterpret_cast<const float4 *>(ws + k * kFtN + 32),
+                         xl = *reinterpret_cast<const float4 *>(xs + k * kFtM),
+                         xh4 = *reinterpret_cast<const float4 *>(xs + k * kFtM + 16);
+            const float wv[8] = {wl.x, wl.y, wl.z, wl.w, wh.x, wh.y, wh.z, wh.w},
+                        xv[8] = {xl.x, xl.y, xl.z, xl.w, xh4.x, xh4.y, xh4.z, xh4.w};
 #pragma unroll
-            for (int i = 0; i < 4; i++)
-                xv[i] = *reinterpret_cast<const float4 *>(xs + 4 * i * kFtXPitch + 4 * kq);
+            for (int i = 0; i < 8; i++)
 #pragma unroll
-            for (int kk = 0; kk < 4; kk++) {
-                const float4 lo = *reinterpret_cast<const float4 *>(ws + (4 * kq + kk) * kFtN),
-                             hi = *reinterpret_cast<const float4 *>(ws + (4 * kq + kk) * kFtN + 32);
-                const float wv[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
-#pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    const float xe = kk == 0 ? xv[i].x : kk == 1 ? xv[i].y : kk == 2 ? xv[i].z : xv[i].w;
-#pragma unroll
-                    for (int e = 0; e < 8; e++)
-                        acc[i][e] = fmaf(xe, wv[e], acc[i][e]);
-                }
-            }
+                for (int e = 0; e < 8; e++)
+                    acc[i][e] = fmaf(xv[i], wv[e], acc[i][e]);
         }
-        if (next) {
-            decode_chunk(c + 1, st ^ 1);
+        if (next) { /* into the other stage, which every thread finished reading before the last barrier */
+            decode_chunk(st ^ 1);
             cp_async_wait<0>();
+            transpose_chunk(st ^ 1);
         }
         __syncthreads(); /* the next stage is written; this one is read */
     }
 
     /* The sums: straight to y, or (split) to this CTA's partials, the last of the tile's CTAs adding them all */
+    constexpr int kVecs = 16; /* a thread's 64 sums as float4s: (activation row i, weight half h) = 2 i + h */
     if (gridDim.z > 1) {
         __shared__ bool s_last;
         const size_t tile = (size_t)blockIdx.y * gridDim.x + blockIdx.x;
         float4 *mine = reinterpret_cast<float4 *>(a.partials + (tile * gridDim.z + blockIdx.z) * (kFtN * kFtM));
 #pragma unroll
-        for (int i = 0; i < 4; i++)
-#pragma unroll
-            for (int h = 0; h < 2; h++)
-                __stcg(mine + (2 * i + h) * kFtThreads + tid,
-                       make_float4(acc[i][4 * h], acc[i][4 * h + 1], acc[i][4 * h + 2], acc[i][4 * h + 3]));
+        for (int p = 0; p < kVecs; p++) {
+            const float *v = &acc[p / 2][4 * (p % 2)];
+            __stcg(mine + p * kFtThreads + tid, make_float4(v[0], v[1], v[2], v[3]));
+        }
         __syncthreads(); /* every partial sum stored, then counted (bnb4_dev_arrive_acq_rel) */
         if (tid == 0)
             s_last = bnb4_dev_arrive_acq_rel(a.counters + tile) == gridDim.z - 1;
@@ -196,27 +192,28 @@ __global__ void __launch_bounds__(kFtThreads, 2) gemm_4bit_f32_tile_kernel(F32Ti
             return;
         if (tid == 0)
             a.counters[tile] = 0; /* for the next launch */
-        /* split 0's sums, then the others' in order (a thread reads back its own positions of each: 8 loads in
+        /* split 0's sums, then the others' in order (a thread reads back its own positions of each: 16 loads in
          * flight a split) */
         const float4 *all = reinterpret_cast<const float4 *>(a.partials + tile * gridDim.z * (kFtN * kFtM));
-        float4 sum[8];
+        float4 sum[kVecs];
 #pragma unroll
-        for (int p = 0; p < 8; p++)
+        for (int p = 0; p < kVecs; p++)
             sum[p] = __ldcg(all + p * kFtThreads + tid);
 #pragma unroll 1
         for (unsigned z = 1; z < gridDim.z; z++) {
-            float4 part[8];
+            float4 part[kVecs];
 #pragma unroll
-            for (int p = 0; p < 8; p++)
+            for (int p = 0; p < kVecs; p++)
                 part[p] = __ldcg(all + (size_t)z * (kFtN * kFtM / 4) + p * kFtThreads + tid);
 #pragma unroll
-            for (int p = 0; p < 8; p++)
+            for (int p = 0; p < kVecs; p++)
                 sum[p].x += part[p].x, sum[p].y += part[p].y, sum[p].z += part[p].z, sum[p].w += part[p].w;
         }
 #pragma unroll
-        for (int p = 0; p < 8; p++) /* (position p = 2 i + h: row i, rows n of half h) */
-            acc[p / 2][4 * (p % 2)] = sum[p].x, acc[p / 2][4 * (p % 2) + 1] = sum[p].y,
-                               acc[p / 2][4 * (p % 2) + 2] = sum[p].z, acc[p / 2][4 * (p % 2) + 3] = sum[p].w;
+        for (int p = 0; p < kVecs; p++) {
+            float *v = &acc[p / 2][4 * (p % 2)];
+            v[0] = sum[p].x, v[1] = sum[p].y, v[2] = sum[p].z, v[3] = sum[p].w;
+        }
     }
     float b[8];
 #pragma unroll
@@ -225,8 +222,8 @@ __global__ void __launch_bounds__(kFtThreads, 2) gemm_4bit_f32_tile_kernel(F32Ti
         b[e] = a.bias && n < N ? a.bias[n] : 0.0f;
     }
 #pragma unroll
-    for (int i = 0; i < 4; i++) {
-        const size_t m = m0 + cm + 4 * i;
+    for (int i = 0; i < 8; i++) {
+        const size_t m = m0 + cm + (i / 4) * 16 + i % 4;
         if (m >= M)
             continue;
 #pragma unroll
@@ -266,25 +263,36 @@ int bnb4_cuda_f32_tile_enabled(const bnb4_cuda_state *s, size_t m) {
 }
 
 int bnb4_cuda_f32_tile_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x) {
-    return dt == BNB4_F32 && bnb4_cuda_f32_tile_enabled(s, m) && w->cols % 32 == 0 && bnb4_aligned(w->packed, 16) &&
+    return dt == BNB4_F32 && bnb4_cuda_f32_tile_enabled(s, m) && w->rows > 0 && w->cols > 0 && w->cols % 32 == 0 &&
+           bnb4_aligned(w->packed, 16) &&
            bnb4_aligned(x, 16) && (w->absmax || (w->nested.blocksize & (w->nested.blocksize - 1)) == 0) &&
            bnb4_div_up(w->rows, kFtN) <= INT32_MAX;
 }
 
 size_t bnb4_cuda_f32_tile_splits(const bnb4_cuda_state *s, size_t N, size_t K, size_t m) {
     const size_t tiles = bnb4_div_up(N, kFtN) * bnb4_div_up(m, kFtM), chunks = bnb4_div_up(K, kFtK);
-    size_t splits = bnb4_env_size("BNB4_CUDA_F32_TILE_SPLITS", 0); /* (read per call: tests set it) */
-    if (splits == 0) {
-        /* the CTAs that run at once (two an SM where two fit), as many of them as the tiles leave idle: a split
-         * makes no second wave */
-        const size_t per_sm = bnb4_cuda_smem_fits(s, 2 * (kFtSmem + kBnb4StaticSmemReserve)) ? 2 : 1,
-                     slots = per_sm * (size_t)s->sm_count, most = chunks / kFtMinChunksSplit;
-        splits = slots / tiles;
-        splits = splits < most ? splits : most;
-        splits = splits < kFtMaxSplits ? splits : kFtMaxSplits;
+    const size_t forced = bnb4_env_size("BNB4_CUDA_F32_TILE_SPLITS", 0); /* (read per call: tests set it) */
+    if (forced) {
+        const size_t splits = forced > chunks ? chunks : forced > 65535 ? 65535 : forced;
+        return bnb4_div_up(chunks, bnb4_div_up(chunks, splits)); /* (no split empty) */
     }
-    splits = splits < 1 ? 1 : splits > chunks ? chunks : splits > 65535 ? 65535 : splits;
-    return bnb4_div_up(chunks, bnb4_div_up(chunks, splits)); /* (no split empty) */
+    /* Where the tiles leave CTA slots idle (as many CTAs an SM as its shared memory and the launch bound allow), the
+     * splits whose CTAs finish first: waves x (chunks a split + 1, the prologue's and the sums' share). On the H200
+     * (396 slots) 28672x8192 at m = 64 (224 tiles) takes 7 splits of 37 chunks in 4 waves; unsplit it took 1036 us
+     * (one wave of 256 chunks, 168 slots idle), 974 at 2 CTAs an SM (docs/performance.md v52). A larger count must
+     * gain 2 %. */
+    const size_t fit = (s->smem_optin + kBnb4StaticSmemReserve) / (kFtSmem + kBnb4StaticSmemReserve),
+                 per_sm = fit < kFtCtasSm ? (fit ? fit : 1) : kFtCtasSm,
+                 slots = per_sm * (size_t)(s->sm_count > 0 ? s->sm_count : 1),
+                 most = chunks / kFtMinChunksSplit < kFtMaxSplits ? chunks / kFtMinChunksSplit : kFtMaxSplits;
+    size_t best = 1, best_cost = chunks + 1;
+    for (size_t splits = 2; tiles < slots && splits <= most; splits++) {
+        const size_t per = bnb4_div_up(chunks, splits), used = bnb4_div_up(chunks, per),
+                     cost = bnb4_div_up(tiles * used, slots) * (per + 1);
+        if (cost * 50 < best_cost * 49)
+            best = used, best_cost = cost;
+    }
+    return best;
 }
 
 bnb4_status bnb4_cuda_gemm_f32_tile(bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m, const void *x, const void *bias,

@@ -805,8 +805,7 @@ TEST(CudaChoice, PathsByDeviceClass) {
             EXPECT_STREQ("dequant+cublas", test_gemm_path(tiny, 4096, 4096, nested, dt, 17)) << what;
         }
     // float32 activations: the gemv kernel at m = 1, SIMT to 48 (launches of 16 rows), then to m = 64 the f32 tile
-    // kernel where its 99 KB fit (with the 1 KB kept for static shared memory: not on 99 KB GPUs), then dequantize +
-    // SGEMM
+    // kernel where its 58 KB fit (not under 48 KB), then dequantize + SGEMM
     for (const TestDevice &d : {a100, rtx4090, h100})
         for (bool nested : {false, true}) {
             const std::string what = std::to_string(d.smem_optin / 1024) + " KB" + (nested ? " nested" : " plain");
@@ -814,31 +813,31 @@ TEST(CudaChoice, PathsByDeviceClass) {
             for (size_t m : {2, 8, 16, 17, 48})
                 EXPECT_STREQ("simt", test_gemm_path(d, 4096, 4096, nested, BNB4_F32, m)) << what << " m " << m;
             for (size_t m : {49, 64})
-                EXPECT_STREQ(d.smem_optin == kSmem99K ? "dequant+cublas" : "f32_tile",
-                             test_gemm_path(d, 4096, 4096, nested, BNB4_F32, m))
-                    << what << " m " << m;
+                EXPECT_STREQ("f32_tile", test_gemm_path(d, 4096, 4096, nested, BNB4_F32, m)) << what << " m " << m;
             for (size_t m : {65, 512})
                 EXPECT_STREQ("dequant+cublas", test_gemm_path(d, 4096, 4096, nested, BNB4_F32, m)) << what << " m " << m;
         }
     EXPECT_STREQ("dequant+cublas", test_gemm_path(tiny, 4096, 4096, false, BNB4_F32, 49));
 }
 
-// The f32 tile kernel splits K where its tiles leave CTA slots idle (two CTAs an SM where two fit): as many splits as
-// the slots take in one wave, each of at least 4 chunks of 64 k, at most 32, none empty.
+// The f32 tile kernel splits K where its tiles leave CTA slots idle (as many CTAs an SM as fit, at most 3): the count
+// whose CTAs finish first (waves x (chunks a split + 1)), each split of at least 4 chunks of 32 k, at most 32, none
+// empty.
 TEST(CudaChoice, F32TileSplitsKWhereTilesLeaveSlotsIdle) {
-    const TestDevice a100{8, 0, 80, 108, kSmemA100}, h100{9, 0, 90, 132, kSmemHopper};
-    EXPECT_EQ(8u, test_f32_tile_splits(h100, 4096, 4096, 64));    // 32 tiles, 264 slots
-    EXPECT_EQ(2u, test_f32_tile_splits(h100, 14336, 4096, 64));   // 112 tiles
-    EXPECT_EQ(1u, test_f32_tile_splits(h100, 28672, 8192, 64));   // 224 tiles
-    EXPECT_EQ(1u, test_f32_tile_splits(h100, 14336, 4096, 512));  // 896 tiles
-    EXPECT_EQ(3u, test_f32_tile_splits(a100, 4096, 4096, 64));    // one CTA an SM: 108 slots
-    EXPECT_EQ(16u, test_f32_tile_splits(h100, 129, 4096, 64));   // 2 tiles: at most 64 / 4 splits
-    EXPECT_EQ(1u, test_f32_tile_splits(h100, 129, 192, 64));     // 3 chunks: no split
-    EXPECT_EQ(32u, test_f32_tile_splits(h100, 4, 45056, 49));    // 704 chunks: at most 32 splits
+    const TestDevice a100{8, 0, 80, 108, kSmemA100}, rtx4090{8, 9, 80, 128, kSmem99K}, h100{9, 0, 90, 132, kSmemHopper};
+    EXPECT_EQ(12u, test_f32_tile_splits(h100, 4096, 4096, 64));   // 32 tiles, 396 slots: 1 wave of 11 chunks
+    EXPECT_EQ(7u, test_f32_tile_splits(h100, 14336, 4096, 64));   // 112 tiles: 2 waves of 19
+    EXPECT_EQ(7u, test_f32_tile_splits(h100, 28672, 8192, 64));   // 224 tiles: 4 waves of 37
+    EXPECT_EQ(1u, test_f32_tile_splits(h100, 14336, 4096, 512));  // 896 tiles: no slot idle
+    EXPECT_EQ(13u, test_f32_tile_splits(a100, 4096, 4096, 64));   // two CTAs an SM, 216 slots: 2 waves of 10
+    EXPECT_EQ(4u, test_f32_tile_splits(rtx4090, 4096, 4096, 64)); // one, 128 slots: 1 wave of 32
+    EXPECT_EQ(32u, test_f32_tile_splits(h100, 129, 4096, 64));    // 2 tiles: at most 32 splits
+    EXPECT_EQ(1u, test_f32_tile_splits(h100, 129, 224, 64));      // 7 chunks: no split
+    EXPECT_EQ(32u, test_f32_tile_splits(h100, 4, 45056, 49));     // 1408 chunks: 44 each
     for (size_t N : {1, 100, 129, 4096})
         for (size_t K : {32, 64, 96, 1056, 4096, 45056})
             for (size_t m : {49, 64, 130}) {
-                const size_t splits = test_f32_tile_splits(h100, N, K, m), chunks = (K + 63) / 64,
+                const size_t splits = test_f32_tile_splits(h100, N, K, m), chunks = (K + 31) / 32,
                              per = (chunks + splits - 1) / splits;
                 EXPECT_GE(splits, 1u);
                 EXPECT_LE(splits, std::max<size_t>(1, std::min<size_t>(32, chunks / 4))) << N << "x" << K << " m " << m;
