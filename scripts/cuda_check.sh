@@ -9,7 +9,7 @@
 # those the other options leave on. A device call may run 10 minutes and all of it takes about 15 on the H200 (the
 # tests alone, --no-sanitizer --no-bench, 10 minutes in v51): split it, e.g.
 #   --no-sanitizer --no-bench --only tests,tests_m1,tests_cpasync,tests_wgmma,tests_permuted,tests_mma,tests_window,tests_smem99,tests_simt,wgmma_sass,loop_budget
-#   --no-bench --only tests_sm80,tests_a100,parity_bnb,memcheck,memcheck_sm80,racecheck,racecheck_cpasync,racecheck_simt
+#   --no-bench --only tests_sm80,tests_a100,parity_bnb,memcheck,memcheck_sm80,racecheck,racecheck_cpasync,racecheck_simt,racecheck_f32tile
 #   --no-tests --no-sanitizer
 # with OUT=$OUT, so each step's log comes back even from a call that runs out of time.
 # --small-m benchmarks only m = 1, 2, 3, 4, 8, 16 on every shape (bench_cuda --small-m; seconds), for
@@ -32,8 +32,8 @@
 # which measures its own ceilings (copy bandwidth, cuBLAS) in the same run, and (not with --quick)
 # bench_cuda_read, the read floor of the small-m kernels' access pattern at each shape, where DIR or the
 # build has it; (5) the tests in quick mode under compute-sanitizer memcheck and racecheck (racecheck without
-# the three largest sweeps, too slow under it), memcheck on the sm_80 build's tests too, and racecheck on the pipe
-# kernel's cp.async variant and on the SIMT kernel. --no-tests skips (2) and (3).
+# the four largest sweeps, too slow under it), memcheck on the sm_80 build's tests too, and racecheck on the pipe
+# kernel's cp.async variant, on the SIMT kernel and on the f32 tile kernel. --no-tests skips (2) and (3).
 # Logs go to $OUT (default build-cuda/check): log, bench.csv, read.txt, wgmma_hazards.txt, loop_budget.txt.
 #
 # With the device tool (the GPU machine has nvcc 13.0 and CMake but no GoogleTest), build here and carry
@@ -229,15 +229,17 @@ fi
 
 if [ -x "$TESTS" ]; then
   if [ "$SANITIZE" = 1 ]; then
-    # racecheck follows every shared-memory access: under it each of the three sweeps named here ran past 40 s even
-    # quick (H200, docs/performance.md v46) and the whole quick suite past this step's limit, so it leaves them
-    # out; the other tests run the same kernels (pipe, tile, gemv, quantize) on smaller sets of shapes
-    RACE_SKIP='-*MatmulAgreesWithFloat64OnEveryPath*:*SplitsTilesOverAnyGrid*'
+    # racecheck follows every shared-memory access: under it each of the sweeps named here ran past 40 s even
+    # quick (H200, docs/performance.md v46, v52) and the whole quick suite past this step's limit, so it leaves them
+    # out; the other tests run the same kernels (pipe, tile, gemv, quantize) on smaller sets of shapes, and the f32
+    # tile kernel's test has a pass of its own
+    RACE_SKIP='-*MatmulAgreesWithFloat64OnEveryPath*:*SplitsTilesOverAnyGrid*:*F32TileKernelSplitsKOverAnyGrid*'
     # memcheck then on the sm_80 build's tests (other code: the cp.async pipe variant, mma.sync where sm_90 takes
     # wgmma); racecheck on the cp.async pipe variant (BNB4_CUDA_PIPE_TMA=0: the same synchronization as sm_80
     # code's) rather than on that build, whose large m runs cuBLAS's kernels, in which racecheck reports hazards;
-    # racecheck on the SIMT kernel (as under the gemv kernel's 66 KB, float32 on it to m = 130: its shared sums)
-    for pass in memcheck memcheck_sm80 racecheck racecheck_cpasync racecheck_simt; do
+    # racecheck on the SIMT kernel (as under the gemv kernel's 66 KB, float32 on it to m = 130: its shared sums), and
+    # on the f32 tile kernel's test alone (its stages and staging area; about 40 s quick on the H200)
+    for pass in memcheck memcheck_sm80 racecheck racecheck_cpasync racecheck_simt racecheck_f32tile; do
       want "$pass" || continue
       tool=${pass%%_*} bin=$TESTS filter='*' what="quick sweep" envs=()
       [ "$tool" = racecheck ] && filter="$RACE_SKIP" what="quick sweep without $RACE_SKIP"
@@ -245,6 +247,7 @@ if [ -x "$TESTS" ]; then
         memcheck_sm80) bin=$TESTS_SM80; [ -x "$bin" ] || continue; what="$what, sm_80 build" ;;
         racecheck_cpasync) envs=(BNB4_CUDA_PIPE_TMA=0); filter="*Pipe*:*Matmul*$RACE_SKIP"; what="the matmul and pipe tests with BNB4_CUDA_PIPE_TMA=0, without the sweeps" ;;
         racecheck_simt) envs=(BNB4_CUDA_SMEM_OPTIN=49152 BNB4_CUDA_SIMT_F32_MAX_M=130); filter='*MatmulAgrees*'; what="the matmul sweep on the SIMT kernel" ;;
+        racecheck_f32tile) filter='*F32TileKernelSplitsKOverAnyGrid*'; what="the f32 tile kernel's test" ;;
       esac
       step "compute-sanitizer $tool ($what)"
       if env BNB4_CUDA_TEST_QUICK=1 "${envs[@]}" timeout "$T_SANITIZER" compute-sanitizer --tool "$tool" --error-exitcode 99 \
@@ -258,7 +261,7 @@ if [ -x "$TESTS" ]; then
 fi
 
 step "summary"
-STEPS=(build tests tests_m1 tests_cpasync tests_wgmma tests_permuted tests_mma tests_window tests_smem99 tests_simt tests_sm80 tests_a100 parity_bnb wgmma_sass loop_budget memcheck memcheck_sm80 racecheck racecheck_cpasync racecheck_simt bench read_floor)
+STEPS=(build tests tests_m1 tests_cpasync tests_wgmma tests_permuted tests_mma tests_window tests_smem99 tests_simt tests_sm80 tests_a100 parity_bnb wgmma_sass loop_budget memcheck memcheck_sm80 racecheck racecheck_cpasync racecheck_simt racecheck_f32tile bench read_floor)
 for k in "${STEPS[@]}"; do
   printf '%-10s %s\n' "$k" "${RESULT[$k]:-skipped}"
 done

@@ -1293,10 +1293,11 @@ TEST_F(CudaTest, F32TileKernelSplitsKOverAnyGrid) {
     struct Shape { size_t N, K, bs; };
     std::vector<Shape> shapes = {{300, 1056, 64}, {129, 4096, 64}, {9, 2080, 32}, {257, 512, 4096}, {136, 1024, 128}};
     std::vector<size_t> ms = {49, 64, 65, 130, 200};
-    const std::vector<const char *> grids = {"1", "2", "3", "7", "0", "1000"};
+    std::vector<const char *> grids = {"1", "2", "3", "7", "0", "1000"};
     if (quick()) {
         shapes = {{300, 1056, 64}, {9, 2080, 32}};
         ms = {49, 130};
+        grids = {"1", "3", "0"};
     }
     for (const Shape &s : shapes)
         for (int nested = 0; nested < 2; nested++) {
