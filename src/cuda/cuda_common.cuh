@@ -333,15 +333,16 @@ bnb4_status bnb4_cuda_launch_dequantize(bnb4_cuda_state *s, const bnb4_qtensor *
 /* The matmul kernels and where each takes over (by m): see bnb4_cuda_pick_gemm (cuda_gemm.cu). The SIMT kernel
  * takes m <= 16 where nothing faster fits: odd layouts, and f32 activations up to BNB4_CUDA_SIMT_F32_MAX_M (the
  * environment variable of that name overrides it), in launches of 16 rows; bnb4_cuda_simt_max_m says which. f32 to
- * m = 48: on the H200 its launches beat dequantize + SGEMM there on the four benchmark shapes (4096x4096 at m = 48
- * about even) and lost at m = 64 by 15-20 % (docs/performance.md v51). */
+ * m = 40: on the H200 its launches beat dequantize + SGEMM to m = 48 on the four benchmark shapes (v51), and the f32
+ * tile kernel below from m = 41, where a third launch takes the 16-row kernel (1-6 % faster at m = 41..48; 5-11 %
+ * slower at m = 37..40, docs/performance.md v52). */
 #define BNB4_CUDA_SIMT_MAX_M 16
-#define BNB4_CUDA_SIMT_F32_MAX_M 48
+#define BNB4_CUDA_SIMT_F32_MAX_M 40
 size_t bnb4_cuda_simt_max_m(bnb4_dtype dt);
 /* float32 activations past the SIMT kernel's m, to BNB4_CUDA_F32_TILE_MAX_M (the environment variable of that name
  * overrides it, read per call), K % 32 == 0, aligned, where its 58 KB fit: the register-blocked tile kernel
  * (cuda_gemm_f32_tile.cu) instead of dequantize + SGEMM, which also needs a temporary of 4 bytes a weight. On the H200
- * (docs/performance.md v52) it took 0.82-0.95x dequantize + SGEMM's time at m = 49..64 on the four benchmark shapes,
+ * (docs/performance.md v52) it took 0.79-0.92x dequantize + SGEMM's time at m = 49..64 on the four benchmark shapes,
  * and lost from m = 96 on (two 64-row tiles; SGEMM's own efficiency grows with m). */
 #define BNB4_CUDA_F32_TILE_MAX_M 64
 size_t bnb4_cuda_f32_tile_max_m(void);

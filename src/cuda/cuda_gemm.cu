@@ -1,15 +1,16 @@
 /*
  * cuda_gemm.cu - Y[m, N] = X[m, K] W^T + bias with W in bitsandbytes' 4-bit format: the router and two
- * of the four paths. The router takes, in this order: cuda_gemv.cu's weight-streaming CUDA-core kernel
+ * of the five paths. The router takes, in this order: cuda_gemv.cu's weight-streaming CUDA-core kernel
  * (m = 1, K % blocksize == 0, aligned), cuda_gemm_tile.cu's fused wgmma tile kernel (m >= 65 on large
  * weights, compute capability 9.0), cuda_gemm_pipe.cu's pipelined tensor-core kernel (m <= 64,
- * f16/bf16, K % 32 == 0, aligned), then the two here:
+ * f16/bf16, K % 32 == 0, aligned), the SIMT kernel here, cuda_gemm_f32_tile.cu's CUDA-core tile kernel
+ * (f32 past the SIMT kernel's m to BNB4_CUDA_F32_TILE_MAX_M, K % 32 == 0, aligned), then dequantize + cuBLAS:
  *
- *  gemm_4bit_<dt>__simt: any dtype, shape and alignment, m <= 16 (f32: to BNB4_CUDA_SIMT_F32_MAX_M = 48, in
+ *  gemm_4bit_<dt>__simt: any dtype, shape and alignment, m <= 16 (f32: to BNB4_CUDA_SIMT_F32_MAX_M = 40, in
  *    launches of 16 rows), float32 arithmetic: K % 32 == 0 with aligned data on a CTA of 16 weight rows whose 8
  *    warps split K (each activation load feeding 4 weight rows, the activations staged in shared memory), else one
  *    warp per weight row.
- *  dequantize + cuBLAS: large m where the tile kernel does not run (float32, other GPUs, weights under
+ *  dequantize + cuBLAS: large m where the tile kernels do not run (float32 past m = 64, other GPUs, weights under
  *    BNB4_CUDA_TILE_MIN_WEIGHTS whose tiles would not fill the grid, odd layouts): dequantize into a
  *    temporary in the activation dtype, then cublasGemmEx with float32 accumulation; with a bias,
  *    cublasLtMatmul and its bias epilogue (the bias added in float32 before the one rounding), where a

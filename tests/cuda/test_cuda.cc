@@ -615,13 +615,13 @@ TEST_F(CudaTest, MatmulAgreesWithFloat64OnEveryPath) {
     // its activations staged in shared memory where they fit (f32; f16/bf16 where an SM keeps its CTAs), not at
     // K = 45056, whose 176 KB of f32 do not fit beside the table; odd N, a partial last 1024-k step; every m tier of
     // the table kernel with BNB4_CUDA_GEMV_MAX_M=4);
-    // K % 32 == 0 ones the pipelined tensor-core kernel (m = 2..64, f16/bf16) or the SIMT rows kernel (f32, m <=
-    // 16); the others the SIMT kernel or cuBLAS.
+    // K % 32 == 0 ones the pipelined tensor-core kernel (m = 2..64, f16/bf16), the SIMT rows kernel (f32, m <= 40)
+    // or the f32 tile kernel (f32, m = 41..64); the others the SIMT kernel or cuBLAS.
     std::vector<Shape> shapes = {{64, 256, 64},   {100, 96, 32}, {33, 72, 64},  {17, 31, 32},
                                  {300, 1056, 128}, {129, 4096, 64}, {8, 64, 4096}, {5, 1000, 256},
                                  {37, 3072, 256},  {9, 2080, 32},  {6, 8192, 4096}, {8200, 64, 64},
                                  {3, 45056, 64}};
-    std::vector<size_t> ms = {1, 2, 3, 4, 8, 13, 16, 17, 32, 33, 64, 65, 130};
+    std::vector<size_t> ms = {1, 2, 3, 4, 8, 13, 16, 17, 32, 33, 41, 64, 65, 130};
     if (quick()) {
         shapes = {{64, 256, 64}, {33, 72, 64}, {300, 1056, 128}, {37, 3072, 256}};
         ms = {1, 2, 3, 16, 33, 64, 65};
@@ -804,20 +804,20 @@ TEST(CudaChoice, PathsByDeviceClass) {
             EXPECT_STREQ("simt", test_gemm_path(tiny, 4096, 4096, nested, dt, 16)) << what;
             EXPECT_STREQ("dequant+cublas", test_gemm_path(tiny, 4096, 4096, nested, dt, 17)) << what;
         }
-    // float32 activations: the gemv kernel at m = 1, SIMT to 48 (launches of 16 rows), then to m = 64 the f32 tile
+    // float32 activations: the gemv kernel at m = 1, SIMT to 40 (launches of 16 rows), then to m = 64 the f32 tile
     // kernel where its 58 KB fit (not under 48 KB), then dequantize + SGEMM
     for (const TestDevice &d : {a100, rtx4090, h100})
         for (bool nested : {false, true}) {
             const std::string what = std::to_string(d.smem_optin / 1024) + " KB" + (nested ? " nested" : " plain");
             EXPECT_STREQ("gemv", test_gemm_path(d, 4096, 4096, nested, BNB4_F32, 1)) << what;
-            for (size_t m : {2, 8, 16, 17, 48})
+            for (size_t m : {2, 8, 16, 17, 40})
                 EXPECT_STREQ("simt", test_gemm_path(d, 4096, 4096, nested, BNB4_F32, m)) << what << " m " << m;
-            for (size_t m : {49, 64})
+            for (size_t m : {41, 48, 49, 64})
                 EXPECT_STREQ("f32_tile", test_gemm_path(d, 4096, 4096, nested, BNB4_F32, m)) << what << " m " << m;
             for (size_t m : {65, 512})
                 EXPECT_STREQ("dequant+cublas", test_gemm_path(d, 4096, 4096, nested, BNB4_F32, m)) << what << " m " << m;
         }
-    EXPECT_STREQ("dequant+cublas", test_gemm_path(tiny, 4096, 4096, false, BNB4_F32, 49));
+    EXPECT_STREQ("dequant+cublas", test_gemm_path(tiny, 4096, 4096, false, BNB4_F32, 41));
 }
 
 // The f32 tile kernel splits K where its tiles leave CTA slots idle (as many CTAs an SM as fit, at most 3): the count
