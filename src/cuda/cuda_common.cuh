@@ -334,7 +334,7 @@ bnb4_status bnb4_cuda_launch_dequantize(bnb4_cuda_state *s, const bnb4_qtensor *
  * takes m <= 16 where nothing faster fits: odd layouts, and f32 activations up to BNB4_CUDA_SIMT_F32_MAX_M (the
  * environment variable of that name overrides it), in launches of 16 rows; bnb4_cuda_simt_max_m says which. f32 to
  * m = 40: on the H200 its launches beat dequantize + SGEMM to m = 48 on the four benchmark shapes (v51), and the f32
- * tile kernel below from m = 41, where a third launch takes the 16-row kernel (1-7 % faster at m = 41..48; 5-11 %
+ * tile kernel below from m = 41, where a third launch takes the 16-row kernel (1-7 % faster at m = 41..48; 5-10 %
  * slower at m = 37..40, docs/performance.md v52). */
 #define BNB4_CUDA_SIMT_MAX_M 16
 #define BNB4_CUDA_SIMT_F32_MAX_M 40
