@@ -15,8 +15,7 @@
  * stage after the math. A CTA of 4 warps takes 128 weight rows x 64 activation rows, a thread 8 x 8 (64 sums), each
  * k step 4 16-byte shared loads for 64 FMAs, the lanes paired so that each load returns in 2 cycles (see the math
  * below). Where the tiles do not fill the device (small N and m) the CTAs split K (gridDim.z) and the last of a
- * tile's CTAs to arrive adds their partial sums in a fixed order: the result does not
- * depend on which arrives last.
+ * tile's CTAs to arrive adds their partial sums in a fixed order: the result does not depend on which arrives last.
  */
 #include "cuda_common.cuh"
 
@@ -264,9 +263,9 @@ int bnb4_cuda_f32_tile_enabled(const bnb4_cuda_state *s, size_t m) {
 
 int bnb4_cuda_f32_tile_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x) {
     return dt == BNB4_F32 && bnb4_cuda_f32_tile_enabled(s, m) && w->rows > 0 && w->cols > 0 && w->cols % 32 == 0 &&
-           bnb4_aligned(w->packed, 16) &&
-           bnb4_aligned(x, 16) && (w->absmax || (w->nested.blocksize & (w->nested.blocksize - 1)) == 0) &&
-           bnb4_div_up(w->rows, kFtN) <= INT32_MAX;
+           bnb4_aligned(w->packed, 16) && bnb4_aligned(x, 16) &&
+           (w->absmax || (w->nested.blocksize & (w->nested.blocksize - 1)) == 0) &&
+           bnb4_div_up(w->rows, kFtN) <= INT32_MAX && w->cols / kFtK <= UINT32_MAX; /* (grid x; chunks_per_split) */
 }
 
 size_t bnb4_cuda_f32_tile_splits(const bnb4_cuda_state *s, size_t N, size_t K, size_t m) {

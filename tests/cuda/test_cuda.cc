@@ -1279,10 +1279,10 @@ TEST_F(CudaTest, TileKernelSplitsTilesOverAnyGrid) {
 }
 
 // The f32 tile kernel on every split of K (BNB4_CUDA_F32_TILE_SPLITS, read per call; "0": the default, "1000": as
-// many as there are chunks): partial tiles in N and m, K % 64 == 32 (a half chunk), every blocksize class, plain and
-// nested, the sums of a tile's splits added in a fixed order (the same bytes twice).
+// many as there are chunks): partial tiles in N and m, K of an odd number of 32-k chunks, blocksizes 32 to 4096, plain
+// and nested, the sums of a tile's splits added in a fixed order (the same bytes twice).
 TEST_F(CudaTest, F32TileKernelSplitsKOverAnyGrid) {
-    struct Env { // every m here (by default m = 49..64: read per call)
+    struct Env { // every m here (by default m = 41..64: read per call)
         Env() { setenv("BNB4_CUDA_F32_TILE_MAX_M", "1000000", 1); }
         ~Env() { unsetenv("BNB4_CUDA_F32_TILE_MAX_M"); }
     } env;
