@@ -61,6 +61,19 @@ constexpr size_t kBnb4StaticSmemReserve = 1024;
 static inline bool bnb4_cuda_smem_fits(const bnb4_cuda_state *s, size_t dynamic_bytes) {
     return dynamic_bytes + kBnb4StaticSmemReserve <= s->smem_optin;
 }
+/* Raises a kernel's dynamic shared memory limit on the context's device to `bytes` where its launch needs that (above
+ * the default 48 KB; a launch asking for more than the limit fails) and the limit set before is lower. `limit` is the
+ * kernel's record of the limit it has, per device: one array per kernel (a template's instantiation). */
+template <typename Kernel>
+cudaError_t bnb4_cuda_smem_limit(const bnb4_cuda_state *s, Kernel kernel, size_t bytes, unsigned (&limit)[64]) {
+    unsigned &have = limit[(unsigned)s->device & 63];
+    if (bytes <= 48 * 1024 || have >= bytes)
+        return cudaSuccess;
+    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+    if (e == cudaSuccess)
+        have = (unsigned)bytes;
+    return e;
+}
 /* Whether the wgmma kernels can run: a build with sm_90a code (BNB4_CUDA_SM90A), on compute capability 9.0 (the
  * one sm_90a code runs on), which the driver loaded it for */
 static inline bool bnb4_cuda_wgmma_code(const bnb4_cuda_state *s) {

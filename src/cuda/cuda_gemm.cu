@@ -327,19 +327,15 @@ GemmArgs args_of(const bnb4_qtensor *w, size_t m, const void *x, const void *bia
 
 /* Whether the SIMT rows kernel may stage its activations (BNB4_CUDA_SIMT_XS=0: never, for measuring) */
 const bool g_simt_xs = bnb4_env_size("BNB4_CUDA_SIMT_XS", 1) != 0;
-template <typename T, int MT, bool NESTED, bool XS> bool g_simt_smem_set[64]; /* per device: the attribute set */
+template <typename T, int MT, bool NESTED, bool XS> unsigned g_simt_smem_limit[64]; /* (bnb4_cuda_smem_limit) */
 
 template <typename T, int MT, bool NESTED, bool XS> bnb4_status launch_simt_rows_mt(bnb4_cuda_state *s, const GemmArgs &a) {
     const auto kernel = gemm_4bit_simt_rows_kernel<T, MT, NESTED, XS>;
     constexpr size_t smem = simt_rows_smem(sizeof(T), MT, XS);
-    bool &set = g_simt_smem_set<T, MT, NESTED, XS>[(unsigned)s->device & 63];
-    if (smem > 48 * 1024 && !set) {
-        const bnb4_status st = bnb4_cuda_check(
-            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "bnb4_gemm (simt): shared memory");
-        if (st != BNB4_OK)
-            return st;
-        set = true;
-    }
+    const bnb4_status st = bnb4_cuda_check(bnb4_cuda_smem_limit(s, kernel, smem, g_simt_smem_limit<T, MT, NESTED, XS>),
+                                           "bnb4_gemm (simt): shared memory");
+    if (st != BNB4_OK)
+        return st;
     kernel<<<(unsigned)bnb4_div_up(a.N, kRowsCta), kSimtWarps * 32, smem, s->stream>>>(a);
     return BNB4_CUDA_LAUNCH_CHECK("bnb4_gemm (simt)");
 }

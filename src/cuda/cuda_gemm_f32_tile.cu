@@ -234,19 +234,14 @@ __global__ void __launch_bounds__(kFtThreads, kFtCtasSm) gemm_4bit_f32_tile_kern
     }
 }
 
-bool g_f32_tile_smem_set[2][64]; /* per nested, per device: the attribute set */
+unsigned g_f32_tile_smem_limit[2][64]; /* per nested (bnb4_cuda_smem_limit) */
 
 template <bool NESTED> bnb4_status launch_f32_tile(bnb4_cuda_state *s, const F32TileArgs &a, dim3 grid) {
     const auto kernel = gemm_4bit_f32_tile_kernel<NESTED>;
-    bool &set = g_f32_tile_smem_set[NESTED][(unsigned)s->device & 63];
-    if (!set) {
-        const bnb4_status st = bnb4_cuda_check(
-            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kFtSmem),
-            "bnb4_gemm (f32 tile): shared memory");
-        if (st != BNB4_OK)
-            return st;
-        set = true;
-    }
+    const bnb4_status st = bnb4_cuda_check(bnb4_cuda_smem_limit(s, kernel, kFtSmem, g_f32_tile_smem_limit[NESTED]),
+                                           "bnb4_gemm (f32 tile): shared memory");
+    if (st != BNB4_OK)
+        return st;
     kernel<<<grid, kFtThreads, kFtSmem, s->stream>>>(a);
     return BNB4_CUDA_LAUNCH_CHECK("bnb4_gemm (f32 tile)");
 }

@@ -1780,8 +1780,8 @@ __global__ void pipe_permute_x(const T *__restrict__ x, T *__restrict__ xp, size
     }
 }
 
-/* Per device: the dynamic shared memory the kernel's limit was raised to (0: not yet). */
-template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS, bool CT, int CP> int g_smem_set[64];
+/* Per device: the dynamic shared memory the kernel's limit was raised to (bnb4_cuda_smem_limit). */
+template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS, bool CT, int CP> unsigned g_smem_limit[64];
 
 /* The TMA variant's tensor maps: the weight tile as one 128-row x 128-byte box (128-byte swizzle) of the
  * packed rows (K / 2 bytes apart), the activations as 64-k x MT-row boxes (128-byte swizzle; rows past m
@@ -2073,23 +2073,17 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
         cfg.dynamicSmemBytes = smem;
         cfg.stream = s->stream;
         /* the kernel, its shared memory limit raised per device to the most it was asked for */
-        auto launch = [&](auto kernel, int &set, int smem_max) {
-            if (set < smem_max) {
-                const cudaError_t se =
-                    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_max);
-                if (se != cudaSuccess)
-                    return se;
-                set = smem_max;
-            }
-            return bnb4_launch_ex(cfg, pdl, kernel, a, maps.w, maps.x, maps.s);
+        auto launch = [&](auto kernel, unsigned(&limit)[64], size_t smem_max) {
+            const cudaError_t se = bnb4_cuda_smem_limit(s, kernel, smem_max, limit);
+            return se != cudaSuccess ? se : bnb4_launch_ex(cfg, pdl, kernel, a, maps.w, maps.x, maps.s);
         };
         if constexpr (kCodesByTile)
             if (a.codes_async == kCodesTile)
                 return bnb4_cuda_check(launch(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, true>,
-                                              g_smem_set<T, NT, NESTED, TMA, WG, PS, true, 0>[s->device & 63], kSmemLimit),
+                                              g_smem_limit<T, NT, NESTED, TMA, WG, PS, true, 0>, kSmemLimit),
                                        "bnb4_gemm (pipe)");
         e = launch(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, false, CP>,
-                   g_smem_set<T, NT, NESTED, TMA, WG, PS, false, CP>[s->device & 63], (int)smem);
+                   g_smem_limit<T, NT, NESTED, TMA, WG, PS, false, CP>, smem);
     }
     return bnb4_cuda_check(e, "bnb4_gemm (pipe)");
 }

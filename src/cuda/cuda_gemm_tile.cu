@@ -681,8 +681,8 @@ __global__ void __launch_bounds__(TileShape<BX, SRC>::Threads, 1)
 #endif
 }
 
-/* Per device: whether the kernel's dynamic shared memory limit was raised. */
-template <typename T, int BX, TileScales SRC> int g_tile_smem_set[64];
+/* Per device: the kernel's dynamic shared memory limit (bnb4_cuda_smem_limit). */
+template <typename T, int BX, TileScales SRC> unsigned g_tile_smem_limit[64];
 
 /* Where the tile kernel takes its block scales (TileScales): plain absmax straight from the weight where whole
  * 64-k steps sit in one block (K % 64 == 0, K % blocksize == 0, blocksize >= 64), a row's 16-byte runs are the
@@ -743,15 +743,10 @@ bnb4_status launch_tile_from(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor 
                                            a.y); /* (not expected: the layout was checked) */
     }
     auto kernel = gemm_4bit_tile_kernel<T, BX, SRC>;
-    int &set = g_tile_smem_set<T, BX, SRC>[s->device & 63];
-    if (!set) {
-        st = bnb4_cuda_check(cudaFuncSetAttribute(kernel,
-                                                  cudaFuncAttributeMaxDynamicSharedMemorySize, S::SmemBytes),
-                             "bnb4_gemm (tile): shared memory");
-        if (st != BNB4_OK)
-            return st;
-        set = 1;
-    }
+    st = bnb4_cuda_check(bnb4_cuda_smem_limit(s, kernel, S::SmemBytes, g_tile_smem_limit<T, BX, SRC>),
+                         "bnb4_gemm (tile): shared memory");
+    if (st != BNB4_OK)
+        return st;
     const size_t ctas = bnb4_div_up(iters, per);
     a.k_steps = (unsigned)k_steps;
     a.m_tiles = (unsigned)m_tiles;

@@ -458,6 +458,7 @@ __global__ void __launch_bounds__(kWarps * 32, stream_min_ctas(sizeof(T), kStrea
 }
 
 template <typename T, int MT, bool NESTED, int TABLE> int g_gemv_ctas[64];
+template <typename T, int MT, bool NESTED, int TABLE> unsigned g_gemv_smem_limit[64]; /* (bnb4_cuda_smem_limit) */
 /* g_gemv_stream: 0 = the table kernel at m = 1; 1 = the stream kernel, U = 4 for plain and 2 for nested
  * absmax (the better of the two on the H100 run in docs/performance.md); 2, 4 = the stream kernel with that U */
 int g_gemv_max_m = -1, g_gemv_table = -1, g_gemv_ctas_cap = 0, g_gemv_stream = 1, g_gemv_xs = 1; /* see read_settings() */
@@ -467,7 +468,7 @@ template <typename T, int MT, bool NESTED, int TABLE> bnb4_status launch(bnb4_cu
     int &per_sm = g_gemv_ctas<T, MT, NESTED, TABLE>[s->device & 63];
     if (!per_sm) {
         bnb4_status st = bnb4_cuda_check(
-            cudaFuncSetAttribute(gemv_4bit_kernel<T, MT, NESTED, TABLE>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
+            bnb4_cuda_smem_limit(s, gemv_4bit_kernel<T, MT, NESTED, TABLE>, smem, g_gemv_smem_limit<T, MT, NESTED, TABLE>),
             "bnb4_gemm (gemv): shared memory");
         if (st != BNB4_OK)
             return st;
@@ -492,7 +493,7 @@ struct StreamFit {
     int per_sm;
 };
 template <typename T, bool NESTED, int U, bool XS> StreamFit g_stream_fit[64][4];
-template <typename T, bool NESTED, int U, bool XS> unsigned g_stream_smem_set[64];
+template <typename T, bool NESTED, int U, bool XS> unsigned g_stream_smem_limit[64];
 
 /* The dynamic shared memory of the stream kernel: the table, the nested map and (XS) the activations */
 size_t stream_smem(bool nested, bool xs, size_t K, size_t es) {
@@ -502,14 +503,10 @@ size_t stream_smem(bool nested, bool xs, size_t K, size_t es) {
 template <typename T, bool NESTED, int U, bool XS> bnb4_status launch_stream_u(bnb4_cuda_state *s, const GemvArgs &a) {
     const auto kernel = gemv_4bit_stream_kernel<T, NESTED, U, XS>;
     const unsigned smem = (unsigned)stream_smem(NESTED, XS, a.K, sizeof(T)), dev = (unsigned)s->device & 63;
-    unsigned &set = g_stream_smem_set<T, NESTED, U, XS>[dev];
-    if (set < smem) {
-        bnb4_status st = bnb4_cuda_check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
-                                         "bnb4_gemm (gemv): shared memory");
-        if (st != BNB4_OK)
-            return st;
-        set = smem;
-    }
+    const bnb4_status st = bnb4_cuda_check(bnb4_cuda_smem_limit(s, kernel, smem, g_stream_smem_limit<T, NESTED, U, XS>),
+                                           "bnb4_gemm (gemv): shared memory");
+    if (st != BNB4_OK)
+        return st;
     StreamFit(&fits)[4] = g_stream_fit<T, NESTED, U, XS>[dev];
     int per_sm = 0;
     for (const StreamFit &f : fits)
