@@ -11,23 +11,21 @@
  * cuBLAS and ours - are timed together, their batches taking turns (Timer::run_together), so each ratio's two
  * sides meet the same SM clock, which a power-capped GPU moves under sustained load.
  *
- * Usage: bench_cuda [--quick | --small-m | --m M1,M2,... | --conv] [--no-f32 | --f32-only] [--csv FILE]. --small-m measures only m = 1,
- * 2, 3, 4, 8, 16 on every shape (no conversion rows), for tuning the small-m kernels; --m takes any list;
- * --conv measures only the conversions (dequantize, quantize);
- * --shape NxK measures one shape only (for profilers). At m = 1 and 16 (f16, plain absmax) the same calls are
- * also timed launched one by one, without a graph, where the host's cost per call counts wherever it
- * exceeds the kernel's (rows "direct launches": graph time / that), and the host's time to issue a call
- * is measured against the kernel's (rows "host time per call"; its floor, one launch of an empty kernel,
- * is a ceiling row), and the graph is also captured by a fresh context with no call before it (rows "graph
- * of a fresh context": warm time / that). At every m (f16, plain absmax) the calls are also timed with a bias
- * (rows "with a bias": that time / the time without; the benchmark's own rows pass none). At m >= 512
- * cuBLAS is also timed on one dequantized NF4 weight (rows "on one dequantized NF4 weight": the dequantize
- * + cuBLAS path's second half, against the ceiling). Prints every row, then a summary
- * table with the issue's targets as ratios. float32 activations (m <= 512, any m of a --m list; none with --no-f32,
- * them alone with --f32-only) are measured against
- * dense cuBLAS SGEMM (CUBLAS_COMPUTE_32F, no TF32) on float32 weights: rows "bnb4 f32 ... vs-sgemm" (and, at
- * m <= 16, "f32-BW/copy"); the issue sets no target for them. bnb4_bench_cuda_main() is the entry point (the
- * `bnb4 bench` CLI can call it).
+ * Usage: bench_cuda [--quick | --small-m | --m M1,M2,... | --conv] [--no-f32 | --f32-only] [--csv FILE]. --small-m
+ * measures only m = 1, 2, 3, 4, 8, 16 on every shape (no conversion rows), for tuning the small-m kernels; --m takes
+ * any list; --conv measures only the conversions (dequantize, quantize); --shape NxK measures one shape only (for
+ * profilers). At m = 1 and 16 (f16, plain absmax) the same calls are also timed launched one by one, without a graph,
+ * where the host's cost per call counts wherever it exceeds the kernel's (rows "direct launches": graph time / that),
+ * and the host's time to issue a call is measured against the kernel's (rows "host time per call"; its floor, one
+ * launch of an empty kernel, is a ceiling row), and the graph is also captured by a fresh context with no call before
+ * it (rows "graph of a fresh context": warm time / that). At every m (f16, plain absmax) the calls are also timed with
+ * a bias (rows "with a bias": that time / the time without; the benchmark's own rows pass none). At m >= 512 cuBLAS is
+ * also timed on one dequantized NF4 weight (rows "on one dequantized NF4 weight": the dequantize + cuBLAS path's second
+ * half, against the ceiling). Prints every row, then a summary table with the issue's targets as ratios. float32
+ * activations (m <= 512, any m of a --m list; none with --no-f32, them alone with --f32-only) are measured against
+ * dense cuBLAS SGEMM (CUBLAS_COMPUTE_32F, no TF32) on float32 weights: rows "bnb4 f32 ... vs-sgemm" (and, at m <= 16,
+ * "f32-BW/copy"); the issue sets no target for them. bnb4_bench_cuda_main() is the entry point (the `bnb4 bench` CLI
+ * can call it).
  */
 #include <algorithm>
 #include <array>

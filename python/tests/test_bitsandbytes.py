@@ -125,7 +125,7 @@ def test_matmul_parity(device, gen, shape, dtype, blocksize, qt, nested):
     assert out.shape == (1, m, n_out) and out.dtype == dtype
     exact = torch.nn.functional.linear(A.float(), B.float(), bias.float())
     # bitsandbytes' own limit - or, on a draw where its own output misses that too (the same quantized weight: the mean
-    # error over a few hundred outputs moves with the draw, 0.1153 against 0.115 seen for fp4), no further than its
+    # error over a few hundred outputs moves with the draw, 0.1153 against 0.115 seen for fp4), no further than its own
     err, err_bnb = (exact - out.float()).abs().mean(), (exact - out_bnb.float()).abs().mean()
     assert err < _matmul_limit(qt, blocksize) or err <= err_bnb * 1.001
     if device == "cpu" and k % blocksize:

@@ -61,6 +61,11 @@ constexpr size_t kBnb4StaticSmemReserve = 1024;
 static inline bool bnb4_cuda_smem_fits(const bnb4_cuda_state *s, size_t dynamic_bytes) {
     return dynamic_bytes + kBnb4StaticSmemReserve <= s->smem_optin;
 }
+/* CTAs of `dynamic_bytes` of dynamic shared memory an SM holds by its shared memory: an SM's is taken as what one CTA
+ * may opt in to plus the 1 KB the driver reserves a CTA, and each CTA takes its bytes plus that 1 KB */
+static inline size_t bnb4_cuda_ctas_by_smem(const bnb4_cuda_state *s, size_t dynamic_bytes) {
+    return (s->smem_optin + kBnb4StaticSmemReserve) / (dynamic_bytes + kBnb4StaticSmemReserve);
+}
 /* Raises a kernel's dynamic shared memory limit on the context's device to `bytes` where its launch needs that (above
  * the default 48 KB; a launch asking for more than the limit fails) and the limit set before is lower. `limit` is the
  * kernel's record of the limit it has, per device: one array per kernel (a template's instantiation). */
@@ -247,6 +252,11 @@ static inline int bnb4_log2_ceil(size_t v) {
     while (((size_t)1 << l) < v)
         l++;
     return l;
+}
+/* Whether the kernels that index the nested absmax by a shift (nbs_log2) take w: plain absmax, or a power-of-two nested
+ * blocksize (bitsandbytes' 256) */
+static inline bool bnb4_cuda_scales_by_shift(const bnb4_qtensor *w) {
+    return w->absmax || (w->nested.blocksize & (w->nested.blocksize - 1)) == 0;
 }
 static inline void bnb4_cuda_set_weight(bnb4_cuda_weight_args &a, const bnb4_qtensor *w) {
     a.packed = w->packed;

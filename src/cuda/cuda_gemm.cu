@@ -54,8 +54,8 @@ template <typename T> __device__ __forceinline__ float load_f32(const void *p, s
  * activations per activation row, which the four groups share (the same addresses). Each activation then feeds 4
  * weight rows: 32 fused multiply-adds per 8-activation load, where a warp per weight row gave 8 and was bound by L1
  * (f32, 14336x4096 m = 16: 300 -> 138 us, H200, docs/performance.md v50). The activations come from shared memory,
- * each warp copying its next chunk's while it works on one (XS below: 138 -> 76 us, v51). The lanes' sums meet in a butterfly over the 8 k lanes (each step halves what a lane holds), then in shared
- * memory over the warps. Plain or nested absmax is a template parameter: as a branch around the loads it took
+ * each warp copying its next chunk's while it works on one (XS below: 138 -> 76 us, v51). The lanes' sums meet in a
+ * butterfly over the 8 k lanes (each step halves what a lane holds), then in shared memory over the warps. Plain or nested absmax is a template parameter: as a branch around the loads it took
  * nested twice plain's time (v50); the nested blocksize must be a power of two (bitsandbytes' is 256), else the
  * other kernel runs.
  *
@@ -406,8 +406,7 @@ bnb4_status bnb4_cuda_gemm_simt(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_
     if (bnb4_div_up(w->rows, kSimtWarps) > (size_t)INT32_MAX)
         return bnb4_fail(BNB4_ERR_UNSUPPORTED, "bnb4_gemm: %zu rows are too many for one launch", w->rows);
     const size_t N = w->rows, K = w->cols, es = bnb4_dtype_size(dt);
-    const int vec_ok = K % 32 == 0 && bnb4_aligned(w->packed, 16) && bnb4_aligned(x, 16) &&
-                       (w->absmax || (w->nested.blocksize & (w->nested.blocksize - 1)) == 0);
+    const int vec_ok = K % 32 == 0 && bnb4_aligned(w->packed, 16) && bnb4_aligned(x, 16) && bnb4_cuda_scales_by_shift(w);
     /* BNB4_CUDA_SIMT_MAX_M activation rows a launch (each chunk stays 16-byte aligned: K % 32 == 0) */
     for (size_t r0 = 0; r0 < m; r0 += BNB4_CUDA_SIMT_MAX_M) {
         const size_t rows = m - r0 < BNB4_CUDA_SIMT_MAX_M ? m - r0 : BNB4_CUDA_SIMT_MAX_M;

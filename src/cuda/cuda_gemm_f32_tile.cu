@@ -258,8 +258,7 @@ int bnb4_cuda_f32_tile_enabled(const bnb4_cuda_state *s, size_t m) {
 
 int bnb4_cuda_f32_tile_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x) {
     return dt == BNB4_F32 && bnb4_cuda_f32_tile_enabled(s, m) && w->rows > 0 && w->cols > 0 && w->cols % 32 == 0 &&
-           bnb4_aligned(w->packed, 16) && bnb4_aligned(x, 16) &&
-           (w->absmax || (w->nested.blocksize & (w->nested.blocksize - 1)) == 0) &&
+           bnb4_aligned(w->packed, 16) && bnb4_aligned(x, 16) && bnb4_cuda_scales_by_shift(w) &&
            bnb4_div_up(w->rows, kFtN) <= INT32_MAX && w->cols / kFtK <= UINT32_MAX; /* (grid x; chunks_per_split) */
 }
 
@@ -275,8 +274,7 @@ size_t bnb4_cuda_f32_tile_splits(const bnb4_cuda_state *s, size_t N, size_t K, s
      * (396 slots) 28672x8192 at m = 64 (224 tiles) takes 7 splits of 37 chunks in 4 waves; unsplit it took 1036 us
      * (one wave of 256 chunks, 168 slots idle), 974 at 2 CTAs an SM (docs/performance.md v52). A larger count must
      * gain 2 %. */
-    const size_t fit = (s->smem_optin + kBnb4StaticSmemReserve) / (kFtSmem + kBnb4StaticSmemReserve),
-                 per_sm = fit < kFtCtasSm ? (fit ? fit : 1) : kFtCtasSm,
+    const size_t fit = bnb4_cuda_ctas_by_smem(s, kFtSmem), per_sm = fit < kFtCtasSm ? (fit ? fit : 1) : kFtCtasSm,
                  slots = per_sm * (size_t)(s->sm_count > 0 ? s->sm_count : 1),
                  most = chunks / kFtMinChunksSplit < kFtMaxSplits ? chunks / kFtMinChunksSplit : kFtMaxSplits;
     size_t best = 1, best_cost = chunks + 1;

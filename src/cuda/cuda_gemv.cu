@@ -531,12 +531,6 @@ template <typename T, bool NESTED, int U, bool XS> bnb4_status launch_stream_u(b
  * plain and 2 for nested absmax by default */
 int stream_u(size_t es, bool nested) { return es == 4 ? 2 : g_gemv_stream == 1 ? (nested ? 2 : 4) : g_gemv_stream; }
 
-/* CTAs of `smem` bytes of dynamic shared memory an SM holds (taking an SM's shared memory as what one CTA may opt in to,
- * plus the 1 KB the driver reserves per CTA) */
-int stream_ctas_by_smem(const bnb4_cuda_state *s, size_t smem) {
-    return (int)((s->smem_optin + 1024) / (smem + 1024));
-}
-
 template <typename T, bool NESTED, int U> bnb4_status launch_stream_x(bnb4_cuda_state *s, const GemvArgs &a) {
     return bnb4_cuda_gemv_stages_x(s, bnb4_dt<T>::id, NESTED, a.K) ? launch_stream_u<T, NESTED, U, true>(s, a)
                                                                      : launch_stream_u<T, NESTED, U, false>(s, a);
@@ -589,9 +583,9 @@ void read_settings() {
 int bnb4_cuda_gemv_stages_x(const bnb4_cuda_state *s, bnb4_dtype dt, int nested, size_t K) {
     read_settings();
     const size_t es = bnb4_dtype_size(dt), with = stream_smem(nested, true, K, es), without = stream_smem(nested, false, K, es);
-    const int regs_cap = stream_min_ctas(es, stream_u(es, nested)), plain_ctas = stream_ctas_by_smem(s, without);
+    const int regs_cap = stream_min_ctas(es, stream_u(es, nested)), plain_ctas = (int)bnb4_cuda_ctas_by_smem(s, without);
     return g_gemv_xs && bnb4_cuda_smem_fits(s, with) &&
-           (es == 4 || stream_ctas_by_smem(s, with) >= (plain_ctas < regs_cap ? plain_ctas : regs_cap));
+           (es == 4 || (int)bnb4_cuda_ctas_by_smem(s, with) >= (plain_ctas < regs_cap ? plain_ctas : regs_cap));
 }
 
 size_t bnb4_cuda_gemv_max_m(void) {
