@@ -16,11 +16,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <limits>
 #include <memory>
 #include <string>
 #include <thread>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "bnb4.h"
@@ -125,6 +127,28 @@ struct DevBuf {
         cudaMemcpy(h.data(), (const uint8_t *)p + offset, n, cudaMemcpyDeviceToHost);
         return h;
     }
+};
+
+// The BNB4_CUDA_* settings a test forces (read per call, or per context): each variable set to its value, or left as
+// it is where the value is null (the test sets it later), and all of them unset when the ScopedEnv goes.
+class ScopedEnv {
+  public:
+    ScopedEnv(std::initializer_list<std::pair<const char *, const char *>> vars) {
+        for (const auto &v : vars) {
+            names_.push_back(v.first);
+            if (v.second)
+                setenv(v.first, v.second, 1);
+        }
+    }
+    ~ScopedEnv() {
+        for (const char *name : names_)
+            unsetenv(name);
+    }
+    ScopedEnv(const ScopedEnv &) = delete;
+    ScopedEnv &operator=(const ScopedEnv &) = delete;
+
+  private:
+    std::vector<const char *> names_;
 };
 
 template <typename T> std::vector<T> as_vec(const std::vector<uint8_t> &b) {
@@ -685,13 +709,9 @@ TEST_F(CudaTest, SmallerSharedMemoryTakesKernelsThatFit) {
         shapes = {{129, 4096, 64}, {300, 1056, 128}};
         ms = {1, 9, 17, 64};
     }
-    struct SmemEnv {
-        explicit SmemEnv(size_t bytes) { setenv("BNB4_CUDA_SMEM_OPTIN", std::to_string(bytes).c_str(), 1); }
-        ~SmemEnv() { unsetenv("BNB4_CUDA_SMEM_OPTIN"); }
-    };
     auto g = rng(105);
     for (size_t smem : {kSmemA100, kSmem99K}) {
-        const SmemEnv env(smem);
+        const ScopedEnv env({{"BNB4_CUDA_SMEM_OPTIN", std::to_string(smem).c_str()}});
         CtxPtr c = context_on_stream();
         ASSERT_NE(nullptr, c.get());
         for (size_t m : {1, 9, 16, 32, 48, 49, 64, 65, 512}) {
@@ -1225,14 +1245,11 @@ TEST_F(CudaTest, PipeKernelNestedOnALargeWeight) {
 // CTAs); else (nested, the other shapes and grids, and forced: BNB4_CUDA_TILE_SCALE_PASS=1, read per call) the
 // scale pairs a pre-pass kernel wrote.
 TEST_F(CudaTest, TileKernelSplitsTilesOverAnyGrid) {
-    // every weight size here (by default only weights of 2^25+ elements: read per call)
-    struct Env {
-        Env() { setenv("BNB4_CUDA_TILE_MAX_M", "1000000", 1), setenv("BNB4_CUDA_TILE_MIN_WEIGHTS", "0", 1); }
-        ~Env() {
-            unsetenv("BNB4_CUDA_TILE_MAX_M"), unsetenv("BNB4_CUDA_TILE_MIN_WEIGHTS");
-            unsetenv("BNB4_CUDA_TILE_SCALE_GRID_Y"), unsetenv("BNB4_CUDA_TILE_SCALE_PASS");
-        }
-    } env;
+    // every weight size here (by default only weights of 2^25+ elements: read per call); the scale settings below
+    const ScopedEnv env({{"BNB4_CUDA_TILE_MAX_M", "1000000"},
+                         {"BNB4_CUDA_TILE_MIN_WEIGHTS", "0"},
+                         {"BNB4_CUDA_TILE_SCALE_GRID_Y", nullptr},
+                         {"BNB4_CUDA_TILE_SCALE_PASS", nullptr}});
     if (std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F16, 130), "tile") == nullptr)
         GTEST_SKIP() << "the tile kernel needs compute capability 9.0 and an sm_90a build (m >= 65 takes "
                      << bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F16, 130) << " here)";
@@ -1282,10 +1299,7 @@ TEST_F(CudaTest, TileKernelSplitsTilesOverAnyGrid) {
 // many as there are chunks): partial tiles in N and m, K of an odd number of 32-k chunks, blocksizes 32 to 4096, plain
 // and nested, the sums of a tile's splits added in a fixed order (the same bytes twice).
 TEST_F(CudaTest, F32TileKernelSplitsKOverAnyGrid) {
-    struct Env { // every m here (by default m = 41..64: read per call)
-        Env() { setenv("BNB4_CUDA_F32_TILE_MAX_M", "1000000", 1); }
-        ~Env() { unsetenv("BNB4_CUDA_F32_TILE_MAX_M"); }
-    } env;
+    const ScopedEnv env({{"BNB4_CUDA_F32_TILE_MAX_M", "1000000"}}); // every m here (by default 41..64: read per call)
     if (std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F32, 64), "simt_tile") == nullptr)
         GTEST_SKIP() << "the f32 tile kernel does not fit this device (m = 64 takes "
                      << bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F32, 64) << ")";
@@ -1372,15 +1386,12 @@ TEST_F(CudaTest, MatmulNestedCodesAtAnyAlignment) {
 
 // For the graph tests: the pipe and tile kernels on 5 CTAs (tiles shared between CTAs: split-K) and the
 // tile kernel at every m >= 65 on weights of any size (all read per call).
-struct SmallGridsEverywhere {
-    SmallGridsEverywhere() {
-        setenv("BNB4_CUDA_PIPE_CTAS", "5", 1), setenv("BNB4_CUDA_TILE_CTAS", "5", 1);
-        setenv("BNB4_CUDA_TILE_MAX_M", "1000000", 1), setenv("BNB4_CUDA_TILE_MIN_WEIGHTS", "0", 1);
-    }
-    ~SmallGridsEverywhere() {
-        unsetenv("BNB4_CUDA_PIPE_CTAS"), unsetenv("BNB4_CUDA_TILE_CTAS");
-        unsetenv("BNB4_CUDA_TILE_MAX_M"), unsetenv("BNB4_CUDA_TILE_MIN_WEIGHTS");
-    }
+struct SmallGridsEverywhere : ScopedEnv {
+    SmallGridsEverywhere()
+        : ScopedEnv({{"BNB4_CUDA_PIPE_CTAS", "5"},
+                     {"BNB4_CUDA_TILE_CTAS", "5"},
+                     {"BNB4_CUDA_TILE_MAX_M", "1000000"},
+                     {"BNB4_CUDA_TILE_MIN_WEIGHTS", "0"}}) {}
 };
 
 // The nodes of a captured graph by kind (kernels, memory allocations and frees, memsets, the rest), and its
@@ -1496,10 +1507,7 @@ TEST_F(CudaTest, MatmulsCapturedInAGraphMatchDirectCalls) {
 // float64 reference (cuBLAS may pick another algorithm in a graph: no byte comparison). Then its first with a
 // bias (cuBLASLt's bias epilogue: its handle, heuristic and workspace), captured the same way.
 TEST_F(CudaTest, FirstBlasCallCapturedInAGraph) {
-    struct NoTileKernel { // large m: dequantize + cuBLAS (read per call)
-        NoTileKernel() { setenv("BNB4_CUDA_TILE_MAX_M", "0", 1); }
-        ~NoTileKernel() { unsetenv("BNB4_CUDA_TILE_MAX_M"); }
-    } env;
+    const ScopedEnv env({{"BNB4_CUDA_TILE_MAX_M", "0"}}); // large m: dequantize + cuBLAS (read per call)
     auto g = rng(111);
     const size_t N = 256, K = 512, bs = 64, m = 100;
     const HostWeight w = make_weight(N, K, bs, BNB4_NF4, g);
@@ -1658,10 +1666,7 @@ TEST_F(CudaTest, ChainedOpsSeeTheirPredecessorsOutput) {
 // tile kernel takes absmax straight from the weight) are the bytes of the previous y must wait for it (even
 // rounds); with its own bytes it need not (odd rounds). Each must see the right bytes, at m = 130.
 TEST_F(CudaTest, TileKernelSeesItsPredecessorsOutput) {
-    struct Env {
-        Env() { setenv("BNB4_CUDA_TILE_MAX_M", "1000000", 1), setenv("BNB4_CUDA_TILE_MIN_WEIGHTS", "0", 1); }
-        ~Env() { unsetenv("BNB4_CUDA_TILE_MAX_M"), unsetenv("BNB4_CUDA_TILE_MIN_WEIGHTS"); }
-    } env;
+    const ScopedEnv env({{"BNB4_CUDA_TILE_MAX_M", "1000000"}, {"BNB4_CUDA_TILE_MIN_WEIGHTS", "0"}});
     const bnb4_dtype dt = BNB4_F16;
     const size_t es = bnb4_dtype_size(dt), bs = 64, ma = 4, mb = 130;
     if (std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMM, dt, mb), "tile") == nullptr)
@@ -1727,9 +1732,7 @@ TEST_F(CudaTest, TileKernelSeesItsPredecessorsOutput) {
 // first weights before they wait for the one before; B must still read A's finished y, on the default grid and on
 // one whose CTAs share tiles (both then use the split-K workspace and counters), m = 1..64, plain and nested.
 TEST_F(CudaTest, ChainedLayersSeeTheirPredecessorsOutput) {
-    struct GridEnv { // (unset however the test ends)
-        ~GridEnv() { unsetenv("BNB4_CUDA_PIPE_CTAS"); }
-    } grid_env;
+    const ScopedEnv grid_env({{"BNB4_CUDA_PIPE_CTAS", nullptr}}); // (set below; unset however the test ends)
     auto g = rng(112);
     const bnb4_dtype dt = BNB4_F16;
     const size_t es = bnb4_dtype_size(dt), bs = 64;
