@@ -238,7 +238,7 @@ if [ -x "$TESTS" ]; then
     # wgmma); racecheck on the cp.async pipe variant (BNB4_CUDA_PIPE_TMA=0: the same synchronization as sm_80
     # code's) rather than on that build, whose large m runs cuBLAS's kernels, in which racecheck reports hazards;
     # racecheck on the SIMT kernel (as under the gemv kernel's 66 KB, float32 on it to m = 130: its shared sums), and
-    # on the f32 tile kernel's test alone (its stages and staging area; about 40 s quick on the H200)
+    # on the f32 tile kernel's test alone (its stages; about 40 s quick on the H200)
     for pass in memcheck memcheck_sm80 racecheck racecheck_cpasync racecheck_simt racecheck_f32tile; do
       want "$pass" || continue
       tool=${pass%%_*} bin=$TESTS filter='*' what="quick sweep" envs=()

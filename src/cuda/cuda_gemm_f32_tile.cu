@@ -10,11 +10,10 @@
  * flushed) into shared memory, and multiplies them with 64 activation rows, accumulating in f32 with fused
  * multiply-adds: the arithmetic of the SIMT kernel, in another order.
  *
- * A chunk of 32 k a turn, two stages: while the CTA multiplies one, the next chunk's activations are copied in
- * (cp.async) and its packed weights loaded into registers, decoded (and the activations transposed) into the other
- * stage after the math. A CTA of 4 warps takes 128 weight rows x 64 activation rows, a thread 8 x 8 (64 sums), each
+ * A chunk of 32 k a turn, two stages: while the CTA multiplies one, the next chunk's activations are copied into the
+ * other (cp.async, transposed) and its packed weights loaded into registers, decoded into it after the math. A CTA of 4 warps takes 128 weight rows x 64 activation rows, a thread 8 x 8 (64 sums), each
  * k step 4 16-byte shared loads for 64 FMAs, the lanes paired so that each load returns in 2 cycles (see the math
- * below). Where the tiles do not fill the device (small N and m) the CTAs split K (gridDim.z) and the last of a
+ * below). Where the tiles leave the device's CTA slots idle, or fill the last wave only in part, the CTAs split K (gridDim.z) and the last of a
  * tile's CTAs to arrive adds their partial sums in a fixed order: the result does not depend on which arrives last.
  */
 #include "cuda_common.cuh"
@@ -28,18 +27,18 @@ constexpr int kFtThreads = 128;
 constexpr int kFtN = 128; /* weight rows a tile: 2 warps x 8 lanes x 8 */
 constexpr int kFtM = 64;  /* activation rows a tile: 2 warps x 4 lanes x 8 */
 constexpr int kFtK = 32;  /* k a chunk */
-/* A stage: the decoded weights and the activations, both k-major ([kFtK][kFtN], [kFtK][kFtM]), so a k step's 8 weights
- * and 8 activations of a thread are two float4s each. The activations come in (cp.async) as they lie in memory, into
- * one staging area of kFtM rows of kFtXPitch floats; each thread then moves the units it copied into the stage,
- * transposed (its own copies: visible to it once it has waited for them, so no barrier). The pitch of 36 floats (9
- * 16-byte units) puts 8 consecutive rows' units of the same k on 8 distinct bank groups. */
-constexpr int kFtXPitch = kFtK + 4;
+/* A stage: the decoded weights and the activations, both k-major ([kFtK][kFtN], [kFtK][kFtXPitch]), so a k step's 8
+ * weights and 8 activations of a thread are two float4s each. The activations come in transposed, by 4-byte cp.async
+ * (a warp's copy takes 8 k x 4 rows: 4 32-byte sectors); the pitch of 68 floats puts those 32 lanes' stores on 32
+ * distinct banks. */
+constexpr int kFtXPitch = kFtM + 4;
 constexpr size_t kFtTables = (16 + 256) * sizeof(float); /* code, nested map */
-constexpr size_t kFtWStage = (size_t)kFtK * kFtN, kFtXStage = (size_t)kFtK * kFtM; /* floats */
-constexpr size_t kFtSmem = kFtTables + (2 * (kFtWStage + kFtXStage) + (size_t)kFtM * kFtXPitch) * sizeof(float); /* 58 KB */
-constexpr int kFtCtasSm = 3; /* CTAs an SM at most (the launch bound: 170 registers a thread) */
-/* a split of K takes at least 4 chunks, and a tile at most 32 splits (the last CTA adds their sums one after another) */
-constexpr size_t kFtMinChunksSplit = 4, kFtMaxSplits = 32;
+constexpr size_t kFtWStage = (size_t)kFtK * kFtN, kFtXStage = (size_t)kFtK * kFtXPitch; /* floats */
+constexpr size_t kFtSmem = kFtTables + 2 * (kFtWStage + kFtXStage) * sizeof(float); /* 50 KB */
+constexpr int kFtCtasSm = 4; /* CTAs an SM at most (the launch bound: 128 registers a thread) */
+/* a split of K takes at least 4 chunks, a tile at most 32 splits (the last CTA adds their sums one after another), and
+ * the partial sums at most 128 MiB */
+constexpr size_t kFtMinChunksSplit = 4, kFtMaxSplits = 32, kFtMaxPartialBytes = (size_t)128 << 20;
 
 struct F32TileArgs : bnb4_cuda_weight_args {
     size_t N, K, M;
@@ -54,8 +53,7 @@ template <bool NESTED>
 __global__ void __launch_bounds__(kFtThreads, kFtCtasSm) gemm_4bit_f32_tile_kernel(F32TileArgs a) {
     extern __shared__ __align__(64) unsigned char ft_smem[];
     float *code = reinterpret_cast<float *>(ft_smem), *nested_map = code + 16;
-    float *w_stages = reinterpret_cast<float *>(ft_smem + kFtTables), *x_stages = w_stages + 2 * kFtWStage,
-          *x_staging = x_stages + 2 * kFtXStage;
+    float *w_stages = reinterpret_cast<float *>(ft_smem + kFtTables), *x_stages = w_stages + 2 * kFtWStage;
     const int tid = threadIdx.x;
     if (tid < 16)
         code[tid] = a.quant_type == BNB4_NF4 ? c_nf4_code[tid] : c_fp4_code[tid];
@@ -96,28 +94,24 @@ __global__ void __launch_bounds__(kFtThreads, kFtCtasSm) gemm_4bit_f32_tile_kern
                 dst[(8 * wi + 2 * bi + 1) * kFtN] = bnb4_dev_mul_ftz(bnb4_dev_code_at(code_s, lo), s);
             }
     };
-    /* Activations: thread t copies row t % 64's 16-byte units 4 h .. 4 h + 3, h = t / 64 (half the chunk's 128 bytes);
-     * rows past M are zero-filled (nothing read). After the wait it moves them into the stage, [k][row]: a warp's 32
-     * lanes are 32 consecutive rows at the same k, 32 banks. */
-    const int xr = tid % kFtM, xh = tid / kFtM;
-    const bool x_in = m0 + xr < M;
-    const float *x_src = a.x + (x_in ? (m0 + xr) * K : 0) + xh * 16;
-    float *x_unit = x_staging + xr * kFtXPitch + xh * 16;
-    const uint32_t x_unit_s = (uint32_t)__cvta_generic_to_shared(x_unit);
-    const auto copy_chunk = [&](size_t c) {
+    /* Activations: copy j (0..15) of thread t = (warp w, lane l) brings k 8 (j % 4) + l % 8 of row 4 (w + 4 (j / 4)) +
+     * l / 8 straight into its place in the stage; rows past M are zero-filled (nothing read). */
+    const int warp = tid / 32, lane = tid % 32;
+    const float *x_src[4];
+    uint32_t x_bytes[4], x_dst = (uint32_t)__cvta_generic_to_shared(x_stages + (lane % 8) * kFtXPitch + lane / 8);
 #pragma unroll
-        for (int j = 0; j < 4; j++)
-            cp_async16(x_unit_s + 16u * j, x_src + c * kFtK + 4 * j, x_in ? 16 : 0);
+    for (int r = 0; r < 4; r++) {
+        const size_t row = m0 + 4 * (warp + 4 * r) + lane / 8;
+        x_src[r] = a.x + (row < M ? row * K : 0) + lane % 8;
+        x_bytes[r] = row < M ? 4u : 0u;
+    }
+    const auto copy_chunk = [&](size_t c, int st) {
+#pragma unroll
+        for (int j = 0; j < 16; j++)
+            cp_async4(x_dst + (uint32_t)((st * kFtXStage + 8 * (j % 4) * kFtXPitch + 4 * (warp + 4 * (j / 4))) *
+                                         sizeof(float)),
+                      x_src[j / 4] + c * kFtK + 8 * (j % 4), x_bytes[j / 4]);
         cp_async_commit();
-    };
-    const auto transpose_chunk = [&](int st) {
-        float *dst = x_stages + st * kFtXStage + xh * 16 * kFtM + xr;
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            const float4 v = *reinterpret_cast<const float4 *>(x_unit + 4 * j);
-            dst[(4 * j) * kFtM] = v.x, dst[(4 * j + 1) * kFtM] = v.y, dst[(4 * j + 2) * kFtM] = v.z,
-                           dst[(4 * j + 3) * kFtM] = v.w;
-        }
     };
 
     /* The math: warp (wm, wn) = (warp / 2, warp % 2) takes 64 weight rows x 32 activation rows; lane bits 1-3 pick the
@@ -126,7 +120,6 @@ __global__ void __launch_bounds__(kFtThreads, kFtCtasSm) gemm_4bit_f32_tile_kern
      * warp's takes 4 cycles, 2 where lanes l and l ^ 1 (or l and l ^ 2) load the same address: here lanes l and l ^ 1
      * share weights and l and l ^ 2 activations (ncu, H200: with neither pairing the loads averaged 3.3 cycles and
      * bounded the FMA pipe, docs/performance.md v52). */
-    const int warp = tid / 32, lane = tid % 32;
     const int cn = (warp % 2) * 64 + ((lane >> 1) & 7) * 4, cm = (warp / 2) * 32 + ((lane & 1) | (lane >> 4) << 1) * 4;
     float acc[8][8]; /* [activation row][weight row] */
 #pragma unroll
@@ -136,17 +129,16 @@ __global__ void __launch_bounds__(kFtThreads, kFtCtasSm) gemm_4bit_f32_tile_kern
             acc[i][e] = 0.0f;
 
     __syncthreads(); /* the tables */
-    copy_chunk(c_begin);
+    copy_chunk(c_begin, 0);
     load_chunk(c_begin);
     decode_chunk(0);
     cp_async_wait<0>();
-    transpose_chunk(0);
     __syncthreads();
     int st = 0;
     for (size_t c = c_begin; c < c_end; c++, st ^= 1) {
         const bool next = c + 1 < c_end;
-        if (next) { /* the staging area: this thread's own units, moved out by it last turn */
-            copy_chunk(c + 1);
+        if (next) { /* into the other stage, which every thread finished reading before the last barrier */
+            copy_chunk(c + 1, st ^ 1);
             load_chunk(c + 1);
         }
         const float *ws = w_stages + st * kFtWStage + cn, *xs = x_stages + st * kFtXStage + cm;
@@ -154,8 +146,8 @@ __global__ void __launch_bounds__(kFtThreads, kFtCtasSm) gemm_4bit_f32_tile_kern
         for (int k = 0; k < kFtK; k++) {
             const float4 wl = *reinterpret_cast<const float4 *>(ws + k * kFtN),
                          wh = *reinterpret_cast<const float4 *>(ws + k * kFtN + 32),
-                         xl = *reinterpret_cast<const float4 *>(xs + k * kFtM),
-                         xh4 = *reinterpret_cast<const float4 *>(xs + k * kFtM + 16);
+                         xl = *reinterpret_cast<const float4 *>(xs + k * kFtXPitch),
+                         xh4 = *reinterpret_cast<const float4 *>(xs + k * kFtXPitch + 16);
             const float wv[8] = {wl.x, wl.y, wl.z, wl.w, wh.x, wh.y, wh.z, wh.w},
                         xv[8] = {xl.x, xl.y, xl.z, xl.w, xh4.x, xh4.y, xh4.z, xh4.w};
 #pragma unroll
@@ -164,10 +156,9 @@ __global__ void __launch_bounds__(kFtThreads, kFtCtasSm) gemm_4bit_f32_tile_kern
                 for (int e = 0; e < 8; e++)
                     acc[i][e] = fmaf(xv[i], wv[e], acc[i][e]);
         }
-        if (next) { /* into the other stage, which every thread finished reading before the last barrier */
+        if (next) {
             decode_chunk(st ^ 1);
             cp_async_wait<0>();
-            transpose_chunk(st ^ 1);
         }
         __syncthreads(); /* the next stage is written; this one is read */
     }
@@ -258,7 +249,7 @@ int bnb4_cuda_f32_tile_enabled(const bnb4_cuda_state *s, size_t m) {
 
 int bnb4_cuda_f32_tile_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x) {
     return dt == BNB4_F32 && bnb4_cuda_f32_tile_enabled(s, m) && w->rows > 0 && w->cols > 0 && w->cols % 32 == 0 &&
-           bnb4_aligned(w->packed, 16) && bnb4_aligned(x, 16) && bnb4_cuda_scales_by_shift(w) &&
+           bnb4_aligned(w->packed, 16) && bnb4_aligned(x, 4) && bnb4_cuda_scales_by_shift(w) &&
            bnb4_div_up(w->rows, kFtN) <= INT32_MAX && w->cols / kFtK <= UINT32_MAX; /* (grid x; chunks_per_split) */
 }
 
@@ -269,16 +260,17 @@ size_t bnb4_cuda_f32_tile_splits(const bnb4_cuda_state *s, size_t N, size_t K, s
         const size_t splits = forced > chunks ? chunks : forced > 65535 ? 65535 : forced;
         return bnb4_div_up(chunks, bnb4_div_up(chunks, splits)); /* (no split empty) */
     }
-    /* Where the tiles leave CTA slots idle (as many CTAs an SM as its shared memory and the launch bound allow), the
-     * splits whose CTAs finish first: waves x (chunks a split + 1, the prologue's and the sums' share). On the H200
-     * (396 slots) 28672x8192 at m = 64 (224 tiles) takes 7 splits of 37 chunks in 4 waves; unsplit it took 1036 us
-     * (one wave of 256 chunks, 168 slots idle), 974 at 2 CTAs an SM (docs/performance.md v52). A larger count must
-     * gain 2 %. */
+    /* The split count whose CTAs finish first: waves (of as many CTAs an SM as its shared memory and the launch bound
+     * allow) x (chunks a split + 1, the prologue's and the sums' share). On the H200 28672x8192 at m = 64 (224 tiles,
+     * 396 slots at 3 CTAs an SM) took 7 splits of 37 chunks in 4 waves; unsplit it took 1036 us (one wave of 256
+     * chunks, 168 slots idle), 974 at 2 CTAs an SM; at m = 96 (448 tiles, a second wave of 52) unsplit 2318 us
+     * (docs/performance.md v52, v53). A larger count must gain 2 %. */
     const size_t fit = bnb4_cuda_ctas_by_smem(s, kFtSmem), per_sm = fit < kFtCtasSm ? (fit ? fit : 1) : kFtCtasSm,
                  slots = per_sm * (size_t)(s->sm_count > 0 ? s->sm_count : 1),
-                 most = chunks / kFtMinChunksSplit < kFtMaxSplits ? chunks / kFtMinChunksSplit : kFtMaxSplits;
-    size_t best = 1, best_cost = chunks + 1;
-    for (size_t splits = 2; tiles < slots && splits <= most; splits++) {
+                 most = chunks / kFtMinChunksSplit < kFtMaxSplits ? chunks / kFtMinChunksSplit : kFtMaxSplits,
+                 tile_bytes = (size_t)kFtN * kFtM * sizeof(float);
+    size_t best = 1, best_cost = bnb4_div_up(tiles, slots) * (chunks + 1);
+    for (size_t splits = 2; splits <= most && tiles <= kFtMaxPartialBytes / tile_bytes / splits; splits++) {
         const size_t per = bnb4_div_up(chunks, splits), used = bnb4_div_up(chunks, per),
                      cost = bnb4_div_up(tiles * used, slots) * (per + 1);
         if (cost * 50 < best_cost * 49)

@@ -840,16 +840,18 @@ TEST(CudaChoice, PathsByDeviceClass) {
     EXPECT_STREQ("dequant+cublas", test_gemm_path(tiny, 4096, 4096, false, BNB4_F32, 41));
 }
 
-// The f32 tile kernel splits K where its tiles leave CTA slots idle (as many CTAs an SM as fit, at most 3): the count
-// whose CTAs finish first (waves x (chunks a split + 1)), each split of at least 4 chunks of 32 k, at most 32, none
-// empty.
+// The f32 tile kernel splits K where its tiles leave CTA slots idle or fill the last wave in part (as many CTAs an SM as
+// fit, at most 4): the count whose CTAs finish first (waves x (chunks a split + 1)), each split of at least 4 chunks of
+// 32 k, at most 32, none empty, the partial sums at most 128 MiB.
 TEST(CudaChoice, F32TileSplitsKWhereTilesLeaveSlotsIdle) {
     const TestDevice a100{8, 0, 80, 108, kSmemA100}, rtx4090{8, 9, 80, 128, kSmem99K}, h100{9, 0, 90, 132, kSmemHopper};
-    EXPECT_EQ(12u, test_f32_tile_splits(h100, 4096, 4096, 64));   // 32 tiles, 396 slots: 1 wave of 11 chunks
-    EXPECT_EQ(7u, test_f32_tile_splits(h100, 14336, 4096, 64));   // 112 tiles: 2 waves of 19
-    EXPECT_EQ(7u, test_f32_tile_splits(h100, 28672, 8192, 64));   // 224 tiles: 4 waves of 37
-    EXPECT_EQ(1u, test_f32_tile_splits(h100, 14336, 4096, 512));  // 896 tiles: no slot idle
-    EXPECT_EQ(13u, test_f32_tile_splits(a100, 4096, 4096, 64));   // two CTAs an SM, 216 slots: 2 waves of 10
+    EXPECT_EQ(16u, test_f32_tile_splits(h100, 4096, 4096, 64));   // 32 tiles, 528 slots: 1 wave of 8 chunks
+    EXPECT_EQ(9u, test_f32_tile_splits(h100, 14336, 4096, 64));   // 112 tiles: 2 waves of 15
+    EXPECT_EQ(7u, test_f32_tile_splits(h100, 28672, 8192, 64));   // 224 tiles: 3 waves of 37
+    EXPECT_EQ(7u, test_f32_tile_splits(h100, 28672, 8192, 96));   // 448 tiles: 6 waves of 37, not 2 of 256
+    EXPECT_EQ(4u, test_f32_tile_splits(h100, 14336, 4096, 512));  // 896 tiles: 7 waves of 32, not 2 of 128
+    EXPECT_EQ(2u, test_f32_tile_splits(h100, 28672, 8192, 512));  // 1792 tiles: 7 waves of 128, not 4 of 256
+    EXPECT_EQ(10u, test_f32_tile_splits(a100, 4096, 4096, 64));   // three CTAs an SM, 324 slots: 1 wave of 13
     EXPECT_EQ(4u, test_f32_tile_splits(rtx4090, 4096, 4096, 64)); // one, 128 slots: 1 wave of 32
     EXPECT_EQ(32u, test_f32_tile_splits(h100, 129, 4096, 64));    // 2 tiles: at most 32 splits
     EXPECT_EQ(1u, test_f32_tile_splits(h100, 129, 224, 64));      // 7 chunks: no split
