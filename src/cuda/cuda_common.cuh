@@ -124,6 +124,17 @@ __device__ __forceinline__ float bnb4_dev_code_at(uint32_t table_s, uint32_t v) 
     return c;
 }
 
+/* A packed 32-bit word's 8 weights, code x scale in f32 as bnb4_dequantize rounds them (subnormals flushed), in k order:
+ * byte b's high nibble is element 2 b, its low nibble 2 b + 1 (the SIMT rows and f32 tile kernels) */
+__device__ __forceinline__ void bnb4_dev_decode_word(uint32_t table_s, uint32_t word, float scale, float out[8]) {
+#pragma unroll
+    for (int b = 0; b < 4; b++) {
+        const uint32_t hi = word >> (8 * b + 2), lo = b ? word >> (8 * b - 2) : word << 2;
+        out[2 * b] = bnb4_dev_mul_ftz(bnb4_dev_code_at(table_s, hi), scale);
+        out[2 * b + 1] = bnb4_dev_mul_ftz(bnb4_dev_code_at(table_s, lo), scale);
+    }
+}
+
 /* ---- dtypes ---------------------------------------------------------------------------------------- */
 template <typename T> struct bnb4_dt;
 template <> struct bnb4_dt<float> {

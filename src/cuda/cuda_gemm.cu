@@ -110,7 +110,6 @@ __global__ void __launch_bounds__(kSimtWarps * 32, MT <= 4 ? 3 : 2) gemm_4bit_si
     extern __shared__ __align__(64) unsigned char simt_smem[];
     float *code = reinterpret_cast<float *>(simt_smem), *nested_map = code + 16;
     const uint32_t code_s = simt_pinned((uint32_t)__cvta_generic_to_shared(code));
-    const auto code_at = [code_s](uint32_t v) { return bnb4_dev_code_at(code_s, v); };
     unsigned char *area = simt_smem + kSimtTables; /* the stages, then the warps' sums */
     if (threadIdx.x < 16)
         code[threadIdx.x] = a.quant_type == BNB4_NF4 ? c_nf4_code[threadIdx.x] : c_fp4_code[threadIdx.x];
@@ -200,12 +199,7 @@ __global__ void __launch_bounds__(kSimtWarps * 32, MT <= 4 ? 3 : 2) gemm_4bit_si
 #pragma unroll
         for (int i = 0; i < kRowsLane; i++) {
             const float scale = NESTED ? bnb4_dev_nested_scale(nested_map[q[i]], sc[i], a.offset) : sc[i];
-#pragma unroll
-            for (int bi = 0; bi < 4; bi++) { /* byte bi: elements 2 bi (high nibble) and 2 bi + 1 */
-                const uint32_t hi = wv[i] >> (8 * bi + 2), lo = bi ? wv[i] >> (8 * bi - 2) : wv[i] << 2;
-                w[i][2 * bi] = bnb4_dev_mul_ftz(code_at(hi), scale);
-                w[i][2 * bi + 1] = bnb4_dev_mul_ftz(code_at(lo), scale);
-            }
+            bnb4_dev_decode_word(code_s, wv[i], scale, w[i]);
         }
         if (k + kStride < K)
             load_turn(k + kStride);

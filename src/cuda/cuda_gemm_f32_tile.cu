@@ -86,13 +86,13 @@ __global__ void __launch_bounds__(kFtThreads, kFtCtasSm) gemm_4bit_f32_tile_kern
         const float s = NESTED ? bnb4_dev_nested_scale(nested_map[q], scale, a.offset) : scale;
         const uint32_t words[4] = {packed.x, packed.y, packed.z, packed.w};
 #pragma unroll
-        for (int wi = 0; wi < 4; wi++)
+        for (int wi = 0; wi < 4; wi++) { /* word wi: k 8 wi .. 8 wi + 7 */
+            float v[8];
+            bnb4_dev_decode_word(code_s, words[wi], s, v);
 #pragma unroll
-            for (int bi = 0; bi < 4; bi++) { /* byte bi of word wi: k 8 wi + 2 bi (high nibble) and the next */
-                const uint32_t hi = words[wi] >> (8 * bi + 2), lo = bi ? words[wi] >> (8 * bi - 2) : words[wi] << 2;
-                dst[(8 * wi + 2 * bi) * kFtN] = bnb4_dev_mul_ftz(bnb4_dev_code_at(code_s, hi), s);
-                dst[(8 * wi + 2 * bi + 1) * kFtN] = bnb4_dev_mul_ftz(bnb4_dev_code_at(code_s, lo), s);
-            }
+            for (int j = 0; j < 8; j++)
+                dst[(8 * wi + j) * kFtN] = v[j];
+        }
     };
     /* Activations: copy j (0..15) of thread t = (warp w, lane l) brings k 8 (j % 4) + l % 8 of row 4 (w + 4 (j / 4)) +
      * l / 8 straight into its place in the stage; rows past M are zero-filled (nothing read). */

@@ -463,6 +463,14 @@ template <typename T, int MT, bool NESTED, int TABLE> unsigned g_gemv_smem_limit
  * absmax (the better of the two on the H100 run in docs/performance.md); 2, 4 = the stream kernel with that U */
 int g_gemv_max_m = -1, g_gemv_table = -1, g_gemv_ctas_cap = 0, g_gemv_stream = 1, g_gemv_xs = 1; /* see read_settings() */
 
+/* Both gemv kernels' grid: one resident wave at most (the table is built once per CTA; warps loop over row pairs), of
+ * per_sm CTAs an SM or BNB4_CUDA_GEMV_CTAS where that is fewer */
+unsigned gemv_grid(const bnb4_cuda_state *s, const GemvArgs &a, int per_sm) {
+    const int cap = g_gemv_ctas_cap && g_gemv_ctas_cap < per_sm ? g_gemv_ctas_cap : per_sm;
+    const size_t want = bnb4_div_up(a.groups, kWarps), fit = (size_t)s->sm_count * (size_t)cap;
+    return (unsigned)(want < fit ? want : fit);
+}
+
 template <typename T, int MT, bool NESTED, int TABLE> bnb4_status launch(bnb4_cuda_state *s, const GemvArgs &a) {
     constexpr int smem = kTableBytes + (NESTED ? 256 * 4 : 0);
     int &per_sm = g_gemv_ctas<T, MT, NESTED, TABLE>[s->device & 63];
@@ -479,10 +487,7 @@ template <typename T, int MT, bool NESTED, int TABLE> bnb4_status launch(bnb4_cu
             v = 1;
         per_sm = v;
     }
-    const int cap = g_gemv_ctas_cap && g_gemv_ctas_cap < per_sm ? g_gemv_ctas_cap : per_sm;
-    const size_t want = bnb4_div_up(a.groups, kWarps), fit = (size_t)s->sm_count * (size_t)cap;
-    const unsigned ctas = (unsigned)(want < fit ? want : fit);
-    gemv_4bit_kernel<T, MT, NESTED, TABLE><<<ctas, kWarps * 32, smem, s->stream>>>(a);
+    gemv_4bit_kernel<T, MT, NESTED, TABLE><<<gemv_grid(s, a, per_sm), kWarps * 32, smem, s->stream>>>(a);
     return BNB4_CUDA_LAUNCH_CHECK("bnb4_gemm (gemv)");
 }
 
@@ -519,11 +524,7 @@ template <typename T, bool NESTED, int U, bool XS> bnb4_status launch_stream_u(b
         slot.per_sm = per_sm;
         slot.smem = smem;
     }
-    /* one resident wave at most (the table is built once per CTA; warps loop over row pairs) */
-    const int cap = g_gemv_ctas_cap && g_gemv_ctas_cap < per_sm ? g_gemv_ctas_cap : per_sm;
-    const size_t want = bnb4_div_up(a.groups, kWarps), fit = (size_t)s->sm_count * (size_t)cap;
-    const unsigned ctas = (unsigned)(want < fit ? want : fit);
-    kernel<<<ctas, kWarps * 32, smem, s->stream>>>(a);
+    kernel<<<gemv_grid(s, a, per_sm), kWarps * 32, smem, s->stream>>>(a);
     return BNB4_CUDA_LAUNCH_CHECK("bnb4_gemm (gemv)");
 }
 
