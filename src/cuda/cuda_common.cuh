@@ -374,10 +374,12 @@ bnb4_status bnb4_cuda_launch_dequantize(bnb4_cuda_state *s, const bnb4_qtensor *
 #define BNB4_CUDA_SIMT_F32_MAX_M 40
 size_t bnb4_cuda_simt_max_m(bnb4_dtype dt);
 /* float32 activations past the SIMT kernel's m, to BNB4_CUDA_F32_TILE_MAX_M (the environment variable of that name
- * overrides it, read per call), K % 32 == 0, aligned, where its 58 KB fit: the register-blocked tile kernel
- * (cuda_gemm_f32_tile.cu) instead of dequantize + SGEMM, which also needs a temporary of 4 bytes a weight. On the H200
- * (docs/performance.md v52) it took 0.79-0.92x dequantize + SGEMM's time at m = 49..64 on the four benchmark shapes,
- * and lost from m = 96 on (two 64-row tiles; SGEMM's own efficiency grows with m). */
+ * overrides it, read per call), K % 32 == 0, the packed weights 16-byte aligned, where its 50 KB fit: the
+ * register-blocked tile kernel (cuda_gemm_f32_tile.cu) instead of dequantize + SGEMM, which also needs a temporary of 4
+ * bytes a weight. On the H200 (docs/performance.md v52, v53) it takes 0.75-0.92x dequantize + SGEMM's time at m = 49..64
+ * on the four benchmark shapes (0.81-0.97x SGEMM's speed at m = 64); past 64 the two are about even (v53, plain: m =
+ * 96..128 0.93-1.10x, 256 1.01-1.20x), so dequantize + SGEMM keeps those; a setting of 128 trades that for no
+ * temporary. */
 #define BNB4_CUDA_F32_TILE_MAX_M 64
 size_t bnb4_cuda_f32_tile_max_m(void);
 /* whether m takes the f32 tile kernel on this device where the layout fits (bnb4_cuda_f32_tile_fits) */

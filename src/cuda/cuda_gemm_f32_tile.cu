@@ -11,10 +11,12 @@
  * multiply-adds: the arithmetic of the SIMT kernel, in another order.
  *
  * A chunk of 32 k a turn, two stages: while the CTA multiplies one, the next chunk's activations are copied into the
- * other (cp.async, transposed) and its packed weights loaded into registers, decoded into it after the math. A CTA of 4 warps takes 128 weight rows x 64 activation rows, a thread 8 x 8 (64 sums), each
- * k step 4 16-byte shared loads for 64 FMAs, the lanes paired so that each load returns in 2 cycles (see the math
- * below). Where the tiles leave the device's CTA slots idle, or fill the last wave only in part, the CTAs split K (gridDim.z) and the last of a
- * tile's CTAs to arrive adds their partial sums in a fixed order: the result does not depend on which arrives last.
+ * other (cp.async, transposed) and its packed weights loaded into registers, decoded into it after the math. A CTA of 4
+ * warps takes 128 weight rows x 64 activation rows, a thread 8 x 8 (64 sums), each k step 4 16-byte shared loads for
+ * 64 FMAs, the lanes paired so that each load returns in 2 cycles (see the math below); 4 CTAs fit an SM. Where the
+ * tiles leave the device's CTA slots idle, or fill the last wave only in part, the CTAs split K (gridDim.z) and the last
+ * of a tile's CTAs to arrive adds their partial sums in a fixed order: the result does not depend on which arrives
+ * last.
  */
 #include "cuda_common.cuh"
 

@@ -825,7 +825,7 @@ TEST(CudaChoice, PathsByDeviceClass) {
             EXPECT_STREQ("dequant+cublas", test_gemm_path(tiny, 4096, 4096, nested, dt, 17)) << what;
         }
     // float32 activations: the gemv kernel at m = 1, SIMT to 40 (launches of 16 rows), then to m = 64 the f32 tile
-    // kernel where its 58 KB fit (not under 48 KB), then dequantize + SGEMM
+    // kernel where its 50 KB fit (not under 48 KB), then dequantize + SGEMM
     for (const TestDevice &d : {a100, rtx4090, h100})
         for (bool nested : {false, true}) {
             const std::string what = std::to_string(d.smem_optin / 1024) + " KB" + (nested ? " nested" : " plain");
@@ -1299,7 +1299,8 @@ TEST_F(CudaTest, TileKernelSplitsTilesOverAnyGrid) {
 
 // The f32 tile kernel on every split of K (BNB4_CUDA_F32_TILE_SPLITS, read per call; "0": the default, "1000": as
 // many as there are chunks): partial tiles in N and m, K of an odd number of 32-k chunks, blocksizes 32 to 4096, plain
-// and nested, the sums of a tile's splits added in a fixed order (the same bytes twice).
+// and nested, activations 16-byte or only 4-byte aligned (its 4-byte copies), the sums of a tile's splits added in a
+// fixed order (the same bytes twice).
 TEST_F(CudaTest, F32TileKernelSplitsKOverAnyGrid) {
     const ScopedEnv env({{"BNB4_CUDA_F32_TILE_MAX_M", "1000000"}}); // every m here (by default 41..64: read per call)
     if (std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F32, 64), "simt_tile") == nullptr)
@@ -1326,12 +1327,14 @@ TEST_F(CudaTest, F32TileKernelSplitsKOverAnyGrid) {
                 const Array x = randn(BNB4_F32, m * s.K, g), bias = randn(BNB4_F32, s.N, g);
                 const bool with_bias = (m + s.N) % 2 == 0;
                 const MatmulRef want = reference_matmul(wh, x, m, with_bias ? &bias : nullptr);
-                DevBuf dx(x.data(), m * s.K * 4), db(bias.data(), s.N * 4);
-                check_gemm_on_grids(wd, BNB4_F32, m, dx.as<void>(), with_bias ? db.as<void>() : nullptr, want,
+                const size_t x_off = with_bias ? 0 : 4; /* (bytes) */
+                DevBuf dx(m * s.K * 4 + 16), db(bias.data(), s.N * 4);
+                dx.put(x_off, x.data(), m * s.K * 4);
+                check_gemm_on_grids(wd, BNB4_F32, m, dx.as<void>(x_off), with_bias ? db.as<void>() : nullptr, want,
                                     "BNB4_CUDA_F32_TILE_SPLITS", grids,
                                     "N " + std::to_string(s.N) + " K " + std::to_string(s.K) + " bs " +
                                         std::to_string(s.bs) + " m " + std::to_string(m) +
-                                        (nested ? " nested fp4" : " nf4") + (with_bias ? " bias" : ""));
+                                        (nested ? " nested fp4" : " nf4") + (with_bias ? " bias" : " x at +4 bytes"));
                 if (HasFatalFailure())
                     return;
             }
