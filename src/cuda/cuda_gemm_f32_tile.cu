@@ -263,10 +263,11 @@ size_t bnb4_cuda_f32_tile_splits(const bnb4_cuda_state *s, size_t N, size_t K, s
         return bnb4_div_up(chunks, bnb4_div_up(chunks, splits)); /* (no split empty) */
     }
     /* The split count whose CTAs finish first: waves (of as many CTAs an SM as its shared memory and the launch bound
-     * allow) x (chunks a split + 1, the prologue's and the sums' share). On the H200 28672x8192 at m = 64 (224 tiles,
-     * 396 slots at 3 CTAs an SM) took 7 splits of 37 chunks in 4 waves; unsplit it took 1036 us (one wave of 256
-     * chunks, 168 slots idle), 974 at 2 CTAs an SM; at m = 96 (448 tiles, a second wave of 52) unsplit 2318 us
-     * (docs/performance.md v52, v53). A larger count must gain 2 %. */
+     * allow) x (chunks a split + 1, the prologue's and the sums' share). On the H200 (528 slots) 28672x8192 at m = 64
+     * (224 tiles) takes 7 splits of 37 chunks in 3 waves, as at m = 96 (448 tiles: 6 waves), where unsplit it took
+     * 2318 us against 1479 (2 waves of 256 chunks, the second of 52 tiles; v52 at 3 CTAs an SM also took 1036 us
+     * unsplit at m = 64, one wave with 168 slots idle, against 831 split; docs/performance.md v52, v53). A larger count
+     * must gain 2 %. */
     const size_t fit = bnb4_cuda_ctas_by_smem(s, kFtSmem), per_sm = fit < kFtCtasSm ? (fit ? fit : 1) : kFtCtasSm,
                  slots = per_sm * (size_t)(s->sm_count > 0 ? s->sm_count : 1),
                  most = chunks / kFtMinChunksSplit < kFtMaxSplits ? chunks / kFtMinChunksSplit : kFtMaxSplits,

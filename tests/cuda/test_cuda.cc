@@ -1327,7 +1327,7 @@ TEST_F(CudaTest, F32TileKernelSplitsKOverAnyGrid) {
                 const Array x = randn(BNB4_F32, m * s.K, g), bias = randn(BNB4_F32, s.N, g);
                 const bool with_bias = (m + s.N) % 2 == 0;
                 const MatmulRef want = reference_matmul(wh, x, m, with_bias ? &bias : nullptr);
-                const size_t x_off = with_bias ? 0 : 4; /* (bytes) */
+                const size_t x_off = with_bias ? 0 : 4; // bytes
                 DevBuf dx(m * s.K * 4 + 16), db(bias.data(), s.N * 4);
                 dx.put(x_off, x.data(), m * s.K * 4);
                 check_gemm_on_grids(wd, BNB4_F32, m, dx.as<void>(x_off), with_bias ? db.as<void>() : nullptr, want,
