@@ -115,6 +115,16 @@ __device__ __forceinline__ float bnb4_dev_abs_ftz(float a) {
     return r;
 }
 
+/* Keep v in a register from here on: the compiler cannot recompute an asm result, so per-thread constants set up
+ * before a main loop are not rematerialized inside it (which costs more instructions per step than the registers they
+ * take: the SIMT rows kernel at 128 registers recomputed shared addresses from the CTA id, about 100 instructions a
+ * chunk; the pipe and tile kernels) */
+__device__ __forceinline__ uint32_t pin(uint32_t v) {
+    asm volatile("" : "+r"(v));
+    return v;
+}
+template <bool kPin> __device__ __forceinline__ uint32_t pin_if(uint32_t v) { return kPin ? pin(v) : v; }
+
 /* The float in a 16-entry code table at shared address table_s (64-byte aligned) whose index x 4 is in bits 2..5 of
  * v (a nibble shifted left by 2): the address is one 3-input logic op, (v & 0x3c) | table_s, where a mask and an add
  * took 3 integer ops a value (the SIMT and f32 tile kernels) */
@@ -281,6 +291,19 @@ static inline void bnb4_cuda_set_weight(bnb4_cuda_weight_args &a, const bnb4_qte
     a.nbs_log2 = nbs && (nbs & (nbs - 1)) == 0 ? bnb4_log2_ceil(nbs) : -1;
     a.bs_log2 = bnb4_log2_ceil(w->blocksize);
     a.quant_type = (int)w->quant_type;
+}
+/* The shared-memory tables of the kernels that decode with bnb4_dev_code_at (the SIMT rows and f32 tile kernels), at the
+ * start of their dynamic shared memory (64-byte aligned): the weight's 16 codes, then the 256-entry nested code map
+ * (filled for nested weights only). nf4 / fp4: the codebooks, __constant__ in the kernel's own file. */
+constexpr size_t kBnb4CodeTablesBytes = (16 + 256) * sizeof(float);
+template <bool NESTED>
+__device__ __forceinline__ void bnb4_dev_fill_code_tables(float *tables, const bnb4_cuda_weight_args &a, const float *nf4,
+                                                          const float *fp4) {
+    if (threadIdx.x < 16)
+        tables[threadIdx.x] = a.quant_type == BNB4_NF4 ? nf4[threadIdx.x] : fp4[threadIdx.x];
+    if (NESTED)
+        for (int v = threadIdx.x; v < 256; v += blockDim.x)
+            tables[16 + v] = a.nested_code[v];
 }
 
 /* ---- cp.async (sm_80+) ---------------------------------------------------------------------------------

@@ -89,33 +89,22 @@ template <int C> __device__ __forceinline__ void simt_reduce_k_lanes(float (&v)[
  * turn. A stage holds MT rows of kChunkK activations in 16-byte units; in f32 rows (16 units) a lane reads units
  * 2 kl and 2 kl + 1, so units 8..15 trade places in pairs (simt_x_slot): a warp's 16-byte reads then cover all 8
  * bank groups once. (f16 / bf16 rows are 8 units, a lane's one unit kl: already conflict free.) */
-constexpr size_t kSimtTables = (16 + 256) * sizeof(float); /* code, nested map */
 /* The rows kernel's dynamic shared memory for activations of es bytes, MT rows: the tables, then the warps' stages (XS)
  * or their sums (which take the stages' place after the loop) */
 constexpr size_t simt_rows_smem(size_t es, int mt, bool xs) {
     const size_t partial = (size_t)kSimtWarps * kRowsCta * mt * sizeof(float), stages = (size_t)kSimtWarps * 2 * mt * kChunkK * es;
-    return kSimtTables + (xs && stages > partial ? stages : partial);
+    return kBnb4CodeTablesBytes + (xs && stages > partial ? stages : partial);
 }
 __device__ __forceinline__ int simt_x_slot(int u) { return u ^ ((u >> 3) & 1); }
-/* v, computed once and kept: at 128 registers the compiler otherwise recomputed shared addresses from the CTA id
- * (S2R, several integer ops) at each use in the loop, about 100 instructions a chunk */
-__device__ __forceinline__ uint32_t simt_pinned(uint32_t v) {
-    asm volatile("mov.b32 %0, %0;" : "+r"(v));
-    return v;
-}
 
 template <typename T, int MT, bool NESTED, bool XS>
 __global__ void __launch_bounds__(kSimtWarps * 32, MT <= 4 ? 3 : 2) gemm_4bit_simt_rows_kernel(GemmArgs a) {
     constexpr int C = MT * kRowsLane, U = kChunkK * (int)sizeof(T) / 16; /* a lane's sums; the 16-byte units of a stage row */
     extern __shared__ __align__(64) unsigned char simt_smem[];
     float *code = reinterpret_cast<float *>(simt_smem), *nested_map = code + 16;
-    const uint32_t code_s = simt_pinned((uint32_t)__cvta_generic_to_shared(code));
-    unsigned char *area = simt_smem + kSimtTables; /* the stages, then the warps' sums */
-    if (threadIdx.x < 16)
-        code[threadIdx.x] = a.quant_type == BNB4_NF4 ? c_nf4_code[threadIdx.x] : c_fp4_code[threadIdx.x];
-    if (NESTED)
-        for (int v = threadIdx.x; v < 256; v += blockDim.x)
-            nested_map[v] = a.nested_code[v];
+    const uint32_t code_s = pin((uint32_t)__cvta_generic_to_shared(code));
+    unsigned char *area = simt_smem + kBnb4CodeTablesBytes; /* the stages, then the warps' sums */
+    bnb4_dev_fill_code_tables<NESTED>(code, a, c_nf4_code, c_fp4_code);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 3, kl = lane & 7;
     const size_t K = a.K, N = a.N, j0 = (size_t)blockIdx.x * kRowsCta + g * kRowsLane;
     const int M = (int)a.M;
@@ -140,7 +129,7 @@ __global__ void __launch_bounds__(kSimtWarps * 32, MT <= 4 ? 3 : 2) gemm_4bit_si
     const T *copy_src = x + (size_t)copy_row * K + (size_t)copy_u * (16 / sizeof(T));
     const size_t copy_step = (size_t)kRowsCopy * K;
     const uint4 *stages = reinterpret_cast<const uint4 *>(area) + (size_t)warp * 2 * MT * U;
-    const uint32_t copy_dst = simt_pinned((uint32_t)__cvta_generic_to_shared(stages + copy_row * U + simt_x_slot(copy_u)));
+    const uint32_t copy_dst = pin((uint32_t)__cvta_generic_to_shared(stages + copy_row * U + simt_x_slot(copy_u)));
     const auto copy_x = [&](size_t k0, int st) {
         if (k0 + (size_t)copy_u * (16 / sizeof(T)) < K) {
             const T *src = copy_src + k0;

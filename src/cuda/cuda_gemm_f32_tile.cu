@@ -34,9 +34,8 @@ constexpr int kFtK = 32;  /* k a chunk */
  * (a warp's copy takes 8 k x 4 rows: 4 32-byte sectors); the pitch of 68 floats puts those 32 lanes' stores on 32
  * distinct banks. */
 constexpr int kFtXPitch = kFtM + 4;
-constexpr size_t kFtTables = (16 + 256) * sizeof(float); /* code, nested map */
 constexpr size_t kFtWStage = (size_t)kFtK * kFtN, kFtXStage = (size_t)kFtK * kFtXPitch; /* floats */
-constexpr size_t kFtSmem = kFtTables + 2 * (kFtWStage + kFtXStage) * sizeof(float); /* 50 KB */
+constexpr size_t kFtSmem = kBnb4CodeTablesBytes + 2 * (kFtWStage + kFtXStage) * sizeof(float); /* 50 KB */
 constexpr int kFtCtasSm = 4; /* CTAs an SM at most (the launch bound: 128 registers a thread) */
 /* a split of K takes at least 4 chunks, a tile at most 32 splits (the last CTA adds their sums one after another), and
  * the partial sums at most 128 MiB */
@@ -55,13 +54,9 @@ template <bool NESTED>
 __global__ void __launch_bounds__(kFtThreads, kFtCtasSm) gemm_4bit_f32_tile_kernel(F32TileArgs a) {
     extern __shared__ __align__(64) unsigned char ft_smem[];
     float *code = reinterpret_cast<float *>(ft_smem), *nested_map = code + 16;
-    float *w_stages = reinterpret_cast<float *>(ft_smem + kFtTables), *x_stages = w_stages + 2 * kFtWStage;
+    float *w_stages = reinterpret_cast<float *>(ft_smem + kBnb4CodeTablesBytes), *x_stages = w_stages + 2 * kFtWStage;
     const int tid = threadIdx.x;
-    if (tid < 16)
-        code[tid] = a.quant_type == BNB4_NF4 ? c_nf4_code[tid] : c_fp4_code[tid];
-    if (NESTED)
-        for (int v = tid; v < 256; v += kFtThreads)
-            nested_map[v] = a.nested_code[v];
+    bnb4_dev_fill_code_tables<NESTED>(code, a, c_nf4_code, c_fp4_code);
     const uint32_t code_s = (uint32_t)__cvta_generic_to_shared(code);
     const size_t N = a.N, K = a.K, M = a.M, n0 = (size_t)blockIdx.x * kFtN, m0 = (size_t)blockIdx.y * kFtM;
     const size_t chunks = (K + kFtK - 1) / kFtK, c_begin = (size_t)blockIdx.z * a.chunks_per_split,

@@ -66,14 +66,6 @@ __device__ __forceinline__ uint32_t pair_offset(uint32_t word, uint32_t lane4, u
 }
 __device__ __forceinline__ uint32_t pair_sel(uint32_t b) { return 0x5504u | (b << 4); }
 
-/* Keep v in a register from here on: the compiler cannot recompute an asm result, so per-thread
- * constants set up before the main loop are not rematerialized inside it (which costs more
- * instructions per step than the registers they take). */
-__device__ __forceinline__ uint32_t pin(uint32_t v) {
-    asm volatile("" : "+r"(v));
-    return v;
-}
-template <bool kPin> __device__ __forceinline__ uint32_t pin_if(uint32_t v) { return kPin ? pin(v) : v; }
 __device__ __forceinline__ uint4 lds128(const unsigned char *p) { return *reinterpret_cast<const uint4 *>(p); }
 
 /* The consumer threads' barrier (named barrier 1: a producer warp never takes part). */
