@@ -245,7 +245,7 @@ void encode(CUtensorMap *map, CUtensorMapDataType type, void *base, size_t cols,
 
 int main(int argc, char **argv) {
     std::vector<std::pair<size_t, size_t>> shapes = {{4096, 4096}, {14336, 4096}, {4096, 14336}, {28672, 8192}};
-    bool sweep = false;
+    bool sweep = false, wide = false;
     for (int i = 1; i < argc; i++) {
         unsigned long n = 0, k = 0;
         if (!std::strcmp(argv[i], "--shape") && i + 1 < argc && std::sscanf(argv[i + 1], "%lux%lu", &n, &k) == 2 &&
@@ -254,8 +254,10 @@ int main(int argc, char **argv) {
             i++;
         } else if (!std::strcmp(argv[i], "--sweep")) {
             sweep = true;
+        } else if (!std::strcmp(argv[i], "--wide")) {
+            wide = true;
         } else {
-            std::fprintf(stderr, "usage: %s [--shape NxK] [--sweep]  (N a multiple of 128, K of 256)\n", argv[0]);
+            std::fprintf(stderr, "usage: %s [--shape NxK] [--sweep] [--wide]  (N a multiple of 128, K of 256)\n", argv[0]);
             return 2;
         }
     }
@@ -293,7 +295,7 @@ int main(int argc, char **argv) {
     /* (150 KB: the one-warp read padded to one CTA per SM; 200 KB: the pipe kernel's shared memory) */
     CK(cudaFuncSetAttribute(read_pipe_boxes, cudaFuncAttributeMaxDynamicSharedMemorySize,
                             std::max(kMaxStages * kStageBytes, 150 * 1024)));
-    CK(cudaFuncSetAttribute(read_pipe_skeleton, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
+    CK(cudaFuncSetAttribute(read_pipe_skeleton, cudaFuncAttributeMaxDynamicSharedMemorySize, 226 * 1024));
     for (const auto &sh : shapes) {
         const size_t N = sh.first, K = sh.second, packed = N * K / 2, absmax = N * (K / 64) * 4;
         const size_t copies = std::max<size_t>(2, (3 * (size_t)prop.l2CacheSize + packed + absmax - 1) / (packed + absmax));
@@ -307,12 +309,16 @@ int main(int argc, char **argv) {
         /* the activations, read by every CTA as the pipe kernel reads them: one row (m = 1) in boxes of 8, or
          * 16 rows (the skeleton at m = 16) in boxes of 16 */
         void *xv;
-        CK(cudaMalloc(&xv, 16 * K * 2));
-        CK(cudaMemset(xv, 0, 16 * K * 2));
-        CUtensorMap xm, xm16;
+        CK(cudaMalloc(&xv, 64 * K * 2));
+        CK(cudaMemset(xv, 0, 64 * K * 2));
+        CUtensorMap xm, xm16, xm32, xm64;
         if (!encode_2d(&xm, xv, CU_TENSOR_MAP_DATA_TYPE_UINT16, K, 1, K * 2, 64, 8, CU_TENSOR_MAP_SWIZZLE_128B,
                        false) ||
             !encode_2d(&xm16, xv, CU_TENSOR_MAP_DATA_TYPE_UINT16, K, 16, K * 2, 64, 16, CU_TENSOR_MAP_SWIZZLE_128B,
+                       false) ||
+            !encode_2d(&xm32, xv, CU_TENSOR_MAP_DATA_TYPE_UINT16, K, 32, K * 2, 64, 32, CU_TENSOR_MAP_SWIZZLE_128B,
+                       false) ||
+            !encode_2d(&xm64, xv, CU_TENSOR_MAP_DATA_TYPE_UINT16, K, 64, K * 2, 64, 64, CU_TENSOR_MAP_SWIZZLE_128B,
                        false)) {
             std::fprintf(stderr, "bench_cuda_read: tensor map encoding failed\n");
             return 2;
@@ -327,7 +333,8 @@ int main(int argc, char **argv) {
         const unsigned k_steps = (unsigned)(K / 256), tiles = (unsigned)(N / kTileRows), iters = tiles * k_steps;
         /* per CTA: stream-K over every SM, or the runs the pipe kernel takes at m = 1 (cuda_grid.h) */
         const unsigned per_sk = (iters + sms - 1) / sms;
-        const unsigned per_kernel = (unsigned)bnb4_grid_steps_per_cta(tiles, k_steps, (size_t)sms, 8);
+        const unsigned per_kernel = (unsigned)bnb4_grid_steps_per_cta(tiles, k_steps, (size_t)sms, 8, BNB4_GRID_PIPE_SK_STEPS);
+        const unsigned per_kernel64 = (unsigned)bnb4_grid_steps_per_cta(tiles, k_steps, (size_t)sms, 4, BNB4_GRID_PIPE_SK_STEPS); /* m > 32 */
         for (int promote = 0; promote < 2; promote++) {
             std::vector<CUtensorMap> wm(copies), smap(copies);
             for (size_t c = 0; c < copies; c++) {
@@ -350,19 +357,24 @@ int main(int argc, char **argv) {
                                       per, depth, xboxes, early, sink));
                 });
             };
-            /* the pipe kernel's pipeline without its math, on the kernel's grid (m = 1, or 16) */
-            auto skeleton = [&](int smem_kb, int early, int window, int m = 1) {
-                const int x_rows = m == 16 ? 16 : 8;
-                const int stages = std::min(kSkeletonStages, smem_kb * 1024 / (kWeightBoxBytes + 4 * x_rows * 128));
+            /* the pipe kernel's pipeline without its math, on the kernel's grid (m = 1, 16, 32 or 64: 8 activation
+             * rows a box at m = 1, m at the others) or stream-K over every SM (per), in smem_kb of shared memory
+             * (stages: as many as fit, at most kSkeletonStages, or max_stages) */
+            auto skeleton = [&](int smem_kb, int early, int window, int m = 1, unsigned per = 0, int max_stages = 0) {
+                const int x_rows = m == 1 ? 8 : m;
+                const int stages = std::min(max_stages ? max_stages : kSkeletonStages,
+                                            smem_kb * 1024 / (kWeightBoxBytes + 4 * x_rows * 128));
+                if (!per)
+                    per = m <= 32 ? per_kernel : per_kernel64;
                 return time_us(20, [&](int i) {
                     cudaLaunchConfig_t cfg = {};
-                    cfg.gridDim = dim3((iters + per_kernel - 1) / per_kernel);
+                    cfg.gridDim = dim3((iters + per - 1) / per);
                     cfg.blockDim = dim3(kSkeletonThreads);
                     cfg.dynamicSmemBytes = smem_kb * 1024;
                     cfg.stream = s;
                     CK(bnb4_launch_ex(cfg, true, read_pipe_skeleton, wm[i % copies], smap[i % copies],
-                                      m == 16 ? xm16 : xm, k_steps, iters, per_kernel, stages, early, window, x_rows,
-                                      sink));
+                                      m == 1 ? xm : m == 16 ? xm16 : m == 32 ? xm32 : xm64, k_steps, iters, per,
+                                      stages, early, window, x_rows, sink));
                 });
             };
             row(promote ? "pipe boxes (weights + absmax), 256 B L2 lines" : "pipe boxes (weights + absmax), no promotion",
@@ -373,6 +385,25 @@ int main(int argc, char **argv) {
             row("pipe kernel's pipeline at m = 1, no math", skeleton(200, 2, 3), (double)(packed + absmax));
             /* at m = 16: 16 activation rows a step, 8 KB (as the kernel's wgmma variant; mma.sync's early 2) */
             row("pipe kernel's pipeline at m = 16, no math", skeleton(200, 1, 3, 16), (double)(packed + absmax));
+            if (wide) {
+                /* the wgmma kernel at m = 32 / 64: its stages beside the 65 KB table (4 / 3 of 36 / 52 KB), all in
+                 * flight, one early; then more stages (no table: 227 KB), stream-K over every SM, no activations */
+                for (int m : {32, 64}) {
+                    const int kernel_stages = m == 32 ? 4 : 3;
+                    char what[80];
+                    std::snprintf(what, sizeof what, "pipeline at m = %d, no math, %d stages", m, kernel_stages);
+                    row(what, skeleton(226, 1, 0, m, 0, kernel_stages), (double)(packed + absmax));
+                    std::snprintf(what, sizeof what, "  m = %d, %d stages", m, kernel_stages + 1);
+                    row(what, skeleton(226, 1, 0, m, 0, kernel_stages + 1), (double)(packed + absmax));
+                    std::snprintf(what, sizeof what, "  m = %d, %d stages, stream-K on %d", m, kernel_stages, sms);
+                    row(what, skeleton(226, 1, 0, m, per_sk, kernel_stages), (double)(packed + absmax));
+                    std::snprintf(what, sizeof what, "  m = %d, %d stages, stream-K, %d stages", m, kernel_stages + 1,
+                                  kernel_stages + 1);
+                    row(what, skeleton(226, 1, 0, m, per_sk, kernel_stages + 1), (double)(packed + absmax));
+                }
+                row("  m = 64's grid, 3 stages, m = 1's activations", skeleton(226, 1, 0, 1, per_kernel64, 3),
+                    (double)(packed + absmax));
+            }
             if (!sweep)
                 continue;
             for (int grid = 0; grid < 2; grid++)

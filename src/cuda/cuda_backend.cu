@@ -148,11 +148,11 @@ void bnb4_cuda_free(bnb4_cuda_state *s, void *p) {
 }
 
 size_t bnb4_cuda_steps_per_cta(const bnb4_cuda_state *s, size_t tiles, size_t k_steps, size_t max_parts,
-                                const char *grid_env) {
+                                size_t sk_steps, const char *grid_env) {
     const size_t forced = bnb4_env_size(grid_env, 0);
     if (forced > 0 && forced <= 65535)
         return bnb4_div_up(tiles * k_steps, forced);
-    return bnb4_grid_steps_per_cta(tiles, k_steps, s->sm_count > 0 ? (size_t)s->sm_count : 1, max_parts);
+    return bnb4_grid_steps_per_cta(tiles, k_steps, s->sm_count > 0 ? (size_t)s->sm_count : 1, max_parts, sk_steps);
 }
 
 /* The id of the graph capture the context's stream is in, 0 if none; false if that is not known (the

@@ -375,9 +375,10 @@ bnb4_status bnb4_cuda_scratch(bnb4_cuda_state *s, size_t bytes, void **out);
 
 /* Steps per CTA of the persistent matmul kernels: with `grid_env` set (tests, measuring) that many CTAs
  * and per = ceil(steps / CTAs) (stream-K); otherwise aligned runs or stream-K on one CTA per SM, at most
- * about `max_parts` CTAs per tile (0: no limit; bnb4_grid_steps_per_cta, cuda_grid.h). */
+ * about `max_parts` CTAs per tile (0: no limit), aligned runs up to `sk_steps` steps longer than stream-K's
+ * taken too (bnb4_grid_steps_per_cta, cuda_grid.h). */
 size_t bnb4_cuda_steps_per_cta(const bnb4_cuda_state *s, size_t tiles, size_t k_steps, size_t max_parts,
-                               const char *grid_env);
+                               size_t sk_steps, const char *grid_env);
 
 /* Kernel launchers implemented in the kernel files (arguments already validated). */
 bnb4_status bnb4_cuda_launch_quantize(bnb4_cuda_state *s, const void *src, bnb4_dtype dt, size_t n,

@@ -8,10 +8,10 @@
  *  - Work: the weight matrix is cut into tiles of 128 rows x K; a tile is a run of K/256 iterations of
  *    256 k. All tiles' iterations form one sequence that is cut into equal runs over a persistent grid of
  *    at most one CTA per SM, and a CTA runs on from one tile into the next without draining its pipeline.
- *    The runs are whole tiles or equal parts of a tile where that makes them at most 17.5 % longer than
- *    an even split of all iterations ("stream-K", every SM the same number, whatever N, K and the SM
- *    count), else stream-K: a run that starts or ends inside a tile hands its partial sums over, and one
- *    in mid-run stalls the CTA (bnb4_cuda_steps_per_cta).
+ *    The runs are whole tiles or equal parts of a tile where that makes them at most 17.5 % (or 4 steps)
+ *    longer than an even split of all iterations ("stream-K", every SM the same number, whatever N, K and
+ *    the SM count), else stream-K: a run that starts or ends inside a tile hands its partial sums over, and
+ *    one in mid-run stalls the CTA (bnb4_cuda_steps_per_cta, cuda_grid.h).
  *  - Loads: a ring of shared-memory stages, all but one in flight: per stage the 128 rows x 128 packed
  *    bytes (16 KB), the m activation rows x 256 k, and per row the block scales (plain absmax) or the
  *    8-bit codes (nested) it needs. So every SM keeps 48-80 KB of weights in flight with no registers
@@ -1940,12 +1940,12 @@ bool pipe_x_early() {
  * BNB4_CUDA_PIPE_CTAS=n: n CTAs, stream-K (read per call: tests use it to force tiles shared by many
  * CTAs and CTAs spanning tiles on small shapes). Aligned runs (H200, v17): 14336x4096 16 steps per CTA
  * against stream-K's 14, 9-23 % faster at m = 1..64; 28672x8192 64 against 55, within 1-3 % at m <= 16
- * and 4-9 % faster at m = 32 / 64 */
+ * and 4-9 % faster at m = 32 / 64; also where at most BNB4_GRID_PIPE_SK_STEPS steps longer (v54) */
 size_t pipe_steps_per_cta(const bnb4_cuda_state *s, size_t N, size_t K, int mt, bool narrow = false) {
     const size_t rows = narrow ? PipeShape<1, true, 0, kPsNarrow>::TileRows : kTileRows;
     const size_t step = narrow ? PipeShape<1, true, 0, kPsNarrow>::StepK : kStepK;
     return bnb4_cuda_steps_per_cta(s, bnb4_div_up(N, rows), bnb4_div_up(K, step), mt <= 32 ? 8 : 4,
-                                   "BNB4_CUDA_PIPE_CTAS");
+                                   BNB4_GRID_PIPE_SK_STEPS, "BNB4_CUDA_PIPE_CTAS");
 }
 
 /* The cp.async variant's sizing on this device (kCpHopper, kCpFew, kCpSmall: the first that fits), -1 where none

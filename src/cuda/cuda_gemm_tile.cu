@@ -824,7 +824,7 @@ bnb4_status launch_tile_t(bnb4_cuda_state *s, const TileArgs &a, const bnb4_qten
      * CTAs). Aligned runs (H200, v17): 14336x4096 m = 128 / 512 with 16-17 % longer runs 11-24 % faster,
      * 4096x14336 tiles in halves or quarters 6-10 %; 28672x8192 m = 512, 18 % longer, 2-9 % slower. No
      * limit on the CTAs a tile: unlike the pipe kernel's, bound by the math (v26: fewer, 11-62 % slower) */
-    const TileGrid g{m_tiles, tiles, k_steps, bnb4_cuda_steps_per_cta(s, tiles, k_steps, 0, "BNB4_CUDA_TILE_CTAS")};
+    const TileGrid g{m_tiles, tiles, k_steps, bnb4_cuda_steps_per_cta(s, tiles, k_steps, 0, 0, "BNB4_CUDA_TILE_CTAS")};
     if (tile_scale_source(w, bx, g.per % k_steps == 0) == kScalesAbsmax)
         return bx == 256 ? launch_tile_from<T, 256, kScalesAbsmax>(s, a, w, x, g)
                          : launch_tile_from<T, 128, kScalesAbsmax>(s, a, w, x, g);

@@ -9,19 +9,31 @@
  * path. Aligned runs (whole tiles, or each tile in s equal parts, s dividing k_steps) share no tile in
  * mid-run, and whole ones none at all: taken where they are at most 17.5 % longer than stream-K's (H200,
  * docs/performance.md v17: 14336x4096 with 16 steps per CTA against 14 9-24 % faster at m = 1..512;
- * 28672x8192 m = 512 with 17.7 % longer runs 2-9 % slower).
+ * 28672x8192 m = 512 with 17.7 % longer runs 2-9 % slower), or, for the pipe kernel, at most
+ * BNB4_GRID_PIPE_SK_STEPS steps longer (v54: its hand-over costs about that many steps whatever the run's length).
  */
 #ifndef BNB4_CUDA_GRID_H
 #define BNB4_CUDA_GRID_H
 
 #include <stddef.h>
 
+/* The steps a stream-K run of the pipe kernel costs beyond its length: a run that ends a tile in mid-run waits
+ * for its partial sums' fence and the counter's round trip, and the last contributor adds the sums at the end
+ * (H200, docs/performance.md v54: aligned runs 2..4 steps longer than stream-K's were 2-26 % faster at m <= 16 and
+ * even to 13 % faster at m = 32 / 64 - 6144x4096 8 steps against 6, 4608x4096 8 against 5, 13824x5120 20 against 17,
+ * 10240x8192 24 against 20, 9728x2560 10 against 6 - about even at 4..9 (17408x5120 25 against 21, 28672x8192 64
+ * against 55), and 12 longer (18944x3584 28 against 16) lost 8-32 %). */
+#define BNB4_GRID_PIPE_SK_STEPS 4
+
 /* Steps per CTA on at most `ctas` CTAs (tiles, k_steps, ctas >= 1), with at most about `max_parts` CTAs
  * sharing a tile (0: no limit): the last of a tile's CTAs adds the others' partial sums one after another,
  * which costs more per part than a step's work where tiles are few and the sums large (pipe kernel, H200,
  * docs/performance.md v26: 1024x4096 in 8 parts of two steps 11-24 % faster than in 16 of one at
- * m = 8..32 and 35 % at m = 48 / 64, in 4 parts 45 % faster there). */
-static inline size_t bnb4_grid_steps_per_cta(size_t tiles, size_t k_steps, size_t ctas, size_t max_parts) {
+ * m = 8..32 and 35 % at m = 48 / 64, in 4 parts 45 % faster there). Aligned runs are taken where they are at
+ * most 17.5 % or `sk_steps` steps longer than stream-K's (BNB4_GRID_PIPE_SK_STEPS for the pipe kernel; the
+ * tile kernel's 0 is the 17.5 % alone). */
+static inline size_t bnb4_grid_steps_per_cta(size_t tiles, size_t k_steps, size_t ctas, size_t max_parts,
+                                             size_t sk_steps) {
     const size_t steps = tiles * k_steps;
     const size_t min_per = max_parts ? k_steps / max_parts + (k_steps % max_parts != 0) : 1;
     size_t per_sk = steps / ctas + (steps % ctas != 0);
@@ -31,7 +43,7 @@ static inline size_t bnb4_grid_steps_per_cta(size_t tiles, size_t k_steps, size_
     for (size_t parts = 2; tiles * parts <= ctas; parts++)
         if (k_steps % parts == 0 && k_steps / parts < per && k_steps / parts >= min_per)
             per = k_steps / parts;
-    return per * 1000 <= per_sk * 1175 ? per : per_sk;
+    return per * 1000 <= per_sk * 1175 || per <= per_sk + sk_steps ? per : per_sk;
 }
 
 /* Whether the pipe kernel's post-scaled math (m <= 16) takes narrow tiles (32 rows x 1024-k steps) rather
@@ -39,11 +51,13 @@ static inline size_t bnb4_grid_steps_per_cta(size_t tiles, size_t k_steps, size_
  * where 128-row tiles would be shared by CTAs (their partial sums handed over through L2) and narrow ones
  * run whole, or in equal parts of a tile on more CTAs (H200, docs/performance.md v30: 4096-row weights
  * whole, 1024-row ones on 128 CTAs instead of 64, 6-27 % faster; on as many CTAs (2048 rows) plain m = 1
- * 2-4 % slower; where 128-row tiles run whole, up to 35 % slower). */
+ * 2-4 % slower; where 128-row tiles run whole, up to 35 % slower); and where both run whole, narrow ones
+ * in at most 80 % of the steps (a narrow step reads what a wide one does: v54, 11008x4096 m <= 16 12 steps
+ * against 16 5-9 % faster; 28672x8192 56 against 64 -5..+3 %, 128256x4096 124 against 128 0-14 % slower). */
 static inline int bnb4_grid_prefer_narrow(size_t wide_tiles, size_t wide_steps, size_t wide_per, size_t tiles,
                                           size_t steps, size_t per) {
     if (wide_per % wide_steps == 0) /* 128-row tiles run whole */
-        return 0;
+        return per % steps == 0 && per * 5 <= wide_per * 4;
     if (per % steps == 0)
         return 1;
     return steps % per == 0 && (tiles * steps + per - 1) / per > (wide_tiles * wide_steps + wide_per - 1) / wide_per;

@@ -916,37 +916,48 @@ TEST(CudaChoice, GemvStagesActivationsWhereTheyFit) {
 // every machine). The benchmark's cases: 14336x4096 takes whole tiles (16 steps against stream-K's 14),
 // 4096x14336 tiles in quarters, 28672x8192 at m = 512 (448 tiles of 128 steps) stays stream-K, 17.7 %
 // longer runs being past the slack; 1024x4096 and 2048x4096 on the pipe kernel, whose tiles are shared
-// by at most 8 CTAs (4 past m = 32); then every (tiles, steps, CTAs, parts limit) up to a size: each run a
-// whole number of tiles or a tile's equal part (or stream-K's length), at most 17.5 % longer than
-// stream-K's (stream-K's no shorter than the limit allows), on at most the CTAs given.
+// by at most 8 CTAs (4 past m = 32); the pipe kernel's aligned runs up to BNB4_GRID_PIPE_SK_STEPS (4) steps
+// longer than stream-K's (docs/performance.md v54: 6144x4096 halves of 8 steps against 6, 13824x5120 whole
+// tiles of 20 against 17; 11008x4096's whole tiles, 16 against 11, and 18944x3584's, 28 against 16, stay
+// stream-K); then every (tiles, steps, CTAs, parts limit, slack) up to a size: each run a whole number of
+// tiles or a tile's equal part (or stream-K's length), at most 17.5 % or the slack longer than stream-K's
+// (stream-K's no shorter than the limit allows), on at most the CTAs given.
 TEST(CudaGrid, AlignedRunsWhereTheyCostLittle) {
-    EXPECT_EQ(16u, bnb4_grid_steps_per_cta(112, 16, 132, 8));  // pipe 14336x4096
-    EXPECT_EQ(64u, bnb4_grid_steps_per_cta(224, 32, 132, 8));  // pipe 28672x8192: 64 <= 1.175 x 55
-    EXPECT_EQ(14u, bnb4_grid_steps_per_cta(32, 56, 132, 4));   // pipe 4096x14336: quarters
-    EXPECT_EQ(4u, bnb4_grid_steps_per_cta(32, 16, 132, 4));    // pipe 4096x4096: quarters
-    EXPECT_EQ(1u, bnb4_grid_steps_per_cta(8, 16, 132, 0));     // 1024x4096 unlimited: 16 parts
-    EXPECT_EQ(2u, bnb4_grid_steps_per_cta(8, 16, 132, 8));     // pipe 1024x4096 m <= 32: 8 parts
-    EXPECT_EQ(4u, bnb4_grid_steps_per_cta(8, 16, 132, 4));     // pipe 1024x4096 m > 32: 4 parts
-    EXPECT_EQ(4u, bnb4_grid_steps_per_cta(16, 16, 132, 4));    // pipe 2048x4096 m > 32: 4 parts
-    EXPECT_EQ(3u, bnb4_grid_steps_per_cta(1, 9, 132, 4));      // 9 steps, at most ~4 parts: stream-K by 3
-    EXPECT_EQ(112u, bnb4_grid_steps_per_cta(64, 224, 132, 0)); // tile 4096x14336 m = 512: halves
-    EXPECT_EQ(435u, bnb4_grid_steps_per_cta(448, 128, 132, 0)); // tile 28672x8192 m = 512: stream-K
-    EXPECT_EQ(1u, bnb4_grid_steps_per_cta(1, 7, 132, 0));      // 7 steps, no divisor fits: stream-K
-    EXPECT_EQ(60u, bnb4_grid_steps_per_cta(3, 20, 1, 8));      // one CTA takes everything
+    constexpr size_t kPipe = BNB4_GRID_PIPE_SK_STEPS;
+    EXPECT_EQ(16u, bnb4_grid_steps_per_cta(112, 16, 132, 8, kPipe)); // pipe 14336x4096
+    EXPECT_EQ(64u, bnb4_grid_steps_per_cta(224, 32, 132, 8, kPipe)); // pipe 28672x8192: 64 <= 1.175 x 55
+    EXPECT_EQ(14u, bnb4_grid_steps_per_cta(32, 56, 132, 4, kPipe));  // pipe 4096x14336: quarters
+    EXPECT_EQ(4u, bnb4_grid_steps_per_cta(32, 16, 132, 4, kPipe));   // pipe 4096x4096: quarters
+    EXPECT_EQ(8u, bnb4_grid_steps_per_cta(48, 16, 132, 8, kPipe));   // pipe 6144x4096: halves, 6 + 2
+    EXPECT_EQ(6u, bnb4_grid_steps_per_cta(48, 16, 132, 8, 0));       // (by 17.5 % alone: stream-K)
+    EXPECT_EQ(20u, bnb4_grid_steps_per_cta(108, 20, 132, 8, kPipe)); // pipe 13824x5120: whole, 17 + 3
+    EXPECT_EQ(11u, bnb4_grid_steps_per_cta(86, 16, 132, 8, kPipe));  // pipe 11008x4096: stream-K (16 = 11 + 5)
+    EXPECT_EQ(16u, bnb4_grid_steps_per_cta(148, 14, 132, 8, kPipe)); // pipe 18944x3584: stream-K (28 = 16 + 12)
+    EXPECT_EQ(1u, bnb4_grid_steps_per_cta(8, 16, 132, 0, 0));        // 1024x4096 unlimited: 16 parts
+    EXPECT_EQ(2u, bnb4_grid_steps_per_cta(8, 16, 132, 8, kPipe));    // pipe 1024x4096 m <= 32: 8 parts
+    EXPECT_EQ(4u, bnb4_grid_steps_per_cta(8, 16, 132, 4, kPipe));    // pipe 1024x4096 m > 32: 4 parts
+    EXPECT_EQ(4u, bnb4_grid_steps_per_cta(16, 16, 132, 4, kPipe));   // pipe 2048x4096 m > 32: 4 parts
+    EXPECT_EQ(3u, bnb4_grid_steps_per_cta(1, 9, 132, 4, kPipe));     // 9 steps, at most ~4 parts: stream-K by 3
+    EXPECT_EQ(112u, bnb4_grid_steps_per_cta(64, 224, 132, 0, 0));    // tile 4096x14336 m = 512: halves
+    EXPECT_EQ(435u, bnb4_grid_steps_per_cta(448, 128, 132, 0, 0));   // tile 28672x8192 m = 512: stream-K
+    EXPECT_EQ(1u, bnb4_grid_steps_per_cta(1, 7, 132, 0, 0));         // 7 steps, no divisor fits: stream-K
+    EXPECT_EQ(60u, bnb4_grid_steps_per_cta(3, 20, 1, 8, kPipe));     // one CTA takes everything
     for (size_t tiles = 1; tiles <= 40; tiles++)
         for (size_t k = 1; k <= 40; k++)
             for (size_t ctas : {1, 2, 3, 7, 16, 33, 132})
-                for (size_t max_parts : {0, 1, 4, 8}) {
-                    const size_t per = bnb4_grid_steps_per_cta(tiles, k, ctas, max_parts), steps = tiles * k;
-                    const size_t min_per = max_parts ? (k + max_parts - 1) / max_parts : 1;
-                    const size_t per_sk = std::max((steps + ctas - 1) / ctas, min_per);
-                    const std::string what = std::to_string(tiles) + " x " + std::to_string(k) + " on " +
-                                             std::to_string(ctas) + ", parts " + std::to_string(max_parts);
-                    ASSERT_GE(per, per_sk) << what;
-                    ASSERT_LE(per * 1000, per_sk * 1175) << what;
-                    ASSERT_TRUE(per == per_sk || per % k == 0 || k % per == 0) << what;
-                    ASSERT_LE((steps + per - 1) / per, ctas) << what;
-                }
+                for (size_t max_parts : {0, 1, 4, 8})
+                    for (size_t slack : {(size_t)0, kPipe}) {
+                        const size_t per = bnb4_grid_steps_per_cta(tiles, k, ctas, max_parts, slack);
+                        const size_t steps = tiles * k, min_per = max_parts ? (k + max_parts - 1) / max_parts : 1;
+                        const size_t per_sk = std::max((steps + ctas - 1) / ctas, min_per);
+                        const std::string what = std::to_string(tiles) + " x " + std::to_string(k) + " on " +
+                                                 std::to_string(ctas) + ", parts " + std::to_string(max_parts) +
+                                                 ", slack " + std::to_string(slack);
+                        ASSERT_GE(per, per_sk) << what;
+                        ASSERT_TRUE(per * 1000 <= per_sk * 1175 || per <= per_sk + slack) << what;
+                        ASSERT_TRUE(per == per_sk || per % k == 0 || k % per == 0) << what;
+                        ASSERT_LE((steps + per - 1) / per, ctas) << what;
+                    }
 }
 
 // Weights under the tile kernel's size threshold take it only where its whole tiles fill the grid's waves
@@ -1048,14 +1059,16 @@ TEST(CudaOutputs, OurMatmulsNodesAreKnownInTheirCaptureOnly) {
 }
 
 // Where the pipe kernel's post-scaled math takes narrow tiles (32 rows x 1024-k steps) on 132 SMs, as
-// measured (docs/performance.md v30): 128-row tiles of 4096-row weights are cut in parts, narrow ones run
+// measured (docs/performance.md v30, v54): 128-row tiles of 4096-row weights are cut in parts, narrow ones run
 // whole; 1024-row weights run narrow tiles in parts on 128 CTAs instead of 64; 2048-row ones on as many CTAs
-// stay; 6144x4096's narrow tiles would be stream-K; 14336x4096 and 28672x8192 run 128-row tiles whole.
+// stay; 6144x4096's narrow tiles run whole (2 a CTA, 2 steps more than stream-K's) where 128-row ones are halved;
+// 12288x4096's narrow ones whole in 12 steps, its 128-row ones whole in 16; 14336x4096 and 28672x8192 run 128-row
+// tiles whole (narrow ones 16 and 56 steps against 16 and 64: not 80 % or fewer), as does 128256x4096.
 TEST(CudaGrid, NarrowTilesWhereWideOnesAreShared) {
     const auto narrow = [](size_t N, size_t K, size_t ctas = 132) {
         const size_t wt = (N + 127) / 128, ws = (K + 255) / 256, nt = (N + 31) / 32, ns = (K + 1023) / 1024;
-        return bnb4_grid_prefer_narrow(wt, ws, bnb4_grid_steps_per_cta(wt, ws, ctas, 8), nt, ns,
-                                       bnb4_grid_steps_per_cta(nt, ns, ctas, 8)) != 0;
+        return bnb4_grid_prefer_narrow(wt, ws, bnb4_grid_steps_per_cta(wt, ws, ctas, 8, BNB4_GRID_PIPE_SK_STEPS), nt,
+                                       ns, bnb4_grid_steps_per_cta(nt, ns, ctas, 8, BNB4_GRID_PIPE_SK_STEPS)) != 0;
     };
     EXPECT_TRUE(narrow(4096, 4096));
     EXPECT_TRUE(narrow(4096, 14336));
@@ -1065,9 +1078,12 @@ TEST(CudaGrid, NarrowTilesWhereWideOnesAreShared) {
     EXPECT_TRUE(narrow(1024, 8192));
     EXPECT_FALSE(narrow(2048, 4096));
     EXPECT_FALSE(narrow(2048, 14336));
-    EXPECT_FALSE(narrow(6144, 4096));
+    EXPECT_TRUE(narrow(6144, 4096));
+    EXPECT_TRUE(narrow(11008, 4096));
+    EXPECT_TRUE(narrow(12288, 4096));
     EXPECT_FALSE(narrow(14336, 4096));
     EXPECT_FALSE(narrow(28672, 8192));
+    EXPECT_FALSE(narrow(128256, 4096));
     EXPECT_FALSE(narrow(300, 1024, 1)); // one CTA: every tiling whole
 }
 
