@@ -154,8 +154,21 @@ constexpr int kSmemLimit = 227 * 1024 - 1024;
 /* How nested codes reach the TMA variant's consumers (PipeArgs::codes_async): a tensor copy of each row's 16-code
  * run per stage (K % (16 blocksize) == 0), 4-byte words the producer warp's lanes load and store per stage, or
  * (post-scaled math) one bulk copy of a tile's codes - its rows are contiguous - into a buffer after the
- * stages, which the consumers read at a row stride of K / blocksize (pipe_codes_tile). */
-constexpr unsigned kCodesTensor = 0, kCodesLanes = 1, kCodesTile = 2;
+ * stages, which the consumers read at a row stride of K / blocksize (pipe_codes_tile), or tensor copies of row
+ * groups (kCodesGroups): where a row's codes are not 16-byte strided, g consecutive rows' are (g = 2 or 4: K /
+ * blocksize a multiple of 8 or 4), so the codes seen as [N / g][g x K / blocksize] take g copies a stage, copy q
+ * bringing rows q, q + g, q + 2g, ... 32 codes each from the 16-byte boundary before their step's 16-code run (a
+ * tensor copy's first byte in a row must be 16-byte aligned: an illegal instruction otherwise, v54), which the
+ * run follows at (q K / blocksize) mod 16 (code_run: where a tile row's run lands). */
+constexpr unsigned kCodesTensor = 0, kCodesLanes = 1, kCodesTile = 2, kCodesGroups = 3;
+/* The stage offset of tile row r's 16-code run (the step's, from its 16-aligned first): [row][16] (groups_log2 0), or
+ * (kCodesGroups) 32 bytes a row in the copies' order, the run (q per_row) mod 16 on, among tile_rows rows in
+ * 2^groups_log2 copies (q = r mod 2^groups_log2) */
+__host__ __device__ constexpr uint32_t code_run(uint32_t r, uint32_t tile_rows, uint32_t groups_log2, uint32_t per_row) {
+    return groups_log2 == 0 ? r * 16
+                            : ((r & ((1u << groups_log2) - 1)) * (tile_rows >> groups_log2) + (r >> groups_log2)) * 32 +
+                                  (((r & ((1u << groups_log2) - 1)) * per_row) & 15u);
+}
 /* the shared memory a CT kernel's stages leave at least (narrow tiles at m = 9..16: 17 KB, against 5 KB with
  * the stages' code slots, which the code buffers of K = 11008 did not fit) */
 constexpr int kCodeRoom = 16 * 1024;
@@ -229,7 +242,9 @@ struct PipeArgs : bnb4_cuda_weight_args {
                                    m where m < MT (pipe_x_rows) */
     unsigned codes_async;       /* TMA, nested: kCodesTensor, kCodesLanes (the producer warp's lanes load and store
                                    the codes in 4-byte words: a row's codes are not 16-byte strided, which their
-                                   tensor copy needs) or kCodesTile (post-scaled: a tile's codes in one bulk copy) */
+                                   tensor copy needs), kCodesTile (post-scaled: a tile's codes in one bulk copy)
+                                   or kCodesGroups (tensor copies of row groups) */
+    unsigned code_groups_log2;  /* kCodesGroups: log2 of the rows a group (1 or 2; else 0) */
     unsigned codes_nbuf;        /* kCodesTile: code buffers, 1 (every CTA's run inside one tile) or 2 */
     unsigned nab_steps;         /* TMA, nested: the steps of a window (nab_window): nested blocksize x blocksize k,
                                    at least 1 */
@@ -526,7 +541,9 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
              * run holding the step's 4 or 8 (a tensor copy's row is at least 16 bytes; codes_async: the step's
              * codes alone, where that run has them) */
             const bool s_copies = !codes_async && !codes_tile; /* the scales' or codes' tensor copies */
-            const unsigned s_bytes = !s_copies ? 0u : NESTED ? TR * 16 : TR * 4 * (SK >> bs_log2);
+            /* (kCodesGroups: not the post-scaled math's, launch_pipe) */
+            const unsigned groups_log2 = NESTED && !PS && a.codes_async == kCodesGroups ? a.code_groups_log2 : 0u;
+            const unsigned s_bytes = !s_copies ? 0u : NESTED ? TR * (groups_log2 ? 32 : 16) : TR * 4 * (SK >> bs_log2);
             const unsigned s_mask = NESTED ? ~15u : ~0u;
             const unsigned x_bytes = a.x_rows * (SK * 2); /* (pipe_x_rows) */
             if (lead) {
@@ -572,6 +589,18 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
                 }
                 mbar_arrive(fb);
             };
+            /* a stage's scales or codes: one tensor copy, or kCodesGroups one per row of a group (code_run) */
+            auto copy_scales = [&](uint32_t dst, uint32_t fb, unsigned k0, int n0) {
+                const int col = (int)((k0 >> bs_log2) & s_mask);
+                if constexpr (NESTED && !PS)
+                    if (groups_log2) {
+                        for (unsigned q = 0; q < (1u << groups_log2); q++)
+                            tma_load_2d(dst + code_run(q, TR, groups_log2, 0), &s_map, (int)((q * per_row) & ~15u) + col,
+                                        n0 >> groups_log2, fb);
+                        return;
+                    }
+                tma_load_2d(dst, &s_map, col, n0, fb);
+            };
             /* a stage's weight and scale copies, after its byte count (the activations' included) */
             auto copy_weights = [&](uint32_t base, uint32_t fb, unsigned k0, int n0) {
                 if (lead) {
@@ -581,7 +610,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
                     else
                         tma_load_2d(base, &w_map, (int)(k0 / 2), n0, fb);
                     if (s_copies)
-                        tma_load_2d(base + kWBytes + S::XBytes, &s_map, (int)((k0 >> bs_log2) & s_mask), n0, fb);
+                        copy_scales(base + kWBytes + S::XBytes, fb, k0, n0);
                 }
             };
             /* a stage's activations: 64-k boxes (4, narrow 16) of x_rows rows, one copy or one each */
@@ -637,8 +666,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
                         tma_prefetch_l2_3d(&w_map, 0, n0, (int)(k0 / kStepK));
                     else
                         tma_prefetch_l2_2d(&w_map, (int)(k0 / 2), n0);
-                    if (s_copies)
-                        tma_prefetch_l2_2d(&s_map, (int)((k0 >> bs_log2) & s_mask), n0);
+                    if (s_copies) /* (kCodesGroups: the first row's copy, which the others' runs are beside) */
+                        tma_prefetch_l2_2d(&s_map, (int)((k0 >> bs_log2) & s_mask), n0 >> groups_log2);
                 }
             }
             /* codes_async, more than 1 ahead: the early stages' codes, after all their copies are on their
@@ -967,7 +996,10 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
     constexpr int kXTileStride = TMA ? 8 * 128 : 8 * (kStepK * 2); /* from one 8-row n-tile to the next */
     /* (kNatural: the half's first block; a thread takes the scales of all of the half's blocks) */
     const unsigned fixed_slot = (kNatural ? 128 * j : kk) >> a.bs_log2;
-    /* scale_fixed (always with TMA): where each row finds its chunk's scale (TMA nested: its code) */
+    /* scale_fixed (always with TMA): where each row finds its chunk's scale (TMA nested: its code; kCodesGroups: the
+     * rows' runs in the copies' order, code_run) */
+    [[maybe_unused]] const uint32_t code_groups_log2 = TMA && NESTED && !PS ? a.code_groups_log2 : 0u; /* (launch_pipe) */
+    [[maybe_unused]] const uint32_t code_per_row = (uint32_t)(K >> a.bs_log2);
     uint32_t fixed_off[RF][2];
 #pragma unroll
     for (int f = 0; f < RF; f++)
@@ -975,7 +1007,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
         for (int h = 0; h < 2; h++) {
             const int r = trow0[f] + 8 * h;
             fixed_off[f][h] = pin(!TMA ? (r * kScaleSlots + fixed_slot) * 4
-                                  : NESTED ? r * 16 + fixed_slot                  /* [row][16] codes (+ the step's run) */
+                                  : NESTED ? code_run(r, TR, code_groups_log2, code_per_row) + fixed_slot /* [row][16] codes (+ the
+                                                                                               step's run) */
                                   : kNarrow ? narrow_scale_off(r * 64 + fixed_slot * 4) /* [row][16], swizzled */
                                             : (r * (SK >> a.bs_log2) + fixed_slot) * 4); /* dense [row][k] */
         }
@@ -1152,7 +1185,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
     };
     /* kCodesTile: own_row's codes in the current tile's buffer, from the quad's block of a step's first k on
      * (a step adds k0 / blocksize), and the buffers' uses so far */
-    [[maybe_unused]] const unsigned char *code_row = nullptr;
+    [[maybe_unused]] const unsigned char *tile_codes = nullptr;
     [[maybe_unused]] unsigned code_uses = 0;
     /* One turn of the outer loop per tile this CTA works on (or the part of it in its range); the inner
      * loop runs that tile's steps with no tile-end tests, the tile's end follows it. */
@@ -1166,8 +1199,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
             const unsigned b = code_uses & (code_nbuf - 1);
             while (!mbar_try_wait(code_full + 8 * b, (code_uses / code_nbuf) & 1u)) {
             }
-            code_row = stages + STAGES * S::StageBytes + b * code_stride +
-                       own_row * (unsigned)(K >> a.bs_log2) + fixed_slot;
+            tile_codes = stages + STAGES * S::StageBytes + b * code_stride +
+                         own_row * (unsigned)(K >> a.bs_log2) + fixed_slot;
         }
 #endif
         if constexpr (kNabWindow) {
@@ -1229,7 +1262,9 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
                 if constexpr (kQuadScales) {
                     const float nab = nab_at(0, 0, step);
                     const unsigned kb = k0 >> a.bs_log2; /* the step's first block in the row */
-                    const unsigned q = codes_tile ? code_row[kb] : ss[own_row * 16 + fixed_slot + (kb & 15u)];
+                    /* ([row][16] runs: the post-scaled math takes no row groups, launch_pipe - with code_run here
+                     * its loops grew by 26-66 instructions a step) */
+                    const unsigned q = codes_tile ? tile_codes[kb] : ss[own_row * 16 + fixed_slot + (kb & 15u)];
                     const float v = bnb4_dev_nested_scale(ncode[q], nab, a.offset);
                     quad_v = own_on && kin ? v : 0.0f; /* (v computed first: ptxas put a branch around the loads) */
                 }
@@ -1822,11 +1857,14 @@ bool pipe_tma_encode(PipeArgs &a, const bnb4_qtensor *w, int mt, unsigned tile_r
             return false;
     }
     const size_t per_row = K >> a.bs_log2; /* whole blocks (the TMA layouts have K % blocksize == 0) */
-    if (!w->absmax && a.codes_async) /* (the producer warp copies them: no tensor map) */
+    if (!w->absmax && (a.codes_async == kCodesLanes || a.codes_async == kCodesTile)) /* (no tensor map) */
         return true;
-    if (!w->absmax) /* nested codes: runs of 16 (K % (16 blocksize) == 0) */
-        return encode_2d(&maps->s, w->nested.codes, CU_TENSOR_MAP_DATA_TYPE_UINT8, per_row, N, per_row, 16,
-                         tile_rows, CU_TENSOR_MAP_SWIZZLE_NONE, false);
+    if (!w->absmax) { /* nested codes: runs of 16 of each row (kCodesGroups: of g rows seen as one, their codes being
+                         16-byte strided; N % g == 0, pipe_codes_async) */
+        const unsigned g = 1u << a.code_groups_log2;
+        return encode_2d(&maps->s, w->nested.codes, CU_TENSOR_MAP_DATA_TYPE_UINT8, g * per_row, N / g, g * per_row,
+                         g > 1 ? 32 : 16, tile_rows / g, CU_TENSOR_MAP_SWIZZLE_NONE, false);
+    }
     /* narrow tiles (blocksize 64): 16 scales a row, 64 bytes, swizzled (narrow_scale_off) */
     const unsigned s_box = step_k >> a.bs_log2;
     if (narrow && s_box != 16)
@@ -1852,16 +1890,31 @@ unsigned pipe_x_rows(bool postscaled, size_t m, unsigned mt) {
 }
 
 /* Nested codes on the TMA variant: a tensor copy of 16-code runs where a row's codes are 16-byte strided and
- * aligned (K % (16 blocksize) == 0), else 4-byte words loaded and stored by the producer warp's lanes
- * (kCodesLanes; K = 11008, 18944 or 3584 at blocksize 64, say), which the post-scaled math replaces by a tile's
- * codes in one bulk copy where they fit (pipe_codes_tile). BNB4_CUDA_PIPE_CODES_ASYNC=1 takes those everywhere
- * (read per call: tests, measuring; forced where the tensor copy fits, the bulk copy ran 3-14 % slower, v33). */
-unsigned pipe_codes_async(const bnb4_qtensor *w) {
+ * aligned (K % (16 blocksize) == 0); else, where 2 or 4 consecutive rows' codes are (K / blocksize a multiple of 8
+ * or 4 - K = 11008, 13824, 18944 or 3584 at blocksize 64, say - and N a multiple of that), tensor copies of row
+ * groups (kCodesGroups, groups_log2 set); else 4-byte words loaded and stored by the producer warp's lanes
+ * (kCodesLanes). The post-scaled math (m <= 16, blocksize 64) takes a tile's codes in one bulk copy instead of
+ * either where they fit (pipe_codes_tile), and no row groups (launch_pipe). The lanes' loads hold up the producer (one step ahead at m > 16:
+ * H200, docs/performance.md v54, nested 5120x13824 m = 16 / 32 / 64 32 / 24 / 12 % slower than plain, where
+ * the tensor copies' shapes are 5-9 %; with row groups ...). BNB4_CUDA_PIPE_CODES_ASYNC=1 takes the lanes'
+ * words everywhere and BNB4_CUDA_PIPE_CODES_GROUPS=0 where groups would be (read per call: tests, measuring;
+ * forced where the tensor copy fits, the bulk copy ran 3-14 % slower, v33). */
+unsigned pipe_codes_async(const bnb4_qtensor *w, unsigned *groups_log2) {
+    *groups_log2 = 0;
     if (w->absmax)
         return kCodesTensor;
-    const char *e = getenv("BNB4_CUDA_PIPE_CODES_ASYNC");
-    return (e && *e == '1') || w->cols % (16 * w->blocksize) != 0 || !bnb4_aligned(w->nested.codes, 16) ? kCodesLanes
-                                                                                                       : kCodesTensor;
+    const char *e = getenv("BNB4_CUDA_PIPE_CODES_ASYNC"), *eg = getenv("BNB4_CUDA_PIPE_CODES_GROUPS");
+    if ((e && *e == '1') || !bnb4_aligned(w->nested.codes, 16))
+        return kCodesLanes;
+    const size_t per_row = w->cols / w->blocksize; /* (the TMA layouts: whole blocks, a multiple of 4) */
+    if (per_row % 16 == 0)
+        return kCodesTensor;
+    const unsigned g_log2 = per_row % 8 == 0 ? 1u : per_row % 4 == 0 ? 2u : 0u;
+    /* (a row group's codes at least the copies' 32 bytes) */
+    if (g_log2 == 0 || w->rows % (1u << g_log2) != 0 || (per_row << g_log2) < 32 || (eg && *eg == '0'))
+        return kCodesLanes;
+    *groups_log2 = g_log2;
+    return kCodesGroups;
 }
 
 /* Nested codes by tile (kCodesTile) for the post-scaled math where the lanes' words would come (kCodesLanes):
@@ -2004,7 +2057,7 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     if constexpr (TMA) {
         a.x_one_copy = pipe_x_one_copy();
         a.x_rows = pipe_x_rows(PS != kPsOff, a.M, S::MT);
-        a.codes_async = pipe_codes_async(w);
+        a.codes_async = pipe_codes_async(w, &a.code_groups_log2);
         if (NESTED) { /* (pipe_use_tma: nested blocksize x blocksize <= 2^30, fewer than 2^32 blocks) */
             const size_t nested_k = w->nested.blocksize * w->blocksize;
             a.nab_steps = nested_k > (size_t)S::StepK ? (unsigned)(nested_k / S::StepK) : 1u;
@@ -2028,13 +2081,18 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     using SC = PipeShape<NT, TMA, WG, PS, kCodesByTile>;
     size_t smem = S::SmemBytes;
     unsigned stages = S::Stages;
-    if (kCodesByTile && a.codes_async == kCodesLanes) {
+    if (kCodesByTile && (a.codes_async == kCodesLanes || a.codes_async == kCodesGroups)) {
         const size_t bytes = pipe_codes_tile(w, SC::TileRows, SC::SmemBytes, per, k_steps, &a.codes_nbuf);
         if (bytes) {
             a.codes_async = kCodesTile;
+            a.code_groups_log2 = 0;
             smem = SC::SmemBytes + bytes;
             stages = SC::Stages;
         }
+    }
+    if (PS != kPsOff && a.codes_async == kCodesGroups) { /* the post-scaled math reads [row][16] runs (kQuadScales) */
+        a.codes_async = kCodesLanes;
+        a.code_groups_log2 = 0;
     }
     /* a window of the stage count or more is no limit: the slots' empty barriers hold the producer to it,
      * and waiting on a stage more than a ring turn back would read a full barrier a phase later (a hang) */
@@ -2178,7 +2236,7 @@ bool pipe_use_natural(const bnb4_qtensor *w, size_t m) {
  * BNB4_CUDA_PIPE_TMA=0 (for measuring), and the layouts its fixed boxes fit: blocksize 32/64 with plain
  * scales, K % (4 blocksize) == 0 and 16-byte-aligned absmax (scale_vec: rows of whole blocks, 16-byte
  * aligned), or nested codes with K % (4 blocksize) == 0, 4-byte-aligned codes and a power-of-2 nested
- * blocksize (the codes by tensor copies or the producer lanes' 4-byte words: pipe_codes_async). */
+ * blocksize (the codes by tensor copies of rows or row groups, or the producer lanes' 4-byte words: pipe_codes_async). */
 bool scale_vec_fits(const bnb4_qtensor *w) {
     return w->absmax && w->blocksize <= 64 && w->cols % (4 * w->blocksize) == 0 && bnb4_aligned(w->absmax, 16);
 }

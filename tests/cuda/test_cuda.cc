@@ -1204,6 +1204,33 @@ TEST_F(CudaTest, PipeKernelCodesByTile) {
     }
 }
 
+// Nested codes by tensor copies of row groups (kCodesGroups: K / blocksize not a multiple of 16, but of 8 or 4, and
+// N of the group's 2 or 4 rows), on the wgmma math at m = 9 / 17 / 40 (128-row tiles forced at m = 9), mma.sync at
+// blocksize 32 (m = 2), and at blocksize 64 m = 2 the post-scaled math, which takes the lanes' words instead (codes
+// by tile off) - on one CTA, CTAs crossing tiles, and the default grid, with rows past N in the last tile. Small
+// enough for compute-sanitizer's memcheck and racecheck.
+TEST_F(CudaTest, PipeKernelCodesByRowGroups) {
+    auto g = rng(111);
+    struct Shape { size_t N, K, bs; };
+    // 20, 24, 40 and 20 codes a row: groups of 4, 2, 2 and 4 rows
+    for (const Shape s : {Shape{200, 1280, 64}, Shape{130, 1536, 64}, Shape{264, 2560, 64}, Shape{200, 640, 32}}) {
+        const HostWeight w = make_weight(s.N, s.K, s.bs, BNB4_NF4, g, 256);
+        DeviceWeight dw(w);
+        const bnb4_qtensor wd = dw.device(true), wh = dw.host(true);
+        for (size_t m : {2, 9, 17, 40}) {
+            const Array x = randn(BNB4_BF16, m * s.K, g);
+            const MatmulRef want = reference_matmul(wh, x, m, nullptr);
+            DevBuf dx(x.data(), m * s.K * 2);
+            ScopedEnv env({{"BNB4_CUDA_PIPE_NARROW", "0"}, {"BNB4_CUDA_PIPE_CODES_TILE", "0"}});
+            check_gemm_on_grids(wd, BNB4_BF16, m, dx.as<void>(), nullptr, want, "BNB4_CUDA_PIPE_CTAS", {"1", "3", "0"},
+                                "N " + std::to_string(s.N) + " K " + std::to_string(s.K) + " bs " +
+                                    std::to_string(s.bs) + " m " + std::to_string(m));
+            if (HasFatalFailure())
+                return;
+        }
+    }
+}
+
 // Nested absmax on a weight past the natural wgmma path's size limit (5 x 2^24 elements: pipe_use_natural), where
 // m = 9..16 still take that path and m = 17..64 the permuted activations, a lane decoding one of its quad pair's
 // two rows (kWgPermuted64; the sweeps' weights are all under the limit, and reach it with NATURAL_MAX=0).
