@@ -11,10 +11,11 @@
  * cuBLAS and ours - are timed together, their batches taking turns (Timer::run_together), so each ratio's two
  * sides meet the same SM clock, which a power-capped GPU moves under sustained load.
  *
- * Usage: bench_cuda [--quick | --small-m | --m M1,M2,... | --conv] [--no-f32 | --f32-only] [--csv FILE]. --small-m
- * measures only m = 1, 2, 3, 4, 8, 16 on every shape (no conversion rows), for tuning the small-m kernels; --m takes
- * any list; --conv measures only the conversions (dequantize, quantize); --shape NxK measures one shape only (for
- * profilers). At m = 1 and 16 (f16, plain absmax) the same calls are also timed launched one by one, without a graph,
+ * Usage: bench_cuda [--quick | --small-m | --m M1,M2,... | --conv] [--no-f32 | --f32-only] [--shape NxK[,NxK...] |
+ * --models] [--csv FILE]. --small-m measures only m = 1, 2, 3, 4, 8, 16 on every shape (no conversion rows), for tuning
+ * the small-m kernels; --m takes any list; --conv measures only the conversions (dequantize, quantize); --shape measures
+ * the shapes given (one: for profilers), --models twelve layers of common models instead of the four shapes (the
+ * summary's targets are the issue's, for its four). At m = 1 and 16 (f16, plain absmax) the same calls are also timed launched one by one, without a graph,
  * where the host's cost per call counts wherever it exceeds the kernel's (rows "direct launches": graph time / that),
  * and the host's time to issue a call is measured against the kernel's (rows "host time per call"; its floor, one
  * launch of an empty kernel, is a ceiling row), and the graph is also captured by a fresh context with no call before
@@ -125,7 +126,7 @@ void report(const std::string &what, double ms, double value, const char *unit, 
 } // namespace
 
 extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
-    bool quick = false, small_m = false, conv_only = false, f32_rows = true, f16_rows = true;
+    bool quick = false, small_m = false, conv_only = false, f32_rows = true, f16_rows = true, models = false;
     const char *csv = nullptr, *m_list = nullptr, *shape_arg = nullptr;
     for (int i = 1; i < argc; i++) {
         if (!std::strcmp(argv[i], "--quick"))
@@ -144,8 +145,10 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
             m_list = argv[++i];
         else if (!std::strcmp(argv[i], "--shape") && i + 1 < argc)
             shape_arg = argv[++i];
+        else if (!std::strcmp(argv[i], "--models"))
+            models = true;
         else {
-            std::fprintf(stderr, "usage: %s [--quick | --small-m | --m M1,M2,... | --conv] [--no-f32 | --f32-only] [--shape NxK] [--csv FILE]\n",
+            std::fprintf(stderr, "usage: %s [--quick | --small-m | --m M1,M2,... | --conv] [--no-f32 | --f32-only] [--shape NxK[,NxK...] | --models] [--csv FILE]\n",
                          argv[0]);
             return 2;
         }
@@ -216,13 +219,23 @@ extern "C" int bnb4_bench_cuda_main(int argc, char **argv) {
     } else if (small_m) {
         ms = {1, 2, 3, 4, 8, 16};
     }
-    if (shape_arg) { /* one shape only (for profilers) */
-        unsigned long sn = 0, sk = 0;
-        if (std::sscanf(shape_arg, "%lux%lu", &sn, &sk) != 2 || sn == 0 || sk == 0 || sk % 256 != 0) {
-            std::fprintf(stderr, "bench_cuda: bad --shape '%s' (NxK, K a multiple of 256)\n", shape_arg);
-            return 2;
+    if (models) /* layers of common models beyond the four (Llama 2 7B / 13B, Llama 3 8B / 70B, Qwen2 7B, Qwen2.5 1.5B,
+                   a fused q/k/v), where the grid and the nested codes' copies take other paths (docs/performance.md v54) */
+        shape_arg = "11008x4096,4096x11008,13824x5120,5120x13824,1024x4096,6144x4096,8192x28672,128256x4096,"
+                    "18944x3584,3584x18944,8960x1536,1536x8960";
+    if (shape_arg) { /* these shapes only (one: for profilers) */
+        shapes.clear();
+        for (const char *p = shape_arg; *p;) {
+            unsigned long sn = 0, sk = 0;
+            int used = 0;
+            if (std::sscanf(p, "%lux%lu%n", &sn, &sk, &used) != 2 || sn == 0 || sk == 0 || sk % 256 != 0 ||
+                (p[used] != ',' && p[used] != '\0')) {
+                std::fprintf(stderr, "bench_cuda: bad --shape '%s' (NxK[,NxK...], K a multiple of 256)\n", shape_arg);
+                return 2;
+            }
+            shapes.push_back({(size_t)sn, (size_t)sk});
+            p += used + (p[used] == ',');
         }
-        shapes = {{(size_t)sn, (size_t)sk}};
     }
     if (m_list) { /* only these m, no conversion rows */
         ms.clear();

@@ -1894,11 +1894,12 @@ unsigned pipe_x_rows(bool postscaled, size_t m, unsigned mt) {
  * or 4 - K = 11008, 13824, 18944 or 3584 at blocksize 64, say - and N a multiple of that), tensor copies of row
  * groups (kCodesGroups, groups_log2 set); else 4-byte words loaded and stored by the producer warp's lanes
  * (kCodesLanes). The post-scaled math (m <= 16, blocksize 64) takes a tile's codes in one bulk copy instead of
- * either where they fit (pipe_codes_tile), and no row groups (launch_pipe). The lanes' loads hold up the producer (one step ahead at m > 16:
- * H200, docs/performance.md v54, nested 5120x13824 m = 16 / 32 / 64 32 / 24 / 12 % slower than plain, where
- * the tensor copies' shapes are 5-9 %; with row groups ...). BNB4_CUDA_PIPE_CODES_ASYNC=1 takes the lanes'
- * words everywhere and BNB4_CUDA_PIPE_CODES_GROUPS=0 where groups would be (read per call: tests, measuring;
- * forced where the tensor copy fits, the bulk copy ran 3-14 % slower, v33). */
+ * either where they fit (pipe_codes_tile), and no row groups (launch_pipe). On the wgmma math the lanes' loads,
+ * one step ahead, held up the producer (H200, docs/performance.md v54: nested 5120x13824 m = 16 / 32 / 64 32 / 24
+ * / 12 % slower than plain, where 16-byte strided codes cost 5-9 %); row groups took 15 / 11 / 7 % off those, 6-11
+ * % on 9728x2560, 3-8 % on 18944x3584, 3584x18944 and 4096x11008 at m = 32 / 64. BNB4_CUDA_PIPE_CODES_ASYNC=1 takes
+ * the lanes' words everywhere and BNB4_CUDA_PIPE_CODES_GROUPS=0 where groups would be (read per call: tests,
+ * measuring; forced where the tensor copy fits, the bulk copy ran 3-14 % slower, v33). */
 unsigned pipe_codes_async(const bnb4_qtensor *w, unsigned *groups_log2) {
     *groups_log2 = 0;
     if (w->absmax)
