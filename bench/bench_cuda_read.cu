@@ -17,7 +17,8 @@
  * one-warp read at 2, 3, 4, 6 and 8 stages in flight on both grids, with and without the activation
  * boxes (v20), with the first stages copied before the wait at one and at two CTAs per SM (whether the
  * next call's CTAs, resident beside this call's, would hide the boundary: v24), and the skeleton at
- * other windows and in half the shared memory (two CTAs per SM). The ratio is
+ * other windows and in half the shared memory (two CTAs per SM); --wide the pipeline at m = 32 and 64 (the wgmma
+ * kernel's stages and activations, docs/performance.md v54), with a stage more and on stream-K's grid. The ratio is
  * bytes read over the copy ceiling measured in the same run, as in bench_cuda's m = 1 rows; timer and
  * ceiling are bench_cuda's (bench_cuda_common.cuh): CUDA graphs of back-to-back calls, replayed 50 ms
  * before 7 timed batches (median), weights rotated among copies spanning 3x L2. Needs compute

@@ -1006,9 +1006,9 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
 #pragma unroll
         for (int h = 0; h < 2; h++) {
             const int r = trow0[f] + 8 * h;
+            /* (nested: a row's 16-code run, + the step's first block's place in it) */
             fixed_off[f][h] = pin(!TMA ? (r * kScaleSlots + fixed_slot) * 4
-                                  : NESTED ? code_run(r, TR, code_groups_log2, code_per_row) + fixed_slot /* [row][16] codes (+ the
-                                                                                               step's run) */
+                                  : NESTED ? code_run(r, TR, code_groups_log2, code_per_row) + fixed_slot
                                   : kNarrow ? narrow_scale_off(r * 64 + fixed_slot * 4) /* [row][16], swizzled */
                                             : (r * (SK >> a.bs_log2) + fixed_slot) * 4); /* dense [row][k] */
         }
