@@ -510,6 +510,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
     const int j = (warp / RG) & (KP - 1); /* the k part (128-k half, PS: 64-k quarter) of each step it takes */
     const size_t N = a.N, K = a.K, M = a.M;
     const unsigned it_begin = blockIdx.x * a.per_cta;
+    /* kCodesGroups: log2 of the rows a group, else 0 (never the post-scaled math's: pipe_codes_async) */
+    [[maybe_unused]] const unsigned code_groups_log2 = TMA && NESTED && !PS ? a.code_groups_log2 : 0u;
     const unsigned it_end = min(a.iters, it_begin + a.per_cta);
     const T *x = reinterpret_cast<const T *>(a.x);
 #if BNB4_HAS_TMA
@@ -541,9 +543,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
              * run holding the step's 4 or 8 (a tensor copy's row is at least 16 bytes; codes_async: the step's
              * codes alone, where that run has them) */
             const bool s_copies = !codes_async && !codes_tile; /* the scales' or codes' tensor copies */
-            /* (kCodesGroups: not the post-scaled math's, launch_pipe) */
-            const unsigned groups_log2 = NESTED && !PS && a.codes_async == kCodesGroups ? a.code_groups_log2 : 0u;
-            const unsigned s_bytes = !s_copies ? 0u : NESTED ? TR * (groups_log2 ? 32 : 16) : TR * 4 * (SK >> bs_log2);
+            const unsigned s_bytes = !s_copies ? 0u : NESTED ? TR * (code_groups_log2 ? 32 : 16) : TR * 4 * (SK >> bs_log2);
             const unsigned s_mask = NESTED ? ~15u : ~0u;
             const unsigned x_bytes = a.x_rows * (SK * 2); /* (pipe_x_rows) */
             if (lead) {
@@ -593,10 +593,10 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
             auto copy_scales = [&](uint32_t dst, uint32_t fb, unsigned k0, int n0) {
                 const int col = (int)((k0 >> bs_log2) & s_mask);
                 if constexpr (NESTED && !PS)
-                    if (groups_log2) {
-                        for (unsigned q = 0; q < (1u << groups_log2); q++)
-                            tma_load_2d(dst + code_run(q, TR, groups_log2, 0), &s_map, (int)((q * per_row) & ~15u) + col,
-                                        n0 >> groups_log2, fb);
+                    if (code_groups_log2) {
+                        for (unsigned q = 0; q < (1u << code_groups_log2); q++)
+                            tma_load_2d(dst + code_run(q, TR, code_groups_log2, 0), &s_map,
+                                        (int)((q * per_row) & ~15u) + col, n0 >> code_groups_log2, fb);
                         return;
                     }
                 tma_load_2d(dst, &s_map, col, n0, fb);
@@ -667,7 +667,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
                     else
                         tma_prefetch_l2_2d(&w_map, (int)(k0 / 2), n0);
                     if (s_copies) /* (kCodesGroups: the first row's copy, which the others' runs are beside) */
-                        tma_prefetch_l2_2d(&s_map, (int)((k0 >> bs_log2) & s_mask), n0 >> groups_log2);
+                        tma_prefetch_l2_2d(&s_map, (int)((k0 >> bs_log2) & s_mask), n0 >> code_groups_log2);
                 }
             }
             /* codes_async, more than 1 ahead: the early stages' codes, after all their copies are on their
@@ -998,7 +998,6 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
     const unsigned fixed_slot = (kNatural ? 128 * j : kk) >> a.bs_log2;
     /* scale_fixed (always with TMA): where each row finds its chunk's scale (TMA nested: its code; kCodesGroups: the
      * rows' runs in the copies' order, code_run) */
-    [[maybe_unused]] const uint32_t code_groups_log2 = TMA && NESTED && !PS ? a.code_groups_log2 : 0u; /* (launch_pipe) */
     [[maybe_unused]] const uint32_t code_per_row = (uint32_t)(K >> a.bs_log2);
     uint32_t fixed_off[RF][2];
 #pragma unroll
@@ -1262,8 +1261,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
                 if constexpr (kQuadScales) {
                     const float nab = nab_at(0, 0, step);
                     const unsigned kb = k0 >> a.bs_log2; /* the step's first block in the row */
-                    /* ([row][16] runs: the post-scaled math takes no row groups, launch_pipe - with code_run here
-                     * its loops grew by 26-66 instructions a step) */
+                    /* ([row][16] runs: the post-scaled math takes no row groups, pipe_codes_async) */
                     const unsigned q = codes_tile ? tile_codes[kb] : ss[own_row * 16 + fixed_slot + (kb & 15u)];
                     const float v = bnb4_dev_nested_scale(ncode[q], nab, a.offset);
                     quad_v = own_on && kin ? v : 0.0f; /* (v computed first: ptxas put a branch around the loads) */
@@ -1894,13 +1892,14 @@ unsigned pipe_x_rows(bool postscaled, size_t m, unsigned mt) {
  * or 4 - K = 11008, 13824, 18944 or 3584 at blocksize 64, say - and N a multiple of that), tensor copies of row
  * groups (kCodesGroups, groups_log2 set); else 4-byte words loaded and stored by the producer warp's lanes
  * (kCodesLanes). The post-scaled math (m <= 16, blocksize 64) takes a tile's codes in one bulk copy instead of
- * either where they fit (pipe_codes_tile), and no row groups (launch_pipe). On the wgmma math the lanes' loads,
+ * either where they fit (pipe_codes_tile), and no row groups (groups_ok false: the row map in its loop made it 26-66
+ * instructions a step longer). On the wgmma math the lanes' loads,
  * one step ahead, held up the producer (H200, docs/performance.md v54: nested 5120x13824 m = 16 / 32 / 64 32 / 24
  * / 12 % slower than plain, where 16-byte strided codes cost 5-9 %); row groups took 15 / 11 / 7 % off those, 6-11
  * % on 9728x2560, 3-8 % on 18944x3584, 3584x18944 and 4096x11008 at m = 32 / 64. BNB4_CUDA_PIPE_CODES_ASYNC=1 takes
  * the lanes' words everywhere and BNB4_CUDA_PIPE_CODES_GROUPS=0 where groups would be (read per call: tests,
  * measuring; forced where the tensor copy fits, the bulk copy ran 3-14 % slower, v33). */
-unsigned pipe_codes_async(const bnb4_qtensor *w, unsigned *groups_log2) {
+unsigned pipe_codes_async(const bnb4_qtensor *w, bool groups_ok, unsigned *groups_log2) {
     *groups_log2 = 0;
     if (w->absmax)
         return kCodesTensor;
@@ -1912,7 +1911,7 @@ unsigned pipe_codes_async(const bnb4_qtensor *w, unsigned *groups_log2) {
         return kCodesTensor;
     const unsigned g_log2 = per_row % 8 == 0 ? 1u : per_row % 4 == 0 ? 2u : 0u;
     /* (a row group's codes at least the copies' 32 bytes) */
-    if (g_log2 == 0 || w->rows % (1u << g_log2) != 0 || (per_row << g_log2) < 32 || (eg && *eg == '0'))
+    if (!groups_ok || g_log2 == 0 || w->rows % (1u << g_log2) != 0 || (per_row << g_log2) < 32 || (eg && *eg == '0'))
         return kCodesLanes;
     *groups_log2 = g_log2;
     return kCodesGroups;
@@ -2058,7 +2057,7 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     if constexpr (TMA) {
         a.x_one_copy = pipe_x_one_copy();
         a.x_rows = pipe_x_rows(PS != kPsOff, a.M, S::MT);
-        a.codes_async = pipe_codes_async(w, &a.code_groups_log2);
+        a.codes_async = pipe_codes_async(w, PS == kPsOff, &a.code_groups_log2);
         if (NESTED) { /* (pipe_use_tma: nested blocksize x blocksize <= 2^30, fewer than 2^32 blocks) */
             const size_t nested_k = w->nested.blocksize * w->blocksize;
             a.nab_steps = nested_k > (size_t)S::StepK ? (unsigned)(nested_k / S::StepK) : 1u;
@@ -2082,18 +2081,13 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     using SC = PipeShape<NT, TMA, WG, PS, kCodesByTile>;
     size_t smem = S::SmemBytes;
     unsigned stages = S::Stages;
-    if (kCodesByTile && (a.codes_async == kCodesLanes || a.codes_async == kCodesGroups)) {
+    if (kCodesByTile && a.codes_async == kCodesLanes) {
         const size_t bytes = pipe_codes_tile(w, SC::TileRows, SC::SmemBytes, per, k_steps, &a.codes_nbuf);
         if (bytes) {
             a.codes_async = kCodesTile;
-            a.code_groups_log2 = 0;
             smem = SC::SmemBytes + bytes;
             stages = SC::Stages;
         }
-    }
-    if (PS != kPsOff && a.codes_async == kCodesGroups) { /* the post-scaled math reads [row][16] runs (kQuadScales) */
-        a.codes_async = kCodesLanes;
-        a.code_groups_log2 = 0;
     }
     /* a window of the stage count or more is no limit: the slots' empty barriers hold the producer to it,
      * and waiting on a stage more than a ring turn back would read a full barrier a phase later (a hang) */
