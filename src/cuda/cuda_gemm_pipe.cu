@@ -93,9 +93,13 @@
  *    by several CTAs: each writes its f32 partial sums to a slot of the context's split-K workspace; the
  *    last to arrive (a per-tile counter) adds the slots in contributor order, so the result does not
  *    depend on timing (deterministic), adds the bias, rounds once and resets the counter. This hand-over
- *    is up to 1 us of a call at m = 1 on 4096x4096 (H200, docs/performance.md v23); its alternatives were
- *    measured there: a cluster per tile does not fit (30 clusters of 4 at one CTA per SM, 32 tiles), a
- *    serial hand-over to the last part's CTA through L2 was slower.
+ *    is up to 1 us of a call at m = 1 on 4096x4096 (H200, docs/performance.md v23), 2.9 us at m = 1 and 4.6
+ *    at m = 64 on 14336x4096 on a stream-K grid, and 10-34 % of m = 32 / 64 where tiles are split (v55); its
+ *    alternatives were measured: a cluster per tile does not fit (30 clusters of 4 at one CTA per SM, 32
+ *    tiles), a serial hand-over to the last part's CTA through L2 was slower (v23); without the counter,
+ *    any wait at the consumers' tile end cost the main loops their uniform registers, and release flags
+ *    waited for by the producer warp helped stream-K runs but slowed equal parts and, carried beside the
+ *    counter, the m = 17..64 loops (v55).
  *    At m <= 8 (and m <= 16 on wgmma) a tile's sums leave the registers through shared memory, so the
  *    stores (or the workspace writes) are one short loop over the tile's elements: the tile end runs once
  *    per tile at the pace of its instruction fetch, where code per fragment element cost ~0.4 us a call
