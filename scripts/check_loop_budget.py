@@ -108,13 +108,16 @@ def check_listing(text, out=sys.stdout):
         for mangled, dt in DTYPES:
             for key, (what, budget) in budgets.items():
                 # (the pipe kernel's seventh argument, CT: nested codes by tile - the same loop budget; its eighth,
-                # CPS, the cp.async variant's stage count on smaller devices, is 0 in the TMA kernels budgeted here)
-                hit = re.search('I' + re.escape(mangled + key) + '(?:Lb([01])E)?(?:Li0E)?E', name)
+                # CPS, the cp.async variant's stage count on smaller devices, is 0 in the TMA kernels budgeted here;
+                # its ninth, FH: the hand-over by flags on stream-K grids - the same loop budget)
+                hit = re.search('I' + re.escape(mangled + key) + '(?:Lb([01])E)?(?:Li0E)?(?:Lb([01])E)?E', name)
                 if not hit:
                     continue
                 seen.add((dt, what))
                 if hit.group(1) == '1':
                     what += ', by tile'
+                if hit.group(2) == '1':
+                    what += ', flags'
                 found = main_loop(body)
                 if found is None:
                     print('%-5s %-52s no loop with a tensor-core instruction found: FAILED' % (dt, what), file=out)

@@ -253,6 +253,20 @@ __device__ __forceinline__ unsigned bnb4_dev_arrive_acq_rel(unsigned *counter) {
     return old;
 }
 
+/* The pipe kernel's hand-over flags (cuda_gemm_pipe.cu): a contributor's thread publishes its CTA's partial sums
+ * (stored by its threads before a barrier: a release is cumulative) with a release store; the tile's fixer
+ * loads the flags until all are set, then fences (an acquire of each). */
+__device__ __forceinline__ void bnb4_dev_publish(unsigned *flag) {
+    asm volatile("st.release.gpu.global.u32 [%0], 1;" ::"l"(flag) : "memory");
+}
+__device__ __forceinline__ unsigned bnb4_dev_flag_load(const unsigned *flag) {
+    unsigned v;
+    asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(flag) : "memory");
+    return v;
+}
+/* after relaxed loads that saw every flag set: together an acquire of each */
+__device__ __forceinline__ void bnb4_dev_fence_acquire() { asm volatile("fence.acq_rel.gpu;" ::: "memory"); }
+
 /* ---- what every matmul kernel reads of the weight ----------------------------------------------------
  * The kernels' argument structs derive from this: bnb4_qtensor's pointers and the shifts the kernels
  * index blocks with, filled by bnb4_cuda_set_weight, the one place that reads a bnb4_qtensor for them. */

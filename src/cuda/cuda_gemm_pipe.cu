@@ -94,12 +94,12 @@
  *    last to arrive (a per-tile counter) adds the slots in contributor order, so the result does not
  *    depend on timing (deterministic), adds the bias, rounds once and resets the counter. This hand-over
  *    is up to 1 us of a call at m = 1 on 4096x4096 (H200, docs/performance.md v23), 2.9 us at m = 1 and 4.6
- *    at m = 64 on 14336x4096 on a stream-K grid, and 10-34 % of m = 32 / 64 where tiles are split (v55); its
- *    alternatives were measured: a cluster per tile does not fit (30 clusters of 4 at one CTA per SM, 32
- *    tiles), a serial hand-over to the last part's CTA through L2 was slower (v23); without the counter,
- *    any wait at the consumers' tile end cost the main loops their uniform registers, and release flags
- *    waited for by the producer warp helped stream-K runs but slowed equal parts and, carried beside the
- *    counter, the m = 17..64 loops (v55).
+ *    at m = 64 on 14336x4096 on a stream-K grid, and 10-34 % of m = 32 / 64 where tiles are split (v55). On
+ *    stream-K grids at m > 16 a kernel of its own hands over by flags instead (FH, pipe_flags_built: no
+ *    contributor waits for a round trip; 1-8 % faster there, v55). Measured alternatives: a cluster per tile
+ *    does not fit (30 clusters of 4 at one CTA per SM, 32 tiles), a serial hand-over to the last part's CTA
+ *    through L2 was slower (v23); any wait at the consumers' tile end (a spin, a call, an mbarrier wait) cost
+ *    the main loops their uniform registers, hence the flags' wait in the producer warp (v55).
  *    At m <= 8 (and m <= 16 on wgmma) a tile's sums leave the registers through shared memory, so the
  *    stores (or the workspace writes) are one short loop over the tile's elements: the tile end runs once
  *    per tile at the pace of its instruction fetch, where code per fragment element cost ~0.4 us a call
@@ -234,7 +234,7 @@ struct PipeArgs : bnb4_cuda_weight_args {
     const void *x, *bias;
     void *y;
     float *ws;                  /* [tiles][max_contrib][MT][128] partial sums */
-    unsigned *counters;         /* one per tile */
+    unsigned *counters;         /* cp.async: one per tile; TMA: one per tile and contributor, its hand-over flags */
     unsigned k_steps, iters, per_cta, max_contrib;
     unsigned inflight;          /* TMA: stages the producer keeps issued but not landed (0: no limit) */
     unsigned prefetch;          /* TMA, m <= 16 without early stages: first stages prefetched into L2 before it */
@@ -430,7 +430,7 @@ __device__ __forceinline__ int ps_row(int g) { return ((g & 3) << 1) | (g >> 2);
  * their order (kWgNatural64 / 32: quad_natural); a warpgroup takes 64 rows x one 128-k half of every step.
  * (kWgNatural64, nested: the quad's lanes need the same four scales and decode one each, kNaturalQuad.)
  * w_map / x_map / s_map: the TMA variant's tensor maps (zeros, unused, for the cp.async one). */
-template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS, bool CT = false, int CP = kCpHopper>
+template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS, bool CT = false, int CP = kCpHopper, bool FH = false>
 __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1)
     gemm_4bit_pipe_kernel(PipeArgs a, const __grid_constant__ CUtensorMap w_map,
                           const __grid_constant__ CUtensorMap x_map, const __grid_constant__ CUtensorMap s_map) {
@@ -478,6 +478,9 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
     constexpr int RF = S::RF, KP = S::KParts, RG = S::RowGroups;
     constexpr int U = PS ? 2 : 4; /* 4-byte words of a weight row a thread takes per step */
     constexpr bool kNarrow = S::Narrow; /* 32-row tiles, 1024-k steps (PipeShape) */
+    /* FH: the hand-over by flags, else by the counter (pipe_flags_built, launched on stream-K grids) */
+    constexpr bool kFlagHandover = FH;
+    static_assert(!FH || (TMA && !(NT == 1 || (WG && NT == 2) || kNarrow)), "flags: TMA, tile ends not compact");
     constexpr int TR = S::TileRows, SK = S::StepK;
     extern __shared__ __align__(1024) unsigned char smem[];
     unsigned char *table = smem; /* the code-pair table (its lookups go through table_s) */
@@ -540,7 +543,13 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
         if (warp == kConsumerWarps) { /* ---- the producer warp: one lane issues every tensor copy ---- */
             /* codes_async: every lane stores a share of the nested codes (else the others have nothing to do) */
             const bool lead = lane == 0;
-            if (!lead && !codes_async)
+            /* Whether this CTA finishes the tile its run ends in (it started it and other CTAs hold the rest): then
+             * the warp's lanes arrive at the consumers' hand-over barrier at the end (handover_arrive), once every
+             * other contributor has published its partial sums (see the consumers' tile end) */
+            const unsigned last_t = (it_end - 1) / a.k_steps;
+            const bool fixes = kFlagHandover && it_end > it_begin &&
+                               it_end < (last_t + 1) * a.k_steps && last_t * a.k_steps >= it_begin;
+            if (!lead && !codes_async && !fixes)
                 return;
             const unsigned bs_log2 = (unsigned)a.bs_log2;
             /* plain: the step's 256 / blocksize scales of each row; nested: 16 codes of each row, the 16-aligned
@@ -784,6 +793,32 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
             while (lead && code_loads < code_tiles) {
                 mbar_wait(code_empty + 8 * (code_loads & (code_nbuf - 1)), code_parity());
                 load_tile_codes();
+            }
+            /* The hand-over: wait here, with every copy issued, for the flags of the tile's other contributors
+             * (later CTAs, which publish without waiting for anything: the grid is at most one CTA an SM, all
+             * resident at once, as CUTLASS's stream-K assumes), empty them for the next launch, and let the
+             * consumers through to the fix-up. Past ~2^26 polls (seconds) a contributor cannot be running (the
+             * grid not resident at once: a partitioned GPU?): the launch fails rather than hangs. */
+            if (fixes) {
+                if (lead) { /* (every flag loaded at once, relaxed, then one fence: an acquire each, in turn, cost a
+                               * round trip each, v55) */
+                    const unsigned others = ((last_t + 1) * a.k_steps - 1) / a.per_cta - blockIdx.x;
+                    unsigned *flags = a.counters + (size_t)last_t * a.max_contrib + 1;
+                    for (unsigned polls = 0;; polls++) {
+                        bool all = true;
+                        for (unsigned c = 0; c < others; c++)
+                            all &= bnb4_dev_flag_load(flags + c) != 0;
+                        if (all)
+                            break;
+                        if (polls == (1u << 26))
+                            __trap();
+                    }
+                    bnb4_dev_fence_acquire();
+                    for (unsigned c = 0; c < others; c++)
+                        flags[c] = 0;
+                }
+                __syncwarp();
+                handover_arrive<kConsumerThreads>();
             }
             return; /* every copy issued is waited for by the consumers before they finish */
         }
@@ -1733,12 +1768,27 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
                         acc[f][nt][i] = 0.0f;
                     }
         }
-        consumer_sync<kConsumerThreads>(); /* every partial sum stored, then counted (bnb4_dev_arrive_acq_rel) */
-        if (tid == 0)
-            s_last = bnb4_dev_arrive_acq_rel(a.counters + cur_t) == c_hi - c_lo;
-        consumer_sync<kConsumerThreads>();
-        if (!s_last)
-            continue;
+        if constexpr (kFlagHandover) {
+            /* Flags: the tile's first contributor, whose run ends in it (so it ends last or about when the
+             * others do), adds the slots. The others publish theirs (a barrier, then one thread's release store:
+             * only that thread's warp waits for the release, against the whole CTA for a counter's acq_rel round
+             * trip before, on every contributor); the first one's producer warp acquires them all, with its copies
+             * issued, and lets its consumers through the hand-over barrier: docs/performance.md v55. */
+            if (blockIdx.x != c_lo) {
+                consumer_sync<kConsumerThreads>();
+                if (tid == 0)
+                    bnb4_dev_publish(a.counters + (size_t)cur_t * a.max_contrib + (blockIdx.x - c_lo));
+                continue;
+            }
+            handover_sync<kConsumerThreads>(); /* (also orders its own slot's stores before the loads below) */
+        } else {
+            consumer_sync<kConsumerThreads>(); /* every partial sum stored, then counted (bnb4_dev_arrive_acq_rel) */
+            if (tid == 0)
+                s_last = bnb4_dev_arrive_acq_rel(a.counters + cur_t) == c_hi - c_lo;
+            consumer_sync<kConsumerThreads>();
+            if (!s_last)
+                continue;
+        }
         /* The last CTA adds every contributor's slot, in contributor order (deterministic), on the kernel's
          * critical path. A thread takes float4s of 4 rows n (the same 4 rows at each of its m), and
          * kFixBatch contributors' float4s at a time, all loads issued before the first add: one L2 round
@@ -1779,7 +1829,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
                 if (n0 + i < N)
                     row[n0 + i] = bnb4_dt<T>::from_f32(sums[i] + b[i]);
         }
-        if (tid == 0)
+        if (!kFlagHandover && tid == 0)
             a.counters[cur_t] = 0; /* ready for the next launch on this stream */
     }
 #if BNB4_HAS_WGMMA
@@ -1818,7 +1868,21 @@ __global__ void pipe_permute_x(const T *__restrict__ x, T *__restrict__ xp, size
 }
 
 /* Per device: the dynamic shared memory the kernel's limit was raised to (bnb4_cuda_smem_limit). */
-template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS, bool CT, int CP> unsigned g_smem_limit[64];
+template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS, bool CT, int CP, bool FH = false>
+unsigned g_smem_limit[64];
+
+/* Whether the kernel is also built with the hand-over by flags (FH) for stream-K grids: the TMA variant where the
+ * tile end is not compact (m > 16, and mma.sync's m = 9..16). Its consumers store their slot, and one thread
+ * publishes it with a release store; the tile's first contributor, whose run ends in the tile, has its producer
+ * warp acquire the others' flags (with every copy issued) and let the consumers through the hand-over barrier.
+ * No contributor waits for a counter's round trip. H200 (docs/performance.md v55): stream-K runs at m = 24..64
+ * 1-8 % faster (18944x3584, 17408x5120, 11008x4096); on equal parts of a tile, which all end together, the wait for
+ * the others' release is on the critical path where the counter's last arrival is not (3-21 % slower: they keep
+ * the counter); carried in one kernel beside the counter, the m = 17..64 loops grew up to 2 instructions, and on
+ * the compact tile ends the m <= 16 kernels ran 1-4 % slower: hence a kernel of its own, where it pays. */
+template <int NT, bool TMA, int WG, int PS> constexpr bool pipe_flags_built() {
+    return TMA && !(NT == 1 || (WG && NT == 2) || PipeShape<NT, TMA, WG, PS>::Narrow);
+}
 
 /* The TMA variant's tensor maps: the weight tile as one 128-row x 128-byte box (128-byte swizzle) of the
  * packed rows (K / 2 bytes apart), the activations as 64-k x MT-row boxes (128-byte swizzle; rows past m
@@ -2081,6 +2145,8 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     a.iters = (unsigned)iters;
     a.per_cta = (unsigned)per;
     a.max_contrib = (unsigned)(bnb4_div_up(k_steps, per) + 1);
+    /* stream-K runs (not whole tiles, not equal parts of a tile): the hand-over by flags where built */
+    [[maybe_unused]] const bool flags = pipe_flags_built<NT, TMA, WG, PS>() && per % k_steps != 0 && k_steps % per != 0;
     /* the codes by tile where they fit (the CT kernel: its own stages and shared memory) */
     using SC = PipeShape<NT, TMA, WG, PS, kCodesByTile>;
     size_t smem = S::SmemBytes;
@@ -2104,7 +2170,8 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     a.x_early = x_early && a.early;
     a.prefetch = NT <= 2 && !wg_permuted(WG) && !a.early ? pipe_prefetch() : 0;
     if (per % k_steps != 0) { /* some tile is shared by CTAs: workspace and counters */
-        const bnb4_status st = bnb4_cuda_splitk(s, tiles, tiles * a.max_contrib * S::MT * S::TileRows * sizeof(float),
+        const bnb4_status st = bnb4_cuda_splitk(s, tiles * a.max_contrib,
+                                                tiles * a.max_contrib * S::MT * S::TileRows * sizeof(float),
                                                 &a.counters, &a.ws);
         if (st != BNB4_OK)
             return st;
@@ -2138,6 +2205,11 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
             if (a.codes_async == kCodesTile)
                 return bnb4_cuda_check(launch(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, true>,
                                               g_smem_limit<T, NT, NESTED, TMA, WG, PS, true, 0>, kSmemLimit),
+                                       "bnb4_gemm (pipe)");
+        if constexpr (pipe_flags_built<NT, TMA, WG, PS>())
+            if (flags)
+                return bnb4_cuda_check(launch(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, false, CP, true>,
+                                              g_smem_limit<T, NT, NESTED, TMA, WG, PS, false, CP, true>, smem),
                                        "bnb4_gemm (pipe)");
         e = launch(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, false, CP>,
                    g_smem_limit<T, NT, NESTED, TMA, WG, PS, false, CP>, smem);

@@ -72,6 +72,15 @@ __device__ __forceinline__ uint4 lds128(const unsigned char *p) { return *reinte
 template <int kConsumerThreads> __device__ __forceinline__ void consumer_sync() {
     asm volatile("bar.sync 1, %0;" ::"n"(kConsumerThreads) : "memory");
 }
+/* The pipe kernel's hand-over barrier (2): the consumers wait at it (handover_sync) until the producer warp, which has
+ * seen every other contributor's partial sums published, arrives (handover_arrive). A hardware wait: any loop or
+ * mbarrier wait at the consumers' tile end cost their main loops 30-100 instructions a step (docs/performance.md v55). */
+template <int kConsumerThreads> __device__ __forceinline__ void handover_sync() {
+    asm volatile("bar.sync 2, %0;" ::"n"(kConsumerThreads + 32) : "memory");
+}
+template <int kConsumerThreads> __device__ __forceinline__ void handover_arrive() {
+    asm volatile("bar.arrive 2, %0;" ::"n"(kConsumerThreads + 32) : "memory");
+}
 
 /* ---- mbarrier + tensor copies + programmatic dependent launch (sm_90) ---- */
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
