@@ -234,7 +234,7 @@ struct PipeArgs : bnb4_cuda_weight_args {
     const void *x, *bias;
     void *y;
     float *ws;                  /* [tiles][max_contrib][MT][128] partial sums */
-    unsigned *counters;         /* cp.async: one per tile; TMA: one per tile and contributor, its hand-over flags */
+    unsigned *counters;         /* one per tile; FH: one per tile and contributor, their hand-over flags */
     unsigned k_steps, iters, per_cta, max_contrib;
     unsigned inflight;          /* TMA: stages the producer keeps issued but not landed (0: no limit) */
     unsigned prefetch;          /* TMA, m <= 16 without early stages: first stages prefetched into L2 before it */
@@ -420,6 +420,13 @@ __device__ __forceinline__ int tma_xrow(int n) { return (n & 4) | ((n & 1) << 1)
  * 4 distinct quarters of the banks. (The activations need no reordering there: see x_off.) */
 __device__ __forceinline__ int ps_row(int g) { return ((g & 3) << 1) | (g >> 2); }
 
+/* Whether the kernel's tile end is compact (kCompactEnd: its sums leave the registers through shared memory in one
+ * short loop - m <= 8, m <= 16 on wgmma, narrow tiles; see the tile's end). The hand-over by flags (FH) is built for
+ * the others alone (pipe_flags_built). */
+template <int NT, bool TMA, int WG, int PS> constexpr bool pipe_compact_end() {
+    return NT == 1 || (WG && NT == 2) || PipeShape<NT, TMA, WG, PS>::Narrow;
+}
+
 /* TMA = false: all 512 threads issue cp.async copies for a stage and meet at __syncthreads (any sm_80+).
  * TMA = true (sm_90, the common layouts: see pipe_use_tma): one more warp produces - tensor copies of the
  * weight tile, the activations and the plain scales or nested codes - and full / empty
@@ -479,8 +486,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
     constexpr int U = PS ? 2 : 4; /* 4-byte words of a weight row a thread takes per step */
     constexpr bool kNarrow = S::Narrow; /* 32-row tiles, 1024-k steps (PipeShape) */
     /* FH: the hand-over by flags, else by the counter (pipe_flags_built, launched on stream-K grids) */
-    constexpr bool kFlagHandover = FH;
-    static_assert(!FH || (TMA && !(NT == 1 || (WG && NT == 2) || kNarrow)), "flags: TMA, tile ends not compact");
+    static_assert(!FH || (TMA && !pipe_compact_end<NT, TMA, WG, PS>()), "flags: TMA, tile ends not compact");
     constexpr int TR = S::TileRows, SK = S::StepK;
     extern __shared__ __align__(1024) unsigned char smem[];
     unsigned char *table = smem; /* the code-pair table (its lookups go through table_s) */
@@ -547,7 +553,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
              * the warp's lanes arrive at the consumers' hand-over barrier at the end (handover_arrive), once every
              * other contributor has published its partial sums (see the consumers' tile end) */
             const unsigned last_t = (it_end - 1) / a.k_steps;
-            const bool fixes = kFlagHandover && it_end > it_begin &&
+            const bool fixes = FH && it_end > it_begin &&
                                it_end < (last_t + 1) * a.k_steps && last_t * a.k_steps >= it_begin;
             if (!lead && !codes_async && !fixes)
                 return;
@@ -1145,7 +1151,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
     [[maybe_unused]] const uint32_t rotate = pin(TMA && !WG && !PS && (c & 2)); /* see x_off */
     const unsigned it_stop = pin(it_end);
     /* m <= 8, and m <= 16 on wgmma (two k parts): the compact tile end (see the tile's end) */
-    constexpr bool kCompactEnd = NT == 1 || (WG && NT == 2) || kNarrow;
+    constexpr bool kCompactEnd = pipe_compact_end<NT, TMA, WG, PS>();
     /* at a tile's end without the compact form: whether this warp adds its k part's sums to the first's (PS:
      * part j's in scratch area j - 1), and its slot in the reduction scratch (one per row group of 16 and
      * lane; fragment f adds 32 f). Pinned at m = 9..32 (at m = 33..64 the registers are short: recomputing
@@ -1768,7 +1774,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
                         acc[f][nt][i] = 0.0f;
                     }
         }
-        if constexpr (kFlagHandover) {
+        if constexpr (FH) {
             /* Flags: the tile's first contributor, whose run ends in it (so it ends last or about when the
              * others do), adds the slots. The others publish theirs (a barrier, then one thread's release store:
              * only that thread's warp waits for the release, against the whole CTA for a counter's acq_rel round
@@ -1829,7 +1835,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
                 if (n0 + i < N)
                     row[n0 + i] = bnb4_dt<T>::from_f32(sums[i] + b[i]);
         }
-        if (!kFlagHandover && tid == 0)
+        if (!FH && tid == 0)
             a.counters[cur_t] = 0; /* ready for the next launch on this stream */
     }
 #if BNB4_HAS_WGMMA
@@ -1881,7 +1887,7 @@ unsigned g_smem_limit[64];
  * the counter); carried in one kernel beside the counter, the m = 17..64 loops grew up to 2 instructions, and on
  * the compact tile ends the m <= 16 kernels ran 1-4 % slower: hence a kernel of its own, where it pays. */
 template <int NT, bool TMA, int WG, int PS> constexpr bool pipe_flags_built() {
-    return TMA && !(NT == 1 || (WG && NT == 2) || PipeShape<NT, TMA, WG, PS>::Narrow);
+    return TMA && !pipe_compact_end<NT, TMA, WG, PS>();
 }
 
 /* The TMA variant's tensor maps: the weight tile as one 128-row x 128-byte box (128-byte swizzle) of the
