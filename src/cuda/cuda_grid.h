@@ -23,8 +23,9 @@
  * even to 13 % faster at m = 32 / 64 - 6144x4096 8 steps against 6, 4608x4096 8 against 5, 13824x5120 20 against 17,
  * 10240x8192 24 against 20, 9728x2560 10 against 6 - about even at 4..9 (17408x5120 25 against 21, 28672x8192 64
  * against 55), and 12 longer (18944x3584 28 against 16) lost 8-32 %). Measured again at m = 24..64 where stream-K's
- * tiles hand over by flags (v56): whole tiles 2-3 steps longer still 4-11 % faster (4 longer: -3..+5 %), equal parts
- * of a tile 3 steps longer up to 5 % slower, 2 longer -4..+13 % - no other bound fits them all: the same at every m. */
+ * tiles hand over by flags (v56): whole tiles 2-3 steps longer still 4-11 % faster (4 longer: 3 % slower to 5 %
+ * faster), equal parts of a tile 3 steps longer up to 5 % slower, 2 longer 4 % slower to 13 % faster - no other bound
+ * fits them all: the same at every m. */
 #define BNB4_GRID_PIPE_SK_STEPS 4
 
 /* Steps per CTA on at most `ctas` CTAs (tiles, k_steps, ctas >= 1), with at most about `max_parts` CTAs
