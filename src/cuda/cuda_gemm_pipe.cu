@@ -255,6 +255,17 @@ struct PipeArgs : bnb4_cuda_weight_args {
     uint32_t nnab;              /* TMA, nested: the nested absmax's count */
 };
 
+/* The CTAs whose runs share tile t (per_cta steps each, one after another): blockIdx.x from tile_first_cta to
+ * tile_last_cta; the first is the one whose run ends in the tile (or the tile is whole: first == last). */
+__device__ __forceinline__ unsigned tile_first_cta(const PipeArgs &a, unsigned t) { return t * a.k_steps / a.per_cta; }
+__device__ __forceinline__ unsigned tile_last_cta(const PipeArgs &a, unsigned t) {
+    return ((t + 1) * a.k_steps - 1) / a.per_cta;
+}
+/* FH: the hand-over flag of tile t's contributor i (blockIdx.x - tile_first_cta; the first one's, 0, is never set) */
+__device__ __forceinline__ unsigned *handover_flag(const PipeArgs &a, unsigned t, unsigned i) {
+    return a.counters + (size_t)t * a.max_contrib + i;
+}
+
 /* Debugging a hang (build with -DBNB4_PIPE_WATCHDOG, e.g. CMAKE_CUDA_FLAGS=-DBNB4_PIPE_WATCHDOG): the pipeline's
  * waits give up after about 2 s, printing the CTA, thread, barrier, the parity waited for, the barrier's word as a
  * plain load reads it (on the H200 not the barrier's state: read it as noise) and the iteration, then trap (the
@@ -808,8 +819,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
             if (fixes) {
                 if (lead) { /* (every flag loaded at once, relaxed, then one fence: an acquire each, in turn, cost a
                                * round trip each, v55) */
-                    const unsigned others = ((last_t + 1) * a.k_steps - 1) / a.per_cta - blockIdx.x;
-                    unsigned *flags = a.counters + (size_t)last_t * a.max_contrib + 1;
+                    const unsigned others = tile_last_cta(a, last_t) - blockIdx.x;
+                    unsigned *flags = handover_flag(a, last_t, 1);
                     for (unsigned polls = 0;; polls++) {
                         bool all = true;
                         for (unsigned c = 0; c < others; c++)
@@ -1721,7 +1732,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
          * divisions and kernel parameters this late in the kernel: 100-200 cycles on a CTA's critical path;
          * elsewhere the registers are short) */
         const bool whole = kCompactEnd ? cur_t * a.k_steps >= it_begin && (cur_t + 1) * a.k_steps <= it_stop
-                                       : (cur_t * a.k_steps) / a.per_cta == ((cur_t + 1) * a.k_steps - 1) / a.per_cta;
+                                       : tile_first_cta(a, cur_t) == tile_last_cta(a, cur_t);
         if (whole) {
             /* (the bias was loaded above: a store orders the loads after it, so loaded beside each store it
              * took an L2 round trip each, up to 32 a tile - docs/performance.md v36) */
@@ -1752,7 +1763,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
             }
             continue;
         }
-        const unsigned c_lo = (cur_t * a.k_steps) / a.per_cta, c_hi = ((cur_t + 1) * a.k_steps - 1) / a.per_cta;
+        const unsigned c_lo = tile_first_cta(a, cur_t), c_hi = tile_last_cta(a, cur_t);
         const size_t slot_base = ((size_t)cur_t * a.max_contrib + (blockIdx.x - c_lo)) * MT * TR;
         if constexpr (kCompactEnd) { /* (the fix-up reads rows m < min(M, MT) only) */
 #pragma unroll
@@ -1783,7 +1794,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
             if (blockIdx.x != c_lo) {
                 consumer_sync<kConsumerThreads>();
                 if (tid == 0)
-                    bnb4_dev_publish(a.counters + (size_t)cur_t * a.max_contrib + (blockIdx.x - c_lo));
+                    bnb4_dev_publish(handover_flag(a, cur_t, blockIdx.x - c_lo));
                 continue;
             }
             handover_sync<kConsumerThreads>(); /* (also orders its own slot's stores before the loads below) */
