@@ -316,18 +316,23 @@ bnb4_status bnb4_cuda_dequantize(bnb4_ctx *ctx, const bnb4_qtensor *q, bnb4_dtyp
 /* The outputs of the matmuls enqueued last, by every context of the process (cuda_outputs.h). */
 static bnb4_output_log g_outputs;
 
-bnb4_status bnb4_cuda_gemm(bnb4_ctx *ctx, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
-                           const void *bias, void *y) {
-    bnb4_cuda_state *s = ctx->cuda;
-    bnb4_status st = use_device(s, "bnb4_gemm");
-    if (st != BNB4_OK)
-        return st;
+/* The matmul on the path the router picks. The pipe kernel past its m (bnb4_cuda_pipe_chunks) runs as matmuls of
+ * its m rows at a time, each on the path its own m takes (a last slice of one row: the m = 1 kernel). */
+static bnb4_status launch_gemm(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
+                               const void *bias, void *y) {
+    bnb4_status st = BNB4_OK;
     switch (bnb4_cuda_pick_gemm(s, w, dt, m, x)) {
     case BNB4_CUDA_GEMM_GEMV:
         st = bnb4_cuda_gemv(s, w, dt, m, x, bias, y);
         break;
     case BNB4_CUDA_GEMM_PIPE:
-        st = bnb4_cuda_gemm_pipe(s, w, dt, m, x, bias, y);
+        if (m <= bnb4_cuda_pipe_max_m()) {
+            st = bnb4_cuda_gemm_pipe(s, w, dt, m, x, bias, y);
+            break;
+        }
+        for (size_t r0 = 0, rows = bnb4_cuda_pipe_max_m(), es = bnb4_dtype_size(dt); r0 < m && st == BNB4_OK; r0 += rows)
+            st = launch_gemm(s, w, dt, m - r0 < rows ? m - r0 : rows, static_cast<const char *>(x) + r0 * w->cols * es,
+                             bias, static_cast<char *>(y) + r0 * w->rows * es);
         break;
     case BNB4_CUDA_GEMM_TILE:
         st = bnb4_cuda_gemm_tile(s, w, dt, m, x, bias, y);
@@ -342,6 +347,16 @@ bnb4_status bnb4_cuda_gemm(bnb4_ctx *ctx, const bnb4_qtensor *w, bnb4_dtype dt, 
         st = bnb4_cuda_gemm_dequant_blas(s, w, dt, m, x, bias, y);
         break;
     }
+    return st;
+}
+
+bnb4_status bnb4_cuda_gemm(bnb4_ctx *ctx, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
+                           const void *bias, void *y) {
+    bnb4_cuda_state *s = ctx->cuda;
+    bnb4_status st = use_device(s, "bnb4_gemm");
+    if (st != BNB4_OK)
+        return st;
+    st = launch_gemm(s, w, dt, m, x, bias, y);
     /* (a failed call may have launched part of its work: the next call takes all memory as pending) */
     const uintptr_t y0 = (uintptr_t)y, bytes = m * w->rows * bnb4_dtype_size(dt); /* (validated) */
     const bnb4_range out = st == BNB4_OK ? bnb4_range{y0, y0 + bytes} : bnb4_range{0, UINTPTR_MAX};
@@ -412,7 +427,8 @@ const char *bnb4_cuda_kernel_name(bnb4_ctx *ctx, bnb4_op op, bnb4_dtype dt, size
      * short runs (pipe_prefer_postscale) take the mma.sync math where the name says wgmma; on compute
      * capability 9.0
      * from an sm_90a build, m = BNB4_CUDA_TILE_MIN_M..BNB4_CUDA_TILE_MAX_M takes the tile kernel on
-     * weights of BNB4_CUDA_TILE_MIN_WEIGHTS or more and on smaller ones whose tiles fill the grid, else
+     * weights of BNB4_CUDA_TILE_MIN_WEIGHTS or more and on smaller ones whose tiles fill the grid, else, from
+     * BNB4_CUDA_PIPE_CHUNKS_MIN_WEIGHTS to m = BNB4_CUDA_PIPE_CHUNKS_MAX_M, the pipe kernel in 64-row launches, else
      * dequantize + cuBLAS).
      * gemv_4bit_<dt>__cuda names both CUDA-core kernels of cuda_gemv.cu. */
     if (m <= bnb4_cuda_gemv_max_m()) /* (its 66 KB of shared memory: every device of compute capability 8.0 on) */

@@ -473,7 +473,8 @@ int bnb4_cuda_simt_stages_x(const bnb4_cuda_state *s, bnb4_dtype dt, size_t m);
 #define BNB4_CUDA_TILE_MIN_WEIGHTS ((size_t)1 << 25)
 typedef enum bnb4_cuda_gemm_path {
     BNB4_CUDA_GEMM_GEMV,        /* small m, K % blocksize == 0, aligned: CUDA-core weight streaming */
-    BNB4_CUDA_GEMM_PIPE,        /* m <= 64, f16/bf16, K % 32 == 0, aligned: pipelined tensor-core kernel */
+    BNB4_CUDA_GEMM_PIPE,        /* m <= 64, f16/bf16, K % 32 == 0, aligned: pipelined tensor-core kernel (to
+                                   m = 128 in 64-row launches: bnb4_cuda_pipe_chunks) */
     BNB4_CUDA_GEMM_TILE,        /* m >= 65 on large weights, f16/bf16, K % 32 == 0, aligned, sm_90a:
                                    fused wgmma tiles */
     BNB4_CUDA_GEMM_SIMT,        /* fused CUDA-core kernel, any dtype and shape, small m */
@@ -496,6 +497,25 @@ size_t bnb4_cuda_pipe_rows(const bnb4_cuda_state *s);
 int bnb4_cuda_pipe_takes(const bnb4_cuda_state *s, size_t m);
 /* whether the pipe kernel would run its TMA variant (sm_90, the common layouts) */
 int bnb4_cuda_pipe_tma_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m);
+/* m past the pipe kernel's own (BNB4_CUDA_PIPE_MAX_M) to BNB4_CUDA_PIPE_CHUNKS_MAX_M as matmuls of that many
+ * activation rows each (f16/bf16, the pipe kernel's TMA variant; the last slice on the path its own m takes:
+ * cuda_backend.cu, launch_gemm), on weights of BNB4_CUDA_PIPE_CHUNKS_MIN_WEIGHTS (N x K) or more that the tile kernel
+ * does not take (under BNB4_CUDA_TILE_MIN_WEIGHTS, its tiles short of the grid), instead of dequantize + cuBLAS. Each
+ * slice reads the weights again - from L2, where they fit - and at these m the pipe kernel is bound by its math, not
+ * by the weights' reads. On the H200 (docs/performance.md v57) 4096x4096, 6144x4096, 5120x5120, 3072x8192, 8192x2048
+ * and 2560x9728 at m = 65..128 took 0.57-1.02x the time of dequantize + cuBLAS (1.02: nested 8192x2048 at m = 112 /
+ * 128); on smaller weights and at m = 192 the slices' times measured at m <= 64 add up to 0.95-1.7x it.
+ * BNB4_CUDA_PIPE_CHUNKS=0 turns it off, =1 takes it wherever it fits at those m, before the tile kernel too (read per
+ * call: tests, measuring). */
+#define BNB4_CUDA_PIPE_CHUNKS_MAX_M 128
+#define BNB4_CUDA_PIPE_CHUNKS_MIN_WEIGHTS ((size_t)1 << 24)
+/* ... and, where the last slice has at most this many rows, before the tile kernel too: that slice takes the m <= 8
+ * kernels, while the tile kernel works on 128 activation rows whatever m is (H200, docs/performance.md v57: m = 65..72
+ * on 14336x4096, 4096x14336, 4096x11008 and 28672x8192 3-31 % faster than the tile kernel, m = 76 / 80 -2..+4 %) */
+#define BNB4_CUDA_PIPE_CHUNKS_TAIL_M 8
+/* whether m takes those launches: 0 no (it does not fit, the weights are smaller, or the variable is 0), 1 where the
+ * tile kernel does not take m, 2 before the tile kernel (a short last slice, or BNB4_CUDA_PIPE_CHUNKS=1) */
+int bnb4_cuda_pipe_chunks(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x);
 /* whether the pipe kernel's TMA variant does its math with wgmma at this m for plain absmax on large weights
  * (compute capability 9.0, sm_90a build; nested absmax and weights of up to 5 x 2^24 elements from m = 17) */
 int bnb4_cuda_pipe_wgmma(const bnb4_cuda_state *s, size_t m);

@@ -2,8 +2,8 @@
  * cuda_gemm.cu - Y[m, N] = X[m, K] W^T + bias with W in bitsandbytes' 4-bit format: the router and two
  * of the five paths. The router takes, in this order: cuda_gemv.cu's weight-streaming CUDA-core kernel
  * (m = 1, K % blocksize == 0, aligned), cuda_gemm_tile.cu's fused wgmma tile kernel (m >= 65 on large
- * weights, compute capability 9.0), cuda_gemm_pipe.cu's pipelined tensor-core kernel (m <= 64,
- * f16/bf16, K % 32 == 0, aligned), the SIMT kernel here, cuda_gemm_f32_tile.cu's CUDA-core tile kernel
+ * weights, compute capability 9.0), cuda_gemm_pipe.cu's pipelined tensor-core kernel (m <= 64, and to
+ * m = 128 in 64-row launches on mid-sized weights; f16/bf16, K % 32 == 0, aligned), the SIMT kernel here, cuda_gemm_f32_tile.cu's CUDA-core tile kernel
  * (f32 past the SIMT kernel's m to BNB4_CUDA_F32_TILE_MAX_M, K % 32 == 0, aligned), then dequantize + cuBLAS:
  *
  *  gemm_4bit_<dt>__simt: any dtype, shape and alignment, m <= 16 (f32: to BNB4_CUDA_SIMT_F32_MAX_M = 40, in
@@ -11,7 +11,8 @@
  *    warps split K (each activation load feeding 4 weight rows, the activations staged in shared memory), else one
  *    warp per weight row.
  *  dequantize + cuBLAS: large m where the tile kernels do not run (float32 past m = 64, other GPUs, weights under
- *    BNB4_CUDA_TILE_MIN_WEIGHTS whose tiles would not fill the grid, odd layouts): dequantize into a
+ *    BNB4_CUDA_TILE_MIN_WEIGHTS whose tiles would not fill the grid - but from 2^24 elements to m = 128 the pipe
+ *    kernel's 64-row launches, bnb4_cuda_pipe_chunks - odd layouts): dequantize into a
  *    temporary in the activation dtype, then cublasGemmEx with float32 accumulation; with a bias,
  *    cublasLtMatmul and its bias epilogue (the bias added in float32 before the one rounding), where a
  *    broadcast of the bias into y and cuBLAS with beta = 1 cost 10-22 % of a call (docs/performance.md
@@ -364,9 +365,13 @@ bnb4_cuda_gemm_path bnb4_cuda_pick_gemm(const bnb4_cuda_state *s, const bnb4_qte
     /* m = 1: stream the weights on CUDA cores (any dtype; see BNB4_CUDA_GEMV_MAX_M for when) */
     if (bnb4_cuda_gemv_fits(s, w, dt, m, x))
         return BNB4_CUDA_GEMM_GEMV;
+    /* past m = 64: the pipe kernel in 64-row launches where the tile kernel's tiles leave the grid short */
+    const int chunks = bnb4_cuda_pipe_chunks(s, w, dt, m, x);
+    if (chunks == 2)
+        return BNB4_CUDA_GEMM_PIPE;
     if (bnb4_cuda_tile_fits(s, w, dt, m, x))
         return BNB4_CUDA_GEMM_TILE;
-    if (bnb4_cuda_pipe_fits(s, w, dt, m, x))
+    if (chunks == 1 || bnb4_cuda_pipe_fits(s, w, dt, m, x))
         return BNB4_CUDA_GEMM_PIPE;
     if (m <= bnb4_cuda_simt_max_m(dt))
         return BNB4_CUDA_GEMM_SIMT;

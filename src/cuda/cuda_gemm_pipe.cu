@@ -2419,6 +2419,21 @@ int bnb4_cuda_pipe_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dt
 }
 
 int bnb4_cuda_pipe_tma_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) { return pipe_use_tma(s, w, m); }
+
+int bnb4_cuda_pipe_chunks(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x) {
+    const size_t rows = bnb4_cuda_pipe_max_m(); /* (a launch's) */
+    if (rows == 0 || m <= rows || m > BNB4_CUDA_PIPE_CHUNKS_MAX_M || !bnb4_cuda_pipe_fits(s, w, dt, rows, x) ||
+        !pipe_use_tma(s, w, rows))
+        return 0;
+    const char *e = getenv("BNB4_CUDA_PIPE_CHUNKS");
+    if (e && *e == '0')
+        return 0;
+    if (e && *e == '1')
+        return 2;
+    if (w->rows * w->cols < BNB4_CUDA_PIPE_CHUNKS_MIN_WEIGHTS)
+        return 0;
+    return m - rows <= BNB4_CUDA_PIPE_CHUNKS_TAIL_M ? 2 : 1;
+}
 int bnb4_cuda_pipe_wgmma(const bnb4_cuda_state *s, size_t m) { return pipe_tma_smem_fits(s) && pipe_use_wgmma(s, m, nullptr); }
 /* The cp.async variant's rows at once (bnb4_cuda_gemm_pipe runs more in chunks of that many): where the TMA variant
  * fits, 64 as its own, since its shapes' shared memory bounds the cp.async ones' (static_assert by

@@ -1279,6 +1279,62 @@ TEST_F(CudaTest, PipeKernelNestedOnALargeWeight) {
         }
 }
 
+// m past the pipe kernel's 64 as launches of 64 rows (bnb4_cuda_pipe_chunks): a matmul of m rows is then, bit for bit,
+// the matmuls of its 64-row slices (each launch is one), and agrees with the float64 reference. Forced
+// (BNB4_CUDA_PIPE_CHUNKS=1, read per call) on small weights - odd N, a half last step, blocksize 32, nested blocks
+// crossing steps, a bias - and taken by the rule on a 4096x4096 weight (2^24 elements, whose tile-kernel tiles do not
+// fill the grid), where dequantize + cuBLAS ran before and its sums would differ in their last bits.
+TEST_F(CudaTest, PipeKernelInLaunchesOf64Rows) {
+    if (std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMM, BNB4_F16, 64), "pipe_wgmma") == nullptr)
+        GTEST_SKIP() << "the pipe kernel's TMA variant needs sm_90 code (m >= 65 takes the tile kernel or cuBLAS)";
+    auto g = rng(111);
+    struct Case { size_t N, K, bs, nbs; bool nested, forced; };
+    // (the TMA layouts: plain K % (4 blocksize) == 0, nested blocksize 32 or 64 and K % (4 blocksize) == 0)
+    std::vector<Case> cases = {{137, 1280, 64, 256, false, true}, {70, 384, 32, 256, false, true},
+                               {520, 2560, 32, 4, true, true},    {136, 2304, 64, 8, true, true},
+                               {4096, 4096, 64, 256, false, false}, {4096, 4096, 64, 256, true, false}};
+    std::vector<size_t> ms = {65, 72, 80, 100, 128};
+    if (quick()) {
+        cases = {{137, 1280, 64, 256, false, true}, {136, 2304, 64, 8, true, true}, {4096, 4096, 64, 256, true, false}};
+        ms = {65, 128};
+    }
+    for (const Case &c : cases) {
+        const ScopedEnv env({{"BNB4_CUDA_PIPE_CHUNKS", c.forced ? "1" : nullptr}});
+        const HostWeight w = make_weight(c.N, c.K, c.bs, c.nested ? BNB4_FP4 : BNB4_NF4, g, c.nbs);
+        DeviceWeight dw(w);
+        const bnb4_qtensor wd = dw.device(c.nested), wh = dw.host(c.nested);
+        for (size_t m : ms)
+            for (bnb4_dtype dt : {BNB4_F16, BNB4_BF16}) {
+                if (quick() && dt == BNB4_BF16)
+                    continue;
+                const size_t es = bnb4_dtype_size(dt), row_bytes = c.N * es;
+                const Array x = randn(dt, m * c.K, g), bias = randn(dt, c.N, g);
+                const std::string what = std::to_string(c.N) + "x" + std::to_string(c.K) + " bs " +
+                                         std::to_string(c.bs) + (c.nested ? " nested fp4" : " nf4") + " m " +
+                                         std::to_string(m) + " " + bnb4_dtype_name(dt) +
+                                         (c.forced ? " (forced)" : " (the rule)");
+                trace(what);
+                DevBuf dx(x.data(), m * c.K * es), db(bias.data(), row_bytes), dy(m * row_bytes + 16),
+                    dparts(m * row_bytes);
+                ASSERT_EQ(BNB4_OK, bnb4_linear(ctx, &wd, dt, m, dx.as<void>(), db.as<void>(), dy.as<void>()))
+                    << what << ": " << bnb4_last_error();
+                for (size_t r0 = 0; r0 < m; r0 += 64)
+                    ASSERT_EQ(BNB4_OK, bnb4_linear(ctx, &wd, dt, std::min<size_t>(64, m - r0),
+                                                   dx.as<void>(r0 * c.K * es), db.as<void>(),
+                                                   dparts.as<void>(r0 * row_bytes)))
+                        << what << " rows " << r0 << ": " << bnb4_last_error();
+                sync();
+                const std::vector<uint8_t> yb = dy.get();
+                const std::vector<double> got = values_of(yb, dt, m * c.N);
+                ASSERT_EQ(0u, count_nonfinite(got)) << what << ": unwritten or non-finite outputs";
+                ASSERT_EQ(std::vector<uint8_t>(16, 0xFF), std::vector<uint8_t>(yb.end() - 16, yb.end()))
+                    << what << ": wrote past the output";
+                ASSERT_TRUE(same_bytes(dparts.get(), dy.get(0, m * row_bytes), what + ": against its 64-row slices"));
+                expect_close(got, reference_matmul(wh, x, m, &bias), dt, what);
+            }
+    }
+}
+
 // The fused wgmma tile kernel for m past 64 (compute capability 9.0, sm_90a build): 128 weight rows x 128
 // activation rows per tile (the k split: two groups of warpgroups on the even and odd steps) at m <= 128 and
 // 257..384, else 256 (m = 130, 200, 400 here), 64-k steps cut into equal runs over the grid as the pipe
