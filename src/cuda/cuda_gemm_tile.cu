@@ -123,6 +123,7 @@ struct TileArgs : bnb4_cuda_weight_args {
     unsigned k_steps, m_tiles, iters, per_cta;
     unsigned pairs;     /* scales per row and step: 2 (one per 32-k half: blocksize 32, or K % 64 == 32) or 1 */
     unsigned vec_y;     /* y 16-byte aligned and N % 8 == 0: whole tiles stored as 16-byte runs of 8 rows */
+    unsigned x_rows;    /* the activation rows a stage's copy brings: BX, or m (launch_tile_from) */
 };
 
 /* The scales of every (step, row): scales[step][row * pairs + p] = the scale of k 64 step + 32 p of the
@@ -302,7 +303,7 @@ __global__ void __launch_bounds__(TileShape<BX, SRC>::Threads, 1)
             const uint32_t base = stages_addr + slot * S::StageBytes, fb = full_bar + 8 * slot;
             const unsigned wt = tile / a.m_tiles, mt = tile - wt * a.m_tiles;
             /* the three boxes' bytes */
-            mbar_arrive_tx(fb, S::XBytes + kWBytes + (kFromWeight ? kRawBytes : kTileRows * 4 * a.pairs));
+            mbar_arrive_tx(fb, a.x_rows * (kStepK * 2) + kWBytes + (kFromWeight ? kRawBytes : kTileRows * 4 * a.pairs));
             tma_load_2d(base, &x_map, (int)(step * kStepK), (int)(mt * BX), fb);
             tma_load_2d(base + S::XBytes, &w_map, (int)(step * kWRowBytes), (int)(wt * kTileRows), fb);
             if (kFromWeight) /* (the 16-byte run of 4 absmax floats holding the step's block) */
@@ -727,9 +728,14 @@ bnb4_status launch_tile_from(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor 
     if (!kFromWeight && (st = bnb4_cuda_scratch(s, row_pad * k_steps * sizeof(uint32_t), &scales)) != BNB4_OK)
         return st;
     CUtensorMap w_map, x_map, s_map;
-    /* weights: 128 rows x 32 bytes (32-byte swizzle); activations: BX rows x 64 k (128-byte swizzle); scales:
-     * a step's 128 rows (from the weight: 4 absmax floats a row, absmax seen as N x K / blocksize); rows past N
-     * or m and k past K come as zeros */
+    /* weights: 128 rows x 32 bytes (32-byte swizzle); activations: BX rows x 64 k (128-byte swizzle); scales: a
+     * step's 128 rows (from the weight: 4 absmax floats a row, absmax seen as N x K / blocksize); rows past N or m
+     * and k past K come as zeros. But with the scales from the weight, whose copy is 128 runs of 16 bytes, the
+     * activations' copy brings m rows where one tile covers m: its rows past the tensor, zero-filled, made those
+     * kernels slower at m = 80 than at 128 (H200, docs/performance.md v57: m rows 15-20 % faster at m = 80 on
+     * 14336x4096 and 28672x8192, and at 160 on 28672x8192; with the pre-pass's scales 1-5 % slower at m = 96).
+     * The stage's rows past m then hold stale data, which reaches only the wgmmas' columns past m: never stored. */
+    a.x_rows = kFromWeight && m_tiles == 1 ? (unsigned)a.M : (unsigned)BX;
     const bool s_ok = kFromWeight ? encode_2d(&s_map, w->absmax, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, per_row, a.N,
                                               per_row * 4, kRawRowBytes / 4, kTileRows, CU_TENSOR_MAP_SWIZZLE_NONE,
                                               false)
@@ -737,7 +743,8 @@ bnb4_status launch_tile_from(bnb4_cuda_state *s, TileArgs a, const bnb4_qtensor 
                                               row_pad * 4, kTileRows * a.pairs, 1, CU_TENSOR_MAP_SWIZZLE_NONE);
     if (!encode_2d(&w_map, w->packed, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.K / 2, a.N, a.K / 2, kWRowBytes, kTileRows,
                    CU_TENSOR_MAP_SWIZZLE_32B) ||
-        !encode_2d(&x_map, x, CU_TENSOR_MAP_DATA_TYPE_UINT16, a.K, a.M, a.K * 2, kStepK, BX, CU_TENSOR_MAP_SWIZZLE_128B) ||
+        !encode_2d(&x_map, x, CU_TENSOR_MAP_DATA_TYPE_UINT16, a.K, a.M, a.K * 2, kStepK, a.x_rows,
+                   CU_TENSOR_MAP_SWIZZLE_128B) ||
         !s_ok) {
         return bnb4_cuda_gemm_dequant_blas(s, w, std::is_same<T, __half>::value ? BNB4_F16 : BNB4_BF16, a.M, x, a.bias,
                                            a.y); /* (not expected: the layout was checked) */
