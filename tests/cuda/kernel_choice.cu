@@ -16,16 +16,9 @@ bnb4_cuda_state state_of(const TestDevice &d) {
     s.l2_bytes = 40u << 20;
     return s;
 }
-} // namespace
 
-const char *test_gemm_path(const TestDevice &d, size_t rows, size_t cols, bool nested, bnb4_dtype dt, size_t m) {
-    const bnb4_cuda_state s = state_of(d);
-    uint8_t *const aligned = reinterpret_cast<uint8_t *>(uintptr_t{1} << 20);
-    const bnb4_qtensor w =
-        nested ? bnb4_qtensor_nested(rows, cols, 64, BNB4_NF4, aligned, aligned, reinterpret_cast<float *>(aligned),
-                                     reinterpret_cast<float *>(aligned), 0.0f, 256)
-               : bnb4_qtensor_plain(rows, cols, 64, BNB4_NF4, aligned, reinterpret_cast<float *>(aligned));
-    switch (bnb4_cuda_pick_gemm(&s, &w, dt, m, aligned)) {
+const char *path_name(bnb4_cuda_gemm_path path) {
+    switch (path) {
     case BNB4_CUDA_GEMM_GEMV:
         return "gemv";
     case BNB4_CUDA_GEMM_PIPE:
@@ -39,6 +32,21 @@ const char *test_gemm_path(const TestDevice &d, size_t rows, size_t cols, bool n
     default:
         return "dequant+cublas";
     }
+}
+} // namespace
+
+const char *test_gemm_path(const TestDevice &d, size_t rows, size_t cols, bool nested, bnb4_dtype dt, size_t m) {
+    const bnb4_cuda_state s = state_of(d);
+    uint8_t *const aligned = reinterpret_cast<uint8_t *>(uintptr_t{1} << 20);
+    const bnb4_qtensor w =
+        nested ? bnb4_qtensor_nested(rows, cols, 64, BNB4_NF4, aligned, aligned, reinterpret_cast<float *>(aligned),
+                                     reinterpret_cast<float *>(aligned), 0.0f, 256)
+               : bnb4_qtensor_plain(rows, cols, 64, BNB4_NF4, aligned, reinterpret_cast<float *>(aligned));
+    return path_name(bnb4_cuda_pick_gemm(&s, &w, dt, m, aligned));
+}
+
+const char *test_ctx_gemm_path(const bnb4_ctx *ctx, const bnb4_qtensor &w, bnb4_dtype dt, size_t m, const void *x) {
+    return ctx && ctx->cuda ? path_name(bnb4_cuda_pick_gemm(ctx->cuda, &w, dt, m, x)) : "none";
 }
 
 size_t test_pipe_rows(const TestDevice &d) {

@@ -18,6 +18,9 @@ struct TestDevice {
 // with 16-byte aligned data, at m activation rows of dtype dt: "gemv", "pipe", "tile", "simt", "f32_tile" or
 // "dequant+cublas".
 const char *test_gemm_path(const TestDevice &d, size_t rows, size_t cols, bool nested, bnb4_dtype dt, size_t m);
+// The path the same router takes on a CUDA context's own device ("none" for the CPU context), for a weight w on it
+// and activations at x; "pipe" past m = 64 is the pipe kernel in 64-row slices (bnb4_cuda_pipe_chunks).
+const char *test_ctx_gemm_path(const bnb4_ctx *ctx, const bnb4_qtensor &w, bnb4_dtype dt, size_t m, const void *x);
 // The activation rows one launch of the pipe kernel takes there (bnb4_cuda_pipe_rows; 0: it does not fit).
 size_t test_pipe_rows(const TestDevice &d);
 // Whether the stream gemv kernel (m = 1) stages its activations in shared memory there, for K of dtype dt
