@@ -316,8 +316,8 @@ bnb4_status bnb4_cuda_dequantize(bnb4_ctx *ctx, const bnb4_qtensor *q, bnb4_dtyp
 /* The outputs of the matmuls enqueued last, by every context of the process (cuda_outputs.h). */
 static bnb4_output_log g_outputs;
 
-/* The matmul on the path the router picks. The pipe kernel past its m (bnb4_cuda_pipe_chunks) runs as matmuls of
- * its m rows at a time, each on the path its own m takes (a last slice of one row: the m = 1 kernel). */
+/* The matmul on the path the router picks. Past the pipe kernel's m (bnb4_cuda_pipe_chunks) it runs as matmuls of
+ * bnb4_cuda_pipe_max_m() rows at a time, each on the path its own m takes (a last slice of one row: the m = 1 one). */
 static bnb4_status launch_gemm(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x,
                                const void *bias, void *y) {
     bnb4_status st = BNB4_OK;
@@ -330,7 +330,8 @@ static bnb4_status launch_gemm(bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_d
             st = bnb4_cuda_gemm_pipe(s, w, dt, m, x, bias, y);
             break;
         }
-        for (size_t r0 = 0, rows = bnb4_cuda_pipe_max_m(), es = bnb4_dtype_size(dt); r0 < m && st == BNB4_OK; r0 += rows)
+        for (size_t r0 = 0, rows = bnb4_cuda_pipe_max_m(), es = bnb4_dtype_size(dt); r0 < m && st == BNB4_OK;
+             r0 += rows)
             st = launch_gemm(s, w, dt, m - r0 < rows ? m - r0 : rows, static_cast<const char *>(x) + r0 * w->cols * es,
                              bias, static_cast<char *>(y) + r0 * w->rows * es);
         break;
@@ -427,9 +428,10 @@ const char *bnb4_cuda_kernel_name(bnb4_ctx *ctx, bnb4_op op, bnb4_dtype dt, size
      * short runs (pipe_prefer_postscale) take the mma.sync math where the name says wgmma; on compute
      * capability 9.0
      * from an sm_90a build, m = BNB4_CUDA_TILE_MIN_M..BNB4_CUDA_TILE_MAX_M takes the tile kernel on
-     * weights of BNB4_CUDA_TILE_MIN_WEIGHTS or more and on smaller ones whose tiles fill the grid, else, from
-     * BNB4_CUDA_PIPE_CHUNKS_MIN_WEIGHTS to m = BNB4_CUDA_PIPE_CHUNKS_MAX_M, the pipe kernel in 64-row launches, else
-     * dequantize + cuBLAS).
+     * weights of BNB4_CUDA_TILE_MIN_WEIGHTS or more and on smaller ones whose tiles fill the grid, else
+     * dequantize + cuBLAS; but to m = BNB4_CUDA_PIPE_CHUNKS_MAX_M on weights of BNB4_CUDA_PIPE_CHUNKS_MIN_WEIGHTS
+     * or more the pipe kernel's matmuls of 64 rows where the tile kernel does not take m, and at m = 65..72
+     * before it: bnb4_cuda_pipe_chunks).
      * gemv_4bit_<dt>__cuda names both CUDA-core kernels of cuda_gemv.cu. */
     if (m <= bnb4_cuda_gemv_max_m()) /* (its 66 KB of shared memory: every device of compute capability 8.0 on) */
         return dt == BNB4_F32 ? "gemv_4bit_f32__cuda" : dt == BNB4_F16 ? "gemv_4bit_f16__cuda" : "gemv_4bit_bf16__cuda";

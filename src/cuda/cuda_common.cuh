@@ -511,7 +511,7 @@ int bnb4_cuda_pipe_tma_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, siz
 #define BNB4_CUDA_PIPE_CHUNKS_MIN_WEIGHTS ((size_t)1 << 24)
 /* ... and, where the last slice has at most this many rows, before the tile kernel too: that slice takes the m <= 8
  * kernels, while the tile kernel works on 128 activation rows whatever m is (H200, docs/performance.md v57: m = 65..72
- * on 14336x4096, 4096x14336, 4096x11008 and 28672x8192 3-31 % faster than the tile kernel, m = 76 / 80 -2..+4 %) */
+ * on 14336x4096, 4096x14336, 4096x11008 and 28672x8192 2-31 % faster than the tile kernel, m = 76 / 80 -2..+4 %) */
 #define BNB4_CUDA_PIPE_CHUNKS_TAIL_M 8
 /* whether m takes those launches: 0 no (it does not fit, the weights are smaller, or the variable is 0), 1 where the
  * tile kernel does not take m, 2 before the tile kernel (a short last slice, or BNB4_CUDA_PIPE_CHUNKS=1) */

@@ -3,8 +3,9 @@
  * of the five paths. The router takes, in this order: cuda_gemv.cu's weight-streaming CUDA-core kernel
  * (m = 1, K % blocksize == 0, aligned), cuda_gemm_tile.cu's fused wgmma tile kernel (m >= 65 on large
  * weights, compute capability 9.0), cuda_gemm_pipe.cu's pipelined tensor-core kernel (m <= 64, and to
- * m = 128 in 64-row launches on mid-sized weights; f16/bf16, K % 32 == 0, aligned), the SIMT kernel here, cuda_gemm_f32_tile.cu's CUDA-core tile kernel
- * (f32 past the SIMT kernel's m to BNB4_CUDA_F32_TILE_MAX_M, K % 32 == 0, aligned), then dequantize + cuBLAS:
+ * m = 128 as matmuls of 64 rows: bnb4_cuda_pipe_chunks; f16/bf16, K % 32 == 0, aligned), the SIMT kernel
+ * here, cuda_gemm_f32_tile.cu's CUDA-core tile kernel (f32 past the SIMT kernel's m to
+ * BNB4_CUDA_F32_TILE_MAX_M, K % 32 == 0, aligned), then dequantize + cuBLAS:
  *
  *  gemm_4bit_<dt>__simt: any dtype, shape and alignment, m <= 16 (f32: to BNB4_CUDA_SIMT_F32_MAX_M = 40, in
  *    launches of 16 rows), float32 arithmetic: K % 32 == 0 with aligned data on a CTA of 16 weight rows whose 8
@@ -365,7 +366,8 @@ bnb4_cuda_gemm_path bnb4_cuda_pick_gemm(const bnb4_cuda_state *s, const bnb4_qte
     /* m = 1: stream the weights on CUDA cores (any dtype; see BNB4_CUDA_GEMV_MAX_M for when) */
     if (bnb4_cuda_gemv_fits(s, w, dt, m, x))
         return BNB4_CUDA_GEMM_GEMV;
-    /* past m = 64: the pipe kernel in 64-row launches where the tile kernel's tiles leave the grid short */
+    /* past m = 64: matmuls of 64 rows on the pipe kernel, before the tile kernel (a last slice of at most 8 rows) or
+     * where it does not take m (bnb4_cuda_pipe_chunks) */
     const int chunks = bnb4_cuda_pipe_chunks(s, w, dt, m, x);
     if (chunks == 2)
         return BNB4_CUDA_GEMM_PIPE;

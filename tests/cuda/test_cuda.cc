@@ -1300,8 +1300,8 @@ TEST_F(CudaTest, PipeKernelInLaunchesOf64Rows) {
         ms = {65, 128};
     }
     bool routed_as_built = true; // (no setting that moves m = 65..128 to another path)
-    for (const char *v : {"BNB4_CUDA_PIPE_TMA", "BNB4_CUDA_PIPE_MAX_M", "BNB4_CUDA_TILE_MIN_WEIGHTS", "BNB4_CUDA_TILE_MIN_M",
-                          "BNB4_CUDA_SMEM_OPTIN"})
+    for (const char *v : {"BNB4_CUDA_PIPE_CHUNKS", "BNB4_CUDA_PIPE_TMA", "BNB4_CUDA_PIPE_MAX_M",
+                          "BNB4_CUDA_TILE_MIN_WEIGHTS", "BNB4_CUDA_TILE_MIN_M", "BNB4_CUDA_SMEM_OPTIN"})
         routed_as_built = routed_as_built && getenv(v) == nullptr;
     for (const Case &c : cases) {
         const ScopedEnv env({{"BNB4_CUDA_PIPE_CHUNKS", c.forced ? "1" : nullptr}});
