@@ -430,8 +430,8 @@ const char *bnb4_cuda_kernel_name(bnb4_ctx *ctx, bnb4_op op, bnb4_dtype dt, size
      * from an sm_90a build, m = BNB4_CUDA_TILE_MIN_M..BNB4_CUDA_TILE_MAX_M takes the tile kernel on
      * weights of BNB4_CUDA_TILE_MIN_WEIGHTS or more and on smaller ones whose tiles fill the grid, else
      * dequantize + cuBLAS; but to m = BNB4_CUDA_PIPE_CHUNKS_MAX_M on weights of BNB4_CUDA_PIPE_CHUNKS_MIN_WEIGHTS
-     * or more the pipe kernel's matmuls of 64 rows where the tile kernel does not take m, and at m = 65..72
-     * before it: bnb4_cuda_pipe_chunks).
+     * and BNB4_CUDA_PIPE_CHUNKS_MIN_ROWS or more the pipe kernel's matmuls of 64 rows where the tile kernel does
+     * not take m, and at m = 65..72 before it: bnb4_cuda_pipe_chunks).
      * gemv_4bit_<dt>__cuda names both CUDA-core kernels of cuda_gemv.cu. */
     if (m <= bnb4_cuda_gemv_max_m()) /* (its 66 KB of shared memory: every device of compute capability 8.0 on) */
         return dt == BNB4_F32 ? "gemv_4bit_f32__cuda" : dt == BNB4_F16 ? "gemv_4bit_f16__cuda" : "gemv_4bit_bf16__cuda";

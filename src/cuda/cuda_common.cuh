@@ -509,12 +509,16 @@ int bnb4_cuda_pipe_tma_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, siz
  * call: tests, measuring). */
 #define BNB4_CUDA_PIPE_CHUNKS_MAX_M 128
 #define BNB4_CUDA_PIPE_CHUNKS_MIN_WEIGHTS ((size_t)1 << 24)
+/* ... and of this many rows or more: fewer give the pipe kernel at m = 33..64 too few CTAs (at most 4 a 128-row
+ * tile; v57: 1024x16384 at m = 65..128 9-57 % slower than dequantize + cuBLAS, 2048x8192 3-16 % faster) */
+#define BNB4_CUDA_PIPE_CHUNKS_MIN_ROWS 2048
 /* ... and, where the last slice has at most this many rows, before the tile kernel too: that slice takes the m <= 8
  * kernels, while the tile kernel works on 128 activation rows whatever m is (H200, docs/performance.md v57: m = 65..72
  * on 14336x4096, 4096x14336, 4096x11008 and 28672x8192 2-31 % faster than the tile kernel, m = 76 / 80 -2..+4 %) */
 #define BNB4_CUDA_PIPE_CHUNKS_TAIL_M 8
-/* whether m takes those launches: 0 no (it does not fit, the weights are smaller, or the variable is 0), 1 where the
- * tile kernel does not take m, 2 before the tile kernel (a short last slice, or BNB4_CUDA_PIPE_CHUNKS=1) */
+/* whether m takes those launches: 0 no (it does not fit, the weights are smaller or have fewer rows, or the variable
+ * is 0), 1 where the tile kernel does not take m, 2 before the tile kernel (a short last slice, or
+ * BNB4_CUDA_PIPE_CHUNKS=1) */
 int bnb4_cuda_pipe_chunks(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x);
 /* whether the pipe kernel's TMA variant does its math with wgmma at this m for plain absmax on large weights
  * (compute capability 9.0, sm_90a build; nested absmax and weights of up to 5 x 2^24 elements from m = 17) */

@@ -2430,7 +2430,7 @@ int bnb4_cuda_pipe_chunks(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_
         return 0;
     if (e && *e == '1')
         return 2;
-    if (w->rows * w->cols < BNB4_CUDA_PIPE_CHUNKS_MIN_WEIGHTS)
+    if (w->rows * w->cols < BNB4_CUDA_PIPE_CHUNKS_MIN_WEIGHTS || w->rows < BNB4_CUDA_PIPE_CHUNKS_MIN_ROWS)
         return 0;
     return m - rows <= BNB4_CUDA_PIPE_CHUNKS_TAIL_M ? 2 : 1;
 }
