@@ -497,28 +497,10 @@ size_t bnb4_cuda_pipe_rows(const bnb4_cuda_state *s);
 int bnb4_cuda_pipe_takes(const bnb4_cuda_state *s, size_t m);
 /* whether the pipe kernel would run its TMA variant (sm_90, the common layouts) */
 int bnb4_cuda_pipe_tma_fits(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m);
-/* m past the pipe kernel's own (BNB4_CUDA_PIPE_MAX_M) to BNB4_CUDA_PIPE_CHUNKS_MAX_M as matmuls of that many
- * activation rows each (f16/bf16, the pipe kernel's TMA variant; the last slice on the path its own m takes:
- * cuda_backend.cu, launch_gemm), on weights of BNB4_CUDA_PIPE_CHUNKS_MIN_WEIGHTS (N x K) or more that the tile kernel
- * does not take (under BNB4_CUDA_TILE_MIN_WEIGHTS, its tiles short of the grid), instead of dequantize + cuBLAS. Each
- * slice reads the weights again - from L2, where they fit - and at these m the pipe kernel is bound by its math, not
- * by the weights' reads. On the H200 (docs/performance.md v57) 4096x4096, 6144x4096, 5120x5120, 3072x8192, 8192x2048
- * and 2560x9728 at m = 65..128 took 0.57-1.02x the time of dequantize + cuBLAS (1.02: nested 8192x2048 at m = 112 /
- * 128); on smaller weights and at m = 192 the slices' times measured at m <= 64 add up to 0.95-1.7x it.
- * BNB4_CUDA_PIPE_CHUNKS=0 turns it off, =1 takes it wherever it fits at those m, before the tile kernel too (read per
- * call: tests, measuring). */
-#define BNB4_CUDA_PIPE_CHUNKS_MAX_M 128
-#define BNB4_CUDA_PIPE_CHUNKS_MIN_WEIGHTS ((size_t)1 << 24)
-/* ... and of this many rows or more: fewer give the pipe kernel at m = 33..64 too few CTAs (at most 4 a 128-row
- * tile; v57: 1024x16384 at m = 65..128 9-57 % slower than dequantize + cuBLAS, 2048x8192 3-16 % faster) */
-#define BNB4_CUDA_PIPE_CHUNKS_MIN_ROWS 2048
-/* ... and, where the last slice has at most this many rows, before the tile kernel too: that slice takes the m <= 8
- * kernels, while the tile kernel works on 128 activation rows whatever m is (H200, docs/performance.md v57: m = 65..72
- * on 14336x4096, 4096x14336, 4096x11008 and 28672x8192 2-31 % faster than the tile kernel, m = 76 / 80 -2..+4 %) */
-#define BNB4_CUDA_PIPE_CHUNKS_TAIL_M 8
-/* whether m takes those launches: 0 no (it does not fit, the weights are smaller or have fewer rows, or the variable
- * is 0), 1 where the tile kernel does not take m, 2 before the tile kernel (a short last slice, or
- * BNB4_CUDA_PIPE_CHUNKS=1) */
+/* whether m past the pipe kernel's own takes matmuls of that many rows on it (cuda_grid.h, bnb4_grid_pipe_chunks, where
+ * its TMA variant fits at that many rows): 0 no (or BNB4_CUDA_PIPE_CHUNKS=0), 1 where the tile kernel does not take m,
+ * 2 before the tile kernel (or BNB4_CUDA_PIPE_CHUNKS=1, wherever it fits at m = 65..128; read per call: tests,
+ * measuring) */
 int bnb4_cuda_pipe_chunks(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_dtype dt, size_t m, const void *x);
 /* whether the pipe kernel's TMA variant does its math with wgmma at this m for plain absmax on large weights
  * (compute capability 9.0, sm_90a build; nested absmax and weights of up to 5 x 2^24 elements from m = 17) */

@@ -2426,13 +2426,9 @@ int bnb4_cuda_pipe_chunks(const bnb4_cuda_state *s, const bnb4_qtensor *w, bnb4_
         !pipe_use_tma(s, w, rows))
         return 0;
     const char *e = getenv("BNB4_CUDA_PIPE_CHUNKS");
-    if (e && *e == '0')
-        return 0;
-    if (e && *e == '1')
-        return 2;
-    if (w->rows * w->cols < BNB4_CUDA_PIPE_CHUNKS_MIN_WEIGHTS || w->rows < BNB4_CUDA_PIPE_CHUNKS_MIN_ROWS)
-        return 0;
-    return m - rows <= BNB4_CUDA_PIPE_CHUNKS_TAIL_M ? 2 : 1;
+    if (e && (*e == '0' || *e == '1'))
+        return *e == '1' ? 2 : 0;
+    return bnb4_grid_pipe_chunks(w->rows, w->cols, m, rows);
 }
 int bnb4_cuda_pipe_wgmma(const bnb4_cuda_state *s, size_t m) { return pipe_tma_smem_fits(s) && pipe_use_wgmma(s, m, nullptr); }
 /* The cp.async variant's rows at once (bnb4_cuda_gemm_pipe runs more in chunks of that many): where the TMA variant

@@ -989,6 +989,32 @@ TEST(CudaGrid, SmallWeightsTakeTheTileKernelWhereItsTilesFillTheGrid) {
             }
 }
 
+// m = 65..128 as the pipe kernel's matmuls of 64 rows (bnb4_grid_pipe_chunks; H200, docs/performance.md v57): on
+// weights of 2^24+ elements and 2048+ rows where the tile kernel does not take m, and before it where the last slice
+// has at most 8 rows. The rule alone (where it applies also needs the pipe kernel's TMA variant: the GPU's tests).
+TEST(CudaGrid, MidSizedWeightsPastM64TakeThePipeKernelsSlices) {
+    EXPECT_EQ(1, bnb4_grid_pipe_chunks(4096, 4096, 128, 64));  // 2^24 elements, 32 tiles: dequantize + cuBLAS before
+    EXPECT_EQ(1, bnb4_grid_pipe_chunks(4096, 4096, 73, 64));   // a last slice of 9 rows
+    EXPECT_EQ(2, bnb4_grid_pipe_chunks(4096, 4096, 72, 64));   // of 8: before the tile kernel too
+    EXPECT_EQ(2, bnb4_grid_pipe_chunks(14336, 4096, 65, 64));  // (2-31 % faster than the tile kernel at m = 65..72)
+    EXPECT_EQ(1, bnb4_grid_pipe_chunks(14336, 4096, 80, 64));  // (where the tile kernel takes m, it stays)
+    EXPECT_EQ(1, bnb4_grid_pipe_chunks(2048, 8192, 96, 64));   // 2048 rows: 3-16 % faster
+    EXPECT_EQ(0, bnb4_grid_pipe_chunks(1024, 16384, 96, 64));  // 1024 rows: 9-57 % slower
+    EXPECT_EQ(0, bnb4_grid_pipe_chunks(2048, 4096, 96, 64));   // under 2^24 elements
+    EXPECT_EQ(0, bnb4_grid_pipe_chunks(4096, 4096, 64, 64));   // the pipe kernel's own m
+    EXPECT_EQ(0, bnb4_grid_pipe_chunks(4096, 4096, 129, 64));  // three slices lost (m = 192: 0.95-1.34x)
+    EXPECT_EQ(0, bnb4_grid_pipe_chunks(4096, 4096, 100, 0));   // no pipe kernel
+    for (size_t N : {1024, 2047, 2048, 4096, 100000})
+        for (size_t K : {1024, 4096, 8192, 16384})
+            for (size_t m = 1; m <= 300; m++) {
+                const int c = bnb4_grid_pipe_chunks(N, K, m, 64);
+                const std::string what = std::to_string(N) + "x" + std::to_string(K) + " m " + std::to_string(m);
+                ASSERT_TRUE(c >= 0 && c <= 2) << what;
+                ASSERT_EQ(m > 64 && m <= 128 && N * K >= ((size_t)1 << 24) && N >= 2048 ? (m <= 72 ? 2 : 1) : 0, c)
+                    << what;
+            }
+}
+
 // The log of the last matmul outputs that decides whether a matmul may read its weights before it waits
 // for the kernel before it (cuda_outputs.h: host code, checked on every machine): per stream, direct
 // launches and each capture apart, unknown streams counted as overlapping for direct launches; captured
