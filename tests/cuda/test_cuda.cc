@@ -1348,8 +1348,9 @@ TEST_F(CudaTest, PipeKernelInLaunchesOf64Rows) {
                 DevBuf dx(x.data(), m * c.K * es), db(bias.data(), row_bytes), dy(m * row_bytes + 16),
                     dparts(m * row_bytes);
                 const bool sliced = !std::strcmp("pipe", test_ctx_gemm_path(ctx, wd, dt, m, dx.as<void>()));
-                if (routed_as_built)
+                if (routed_as_built) {
                     ASSERT_TRUE(sliced) << what << ": takes " << test_ctx_gemm_path(ctx, wd, dt, m, dx.as<void>());
+                }
                 ASSERT_EQ(BNB4_OK, bnb4_linear(ctx, &wd, dt, m, dx.as<void>(), db.as<void>(), dy.as<void>()))
                     << what << ": " << bnb4_last_error();
                 for (size_t r0 = 0; r0 < m; r0 += 64)
@@ -1363,8 +1364,9 @@ TEST_F(CudaTest, PipeKernelInLaunchesOf64Rows) {
                 ASSERT_EQ(0u, count_nonfinite(got)) << what << ": unwritten or non-finite outputs";
                 ASSERT_EQ(std::vector<uint8_t>(16, 0xFF), std::vector<uint8_t>(yb.end() - 16, yb.end()))
                     << what << ": wrote past the output";
-                if (sliced)
+                if (sliced) {
                     ASSERT_TRUE(same_bytes(dparts.get(), dy.get(0, m * row_bytes), what + ": against its 64-row slices"));
+                }
                 expect_close(got, reference_matmul(wh, x, m, &bias), dt, what);
             }
     }
