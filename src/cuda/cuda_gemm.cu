@@ -12,8 +12,8 @@
  *    warps split K (each activation load feeding 4 weight rows, the activations staged in shared memory), else one
  *    warp per weight row.
  *  dequantize + cuBLAS: large m where the tile kernels do not run (float32 past m = 64, other GPUs, weights under
- *    BNB4_CUDA_TILE_MIN_WEIGHTS whose tiles would not fill the grid - but from 2^24 elements to m = 128 the pipe
- *    kernel's 64-row launches, bnb4_cuda_pipe_chunks - odd layouts): dequantize into a
+ *    BNB4_CUDA_TILE_MIN_WEIGHTS whose tiles would not fill the grid - but from 2^24 elements and 2048 rows to
+ *    m = 128 the pipe kernel's 64-row matmuls, bnb4_cuda_pipe_chunks - odd layouts): dequantize into a
  *    temporary in the activation dtype, then cublasGemmEx with float32 accumulation; with a bias,
  *    cublasLtMatmul and its bias epilogue (the bias added in float32 before the one rounding), where a
  *    broadcast of the bias into y and cuBLAS with beta = 1 cost 10-22 % of a call (docs/performance.md

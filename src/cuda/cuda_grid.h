@@ -91,14 +91,15 @@ static inline size_t bnb4_grid_small_tile_rows(size_t row_tiles, size_t K, size_
  * rows each on it (cuda_backend.cu, launch_gemm: the last slice on the path its own m takes), for an N x K weight:
  * 0 not, 1 where the tile kernel does not take m, 2 before the tile kernel. Each slice reads the weights again - from
  * L2, where they fit - and at these m the pipe kernel is bound by its math, not by its reads. On the H200
- * (docs/performance.md v57) against dequantize + cuBLAS, which the tile kernel leaves weights under 2^25 elements whose
- * tiles do not fill the grid: 4096x4096, 6144x4096, 5120x5120, 3072x8192, 8192x2048, 2560x9728, 9728x2560, 8192x3072,
- * 4096x6144, 16384x1024, 2048x8192 and 4608x4096 at m = 65..128 took 0.5-1.08x its time (above 1: nested 8192x2048
- * at m = 112 / 128, 1.02; 4608x4096 at m = 128, 1.02 / 1.08); 1024x16384 1.09-1.57x (8 tiles: the pipe kernel cuts them in at most 4
- * parts at m > 32, 32 CTAs), hence BNB4_CUDA_PIPE_CHUNKS_MIN_ROWS; on smaller weights and at m = 192 the slices'
- * times measured at m <= 64 add up to 0.95-1.7x it. And where the last slice has at most BNB4_CUDA_PIPE_CHUNKS_TAIL_M
- * rows, on the m <= 8 kernels, before the tile kernel too, which works on 128 activation rows whatever m is: m = 65..72
- * on 14336x4096, 4096x14336, 4096x11008 and 28672x8192 2-31 % faster than it, m = 76 / 80 -2..+4 %. */
+ * (docs/performance.md v57) against dequantize + cuBLAS, which the tile kernel leaves weights under 2^25 elements
+ * whose tiles do not fill the grid: 4096x4096, 6144x4096, 5120x5120, 3072x8192, 8192x2048, 2560x9728, 9728x2560,
+ * 8192x3072, 4096x6144, 16384x1024, 2048x8192 and 4608x4096 at m = 65..128 took 0.5-1.08x its time (above 1:
+ * nested 8192x2048 at m = 112 / 128, 1.02; 4608x4096 at m = 128, 1.02 / 1.08); 1024x16384 1.09-1.57x (8 tiles: the
+ * pipe kernel cuts them in at most 4 parts at m > 32, 32 CTAs), hence BNB4_CUDA_PIPE_CHUNKS_MIN_ROWS; on smaller
+ * weights and at m = 192 the slices' times measured at m <= 64 add up to 0.95-1.7x it. And where the last slice has
+ * at most BNB4_CUDA_PIPE_CHUNKS_TAIL_M rows, on the m <= 8 kernels, before the tile kernel too, which works on 128
+ * activation rows whatever m is: m = 65..72 on 14336x4096, 4096x14336, 4096x11008 and 28672x8192 2-31 % faster than
+ * it, m = 76 / 80 -2..+4 %. */
 #define BNB4_CUDA_PIPE_CHUNKS_MAX_M 128
 #define BNB4_CUDA_PIPE_CHUNKS_MIN_WEIGHTS ((size_t)1 << 24)
 #define BNB4_CUDA_PIPE_CHUNKS_MIN_ROWS 2048

@@ -1365,7 +1365,8 @@ TEST_F(CudaTest, PipeKernelInLaunchesOf64Rows) {
                 ASSERT_EQ(std::vector<uint8_t>(16, 0xFF), std::vector<uint8_t>(yb.end() - 16, yb.end()))
                     << what << ": wrote past the output";
                 if (sliced) {
-                    ASSERT_TRUE(same_bytes(dparts.get(), dy.get(0, m * row_bytes), what + ": against its 64-row slices"));
+                    ASSERT_TRUE(
+                        same_bytes(dparts.get(), dy.get(0, m * row_bytes), what + ": against its 64-row slices"));
                 }
                 expect_close(got, reference_matmul(wh, x, m, &bias), dt, what);
             }
