@@ -125,6 +125,8 @@ const bnb4_cpu_kernels *bnb4_kernels_amx(void);
 /* bnb4_rcp_approx_f32 of x[0..n) into out, 16 lanes at a time (x86 builds; the CPU must have AVX-512):
  * the quantize kernel's vector reciprocal, exposed for its exactness test. */
 void bnb4_avx512_rcp_approx(const float *x, size_t n, float *out);
+/* The same in 8 lanes (the AVX2 quantize kernel's; the CPU must have AVX2). */
+void bnb4_avx2_rcp_approx(const float *x, size_t n, float *out);
 
 /* ---- helpers shared by kernels -------------------------------------------------------------------- */
 

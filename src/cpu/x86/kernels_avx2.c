@@ -4,7 +4,8 @@
  *
  * Same algorithms as kernels_avx512.c in 8 lanes. The 16-entry codebook takes two registers: vpermps
  * looks up the low 3 bits in both halves and bit 3 (moved to the sign bit) picks one by blendvps.
- * Quantize counts threshold crossings (15 compares for NF4, 7 + a rank table for FP4). The direct
+ * Quantize finds a code by a binary search over the thresholds (4 steps for NF4, 3 + a rank table for FP4),
+ * each step one vpermps of an 8-lane table, and takes the reciprocals of 8 blocks' absmax in 8 lanes. The direct
  * gemv reads 32 bytes = 64 codes at a time: lane l of nibble plane k is element 8l + (k^1). Nested
  * absmax scales are looked up inside its dot loop from per-nested-block tables of the 256 possible
  * scales, as kernels_avx512.c does (direct_scales.h).
@@ -61,11 +62,129 @@ ALWAYS_INLINE __m256 lookup16(__m256i idx, __m256 cb_lo, __m256 cb_hi) {
 
 /* ---- quantize ------------------------------------------------------------------------------------------ */
 
-static const float nf4_t[15] = {BNB4_NF4_T0, BNB4_NF4_T1, BNB4_NF4_T2,  BNB4_NF4_T3,  BNB4_NF4_T4,
-                                BNB4_NF4_T5, BNB4_NF4_T6, BNB4_NF4_T7,  BNB4_NF4_T8,  BNB4_NF4_T9,
+/* ---- rcp.approx in 8 lanes: bnb4_rcp_approx_f32 (src/format/bnb4_rcp.c, the GPU reciprocal) step for step, as
+ * kernels_avx512.c's rcp_approx16: the per-segment coefficients gathered, the hardware's truncated squarer as its
+ * 15 partial-product rows, the sum in 64-bit lanes (even and odd lanes apart), then the same exponent, flush and
+ * special-value handling. Bit-exact with the scalar function for every input (tests/kernels). */
+extern const uint32_t bnb4_rcp_c0[128];
+extern const uint16_t bnb4_rcp_c1[128];
+extern const uint16_t bnb4_rcp_c2[128];
+
+/* c1 | c2 << 16 per segment: one gather for both (the 16-bit tables cannot be gathered from in bounds) */
+static void rcp_c12_build(uint32_t c12[128]) {
+    for (int i = 0; i < 128; i++)
+        c12[i] = (uint32_t)bnb4_rcp_c1[i] | (uint32_t)bnb4_rcp_c2[i] << 16;
+}
+
+/* (c0 << 13) + 2023 + c2 * sq - c1 * off, >> 15, for the 4 lanes whose operands are the low dwords of the qwords */
+ALWAYS_INLINE __m256i rcp_sum_qwords(__m256i c0, __m256i c12, __m256i sq, __m256i off) {
+    const __m256i low = _mm256_set1_epi64x(0xffffffff), low16 = _mm256_set1_epi64x(0xffff);
+    __m256i sum = _mm256_add_epi64(_mm256_slli_epi64(_mm256_and_si256(c0, low), 13), _mm256_set1_epi64x(2023));
+    sum = _mm256_add_epi64(sum, _mm256_mul_epu32(_mm256_srli_epi64(_mm256_and_si256(c12, low), 16), sq));
+    sum = _mm256_sub_epi64(sum, _mm256_mul_epu32(_mm256_and_si256(c12, low16), off));
+    return _mm256_srli_epi64(sum, 15);
+}
+
+ALWAYS_INLINE __m256 rcp_approx8(const uint32_t c12_table[128], __m256 x) {
+    const __m256i u = _mm256_castps_si256(x);
+    const __m256i sign = _mm256_and_si256(u, _mm256_set1_epi32((int)0x80000000u));
+    const __m256i e = _mm256_and_si256(_mm256_srli_epi32(u, 23), _mm256_set1_epi32(0xff));
+    const __m256i m = _mm256_and_si256(u, _mm256_set1_epi32(0x7fffff));
+    const __m256i seg = _mm256_srli_epi32(m, 16), off = _mm256_and_si256(m, _mm256_set1_epi32(0xffff));
+    /* truncated_square_high(off) */
+    __m256i sq = _mm256_setzero_si256();
+#pragma GCC unroll 16
+    for (int a = 1; a < 16; a++) {
+        const __m256i bit_clear = _mm256_cmpeq_epi32(_mm256_and_si256(off, _mm256_set1_epi32(1 << a)), _mm256_setzero_si256());
+        sq = _mm256_add_epi32(sq, _mm256_andnot_si256(bit_clear, _mm256_srl_epi32(off, _mm_cvtsi32_si128(16 - a))));
+    }
+    sq = _mm256_sub_epi32(sq, _mm256_and_si256(_mm256_srli_epi32(off, 8), _mm256_set1_epi32(1)));
+    sq = _mm256_srli_epi32(sq, 1);
+    const __m256i c0 = _mm256_i32gather_epi32((const int *)bnb4_rcp_c0, seg, 4);
+    const __m256i c12 = _mm256_i32gather_epi32((const int *)c12_table, seg, 4);
+    const __m256i even = rcp_sum_qwords(c0, c12, sq, off);
+    const __m256i odd = rcp_sum_qwords(_mm256_srli_epi64(c0, 32), _mm256_srli_epi64(c12, 32), _mm256_srli_epi64(sq, 32),
+                                       _mm256_srli_epi64(off, 32));
+    const __m256i sig = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xaa);
+    /* t = rcp_hw(1.m) in (0.5, 1]: exponent field 126, or 127 for exactly 1.0 */
+    const __m256i tv = _mm256_blendv_epi8(
+        _mm256_or_si256(_mm256_set1_epi32(126 << 23), _mm256_and_si256(sig, _mm256_set1_epi32(0x7fffff))),
+        _mm256_set1_epi32(0x3f800000), _mm256_cmpeq_epi32(sig, _mm256_set1_epi32(1 << 24)));
+    const __m256i exp_out = _mm256_sub_epi32(_mm256_srli_epi32(tv, 23), _mm256_sub_epi32(e, _mm256_set1_epi32(127)));
+    __m256i r = _mm256_or_si256(sign, _mm256_or_si256(_mm256_slli_epi32(exp_out, 23), _mm256_and_si256(tv, _mm256_set1_epi32(0x7fffff))));
+    r = _mm256_blendv_epi8(r, sign, _mm256_cmpgt_epi32(_mm256_set1_epi32(1), exp_out));          /* flushed */
+    r = _mm256_blendv_epi8(r, _mm256_or_si256(sign, _mm256_set1_epi32(0x7f800000)),                /* 0, subnormal */
+                           _mm256_cmpeq_epi32(e, _mm256_setzero_si256()));
+    const __m256i nan_or_zero = _mm256_blendv_epi8(_mm256_set1_epi32(0x7fffffff), sign,            /* NaN; inf -> 0 */
+                                                   _mm256_cmpeq_epi32(m, _mm256_setzero_si256()));
+    r = _mm256_blendv_epi8(r, nan_or_zero, _mm256_cmpeq_epi32(e, _mm256_set1_epi32(255)));
+    return _mm256_castsi256_ps(r);
+}
+
+void bnb4_avx2_rcp_approx(const float *x, size_t n, float *out) {
+    uint32_t c12[128];
+    rcp_c12_build(c12);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, rcp_approx8(c12, _mm256_loadu_ps(x + i)));
+    if (i < n) {
+        float in[8] = {0}, res[8];
+        memcpy(in, x + i, (n - i) * sizeof(float));
+        _mm256_storeu_ps(res, rcp_approx8(c12, _mm256_loadu_ps(in)));
+        memcpy(out + i, res, (n - i) * sizeof(float));
+    }
+}
+
+/* The code search's thresholds, one 8-lane table per step of a binary search: a step's table is indexed by the
+ * code bits found so far (so each step is one vpermps, one compare and the index doubled plus the new bit). */
+typedef struct {
+    __m256 t1, t2, t3, t4;    /* NF4: t7; {t3, t11}; {t1, t5, t9, t13}; {t0, t2, ..., t14} */
+    __m256 u1, u2, u3;        /* FP4 magnitude ranks: u3; {u1, u5}; {u0, u2, u4, u6} */
+    __m256i rank_to_code;     /* FP4 rank -> bit pattern */
+    __m256 fmin, nfmin;       /* +-FLT_MIN */
+} code_consts8;
+
+static void code_consts8_init(code_consts8 *k) {
+    static const float t[15] = {BNB4_NF4_T0, BNB4_NF4_T1,  BNB4_NF4_T2,  BNB4_NF4_T3,  BNB4_NF4_T4,
+                                BNB4_NF4_T5, BNB4_NF4_T6,  BNB4_NF4_T7,  BNB4_NF4_T8,  BNB4_NF4_T9,
                                 BNB4_NF4_T10, BNB4_NF4_T11, BNB4_NF4_T12, BNB4_NF4_T13, BNB4_NF4_T14};
-static const float fp4_u[7] = {BNB4_FP4_U0, BNB4_FP4_U1, BNB4_FP4_U2, BNB4_FP4_U3, BNB4_FP4_U4, BNB4_FP4_U5, BNB4_FP4_U6};
-static const int32_t fp4_rank_to_code[8] = {BNB4_FP4_RANK_TO_CODE};
+    static const float u[7] = {BNB4_FP4_U0, BNB4_FP4_U1, BNB4_FP4_U2, BNB4_FP4_U3, BNB4_FP4_U4, BNB4_FP4_U5, BNB4_FP4_U6};
+    static const int32_t rank_to_code[8] = {BNB4_FP4_RANK_TO_CODE};
+    k->t1 = _mm256_set1_ps(t[7]);
+    k->t2 = _mm256_setr_ps(t[3], t[11], 0, 0, 0, 0, 0, 0);
+    k->t3 = _mm256_setr_ps(t[1], t[5], t[9], t[13], 0, 0, 0, 0);
+    k->t4 = _mm256_setr_ps(t[0], t[2], t[4], t[6], t[8], t[10], t[12], t[14]);
+    k->u1 = _mm256_set1_ps(u[3]);
+    k->u2 = _mm256_setr_ps(u[1], u[5], 0, 0, 0, 0, 0, 0);
+    k->u3 = _mm256_setr_ps(u[0], u[2], u[4], u[6], 0, 0, 0, 0);
+    k->rank_to_code = _mm256_loadu_si256((const __m256i *)rank_to_code);
+    k->fmin = _mm256_set1_ps(0x1p-126f), k->nfmin = _mm256_set1_ps(-0x1p-126f);
+}
+
+/* c -> 2c + [v > table[c]] (a true compare is all ones = -1) */
+ALWAYS_INLINE __m256i search_step(__m256i c, __m256 v, __m256 table) {
+    return _mm256_sub_epi32(_mm256_add_epi32(c, c), _mm256_castps_si256(_mm256_cmp_ps(v, _mm256_permutevar8x32_ps(table, c), _CMP_GT_OQ)));
+}
+
+/* #{k : xn > t[k]} for the ascending NF4 thresholds t[0..14], i.e. the reference's 15 compares (NaN fails every
+ * compare: 0); ties go to the lower code. */
+ALWAYS_INLINE __m256i nf4_codes8(__m256 xn, const code_consts8 *k) {
+    const __m256i c = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_castps_si256(_mm256_cmp_ps(xn, k->t1, _CMP_GT_OQ)));
+    return search_step(search_step(search_step(c, xn, k->t2), xn, k->t3), xn, k->t4);
+}
+
+/* bnb4_fp4_encode for a given sign mask: rank of |xn| among u[0..6], rank -> bit pattern by table. */
+ALWAYS_INLINE __m256i fp4_codes8_signed(__m256 xn, __m256 neg, const code_consts8 *k) {
+    const __m256 a = abs8(xn);
+    const __m256i r0 = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_castps_si256(_mm256_cmp_ps(a, k->u1, _CMP_GT_OQ)));
+    const __m256i code = _mm256_permutevar8x32_epi32(k->rank_to_code, search_step(search_step(r0, a, k->u2), a, k->u3));
+    return _mm256_or_si256(code, _mm256_and_si256(_mm256_castps_si256(neg), _mm256_set1_epi32(8)));
+}
+
+/* bnb4_fp4_encode: the sign is xn < 0 (so -0.0 and NaN are positive). */
+ALWAYS_INLINE __m256i fp4_codes8(__m256 xn, const code_consts8 *k) {
+    return fp4_codes8_signed(xn, _mm256_cmp_ps(xn, _mm256_setzero_ps(), _CMP_LT_OQ), k);
+}
 
 /* p = x * y's lanes at +-FLT_MIN through bnb4_cpu_ftz_edge_lanes (the GPU may flush them). */
 ALWAYS_INLINE __m256 ftz_edge_fixup8(__m256 p, __m256 x, __m256 y) {
@@ -78,6 +197,7 @@ ALWAYS_INLINE __m256 ftz_edge_fixup8(__m256 p, __m256 x, __m256 y) {
     return _mm256_loadu_ps(pv);
 }
 
+/* x * inv as mul.ftz.f32: subnormal x counts as 0 (so 0 * inf = NaN stays), subnormal products flush. */
 ALWAYS_INLINE __m256 mul_ftz(__m256 x, __m256 inv) {
     const __m256 fmin = _mm256_set1_ps(0x1p-126f);
     /* keep lanes where !(|v| < FLT_MIN): NaN is kept, subnormals become +0 (the sign of a zero never
@@ -87,62 +207,103 @@ ALWAYS_INLINE __m256 mul_ftz(__m256 x, __m256 inv) {
     return ftz_edge_fixup8(_mm256_and_ps(p, _mm256_cmp_ps(abs8(p), fmin, _CMP_NLT_UQ)), x, inv);
 }
 
-ALWAYS_INLINE __m256i codes8(__m256 xn, int nf4, __m256i rank_to_code) {
-    __m256i c = _mm256_setzero_si256();
-    if (nf4) {
-        for (int k = 0; k < 15; k++) /* a true compare is all ones = -1 */
-            c = _mm256_sub_epi32(c, _mm256_castps_si256(_mm256_cmp_ps(xn, _mm256_set1_ps(nf4_t[k]), _CMP_GT_OQ)));
-        return c;
-    }
-    const __m256 a = abs8(xn);
-    for (int k = 0; k < 7; k++)
-        c = _mm256_sub_epi32(c, _mm256_castps_si256(_mm256_cmp_ps(a, _mm256_set1_ps(fp4_u[k]), _CMP_GT_OQ)));
-    const __m256i code = _mm256_permutevar8x32_epi32(rank_to_code, c);
-    const __m256i neg = _mm256_castps_si256(_mm256_cmp_ps(xn, _mm256_setzero_ps(), _CMP_LT_OQ));
-    return _mm256_or_si256(code, _mm256_and_si256(neg, _mm256_set1_epi32(8)));
+/* 32 codes (four vectors of dwords, elements 8v..8v+7) -> 16 packed bytes, high nibble first. */
+ALWAYS_INLINE void pack32(uint8_t *out, __m256i c0, __m256i c1, __m256i c2, __m256i c3) {
+    /* bytes, in each 128-bit lane: c0, c1, c2, c3's elements 0..3 (lane 0) or 4..7 (lane 1) */
+    const __m256i b = _mm256_packus_epi16(_mm256_packus_epi32(c0, c1), _mm256_packus_epi32(c2, c3));
+    /* each 16-bit word holds an element pair (2i, 2i + 1): its low byte becomes code[2i] << 4 | code[2i + 1] */
+    const __m256i p = _mm256_or_si256(_mm256_slli_epi16(b, 4), _mm256_srli_epi16(b, 8));
+    const __m256i lows = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1,
+                                          0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1);
+    const __m256i q = _mm256_shuffle_epi8(p, lows); /* lane 0: pairs of c0..c3's first halves; lane 1: second */
+    _mm_storeu_si128((__m128i *)out, _mm_unpacklo_epi16(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1)));
 }
 
-/* 16 codes (two vectors of dwords) -> 8 packed bytes. */
-ALWAYS_INLINE __m128i pack16(__m256i c0, __m256i c1) {
-    const __m256i sel = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
-    const __m256i t0 = _mm256_or_si256(_mm256_slli_epi64(c0, 4), _mm256_srli_epi64(c0, 32));
-    const __m256i t1 = _mm256_or_si256(_mm256_slli_epi64(c1, 4), _mm256_srli_epi64(c1, 32));
-    const __m128i u0 = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(t0, sel));
-    const __m128i u1 = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(t1, sel));
-    const __m128i w = _mm_packus_epi32(_mm_and_si128(u0, _mm_set1_epi32(0xff)), _mm_and_si128(u1, _mm_set1_epi32(0xff)));
-    return _mm_packus_epi16(w, w);
-}
-
-static void quantize_blocks_avx2(const void *src, bnb4_dtype dt, size_t bs, bnb4_quant_type qt, size_t b0, size_t b1,
-                                 uint8_t *packed, float *absmax) {
-    const int nf4 = qt == BNB4_NF4;
-    const __m256i rank_to_code = _mm256_loadu_si256((const __m256i *)fp4_rank_to_code);
-    enum { GROUP = 8 }; /* absmax and reciprocals of 8 blocks first: the scalar rcp emulations overlap */
+#ifndef QUANT_PREFETCH
+#define QUANT_PREFETCH 2048
+#endif
+ALWAYS_INLINE void quantize_blocks_impl(const void *src, bnb4_dtype dt, size_t bs, int nf4, size_t b0, size_t b1,
+                                        uint8_t *packed, float *absmax) {
+    code_consts8 k;
+    code_consts8_init(&k);
+    uint32_t c12[128];
+    rcp_c12_build(c12);
+    /* absmax of 8 blocks first, then their reciprocals in one 8-lane rcp.approx (rcp_approx8 returns no
+     * subnormals: the ftz of the reference's ftz(rcp(absmax)) has nothing to do) */
+    enum { GROUP = 8 };
     float invs[GROUP];
+    const size_t esize = dt == BNB4_F32 ? 4 : 2;
     for (size_t b = b0; b < b1; b++) {
         const size_t e0 = b * bs;
         if ((b - b0) % GROUP == 0) {
             const size_t g1 = b1 - b < GROUP ? b1 : b + GROUP;
+            float am[GROUP] = {0};
             for (size_t g = b; g < g1; g++) {
-                __m256 m = _mm256_set1_ps(-0x1.fffffep+127f);
-                for (size_t i = 0; i < bs; i += 8)
-                    m = _mm256_max_ps(abs8(load8_f32(src, dt, g * bs + i)), m); /* NaN operand -> keeps m */
+                __m256 m0 = _mm256_set1_ps(-0x1.fffffep+127f), m1 = m0; /* the kernel's running max starts at -FLT_MAX */
+                for (size_t i = 0; i < bs; i += 16) { /* NaN operand -> vmaxps keeps m */
+                    _mm_prefetch((const char *)src + (g * bs + i) * esize + QUANT_PREFETCH, _MM_HINT_T0);
+                    m0 = _mm256_max_ps(abs8(load8_f32(src, dt, g * bs + i)), m0);
+                    m1 = _mm256_max_ps(abs8(load8_f32(src, dt, g * bs + i + 8)), m1);
+                }
+                const __m256 m = _mm256_max_ps(m0, m1);
                 __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
                 h = _mm_max_ps(h, _mm_movehl_ps(h, h));
                 h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
-                absmax[g] = bnb4_ftz(_mm_cvtss_f32(h));
+                /* max of ftz(|x|) == ftz(max |x|): flushing is monotone */
+                am[g - b] = absmax[g] = bnb4_ftz(_mm_cvtss_f32(h));
             }
-            for (size_t g = b; g < g1; g++)
-                invs[g - b] = bnb4_ftz(bnb4_rcp_approx_f32(absmax[g]));
+            _mm256_storeu_ps(invs, rcp_approx8(c12, _mm256_loadu_ps(am)));
         }
+        const float amax = absmax[b];
         const __m256 inv = _mm256_set1_ps(invs[(b - b0) % GROUP]);
         uint8_t *out = packed + e0 / 2;
-        for (size_t i = 0; i < bs; i += 16) {
-            const __m256i c0 = codes8(mul_ftz(load8_f32(src, dt, e0 + i), inv), nf4, rank_to_code);
-            const __m256i c1 = codes8(mul_ftz(load8_f32(src, dt, e0 + i + 8), inv), nf4, rank_to_code);
-            _mm_storel_epi64((__m128i *)(out + i / 2), pack16(c0, c1));
+        if (amax >= 0x1p-110f) {
+            /* Common case: inv <= 2^110, so a flushed input would only have given |xn| < 2^-16, which encodes
+             * like 0 (NF4: code 7; FP4: rank 0) as does a subnormal product; only FP4's sign needs both the
+             * input and the product to be normal negatives (<= -FLT_MIN: -FLT_MIN itself is normal; a product
+             * IEEE rounds to it, the GPU may flush: ftz_edge_fixup8). No other flushing needed. */
+            for (size_t i = 0; i < bs; i += 32) {
+                __m256i c[4];
+#pragma GCC unroll 4
+                for (int v = 0; v < 4; v++) {
+                    const __m256 x = load8_f32(src, dt, e0 + i + 8 * (size_t)v), n = _mm256_mul_ps(x, inv);
+                    if (nf4) {
+                        c[v] = nf4_codes8(n, &k);
+                    } else {
+                        const __m256 s = ftz_edge_fixup8(n, x, inv);
+                        c[v] = fp4_codes8_signed(n, _mm256_and_ps(_mm256_cmp_ps(x, k.nfmin, _CMP_LE_OQ),
+                                                                  _mm256_cmp_ps(s, k.nfmin, _CMP_LE_OQ)), &k);
+                    }
+                }
+                pack32(out + i / 2, c[0], c[1], c[2], c[3]);
+            }
+            continue;
+        }
+        for (size_t i = 0; i < bs; i += 32) { /* tiny or zero absmax: flush exactly as mul.ftz does */
+            __m256i c[4];
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; v++) {
+                const __m256 xn = mul_ftz(load8_f32(src, dt, e0 + i + 8 * (size_t)v), inv);
+                c[v] = nf4 ? nf4_codes8(xn, &k) : fp4_codes8(xn, &k);
+            }
+            pack32(out + i / 2, c[0], c[1], c[2], c[3]);
         }
     }
+}
+
+static void quantize_blocks_avx2(const void *src, bnb4_dtype dt, size_t bs, bnb4_quant_type qt, size_t b0, size_t b1,
+                                 uint8_t *packed, float *absmax) {
+    /* one specialised copy per (dtype, quant type): no branches in the inner loops */
+    const int nf4 = qt == BNB4_NF4;
+    if (dt == BNB4_F32)
+        nf4 ? quantize_blocks_impl(src, BNB4_F32, bs, 1, b0, b1, packed, absmax)
+            : quantize_blocks_impl(src, BNB4_F32, bs, 0, b0, b1, packed, absmax);
+    else if (dt == BNB4_F16)
+        nf4 ? quantize_blocks_impl(src, BNB4_F16, bs, 1, b0, b1, packed, absmax)
+            : quantize_blocks_impl(src, BNB4_F16, bs, 0, b0, b1, packed, absmax);
+    else
+        nf4 ? quantize_blocks_impl(src, BNB4_BF16, bs, 1, b0, b1, packed, absmax)
+            : quantize_blocks_impl(src, BNB4_BF16, bs, 0, b0, b1, packed, absmax);
 }
 
 /* ---- dequantize --------------------------------------------------------------------------------------- */
