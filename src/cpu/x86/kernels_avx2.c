@@ -308,6 +308,59 @@ static void quantize_blocks_avx2(const void *src, bnb4_dtype dt, size_t bs, bnb4
 
 /* ---- dequantize --------------------------------------------------------------------------------------- */
 
+/* 16-bit outputs (float16, bfloat16): a block's 16 possible products code[c] * s are rounded once, then its codes
+ * look their results up 32 at a time by vpshufb, a table of the results' low bytes and one of their high bytes
+ * (each in both 128-bit lanes). The same bits as rounding every product: it is the same product. */
+typedef struct {
+    __m256i lo, hi;
+} half_table;
+
+ALWAYS_INLINE half_table half_table_make(__m256 cb_lo, __m256 cb_hi, __m256 vs, bnb4_dtype dt) {
+    const __m256 p0 = _mm256_mul_ps(cb_lo, vs), p1 = _mm256_mul_ps(cb_hi, vs);
+    __m128i h0, h1; /* the 16 results, 8 a register */
+    if (dt == BNB4_F16) {
+        h0 = _mm256_cvtps_ph(p0, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        h1 = _mm256_cvtps_ph(p1, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    } else {
+        h0 = f32_to_bf16_rne(p0), h1 = f32_to_bf16_rne(p1);
+    }
+    const __m128i even = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1);
+    const __m128i odd = _mm_setr_epi8(1, 3, 5, 7, 9, 11, 13, 15, -1, -1, -1, -1, -1, -1, -1, -1);
+    half_table t;
+    t.lo = _mm256_broadcastsi128_si256(_mm_unpacklo_epi64(_mm_shuffle_epi8(h0, even), _mm_shuffle_epi8(h1, even)));
+    t.hi = _mm256_broadcastsi128_si256(_mm_unpacklo_epi64(_mm_shuffle_epi8(h0, odd), _mm_shuffle_epi8(h1, odd)));
+    return t;
+}
+
+/* 64 codes (32 bytes at p) -> 64 16-bit results at out. */
+ALWAYS_INLINE void half_lookup64(const uint8_t *p, half_table t, uint16_t *out) {
+    const __m256i nib = _mm256_set1_epi8(0x0f);
+    const __m256i b = _mm256_loadu_si256((const __m256i *)p);
+    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), nib), lo = _mm256_and_si256(b, nib);
+    /* element order: lane 0 holds elements 0..31 (e0: 0..15, e1: 16..31), lane 1 elements 32..63 */
+    const __m256i e0 = _mm256_unpacklo_epi8(hi, lo), e1 = _mm256_unpackhi_epi8(hi, lo);
+    const __m256i l0 = _mm256_shuffle_epi8(t.lo, e0), h0 = _mm256_shuffle_epi8(t.hi, e0);
+    const __m256i l1 = _mm256_shuffle_epi8(t.lo, e1), h1 = _mm256_shuffle_epi8(t.hi, e1);
+    const __m256i r0 = _mm256_unpacklo_epi8(l0, h0), r1 = _mm256_unpackhi_epi8(l0, h0); /* 0..7 | 32..39, 8..15 | 40..47 */
+    const __m256i r2 = _mm256_unpacklo_epi8(l1, h1), r3 = _mm256_unpackhi_epi8(l1, h1); /* 16..23 | 48..55, 24..31 | 56..63 */
+    _mm256_storeu_si256((__m256i *)out, _mm256_permute2x128_si256(r0, r1, 0x20));
+    _mm256_storeu_si256((__m256i *)(out + 16), _mm256_permute2x128_si256(r2, r3, 0x20));
+    _mm256_storeu_si256((__m256i *)(out + 32), _mm256_permute2x128_si256(r0, r1, 0x31));
+    _mm256_storeu_si256((__m256i *)(out + 48), _mm256_permute2x128_si256(r2, r3, 0x31));
+}
+
+/* 32 codes (16 bytes at p) -> 32 16-bit results at out (blocksize 32). */
+ALWAYS_INLINE void half_lookup32(const uint8_t *p, half_table t, uint16_t *out) {
+    const __m128i nib = _mm_set1_epi8(0x0f);
+    const __m128i b = _mm_loadu_si128((const __m128i *)p);
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), nib), lo = _mm_and_si128(b, nib);
+    const __m256i e = _mm256_set_m128i(_mm_unpackhi_epi8(hi, lo), _mm_unpacklo_epi8(hi, lo)); /* 0..15 | 16..31 */
+    const __m256i l = _mm256_shuffle_epi8(t.lo, e), h = _mm256_shuffle_epi8(t.hi, e);
+    const __m256i r0 = _mm256_unpacklo_epi8(l, h), r1 = _mm256_unpackhi_epi8(l, h); /* 0..7 | 16..23, 8..15 | 24..31 */
+    _mm256_storeu_si256((__m256i *)out, _mm256_permute2x128_si256(r0, r1, 0x20));
+    _mm256_storeu_si256((__m256i *)(out + 16), _mm256_permute2x128_si256(r0, r1, 0x31));
+}
+
 static void dequantize_blocks_avx2(const uint8_t *packed, const float *scales, const float *codebook, size_t bs,
                                    size_t nblocks, bnb4_dtype dt, void *dst) {
     const __m256 cb_lo = _mm256_loadu_ps(codebook), cb_hi = _mm256_loadu_ps(codebook + 8);
@@ -315,12 +368,23 @@ static void dequantize_blocks_avx2(const uint8_t *packed, const float *scales, c
         const float s = scales[b];
         const uint8_t *p = packed + b * bs / 2;
         const size_t e0 = b * bs;
-        if (!(fabsf(s) >= 0x1p-118f)) { /* products may be subnormal (or s is NaN): exact scalar path */
+        /* products may be subnormal, or NaN (s NaN, or infinite times a zero code): exact scalar path */
+        if (!(fabsf(s) >= 0x1p-118f && fabsf(s) <= 0x1.fffffep+127f)) {
             for (size_t i = 0; i < bs; i++)
                 bnb4_ref_store(dst, dt, e0 + i, bnb4_mul_ftz(codebook[bnb4_nibble_at(p, i)], s));
             continue;
         }
         const __m256 vs = _mm256_set1_ps(s);
+        if (dt != BNB4_F32) {
+            const half_table t = half_table_make(cb_lo, cb_hi, vs, dt);
+            uint16_t *out = (uint16_t *)dst + e0;
+            if (bs == 32)
+                half_lookup32(p, t, out);
+            else
+                for (size_t i = 0; i < bs; i += 64)
+                    half_lookup64(p + i / 2, t, out + i);
+            continue;
+        }
         for (size_t i = 0; i < bs; i += 16) {
             const __m128i by = _mm_loadl_epi64((const __m128i *)(p + i / 2)); /* 8 bytes, 16 codes */
             const __m128i e = _mm_unpacklo_epi8(_mm_srli_epi16(by, 4), by);  /* element order */
