@@ -8,7 +8,9 @@
  * each step one vpermps of an 8-lane table, and takes the reciprocals of 8 blocks' absmax in 8 lanes. The direct
  * gemv reads 32 bytes = 64 codes at a time: lane l of nibble plane k is element 8l + (k^1). Nested
  * absmax scales are looked up inside its dot loop from per-nested-block tables of the 256 possible
- * scales, as kernels_avx512.c does (direct_scales.h).
+ * scales, as kernels_avx512.c does (direct_scales.h). Float16/bfloat16 dequantize looks up each block's
+ * 16 rounded products by vpshufb. Past m = 4 the gemm is a column-lane panel kernel (decoded k-major
+ * panels, a 4 x 16 broadcast-FMA micro-kernel) where K allows, else the 4x4 tile kernel.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -583,6 +585,186 @@ static void direct_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scra
         direct_run_block(a, j, j1 - j < DIRECT_COLS ? j1 : j + DIRECT_COLS, scratch);
 }
 
+/* ---- gemm: column-lane panel kernel (m > DIRECT_MAX_M) -------------------------------------------------------
+ * kernels_avx512.c's column-lane panel in 8 lanes. GotoBLAS-style: per 16 output columns and 128-element K chunk
+ * the weights are decoded once into a k-major panel Wt[k][16] (8 KiB, L1), and a 4 x 16 micro-kernel keeps C in 8
+ * accumulators: per k two panel loads, 4 broadcasts of X (packed k-major in 4-row groups by prep) and 8 FMAs; no
+ * horizontal sums. Decoding: 8 rows' 32-byte pieces (8 dwords each) transposed 8 x 8 give, in vector q, dword q of
+ * the 8 rows (lane = weight row), whose nibble plane p (shift 4p) is element 8q + (p ^ 1) of every row, looked up
+ * and scaled by the rows' block scales: f32(code * scale) as dequantize writes it (flushed to zero where the scale
+ * makes a product subnormal). C of a unit sums its K chunks in order, so results do not depend on the thread split. */
+
+enum { KPANEL_NR = 16, KPANEL_MR = 4, KPANEL_KC = 128 };
+
+static size_t kpanel_groups(size_t m) { return (m + KPANEL_MR - 1) / KPANEL_MR; }
+
+/* Xp[g][k][i] = x[4g + i][k] as float32, rows past m zero; SIZE_MAX on overflow. */
+static size_t kpanel_prep_bytes(const bnb4_gemm_args *a) {
+    const size_t K = a->w->cols, groups = kpanel_groups(a->m);
+    if (K > SIZE_MAX / sizeof(float) / KPANEL_MR / (groups + 1))
+        return SIZE_MAX;
+    return groups * K * KPANEL_MR * sizeof(float);
+}
+
+static void kpanel_prep(bnb4_gemm_args *a) {
+    const size_t K = a->w->cols, m = a->m;
+    float *xp = (float *)a->xp;
+    for (size_t g = 0; g < kpanel_groups(m); g++)
+        for (size_t k = 0; k < K; k++)
+            for (size_t i = 0; i < KPANEL_MR; i++) {
+                const size_t row = g * KPANEL_MR + i;
+                xp[(g * K + k) * KPANEL_MR + i] = row < m ? bnb4_ref_load(a->x, a->dt, row * K + k) : 0.0f;
+            }
+}
+
+/* Scratch: block scales of 16 rows | Wt panel | C (4-row groups x 16). */
+static size_t kpanel_scales_floats(const bnb4_qtensor *w) { return (KPANEL_NR * (w->cols / w->blocksize) + 7) / 8 * 8; }
+
+static size_t kpanel_scratch_bytes(const bnb4_gemm_args *a) {
+    const size_t groups = kpanel_groups(a->m);
+    if (groups > SIZE_MAX / 4096)
+        return SIZE_MAX;
+    return (kpanel_scales_floats(a->w) + KPANEL_KC * KPANEL_NR + groups * KPANEL_MR * KPANEL_NR) * sizeof(float);
+}
+
+/* C[i][0..16) += sum_k Xp[k][i] Wt[k][0..16) for i < MR. */
+ALWAYS_INLINE void kpanel_micro(const float *xp, const float *wt, const int MR, float *c) {
+    __m256 acc[KPANEL_MR][2];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++)
+        acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+#pragma GCC unroll 2
+    for (size_t k = 0; k < KPANEL_KC; k++) {
+        const __m256 w0 = _mm256_load_ps(wt + k * KPANEL_NR), w1 = _mm256_load_ps(wt + k * KPANEL_NR + 8);
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; i++) {
+            const __m256 xb = _mm256_broadcast_ss(xp + k * KPANEL_MR + (size_t)i);
+            acc[i][0] = _mm256_fmadd_ps(xb, w0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(xb, w1, acc[i][1]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++) {
+        _mm256_store_ps(c + i * KPANEL_NR, _mm256_add_ps(_mm256_load_ps(c + i * KPANEL_NR), acc[i][0]));
+        _mm256_store_ps(c + i * KPANEL_NR + 8, _mm256_add_ps(_mm256_load_ps(c + i * KPANEL_NR + 8), acc[i][1]));
+    }
+}
+
+/* v[q] = dword q of rows[0..8)'s 32 bytes at off: an 8 x 8 transpose of dwords. */
+ALWAYS_INLINE void load_transposed8(const uint8_t *const rows[8], size_t off, __m256i v[8]) {
+    __m256i r[8], t[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++)
+        r[i] = _mm256_loadu_si256((const __m256i *)(rows[i] + off));
+#pragma GCC unroll 4
+    for (int i = 0; i < 8; i += 2) { /* dwords 2j, 2j + 1 of rows i, i + 1 */
+        t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]), t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
+    }
+#pragma GCC unroll 2
+    for (int i = 0; i < 8; i += 4) { /* 64-bit pairs of rows i..i+3 */
+        r[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]), r[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]), r[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    /* r[j] (j < 4): dword j of rows 0..3 | dword j + 4 of rows 0..3; r[4 + j] the same for rows 4..7 */
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        v[j] = _mm256_permute2x128_si256(r[j], r[4 + j], 0x20);
+        v[j + 4] = _mm256_permute2x128_si256(r[j], r[4 + j], 0x31);
+    }
+}
+
+/* Wt[k][h*8 + l] = f32(code(row l of half h, kc0 + k) * scale) for the chunk at kc0; soff[h]: the half's 8 rows'
+ * offsets in the scales S. */
+static void kpanel_decode(const uint8_t *const rows[KPANEL_NR], const float *S, const __m256i soff[2], size_t kc0,
+                          size_t bs, __m256 cb_lo, __m256 cb_hi, float *wt) {
+    const __m256 smin = _mm256_set1_ps(0x1p-118f);
+    for (int h = 0; h < 2; h++) {
+        __m256 sv = _mm256_setzero_ps();
+        int flush = 0;
+        for (size_t piece = 0; piece < 2; piece++) { /* 32 bytes = 64 codes of each row */
+            __m256i g[8];
+            load_transposed8(rows + 8 * h, kc0 / 2 + 32 * piece, g);
+            for (size_t qq = 0; qq < 8; qq++) {
+                const size_t q = 8 * piece + qq, k = 8 * q;
+                if (q == 0 || (bs < 128 && k % bs == 0)) { /* a new block: the 8 rows' scales */
+                    sv = _mm256_i32gather_ps(S + (kc0 + k) / bs, soff[h], 4);
+                    /* |scale| < 2^-118 (or NaN): products may be subnormal, flush them as dequantize does */
+                    flush = _mm256_movemask_ps(_mm256_cmp_ps(abs8(sv), smin, _CMP_NGE_UQ)) != 0;
+                }
+#pragma GCC unroll 8
+                for (int p = 0; p < 8; p++) {
+                    __m256 v = _mm256_mul_ps(lookup16(nibble_plane(g[qq], p), cb_lo, cb_hi), sv);
+                    if (flush)
+                        v = ftz_signed8(v);
+                    _mm256_store_ps(wt + (k + (size_t)(p ^ 1)) * KPANEL_NR + 8 * (size_t)h, v);
+                }
+            }
+        }
+    }
+}
+
+/* Y[i][j + r] = c[i][r] + bias[j + r] in float32, then one rounding to the dtype, for i < m and r < nr <= 16. */
+static void kpanel_store(const bnb4_gemm_args *a, size_t j, size_t nr, const float *c) {
+    const size_t N = a->w->rows;
+    float bias[KPANEL_NR] __attribute__((aligned(32))) = {0};
+    for (size_t r = 0; a->bias && r < nr; r++)
+        bias[r] = bnb4_ref_load(a->bias, a->dt, j + r);
+    for (size_t i = 0; i < a->m; i++) {
+        const __m256 v0 = _mm256_add_ps(_mm256_load_ps(c + i * KPANEL_NR), _mm256_load_ps(bias));
+        const __m256 v1 = _mm256_add_ps(_mm256_load_ps(c + i * KPANEL_NR + 8), _mm256_load_ps(bias + 8));
+        if (nr == KPANEL_NR) {
+            store8(a->y, a->dt, i * N + j, v0);
+            store8(a->y, a->dt, i * N + j + 8, v1);
+        } else {
+            float t[KPANEL_NR];
+            _mm256_storeu_ps(t, v0), _mm256_storeu_ps(t + 8, v1);
+            for (size_t r = 0; r < nr; r++)
+                bnb4_ref_store(a->y, a->dt, i * N + j + r, t[r]);
+        }
+    }
+}
+
+static void kpanel_run_one(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
+    const bnb4_qtensor *w = a->w;
+    const size_t K = w->cols, bs = w->blocksize, bpr = K / bs, m = a->m, nr = j1 - j0;
+    float *S = (float *)scratch, *wt = S + kpanel_scales_floats(w), *c = wt + KPANEL_KC * KPANEL_NR;
+    bnb4_cpu_block_scales(w, j0 * bpr, j1 * bpr, S);
+    const uint8_t *rows[KPANEL_NR];
+    int32_t so[KPANEL_NR];
+    for (size_t r = 0; r < KPANEL_NR; r++) { /* rows past j1 repeat the last valid one (results discarded) */
+        const size_t rr = r < nr ? r : nr - 1;
+        rows[r] = w->packed + (j0 + rr) * K / 2, so[r] = (int32_t)(rr * bpr);
+    }
+    const __m256i soff[2] = {_mm256_loadu_si256((const __m256i *)so), _mm256_loadu_si256((const __m256i *)(so + 8))};
+    const __m256 cb_lo = _mm256_loadu_ps(a->codebook), cb_hi = _mm256_loadu_ps(a->codebook + 8);
+    const size_t groups = kpanel_groups(m);
+    memset(c, 0, groups * KPANEL_MR * KPANEL_NR * sizeof(float));
+    const float *xp = (const float *)a->xp;
+    for (size_t kc0 = 0; kc0 < K; kc0 += KPANEL_KC) {
+        if (kc0 + KPANEL_KC < K)
+            for (int r = 0; r < KPANEL_NR; r++)
+                _mm_prefetch((const char *)(rows[r] + (kc0 + KPANEL_KC) / 2), _MM_HINT_T0);
+        kpanel_decode(rows, S, soff, kc0, bs, cb_lo, cb_hi, wt);
+        for (size_t g = 0; g < groups; g++) {
+            const float *xg = xp + (g * K + kc0) * KPANEL_MR;
+            float *cg = c + g * KPANEL_MR * KPANEL_NR;
+            switch (m - g * KPANEL_MR < KPANEL_MR ? m - g * KPANEL_MR : KPANEL_MR) {
+            case 1: kpanel_micro(xg, wt, 1, cg); break;
+            case 2: kpanel_micro(xg, wt, 2, cg); break;
+            case 3: kpanel_micro(xg, wt, 3, cg); break;
+            default: kpanel_micro(xg, wt, 4, cg); break;
+            }
+        }
+    }
+    kpanel_store(a, j0, nr, c);
+}
+
+/* Any column range: 16 columns at a time. */
+static void kpanel_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch) {
+    for (size_t j = j0; j < j1; j += KPANEL_NR)
+        kpanel_run_one(a, j, j1 - j < KPANEL_NR ? j1 : j + KPANEL_NR, scratch);
+}
+
 /* ---- gemm: tile micro-kernel ------------------------------------------------------------------------------ */
 
 static void micro_f32_4x4(const void *const x[4], const void *wt, size_t kcp, float out[4][4]) {
@@ -630,6 +812,8 @@ static const bnb4_gemm_kernel gemv_direct = {"gemv_f32acc_4x64__avx2", DIRECT_CO
                                              direct_scratch_bytes, direct_run, 1};
 static const bnb4_gemm_kernel gemm_direct = {"gemm_f32acc_4x1x64__avx2", DIRECT_COLS, direct_prep_bytes, direct_prep,
                                              direct_scratch_bytes, direct_run, 1};
+static const bnb4_gemm_kernel gemm_kpanel = {"gemm_f32_4x16_panel__avx2", KPANEL_NR, kpanel_prep_bytes, kpanel_prep,
+                                             kpanel_scratch_bytes, kpanel_run, 1};
 static const bnb4_gemm_kernel gemm_tile = {"gemm_f32_4x4_tile__avx2", BNB4_TILE_COLS, tile_prep_bytes, tile_prep,
                                            tile_scratch, tile_run, 0};
 
@@ -637,6 +821,8 @@ static const bnb4_gemm_kernel *gemm_select_avx2(bnb4_dtype dt, size_t m, int k_b
     (void)dt;
     if (m <= DIRECT_MAX_M && k_block_aligned)
         return m == 1 ? &gemv_direct : &gemm_direct;
+    if (k_block_aligned) /* K a multiple of 128 and of the blocksize (and < 2^26: 32-bit scale gathers) */
+        return &gemm_kpanel;
     return &gemm_tile;
 }
 
