@@ -401,7 +401,11 @@ static void dequantize_blocks_avx2(const uint8_t *packed, const float *scales, c
 
 enum { DIRECT_MAX_M = 4, DIRECT_COLS = 16, PF_GROUPS = 4 };
 
-/* X[i][c*64 + 8k + l] = x[i][c*64 + 8l + (k^1)], float32. */
+/* The element of a 64-code chunk that lane l of decode64's vector v holds: byte 16 (l / 4) + 4 (v % 4) + l % 4 of
+ * the chunk, its high nibble (v < 4) or low one. Lanes 0..3 hold elements 0..31, lanes 4..7 elements 32..63. */
+static size_t decode64_element(size_t v, size_t l) { return 2 * (16 * (l >> 2) + 4 * (v & 3) + (l & 3)) + (v >> 2); }
+
+/* X[i][c*64 + 8v + l] = x[i][c*64 + decode64_element(v, l)], float32. */
 static size_t direct_prep_bytes(const bnb4_gemm_args *a) { return a->m * a->w->cols * sizeof(float); }
 
 static void direct_prep(bnb4_gemm_args *a) {
@@ -409,9 +413,39 @@ static void direct_prep(bnb4_gemm_args *a) {
     float *xp = (float *)a->xp;
     for (size_t i = 0; i < a->m; i++)
         for (size_t c = 0; c < K; c += 64)
-            for (size_t k = 0; k < 8; k++)
+            for (size_t v = 0; v < 8; v++)
                 for (size_t l = 0; l < 8; l++)
-                    xp[i * K + c + 8 * k + l] = bnb4_ref_load(a->x, a->dt, i * K + c + 8 * l + (k ^ 1));
+                    xp[i * K + c + 8 * v + l] = bnb4_ref_load(a->x, a->dt, i * K + c + decode64_element(v, l));
+}
+
+/* The codebook as 4 byte planes, each 16 bytes in both 128-bit lanes: vpshufb looks up 32 codes' byte j at once. */
+typedef struct {
+    __m256i b[4];
+} code_planes;
+
+static code_planes code_planes_make(const float *codebook) {
+    uint8_t t[4][16];
+    for (int e = 0; e < 16; e++) {
+        uint32_t u;
+        memcpy(&u, codebook + e, sizeof u);
+        for (int j = 0; j < 4; j++)
+            t[j][e] = (uint8_t)(u >> (8 * j));
+    }
+    code_planes p;
+    for (int j = 0; j < 4; j++)
+        p.b[j] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)t[j]));
+    return p;
+}
+
+/* The 32 codes of nibble vector n (a code in each byte) as float32: four byte-plane lookups, their bytes
+ * interleaved into dwords. f[t] lane l = the code of byte 16 (l / 4) + 4 t + l % 4. */
+ALWAYS_INLINE void decode32_planes(__m256i n, const code_planes *p, __m256 f[4]) {
+    const __m256i b0 = _mm256_shuffle_epi8(p->b[0], n), b1 = _mm256_shuffle_epi8(p->b[1], n);
+    const __m256i b2 = _mm256_shuffle_epi8(p->b[2], n), b3 = _mm256_shuffle_epi8(p->b[3], n);
+    const __m256i w0 = _mm256_unpacklo_epi8(b0, b1), w1 = _mm256_unpackhi_epi8(b0, b1);
+    const __m256i w2 = _mm256_unpacklo_epi8(b2, b3), w3 = _mm256_unpackhi_epi8(b2, b3);
+    f[0] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(w0, w2)), f[1] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(w0, w2));
+    f[2] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(w1, w3)), f[3] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(w1, w3));
 }
 
 static size_t direct_scratch_bytes(const bnb4_gemm_args *a) { return direct_scales_bytes(a->w, DIRECT_COLS); }
@@ -497,7 +531,8 @@ ALWAYS_INLINE __m256i nibble_plane(__m256i d, int k) {
 
 ALWAYS_INLINE void direct_dot(const float *xp, size_t K, size_t bs, const int MR, const int RB,
                               const uint8_t *const *wrow, uintptr_t pf, const scale_rows *sr, const int tabs,
-                              __m256 cb_lo, __m256 cb_hi, float (*out)[4]) {
+                              const code_planes *planes, float (*out)[4]) {
+    const __m256i nib = _mm256_set1_epi8(0x0f);
     __m256 acc[DIRECT_MAX_M][4];
     #pragma GCC unroll 8
     for (int i = 0; i < MR; i++)
@@ -505,26 +540,23 @@ ALWAYS_INLINE void direct_dot(const float *xp, size_t K, size_t bs, const int MR
         for (int r = 0; r < RB; r++)
             acc[i][r] = _mm256_setzero_ps();
     for (size_t c = 0; c < K; c += 64) {
-        __m256i d[4];
         __m256 p[DIRECT_MAX_M][4];
         #pragma GCC unroll 8
         for (int r = 0; r < RB; r++) {
-            d[r] = _mm256_loadu_si256((const __m256i *)(wrow[r] + c / 2));
+            const __m256i d = _mm256_loadu_si256((const __m256i *)(wrow[r] + c / 2));
             /* a later row group into L2, half a line per row per chunk (see kernels_avx512.c) */
             _mm_prefetch((const char *)(pf + (c / 64 * (size_t)RB + (size_t)r) * 32), _MM_HINT_T1);
-        }
-#pragma GCC unroll 8
-        for (int k = 0; k < 8; k++) {
-            __m256 w[4];
-            #pragma GCC unroll 8
-            for (int r = 0; r < RB; r++)
-                w[r] = lookup16(nibble_plane(d[r], k), cb_lo, cb_hi);
-            #pragma GCC unroll 8
-            for (int i = 0; i < MR; i++) {
-                const __m256 xv = _mm256_loadu_ps(xp + (size_t)i * K + c + 8 * (size_t)k);
+            #pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) { /* high nibbles (vectors 0..3), then low ones (4..7) */
+                __m256 w[4];
+                decode32_planes(_mm256_and_si256(h == 0 ? _mm256_srli_epi16(d, 4) : d, nib), planes, w);
                 #pragma GCC unroll 8
-                for (int r = 0; r < RB; r++)
-                    p[i][r] = k == 0 ? _mm256_mul_ps(xv, w[r]) : _mm256_fmadd_ps(xv, w[r], p[i][r]);
+                for (int i = 0; i < MR; i++)
+                    #pragma GCC unroll 4
+                    for (int t = 0; t < 4; t++) {
+                        const __m256 xv = _mm256_loadu_ps(xp + (size_t)i * K + c + 8 * (size_t)(4 * h + t));
+                        p[i][r] = h == 0 && t == 0 ? _mm256_mul_ps(xv, w[t]) : _mm256_fmadd_ps(xv, w[t], p[i][r]);
+                    }
             }
         }
         #pragma GCC unroll 8
@@ -549,7 +581,7 @@ ALWAYS_INLINE void direct_dot(const float *xp, size_t K, size_t bs, const int MR
 ALWAYS_INLINE void direct_run_block_impl(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scratch, const int tabs) {
     const bnb4_qtensor *w = a->w;
     const size_t K = w->cols, bs = w->blocksize, m = a->m;
-    const __m256 cb_lo = _mm256_loadu_ps(a->codebook), cb_hi = _mm256_loadu_ps(a->codebook + 8);
+    const code_planes planes = code_planes_make(a->codebook);
     const float *xp = (const float *)a->xp;
     scale_rows sr;
     const float *scales;
@@ -563,10 +595,10 @@ ALWAYS_INLINE void direct_run_block_impl(const bnb4_gemm_args *a, size_t j0, siz
         direct_group_rows(w, j, rb, j0, scales, ix, wrow, &sr);
         const uintptr_t pf = (uintptr_t)w->packed + (j + PF_GROUPS * (size_t)RB) * K / 2; /* an address only */
         switch (MR) {
-        case 1: direct_dot(xp, K, bs, 1, 4, wrow, pf, &sr, tabs, cb_lo, cb_hi, out); break;
-        case 2: direct_dot(xp, K, bs, 2, 2, wrow, pf, &sr, tabs, cb_lo, cb_hi, out); break;
-        case 3: direct_dot(xp, K, bs, 3, 1, wrow, pf, &sr, tabs, cb_lo, cb_hi, out); break;
-        default: direct_dot(xp, K, bs, 4, 1, wrow, pf, &sr, tabs, cb_lo, cb_hi, out); break;
+        case 1: direct_dot(xp, K, bs, 1, 4, wrow, pf, &sr, tabs, &planes, out); break;
+        case 2: direct_dot(xp, K, bs, 2, 2, wrow, pf, &sr, tabs, &planes, out); break;
+        case 3: direct_dot(xp, K, bs, 3, 1, wrow, pf, &sr, tabs, &planes, out); break;
+        default: direct_dot(xp, K, bs, 4, 1, wrow, pf, &sr, tabs, &planes, out); break;
         }
         bnb4_cpu_store_rows_x4(a, j, (size_t)MR, rb, (const float (*)[4])out);
     }
