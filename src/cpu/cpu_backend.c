@@ -243,7 +243,9 @@ const char *bnb4_cpu_kernel_name(bnb4_ctx *ctx, bnb4_op op, bnb4_dtype dt, size_
     case BNB4_OP_QUANTIZE_NESTED:
         return k->quantize_nested_blocks == bnb4_ref_quantize_nested_blocks || !k->quantize_nested_blocks
                    ? "ref"
-                   : k->isa == BNB4_ISA_AVX512 ? "quantize_nested_8bit__avx512" : "quantize_nested_8bit";
+                   : k->isa == BNB4_ISA_AVX512 ? "quantize_nested_8bit__avx512"
+                   : k->isa == BNB4_ISA_AVX2   ? "quantize_nested_8bit__avx2"
+                                               : "quantize_nested_8bit";
     case BNB4_OP_DEQUANTIZE:
         return k->dequantize_name[dt];
     case BNB4_OP_GEMV:

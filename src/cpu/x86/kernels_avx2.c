@@ -36,6 +36,12 @@ ALWAYS_INLINE __m256 load8_f32(const void *src, bnb4_dtype dt, size_t i) {
 
 ALWAYS_INLINE __m256 abs8(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
 
+/* bnb4_ftz in 8 lanes: a subnormal becomes the zero of its sign (NaN kept). */
+ALWAYS_INLINE __m256 ftz_signed8(__m256 v) {
+    const __m256 sub = _mm256_cmp_ps(abs8(v), _mm256_set1_ps(0x1p-126f), _CMP_LT_OQ);
+    return _mm256_blendv_ps(v, _mm256_and_ps(v, _mm256_set1_ps(-0.0f)), sub);
+}
+
 /* bnb4_f32_to_bf16 in 8 lanes, result in the low 16 bytes. */
 ALWAYS_INLINE __m128i f32_to_bf16_rne(__m256 v) {
     const __m256i x = _mm256_castps_si256(v);
@@ -308,6 +314,79 @@ static void quantize_blocks_avx2(const void *src, bnb4_dtype dt, size_t bs, bnb4
             : quantize_blocks_impl(src, BNB4_BF16, bs, 0, b0, b1, packed, absmax);
 }
 
+/* ---- nested quantize ---------------------------------------------------------------------------------------- */
+
+/* bnb4_mul_ftz in 8 lanes: inputs and product flushed to the zero of their sign. */
+ALWAYS_INLINE __m256 mul_ftz_signed8(__m256 x, __m256 y) {
+    return ftz_edge_fixup8(ftz_signed8(_mm256_mul_ps(ftz_signed8(x), ftz_signed8(y))), x, y);
+}
+
+/* Lanes [0, live) set. */
+ALWAYS_INLINE __m256i live_lanes(size_t live) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(live < 8 ? live : 8)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* bnb4_ref_quantize_nested_blocks in 8 lanes, as kernels_avx512.c's: the same 7-step search over the 256-entry
+ * signed map (dQuantize<0>: the pivot walks down on "not greater", so NaN walks down too) remembering the last
+ * entries seen below and above, each step's entry gathered, then the same FTZ midpoint test between the final
+ * pivot and the bracketing entry on x's side. Tails of a nested block are masked lanes. */
+static void quantize_nested_blocks_avx2(const float *absmax, size_t nblocks, float offset, size_t nbs, size_t j0,
+                                        size_t j1, uint8_t *codes, float *nested_absmax) {
+    static const float map[256] = {BNB4_NESTED_CODE_VALUES};
+    const __m256 voff = _mm256_set1_ps(offset), half = _mm256_set1_ps(0.5f);
+    for (size_t j = j0; j < j1; j++) {
+        const size_t begin = j * nbs, end = nblocks - begin < nbs ? nblocks : begin + nbs;
+        /* absmax - offset in IEEE float32 (torch), loaded with FTZ; fmaxf ignores NaN (vmaxps keeps m) */
+        __m256 m = _mm256_set1_ps(end - begin < nbs ? 0.0f : -0x1.fffffep+127f);
+        for (size_t i = begin; i < end; i += 8) {
+            const __m256i live = live_lanes(end - i);
+            const __m256 d = ftz_signed8(_mm256_sub_ps(_mm256_maskload_ps(absmax + i, live), voff));
+            m = _mm256_blendv_ps(m, _mm256_max_ps(abs8(d), m), _mm256_castsi256_ps(live));
+        }
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+        const float amax = _mm_cvtss_f32(h);
+        nested_absmax[j] = amax;
+        const __m256 inv = _mm256_set1_ps(bnb4_rcp_approx_f32(amax));
+        for (size_t i = begin; i < end; i += 8) {
+            const __m256i live = live_lanes(end - i);
+            const __m256 x = mul_ftz_signed8(_mm256_sub_ps(_mm256_maskload_ps(absmax + i, live), voff), inv);
+            __m256i pivot = _mm256_set1_epi32(127), upper_pivot = _mm256_set1_epi32(255);
+            __m256i lower_pivot = _mm256_setzero_si256();
+            __m256 lower = _mm256_set1_ps(-1.0f), upper = _mm256_set1_ps(1.0f), val = _mm256_set1_ps(map[127]);
+            for (int step = 64; step > 0; step >>= 1) {
+                const __m256 gt = _mm256_cmp_ps(x, val, _CMP_GT_OQ);
+                const __m256i gti = _mm256_castps_si256(gt);
+                lower_pivot = _mm256_blendv_epi8(lower_pivot, pivot, gti);
+                lower = _mm256_blendv_ps(lower, val, gt);
+                upper_pivot = _mm256_blendv_epi8(pivot, upper_pivot, gti);
+                upper = _mm256_blendv_ps(val, upper, gt);
+                /* pivot + step where greater, else pivot - step */
+                const __m256i st = _mm256_set1_epi32(step);
+                pivot = _mm256_add_epi32(pivot, _mm256_sub_epi32(_mm256_and_si256(gti, _mm256_add_epi32(st, st)), st));
+                val = _mm256_i32gather_ps(map, pivot, 4);
+            }
+            upper = _mm256_blendv_ps(upper, _mm256_set1_ps(map[255]),
+                                     _mm256_castsi256_ps(_mm256_cmpeq_epi32(upper_pivot, _mm256_set1_epi32(255))));
+            lower = _mm256_blendv_ps(lower, _mm256_set1_ps(map[0]),
+                                     _mm256_castsi256_ps(_mm256_cmpeq_epi32(lower_pivot, _mm256_setzero_si256())));
+            /* midpoints as the kernel rounds them: mul.ftz(add.ftz(a, val), 0.5) */
+            const __m256 mid_up = ftz_signed8(_mm256_mul_ps(ftz_signed8(_mm256_add_ps(ftz_signed8(upper), ftz_signed8(val))), half));
+            const __m256 mid_lo = ftz_signed8(_mm256_mul_ps(ftz_signed8(_mm256_add_ps(ftz_signed8(lower), ftz_signed8(val))), half));
+            const __m256 above = _mm256_cmp_ps(x, val, _CMP_GT_OQ);
+            const __m256 take_up = _mm256_and_ps(above, _mm256_cmp_ps(x, mid_up, _CMP_GT_OQ));
+            const __m256 take_lo = _mm256_andnot_ps(above, _mm256_cmp_ps(x, mid_lo, _CMP_LT_OQ));
+            __m256i q = _mm256_blendv_epi8(pivot, upper_pivot, _mm256_castps_si256(take_up));
+            q = _mm256_blendv_epi8(q, lower_pivot, _mm256_castps_si256(take_lo));
+            /* 8 dwords (0..255) -> 8 bytes */
+            const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+            const uint64_t bytes = (uint64_t)_mm_cvtsi128_si64(_mm_packus_epi16(w, w));
+            memcpy(codes + i, &bytes, end - i < 8 ? end - i : 8);
+        }
+    }
+}
+
 /* ---- dequantize --------------------------------------------------------------------------------------- */
 
 /* 16-bit outputs (float16, bfloat16): a block's 16 possible products code[c] * s are rounded once, then its codes
@@ -450,11 +529,6 @@ ALWAYS_INLINE void decode32_planes(__m256i n, const code_planes *p, __m256 f[4])
 
 static size_t direct_scratch_bytes(const bnb4_gemm_args *a) { return direct_scales_bytes(a->w, DIRECT_COLS); }
 
-/* bnb4_ftz in 8 lanes: a subnormal becomes the zero of its sign (NaN kept). */
-ALWAYS_INLINE __m256 ftz_signed8(__m256 v) {
-    const __m256 sub = _mm256_cmp_ps(abs8(v), _mm256_set1_ps(0x1p-126f), _CMP_LT_OQ);
-    return _mm256_blendv_ps(v, _mm256_and_ps(v, _mm256_set1_ps(-0.0f)), sub);
-}
 
 /* Tables of the nested blocks that blocks [b0, b1) lie in (the first one at tab), and each block's index. */
 static void nested_tabs_build(const bnb4_qtensor *q, size_t b0, size_t b1, float *tab, uint32_t *ix) {
@@ -866,5 +940,5 @@ const bnb4_cpu_kernels bnb4_kernels_avx2 = {
     dequantize_blocks_avx2,
     gemm_select_avx2,
     NULL,
-    NULL,
+    quantize_nested_blocks_avx2,
 };
