@@ -22,6 +22,7 @@
 #include "bnb4_half.h"
 #include "bnb4_rcp.h"
 #include "bnb4_ref.h"
+#include "col_panel.h"
 #include "cpu_internal.h"
 #include "direct_scales.h"
 
@@ -703,35 +704,16 @@ static void direct_run(const bnb4_gemm_args *a, size_t j0, size_t j1, void *scra
 
 enum { KPANEL_NR = 16, KPANEL_MR = 4, KPANEL_KC = 128 };
 
-static size_t kpanel_groups(size_t m) { return (m + KPANEL_MR - 1) / KPANEL_MR; }
+static size_t kpanel_groups(size_t m) { return xpanel_groups(m, KPANEL_MR); }
 
-/* Xp[g][k][i] = x[4g + i][k] as float32, rows past m zero; SIZE_MAX on overflow. */
-static size_t kpanel_prep_bytes(const bnb4_gemm_args *a) {
-    const size_t K = a->w->cols, groups = kpanel_groups(a->m);
-    if (K > SIZE_MAX / sizeof(float) / KPANEL_MR / (groups + 1))
-        return SIZE_MAX;
-    return groups * K * KPANEL_MR * sizeof(float);
-}
-
-static void kpanel_prep(bnb4_gemm_args *a) {
-    const size_t K = a->w->cols, m = a->m;
-    float *xp = (float *)a->xp;
-    for (size_t g = 0; g < kpanel_groups(m); g++)
-        for (size_t k = 0; k < K; k++)
-            for (size_t i = 0; i < KPANEL_MR; i++) {
-                const size_t row = g * KPANEL_MR + i;
-                xp[(g * K + k) * KPANEL_MR + i] = row < m ? bnb4_ref_load(a->x, a->dt, row * K + k) : 0.0f;
-            }
-}
+/* Xp[g][k][i] = x[4g + i][k] as float32, rows past m zero (col_panel.h). */
+static size_t kpanel_prep_bytes(const bnb4_gemm_args *a) { return xpanel_bytes(a, KPANEL_MR); }
+static void kpanel_prep(bnb4_gemm_args *a) { xpanel_pack_kmajor(a, KPANEL_MR); }
 
 /* Scratch: block scales of 16 rows | Wt panel | C (4-row groups x 16). */
-static size_t kpanel_scales_floats(const bnb4_qtensor *w) { return (KPANEL_NR * (w->cols / w->blocksize) + 7) / 8 * 8; }
-
+static size_t kpanel_scales_floats(const bnb4_qtensor *w) { return col_panel_scales_floats(w, KPANEL_NR, 8); }
 static size_t kpanel_scratch_bytes(const bnb4_gemm_args *a) {
-    const size_t groups = kpanel_groups(a->m);
-    if (groups > SIZE_MAX / 4096)
-        return SIZE_MAX;
-    return (kpanel_scales_floats(a->w) + KPANEL_KC * KPANEL_NR + groups * KPANEL_MR * KPANEL_NR) * sizeof(float);
+    return col_panel_scratch_bytes(a, KPANEL_NR, KPANEL_MR, KPANEL_KC, 8);
 }
 
 /* C[i][0..16) += sum_k Xp[k][i] Wt[k][0..16) for i < MR. */
@@ -838,10 +820,7 @@ static void kpanel_run_one(const bnb4_gemm_args *a, size_t j0, size_t j1, void *
     bnb4_cpu_block_scales(w, j0 * bpr, j1 * bpr, S);
     const uint8_t *rows[KPANEL_NR];
     int32_t so[KPANEL_NR];
-    for (size_t r = 0; r < KPANEL_NR; r++) { /* rows past j1 repeat the last valid one (results discarded) */
-        const size_t rr = r < nr ? r : nr - 1;
-        rows[r] = w->packed + (j0 + rr) * K / 2, so[r] = (int32_t)(rr * bpr);
-    }
+    col_panel_unit_rows(w, j0, nr, KPANEL_NR, rows, so);
     const __m256i soff[2] = {_mm256_loadu_si256((const __m256i *)so), _mm256_loadu_si256((const __m256i *)(so + 8))};
     const __m256 cb_lo = _mm256_loadu_ps(a->codebook), cb_hi = _mm256_loadu_ps(a->codebook + 8);
     const size_t groups = kpanel_groups(m);

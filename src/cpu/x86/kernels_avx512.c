@@ -37,6 +37,7 @@
 #include "bnb4_half.h"
 #include "bnb4_rcp.h"
 #include "bnb4_ref.h"
+#include "col_panel.h"
 #include "cpu_internal.h"
 #include "direct_scales.h"
 
@@ -938,14 +939,6 @@ static void micro_bf16_4x4(const void *const x[4], const void *wt, size_t kcp, f
 
 /* ---- gemm: what the two float32 panel kernels share ------------------------------------------------------- */
 
-/* Bytes of X packed in groups of `rows` rows (the last group zero-padded); SIZE_MAX on overflow. */
-static size_t xpanel_bytes(const bnb4_gemm_args *a, size_t rows) {
-    const size_t K = a->w->cols, groups = (a->m + rows - 1) / rows;
-    if (K > SIZE_MAX / 8 / rows / (groups + 1))
-        return SIZE_MAX;
-    return groups * K * rows * sizeof(float);
-}
-
 /* The panels' epilogue: Y[i][j + r] = c[i * rs + r * cs] + bias[j + r] in float32, then one rounding to
  * the dtype (store16 rounds as bnb4_ref_store), for i < m and r < nr <= 32. */
 static void panel_store(const bnb4_gemm_args *a, size_t j, size_t nr, const float *c, size_t rs, size_t cs) {
@@ -983,30 +976,16 @@ static void panel_store(const bnb4_gemm_args *a, size_t j, size_t nr, const floa
 
 enum { KPANEL_NR = 32, KPANEL_MR = 8, KPANEL_KC = 128 };
 
-static size_t kpanel_groups(size_t m) { return (m + KPANEL_MR - 1) / KPANEL_MR; }
+static size_t kpanel_groups(size_t m) { return xpanel_groups(m, KPANEL_MR); }
 
-/* Xp[g][k][i] = x[8g + i][k] as float32, rows past m zero. */
+/* Xp[g][k][i] = x[8g + i][k] as float32, rows past m zero (col_panel.h). */
 static size_t kpanel_prep_bytes(const bnb4_gemm_args *a) { return xpanel_bytes(a, KPANEL_MR); }
-
-static void kpanel_prep(bnb4_gemm_args *a) {
-    const size_t K = a->w->cols, m = a->m;
-    float *xp = (float *)a->xp;
-    for (size_t g = 0; g < kpanel_groups(m); g++)
-        for (size_t k = 0; k < K; k++)
-            for (size_t i = 0; i < KPANEL_MR; i++) {
-                const size_t row = g * KPANEL_MR + i;
-                xp[(g * K + k) * KPANEL_MR + i] = row < m ? x_at(a->x, a->dt, row * K + k) : 0.0f;
-            }
-}
+static void kpanel_prep(bnb4_gemm_args *a) { xpanel_pack_kmajor(a, KPANEL_MR); }
 
 /* Scratch: block scales of 32 rows | Wt panel | C (8-row groups x 32). */
-static size_t kpanel_scales_floats(const bnb4_qtensor *w) { return (KPANEL_NR * (w->cols / w->blocksize) + 15) / 16 * 16; }
-
+static size_t kpanel_scales_floats(const bnb4_qtensor *w) { return col_panel_scales_floats(w, KPANEL_NR, 16); }
 static size_t kpanel_scratch_bytes(const bnb4_gemm_args *a) {
-    const size_t groups = kpanel_groups(a->m);
-    if (groups > SIZE_MAX / 4096)
-        return SIZE_MAX;
-    return (kpanel_scales_floats(a->w) + KPANEL_KC * KPANEL_NR + groups * KPANEL_MR * KPANEL_NR) * sizeof(float);
+    return col_panel_scratch_bytes(a, KPANEL_NR, KPANEL_MR, KPANEL_KC, 16);
 }
 
 /* C[i][0..32) += sum_k Xp[k][i] Wt[k][0..32) for i < MR. */
@@ -1085,10 +1064,7 @@ static void kpanel_run_one(const bnb4_gemm_args *a, size_t j0, size_t j1, void *
     bnb4_cpu_block_scales(w, j0 * bpr, j1 * bpr, S);
     const uint8_t *rows[KPANEL_NR];
     int32_t so[KPANEL_NR];
-    for (size_t r = 0; r < KPANEL_NR; r++) { /* rows past j1 repeat the last valid one (results discarded) */
-        const size_t rr = r < nr ? r : nr - 1;
-        rows[r] = w->packed + (j0 + rr) * K / 2, so[r] = (int32_t)(rr * bpr);
-    }
+    col_panel_unit_rows(w, j0, nr, KPANEL_NR, rows, so);
     const __m512i soff[2] = {_mm512_loadu_si512(so), _mm512_loadu_si512(so + 16)};
     const __m512 cb = _mm512_loadu_ps(a->codebook);
     const size_t groups = kpanel_groups(m);
