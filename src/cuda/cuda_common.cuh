@@ -266,6 +266,16 @@ __device__ __forceinline__ unsigned bnb4_dev_flag_load(const unsigned *flag) {
 }
 /* after relaxed loads that saw every flag set: together an acquire of each */
 __device__ __forceinline__ void bnb4_dev_fence_acquire() { asm volatile("fence.acq_rel.gpu;" ::: "memory"); }
+/* Equal parts of a tile, where every contributor adds a share (cuda_gemm_pipe.cu, PipeArgs::spread): the tile's
+ * counter counts each contributor twice - once its partial sums are stored (a release, cumulative over its threads'
+ * stores before a barrier, as bnb4_dev_publish), and once it has seen all of them counted (relaxed) - and wraps to 0
+ * at the last count (inc: 0 past `wrap` = 2 parts - 1), ready for the next launch. No thread waits for either. */
+__device__ __forceinline__ void bnb4_dev_count_release(unsigned *counter, unsigned wrap) {
+    asm volatile("red.release.gpu.global.inc.u32 [%0], %1;" ::"l"(counter), "r"(wrap) : "memory");
+}
+__device__ __forceinline__ void bnb4_dev_count_relaxed(unsigned *counter, unsigned wrap) {
+    asm volatile("red.relaxed.gpu.global.inc.u32 [%0], %1;" ::"l"(counter), "r"(wrap) : "memory");
+}
 
 /* ---- what every matmul kernel reads of the weight ----------------------------------------------------
  * The kernels' argument structs derive from this: bnb4_qtensor's pointers and the shifts the kernels

@@ -253,6 +253,8 @@ struct PipeArgs : bnb4_cuda_weight_args {
     unsigned nab_steps;         /* TMA, nested: the steps of a window (nab_window): nested blocksize x blocksize k,
                                    at least 1 */
     uint32_t nnab;              /* TMA, nested: the nested absmax's count */
+    unsigned spread;            /* FH on equal parts of a tile: every contributor adds a share of its rows m
+                                   (pipe_spread), where else the last to arrive adds them all */
 };
 
 /* The CTAs whose runs share tile t (per_cta steps each, one after another): blockIdx.x from tile_first_cta to
@@ -438,6 +440,27 @@ template <int NT, bool TMA, int WG, int PS> constexpr bool pipe_compact_end() {
     return NT == 1 || (WG && NT == 2) || PipeShape<NT, TMA, WG, PS>::Narrow;
 }
 
+/* Whether the kernel is also built with the hand-over by flags (FH) for stream-K grids: the TMA variant where the
+ * tile end is not compact (m > 16, and mma.sync's m = 9..16). Its consumers store their slot, and one thread
+ * publishes it with a release store; the tile's first contributor, whose run ends in the tile, has its producer
+ * warp acquire the others' flags (with every copy issued) and let the consumers through the hand-over barrier.
+ * No contributor waits for a counter's round trip. H200 (docs/performance.md v55): stream-K runs at m = 24..64
+ * 1-8 % faster (18944x3584, 17408x5120, 11008x4096); on equal parts of a tile, which all end together, the wait for
+ * the others' release is on the critical path where the counter's last arrival is not (3-21 % slower: they keep
+ * the counter); carried in one kernel beside the counter, the m = 17..64 loops grew up to 2 instructions, and on
+ * the compact tile ends the m <= 16 kernels ran 1-4 % slower: hence a kernel of its own, where it pays. */
+template <int NT, bool TMA, int WG, int PS> constexpr bool pipe_flags_built() {
+    return TMA && !pipe_compact_end<NT, TMA, WG, PS>();
+}
+
+/* Whether the hand-over kernel (FH) also lets every contributor of a tile cut in equal parts add a share of its rows m
+ * (PipeArgs::spread, where pipe_spread says): at m = 33..64, slots of 64 rows (H200, docs/performance.md v59: at m = 32,
+ * slots of half the size, 0-4 % slower in 4 parts - every contributor waiting for the last cost more than the last
+ * one's whole fix-up saved). */
+template <int NT, bool TMA, int WG, int PS> constexpr bool pipe_spread_built() {
+    return pipe_flags_built<NT, TMA, WG, PS>() && NT == 8;
+}
+
 /* TMA = false: all 512 threads issue cp.async copies for a stage and meet at __syncthreads (any sm_80+).
  * TMA = true (sm_90, the common layouts: see pipe_use_tma): one more warp produces - tensor copies of the
  * weight tile, the activations and the plain scales or nested codes - and full / empty
@@ -496,8 +519,10 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
     constexpr int RF = S::RF, KP = S::KParts, RG = S::RowGroups;
     constexpr int U = PS ? 2 : 4; /* 4-byte words of a weight row a thread takes per step */
     constexpr bool kNarrow = S::Narrow; /* 32-row tiles, 1024-k steps (PipeShape) */
-    /* FH: the hand-over by flags, else by the counter (pipe_flags_built, launched on stream-K grids) */
+    /* FH: the hand-over by flags, else by the counter (pipe_flags_built, launched on stream-K grids); kSpread: and
+     * where a tile is cut in equal parts, every contributor adding a share (PipeArgs::spread, pipe_spread_built) */
     static_assert(!FH || (TMA && !pipe_compact_end<NT, TMA, WG, PS>()), "flags: TMA, tile ends not compact");
+    constexpr bool kSpread = pipe_spread_built<NT, TMA, WG, PS>() && FH;
     constexpr int TR = S::TileRows, SK = S::StepK;
     extern __shared__ __align__(1024) unsigned char smem[];
     unsigned char *table = smem; /* the code-pair table (its lookups go through table_s) */
@@ -560,12 +585,14 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
         if (warp == kConsumerWarps) { /* ---- the producer warp: one lane issues every tensor copy ---- */
             /* codes_async: every lane stores a share of the nested codes (else the others have nothing to do) */
             const bool lead = lane == 0;
-            /* Whether this CTA finishes the tile its run ends in (it started it and other CTAs hold the rest): then
-             * the warp's lanes arrive at the consumers' hand-over barrier at the end (handover_arrive), once every
-             * other contributor has published its partial sums (see the consumers' tile end) */
+            /* Whether this CTA finishes the tile its run ends in (it started it and other CTAs hold the rest), or
+             * (spread: equal parts) shares it at all: then the warp's lanes arrive at the consumers' hand-over
+             * barrier at the end (handover_arrive), once every other contributor has published its partial sums
+             * (see the consumers' tile end) */
             const unsigned last_t = (it_end - 1) / a.k_steps;
             const bool fixes = FH && it_end > it_begin &&
-                               it_end < (last_t + 1) * a.k_steps && last_t * a.k_steps >= it_begin;
+                               (kSpread && a.spread ? tile_first_cta(a, last_t) != tile_last_cta(a, last_t)
+                                         : it_end < (last_t + 1) * a.k_steps && last_t * a.k_steps >= it_begin);
             if (!lead && !codes_async && !fixes)
                 return;
             const unsigned bs_log2 = (unsigned)a.bs_log2;
@@ -814,11 +841,21 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
             /* The hand-over: wait here, with every copy issued, for the flags of the tile's other contributors
              * (later CTAs, which publish without waiting for anything: the grid is at most one CTA an SM, all
              * resident at once, as CUTLASS's stream-K assumes), empty them for the next launch, and let the
-             * consumers through to the fix-up. Past ~2^26 polls (seconds) a contributor cannot be running (the
+             * consumers through to the fix-up (spread: every contributor waits for all the others, which also
+             * wait for it; the same residency). Past ~2^26 polls (seconds) a contributor cannot be running (the
              * grid not resident at once: a partitioned GPU?): the launch fails rather than hangs. */
             if (fixes) {
-                if (lead) { /* (every flag loaded at once, relaxed, then one fence: an acquire each, in turn, cost a
-                               * round trip each, v55) */
+                /* spread: the tile's counter (its contributor 0's flag word, which the flags leave unset) until
+                 * every contributor, this one included, has counted its slot in (bnb4_dev_count_release) */
+                unsigned *const count = handover_flag(a, last_t, 0);
+                const unsigned parts = tile_last_cta(a, last_t) - tile_first_cta(a, last_t) + 1;
+                if (kSpread && lead && a.spread) {
+                    for (unsigned polls = 0; bnb4_dev_flag_load(count) < parts; polls++)
+                        if (polls == (1u << 26))
+                            __trap();
+                    bnb4_dev_fence_acquire();
+                } else if (lead) { /* (every flag loaded at once, relaxed, then one fence: an acquire each, in turn,
+                                    * cost a round trip each, v55) */
                     const unsigned others = tile_last_cta(a, last_t) - blockIdx.x;
                     unsigned *flags = handover_flag(a, last_t, 1);
                     for (unsigned polls = 0;; polls++) {
@@ -836,6 +873,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
                 }
                 __syncwarp();
                 handover_arrive<kConsumerThreads>();
+                if (kSpread && lead && a.spread) /* (seen: counted again; the last count turns it back to 0) */
+                    bnb4_dev_count_relaxed(count, 2 * parts - 1);
             }
             return; /* every copy issued is waited for by the consumers before they finish */
         }
@@ -1790,8 +1829,15 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
              * others do), adds the slots. The others publish theirs (a barrier, then one thread's release store:
              * only that thread's warp waits for the release, against the whole CTA for a counter's acq_rel round
              * trip before, on every contributor); the first one's producer warp acquires them all, with its copies
-             * issued, and lets its consumers through the hand-over barrier: docs/performance.md v55. */
-            if (blockIdx.x != c_lo) {
+             * issued, and lets its consumers through the hand-over barrier: docs/performance.md v55.
+             * Spread (equal parts, which all end together): every contributor counts its slot in, its producer
+             * warp waits until all are, and its consumers add a share of the tile's rows m - each SM pulls 1 / parts
+             * of the slots from L2, where the counter's last arrival pulled them all (v56: what bound it). */
+            if (kSpread && a.spread) {
+                consumer_sync<kConsumerThreads>();
+                if (tid == 0)
+                    bnb4_dev_count_release(handover_flag(a, cur_t, 0), 2 * (c_hi - c_lo) + 1);
+            } else if (blockIdx.x != c_lo) {
                 consumer_sync<kConsumerThreads>();
                 if (tid == 0)
                     bnb4_dev_publish(handover_flag(a, cur_t, blockIdx.x - c_lo));
@@ -1806,8 +1852,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
             if (!s_last)
                 continue;
         }
-        /* The last CTA adds every contributor's slot, in contributor order (deterministic), on the kernel's
-         * critical path. A thread takes float4s of 4 rows n (the same 4 rows at each of its m), and
+        /* The last CTA (spread: each contributor, its share of rows m) adds every contributor's slot, in
+         * contributor order (deterministic, the same bits either way), on the kernel's critical path. A thread takes float4s of 4 rows n (the same 4 rows at each of its m), and
          * kFixBatch contributors' float4s at a time, all loads issued before the first add: one L2 round
          * trip a batch. Element by element, a contributor at a time, ptxas waited for a chunk's first load
          * before issuing the others: 2 round trips a contributor and chunk of 8 elements, 16 at m = 64 in 4
@@ -1817,13 +1863,20 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
         static_assert(kConsumerThreads % kRowUnits == 0, "a thread's float4s share their rows n");
         const float4 *slots = reinterpret_cast<const float4 *>(a.ws + (size_t)cur_t * a.max_contrib * MT * TR);
         const unsigned n_contrib = c_hi - c_lo + 1;
-        const int u_end = (int)min(M, (size_t)MT) * kRowUnits;
+        const int m_fix = (int)min(M, (size_t)MT);
+        int u_begin = 0, u_end = m_fix * kRowUnits; /* spread: this contributor's share, whole rows m */
+        if constexpr (kSpread)
+            if (a.spread) {
+                const unsigned i = blockIdx.x - c_lo;
+                u_begin = (int)(i * m_fix / n_contrib) * kRowUnits;
+                u_end = (int)((i + 1) * m_fix / n_contrib) * kRowUnits;
+            }
         const size_t n0 = (size_t)cur_t * TR + 4 * (tid % kRowUnits);
         float b[4];
 #pragma unroll
         for (int i = 0; i < 4; i++)
             b[i] = bias && n0 + i < N ? bnb4_dt<T>::to_f32(bias[n0 + i]) : 0.0f;
-        for (int u = tid; u < u_end && n0 < N; u += kConsumerThreads) {
+        for (int u = u_begin + tid; u < u_end && n0 < N; u += kConsumerThreads) {
             float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             for (unsigned c0 = 0; c0 < n_contrib; c0 += kFixBatch) {
                 float4 part[kFixBatch];
@@ -1887,19 +1940,6 @@ __global__ void pipe_permute_x(const T *__restrict__ x, T *__restrict__ xp, size
 /* Per device: the dynamic shared memory the kernel's limit was raised to (bnb4_cuda_smem_limit). */
 template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS, bool CT, int CP, bool FH = false>
 unsigned g_smem_limit[64];
-
-/* Whether the kernel is also built with the hand-over by flags (FH) for stream-K grids: the TMA variant where the
- * tile end is not compact (m > 16, and mma.sync's m = 9..16). Its consumers store their slot, and one thread
- * publishes it with a release store; the tile's first contributor, whose run ends in the tile, has its producer
- * warp acquire the others' flags (with every copy issued) and let the consumers through the hand-over barrier.
- * No contributor waits for a counter's round trip. H200 (docs/performance.md v55): stream-K runs at m = 24..64
- * 1-8 % faster (18944x3584, 17408x5120, 11008x4096); on equal parts of a tile, which all end together, the wait for
- * the others' release is on the critical path where the counter's last arrival is not (3-21 % slower: they keep
- * the counter); carried in one kernel beside the counter, the m = 17..64 loops grew up to 2 instructions, and on
- * the compact tile ends the m <= 16 kernels ran 1-4 % slower: hence a kernel of its own, where it pays. */
-template <int NT, bool TMA, int WG, int PS> constexpr bool pipe_flags_built() {
-    return TMA && !pipe_compact_end<NT, TMA, WG, PS>();
-}
 
 /* The TMA variant's tensor maps: the weight tile as one 128-row x 128-byte box (128-byte swizzle) of the
  * packed rows (K / 2 bytes apart), the activations as 64-k x MT-row boxes (128-byte swizzle; rows past m
@@ -2062,6 +2102,17 @@ unsigned pipe_early(bool wgmma, bool x_early, unsigned stages) {
     return want < stages ? (unsigned)want : stages;
 }
 
+/* Equal parts of a tile on the hand-over kernel at m = 33..64 (pipe_spread_built): whether every contributor adds a
+ * share of the tile's rows m (PipeArgs::spread) - where bnb4_grid_pipe_spread says (cuda_grid.h), or
+ * BNB4_CUDA_PIPE_SPREAD=0 / 1: never / on any equal parts (read per call, only where a tile is cut in equal parts:
+ * tests, measuring). */
+bool pipe_spread(size_t parts, size_t per, size_t m) {
+    const char *e = getenv("BNB4_CUDA_PIPE_SPREAD");
+    if (e && *e)
+        return *e != '0';
+    return bnb4_grid_pipe_spread(parts, per, m) != 0;
+}
+
 /* Whether the early stages bring their activations too, before griddepcontrol.wait, where the kernel is known to
  * follow a matmul of ours whose y is no part of x - in a capture, right after it (bnb4_cuda_activations_may_be_
  * pending: a caller's kernel writing x may let ours start before its writes are visible; not with kWgPermuted,
@@ -2162,8 +2213,11 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     a.iters = (unsigned)iters;
     a.per_cta = (unsigned)per;
     a.max_contrib = (unsigned)(bnb4_div_up(k_steps, per) + 1);
-    /* stream-K runs (not whole tiles, not equal parts of a tile): the hand-over by flags where built */
+    /* stream-K runs (not whole tiles, not equal parts of a tile): the hand-over by flags where built; equal parts:
+     * the same kernel, every contributor adding a share (pipe_spread) */
     [[maybe_unused]] const bool flags = pipe_flags_built<NT, TMA, WG, PS>() && per % k_steps != 0 && k_steps % per != 0;
+    a.spread = pipe_spread_built<NT, TMA, WG, PS>() && per < k_steps && k_steps % per == 0 &&
+               pipe_spread(k_steps / per, per, a.M);
     /* the codes by tile where they fit (the CT kernel: its own stages and shared memory) */
     using SC = PipeShape<NT, TMA, WG, PS, kCodesByTile>;
     size_t smem = S::SmemBytes;
@@ -2224,7 +2278,7 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
                                               g_smem_limit<T, NT, NESTED, TMA, WG, PS, true, 0>, kSmemLimit),
                                        "bnb4_gemm (pipe)");
         if constexpr (pipe_flags_built<NT, TMA, WG, PS>())
-            if (flags)
+            if (flags || a.spread)
                 return bnb4_cuda_check(launch(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, false, CP, true>,
                                               g_smem_limit<T, NT, NESTED, TMA, WG, PS, false, CP, true>, smem),
                                        "bnb4_gemm (pipe)");

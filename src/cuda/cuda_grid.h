@@ -111,4 +111,17 @@ static inline int bnb4_grid_pipe_chunks(size_t N, size_t K, size_t m, size_t lau
     return m - launch_rows <= BNB4_CUDA_PIPE_CHUNKS_TAIL_M ? 2 : 1;
 }
 
+/* Whether the pipe kernel's contributors to a tile cut in `parts` equal parts of `per` steps each (per < the tile's
+ * steps) each add a share of the tile's rows m, rather than the last to arrive adding all of them (at m = 33..64 only:
+ * pipe_spread_built, cuda_gemm_pipe.cu). The shares cut what one SM pulls from L2 - the last arrival's 4 slots of
+ * 32 KB at m = 64 bound its fix-up (docs/performance.md v56) - but every contributor then waits for the last, where
+ * with the counter all but the last leave at once; and the longer the runs, the further apart they end. On the H200
+ * (v59), against the counter: 4 parts of 4 and 8 steps (4096x4096, 3072x8192) at m = 56 / 64 and the 64-row slices
+ * of m = 65..128 2.5-6.5 % faster, at m = 40 / 48 within 1 % (one run: -3..+1.6 %); 4 parts of 14 steps (4096x14336)
+ * -0.9..+1.8 % at m = 56 / 64 (nested 1.1-1.8 % slower in two runs of three); halves (5120x5120, 6144x4096,
+ * 4608x4096) 1-5 % slower at m = 40..64. */
+static inline int bnb4_grid_pipe_spread(size_t parts, size_t per, size_t m) {
+    return parts >= 4 && per <= 8 && m > 48;
+}
+
 #endif

@@ -1015,6 +1015,21 @@ TEST(CudaGrid, MidSizedWeightsPastM64TakeThePipeKernelsSlices) {
             }
 }
 
+// Tiles cut in equal parts at m = 33..64: each contributor adds a share of the rows where 4 parts or more of at most
+// 8 steps end together, at m > 48 (bnb4_grid_pipe_spread; H200, docs/performance.md v59). The rule alone.
+TEST(CudaGrid, EqualPartsAddedInSharesWhereShortRunsEndTogether) {
+    EXPECT_TRUE(bnb4_grid_pipe_spread(4, 4, 64));   // 4096x4096: 16 steps a tile in 4 parts, 5-6.5 % faster
+    EXPECT_TRUE(bnb4_grid_pipe_spread(4, 8, 56));   // 3072x8192: 32 steps, 2.5-3.5 %
+    EXPECT_FALSE(bnb4_grid_pipe_spread(4, 14, 64)); // 4096x14336: runs of 14 steps, -1..+2 %
+    EXPECT_FALSE(bnb4_grid_pipe_spread(2, 8, 64));  // halves (5120x5120, 6144x4096, 4608x4096): 1-5 % slower
+    EXPECT_FALSE(bnb4_grid_pipe_spread(4, 4, 48));  // m = 40 / 48: within 1 %
+    for (size_t parts = 1; parts <= 16; parts++)
+        for (size_t per = 1; per <= 64; per++)
+            for (size_t m = 1; m <= 64; m++)
+                ASSERT_EQ(parts >= 4 && per <= 8 && m > 48, bnb4_grid_pipe_spread(parts, per, m) != 0)
+                    << parts << " parts of " << per << " steps, m " << m;
+}
+
 // The log of the last matmul outputs that decides whether a matmul may read its weights before it waits
 // for the kernel before it (cuda_outputs.h: host code, checked on every machine): per stream, direct
 // launches and each capture apart, unknown streams counted as overlapping for direct launches; captured
@@ -1228,6 +1243,52 @@ TEST_F(CudaTest, PipeKernelCodesByTile) {
                 return;
         }
     }
+}
+
+// Tiles cut in equal parts (BNB4_CUDA_PIPE_CTAS: 2, 4 and 5 parts) at m = 33..64: every contributor adds a share of
+// the tile's rows m (BNB4_CUDA_PIPE_SPREAD=1: on any equal parts; by default 4 parts or more at m > 48) where else the
+// counter's last arrival adds them all - the same sums in the same order, so the same bytes. Rows m that do not split
+// evenly (m = 40 in 4 or 5), a part-filled last tile, plain and nested, a bias; and m = 9 / 17, which keep the
+// counter, on the same grids. Small enough for the sanitizers.
+TEST_F(CudaTest, PipeKernelEqualPartsAddedInShares) {
+    auto g = rng(113);
+    struct Shape { size_t N, K, bs; const char *grid; };
+    for (const Shape s : {Shape{136, 1024, 64, "5"}, Shape{136, 1024, 64, "13"}, Shape{200, 1280, 64, "13"},
+                          Shape{264, 1024, 32, "7"}})
+        for (int nested = 0; nested < 2; nested++) {
+            const HostWeight w = make_weight(s.N, s.K, s.bs, BNB4_NF4, g, 256);
+            DeviceWeight dw(w);
+            const bnb4_qtensor wd = dw.device(nested), wh = dw.host(nested);
+            for (size_t m : {9, 17, 40, 64}) {
+                const bnb4_dtype dt = m % 2 ? BNB4_F16 : BNB4_BF16;
+                const size_t es = bnb4_dtype_size(dt), n_out = m * s.N;
+                const Array x = randn(dt, m * s.K, g), bias = randn(dt, s.N, g);
+                const MatmulRef want = reference_matmul(wh, x, m, &bias);
+                DevBuf dx(x.data(), m * s.K * es), db(bias.data(), s.N * es);
+                const std::string what = "N " + std::to_string(s.N) + " K " + std::to_string(s.K) + " bs " +
+                                         std::to_string(s.bs) + " grid " + s.grid + " m " + std::to_string(m) +
+                                         (nested ? " nested" : " plain");
+                trace(what);
+                ScopedEnv env({{"BNB4_CUDA_PIPE_NARROW", "0"}, {"BNB4_CUDA_PIPE_CTAS", s.grid},
+                               {"BNB4_CUDA_PIPE_SPREAD", nullptr}});
+                std::vector<uint8_t> out[2]; // [BNB4_CUDA_PIPE_SPREAD]
+                for (int spread = 1; spread >= 0; spread--) {
+                    setenv("BNB4_CUDA_PIPE_SPREAD", spread ? "1" : "0", 1);
+                    DevBuf dy(n_out * es + 16);
+                    ASSERT_EQ(BNB4_OK, bnb4_gemm(ctx, &wd, dt, m, dx.as<void>(), db.as<void>(), dy.as<void>()))
+                        << what << ": " << bnb4_last_error();
+                    sync();
+                    out[spread] = dy.get();
+                    ASSERT_EQ(std::vector<uint8_t>(16, 0xFF), std::vector<uint8_t>(out[spread].end() - 16,
+                                                                                     out[spread].end()))
+                        << what << ": wrote past the output";
+                }
+                const std::vector<double> got = values_of(out[1], dt, n_out);
+                ASSERT_EQ(0u, count_nonfinite(got)) << what << ": unwritten or non-finite outputs";
+                expect_close(got, want, dt, what);
+                ASSERT_TRUE(same_bytes(out[0], out[1], what + ": shares = the last arrival's sums"));
+            }
+        }
 }
 
 // Nested codes by tensor copies of row groups (kCodesGroups: K / blocksize not a multiple of 16, but of 8 or 4, and
