@@ -96,10 +96,12 @@
  *    is up to 1 us of a call at m = 1 on 4096x4096 (H200, docs/performance.md v23), 2.9 us at m = 1 and 4.6
  *    at m = 64 on 14336x4096 on a stream-K grid, and 10-34 % of m = 32 / 64 where tiles are split (v55). On
  *    stream-K grids at m > 16 a kernel of its own hands over by flags instead (FH, pipe_flags_built: no
- *    contributor waits for a round trip; 1-8 % faster there, v55). Measured alternatives: a cluster per tile
- *    does not fit (30 clusters of 4 at one CTA per SM, 32 tiles), a serial hand-over to the last part's CTA
- *    through L2 was slower (v23); any wait at the consumers' tile end (a spin, a call, an mbarrier wait) cost
- *    the main loops their uniform registers, hence the flags' wait in the producer warp (v55).
+ *    contributor waits for a round trip; 1-8 % faster there, v55), and where a tile is cut in 4 or more equal
+ *    parts of short runs at m = 49..64 the same kernel has every contributor add a share of the rows once all
+ *    are in (PipeArgs::spread, bnb4_grid_pipe_spread: 2.5-6.7 % faster there, v59). Measured alternatives: a
+ *    cluster per tile does not fit (30 clusters of 4 at one CTA per SM, 32 tiles), a serial hand-over to the last
+ *    part's CTA through L2 was slower (v23); any wait at the consumers' tile end (a spin, a call, an mbarrier
+ *    wait) cost the main loops their uniform registers, hence the flags' wait in the producer warp (v55).
  *    At m <= 8 (and m <= 16 on wgmma) a tile's sums leave the registers through shared memory, so the
  *    stores (or the workspace writes) are one short loop over the tile's elements: the tile end runs once
  *    per tile at the pace of its instruction fetch, where code per fragment element cost ~0.4 us a call
@@ -453,10 +455,10 @@ template <int NT, bool TMA, int WG, int PS> constexpr bool pipe_flags_built() {
     return TMA && !pipe_compact_end<NT, TMA, WG, PS>();
 }
 
-/* Whether the hand-over kernel (FH) also lets every contributor of a tile cut in equal parts add a share of its rows m
- * (PipeArgs::spread, where pipe_spread says): at m = 33..64, slots of 64 rows (H200, docs/performance.md v59: at m = 32,
- * slots of half the size, 0-4 % slower in 4 parts - every contributor waiting for the last cost more than the last
- * one's whole fix-up saved). */
+/* Whether the hand-over kernel (FH) also lets every contributor of a tile cut in equal parts add a share of its rows
+ * m (PipeArgs::spread, where pipe_spread says): at m = 33..64, slots of 64 rows (H200, docs/performance.md v59: at
+ * m = 32, slots of half the size, 0-4 % slower in 4 parts - every contributor waiting for the last cost more than the
+ * last one's whole fix-up saved). */
 template <int NT, bool TMA, int WG, int PS> constexpr bool pipe_spread_built() {
     return pipe_flags_built<NT, TMA, WG, PS>() && NT == 8;
 }
@@ -1853,12 +1855,13 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
                 continue;
         }
         /* The last CTA (spread: each contributor, its share of rows m) adds every contributor's slot, in
-         * contributor order (deterministic, the same bits either way), on the kernel's critical path. A thread takes float4s of 4 rows n (the same 4 rows at each of its m), and
-         * kFixBatch contributors' float4s at a time, all loads issued before the first add: one L2 round
-         * trip a batch. Element by element, a contributor at a time, ptxas waited for a chunk's first load
-         * before issuing the others: 2 round trips a contributor and chunk of 8 elements, 16 at m = 64 in 4
-         * parts (docs/performance.md v36). And all loads before the first store, which would order loads
-         * after it behind it (v21). More float4s a thread at once made ptxas spill in more kernels. */
+         * contributor order (deterministic, the same bits either way), on the kernel's critical path. A thread
+         * takes float4s of 4 rows n (the same 4 rows at each of its m), and kFixBatch contributors' float4s at a
+         * time, all loads issued before the first add: one L2 round trip a batch. Element by element, a
+         * contributor at a time, ptxas waited for a chunk's first load before issuing the others: 2 round trips a
+         * contributor and chunk of 8 elements, 16 at m = 64 in 4 parts (docs/performance.md v36). And all loads
+         * before the first store, which would order loads after it behind it (v21). More float4s a thread at once
+         * made ptxas spill in more kernels. */
         constexpr int kRowUnits = TR / 4, kFixBatch = 4; /* (kRowUnits: the float4s of a tile row m) */
         static_assert(kConsumerThreads % kRowUnits == 0, "a thread's float4s share their rows n");
         const float4 *slots = reinterpret_cast<const float4 *>(a.ws + (size_t)cur_t * a.max_contrib * MT * TR);

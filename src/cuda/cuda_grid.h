@@ -117,9 +117,9 @@ static inline int bnb4_grid_pipe_chunks(size_t N, size_t K, size_t m, size_t lau
  * 32 KB at m = 64 bound its fix-up (docs/performance.md v56) - but every contributor then waits for the last, where
  * with the counter all but the last leave at once; and the longer the runs, the further apart they end. On the H200
  * (v59), against the counter: 4 parts of 4 and 8 steps (4096x4096, 3072x8192) at m = 56 / 64 and the 64-row slices
- * of m = 65..128 2.5-6.5 % faster, at m = 40 / 48 within 1 % (one run: -3..+1.6 %); 4 parts of 14 steps (4096x14336)
- * -0.9..+1.8 % at m = 56 / 64 (nested 1.1-1.8 % slower in two runs of three); halves (5120x5120, 6144x4096,
- * 4608x4096) 1-5 % slower at m = 40..64. */
+ * of m = 65..128 2.5-6.7 % faster, at m = 40 / 48 -3..+1.6 % (one run); 4 parts of 14 steps (4096x14336) at m = 56 /
+ * 64 plain 0.3-2.9 % faster, nested -0.7..+1.8 % (slower in two runs of three); halves (5120x5120, 6144x4096,
+ * 4608x4096) at m = 40..64 up to 5 % slower. */
 static inline int bnb4_grid_pipe_spread(size_t parts, size_t per, size_t m) {
     return parts >= 4 && per <= 8 && m > 48;
 }
