@@ -276,6 +276,14 @@ __device__ __forceinline__ void bnb4_dev_count_release(unsigned *counter, unsign
 __device__ __forceinline__ void bnb4_dev_count_relaxed(unsigned *counter, unsigned wrap) {
     asm volatile("red.relaxed.gpu.global.inc.u32 [%0], %1;" ::"l"(counter), "r"(wrap) : "memory");
 }
+/* Equal parts where only the last few to arrive add shares: the arrival's order (0 .. parts - 1), as
+ * bnb4_dev_arrive_acq_rel; the last arrival (old = wrap = parts - 1) turns the counter back to 0, which is also how
+ * the sharers before it see that all are in. */
+__device__ __forceinline__ unsigned bnb4_dev_arrive_inc_acq_rel(unsigned *counter, unsigned wrap) {
+    unsigned old;
+    asm volatile("atom.inc.acq_rel.gpu.global.u32 %0, [%1], %2;" : "=r"(old) : "l"(counter), "r"(wrap) : "memory");
+    return old;
+}
 
 /* ---- what every matmul kernel reads of the weight ----------------------------------------------------
  * The kernels' argument structs derive from this: bnb4_qtensor's pointers and the shifts the kernels

@@ -96,9 +96,10 @@
  *    is up to 1 us of a call at m = 1 on 4096x4096 (H200, docs/performance.md v23), 2.9 us at m = 1 and 4.6
  *    at m = 64 on 14336x4096 on a stream-K grid, and 10-34 % of m = 32 / 64 where tiles are split (v55). On
  *    stream-K grids at m > 16 a kernel of its own hands over by flags instead (FH, pipe_flags_built: no
- *    contributor waits for a round trip; 1-8 % faster there, v55), and where a tile is cut in 4 or more equal
- *    parts of short runs at m = 49..64 the same kernel has every contributor add a share of the rows once all
- *    are in (PipeArgs::spread, bnb4_grid_pipe_spread: 2.5-6.7 % faster there, v59). Measured alternatives: a
+ *    contributor waits for a round trip; 1-8 % faster there, v55), and where a tile is cut in equal parts at
+ *    m = 33..64 the same kernel has the last contributors to arrive add a share of the rows each once all are in -
+ *    every contributor in 4 or more parts of short runs at m = 49..64, the last 3 of 4 parts at m = 33..48 and on
+ *    longer runs (PipeArgs::spread, bnb4_grid_pipe_spread: 1-6.7 % faster there, v59, v60). Measured alternatives: a
  *    cluster per tile does not fit (30 clusters of 4 at one CTA per SM, 32 tiles), a serial hand-over to the last
  *    part's CTA through L2 was slower (v23); any wait at the consumers' tile end (a spin, a call, an mbarrier
  *    wait) cost the main loops their uniform registers, hence the flags' wait in the producer warp (v55).
@@ -255,8 +256,9 @@ struct PipeArgs : bnb4_cuda_weight_args {
     unsigned nab_steps;         /* TMA, nested: the steps of a window (nab_window): nested blocksize x blocksize k,
                                    at least 1 */
     uint32_t nnab;              /* TMA, nested: the nested absmax's count */
-    unsigned spread;            /* FH on equal parts of a tile: every contributor adds a share of its rows m
-                                   (pipe_spread), where else the last to arrive adds them all */
+    unsigned spread;            /* FH on equal parts of a tile: the last `spread` contributors to arrive (all of
+                                   them where it is the parts) add a share of its rows m each (pipe_spread); 0: the
+                                   counter's last arrival adds them all */
 };
 
 /* The CTAs whose runs share tile t (per_cta steps each, one after another): blockIdx.x from tile_first_cta to
@@ -455,10 +457,10 @@ template <int NT, bool TMA, int WG, int PS> constexpr bool pipe_flags_built() {
     return TMA && !pipe_compact_end<NT, TMA, WG, PS>();
 }
 
-/* Whether the hand-over kernel (FH) also lets every contributor of a tile cut in equal parts add a share of its rows
- * m (PipeArgs::spread, where pipe_spread says): at m = 33..64, slots of 64 rows (H200, docs/performance.md v59: at
- * m = 32, slots of half the size, 0-4 % slower in 4 parts - every contributor waiting for the last cost more than the
- * last one's whole fix-up saved). */
+/* Whether the hand-over kernel (FH) also lets the last contributors to arrive at a tile cut in equal parts add a share
+ * of its rows m each (PipeArgs::spread, where pipe_spread says): at m = 33..64, slots of 64 rows (H200,
+ * docs/performance.md v59: at m = 32, slots of half the size, 0-4 % slower in 4 parts - every contributor waiting for
+ * the last cost more than the last one's whole fix-up saved). */
 template <int NT, bool TMA, int WG, int PS> constexpr bool pipe_spread_built() {
     return pipe_flags_built<NT, TMA, WG, PS>() && NT == 8;
 }
@@ -541,6 +543,9 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
     __shared__ __align__(8) uint64_t s_bars[2 * 8]; /* TMA: full[STAGES], then empty[STAGES] */
     /* kCodesTile: the code buffers' full[2], then empty[2] */
     [[maybe_unused]] __shared__ __align__(8) uint64_t s_code_bars[4];
+    /* kSpread: completes once the consumers' thread 0 has stored their CTA's arrival at the tile's counter in s_last
+     * (PipeArgs::spread below every part), which the producer warp then reads */
+    [[maybe_unused]] __shared__ __align__(8) uint64_t s_arrival_bar;
     /* (shuffled from lane 0 like table_s: warp-uniform and opaque, so the wgmma loop no longer rebuilds it
      * from %cgactaid at every turn, 4-5 instructions) */
     const uint32_t full_bar = __shfl_sync(~0u, (uint32_t)__cvta_generic_to_shared(s_bars), 0);
@@ -581,6 +586,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
                     mbar_init(code_full + 8 * b, 1);
                     mbar_init(code_empty + 8 * b, kConsumerWarps);
                 }
+            if (kSpread)
+                mbar_init((uint32_t)__cvta_generic_to_shared(&s_arrival_bar), 1);
             mbar_init_fence();
         }
         __syncthreads();
@@ -851,13 +858,28 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
                  * every contributor, this one included, has counted its slot in (bnb4_dev_count_release) */
                 unsigned *const count = handover_flag(a, last_t, 0);
                 const unsigned parts = tile_last_cta(a, last_t) - tile_first_cta(a, last_t) + 1;
-                if (kSpread && lead && a.spread) {
+                const bool all_share = kSpread && a.spread >= parts;
+                if (kSpread && a.spread && !all_share) {
+                    /* the last a.spread to arrive share: the consumers' arrival (s_last, stored before their
+                     * thread 0 arrives on s_arrival_bar) says whether this CTA is one of them but the last, which
+                     * alone waits - until the last arrival wraps the counter to 0 */
+                    mbar_wait((uint32_t)__cvta_generic_to_shared(&s_arrival_bar), 0);
+                    const unsigned arrival = (unsigned)*reinterpret_cast<volatile int *>(&s_last);
+                    if (arrival + a.spread < parts || arrival + 1 == parts)
+                        return;
+                    if (lead) {
+                        for (unsigned polls = 0; bnb4_dev_flag_load(count) != 0; polls++)
+                            if (polls == (1u << 26))
+                                __trap();
+                        bnb4_dev_fence_acquire();
+                    }
+                } else if (all_share && lead) {
                     for (unsigned polls = 0; bnb4_dev_flag_load(count) < parts; polls++)
                         if (polls == (1u << 26))
                             __trap();
                     bnb4_dev_fence_acquire();
-                } else if (lead) { /* (every flag loaded at once, relaxed, then one fence: an acquire each, in turn,
-                                    * cost a round trip each, v55) */
+                } else if (lead && !(kSpread && a.spread)) { /* (every flag loaded at once, relaxed, then one fence:
+                                                             * an acquire each, in turn, cost a round trip each, v55) */
                     const unsigned others = tile_last_cta(a, last_t) - blockIdx.x;
                     unsigned *flags = handover_flag(a, last_t, 1);
                     for (unsigned polls = 0;; polls++) {
@@ -875,7 +897,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
                 }
                 __syncwarp();
                 handover_arrive<kConsumerThreads>();
-                if (kSpread && lead && a.spread) /* (seen: counted again; the last count turns it back to 0) */
+                if (all_share && lead) /* (seen: counted again; the last count turns it back to 0) */
                     bnb4_dev_count_relaxed(count, 2 * parts - 1);
             }
             return; /* every copy issued is waited for by the consumers before they finish */
@@ -1826,6 +1848,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
                         acc[f][nt][i] = 0.0f;
                     }
         }
+        const unsigned n_contrib = c_hi - c_lo + 1;
+        [[maybe_unused]] unsigned share = 0, shares = 1; /* spread: this contributor's share of the rows m */
         if constexpr (FH) {
             /* Flags: the tile's first contributor, whose run ends in it (so it ends last or about when the
              * others do), adds the slots. The others publish theirs (a barrier, then one thread's release store:
@@ -1834,18 +1858,40 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
              * issued, and lets its consumers through the hand-over barrier: docs/performance.md v55.
              * Spread (equal parts, which all end together): every contributor counts its slot in, its producer
              * warp waits until all are, and its consumers add a share of the tile's rows m - each SM pulls 1 / parts
-             * of the slots from L2, where the counter's last arrival pulled them all (v56: what bound it). */
-            if (kSpread && a.spread) {
+             * of the slots from L2, where the counter's last arrival pulled them all (v56: what bound it).
+             * Spread below every part: only the last a.spread to arrive share, the others leave at once as with the
+             * counter. The arrival's order (an acq_rel round trip), which the producer warp learns through
+             * s_arrival_bar and, for a sharer but the last, waits for the last arrival; the last one's acquire made
+             * every slot visible to it. */
+            if (kSpread && a.spread >= n_contrib) {
                 consumer_sync<kConsumerThreads>();
                 if (tid == 0)
-                    bnb4_dev_count_release(handover_flag(a, cur_t, 0), 2 * (c_hi - c_lo) + 1);
+                    bnb4_dev_count_release(handover_flag(a, cur_t, 0), 2 * n_contrib - 1);
+                share = blockIdx.x - c_lo, shares = n_contrib;
+                handover_sync<kConsumerThreads>(); /* (also orders its own slot's stores before the loads below) */
+            } else if (kSpread && a.spread) {
+                consumer_sync<kConsumerThreads>();
+                if (tid == 0) {
+                    s_last = (int)bnb4_dev_arrive_inc_acq_rel(handover_flag(a, cur_t, 0), n_contrib - 1);
+#if BNB4_HAS_TMA
+                    mbar_arrive((uint32_t)__cvta_generic_to_shared(&s_arrival_bar)); /* (for the producer warp) */
+#endif
+                }
+                consumer_sync<kConsumerThreads>();
+                const unsigned arrival = (unsigned)s_last;
+                if (arrival + a.spread < n_contrib)
+                    continue;
+                share = arrival + a.spread - n_contrib, shares = a.spread;
+                if (arrival + 1 < n_contrib)
+                    handover_sync<kConsumerThreads>();
             } else if (blockIdx.x != c_lo) {
                 consumer_sync<kConsumerThreads>();
                 if (tid == 0)
                     bnb4_dev_publish(handover_flag(a, cur_t, blockIdx.x - c_lo));
                 continue;
+            } else {
+                handover_sync<kConsumerThreads>(); /* (also orders its own slot's stores before the loads below) */
             }
-            handover_sync<kConsumerThreads>(); /* (also orders its own slot's stores before the loads below) */
         } else {
             consumer_sync<kConsumerThreads>(); /* every partial sum stored, then counted (bnb4_dev_arrive_acq_rel) */
             if (tid == 0)
@@ -1865,14 +1911,12 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
         constexpr int kRowUnits = TR / 4, kFixBatch = 4; /* (kRowUnits: the float4s of a tile row m) */
         static_assert(kConsumerThreads % kRowUnits == 0, "a thread's float4s share their rows n");
         const float4 *slots = reinterpret_cast<const float4 *>(a.ws + (size_t)cur_t * a.max_contrib * MT * TR);
-        const unsigned n_contrib = c_hi - c_lo + 1;
         const int m_fix = (int)min(M, (size_t)MT);
         int u_begin = 0, u_end = m_fix * kRowUnits; /* spread: this contributor's share, whole rows m */
         if constexpr (kSpread)
             if (a.spread) {
-                const unsigned i = blockIdx.x - c_lo;
-                u_begin = (int)(i * m_fix / n_contrib) * kRowUnits;
-                u_end = (int)((i + 1) * m_fix / n_contrib) * kRowUnits;
+                u_begin = (int)(share * m_fix / shares) * kRowUnits;
+                u_end = (int)((share + 1) * m_fix / shares) * kRowUnits;
             }
         const size_t n0 = (size_t)cur_t * TR + 4 * (tid % kRowUnits);
         float b[4];
@@ -2105,15 +2149,15 @@ unsigned pipe_early(bool wgmma, bool x_early, unsigned stages) {
     return want < stages ? (unsigned)want : stages;
 }
 
-/* Equal parts of a tile on the hand-over kernel at m = 33..64 (pipe_spread_built): whether every contributor adds a
- * share of the tile's rows m (PipeArgs::spread) - where bnb4_grid_pipe_spread says (cuda_grid.h), or
- * BNB4_CUDA_PIPE_SPREAD=0 / 1: never / on any equal parts (read per call, only where a tile is cut in equal parts:
- * tests, measuring). */
-bool pipe_spread(size_t parts, size_t per, size_t m) {
+/* Equal parts of a tile on the hand-over kernel at m = 33..64 (pipe_spread_built): how many of its contributors, the
+ * last to arrive, add a share of the tile's rows m each (PipeArgs::spread; 0: the counter's last arrival adds them
+ * all, on the counter kernel) - as bnb4_grid_pipe_spread says (cuda_grid.h), or BNB4_CUDA_PIPE_SPREAD=k on any equal
+ * parts (k at least the parts: every contributor; read per call, only where a tile is cut in equal parts: tests,
+ * measuring). */
+unsigned pipe_spread(size_t parts, size_t per, size_t m, bool nested) {
     const char *e = getenv("BNB4_CUDA_PIPE_SPREAD");
-    if (e && *e)
-        return *e != '0';
-    return bnb4_grid_pipe_spread(parts, per, m) != 0;
+    const size_t k = e && *e ? strtoul(e, nullptr, 10) : bnb4_grid_pipe_spread(parts, per, m, nested);
+    return (unsigned)(k < parts ? k : parts);
 }
 
 /* Whether the early stages bring their activations too, before griddepcontrol.wait, where the kernel is known to
@@ -2217,10 +2261,11 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
     a.per_cta = (unsigned)per;
     a.max_contrib = (unsigned)(bnb4_div_up(k_steps, per) + 1);
     /* stream-K runs (not whole tiles, not equal parts of a tile): the hand-over by flags where built; equal parts:
-     * the same kernel, every contributor adding a share (pipe_spread) */
+     * the same kernel, the last contributors to arrive adding a share each (pipe_spread) */
     [[maybe_unused]] const bool flags = pipe_flags_built<NT, TMA, WG, PS>() && per % k_steps != 0 && k_steps % per != 0;
-    a.spread = pipe_spread_built<NT, TMA, WG, PS>() && per < k_steps && k_steps % per == 0 &&
-               pipe_spread(k_steps / per, per, a.M);
+    a.spread = pipe_spread_built<NT, TMA, WG, PS>() && per < k_steps && k_steps % per == 0
+                   ? pipe_spread(k_steps / per, per, a.M, NESTED)
+                   : 0;
     /* the codes by tile where they fit (the CT kernel: its own stages and shared memory) */
     using SC = PipeShape<NT, TMA, WG, PS, kCodesByTile>;
     size_t smem = S::SmemBytes;

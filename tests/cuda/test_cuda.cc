@@ -1015,19 +1015,28 @@ TEST(CudaGrid, MidSizedWeightsPastM64TakeThePipeKernelsSlices) {
             }
 }
 
-// Tiles cut in equal parts at m = 33..64: each contributor adds a share of the rows where 4 parts or more of at most
-// 8 steps end together, at m > 48 (bnb4_grid_pipe_spread; H200, docs/performance.md v59). The rule alone.
+// Tiles cut in equal parts at m = 33..64 (the rule is asked only there): every contributor adds a share of the rows
+// where 4 parts or more of at most 8 steps end together, at m > 48; the last 3 of 4 parts at m = 33..48, and on
+// longer runs without nested absmax (bnb4_grid_pipe_spread; H200, docs/performance.md v59, v60). The rule alone.
 TEST(CudaGrid, EqualPartsAddedInSharesWhereShortRunsEndTogether) {
-    EXPECT_TRUE(bnb4_grid_pipe_spread(4, 4, 64));   // 4096x4096: 16 steps a tile in 4 parts, 4.4-6.7 % faster
-    EXPECT_TRUE(bnb4_grid_pipe_spread(4, 8, 56));   // 3072x8192: 32 steps, 2.5-4.2 %
-    EXPECT_FALSE(bnb4_grid_pipe_spread(4, 14, 64)); // 4096x14336: runs of 14 steps, -2.9..+1.8 %
-    EXPECT_FALSE(bnb4_grid_pipe_spread(2, 8, 64));  // halves (5120x5120, 6144x4096, 4608x4096): up to 5 % slower
-    EXPECT_FALSE(bnb4_grid_pipe_spread(4, 4, 48));  // m = 40 / 48: -3..+1.6 %
+    EXPECT_EQ(4u, bnb4_grid_pipe_spread(4, 4, 64, 0));  // 4096x4096: 16 steps a tile in 4 parts, 4.4-6.7 % faster
+    EXPECT_EQ(4u, bnb4_grid_pipe_spread(4, 8, 56, 1));  // 3072x8192: 32 steps, 2.5-4.2 %
+    EXPECT_EQ(8u, bnb4_grid_pipe_spread(8, 4, 64, 1));  // 2048x8192: 32 steps in 8 parts, 1.3-5 %
+    EXPECT_EQ(3u, bnb4_grid_pipe_spread(4, 4, 40, 1));  // m = 33..48: the first to arrive leaves, up to 5 %
+    EXPECT_EQ(0u, bnb4_grid_pipe_spread(8, 4, 40, 0));  // in 8 parts nested 2 % slower: the counter
+    EXPECT_EQ(3u, bnb4_grid_pipe_spread(4, 14, 64, 0)); // 4096x14336: runs of 14 steps, plain 0.7-3.5 % faster
+    EXPECT_EQ(0u, bnb4_grid_pipe_spread(4, 14, 64, 1)); // nested 0.5-2.5 % slower
+    EXPECT_EQ(0u, bnb4_grid_pipe_spread(2, 8, 64, 0));  // halves (5120x5120, 6144x4096, 4608x4096): up to 5 % slower
     for (size_t parts = 1; parts <= 16; parts++)
         for (size_t per = 1; per <= 64; per++)
-            for (size_t m = 1; m <= 64; m++)
-                ASSERT_EQ(parts >= 4 && per <= 8 && m > 48, bnb4_grid_pipe_spread(parts, per, m) != 0)
-                    << parts << " parts of " << per << " steps, m " << m;
+            for (size_t m = 33; m <= 64; m++)
+                for (int nested = 0; nested < 2; nested++) {
+                    const size_t want = parts >= 4 && per <= 8 && m > 48               ? parts
+                                        : parts == 4 && (per <= 8 ? m <= 48 : !nested) ? 3
+                                                                                       : 0;
+                    ASSERT_EQ(want, bnb4_grid_pipe_spread(parts, per, m, nested))
+                        << parts << " parts of " << per << " steps, m " << m << (nested ? " nested" : " plain");
+                }
 }
 
 // The log of the last matmul outputs that decides whether a matmul may read its weights before it waits
@@ -1246,10 +1255,11 @@ TEST_F(CudaTest, PipeKernelCodesByTile) {
 }
 
 // Tiles cut in equal parts (BNB4_CUDA_PIPE_CTAS: 2, 4 and 5 parts) at m = 33..64: every contributor adds a share of
-// the tile's rows m (BNB4_CUDA_PIPE_SPREAD=1: on any equal parts; by default 4 parts or more at m > 48) where else the
-// counter's last arrival adds them all - the same sums in the same order, so the same bytes. Rows m that do not split
-// evenly (m = 40 in 4 or 5), a part-filled last tile, plain and nested, a bias; and m = 9 / 17, which keep the
-// counter, on the same grids. Small enough for the sanitizers.
+// the tile's rows m (BNB4_CUDA_PIPE_SPREAD=64: on any equal parts; by default 4 parts or more at m > 48), or only the
+// last 3, 2 or 1 to arrive (the others leave), where else the counter's last arrival adds them all - the same sums in
+// the same order, so the same bytes. Rows m that do not split evenly (m = 40 in 3, 4 or 5), a part-filled last tile,
+// plain and nested, a bias; and m = 9 / 17, which keep the counter, on the same grids. Small enough for the
+// sanitizers.
 TEST_F(CudaTest, PipeKernelEqualPartsAddedInShares) {
     auto g = rng(113);
     struct Shape { size_t N, K, bs; const char *grid; };
@@ -1271,22 +1281,26 @@ TEST_F(CudaTest, PipeKernelEqualPartsAddedInShares) {
                 trace(what);
                 ScopedEnv env({{"BNB4_CUDA_PIPE_NARROW", "0"}, {"BNB4_CUDA_PIPE_CTAS", s.grid},
                                {"BNB4_CUDA_PIPE_SPREAD", nullptr}});
-                std::vector<uint8_t> out[2]; // [BNB4_CUDA_PIPE_SPREAD]
-                for (int spread = 1; spread >= 0; spread--) {
-                    setenv("BNB4_CUDA_PIPE_SPREAD", spread ? "1" : "0", 1);
+                std::vector<uint8_t> counter; // BNB4_CUDA_PIPE_SPREAD=0, then the shares against it
+                for (const char *sharers : {"0", "64", "3", "2", "1"}) {
+                    setenv("BNB4_CUDA_PIPE_SPREAD", sharers, 1);
+                    const std::string setting = what + " sharers " + sharers;
                     DevBuf dy(n_out * es + 16);
                     ASSERT_EQ(BNB4_OK, bnb4_gemm(ctx, &wd, dt, m, dx.as<void>(), db.as<void>(), dy.as<void>()))
-                        << what << ": " << bnb4_last_error();
+                        << setting << ": " << bnb4_last_error();
                     sync();
-                    out[spread] = dy.get();
-                    ASSERT_EQ(std::vector<uint8_t>(16, 0xFF), std::vector<uint8_t>(out[spread].end() - 16,
-                                                                                     out[spread].end()))
-                        << what << ": wrote past the output";
+                    const std::vector<uint8_t> out = dy.get();
+                    ASSERT_EQ(std::vector<uint8_t>(16, 0xFF), std::vector<uint8_t>(out.end() - 16, out.end()))
+                        << setting << ": wrote past the output";
+                    if (counter.empty()) {
+                        counter = out;
+                        const std::vector<double> got = values_of(out, dt, n_out);
+                        ASSERT_EQ(0u, count_nonfinite(got)) << setting << ": unwritten or non-finite outputs";
+                        expect_close(got, want, dt, setting);
+                    } else {
+                        ASSERT_TRUE(same_bytes(counter, out, setting + ": shares = the last arrival's sums"));
+                    }
                 }
-                const std::vector<double> got = values_of(out[1], dt, n_out);
-                ASSERT_EQ(0u, count_nonfinite(got)) << what << ": unwritten or non-finite outputs";
-                expect_close(got, want, dt, what);
-                ASSERT_TRUE(same_bytes(out[0], out[1], what + ": shares = the last arrival's sums"));
             }
         }
 }
