@@ -241,18 +241,18 @@ if [ -x "$TESTS" ]; then
     # on the f32 tile kernel's test alone (its stages; about 40 s quick on the H200)
     for pass in memcheck memcheck_sm80 racecheck racecheck_cpasync racecheck_simt racecheck_f32tile; do
       want "$pass" || continue
-      tool=${pass%%_*} bin=$TESTS filter='*' what="quick sweep" envs=() san=()
-      # (racecheck: not on cuBLAS's own kernels, nvjet_*, where it reports hazards - where m >= 65 runs dequantize +
-      # cuBLAS, e.g. the 64-row slices' test with the TMA variant off)
-      [ "$tool" = racecheck ] && filter="$RACE_SKIP" what="quick sweep without $RACE_SKIP" san=(--kernel-name-exclude kns=nvjet)
+      tool=${pass%%_*} bin=$TESTS filter='*' what="quick sweep" envs=()
+      [ "$tool" = racecheck ] && filter="$RACE_SKIP" what="quick sweep without $RACE_SKIP"
       case $pass in
         memcheck_sm80) bin=$TESTS_SM80; [ -x "$bin" ] || continue; what="$what, sm_80 build" ;;
-        racecheck_cpasync) envs=(BNB4_CUDA_PIPE_TMA=0); filter="*Pipe*:*Matmul*$RACE_SKIP"; what="the matmul and pipe tests with BNB4_CUDA_PIPE_TMA=0, without the sweeps" ;;
+        # (not the 64-row slices' test either: with the TMA variant off, m = 65..128 run dequantize + cuBLAS, in whose
+        # kernels racecheck reports hazards - and excluding those kernels by name made it fail on a hardware exception)
+        racecheck_cpasync) envs=(BNB4_CUDA_PIPE_TMA=0); filter="*Pipe*:*Matmul*$RACE_SKIP:*InLaunchesOf64Rows*"; what="the matmul and pipe tests with BNB4_CUDA_PIPE_TMA=0, without the sweeps and the 64-row slices" ;;
         racecheck_simt) envs=(BNB4_CUDA_SMEM_OPTIN=49152 BNB4_CUDA_SIMT_F32_MAX_M=130); filter='*MatmulAgrees*'; what="the matmul sweep on the SIMT kernel" ;;
         racecheck_f32tile) filter='*F32TileKernelSplitsKOverAnyGrid*'; what="the f32 tile kernel's test" ;;
       esac
       step "compute-sanitizer $tool ($what)"
-      if env BNB4_CUDA_TEST_QUICK=1 "${envs[@]}" timeout "$T_SANITIZER" compute-sanitizer --tool "$tool" "${san[@]}" --error-exitcode 99 \
+      if env BNB4_CUDA_TEST_QUICK=1 "${envs[@]}" timeout "$T_SANITIZER" compute-sanitizer --tool "$tool" --error-exitcode 99 \
            "$bin" --gtest_color=no --gtest_brief=1 --gtest_filter="$filter"; then
         RESULT[$pass]="ok"
       else

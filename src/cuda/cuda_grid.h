@@ -117,16 +117,16 @@ static inline int bnb4_grid_pipe_chunks(size_t N, size_t K, size_t m, size_t lau
  * last arrival's 4 slots of 32 KB at m = 64 bound its fix-up (docs/performance.md v56) - but every sharer waits for
  * the last, where with the counter all but the last leave at once, and the longer the runs, the further apart they
  * end. On the H200, against the counter (f16 / bf16 alike; v59, v60):
- * - all shares: 4 parts of 4, 6 and 8 steps (4096x4096, 4096x6144, 3072x8192) at m = 56 / 64 and the 64-row slices
- *   of m = 65..128 2-6.7 % faster, and 8 parts of 4 (2048x8192) 1.3-5.9 %; at m = 33..48 up to 7 % slower; halves
- *   (5120x5120, 6144x4096, 4608x4096) at m = 40..64 up to 5 % slower;
- * - the last 3 of 4 parts (the first to arrive leaves): of at most 8 steps at m = 33..48 up to 5 % faster (nested -2..+2
- *   % at m = 33), at m = 56 / 64 0.3-1 % behind all shares; of 14 steps (4096x14336) plain 0.7-3.5 % faster at m =
- *   33..64, nested 0.5-2.5 % slower (two runs); of 4 steps in 8 parts (2048x8192) nested 2 % slower at m = 33..48. */
+ * - all shares: 4 parts of 4, 6 and 8 steps (4096x4096, 4096x6144, 3072x8192, 2048x8192) at m = 56 / 64 and the
+ *   64-row slices of m = 65..128 1.3-6.7 % faster; at m = 33..48 up to 7 % slower; halves (5120x5120, 6144x4096,
+ *   4608x4096) at m = 40..64 up to 5 % slower;
+ * - the last 3 of 4 parts (the first to arrive leaves), plain: of 4-8 steps at m = 33..48 0.4-5.2 % faster (at m =
+ *   56 / 64 0.3-3 % behind all shares), of 14 steps (4096x14336) at m = 33..64 0.7-3.5 %; nested -2..+2.5 % at m =
+ *   33..48 (2048x8192, 4 parts of 8 steps, 1.4-2.5 % slower in two runs) and on 4096x14336 -1.4..+2.9 %. */
 static inline size_t bnb4_grid_pipe_spread(size_t parts, size_t per, size_t m, int nested) {
     if (parts >= 4 && per <= 8 && m > 48)
         return parts;
-    if (parts == 4 && (per <= 8 ? m <= 48 : !nested))
+    if (parts == 4 && !nested)
         return 3;
     return 0;
 }
