@@ -98,8 +98,8 @@
  *    stream-K grids at m > 16 a kernel of its own hands over by flags instead (FH, pipe_flags_built: no
  *    contributor waits for a round trip; 1-8 % faster there, v55), and where a tile is cut in equal parts at
  *    m = 33..64 the same kernel has the last contributors to arrive add a share of the rows each once all are in -
- *    every contributor in 4 or more parts of short runs at m = 49..64, the last 3 of 4 parts at m = 33..48 and on
- *    longer runs (PipeArgs::spread, bnb4_grid_pipe_spread: 1-6.7 % faster there, v59, v60). Measured alternatives: a
+ *    every contributor in 4 or more parts of short runs at m = 49..64, else the last 3 of 4 parts on plain absmax
+ *    (PipeArgs::spread, bnb4_grid_pipe_spread: 1-6.7 % faster there, v59, v60). Measured alternatives: a
  *    cluster per tile does not fit (30 clusters of 4 at one CTA per SM, 32 tiles), a serial hand-over to the last
  *    part's CTA through L2 was slower (v23); any wait at the consumers' tile end (a spin, a call, an mbarrier
  *    wait) cost the main loops their uniform registers, hence the flags' wait in the producer warp (v55).
@@ -524,7 +524,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
     constexpr int U = PS ? 2 : 4; /* 4-byte words of a weight row a thread takes per step */
     constexpr bool kNarrow = S::Narrow; /* 32-row tiles, 1024-k steps (PipeShape) */
     /* FH: the hand-over by flags, else by the counter (pipe_flags_built, launched on stream-K grids); kSpread: and
-     * where a tile is cut in equal parts, every contributor adding a share (PipeArgs::spread, pipe_spread_built) */
+     * where a tile is cut in equal parts, the last contributors to arrive adding a share each (PipeArgs::spread,
+     * pipe_spread_built) */
     static_assert(!FH || (TMA && !pipe_compact_end<NT, TMA, WG, PS>()), "flags: TMA, tile ends not compact");
     constexpr bool kSpread = pipe_spread_built<NT, TMA, WG, PS>() && FH;
     constexpr int TR = S::TileRows, SK = S::StepK;
@@ -595,9 +596,9 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
             /* codes_async: every lane stores a share of the nested codes (else the others have nothing to do) */
             const bool lead = lane == 0;
             /* Whether this CTA finishes the tile its run ends in (it started it and other CTAs hold the rest), or
-             * (spread: equal parts) shares it at all: then the warp's lanes arrive at the consumers' hand-over
-             * barrier at the end (handover_arrive), once every other contributor has published its partial sums
-             * (see the consumers' tile end) */
+             * (spread: equal parts) shares it at all: then the warp's lanes wait at the end to learn whether its
+             * consumers add (spread below every part), and arrive at their hand-over barrier (handover_arrive) once
+             * every other contributor has published its partial sums (see the consumers' tile end) */
             const unsigned last_t = (it_end - 1) / a.k_steps;
             const bool fixes = FH && it_end > it_begin &&
                                (kSpread && a.spread ? tile_first_cta(a, last_t) != tile_last_cta(a, last_t)
@@ -850,12 +851,15 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
             /* The hand-over: wait here, with every copy issued, for the flags of the tile's other contributors
              * (later CTAs, which publish without waiting for anything: the grid is at most one CTA an SM, all
              * resident at once, as CUTLASS's stream-K assumes), empty them for the next launch, and let the
-             * consumers through to the fix-up (spread: every contributor waits for all the others, which also
-             * wait for it; the same residency). Past ~2^26 polls (seconds) a contributor cannot be running (the
-             * grid not resident at once: a partitioned GPU?): the launch fails rather than hangs. */
+             * consumers through to the fix-up (spread: each sharer but the last waits for all the others; the same
+             * residency). Past ~2^26 polls (seconds) a contributor cannot be running (the grid not resident at
+             * once: a partitioned GPU?): the launch fails rather than hangs. */
             if (fixes) {
-                /* spread: the tile's counter (its contributor 0's flag word, which the flags leave unset) until
-                 * every contributor, this one included, has counted its slot in (bnb4_dev_count_release) */
+                /* spread: the tile's counter (its contributor 0's flag word, which the flags leave unset); every
+                 * contributor counts its slot in (bnb4_dev_count_release) or takes its place in the arrival order
+                 * (bnb4_dev_arrive_inc_acq_rel). (kSpread stays in each test below: with a sharers count of 0 in
+                 * the kernels without the spread, `sharers >= parts` still held for parts = 0 to the compiler, and
+                 * they kept the spread's code.) */
                 unsigned *const count = handover_flag(a, last_t, 0);
                 const unsigned parts = tile_last_cta(a, last_t) - tile_first_cta(a, last_t) + 1;
                 const bool all_share = kSpread && a.spread >= parts;
@@ -1900,7 +1904,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
             if (!s_last)
                 continue;
         }
-        /* The last CTA (spread: each contributor, its share of rows m) adds every contributor's slot, in
+        /* The last CTA (spread: each sharer, its share of rows m) adds every contributor's slot, in
          * contributor order (deterministic, the same bits either way), on the kernel's critical path. A thread
          * takes float4s of 4 rows n (the same 4 rows at each of its m), and kFixBatch contributors' float4s at a
          * time, all loads issued before the first add: one L2 round trip a batch. Element by element, a

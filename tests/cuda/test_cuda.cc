@@ -1254,7 +1254,7 @@ TEST_F(CudaTest, PipeKernelCodesByTile) {
 }
 
 // Tiles cut in equal parts (BNB4_CUDA_PIPE_CTAS: 2, 4 and 5 parts) at m = 33..64: every contributor adds a share of
-// the tile's rows m (BNB4_CUDA_PIPE_SPREAD=64: on any equal parts; by default 4 parts or more at m > 48), or only the
+// the tile's rows m (BNB4_CUDA_PIPE_SPREAD=64: on any equal parts; by default bnb4_grid_pipe_spread), or only the
 // last 3, 2 or 1 to arrive (the others leave), where else the counter's last arrival adds them all - the same sums in
 // the same order, so the same bytes. Rows m that do not split evenly (m = 40 in 3, 4 or 5), a part-filled last tile,
 // plain and nested, a bias; and m = 9 / 17, which keep the counter, on the same grids. Small enough for the
