@@ -2464,8 +2464,9 @@ bool pipe_use_postscale(const bnb4_qtensor *w, size_t m) {
  * shared by CTAs, H200 measurements there). H200 (docs/performance.md v30): 4096x4096 and 4096x14336 6-17 %
  * and 1-10 % faster at m = 1..8, 18-21 % and 3-7 % at m = 9..16; 1024x4096 and 1024x8192 6-19 % at m <= 8,
  * 1024x4096 nested 27 % at m = 9..16. Measured again on 13 model layers (v56): right at m <= 8 but on nested
- * 18944x3584 (4-6 %: its narrow steps end half past K), mixed at m = 16 (-12..+16 %). BNB4_CUDA_PIPE_NARROW=0 / 1:
- * never / wherever the math allows (read per call: tests). */
+ * 18944x3584 (4-6 %: its narrow steps end half past K), mixed at m = 16 (-12..+16 %); where both tilings run whole,
+ * plain absmax at m <= 8 takes them in a larger share of the steps (v61). BNB4_CUDA_PIPE_NARROW=0 / 1: never /
+ * wherever the math allows (read per call: tests). */
 bool pipe_use_narrow(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) {
     using Narrow = PipeShape<1, true, 0, kPsNarrow>;
     const size_t tiles = bnb4_div_up(w->rows, Narrow::TileRows), k_steps = bnb4_div_up(w->cols, Narrow::StepK);
@@ -2477,7 +2478,7 @@ bool pipe_use_narrow(const bnb4_cuda_state *s, const bnb4_qtensor *w, size_t m) 
     const int mt = m <= 8 ? 8 : 16;
     return bnb4_grid_prefer_narrow(bnb4_div_up(w->rows, kTileRows), bnb4_div_up(w->cols, kStepK),
                                    pipe_steps_per_cta(s, w->rows, w->cols, mt), tiles, k_steps,
-                                   pipe_steps_per_cta(s, w->rows, w->cols, mt, true));
+                                   pipe_steps_per_cta(s, w->rows, w->cols, mt, true), w->absmax && m <= 8);
 }
 
 /* Plain absmax at m = 9..16 on the permuted wgmma path's weights (past pipe_use_natural's limit) whose

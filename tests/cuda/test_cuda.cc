@@ -1114,11 +1114,21 @@ TEST(CudaOutputs, OurMatmulsNodesAreKnownInTheirCaptureOnly) {
 // 12288x4096's narrow ones whole in 12 steps, its 128-row ones whole in 16; 14336x4096 and 28672x8192 run 128-row
 // tiles whole (narrow ones 16 and 56 steps against 16 and 64: not 80 % or fewer), as does 128256x4096.
 TEST(CudaGrid, NarrowTilesWhereWideOnesAreShared) {
-    const auto narrow = [](size_t N, size_t K, size_t ctas = 132) {
+    const auto narrow = [](size_t N, size_t K, size_t ctas = 132, int plain_small = 0) {
         const size_t wt = (N + 127) / 128, ws = (K + 255) / 256, nt = (N + 31) / 32, ns = (K + 1023) / 1024;
         return bnb4_grid_prefer_narrow(wt, ws, bnb4_grid_steps_per_cta(wt, ws, ctas, 8, BNB4_GRID_PIPE_SK_STEPS), nt,
-                                       ns, bnb4_grid_steps_per_cta(nt, ns, ctas, 8, BNB4_GRID_PIPE_SK_STEPS)) != 0;
+                                       ns, bnb4_grid_steps_per_cta(nt, ns, ctas, 8, BNB4_GRID_PIPE_SK_STEPS),
+                                       plain_small) != 0;
     };
+    // both tilings whole, narrow ones in 7/8 of the steps (7 narrow tiles of 8 steps a CTA against 2 of 32): narrow
+    // at plain absmax and m <= 8 only; 124 of 128 steps (128256x4096) and 16 of 16 (14336x4096) never
+    EXPECT_TRUE(narrow(28672, 8192, 132, 1));
+    EXPECT_TRUE(narrow(28672, 4096, 132, 1));
+    EXPECT_TRUE(narrow(57344, 8192, 132, 1));
+    EXPECT_FALSE(narrow(28672, 4096));
+    EXPECT_FALSE(narrow(128256, 4096, 132, 1));
+    EXPECT_FALSE(narrow(14336, 4096, 132, 1));
+    EXPECT_TRUE(narrow(4096, 4096, 132, 1));
     EXPECT_TRUE(narrow(4096, 4096));
     EXPECT_TRUE(narrow(4096, 14336));
     EXPECT_TRUE(narrow(4096, 11008));
