@@ -1108,11 +1108,12 @@ TEST(CudaOutputs, OurMatmulsNodesAreKnownInTheirCaptureOnly) {
 }
 
 // Where the pipe kernel's post-scaled math takes narrow tiles (32 rows x 1024-k steps) on 132 SMs, as
-// measured (docs/performance.md v30, v54): 128-row tiles of 4096-row weights are cut in parts, narrow ones run
+// measured (docs/performance.md v30, v54, v61): 128-row tiles of 4096-row weights are cut in parts, narrow ones run
 // whole; 1024-row weights run narrow tiles in parts on 128 CTAs instead of 64; 2048-row ones on as many CTAs
 // stay; 6144x4096's narrow tiles run whole (2 a CTA, 2 steps more than stream-K's) where 128-row ones are halved;
 // 12288x4096's narrow ones whole in 12 steps, its 128-row ones whole in 16; 14336x4096 and 28672x8192 run 128-row
-// tiles whole (narrow ones 16 and 56 steps against 16 and 64: not 80 % or fewer), as does 128256x4096.
+// tiles whole (narrow ones 16 and 56 steps against 16 and 64: not 80 % or fewer), as does 128256x4096 - but at plain
+// absmax and m <= 8 (plain_small) narrow ones in 7/8 of the steps are taken too (28672x8192, not 128256x4096).
 TEST(CudaGrid, NarrowTilesWhereWideOnesAreShared) {
     const auto narrow = [](size_t N, size_t K, size_t ctas = 132, int plain_small = 0) {
         const size_t wt = (N + 127) / 128, ws = (K + 255) / 256, nt = (N + 31) / 32, ns = (K + 1023) / 1024;
@@ -1120,8 +1121,8 @@ TEST(CudaGrid, NarrowTilesWhereWideOnesAreShared) {
                                        ns, bnb4_grid_steps_per_cta(nt, ns, ctas, 8, BNB4_GRID_PIPE_SK_STEPS),
                                        plain_small) != 0;
     };
-    // both tilings whole, narrow ones in 7/8 of the steps (7 narrow tiles of 8 steps a CTA against 2 of 32): narrow
-    // at plain absmax and m <= 8 only; 124 of 128 steps (128256x4096) and 16 of 16 (14336x4096) never
+    // both tilings whole, narrow ones in 7/8 of the steps (28672x8192: 7 narrow tiles of 8 steps a CTA against 2 of
+    // 32): narrow at plain absmax and m <= 8 only; 124 of 128 steps (128256x4096) and 16 of 16 (14336x4096) never
     EXPECT_TRUE(narrow(28672, 8192, 132, 1));
     EXPECT_TRUE(narrow(28672, 4096, 132, 1));
     EXPECT_TRUE(narrow(57344, 8192, 132, 1));
