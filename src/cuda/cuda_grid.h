@@ -58,7 +58,7 @@ static inline size_t bnb4_grid_steps_per_cta(size_t tiles, size_t k_steps, size_
  * in at most 80 % of the steps (a narrow step reads what a wide one does: v54, 11008x4096 m <= 16 12 steps
  * against 16 5-9 % faster; 128256x4096 124 against 128 0-14 % slower), or 7/8 of them at plain absmax and
  * m <= 8 (`plain_small`; v61: 28672x4096, 28672x8192 and 57344x8192, narrow ones on 128 CTAs against 112,
- * plain m = 1..8 up to 3.7 % faster, m = 9..16 2-11 % slower, nested m = 1..2 2-3 % slower). */
+ * plain m = 1..8 up to 3.7 % faster, m = 9..16 0-11 % slower, nested m = 1 1-3 % slower). */
 static inline int bnb4_grid_prefer_narrow(size_t wide_tiles, size_t wide_steps, size_t wide_per, size_t tiles,
                                           size_t steps, size_t per, int plain_small) {
     if (wide_per % wide_steps == 0) /* 128-row tiles run whole */
