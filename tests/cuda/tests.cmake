@@ -24,6 +24,8 @@ if(Python3_Interpreter_FOUND)
            COMMAND Python3::Interpreter ${PROJECT_SOURCE_DIR}/scripts/check_wgmma_hazards.py --self-test)
   add_test(NAME loop_budget_checker_self_test
            COMMAND Python3::Interpreter ${PROJECT_SOURCE_DIR}/scripts/check_loop_budget.py --self-test)
+  # the benchmark A/B runner (scripts/bench_ab.py) against a stand-in benchmark: its order, warm-up and medians
+  add_test(NAME bench_ab_self_test COMMAND Python3::Interpreter ${PROJECT_SOURCE_DIR}/scripts/bench_ab.py --self-test)
   if(BNB4_CUDA AND "${CMAKE_CUDA_ARCHITECTURES}" MATCHES "90a")
     add_test(NAME cuda_wgmma_register_hazards
              COMMAND Python3::Interpreter ${PROJECT_SOURCE_DIR}/scripts/check_wgmma_hazards.py $<TARGET_FILE:bnb4_static>)
