@@ -2344,9 +2344,12 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
             const cudaError_t se = bnb4_cuda_smem_limit(s, kernel, smem_max, limit);
             return se != cudaSuccess ? se : bnb4_launch_ex(cfg, pdl, kernel, a, maps.w, maps.x, maps.s);
         };
-        /* NR: the kernels for rows of one nested block each, where built */
+        /* NR: the kernels for rows of one nested block each, where built (BNB4_CUDA_PIPE_ROW_NAB=0: the windows'
+         * kernels there too, read per call: tests, A/B) */
         constexpr bool kRowNab = pipe_row_nab_built<NT, NESTED, TMA, WG, PS>();
-        const bool row_nab = kRowNab && w->nested.blocksize % (a.K / w->blocksize) == 0; /* (K % blocksize == 0: TMA) */
+        const char *rn = kRowNab ? getenv("BNB4_CUDA_PIPE_ROW_NAB") : nullptr;
+        const bool row_nab = kRowNab && !(rn && *rn == '0') && a.K >= w->blocksize &&
+                             w->nested.blocksize % (a.K / w->blocksize) == 0;
         if constexpr (kCodesByTile)
             if (a.codes_async == kCodesTile)
                 return bnb4_cuda_check(
