@@ -109,8 +109,10 @@ def check_listing(text, out=sys.stdout):
             for key, (what, budget) in budgets.items():
                 # (the pipe kernel's seventh argument, CT: nested codes by tile - the same loop budget; its eighth,
                 # CPS, the cp.async variant's stage count on smaller devices, is 0 in the TMA kernels budgeted here;
-                # its ninth, FH: the hand-over by flags on stream-K grids - the same loop budget)
-                hit = re.search('I' + re.escape(mangled + key) + '(?:Lb([01])E)?(?:Li0E)?(?:Lb([01])E)?E', name)
+                # its ninth, FH: the hand-over by flags on stream-K grids - the same loop budget; its tenth, NR: rows of
+                # one nested block each - the same budget, the loop a few instructions shorter)
+                hit = re.search('I' + re.escape(mangled + key) + '(?:Lb([01])E)?(?:Li0E)?(?:Lb([01])E)?(?:Lb([01])E)?E',
+                                name)
                 if not hit:
                     continue
                 seen.add((dt, what))
@@ -118,6 +120,8 @@ def check_listing(text, out=sys.stdout):
                     what += ', by tile'
                 if hit.group(2) == '1':
                     what += ', flags'
+                if hit.group(3) == '1':
+                    what += ', row nab'
                 found = main_loop(body)
                 if found is None:
                     print('%-5s %-52s no loop with a tensor-core instruction found: FAILED' % (dt, what), file=out)

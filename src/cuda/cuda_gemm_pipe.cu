@@ -465,6 +465,21 @@ template <int NT, bool TMA, int WG, int PS> constexpr bool pipe_spread_built() {
     return pipe_flags_built<NT, TMA, WG, PS>() && NT == 8;
 }
 
+/* Whether the kernel keeps each row's nested absmax in registers by window (kNabWindow, in the kernel): the TMA
+ * variant at m <= 32 where a thread has one row (the post-scaled math; wgmma at blocksize 64) or on permuted wgmma. */
+template <int NT, bool NESTED, bool TMA, int WG, int PS> constexpr bool pipe_nab_window() {
+    return TMA && NESTED && NT <= 4 && (PS != kPsOff || WG == kWgNatural64 || wg_permuted(WG));
+}
+
+/* Whether the kernel is also built for weights whose rows each lie in one nested block (NR: K / blocksize divides
+ * the nested blocksize, as at K = 4096 and 8192 with bitsandbytes' 64 and 256): a row's one nested absmax is
+ * loaded at a tile's start, with no window test and no choice between two values a step (3-5 instructions a warp
+ * and step fewer). Built where the issue's nested shapes run at m <= 32: the post-scaled math and wgmma on the
+ * activations as they are. */
+template <int NT, bool NESTED, bool TMA, int WG, int PS> constexpr bool pipe_row_nab_built() {
+    return pipe_nab_window<NT, NESTED, TMA, WG, PS>() && (PS != kPsOff || WG == kWgNatural64);
+}
+
 /* TMA = false: all 512 threads issue cp.async copies for a stage and meet at __syncthreads (any sm_80+).
  * TMA = true (sm_90, the common layouts: see pipe_use_tma): one more warp produces - tensor copies of the
  * weight tile, the activations and the plain scales or nested codes - and full / empty
@@ -475,7 +490,8 @@ template <int NT, bool TMA, int WG, int PS> constexpr bool pipe_spread_built() {
  * their order (kWgNatural64 / 32: quad_natural); a warpgroup takes 64 rows x one 128-k half of every step.
  * (kWgNatural64, nested: the quad's lanes need the same four scales and decode one each, kNaturalQuad.)
  * w_map / x_map / s_map: the TMA variant's tensor maps (zeros, unused, for the cp.async one). */
-template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS, bool CT = false, int CP = kCpHopper, bool FH = false>
+template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS, bool CT = false, int CP = kCpHopper, bool FH = false,
+          bool NR = false>
 __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1)
     gemm_4bit_pipe_kernel(PipeArgs a, const __grid_constant__ CUtensorMap w_map,
                           const __grid_constant__ CUtensorMap x_map, const __grid_constant__ CUtensorMap s_map) {
@@ -1261,7 +1277,9 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
      * at blocksize 32 ptxas spilled: there the loads stay per step, at m <= 16 a step ahead (kNabAhead: a
      * dependent global load per row and step, its latency otherwise in every step's path). */
     constexpr bool kOwnRow = kQuadScales || kNaturalQuad || kPermutedQuad; /* one row a lane: own_row ([0][0]) */
-    constexpr bool kNabWindow = TMA && NESTED && NT <= 4 && (kOwnRow || WG == kWgPermuted);
+    constexpr bool kNabWindow = pipe_nab_window<NT, NESTED, TMA, WG, PS>();
+    static_assert(kNabWindow == (TMA && NESTED && NT <= 4 && (kOwnRow || WG == kWgPermuted)), "pipe_nab_window");
+    static_assert(!NR || pipe_row_nab_built<NT, NESTED, TMA, WG, PS>(), "NR: built with pipe_row_nab_built");
     constexpr bool kNabAhead = TMA && NESTED && !kNabWindow && NT <= 2;
     [[maybe_unused]] float nab_lo[RF][2], nab_hi[RF][2]; /* kNabWindow */
     [[maybe_unused]] unsigned nab_k[RF][2];
@@ -1282,6 +1300,8 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
                 const uint32_t first = row_first(f, h);
                 const uint32_t nb = on ? (first + (k >> a.bs_log2)) >> a.nbs_log2 : 0u, next = nb + 1;
                 nab_lo[f][h] = __ldg(a.nested_absmax + nb);
+                if constexpr (NR) /* (the row's only one) */
+                    continue;
                 nab_hi[f][h] = __ldg(a.nested_absmax + (next < a.nnab ? next : nb));
                 /* (< K + nested blocksize x blocksize <= 2^31 + 2^30, pipe_use_tma) */
                 nab_k[f][h] = ((next << a.nbs_log2) - first) << a.bs_log2;
@@ -1297,7 +1317,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
     };
     [[maybe_unused]] auto nab_at = [&](int f, int h, unsigned at_step) {
         if constexpr (kNabWindow)
-            return at_step * SK + kk < nab_k[f][h] ? nab_lo[f][h] : nab_hi[f][h];
+            return NR || at_step * SK + kk < nab_k[f][h] ? nab_lo[f][h] : nab_hi[f][h];
         if constexpr (kNabAhead) {
             const float v = nab_next[f][h];
             nab_next[f][h] = load_nab(f, h, at_step + 1); /* (past K: entry 0, unused) */
@@ -1653,7 +1673,7 @@ __global__ void __launch_bounds__(PipeShape<NT, TMA, WG, PS, CT, CP>::Threads, 1
                     mbar_arrive_elected(empty_bar + 8 * this_slot);
             }
 #endif
-            if constexpr (kNabWindow)
+            if constexpr (kNabWindow && !NR)
                 if (step == nab_until)
                     nab_window();
         }
@@ -1989,7 +2009,7 @@ __global__ void pipe_permute_x(const T *__restrict__ x, T *__restrict__ xp, size
 }
 
 /* Per device: the dynamic shared memory the kernel's limit was raised to (bnb4_cuda_smem_limit). */
-template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS, bool CT, int CP, bool FH = false>
+template <typename T, int NT, bool NESTED, bool TMA, int WG, int PS, bool CT, int CP, bool FH = false, bool NR = false>
 unsigned g_smem_limit[64];
 
 /* The TMA variant's tensor maps: the weight tile as one 128-row x 128-byte box (128-byte swizzle) of the
@@ -2324,18 +2344,32 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
             const cudaError_t se = bnb4_cuda_smem_limit(s, kernel, smem_max, limit);
             return se != cudaSuccess ? se : bnb4_launch_ex(cfg, pdl, kernel, a, maps.w, maps.x, maps.s);
         };
+        /* NR: the kernels for rows of one nested block each, where built (BNB4_CUDA_PIPE_ROW_NAB=0: the windows'
+         * kernels there too, read per call: tests, A/B) */
+        constexpr bool kRowNab = pipe_row_nab_built<NT, NESTED, TMA, WG, PS>();
+        const char *rn = kRowNab ? getenv("BNB4_CUDA_PIPE_ROW_NAB") : nullptr;
+        const bool row_nab = kRowNab && !(rn && *rn == '0') && a.K >= w->blocksize &&
+                             w->nested.blocksize % (a.K / w->blocksize) == 0;
         if constexpr (kCodesByTile)
             if (a.codes_async == kCodesTile)
-                return bnb4_cuda_check(launch(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, true>,
-                                              g_smem_limit<T, NT, NESTED, TMA, WG, PS, true, 0>, kSmemLimit),
-                                       "bnb4_gemm (pipe)");
+                return bnb4_cuda_check(
+                    row_nab ? launch(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, true, 0, false, kRowNab>,
+                                     g_smem_limit<T, NT, NESTED, TMA, WG, PS, true, 0, false, kRowNab>, kSmemLimit)
+                            : launch(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, true>,
+                                     g_smem_limit<T, NT, NESTED, TMA, WG, PS, true, 0>, kSmemLimit),
+                    "bnb4_gemm (pipe)");
         if constexpr (pipe_flags_built<NT, TMA, WG, PS>())
             if (flags || a.spread)
-                return bnb4_cuda_check(launch(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, false, CP, true>,
-                                              g_smem_limit<T, NT, NESTED, TMA, WG, PS, false, CP, true>, smem),
-                                       "bnb4_gemm (pipe)");
-        e = launch(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, false, CP>,
-                   g_smem_limit<T, NT, NESTED, TMA, WG, PS, false, CP>, smem);
+                return bnb4_cuda_check(
+                    row_nab ? launch(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, false, CP, true, kRowNab>,
+                                     g_smem_limit<T, NT, NESTED, TMA, WG, PS, false, CP, true, kRowNab>, smem)
+                            : launch(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, false, CP, true>,
+                                     g_smem_limit<T, NT, NESTED, TMA, WG, PS, false, CP, true>, smem),
+                    "bnb4_gemm (pipe)");
+        e = row_nab ? launch(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, false, CP, false, kRowNab>,
+                             g_smem_limit<T, NT, NESTED, TMA, WG, PS, false, CP, false, kRowNab>, smem)
+                    : launch(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, false, CP>,
+                             g_smem_limit<T, NT, NESTED, TMA, WG, PS, false, CP>, smem);
     }
     return bnb4_cuda_check(e, "bnb4_gemm (pipe)");
 }

@@ -1176,18 +1176,20 @@ TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
     // (nested blocksizes 2 and 4), and 136 x 2304 bs64 with nested blocksize 8 two 256-k steps a window, so a
     // tile's run crosses windows, and rows cross nested blocks inside them; at m = 9..16 nested blocks of 2+ at
     // blocksize 64 take the wgmma math where tiles are not narrow, and 200 x 1280 with nested blocksize 1 the
-    // post-scaled one)
+    // post-scaled one; rows that each lie in one nested block take the kernels without windows, pipe_row_nab_built:
+    // 136 x 1024 bs64, 16 rows a nested block, and 136 x 512 bs64 with nested blocksize 8, one row each - and the
+    // windows' kernels forced there too, BNB4_CUDA_PIPE_ROW_NAB=0)
     struct Shape { size_t N, K, bs, nbs = 256; };
     std::vector<Shape> shapes = {{300, 1056, 64},    {1000, 2080, 32}, {130, 4096, 256}, {257, 512, 4096},
                                  {64, 8192, 128},    {70, 384, 32},    {200, 1280, 64},  {136, 1024, 64},
                                  {520, 2304, 32},    {520, 2560, 32},  {264, 1024, 32, 4}, {136, 2048, 64, 2},
                                  {264, 1024, 32, 2}, {256, 1280, 64},  {128, 3328, 64, 2}, {136, 2304, 64, 8},
-                                 {200, 1280, 64, 1}};
+                                 {200, 1280, 64, 1}, {136, 512, 64, 8}};
     std::vector<size_t> ms = {1, 2, 5, 9, 13, 17, 40, 64};
     const std::vector<const char *> grids = {"1", "2", "5", "13", "0"}; // "0": the default (one CTA per SM)
     if (quick()) {
         shapes = {{300, 1056, 64}, {257, 512, 4096}, {70, 384, 32}, {136, 1024, 64}, {200, 1280, 64},
-                  {264, 1024, 32, 4}, {256, 1280, 64}, {136, 2304, 64, 8}, {200, 1280, 64, 1}};
+                  {264, 1024, 32, 4}, {256, 1280, 64}, {136, 2304, 64, 8}, {200, 1280, 64, 1}, {136, 512, 64, 8}};
         ms = {1, 2, 9, 40};
     }
     const bool pipe_m1 = std::strstr(bnb4_kernel_name(ctx, BNB4_OP_GEMV, BNB4_F16, 1), "pipe") != nullptr;
@@ -1209,15 +1211,18 @@ TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
                     const Array x = randn(dt, m * s.K, g), bias = randn(dt, s.N, g);
                     const MatmulRef want = reference_matmul(wh, x, m, &bias);
                     DevBuf dx(x.data(), m * s.K * es), db(bias.data(), s.N * es);
-                    for (int variant = 0; variant < 8; variant++) {
+                    // (rows of one nested block each: blocksize 64's kernels at m <= 32 without windows)
+                    const bool row_nab = nested && s.bs == 64 && m <= 32 && s.K % 64 == 0 && s.nbs % (s.K / 64) == 0;
+                    for (int variant = 0; variant < 16; variant++) {
                         const char *narrow = variant & 1 ? "1" : "0", *codes_async = variant & 2 ? "1" : "0";
-                        const char *codes_tile = variant & 4 ? "0" : "1";
+                        const char *codes_tile = variant & 4 ? "0" : "1", *row_nab_on = variant & 8 ? "0" : "1";
                         if ((m > 16 && *narrow == '1') || (!nested && (variant & 6)) ||
-                            (*codes_tile == '0' && (m > 16 || s.bs != 64)))
+                            (*codes_tile == '0' && (m > 16 || s.bs != 64)) || (*row_nab_on == '0' && !row_nab))
                             continue; // (codes by tile: the post-scaled math, m <= 16 and blocksize 64)
                         setenv("BNB4_CUDA_PIPE_NARROW", narrow, 1);
                         setenv("BNB4_CUDA_PIPE_CODES_ASYNC", codes_async, 1);
                         setenv("BNB4_CUDA_PIPE_CODES_TILE", codes_tile, 1);
+                        setenv("BNB4_CUDA_PIPE_ROW_NAB", row_nab_on, 1);
                         check_gemm_on_grids(wd, dt, m, dx.as<void>(), db.as<void>(), want, "BNB4_CUDA_PIPE_CTAS",
                                             grids,
                                             "N " + std::to_string(s.N) + " K " + std::to_string(s.K) + " bs " +
@@ -1227,10 +1232,12 @@ TEST_F(CudaTest, PipeKernelSplitsTilesOverAnyGrid) {
                                                 (m <= 16 ? std::string(" narrow ") + narrow : "") +
                                                 (nested ? std::string(" codes_async ") + codes_async +
                                                               " codes_tile " + codes_tile
-                                                        : ""));
+                                                        : "") +
+                                                (row_nab ? std::string(" row_nab ") + row_nab_on : ""));
                         unsetenv("BNB4_CUDA_PIPE_NARROW");
                         unsetenv("BNB4_CUDA_PIPE_CODES_ASYNC");
                         unsetenv("BNB4_CUDA_PIPE_CODES_TILE");
+                        unsetenv("BNB4_CUDA_PIPE_ROW_NAB");
                         if (HasFatalFailure())
                             return;
                     }
