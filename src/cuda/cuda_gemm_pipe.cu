@@ -114,6 +114,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <type_traits>
 
 #include "cuda_sm90.cuh"
 
@@ -2339,37 +2340,37 @@ bnb4_status launch_pipe(bnb4_cuda_state *s, PipeArgs a, const bnb4_qtensor *w) {
         cfg.blockDim = dim3(S::Threads);
         cfg.dynamicSmemBytes = smem;
         cfg.stream = s->stream;
-        /* the kernel, its shared memory limit raised per device to the most it was asked for */
-        auto launch = [&](auto kernel, unsigned(&limit)[64], size_t smem_max) {
-            const cudaError_t se = bnb4_cuda_smem_limit(s, kernel, smem_max, limit);
-            return se != cudaSuccess ? se : bnb4_launch_ex(cfg, pdl, kernel, a, maps.w, maps.x, maps.s);
-        };
         /* NR: the kernels for rows of one nested block each, where built (BNB4_CUDA_PIPE_ROW_NAB=0: the windows'
          * kernels there too, read per call: tests, A/B) */
         constexpr bool kRowNab = pipe_row_nab_built<NT, NESTED, TMA, WG, PS>();
         const char *rn = kRowNab ? getenv("BNB4_CUDA_PIPE_ROW_NAB") : nullptr;
         const bool row_nab = kRowNab && !(rn && *rn == '0') && a.K >= w->blocksize &&
                              w->nested.blocksize % (a.K / w->blocksize) == 0;
+        /* the kernel with codes by tile (CT) or not, with the hand-over by flags (FH) or not, and NR as above; its
+         * shared memory limit raised per device to the most it was asked for */
+        auto launch = [&](auto ct, auto fh, size_t smem_max) {
+            constexpr bool CT = decltype(ct)::value, FH = decltype(fh)::value;
+            auto go = [&](auto kernel, unsigned(&limit)[64]) {
+                const cudaError_t se = bnb4_cuda_smem_limit(s, kernel, smem_max, limit);
+                return se != cudaSuccess ? se : bnb4_launch_ex(cfg, pdl, kernel, a, maps.w, maps.x, maps.s);
+            };
+            if constexpr (kRowNab)
+                if (row_nab)
+                    return go(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, CT, CP, FH, true>,
+                              g_smem_limit<T, NT, NESTED, TMA, WG, PS, CT, CP, FH, true>);
+            return go(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, CT, CP, FH>,
+                      g_smem_limit<T, NT, NESTED, TMA, WG, PS, CT, CP, FH>);
+        };
+        using Yes = std::true_type;
+        using No = std::false_type;
+        static_assert(!kCodesByTile || CP == kCpHopper, "codes by tile: the TMA variant's sizing");
         if constexpr (kCodesByTile)
             if (a.codes_async == kCodesTile)
-                return bnb4_cuda_check(
-                    row_nab ? launch(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, true, 0, false, kRowNab>,
-                                     g_smem_limit<T, NT, NESTED, TMA, WG, PS, true, 0, false, kRowNab>, kSmemLimit)
-                            : launch(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, true>,
-                                     g_smem_limit<T, NT, NESTED, TMA, WG, PS, true, 0>, kSmemLimit),
-                    "bnb4_gemm (pipe)");
+                return bnb4_cuda_check(launch(Yes(), No(), kSmemLimit), "bnb4_gemm (pipe)");
         if constexpr (pipe_flags_built<NT, TMA, WG, PS>())
             if (flags || a.spread)
-                return bnb4_cuda_check(
-                    row_nab ? launch(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, false, CP, true, kRowNab>,
-                                     g_smem_limit<T, NT, NESTED, TMA, WG, PS, false, CP, true, kRowNab>, smem)
-                            : launch(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, false, CP, true>,
-                                     g_smem_limit<T, NT, NESTED, TMA, WG, PS, false, CP, true>, smem),
-                    "bnb4_gemm (pipe)");
-        e = row_nab ? launch(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, false, CP, false, kRowNab>,
-                             g_smem_limit<T, NT, NESTED, TMA, WG, PS, false, CP, false, kRowNab>, smem)
-                    : launch(gemm_4bit_pipe_kernel<T, NT, NESTED, TMA, WG, PS, false, CP>,
-                             g_smem_limit<T, NT, NESTED, TMA, WG, PS, false, CP>, smem);
+                return bnb4_cuda_check(launch(No(), Yes(), smem), "bnb4_gemm (pipe)");
+        e = launch(No(), No(), smem);
     }
     return bnb4_cuda_check(e, "bnb4_gemm (pipe)");
 }
