@@ -36,17 +36,13 @@
 # kernel's cp.async variant, on the SIMT kernel and on the f32 tile kernel. --no-tests skips (2) and (3).
 # Logs go to $OUT (default build-cuda/check): log, bench.csv, read.txt, wgmma_hazards.txt, loop_budget.txt.
 #
-# With the device tool (the GPU machine has nvcc 13.0 and CMake but no GoogleTest), build here and carry
-# the binaries and the conformance files in the ignored .device/ folder:
-#   cmake -S . -B build-cuda -DBNB4_CUDA=ON && cmake --build build-cuda -j2 --target bnb4_cuda_tests bench_cuda bench_cuda_read
-#   mkdir -p .device/bin .device/shared
-#   cp build-cuda/tests/bnb4_cuda_tests build-cuda/bench/bench_cuda build-cuda/bench/bench_cuda_read .device/bin/
-#   (optional, for the bitsandbytes parity step: cmake --build build-cuda --target bnb4, cp -a build-cuda/libbnb4.so*
-#    .device/bin/, and bitsandbytes' Python files with its libbitsandbytes_cuda130.so in .device/bnb/)
-#   cmake -S . -B build-cuda-sm80 -DBNB4_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=80-virtual && cmake --build build-cuda-sm80 -j2 --target bnb4_cuda_tests
-#   mkdir -p .device/bin/sm80 && cp build-cuda-sm80/tests/bnb4_cuda_tests .device/bin/sm80/
-#   cp -r ../shared/conformance .device/shared/
-#   run: OUT=$OUT scripts/cuda_check.sh --prebuilt .device/bin      (carry: [".device"])
+# With the device tool (the GPU machine has nvcc 13.0 and CMake but no GoogleTest), build here and carry the binaries:
+#   scripts/pack_device.sh v1 [--sm80 build-cuda-sm80] [--bnb bitsandbytes-*.whl]
+# builds them, packs .device/v1.tar.xz (the tests, bench_cuda, bench_cuda_read, libbnb4.so; with --sm80 the tests as
+# compute_80 PTX; with --bnb bitsandbytes' files for the parity step) and the conformance files in .device/shared,
+# and prints what to carry and the command:
+#   tar xJf .device/v1.tar.xz -C .device && OUT=$OUT/c scripts/cuda_check.sh --prebuilt .device/v1
+#   (carry: [".device/v1.tar.xz", ".device/shared"])
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 
@@ -176,10 +172,14 @@ else
 fi
 
 # bnb4 (CPU and CUDA) against bitsandbytes' own CUDA kernels through the Python package, where torch and
-# bitsandbytes can be imported (bitsandbytes' files may sit in BNB_SITE, default .device/bnb): every float16 /
+# bitsandbytes can be imported (bitsandbytes' files may sit in BNB_SITE, default the prebuilt folder's bnb/ where
+# scripts/pack_device.sh --bnb put them, else .device/bnb): every float16 /
 # bfloat16 bit pattern, thresholds, FLT_MIN products, double quantization, model-sized linear layers
 # (python/tests/test_bitsandbytes_edges.py), the parity suite and torch's mean as the nested offset
-BNB_SITE="${BNB_SITE:-.device/bnb}"
+if [ -z "${BNB_SITE:-}" ]; then
+  BNB_SITE=.device/bnb
+  [ -n "$PREBUILT" ] && [ -d "$PREBUILT/bnb" ] && BNB_SITE="$PREBUILT/bnb"
+fi
 PARITY_PATH="$PWD/python${BNB_SITE:+:$BNB_SITE}${PYTHONPATH:+:$PYTHONPATH}"
 if ! want parity_bnb; then
   :
