@@ -6,7 +6,8 @@
 
 Runs `BENCH ARGS --csv FILE` once per setting and round (a setting may name its own binary after '@', to time two
 builds), and prints for each of our matmul rows (the "vs-cublas" rows, one per dtype, absmax kind, shape and m) the
-median time in us under each setting and its change against the first. Example, on the GPU machine:
+median time in us under each setting, its change against the first, and the spread: the widest range of one setting's
+rounds (max / min - 1) - a change no larger than it is noise. Example, on the GPU machine:
 
     scripts/bench_ab.py build/bench/bench_cuda '--no-f32 --shape 28672x8192 --m 1,16' \\
         default: narrow:BNB4_CUDA_PIPE_NARROW=1 again: --rounds 4
@@ -72,14 +73,19 @@ def run_ab(bench, args, settings, rounds):
 
 
 def report(rows, times, names, rounds, out=sys.stdout):
-    print('%-44s %s' % ('us, median of %d rounds' % rounds, ' '.join('%15s' % n for n in names)), file=out)
+    """A row's median under each setting and its change against the first; "spread": the widest range of one
+    setting's rounds (max / min - 1), so a change no larger than it reads as noise."""
+    print('%-44s %s %8s' % ('us, median of %d rounds' % rounds, ' '.join('%15s' % n for n in names), 'spread'),
+          file=out)
     for what in rows:
         base = statistics.median(times[what][names[0]])
         cells = []
         for n in names:
             v = statistics.median(times[what][n])
             cells.append('%8.2f' % v + ('' if n == names[0] else ' %+5.1f%%' % (100 * (v / base - 1))))
-        print('%-44s %s' % (what[len('bnb4 '):-len(' vs-cublas')], ' '.join('%15s' % c for c in cells)), file=out)
+        spread = max(max(times[what][n]) / min(times[what][n]) - 1 for n in names)
+        print('%-44s %s %7.1f%%' % (what[len('bnb4 '):-len(' vs-cublas')], ' '.join('%15s' % c for c in cells),
+                                    100 * spread), file=out)
 
 
 # a stand-in for bench_cuda: logs each run (its FAKE_TAG) and writes one row of ours at FAKE_US + 0.1 x its run
@@ -116,12 +122,13 @@ def self_test():
         out = io.StringIO()
         report(rows, times, [n for n, _, _ in settings], rounds, out)
     # runs 1..9 after the warm-up (run 0): a b c, then b c a, then c a b; a's times 10.1, 10.6, 10.8 (median 10.6),
-    # b's 8.2, 8.4, 8.9 (8.4, -20.8 %), c's 10.3, 10.5, 10.7 (10.5, -0.9 %)
+    # b's 8.2, 8.4, 8.9 (8.4, -20.8 %), c's 10.3, 10.5, 10.7 (10.5, -0.9 %); the widest range b's, 8.9 / 8.2 - 1
     checks = [
         order == ['warm-up', 'a', 'b', 'c', 'b', 'c', 'a', 'c', 'a', 'b'],
         rows == ['bnb4 f16 plain 64x256 m=1 vs-cublas'],
         [round(statistics.median(times[rows[0]][n]), 3) for n in 'abc'] == [10.6, 8.4, 10.5],
         '10.60' in out.getvalue() and '8.40 -20.8%' in out.getvalue() and '10.50  -0.9%' in out.getvalue(),
+        out.getvalue().splitlines()[1].endswith('    8.5%') and out.getvalue().splitlines()[0].endswith('spread'),
     ]
     for bad in (['bench', '', 'x:', 'x:A=1'], ['bench', '', 'x:A'], ['bench', '', 'x'], ['bench', '', 'x:', '--rounds']):
         try:
