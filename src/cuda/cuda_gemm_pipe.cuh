@@ -113,8 +113,9 @@
  * the driver's encoder, fetched through the runtime (no link to libcuda).
  *
  * The kernels, their launch and the choice among them, for two translation units: cuda_gemm_pipe.cu (the entry
- * points, float16) and cuda_gemm_pipe_bf16.cu (bfloat16), so the two types' ~500 kernels compile in parallel. All
- * of it is in an anonymous namespace: each unit instantiates its own type's kernels only.
+ * points, float16) and cuda_gemm_pipe_bf16.cu (bfloat16), so the two types' kernels (about 100 each for every
+ * target) compile in parallel. All of it is in an anonymous namespace: each unit instantiates its own type's
+ * kernels only.
  */
 #pragma once
 #include <stdlib.h>
