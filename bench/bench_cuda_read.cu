@@ -1,7 +1,7 @@
 /*
  * bench_cuda_read.cu - the read floor of the small-m kernels: how fast one GPU reads a 4-bit weight
  * matrix (packed bytes + float32 absmax, NF4 blocksize 64) in the access pattern of the pipe kernel
- * (src/cuda/cuda_gemm_pipe.cu), with nothing done with the data. It tells the kernels' own cost apart
+ * (src/cuda/cuda_gemm_pipe.cuh), with nothing done with the data. It tells the kernels' own cost apart
  * from what the memory system allows at a shape (launch, pipeline fill, tail included), which the copy
  * ceiling alone cannot: a 30 MB read is not a 1 GiB copy.
  *

@@ -133,7 +133,7 @@ elif [ -x "$TESTS" ]; then
     if timeout "$T_TESTS" "$TESTS" --gtest_color=no; then RESULT[tests]="ok"; else RESULT[tests]="FAILED"; fi
   fi
   # m = 1 is the gemv kernel's by default: once more with it off, so the pipelined tensor-core kernel
-  # (cuda_gemm_pipe.cu) is checked at m = 1 too
+  # (cuda_gemm_pipe.cuh) is checked at m = 1 too
   test_pass tests_m1 "CUDA matmul tests with m = 1 on the tensor-core kernels (BNB4_CUDA_GEMV_MAX_M=0)" "$TESTS" '*Matmul*:*Pipe*' BNB4_CUDA_GEMV_MAX_M=0
   # sm_90 runs the pipe kernel's TMA variant where it fits: once more with it off, so the cp.async variant
   # (what sm_80 runs, and the odd layouts everywhere) is checked on every shape too

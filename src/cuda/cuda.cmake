@@ -27,6 +27,7 @@ if(BNB4_CUDA)
        ${CMAKE_CURRENT_LIST_DIR}/cuda_gemm.cu
        ${CMAKE_CURRENT_LIST_DIR}/cuda_gemm_f32_tile.cu
        ${CMAKE_CURRENT_LIST_DIR}/cuda_gemm_pipe.cu
+       ${CMAKE_CURRENT_LIST_DIR}/cuda_gemm_pipe_bf16.cu
        ${CMAKE_CURRENT_LIST_DIR}/cuda_gemm_tile.cu
        ${CMAKE_CURRENT_LIST_DIR}/cuda_gemv.cu)
   # nvcc's host stubs use C++ runtime helpers (static-init guards): C programs linking libbnb4.a need it

@@ -253,7 +253,7 @@ __device__ __forceinline__ unsigned bnb4_dev_arrive_acq_rel(unsigned *counter) {
     return old;
 }
 
-/* The pipe kernel's hand-over flags (cuda_gemm_pipe.cu): a contributor's thread publishes its CTA's partial sums
+/* The pipe kernel's hand-over flags (cuda_gemm_pipe.cuh): a contributor's thread publishes its CTA's partial sums
  * (stored by its threads before a barrier: a release is cumulative) with a release store; the tile's fixer
  * loads the flags until all are set, then fences (an acquire of each). */
 __device__ __forceinline__ void bnb4_dev_publish(unsigned *flag) {
@@ -266,7 +266,7 @@ __device__ __forceinline__ unsigned bnb4_dev_flag_load(const unsigned *flag) {
 }
 /* after relaxed loads that saw every flag set: together an acquire of each */
 __device__ __forceinline__ void bnb4_dev_fence_acquire() { asm volatile("fence.acq_rel.gpu;" ::: "memory"); }
-/* Equal parts of a tile, where every contributor adds a share (cuda_gemm_pipe.cu, PipeArgs::spread): the tile's
+/* Equal parts of a tile, where every contributor adds a share (cuda_gemm_pipe.cuh, PipeArgs::spread): the tile's
  * counter counts each contributor twice - once its partial sums are stored (a release, cumulative over its threads'
  * stores before a barrier, as bnb4_dev_publish), and once it has seen all of them counted (relaxed) - and wraps to 0
  * at the last count (inc: 0 past `wrap` = 2 parts - 1), ready for the next launch. No thread waits for either. */
@@ -465,7 +465,7 @@ int bnb4_cuda_simt_stages_x(const bnb4_cuda_state *s, bnb4_dtype dt, size_t m);
  * BNB4_CUDA_GEMV_KERNEL=stream|stream2|stream4|table overrides it. */
 #define BNB4_CUDA_GEMV_STREAM_DEFAULT 1
 /* m = 1..BNB4_CUDA_PIPE_MAX_M with f16/bf16 activations (after the gemv kernel's m): the pipelined
- * tensor-core kernel (cuda_gemm_pipe.cu); BNB4_CUDA_PIPE_MAX_M in the environment overrides it
+ * tensor-core kernel (cuda_gemm_pipe.cuh); BNB4_CUDA_PIPE_MAX_M in the environment overrides it
  * (0 turns it off, at most BNB4_CUDA_PIPE_LIMIT_M). */
 #define BNB4_CUDA_PIPE_MAX_M 64
 #define BNB4_CUDA_PIPE_LIMIT_M 64

@@ -2,7 +2,7 @@
  * cuda_gemm.cu - Y[m, N] = X[m, K] W^T + bias with W in bitsandbytes' 4-bit format: the router and two
  * of the five paths. The router takes, in this order: cuda_gemv.cu's weight-streaming CUDA-core kernel
  * (m = 1, K % blocksize == 0, aligned), cuda_gemm_tile.cu's fused wgmma tile kernel (m >= 65 on large
- * weights, compute capability 9.0), cuda_gemm_pipe.cu's pipelined tensor-core kernel (m <= 64, and to
+ * weights, compute capability 9.0), cuda_gemm_pipe.cuh's pipelined tensor-core kernel (m <= 64, and to
  * m = 128 as matmuls of 64 rows: bnb4_cuda_pipe_chunks; f16/bf16, K % 32 == 0, aligned), the SIMT kernel
  * here, cuda_gemm_f32_tile.cu's CUDA-core tile kernel (f32 past the SIMT kernel's m to
  * BNB4_CUDA_F32_TILE_MAX_M, K % 32 == 0, aligned), then dequantize + cuBLAS:

@@ -33,7 +33,7 @@
  *  - Ends of tiles: a tile one CTA covered is stored directly (bias added in f32, one rounding), as 16-byte
  *    runs through shared memory (stmatrix.trans) where N % 8 == 0 and y is aligned; a tile several CTAs
  *    share is summed through the split-K workspace by the last to arrive, in contributor order
- *    (deterministic), as in cuda_gemm_pipe.cu.
+ *    (deterministic), as in cuda_gemm_pipe.cuh.
  *
  * Requirements (bnb4_cuda_tile_fits): compute capability 9.0, an sm_90a build, f16/bf16, K % 32 == 0,
  * 16-byte-aligned packed weights and activations, fewer than 2^31 rows and columns.
@@ -148,7 +148,7 @@ template <typename T> __global__ void __launch_bounds__(kScaleTile * kScaleRowsP
     tile_scales_kernel(TileScaleArgs a) {
 #if BNB4_HAS_TMA
     /* (before the wait: the tile kernel that follows reads nothing before its own; it is the one whose
-     * signal must come after its wait, see the pipe kernel's early stages, cuda_gemm_pipe.cu) */
+     * signal must come after its wait, see the pipe kernel's early stages, cuda_gemm_pipe.cuh) */
     pdl_launch_dependents();
     if (!a.early)
         pdl_wait(); /* the weight may come from the previous kernel */
@@ -292,7 +292,7 @@ __global__ void __launch_bounds__(TileShape<BX, SRC>::Threads, 1)
         tma_prefetch_map(&x_map);
         tma_prefetch_map(&s_map);
         pdl_wait(); /* the activations, and the weights themselves, may come from the previous kernel */
-        /* the next kernel may start only now (see the pipe kernel's early stages, cuda_gemm_pipe.cu); one
+        /* the next kernel may start only now (see the pipe kernel's early stages, cuda_gemm_pipe.cuh); one
          * CTA per SM, the whole grid resident: nothing can starve */
         pdl_launch_dependents();
         unsigned tile = it_begin / a.k_steps, step = it_begin - tile * a.k_steps;

@@ -1,5 +1,5 @@
 /*
- * cuda_grid.h - how the persistent matmul kernels (cuda_gemm_pipe.cu, cuda_gemm_tile.cu) cut their work
+ * cuda_grid.h - how the persistent matmul kernels (cuda_gemm_pipe.cuh, cuda_gemm_tile.cu) cut their work
  * over a grid. Host code without CUDA, so the CUDA tests check it on machines without a GPU too.
  *
  * The work is `tiles` tiles of `k_steps` steps each, one after another; every CTA takes a run of `per`
@@ -115,7 +115,7 @@ static inline int bnb4_grid_pipe_chunks(size_t N, size_t K, size_t m, size_t lau
 
 /* How many of the pipe kernel's contributors to a tile cut in `parts` equal parts of `per` steps each (per < the
  * tile's steps) add a share of the tile's rows m each - the last to arrive; 0: the last alone adds all of them, on the
- * counter (at m = 33..64 only: pipe_spread_built, cuda_gemm_pipe.cu). The shares cut what one SM pulls from L2 - the
+ * counter (at m = 33..64 only: pipe_spread_built, cuda_gemm_pipe.cuh). The shares cut what one SM pulls from L2 - the
  * last arrival's 4 slots of 32 KB at m = 64 bound its fix-up (docs/performance.md v56) - but every sharer waits for
  * the last, where with the counter all but the last leave at once, and the longer the runs, the further apart they
  * end. On the H200, against the counter (f16 / bf16 alike; v59, v60):

@@ -3,7 +3,7 @@
  * starts. Host code without CUDA, so the CUDA tests check it on machines without a GPU too.
  *
  * With programmatic dependent launch the pipe kernel copies its first weights before it waits for the
- * kernel before it (cuda_gemm_pipe.cu, pipe_early), as the tile kernel's scale pre-pass loads the block
+ * kernel before it (cuda_gemm_pipe.cuh, pipe_early), as the tile kernel's scale pre-pass loads the block
  * scales (cuda_gemm_tile.cu, TileScaleArgs::early). Our kernels let the next one start only after their
  * own wait, so everything before that kernel is complete, and of what it writes only a matmul's output
  * y is the caller's memory: a matmul whose weights overlap it must wait first. The log answers that:

@@ -1,5 +1,5 @@
 /*
- * cuda_sm90.cuh - what the tensor-core matmul kernels (cuda_gemm_pipe.cu, cuda_gemm_tile.cu) share: the
+ * cuda_sm90.cuh - what the tensor-core matmul kernels (cuda_gemm_pipe.cuh, cuda_gemm_tile.cu) share: the
  * half2 code-pair table they decode packed bytes with, and the Hopper (sm_90 / sm_90a) building blocks -
  * mbarriers, tensor copies (TMA), programmatic dependent launch, wgmma - as thin inline-PTX wrappers, plus
  * the host side's tensor-map encoder (fetched from the driver at run time: no link to libcuda).
