@@ -4,8 +4,8 @@
 #
 #   scripts/pack_device.sh NAME [--build DIR] [--sm80 DIR] [--bnb WHEEL] [--jobs N]
 #
-# Builds bnb4_cuda_tests, bench_cuda, bench_cuda_read and libbnb4.so in DIR (default build-cuda; configured as
-# cuda_check.sh configures it where DIR has no CMake cache) and, with --sm80, the tests as compute_80 PTX alone in that
+# Builds bnb4_cuda_tests, bench_cuda, bench_cuda_read and libbnb4.so in DIR (default build-cuda; configured for the
+# project's architectures where DIR has no CMake cache) and, with --sm80, the tests as compute_80 PTX alone in that
 # folder (cuda_check.sh's A100 passes); with --bnb, bitsandbytes' wheel (e.g. `pip download --no-deps bitsandbytes`)
 # is unpacked beside them - its Python files and its CPU and CUDA 13 libraries, not the other builds' (120 MB) - for
 # cuda_check.sh's parity step. Everything goes to .device/NAME/ and .device/NAME.tar.xz (.device/ is ignored by git),
@@ -31,14 +31,16 @@ while [ $# -gt 0 ]; do
 done
 [ -z "$WHEEL" ] || [ -f "$WHEEL" ] || { echo "pack_device.sh: no wheel at $WHEEL" >&2; exit 1; }
 
-# configure DIR ARCHITECTURES: where DIR has no cache yet (an existing build keeps its own settings)
+# configure DIR [CMAKE_ARGS...]: where DIR has no cache yet (an existing build keeps its own settings); the main build
+# takes the project's architectures (src/cuda/cuda.cmake: sm_80, sm_90a, compute_90)
 configure() {
-  [ -f "$1/CMakeCache.txt" ] || cmake -S . -B "$1" -DCMAKE_BUILD_TYPE=Release -DBNB4_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$2" >/dev/null
+  local dir="$1"; shift
+  [ -f "$dir/CMakeCache.txt" ] || cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release -DBNB4_CUDA=ON "$@" >/dev/null
 }
-configure "$BUILD" "80-real;90a-real;90-virtual"
+configure "$BUILD"
 cmake --build "$BUILD" -j"$JOBS" --target bnb4_cuda_tests bench_cuda bench_cuda_read bnb4
 if [ -n "$SM80" ]; then
-  configure "$SM80" "80-virtual"
+  configure "$SM80" -DCMAKE_CUDA_ARCHITECTURES=80-virtual
   cmake --build "$SM80" -j"$JOBS" --target bnb4_cuda_tests
 fi
 
